@@ -1,0 +1,49 @@
+//! The codec: turns plaintext into stored shards and back. Pure functions, no I/O.
+//!
+//! Pipeline (write): [`chunker`] cuts a stream into content-defined chunks, [`chunk_id`]
+//! names each chunk with a keyed BLAKE3 hash, [`seal`] compresses (when that helps) and
+//! encrypts it, [`redundancy`] splits the sealed bytes into shards. Reading runs the same
+//! steps backwards and verifies at every step; nothing unverified is ever returned.
+
+pub mod chunker;
+pub mod redundancy;
+pub mod seal;
+
+pub use chunker::{ChunkParams, Chunker};
+pub use redundancy::{Redundancy, join_shards, shard_checksum, split_shards};
+pub use seal::{DataKey, open, seal};
+
+/// A chunk's name: BLAKE3 keyed with the bucket's data key, over the plaintext.
+pub type ChunkId = [u8; 32];
+
+/// Everything that can go wrong while decoding. Encoding cannot fail on valid input.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("sealed chunk is truncated or has an unknown format version")]
+    BadFormat,
+    #[error("chunk failed authentication (wrong key, or the ciphertext was altered)")]
+    Authentication,
+    #[error("chunk decompression failed: {0}")]
+    Decompress(String),
+    #[error("chunk content does not match its id (expected {expected}, got {actual})")]
+    IdMismatch { expected: String, actual: String },
+    #[error("not enough intact shards to rebuild the chunk: have {have}, need {need}")]
+    NotEnoughShards { have: usize, need: usize },
+    #[error("invalid redundancy policy: {0}")]
+    BadPolicy(String),
+}
+
+/// Names a chunk: keyed BLAKE3 over the plaintext. Equal content in one bucket gets one
+/// id (dedup); the key keeps ids from revealing content across buckets.
+pub fn chunk_id(key: &DataKey, plaintext: &[u8]) -> ChunkId {
+    *blake3::keyed_hash(key.as_bytes(), plaintext).as_bytes()
+}
+
+/// Lowercase hex, for ids in logs and errors.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
