@@ -1,0 +1,361 @@
+//! One disk: a folder of segment files, an in-memory index rebuilt from them at start,
+//! and a writer thread that group-commits appends.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::record::*;
+use crate::{ShardError, StoreOptions};
+
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    segment: u32,
+    offset: u64,
+    data_len: u32,
+    meta: ShardMeta,
+}
+
+struct WriteReq {
+    kind: u8,
+    key: ShardKey,
+    meta: ShardMeta,
+    data: Vec<u8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// What `check` found on a disk.
+#[derive(Debug, Clone)]
+pub struct DiskHealth {
+    pub path: PathBuf,
+    pub shards: usize,
+    /// Shards forgotten because their disk folder or segment file vanished.
+    pub lost: usize,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+pub struct Disk {
+    root: PathBuf,
+    index: Arc<RwLock<HashMap<ShardKey, Location>>>,
+    readers: Mutex<HashMap<u32, Arc<File>>>,
+    writer: Mutex<mpsc::Sender<WriteReq>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn segment_path(root: &Path, n: u32) -> PathBuf {
+    root.join(format!("seg-{n:08}.ecs"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
+    move |source| ShardError::Io { path: path.to_path_buf(), source }
+}
+
+impl Disk {
+    pub fn open(root: PathBuf, opts: StoreOptions) -> Result<Self, ShardError> {
+        fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let mut segments: Vec<u32> = fs::read_dir(&root)
+            .map_err(io_err(&root))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("seg-")?.strip_suffix(".ecs")?.parse().ok()
+            })
+            .collect();
+        segments.sort_unstable();
+        let mut index = HashMap::new();
+        for (i, &seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            scan_segment(&root, seg, last, &mut index)?;
+        }
+        let index = Arc::new(RwLock::new(index));
+        let next = segments.last().map_or(1, |s| s + 1);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer { root: root.clone(), opts, index: index.clone(), next_segment: next, current: None };
+        std::thread::Builder::new()
+            .name(format!("shard-writer:{}", root.display()))
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(&root))?;
+        Ok(Disk { root, index, readers: Mutex::new(HashMap::new()), writer: Mutex::new(tx) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn contains(&self, key: &ShardKey) -> bool {
+        self.index.read().expect("index lock").contains_key(key)
+    }
+
+    pub fn meta(&self, key: &ShardKey) -> Option<ShardMeta> {
+        self.index.read().expect("index lock").get(key).map(|l| l.meta)
+    }
+
+    /// Every shard on this disk with its metadata (a snapshot).
+    pub fn list(&self) -> Vec<(ShardKey, ShardMeta)> {
+        self.index.read().expect("index lock").iter().map(|(k, l)| (*k, l.meta)).collect()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.index.read().expect("index lock").len()
+    }
+
+    /// Appends a shard; returns once it is fsynced.
+    pub async fn write(&self, key: ShardKey, meta: ShardMeta, data: Vec<u8>) -> Result<(), ShardError> {
+        self.submit(KIND_SHARD, key, meta, data).await
+    }
+
+    /// Records that a shard is gone (orphan collection); the space returns on compaction.
+    pub async fn delete(&self, key: ShardKey) -> Result<(), ShardError> {
+        let Some(meta) = self.meta(&key) else { return Ok(()) };
+        self.submit(KIND_TOMBSTONE, key, meta, Vec::new()).await
+    }
+
+    async fn submit(&self, kind: u8, key: ShardKey, mut meta: ShardMeta, data: Vec<u8>) -> Result<(), ShardError> {
+        if kind == KIND_SHARD {
+            meta.written_ms = now_ms();
+        }
+        let (done, rx) = oneshot::channel();
+        let req = WriteReq { kind, key, meta, data, done };
+        let gone = || ShardError::WriterGone(self.root.display().to_string());
+        self.writer.lock().expect("writer lock").send(req).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?.map_err(|e| ShardError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    /// Reads and verifies one shard.
+    pub fn read(&self, key: &ShardKey) -> Result<(ShardMeta, Vec<u8>), ShardError> {
+        let loc = self.index.read().expect("index lock").get(key).copied().ok_or_else(|| {
+            ShardError::NotFound { disk: self.root.display().to_string(), key: *key }
+        })?;
+        let path = segment_path(&self.root, loc.segment);
+        let file = self.reader(loc.segment)?;
+        let total = RECORD_HEADER_LEN + loc.data_len as usize + CHECKSUM_LEN;
+        let mut buf = vec![0u8; total];
+        file.read_exact_at(&mut buf, loc.offset).map_err(io_err(&path))?;
+        let corrupt = |reason: String| ShardError::Corrupt { path: path.clone(), offset: loc.offset, reason };
+        let header: &[u8; RECORD_HEADER_LEN] = buf[..RECORD_HEADER_LEN].try_into().expect("header length");
+        let h = decode_header(header).map_err(corrupt)?;
+        if h.key != *key || h.data_len != loc.data_len {
+            return Err(corrupt(format!("record holds {} instead of {key}", h.key)));
+        }
+        let data_end = RECORD_HEADER_LEN + loc.data_len as usize;
+        if checksum(&buf[..RECORD_HEADER_LEN], &buf[RECORD_HEADER_LEN..data_end]) != buf[data_end..] {
+            return Err(corrupt(format!("checksum mismatch for shard {key}")));
+        }
+        buf.truncate(data_end);
+        buf.drain(..RECORD_HEADER_LEN);
+        Ok((h.meta, buf))
+    }
+
+    fn reader(&self, segment: u32) -> Result<Arc<File>, ShardError> {
+        let mut readers = self.readers.lock().expect("readers lock");
+        if let Some(f) = readers.get(&segment) {
+            return Ok(f.clone());
+        }
+        let path = segment_path(&self.root, segment);
+        let f = Arc::new(File::open(&path).map_err(io_err(&path))?);
+        readers.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// Forgets shards whose segment files are gone (disk wiped or replaced) and
+    /// recreates the folder, so the disk can take repaired shards again.
+    pub fn check(&self) -> DiskHealth {
+        let _ = fs::create_dir_all(&self.root);
+        let mut index = self.index.write().expect("index lock");
+        let mut present: HashMap<u32, Option<u64>> = HashMap::new();
+        let before = index.len();
+        index.retain(|_, loc| {
+            present
+                .entry(loc.segment)
+                .or_insert_with(|| fs::metadata(segment_path(&self.root, loc.segment)).ok().map(|m| m.len()))
+                .is_some_and(|len| loc.offset < len)
+        });
+        let lost = before - index.len();
+        if lost > 0 {
+            tracing::warn!(disk = %self.root.display(), lost, "segment files vanished; their shards count as missing");
+            self.readers.lock().expect("readers lock").retain(|s, _| present.get(s).is_some_and(|p| p.is_some()));
+        }
+        let live: Vec<u64> = present.values().flatten().copied().collect();
+        DiskHealth { path: self.root.clone(), shards: index.len(), lost, segments: live.len(), bytes: live.iter().sum() }
+    }
+}
+
+/// Reads a segment's records into the index. Only the newest segment can end in a torn
+/// record (a crash mid-append); it is truncated there. Older segments are sealed.
+fn scan_segment(root: &Path, seg: u32, last: bool, index: &mut HashMap<ShardKey, Location>) -> Result<(), ShardError> {
+    let path = segment_path(root, seg);
+    let file = OpenOptions::new().read(true).write(last).open(&path).map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    let mut magic = [0u8; 8];
+    if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != SEGMENT_MAGIC {
+        if last && len < 8 {
+            // Crashed right after creating it.
+            let _ = fs::remove_file(&path);
+            return Ok(());
+        }
+        return Err(ShardError::Corrupt { path, offset: 0, reason: "not an edgecloud segment file".into() });
+    }
+    let mut offset = 8u64;
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    while offset < len {
+        let torn = |reason: String| -> Result<(), ShardError> {
+            if last {
+                tracing::warn!(file = %path.display(), offset, %reason, "truncating a torn tail left by a crash");
+                file.set_len(offset).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
+                Ok(())
+            } else {
+                Err(ShardError::Corrupt { path: path.clone(), offset, reason })
+            }
+        };
+        if file.read_exact_at(&mut header, offset).is_err() {
+            return torn("record header cut short".into());
+        }
+        let h = match decode_header(&header) {
+            Ok(h) => h,
+            Err(e) => return torn(e),
+        };
+        let end = offset + (RECORD_HEADER_LEN + h.data_len as usize + CHECKSUM_LEN) as u64;
+        if end > len {
+            return torn("record runs past the end of the file".into());
+        }
+        if last {
+            // Records after the last fsync may hold garbage: verify them fully.
+            let mut rest = vec![0u8; h.data_len as usize + CHECKSUM_LEN];
+            file.read_exact_at(&mut rest, offset + RECORD_HEADER_LEN as u64).map_err(io_err(&path))?;
+            let (data, sum) = rest.split_at(h.data_len as usize);
+            if checksum(&header, data) != sum {
+                return torn("checksum mismatch".into());
+            }
+        }
+        if h.kind == KIND_TOMBSTONE {
+            index.remove(&h.key);
+        } else {
+            index.insert(h.key, Location { segment: seg, offset, data_len: h.data_len, meta: h.meta });
+        }
+        offset = end;
+    }
+    Ok(())
+}
+
+struct Writer {
+    root: PathBuf,
+    opts: StoreOptions,
+    index: Arc<RwLock<HashMap<ShardKey, Location>>>,
+    next_segment: u32,
+    current: Option<(u32, File, u64)>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<WriteReq>) {
+        while let Ok(first) = rx.recv() {
+            let mut bytes = first.data.len();
+            let mut batch = vec![first];
+            while bytes < self.opts.batch_bytes && batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.data.len();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.append(&batch) {
+                Ok(locs) => {
+                    let mut index = self.index.write().expect("index lock");
+                    for (req, loc) in batch.iter().zip(locs) {
+                        if req.kind == KIND_TOMBSTONE {
+                            index.remove(&req.key);
+                        } else {
+                            index.insert(req.key, loc);
+                        }
+                    }
+                    drop(index);
+                    for req in batch {
+                        let _ = req.done.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(disk = %self.root.display(), error = %e, "shard write failed");
+                    for req in batch {
+                        let _ = req.done.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a batch and fsyncs once. On failure (a full disk, say) the segment is cut
+    /// back to where the batch began, so no partial record stays behind.
+    fn append(&mut self, batch: &[WriteReq]) -> std::io::Result<Vec<Location>> {
+        self.ensure_segment()?;
+        let (seg, file, start) = self.current.as_mut().expect("segment opened");
+        let (seg, start) = (*seg, *start);
+        let result = (|| {
+            use std::io::{Seek, SeekFrom};
+            (&*file).seek(SeekFrom::Start(start))?;
+            let mut out = BufWriter::with_capacity(256 * 1024, &*file);
+            let mut offset = start;
+            let mut locs = Vec::with_capacity(batch.len());
+            for req in batch {
+                let header = encode_header(req.kind, &req.key, &req.meta, req.data.len() as u32);
+                out.write_all(&header)?;
+                out.write_all(&req.data)?;
+                out.write_all(&checksum(&header, &req.data))?;
+                locs.push(Location { segment: seg, offset, data_len: req.data.len() as u32, meta: req.meta });
+                offset += (RECORD_HEADER_LEN + req.data.len() + CHECKSUM_LEN) as u64;
+            }
+            out.flush()?;
+            drop(out);
+            file.sync_data()?;
+            Ok((locs, offset))
+        })();
+        match result {
+            Ok((locs, end)) => {
+                self.current.as_mut().expect("segment open").2 = end;
+                Ok(locs)
+            }
+            Err(e) => {
+                if file.set_len(start).and_then(|_| file.sync_data()).is_err() {
+                    self.current = None; // start a fresh segment next time
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn ensure_segment(&mut self) -> std::io::Result<()> {
+        if let Some((seg, _, len)) = &self.current {
+            // A vanished file (wiped disk) or a full segment: start a new one.
+            if *len < self.opts.segment_bytes && segment_path(&self.root, *seg).exists() {
+                return Ok(());
+            }
+        }
+        fs::create_dir_all(&self.root)?;
+        let seg = self.next_segment;
+        self.next_segment += 1;
+        let path = segment_path(&self.root, seg);
+        let mut file = OpenOptions::new().create_new(true).read(true).write(true).open(&path)?;
+        file.write_all(SEGMENT_MAGIC)?;
+        file.sync_all()?;
+        File::open(&self.root)?.sync_all()?; // make the new file's name durable
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::End(0))?;
+        self.current = Some((seg, file, SEGMENT_MAGIC.len() as u64));
+        Ok(())
+    }
+}
