@@ -1,0 +1,179 @@
+//! Multipart uploads: parts are committed as they arrive (their chunks referenced), and
+//! completion turns a chosen list of parts into one version atomically.
+
+use redb::ReadableTable;
+
+use crate::keys::*;
+use crate::objects::{PutCondition, insert_version};
+use crate::records::*;
+use crate::{Catalog, CatalogError, Result};
+
+impl Catalog {
+    pub async fn create_upload(&self, bucket: &str, key: &str, content_type: Option<String>, meta: std::collections::BTreeMap<String, String>) -> Result<Upload> {
+        let up = Upload {
+            upload_id: random_hex(16),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            created_ns: now_ns(),
+            content_type,
+            meta,
+        };
+        self.writer
+            .write(move |txn| {
+                crate::buckets::load_bucket(txn, &up.bucket)?;
+                txn.open_table(UPLOADS)?.insert(up.upload_id.as_str(), enc(&up).as_slice())?;
+                Ok(up)
+            })
+            .await
+    }
+
+    pub fn upload(&self, upload_id: &str) -> Result<Upload> {
+        let t = self.read()?.open_table(UPLOADS)?;
+        let v = t.get(upload_id)?.ok_or_else(|| CatalogError::NoSuchUpload(upload_id.into()))?;
+        dec("uploads", upload_id.as_bytes(), v.value())
+    }
+
+    pub fn uploads(&self, bucket: &str) -> Result<Vec<Upload>> {
+        let t = self.read()?.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            let up: Upload = dec("uploads", k.value().as_bytes(), v.value())?;
+            if up.bucket == bucket {
+                out.push(up);
+            }
+        }
+        out.sort_by(|a, b| (&a.key, a.created_ns).cmp(&(&b.key, b.created_ns)));
+        Ok(out)
+    }
+
+    /// Records a part whose chunks are durable; replaces an earlier part of that number.
+    pub async fn put_part(&self, upload_id: &str, part: Part, fresh: Vec<codec::ChunkId>) -> Result<Part> {
+        let upload_id = upload_id.to_string();
+        self.writer
+            .write(move |txn| {
+                if txn.open_table(UPLOADS)?.get(upload_id.as_str())?.is_none() {
+                    return Err(CatalogError::NoSuchUpload(upload_id));
+                }
+                let mut parts = txn.open_table(PARTS)?;
+                let mut chunks = txn.open_table(CHUNKS)?;
+                let pk = part_key(&upload_id, part.number);
+                let old: Option<Part> = match parts.get(pk.as_slice())? {
+                    Some(v) => Some(dec("parts", &pk, v.value())?),
+                    None => None,
+                };
+                if let Body::Chunks { policy, chunks: refs } = &part.body {
+                    crate::chunks::acquire(&mut chunks, *policy, refs, &fresh)?;
+                }
+                if let Some(old) = old {
+                    crate::chunks::release(&mut chunks, old.body.chunk_refs())?;
+                }
+                parts.insert(pk.as_slice(), enc(&part).as_slice())?;
+                Ok(part)
+            })
+            .await
+    }
+
+    pub fn parts(&self, upload_id: &str) -> Result<Vec<Part>> {
+        let txn = self.read()?;
+        if txn.open_table(UPLOADS)?.get(upload_id)?.is_none() {
+            return Err(CatalogError::NoSuchUpload(upload_id.into()));
+        }
+        let t = txn.open_table(PARTS)?;
+        let start = part_key(upload_id, 0);
+        let end = part_key(upload_id, u32::MAX);
+        let mut out = Vec::new();
+        for e in t.range(start.as_slice()..=end.as_slice())? {
+            let (k, v) = e?;
+            out.push(dec("parts", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Completes an upload from the listed (part number, ETag) pairs, in ascending
+    /// order. `finish` turns the chosen parts into the new version's body and ETag.
+    pub async fn complete_upload(
+        &self,
+        upload_id: &str,
+        chosen: Vec<(u32, String)>,
+        cond: PutCondition,
+        finish: impl FnOnce(&[Part]) -> NewVersion + Send + 'static,
+    ) -> Result<Version> {
+        let upload_id = upload_id.to_string();
+        let min_part = self.opts.min_part_size;
+        self.writer
+            .write(move |txn| {
+                let mut uploads = txn.open_table(UPLOADS)?;
+                let up: Upload = match uploads.get(upload_id.as_str())? {
+                    Some(v) => dec("uploads", upload_id.as_bytes(), v.value())?,
+                    None => return Err(CatalogError::NoSuchUpload(upload_id)),
+                };
+                if chosen.is_empty() {
+                    return Err(CatalogError::Invalid("you must specify at least one part".into()));
+                }
+                let mut parts_t = txn.open_table(PARTS)?;
+                let mut all = Vec::new();
+                let start = part_key(&upload_id, 0);
+                let end = part_key(&upload_id, u32::MAX);
+                for e in parts_t.range(start.as_slice()..=end.as_slice())? {
+                    let (k, v) = e?;
+                    all.push(dec::<Part>("parts", k.value(), v.value())?);
+                }
+                let mut used = Vec::new();
+                let mut last = 0u32;
+                for (i, (n, etag)) in chosen.iter().enumerate() {
+                    if *n <= last && i > 0 {
+                        return Err(CatalogError::InvalidPart(format!("parts must be listed in ascending order (part {n} after {last})")));
+                    }
+                    last = *n;
+                    let p = all
+                        .iter()
+                        .find(|p| p.number == *n && p.etag.trim_matches('"') == etag.trim_matches('"'))
+                        .ok_or_else(|| CatalogError::InvalidPart(format!("part {n} with ETag {etag} was not uploaded")))?;
+                    if i + 1 < chosen.len() && p.size < min_part {
+                        return Err(CatalogError::EntityTooSmall { part: *n, size: p.size, min: min_part });
+                    }
+                    used.push(p.clone());
+                }
+                let mut nv = finish(&used);
+                nv.content_type = up.content_type.clone();
+                nv.meta = up.meta.clone();
+                let v = insert_version(txn, &up.bucket, &up.key, nv, &cond)?;
+                // The version now holds its own references; drop every part's.
+                let mut chunks = txn.open_table(CHUNKS)?;
+                for p in &all {
+                    crate::chunks::release(&mut chunks, p.body.chunk_refs())?;
+                    parts_t.remove(part_key(&upload_id, p.number).as_slice())?;
+                }
+                uploads.remove(upload_id.as_str())?;
+                Ok(v)
+            })
+            .await
+    }
+
+    pub async fn abort_upload(&self, upload_id: &str) -> Result<()> {
+        let upload_id = upload_id.to_string();
+        self.writer
+            .write(move |txn| {
+                let mut uploads = txn.open_table(UPLOADS)?;
+                if uploads.remove(upload_id.as_str())?.is_none() {
+                    return Err(CatalogError::NoSuchUpload(upload_id));
+                }
+                let mut parts_t = txn.open_table(PARTS)?;
+                let mut chunks = txn.open_table(CHUNKS)?;
+                let start = part_key(&upload_id, 0);
+                let end = part_key(&upload_id, u32::MAX);
+                let mut doomed = Vec::new();
+                for e in parts_t.range(start.as_slice()..=end.as_slice())? {
+                    let (k, v) = e?;
+                    doomed.push((k.value().to_vec(), dec::<Part>("parts", k.value(), v.value())?));
+                }
+                for (k, p) in doomed {
+                    crate::chunks::release(&mut chunks, p.body.chunk_refs())?;
+                    parts_t.remove(k.as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,82 @@
+//! Group commit: one thread applies queued operations in a single write transaction and
+//! commits once. Each operation must check everything that can fail *before* it writes,
+//! so a refused operation leaves nothing in the shared transaction.
+
+use std::sync::{Arc, mpsc};
+
+use redb::WriteTransaction;
+use tokio::sync::oneshot;
+
+use crate::{CatalogError, Result};
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Op = Box<dyn FnOnce(&WriteTransaction) -> Completion + Send>;
+
+/// Most operations in one transaction; bounds the latency of the first one.
+const MAX_BATCH: usize = 512;
+
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Op>,
+}
+
+impl WriterHandle {
+    pub(crate) fn start(db: Arc<redb::Database>) -> Self {
+        let (tx, rx) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("catalog-writer".into())
+            .spawn(move || run(db, rx))
+            .expect("spawn catalog writer");
+        WriterHandle { tx }
+    }
+
+    /// Runs `f` inside a group-committed write transaction; returns after the commit.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    {
+        let (done, rx) = oneshot::channel();
+        let op: Op = Box::new(move |txn| {
+            let result = f(txn);
+            Box::new(move |commit: Result<()>| {
+                let _ = done.send(commit.and(result));
+            })
+        });
+        // Unbounded queue: callers await their result, which is the backpressure.
+        self.tx
+            .send(op)
+            .map_err(|_| CatalogError::Db("catalog writer stopped".into()))?;
+        rx.await.map_err(|_| CatalogError::Db("catalog writer stopped".into()))?
+    }
+}
+
+fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "catalog: cannot begin a write transaction");
+                for op in ops {
+                    drop(op); // dropping the sender reports "writer stopped" to the caller
+                }
+                continue;
+            }
+        };
+        let completions: Vec<Completion> = ops.into_iter().map(|op| op(&txn)).collect();
+        let commit = txn.commit().map_err(|e| CatalogError::Db(format!("commit failed: {e}")));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "catalog commit failed");
+        }
+        for c in completions {
+            c(commit.clone());
+        }
+    }
+}
