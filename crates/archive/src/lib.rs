@@ -1,14 +1,214 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The archive: the one object API every gateway (S3, WebDAV, FTP, NFS, admin) uses.
+//!
+//! It owns the data path: streaming put (chunk, name, seal, split, place, write shards,
+//! then commit the manifest), streaming get (fetch any k shards, rebuild, verify,
+//! decrypt), versions, listing, copy, multipart, reads as of a past instant, and the
+//! scrubber that verifies and repairs shards. Gateways never touch shards or the catalog
+//! directly.
+
+mod chunks;
+mod error;
+mod get;
+mod keys;
+mod multipart;
+mod names;
+mod put;
+mod range;
+mod scrub;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use catalog::{
+    Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, PutCondition, Upload, Version, VersionSel,
+    Versioning, VersionsPage, VersionsQuery,
+};
+pub use codec::{ChunkParams, DataKey, Redundancy};
+pub use error::ArchiveError;
+pub use get::ObjectStream;
+pub use names::{validate_bucket_name, validate_key};
+pub use put::{PutOptions, md5_hex};
+pub use range::{ByteRange, parse_instant};
+pub use scrub::{ScrubOptions, ScrubReport};
+
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// Holds the catalog and, by default, the master key.
+    pub data_dir: PathBuf,
+    /// Shard disks (folders); shards of a chunk go to distinct disks.
+    pub disks: Vec<PathBuf>,
+    /// Wraps bucket data keys. Keep it off the shard disks.
+    pub master_key: DataKey,
+    /// Objects smaller than this are kept inside the catalog.
+    pub inline_threshold: usize,
+    /// Policy for new buckets; `None` picks one from the number of disks.
+    pub default_policy: Option<Redundancy>,
+    pub chunk: ChunkParams,
+    /// zstd level for new buckets; 0 disables compression.
+    pub compression: i32,
+    /// Unreferenced chunks and orphan shards are removed only after this long.
+    pub gc_grace: Duration,
+    /// How long superseded null versions stay readable through as-of reads.
+    pub history_retention: Duration,
+    /// Chunks encoded and written concurrently per upload.
+    pub pipeline_depth: usize,
+    pub segment_bytes: u64,
+    pub min_part_size: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl ArchiveConfig {
+    pub fn new(data_dir: PathBuf, disks: Vec<PathBuf>, master_key: DataKey) -> Self {
+        ArchiveConfig {
+            data_dir,
+            disks,
+            master_key,
+            inline_threshold: 64 * 1024,
+            default_policy: None,
+            chunk: ChunkParams::default(),
+            compression: 3,
+            gc_grace: Duration::from_secs(3600),
+            history_retention: Duration::from_secs(30 * 24 * 3600),
+            pipeline_depth: 4,
+            segment_bytes: 1 << 30,
+            min_part_size: 5 << 20,
+        }
+    }
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// The archive engine on one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Archive {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ArchiveConfig,
+    catalog: catalog::Catalog,
+    store: shards::ShardStore,
+    targets: Vec<placement::Target>,
+    keys: keys::KeyCache,
+}
+
+impl Archive {
+    pub fn open(cfg: ArchiveConfig) -> Result<Self> {
+        cfg.chunk.validate().map_err(ArchiveError::Invalid)?;
+        if cfg.disks.is_empty() {
+            return Err(ArchiveError::Invalid("at least one disk folder is needed".into()));
+        }
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ArchiveError::io(&cfg.data_dir, e))?;
+        let catalog = catalog::Catalog::open(
+            &cfg.data_dir.join("catalog.redb"),
+            catalog::CatalogOptions { min_part_size: cfg.min_part_size },
+        )?;
+        let store = shards::ShardStore::open(
+            &cfg.disks,
+            shards::StoreOptions { segment_bytes: cfg.segment_bytes, ..Default::default() },
+        )?;
+        // Disk identity is its position: stable as long as the disk list keeps its order.
+        let targets = (0..cfg.disks.len() as u64).map(|id| placement::Target { id, weight: 1.0 }).collect();
+        let keys = keys::KeyCache::new(cfg.master_key.clone());
+        Ok(Archive { inner: Arc::new(Inner { cfg, catalog, store, targets, keys }) })
+    }
+
+    pub fn config(&self) -> &ArchiveConfig {
+        &self.inner.cfg
+    }
+
+    /// The policy new buckets get unless they ask for another.
+    pub fn default_policy(&self) -> Redundancy {
+        self.inner.cfg.default_policy.unwrap_or_else(|| Redundancy::default_for_disks(self.inner.cfg.disks.len()))
+    }
+
+    pub fn disk_health(&self) -> Vec<shards::DiskHealth> {
+        self.inner.store.check_disks()
+    }
+
+    // ---- buckets ----
+
+    pub async fn create_bucket(&self, name: &str, policy: Option<Redundancy>, versioning: Versioning) -> Result<Bucket> {
+        validate_bucket_name(name)?;
+        let policy = policy.unwrap_or_else(|| self.default_policy());
+        policy.validate().map_err(|e| ArchiveError::Invalid(e.to_string()))?;
+        let (wrapped_key_id, wrapped_key) = self.inner.keys.wrap_new();
+        let c = &self.inner.cfg;
+        let b = Bucket {
+            name: name.to_string(),
+            created_ns: catalog::now_ns(),
+            versioning,
+            policy,
+            wrapped_key,
+            wrapped_key_id,
+            compression: c.compression,
+            chunk_min: c.chunk.min as u32,
+            chunk_avg: c.chunk.avg as u32,
+            chunk_max: c.chunk.max as u32,
+            settings: Default::default(),
+        };
+        Ok(self.inner.catalog.create_bucket(b).await?)
+    }
+
+    pub fn bucket(&self, name: &str) -> Result<Bucket> {
+        Ok(self.inner.catalog.bucket(name)?)
+    }
+
+    pub fn buckets(&self) -> Result<Vec<Bucket>> {
+        Ok(self.inner.catalog.buckets()?)
+    }
+
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        Ok(self.inner.catalog.delete_bucket(name).await?)
+    }
+
+    pub async fn set_versioning(&self, name: &str, v: Versioning) -> Result<Bucket> {
+        Ok(self
+            .inner
+            .catalog
+            .update_bucket(name, move |b| {
+                // S3: once enabled, a bucket can only be suspended, never unversioned again.
+                b.versioning = match (b.versioning, v) {
+                    (Versioning::Unversioned, Versioning::Suspended) => Versioning::Unversioned,
+                    (_, Versioning::Unversioned) => Versioning::Suspended,
+                    (_, v) => v,
+                };
+                Ok(())
+            })
+            .await?)
+    }
+
+    /// Changes free-form bucket settings (CORS, tags, ...) used by gateways.
+    pub async fn update_bucket_settings(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+    ) -> Result<Bucket> {
+        Ok(self.inner.catalog.update_bucket(name, move |b| Ok(f(&mut b.settings))).await?)
+    }
+
+    // ---- reads of metadata ----
+
+    /// The version a read selects; a delete marker reads as "no such key".
+    pub fn head(&self, bucket: &str, key: &str, sel: &VersionSel) -> Result<Version> {
+        validate_key(key)?;
+        let v = self.inner.catalog.version(bucket, key, sel)?;
+        if v.delete_marker {
+            return Err(ArchiveError::DeleteMarker { key: key.into(), version_id: v.version_id });
+        }
+        Ok(v)
+    }
+
+    pub fn list(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
+        Ok(self.inner.catalog.list(bucket, q)?)
+    }
+
+    pub fn list_versions(&self, bucket: &str, q: &VersionsQuery) -> Result<VersionsPage> {
+        Ok(self.inner.catalog.list_versions(bucket, q)?)
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str, version_id: Option<String>) -> Result<DeleteOutcome> {
+        validate_key(key)?;
+        Ok(self.inner.catalog.delete(bucket, key, version_id).await?)
     }
 }

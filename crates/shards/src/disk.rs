@@ -210,46 +210,80 @@ fn scan_segment(root: &Path, seg: u32, last: bool, index: &mut HashMap<ShardKey,
         return Err(ShardError::Corrupt { path, offset: 0, reason: "not an edgecloud segment file".into() });
     }
     let mut offset = 8u64;
-    let mut header = [0u8; RECORD_HEADER_LEN];
     while offset < len {
-        let torn = |reason: String| -> Result<(), ShardError> {
-            if last {
-                tracing::warn!(file = %path.display(), offset, %reason, "truncating a torn tail left by a crash");
-                file.set_len(offset).map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-                Ok(())
-            } else {
-                Err(ShardError::Corrupt { path: path.clone(), offset, reason })
+        match read_record_header(&file, offset, len, last) {
+            Ok((h, end)) => {
+                if h.kind == KIND_TOMBSTONE {
+                    index.remove(&h.key);
+                } else {
+                    index.insert(h.key, Location { segment: seg, offset, data_len: h.data_len, meta: h.meta });
+                }
+                offset = end;
             }
-        };
-        if file.read_exact_at(&mut header, offset).is_err() {
-            return torn("record header cut short".into());
-        }
-        let h = match decode_header(&header) {
-            Ok(h) => h,
-            Err(e) => return torn(e),
-        };
-        let end = offset + (RECORD_HEADER_LEN + h.data_len as usize + CHECKSUM_LEN) as u64;
-        if end > len {
-            return torn("record runs past the end of the file".into());
-        }
-        if last {
-            // Records after the last fsync may hold garbage: verify them fully.
-            let mut rest = vec![0u8; h.data_len as usize + CHECKSUM_LEN];
-            file.read_exact_at(&mut rest, offset + RECORD_HEADER_LEN as u64).map_err(io_err(&path))?;
-            let (data, sum) = rest.split_at(h.data_len as usize);
-            if checksum(&header, data) != sum {
-                return torn("checksum mismatch".into());
+            Err(reason) => {
+                // Damage, or a torn tail: skip to the next intact record if there is one,
+                // so one bad byte never hides the records after it.
+                match resync(&file, offset + 1, len) {
+                    Some(next) => {
+                        tracing::warn!(file = %path.display(), offset, skipped = next - offset, %reason, "skipping a damaged region of a segment");
+                        offset = next;
+                    }
+                    None if last => {
+                        tracing::warn!(file = %path.display(), offset, %reason, "truncating a torn tail left by a crash");
+                        file.set_len(offset).map_err(io_err(&path))?;
+                        file.sync_all().map_err(io_err(&path))?;
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(file = %path.display(), offset, %reason, "damaged records at the end of a segment; scrub will rebuild them");
+                        break;
+                    }
+                }
             }
         }
-        if h.kind == KIND_TOMBSTONE {
-            index.remove(&h.key);
-        } else {
-            index.insert(h.key, Location { segment: seg, offset, data_len: h.data_len, meta: h.meta });
-        }
-        offset = end;
     }
     Ok(())
+}
+
+/// Reads and checks the record at `offset`; `verify` also checks its data checksum.
+fn read_record_header(file: &File, offset: u64, len: u64, verify: bool) -> Result<(Header, u64), String> {
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    file.read_exact_at(&mut header, offset).map_err(|_| "record header cut short".to_string())?;
+    let h = decode_header(&header)?;
+    let end = offset + (RECORD_HEADER_LEN + h.data_len as usize + CHECKSUM_LEN) as u64;
+    if end > len {
+        return Err("record runs past the end of the file".into());
+    }
+    if verify {
+        let mut rest = vec![0u8; h.data_len as usize + CHECKSUM_LEN];
+        file.read_exact_at(&mut rest, offset + RECORD_HEADER_LEN as u64).map_err(|e| e.to_string())?;
+        let (data, sum) = rest.split_at(h.data_len as usize);
+        if checksum(&header, data) != sum {
+            return Err("checksum mismatch".into());
+        }
+    }
+    Ok((h, end))
+}
+
+/// The offset of the next fully intact record at or after `from`, if any.
+fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
+    const WINDOW: usize = 1 << 20;
+    let mut buf = vec![0u8; WINDOW + RECORD_MAGIC.len()];
+    let mut base = from;
+    while base < len {
+        let n = ((len - base) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], base).ok()?;
+        for i in 0..n.saturating_sub(RECORD_MAGIC.len() - 1) {
+            if &buf[i..i + RECORD_MAGIC.len()] == RECORD_MAGIC {
+                let at = base + i as u64;
+                if read_record_header(file, at, len, true).is_ok() {
+                    return Some(at);
+                }
+            }
+        }
+        base += WINDOW as u64;
+    }
+    None
 }
 
 struct Writer {

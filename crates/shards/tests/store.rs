@@ -81,3 +81,23 @@ async fn a_wiped_disk_is_noticed_and_takes_new_writes() {
     store.disk(0).write(key(1, 0), meta(1), vec![9; 100]).await.unwrap();
     assert_eq!(store.disk(0).read(&key(1, 0)).unwrap().1, vec![9; 100]);
 }
+
+#[tokio::test]
+async fn a_damaged_record_header_hides_nothing_after_it_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = vec![dir.path().to_path_buf()];
+    {
+        let store = ShardStore::open(&paths, StoreOptions::default()).unwrap();
+        for n in 1..=3u8 {
+            store.disk(0).write(key(n, 0), meta(1), vec![n; 3000]).await.unwrap();
+        }
+    }
+    // Smash the first record's header (its length field included).
+    let seg = dir.path().join("seg-00000001.ecs");
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_at(&[0xee; 64], 8).unwrap();
+    let store = ShardStore::open(&paths, StoreOptions::default()).unwrap();
+    assert!(store.disk(0).read(&key(1, 0)).unwrap_err().is_missing());
+    assert_eq!(store.disk(0).read(&key(2, 0)).unwrap().1, vec![2; 3000]);
+    assert_eq!(store.disk(0).read(&key(3, 0)).unwrap().1, vec![3; 3000]);
+}

@@ -1,0 +1,89 @@
+//! Multipart uploads on top of the streaming ingest: each part is stored as chunks when
+//! it arrives; completion concatenates the chosen parts' chunk lists (no data moves).
+
+use bytes::Bytes;
+use catalog::{Body, NewVersion, Part, PutCondition, Upload, Version};
+use futures::Stream;
+use md5::{Digest, Md5};
+
+use crate::{Archive, ArchiveError, PutOptions, Result, validate_key};
+
+/// S3 allows part numbers 1 to 10,000.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+impl Archive {
+    pub async fn create_multipart(&self, bucket: &str, key: &str, opts: PutOptions) -> Result<Upload> {
+        validate_key(key)?;
+        self.bucket(bucket)?;
+        Ok(self.inner.catalog.create_upload(bucket, key, opts.content_type, opts.meta).await?)
+    }
+
+    pub fn upload(&self, upload_id: &str) -> Result<Upload> {
+        Ok(self.inner.catalog.upload(upload_id)?)
+    }
+
+    pub async fn upload_part<S>(&self, upload_id: &str, number: u32, body: S) -> Result<Part>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(ArchiveError::Invalid(format!("part numbers go from 1 to {MAX_PART_NUMBER}, got {number}")));
+        }
+        let up = self.inner.catalog.upload(upload_id)?;
+        let b = self.bucket(&up.bucket)?;
+        let dk = self.inner.keys.data_key(&b)?;
+        let ing = self.ingest(&b, &dk, body, false).await?;
+        let part = Part { number, size: ing.size, etag: codec::hex(&ing.md5), mtime_ns: catalog::now_ns(), body: ing.body };
+        Ok(self.inner.catalog.put_part(upload_id, part, ing.fresh).await?)
+    }
+
+    pub fn list_parts(&self, upload_id: &str) -> Result<Vec<Part>> {
+        Ok(self.inner.catalog.parts(upload_id)?)
+    }
+
+    pub fn list_uploads(&self, bucket: &str) -> Result<Vec<Upload>> {
+        self.bucket(bucket)?;
+        Ok(self.inner.catalog.uploads(bucket)?)
+    }
+
+    /// Completes an upload. The ETag is S3's: MD5 of the parts' binary MD5s, "-N".
+    pub async fn complete_multipart(&self, upload_id: &str, parts: Vec<(u32, String)>, cond: PutCondition) -> Result<Version> {
+        let up = self.inner.catalog.upload(upload_id)?;
+        let policy = self.bucket(&up.bucket)?.policy;
+        Ok(self
+            .inner
+            .catalog
+            .complete_upload(upload_id, parts, cond, move |used| {
+                let mut md5 = Md5::new();
+                let mut chunks = Vec::new();
+                for p in used {
+                    md5.update(decode_hex(&p.etag));
+                    chunks.extend_from_slice(p.body.chunk_refs());
+                }
+                let policy = used
+                    .iter()
+                    .find_map(|p| match &p.body {
+                        Body::Chunks { policy, .. } => Some(*policy),
+                        _ => None,
+                    })
+                    .unwrap_or(policy);
+                NewVersion {
+                    size: used.iter().map(|p| p.size).sum(),
+                    etag: format!("{}-{}", codec::hex(&md5.finalize()), used.len()),
+                    body: Some(Body::Chunks { policy, chunks }),
+                    parts: used.iter().map(|p| p.size).collect(),
+                    ..Default::default()
+                }
+            })
+            .await?)
+    }
+
+    pub async fn abort_multipart(&self, upload_id: &str) -> Result<()> {
+        Ok(self.inner.catalog.abort_upload(upload_id).await?)
+    }
+}
+
+fn decode_hex(s: &str) -> Vec<u8> {
+    let s = s.trim_matches('"');
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}

@@ -1,0 +1,163 @@
+//! Streaming writes: PUT and COPY. The body is cut into chunks as it arrives; chunks are
+//! encoded and written a few at a time, so memory stays bounded whatever the size. The
+//! version is committed only after every shard is durable.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use catalog::{Body, NewVersion, PutCondition, Version, VersionSel};
+use codec::{ChunkId, ChunkParams, Chunker};
+use futures::stream::FuturesOrdered;
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+
+use crate::{Archive, ArchiveError, Bucket, DataKey, Result, validate_key};
+
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    /// User metadata and stored headers, kept verbatim.
+    pub meta: BTreeMap<String, String>,
+    pub cond: PutCondition,
+}
+
+pub fn md5_hex(d: &[u8]) -> String {
+    codec::hex(d)
+}
+
+/// What reading a body produced: its size, MD5 and stored form.
+pub(crate) struct Ingested {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub body: Body,
+    pub fresh: Vec<ChunkId>,
+}
+
+impl Archive {
+    pub(crate) fn bucket_params(&self, b: &Bucket) -> ChunkParams {
+        ChunkParams { min: b.chunk_min as usize, avg: b.chunk_avg as usize, max: b.chunk_max as usize }
+    }
+
+    /// Reads a body to its end, storing chunks as they fill. `allow_inline` keeps small
+    /// bodies in the catalog (not for multipart parts, whose chunks are concatenated).
+    pub(crate) async fn ingest<S>(&self, b: &Bucket, key: &DataKey, mut body: S, allow_inline: bool) -> Result<Ingested>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let params = self.bucket_params(b);
+        let chunker = Chunker::new(params);
+        let depth = self.inner.cfg.pipeline_depth.max(1);
+        let mut buf = BytesMut::with_capacity(params.max.min(1 << 20));
+        let (mut eof, mut size, mut md5) = (false, 0u64, Md5::new());
+        let mut inflight = FuturesOrdered::new();
+        let (mut refs, mut fresh) = (Vec::new(), Vec::new());
+        let mut chunked = false;
+        loop {
+            while !eof && buf.len() < params.max {
+                match body.next().await {
+                    Some(Ok(piece)) => {
+                        md5.update(&piece);
+                        size += piece.len() as u64;
+                        buf.extend_from_slice(&piece);
+                    }
+                    Some(Err(e)) => return Err(ArchiveError::Body(e)),
+                    None => eof = true,
+                }
+            }
+            if eof && !chunked && allow_inline && buf.len() < self.inner.cfg.inline_threshold {
+                let md5: [u8; 16] = md5.finalize().into();
+                if buf.is_empty() {
+                    return Ok(Ingested { size: 0, md5, body: Body::Empty, fresh });
+                }
+                let id = codec::chunk_id(key, &buf);
+                let sealed = codec::seal(key, &id, &buf, b.compression);
+                return Ok(Ingested { size, md5, body: Body::Inline { id, sealed }, fresh });
+            }
+            while let Some(cut) = chunker.next_cut(&buf, eof) {
+                chunked = true;
+                let chunk = buf.split_to(cut).freeze();
+                inflight.push_back(self.store_chunk(key, b.policy, b.compression, chunk));
+                while inflight.len() >= depth {
+                    let s = inflight.next().await.expect("non-empty")?;
+                    if s.fresh {
+                        fresh.push(s.r.id);
+                    }
+                    refs.push(s.r);
+                }
+            }
+            if eof {
+                break;
+            }
+        }
+        while let Some(s) = inflight.next().await {
+            let s = s?;
+            if s.fresh {
+                fresh.push(s.r.id);
+            }
+            refs.push(s.r);
+        }
+        Ok(Ingested { size, md5: md5.finalize().into(), body: Body::Chunks { policy: b.policy, chunks: refs }, fresh })
+    }
+
+    /// PutObject: streams `body` into a new version of `bucket/key`.
+    pub async fn put<S>(&self, bucket: &str, key: &str, body: S, opts: PutOptions) -> Result<Version>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        validate_key(key)?;
+        let b = self.bucket(bucket)?;
+        let dk = self.inner.keys.data_key(&b)?;
+        let ing = self.ingest(&b, &dk, body, true).await?;
+        let nv = NewVersion {
+            size: ing.size,
+            etag: codec::hex(&ing.md5),
+            content_type: opts.content_type,
+            meta: opts.meta,
+            body: Some(ing.body),
+            parts: Vec::new(),
+            fresh: ing.fresh,
+        };
+        Ok(self.inner.catalog.put_version(bucket, key, nv, opts.cond).await?)
+    }
+
+    /// Convenience for small in-memory bodies.
+    pub async fn put_bytes(&self, bucket: &str, key: &str, data: Bytes, opts: PutOptions) -> Result<Version> {
+        self.put(bucket, key, futures::stream::iter([Ok(data)]), opts).await
+    }
+
+    /// CopyObject. Within a bucket only references are copied (no data moves); across
+    /// buckets the data is re-encrypted under the target bucket's key. `opts = None`
+    /// keeps the source's content type and metadata.
+    pub async fn copy(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        sel: &VersionSel,
+        dst_bucket: &str,
+        dst_key: &str,
+        opts: Option<PutOptions>,
+        cond: PutCondition,
+    ) -> Result<Version> {
+        validate_key(dst_key)?;
+        let src = self.head(src_bucket, src_key, sel)?;
+        let (content_type, meta) = match &opts {
+            Some(o) => (o.content_type.clone(), o.meta.clone()),
+            None => (src.content_type.clone(), src.meta.clone()),
+        };
+        if src_bucket == dst_bucket {
+            let nv = NewVersion {
+                size: src.size,
+                etag: src.etag.clone(),
+                content_type,
+                meta,
+                body: Some(src.body.clone()),
+                parts: src.parts.clone(),
+                fresh: Vec::new(),
+            };
+            return Ok(self.inner.catalog.put_version(dst_bucket, dst_key, nv, cond).await?);
+        }
+        let (_, _, stream) = self.get(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), None).await?;
+        let stream = stream.map(|r| r.map_err(std::io::Error::other));
+        self.put(dst_bucket, dst_key, Box::pin(stream), PutOptions { content_type, meta, cond }).await
+    }
+}
