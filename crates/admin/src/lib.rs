@@ -1,14 +1,90 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The admin HTTP API (port 9410): what the `edgecloud` CLI talks to. Every route needs
+//! the bearer token that `serve` writes into the data directory; the token is compared
+//! in constant time. Object bodies stream both ways; nothing is buffered whole.
+
+mod buckets;
+mod error;
+mod objects;
+mod ops;
+pub mod types;
+
+use std::path::Path;
+
+use archive::Archive;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+
+pub use error::ApiError;
+
+/// The token file inside the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub archive: Archive,
+    pub token: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// Reads the admin token from the data directory, creating one (mode 0600) if absent.
+pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
     }
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(types::ErrorBody {
+                error: "Unauthorized".into(),
+                message: "missing or wrong admin token (see admin.token in the data directory)".into(),
+            }),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/status", get(ops::status))
+        .route("/v1/scrub", post(ops::scrub))
+        .route("/v1/buckets", get(buckets::list))
+        .route("/v1/buckets/{bucket}", put(buckets::create).delete(buckets::delete))
+        .route("/v1/buckets/{bucket}/versioning", put(buckets::set_versioning))
+        .route("/v1/list/{bucket}", get(objects::list))
+        .route("/v1/versions/{bucket}", get(objects::versions))
+        .route(
+            "/v1/objects/{bucket}/{*key}",
+            put(objects::put).get(objects::get).head(objects::head).delete(objects::delete),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
 }

@@ -1,0 +1,78 @@
+use archive::{Bucket, Redundancy, Versioning};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::types::{BucketInfo, rfc3339};
+use crate::{AdminState, ApiError};
+
+pub(crate) fn versioning_name(v: Versioning) -> &'static str {
+    match v {
+        Versioning::Unversioned => "off",
+        Versioning::Enabled => "enabled",
+        Versioning::Suspended => "suspended",
+    }
+}
+
+pub(crate) fn parse_versioning(s: &str) -> Result<Versioning, ApiError> {
+    match s {
+        "off" => Ok(Versioning::Unversioned),
+        "enabled" | "on" => Ok(Versioning::Enabled),
+        "suspended" => Ok(Versioning::Suspended),
+        _ => Err(ApiError(archive::ArchiveError::Invalid(format!("versioning {s:?}: use enabled, suspended or off")))),
+    }
+}
+
+fn info(b: &Bucket) -> BucketInfo {
+    BucketInfo {
+        name: b.name.clone(),
+        created: rfc3339(b.created_ns),
+        versioning: versioning_name(b.versioning).into(),
+        policy: b.policy.to_string(),
+    }
+}
+
+pub(crate) async fn list(State(s): State<AdminState>) -> Result<Json<Vec<BucketInfo>>, ApiError> {
+    Ok(Json(s.archive.buckets()?.iter().map(info).collect()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CreateQuery {
+    policy: Option<String>,
+    versioning: Option<String>,
+}
+
+pub(crate) async fn create(
+    State(s): State<AdminState>,
+    Path(bucket): Path<String>,
+    Query(q): Query<CreateQuery>,
+) -> Result<(StatusCode, Json<BucketInfo>), ApiError> {
+    let policy = match q.policy.as_deref() {
+        Some(p) => Some(p.parse::<Redundancy>().map_err(|e| ApiError(archive::ArchiveError::Invalid(e.to_string())))?),
+        None => None,
+    };
+    // Edgecloud keeps every version unless told otherwise.
+    let versioning = parse_versioning(q.versioning.as_deref().unwrap_or("enabled"))?;
+    let b = s.archive.create_bucket(&bucket, policy, versioning).await?;
+    Ok((StatusCode::CREATED, Json(info(&b))))
+}
+
+pub(crate) async fn delete(State(s): State<AdminState>, Path(bucket): Path<String>) -> Result<StatusCode, ApiError> {
+    s.archive.delete_bucket(&bucket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct VersioningQuery {
+    state: String,
+}
+
+pub(crate) async fn set_versioning(
+    State(s): State<AdminState>,
+    Path(bucket): Path<String>,
+    Query(q): Query<VersioningQuery>,
+) -> Result<Json<BucketInfo>, ApiError> {
+    let b = s.archive.set_versioning(&bucket, parse_versioning(&q.state)?).await?;
+    Ok(Json(info(&b)))
+}

@@ -1,0 +1,48 @@
+use archive::ScrubOptions;
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+
+use crate::types::*;
+use crate::{AdminState, ApiError};
+
+pub(crate) async fn status(State(s): State<AdminState>) -> Result<Json<Status>, ApiError> {
+    let a = &s.archive;
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        data_dir: a.config().data_dir.display().to_string(),
+        default_policy: a.default_policy().to_string(),
+        buckets: a.buckets()?.len(),
+        disks: a
+            .disk_health()
+            .into_iter()
+            .map(|d| DiskInfo { path: d.path.display().to_string(), shards: d.shards, segments: d.segments, bytes: d.bytes })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ScrubParams {
+    #[serde(default)]
+    gc: bool,
+}
+
+/// Runs a full scrub now, at full speed, and answers when it is done.
+pub(crate) async fn scrub(State(s): State<AdminState>, Query(p): Query<ScrubParams>) -> Result<Json<ScrubResult>, ApiError> {
+    let started = std::time::Instant::now();
+    let opts = ScrubOptions { rate_bytes_per_sec: None, collect_garbage: p.gc };
+    let r = s.archive.scrub(&opts, &|_| {}).await?;
+    Ok(Json(ScrubResult {
+        chunks_checked: r.chunks_checked,
+        shards_checked: r.shards_checked,
+        shards_missing: r.shards_missing,
+        shards_corrupt: r.shards_corrupt,
+        shards_repaired: r.shards_repaired,
+        chunks_unrecoverable: r.chunks_unrecoverable,
+        bytes_read: r.bytes_read,
+        chunks_collected: r.chunks_collected,
+        orphan_shards_removed: r.orphan_shards_removed,
+        history_versions_expired: r.history_versions_expired,
+        seconds: started.elapsed().as_secs_f64(),
+    }))
+}

@@ -1,0 +1,89 @@
+//! JSON shapes of the admin API, shared by the server and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created: String,
+    pub versioning: String,
+    pub policy: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub version_id: String,
+    pub size: u64,
+    pub etag: String,
+    pub modified: String,
+    pub content_type: Option<String>,
+    pub delete_marker: bool,
+    pub is_latest: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListResult {
+    pub objects: Vec<ObjectInfo>,
+    pub prefixes: Vec<String>,
+    pub truncated: bool,
+    pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionsResult {
+    pub versions: Vec<ObjectInfo>,
+    pub prefixes: Vec<String>,
+    pub truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_version_id_marker: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteResult {
+    pub version_id: Option<String>,
+    pub delete_marker: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiskInfo {
+    pub path: String,
+    pub shards: usize,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub data_dir: String,
+    pub default_policy: String,
+    pub buckets: usize,
+    pub disks: Vec<DiskInfo>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ScrubResult {
+    pub chunks_checked: u64,
+    pub shards_checked: u64,
+    pub shards_missing: u64,
+    pub shards_corrupt: u64,
+    pub shards_repaired: u64,
+    pub chunks_unrecoverable: Vec<String>,
+    pub bytes_read: u64,
+    pub chunks_collected: u64,
+    pub orphan_shards_removed: u64,
+    pub history_versions_expired: u64,
+    pub seconds: f64,
+}
+
+/// RFC 3339 with seconds, UTC.
+pub fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)).to_string()
+}
