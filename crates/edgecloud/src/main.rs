@@ -1,3 +1,115 @@
-fn main() {
-    println!("Hello, world!");
+//! `edgecloud`: the one binary. It parses arguments and presents results; everything
+//! else lives in the library crates (see docs/architecture.md).
+
+mod bench;
+mod client;
+mod commands;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Edgecloud: a self-hosted edge cloud in one binary.";
+const LONG_ABOUT: &str = "\
+Edgecloud turns ordinary machines into one private archive cloud. Every change is kept \
+as a version; data is split into content-defined chunks (versions cost only what \
+changed), compressed, encrypted, and erasure-coded across disks, so losing disks loses \
+nothing and a scrub heals it.
+
+Start a node (data in ./edgecloud-data):
+    edgecloud serve
+Several disks (shards are erasure-coded across them):
+    edgecloud serve --disk /mnt/a --disk /mnt/b --disk /mnt/c
+Then, from the same machine:
+    edgecloud bucket create photos
+    edgecloud put ./holiday.jpg photos/2026/holiday.jpg
+    edgecloud ls photos --recursive
+    edgecloud get photos/2026/holiday.jpg ./copy.jpg --as-of 2026-11-25T10:00:00Z
+
+Client commands talk to the node's admin API (default http://127.0.0.1:9410) with the \
+token `serve` writes to DATA/admin.token. Every flag has an environment variable \
+(shown in each command's --help) and a key in the TOML config file (--config; default \
+./edgecloud.toml when present). Flags beat environment, which beats the file.";
+
+#[derive(Parser)]
+#[command(name = "edgecloud", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// TOML config file whose keys mirror the long flags (e.g. data = "/srv/edgecloud").
+    #[arg(long, global = true, env = "EDGECLOUD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the node (catalog, admin token, master key) [default: ./edgecloud-data]
+    #[arg(long, global = true, env = "EDGECLOUD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Admin API URL of the node client commands talk to [default: http://127.0.0.1:9410]
+    #[arg(long, global = true, env = "EDGECLOUD_ADMIN", value_name = "URL")]
+    pub admin: Option<String>,
+    /// Admin token [default: read from DATA/admin.token]
+    #[arg(long, global = true, env = "EDGECLOUD_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start a node: the archive engine and its admin API, until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Create, list and delete buckets; set versioning.
+    #[command(subcommand)]
+    Bucket(commands::BucketCmd),
+    /// Upload a file (or - for standard input) as a new version of BUCKET/KEY.
+    Put(commands::PutArgs),
+    /// Download BUCKET/KEY (any version, or as of a past instant) to a file or stdout.
+    Get(commands::GetArgs),
+    /// List the keys of a bucket, now or as of a past instant.
+    Ls(commands::LsArgs),
+    /// Delete BUCKET/KEY (adds a delete marker; older versions stay) or one version.
+    Rm(commands::RmArgs),
+    /// List every version and delete marker under BUCKET[/PREFIX].
+    Versions(commands::VersionsArgs),
+    /// Verify every shard now and rebuild what is missing or corrupt.
+    Scrub(commands::ScrubArgs),
+    /// Show the node's disks, buckets and default redundancy.
+    Status,
+    /// Measure codec stages, end-to-end throughput and dedup on this machine.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = config::FileConfig::load(cli.config.as_deref())?;
+    let data = cli.data.clone().or(file.data.clone()).unwrap_or_else(|| PathBuf::from("edgecloud-data"));
+    let client = || client::Client::new(cli.admin.clone().or(file.admin.clone()), cli.token.clone(), &data);
+    match cli.command {
+        Command::Serve(args) => serve::run(args, &file, data).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Bucket(cmd) => commands::bucket(&client()?, cmd).await,
+        Command::Put(a) => commands::put(&client()?, a).await,
+        Command::Get(a) => commands::get(&client()?, a).await,
+        Command::Ls(a) => commands::ls(&client()?, a).await,
+        Command::Rm(a) => commands::rm(&client()?, a).await,
+        Command::Versions(a) => commands::versions(&client()?, a).await,
+        Command::Scrub(a) => commands::scrub(&client()?, a).await,
+        Command::Status => commands::status(&client()?).await,
+    }
 }

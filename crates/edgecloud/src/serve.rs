@@ -1,0 +1,169 @@
+//! `edgecloud serve`: opens the archive, serves the admin API, runs the background disk
+//! check and scrubber, and shuts down gracefully on Ctrl-C / SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use archive::{Archive, ArchiveConfig, DataKey, Redundancy, ScrubOptions};
+
+use crate::config::{FileConfig, parse_duration, parse_size};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// A shard disk folder; repeat for several disks [default: DATA/disk0]
+    #[arg(long = "disk", env = "EDGECLOUD_DISKS", value_delimiter = ',', value_name = "DIR")]
+    pub disks: Vec<PathBuf>,
+    /// Address of the admin API [default: 127.0.0.1:9410]
+    #[arg(long, env = "EDGECLOUD_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Redundancy of new buckets: none, replicate:N or ec:K+M [default: from the disk count]
+    #[arg(long, env = "EDGECLOUD_POLICY")]
+    pub policy: Option<String>,
+    /// Average chunk size for new buckets; min is a quarter, max four times [default: 1MiB]
+    #[arg(long, env = "EDGECLOUD_CHUNK_AVG", value_name = "SIZE")]
+    pub chunk_avg: Option<String>,
+    /// zstd level for new buckets, 0 = off [default: 3]
+    #[arg(long, env = "EDGECLOUD_COMPRESSION")]
+    pub compression: Option<i32>,
+    /// Objects smaller than this are kept in the catalog [default: 64KiB]
+    #[arg(long, env = "EDGECLOUD_INLINE_THRESHOLD", value_name = "SIZE")]
+    pub inline_threshold: Option<String>,
+    /// File holding the master key (64 hex chars); keep it off the shard disks
+    /// [default: DATA/master.key, created on first start]
+    #[arg(long, env = "EDGECLOUD_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// How often the background scrubber verifies every shard [default: 24h]
+    #[arg(long, env = "EDGECLOUD_SCRUB_INTERVAL", value_name = "DURATION")]
+    pub scrub_interval: Option<String>,
+    /// Background scrub read rate in MB/s [default: 50]
+    #[arg(long, env = "EDGECLOUD_SCRUB_RATE", value_name = "MB/S")]
+    pub scrub_rate: Option<u64>,
+    /// Unreferenced data is deleted only after this long [default: 1h]
+    #[arg(long, env = "EDGECLOUD_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
+    /// How long overwritten data of unversioned buckets stays readable as-of [default: 30d]
+    #[arg(long, env = "EDGECLOUD_HISTORY", value_name = "DURATION")]
+    pub history: Option<String>,
+}
+
+fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let t = text.trim();
+        anyhow::ensure!(t.len() == 64, "master key file {} must hold 64 hex characters", path.display());
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
+                .with_context(|| format!("master key file {} is not hex", path.display()))?;
+        }
+        return Ok(DataKey::from_bytes(k));
+    }
+    let key = DataKey::generate();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create master key file {}", path.display()))?;
+    f.write_all(codec::hex(key.as_bytes()).as_bytes())?;
+    f.sync_all()?;
+    eprintln!("created master key {} (back it up: without it no bucket can be read)", path.display());
+    Ok(key)
+}
+
+pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create data directory {}", data.display()))?;
+    let disks = if !args.disks.is_empty() {
+        args.disks
+    } else if let Some(d) = file.disk.clone() {
+        d
+    } else {
+        vec![data.join("disk0")]
+    };
+    let key_file = args.master_key_file.or(file.master_key_file.clone()).unwrap_or_else(|| data.join("master.key"));
+    let master = load_or_create_master_key(&key_file)?;
+    let mut cfg = ArchiveConfig::new(data.clone(), disks, master);
+    if let Some(p) = args.policy.or(file.policy.clone()) {
+        cfg.default_policy = Some(p.parse::<Redundancy>()?);
+    }
+    if let Some(s) = args.chunk_avg.or(file.chunk_avg.clone()) {
+        cfg.chunk = archive::ChunkParams::from_avg(parse_size(&s)? as usize);
+    }
+    if let Some(c) = args.compression.or(file.compression) {
+        cfg.compression = c;
+    }
+    if let Some(s) = args.inline_threshold.or(file.inline_threshold.clone()) {
+        cfg.inline_threshold = parse_size(&s)? as usize;
+    }
+    if let Some(s) = args.gc_grace.or(file.gc_grace.clone()) {
+        cfg.gc_grace = parse_duration(&s)?;
+    }
+    if let Some(s) = args.history.or(file.history.clone()) {
+        cfg.history_retention = parse_duration(&s)?;
+    }
+    let scrub_interval = parse_duration(&args.scrub_interval.or(file.scrub_interval.clone()).unwrap_or_else(|| "24h".into()))?;
+    let scrub_rate = args.scrub_rate.or(file.scrub_rate).unwrap_or(50);
+    let listen = args.admin_listen.or(file.admin_listen.clone()).unwrap_or_else(|| "127.0.0.1:9410".into());
+
+    let n_disks = cfg.disks.len();
+    let archive = Archive::open(cfg).context("cannot open the archive")?;
+    let token = admin::load_or_create_token(&data).context("cannot write the admin token")?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| {
+        format!("cannot listen on {listen}: is another edgecloud running? Choose another address with --admin-listen")
+    })?;
+    eprintln!(
+        "edgecloud {} serving\n  data:    {}\n  disks:   {} (new buckets: {})\n  admin:   http://{} (token in {})",
+        env!("CARGO_PKG_VERSION"),
+        data.display(),
+        n_disks,
+        archive.default_policy(),
+        listener.local_addr()?,
+        data.join(admin::TOKEN_FILE).display()
+    );
+
+    spawn_background(archive.clone(), scrub_interval, scrub_rate);
+    let app = admin::router(admin::AdminState { archive, token });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    eprintln!("edgecloud stopped");
+    Ok(())
+}
+
+/// Disk checks every 30 s; a full, rate-limited scrub (with garbage collection) on
+/// every interval.
+fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
+    let a = archive.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let a = a.clone();
+            let _ = tokio::task::spawn_blocking(move || a.disk_health()).await;
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(scrub_interval).await;
+            let opts = ScrubOptions { rate_bytes_per_sec: Some(rate_mb * 1_000_000), collect_garbage: true };
+            match archive.scrub(&opts, &|_| {}).await {
+                Ok(r) => tracing::info!(chunks = r.chunks_checked, repaired = r.shards_repaired, lost = r.chunks_unrecoverable.len(), "background scrub done"),
+                Err(e) => tracing::error!(error = %e, "background scrub failed"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    eprintln!("shutting down: finishing requests in flight");
+}
