@@ -1,2 +1,418 @@
-pub async fn run(_a: BenchArgs) -> anyhow::Result<()> { Ok(()) }
-#[derive(clap::Args)] pub struct BenchArgs {}
+//! `edgecloud bench`: codec stages, end-to-end engine throughput, small-object ops/s, and
+//! storage efficiency over ten versions of a generated file tree (optionally against
+//! restic). `--quick` shrinks every size so CI runs it in well under a minute. Prints
+//! figures; asserts nothing (figures depend on the machine).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use archive::{Archive, ArchiveConfig, ChunkParams, DataKey, PutOptions, Redundancy, VersionSel, Versioning};
+use bytes::Bytes;
+use futures::StreamExt;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// CI mode: small sizes, finishes in well under a minute
+    #[arg(long)]
+    pub quick: bool,
+    /// Folder for the benchmark's data [default: a temporary folder under /var/tmp]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Also back the same tree versions up with restic (on PATH) and compare stored bytes
+    #[arg(long)]
+    pub compare_restic: bool,
+    /// Average chunk size for the per-file and tar dedup runs [default: 1MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_avg: Option<String>,
+    /// Only these sections: codec, large, small, dedup (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// Seeded xorshift64*: repeatable data without a dependency.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let x = self.next().to_le_bytes();
+            c.copy_from_slice(&x[..c.len()]);
+        }
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.fill(&mut v);
+        v
+    }
+}
+
+/// Text that compresses like source code or logs (~3-4x with zstd).
+fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "the", "data", "node", "struct", "return", "if", "else", "for", "while", "let", "mut", "self", "error",
+        "result", "value", "buffer", "length", "offset", "config", "server", "client", "request", "response",
+        "chunk", "shard", "bucket", "version", "archive", "fn", "impl", "pub", "use", "match", "Some", "None",
+        "Ok", "Err", "async", "await", "0x1f", "42", "1024", "{", "}", "(", ")", ";", "//", "==", "->",
+    ];
+    let mut out = Vec::with_capacity(n + 64);
+    while out.len() < n {
+        let indent = rng.below(4) as usize * 4;
+        out.extend(std::iter::repeat_n(b' ', indent));
+        for _ in 0..3 + rng.below(9) {
+            out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
+            out.push(b' ');
+        }
+        // Identifiers with numbers keep it from compressing unrealistically well.
+        out.extend_from_slice(format!("v{}\n", rng.below(100_000)).as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn mbps(bytes: u64, secs: f64) -> String {
+    format!("{:8.1} MB/s", bytes as f64 / 1e6 / secs.max(1e-9))
+}
+
+fn row(name: &str, value: String) {
+    println!("  {name:<44} {value}");
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);
+    let tmp;
+    let dir = match &a.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new().prefix("edgecloud-bench-").tempdir_in("/var/tmp").or_else(|_| tempfile::tempdir())?;
+            tmp.path().to_path_buf()
+        }
+    };
+    println!("edgecloud bench{} (data in {})", if a.quick { " --quick" } else { "" }, dir.display());
+    if want("codec") {
+        codec_stages(a.quick);
+    }
+    if want("large") {
+        large_objects(&dir.join("large"), a.quick).await?;
+    }
+    if want("small") {
+        small_objects(&dir.join("small"), a.quick).await?;
+    }
+    if want("dedup") {
+        let avg = match &a.chunk_avg {
+            Some(s) => crate::config::parse_size(s)? as usize,
+            None => ChunkParams::default().avg,
+        };
+        dedup(&dir.join("dedup"), a.quick, avg, a.compare_restic).await?;
+    }
+    Ok(())
+}
+
+fn codec_stages(quick: bool) {
+    let size = if quick { 16 << 20 } else { 128 << 20 };
+    println!("codec stages, one core, {} MiB, default chunks (avg 1 MiB):", size >> 20);
+    let mut rng = Rng::new(1);
+    let random = rng.bytes(size);
+    let txt = text(&mut rng, size);
+    let key = DataKey::generate();
+    let chunker = codec::Chunker::new(ChunkParams::default());
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let mut chunks = Vec::new();
+    row("chunk (FastCDC 2020)", mbps(size as u64, time(&mut || chunks = chunker.cut_all(&random))));
+    let mut ids = Vec::new();
+    row("hash (keyed BLAKE3)", mbps(size as u64, time(&mut || ids = chunks.iter().map(|c| codec::chunk_id(&key, c)).collect())));
+    let mut sealed = Vec::new();
+    row(
+        "encrypt (AES-256-GCM, no compression)",
+        mbps(size as u64, time(&mut || sealed = chunks.iter().zip(&ids).map(|(c, id)| codec::seal(&key, id, c, 0)).collect())),
+    );
+    row(
+        "compress check + encrypt, random data",
+        mbps(size as u64, time(&mut || {
+            for (c, id) in chunks.iter().zip(&ids) {
+                codec::seal(&key, id, c, 3);
+            }
+        })),
+    );
+    let tchunks = chunker.cut_all(&txt);
+    let mut tsealed = 0usize;
+    let t = time(&mut || {
+        tsealed = tchunks.iter().map(|c| codec::seal(&key, &codec::chunk_id(&key, c), c, 3).len()).sum();
+    });
+    row("hash + compress (zstd 3) + encrypt, text", format!("{}  ratio {:.2}x", mbps(size as u64, t), size as f64 / tsealed as f64));
+    let ec = Redundancy::Ec { k: 4, m: 2 };
+    let mut shards = Vec::new();
+    row("erasure-code ec:4+2 (reed-solomon-simd)", mbps(size as u64, time(&mut || shards = sealed.iter().map(|s| codec::split_shards(ec, s)).collect())));
+    let t = time(&mut || {
+        for c in &chunks {
+            let id = codec::chunk_id(&key, c);
+            let s = codec::seal(&key, &id, c, 3);
+            codec::split_shards(ec, &s);
+        }
+    });
+    row("whole encode path, random, ec:4+2", mbps(size as u64, t));
+    let t = time(&mut || {
+        for ((s, id), sh) in sealed.iter().zip(&ids).zip(&shards) {
+            let mut present: Vec<Option<Vec<u8>>> = sh.iter().cloned().map(Some).collect();
+            present[0] = None; // force a reconstruction
+            present[3] = None;
+            let joined = codec::join_shards(ec, &present, s.len()).expect("rebuild");
+            codec::open(&key, id, joined).expect("open");
+        }
+    });
+    row("decode path, 2 of 6 shards lost", mbps(size as u64, t));
+}
+
+fn bench_archive(dir: &Path, disks: usize, chunk: ChunkParams) -> anyhow::Result<Archive> {
+    let disks = (0..disks).map(|i| dir.join(format!("disk{i}"))).collect();
+    let mut cfg = ArchiveConfig::new(dir.join("data"), disks, DataKey::generate());
+    cfg.chunk = chunk;
+    Ok(Archive::open(cfg)?)
+}
+
+fn body(data: Bytes) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
+    // 1 MiB pieces, as a network body would arrive.
+    let n = data.len();
+    futures::stream::iter((0..n).step_by(1 << 20).map(move |i| Ok(data.slice(i..(i + (1 << 20)).min(n)))))
+}
+
+async fn large_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
+    let (obj, count) = if quick { (16 << 20, 8) } else { (64 << 20, 16) };
+    println!("large objects: {count} x {} MiB, one disk, fsync'd:", obj >> 20);
+    let a = bench_archive(dir, 1, ChunkParams::default())?;
+    a.create_bucket("bench", None, Versioning::Enabled).await?;
+    let mut rng = Rng::new(2);
+    let (mut put_s, mut get_s) = (0.0, 0.0);
+    for i in 0..count {
+        let data = Bytes::from(rng.bytes(obj));
+        let t = Instant::now();
+        a.put("bench", &format!("obj{i}"), body(data), PutOptions::default()).await?;
+        put_s += t.elapsed().as_secs_f64();
+    }
+    for i in 0..count {
+        let t = Instant::now();
+        let (_, _, mut s) = a.get("bench", &format!("obj{i}"), &VersionSel::Latest, None).await?;
+        let mut n = 0;
+        while let Some(p) = s.next().await {
+            n += p?.len();
+        }
+        anyhow::ensure!(n == obj, "short read");
+        get_s += t.elapsed().as_secs_f64();
+    }
+    let total = (obj * count) as u64;
+    row("put", mbps(total, put_s));
+    row("get", mbps(total, get_s));
+    Ok(())
+}
+
+async fn small_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
+    let n = if quick { 1000 } else { 5000 };
+    let conc = 32;
+    println!("small objects: {n} x 4 KiB, concurrency {conc}, fsync'd (group commit):");
+    let a = bench_archive(dir, 1, ChunkParams::default())?;
+    a.create_bucket("small", None, Versioning::Enabled).await?;
+    let mut rng = Rng::new(3);
+    let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
+    let t = Instant::now();
+    futures::stream::iter(bodies.into_iter().enumerate())
+        .map(|(i, b)| {
+            let a = a.clone();
+            async move { a.put_bytes("small", &format!("k{i:06}"), b, PutOptions::default()).await }
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let put_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let a = a.clone();
+            async move { a.get_bytes("small", &format!("k{i:06}"), &VersionSel::Latest).await }
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let get_s = t.elapsed().as_secs_f64();
+    row("put", format!("{:8.0} ops/s", n as f64 / put_s));
+    row("get", format!("{:8.0} ops/s", n as f64 / get_s));
+    Ok(())
+}
+
+/// A file tree that changes like a real one between backups.
+struct Tree {
+    files: Vec<(String, Vec<u8>, bool)>,
+}
+
+impl Tree {
+    fn generate(rng: &mut Rng, n: usize, total: usize) -> Tree {
+        // Log-uniform sizes from 1 KiB to 2 MiB, scaled to the total.
+        let raw: Vec<f64> = (0..n).map(|_| (10.0 + rng.below(1000) as f64 / 1000.0 * 11.0).exp2()).collect();
+        let scale = total as f64 / raw.iter().sum::<f64>();
+        let files = raw
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let size = (s * scale) as usize;
+                let is_text = rng.below(100) < 60;
+                let data = if is_text { text(rng, size) } else { rng.bytes(size) };
+                let ext = if is_text { "txt" } else { "bin" };
+                (format!("dir{}/sub{}/file{i:04}.{ext}", i % 7, i % 3), data, is_text)
+            })
+            .collect();
+        Tree { files }
+    }
+
+    /// Rewrites 2% of the files and inserts a few bytes into the middle of another 5%.
+    fn next_version(&mut self, rng: &mut Rng) {
+        let n = self.files.len();
+        for _ in 0..(n * 2).div_ceil(100) {
+            let f = &mut self.files[rng.below(n as u64) as usize];
+            f.1 = if f.2 { text(rng, f.1.len()) } else { rng.bytes(f.1.len()) };
+        }
+        for _ in 0..(n * 5).div_ceil(100) {
+            let f = &mut self.files[rng.below(n as u64) as usize];
+            let mid = f.1.len() / 2;
+            let len = 1 + rng.below(16) as usize;
+            let insert = rng.bytes(len);
+            f.1.splice(mid..mid, insert);
+        }
+    }
+
+    fn logical(&self) -> u64 {
+        self.files.iter().map(|f| f.1.len() as u64).sum()
+    }
+
+    fn tar(&self) -> anyhow::Result<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::with_capacity(self.logical() as usize + self.files.len() * 1024));
+        for (name, data, _) in &self.files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_760_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..])?;
+        }
+        Ok(b.into_inner()?)
+    }
+
+    fn write_to(&self, dir: &Path) -> anyhow::Result<()> {
+        let _ = std::fs::remove_dir_all(dir);
+        for (name, data, _) in &self.files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().expect("has parent"))?;
+            std::fs::write(p, data)?;
+        }
+        Ok(())
+    }
+}
+
+fn stored_bytes(a: &Archive, data_dir: &Path) -> u64 {
+    let shards: u64 = a.disk_health().iter().map(|d| d.bytes).sum();
+    let catalog = std::fs::metadata(data_dir.join("catalog.redb")).map(|m| m.len()).unwrap_or(0);
+    shards + catalog
+}
+
+fn du(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += du(&p),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Result<()> {
+    let (files, total, versions) = if quick { (100, 10 << 20, 4) } else { (500, 100 << 20, 10) };
+    let chunk = ChunkParams::from_avg(avg);
+    println!(
+        "dedup: {versions} versions of a {} MiB tree of {files} files (60% text), chunks avg {} KiB:",
+        total >> 20,
+        avg >> 10
+    );
+    let mut rng = Rng::new(4);
+    let mut tree = Tree::generate(&mut rng, files, total);
+    let a = bench_archive(dir, 1, chunk)?;
+    a.create_bucket("files", Some(Redundancy::None), Versioning::Enabled).await?;
+    let tars_dir = dir.join("tars");
+    let t = bench_archive(&tars_dir, 1, chunk)?;
+    t.create_bucket("tars", Some(Redundancy::None), Versioning::Enabled).await?;
+    let restic_repo = dir.join("restic-repo");
+    let tree_dir = dir.join("tree");
+    if restic {
+        let st = std::process::Command::new("restic")
+            .args(["init", "--repo"])
+            .arg(&restic_repo)
+            .env("RESTIC_PASSWORD", "bench")
+            .output()
+            .context("cannot run restic (install it: apt-get install restic)")?;
+        anyhow::ensure!(st.status.success(), "restic init failed: {}", String::from_utf8_lossy(&st.stderr));
+    }
+    let (mut logical, mut tar_logical, mut first_tar) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for v in 0..versions {
+        if v > 0 {
+            tree.next_version(&mut rng);
+        }
+        logical += tree.logical();
+        for (name, data, _) in &tree.files {
+            a.put("files", name, body(Bytes::from(data.clone())), PutOptions::default()).await?;
+        }
+        let tarball = tree.tar()?;
+        tar_logical += tarball.len() as u64;
+        t.put("tars", &format!("backup-{v:02}.tar"), body(Bytes::from(tarball)), PutOptions::default()).await?;
+        if v == 0 {
+            first_tar = stored_bytes(&t, &tars_dir.join("data"));
+        }
+        if restic {
+            tree.write_to(&tree_dir)?;
+            let st = std::process::Command::new("restic")
+                .args(["backup", "--quiet", "--repo"])
+                .arg(&restic_repo)
+                .arg(".")
+                .current_dir(&tree_dir)
+                .env("RESTIC_PASSWORD", "bench")
+                .output()?;
+            anyhow::ensure!(st.status.success(), "restic backup failed: {}", String::from_utf8_lossy(&st.stderr));
+        }
+    }
+    let files_stored = stored_bytes(&a, &dir.join("data"));
+    let tars_stored = stored_bytes(&t, &tars_dir.join("data"));
+    row("logical bytes, all versions", format!("{:8.1} MB", logical as f64 / 1e6));
+    row("(a) one object per file: stored", format!("{:8.1} MB  ({:.1}x smaller than logical)", files_stored as f64 / 1e6, logical as f64 / files_stored as f64));
+    row("(b) one tar per version: stored", format!("{:8.1} MB  ({:.1}x smaller than logical)", tars_stored as f64 / 1e6, tar_logical as f64 / tars_stored as f64));
+    row("(b) all tars vs the first tar alone", format!("{:8.2}x", tars_stored as f64 / first_tar.max(1) as f64));
+    if restic {
+        let r = du(&restic_repo);
+        row("restic repository, same versions", format!("{:8.1} MB  (edgecloud (a) is {:.2}x of restic)", r as f64 / 1e6, files_stored as f64 / r as f64));
+    }
+    row("time", format!("{:8.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
