@@ -109,6 +109,9 @@ impl Archive {
             reason,
         };
         let rec = self.inner.catalog.chunk(&r.id)?.ok_or_else(|| loss("no catalog record for this chunk".into()))?;
+        if let Some(sealed) = rec.inline {
+            return codec::open(&key, &r.id, sealed).map_err(|e| loss(e.to_string()));
+        }
         tokio::task::spawn_blocking(move || this.fetch_chunk_blocking(&key, &r.id, &rec))
             .await
             .map_err(|e| loss(format!("reader task failed: {e}")))?

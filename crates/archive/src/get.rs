@@ -29,16 +29,6 @@ impl Archive {
         let dk = self.inner.keys.data_key(&b)?;
         let stream: ObjectStream = match &v.body {
             Body::Empty => Box::pin(futures::stream::empty()),
-            Body::Inline { id, sealed } => {
-                let plain = codec::open(&dk, id, sealed.clone()).map_err(|e| ArchiveError::DataLoss {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    chunk: "inline".into(),
-                    reason: e.to_string(),
-                })?;
-                let piece = plain.slice(span.start as usize..span.end as usize);
-                Box::pin(futures::stream::iter([Ok(piece)]))
-            }
             Body::Chunks { chunks, .. } => {
                 let mut wanted = Vec::new();
                 let mut offset = 0u64;

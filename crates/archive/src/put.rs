@@ -31,6 +31,7 @@ pub(crate) struct Ingested {
     pub md5: [u8; 16],
     pub body: Body,
     pub fresh: Vec<ChunkId>,
+    pub inline: Option<(ChunkId, Vec<u8>)>,
 }
 
 impl Archive {
@@ -67,11 +68,21 @@ impl Archive {
             if eof && !chunked && allow_inline && buf.len() < self.inner.cfg.inline_threshold {
                 let md5: [u8; 16] = md5.finalize().into();
                 if buf.is_empty() {
-                    return Ok(Ingested { size: 0, md5, body: Body::Empty, fresh });
+                    return Ok(Ingested { size: 0, md5, body: Body::Empty, fresh, inline: None });
                 }
+                // Small: one chunk kept in the catalog, deduplicated like any other.
                 let id = codec::chunk_id(key, &buf);
-                let sealed = codec::seal(key, &id, &buf, b.compression);
-                return Ok(Ingested { size, md5, body: Body::Inline { id, sealed }, fresh });
+                let known = self.inner.catalog.chunk(&id)?;
+                let (sealed_len, inline) = match known {
+                    Some(rec) => (rec.sealed_len, None),
+                    None => {
+                        let sealed = codec::seal(key, &id, &buf, b.compression);
+                        (sealed.len() as u32, Some((id, sealed)))
+                    }
+                };
+                let r = catalog::ChunkRef { id, plain_len: buf.len() as u32, sealed_len };
+                let body = Body::Chunks { policy: b.policy, chunks: vec![r] };
+                return Ok(Ingested { size, md5, body, fresh, inline });
             }
             while let Some(cut) = chunker.next_cut(&buf, eof) {
                 chunked = true;
@@ -96,7 +107,8 @@ impl Archive {
             }
             refs.push(s.r);
         }
-        Ok(Ingested { size, md5: md5.finalize().into(), body: Body::Chunks { policy: b.policy, chunks: refs }, fresh })
+        let body = Body::Chunks { policy: b.policy, chunks: refs };
+        Ok(Ingested { size, md5: md5.finalize().into(), body, fresh, inline: None })
     }
 
     /// PutObject: streams `body` into a new version of `bucket/key`.
@@ -116,6 +128,7 @@ impl Archive {
             body: Some(ing.body),
             parts: Vec::new(),
             fresh: ing.fresh,
+            inline: ing.inline,
         };
         Ok(self.inner.catalog.put_version(bucket, key, nv, opts.cond).await?)
     }
@@ -153,6 +166,7 @@ impl Archive {
                 body: Some(src.body.clone()),
                 parts: src.parts.clone(),
                 fresh: Vec::new(),
+                inline: None,
             };
             return Ok(self.inner.catalog.put_version(dst_bucket, dst_key, nv, cond).await?);
         }

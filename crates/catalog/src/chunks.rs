@@ -13,10 +13,12 @@ pub(crate) fn acquire(
     policy: codec::Redundancy,
     refs: &[ChunkRef],
     fresh: &[ChunkId],
+    inline: Option<&(ChunkId, Vec<u8>)>,
 ) -> Result<()> {
     // Check first, write after: a refused write must leave nothing behind.
     for r in refs {
-        if t.get(r.id.as_slice())?.is_none() && !fresh.contains(&r.id) {
+        let inline_here = inline.is_some_and(|(id, _)| *id == r.id);
+        if t.get(r.id.as_slice())?.is_none() && !fresh.contains(&r.id) && !inline_here {
             return Err(CatalogError::ChunkVanished);
         }
     }
@@ -34,6 +36,7 @@ pub(crate) fn acquire(
                 plain_len: r.plain_len,
                 sealed_len: r.sealed_len,
                 unreferenced_since_ns: None,
+                inline: inline.filter(|(id, _)| *id == r.id).map(|(_, s)| s.clone()),
             },
         };
         t.insert(r.id.as_slice(), enc(&rec).as_slice())?;

@@ -63,7 +63,7 @@ impl Catalog {
                     None => None,
                 };
                 if let Body::Chunks { policy, chunks: refs } = &part.body {
-                    crate::chunks::acquire(&mut chunks, *policy, refs, &fresh)?;
+                    crate::chunks::acquire(&mut chunks, *policy, refs, &fresh, None)?;
                 }
                 if let Some(old) = old {
                     crate::chunks::release(&mut chunks, old.body.chunk_refs())?;

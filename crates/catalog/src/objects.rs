@@ -123,7 +123,7 @@ pub(crate) fn insert_version(
     check_condition(current(&cur_t, &versions, bucket, key)?.as_ref(), cond)?;
     let body = nv.body.unwrap_or(Body::Empty);
     if let Body::Chunks { policy, chunks } = &body {
-        crate::chunks::acquire(&mut txn.open_table(CHUNKS)?, *policy, chunks, &nv.fresh)?;
+        crate::chunks::acquire(&mut txn.open_table(CHUNKS)?, *policy, chunks, &nv.fresh, nv.inline.as_ref())?;
     }
     let (seq, mtime) = next_seq(txn)?;
     let version_id = if b.versioning == Versioning::Enabled {

@@ -86,8 +86,8 @@ pub struct ChunkRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     Empty,
-    /// A small object kept in the catalog, sealed like a chunk.
-    Inline { id: ChunkId, sealed: Vec<u8> },
+    /// Chunks in order. A small object is one chunk whose sealed bytes live in its
+    /// chunk record (inline), so small objects deduplicate like large ones.
     Chunks { policy: Redundancy, chunks: Vec<ChunkRef> },
 }
 
@@ -113,6 +113,8 @@ pub struct NewVersion {
     pub parts: Vec<u64>,
     /// Chunks this write stored itself (their records may not exist yet).
     pub fresh: Vec<ChunkId>,
+    /// A fresh small chunk kept in the catalog instead of shards: (id, sealed bytes).
+    pub inline: Option<(ChunkId, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,8 @@ pub struct ChunkRecord {
     pub sealed_len: u32,
     /// When refs last dropped to zero (ns); collected after the grace period.
     pub unreferenced_since_ns: Option<u64>,
+    /// Sealed bytes of a small chunk kept in the catalog (no shards).
+    pub inline: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
