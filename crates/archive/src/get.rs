@@ -43,7 +43,7 @@ impl Archive {
                     wanted.push((*r, lo, hi));
                 }
                 let (this, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
-                let depth = self.inner.cfg.pipeline_depth.max(1);
+                let depth = (self.inner.cfg.pipeline_bytes / b.chunk_max.max(1) as usize).clamp(2, 64);
                 Box::pin(
                     futures::stream::iter(wanted)
                         .map(move |(r, lo, hi)| {

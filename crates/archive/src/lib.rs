@@ -53,8 +53,9 @@ pub struct ArchiveConfig {
     pub gc_grace: Duration,
     /// How long superseded null versions stay readable through as-of reads.
     pub history_retention: Duration,
-    /// Chunks encoded and written concurrently per upload.
-    pub pipeline_depth: usize,
+    /// Bytes of chunks in flight per upload (encoding, writing) or download (read-ahead).
+    /// Enough to keep a disk busy across fsyncs; bounds memory per transfer.
+    pub pipeline_bytes: usize,
     pub segment_bytes: u64,
     pub min_part_size: u64,
 }
@@ -71,7 +72,7 @@ impl ArchiveConfig {
             compression: 3,
             gc_grace: Duration::from_secs(3600),
             history_retention: Duration::from_secs(30 * 24 * 3600),
-            pipeline_depth: 4,
+            pipeline_bytes: 16 << 20,
             segment_bytes: 1 << 30,
             min_part_size: 5 << 20,
         }

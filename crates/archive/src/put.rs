@@ -47,7 +47,7 @@ impl Archive {
     {
         let params = self.bucket_params(b);
         let chunker = Chunker::new(params);
-        let depth = self.inner.cfg.pipeline_depth.max(1);
+        let depth = (self.inner.cfg.pipeline_bytes / params.max).max(2);
         let mut buf = BytesMut::with_capacity(params.max.min(1 << 20));
         let (mut eof, mut size, mut md5) = (false, 0u64, Md5::new());
         let mut inflight = FuturesOrdered::new();

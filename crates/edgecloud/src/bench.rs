@@ -22,7 +22,7 @@ pub struct BenchArgs {
     /// Also back the same tree versions up with restic (on PATH) and compare stored bytes
     #[arg(long)]
     pub compare_restic: bool,
-    /// Average chunk size for the per-file and tar dedup runs [default: 1MiB]
+    /// Average chunk size for the per-file and tar dedup runs [default: 64KiB]
     #[arg(long, value_name = "SIZE")]
     pub chunk_avg: Option<String>,
     /// Only these sections: codec, large, small, dedup (comma-separated)
@@ -124,7 +124,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
 
 fn codec_stages(quick: bool) {
     let size = if quick { 16 << 20 } else { 128 << 20 };
-    println!("codec stages, one core, {} MiB, default chunks (avg 1 MiB):", size >> 20);
+    println!("codec stages, one core, {} MiB, default chunks (avg {} KiB):", size >> 20, ChunkParams::default().avg >> 10);
     let mut rng = Rng::new(1);
     let random = rng.bytes(size);
     let txt = text(&mut rng, size);

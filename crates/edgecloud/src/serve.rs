@@ -20,7 +20,7 @@ pub struct ServeArgs {
     /// Redundancy of new buckets: none, replicate:N or ec:K+M [default: from the disk count]
     #[arg(long, env = "EDGECLOUD_POLICY")]
     pub policy: Option<String>,
-    /// Average chunk size for new buckets; min is a quarter, max four times [default: 1MiB]
+    /// Average chunk size for new buckets; min is a quarter, max four times [default: 64KiB]
     #[arg(long, env = "EDGECLOUD_CHUNK_AVG", value_name = "SIZE")]
     pub chunk_avg: Option<String>,
     /// zstd level for new buckets, 0 = off [default: 3]
