@@ -93,7 +93,7 @@ impl Archive {
                 }
             }
         }
-        let sealed = codec::join_shards(policy, &shards, rec.sealed_len as usize).map_err(|e| {
+        let sealed = codec::join_shards(policy, shards, rec.sealed_len as usize).map_err(|e| {
             if errors.is_empty() { e.to_string() } else { format!("{e}; {}", errors.join("; ")) }
         })?;
         codec::open(key, id, sealed).map_err(|e| e.to_string())

@@ -87,7 +87,7 @@ impl Archive {
         if bad.is_empty() {
             return Ok(());
         }
-        let rebuilt = match codec::redundancy::rebuild_all(policy, &present, rec.sealed_len as usize) {
+        let rebuilt = match codec::redundancy::rebuild_all(policy, present, rec.sealed_len as usize) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(chunk = %codec::hex(&id), error = %e, "scrub: chunk cannot be rebuilt");

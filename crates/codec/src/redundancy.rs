@@ -1,11 +1,15 @@
 //! Redundancy: how a sealed chunk becomes shards, and how shards become the chunk again.
 //!
-//! `Ec { k, m }`: the sealed bytes are padded to k equal data shards (even length, as
-//! Reed-Solomon over GF(2^16) needs) plus m parity shards; any k of the k+m rebuild it.
+//! `Ec { k, m }`: the sealed bytes are padded to k equal data shards plus m parity
+//! shards (Reed-Solomon over GF(2^8), `reed-solomon-erasure`); any k of the k+m rebuild it.
 //! `Replicate(n)`: n identical shards. `None`: one shard.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::str::FromStr;
+
+use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use crate::CodecError;
 
@@ -97,44 +101,49 @@ pub fn shard_checksum(shard: &[u8]) -> [u8; 32] {
     *blake3::hash(shard).as_bytes()
 }
 
+/// The Reed-Solomon codec for k+m, built once per shape (building inverts a matrix).
+fn rs(k: usize, m: usize) -> Arc<ReedSolomon> {
+    static CACHE: OnceLock<Mutex<HashMap<(usize, usize), Arc<ReedSolomon>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().expect("rs cache");
+    cache
+        .entry((k, m))
+        .or_insert_with(|| Arc::new(ReedSolomon::new(k, m).expect("k+m validated: 1..=64 shards")))
+        .clone()
+}
+
 /// Splits sealed bytes into `policy.shard_count()` shards.
 pub fn split_shards(policy: Redundancy, sealed: &[u8]) -> Vec<Vec<u8>> {
     match policy {
         Redundancy::None => vec![sealed.to_vec()],
         Redundancy::Replicate(n) => vec![sealed.to_vec(); n as usize],
         Redundancy::Ec { k, m } => {
-            let k = k as usize;
-            let shard_len = shard_len(sealed.len(), k);
-            let mut data: Vec<Vec<u8>> = (0..k)
+            let (k, m) = (k as usize, m as usize);
+            let len = shard_len(sealed.len(), k);
+            let mut shards: Vec<Vec<u8>> = (0..k + m)
                 .map(|i| {
-                    let start = (i * shard_len).min(sealed.len());
-                    let end = ((i + 1) * shard_len).min(sealed.len());
-                    let mut s = Vec::with_capacity(shard_len);
-                    s.extend_from_slice(&sealed[start..end]);
-                    s.resize(shard_len, 0);
+                    let mut s = Vec::with_capacity(len);
+                    if i < k {
+                        let start = (i * len).min(sealed.len());
+                        let end = ((i + 1) * len).min(sealed.len());
+                        s.extend_from_slice(&sealed[start..end]);
+                    }
+                    s.resize(len, 0);
                     s
                 })
                 .collect();
-            let parity = reed_solomon_simd::encode(k, m as usize, &data)
-                .expect("shard count and size were validated");
-            data.extend(parity);
-            data
+            rs(k, m).encode(&mut shards).expect("shard count and size are consistent");
+            shards
         }
     }
 }
 
 fn shard_len(sealed_len: usize, k: usize) -> usize {
-    let l = sealed_len.div_ceil(k).max(2);
-    l + (l & 1)
+    sealed_len.div_ceil(k).max(1)
 }
 
 /// Rebuilds the sealed bytes from whichever shards are present (`None` = lost or
 /// corrupt; callers verify checksums first). `sealed_len` removes the padding.
-pub fn join_shards(
-    policy: Redundancy,
-    shards: &[Option<Vec<u8>>],
-    sealed_len: usize,
-) -> Result<Vec<u8>, CodecError> {
+pub fn join_shards(policy: Redundancy, mut shards: Vec<Option<Vec<u8>>>, sealed_len: usize) -> Result<Vec<u8>, CodecError> {
     let have = shards.iter().filter(|s| s.is_some()).count();
     let need = policy.needed();
     if shards.len() != policy.shard_count() || have < need {
@@ -142,11 +151,11 @@ pub fn join_shards(
     }
     match policy {
         Redundancy::None | Redundancy::Replicate(_) => {
-            let s = shards.iter().flatten().next().expect("have >= 1");
+            let s = shards.into_iter().flatten().next().expect("have >= 1");
             if s.len() != sealed_len {
                 return Err(CodecError::BadFormat);
             }
-            Ok(s.clone())
+            Ok(s)
         }
         Redundancy::Ec { k, m } => {
             let (k, m) = (k as usize, m as usize);
@@ -154,22 +163,12 @@ pub fn join_shards(
             if shards.iter().flatten().any(|s| s.len() != len) {
                 return Err(CodecError::BadFormat);
             }
+            if shards[..k].iter().any(|s| s.is_none()) {
+                rs(k, m).reconstruct_data(&mut shards).map_err(|_| CodecError::NotEnoughShards { have, need })?;
+            }
             let mut out = Vec::with_capacity(len * k);
-            if shards[..k].iter().all(|s| s.is_some()) {
-                for s in shards[..k].iter().flatten() {
-                    out.extend_from_slice(s);
-                }
-            } else {
-                let original = shards[..k].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-                let recovery = shards[k..].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-                let restored = reed_solomon_simd::decode(k, m, original, recovery)
-                    .map_err(|_| CodecError::NotEnoughShards { have, need })?;
-                for (i, s) in shards[..k].iter().enumerate() {
-                    match s {
-                        Some(s) => out.extend_from_slice(s),
-                        None => out.extend_from_slice(restored.get(&i).ok_or(CodecError::BadFormat)?),
-                    }
-                }
+            for s in shards[..k].iter().flatten() {
+                out.extend_from_slice(s);
             }
             out.truncate(sealed_len);
             Ok(out)
@@ -178,11 +177,21 @@ pub fn join_shards(
 }
 
 /// Rebuilds every shard of a chunk from the present ones: what repair writes back.
-pub fn rebuild_all(
-    policy: Redundancy,
-    shards: &[Option<Vec<u8>>],
-    sealed_len: usize,
-) -> Result<Vec<Vec<u8>>, CodecError> {
-    let sealed = join_shards(policy, shards, sealed_len)?;
-    Ok(split_shards(policy, &sealed))
+pub fn rebuild_all(policy: Redundancy, mut shards: Vec<Option<Vec<u8>>>, sealed_len: usize) -> Result<Vec<Vec<u8>>, CodecError> {
+    let have = shards.iter().filter(|s| s.is_some()).count();
+    let need = policy.needed();
+    match policy {
+        Redundancy::Ec { k, m } => {
+            let len = shard_len(sealed_len, k as usize);
+            if have < need || shards.len() != policy.shard_count() || shards.iter().flatten().any(|s| s.len() != len) {
+                return Err(CodecError::NotEnoughShards { have, need });
+            }
+            rs(k as usize, m as usize).reconstruct(&mut shards).map_err(|_| CodecError::NotEnoughShards { have, need })?;
+            Ok(shards.into_iter().map(|s| s.expect("reconstructed")).collect())
+        }
+        _ => {
+            let sealed = join_shards(policy, shards, sealed_len)?;
+            Ok(split_shards(policy, &sealed))
+        }
+    }
 }

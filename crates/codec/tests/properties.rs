@@ -32,7 +32,7 @@ proptest! {
         let shards = split_shards(policy, &sealed);
         prop_assert_eq!(shards.len(), policy.shard_count());
         let present: Vec<_> = shards.into_iter().map(Some).collect();
-        let joined = join_shards(policy, &present, sealed.len()).unwrap();
+        let joined = join_shards(policy, present, sealed.len()).unwrap();
         prop_assert_eq!(&open(&key, &id, joined).unwrap()[..], &data[..]);
     }
 
@@ -49,11 +49,11 @@ proptest! {
         let mut s = seed;
         for i in (1..n).rev() { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); order.swap(i, (s >> 33) as usize % (i + 1)); }
         for &i in &order[..m as usize] { shards[i] = None; }
-        let joined = join_shards(policy, &shards, sealed.len()).unwrap();
+        let joined = join_shards(policy, shards.clone(), sealed.len()).unwrap();
         prop_assert_eq!(&open(&key, &id, joined).unwrap()[..], &data[..]);
         // One more loss is too many, and says so.
         shards[order[m as usize]] = None;
-        prop_assert!(join_shards(policy, &shards, sealed.len()).is_err());
+        prop_assert!(join_shards(policy, shards, sealed.len()).is_err());
     }
 
     #[test]
@@ -81,7 +81,7 @@ proptest! {
         // Even if a corrupt shard slipped past its checksum, the AEAD tag stops it.
         let mut present: Vec<_> = shards.into_iter().map(Some).collect();
         present[victim] = Some(bad);
-        if let Ok(joined) = join_shards(policy, &present, sealed.len()) {
+        if let Ok(joined) = join_shards(policy, present, sealed.len()) {
             let out = open(&key, &id, joined);
             // Replicas other than the victim may be picked; either way, no wrong bytes.
             if let Ok(out) = out { prop_assert_eq!(&out[..], &data[..]); }
