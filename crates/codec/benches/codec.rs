@@ -55,16 +55,28 @@ fn erasure(c: &mut Criterion) {
         let sealed = random(size);
         g.throughput(Throughput::Bytes(size as u64));
         let ec = Redundancy::Ec { k: 4, m: 2 };
-        g.bench_with_input(BenchmarkId::new("reed_solomon_simd_encode", size), &sealed, |b, s| b.iter(|| split_shards(ec, s)));
+        // What the data path runs (copies into shards included).
+        g.bench_with_input(BenchmarkId::new("codec_split_shards", size), &sealed, |b, s| b.iter(|| split_shards(ec, s)));
         let shards = split_shards(ec, &sealed);
         let mut lost: Vec<Option<Vec<u8>>> = shards.iter().cloned().map(Some).collect();
         lost[0] = None;
         lost[2] = None;
-        g.bench_with_input(BenchmarkId::new("reed_solomon_simd_rebuild_2", size), &lost, |b, l| {
+        g.bench_with_input(BenchmarkId::new("codec_join_shards_2_lost", size), &lost, |b, l| {
             b.iter(|| join_shards(ec, l.clone(), size).unwrap())
         });
-        let rse = ReedSolomon::new(4, 2).unwrap();
+        // The alternative crate, for docs/decisions.md.
         let len = size / 4;
+        let data: Vec<&[u8]> = sealed.chunks(len).collect();
+        g.bench_with_input(BenchmarkId::new("reed_solomon_simd_encode", size), &data, |b, d| {
+            b.iter(|| reed_solomon_simd::encode(4, 2, d).unwrap())
+        });
+        let parity = reed_solomon_simd::encode(4, 2, &data).unwrap();
+        g.bench_with_input(BenchmarkId::new("reed_solomon_simd_rebuild_2", size), &(), |b, _| {
+            b.iter(|| {
+                reed_solomon_simd::decode(4, 2, [(1, data[1]), (3, data[3])], [(0, &parity[0][..]), (1, &parity[1][..])]).unwrap()
+            })
+        });
+        let rse = ReedSolomon::new(4, 2).unwrap();
         g.bench_with_input(BenchmarkId::new("reed_solomon_erasure_encode", size), &sealed, |b, s| {
             b.iter(|| {
                 let mut sh: Vec<Vec<u8>> = s.chunks(len).map(|c| c.to_vec()).collect();
