@@ -250,3 +250,55 @@ async fn garbage_is_collected_only_after_grace() {
     assert!(late.chunks_collected > 5, "{late:?}");
     assert_eq!(a.get_bytes("bkt1", "keep", &VersionSel::Id(keep.version_id)).await.unwrap(), pseudo_random(4, 300_000));
 }
+
+/// A full disk fails the write cleanly: the error says so, the failed object never
+/// becomes visible, and every older version still reads back. Needs root (tmpfs mount).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small-disk");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a small tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let mut cfg = ArchiveConfig::new(dir.path().join("data"), vec![small], DataKey::from_bytes([7; 32]));
+    cfg.chunk = ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    let a = Archive::open(cfg).unwrap();
+    a.create_bucket("full", None, Versioning::Enabled).await.unwrap();
+    let mut stored = Vec::new();
+    let mut failure = None;
+    for i in 0..20u64 {
+        let data = pseudo_random(1000 + i, 700_000);
+        let pieces = vec![Ok::<_, std::io::Error>(Bytes::from(data.clone()))];
+        match a.put("full", "same-key", futures::stream::iter(pieces), PutOptions::default()).await {
+            Ok(v) => stored.push((v.version_id, data)),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a 6 MiB disk must fill up");
+    assert!(failure.contains("No space left") || failure.contains("storage write failed"), "{failure}");
+    assert!(stored.len() >= 3, "only {} versions fit", stored.len());
+    // The latest visible version is the last acknowledged one, and every version reads.
+    assert_eq!(a.head("full", "same-key", &VersionSel::Latest).unwrap().version_id, stored.last().unwrap().0);
+    for (id, data) in &stored {
+        assert_eq!(&a.get_bytes("full", "same-key", &VersionSel::Id(id.clone())).await.unwrap(), data);
+    }
+    let report = a.scrub(&ScrubOptions { collect_garbage: true, ..Default::default() }, &|_| {}).await.unwrap();
+    assert_eq!((report.shards_missing, report.shards_corrupt, report.chunks_collected), (0, 0, 0), "{report:?}");
+}
