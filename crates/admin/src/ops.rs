@@ -43,6 +43,7 @@ pub(crate) async fn scrub(State(s): State<AdminState>, Query(p): Query<ScrubPara
         chunks_collected: r.chunks_collected,
         orphan_shards_removed: r.orphan_shards_removed,
         history_versions_expired: r.history_versions_expired,
+        bytes_reclaimed: r.bytes_reclaimed,
         seconds: started.elapsed().as_secs_f64(),
     }))
 }

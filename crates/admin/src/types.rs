@@ -80,6 +80,7 @@ pub struct ScrubResult {
     pub chunks_collected: u64,
     pub orphan_shards_removed: u64,
     pub history_versions_expired: u64,
+    pub bytes_reclaimed: u64,
     pub seconds: f64,
 }
 

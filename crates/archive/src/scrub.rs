@@ -33,6 +33,8 @@ pub struct ScrubReport {
     pub history_versions_expired: u64,
     /// Shards forgotten because their disk folder or segment file vanished.
     pub shards_lost_with_disks: u64,
+    /// Disk space returned by compacting mostly-dead segments.
+    pub bytes_reclaimed: u64,
 }
 
 
@@ -170,6 +172,10 @@ impl Archive {
                     report.orphan_shards_removed += 1;
                 }
             }
+        }
+        // Space comes back when segments that are at least half dead are rewritten.
+        for disk in self.inner.store.disks() {
+            report.bytes_reclaimed += disk.compact(0.5).await?.bytes_reclaimed;
         }
         Ok(())
     }

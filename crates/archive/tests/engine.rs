@@ -248,6 +248,7 @@ async fn garbage_is_collected_only_after_grace() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let late = a.scrub(&opts, &|_| {}).await.unwrap();
     assert!(late.chunks_collected > 5, "{late:?}");
+
     assert_eq!(a.get_bytes("bkt1", "keep", &VersionSel::Id(keep.version_id)).await.unwrap(), pseudo_random(4, 300_000));
 }
 

@@ -319,8 +319,11 @@ pub async fn scrub(c: &Client, a: ScrubArgs) -> anyhow::Result<()> {
     );
     if a.gc {
         println!(
-            "collected {} unreferenced chunks, {} orphan shards, {} expired history versions",
-            r.chunks_collected, r.orphan_shards_removed, r.history_versions_expired
+            "collected {} unreferenced chunks, {} orphan shards, {} expired history versions; reclaimed {:.1} MB",
+            r.chunks_collected,
+            r.orphan_shards_removed,
+            r.history_versions_expired,
+            r.bytes_reclaimed as f64 / 1e6
         );
     }
     if !r.chunks_unrecoverable.is_empty() {

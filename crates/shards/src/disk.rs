@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,7 +29,18 @@ struct WriteReq {
     key: ShardKey,
     meta: ShardMeta,
     data: Vec<u8>,
+    /// Compaction's copy: update the index only if the shard still lives here
+    /// (it may have been deleted or rewritten meanwhile).
+    moved_from: Option<(u32, u64)>,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    pub segments_removed: usize,
+    pub bytes_reclaimed: u64,
+    pub shards_moved: usize,
 }
 
 /// What `check` found on a disk.
@@ -47,6 +59,8 @@ pub struct Disk {
     index: Arc<RwLock<HashMap<ShardKey, Location>>>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
     writer: Mutex<mpsc::Sender<WriteReq>>,
+    /// The segment the writer appends to; compaction never touches it.
+    active: Arc<AtomicU32>,
 }
 
 fn now_ms() -> u64 {
@@ -81,12 +95,13 @@ impl Disk {
         let index = Arc::new(RwLock::new(index));
         let next = segments.last().map_or(1, |s| s + 1);
         let (tx, rx) = mpsc::channel();
-        let writer = Writer { root: root.clone(), opts, index: index.clone(), next_segment: next, current: None };
+        let active = Arc::new(AtomicU32::new(next));
+        let writer = Writer { root: root.clone(), opts, index: index.clone(), next_segment: next, current: None, active: active.clone() };
         std::thread::Builder::new()
             .name(format!("shard-writer:{}", root.display()))
             .spawn(move || writer.run(rx))
             .map_err(io_err(&root))?;
-        Ok(Disk { root, index, readers: Mutex::new(HashMap::new()), writer: Mutex::new(tx) })
+        Ok(Disk { root, index, readers: Mutex::new(HashMap::new()), writer: Mutex::new(tx), active })
     }
 
     pub fn path(&self) -> &Path {
@@ -121,12 +136,17 @@ impl Disk {
         self.submit(KIND_TOMBSTONE, key, meta, Vec::new()).await
     }
 
-    async fn submit(&self, kind: u8, key: ShardKey, mut meta: ShardMeta, data: Vec<u8>) -> Result<(), ShardError> {
+    async fn submit(&self, kind: u8, key: ShardKey, meta: ShardMeta, data: Vec<u8>) -> Result<(), ShardError> {
+        let mut meta = meta;
         if kind == KIND_SHARD {
             meta.written_ms = now_ms();
         }
+        self.send(WriteReq { kind, key, meta, data, moved_from: None, done: oneshot::channel().0 }).await
+    }
+
+    async fn send(&self, mut req: WriteReq) -> Result<(), ShardError> {
         let (done, rx) = oneshot::channel();
-        let req = WriteReq { kind, key, meta, data, done };
+        req.done = done;
         let gone = || ShardError::WriterGone(self.root.display().to_string());
         self.writer.lock().expect("writer lock").send(req).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?.map_err(|e| ShardError::Io {
@@ -169,6 +189,52 @@ impl Disk {
         let f = Arc::new(File::open(&path).map_err(io_err(&path))?);
         readers.insert(segment, f.clone());
         Ok(f)
+    }
+
+    /// Rewrites the live shards of every closed segment that is mostly dead (deleted
+    /// shards, superseded copies) into the active segment, then removes it. Tombstones
+    /// are dropped with their segment: a deleted shard that comes back from an older
+    /// segment after a restart is an orphan, which scrub collects.
+    pub async fn compact(&self, max_live_ratio: f64) -> Result<CompactReport, ShardError> {
+        let mut report = CompactReport::default();
+        let active = self.active.load(Ordering::SeqCst);
+        let mut live: HashMap<u32, (u64, Vec<(ShardKey, Location)>)> = HashMap::new();
+        for (k, l) in self.index.read().expect("index lock").iter() {
+            let e = live.entry(l.segment).or_default();
+            e.0 += (RECORD_HEADER_LEN + l.data_len as usize + CHECKSUM_LEN) as u64;
+            e.1.push((*k, *l));
+        }
+        let mut segments: Vec<u32> = fs::read_dir(&self.root)
+            .map_err(io_err(&self.root))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_prefix("seg-")?.strip_suffix(".ecs")?.parse().ok())
+            .filter(|&s| s < active)
+            .collect();
+        segments.sort_unstable();
+        for seg in segments {
+            let path = segment_path(&self.root, seg);
+            let Ok(len) = fs::metadata(&path).map(|m| m.len()) else { continue };
+            let (live_bytes, shards) = live.remove(&seg).unwrap_or_default();
+            if live_bytes as f64 > max_live_ratio * len as f64 {
+                continue;
+            }
+            for (key, loc) in shards {
+                let Ok((meta, data)) = self.read(&key) else { continue }; // scrub repairs it
+                let req = WriteReq { kind: KIND_SHARD, key, meta, data, moved_from: Some((seg, loc.offset)), done: oneshot::channel().0 };
+                self.send(req).await?;
+                report.shards_moved += 1;
+            }
+            let still_used = self.index.read().expect("index lock").values().any(|l| l.segment == seg);
+            if still_used {
+                continue;
+            }
+            self.readers.lock().expect("readers lock").remove(&seg);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            File::open(&self.root).and_then(|d| d.sync_all()).map_err(io_err(&self.root))?;
+            report.segments_removed += 1;
+            report.bytes_reclaimed += len - live_bytes;
+        }
+        Ok(report)
     }
 
     /// Forgets shards whose segment files are gone (disk wiped or replaced) and
@@ -292,6 +358,7 @@ struct Writer {
     index: Arc<RwLock<HashMap<ShardKey, Location>>>,
     next_segment: u32,
     current: Option<(u32, File, u64)>,
+    active: Arc<AtomicU32>,
 }
 
 impl Writer {
@@ -312,7 +379,11 @@ impl Writer {
                 Ok(locs) => {
                     let mut index = self.index.write().expect("index lock");
                     for (req, loc) in batch.iter().zip(locs) {
-                        if req.kind == KIND_TOMBSTONE {
+                        if let Some((seg, off)) = req.moved_from {
+                            if index.get(&req.key).is_some_and(|l| l.segment == seg && l.offset == off) {
+                                index.insert(req.key, loc);
+                            }
+                        } else if req.kind == KIND_TOMBSTONE {
                             index.remove(&req.key);
                         } else {
                             index.insert(req.key, loc);
@@ -390,6 +461,7 @@ impl Writer {
         use std::io::Seek;
         file.seek(std::io::SeekFrom::End(0))?;
         self.current = Some((seg, file, SEGMENT_MAGIC.len() as u64));
+        self.active.store(seg, Ordering::SeqCst);
         Ok(())
     }
 }

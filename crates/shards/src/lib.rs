@@ -11,7 +11,7 @@ mod record;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use disk::{Disk, DiskHealth};
+pub use disk::{CompactReport, Disk, DiskHealth};
 pub use record::{Policy, RECORD_HEADER_LEN, ShardKey, ShardMeta};
 
 #[derive(Debug, thiserror::Error)]

@@ -101,3 +101,35 @@ async fn a_damaged_record_header_hides_nothing_after_it_on_restart() {
     assert_eq!(store.disk(0).read(&key(2, 0)).unwrap().1, vec![2; 3000]);
     assert_eq!(store.disk(0).read(&key(3, 0)).unwrap().1, vec![3; 3000]);
 }
+
+#[tokio::test]
+async fn compaction_reclaims_deleted_space_and_keeps_live_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = vec![dir.path().to_path_buf()];
+    let opts = StoreOptions { segment_bytes: 64 * 1024, ..Default::default() };
+    {
+        let store = ShardStore::open(&paths, opts.clone()).unwrap();
+        let d = store.disk(0);
+        for n in 0..40u8 {
+            d.write(key(n, 0), meta(1), vec![n; 10_000]).await.unwrap();
+        }
+        for n in 0..40u8 {
+            if n % 4 != 0 {
+                d.delete(key(n, 0)).await.unwrap();
+            }
+        }
+        let before: u64 = store.check_disks()[0].bytes;
+        let r = d.compact(0.5).await.unwrap();
+        assert!(r.segments_removed > 0 && r.bytes_reclaimed > 200_000, "{r:?}");
+        assert!(store.check_disks()[0].bytes < before);
+        for n in (0..40u8).step_by(4) {
+            assert_eq!(d.read(&key(n, 0)).unwrap().1, vec![n; 10_000]);
+        }
+    }
+    // And after a restart.
+    let store = ShardStore::open(&paths, opts).unwrap();
+    for n in (0..40u8).step_by(4) {
+        assert_eq!(store.disk(0).read(&key(n, 0)).unwrap().1, vec![n; 10_000]);
+    }
+    assert!(store.disk(0).read(&key(1, 0)).is_err());
+}
