@@ -32,11 +32,10 @@ pub struct AdminState {
 /// Reads the admin token from the data directory, creating one (mode 0600) if absent.
 pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join(TOKEN_FILE);
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if !t.trim().is_empty() {
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty() {
             return Ok(t.trim().to_string());
         }
-    }
     let mut b = [0u8; 24];
     getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
     let token: String = b.iter().map(|x| format!("{x:02x}")).collect();

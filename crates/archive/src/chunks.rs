@@ -58,11 +58,10 @@ impl Archive {
             Ok((_, data)) => Ok(data),
             Err(first) => {
                 for d in store.locate(&key) {
-                    if d != placed {
-                        if let Ok((_, data)) = store.disk(d).read(&key) {
+                    if d != placed
+                        && let Ok((_, data)) = store.disk(d).read(&key) {
                             return Ok(data);
                         }
-                    }
                 }
                 Err(first)
             }

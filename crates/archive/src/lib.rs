@@ -185,7 +185,10 @@ impl Archive {
         name: &str,
         f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Bucket> {
-        Ok(self.inner.catalog.update_bucket(name, move |b| Ok(f(&mut b.settings))).await?)
+        Ok(self.inner.catalog.update_bucket(name, move |b| {
+            f(&mut b.settings);
+            Ok(())
+        }).await?)
     }
 
     // ---- reads of metadata ----

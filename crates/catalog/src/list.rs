@@ -170,11 +170,10 @@ impl Catalog {
             let mut next = object_key(bucket, &key);
             next.push(1);
             cursor = next;
-            if let Some(m) = &q.key_marker {
-                if key.as_str() < m.as_str() || (key == *m && q.version_id_marker.is_none()) {
+            if let Some(m) = &q.key_marker
+                && (key.as_str() < m.as_str() || (key == *m && q.version_id_marker.is_none())) {
                     continue;
                 }
-            }
             if let Some(cp) = rollup(&key, &q.prefix, q.delimiter.as_deref()) {
                 cursor = prefix_successor(&object_key(bucket, cp)).unwrap_or_else(|| end.clone());
                 if q.key_marker.as_deref().is_some_and(|m| cp <= m) {

@@ -66,6 +66,6 @@ impl Client {
     }
 
     pub async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
-        Ok(self.send(req).await?.json().await.context("the node sent a reply this CLI cannot read")?)
+        self.send(req).await?.json().await.context("the node sent a reply this CLI cannot read")
     }
 }
