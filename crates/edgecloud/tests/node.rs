@@ -253,3 +253,21 @@ fn config_file_and_env_set_options() {
     let out = Command::new(BIN).arg("--config").arg(&bad).arg("status").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
 }
+
+#[test]
+fn a_truncated_catalog_is_refused_with_a_message_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), 1);
+    node.ok(&["bucket", "create", "trunc"]);
+    node.kill9();
+    let catalog = node.data.join("catalog.redb");
+    std::fs::OpenOptions::new().write(true).open(&catalog).unwrap().set_len(5000).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--admin-listen", &format!("127.0.0.1:{}", free_port()), "--data"])
+        .arg(&node.data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("catalog.redb") && err.contains("corrupt"), "{err}");
+}
