@@ -12,6 +12,7 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     pub admin: Option<String>,
     pub admin_listen: Option<String>,
+    pub s3_listen: Option<String>,
     pub disk: Option<Vec<PathBuf>>,
     pub policy: Option<String>,
     pub chunk_avg: Option<String>,

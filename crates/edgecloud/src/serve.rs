@@ -14,6 +14,9 @@ pub struct ServeArgs {
     /// A shard disk folder; repeat for several disks [default: DATA/disk0]
     #[arg(long = "disk", env = "EDGECLOUD_DISKS", value_delimiter = ',', value_name = "DIR")]
     pub disks: Vec<PathBuf>,
+    /// Address of the S3 API [default: 0.0.0.0:9400]
+    #[arg(long, env = "EDGECLOUD_S3_LISTEN", value_name = "ADDR")]
+    pub s3_listen: Option<String>,
     /// Address of the admin API [default: 127.0.0.1:9410]
     #[arg(long, env = "EDGECLOUD_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<String>,
@@ -45,6 +48,32 @@ pub struct ServeArgs {
     /// How long overwritten data of unversioned buckets stays readable as-of [default: 30d]
     #[arg(long, env = "EDGECLOUD_HISTORY", value_name = "DURATION")]
     pub history: Option<String>,
+}
+
+const S3_CREDENTIALS: &str = "s3-credentials";
+
+/// The S3 access key: EDGECLOUD_ACCESS_KEY/EDGECLOUD_SECRET_KEY, else DATA/s3-credentials
+/// (`ACCESS:SECRET`, created with random values on first start).
+fn s3_credentials(data: &Path) -> anyhow::Result<(String, String)> {
+    if let (Ok(a), Ok(s)) = (std::env::var("EDGECLOUD_ACCESS_KEY"), std::env::var("EDGECLOUD_SECRET_KEY")) {
+        return Ok((a, s));
+    }
+    let path = data.join(S3_CREDENTIALS);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let (a, s) = text.trim().split_once(':').with_context(|| format!("{} must hold ACCESS:SECRET", path.display()))?;
+        return Ok((a.to_string(), s.to_string()));
+    }
+    let mut b = [0u8; 30];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let access: String = b[..10].iter().map(|x| ALNUM[*x as usize % ALNUM.len()] as char).collect();
+    let secret = codec::hex(&b[10..]);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
+    f.write_all(format!("EC{access}:{secret}").as_bytes())?;
+    f.sync_all()?;
+    Ok((format!("EC{access}"), secret))
 }
 
 fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
@@ -110,6 +139,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let scrub_interval = parse_duration(&args.scrub_interval.or(file.scrub_interval.clone()).unwrap_or_else(|| "24h".into()))?;
     let scrub_rate = args.scrub_rate.or(file.scrub_rate).unwrap_or(50);
     let listen = args.admin_listen.or(file.admin_listen.clone()).unwrap_or_else(|| "127.0.0.1:9410".into());
+    let s3_listen = args.s3_listen.or(file.s3_listen.clone()).unwrap_or_else(|| "0.0.0.0:9400".into());
 
     let n_disks = cfg.disks.len();
     let archive = Archive::open(cfg).context("cannot open the archive")?;
@@ -127,9 +157,29 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         data.join(admin::TOKEN_FILE).display()
     );
 
+    let (access, secret) = s3_credentials(&data)?;
+    let s3_listener = tokio::net::TcpListener::bind(&s3_listen).await.with_context(|| {
+        format!("cannot listen on {s3_listen}: is another edgecloud running? Choose another address with --s3-listen")
+    })?;
+    eprintln!("  s3:      http://{} (access key {access}; secret in {})", s3_listener.local_addr()?, data.join(S3_CREDENTIALS).display());
+
     spawn_background(archive.clone(), scrub_interval, scrub_rate);
+    // s3s turns every S3 failure into an S3 error response; what reaches this handler
+    // is an internal fault, answered with a plain 500.
+    let s3_svc = axum::error_handling::HandleError::new(s3::service(archive.clone(), &access, &secret), |e: s3s::HttpError| async move {
+        tracing::error!(error = ?e, "S3 service fault");
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    });
+    let s3_app = axum::Router::new().fallback_service(s3_svc);
     let app = admin::router(admin::AdminState { archive, token });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let s3_task = tokio::spawn(async move {
+        let mut rx = stop_rx;
+        axum::serve(s3_listener, s3_app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    s3_task.await??;
     eprintln!("edgecloud stopped");
     Ok(())
 }

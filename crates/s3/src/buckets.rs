@@ -1,0 +1,63 @@
+//! Bucket operations.
+
+use archive::Versioning;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use crate::EdgeS3;
+use crate::error::OrS3;
+
+impl EdgeS3 {
+    pub(crate) async fn list_buckets_op(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self
+            .archive
+            .buckets()
+            .s3()?
+            .into_iter()
+            .map(|b| Bucket { name: Some(b.name), creation_date: Some(crate::timestamp(b.created_ns)), ..Default::default() })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    }
+
+    pub(crate) async fn create_bucket_op(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        // S3 buckets start unversioned; the history of overwrites is still kept for
+        // as-of reads (see docs/architecture.md).
+        self.archive.create_bucket(&req.input.bucket, None, Versioning::Unversioned).await.s3()?;
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
+    }
+
+    pub(crate) async fn delete_bucket_op(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.archive.delete_bucket(&req.input.bucket).await.s3()?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    pub(crate) async fn head_bucket_op(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.archive.bucket(&req.input.bucket).s3()?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    pub(crate) async fn get_bucket_location_op(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.archive.bucket(&req.input.bucket).s3()?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    pub(crate) async fn get_bucket_versioning_op(&self, req: S3Request<GetBucketVersioningInput>) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let b = self.archive.bucket(&req.input.bucket).s3()?;
+        let status = match b.versioning {
+            Versioning::Unversioned => None,
+            Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
+            Versioning::Suspended => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)),
+        };
+        Ok(S3Response::new(GetBucketVersioningOutput { status, ..Default::default() }))
+    }
+
+    pub(crate) async fn put_bucket_versioning_op(&self, req: S3Request<PutBucketVersioningInput>) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let v = match req.input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
+            Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+            _ => return Err(s3s::s3_error!(MalformedXML, "versioning status must be Enabled or Suspended")),
+        };
+        self.archive.set_versioning(&req.input.bucket, v).await.s3()?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+}

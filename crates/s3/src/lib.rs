@@ -1,0 +1,92 @@
+//! The S3 gateway (port 9400): S3's protocol on top of `archive::Archive`.
+//!
+//! `s3s` does the protocol work (routing, XML, SigV4 in headers and presigned URLs,
+//! aws-chunked bodies); this crate maps each S3 operation onto the archive. It never
+//! touches shards or the catalog. One file per family of operations.
+
+mod buckets;
+mod error;
+mod list;
+mod multipart;
+mod objects;
+
+use archive::Archive;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+/// The S3 operations, served from one archive.
+pub struct EdgeS3 {
+    archive: Archive,
+}
+
+/// Builds the S3 service for one access key (access key management comes later).
+pub fn service(archive: Archive, access_key: &str, secret_key: &str) -> S3Service {
+    let mut b = S3ServiceBuilder::new(EdgeS3 { archive });
+    b.set_auth(SimpleAuth::from_single(access_key, secret_key));
+    b.build()
+}
+
+pub(crate) fn timestamp(ns: u64) -> s3s::dto::Timestamp {
+    s3s::dto::Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+}
+
+pub(crate) fn etag(v: &str) -> s3s::dto::ETag {
+    s3s::dto::ETag::Strong(v.to_string())
+}
+
+/// S3 reports no version id for objects written while versioning was never enabled.
+pub(crate) fn version_id(v: &archive::Version, b: &archive::Bucket) -> Option<String> {
+    (b.versioning != archive::Versioning::Unversioned).then(|| v.version_id.clone())
+}
+
+#[async_trait::async_trait]
+impl s3s::S3 for EdgeS3 {
+    async fn list_buckets(&self, req: s3s::S3Request<s3s::dto::ListBucketsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListBucketsOutput>> {
+        self.list_buckets_op(req).await
+    }
+    async fn create_bucket(&self, req: s3s::S3Request<s3s::dto::CreateBucketInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateBucketOutput>> {
+        self.create_bucket_op(req).await
+    }
+    async fn delete_bucket(&self, req: s3s::S3Request<s3s::dto::DeleteBucketInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketOutput>> {
+        self.delete_bucket_op(req).await
+    }
+    async fn head_bucket(&self, req: s3s::S3Request<s3s::dto::HeadBucketInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadBucketOutput>> {
+        self.head_bucket_op(req).await
+    }
+    async fn get_bucket_location(&self, req: s3s::S3Request<s3s::dto::GetBucketLocationInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketLocationOutput>> {
+        self.get_bucket_location_op(req).await
+    }
+    async fn get_bucket_versioning(&self, req: s3s::S3Request<s3s::dto::GetBucketVersioningInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketVersioningOutput>> {
+        self.get_bucket_versioning_op(req).await
+    }
+    async fn put_bucket_versioning(&self, req: s3s::S3Request<s3s::dto::PutBucketVersioningInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketVersioningOutput>> {
+        self.put_bucket_versioning_op(req).await
+    }
+    async fn put_object(&self, req: s3s::S3Request<s3s::dto::PutObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectOutput>> {
+        self.put_object_op(req).await
+    }
+    async fn get_object(&self, req: s3s::S3Request<s3s::dto::GetObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
+        self.get_object_op(req).await
+    }
+    async fn head_object(&self, req: s3s::S3Request<s3s::dto::HeadObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadObjectOutput>> {
+        self.head_object_op(req).await
+    }
+    async fn delete_object(&self, req: s3s::S3Request<s3s::dto::DeleteObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectOutput>> {
+        self.delete_object_op(req).await
+    }
+    async fn list_objects_v2(&self, req: s3s::S3Request<s3s::dto::ListObjectsV2Input>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectsV2Output>> {
+        self.list_objects_v2_op(req).await
+    }
+    async fn create_multipart_upload(&self, req: s3s::S3Request<s3s::dto::CreateMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateMultipartUploadOutput>> {
+        self.create_multipart_upload_op(req).await
+    }
+    async fn upload_part(&self, req: s3s::S3Request<s3s::dto::UploadPartInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartOutput>> {
+        self.upload_part_op(req).await
+    }
+    async fn complete_multipart_upload(&self, req: s3s::S3Request<s3s::dto::CompleteMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+        self.complete_multipart_upload_op(req).await
+    }
+    async fn abort_multipart_upload(&self, req: s3s::S3Request<s3s::dto::AbortMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+        self.abort_multipart_upload_op(req).await
+    }
+}

@@ -1,0 +1,65 @@
+//! Multipart uploads: parts stream straight into the archive.
+
+use archive::{PutCondition, PutOptions};
+use futures::TryStreamExt;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use crate::EdgeS3;
+use crate::error::OrS3;
+
+impl EdgeS3 {
+    pub(crate) async fn create_multipart_upload_op(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let i = req.input;
+        let meta = i.metadata.unwrap_or_default().into_iter().collect();
+        let opts = PutOptions { content_type: i.content_type, meta, cond: PutCondition::default() };
+        let up = self.archive.create_multipart(&i.bucket, &i.key, opts).await.s3()?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(up.upload_id),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn upload_part_op(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let i = req.input;
+        let up = self.archive.upload(&i.upload_id).s3()?;
+        if up.bucket != i.bucket || up.key != i.key {
+            return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
+        }
+        let body = i.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "UploadPart needs a body"))?;
+        let body = body.map_err(|e| std::io::Error::other(e.to_string()));
+        let part = self.archive.upload_part(&i.upload_id, i.part_number as u32, body).await.s3()?;
+        Ok(S3Response::new(UploadPartOutput { e_tag: Some(crate::etag(&part.etag)), ..Default::default() }))
+    }
+
+    pub(crate) async fn complete_multipart_upload_op(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let parts = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let n = p.part_number.ok_or_else(|| s3s::s3_error!(InvalidPart, "a part has no PartNumber"))?;
+                let etag = p.e_tag.map(|t| t.value().to_string()).unwrap_or_default();
+                Ok((n as u32, etag))
+            })
+            .collect::<S3Result<Vec<_>>>()?;
+        let v = self.archive.complete_multipart(&i.upload_id, parts, PutCondition::default()).await.s3()?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            e_tag: Some(crate::etag(&v.etag)),
+            version_id: crate::version_id(&v, &b),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn abort_multipart_upload_op(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.archive.abort_multipart(&req.input.upload_id).await.s3()?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+}

@@ -1,0 +1,127 @@
+//! Object operations: PUT, GET (ranges, versions, as-of), HEAD, DELETE.
+
+use archive::{ByteRange, PutCondition, PutOptions, VersionSel};
+use futures::TryStreamExt;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use crate::EdgeS3;
+use crate::error::{OrS3, s3_error};
+
+/// Beyond S3: `?x-edgecloud-as-of=RFC3339` (or the header of that name) reads the
+/// object as it was at that instant.
+pub(crate) fn selection<T>(req: &S3Request<T>, version_id: Option<&String>) -> S3Result<VersionSel> {
+    if let Some(v) = version_id {
+        return Ok(VersionSel::Id(v.clone()));
+    }
+    let from_query = req.uri.query().and_then(|q| {
+        q.split('&').find_map(|kv| kv.strip_prefix("x-edgecloud-as-of=")).map(|v| v.replace("%3A", ":").replace("%3a", ":"))
+    });
+    let from_header = req.headers.get("x-edgecloud-as-of").and_then(|v| v.to_str().ok()).map(str::to_string);
+    match from_query.or(from_header) {
+        Some(t) => Ok(VersionSel::AsOf(archive::parse_instant(&t).s3()?)),
+        None => Ok(VersionSel::Latest),
+    }
+}
+
+/// s3s needs a `Sync` body; the archive's read-ahead stream is only `Send`. A small
+/// channel between them keeps the read-ahead and the backpressure.
+fn sync_stream(mut s: archive::ObjectStream) -> futures::channel::mpsc::Receiver<Result<bytes::Bytes, s3s::S3Error>> {
+    use futures::{SinkExt, StreamExt};
+    let (mut tx, rx) = futures::channel::mpsc::channel(2);
+    tokio::spawn(async move {
+        while let Some(piece) = s.next().await {
+            let failed = piece.is_err();
+            if tx.send(piece.map_err(s3_error)).await.is_err() || failed {
+                break; // client went away, or the error was delivered
+            }
+        }
+    });
+    rx
+}
+
+fn byte_range(r: &Range) -> ByteRange {
+    match *r {
+        Range::Int { first, last } => ByteRange::From { start: first, end: last },
+        Range::Suffix { length } => ByteRange::Suffix(length),
+    }
+}
+
+impl EdgeS3 {
+    pub(crate) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let body = input.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "PutObject needs a body"))?;
+        let body = body.map_err(|e| std::io::Error::other(e.to_string()));
+        let cond = PutCondition {
+            if_none_match_any: matches!(input.if_none_match, Some(ETagCondition::Any)),
+            if_match: match input.if_match {
+                Some(ETagCondition::ETag(t)) => Some(t.value().to_string()),
+                Some(ETagCondition::Any) => Some("*".into()),
+                None => None,
+            },
+        };
+        let meta = input.metadata.unwrap_or_default().into_iter().collect();
+        let opts = PutOptions { content_type: input.content_type, meta, cond };
+        let v = self.archive.put(&input.bucket, &input.key, body, opts).await.s3()?;
+        let b = self.archive.bucket(&input.bucket).s3()?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(crate::etag(&v.etag)),
+            version_id: crate::version_id(&v, &b),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn get_object_op(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let sel = selection(&req, req.input.version_id.as_ref())?;
+        let input = &req.input;
+        let range = input.range.as_ref().map(byte_range);
+        let (v, span, stream) = self.archive.get(&input.bucket, &input.key, &sel, range).await.s3()?;
+        let b = self.archive.bucket(&input.bucket).s3()?;
+        let content_range = range.map(|_| format!("bytes {}-{}/{}", span.start, span.end.saturating_sub(1), v.size));
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(sync_stream(stream))),
+            content_length: Some((span.end - span.start) as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            content_type: v.content_type.clone(),
+            e_tag: Some(crate::etag(&v.etag)),
+            last_modified: Some(crate::timestamp(v.mtime_ns)),
+            metadata: Some(v.meta.clone().into_iter().collect()),
+            version_id: crate::version_id(&v, &b),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn head_object_op(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let sel = selection(&req, req.input.version_id.as_ref())?;
+        let v = self.archive.head(&req.input.bucket, &req.input.key, &sel).s3()?;
+        let b = self.archive.bucket(&req.input.bucket).s3()?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(v.size as i64),
+            content_type: v.content_type.clone(),
+            e_tag: Some(crate::etag(&v.etag)),
+            last_modified: Some(crate::timestamp(v.mtime_ns)),
+            metadata: Some(v.meta.clone().into_iter().collect()),
+            version_id: crate::version_id(&v, &b),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn delete_object_op(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        let out = match self.archive.delete(&input.bucket, &input.key, input.version_id.clone()).await {
+            Ok(o) => o,
+            // S3 answers 204 for a version that is already gone.
+            Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) => {
+                return Ok(S3Response::new(DeleteObjectOutput { version_id: input.version_id, ..Default::default() }));
+            }
+            Err(e) => return Err(s3_error(e)),
+        };
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: out.delete_marker.then_some(true),
+            version_id: out.version_id,
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,63 @@
+"""Starts a real `edgecloud serve` for the S3 tests and hands out configured clients."""
+import os
+import socket
+import subprocess
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ACCESS, SECRET = "TESTACCESSKEY", "test-secret-key-1234567890"
+BIN = os.environ.get("EDGECLOUD_BIN", "/var/tmp/edgecloud-target/debug/edgecloud")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def endpoint(tmp_path_factory):
+    data = tmp_path_factory.mktemp("node")
+    s3_port, admin_port = free_port(), free_port()
+    env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
+    proc = subprocess.Popen(
+        [BIN, "serve", "--data", str(data), "--s3-listen", f"127.0.0.1:{s3_port}",
+         "--admin-listen", f"127.0.0.1:{admin_port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "w"))
+    deadline = time.time() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", s3_port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.time() < deadline, "edgecloud serve did not start"
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{s3_port}"
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def s3(endpoint):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS,
+                        aws_secret_access_key=SECRET, region_name="us-east-1",
+                        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+
+
+@pytest.fixture
+def aws(endpoint, tmp_path):
+    """Runs the real aws CLI against the node; returns its stdout."""
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+
+    def run(*args, check=True):
+        p = subprocess.run(["aws", "--endpoint-url", endpoint, *args],
+                           env=env, capture_output=True, text=True)
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p
+    return run

@@ -1,0 +1,151 @@
+"""The S3 gateway driven by boto3, the aws CLI and curl, as users would."""
+import hashlib
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+
+def code(e):
+    return e.value.response["Error"]["Code"]
+
+
+def test_buckets_create_list_delete(s3):
+    s3.create_bucket(Bucket="alpha-bucket")
+    assert "alpha-bucket" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.head_bucket(Bucket="alpha-bucket")
+    s3.put_object(Bucket="alpha-bucket", Key="k", Body=b"x")
+    with pytest.raises(ClientError) as e:
+        s3.delete_bucket(Bucket="alpha-bucket")
+    assert code(e) == "BucketNotEmpty"
+    s3.delete_object(Bucket="alpha-bucket", Key="k")
+    s3.delete_bucket(Bucket="alpha-bucket")
+    with pytest.raises(ClientError) as e:
+        s3.head_bucket(Bucket="alpha-bucket")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_put_get_head_metadata_and_ranges(s3):
+    s3.create_bucket(Bucket="objects")
+    body = os.urandom(300_000)
+    put = s3.put_object(Bucket="objects", Key="dir/file.bin", Body=body, ContentType="application/x-test",
+                        Metadata={"owner": "alice"})
+    assert put["ETag"] == '"%s"' % hashlib.md5(body).hexdigest()
+    got = s3.get_object(Bucket="objects", Key="dir/file.bin")
+    assert got["Body"].read() == body
+    assert got["ContentType"] == "application/x-test"
+    assert got["Metadata"] == {"owner": "alice"}
+    head = s3.head_object(Bucket="objects", Key="dir/file.bin")
+    assert head["ContentLength"] == len(body)
+    part = s3.get_object(Bucket="objects", Key="dir/file.bin", Range="bytes=1000-1999")
+    assert part["Body"].read() == body[1000:2000]
+    assert part["ContentRange"] == "bytes 1000-1999/300000"
+    tail = s3.get_object(Bucket="objects", Key="dir/file.bin", Range="bytes=-10")["Body"].read()
+    assert tail == body[-10:]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="objects", Key="dir/file.bin", Range="bytes=300000-")
+    assert code(e) == "InvalidRange"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="objects", Key="missing")
+    assert code(e) == "NoSuchKey"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="no-such-bucket", Key="x")
+    assert code(e) == "NoSuchBucket"
+
+
+def test_list_objects_v2_prefixes_and_pages(s3):
+    s3.create_bucket(Bucket="listing")
+    keys = ["a/1", "a/2", "b", "c/x/1", "c/y", "d"]
+    for k in keys:
+        s3.put_object(Bucket="listing", Key=k, Body=k.encode())
+    r = s3.list_objects_v2(Bucket="listing", Delimiter="/")
+    assert [o["Key"] for o in r["Contents"]] == ["b", "d"]
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a/", "c/"]
+    seen = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="listing", PaginationConfig={"PageSize": 2}):
+        seen += [o["Key"] for o in page.get("Contents", [])]
+    assert seen == keys
+
+
+def test_conditional_put_if_none_match(s3):
+    s3.create_bucket(Bucket="conditional")
+    s3.put_object(Bucket="conditional", Key="once", Body=b"1", IfNoneMatch="*")
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="conditional", Key="once", Body=b"2", IfNoneMatch="*")
+    assert code(e) == "PreconditionFailed"
+    assert s3.get_object(Bucket="conditional", Key="once")["Body"].read() == b"1"
+
+
+def test_versioning_round_trip(s3):
+    s3.create_bucket(Bucket="versioned")
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket="versioned")["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket="versioned", Key="doc", Body=b"first")["VersionId"]
+    v2 = s3.put_object(Bucket="versioned", Key="doc", Body=b"second")["VersionId"]
+    assert v1 != v2
+    assert s3.get_object(Bucket="versioned", Key="doc", VersionId=v1)["Body"].read() == b"first"
+    d = s3.delete_object(Bucket="versioned", Key="doc")
+    assert d["DeleteMarker"] is True
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="versioned", Key="doc")
+    s3.delete_object(Bucket="versioned", Key="doc", VersionId=d["VersionId"])
+    assert s3.get_object(Bucket="versioned", Key="doc")["Body"].read() == b"second"
+
+
+def test_read_as_of_a_past_instant(s3):
+    s3.create_bucket(Bucket="timetravel")
+    s3.put_object(Bucket="timetravel", Key="report", Body=b"monday")
+    time.sleep(1.1)
+    then = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.1)
+    s3.put_object(Bucket="timetravel", Key="report", Body=b"tuesday")
+
+    def add_as_of(request, **_):
+        request.headers["x-edgecloud-as-of"] = then
+    s3.meta.events.register("before-sign.s3.GetObject", add_as_of)
+    try:
+        assert s3.get_object(Bucket="timetravel", Key="report")["Body"].read() == b"monday"
+    finally:
+        s3.meta.events.unregister("before-sign.s3.GetObject", add_as_of)
+    assert s3.get_object(Bucket="timetravel", Key="report")["Body"].read() == b"tuesday"
+
+
+def test_aws_cli_multipart_upload_and_download(aws, tmp_path):
+    src = tmp_path / "big.bin"
+    data = os.urandom(20 * 1024 * 1024)
+    src.write_bytes(data)
+    aws("s3", "mb", "s3://cli-bucket")
+    aws("s3", "cp", str(src), "s3://cli-bucket/big.bin")  # CLI default: 8 MiB parts
+    out = aws("s3api", "head-object", "--bucket", "cli-bucket", "--key", "big.bin").stdout
+    parts = [data[i:i + 8 * 1024 * 1024] for i in range(0, len(data), 8 * 1024 * 1024)]
+    want = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    assert want in out
+    dst = tmp_path / "back.bin"
+    aws("s3", "cp", "s3://cli-bucket/big.bin", str(dst))
+    assert dst.read_bytes() == data
+    assert "big.bin" in aws("s3", "ls", "s3://cli-bucket").stdout
+
+
+def test_presigned_get_and_put_with_curl(s3):
+    s3.create_bucket(Bucket="presigned")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "presigned", "Key": "up"}, ExpiresIn=300)
+    subprocess.run(["curl", "-sf", "-X", "PUT", "--data-binary", "hello presigned", url], check=True)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "up"}, ExpiresIn=300)
+    out = subprocess.run(["curl", "-sf", url], check=True, capture_output=True).stdout
+    assert out == b"hello presigned"
+
+
+def test_wrong_secret_and_anonymous_requests_are_refused(endpoint, s3):
+    s3.create_bucket(Bucket="private")
+    bad = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="TESTACCESSKEY",
+                       aws_secret_access_key="wrong", region_name="us-east-1")
+    with pytest.raises(ClientError) as e:
+        bad.list_objects_v2(Bucket="private")
+    assert code(e) == "SignatureDoesNotMatch"
+    status = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{endpoint}/private/x"],
+                            capture_output=True, text=True).stdout
+    assert status in ("403", "401")
