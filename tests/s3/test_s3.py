@@ -149,3 +149,52 @@ def test_wrong_secret_and_anonymous_requests_are_refused(endpoint, s3):
     status = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{endpoint}/private/x"],
                             capture_output=True, text=True).stdout
     assert status in ("403", "401")
+
+
+def test_list_objects_v1_with_markers(s3):
+    s3.create_bucket(Bucket="listing-v1")
+    keys = [f"k{i:02}" for i in range(7)]
+    for k in keys:
+        s3.put_object(Bucket="listing-v1", Key=k, Body=b"x")
+    seen = []
+    for page in s3.get_paginator("list_objects").paginate(Bucket="listing-v1", PaginationConfig={"PageSize": 3}):
+        seen += [o["Key"] for o in page.get("Contents", [])]
+    assert seen == keys
+
+
+def test_list_object_versions_shows_versions_and_markers(s3):
+    s3.create_bucket(Bucket="history")
+    s3.put_bucket_versioning(Bucket="history", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket="history", Key="a", Body=b"1")
+    s3.put_object(Bucket="history", Key="a", Body=b"2")
+    s3.delete_object(Bucket="history", Key="a")
+    r = s3.list_object_versions(Bucket="history")
+    assert len(r["Versions"]) == 2 and len(r["DeleteMarkers"]) == 1
+    assert r["DeleteMarkers"][0]["IsLatest"] is True
+    assert [v["IsLatest"] for v in r["Versions"]] == [False, False]
+
+
+def test_delete_objects_in_one_request(s3):
+    s3.create_bucket(Bucket="bulk")
+    for k in ["x", "y", "z"]:
+        s3.put_object(Bucket="bulk", Key=k, Body=b"1")
+    r = s3.delete_objects(Bucket="bulk", Delete={"Objects": [{"Key": "x"}, {"Key": "y"}, {"Key": "nope"}]})
+    assert sorted(d["Key"] for d in r["Deleted"]) == ["nope", "x", "y"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="bulk")["Contents"]] == ["z"]
+
+
+def test_copy_object_with_metadata_directive(s3):
+    s3.create_bucket(Bucket="copy-src")
+    s3.create_bucket(Bucket="copy-dst")
+    body = os.urandom(200_000)
+    s3.put_object(Bucket="copy-src", Key="orig", Body=body, Metadata={"a": "1"}, ContentType="text/x-a")
+    s3.copy_object(Bucket="copy-src", Key="same-bucket", CopySource={"Bucket": "copy-src", "Key": "orig"})
+    s3.copy_object(Bucket="copy-dst", Key="other-bucket", CopySource="copy-src/orig",
+                   MetadataDirective="REPLACE", Metadata={"b": "2"}, ContentType="text/x-b")
+    same = s3.get_object(Bucket="copy-src", Key="same-bucket")
+    assert same["Body"].read() == body and same["Metadata"] == {"a": "1"}
+    other = s3.get_object(Bucket="copy-dst", Key="other-bucket")
+    assert other["Body"].read() == body and other["Metadata"] == {"b": "2"} and other["ContentType"] == "text/x-b"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="copy-src", Key="orig", CopySource="copy-src/orig")
+    assert code(e) == "InvalidRequest"

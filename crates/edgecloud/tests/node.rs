@@ -31,6 +31,7 @@ impl Node {
         self.url = format!("http://127.0.0.1:{port}");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--data").arg(&self.data).arg("--admin-listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("--s3-listen").arg(format!("127.0.0.1:{}", free_port()));
         cmd.args(["--chunk-avg", "64KiB"]);
         for d in &self.disks {
             cmd.arg("--disk").arg(d);
@@ -230,7 +231,7 @@ fn config_file_and_env_set_options() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("edgecloud.toml");
-    std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display())).unwrap();
+    std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
     let mut child = Command::new(BIN).arg("--config").arg(&cfg).arg("serve").env("EDGECLOUD_DISKS", format!("{0}/a,{0}/b", dir.path().display())).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -125,3 +125,90 @@ impl EdgeS3 {
         }))
     }
 }
+
+impl EdgeS3 {
+    pub(crate) async fn delete_objects_op(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for o in i.delete.objects {
+            match self.archive.delete(&i.bucket, &o.key, o.version_id.clone()).await {
+                Ok(out) => {
+                    if !quiet {
+                        deleted.push(DeletedObject {
+                            key: Some(o.key),
+                            version_id: o.version_id,
+                            delete_marker: out.delete_marker.then_some(true),
+                            delete_marker_version_id: if out.delete_marker { out.version_id } else { None },
+                        });
+                    }
+                }
+                Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) if !quiet => {
+                    deleted.push(DeletedObject { key: Some(o.key), version_id: o.version_id, ..Default::default() });
+                }
+                Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) => {}
+                Err(e) => {
+                    let err = s3_error(e);
+                    errors.push(Error {
+                        key: Some(o.key),
+                        version_id: o.version_id,
+                        code: Some(err.code().as_str().to_string()),
+                        message: err.message().map(str::to_string),
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+    }
+
+    pub(crate) async fn copy_object_op(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &i.copy_source else {
+            return Err(s3s::s3_error!(NotImplemented, "access point copy sources are not supported"));
+        };
+        let sel = match version_id {
+            Some(v) => VersionSel::Id(v.to_string()),
+            None => VersionSel::Latest,
+        };
+        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let opts = replace.then(|| PutOptions {
+            content_type: i.content_type.clone(),
+            meta: i.metadata.clone().unwrap_or_default().into_iter().collect(),
+            cond: PutCondition::default(),
+        });
+        if !replace && src_bucket.as_ref() == i.bucket && src_key.as_ref() == i.key && version_id.is_none() {
+            return Err(s3s::s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
+            ));
+        }
+        let src = self.archive.head(src_bucket, src_key, &sel).s3()?;
+        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
+            if t.value() != src.etag {
+                return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag does not match"));
+            }
+        }
+        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_none_match {
+            if t.value() == src.etag {
+                return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag matches"));
+            }
+        }
+        let v = self
+            .archive
+            .copy(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), &i.bucket, &i.key, opts, PutCondition::default())
+            .await
+            .s3()?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        let sb = self.archive.bucket(src_bucket).s3()?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(crate::etag(&v.etag)),
+                last_modified: Some(crate::timestamp(v.mtime_ns)),
+                ..Default::default()
+            }),
+            version_id: crate::version_id(&v, &b),
+            copy_source_version_id: crate::version_id(&src, &sb),
+            ..Default::default()
+        }))
+    }
+}
