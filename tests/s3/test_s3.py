@@ -198,3 +198,93 @@ def test_copy_object_with_metadata_directive(s3):
     with pytest.raises(ClientError) as e:
         s3.copy_object(Bucket="copy-src", Key="orig", CopySource="copy-src/orig")
     assert code(e) == "InvalidRequest"
+
+
+def test_conditional_get_and_head(s3):
+    s3.create_bucket(Bucket="cond-get")
+    etag = s3.put_object(Bucket="cond-get", Key="k", Body=b"v")["ETag"]
+    assert s3.get_object(Bucket="cond-get", Key="k", IfMatch=etag)["Body"].read() == b"v"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="cond-get", Key="k", IfMatch='"0000"')
+    assert code(e) == "PreconditionFailed"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="cond-get", Key="k", IfNoneMatch=etag)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    future = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    past = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="cond-get", Key="k", IfModifiedSince=future)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="cond-get", Key="k", IfUnmodifiedSince=past)
+    assert code(e) == "PreconditionFailed"
+    assert s3.get_object(Bucket="cond-get", Key="k", IfModifiedSince=past)["Body"].read() == b"v"
+
+
+def test_list_parts_and_uploads_then_abort(s3):
+    s3.create_bucket(Bucket="mpu")
+    up = s3.create_multipart_upload(Bucket="mpu", Key="big")["UploadId"]
+    s3.upload_part(Bucket="mpu", Key="big", UploadId=up, PartNumber=1, Body=os.urandom(5 * 1024 * 1024))
+    s3.upload_part(Bucket="mpu", Key="big", UploadId=up, PartNumber=2, Body=b"tail")
+    parts = s3.list_parts(Bucket="mpu", Key="big", UploadId=up)["Parts"]
+    assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 5 * 1024 * 1024), (2, 4)]
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="mpu")["Uploads"]] == [up]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket="mpu", Key="big", UploadId=up,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"bad"'}]})
+    assert code(e) == "InvalidPart"
+    s3.abort_multipart_upload(Bucket="mpu", Key="big", UploadId=up)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket="mpu") or not s3.list_multipart_uploads(Bucket="mpu")["Uploads"]
+    with pytest.raises(ClientError) as e:
+        s3.list_parts(Bucket="mpu", Key="big", UploadId=up)
+    assert code(e) == "NoSuchUpload"
+
+
+def _tree(root, n=30):
+    import random
+    rnd = random.Random(7)
+    for i in range(n):
+        p = root / f"d{i % 4}" / f"sub{i % 3}" / f"f{i}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rnd.randbytes(rnd.randint(0, 200_000)))
+
+
+def test_rclone_sync_up_and_down_then_check(endpoint, s3, tmp_path):
+    from conftest import ACCESS, SECRET
+    s3.create_bucket(Bucket="rclone-tree")
+    src, back = tmp_path / "src", tmp_path / "back"
+    _tree(src)
+    remote = (f":s3,provider=Other,access_key_id={ACCESS},secret_access_key={SECRET},"
+              f"endpoint='{endpoint}',region=us-east-1:rclone-tree")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+    def rclone(*args):
+        p = subprocess.run(["rclone", "--config", "/dev/null", *args], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p
+    rclone("sync", str(src), remote)
+    rclone("check", str(src), remote)  # exits non-zero on any difference
+    rclone("sync", remote, str(back))
+    rclone("check", str(src), str(back))
+
+
+def test_s3cmd_put_ls_get(endpoint, s3, tmp_path):
+    from conftest import ACCESS, SECRET
+    host = endpoint.removeprefix("http://")
+    cfg = tmp_path / "s3cfg"
+    cfg.write_text(f"[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\nhost_base = {host}\n"
+                   f"host_bucket = {host}\nuse_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+    def s3cmd(*args):
+        p = subprocess.run(["s3cmd", "-c", str(cfg), *args], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr + p.stdout
+        return p.stdout
+    f = tmp_path / "doc.txt"
+    f.write_bytes(os.urandom(100_000))
+    s3cmd("mb", "s3://s3cmd-bucket")
+    s3cmd("put", str(f), "s3://s3cmd-bucket/doc.txt")
+    assert "doc.txt" in s3cmd("ls", "s3://s3cmd-bucket")
+    s3cmd("get", "s3://s3cmd-bucket/doc.txt", str(tmp_path / "got.txt"))
+    assert (tmp_path / "got.txt").read_bytes() == f.read_bytes()
+    s3cmd("del", "s3://s3cmd-bucket/doc.txt")

@@ -86,6 +86,12 @@ impl s3s::S3 for EdgeS3 {
     async fn copy_object(&self, req: s3s::S3Request<s3s::dto::CopyObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CopyObjectOutput>> {
         self.copy_object_op(req).await
     }
+    async fn list_parts(&self, req: s3s::S3Request<s3s::dto::ListPartsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListPartsOutput>> {
+        self.list_parts_op(req).await
+    }
+    async fn list_multipart_uploads(&self, req: s3s::S3Request<s3s::dto::ListMultipartUploadsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListMultipartUploadsOutput>> {
+        self.list_multipart_uploads_op(req).await
+    }
     async fn list_objects_v2(&self, req: s3s::S3Request<s3s::dto::ListObjectsV2Input>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectsV2Output>> {
         self.list_objects_v2_op(req).await
     }

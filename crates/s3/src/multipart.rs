@@ -63,3 +63,67 @@ impl EdgeS3 {
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 }
+
+impl EdgeS3 {
+    pub(crate) async fn list_parts_op(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let i = req.input;
+        let up = self.archive.upload(&i.upload_id).s3()?;
+        if up.bucket != i.bucket || up.key != i.key {
+            return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
+        }
+        let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let marker = i.part_number_marker.unwrap_or(0);
+        let all: Vec<_> = self.archive.list_parts(&i.upload_id).s3()?.into_iter().filter(|p| p.number as i32 > marker).collect();
+        let truncated = all.len() > max;
+        let parts: Vec<Part> = all
+            .iter()
+            .take(max)
+            .map(|p| Part {
+                part_number: Some(p.number as i32),
+                size: Some(p.size as i64),
+                e_tag: Some(crate::etag(&p.etag)),
+                last_modified: Some(crate::timestamp(p.mtime_ns)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(i.upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: parts.last().and_then(|p| p.part_number),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn list_multipart_uploads_op(&self, req: S3Request<ListMultipartUploadsInput>) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let i = req.input;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let max = i.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
+        let all: Vec<_> = self.archive.list_uploads(&i.bucket).s3()?.into_iter().filter(|u| u.key.starts_with(&prefix)).collect();
+        let truncated = all.len() > max;
+        let uploads: Vec<MultipartUpload> = all
+            .iter()
+            .take(max)
+            .map(|u| MultipartUpload {
+                key: Some(u.key.clone()),
+                upload_id: Some(u.upload_id.clone()),
+                initiated: Some(crate::timestamp(u.created_ns)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: if truncated { uploads.last().and_then(|u| u.key.clone()) } else { None },
+            next_upload_id_marker: if truncated { uploads.last().and_then(|u| u.upload_id.clone()) } else { None },
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+}
