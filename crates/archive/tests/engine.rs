@@ -303,3 +303,30 @@ async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
     let report = a.scrub(&ScrubOptions { collect_garbage: true, ..Default::default() }, &|_| {}).await.unwrap();
     assert_eq!((report.shards_missing, report.shards_corrupt, report.chunks_collected), (0, 0, 0), "{report:?}");
 }
+
+/// A body that breaks off mid-upload (a dropped connection): nothing becomes visible,
+/// and the shards already written are collected as orphans after the grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("disk{i}"))).collect();
+    let mut cfg = ArchiveConfig::new(dir.path().join("data"), disks, DataKey::from_bytes([7; 32]));
+    cfg.chunk = ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    cfg.gc_grace = std::time::Duration::from_millis(200);
+    let a = Archive::open(cfg).unwrap();
+    a.create_bucket("drops", None, Versioning::Enabled).await.unwrap();
+    let mut pieces: Vec<std::io::Result<Bytes>> =
+        pseudo_random(77, 12_000_000).chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    pieces.push(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")));
+    let err = a.put("drops", "partial", futures::stream::iter(pieces), PutOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ArchiveError::Body(_)), "{err}");
+    assert!(matches!(a.head("drops", "partial", &VersionSel::Latest), Err(ArchiveError::Catalog(CatalogError::NoSuchKey(_)))));
+    assert!(a.list("drops", &ListQuery { max_keys: 10, ..Default::default() }).unwrap().objects.is_empty());
+    // Past the grace period; writes already handed to the disks have landed by then.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written: usize = a.disk_health().iter().map(|d| d.shards).sum();
+    assert!(written > 0, "the test needs shards written before the break");
+    let r = a.scrub(&ScrubOptions { collect_garbage: true, ..Default::default() }, &|_| {}).await.unwrap();
+    assert_eq!(r.orphan_shards_removed as usize, written, "{r:?}");
+    assert_eq!(a.disk_health().iter().map(|d| d.shards).sum::<usize>(), 0);
+}
