@@ -288,3 +288,39 @@ def test_s3cmd_put_ls_get(endpoint, s3, tmp_path):
     s3cmd("get", "s3://s3cmd-bucket/doc.txt", str(tmp_path / "got.txt"))
     assert (tmp_path / "got.txt").read_bytes() == f.read_bytes()
     s3cmd("del", "s3://s3cmd-bucket/doc.txt")
+
+
+def test_hostile_keys_and_bodies_get_s3_errors_and_change_nothing(s3, endpoint):
+    s3.create_bucket(Bucket="hostile")
+    s3.put_object(Bucket="hostile", Key="keep", Body=b"safe")
+    # Keys are names, not paths: "../" is stored as-is and cannot escape anything.
+    s3.put_object(Bucket="hostile", Key="../../etc/passwd", Body=b"just a key")
+    assert s3.get_object(Bucket="hostile", Key="../../etc/passwd")["Body"].read() == b"just a key"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="hostile", Key="k" * 1025, Body=b"x")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # Malformed XML in a multipart completion.
+    up = s3.create_multipart_upload(Bucket="hostile", Key="mp")["UploadId"]
+    url = s3.generate_presigned_url("complete_multipart_upload",
+                                    Params={"Bucket": "hostile", "Key": "mp", "UploadId": up}, ExpiresIn=60)
+    out = subprocess.run(["curl", "-s", "-X", "POST", "--data-binary", "<CompleteMultipartUpload><Part>", url],
+                         capture_output=True, text=True).stdout
+    assert "MalformedXML" in out or "InvalidRequest" in out or "InvalidPart" in out, out
+    # A PUT whose body stops short of its Content-Length leaves nothing behind.
+    host, port = endpoint.removeprefix("http://").split(":")
+    import socket
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "hostile", "Key": "short"}, ExpiresIn=60)
+    path = url.split(port, 1)[1]
+    with socket.create_connection((host, int(port))) as c:
+        c.sendall(f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 1000000\r\n\r\n".encode() + b"x" * 1000)
+    time.sleep(0.5)
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="hostile", Key="short")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # Expired presigned URL.
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "hostile", "Key": "keep"}, ExpiresIn=1)
+    time.sleep(2)
+    status = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url], capture_output=True, text=True).stdout
+    assert status == "403"
+    # The server kept serving and nothing changed.
+    assert s3.get_object(Bucket="hostile", Key="keep")["Body"].read() == b"safe"
