@@ -324,3 +324,19 @@ def test_hostile_keys_and_bodies_get_s3_errors_and_change_nothing(s3, endpoint):
     assert status == "403"
     # The server kept serving and nothing changed.
     assert s3.get_object(Bucket="hostile", Key="keep")["Body"].read() == b"safe"
+
+
+def test_upload_part_copy_with_ranges(s3):
+    s3.create_bucket(Bucket="partcopy")
+    src = os.urandom(7 * 1024 * 1024)
+    s3.put_object(Bucket="partcopy", Key="src", Body=src)
+    up = s3.create_multipart_upload(Bucket="partcopy", Key="dst")["UploadId"]
+    half = 5 * 1024 * 1024
+    p1 = s3.upload_part_copy(Bucket="partcopy", Key="dst", UploadId=up, PartNumber=1,
+                             CopySource={"Bucket": "partcopy", "Key": "src"}, CopySourceRange=f"bytes=0-{half - 1}")
+    p2 = s3.upload_part_copy(Bucket="partcopy", Key="dst", UploadId=up, PartNumber=2,
+                             CopySource={"Bucket": "partcopy", "Key": "src"}, CopySourceRange=f"bytes={half}-{len(src) - 1}")
+    s3.complete_multipart_upload(Bucket="partcopy", Key="dst", UploadId=up, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
+        {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket="partcopy", Key="dst")["Body"].read() == src

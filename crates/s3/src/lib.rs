@@ -86,6 +86,9 @@ impl s3s::S3 for EdgeS3 {
     async fn copy_object(&self, req: s3s::S3Request<s3s::dto::CopyObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CopyObjectOutput>> {
         self.copy_object_op(req).await
     }
+    async fn upload_part_copy(&self, req: s3s::S3Request<s3s::dto::UploadPartCopyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartCopyOutput>> {
+        self.upload_part_copy_op(req).await
+    }
     async fn list_parts(&self, req: s3s::S3Request<s3s::dto::ListPartsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListPartsOutput>> {
         self.list_parts_op(req).await
     }

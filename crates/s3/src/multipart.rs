@@ -127,3 +127,48 @@ impl EdgeS3 {
         }))
     }
 }
+
+impl EdgeS3 {
+    /// UploadPartCopy: a (range of a) stored object becomes a part; the bytes stream
+    /// from the source through the archive, re-chunked under the target bucket's key.
+    pub(crate) async fn upload_part_copy_op(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let i = req.input;
+        let up = self.archive.upload(&i.upload_id).s3()?;
+        if up.bucket != i.bucket || up.key != i.key {
+            return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
+        }
+        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &i.copy_source else {
+            return Err(s3s::s3_error!(NotImplemented, "access point copy sources are not supported"));
+        };
+        let sel = match version_id {
+            Some(v) => archive::VersionSel::Id(v.to_string()),
+            None => archive::VersionSel::Latest,
+        };
+        let range = match &i.copy_source_range {
+            Some(r) => {
+                let r = archive::ByteRange::parse_header(r).map_err(|_| s3s::s3_error!(InvalidArgument, "bad x-amz-copy-source-range"))?;
+                if matches!(r, archive::ByteRange::From { end: None, .. } | archive::ByteRange::Suffix(_)) {
+                    return Err(s3s::s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=first-last"));
+                }
+                Some(r)
+            }
+            None => None,
+        };
+        let (src, _, stream) = self.archive.get(src_bucket, src_key, &sel, range).await.s3()?;
+        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
+            if t.value() != src.etag {
+                return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag does not match"));
+            }
+        }
+        let body = stream.map_err(|e| std::io::Error::other(e.to_string()));
+        let part = self.archive.upload_part(&i.upload_id, i.part_number as u32, body).await.s3()?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(crate::etag(&part.etag)),
+                last_modified: Some(crate::timestamp(part.mtime_ns)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
