@@ -57,6 +57,11 @@ def main():
     passed = {m.group(1) for m in re.finditer(r"^PASSED \S*?tests/(\S+)", out, re.M)}
     summary = out.strip().splitlines()[-1] if out.strip() else "no output"
     print(f"s3-tests: {len(passed)} passed ({summary})")
+    by_file = {}
+    for m in re.finditer(r"^(?:FAILED|ERROR) \S*?tests/(\S+?\.py)::", out, re.M):
+        by_file[m.group(1)] = by_file.get(m.group(1), 0) + 1
+    for f, n in sorted(by_file.items(), key=lambda x: -x[1]):
+        print(f"  failing in {f}: {n}")
     listed = HERE / "passing.txt"
     if update:
         listed.write_text("".join(f"{t}\n" for t in sorted(passed)))
