@@ -340,3 +340,21 @@ def test_upload_part_copy_with_ranges(s3):
         {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
         {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
     assert s3.get_object(Bucket="partcopy", Key="dst")["Body"].read() == src
+
+
+def test_content_md5_is_checked_and_a_mismatch_stores_nothing(s3):
+    import base64
+    s3.create_bucket(Bucket="digest")
+    body = b"exact bytes"
+    good = base64.b64encode(hashlib.md5(body).digest()).decode()
+    s3.put_object(Bucket="digest", Key="ok", Body=body, ContentMD5=good)
+    bad = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="digest", Key="bad", Body=body, ContentMD5=bad)
+    assert code(e) == "BadDigest"
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="digest", Key="bad")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="digest", Key="bad", Body=body, ContentMD5="not-base64!")
+    assert code(e) == "InvalidDigest"

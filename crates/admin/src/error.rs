@@ -31,6 +31,7 @@ impl IntoResponse for ApiError {
             A::Catalog(C::Invalid(_)) | A::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidArgument"),
             A::Catalog(C::ChunkVanished) => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
             A::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
+            A::BadDigest => (StatusCode::BAD_REQUEST, "BadDigest"),
             A::InvalidRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange"),
             A::Body(_) => (StatusCode::BAD_REQUEST, "IncompleteBody"),
             A::DataLoss { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "DataLoss"),

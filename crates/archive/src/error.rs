@@ -12,6 +12,8 @@ pub enum ArchiveError {
     InvalidName(String),
     #[error("the requested range is not satisfiable for an object of {size} bytes")]
     InvalidRange { size: u64 },
+    #[error("the body's MD5 does not match the Content-MD5 the client sent")]
+    BadDigest,
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("cannot read object {bucket}/{key}: chunk {chunk}: {reason}")]

@@ -19,6 +19,8 @@ pub struct PutOptions {
     /// User metadata and stored headers, kept verbatim.
     pub meta: BTreeMap<String, String>,
     pub cond: PutCondition,
+    /// The MD5 the client says the body has (Content-MD5); a mismatch stores nothing.
+    pub content_md5: Option<[u8; 16]>,
 }
 
 pub fn md5_hex(d: &[u8]) -> String {
@@ -153,6 +155,10 @@ impl Archive {
         let b = self.bucket(bucket)?;
         let dk = self.inner.keys.data_key(&b)?;
         let ing = self.ingest(&b, &dk, body, true).await?;
+        if opts.content_md5.is_some_and(|want| want != ing.md5) {
+            // Nothing is committed; the chunks just written become orphans for GC.
+            return Err(ArchiveError::BadDigest);
+        }
         let nv = NewVersion {
             size: ing.size,
             etag: codec::hex(&ing.md5),
@@ -205,6 +211,6 @@ impl Archive {
         }
         let (_, _, stream) = self.get(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), None).await?;
         let stream = stream.map(|r| r.map_err(std::io::Error::other));
-        self.put(dst_bucket, dst_key, Box::pin(stream), PutOptions { content_type, meta, cond }).await
+        self.put(dst_bucket, dst_key, Box::pin(stream), PutOptions { content_type, meta, cond, content_md5: None }).await
     }
 }

@@ -20,6 +20,7 @@ pub(crate) fn s3_error(e: ArchiveError) -> S3Error {
         A::Catalog(C::ChunkVanished) => S3ErrorCode::SlowDown,
         A::InvalidName(_) => S3ErrorCode::InvalidArgument,
         A::InvalidRange { .. } => S3ErrorCode::InvalidRange,
+        A::BadDigest => S3ErrorCode::BadDigest,
         A::Body(_) => S3ErrorCode::IncompleteBody,
         _ => S3ErrorCode::InternalError,
     };

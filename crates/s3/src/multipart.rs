@@ -12,7 +12,7 @@ impl EdgeS3 {
     pub(crate) async fn create_multipart_upload_op(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
         let meta = i.metadata.unwrap_or_default().into_iter().collect();
-        let opts = PutOptions { content_type: i.content_type, meta, cond: PutCondition::default() };
+        let opts = PutOptions { content_type: i.content_type, meta, ..Default::default() };
         let up = self.archive.create_multipart(&i.bucket, &i.key, opts).await.s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),

@@ -101,8 +101,19 @@ impl EdgeS3 {
                 None => None,
             },
         };
+        let content_md5 = match &input.content_md5 {
+            Some(b64) => {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
+                let md5: [u8; 16] = raw
+                    .and_then(|r| r.try_into().ok())
+                    .ok_or_else(|| s3s::s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))?;
+                Some(md5)
+            }
+            None => None,
+        };
         let meta = input.metadata.unwrap_or_default().into_iter().collect();
-        let opts = PutOptions { content_type: input.content_type, meta, cond };
+        let opts = PutOptions { content_type: input.content_type, meta, cond, content_md5 };
         let v = self.archive.put(&input.bucket, &input.key, body, opts).await.s3()?;
         let b = self.archive.bucket(&input.bucket).s3()?;
         Ok(S3Response::new(PutObjectOutput {
@@ -222,7 +233,7 @@ impl EdgeS3 {
         let opts = replace.then(|| PutOptions {
             content_type: i.content_type.clone(),
             meta: i.metadata.clone().unwrap_or_default().into_iter().collect(),
-            cond: PutCondition::default(),
+            ..Default::default()
         });
         if !replace && src_bucket.as_ref() == i.bucket && src_key.as_ref() == i.key && version_id.is_none() {
             return Err(s3s::s3_error!(
