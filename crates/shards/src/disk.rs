@@ -25,6 +25,12 @@ struct Location {
 }
 
 struct WriteReq {
+    record: Record,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// What the writer appends.
+struct Record {
     kind: u8,
     key: ShardKey,
     meta: ShardMeta,
@@ -32,7 +38,6 @@ struct WriteReq {
     /// Compaction's copy: update the index only if the shard still lives here
     /// (it may have been deleted or rewritten meanwhile).
     moved_from: Option<(u32, u64)>,
-    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// What one compaction pass did.
@@ -141,14 +146,13 @@ impl Disk {
         if kind == KIND_SHARD {
             meta.written_ms = now_ms();
         }
-        self.send(WriteReq { kind, key, meta, data, moved_from: None, done: oneshot::channel().0 }).await
+        self.send(Record { kind, key, meta, data, moved_from: None }).await
     }
 
-    async fn send(&self, mut req: WriteReq) -> Result<(), ShardError> {
+    async fn send(&self, record: Record) -> Result<(), ShardError> {
         let (done, rx) = oneshot::channel();
-        req.done = done;
         let gone = || ShardError::WriterGone(self.root.display().to_string());
-        self.writer.lock().expect("writer lock").send(req).map_err(|_| gone())?;
+        self.writer.lock().expect("writer lock").send(WriteReq { record, done }).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?.map_err(|e| ShardError::Io {
             path: self.root.clone(),
             source: std::io::Error::other(e),
@@ -220,8 +224,7 @@ impl Disk {
             }
             for (key, loc) in shards {
                 let Ok((meta, data)) = self.read(&key) else { continue }; // scrub repairs it
-                let req = WriteReq { kind: KIND_SHARD, key, meta, data, moved_from: Some((seg, loc.offset)), done: oneshot::channel().0 };
-                self.send(req).await?;
+                self.send(Record { kind: KIND_SHARD, key, meta, data, moved_from: Some((seg, loc.offset)) }).await?;
                 report.shards_moved += 1;
             }
             let still_used = self.index.read().expect("index lock").values().any(|l| l.segment == seg);
@@ -364,12 +367,12 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<WriteReq>) {
         while let Ok(first) = rx.recv() {
-            let mut bytes = first.data.len();
+            let mut bytes = first.record.data.len();
             let mut batch = vec![first];
             while bytes < self.opts.batch_bytes && batch.len() < 1024 {
                 match rx.try_recv() {
                     Ok(r) => {
-                        bytes += r.data.len();
+                        bytes += r.record.data.len();
                         batch.push(r);
                     }
                     Err(_) => break,
@@ -378,7 +381,7 @@ impl Writer {
             match self.append(&batch) {
                 Ok(locs) => {
                     let mut index = self.index.write().expect("index lock");
-                    for (req, loc) in batch.iter().zip(locs) {
+                    for (req, loc) in batch.iter().map(|r| &r.record).zip(locs) {
                         if let Some((seg, off)) = req.moved_from {
                             if index.get(&req.key).is_some_and(|l| l.segment == seg && l.offset == off) {
                                 index.insert(req.key, loc);
@@ -416,7 +419,7 @@ impl Writer {
             let mut out = BufWriter::with_capacity(256 * 1024, &*file);
             let mut offset = start;
             let mut locs = Vec::with_capacity(batch.len());
-            for req in batch {
+            for req in batch.iter().map(|r| &r.record) {
                 let header = encode_header(req.kind, &req.key, &req.meta, req.data.len() as u32);
                 out.write_all(&header)?;
                 out.write_all(&req.data)?;
