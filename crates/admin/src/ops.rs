@@ -31,19 +31,6 @@ pub(crate) struct ScrubParams {
 pub(crate) async fn scrub(State(s): State<AdminState>, Query(p): Query<ScrubParams>) -> Result<Json<ScrubResult>, ApiError> {
     let started = std::time::Instant::now();
     let opts = ScrubOptions { rate_bytes_per_sec: None, collect_garbage: p.gc };
-    let r = s.archive.scrub(&opts, &|_| {}).await?;
-    Ok(Json(ScrubResult {
-        chunks_checked: r.chunks_checked,
-        shards_checked: r.shards_checked,
-        shards_missing: r.shards_missing,
-        shards_corrupt: r.shards_corrupt,
-        shards_repaired: r.shards_repaired,
-        chunks_unrecoverable: r.chunks_unrecoverable,
-        bytes_read: r.bytes_read,
-        chunks_collected: r.chunks_collected,
-        orphan_shards_removed: r.orphan_shards_removed,
-        history_versions_expired: r.history_versions_expired,
-        bytes_reclaimed: r.bytes_reclaimed,
-        seconds: started.elapsed().as_secs_f64(),
-    }))
+    let report = s.archive.scrub(&opts, &|_| {}).await?;
+    Ok(Json(ScrubResult { report, seconds: started.elapsed().as_secs_f64() }))
 }

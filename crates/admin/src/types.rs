@@ -68,19 +68,11 @@ pub struct Status {
     pub disks: Vec<DiskInfo>,
 }
 
+/// A scrub's report and how long it took.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ScrubResult {
-    pub chunks_checked: u64,
-    pub shards_checked: u64,
-    pub shards_missing: u64,
-    pub shards_corrupt: u64,
-    pub shards_repaired: u64,
-    pub chunks_unrecoverable: Vec<String>,
-    pub bytes_read: u64,
-    pub chunks_collected: u64,
-    pub orphan_shards_removed: u64,
-    pub history_versions_expired: u64,
-    pub bytes_reclaimed: u64,
+    #[serde(flatten)]
+    pub report: archive::ScrubReport,
     pub seconds: f64,
 }
 

@@ -18,7 +18,7 @@ pub struct ScrubOptions {
     pub collect_garbage: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScrubReport {
     pub chunks_checked: u64,
     pub shards_checked: u64,

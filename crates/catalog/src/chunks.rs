@@ -2,7 +2,7 @@
 //! collected; one whose count reached zero is collected after a grace period.
 
 use codec::ChunkId;
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
@@ -74,7 +74,7 @@ impl Catalog {
 
     /// Every chunk record (for scrub and repair), in id order, from `after` on.
     pub fn chunks_page(&self, after: Option<ChunkId>, limit: usize) -> Result<Vec<(ChunkId, ChunkRecord)>> {
-        let t = self.db.begin_read()?.open_table(CHUNKS)?;
+        let t = self.read()?.open_table(CHUNKS)?;
         let start = after.map(|a| a.to_vec()).unwrap_or_default();
         let mut out = Vec::new();
         for e in t.range(start.as_slice()..)? {

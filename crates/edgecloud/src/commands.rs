@@ -305,14 +305,15 @@ pub async fn scrub(c: &Client, a: ScrubArgs) -> anyhow::Result<()> {
     let pb = ProgressBar::new_spinner();
     pb.set_message("scrubbing: reading and verifying every shard");
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
-    let r: ScrubResult = c.json(c.request(Method::POST, &["scrub"]).query(&[("gc", a.gc)])).await?;
+    let res: ScrubResult = c.json(c.request(Method::POST, &["scrub"]).query(&[("gc", a.gc)])).await?;
     pb.finish_and_clear();
+    let r = &res.report;
     println!(
         "checked {} chunks ({} shards, {:.1} MB) in {:.1}s\nmissing {}, corrupt {}, repaired {}",
         r.chunks_checked,
         r.shards_checked,
         r.bytes_read as f64 / 1e6,
-        r.seconds,
+        res.seconds,
         r.shards_missing,
         r.shards_corrupt,
         r.shards_repaired
