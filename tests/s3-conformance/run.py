@@ -2,7 +2,8 @@
 s3-tests) against a fresh `edgecloud serve`, and fails if any test listed in
 passing.txt fails. `--update` rewrites passing.txt with what passes now.
 
-Usage: python3 tests/s3-conformance/run.py [--update]   (EDGECLOUD_BIN = the binary)
+Usage: python3 tests/s3-conformance/run.py [--update]   (EDGECLOUD_BIN = the binary;
+S3TESTS_LOG = a file to keep the whole pytest report in)
 """
 import os
 import re
@@ -54,6 +55,8 @@ def main():
         finally:
             node.terminate()
             node.wait(timeout=30)
+    if os.environ.get("S3TESTS_LOG"):
+        Path(os.environ["S3TESTS_LOG"]).write_text(out)  # the whole pytest report, for digging
     passed = {m.group(1) for m in re.finditer(r"^PASSED \S*?tests/(\S+)", out, re.M)}
     summary = out.strip().splitlines()[-1] if out.strip() else "no output"
     print(f"s3-tests: {len(passed)} passed ({summary})")

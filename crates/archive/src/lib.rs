@@ -28,7 +28,7 @@ pub use codec::{ChunkParams, DataKey, Redundancy};
 pub use error::ArchiveError;
 pub use get::ObjectStream;
 pub use names::{validate_bucket_name, validate_key};
-pub use put::{PutOptions, md5_hex};
+pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
 pub use scrub::{ScrubOptions, ScrubReport};
 
@@ -189,6 +189,18 @@ impl Archive {
             f(&mut b.settings);
             Ok(())
         }).await?)
+    }
+
+    /// Changes one version's metadata in place (object tags); the data is untouched.
+    pub async fn update_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        sel: VersionSel,
+        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+    ) -> Result<Version> {
+        validate_key(key)?;
+        Ok(self.inner.catalog.update_version_meta(bucket, key, sel, f).await?)
     }
 
     // ---- reads of metadata ----

@@ -21,7 +21,13 @@ pub struct PutOptions {
     pub cond: PutCondition,
     /// The MD5 the client says the body has (Content-MD5); a mismatch stores nothing.
     pub content_md5: Option<[u8; 16]>,
+    /// Metadata known only once the body has streamed (a checksum the gateway computed
+    /// or received in a trailer); merged into `meta` at commit.
+    pub late_meta: Option<LateMeta>,
 }
+
+/// Filled by whoever reads the body alongside the archive; read once, at commit.
+pub type LateMeta = std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>;
 
 pub fn md5_hex(d: &[u8]) -> String {
     codec::hex(d)
@@ -159,11 +165,15 @@ impl Archive {
             // Nothing is committed; the chunks just written become orphans for GC.
             return Err(ArchiveError::BadDigest);
         }
+        let mut meta = opts.meta;
+        if let Some(late) = &opts.late_meta {
+            meta.extend(late.lock().expect("late metadata lock").clone());
+        }
         let nv = NewVersion {
             size: ing.size,
             etag: codec::hex(&ing.md5),
             content_type: opts.content_type,
-            meta: opts.meta,
+            meta,
             body: Some(ing.body),
             parts: Vec::new(),
             fresh: ing.fresh,
@@ -211,6 +221,6 @@ impl Archive {
         }
         let (_, _, stream) = self.get(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), None).await?;
         let stream = stream.map(|r| r.map_err(std::io::Error::other));
-        self.put(dst_bucket, dst_key, Box::pin(stream), PutOptions { content_type, meta, cond, content_md5: None }).await
+        self.put(dst_bucket, dst_key, Box::pin(stream), PutOptions { content_type, meta, cond, ..Default::default() }).await
     }
 }

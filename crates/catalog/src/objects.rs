@@ -182,6 +182,41 @@ impl Catalog {
         }
     }
 
+    /// Changes the metadata of one existing version in place (object tags live there):
+    /// `Latest` or `Id` only; delete markers have no metadata to change.
+    pub async fn update_version_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        sel: VersionSel,
+        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+    ) -> Result<Version> {
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.writer
+            .write(move |txn| {
+                load_bucket(txn, &bucket)?;
+                let mut versions = txn.open_table(VERSIONS)?;
+                let all = key_versions(&versions, &bucket, &key)?;
+                let found = match &sel {
+                    VersionSel::Latest => {
+                        let seq = txn.open_table(CURRENT)?.get(object_key(&bucket, &key).as_slice())?.map(|v| v.value());
+                        all.into_iter().find(|(_, v)| Some(v.seq) == seq)
+                    }
+                    VersionSel::Id(id) => all.into_iter().find(|(_, v)| &v.version_id == id && !v.hidden),
+                    VersionSel::AsOf(_) => return Err(CatalogError::Invalid("only the latest version or a version id can be changed".into())),
+                };
+                let (k, mut v) = match (found, sel) {
+                    (Some((k, v)), _) if !v.delete_marker => (k, v),
+                    (_, VersionSel::Id(id)) => return Err(CatalogError::NoSuchVersion { key, version: id }),
+                    _ => return Err(CatalogError::NoSuchKey(key)),
+                };
+                f(&mut v.meta);
+                versions.insert(k.as_slice(), enc(&v).as_slice())?;
+                Ok(v)
+            })
+            .await
+    }
+
     /// DeleteObject: with no version id, adds a delete marker (or, with versioning off,
     /// removes the object from view); with one, removes that version for good.
     pub async fn delete(&self, bucket: &str, key: &str, version_id: Option<String>) -> Result<DeleteOutcome> {

@@ -5,10 +5,13 @@
 //! touches shards or the catalog. One file per family of operations.
 
 mod buckets;
+mod checksum;
 mod error;
+mod headers;
 mod list;
 mod multipart;
 mod objects;
+mod tagging;
 
 use archive::Archive;
 use s3s::auth::SimpleAuth;
@@ -109,5 +112,23 @@ impl s3s::S3 for EdgeS3 {
     }
     async fn abort_multipart_upload(&self, req: s3s::S3Request<s3s::dto::AbortMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::AbortMultipartUploadOutput>> {
         self.abort_multipart_upload_op(req).await
+    }
+    async fn get_object_tagging(&self, req: s3s::S3Request<s3s::dto::GetObjectTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectTaggingOutput>> {
+        self.get_object_tagging_op(req).await
+    }
+    async fn put_object_tagging(&self, req: s3s::S3Request<s3s::dto::PutObjectTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectTaggingOutput>> {
+        self.put_object_tagging_op(req).await
+    }
+    async fn delete_object_tagging(&self, req: s3s::S3Request<s3s::dto::DeleteObjectTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectTaggingOutput>> {
+        self.delete_object_tagging_op(req).await
+    }
+    async fn get_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::GetBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketTaggingOutput>> {
+        self.get_bucket_tagging_op(req).await
+    }
+    async fn put_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::PutBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketTaggingOutput>> {
+        self.put_bucket_tagging_op(req).await
+    }
+    async fn delete_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::DeleteBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketTaggingOutput>> {
+        self.delete_bucket_tagging_op(req).await
     }
 }

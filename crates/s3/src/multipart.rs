@@ -11,7 +11,17 @@ use crate::error::OrS3;
 impl EdgeS3 {
     pub(crate) async fn create_multipart_upload_op(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
-        let meta = i.metadata.unwrap_or_default().into_iter().collect();
+        let stored = crate::headers::StoredHeaders {
+            cache_control: i.cache_control.as_ref(),
+            content_disposition: i.content_disposition.as_ref(),
+            content_encoding: i.content_encoding.as_ref(),
+            content_language: i.content_language.as_ref(),
+            expires: i.expires.as_ref(),
+        };
+        let mut meta = crate::headers::object_meta(i.metadata, stored);
+        if let Some(t) = &i.tagging {
+            meta.insert(crate::headers::TAGGING.into(), crate::headers::encode_tags(&crate::headers::parse_tagging_header(t)?));
+        }
         let opts = PutOptions { content_type: i.content_type, meta, ..Default::default() };
         let up = self.archive.create_multipart(&i.bucket, &i.key, opts).await.s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {

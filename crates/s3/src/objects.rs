@@ -7,6 +7,7 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use crate::EdgeS3;
 use crate::error::{OrS3, s3_error};
+use crate::headers::{self, ResponseHeaders, StoredHeaders};
 
 /// Beyond S3: `?x-edgecloud-as-of=RFC3339` (or the header of that name) reads the
 /// object as it was at that instant.
@@ -81,6 +82,40 @@ fn check_conditions(
     Ok(())
 }
 
+/// `partNumber=N`: the bytes of part N of a multipart object; a single-part object
+/// has one part, the whole object.
+fn part_range(v: &archive::Version, n: PartNumber) -> S3Result<ByteRange> {
+    let sizes: &[u64] = if v.parts.is_empty() { std::slice::from_ref(&v.size) } else { &v.parts };
+    let idx = usize::try_from(n).ok().filter(|i| (1..=sizes.len()).contains(i)).ok_or_else(|| {
+        let mut e = s3s::S3Error::with_message(s3s::S3ErrorCode::Custom("InvalidPartNumber".into()), "The requested partnumber is not satisfiable");
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    })?;
+    let start: u64 = sizes[..idx - 1].iter().sum();
+    let len = sizes[idx - 1];
+    Ok(ByteRange::From { start, end: (len > 0).then(|| start + len - 1) })
+}
+
+fn parts_count(v: &archive::Version, asked: Option<PartNumber>) -> Option<i32> {
+    (asked.is_some() && !v.parts.is_empty()).then_some(v.parts.len() as i32)
+}
+
+/// The stored checksum is of the whole object: given only when the client asks for it
+/// and reads the whole object.
+fn whole_object_checksums(v: &archive::Version, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
+    if whole && mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) {
+        crate::checksum::stored(&v.meta)
+    } else {
+        Checksum::default()
+    }
+}
+
+pub(crate) fn content_md5(b64: &str) -> S3Result<[u8; 16]> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
+    raw.and_then(|r| r.try_into().ok()).ok_or_else(|| s3s::s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))
+}
+
 fn byte_range(r: &Range) -> ByteRange {
     match *r {
         Range::Int { first, last } => ByteRange::From { start: first, end: last },
@@ -90,6 +125,7 @@ fn byte_range(r: &Range) -> ByteRange {
 
 impl EdgeS3 {
     pub(crate) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
         let input = req.input;
         let body = input.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "PutObject needs a body"))?;
         let body = body.map_err(|e| std::io::Error::other(e.to_string()));
@@ -101,24 +137,41 @@ impl EdgeS3 {
                 None => None,
             },
         };
-        let content_md5 = match &input.content_md5 {
-            Some(b64) => {
-                use base64::Engine;
-                let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
-                let md5: [u8; 16] = raw
-                    .and_then(|r| r.try_into().ok())
-                    .ok_or_else(|| s3s::s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))?;
-                Some(md5)
-            }
-            None => None,
+        let content_md5 = input.content_md5.as_deref().map(content_md5).transpose()?;
+        let stored = StoredHeaders {
+            cache_control: input.cache_control.as_ref(),
+            content_disposition: input.content_disposition.as_ref(),
+            content_encoding: input.content_encoding.as_ref(),
+            content_language: input.content_language.as_ref(),
+            expires: input.expires.as_ref(),
         };
-        let meta = input.metadata.unwrap_or_default().into_iter().collect();
-        let opts = PutOptions { content_type: input.content_type, meta, cond, content_md5 };
-        let v = self.archive.put(&input.bucket, &input.key, body, opts).await.s3()?;
+        let mut meta = headers::object_meta(input.metadata, stored);
+        if let Some(t) = &input.tagging {
+            meta.insert(headers::TAGGING.into(), headers::encode_tags(&headers::parse_tagging_header(t)?));
+        }
+        let mut opts = PutOptions { content_type: input.content_type, meta, cond, content_md5, ..Default::default() };
+        let v = match expected {
+            Some(exp) => {
+                let body = crate::checksum::Verified::new(body, exp);
+                let (failed, bad) = (body.failed.clone(), body.error());
+                opts.late_meta = Some(body.late.clone());
+                match self.archive.put(&input.bucket, &input.key, body, opts).await {
+                    Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
+                    r => r.s3()?,
+                }
+            }
+            None => self.archive.put(&input.bucket, &input.key, body, opts).await.s3()?,
+        };
         let b = self.archive.bucket(&input.bucket).s3()?;
+        let sums = crate::checksum::stored(&v.meta);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(crate::etag(&v.etag)),
             version_id: crate::version_id(&v, &b),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         }))
     }
@@ -131,20 +184,38 @@ impl EdgeS3 {
         // Read exactly the version the conditions were checked against ("null" ids are
         // not unique over time: keep the original selection for those).
         let sel = if head.version_id == "null" { sel } else { VersionSel::Id(head.version_id.clone()) };
-        let range = input.range.as_ref().map(byte_range);
+        let range = match (input.part_number, &input.range) {
+            (Some(_), Some(_)) => return Err(s3s::s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter")),
+            (Some(n), None) => Some(part_range(&head, n)?).filter(|_| head.size > 0),
+            (None, r) => r.as_ref().map(byte_range),
+        };
         let (v, span, stream) = self.archive.get(&input.bucket, &input.key, &sel, range).await.s3()?;
         let b = self.archive.bucket(&input.bucket).s3()?;
         let content_range = range.map(|_| format!("bytes {}-{}/{}", span.start, span.end.saturating_sub(1), v.size));
+        let h = ResponseHeaders::of(&v).with_overrides(input);
+        let sums = whole_object_checksums(&v, input.checksum_mode.as_ref(), range.is_none());
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(sync_stream(stream))),
             content_length: Some((span.end - span.start) as i64),
             content_range,
             accept_ranges: Some("bytes".into()),
-            content_type: v.content_type.clone(),
+            content_type: h.content_type,
+            cache_control: h.cache_control,
+            content_disposition: h.content_disposition,
+            content_encoding: h.content_encoding,
+            content_language: h.content_language,
+            expires: h.expires,
             e_tag: Some(crate::etag(&v.etag)),
             last_modified: Some(crate::timestamp(v.mtime_ns)),
-            metadata: Some(v.meta.clone().into_iter().collect()),
+            metadata: Some(headers::user_meta(&v.meta)),
             version_id: crate::version_id(&v, &b),
+            parts_count: parts_count(&v, input.part_number),
+            tag_count: headers::tag_count(&v.meta),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         }))
     }
@@ -155,14 +226,36 @@ impl EdgeS3 {
         let i = &req.input;
         check_conditions(&v, i.if_match.as_ref(), i.if_none_match.as_ref(), i.if_modified_since.as_ref(), i.if_unmodified_since.as_ref())?;
         let b = self.archive.bucket(&req.input.bucket).s3()?;
+        let (length, content_range) = match i.part_number {
+            Some(n) => {
+                let ByteRange::From { start, end } = part_range(&v, n)? else { unreachable!("parts are spans") };
+                let end = end.unwrap_or(v.size.saturating_sub(1));
+                (end + 1 - start, (v.size > 0).then(|| format!("bytes {start}-{end}/{}", v.size)))
+            }
+            None => (v.size, None),
+        };
+        let h = ResponseHeaders::of(&v);
+        let sums = whole_object_checksums(&v, i.checksum_mode.as_ref(), i.part_number.is_none());
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(v.size as i64),
-            content_type: v.content_type.clone(),
+            content_length: Some(length as i64),
+            content_range,
+            content_type: h.content_type,
+            cache_control: h.cache_control,
+            content_disposition: h.content_disposition,
+            content_encoding: h.content_encoding,
+            content_language: h.content_language,
+            expires: h.expires,
             e_tag: Some(crate::etag(&v.etag)),
             last_modified: Some(crate::timestamp(v.mtime_ns)),
-            metadata: Some(v.meta.clone().into_iter().collect()),
+            metadata: Some(headers::user_meta(&v.meta)),
             version_id: crate::version_id(&v, &b),
             accept_ranges: Some("bytes".into()),
+            parts_count: parts_count(&v, i.part_number),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         }))
     }
@@ -230,10 +323,17 @@ impl EdgeS3 {
             None => VersionSel::Latest,
         };
         let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        let opts = replace.then(|| PutOptions {
-            content_type: i.content_type.clone(),
-            meta: i.metadata.clone().unwrap_or_default().into_iter().collect(),
-            ..Default::default()
+        // REPLACE takes metadata, stored headers and (with TaggingDirective REPLACE) tags
+        // from the request; COPY keeps the source's.
+        let opts = replace.then(|| {
+            let stored = StoredHeaders {
+                cache_control: i.cache_control.as_ref(),
+                content_disposition: i.content_disposition.as_ref(),
+                content_encoding: i.content_encoding.as_ref(),
+                content_language: i.content_language.as_ref(),
+                expires: i.expires.as_ref(),
+            };
+            PutOptions { content_type: i.content_type.clone(), meta: headers::object_meta(i.metadata.clone(), stored), ..Default::default() }
         });
         if !replace && src_bucket.as_ref() == i.bucket && src_key.as_ref() == i.key && version_id.is_none() {
             return Err(s3s::s3_error!(
