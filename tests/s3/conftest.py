@@ -18,33 +18,63 @@ def free_port():
         return s.getsockname()[1]
 
 
+class Node:
+    """A running `edgecloud serve`: its S3 endpoint, admin URL and data directory."""
+
+    def __init__(self, data, *extra):
+        self.data = data
+        s3_port, admin_port = free_port(), free_port()
+        self.port = s3_port
+        self.endpoint = f"http://127.0.0.1:{s3_port}"
+        self.admin = f"http://127.0.0.1:{admin_port}"
+        env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--data", str(data), "--s3-listen", f"127.0.0.1:{s3_port}",
+             "--admin-listen", f"127.0.0.1:{admin_port}", *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "w"))
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", s3_port), timeout=0.2).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, (data / "serve.log").read_text()
+                assert time.time() < deadline, "edgecloud serve did not start"
+                time.sleep(0.05)
+
+    def cli(self, *args):
+        """Runs an `edgecloud` client command against this node; returns stdout."""
+        p = subprocess.run([BIN, "--data", str(self.data), "--admin", self.admin, *args],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
 @pytest.fixture(scope="session")
-def endpoint(tmp_path_factory):
-    data = tmp_path_factory.mktemp("node")
-    s3_port, admin_port = free_port(), free_port()
-    env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
-    proc = subprocess.Popen(
-        [BIN, "serve", "--data", str(data), "--s3-listen", f"127.0.0.1:{s3_port}",
-         "--admin-listen", f"127.0.0.1:{admin_port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "w"))
-    deadline = time.time() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", s3_port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "edgecloud serve did not start"
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{s3_port}"
-    proc.terminate()
-    proc.wait(timeout=20)
+def node(tmp_path_factory):
+    n = Node(tmp_path_factory.mktemp("node"))
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoint(node):
+    return node.endpoint
+
+
+def client(endpoint, access=ACCESS, secret=SECRET, style="path"):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
+                        aws_secret_access_key=secret, region_name="us-east-1",
+                        config=Config(signature_version="s3v4", s3={"addressing_style": style}))
 
 
 @pytest.fixture(scope="session")
 def s3(endpoint):
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS,
-                        aws_secret_access_key=SECRET, region_name="us-east-1",
-                        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    return client(endpoint)
 
 
 @pytest.fixture

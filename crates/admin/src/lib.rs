@@ -4,6 +4,7 @@
 
 mod buckets;
 mod error;
+mod keys;
 mod objects;
 mod ops;
 pub mod types;
@@ -78,6 +79,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/buckets", get(buckets::list))
         .route("/v1/buckets/{bucket}", put(buckets::create).delete(buckets::delete))
         .route("/v1/buckets/{bucket}/versioning", put(buckets::set_versioning))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{key}", axum::routing::delete(keys::delete))
+        .route("/v1/keys/{key}/buckets/{bucket}", put(keys::grant))
         .route("/v1/list/{bucket}", get(objects::list))
         .route("/v1/versions/{bucket}", get(objects::versions))
         .route(

@@ -80,3 +80,36 @@ pub struct ScrubResult {
 pub fn rfc3339(ns: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)).to_string()
 }
+
+/// An S3 access key as the admin API shows it. `secret` is only sent when the key is
+/// created.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub access_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub name: String,
+    pub created: String,
+    pub admin: bool,
+    pub create_buckets: bool,
+    /// bucket -> "read", "write" or "owner"
+    pub buckets: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NewKey {
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub create_buckets: bool,
+    /// bucket -> "read", "write" or "owner"
+    #[serde(default)]
+    pub buckets: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Grant {
+    /// "read", "write", "owner", or "none" to take access away.
+    pub permission: String,
+}

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use catalog::{
+    AccessKey, Permission, generate_key_pair,
     Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, PutCondition, Upload, Version, VersionSel,
     Versioning, VersionsPage, VersionsQuery,
 };
@@ -201,6 +202,54 @@ impl Archive {
     ) -> Result<Version> {
         validate_key(key)?;
         Ok(self.inner.catalog.update_version_meta(bucket, key, sel, f).await?)
+    }
+
+    // ---- S3 access keys ----
+
+    pub fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>> {
+        Ok(self.inner.catalog.access_key(access_key)?)
+    }
+
+    pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
+        Ok(self.inner.catalog.access_keys()?)
+    }
+
+    /// Creates a key with a fresh random secret.
+    pub async fn create_access_key(
+        &self,
+        name: &str,
+        admin: bool,
+        create_buckets: bool,
+        buckets: std::collections::BTreeMap<String, Permission>,
+    ) -> Result<AccessKey> {
+        for b in buckets.keys() {
+            validate_bucket_name(b)?;
+        }
+        let (access_key, secret) = generate_key_pair();
+        let key = AccessKey { access_key, secret, name: name.into(), created_ns: catalog::now_ns(), admin, create_buckets, buckets };
+        Ok(self.inner.catalog.put_access_key(key).await?)
+    }
+
+    /// Grants `perm` in `bucket` to a key, or takes its access away (`None`).
+    pub async fn set_permission(&self, access_key: &str, bucket: &str, perm: Option<Permission>) -> Result<AccessKey> {
+        validate_bucket_name(bucket)?;
+        let bucket = bucket.to_string();
+        Ok(self
+            .inner
+            .catalog
+            .update_access_key(access_key, move |k| match perm {
+                Some(p) => {
+                    k.buckets.insert(bucket, p);
+                }
+                None => {
+                    k.buckets.remove(&bucket);
+                }
+            })
+            .await?)
+    }
+
+    pub async fn delete_access_key(&self, access_key: &str) -> Result<bool> {
+        Ok(self.inner.catalog.delete_access_key(access_key).await?)
     }
 
     // ---- reads of metadata ----

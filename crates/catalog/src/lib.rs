@@ -7,6 +7,7 @@
 //! and a half-done one is never visible. Reads use snapshot transactions and never wait
 //! for the writer. This crate knows nothing of shards or disks.
 
+mod access;
 mod buckets;
 mod chunks;
 mod keys;
@@ -21,6 +22,7 @@ use std::path::Path;
 use redb::ReadableDatabase;
 use std::sync::Arc;
 
+pub use access::{AccessKey, Permission, generate_key_pair};
 pub use list::{ListPage, ListQuery, VersionsPage, VersionsQuery};
 pub use objects::{DeleteOutcome, PutCondition, VersionSel};
 pub use records::*;

@@ -19,6 +19,8 @@ pub(crate) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("u
 /// upload id \0 part number (BE u32) -> Part
 pub(crate) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// access key -> AccessKey
+pub(crate) const ACCESS_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 
 const RECORD_FORMAT: u8 = 1;
 
@@ -31,6 +33,7 @@ pub(crate) fn init_tables(db: &redb::Database) -> Result<()> {
     tx.open_table(UPLOADS)?;
     tx.open_table(PARTS)?;
     tx.open_table(META)?;
+    tx.open_table(ACCESS_KEYS)?;
     tx.commit()?;
     Ok(())
 }

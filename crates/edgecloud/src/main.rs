@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod commands;
 mod config;
+mod keys;
 mod serve;
 
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ Then, from the same machine:
     edgecloud put ./holiday.jpg photos/2026/holiday.jpg
     edgecloud ls photos --recursive
     edgecloud get photos/2026/holiday.jpg ./copy.jpg --as-of 2026-11-25T10:00:00Z
+S3 clients (aws CLI, boto3, rclone, s3cmd) talk to port 9400 with the key printed at \
+start (DATA/s3-credentials), or one made for them:
+    edgecloud key create laptop-backup --write backups
 
 Client commands talk to the node's admin API (default http://127.0.0.1:9410) with the \
 token `serve` writes to DATA/admin.token. Every flag has an environment variable \
@@ -60,6 +64,9 @@ pub enum Command {
     /// Create, list and delete buckets; set versioning.
     #[command(subcommand)]
     Bucket(commands::BucketCmd),
+    /// Create, list and revoke S3 access keys; grant them buckets.
+    #[command(subcommand)]
+    Key(keys::KeyCmd),
     /// Upload a file (or - for standard input) as a new version of BUCKET/KEY.
     Put(commands::PutArgs),
     /// Download BUCKET/KEY (any version, or as of a past instant) to a file or stdout.
@@ -104,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, &file, data).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Bucket(cmd) => commands::bucket(&client()?, cmd).await,
+        Command::Key(cmd) => keys::run(&client()?, cmd).await,
         Command::Put(a) => commands::put(&client()?, a).await,
         Command::Get(a) => commands::get(&client()?, a).await,
         Command::Ls(a) => commands::ls(&client()?, a).await,

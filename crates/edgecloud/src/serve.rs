@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Address of the S3 API [default: 0.0.0.0:9400]
     #[arg(long, env = "EDGECLOUD_S3_LISTEN", value_name = "ADDR")]
     pub s3_listen: Option<String>,
+    /// Base domain for virtual-hosted-style S3 requests (http://BUCKET.DOMAIN/KEY);
+    /// path style (http://HOST/BUCKET/KEY) always works [default: none]
+    #[arg(long, env = "EDGECLOUD_DOMAIN", value_name = "DOMAIN")]
+    pub domain: Option<String>,
     /// Address of the admin API [default: 127.0.0.1:9410]
     #[arg(long, env = "EDGECLOUD_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<String>,
@@ -63,17 +67,13 @@ fn s3_credentials(data: &Path) -> anyhow::Result<(String, String)> {
         let (a, s) = text.trim().split_once(':').with_context(|| format!("{} must hold ACCESS:SECRET", path.display()))?;
         return Ok((a.to_string(), s.to_string()));
     }
-    let mut b = [0u8; 30];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let access: String = b[..10].iter().map(|x| ALNUM[*x as usize % ALNUM.len()] as char).collect();
-    let secret = codec::hex(&b[10..]);
+    let (access, secret) = archive::generate_key_pair();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
-    f.write_all(format!("EC{access}:{secret}").as_bytes())?;
+    f.write_all(format!("{access}:{secret}").as_bytes())?;
     f.sync_all()?;
-    Ok((format!("EC{access}"), secret))
+    Ok((access, secret))
 }
 
 fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
@@ -139,6 +139,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let scrub_interval = parse_duration(&args.scrub_interval.or(file.scrub_interval.clone()).unwrap_or_else(|| "24h".into()))?;
     let scrub_rate = args.scrub_rate.or(file.scrub_rate).unwrap_or(50);
     let listen = args.admin_listen.or(file.admin_listen.clone()).unwrap_or_else(|| "127.0.0.1:9410".into());
+    let domain = args.domain.or(file.domain.clone());
     let s3_listen = args.s3_listen.or(file.s3_listen.clone()).unwrap_or_else(|| "0.0.0.0:9400".into());
 
     let n_disks = cfg.disks.len();
@@ -164,13 +165,8 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     eprintln!("  s3:      http://{} (access key {access}; secret in {})", s3_listener.local_addr()?, data.join(S3_CREDENTIALS).display());
 
     spawn_background(archive.clone(), scrub_interval, scrub_rate);
-    // s3s turns every S3 failure into an S3 error response; what reaches this handler
-    // is an internal fault, answered with a plain 500.
-    let s3_svc = axum::error_handling::HandleError::new(s3::service(archive.clone(), &access, &secret), |e: s3s::HttpError| async move {
-        tracing::error!(error = ?e, "S3 service fault");
-        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    });
-    let s3_app = axum::Router::new().fallback_service(s3_svc);
+    let gateway = s3::GatewayConfig { root: s3::RootKey { access_key: access, secret }, domain };
+    let s3_app = s3::router(archive.clone(), gateway).map_err(anyhow::Error::msg)?;
     let app = admin::router(admin::AdminState { archive, token });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s3_task = tokio::spawn(async move {

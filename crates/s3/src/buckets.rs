@@ -8,12 +8,14 @@ use crate::EdgeS3;
 use crate::error::OrS3;
 
 impl EdgeS3 {
-    pub(crate) async fn list_buckets_op(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    pub(crate) async fn list_buckets_op(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
         let buckets = self
             .archive
             .buckets()
             .s3()?
             .into_iter()
+            .filter(|b| self.can_list(key, b))
             .map(|b| Bucket { name: Some(b.name), creation_date: Some(crate::timestamp(b.created_ns)), ..Default::default() })
             .collect();
         Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
@@ -22,7 +24,23 @@ impl EdgeS3 {
     pub(crate) async fn create_bucket_op(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         // S3 buckets start unversioned; the history of overwrites is still kept for
         // as-of reads (see docs/architecture.md).
+        let acl = req.input.acl.as_ref().map(|a| crate::policy::canned_acl(a.as_str())).transpose()?;
         self.archive.create_bucket(&req.input.bucket, None, Versioning::Unversioned).await.s3()?;
+        // The key that creates a bucket owns it (the root key owns everything anyway).
+        let owner = req.credentials.as_ref().map(|c| c.access_key.clone()).filter(|k| *k != self.root.access_key);
+        if owner.is_some() || acl.is_some() {
+            self.archive
+                .update_bucket_settings(&req.input.bucket, move |s| {
+                    if let Some(o) = owner {
+                        s.insert(crate::policy::OWNER.into(), o);
+                    }
+                    if let Some(a) = acl {
+                        s.insert(crate::policy::ACL.into(), a.into());
+                    }
+                })
+                .await
+                .s3()?;
+        }
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
     }
 

@@ -15,6 +15,8 @@ pub(crate) const CONTENT_LANGUAGE: &str = ":content-language";
 pub(crate) const EXPIRES: &str = ":expires";
 /// Tags as a URL query string, the form of the `x-amz-tagging` header.
 pub(crate) const TAGGING: &str = ":tagging";
+/// The object's canned ACL (`public-read` makes it readable anonymously).
+pub(crate) const ACL: &str = ":acl";
 /// `:checksum-crc32` etc.: the full-object checksum the client sent, base64.
 pub(crate) const CHECKSUM_PREFIX: &str = ":checksum-";
 

@@ -4,29 +4,82 @@
 //! aws-chunked bodies); this crate maps each S3 operation onto the archive. It never
 //! touches shards or the catalog. One file per family of operations.
 
+mod access;
 mod buckets;
 mod checksum;
+mod cors;
 mod error;
 mod headers;
 mod list;
 mod multipart;
 mod objects;
+mod policy;
 mod tagging;
 
 use archive::Archive;
-use s3s::auth::SimpleAuth;
-use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::service::S3ServiceBuilder;
+
+pub use access::RootKey;
 
 /// The S3 operations, served from one archive.
 pub struct EdgeS3 {
     archive: Archive,
+    root: RootKey,
 }
 
-/// Builds the S3 service for one access key (access key management comes later).
-pub fn service(archive: Archive, access_key: &str, secret_key: &str) -> S3Service {
-    let mut b = S3ServiceBuilder::new(EdgeS3 { archive });
-    b.set_auth(SimpleAuth::from_single(access_key, secret_key));
-    b.build()
+pub struct GatewayConfig {
+    /// The key configured at start (env or DATA/s3-credentials): may do everything.
+    pub root: RootKey,
+    /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN/key`); path style
+    /// always works.
+    pub domain: Option<String>,
+}
+
+/// The S3 gateway as an HTTP router: CORS in front, then s3s (SigV4, routing, XML)
+/// with our access checks, then the operations below.
+pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, String> {
+    let mut b = S3ServiceBuilder::new(EdgeS3 { archive: archive.clone(), root: cfg.root.clone() });
+    b.set_auth(access::EdgeAuth { archive: archive.clone(), root: cfg.root.clone() });
+    b.set_access(access::EdgeAccess { archive: archive.clone(), root: cfg.root });
+    if let Some(d) = &cfg.domain {
+        if d.is_empty() || d.contains([':', '/']) {
+            return Err(format!("--domain {d:?} must be a bare domain name like s3.example.com"));
+        }
+        b.set_host(DomainHost { domain: d.to_ascii_lowercase() });
+    }
+    // s3s turns every S3 failure into an S3 error response; what reaches this handler
+    // is an internal fault, answered with a plain 500.
+    let svc = axum::error_handling::HandleError::new(b.build(), |e: s3s::HttpError| async move {
+        tracing::error!(error = ?e, "S3 service fault");
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    });
+    let domain = cfg.domain;
+    Ok(axum::Router::new()
+        .fallback_service(svc)
+        .layer(axum::middleware::from_fn(move |req, next| cors::middleware(archive.clone(), domain.clone(), req, next))))
+}
+
+/// Virtual-hosted style under one domain: `bucket.DOMAIN[:port]` names a bucket; any
+/// other host (the bare domain, an IP, localhost) means path style. s3s's own
+/// `SingleDomain` does not expect a port in the Host header.
+struct DomainHost {
+    domain: String,
+}
+
+impl s3s::host::S3Host for DomainHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        let vh = s3s::host::VirtualHost::new(self.domain.as_str());
+        match name.len().checked_sub(self.domain.len() + 1) {
+            Some(cut) if name[cut + 1..].eq_ignore_ascii_case(&self.domain) && name.as_bytes()[cut] == b'.' => {
+                Ok(vh.with_bucket(&name[..cut]))
+            }
+            _ => Ok(vh),
+        }
+    }
 }
 
 pub(crate) fn timestamp(ns: u64) -> s3s::dto::Timestamp {
@@ -130,5 +183,35 @@ impl s3s::S3 for EdgeS3 {
     }
     async fn delete_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::DeleteBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketTaggingOutput>> {
         self.delete_bucket_tagging_op(req).await
+    }
+    async fn get_bucket_cors(&self, req: s3s::S3Request<s3s::dto::GetBucketCorsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketCorsOutput>> {
+        self.get_bucket_cors_op(req).await
+    }
+    async fn put_bucket_cors(&self, req: s3s::S3Request<s3s::dto::PutBucketCorsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketCorsOutput>> {
+        self.put_bucket_cors_op(req).await
+    }
+    async fn delete_bucket_cors(&self, req: s3s::S3Request<s3s::dto::DeleteBucketCorsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketCorsOutput>> {
+        self.delete_bucket_cors_op(req).await
+    }
+    async fn get_bucket_policy(&self, req: s3s::S3Request<s3s::dto::GetBucketPolicyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketPolicyOutput>> {
+        self.get_bucket_policy_op(req).await
+    }
+    async fn put_bucket_policy(&self, req: s3s::S3Request<s3s::dto::PutBucketPolicyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketPolicyOutput>> {
+        self.put_bucket_policy_op(req).await
+    }
+    async fn delete_bucket_policy(&self, req: s3s::S3Request<s3s::dto::DeleteBucketPolicyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketPolicyOutput>> {
+        self.delete_bucket_policy_op(req).await
+    }
+    async fn get_bucket_acl(&self, req: s3s::S3Request<s3s::dto::GetBucketAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketAclOutput>> {
+        self.get_bucket_acl_op(req).await
+    }
+    async fn put_bucket_acl(&self, req: s3s::S3Request<s3s::dto::PutBucketAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketAclOutput>> {
+        self.put_bucket_acl_op(req).await
+    }
+    async fn get_object_acl(&self, req: s3s::S3Request<s3s::dto::GetObjectAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectAclOutput>> {
+        self.get_object_acl_op(req).await
+    }
+    async fn put_object_acl(&self, req: s3s::S3Request<s3s::dto::PutObjectAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectAclOutput>> {
+        self.put_object_acl_op(req).await
     }
 }

@@ -22,6 +22,9 @@ impl EdgeS3 {
         if let Some(t) = &i.tagging {
             meta.insert(crate::headers::TAGGING.into(), crate::headers::encode_tags(&crate::headers::parse_tagging_header(t)?));
         }
+        if let Some(a) = &i.acl {
+            meta.insert(crate::headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
+        }
         let opts = PutOptions { content_type: i.content_type, meta, ..Default::default() };
         let up = self.archive.create_multipart(&i.bucket, &i.key, opts).await.s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {

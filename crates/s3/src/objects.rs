@@ -149,6 +149,9 @@ impl EdgeS3 {
         if let Some(t) = &input.tagging {
             meta.insert(headers::TAGGING.into(), headers::encode_tags(&headers::parse_tagging_header(t)?));
         }
+        if let Some(a) = &input.acl {
+            meta.insert(headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
+        }
         let mut opts = PutOptions { content_type: input.content_type, meta, cond, content_md5, ..Default::default() };
         let v = match expected {
             Some(exp) => {

@@ -1,0 +1,104 @@
+//! S3 access keys and what each may do. Kept in the catalog so that every gateway (and,
+//! later, every node) sees the same keys.
+
+use std::collections::BTreeMap;
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use crate::records::*;
+use crate::{Catalog, Result};
+
+/// What a key may do in one bucket; each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// List and read objects, their versions and tags.
+    Read,
+    /// Also write and delete objects.
+    Write,
+    /// Also change the bucket itself: versioning, CORS, tags, policy, deletion.
+    Owner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub access_key: String,
+    /// SigV4 needs the secret itself on the server, not a hash of it.
+    pub secret: String,
+    pub name: String,
+    pub created_ns: u64,
+    /// May do anything, in every bucket.
+    pub admin: bool,
+    /// May create buckets (and owns the ones it creates).
+    pub create_buckets: bool,
+    pub buckets: BTreeMap<String, Permission>,
+}
+
+impl AccessKey {
+    pub fn permission(&self, bucket: &str) -> Option<Permission> {
+        if self.admin { Some(Permission::Owner) } else { self.buckets.get(bucket).copied() }
+    }
+}
+
+impl Catalog {
+    pub fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>> {
+        let t = self.read()?.open_table(ACCESS_KEYS)?;
+        t.get(access_key)?.map(|v| dec("access_keys", access_key.as_bytes(), v.value())).transpose()
+    }
+
+    pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
+        let t = self.read()?.open_table(ACCESS_KEYS)?;
+        t.iter()?
+            .map(|e| {
+                let (k, v) = e?;
+                dec("access_keys", k.value().as_bytes(), v.value())
+            })
+            .collect()
+    }
+
+    /// Creates or replaces a key.
+    pub async fn put_access_key(&self, key: AccessKey) -> Result<AccessKey> {
+        self.writer
+            .write(move |txn| {
+                txn.open_table(ACCESS_KEYS)?.insert(key.access_key.as_str(), enc(&key).as_slice())?;
+                Ok(key)
+            })
+            .await
+    }
+
+    /// Changes a key atomically; `NoSuchKey` names the access key when it is unknown.
+    pub async fn update_access_key(&self, access_key: &str, f: impl FnOnce(&mut AccessKey) + Send + 'static) -> Result<AccessKey> {
+        let id = access_key.to_string();
+        self.writer
+            .write(move |txn| {
+                let mut t = txn.open_table(ACCESS_KEYS)?;
+                let mut k: AccessKey = match t.get(id.as_str())? {
+                    Some(v) => dec("access_keys", id.as_bytes(), v.value())?,
+                    None => return Err(crate::CatalogError::Invalid(format!("no access key {id:?}"))),
+                };
+                f(&mut k);
+                t.insert(id.as_str(), enc(&k).as_slice())?;
+                Ok(k)
+            })
+            .await
+    }
+
+    /// Revokes a key; returns whether it existed.
+    pub async fn delete_access_key(&self, access_key: &str) -> Result<bool> {
+        let id = access_key.to_string();
+        self.writer.write(move |txn| Ok(txn.open_table(ACCESS_KEYS)?.remove(id.as_str())?.is_some())).await
+    }
+}
+
+/// A new random key pair: an access key like AWS's (20 upper-case letters and digits,
+/// starting "EC") and a 40-character secret.
+pub fn generate_key_pair() -> (String, String) {
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // The slight modulo bias leaves the secret with well over 200 bits of entropy.
+    let mut b = [0u8; 58];
+    getrandom::fill(&mut b).expect("the OS random source failed");
+    let access: String = "EC".chars().chain(b[..18].iter().map(|x| UPPER[*x as usize % UPPER.len()] as char)).collect();
+    let secret: String = b[18..].iter().map(|x| ANY[*x as usize % ANY.len()] as char).collect();
+    (access, secret)
+}

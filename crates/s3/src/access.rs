@@ -1,0 +1,174 @@
+//! Who may do what. Authentication: SigV4 secrets come from the root key (given at
+//! start) or the catalog's access keys (`edgecloud key create`). Authorization: every
+//! S3 operation needs a permission level in its bucket (read < write < owner); the root
+//! key and admin keys may do everything; anonymous requests may only read buckets made
+//! public (canned ACL `public-read` or a bucket policy granting `*` read).
+
+use archive::{Archive, Permission};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::path::S3Path;
+use s3s::{S3Result, s3_error};
+
+use crate::policy;
+
+/// The root key: configured at start, never stored in the catalog.
+#[derive(Clone)]
+pub struct RootKey {
+    pub access_key: String,
+    pub secret: String,
+}
+
+pub(crate) struct EdgeAuth {
+    pub archive: Archive,
+    pub root: RootKey,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for EdgeAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.root.access_key {
+            return Ok(SecretKey::from(self.root.secret.as_str()));
+        }
+        match self.archive.access_key(access_key) {
+            Ok(Some(k)) => Ok(SecretKey::from(k.secret)),
+            Ok(None) => Err(s3_error!(InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.")),
+            Err(e) => Err(crate::error::s3_error(e)),
+        }
+    }
+}
+
+/// What an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Any authenticated key (ListBuckets shows only what the key can read).
+    Signed,
+    /// Admin, or a key allowed to create buckets.
+    CreateBucket,
+    In(Permission),
+}
+
+fn need(op: &str) -> Need {
+    use Permission::*;
+    match op {
+        "ListBuckets" => Need::Signed,
+        "CreateBucket" => Need::CreateBucket,
+        "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "ListObjectVersions" | "HeadBucket"
+        | "GetBucketLocation" | "GetBucketVersioning" | "GetObjectTagging" | "GetBucketTagging" | "GetBucketCors"
+        | "ListMultipartUploads" | "GetObjectAcl" | "GetObjectAttributes" => Need::In(Read),
+        "PutObject" | "DeleteObject" | "DeleteObjects" | "CopyObject" | "CreateMultipartUpload" | "UploadPart"
+        | "UploadPartCopy" | "CompleteMultipartUpload" | "AbortMultipartUpload" | "ListParts" | "PutObjectTagging"
+        | "DeleteObjectTagging" | "PutObjectAcl" => Need::In(Write),
+        // Bucket configuration, deletion, and anything new: owners only.
+        _ => Need::In(Owner),
+    }
+}
+
+pub(crate) struct EdgeAccess {
+    pub archive: Archive,
+    pub root: RootKey,
+}
+
+impl EdgeAccess {
+    fn key_permission(&self, access_key: &str, bucket: &str) -> S3Result<Option<Permission>> {
+        if access_key == self.root.access_key {
+            return Ok(Some(Permission::Owner));
+        }
+        let Some(k) = self.archive.access_key(access_key).map_err(crate::error::s3_error)? else {
+            return Ok(None);
+        };
+        if let Some(p) = k.permission(bucket) {
+            return Ok(Some(p));
+        }
+        let Ok(b) = self.archive.bucket(bucket) else { return Ok(None) };
+        // The key that created a bucket owns it; `authenticated-read` lets any key read.
+        if b.settings.get(policy::OWNER).map(String::as_str) == Some(access_key) {
+            return Ok(Some(Permission::Owner));
+        }
+        Ok((b.settings.get(policy::ACL).map(String::as_str) == Some("authenticated-read")).then_some(Permission::Read))
+    }
+
+    fn may_create_buckets(&self, access_key: &str) -> S3Result<bool> {
+        if access_key == self.root.access_key {
+            return Ok(true);
+        }
+        let k = self.archive.access_key(access_key).map_err(crate::error::s3_error)?;
+        Ok(k.is_some_and(|k| k.admin || k.create_buckets))
+    }
+}
+
+fn denied() -> s3s::S3Error {
+    s3_error!(AccessDenied, "Access Denied")
+}
+
+/// The bucket named by `x-amz-copy-source` (CopyObject, UploadPartCopy).
+fn copy_source_bucket(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("x-amz-copy-source")?.to_str().ok()?;
+    let v = v.strip_prefix('/').unwrap_or(v);
+    let bucket = v.split('/').next()?;
+    Some(percent_decode(bucket))
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl S3Access for EdgeAccess {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let op = cx.s3_op().name();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+        };
+        let Some(cred) = cx.credentials() else {
+            // Anonymous: only reads that a bucket's ACL or policy make public.
+            let public = bucket.as_deref().and_then(|b| self.archive.bucket(b).ok()).is_some_and(|b| {
+                let object_acl = key.as_deref().and_then(|k| {
+                    self.archive.head(&b.name, k, &archive::VersionSel::Latest).ok()?.meta.get(crate::headers::ACL).cloned()
+                });
+                policy::allows_anonymous(&b, op, key.as_deref(), object_acl.as_ref())
+            });
+            return if public { Ok(()) } else { Err(denied()) };
+        };
+        let access_key = cred.access_key.clone();
+        match need(op) {
+            Need::Signed => Ok(()),
+            Need::CreateBucket => {
+                if self.may_create_buckets(&access_key)? { Ok(()) } else { Err(denied()) }
+            }
+            Need::In(level) => {
+                let bucket = bucket.ok_or_else(denied)?;
+                if !self.key_permission(&access_key, &bucket)?.is_some_and(|p| p >= level) {
+                    return Err(denied());
+                }
+                if matches!(op, "CopyObject" | "UploadPartCopy") {
+                    if let Some(src) = copy_source_bucket(cx.headers()) {
+                        if !self.key_permission(&access_key, &src)?.is_some_and(|p| p >= Permission::Read) {
+                            return Err(denied());
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl crate::EdgeS3 {
+    /// Whether the request's key may see `bucket` in ListBuckets.
+    pub(crate) fn can_list(&self, access_key: Option<&str>, bucket: &archive::Bucket) -> bool {
+        let Some(a) = access_key else { return false };
+        if a == self.root.access_key {
+            return true;
+        }
+        match self.archive.access_key(a) {
+            Ok(Some(k)) => k.permission(&bucket.name).is_some() || bucket.settings.get(policy::OWNER).map(String::as_str) == Some(a),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Making data public: canned ACLs (on buckets: anyone may list; on objects: anyone
+//! may read), or a bucket policy whose Allow statements give principal `*` read
+//! actions. Only reads are ever granted to anonymous clients; policies are stored as
+//! given and evaluated for that question alone (per-key permissions are Edgecloud's own,
+//! see `access.rs`). ACLs beyond the canned ones are not supported.
+
+use archive::Bucket;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+use serde_json::Value;
+
+use crate::EdgeS3;
+use crate::error::OrS3;
+
+/// Bucket settings keys.
+pub(crate) const OWNER: &str = "owner";
+pub(crate) const ACL: &str = "acl";
+pub(crate) const POLICY: &str = "policy";
+
+/// The policy action an anonymous read operation needs.
+fn read_action(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "GetObject" | "HeadObject" => "s3:GetObject",
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "s3:ListBucket",
+        "ListObjectVersions" => "s3:ListBucketVersions",
+        "GetObjectTagging" => "s3:GetObjectTagging",
+        "GetBucketLocation" => "s3:GetBucketLocation",
+        _ => return None,
+    })
+}
+
+fn public(acl: Option<&String>) -> bool {
+    acl.is_some_and(|a| a == "public-read" || a == "public-read-write")
+}
+
+/// As in S3: a public bucket ACL lets anyone list the bucket, a public object ACL lets
+/// anyone read that object, and a policy can grant either.
+pub(crate) fn allows_anonymous(b: &Bucket, op: &str, key: Option<&str>, object_acl: Option<&String>) -> bool {
+    let Some(action) = read_action(op) else { return false };
+    let by_acl = match action {
+        "s3:GetObject" => public(object_acl),
+        "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => public(b.settings.get(ACL)),
+        _ => false,
+    };
+    if by_acl {
+        return true;
+    }
+    let Some(policy) = b.settings.get(POLICY).and_then(|p| serde_json::from_str::<Value>(p).ok()) else {
+        return false;
+    };
+    let resource = match key {
+        Some(k) if action != "s3:ListBucket" && action != "s3:ListBucketVersions" => format!("arn:aws:s3:::{}/{k}", b.name),
+        _ => format!("arn:aws:s3:::{}", b.name),
+    };
+    let mut allowed = false;
+    for st in statements(&policy) {
+        let everyone = match st.get("Principal") {
+            Some(Value::String(s)) => s == "*",
+            Some(Value::Object(m)) => m.get("AWS").is_some_and(|v| strings(v).iter().any(|s| s == "*")),
+            _ => false,
+        };
+        let matches = everyone
+            && st.get("Action").is_some_and(|a| strings(a).iter().any(|p| glob(&p.to_ascii_lowercase(), &action.to_ascii_lowercase())))
+            && st.get("Resource").is_some_and(|r| strings(r).iter().any(|p| glob(p, &resource)));
+        match st.get("Effect").and_then(Value::as_str) {
+            Some("Deny") if matches => return false,
+            Some("Allow") if matches => allowed = true,
+            _ => {}
+        }
+    }
+    allowed
+}
+
+fn statements(policy: &Value) -> Vec<&Value> {
+    match policy.get("Statement") {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(v @ Value::Object(_)) => vec![v],
+        _ => Vec::new(),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `*` matches any run of characters, `?` any one (IAM's wildcards).
+fn glob(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A policy must be JSON with at least one statement carrying Effect, Action and Resource.
+fn validate_policy(text: &str) -> S3Result<()> {
+    let v: Value = serde_json::from_str(text).map_err(|e| s3s::s3_error!(MalformedPolicy, "policy is not JSON: {e}"))?;
+    let sts = statements(&v);
+    if sts.is_empty() {
+        return Err(s3s::s3_error!(MalformedPolicy, "policy has no Statement"));
+    }
+    for st in sts {
+        let effect = st.get("Effect").and_then(Value::as_str);
+        if !matches!(effect, Some("Allow" | "Deny")) || st.get("Action").is_none() || st.get("Resource").is_none() {
+            return Err(s3s::s3_error!(MalformedPolicy, "every statement needs Effect (Allow or Deny), Action and Resource"));
+        }
+    }
+    Ok(())
+}
+
+fn owner() -> Owner {
+    Owner { display_name: Some("edgecloud".into()), id: Some("edgecloud".into()) }
+}
+
+fn full_control() -> Grant {
+    Grant {
+        grantee: Some(Grantee {
+            type_: Type::from_static(Type::CANONICAL_USER),
+            id: Some("edgecloud".into()),
+            display_name: Some("edgecloud".into()),
+            email_address: None,
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }
+}
+
+fn all_users_read() -> Grant {
+    Grant {
+        grantee: Some(Grantee {
+            type_: Type::from_static(Type::GROUP),
+            uri: Some("http://acs.amazonaws.com/groups/global/AllUsers".into()),
+            id: None,
+            display_name: None,
+            email_address: None,
+        }),
+        permission: Some(Permission::from_static(Permission::READ)),
+    }
+}
+
+/// The canned ACLs we keep. `public-read-write` gives anonymous clients reads only:
+/// anonymous writes are never allowed. `authenticated-read` lets every access key read.
+pub(crate) fn canned_acl(acl: &str) -> S3Result<&'static str> {
+    match acl {
+        "private" | "bucket-owner-full-control" | "bucket-owner-read" => Ok("private"),
+        "public-read" => Ok("public-read"),
+        "public-read-write" => Ok("public-read-write"),
+        "authenticated-read" => Ok("authenticated-read"),
+        _ => Err(s3s::s3_error!(InvalidArgument, "unknown canned ACL {acl}")),
+    }
+}
+
+/// The grants S3 would show for a canned ACL.
+fn grants(acl: Option<&String>) -> Vec<Grant> {
+    let mut g = vec![full_control()];
+    if public(acl) {
+        g.push(all_users_read());
+    }
+    g
+}
+
+impl EdgeS3 {
+    pub(crate) async fn get_bucket_policy_op(&self, req: S3Request<GetBucketPolicyInput>) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let b = self.archive.bucket(&req.input.bucket).s3()?;
+        match b.settings.get(POLICY) {
+            Some(p) => Ok(S3Response::new(GetBucketPolicyOutput { policy: Some(p.clone()) })),
+            None => Err(s3s::s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist")),
+        }
+    }
+
+    pub(crate) async fn put_bucket_policy_op(&self, req: S3Request<PutBucketPolicyInput>) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let i = req.input;
+        validate_policy(&i.policy)?;
+        let p = i.policy;
+        self.archive.update_bucket_settings(&i.bucket, move |s| {
+            s.insert(POLICY.into(), p);
+        }).await.s3()?;
+        Ok(S3Response::new(PutBucketPolicyOutput {}))
+    }
+
+    pub(crate) async fn delete_bucket_policy_op(&self, req: S3Request<DeleteBucketPolicyInput>) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.archive.update_bucket_settings(&req.input.bucket, |s| {
+            s.remove(POLICY);
+        }).await.s3()?;
+        Ok(S3Response::new(DeleteBucketPolicyOutput {}))
+    }
+
+    pub(crate) async fn get_bucket_acl_op(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        let b = self.archive.bucket(&req.input.bucket).s3()?;
+        Ok(S3Response::new(GetBucketAclOutput { grants: Some(grants(b.settings.get(ACL))), owner: Some(owner()) }))
+    }
+
+    pub(crate) async fn put_bucket_acl_op(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let i = req.input;
+        let acl = match (&i.acl, &i.access_control_policy) {
+            (Some(a), _) => canned_acl(a.as_str())?,
+            (None, Some(_)) => return Err(s3s::s3_error!(NotImplemented, "ACL grants are not supported; use a canned ACL or a bucket policy")),
+            (None, None) => return Err(s3s::s3_error!(MissingSecurityHeader, "give a canned ACL (x-amz-acl)")),
+        };
+        self.archive.update_bucket_settings(&i.bucket, move |s| {
+            s.insert(ACL.into(), acl.into());
+        }).await.s3()?;
+        Ok(S3Response::new(PutBucketAclOutput {}))
+    }
+
+    pub(crate) async fn get_object_acl_op(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let i = &req.input;
+        let sel = i.version_id.clone().map(archive::VersionSel::Id).unwrap_or(archive::VersionSel::Latest);
+        let v = self.archive.head(&i.bucket, &i.key, &sel).s3()?;
+        let grants = grants(v.meta.get(crate::headers::ACL));
+        Ok(S3Response::new(GetObjectAclOutput { grants: Some(grants), owner: Some(owner()), ..Default::default() }))
+    }
+
+    pub(crate) async fn put_object_acl_op(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let i = req.input;
+        let acl = match (&i.acl, &i.access_control_policy) {
+            (Some(a), _) => canned_acl(a.as_str())?,
+            (None, Some(_)) => return Err(s3s::s3_error!(NotImplemented, "ACL grants are not supported; use a canned ACL or a bucket policy")),
+            (None, None) => return Err(s3s::s3_error!(MissingSecurityHeader, "give a canned ACL (x-amz-acl)")),
+        };
+        let sel = i.version_id.clone().map(archive::VersionSel::Id).unwrap_or(archive::VersionSel::Latest);
+        self.archive
+            .update_meta(&i.bucket, &i.key, sel, move |m| {
+                m.insert(crate::headers::ACL.into(), acl.into());
+            })
+            .await
+            .s3()?;
+        Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_like_iam() {
+        assert!(glob("arn:aws:s3:::b/*", "arn:aws:s3:::b/x/y"));
+        assert!(glob("s3:get*", "s3:getobject"));
+        assert!(glob("*", ""));
+        assert!(!glob("arn:aws:s3:::b/*", "arn:aws:s3:::bb/x"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+    }
+}

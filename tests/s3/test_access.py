@@ -1,0 +1,198 @@
+"""Who may do what: access keys made with `edgecloud key`, per-bucket permissions,
+public buckets (canned ACL and bucket policy), CORS, and virtual-hosted-style requests."""
+import json
+import subprocess
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Node, client
+
+
+def code(e):
+    return e.value.response["Error"]["Code"]
+
+
+def new_key(node, *args):
+    out = node.cli("key", "create", *args)
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return fields["access key"].strip(), fields["secret"].strip()
+
+
+def test_keys_with_per_bucket_permissions(node, s3):
+    for b in ("perm-read", "perm-write", "perm-other"):
+        s3.create_bucket(Bucket=b)
+        s3.put_object(Bucket=b, Key="seed", Body=b"seed")
+    access, secret = new_key(node, "tester", "--read", "perm-read", "--write", "perm-write")
+    c = client(node.endpoint, access, secret)
+
+    # read-only bucket: list and get work, writes are refused and change nothing
+    assert [o["Key"] for o in c.list_objects_v2(Bucket="perm-read")["Contents"]] == ["seed"]
+    assert c.get_object(Bucket="perm-read", Key="seed")["Body"].read() == b"seed"
+    for call in (lambda: c.put_object(Bucket="perm-read", Key="x", Body=b"x"),
+                 lambda: c.delete_object(Bucket="perm-read", Key="seed"),
+                 lambda: c.put_bucket_versioning(Bucket="perm-read", VersioningConfiguration={"Status": "Enabled"})):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDenied"
+    assert s3.get_object(Bucket="perm-read", Key="seed")["Body"].read() == b"seed"
+
+    # write bucket: objects yes, bucket configuration and deletion no
+    c.put_object(Bucket="perm-write", Key="new", Body=b"new")
+    c.delete_object(Bucket="perm-write", Key="seed")
+    with pytest.raises(ClientError) as e:
+        c.delete_bucket(Bucket="perm-write")
+    assert code(e) == "AccessDenied"
+    # copying needs read on the source: allowed from perm-read, refused from perm-other
+    c.copy_object(Bucket="perm-write", Key="copied", CopySource={"Bucket": "perm-read", "Key": "seed"})
+    with pytest.raises(ClientError) as e:
+        c.copy_object(Bucket="perm-write", Key="stolen", CopySource={"Bucket": "perm-other", "Key": "seed"})
+    assert code(e) == "AccessDenied"
+
+    # other buckets: invisible and unreadable; no bucket creation
+    assert sorted(b["Name"] for b in c.list_buckets()["Buckets"]) == ["perm-read", "perm-write"]
+    with pytest.raises(ClientError) as e:
+        c.get_object(Bucket="perm-other", Key="seed")
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        c.create_bucket(Bucket="perm-mine")
+    assert code(e) == "AccessDenied"
+
+    # grant, then revoke
+    node.cli("key", "allow", access, "perm-other", "read")
+    assert c.get_object(Bucket="perm-other", Key="seed")["Body"].read() == b"seed"
+    listed = node.cli("key", "list")
+    assert access in listed and "perm-other:read" in listed and secret not in listed
+    node.cli("key", "delete", access)
+    with pytest.raises(ClientError) as e:
+        c.list_buckets()
+    assert code(e) == "InvalidAccessKeyId"
+
+
+def test_a_key_that_creates_a_bucket_owns_it(node, s3):
+    access, secret = new_key(node, "creator", "--create-buckets")
+    c = client(node.endpoint, access, secret)
+    c.create_bucket(Bucket="created-by-key")
+    c.put_bucket_versioning(Bucket="created-by-key", VersioningConfiguration={"Status": "Enabled"})
+    c.put_object(Bucket="created-by-key", Key="k", Body=b"v")
+    assert [b["Name"] for b in c.list_buckets()["Buckets"]] == ["created-by-key"]
+    # the root key still sees and reads everything
+    assert s3.get_object(Bucket="created-by-key", Key="k")["Body"].read() == b"v"
+
+
+def test_anonymous_access_only_to_public_buckets(endpoint, s3):
+    s3.create_bucket(Bucket="private-b")
+    s3.put_object(Bucket="private-b", Key="doc", Body=b"secret")
+    assert httpx.get(f"{endpoint}/private-b/doc").status_code == 403
+    assert httpx.get(f"{endpoint}/private-b").status_code == 403
+
+    # canned ACLs, as in S3: a public bucket may be listed, a public object read
+    s3.create_bucket(Bucket="public-acl", ACL="public-read")
+    s3.put_object(Bucket="public-acl", Key="doc", Body=b"hello", ACL="public-read")
+    s3.put_object(Bucket="public-acl", Key="hidden", Body=b"private")
+    assert httpx.get(f"{endpoint}/public-acl/doc").content == b"hello"
+    assert httpx.get(f"{endpoint}/public-acl/hidden").status_code == 403
+    assert b"<Key>doc</Key>" in httpx.get(f"{endpoint}/public-acl").content
+    s3.put_object_acl(Bucket="public-acl", Key="hidden", ACL="public-read")
+    assert httpx.get(f"{endpoint}/public-acl/hidden").content == b"private"
+    grants = s3.get_bucket_acl(Bucket="public-acl")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") and g["Permission"] == "READ" for g in grants)
+    # anonymous writes are never allowed
+    assert httpx.put(f"{endpoint}/public-acl/evil", content=b"x").status_code == 403
+    assert httpx.delete(f"{endpoint}/public-acl/doc").status_code == 403
+    assert s3.get_object(Bucket="public-acl", Key="doc")["Body"].read() == b"hello"
+    s3.put_bucket_acl(Bucket="public-acl", ACL="private")
+    assert httpx.get(f"{endpoint}/public-acl").status_code == 403
+    s3.put_object_acl(Bucket="public-acl", Key="doc", ACL="private")
+    assert httpx.get(f"{endpoint}/public-acl/doc").status_code == 403
+
+    # bucket policy: public read of one prefix only
+    s3.create_bucket(Bucket="public-policy")
+    s3.put_object(Bucket="public-policy", Key="www/index.html", Body=b"<h1>hi</h1>")
+    s3.put_object(Bucket="public-policy", Key="private/notes", Body=b"no")
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
+        "Resource": ["arn:aws:s3:::public-policy/www/*"]}]}
+    s3.put_bucket_policy(Bucket="public-policy", Policy=json.dumps(policy))
+    assert json.loads(s3.get_bucket_policy(Bucket="public-policy")["Policy"]) == policy
+    assert httpx.get(f"{endpoint}/public-policy/www/index.html").content == b"<h1>hi</h1>"
+    assert httpx.get(f"{endpoint}/public-policy/private/notes").status_code == 403
+    assert httpx.get(f"{endpoint}/public-policy").status_code == 403  # no s3:ListBucket granted
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket="public-policy", Policy="{not json")
+    assert code(e) == "MalformedPolicy"
+    s3.delete_bucket_policy(Bucket="public-policy")
+    assert httpx.get(f"{endpoint}/public-policy/www/index.html").status_code == 403
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_policy(Bucket="public-policy")
+    assert code(e) == "NoSuchBucketPolicy"
+
+
+def test_cors_rules_and_preflight(endpoint, s3):
+    s3.create_bucket(Bucket="cors-b", ACL="public-read")
+    s3.put_object(Bucket="cors-b", Key="app.js", Body=b"js", ACL="public-read")
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_cors(Bucket="cors-b")
+    assert code(e) == "NoSuchCORSConfiguration"
+    rules = [{"AllowedMethods": ["GET", "HEAD"], "AllowedOrigins": ["https://*.example.com"],
+              "AllowedHeaders": ["x-custom-*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600},
+             {"AllowedMethods": ["PUT"], "AllowedOrigins": ["https://upload.example.org"]}]
+    s3.put_bucket_cors(Bucket="cors-b", CORSConfiguration={"CORSRules": rules})
+    got = s3.get_bucket_cors(Bucket="cors-b")["CORSRules"]
+    assert got[0]["AllowedOrigins"] == ["https://*.example.com"] and got[1]["AllowedMethods"] == ["PUT"]
+
+    pre = httpx.options(f"{endpoint}/cors-b/app.js", headers={
+        "Origin": "https://www.example.com", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "X-Custom-Trace"})
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://www.example.com"
+    assert "GET" in pre.headers["access-control-allow-methods"]
+    assert pre.headers["access-control-allow-headers"] == "X-Custom-Trace"
+    assert pre.headers["access-control-max-age"] == "600"
+    refused = httpx.options(f"{endpoint}/cors-b/app.js", headers={
+        "Origin": "https://evil.test", "Access-Control-Request-Method": "GET"})
+    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    assert httpx.options(f"{endpoint}/cors-b/app.js").status_code == 400
+
+    r = httpx.get(f"{endpoint}/cors-b/app.js", headers={"Origin": "https://cdn.example.com"})
+    assert r.content == b"js"
+    assert r.headers["access-control-allow-origin"] == "https://cdn.example.com"
+    assert r.headers["access-control-expose-headers"] == "ETag"
+    assert "access-control-allow-origin" not in httpx.get(f"{endpoint}/cors-b/app.js").headers
+
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_cors(Bucket="cors-b", CORSConfiguration={"CORSRules": [
+            {"AllowedMethods": ["PATCH"], "AllowedOrigins": ["*"]}]})
+    assert code(e) == "InvalidRequest"
+    s3.delete_bucket_cors(Bucket="cors-b")
+    with pytest.raises(ClientError):
+        s3.get_bucket_cors(Bucket="cors-b")
+
+
+@pytest.fixture(scope="module")
+def vhost_node(tmp_path_factory):
+    n = Node(tmp_path_factory.mktemp("vhost"), "--domain", "s3.test")
+    yield n
+    n.stop()
+
+
+def test_virtual_hosted_style_requests(vhost_node):
+    # Path style still works on a node with --domain.
+    path_style = client(vhost_node.endpoint)
+    path_style.create_bucket(Bucket="vhosted")
+    path_style.put_object(Bucket="vhosted", Key="dir/a.txt", Body=b"by path")
+    # Virtual-hosted style: URLs presigned for http://vhosted.s3.test:PORT/..., sent by
+    # curl to this machine with the Host header unchanged.
+    virt = client(f"http://s3.test:{vhost_node.port}", style="virtual")
+    get_url = virt.generate_presigned_url("get_object", Params={"Bucket": "vhosted", "Key": "dir/a.txt"})
+    assert get_url.startswith(f"http://vhosted.s3.test:{vhost_node.port}/dir/a.txt")
+    route = ["--connect-to", f"vhosted.s3.test:{vhost_node.port}:127.0.0.1:{vhost_node.port}"]
+    out = subprocess.run(["curl", "-sSf", *route, get_url], capture_output=True, check=True).stdout
+    assert out == b"by path"
+    put_url = virt.generate_presigned_url("put_object", Params={"Bucket": "vhosted", "Key": "b.txt"})
+    subprocess.run(["curl", "-sSf", *route, "-X", "PUT", "--data-binary", "by host", put_url], check=True)
+    assert path_style.get_object(Bucket="vhosted", Key="b.txt")["Body"].read() == b"by host"
+    list_url = virt.generate_presigned_url("list_objects_v2", Params={"Bucket": "vhosted"})
+    listing = subprocess.run(["curl", "-sSf", *route, list_url], capture_output=True, check=True).stdout
+    assert b"<Key>b.txt</Key>" in listing and b"<Key>dir/a.txt</Key>" in listing
