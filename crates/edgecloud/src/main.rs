@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod config;
 mod keys;
+mod s3bench;
 mod serve;
 
 use std::path::PathBuf;

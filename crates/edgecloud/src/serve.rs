@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use archive::{Archive, ArchiveConfig, DataKey, Redundancy, ScrubOptions};
 
 use crate::config::{FileConfig, parse_duration, parse_size};
@@ -171,7 +172,14 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s3_task = tokio::spawn(async move {
         let mut rx = stop_rx;
+        // No Nagle delay: small responses would otherwise wait ~40 ms for the client's ACK.
+        let s3_listener = s3_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(s3_listener, s3_app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await
+    });
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = stop_tx.send(true);
