@@ -169,9 +169,10 @@ impl Archive {
             .inner
             .catalog
             .update_bucket(name, move |b| {
-                // S3: once enabled, a bucket can only be suspended, never unversioned again.
+                // S3: a bucket can be suspended even if never enabled (it then reports
+                // Suspended), and once versioned it can never be unversioned again.
                 b.versioning = match (b.versioning, v) {
-                    (Versioning::Unversioned, Versioning::Suspended) => Versioning::Unversioned,
+                    (Versioning::Unversioned, Versioning::Unversioned) => Versioning::Unversioned,
                     (_, Versioning::Unversioned) => Versioning::Suspended,
                     (_, v) => v,
                 };

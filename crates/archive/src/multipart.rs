@@ -22,7 +22,8 @@ impl Archive {
         Ok(self.inner.catalog.upload(upload_id)?)
     }
 
-    pub async fn upload_part<S>(&self, upload_id: &str, number: u32, body: S) -> Result<Part>
+    /// UploadPart; `content_md5`, when given, must match or nothing is kept.
+    pub async fn upload_part<S>(&self, upload_id: &str, number: u32, body: S, content_md5: Option<[u8; 16]>) -> Result<Part>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
@@ -33,6 +34,9 @@ impl Archive {
         let b = self.bucket(&up.bucket)?;
         let dk = self.inner.keys.data_key(&b)?;
         let ing = self.ingest(&b, &dk, body, false).await?;
+        if content_md5.is_some_and(|want| want != ing.md5) {
+            return Err(ArchiveError::BadDigest);
+        }
         let part = Part { number, size: ing.size, etag: codec::hex(&ing.md5), mtime_ns: catalog::now_ns(), body: ing.body };
         Ok(self.inner.catalog.put_part(upload_id, part, ing.fresh).await?)
     }

@@ -99,7 +99,7 @@ async fn versions_copy_multipart_and_as_of() {
     let mut list = Vec::new();
     let mut md5s = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let part = a.upload_part(&up.upload_id, i as u32 + 1, futures::stream::iter([Ok(Bytes::from(p.clone()))])).await.unwrap();
+        let part = a.upload_part(&up.upload_id, i as u32 + 1, futures::stream::iter([Ok(Bytes::from(p.clone()))]), None).await.unwrap();
         md5s.extend(md5_of(p));
         list.push((part.number, part.etag));
     }
@@ -109,8 +109,8 @@ async fn versions_copy_multipart_and_as_of() {
     assert_eq!(a.get_bytes("docs", "mp", &VersionSel::Latest).await.unwrap(), parts.concat());
     // Too-small parts are refused.
     let up = a.create_multipart("docs", "mp2", PutOptions::default()).await.unwrap();
-    let p1 = a.upload_part(&up.upload_id, 1, futures::stream::iter([Ok(Bytes::from_static(b"tiny"))])).await.unwrap();
-    let p2 = a.upload_part(&up.upload_id, 2, futures::stream::iter([Ok(Bytes::from_static(b"tiny"))])).await.unwrap();
+    let p1 = a.upload_part(&up.upload_id, 1, futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]), None).await.unwrap();
+    let p2 = a.upload_part(&up.upload_id, 2, futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]), None).await.unwrap();
     let err = a.complete_multipart(&up.upload_id, vec![(1, p1.etag), (2, p2.etag)], Default::default()).await.unwrap_err();
     assert!(matches!(err, ArchiveError::Catalog(CatalogError::EntityTooSmall { .. })), "{err}");
     a.abort_multipart(&up.upload_id).await.unwrap();

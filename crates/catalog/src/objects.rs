@@ -25,6 +25,8 @@ pub struct PutCondition {
     pub if_none_match_any: bool,
     /// `If-Match: etag`: fail unless the current version has this ETag.
     pub if_match: Option<String>,
+    /// `If-None-Match: etag`: fail if the current version has this ETag.
+    pub if_none_match: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,11 @@ pub(crate) fn check_condition(cur: Option<&Version>, cond: &PutCondition) -> Res
     if let Some(want) = &cond.if_match {
         let ok = live.is_some_and(|v| want == "*" || want.trim_matches('"') == v.etag.trim_matches('"'));
         if !ok {
+            return Err(CatalogError::PreconditionFailed);
+        }
+    }
+    if let Some(not) = &cond.if_none_match {
+        if live.is_some_and(|v| not.trim_matches('"') == v.etag.trim_matches('"')) {
             return Err(CatalogError::PreconditionFailed);
         }
     }

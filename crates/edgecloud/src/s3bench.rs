@@ -19,75 +19,11 @@ pub struct S3Target {
     pub region: String,
 }
 
-/// Minimal AWS Signature V4 for header-signed requests with an unsigned payload.
-struct Signer {
-    access: String,
-    secret: String,
-    region: String,
-}
-
-fn hex(b: &[u8]) -> String {
-    codec::hex(b)
-}
-
-fn hmac(key: &[u8], msg: &str) -> Vec<u8> {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    ring::hmac::sign(&k, msg.as_bytes()).as_ref().to_vec()
-}
-
-/// S3's URI encoding: everything but unreserved characters, '/' kept in paths.
-fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-impl Signer {
-    /// Signs `method path?query` for `host`; returns the headers to send.
-    fn headers(&self, method: &Method, host: &str, path: &str, query: &[(&str, &str)]) -> Vec<(&'static str, String)> {
-        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(['-', ':'], "");
-        let date = &stamp[..8];
-        let mut q: Vec<(String, String)> = query.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
-        q.sort();
-        let query = q.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
-        let payload = "UNSIGNED-PAYLOAD";
-        let canonical = format!(
-            "{method}\n{}\n{query}\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
-            uri_encode(path, true)
-        );
-        let scope = format!("{date}/{}/s3/aws4_request", self.region);
-        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-        let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex(digest.as_ref()));
-        let mut k = hmac(format!("AWS4{}", self.secret).as_bytes(), date);
-        for part in [self.region.as_str(), "s3", "aws4_request"] {
-            k = hmac(&k, part);
-        }
-        let signature = hex(&hmac(&k, &to_sign));
-        vec![
-            ("x-amz-date", stamp.clone()),
-            ("x-amz-content-sha256", payload.to_string()),
-            (
-                "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
-                    self.access
-                ),
-            ),
-        ]
-    }
-}
-
 struct S3Client {
     http: reqwest::Client,
     base: Url,
     host: String,
-    signer: Signer,
+    signer: s3::sign::Signer,
 }
 
 impl S3Client {
@@ -99,7 +35,7 @@ impl S3Client {
             _ => bail!("--s3 {:?} has no host", t.url),
         };
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-        let signer = Signer { access: t.access_key.clone(), secret: t.secret_key.clone(), region: t.region.clone() };
+        let signer = s3::sign::Signer { access_key: t.access_key.clone(), secret_key: t.secret_key.clone(), region: t.region.clone() };
         Ok(S3Client { http, base, host, signer })
     }
 
@@ -110,7 +46,7 @@ impl S3Client {
             url.query_pairs_mut().extend_pairs(query);
         }
         let mut req = self.http.request(method.clone(), url);
-        for (k, v) in self.signer.headers(&method, &self.host, path, query) {
+        for (k, v) in self.signer.headers(method.as_str(), &self.host, path, query) {
             req = req.header(k, v);
         }
         if let Some(b) = body {
@@ -254,26 +190,4 @@ async fn measure(c: &S3Client, bucket: &str, quick: bool) -> anyhow::Result<()> 
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The signing key derivation from AWS's documentation example
-    /// (docs.aws.amazon.com, "Examples of how to derive a signing key for Signature V4").
-    #[test]
-    fn signing_key_matches_the_aws_example() {
-        let mut k = hmac(b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215");
-        for part in ["us-east-1", "iam", "aws4_request"] {
-            k = hmac(&k, part);
-        }
-        assert_eq!(hex(&k), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d");
-    }
-
-    #[test]
-    fn uri_encoding_keeps_unreserved_and_slashes() {
-        assert_eq!(uri_encode("/b/a b+c~d", true), "/b/a%20b%2Bc~d");
-        assert_eq!(uri_encode("a/b", false), "a%2Fb");
-    }
 }

@@ -25,7 +25,23 @@ impl EdgeS3 {
         // S3 buckets start unversioned; the history of overwrites is still kept for
         // as-of reads (see docs/architecture.md).
         let acl = req.input.acl.as_ref().map(|a| crate::policy::canned_acl(a.as_str())).transpose()?;
-        self.archive.create_bucket(&req.input.bucket, None, Versioning::Unversioned).await.s3()?;
+        match self.archive.create_bucket(&req.input.bucket, None, Versioning::Unversioned).await {
+            Ok(_) => {}
+            // As S3 in us-east-1: creating a bucket you already own succeeds and changes
+            // nothing. Someone else's bucket is BucketAlreadyExists.
+            Err(archive::ArchiveError::Catalog(archive::CatalogError::BucketExists(_))) => {
+                let b = self.archive.bucket(&req.input.bucket).s3()?;
+                let caller = req.credentials.as_ref().map(|c| c.access_key.as_str());
+                let owner = b.settings.get(crate::policy::OWNER).map(String::as_str);
+                let root = caller == Some(self.root.access_key.as_str());
+                return if root && owner.is_none() || caller.is_some() && owner == caller {
+                    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
+                } else {
+                    Err(s3s::s3_error!(BucketAlreadyExists, "The requested bucket name is not available"))
+                };
+            }
+            Err(e) => return Err(crate::error::s3_error(e)),
+        }
         // The key that creates a bucket owns it (the root key owns everything anyway).
         let owner = req.credentials.as_ref().map(|c| c.access_key.clone()).filter(|k| *k != self.root.access_key);
         if owner.is_some() || acl.is_some() {

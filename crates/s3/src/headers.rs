@@ -145,10 +145,13 @@ pub(crate) fn encode_tags(tags: &[Tag]) -> String {
     s.finish()
 }
 
+/// Tags as S3 lists them: sorted by key.
 pub(crate) fn decode_tags(s: &str) -> Vec<Tag> {
-    form_urlencoded::parse(s.as_bytes())
+    let mut tags: Vec<Tag> = form_urlencoded::parse(s.as_bytes())
         .map(|(k, v)| Tag { key: Some(k.into_owned()), value: Some(v.into_owned()) })
-        .collect()
+        .collect();
+    tags.sort_by(|a, b| a.key.cmp(&b.key));
+    tags
 }
 
 /// Tags from an `x-amz-tagging` header, validated.

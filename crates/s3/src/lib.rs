@@ -14,6 +14,8 @@ mod list;
 mod multipart;
 mod objects;
 mod policy;
+mod request_id;
+pub mod sign;
 mod tagging;
 
 use archive::Archive;
@@ -56,7 +58,8 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, Stri
     let domain = cfg.domain;
     Ok(axum::Router::new()
         .fallback_service(svc)
-        .layer(axum::middleware::from_fn(move |req, next| cors::middleware(archive.clone(), domain.clone(), req, next))))
+        .layer(axum::middleware::from_fn(move |req, next| cors::middleware(archive.clone(), domain.clone(), req, next)))
+        .layer(axum::middleware::from_fn(request_id::middleware)))
 }
 
 /// Virtual-hosted style under one domain: `bucket.DOMAIN[:port]` names a bucket; any

@@ -25,20 +25,23 @@ impl EdgeS3 {
             as_of,
         };
         let page = self.archive.list(&i.bucket, &q).s3()?;
-        let contents: Vec<Object> = page.objects.iter().map(object_entry).collect();
-        let prefixes: Vec<CommonPrefix> = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(p.clone()) }).collect();
+        let url = Encoding::of(i.encoding_type.as_ref());
+        let owner = i.fetch_owner.unwrap_or(false);
+        let contents: Vec<Object> = page.objects.iter().map(|v| object_entry(v, url, owner)).collect();
+        let prefixes: Vec<CommonPrefix> = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(url.apply(p)) }).collect();
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
-            prefix: i.prefix,
-            delimiter: i.delimiter,
+            prefix: i.prefix.map(|p| url.apply(&p)),
+            delimiter: i.delimiter.filter(|d| !d.is_empty()).map(|d| url.apply(&d)),
             max_keys: Some(max_keys as i32),
             key_count: Some((contents.len() + prefixes.len()) as i32),
             continuation_token: i.continuation_token,
-            start_after: i.start_after,
-            is_truncated: Some(page.truncated),
-            next_continuation_token: page.next_marker,
+            start_after: i.start_after.map(|s| url.apply(&s)),
+            is_truncated: Some(page.truncated && max_keys > 0),
+            next_continuation_token: page.next_marker.filter(|_| max_keys > 0),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
+            encoding_type: i.encoding_type,
             ..Default::default()
         }))
     }
@@ -56,19 +59,24 @@ impl EdgeS3 {
             as_of: None,
         };
         let page = self.archive.list(&i.bucket, &q).s3()?;
-        let contents: Vec<Object> = page.objects.iter().map(object_entry).collect();
-        let prefixes = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(p.clone()) }).collect();
+        let url = Encoding::of(i.encoding_type.as_ref());
+        // Version 1 always names each object's owner.
+        let contents: Vec<Object> = page.objects.iter().map(|v| object_entry(v, url, true)).collect();
+        let prefixes = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(url.apply(p)) }).collect();
+        let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
+            // S3 leaves Prefix of version 1 unencoded (botocore decodes it only for v2).
             prefix: i.prefix,
-            delimiter: i.delimiter.clone(),
-            marker: i.marker,
+            marker: Some(url.apply(&i.marker.unwrap_or_default())),
             max_keys: Some(max_keys as i32),
-            is_truncated: Some(page.truncated),
+            is_truncated: Some(page.truncated && max_keys > 0),
             // S3 sends NextMarker only when a delimiter is given; clients use the last key otherwise.
-            next_marker: if i.delimiter.is_some() { page.next_marker } else { None },
+            next_marker: if delimiter.is_some() && max_keys > 0 { page.next_marker.map(|m| url.apply(&m)) } else { None },
+            delimiter: delimiter.map(|d| url.apply(&d)),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
+            encoding_type: i.encoding_type,
             ..Default::default()
         }))
     }
@@ -84,11 +92,13 @@ impl EdgeS3 {
             max_keys,
         };
         let page = self.archive.list_versions(&i.bucket, &q).s3()?;
+        let url = Encoding::of(i.encoding_type.as_ref());
         let (mut versions, mut markers) = (Vec::new(), Vec::new());
         for (v, latest) in &page.versions {
             if v.delete_marker {
                 markers.push(DeleteMarkerEntry {
-                    key: Some(v.key.clone()),
+                    key: Some(url.apply(&v.key)),
+                    owner: Some(crate::policy::owner()),
                     version_id: Some(v.version_id.clone()),
                     is_latest: Some(*latest),
                     last_modified: Some(crate::timestamp(v.mtime_ns)),
@@ -96,7 +106,8 @@ impl EdgeS3 {
                 });
             } else {
                 versions.push(ObjectVersion {
-                    key: Some(v.key.clone()),
+                    key: Some(url.apply(&v.key)),
+                    owner: Some(crate::policy::owner()),
                     version_id: Some(v.version_id.clone()),
                     is_latest: Some(*latest),
                     size: Some(v.size as i64),
@@ -109,25 +120,42 @@ impl EdgeS3 {
         }
         Ok(S3Response::new(ListObjectVersionsOutput {
             name: Some(i.bucket),
-            prefix: i.prefix,
-            delimiter: i.delimiter,
-            key_marker: i.key_marker,
+            prefix: i.prefix.map(|p| url.apply(&p)),
+            delimiter: i.delimiter.map(|d| url.apply(&d)),
+            key_marker: i.key_marker.map(|k| url.apply(&k)),
             version_id_marker: i.version_id_marker,
             max_keys: Some(max_keys as i32),
             is_truncated: Some(page.truncated),
-            next_key_marker: page.next_key_marker,
+            next_key_marker: page.next_key_marker.map(|k| url.apply(&k)),
             next_version_id_marker: page.next_version_id_marker,
             versions: Some(versions),
             delete_markers: Some(markers),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(url.apply(&p)) }).collect()),
+            encoding_type: i.encoding_type,
             ..Default::default()
         }))
     }
 }
 
-fn object_entry(v: &archive::Version) -> Object {
+/// `encoding-type=url`: keys, prefixes, delimiters and markers in the answer are
+/// URL-encoded (so keys with control characters survive XML).
+#[derive(Clone, Copy)]
+struct Encoding(bool);
+
+impl Encoding {
+    fn of(t: Option<&EncodingType>) -> Self {
+        Encoding(t.is_some_and(|t| t.as_str().eq_ignore_ascii_case("url")))
+    }
+
+    fn apply(self, s: &str) -> String {
+        if self.0 { crate::sign::uri_encode(s, true) } else { s.to_string() }
+    }
+}
+
+fn object_entry(v: &archive::Version, url: Encoding, with_owner: bool) -> Object {
     Object {
-        key: Some(v.key.clone()),
+        key: Some(url.apply(&v.key)),
+        owner: with_owner.then(crate::policy::owner),
         size: Some(v.size as i64),
         e_tag: Some(crate::etag(&v.etag)),
         last_modified: Some(crate::timestamp(v.mtime_ns)),

@@ -36,15 +36,37 @@ impl EdgeS3 {
     }
 
     pub(crate) async fn upload_part_op(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
         let i = req.input;
+        crate::objects::check_put_size(i.content_length)?;
         let up = self.archive.upload(&i.upload_id).s3()?;
         if up.bucket != i.bucket || up.key != i.key {
             return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
         }
         let body = i.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "UploadPart needs a body"))?;
         let body = body.map_err(|e| std::io::Error::other(e.to_string()));
-        let part = self.archive.upload_part(&i.upload_id, i.part_number as u32, body).await.s3()?;
-        Ok(S3Response::new(UploadPartOutput { e_tag: Some(crate::etag(&part.etag)), ..Default::default() }))
+        let md5 = i.content_md5.as_deref().map(crate::objects::content_md5).transpose()?;
+        let n = i.part_number as u32;
+        let (part, sums) = match expected {
+            Some(exp) => {
+                let body = crate::checksum::Verified::new(body, exp);
+                let (failed, bad, late) = (body.failed.clone(), body.error(), body.late.clone());
+                match self.archive.upload_part(&i.upload_id, n, body, md5).await {
+                    Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
+                    r => (r.s3()?, crate::checksum::stored(&late.lock().expect("late metadata lock"))),
+                }
+            }
+            None => (self.archive.upload_part(&i.upload_id, n, body, md5).await.s3()?, Checksum::default()),
+        };
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(crate::etag(&part.etag)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            ..Default::default()
+        }))
     }
 
     pub(crate) async fn complete_multipart_upload_op(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
@@ -60,6 +82,11 @@ impl EdgeS3 {
                 Ok((n as u32, etag))
             })
             .collect::<S3Result<Vec<_>>>()?;
+        let sizes: std::collections::HashMap<u32, u64> =
+            self.archive.list_parts(&i.upload_id).s3()?.into_iter().map(|p| (p.number, p.size)).collect();
+        if parts.iter().filter_map(|(n, _)| sizes.get(n)).sum::<u64>() > crate::objects::MAX_OBJECT {
+            return Err(s3s::s3_error!(EntityTooLarge, "an object may be at most 5 TiB"));
+        }
         let v = self.archive.complete_multipart(&i.upload_id, parts, PutCondition::default()).await.s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
@@ -167,6 +194,16 @@ impl EdgeS3 {
             }
             None => None,
         };
+        // Unlike a GET, a copy range must lie inside the source.
+        let head = self.archive.head(src_bucket, src_key, &sel).s3()?;
+        if let Some(archive::ByteRange::From { start, end: Some(end) }) = range {
+            if end >= head.size || start > end {
+                let mut e = s3s::s3_error!(InvalidRange, "x-amz-copy-source-range bytes={start}-{end} is outside the {}-byte source", head.size);
+                e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+                return Err(e);
+            }
+        }
+        let sel = if head.version_id == "null" { sel } else { archive::VersionSel::Id(head.version_id.clone()) };
         let (src, _, stream) = self.archive.get(src_bucket, src_key, &sel, range).await.s3()?;
         if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
             if t.value() != src.etag {
@@ -174,7 +211,7 @@ impl EdgeS3 {
             }
         }
         let body = stream.map_err(|e| std::io::Error::other(e.to_string()));
-        let part = self.archive.upload_part(&i.upload_id, i.part_number as u32, body).await.s3()?;
+        let part = self.archive.upload_part(&i.upload_id, i.part_number as u32, body, None).await.s3()?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(crate::etag(&part.etag)),

@@ -110,6 +110,17 @@ fn whole_object_checksums(v: &archive::Version, mode: Option<&ChecksumMode>, who
     }
 }
 
+/// AWS's limits: 5 GiB for one PUT or one part, 5 TiB for an object.
+pub(crate) const MAX_PUT: i64 = 5 << 30;
+pub(crate) const MAX_OBJECT: u64 = 5 << 40;
+
+pub(crate) fn check_put_size(len: Option<i64>) -> S3Result<()> {
+    match len {
+        Some(n) if n > MAX_PUT => Err(s3s::s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size of 5 GiB per request; use a multipart upload")),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn content_md5(b64: &str) -> S3Result<[u8; 16]> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
@@ -127,6 +138,7 @@ impl EdgeS3 {
     pub(crate) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
         let input = req.input;
+        check_put_size(input.content_length)?;
         let body = input.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "PutObject needs a body"))?;
         let body = body.map_err(|e| std::io::Error::other(e.to_string()));
         let cond = PutCondition {
@@ -135,6 +147,10 @@ impl EdgeS3 {
                 Some(ETagCondition::ETag(t)) => Some(t.value().to_string()),
                 Some(ETagCondition::Any) => Some("*".into()),
                 None => None,
+            },
+            if_none_match: match &input.if_none_match {
+                Some(ETagCondition::ETag(t)) => Some(t.value().to_string()),
+                _ => None,
             },
         };
         let content_md5 = input.content_md5.as_deref().map(content_md5).transpose()?;
@@ -239,7 +255,8 @@ impl EdgeS3 {
         };
         let h = ResponseHeaders::of(&v);
         let sums = whole_object_checksums(&v, i.checksum_mode.as_ref(), i.part_number.is_none());
-        Ok(S3Response::new(HeadObjectOutput {
+        let tags = headers::tag_count(&v.meta);
+        let mut resp = S3Response::new(HeadObjectOutput {
             content_length: Some(length as i64),
             content_range,
             content_type: h.content_type,
@@ -260,7 +277,11 @@ impl EdgeS3 {
             checksum_sha256: sums.checksum_sha256,
             checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
-        }))
+        });
+        if let Some(n) = tags {
+            resp.headers.insert("x-amz-tagging-count", n.into());
+        }
+        Ok(resp)
     }
 
     pub(crate) async fn delete_object_op(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
@@ -284,6 +305,9 @@ impl EdgeS3 {
 impl EdgeS3 {
     pub(crate) async fn delete_objects_op(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
+        if i.delete.objects.len() > 1000 {
+            return Err(s3s::s3_error!(MalformedXML, "DeleteObjects takes at most 1000 keys"));
+        }
         let quiet = i.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in i.delete.objects {

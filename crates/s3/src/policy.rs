@@ -126,7 +126,7 @@ fn validate_policy(text: &str) -> S3Result<()> {
     Ok(())
 }
 
-fn owner() -> Owner {
+pub(crate) fn owner() -> Owner {
     Owner { display_name: Some("edgecloud".into()), id: Some("edgecloud".into()) }
 }
 
