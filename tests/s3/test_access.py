@@ -196,3 +196,38 @@ def test_virtual_hosted_style_requests(vhost_node):
     list_url = virt.generate_presigned_url("list_objects_v2", Params={"Bucket": "vhosted"})
     listing = subprocess.run(["curl", "-sSf", *route, list_url], capture_output=True, check=True).stdout
     assert b"<Key>b.txt</Key>" in listing and b"<Key>dir/a.txt</Key>" in listing
+
+
+def test_bucket_policy_shares_with_keys_and_deny_wins(node, s3):
+    access, secret = new_key(node, "partner", "--read", "policy-shared")
+    c = client(node.endpoint, access, secret)
+    s3.create_bucket(Bucket="policy-shared")
+    s3.put_object(Bucket="policy-shared", Key="secret/plan", Body=b"plan")
+    s3.put_object(Bucket="policy-shared", Key="open/readme", Body=b"hi")
+    policy = {"Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": [access]}, "Action": "s3:PutObject",
+         "Resource": "arn:aws:s3:::policy-shared/inbox/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::policy-shared/secret/*"}]}
+    s3.put_bucket_policy(Bucket="policy-shared", Policy=json.dumps(policy))
+    c.put_object(Bucket="policy-shared", Key="inbox/report", Body=b"r")   # allowed by the policy only
+    with pytest.raises(ClientError) as e:
+        c.put_object(Bucket="policy-shared", Key="elsewhere", Body=b"x")
+    assert code(e) == "AccessDenied"
+    assert c.get_object(Bucket="policy-shared", Key="open/readme")["Body"].read() == b"hi"
+    with pytest.raises(ClientError) as e:  # the key may read the bucket, but Deny wins
+        c.get_object(Bucket="policy-shared", Key="secret/plan")
+    assert code(e) == "AccessDenied"
+    assert s3.get_object(Bucket="policy-shared", Key="secret/plan")["Body"].read() == b"plan"  # root is never denied
+
+
+def test_public_objects_are_readable_by_other_keys(node, s3):
+    access, secret = new_key(node, "stranger")
+    c = client(node.endpoint, access, secret)
+    s3.create_bucket(Bucket="public-to-keys")
+    s3.put_object(Bucket="public-to-keys", Key="pub", Body=b"p", ACL="public-read")
+    s3.put_object(Bucket="public-to-keys", Key="priv", Body=b"q")
+    assert c.get_object(Bucket="public-to-keys", Key="pub")["Body"].read() == b"p"
+    with pytest.raises(ClientError) as e:
+        c.get_object(Bucket="public-to-keys", Key="priv")
+    assert code(e) == "AccessDenied"

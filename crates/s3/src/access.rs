@@ -125,37 +125,42 @@ impl S3Access for EdgeAccess {
             S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
             S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
+        let bucket_rec = bucket.as_deref().and_then(|b| self.archive.bucket(b).ok());
+        let object_acl = || {
+            let (b, k) = (bucket.as_deref()?, key.as_deref()?);
+            self.archive.head(b, k, &archive::VersionSel::Latest).ok()?.meta.get(crate::headers::ACL).cloned()
+        };
         let Some(cred) = cx.credentials() else {
-            // Anonymous: only reads that a bucket's ACL or policy make public.
-            let public = bucket.as_deref().and_then(|b| self.archive.bucket(b).ok()).is_some_and(|b| {
-                let object_acl = key.as_deref().and_then(|k| {
-                    self.archive.head(&b.name, k, &archive::VersionSel::Latest).ok()?.meta.get(crate::headers::ACL).cloned()
-                });
-                policy::allows_anonymous(&b, op, key.as_deref(), object_acl.as_ref())
-            });
+            let public = bucket_rec.as_ref().is_some_and(|b| policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref()));
             return if public { Ok(()) } else { Err(denied()) };
         };
         let access_key = cred.access_key.clone();
-        match need(op) {
-            Need::Signed => Ok(()),
-            Need::CreateBucket => {
-                if self.may_create_buckets(&access_key)? { Ok(()) } else { Err(denied()) }
-            }
-            Need::In(level) => {
-                let bucket = bucket.ok_or_else(denied)?;
-                if !self.key_permission(&access_key, &bucket)?.is_some_and(|p| p >= level) {
+        if access_key == self.root.access_key {
+            return Ok(());
+        }
+        let level = match need(op) {
+            Need::Signed => return Ok(()),
+            Need::CreateBucket => return if self.may_create_buckets(&access_key)? { Ok(()) } else { Err(denied()) },
+            Need::In(level) => level,
+        };
+        let bucket = bucket.clone().ok_or_else(denied)?;
+        if matches!(op, "CopyObject" | "UploadPartCopy") {
+            if let Some(src) = copy_source_bucket(cx.headers()) {
+                if !self.key_permission(&access_key, &src)?.is_some_and(|p| p >= Permission::Read) {
                     return Err(denied());
                 }
-                if matches!(op, "CopyObject" | "UploadPartCopy") {
-                    if let Some(src) = copy_source_bucket(cx.headers()) {
-                        if !self.key_permission(&access_key, &src)?.is_some_and(|p| p >= Permission::Read) {
-                            return Err(denied());
-                        }
-                    }
-                }
-                Ok(())
             }
         }
+        let decision = bucket_rec.as_ref().and_then(|b| policy::policy_decision(b, op, key.as_deref(), Some(&access_key)));
+        if decision == Some(false) {
+            return Err(denied());
+        }
+        if self.key_permission(&access_key, &bucket)?.is_some_and(|p| p >= level) || decision == Some(true) {
+            return Ok(());
+        }
+        // Data public to everyone is public to other keys too.
+        let public = bucket_rec.as_ref().is_some_and(|b| level == Permission::Read && policy::public_by_acl(b, op, object_acl().as_ref()));
+        if public { Ok(()) } else { Err(denied()) }
     }
 }
 

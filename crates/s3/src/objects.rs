@@ -350,19 +350,8 @@ impl EdgeS3 {
             None => VersionSel::Latest,
         };
         let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        // REPLACE takes metadata, stored headers and (with TaggingDirective REPLACE) tags
-        // from the request; COPY keeps the source's.
-        let opts = replace.then(|| {
-            let stored = StoredHeaders {
-                cache_control: i.cache_control.as_ref(),
-                content_disposition: i.content_disposition.as_ref(),
-                content_encoding: i.content_encoding.as_ref(),
-                content_language: i.content_language.as_ref(),
-                expires: i.expires.as_ref(),
-            };
-            PutOptions { content_type: i.content_type.clone(), meta: headers::object_meta(i.metadata.clone(), stored), ..Default::default() }
-        });
-        if !replace && src_bucket.as_ref() == i.bucket && src_key.as_ref() == i.key && version_id.is_none() {
+        let replace_tags = i.tagging_directive.as_ref().is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+        if !replace && !replace_tags && i.acl.is_none() && src_bucket.as_ref() == i.bucket && src_key.as_ref() == i.key && version_id.is_none() {
             return Err(s3s::s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
@@ -379,6 +368,31 @@ impl EdgeS3 {
                 return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag matches"));
             }
         }
+        // As S3: metadata and stored headers come from the source (COPY) or the request
+        // (REPLACE); tags likewise with TaggingDirective; the ACL is never copied.
+        let mut meta = if replace {
+            let stored = StoredHeaders {
+                cache_control: i.cache_control.as_ref(),
+                content_disposition: i.content_disposition.as_ref(),
+                content_encoding: i.content_encoding.as_ref(),
+                content_language: i.content_language.as_ref(),
+                expires: i.expires.as_ref(),
+            };
+            headers::object_meta(i.metadata.clone(), stored)
+        } else {
+            src.meta.iter().filter(|(k, _)| k.as_str() != headers::TAGGING).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        meta.remove(headers::ACL);
+        meta.remove(headers::TAGGING);
+        let tags = if replace_tags { i.tagging.clone() } else { src.meta.get(headers::TAGGING).cloned() };
+        if let Some(t) = tags.filter(|t| !t.is_empty()) {
+            meta.insert(headers::TAGGING.into(), headers::encode_tags(&headers::parse_tagging_header(&t)?));
+        }
+        if let Some(a) = &i.acl {
+            meta.insert(headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
+        }
+        let content_type = if replace { i.content_type.clone() } else { src.content_type.clone() };
+        let opts = Some(PutOptions { content_type, meta, ..Default::default() });
         let v = self
             .archive
             .copy(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), &i.bucket, &i.key, opts, PutCondition::default())

@@ -1,8 +1,8 @@
-//! Making data public: canned ACLs (on buckets: anyone may list; on objects: anyone
-//! may read), or a bucket policy whose Allow statements give principal `*` read
-//! actions. Only reads are ever granted to anonymous clients; policies are stored as
-//! given and evaluated for that question alone (per-key permissions are Edgecloud's own,
-//! see `access.rs`). ACLs beyond the canned ones are not supported.
+//! Sharing beyond a key's own permissions (`access.rs`): canned ACLs (on buckets:
+//! anyone may list; on objects: anyone may read) and bucket policies whose statements
+//! name principal `*` or access keys. Public data is public to other keys too, as in S3;
+//! anonymous clients only ever get reads. An explicit Deny in a policy wins over
+//! everything but the root key. ACLs beyond the canned ones are not supported.
 
 use archive::Bucket;
 use s3s::dto::*;
@@ -17,58 +17,83 @@ pub(crate) const OWNER: &str = "owner";
 pub(crate) const ACL: &str = "acl";
 pub(crate) const POLICY: &str = "policy";
 
-/// The policy action an anonymous read operation needs.
-fn read_action(op: &str) -> Option<&'static str> {
-    Some(match op {
-        "GetObject" | "HeadObject" => "s3:GetObject",
-        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "s3:ListBucket",
-        "ListObjectVersions" => "s3:ListBucketVersions",
-        "GetObjectTagging" => "s3:GetObjectTagging",
-        "GetBucketLocation" => "s3:GetBucketLocation",
-        _ => return None,
-    })
+/// The IAM action an S3 operation is checked against in bucket policies.
+fn action(op: &str) -> String {
+    let a = match op {
+        "HeadObject" => "GetObject",
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "ListBucket",
+        "ListObjectVersions" => "ListBucketVersions",
+        "ListMultipartUploads" => "ListBucketMultipartUploads",
+        "ListParts" => "ListMultipartUploadParts",
+        "CreateMultipartUpload" | "UploadPart" | "UploadPartCopy" | "CompleteMultipartUpload" | "CopyObject" => "PutObject",
+        "DeleteObjects" => "DeleteObject",
+        other => other,
+    };
+    format!("s3:{a}")
+}
+
+/// Actions anonymous clients may ever be given: reads only.
+fn is_read(action: &str) -> bool {
+    matches!(
+        action,
+        "s3:GetObject" | "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetObjectTagging" | "s3:GetBucketLocation"
+            | "s3:GetObjectAcl" | "s3:GetBucketAcl"
+    )
 }
 
 fn public(acl: Option<&String>) -> bool {
     acl.is_some_and(|a| a == "public-read" || a == "public-read-write")
 }
 
-/// As in S3: a public bucket ACL lets anyone list the bucket, a public object ACL lets
-/// anyone read that object, and a policy can grant either.
-pub(crate) fn allows_anonymous(b: &Bucket, op: &str, key: Option<&str>, object_acl: Option<&String>) -> bool {
-    let Some(action) = read_action(op) else { return false };
-    let by_acl = match action {
-        "s3:GetObject" => public(object_acl),
+/// What the bucket's ACLs say about `op` for everyone: a public bucket may be listed,
+/// a public object read.
+pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -> bool {
+    match action(op).as_str() {
+        "s3:GetObject" | "s3:GetObjectTagging" => public(object_acl),
         "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => public(b.settings.get(ACL)),
         _ => false,
-    };
-    if by_acl {
-        return true;
     }
-    let Some(policy) = b.settings.get(POLICY).and_then(|p| serde_json::from_str::<Value>(p).ok()) else {
-        return false;
-    };
+}
+
+/// What the bucket policy says about `op` on `key` for `principal` (an access key, or
+/// None for anonymous): Some(true) allowed, Some(false) explicitly denied, None silent.
+/// Principals: `*` (everyone) or access keys, as `"AWS": "KEY"` or a list of them.
+pub(crate) fn policy_decision(b: &Bucket, op: &str, key: Option<&str>, principal: Option<&str>) -> Option<bool> {
+    let policy = b.settings.get(POLICY).and_then(|p| serde_json::from_str::<Value>(p).ok())?;
+    let action = action(op).to_ascii_lowercase();
     let resource = match key {
-        Some(k) if action != "s3:ListBucket" && action != "s3:ListBucketVersions" => format!("arn:aws:s3:::{}/{k}", b.name),
+        Some(k) if !action.starts_with("s3:listbucket") => format!("arn:aws:s3:::{}/{k}", b.name),
         _ => format!("arn:aws:s3:::{}", b.name),
     };
-    let mut allowed = false;
+    let names = |v: &Value| strings(v).iter().any(|s| s == "*" || Some(s.as_str()) == principal);
+    let mut decision = None;
     for st in statements(&policy) {
-        let everyone = match st.get("Principal") {
+        let who = match st.get("Principal") {
             Some(Value::String(s)) => s == "*",
-            Some(Value::Object(m)) => m.get("AWS").is_some_and(|v| strings(v).iter().any(|s| s == "*")),
+            Some(Value::Object(m)) => m.get("AWS").is_some_and(names),
             _ => false,
         };
-        let matches = everyone
-            && st.get("Action").is_some_and(|a| strings(a).iter().any(|p| glob(&p.to_ascii_lowercase(), &action.to_ascii_lowercase())))
+        let matches = who
+            && st.get("Action").is_some_and(|a| strings(a).iter().any(|p| glob(&p.to_ascii_lowercase(), &action)))
             && st.get("Resource").is_some_and(|r| strings(r).iter().any(|p| glob(p, &resource)));
         match st.get("Effect").and_then(Value::as_str) {
-            Some("Deny") if matches => return false,
-            Some("Allow") if matches => allowed = true,
+            Some("Deny") if matches => return Some(false),
+            Some("Allow") if matches => decision = Some(true),
             _ => {}
         }
     }
-    allowed
+    decision
+}
+
+/// Anonymous requests: reads that an ACL or the policy make public, never writes.
+pub(crate) fn allows_anonymous(b: &Bucket, op: &str, key: Option<&str>, object_acl: Option<&String>) -> bool {
+    if !is_read(&action(op)) {
+        return false;
+    }
+    match policy_decision(b, op, key, None) {
+        Some(d) => d,
+        None => public_by_acl(b, op, object_acl),
+    }
 }
 
 fn statements(policy: &Value) -> Vec<&Value> {
