@@ -94,6 +94,9 @@ def test_anonymous_access_only_to_public_buckets(endpoint, s3):
     assert httpx.get(f"{endpoint}/public-acl/doc").content == b"hello"
     assert httpx.get(f"{endpoint}/public-acl/hidden").status_code == 403
     assert b"<Key>doc</Key>" in httpx.get(f"{endpoint}/public-acl").content
+    # who may list learns that a key is missing; others only get "denied"
+    assert httpx.get(f"{endpoint}/public-acl/nothing-here").status_code == 404
+    assert httpx.get(f"{endpoint}/private-b/nothing-here").status_code == 403
     s3.put_object_acl(Bucket="public-acl", Key="hidden", ACL="public-read")
     assert httpx.get(f"{endpoint}/public-acl/hidden").content == b"private"
     grants = s3.get_bucket_acl(Bucket="public-acl")["Grants"]

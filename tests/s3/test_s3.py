@@ -632,3 +632,32 @@ def test_signed_aws_chunked_upload(s3, endpoint):
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket="chunked", Key="tampered")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_copy_source_date_conditions(s3):
+    s3.create_bucket(Bucket="copy-dates")
+    s3.put_object(Bucket="copy-dates", Key="src", Body=b"data")
+    future = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    past = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    src = {"Bucket": "copy-dates", "Key": "src"}
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="copy-dates", Key="a", CopySource=src, CopySourceIfModifiedSince=future)
+    assert code(e) == "PreconditionFailed"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="copy-dates", Key="b", CopySource=src, CopySourceIfUnmodifiedSince=past)
+    assert code(e) == "PreconditionFailed"
+    s3.copy_object(Bucket="copy-dates", Key="c", CopySource=src, CopySourceIfModifiedSince=past,
+                   CopySourceIfUnmodifiedSince=future)
+    assert s3.get_object(Bucket="copy-dates", Key="c")["Body"].read() == b"data"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="copy-dates")["Contents"]] == ["c", "src"]
+
+
+def test_suspended_versioning_writes_the_null_version(s3):
+    s3.create_bucket(Bucket="suspended")
+    s3.put_bucket_versioning(Bucket="suspended", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket="suspended")["Status"] == "Suspended"
+    assert "VersionId" not in s3.put_object(Bucket="suspended", Key="k", Body=b"1")
+    s3.put_bucket_versioning(Bucket="suspended", VersioningConfiguration={"Status": "Enabled"})
+    v = s3.put_object(Bucket="suspended", Key="k", Body=b"2")["VersionId"]
+    ids = [x["VersionId"] for x in s3.list_object_versions(Bucket="suspended")["Versions"]]
+    assert ids == [v, "null"]

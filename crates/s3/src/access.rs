@@ -130,9 +130,20 @@ impl S3Access for EdgeAccess {
             let (b, k) = (bucket.as_deref()?, key.as_deref()?);
             self.archive.head(b, k, &archive::VersionSel::Latest).ok()?.meta.get(crate::headers::ACL).cloned()
         };
+        // As S3: who may list a bucket learns that a key is missing (404), others get 403.
+        let missing_but_listable = |principal: Option<&str>| {
+            let (Some(b), Some(k)) = (bucket_rec.as_ref(), key.as_deref()) else { return false };
+            matches!(op, "GetObject" | "HeadObject")
+                && self.archive.head(&b.name, k, &archive::VersionSel::Latest).is_err()
+                && match principal {
+                    None => policy::allows_anonymous(b, "ListObjects", None, None),
+                    Some(p) => policy::policy_decision(b, "ListObjects", None, Some(p)) == Some(true)
+                        || policy::public_by_acl(b, "ListObjects", None),
+                }
+        };
         let Some(cred) = cx.credentials() else {
             let public = bucket_rec.as_ref().is_some_and(|b| policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref()));
-            return if public { Ok(()) } else { Err(denied()) };
+            return if public || missing_but_listable(None) { Ok(()) } else { Err(denied()) };
         };
         let access_key = cred.access_key.clone();
         if access_key == self.root.access_key {
@@ -160,7 +171,7 @@ impl S3Access for EdgeAccess {
         }
         // Data public to everyone is public to other keys too.
         let public = bucket_rec.as_ref().is_some_and(|b| level == Permission::Read && policy::public_by_acl(b, op, object_acl().as_ref()));
-        if public { Ok(()) } else { Err(denied()) }
+        if public || missing_but_listable(Some(&access_key)) { Ok(()) } else { Err(denied()) }
     }
 }
 

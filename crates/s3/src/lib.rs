@@ -93,9 +93,15 @@ pub(crate) fn etag(v: &str) -> s3s::dto::ETag {
     s3s::dto::ETag::Strong(v.to_string())
 }
 
-/// S3 reports no version id for objects written while versioning was never enabled.
+/// S3 reports a version id only where versions exist: never for objects of a bucket
+/// whose versioning was never enabled, and not for the null version written while
+/// versioning is suspended.
 pub(crate) fn version_id(v: &archive::Version, b: &archive::Bucket) -> Option<String> {
-    (b.versioning != archive::Versioning::Unversioned).then(|| v.version_id.clone())
+    match b.versioning {
+        archive::Versioning::Unversioned => None,
+        archive::Versioning::Suspended if v.version_id == "null" => None,
+        _ => Some(v.version_id.clone()),
+    }
 }
 
 #[async_trait::async_trait]

@@ -368,6 +368,13 @@ impl EdgeS3 {
                 return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag matches"));
             }
         }
+        let modified = (src.mtime_ns / 1_000_000_000) as i64;
+        if i.copy_source_if_match.is_none() && i.copy_source_if_unmodified_since.as_ref().is_some_and(|t| modified > secs(t)) {
+            return Err(s3s::s3_error!(PreconditionFailed, "the copy source was modified after x-amz-copy-source-if-unmodified-since"));
+        }
+        if i.copy_source_if_none_match.is_none() && i.copy_source_if_modified_since.as_ref().is_some_and(|t| modified <= secs(t)) {
+            return Err(s3s::s3_error!(PreconditionFailed, "the copy source was not modified since x-amz-copy-source-if-modified-since"));
+        }
         // As S3: metadata and stored headers come from the source (COPY) or the request
         // (REPLACE); tags likewise with TaggingDirective; the ACL is never copied.
         let mut meta = if replace {
