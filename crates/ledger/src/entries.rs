@@ -1,0 +1,117 @@
+//! Where leaf records live. `FileEntries` keeps them in two append-only files: the
+//! records (`entries.bin`, each `u32 BE length || bytes`) and their offsets
+//! (`entries.idx`, u64 BE each). An entry counts once its offset is written; a torn
+//! tail of either file is cut back at open.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::{LedgerError, Result};
+
+/// Leaf records by index.
+pub trait EntryStore: Send + Sync {
+    fn len(&self) -> u64;
+    fn get(&self, index: u64) -> Result<Vec<u8>>;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct FileEntries {
+    inner: Mutex<Files>,
+}
+
+struct Files {
+    data: File,
+    idx: File,
+    data_len: u64,
+    count: u64,
+}
+
+impl FileEntries {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let open = |name: &str| OpenOptions::new().create(true).read(true).append(true).open(dir.join(name));
+        let (data, idx) = (open("entries.bin")?, open("entries.idx")?);
+        let data_len = data.metadata()?.len();
+        let mut count = idx.metadata()?.len() / 8;
+        // Drop offsets whose record is not complete, then bytes no offset points past.
+        while count > 0 {
+            let mut b = [0u8; 8];
+            idx.read_exact_at(&mut b, (count - 1) * 8)?;
+            let off = u64::from_be_bytes(b);
+            let mut l = [0u8; 4];
+            let complete = off + 4 <= data_len
+                && data.read_exact_at(&mut l, off).is_ok()
+                && off + 4 + u32::from_be_bytes(l) as u64 <= data_len;
+            if complete {
+                break;
+            }
+            count -= 1;
+        }
+        idx.set_len(count * 8)?;
+        let end = if count == 0 {
+            0
+        } else {
+            let mut b = [0u8; 8];
+            idx.read_exact_at(&mut b, (count - 1) * 8)?;
+            let off = u64::from_be_bytes(b);
+            let mut l = [0u8; 4];
+            data.read_exact_at(&mut l, off)?;
+            off + 4 + u32::from_be_bytes(l) as u64
+        };
+        data.set_len(end)?;
+        Ok(FileEntries { inner: Mutex::new(Files { data, idx, data_len: end, count }) })
+    }
+
+    /// Appends records durably (one fsync of each file for the batch); returns the
+    /// index of the first.
+    pub fn append(&self, records: &[Vec<u8>]) -> Result<u64> {
+        let mut f = self.inner.lock().expect("entries lock");
+        let first = f.count;
+        let (mut data, mut idx) = (Vec::new(), Vec::new());
+        let mut off = f.data_len;
+        for r in records {
+            let len = u32::try_from(r.len()).map_err(|_| LedgerError::Invalid("a ledger entry is over 4 GiB".into()))?;
+            idx.extend_from_slice(&off.to_be_bytes());
+            data.extend_from_slice(&len.to_be_bytes());
+            data.extend_from_slice(r);
+            off += 4 + r.len() as u64;
+        }
+        f.data.write_all(&data)?;
+        f.data.sync_data()?;
+        f.idx.write_all(&idx)?;
+        f.idx.sync_data()?;
+        f.data_len = off;
+        f.count += records.len() as u64;
+        Ok(first)
+    }
+}
+
+impl EntryStore for FileEntries {
+    fn len(&self) -> u64 {
+        self.inner.lock().expect("entries lock").count
+    }
+
+    fn get(&self, index: u64) -> Result<Vec<u8>> {
+        let f = self.inner.lock().expect("entries lock");
+        if index >= f.count {
+            return Err(LedgerError::Missing { what: "entry", index });
+        }
+        let mut b = [0u8; 8];
+        f.idx.read_exact_at(&mut b, index * 8)?;
+        let off = u64::from_be_bytes(b);
+        let mut l = [0u8; 4];
+        f.data.read_exact_at(&mut l, off)?;
+        let len = u32::from_be_bytes(l) as u64;
+        if off + 4 + len > f.data_len {
+            return Err(LedgerError::Damaged { index, reason: "its length runs past the end of the file".into() });
+        }
+        let mut out = vec![0u8; len as usize];
+        f.data.read_exact_at(&mut out, off + 4)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,51 @@
+//! The ledger: an append-only, tamper-evident log of every change, in the style of
+//! Certificate Transparency (RFC 9162 Merkle tree, RFC 6962 hashing) and published in
+//! the C2SP tlog-tiles layout with C2SP signed-note checkpoints, so that anyone holding
+//! the node's public key can verify that an entry is in the log and that the log was
+//! never rewritten.
+//!
+//! - `record`: the canonical leaf records (what a change looks like in the log).
+//! - `entries`: where leaf records are kept (a file here; the catalog later).
+//! - `tree`: the Merkle tree as stored hashes; roots and proofs.
+//! - `publish`: tiles, entry bundles and signed checkpoints on disk.
+//! - `verify`: proof and checkpoint verification for clients (offline).
+//!
+//! The proof algorithms and tile/checkpoint formats come from the `tlog_tiles` and
+//! `signed_note` crates (Cloudflare's ports of Go's sumdb/tlog and note packages).
+
+pub mod entries;
+pub mod publish;
+pub mod record;
+pub mod tree;
+pub mod verify;
+
+pub use tlog_tiles::Hash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the ledger has no {what} at index {index}")]
+    Missing { what: &'static str, index: u64 },
+    #[error("entry {index} is damaged: {reason}")]
+    Damaged { index: u64, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("verification failed: {0}")]
+    Verification(String),
+    #[error("Merkle tree error: {0}")]
+    Tlog(String),
+}
+
+impl LedgerError {
+    pub(crate) fn tlog(e: tlog_tiles::Error) -> Self {
+        LedgerError::Tlog(e.to_string())
+    }
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// RFC 6962 leaf hash: SHA-256(0x00 || data).
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    tlog_tiles::record_hash(data)
+}
