@@ -25,7 +25,7 @@ pub struct BenchArgs {
     /// Average chunk size for the per-file and tar dedup runs [default: 64KiB]
     #[arg(long, value_name = "SIZE")]
     pub chunk_avg: Option<String>,
-    /// Only these sections: codec, large, small, dedup (comma-separated)
+    /// Only these sections: codec, large, small, ledger, dedup (comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Benchmark this S3 server instead (any S3 server: edgecloud, MinIO, SeaweedFS...):
@@ -131,6 +131,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if want("small") {
         small_objects(&dir.join("small"), a.quick).await?;
+    }
+    if want("ledger") {
+        ledger_appends(&dir.join("ledger"), a.quick)?;
     }
     if want("dedup") {
         let avg = match &a.chunk_avg {
@@ -446,5 +449,50 @@ async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Res
         row("restic repository, same versions", format!("{:8.1} MB  (edgecloud (a) is {:.2}x of restic)", r as f64 / 1e6, files_stored as f64 / r as f64));
     }
     row("time", format!("{:8.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// The audit log: batched appends per second, inclusion-proof time on a large tree,
+/// bytes stored per leaf.
+fn ledger_appends(dir: &Path, quick: bool) -> anyhow::Result<()> {
+    use ledger::entries::FileEntries;
+    use ledger::tree::Tree;
+    std::fs::create_dir_all(dir)?;
+    let leaves: u64 = if quick { 200_000 } else { 10_000_000 };
+    println!("ledger ({leaves} leaves, batches of 1000):");
+    let entries = FileEntries::open(dir)?;
+    let tree = Tree::open(&dir.join("hashes.bin"), 0, |_| unreachable!("a new tree has no entries"))?;
+    let start = Instant::now();
+    let mut i = 0u64;
+    while i < leaves {
+        let batch: Vec<Vec<u8>> = (i..(i + 1000).min(leaves))
+            .map(|n| {
+                let change = ledger::record::Change::VersionWritten {
+                    bucket: "bench".into(),
+                    key: format!("dir/object-{n:08}"),
+                    version_id: format!("{n:016x}"),
+                    size: 4096,
+                    sha256: "0".repeat(64),
+                };
+                ledger::record::Record::new(n, Some("ECBENCH".into()), change).to_bytes()
+            })
+            .collect();
+        entries.append(&batch)?;
+        let hashes: Vec<ledger::Hash> = batch.iter().map(|r| ledger::leaf_hash(r)).collect();
+        tree.append(&hashes, true)?;
+        i += batch.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    row("appends (entries + hashes, fsync per batch)", format!("{:8.0} leaves/s", leaves as f64 / secs));
+    let probes = 1000u64;
+    let start = Instant::now();
+    let mut rng = Rng::new(5);
+    for _ in 0..probes {
+        let idx = rng.below(leaves);
+        std::hint::black_box(tree.inclusion_proof(idx, leaves)?);
+    }
+    row(&format!("inclusion proof at {leaves} leaves"), format!("{:8.1} us", start.elapsed().as_secs_f64() * 1e6 / probes as f64));
+    let bytes = du(dir);
+    row("bytes stored per leaf (entries + hashes)", format!("{:8.1} B", bytes as f64 / leaves as f64));
     Ok(())
 }
