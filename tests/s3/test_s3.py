@@ -661,3 +661,16 @@ def test_suspended_versioning_writes_the_null_version(s3):
     v = s3.put_object(Bucket="suspended", Key="k", Body=b"2")["VersionId"]
     ids = [x["VersionId"] for x in s3.list_object_versions(Bucket="suspended")["Versions"]]
     assert ids == [v, "null"]
+
+
+def test_writes_carry_their_ledger_index(s3):
+    s3.create_bucket(Bucket="ledgered")
+    idx = []
+    for i in range(3):
+        r = s3.put_object(Bucket="ledgered", Key=f"k{i}", Body=b"x")
+        idx.append(int(r["ResponseMetadata"]["HTTPHeaders"]["x-edgecloud-ledger-index"]))
+    assert idx == sorted(idx) and len(set(idx)) == 3
+    c = s3.copy_object(Bucket="ledgered", Key="copy", CopySource={"Bucket": "ledgered", "Key": "k0"})
+    assert int(c["ResponseMetadata"]["HTTPHeaders"]["x-edgecloud-ledger-index"]) > idx[-1]
+    # the index is not user metadata
+    assert s3.head_object(Bucket="ledgered", Key="k0")["Metadata"] == {}

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use catalog::audit::LEDGER_INDEX;
 pub use catalog::{
     AccessKey, Permission, generate_key_pair,
     Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, PutCondition, Upload, Version, VersionSel,

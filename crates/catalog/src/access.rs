@@ -60,7 +60,11 @@ impl Catalog {
     pub async fn put_access_key(&self, key: AccessKey) -> Result<AccessKey> {
         self.writer
             .write(move |txn| {
-                txn.open_table(ACCESS_KEYS)?.insert(key.access_key.as_str(), enc(&key).as_slice())?;
+                let existed = txn.open_table(ACCESS_KEYS)?.insert(key.access_key.as_str(), enc(&key).as_slice())?.is_some();
+                if !existed {
+                    let change = ledger::record::Change::KeyCreated { access_key: key.access_key.clone() };
+                    crate::audit::append(txn, key.created_ns, None, change)?;
+                }
                 Ok(key)
             })
             .await
@@ -76,8 +80,27 @@ impl Catalog {
                     Some(v) => dec("access_keys", id.as_bytes(), v.value())?,
                     None => return Err(crate::CatalogError::Invalid(format!("no access key {id:?}"))),
                 };
+                let before = k.buckets.clone();
                 f(&mut k);
                 t.insert(id.as_str(), enc(&k).as_slice())?;
+                let names: std::collections::BTreeSet<&String> = before.keys().chain(k.buckets.keys()).collect();
+                for b in names {
+                    let (was, now) = (before.get(b), k.buckets.get(b));
+                    if was != now {
+                        let permission = match now {
+                            Some(Permission::Read) => "read",
+                            Some(Permission::Write) => "write",
+                            Some(Permission::Owner) => "owner",
+                            None => "none",
+                        };
+                        let change = ledger::record::Change::PermissionChanged {
+                            access_key: k.access_key.clone(),
+                            bucket: b.clone(),
+                            permission: permission.into(),
+                        };
+                        crate::audit::append(txn, now_ns(), None, change)?;
+                    }
+                }
                 Ok(k)
             })
             .await
@@ -86,7 +109,15 @@ impl Catalog {
     /// Revokes a key; returns whether it existed.
     pub async fn delete_access_key(&self, access_key: &str) -> Result<bool> {
         let id = access_key.to_string();
-        self.writer.write(move |txn| Ok(txn.open_table(ACCESS_KEYS)?.remove(id.as_str())?.is_some())).await
+        self.writer
+            .write(move |txn| {
+                let existed = txn.open_table(ACCESS_KEYS)?.remove(id.as_str())?.is_some();
+                if existed {
+                    crate::audit::append(txn, now_ns(), None, ledger::record::Change::KeyRevoked { access_key: id })?;
+                }
+                Ok(existed)
+            })
+            .await
     }
 }
 

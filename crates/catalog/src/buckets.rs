@@ -15,6 +15,8 @@ impl Catalog {
                     return Err(CatalogError::BucketExists(bucket.name));
                 }
                 t.insert(bucket.name.as_str(), enc(&bucket).as_slice())?;
+                let change = ledger::record::Change::BucketCreated { bucket: bucket.name.clone() };
+                crate::audit::append(txn, bucket.created_ns, None, change)?;
                 Ok(bucket)
             })
             .await
@@ -93,6 +95,7 @@ impl Catalog {
                     crate::chunks::release(&mut chunks, ver.body.chunk_refs())?;
                 }
                 buckets.remove(name.as_str())?;
+                crate::audit::append(txn, now_ns(), None, ledger::record::Change::BucketDeleted { bucket: name })?;
                 Ok(())
             })
             .await

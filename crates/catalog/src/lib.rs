@@ -8,6 +8,7 @@
 //! for the writer. This crate knows nothing of shards or disks.
 
 mod access;
+pub mod audit;
 mod buckets;
 mod chunks;
 mod keys;

@@ -139,6 +139,16 @@ pub(crate) fn insert_version(
         hide_null(&mut versions, bucket, key)?;
         "null".to_string()
     };
+    let change = ledger::record::Change::VersionWritten {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version_id: version_id.clone(),
+        size: nv.size,
+        sha256: nv.sha256,
+    };
+    let index = crate::audit::append(txn, mtime, nv.actor, change)?;
+    let mut meta = nv.meta;
+    meta.insert(crate::audit::LEDGER_INDEX.into(), index.to_string());
     let v = Version {
         key: key.to_string(),
         version_id,
@@ -149,7 +159,7 @@ pub(crate) fn insert_version(
         size: nv.size,
         etag: nv.etag,
         content_type: nv.content_type,
-        meta: nv.meta,
+        meta,
         body,
         parts: nv.parts,
     };
@@ -263,6 +273,12 @@ impl Catalog {
                             parts: Vec::new(),
                         };
                         versions.insert(version_key(&bucket, &key, seq).as_slice(), enc(&marker).as_slice())?;
+                        let change = ledger::record::Change::DeleteMarker {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            version_id: marker.version_id.clone(),
+                        };
+                        crate::audit::append(txn, mtime, None, change)?;
                         if marker.hidden {
                             cur_t.remove(ok.as_slice())?;
                             Ok(DeleteOutcome { version_id: None, delete_marker: false })
@@ -278,6 +294,12 @@ impl Catalog {
                         };
                         let (k, v) = &all[pos];
                         versions.remove(k.as_slice())?;
+                        let change = ledger::record::Change::VersionDeleted {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            version_id: id.clone(),
+                        };
+                        crate::audit::append(txn, now_ns(), None, change)?;
                         crate::chunks::release(&mut txn.open_table(CHUNKS)?, v.body.chunk_refs())?;
                         let newest_visible = all.iter().enumerate().find(|(i, (_, v))| *i != pos && !v.hidden);
                         match newest_visible {

@@ -19,6 +19,8 @@ pub(crate) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("u
 /// upload id \0 part number (BE u32) -> Part
 pub(crate) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// ledger index (u64) -> leaf record (ledger::record, canonical JSON)
+pub(crate) const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 /// access key -> AccessKey
 pub(crate) const ACCESS_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 
@@ -34,6 +36,7 @@ pub(crate) fn init_tables(db: &redb::Database) -> Result<()> {
     tx.open_table(PARTS)?;
     tx.open_table(META)?;
     tx.open_table(ACCESS_KEYS)?;
+    tx.open_table(LEDGER)?;
     tx.commit()?;
     Ok(())
 }
@@ -108,6 +111,11 @@ impl Body {
 pub struct NewVersion {
     pub size: u64,
     pub etag: String,
+    /// SHA-256 of the plaintext (hex), for the audit log; None when not computed
+    /// (multipart, copies).
+    pub sha256: Option<String>,
+    /// The access key making the write, for the audit log.
+    pub actor: Option<String>,
     pub content_type: Option<String>,
     /// User metadata and stored headers (x-amz-meta-*, Content-Encoding, ...).
     pub meta: BTreeMap<String, String>,

@@ -178,3 +178,61 @@ async fn many_concurrent_writes_share_commits_and_all_land() {
     }
     assert_eq!(c.list("b", &ListQuery { max_keys: 1000, ..Default::default() }).unwrap().objects.len(), 200);
 }
+
+/// Every change lands in the audit log, in the same transaction, in order.
+#[tokio::test]
+async fn every_mutation_appends_one_ledger_record() {
+    use ledger::record::{Change, Record};
+    let (_d, c) = open();
+    c.create_bucket(bucket("audited", Versioning::Enabled)).await.unwrap();
+    let mut w = nv("e1");
+    w.sha256 = Some("ab".repeat(32));
+    w.actor = Some("ECWRITER".into());
+    let v = c.put_version("audited", "k", w, PutCondition::default()).await.unwrap();
+    assert_eq!(v.meta.get(audit::LEDGER_INDEX).map(String::as_str), Some("1"));
+    // a refused write appends nothing
+    let refused = PutCondition { if_none_match_any: true, ..Default::default() };
+    assert!(c.put_version("audited", "k", nv("e2"), refused).await.is_err());
+    let marker = c.delete("audited", "k", None).await.unwrap();
+    c.delete("audited", "k", Some(v.version_id.clone())).await.unwrap();
+    let key = AccessKey {
+        access_key: "ECK".into(),
+        secret: "s".into(),
+        name: "n".into(),
+        created_ns: 5,
+        admin: false,
+        create_buckets: false,
+        buckets: BTreeMap::new(),
+    };
+    c.put_access_key(key).await.unwrap();
+    c.update_access_key("ECK", |k| {
+        k.buckets.insert("audited".into(), Permission::Write);
+    })
+    .await
+    .unwrap();
+    c.delete_access_key("ECK").await.unwrap();
+    c.delete("audited", "k", marker.version_id.clone()).await.unwrap();
+    c.delete_bucket("audited").await.unwrap();
+
+    let kinds: Vec<Change> =
+        (0..c.ledger_size().unwrap()).map(|i| Record::from_bytes(&c.ledger_entry(i).unwrap().unwrap()).unwrap().change).collect();
+    let id = v.version_id.clone();
+    let mid = marker.version_id.clone().unwrap();
+    let b = || "audited".to_string();
+    assert_eq!(
+        kinds,
+        vec![
+            Change::BucketCreated { bucket: b() },
+            Change::VersionWritten { bucket: b(), key: "k".into(), version_id: id.clone(), size: 1, sha256: Some("ab".repeat(32)) },
+            Change::DeleteMarker { bucket: b(), key: "k".into(), version_id: mid.clone() },
+            Change::VersionDeleted { bucket: b(), key: "k".into(), version_id: id },
+            Change::KeyCreated { access_key: "ECK".into() },
+            Change::PermissionChanged { access_key: "ECK".into(), bucket: b(), permission: "write".into() },
+            Change::KeyRevoked { access_key: "ECK".into() },
+            Change::VersionDeleted { bucket: b(), key: "k".into(), version_id: mid },
+            Change::BucketDeleted { bucket: b() },
+        ]
+    );
+    let second = Record::from_bytes(&c.ledger_entry(1).unwrap().unwrap()).unwrap();
+    assert_eq!((second.actor.as_deref(), second.time_ns), (Some("ECWRITER"), v.mtime_ns));
+}

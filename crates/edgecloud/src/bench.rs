@@ -472,7 +472,7 @@ fn ledger_appends(dir: &Path, quick: bool) -> anyhow::Result<()> {
                     key: format!("dir/object-{n:08}"),
                     version_id: format!("{n:016x}"),
                     size: 4096,
-                    sha256: "0".repeat(64),
+                    sha256: Some("0".repeat(64)),
                 };
                 ledger::record::Record::new(n, Some("ECBENCH".into()), change).to_bytes()
             })

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 pub enum Change {
     BucketCreated { bucket: String },
     BucketDeleted { bucket: String },
-    /// A new object version; `sha256` is of the plaintext, hex.
-    VersionWritten { bucket: String, key: String, version_id: String, size: u64, sha256: String },
+    /// A new object version; `sha256` is of the plaintext, hex (null where it was not
+    /// computed: multipart uploads and copies, for now).
+    VersionWritten { bucket: String, key: String, version_id: String, size: u64, sha256: Option<String> },
     DeleteMarker { bucket: String, key: String, version_id: String },
     VersionDeleted { bucket: String, key: String, version_id: String },
     KeyCreated { access_key: String },
@@ -55,7 +56,7 @@ mod tests {
         let r = Record::new(
             7,
             Some("ECKEY".into()),
-            Change::VersionWritten { bucket: "b".into(), key: "k".into(), version_id: "v1".into(), size: 3, sha256: "ab".into() },
+            Change::VersionWritten { bucket: "b".into(), key: "k".into(), version_id: "v1".into(), size: 3, sha256: Some("ab".into()) },
         );
         let text = String::from_utf8(r.to_bytes()).unwrap();
         assert_eq!(

@@ -89,13 +89,15 @@ impl EdgeS3 {
         }
         let v = self.archive.complete_multipart(&i.upload_id, parts, PutCondition::default()).await.s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
+        let mut resp = S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
             e_tag: Some(crate::etag(&v.etag)),
             version_id: crate::version_id(&v, &b),
             ..Default::default()
-        }))
+        });
+        crate::objects::ledger_header(&mut resp.headers, &v);
+        Ok(resp)
     }
 
     pub(crate) async fn abort_multipart_upload_op(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {

@@ -110,6 +110,13 @@ fn whole_object_checksums(v: &archive::Version, mode: Option<&ChecksumMode>, who
     }
 }
 
+/// Beyond S3: the audit-log entry of a write (`x-edgecloud-ledger-index`).
+pub(crate) fn ledger_header(h: &mut http::HeaderMap, v: &archive::Version) {
+    if let Some(i) = v.meta.get(archive::LEDGER_INDEX).and_then(|i| http::HeaderValue::from_str(i).ok()) {
+        h.insert("x-edgecloud-ledger-index", i);
+    }
+}
+
 /// AWS's limits: 5 GiB for one PUT or one part, 5 TiB for an object.
 pub(crate) const MAX_PUT: i64 = 5 << 30;
 pub(crate) const MAX_OBJECT: u64 = 5 << 40;
@@ -137,6 +144,7 @@ fn byte_range(r: &Range) -> ByteRange {
 impl EdgeS3 {
     pub(crate) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
+        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let input = req.input;
         check_put_size(input.content_length)?;
         let body = input.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "PutObject needs a body"))?;
@@ -168,7 +176,7 @@ impl EdgeS3 {
         if let Some(a) = &input.acl {
             meta.insert(headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
         }
-        let mut opts = PutOptions { content_type: input.content_type, meta, cond, content_md5, ..Default::default() };
+        let mut opts = PutOptions { content_type: input.content_type, meta, cond, content_md5, actor, ..Default::default() };
         let v = match expected {
             Some(exp) => {
                 let body = crate::checksum::Verified::new(body, exp);
@@ -183,7 +191,7 @@ impl EdgeS3 {
         };
         let b = self.archive.bucket(&input.bucket).s3()?;
         let sums = crate::checksum::stored(&v.meta);
-        Ok(S3Response::new(PutObjectOutput {
+        let mut resp = S3Response::new(PutObjectOutput {
             e_tag: Some(crate::etag(&v.etag)),
             version_id: crate::version_id(&v, &b),
             checksum_crc32: sums.checksum_crc32,
@@ -192,7 +200,9 @@ impl EdgeS3 {
             checksum_sha256: sums.checksum_sha256,
             checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
-        }))
+        });
+        ledger_header(&mut resp.headers, &v);
+        Ok(resp)
     }
 
     pub(crate) async fn get_object_op(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -399,7 +409,8 @@ impl EdgeS3 {
             meta.insert(headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
         }
         let content_type = if replace { i.content_type.clone() } else { src.content_type.clone() };
-        let opts = Some(PutOptions { content_type, meta, ..Default::default() });
+        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let opts = Some(PutOptions { content_type, meta, actor, ..Default::default() });
         let v = self
             .archive
             .copy(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), &i.bucket, &i.key, opts, PutCondition::default())
@@ -407,7 +418,7 @@ impl EdgeS3 {
             .s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;
         let sb = self.archive.bucket(src_bucket).s3()?;
-        Ok(S3Response::new(CopyObjectOutput {
+        let mut resp = S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(crate::etag(&v.etag)),
                 last_modified: Some(crate::timestamp(v.mtime_ns)),
@@ -416,6 +427,8 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             copy_source_version_id: crate::version_id(&src, &sb),
             ..Default::default()
-        }))
+        });
+        ledger_header(&mut resp.headers, &v);
+        Ok(resp)
     }
 }

@@ -1,0 +1,52 @@
+//! The audit log's entries live here, in the catalog: each mutation appends its leaf
+//! record in the same write transaction, so a change and its record are committed
+//! together or not at all (no acknowledged write without a leaf, no leaf for a write
+//! that never happened). The Merkle tree over them is derived data (`crates/ledger`).
+
+use ledger::record::{Change, Record};
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::records::*;
+use crate::{Catalog, Result};
+
+/// The version metadata key holding the version's ledger index.
+pub const LEDGER_INDEX: &str = ":ledger-index";
+
+/// Appends one leaf record; returns its index. Call it last in an operation, after
+/// every check that can fail.
+pub(crate) fn append(txn: &WriteTransaction, time_ns: u64, actor: Option<String>, change: Change) -> Result<u64> {
+    let mut meta = txn.open_table(META)?;
+    let n = meta.get("ledger_size")?.map(|v| v.value()).unwrap_or(0);
+    txn.open_table(LEDGER)?.insert(n, Record::new(time_ns, actor, change).to_bytes().as_slice())?;
+    meta.insert("ledger_size", n + 1)?;
+    Ok(n)
+}
+
+impl Catalog {
+    /// How many entries the audit log holds.
+    pub fn ledger_size(&self) -> Result<u64> {
+        Ok(self.read()?.open_table(META)?.get("ledger_size")?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// One entry's canonical bytes.
+    pub fn ledger_entry(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.read()?.open_table(LEDGER)?.get(index)?.map(|v| v.value().to_vec()))
+    }
+}
+
+/// The catalog as the ledger's entry store.
+pub struct LedgerEntries(pub Catalog);
+
+impl ledger::entries::EntryStore for LedgerEntries {
+    fn len(&self) -> u64 {
+        self.0.ledger_size().unwrap_or(0)
+    }
+
+    fn get(&self, index: u64) -> ledger::Result<Vec<u8>> {
+        match self.0.ledger_entry(index) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(ledger::LedgerError::Missing { what: "entry", index }),
+            Err(e) => Err(ledger::LedgerError::Invalid(e.to_string())),
+        }
+    }
+}
