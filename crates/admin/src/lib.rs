@@ -5,6 +5,7 @@
 mod buckets;
 mod error;
 mod keys;
+pub mod ledger;
 mod objects;
 mod ops;
 pub mod types;
@@ -28,6 +29,8 @@ pub const TOKEN_FILE: &str = "admin.token";
 pub struct AdminState {
     pub archive: Archive,
     pub token: String,
+    /// The audit log, when the node keeps one.
+    pub auditor: Option<std::sync::Arc<archive::audit::Auditor>>,
 }
 
 /// Reads the admin token from the data directory, creating one (mode 0600) if absent.
@@ -82,6 +85,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{key}", axum::routing::delete(keys::delete))
         .route("/v1/keys/{key}/buckets/{bucket}", put(keys::grant))
+        .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
+        .route("/v1/ledger/public-key", get(ledger::public_key))
+        .route("/v1/ledger/tile/{*path}", get(ledger::tile))
+        .route("/v1/ledger/proof/inclusion", get(ledger::inclusion))
+        .route("/v1/ledger/proof/consistency", get(ledger::consistency))
+        .route("/v1/ledger/prove/{bucket}/{*key}", get(ledger::prove))
         .route("/v1/list/{bucket}", get(objects::list))
         .route("/v1/versions/{bucket}", get(objects::versions))
         .route(

@@ -6,6 +6,7 @@
 //! scrubber that verifies and repairs shards. Gateways never touch shards or the catalog
 //! directly.
 
+pub mod audit;
 mod chunks;
 mod error;
 mod get;

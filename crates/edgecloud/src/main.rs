@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod config;
 mod keys;
+mod ledger_cmd;
 mod s3bench;
 mod serve;
 
@@ -68,6 +69,9 @@ pub enum Command {
     /// Create, list and revoke S3 access keys; grant them buckets.
     #[command(subcommand)]
     Key(keys::KeyCmd),
+    /// The audit log: status, proof bundles, offline checks, history verification.
+    #[command(subcommand)]
+    Ledger(ledger_cmd::LedgerCmd),
     /// Upload a file (or - for standard input) as a new version of BUCKET/KEY.
     Put(commands::PutArgs),
     /// Download BUCKET/KEY (any version, or as of a past instant) to a file or stdout.
@@ -112,6 +116,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, &file, data).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Bucket(cmd) => commands::bucket(&client()?, cmd).await,
+        Command::Ledger(cmd) => {
+            let c = client().ok();
+            ledger_cmd::run(c.as_ref(), cmd).await
+        }
         Command::Key(cmd) => keys::run(&client()?, cmd).await,
         Command::Put(a) => commands::put(&client()?, a).await,
         Command::Get(a) => commands::get(&client()?, a).await,

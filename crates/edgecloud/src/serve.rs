@@ -165,10 +165,13 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     })?;
     eprintln!("  s3:      http://{} (access key {access}; secret in {})", s3_listener.local_addr()?, data.join(S3_CREDENTIALS).display());
 
+    let auditor = std::sync::Arc::new(open_ledger(&archive, &data)?);
+    eprintln!("  ledger:  {} entries (public key in {})", auditor.size(), data.join(LEDGER_PUB).display());
+    spawn_ledger(auditor.clone());
     spawn_background(archive.clone(), scrub_interval, scrub_rate);
     let gateway = s3::GatewayConfig { root: s3::RootKey { access_key: access, secret }, domain };
     let s3_app = s3::router(archive.clone(), gateway).map_err(anyhow::Error::msg)?;
-    let app = admin::router(admin::AdminState { archive, token });
+    let app = admin::router(admin::AdminState { archive, token, auditor: Some(auditor) });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s3_task = tokio::spawn(async move {
         let mut rx = stop_rx;
@@ -186,6 +189,44 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     s3_task.await??;
     eprintln!("edgecloud stopped");
     Ok(())
+}
+
+const LEDGER_KEY: &str = "ledger.key";
+const LEDGER_PUB: &str = "ledger.pub";
+
+/// The audit log: its Ed25519 signing key (DATA/ledger.key, created on first start;
+/// the public half in DATA/ledger.pub is what verifiers need) and its files in
+/// DATA/ledger/.
+fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit::Auditor> {
+    let (kp, pp) = (data.join(LEDGER_KEY), data.join(LEDGER_PUB));
+    if !kp.exists() {
+        let (skey, vkey) = ledger::publish::generate_key("edgecloud.local/ledger");
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&kp)?;
+        f.write_all(skey.as_bytes())?;
+        f.sync_all()?;
+        std::fs::write(&pp, format!("{vkey}\n"))?;
+    }
+    let skey = std::fs::read_to_string(&kp).with_context(|| format!("cannot read the ledger key {}", kp.display()))?;
+    let vkey = std::fs::read_to_string(&pp).with_context(|| format!("cannot read the ledger public key {}", pp.display()))?;
+    archive::audit::Auditor::open(archive, &data.join("ledger"), skey.trim(), vkey.trim()).context("cannot open the ledger")
+}
+
+/// Publishes a new checkpoint every second when the log grew.
+fn spawn_ledger(auditor: std::sync::Arc<archive::audit::Auditor>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let a = auditor.clone();
+            match tokio::task::spawn_blocking(move || a.catch_up()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "ledger publishing failed"),
+                Err(e) => tracing::error!(error = %e, "ledger task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
 }
 
 /// Disk checks every 30 s; a full, rate-limited scrub (with garbage collection) on

@@ -1,0 +1,124 @@
+//! The audit log of a node: the catalog holds the leaf records (written with each
+//! change); the `Auditor` keeps the Merkle tree over them up to date, publishes tiles
+//! and a signed checkpoint, and answers proofs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use catalog::audit::LedgerEntries;
+use ledger::entries::EntryStore;
+use ledger::publish::Publisher;
+use ledger::tree::Tree;
+use serde::{Deserialize, Serialize};
+
+use crate::{Archive, ArchiveError, Result};
+
+pub struct Auditor {
+    entries: LedgerEntries,
+    tree: Tree,
+    publisher: Publisher,
+    dir: PathBuf,
+    /// The latest signed checkpoint and the size it covers.
+    latest: Mutex<(u64, Vec<u8>)>,
+    pub public_key: String,
+}
+
+/// Everything needed to check offline that a version is in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofBundle {
+    /// The leaf record (canonical JSON) as text.
+    pub entry: String,
+    pub index: u64,
+    /// Inclusion proof in the tree of the checkpoint's size, base64 hashes.
+    pub proof: Vec<String>,
+    /// The signed checkpoint (C2SP signed note) as text.
+    pub checkpoint: String,
+}
+
+fn ledger_err(e: ledger::LedgerError) -> ArchiveError {
+    ArchiveError::Storage(format!("ledger: {e}"))
+}
+
+pub fn b64(h: &ledger::Hash) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h.0)
+}
+
+impl Auditor {
+    /// Opens (or creates) the log's files under `dir` and signs with `signing_key`.
+    pub fn open(archive: &Archive, dir: &Path, signing_key: &str, public_key: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| ArchiveError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let entries = LedgerEntries(archive.inner.catalog.clone());
+        let size = entries.len();
+        let tree = Tree::open(&dir.join("hashes.bin"), size, |i| Ok(ledger::leaf_hash(&entries.get(i)?))).map_err(ledger_err)?;
+        let publisher = Publisher::new(dir, signing_key).map_err(ledger_err)?;
+        let a = Auditor { entries, tree, publisher, dir: dir.to_path_buf(), latest: Mutex::new((0, Vec::new())), public_key: public_key.into() };
+        let cp = a.publisher.publish(&a.tree, &a.entries, 0).map_err(ledger_err)?;
+        *a.latest.lock().expect("checkpoint lock") = (size, cp);
+        Ok(a)
+    }
+
+    /// Adds the entries committed since the last call to the tree and publishes a new
+    /// checkpoint if there were any; returns the tree size.
+    pub fn catch_up(&self) -> Result<u64> {
+        let mut latest = self.latest.lock().expect("checkpoint lock");
+        let (old, size) = (self.tree.size(), self.entries.len());
+        if size > old {
+            let hashes = (old..size).map(|i| Ok(ledger::leaf_hash(&self.entries.get(i)?))).collect::<ledger::Result<Vec<_>>>();
+            self.tree.append(&hashes.map_err(ledger_err)?, true).map_err(ledger_err)?;
+            let cp = self.publisher.publish(&self.tree, &self.entries, latest.0).map_err(ledger_err)?;
+            *latest = (size, cp);
+        }
+        Ok(size)
+    }
+
+    pub fn checkpoint(&self) -> Vec<u8> {
+        self.latest.lock().expect("checkpoint lock").1.clone()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.latest.lock().expect("checkpoint lock").0
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<String>> {
+        Ok(self.tree.inclusion_proof(index, size).map_err(ledger_err)?.iter().map(b64).collect())
+    }
+
+    pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        Ok(self.tree.consistency_proof(from, to).map_err(ledger_err)?.iter().map(b64).collect())
+    }
+
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
+        self.entries.get(index).map_err(ledger_err)
+    }
+
+    /// The bundle proving entry `index` against the latest checkpoint.
+    pub fn prove(&self, index: u64) -> Result<ProofBundle> {
+        self.catch_up()?;
+        let (size, cp) = self.latest.lock().expect("checkpoint lock").clone();
+        let entry = String::from_utf8(self.entry(index)?).map_err(|_| ArchiveError::Storage("ledger entry is not UTF-8".into()))?;
+        Ok(ProofBundle { entry, index, proof: self.inclusion(index, size)?, checkpoint: String::from_utf8_lossy(&cp).into_owned() })
+    }
+}
+
+/// Checks a bundle offline with only the log's public key: the checkpoint signature,
+/// then the entry's inclusion under the checkpoint's root. Returns the record.
+pub fn check_bundle(b: &ProofBundle, public_key: &str) -> std::result::Result<ledger::record::Record, String> {
+    use base64::Engine;
+    let cp = ledger::verify::checkpoint(b.checkpoint.as_bytes(), public_key).map_err(|e| e.to_string())?;
+    let proof = b
+        .proof
+        .iter()
+        .map(|p| {
+            let raw = base64::engine::general_purpose::STANDARD.decode(p).map_err(|_| "a proof hash is not base64".to_string())?;
+            ledger::verify::hash(&raw).map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let leaf = ledger::leaf_hash(b.entry.as_bytes());
+    ledger::verify::inclusion(leaf, b.index, cp.size(), &proof, *cp.hash()).map_err(|e| e.to_string())?;
+    ledger::record::Record::from_bytes(b.entry.as_bytes()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,139 @@
+//! `edgecloud ledger`: the audit log from the command line. `status` and `prove` ask
+//! the node; `check` and `verify` check what they are given with only the public key.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use archive::audit::{ProofBundle, check_bundle};
+use reqwest::Method;
+
+use crate::client::Client;
+
+#[derive(clap::Subcommand)]
+pub enum LedgerCmd {
+    /// Show the log's size, root and public key.
+    Status,
+    /// Print a proof bundle (JSON) for BUCKET/KEY: its ledger record, inclusion proof and
+    /// the signed checkpoint. Save it; `ledger check` verifies it offline.
+    Prove {
+        path: String,
+        /// A version id [default: the latest version]
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Verify a proof bundle offline with the log's public key (DATA/ledger.pub), and
+    /// optionally that FILE is the content the record names (SHA-256).
+    Check {
+        bundle: PathBuf,
+        /// The log's public key, or a file holding it
+        #[arg(long)]
+        key: String,
+        /// The object's bytes, to check against the record's SHA-256
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Check that the log now extends a checkpoint saved earlier: nothing before it was
+    /// rewritten. Saves nothing; keep the new checkpoint with `status --save`.
+    Verify {
+        /// A checkpoint saved earlier (e.g. from `ledger status --save FILE`)
+        #[arg(long)]
+        since: PathBuf,
+        /// The log's public key, or a file holding it
+        #[arg(long)]
+        key: String,
+    },
+}
+
+fn key_text(k: &str) -> anyhow::Result<String> {
+    match std::fs::read_to_string(k) {
+        Ok(t) => Ok(t.trim().to_string()),
+        Err(_) if k.contains('+') => Ok(k.trim().to_string()),
+        Err(e) => bail!("--key {k:?} is neither a public key nor a readable file: {e}"),
+    }
+}
+
+pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
+    let node = || c.context("this command talks to a node: start one with `edgecloud serve`");
+    match cmd {
+        LedgerCmd::Status => {
+            let c = node()?;
+            let cp = c.send(c.request(Method::GET, &["ledger", "checkpoint"])).await?.text().await?;
+            let key = c.send(c.request(Method::GET, &["ledger", "public-key"])).await?.text().await?;
+            let lines: Vec<&str> = cp.lines().collect();
+            println!("origin:     {}", lines.first().unwrap_or(&"?"));
+            println!("entries:    {}", lines.get(1).unwrap_or(&"?"));
+            println!("root:       {}", lines.get(2).unwrap_or(&"?"));
+            println!("public key: {key}");
+            println!("\n{cp}");
+        }
+        LedgerCmd::Prove { path, version } => {
+            let c = node()?;
+            let (bucket, key) = path.split_once('/').context("give BUCKET/KEY")?;
+            let mut segs = vec!["ledger", "prove", bucket];
+            segs.extend(key.split('/'));
+            let mut req = c.request(Method::GET, &segs);
+            if let Some(v) = &version {
+                req = req.query(&[("version", v)]);
+            }
+            let bundle: ProofBundle = c.json(req).await?;
+            println!("{}", serde_json::to_string_pretty(&bundle)?);
+        }
+        LedgerCmd::Check { bundle, key, file } => {
+            let b: ProofBundle = serde_json::from_slice(&std::fs::read(&bundle).with_context(|| format!("cannot read {}", bundle.display()))?)
+                .context("not a proof bundle (from `edgecloud ledger prove`)")?;
+            let record = check_bundle(&b, &key_text(&key)?).map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
+            println!("verified: entry {} is in the log signed by this key", b.index);
+            println!("record:   {}", b.entry);
+            if let Some(f) = file {
+                let want = match &record.change {
+                    ledger::record::Change::VersionWritten { sha256: Some(h), .. } => h.clone(),
+                    _ => bail!("the record names no content hash to compare {} with", f.display()),
+                };
+                let got = sha256_file(&f)?;
+                if got != want {
+                    bail!("NOT VERIFIED: {} has SHA-256 {got}, the record says {want}", f.display());
+                }
+                println!("content:  {} matches the record's SHA-256", f.display());
+            }
+        }
+        LedgerCmd::Verify { since, key } => {
+            let c = node()?;
+            let key = key_text(&key)?;
+            let old = std::fs::read(&since).with_context(|| format!("cannot read {}", since.display()))?;
+            let old = ledger::verify::checkpoint(&old, &key).map_err(|e| anyhow::anyhow!("the saved checkpoint: {e}"))?;
+            let now = c.send(c.request(Method::GET, &["ledger", "checkpoint"])).await?.bytes().await?;
+            let now = ledger::verify::checkpoint(&now, &key).map_err(|e| anyhow::anyhow!("the node's checkpoint: {e}"))?;
+            let p: admin::ledger::Proof = c
+                .json(c.request(Method::GET, &["ledger", "proof", "consistency"]).query(&[("from", old.size()), ("to", now.size())]))
+                .await?;
+            let proof = p
+                .proof
+                .iter()
+                .map(|h| {
+                    use base64::Engine;
+                    let raw = base64::engine::general_purpose::STANDARD.decode(h)?;
+                    Ok(ledger::verify::hash(&raw)?)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            ledger::verify::consistency(old.size(), now.size(), &old.hash().0, &now.hash().0, &proof)
+                .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
+            println!("verified: the log of {} entries extends the saved one of {} entries", now.size(), old.size());
+        }
+    }
+    Ok(())
+}
+
+fn sha256_file(p: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(codec::hex(ctx.finish().as_ref()))
+}
