@@ -182,16 +182,27 @@ fn kill_9_during_writes_loses_no_acknowledged_object() {
     node.restart();
     let listed = node.ok(&["ls", "crash", "-r"]);
     let got = dir.path().join("got");
+    let (bundle, original) = (dir.path().join("bundle.json"), dir.path().join("original"));
+    let public_key = node.data.join("ledger.pub");
+    let mut visible_count = 0;
     for (name, data) in &files {
         let visible = listed.lines().any(|l| l.ends_with(&format!(" {name}")));
         if acked.contains(name) {
             assert!(visible, "acknowledged {name} is missing after kill -9");
         }
         if visible {
+            visible_count += 1;
             node.ok(&["get", &format!("crash/{name}"), got.to_str().unwrap()]);
             assert_eq!(&std::fs::read(&got).unwrap(), data, "{name} reads back different bytes");
+            // every stored version has its ledger leaf, provable against the rebuilt tree
+            std::fs::write(&bundle, node.ok(&["ledger", "prove", &format!("crash/{name}")])).unwrap();
+            std::fs::write(&original, data).unwrap();
+            node.ok(&["ledger", "check", bundle.to_str().unwrap(), "--key", public_key.to_str().unwrap(), "--file", original.to_str().unwrap()]);
         }
     }
+    // and no leaf without a version: the bucket's creation plus one per stored object
+    let status = node.ok(&["ledger", "status"]);
+    assert!(status.contains(&format!("entries:    {}", 1 + visible_count)), "{status}");
     let out = node.ok(&["scrub"]);
     assert!(out.contains("all data at full redundancy"), "{out}");
 }
