@@ -170,3 +170,12 @@ def test_ledger_proofs_verify_independently(node, s3, tmp_path):
     saved = tmp_path / "checkpoint"
     saved.write_text(saved_text)
     assert "extends" in cli("ledger", "verify", "--since", str(saved), "--key", pub)
+    now = tmp_path / "now.checkpoint"
+    cli("ledger", "status", "--save", str(now))
+    assert "extends" in cli("ledger", "verify", "--since", str(now), "--key", pub)
+    # a forged checkpoint (another size under the same signature) is refused
+    lines = saved_text.split("\n")
+    lines[1] = str(int(lines[1]) + 1)
+    forged = tmp_path / "forged.checkpoint"
+    forged.write_text("\n".join(lines))
+    assert "saved checkpoint" in cli("ledger", "verify", "--since", str(forged), "--key", pub, ok=False)

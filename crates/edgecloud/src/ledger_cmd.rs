@@ -12,7 +12,11 @@ use crate::client::Client;
 #[derive(clap::Subcommand)]
 pub enum LedgerCmd {
     /// Show the log's size, root and public key.
-    Status,
+    Status {
+        /// Also save the signed checkpoint to FILE, for `ledger verify --since FILE` later
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
+    },
     /// Print a proof bundle (JSON) for BUCKET/KEY: its ledger record, inclusion proof and
     /// the signed checkpoint. Save it; `ledger check` verifies it offline.
     Prove {
@@ -55,9 +59,12 @@ fn key_text(k: &str) -> anyhow::Result<String> {
 pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
     let node = || c.context("this command talks to a node: start one with `edgecloud serve`");
     match cmd {
-        LedgerCmd::Status => {
+        LedgerCmd::Status { save } => {
             let c = node()?;
             let cp = c.send(c.request(Method::GET, &["ledger", "checkpoint"])).await?.text().await?;
+            if let Some(f) = save {
+                std::fs::write(&f, &cp).with_context(|| format!("cannot write {}", f.display()))?;
+            }
             let key = c.send(c.request(Method::GET, &["ledger", "public-key"])).await?.text().await?;
             let lines: Vec<&str> = cp.lines().collect();
             println!("origin:     {}", lines.first().unwrap_or(&"?"));
