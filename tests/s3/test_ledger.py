@@ -120,9 +120,15 @@ def test_ledger_proofs_verify_independently(node, s3, tmp_path):
     saved_text, size1, root1 = admin.checkpoint()
     assert size1 > idx
 
-    # the root is the RFC 6962 hash of every entry (recomputed here from the entry tiles)
+    # the root is the RFC 6962 hash of every entry (recomputed here from the entry
+    # tiles, and by pymerkle as an independent oracle)
     all_entries = entries(admin, size1)
     assert mth([leaf(e) for e in all_entries]) == root1
+    from pymerkle import InmemoryTree
+    oracle = InmemoryTree(algorithm="sha256")
+    for e in all_entries:
+        oracle.append_entry(e)
+    assert oracle.get_root() == root1
     record = json.loads(all_entries[idx])
     assert record["kind"] == "version_written" and record["key"] == "contract.txt"
     assert record["sha256"] == hashlib.sha256(body).hexdigest() and record["size"] == len(body)
@@ -135,8 +141,15 @@ def test_ledger_proofs_verify_independently(node, s3, tmp_path):
     # more writes; the new log extends the old one
     for i in range(20):
         s3.put_object(Bucket="audit-trail", Key=f"log/{i}", Body=b"x")
-    s3.delete_object(Bucket="audit-trail", Key="log/0")
+    d = s3.delete_object(Bucket="audit-trail", Key="log/0")
+    del_idx = int(d["ResponseMetadata"]["HTTPHeaders"]["x-edgecloud-ledger-index"])
+    c = s3.copy_object(Bucket="audit-trail", Key="contract-copy.txt", CopySource={"Bucket": "audit-trail", "Key": "contract.txt"})
+    copy_idx = int(c["ResponseMetadata"]["HTTPHeaders"]["x-edgecloud-ledger-index"])
     _, size2, root2 = admin.checkpoint()
+    later = entries(admin, size2)
+    deletion, copy = json.loads(later[del_idx]), json.loads(later[copy_idx])
+    assert (deletion["kind"], deletion["key"], deletion["actor"]) == ("delete_marker", "log/0", "TESTACCESSKEY")
+    assert copy["sha256"] == hashlib.sha256(body).hexdigest()  # a copy names the same content
     assert size2 >= size1 + 21
     cons = [base64.b64decode(p) for p in admin.get("proof/consistency", **{"from": size1, "to": size2}).json()["proof"]]
     assert verify_consistency(size1, size2, root1, root2, cons)

@@ -276,7 +276,12 @@ impl Archive {
     }
 
     pub async fn delete(&self, bucket: &str, key: &str, version_id: Option<String>) -> Result<DeleteOutcome> {
+        self.delete_as(bucket, key, version_id, None).await
+    }
+
+    /// `delete` on behalf of an access key (recorded in the audit log).
+    pub async fn delete_as(&self, bucket: &str, key: &str, version_id: Option<String>, actor: Option<String>) -> Result<DeleteOutcome> {
         validate_key(key)?;
-        Ok(self.inner.catalog.delete(bucket, key, version_id).await?)
+        Ok(self.inner.catalog.delete_as(bucket, key, version_id, actor).await?)
     }
 }

@@ -192,6 +192,17 @@ impl Archive {
         Ok(self.inner.catalog.put_version(bucket, key, nv, opts.cond).await?)
     }
 
+    /// The plaintext SHA-256 the audit log recorded for a version, if any: a copy
+    /// within a bucket shares the source's bytes, so it shares its hash.
+    fn recorded_sha256(&self, v: &Version) -> Option<String> {
+        let index = v.meta.get(catalog::audit::LEDGER_INDEX)?.parse().ok()?;
+        let entry = self.inner.catalog.ledger_entry(index).ok()??;
+        match ledger::record::Record::from_bytes(&entry).ok()?.change {
+            ledger::record::Change::VersionWritten { sha256, .. } => sha256,
+            _ => None,
+        }
+    }
+
     /// Convenience for small in-memory bodies.
     pub async fn put_bytes(&self, bucket: &str, key: &str, data: Bytes, opts: PutOptions) -> Result<Version> {
         self.put(bucket, key, futures::stream::iter([Ok(data)]), opts).await
@@ -220,7 +231,7 @@ impl Archive {
             let nv = NewVersion {
                 size: src.size,
                 etag: src.etag.clone(),
-                sha256: None,
+                sha256: self.recorded_sha256(&src),
                 actor: opts.as_ref().and_then(|o| o.actor.clone()),
                 content_type,
                 meta,

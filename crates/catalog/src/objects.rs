@@ -34,6 +34,8 @@ pub struct DeleteOutcome {
     /// The version created (a delete marker) or removed; None when versioning is off.
     pub version_id: Option<String>,
     pub delete_marker: bool,
+    /// The audit-log entry of the deletion (None when nothing changed).
+    pub ledger_index: Option<u64>,
 }
 
 /// Allocates the next sequence number and a modification time that never goes back,
@@ -237,6 +239,11 @@ impl Catalog {
     /// DeleteObject: with no version id, adds a delete marker (or, with versioning off,
     /// removes the object from view); with one, removes that version for good.
     pub async fn delete(&self, bucket: &str, key: &str, version_id: Option<String>) -> Result<DeleteOutcome> {
+        self.delete_as(bucket, key, version_id, None).await
+    }
+
+    /// `delete`, recording `actor` (an access key) in the audit log.
+    pub async fn delete_as(&self, bucket: &str, key: &str, version_id: Option<String>, actor: Option<String>) -> Result<DeleteOutcome> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
         self.writer
             .write(move |txn| {
@@ -248,7 +255,7 @@ impl Catalog {
                     None => {
                         let exists = current(&cur_t, &versions, &bucket, &key)?.is_some_and(|v| !v.delete_marker);
                         if b.versioning == Versioning::Unversioned && !exists {
-                            return Ok(DeleteOutcome { version_id: None, delete_marker: false });
+                            return Ok(DeleteOutcome { version_id: None, delete_marker: false, ledger_index: None });
                         }
                         let (seq, mtime) = next_seq(txn)?;
                         let version_id = match b.versioning {
@@ -278,13 +285,13 @@ impl Catalog {
                             key: key.clone(),
                             version_id: marker.version_id.clone(),
                         };
-                        crate::audit::append(txn, mtime, None, change)?;
+                        let index = Some(crate::audit::append(txn, mtime, actor, change)?);
                         if marker.hidden {
                             cur_t.remove(ok.as_slice())?;
-                            Ok(DeleteOutcome { version_id: None, delete_marker: false })
+                            Ok(DeleteOutcome { version_id: None, delete_marker: false, ledger_index: index })
                         } else {
                             cur_t.insert(ok.as_slice(), seq)?;
-                            Ok(DeleteOutcome { version_id: Some(version_id), delete_marker: true })
+                            Ok(DeleteOutcome { version_id: Some(version_id), delete_marker: true, ledger_index: index })
                         }
                     }
                     Some(id) => {
@@ -299,14 +306,14 @@ impl Catalog {
                             key: key.clone(),
                             version_id: id.clone(),
                         };
-                        crate::audit::append(txn, now_ns(), None, change)?;
+                        let index = Some(crate::audit::append(txn, now_ns(), actor, change)?);
                         crate::chunks::release(&mut txn.open_table(CHUNKS)?, v.body.chunk_refs())?;
                         let newest_visible = all.iter().enumerate().find(|(i, (_, v))| *i != pos && !v.hidden);
                         match newest_visible {
                             Some((_, (_, nv))) => cur_t.insert(ok.as_slice(), nv.seq)?,
                             None => cur_t.remove(ok.as_slice())?,
                         };
-                        Ok(DeleteOutcome { version_id: Some(id), delete_marker: v.delete_marker })
+                        Ok(DeleteOutcome { version_id: Some(id), delete_marker: v.delete_marker, ledger_index: index })
                     }
                 }
             })

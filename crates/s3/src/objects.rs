@@ -295,8 +295,9 @@ impl EdgeS3 {
     }
 
     pub(crate) async fn delete_object_op(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let input = req.input;
-        let out = match self.archive.delete(&input.bucket, &input.key, input.version_id.clone()).await {
+        let out = match self.archive.delete_as(&input.bucket, &input.key, input.version_id.clone(), actor).await {
             Ok(o) => o,
             // S3 answers 204 for a version that is already gone.
             Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) => {
@@ -304,16 +305,21 @@ impl EdgeS3 {
             }
             Err(e) => return Err(s3_error(e)),
         };
-        Ok(S3Response::new(DeleteObjectOutput {
+        let mut resp = S3Response::new(DeleteObjectOutput {
             delete_marker: out.delete_marker.then_some(true),
             version_id: out.version_id,
             ..Default::default()
-        }))
+        });
+        if let Some(i) = out.ledger_index {
+            resp.headers.insert("x-edgecloud-ledger-index", i.into());
+        }
+        Ok(resp)
     }
 }
 
 impl EdgeS3 {
     pub(crate) async fn delete_objects_op(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let i = req.input;
         if i.delete.objects.len() > 1000 {
             return Err(s3s::s3_error!(MalformedXML, "DeleteObjects takes at most 1000 keys"));
@@ -321,7 +327,7 @@ impl EdgeS3 {
         let quiet = i.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in i.delete.objects {
-            match self.archive.delete(&i.bucket, &o.key, o.version_id.clone()).await {
+            match self.archive.delete_as(&i.bucket, &o.key, o.version_id.clone(), actor.clone()).await {
                 Ok(out) => {
                     if !quiet {
                         deleted.push(DeletedObject {
