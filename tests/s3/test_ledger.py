@@ -129,6 +129,8 @@ def test_ledger_proofs_verify_independently(node, s3, tmp_path):
     for e in all_entries:
         oracle.append_entry(e)
     assert oracle.get_root() == root1
+    created = [json.loads(e) for e in all_entries if b'"bucket_created"' in e and b'"audit-trail"' in e]
+    assert [c["actor"] for c in created] == ["TESTACCESSKEY"]
     record = json.loads(all_entries[idx])
     assert record["kind"] == "version_written" and record["key"] == "contract.txt"
     assert record["sha256"] == hashlib.sha256(body).hexdigest() and record["size"] == len(body)

@@ -133,6 +133,19 @@ impl Archive {
     // ---- buckets ----
 
     pub async fn create_bucket(&self, name: &str, policy: Option<Redundancy>, versioning: Versioning) -> Result<Bucket> {
+        self.create_bucket_as(name, policy, versioning, Default::default(), None).await
+    }
+
+    /// Creates a bucket with initial gateway settings (owner, ACL) in one commit, on
+    /// behalf of an access key (recorded in the audit log).
+    pub async fn create_bucket_as(
+        &self,
+        name: &str,
+        policy: Option<Redundancy>,
+        versioning: Versioning,
+        settings: std::collections::BTreeMap<String, String>,
+        actor: Option<String>,
+    ) -> Result<Bucket> {
         validate_bucket_name(name)?;
         let policy = policy.unwrap_or_else(|| self.default_policy());
         policy.validate().map_err(|e| ArchiveError::Invalid(e.to_string()))?;
@@ -149,9 +162,9 @@ impl Archive {
             chunk_min: c.chunk.min as u32,
             chunk_avg: c.chunk.avg as u32,
             chunk_max: c.chunk.max as u32,
-            settings: Default::default(),
+            settings,
         };
-        Ok(self.inner.catalog.create_bucket(b).await?)
+        Ok(self.inner.catalog.create_bucket_as(b, actor).await?)
     }
 
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
@@ -163,7 +176,11 @@ impl Archive {
     }
 
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
-        Ok(self.inner.catalog.delete_bucket(name).await?)
+        self.delete_bucket_as(name, None).await
+    }
+
+    pub async fn delete_bucket_as(&self, name: &str, actor: Option<String>) -> Result<()> {
+        Ok(self.inner.catalog.delete_bucket_as(name, actor).await?)
     }
 
     pub async fn set_versioning(&self, name: &str, v: Versioning) -> Result<Bucket> {

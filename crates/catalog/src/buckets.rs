@@ -8,6 +8,11 @@ use crate::{Catalog, CatalogError, Result};
 
 impl Catalog {
     pub async fn create_bucket(&self, bucket: Bucket) -> Result<Bucket> {
+        self.create_bucket_as(bucket, None).await
+    }
+
+    /// `create_bucket` on behalf of an access key (recorded in the audit log).
+    pub async fn create_bucket_as(&self, bucket: Bucket, actor: Option<String>) -> Result<Bucket> {
         self.writer
             .write(move |txn| {
                 let mut t = txn.open_table(BUCKETS)?;
@@ -16,7 +21,7 @@ impl Catalog {
                 }
                 t.insert(bucket.name.as_str(), enc(&bucket).as_slice())?;
                 let change = ledger::record::Change::BucketCreated { bucket: bucket.name.clone() };
-                crate::audit::append(txn, bucket.created_ns, None, change)?;
+                crate::audit::append(txn, bucket.created_ns, actor, change)?;
                 Ok(bucket)
             })
             .await
@@ -62,6 +67,11 @@ impl Catalog {
     /// Deletes an empty bucket (no visible versions, no uploads in progress). Hidden
     /// history kept for as-of reads goes with it, and its chunks are released.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        self.delete_bucket_as(name, None).await
+    }
+
+    /// `delete_bucket` on behalf of an access key (recorded in the audit log).
+    pub async fn delete_bucket_as(&self, name: &str, actor: Option<String>) -> Result<()> {
         let name = name.to_string();
         self.writer
             .write(move |txn| {
@@ -95,7 +105,7 @@ impl Catalog {
                     crate::chunks::release(&mut chunks, ver.body.chunk_refs())?;
                 }
                 buckets.remove(name.as_str())?;
-                crate::audit::append(txn, now_ns(), None, ledger::record::Change::BucketDeleted { bucket: name })?;
+                crate::audit::append(txn, now_ns(), actor, ledger::record::Change::BucketDeleted { bucket: name })?;
                 Ok(())
             })
             .await

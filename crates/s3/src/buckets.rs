@@ -25,7 +25,18 @@ impl EdgeS3 {
         // S3 buckets start unversioned; the history of overwrites is still kept for
         // as-of reads (see docs/architecture.md).
         let acl = req.input.acl.as_ref().map(|a| crate::policy::canned_acl(a.as_str())).transpose()?;
-        match self.archive.create_bucket(&req.input.bucket, None, Versioning::Unversioned).await {
+        // The key that creates a bucket owns it (the root key owns everything anyway);
+        // owner and ACL are set in the same commit as the bucket.
+        let caller = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let owner = caller.clone().filter(|k| *k != self.root.access_key);
+        let mut settings = std::collections::BTreeMap::new();
+        if let Some(o) = owner {
+            settings.insert(crate::policy::OWNER.to_string(), o);
+        }
+        if let Some(a) = acl {
+            settings.insert(crate::policy::ACL.to_string(), a.to_string());
+        }
+        match self.archive.create_bucket_as(&req.input.bucket, None, Versioning::Unversioned, settings, caller).await {
             Ok(_) => {}
             // As S3 in us-east-1: creating a bucket you already own succeeds and changes
             // nothing. Someone else's bucket is BucketAlreadyExists.
@@ -42,26 +53,12 @@ impl EdgeS3 {
             }
             Err(e) => return Err(crate::error::s3_error(e)),
         }
-        // The key that creates a bucket owns it (the root key owns everything anyway).
-        let owner = req.credentials.as_ref().map(|c| c.access_key.clone()).filter(|k| *k != self.root.access_key);
-        if owner.is_some() || acl.is_some() {
-            self.archive
-                .update_bucket_settings(&req.input.bucket, move |s| {
-                    if let Some(o) = owner {
-                        s.insert(crate::policy::OWNER.into(), o);
-                    }
-                    if let Some(a) = acl {
-                        s.insert(crate::policy::ACL.into(), a.into());
-                    }
-                })
-                .await
-                .s3()?;
-        }
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
     }
 
     pub(crate) async fn delete_bucket_op(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.archive.delete_bucket(&req.input.bucket).await.s3()?;
+        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        self.archive.delete_bucket_as(&req.input.bucket, actor).await.s3()?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
