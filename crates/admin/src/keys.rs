@@ -8,14 +8,6 @@ use axum::http::StatusCode;
 use crate::types::{Grant, KeyInfo, NewKey, rfc3339};
 use crate::{AdminState, ApiError};
 
-pub fn permission_name(p: Permission) -> &'static str {
-    match p {
-        Permission::Read => "read",
-        Permission::Write => "write",
-        Permission::Owner => "owner",
-    }
-}
-
 /// "read" | "write" | "owner" -> Some, "none" -> None.
 pub fn parse_permission(s: &str) -> Result<Option<Permission>, ApiError> {
     match s {
@@ -35,7 +27,7 @@ fn info(k: AccessKey, with_secret: bool) -> KeyInfo {
         created: rfc3339(k.created_ns),
         admin: k.admin,
         create_buckets: k.create_buckets,
-        buckets: k.buckets.into_iter().map(|(b, p)| (b, permission_name(p).to_string())).collect(),
+        buckets: k.buckets.into_iter().map(|(b, p)| (b, p.name().to_string())).collect(),
     }
 }
 

@@ -53,7 +53,13 @@ impl Auditor {
         let tree = Tree::open(&dir.join("hashes.bin"), size, |i| Ok(ledger::leaf_hash(&entries.get(i)?))).map_err(ledger_err)?;
         let publisher = Publisher::new(dir, signing_key).map_err(ledger_err)?;
         let a = Auditor { entries, tree, publisher, dir: dir.to_path_buf(), latest: Mutex::new((0, Vec::new())), public_key: public_key.into() };
-        let cp = a.publisher.publish(&a.tree, &a.entries, 0).map_err(ledger_err)?;
+        // Tiles are append-only: only what the last checkpoint does not cover is written
+        // again, not the whole log at every start.
+        let published = ledger::verify::checkpoint(&std::fs::read(dir.join("checkpoint")).unwrap_or_default(), public_key)
+            .map(|c| c.size())
+            .unwrap_or(0)
+            .min(size);
+        let cp = a.publisher.publish(&a.tree, &a.entries, published).map_err(ledger_err)?;
         *a.latest.lock().expect("checkpoint lock") = (size, cp);
         Ok(a)
     }
@@ -108,16 +114,8 @@ impl Auditor {
 /// Checks a bundle offline with only the log's public key: the checkpoint signature,
 /// then the entry's inclusion under the checkpoint's root. Returns the record.
 pub fn check_bundle(b: &ProofBundle, public_key: &str) -> std::result::Result<ledger::record::Record, String> {
-    use base64::Engine;
     let cp = ledger::verify::checkpoint(b.checkpoint.as_bytes(), public_key).map_err(|e| e.to_string())?;
-    let proof = b
-        .proof
-        .iter()
-        .map(|p| {
-            let raw = base64::engine::general_purpose::STANDARD.decode(p).map_err(|_| "a proof hash is not base64".to_string())?;
-            ledger::verify::hash(&raw).map_err(|e| e.to_string())
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let proof = ledger::verify::hashes_from_base64(&b.proof).map_err(|e| e.to_string())?;
     let leaf = ledger::leaf_hash(b.entry.as_bytes());
     ledger::verify::inclusion(leaf, b.index, cp.size(), &proof, *cp.hash()).map_err(|e| e.to_string())?;
     ledger::record::Record::from_bytes(b.entry.as_bytes()).map_err(|e| e.to_string())

@@ -34,6 +34,17 @@ pub struct AccessKey {
     pub buckets: BTreeMap<String, Permission>,
 }
 
+impl Permission {
+    /// The name the CLI, the admin API and the audit log use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Owner => "owner",
+        }
+    }
+}
+
 impl AccessKey {
     pub fn permission(&self, bucket: &str) -> Option<Permission> {
         if self.admin { Some(Permission::Owner) } else { self.buckets.get(bucket).copied() }
@@ -87,12 +98,7 @@ impl Catalog {
                 for b in names {
                     let (was, now) = (before.get(b), k.buckets.get(b));
                     if was != now {
-                        let permission = match now {
-                            Some(Permission::Read) => "read",
-                            Some(Permission::Write) => "write",
-                            Some(Permission::Owner) => "owner",
-                            None => "none",
-                        };
+                        let permission = now.map_or("none", |p| p.name());
                         let change = ledger::record::Change::PermissionChanged {
                             access_key: k.access_key.clone(),
                             bucket: b.clone(),

@@ -113,15 +113,7 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
             let p: admin::ledger::Proof = c
                 .json(c.request(Method::GET, &["ledger", "proof", "consistency"]).query(&[("from", old.size()), ("to", now.size())]))
                 .await?;
-            let proof = p
-                .proof
-                .iter()
-                .map(|h| {
-                    use base64::Engine;
-                    let raw = base64::engine::general_purpose::STANDARD.decode(h)?;
-                    Ok(ledger::verify::hash(&raw)?)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let proof = ledger::verify::hashes_from_base64(&p.proof)?;
             ledger::verify::consistency(old.size(), now.size(), &old.hash().0, &now.hash().0, &proof)
                 .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
             println!("verified: the log of {} entries extends the saved one of {} entries", now.size(), old.size());

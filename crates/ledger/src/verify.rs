@@ -19,6 +19,20 @@ pub fn hash(b: &[u8]) -> Result<Hash> {
     Ok(Hash(b.try_into().map_err(|_| LedgerError::Verification(format!("a hash has 32 bytes, not {}", b.len())))?))
 }
 
+/// Proof hashes as the HTTP API and proof bundles carry them (base64).
+pub fn hashes_from_base64(proof: &[String]) -> Result<Vec<Hash>> {
+    use base64::Engine;
+    proof
+        .iter()
+        .map(|p| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(p)
+                .map_err(|_| LedgerError::Verification("a proof hash is not base64".into()))?;
+            hash(&raw)
+        })
+        .collect()
+}
+
 /// Checks that `leaf` (a leaf hash) is entry `index` of the tree of `size` leaves whose
 /// root is `root`.
 pub fn inclusion(leaf: Hash, index: u64, size: u64, proof: &[Hash], root: Hash) -> Result<()> {

@@ -70,17 +70,25 @@ pub(crate) struct EdgeAccess {
 }
 
 impl EdgeAccess {
-    fn key_permission(&self, access_key: &str, bucket: &str) -> S3Result<Option<Permission>> {
-        if access_key == self.root.access_key {
-            return Ok(Some(Permission::Owner));
-        }
+    /// `bucket_rec`: the bucket's record when the caller already loaded it.
+    fn key_permission(&self, access_key: &str, bucket: &str, bucket_rec: Option<&archive::Bucket>) -> S3Result<Option<Permission>> {
         let Some(k) = self.archive.access_key(access_key).map_err(crate::error::s3_error)? else {
             return Ok(None);
         };
         if let Some(p) = k.permission(bucket) {
             return Ok(Some(p));
         }
-        let Ok(b) = self.archive.bucket(bucket) else { return Ok(None) };
+        let loaded;
+        let b = match bucket_rec {
+            Some(b) => b,
+            None => match self.archive.bucket(bucket) {
+                Ok(b) => {
+                    loaded = b;
+                    &loaded
+                }
+                Err(_) => return Ok(None),
+            },
+        };
         // The key that created a bucket owns it; `authenticated-read` lets any key read.
         if b.settings.get(policy::OWNER).map(String::as_str) == Some(access_key) {
             return Ok(Some(Permission::Owner));
@@ -89,9 +97,6 @@ impl EdgeAccess {
     }
 
     fn may_create_buckets(&self, access_key: &str) -> S3Result<bool> {
-        if access_key == self.root.access_key {
-            return Ok(true);
-        }
         let k = self.archive.access_key(access_key).map_err(crate::error::s3_error)?;
         Ok(k.is_some_and(|k| k.admin || k.create_buckets))
     }
@@ -119,6 +124,10 @@ fn percent_decode(s: &str) -> String {
 #[async_trait::async_trait]
 impl S3Access for EdgeAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // The root key may do everything: no lookups on its (hot) path.
+        if cx.credentials().is_some_and(|c| c.access_key == self.root.access_key) {
+            return Ok(());
+        }
         let op = cx.s3_op().name();
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
@@ -146,9 +155,6 @@ impl S3Access for EdgeAccess {
             return if public || missing_but_listable(None) { Ok(()) } else { Err(denied()) };
         };
         let access_key = cred.access_key.clone();
-        if access_key == self.root.access_key {
-            return Ok(());
-        }
         let level = match need(op) {
             Need::Signed => return Ok(()),
             Need::CreateBucket => return if self.may_create_buckets(&access_key)? { Ok(()) } else { Err(denied()) },
@@ -157,7 +163,7 @@ impl S3Access for EdgeAccess {
         let bucket = bucket.clone().ok_or_else(denied)?;
         if matches!(op, "CopyObject" | "UploadPartCopy") {
             if let Some(src) = copy_source_bucket(cx.headers()) {
-                if !self.key_permission(&access_key, &src)?.is_some_and(|p| p >= Permission::Read) {
+                if !self.key_permission(&access_key, &src, None)?.is_some_and(|p| p >= Permission::Read) {
                     return Err(denied());
                 }
             }
@@ -166,7 +172,7 @@ impl S3Access for EdgeAccess {
         if decision == Some(false) {
             return Err(denied());
         }
-        if self.key_permission(&access_key, &bucket)?.is_some_and(|p| p >= level) || decision == Some(true) {
+        if self.key_permission(&access_key, &bucket, bucket_rec.as_ref())?.is_some_and(|p| p >= level) || decision == Some(true) {
             return Ok(());
         }
         // Data public to everyone is public to other keys too.

@@ -31,6 +31,35 @@ pub(crate) struct StoredHeaders<'a> {
     pub expires: Option<&'a Timestamp>,
 }
 
+/// The stored headers of any S3 input that carries them (PutObject,
+/// CreateMultipartUpload, CopyObject): the same field names on different types.
+macro_rules! stored_headers {
+    ($input:expr) => {
+        $crate::headers::StoredHeaders {
+            cache_control: $input.cache_control.as_ref(),
+            content_disposition: $input.content_disposition.as_ref(),
+            content_encoding: $input.content_encoding.as_ref(),
+            content_language: $input.content_language.as_ref(),
+            expires: $input.expires.as_ref(),
+        }
+    };
+}
+pub(crate) use stored_headers;
+
+/// Copies a `Checksum` into the checksum fields of an S3 output (PutObject, GetObject,
+/// HeadObject, UploadPart all have the same five).
+macro_rules! set_checksums {
+    ($out:expr, $sums:expr) => {{
+        let sums = $sums;
+        $out.checksum_crc32 = sums.checksum_crc32;
+        $out.checksum_crc32c = sums.checksum_crc32c;
+        $out.checksum_sha1 = sums.checksum_sha1;
+        $out.checksum_sha256 = sums.checksum_sha256;
+        $out.checksum_crc64nvme = sums.checksum_crc64nvme;
+    }};
+}
+pub(crate) use set_checksums;
+
 impl StoredHeaders<'_> {
     pub(crate) fn store(&self, meta: &mut BTreeMap<String, String>) {
         let pairs = [

@@ -89,6 +89,17 @@ pub(crate) fn timestamp(ns: u64) -> s3s::dto::Timestamp {
     s3s::dto::Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
 }
 
+/// A `versionId` parameter as a selection: that version, or the latest.
+pub(crate) fn version_sel(version_id: &Option<String>) -> archive::VersionSel {
+    version_id.clone().map(archive::VersionSel::Id).unwrap_or(archive::VersionSel::Latest)
+}
+
+/// The selection that reads exactly `head`, the version conditions were checked
+/// against ("null" ids are not unique over time: keep the original selection for those).
+pub(crate) fn pinned(sel: archive::VersionSel, head: &archive::Version) -> archive::VersionSel {
+    if head.version_id == "null" { sel } else { archive::VersionSel::Id(head.version_id.clone()) }
+}
+
 pub(crate) fn etag(v: &str) -> s3s::dto::ETag {
     s3s::dto::ETag::Strong(v.to_string())
 }

@@ -11,13 +11,7 @@ use crate::error::OrS3;
 impl EdgeS3 {
     pub(crate) async fn create_multipart_upload_op(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
-        let stored = crate::headers::StoredHeaders {
-            cache_control: i.cache_control.as_ref(),
-            content_disposition: i.content_disposition.as_ref(),
-            content_encoding: i.content_encoding.as_ref(),
-            content_language: i.content_language.as_ref(),
-            expires: i.expires.as_ref(),
-        };
+        let stored = crate::headers::stored_headers!(i);
         let mut meta = crate::headers::object_meta(i.metadata, stored);
         if let Some(t) = &i.tagging {
             meta.insert(crate::headers::TAGGING.into(), crate::headers::encode_tags(&crate::headers::parse_tagging_header(t)?));
@@ -58,15 +52,9 @@ impl EdgeS3 {
             }
             None => (self.archive.upload_part(&i.upload_id, n, body, md5).await.s3()?, Checksum::default()),
         };
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(crate::etag(&part.etag)),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            ..Default::default()
-        }))
+        let mut out = UploadPartOutput { e_tag: Some(crate::etag(&part.etag)), ..Default::default() };
+        crate::headers::set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn complete_multipart_upload_op(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
@@ -205,7 +193,7 @@ impl EdgeS3 {
                 return Err(e);
             }
         }
-        let sel = if head.version_id == "null" { sel } else { archive::VersionSel::Id(head.version_id.clone()) };
+        let sel = crate::pinned(sel, &head);
         let (src, _, stream) = self.archive.get(src_bucket, src_key, &sel, range).await.s3()?;
         if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
             if t.value() != src.etag {

@@ -7,7 +7,7 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use crate::EdgeS3;
 use crate::error::{OrS3, s3_error};
-use crate::headers::{self, ResponseHeaders, StoredHeaders};
+use crate::headers::{self, ResponseHeaders, set_checksums, stored_headers};
 
 /// Beyond S3: `?x-edgecloud-as-of=RFC3339` (or the header of that name) reads the
 /// object as it was at that instant.
@@ -162,13 +162,7 @@ impl EdgeS3 {
             },
         };
         let content_md5 = input.content_md5.as_deref().map(content_md5).transpose()?;
-        let stored = StoredHeaders {
-            cache_control: input.cache_control.as_ref(),
-            content_disposition: input.content_disposition.as_ref(),
-            content_encoding: input.content_encoding.as_ref(),
-            content_language: input.content_language.as_ref(),
-            expires: input.expires.as_ref(),
-        };
+        let stored = stored_headers!(input);
         let mut meta = headers::object_meta(input.metadata, stored);
         if let Some(t) = &input.tagging {
             meta.insert(headers::TAGGING.into(), headers::encode_tags(&headers::parse_tagging_header(t)?));
@@ -194,13 +188,9 @@ impl EdgeS3 {
         let mut resp = S3Response::new(PutObjectOutput {
             e_tag: Some(crate::etag(&v.etag)),
             version_id: crate::version_id(&v, &b),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         });
+        set_checksums!(resp.output, sums);
         ledger_header(&mut resp.headers, &v);
         Ok(resp)
     }
@@ -210,9 +200,7 @@ impl EdgeS3 {
         let input = &req.input;
         let head = self.archive.head(&input.bucket, &input.key, &sel).s3()?;
         check_conditions(&head, input.if_match.as_ref(), input.if_none_match.as_ref(), input.if_modified_since.as_ref(), input.if_unmodified_since.as_ref())?;
-        // Read exactly the version the conditions were checked against ("null" ids are
-        // not unique over time: keep the original selection for those).
-        let sel = if head.version_id == "null" { sel } else { VersionSel::Id(head.version_id.clone()) };
+        let sel = crate::pinned(sel, &head);
         let range = match (input.part_number, &input.range) {
             (Some(_), Some(_)) => return Err(s3s::s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter")),
             (Some(n), None) => Some(part_range(&head, n)?).filter(|_| head.size > 0),
@@ -223,7 +211,7 @@ impl EdgeS3 {
         let content_range = range.map(|_| format!("bytes {}-{}/{}", span.start, span.end.saturating_sub(1), v.size));
         let h = ResponseHeaders::of(&v).with_overrides(input);
         let sums = whole_object_checksums(&v, input.checksum_mode.as_ref(), range.is_none());
-        Ok(S3Response::new(GetObjectOutput {
+        let mut out = GetObjectOutput {
             body: Some(StreamingBlob::wrap(sync_stream(stream))),
             content_length: Some((span.end - span.start) as i64),
             content_range,
@@ -240,13 +228,10 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             parts_count: parts_count(&v, input.part_number),
             tag_count: headers::tag_count(&v.meta),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
-        }))
+        };
+        set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn head_object_op(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
@@ -281,13 +266,9 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             accept_ranges: Some("bytes".into()),
             parts_count: parts_count(&v, i.part_number),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         });
+        set_checksums!(resp.output, sums);
         if let Some(n) = tags {
             resp.headers.insert("x-amz-tagging-count", n.into());
         }
@@ -394,13 +375,7 @@ impl EdgeS3 {
         // As S3: metadata and stored headers come from the source (COPY) or the request
         // (REPLACE); tags likewise with TaggingDirective; the ACL is never copied.
         let mut meta = if replace {
-            let stored = StoredHeaders {
-                cache_control: i.cache_control.as_ref(),
-                content_disposition: i.content_disposition.as_ref(),
-                content_encoding: i.content_encoding.as_ref(),
-                content_language: i.content_language.as_ref(),
-                expires: i.expires.as_ref(),
-            };
+            let stored = stored_headers!(i);
             headers::object_meta(i.metadata.clone(), stored)
         } else {
             src.meta.iter().filter(|(k, _)| k.as_str() != headers::TAGGING).map(|(k, v)| (k.clone(), v.clone())).collect()

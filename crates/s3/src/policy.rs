@@ -193,6 +193,15 @@ pub(crate) fn canned_acl(acl: &str) -> S3Result<&'static str> {
     }
 }
 
+/// The canned ACL a PutBucketAcl / PutObjectAcl asks for; grants are refused.
+fn requested_acl(canned: Option<&str>, has_grants: bool) -> S3Result<&'static str> {
+    match (canned, has_grants) {
+        (Some(a), _) => canned_acl(a),
+        (None, true) => Err(s3s::s3_error!(NotImplemented, "ACL grants are not supported; use a canned ACL or a bucket policy")),
+        (None, false) => Err(s3s::s3_error!(MissingSecurityHeader, "give a canned ACL (x-amz-acl)")),
+    }
+}
+
 /// The grants S3 would show for a canned ACL.
 fn grants(acl: Option<&String>) -> Vec<Grant> {
     let mut g = vec![full_control()];
@@ -235,11 +244,7 @@ impl EdgeS3 {
 
     pub(crate) async fn put_bucket_acl_op(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
         let i = req.input;
-        let acl = match (&i.acl, &i.access_control_policy) {
-            (Some(a), _) => canned_acl(a.as_str())?,
-            (None, Some(_)) => return Err(s3s::s3_error!(NotImplemented, "ACL grants are not supported; use a canned ACL or a bucket policy")),
-            (None, None) => return Err(s3s::s3_error!(MissingSecurityHeader, "give a canned ACL (x-amz-acl)")),
-        };
+        let acl = requested_acl(i.acl.as_ref().map(|a| a.as_str()), i.access_control_policy.is_some())?;
         self.archive.update_bucket_settings(&i.bucket, move |s| {
             s.insert(ACL.into(), acl.into());
         }).await.s3()?;
@@ -248,7 +253,7 @@ impl EdgeS3 {
 
     pub(crate) async fn get_object_acl_op(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
         let i = &req.input;
-        let sel = i.version_id.clone().map(archive::VersionSel::Id).unwrap_or(archive::VersionSel::Latest);
+        let sel = crate::version_sel(&i.version_id);
         let v = self.archive.head(&i.bucket, &i.key, &sel).s3()?;
         let grants = grants(v.meta.get(crate::headers::ACL));
         Ok(S3Response::new(GetObjectAclOutput { grants: Some(grants), owner: Some(owner()), ..Default::default() }))
@@ -256,12 +261,8 @@ impl EdgeS3 {
 
     pub(crate) async fn put_object_acl_op(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
         let i = req.input;
-        let acl = match (&i.acl, &i.access_control_policy) {
-            (Some(a), _) => canned_acl(a.as_str())?,
-            (None, Some(_)) => return Err(s3s::s3_error!(NotImplemented, "ACL grants are not supported; use a canned ACL or a bucket policy")),
-            (None, None) => return Err(s3s::s3_error!(MissingSecurityHeader, "give a canned ACL (x-amz-acl)")),
-        };
-        let sel = i.version_id.clone().map(archive::VersionSel::Id).unwrap_or(archive::VersionSel::Latest);
+        let acl = requested_acl(i.acl.as_ref().map(|a| a.as_str()), i.access_control_policy.is_some())?;
+        let sel = crate::version_sel(&i.version_id);
         self.archive
             .update_meta(&i.bucket, &i.key, sel, move |m| {
                 m.insert(crate::headers::ACL.into(), acl.into());

@@ -1,7 +1,6 @@
 //! Object and bucket tags. Object tags live in the version's metadata (so they follow
 //! the version through copies and deletes); bucket tags in the bucket's settings.
 
-use archive::VersionSel;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
@@ -11,14 +10,10 @@ use crate::headers::{TAGGING, decode_tags, encode_tags, validate_tags};
 
 const BUCKET_TAGGING: &str = "tagging";
 
-fn sel(version_id: &Option<String>) -> VersionSel {
-    version_id.clone().map(VersionSel::Id).unwrap_or(VersionSel::Latest)
-}
-
 impl EdgeS3 {
     pub(crate) async fn get_object_tagging_op(&self, req: S3Request<GetObjectTaggingInput>) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let i = req.input;
-        let v = self.archive.head(&i.bucket, &i.key, &sel(&i.version_id)).s3()?;
+        let v = self.archive.head(&i.bucket, &i.key, &crate::version_sel(&i.version_id)).s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: v.meta.get(TAGGING).map(|s| decode_tags(s)).unwrap_or_default(),
@@ -32,7 +27,7 @@ impl EdgeS3 {
         let encoded = encode_tags(&i.tagging.tag_set);
         let v = self
             .archive
-            .update_meta(&i.bucket, &i.key, sel(&i.version_id), move |m| {
+            .update_meta(&i.bucket, &i.key, crate::version_sel(&i.version_id), move |m| {
                 m.insert(TAGGING.into(), encoded);
             })
             .await
@@ -45,7 +40,7 @@ impl EdgeS3 {
         let i = req.input;
         let v = self
             .archive
-            .update_meta(&i.bucket, &i.key, sel(&i.version_id), |m| {
+            .update_meta(&i.bucket, &i.key, crate::version_sel(&i.version_id), |m| {
                 m.remove(TAGGING);
             })
             .await
