@@ -194,3 +194,37 @@ def test_ledger_proofs_verify_independently(node, s3, tmp_path):
     forged = tmp_path / "forged.checkpoint"
     forged.write_text("\n".join(lines))
     assert "saved checkpoint" in cli("ledger", "verify", "--since", str(forged), "--key", pub, ok=False)
+
+
+def test_multipart_records_name_each_part_and_check_the_file(node, s3, tmp_path):
+    from boto3.s3.transfer import TransferConfig
+    s3.create_bucket(Bucket="ledger-mp")
+    mib = 1 << 20
+    body = bytes(range(256)) * (12 * mib // 256) + b"tail"
+    original = tmp_path / "big.bin"
+    original.write_bytes(body)
+    cfg = TransferConfig(multipart_threshold=5 * mib, multipart_chunksize=5 * mib)
+    s3.upload_file(str(original), "ledger-mp", "big.bin", Config=cfg)
+    s3.copy_object(Bucket="ledger-mp", Key="copy.bin", CopySource={"Bucket": "ledger-mp", "Key": "big.bin"})
+
+    def cli(*args, ok=True):
+        p = subprocess.run([BIN, "--data", str(node.data), "--admin", node.admin, *args], capture_output=True, text=True)
+        assert (p.returncode == 0) == ok, p.stdout + p.stderr
+        return p.stdout + p.stderr
+    pub = str(node.data / "ledger.pub")
+    for key in ["big.bin", "copy.bin"]:
+        bundle = tmp_path / f"{key}.json"
+        bundle.write_text(cli("ledger", "prove", f"ledger-mp/{key}"))
+        record = json.loads(json.loads(bundle.read_text())["entry"])
+        assert record["sha256"] is None and record["size"] == len(body)
+        offsets = [0, 5 * mib, 10 * mib, len(body)]
+        assert record["parts"] == [{"size": b - a, "sha256": hashlib.sha256(body[a:b]).hexdigest()}
+                                   for a, b in zip(offsets, offsets[1:])]
+        assert "matches" in cli("ledger", "check", str(bundle), "--key", pub, "--file", str(original))
+    changed = tmp_path / "changed.bin"
+    changed.write_bytes(body[:7 * mib] + b"X" + body[7 * mib + 1:])
+    out = cli("ledger", "check", str(tmp_path / "big.bin.json"), "--key", pub, "--file", str(changed), ok=False)
+    assert "NOT VERIFIED" in out and "part 2" in out
+    short = tmp_path / "short.bin"
+    short.write_bytes(body[:-1])
+    assert "shorter" in cli("ledger", "check", str(tmp_path / "big.bin.json"), "--key", pub, "--file", str(short), ok=False)

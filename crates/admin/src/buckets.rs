@@ -20,7 +20,9 @@ pub(crate) fn parse_versioning(s: &str) -> Result<Versioning, ApiError> {
         "off" => Ok(Versioning::Unversioned),
         "enabled" | "on" => Ok(Versioning::Enabled),
         "suspended" => Ok(Versioning::Suspended),
-        _ => Err(ApiError(archive::ArchiveError::Invalid(format!("versioning {s:?}: use enabled, suspended or off")))),
+        _ => Err(ApiError(archive::ArchiveError::Invalid(format!(
+            "versioning {s:?}: use enabled, suspended or off"
+        )))),
     }
 }
 
@@ -49,7 +51,10 @@ pub(crate) async fn create(
     Query(q): Query<CreateQuery>,
 ) -> Result<(StatusCode, Json<BucketInfo>), ApiError> {
     let policy = match q.policy.as_deref() {
-        Some(p) => Some(p.parse::<Redundancy>().map_err(|e| ApiError(archive::ArchiveError::Invalid(e.to_string())))?),
+        Some(p) => Some(
+            p.parse::<Redundancy>()
+                .map_err(|e| ApiError(archive::ArchiveError::Invalid(e.to_string())))?,
+        ),
         None => None,
     };
     // Edgecloud keeps every version unless told otherwise.
@@ -58,7 +63,10 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(info(&b))))
 }
 
-pub(crate) async fn delete(State(s): State<AdminState>, Path(bucket): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(
+    State(s): State<AdminState>,
+    Path(bucket): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.archive.delete_bucket(&bucket).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -73,6 +81,9 @@ pub(crate) async fn set_versioning(
     Path(bucket): Path<String>,
     Query(q): Query<VersioningQuery>,
 ) -> Result<Json<BucketInfo>, ApiError> {
-    let b = s.archive.set_versioning(&bucket, parse_versioning(&q.state)?).await?;
+    let b = s
+        .archive
+        .set_versioning(&bucket, parse_versioning(&q.state)?)
+        .await?;
     Ok(Json(info(&b)))
 }

@@ -20,15 +20,21 @@ impl IntoResponse for ApiError {
         use CatalogError as C;
         let (status, code) = match &self.0 {
             A::Catalog(C::NoSuchBucket(_)) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
-            A::Catalog(C::NoSuchKey(_)) | A::DeleteMarker { .. } => (StatusCode::NOT_FOUND, "NoSuchKey"),
+            A::Catalog(C::NoSuchKey(_)) | A::DeleteMarker { .. } => {
+                (StatusCode::NOT_FOUND, "NoSuchKey")
+            }
             A::Catalog(C::NoSuchVersion { .. }) => (StatusCode::NOT_FOUND, "NoSuchVersion"),
             A::Catalog(C::NoSuchUpload(_)) => (StatusCode::NOT_FOUND, "NoSuchUpload"),
             A::Catalog(C::BucketExists(_)) => (StatusCode::CONFLICT, "BucketAlreadyExists"),
             A::Catalog(C::BucketNotEmpty(_)) => (StatusCode::CONFLICT, "BucketNotEmpty"),
-            A::Catalog(C::PreconditionFailed) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailed"),
+            A::Catalog(C::PreconditionFailed) => {
+                (StatusCode::PRECONDITION_FAILED, "PreconditionFailed")
+            }
             A::Catalog(C::InvalidPart(_)) => (StatusCode::BAD_REQUEST, "InvalidPart"),
             A::Catalog(C::EntityTooSmall { .. }) => (StatusCode::BAD_REQUEST, "EntityTooSmall"),
-            A::Catalog(C::Invalid(_)) | A::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidArgument"),
+            A::Catalog(C::Invalid(_)) | A::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, "InvalidArgument")
+            }
             A::Catalog(C::ChunkVanished) => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
             A::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             A::BadDigest => (StatusCode::BAD_REQUEST, "BadDigest"),
@@ -40,6 +46,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "admin request failed");
         }
-        (status, axum::Json(ErrorBody { error: code.into(), message: self.0.to_string() })).into_response()
+        (
+            status,
+            axum::Json(ErrorBody {
+                error: code.into(),
+                message: self.0.to_string(),
+            }),
+        )
+            .into_response()
     }
 }

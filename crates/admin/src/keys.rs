@@ -15,7 +15,9 @@ pub fn parse_permission(s: &str) -> Result<Option<Permission>, ApiError> {
         "write" => Ok(Some(Permission::Write)),
         "owner" => Ok(Some(Permission::Owner)),
         "none" => Ok(None),
-        _ => Err(ApiError(ArchiveError::Invalid(format!("permission {s:?}: use read, write, owner or none")))),
+        _ => Err(ApiError(ArchiveError::Invalid(format!(
+            "permission {s:?}: use read, write, owner or none"
+        )))),
     }
 }
 
@@ -27,22 +29,38 @@ fn info(k: AccessKey, with_secret: bool) -> KeyInfo {
         created: rfc3339(k.created_ns),
         admin: k.admin,
         create_buckets: k.create_buckets,
-        buckets: k.buckets.into_iter().map(|(b, p)| (b, p.name().to_string())).collect(),
+        buckets: k
+            .buckets
+            .into_iter()
+            .map(|(b, p)| (b, p.name().to_string()))
+            .collect(),
     }
 }
 
 pub(crate) async fn list(State(s): State<AdminState>) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    Ok(Json(s.archive.access_keys()?.into_iter().map(|k| info(k, false)).collect()))
+    Ok(Json(
+        s.archive
+            .access_keys()?
+            .into_iter()
+            .map(|k| info(k, false))
+            .collect(),
+    ))
 }
 
-pub(crate) async fn create(State(s): State<AdminState>, Json(n): Json<NewKey>) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
+pub(crate) async fn create(
+    State(s): State<AdminState>,
+    Json(n): Json<NewKey>,
+) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
     let mut buckets = std::collections::BTreeMap::new();
     for (b, p) in n.buckets {
         if let Some(p) = parse_permission(&p)? {
             buckets.insert(b, p);
         }
     }
-    let k = s.archive.create_access_key(&n.name, n.admin, n.create_buckets, buckets).await?;
+    let k = s
+        .archive
+        .create_access_key(&n.name, n.admin, n.create_buckets, buckets)
+        .await?;
     Ok((StatusCode::CREATED, Json(info(k, true))))
 }
 
@@ -52,13 +70,21 @@ pub(crate) async fn grant(
     Json(g): Json<Grant>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     let p = parse_permission(&g.permission)?;
-    Ok(Json(info(s.archive.set_permission(&key, &bucket, p).await?, false)))
+    Ok(Json(info(
+        s.archive.set_permission(&key, &bucket, p).await?,
+        false,
+    )))
 }
 
-pub(crate) async fn delete(State(s): State<AdminState>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(
+    State(s): State<AdminState>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
     if s.archive.delete_access_key(&key).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError(ArchiveError::Invalid(format!("no access key {key:?} (see `edgecloud key list`)"))))
+        Err(ApiError(ArchiveError::Invalid(format!(
+            "no access key {key:?} (see `edgecloud key list`)"
+        ))))
     }
 }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::{AdminState, ApiError};
 
 fn auditor(s: &AdminState) -> Result<&Arc<Auditor>, ApiError> {
-    s.auditor.as_ref().ok_or_else(|| ApiError(ArchiveError::Invalid("this node keeps no ledger".into())))
+    s.auditor
+        .as_ref()
+        .ok_or_else(|| ApiError(ArchiveError::Invalid("this node keeps no ledger".into())))
 }
 
 pub(crate) async fn checkpoint(State(s): State<AdminState>) -> Result<String, ApiError> {
@@ -28,9 +30,16 @@ pub(crate) async fn public_key(State(s): State<AdminState>) -> Result<String, Ap
 }
 
 /// `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>]`, as published.
-pub(crate) async fn tile(State(s): State<AdminState>, Path(path): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn tile(
+    State(s): State<AdminState>,
+    Path(path): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let a = auditor(&s)?;
-    let ok = path.split('/').all(|seg| !seg.is_empty() && seg != ".." && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
+    let ok = path.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != ".."
+            && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    });
     let missing = || ApiError(ArchiveError::Invalid(format!("no tile {path}")));
     if !ok {
         return Err(missing());
@@ -50,10 +59,15 @@ pub struct Proof {
     pub proof: Vec<String>,
 }
 
-pub(crate) async fn inclusion(State(s): State<AdminState>, Query(q): Query<InclusionQuery>) -> Result<Json<Proof>, ApiError> {
+pub(crate) async fn inclusion(
+    State(s): State<AdminState>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<Proof>, ApiError> {
     let a = auditor(&s)?;
     a.catch_up()?;
-    Ok(Json(Proof { proof: a.inclusion(q.index, q.size)? }))
+    Ok(Json(Proof {
+        proof: a.inclusion(q.index, q.size)?,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -62,10 +76,15 @@ pub(crate) struct ConsistencyQuery {
     to: u64,
 }
 
-pub(crate) async fn consistency(State(s): State<AdminState>, Query(q): Query<ConsistencyQuery>) -> Result<Json<Proof>, ApiError> {
+pub(crate) async fn consistency(
+    State(s): State<AdminState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<Proof>, ApiError> {
     let a = auditor(&s)?;
     a.catch_up()?;
-    Ok(Json(Proof { proof: a.consistency(q.from, q.to)? }))
+    Ok(Json(Proof {
+        proof: a.consistency(q.from, q.to)?,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -86,6 +105,10 @@ pub(crate) async fn prove(
         .meta
         .get(archive::LEDGER_INDEX)
         .and_then(|i| i.parse().ok())
-        .ok_or_else(|| ApiError(ArchiveError::Invalid(format!("{bucket}/{key} was written before the ledger existed"))))?;
+        .ok_or_else(|| {
+            ApiError(ArchiveError::Invalid(format!(
+                "{bucket}/{key} was written before the ledger existed"
+            )))
+        })?;
     Ok((StatusCode::OK, Json(a.prove(index)?)))
 }

@@ -37,15 +37,21 @@ pub struct AdminState {
 pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join(TOKEN_FILE);
     if let Ok(t) = std::fs::read_to_string(&path)
-        && !t.trim().is_empty() {
-            return Ok(t.trim().to_string());
-        }
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
     let mut b = [0u8; 24];
     getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
     let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     Ok(token)
@@ -67,7 +73,8 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
             StatusCode::UNAUTHORIZED,
             axum::Json(types::ErrorBody {
                 error: "Unauthorized".into(),
-                message: "missing or wrong admin token (see admin.token in the data directory)".into(),
+                message: "missing or wrong admin token (see admin.token in the data directory)"
+                    .into(),
             }),
         )
             .into_response();
@@ -80,8 +87,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/status", get(ops::status))
         .route("/v1/scrub", post(ops::scrub))
         .route("/v1/buckets", get(buckets::list))
-        .route("/v1/buckets/{bucket}", put(buckets::create).delete(buckets::delete))
-        .route("/v1/buckets/{bucket}/versioning", put(buckets::set_versioning))
+        .route(
+            "/v1/buckets/{bucket}",
+            put(buckets::create).delete(buckets::delete),
+        )
+        .route(
+            "/v1/buckets/{bucket}/versioning",
+            put(buckets::set_versioning),
+        )
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{key}", axum::routing::delete(keys::delete))
         .route("/v1/keys/{key}/buckets/{bucket}", put(keys::grant))
@@ -95,7 +108,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/versions/{bucket}", get(objects::versions))
         .route(
             "/v1/objects/{bucket}/{*key}",
-            put(objects::put).get(objects::get).head(objects::head).delete(objects::delete),
+            put(objects::put)
+                .get(objects::get)
+                .head(objects::head)
+                .delete(objects::delete),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

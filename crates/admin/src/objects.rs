@@ -45,9 +45,15 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ObjectInfo>, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let opts = PutOptions { content_type, ..Default::default() };
+    let opts = PutOptions {
+        content_type,
+        ..Default::default()
+    };
     let v = s.archive.put(&bucket, &key, stream, opts).await?;
     Ok(Json(object_info(&v, true)))
 }
@@ -60,7 +66,12 @@ fn object_headers(v: &Version, len: u64) -> HeaderMap {
     h.insert("x-edgecloud-version-id", ok(&v.version_id));
     h.insert("x-edgecloud-size", v.size.into());
     h.insert(header::LAST_MODIFIED, ok(&rfc3339(v.mtime_ns)));
-    h.insert(header::CONTENT_TYPE, ok(v.content_type.as_deref().unwrap_or("application/octet-stream")));
+    h.insert(
+        header::CONTENT_TYPE,
+        ok(v.content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream")),
+    );
     h
 }
 
@@ -77,8 +88,16 @@ pub(crate) async fn get(
     let (v, span, stream) = s.archive.get(&bucket, &key, &q.sel()?, range).await?;
     let mut h = object_headers(&v, span.end - span.start);
     let status = if range.is_some() {
-        let cr = format!("bytes {}-{}/{}", span.start, span.end.saturating_sub(1), v.size);
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
+        let cr = format!(
+            "bytes {}-{}/{}",
+            span.start,
+            span.end.saturating_sub(1),
+            v.size
+        );
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&cr).expect("ascii"),
+        );
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
@@ -107,7 +126,10 @@ pub(crate) async fn delete(
     Query(q): Query<Select>,
 ) -> Result<Json<DeleteResult>, ApiError> {
     let out = s.archive.delete(&bucket, &key, q.version.clone()).await?;
-    Ok(Json(DeleteResult { version_id: out.version_id, delete_marker: out.delete_marker }))
+    Ok(Json(DeleteResult {
+        version_id: out.version_id,
+        delete_marker: out.delete_marker,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -169,7 +191,11 @@ pub(crate) async fn versions(
     };
     let page = s.archive.list_versions(&bucket, &q)?;
     Ok(Json(VersionsResult {
-        versions: page.versions.iter().map(|(v, latest)| object_info(v, *latest)).collect(),
+        versions: page
+            .versions
+            .iter()
+            .map(|(v, latest)| object_info(v, *latest))
+            .collect(),
         prefixes: page.common_prefixes,
         truncated: page.truncated,
         next_key_marker: page.next_key_marker,

@@ -16,7 +16,12 @@ pub(crate) async fn status(State(s): State<AdminState>) -> Result<Json<Status>, 
         disks: a
             .disk_health()
             .into_iter()
-            .map(|d| DiskInfo { path: d.path.display().to_string(), shards: d.shards, segments: d.segments, bytes: d.bytes })
+            .map(|d| DiskInfo {
+                path: d.path.display().to_string(),
+                shards: d.shards,
+                segments: d.segments,
+                bytes: d.bytes,
+            })
             .collect(),
     }))
 }
@@ -28,9 +33,18 @@ pub(crate) struct ScrubParams {
 }
 
 /// Runs a full scrub now, at full speed, and answers when it is done.
-pub(crate) async fn scrub(State(s): State<AdminState>, Query(p): Query<ScrubParams>) -> Result<Json<ScrubResult>, ApiError> {
+pub(crate) async fn scrub(
+    State(s): State<AdminState>,
+    Query(p): Query<ScrubParams>,
+) -> Result<Json<ScrubResult>, ApiError> {
     let started = std::time::Instant::now();
-    let opts = ScrubOptions { rate_bytes_per_sec: None, collect_garbage: p.gc };
+    let opts = ScrubOptions {
+        rate_bytes_per_sec: None,
+        collect_garbage: p.gc,
+    };
     let report = s.archive.scrub(&opts, &|_| {}).await?;
-    Ok(Json(ScrubResult { report, seconds: started.elapsed().as_secs_f64() }))
+    Ok(Json(ScrubResult {
+        report,
+        seconds: started.elapsed().as_secs_f64(),
+    }))
 }

@@ -78,7 +78,8 @@ pub struct ScrubResult {
 
 /// RFC 3339 with seconds, UTC.
 pub fn rfc3339(ns: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)).to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+        .to_string()
 }
 
 /// An S3 access key as the admin API shows it. `secret` is only sent when the key is

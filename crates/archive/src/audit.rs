@@ -46,20 +46,42 @@ pub fn b64(h: &ledger::Hash) -> String {
 
 impl Auditor {
     /// Opens (or creates) the log's files under `dir` and signs with `signing_key`.
-    pub fn open(archive: &Archive, dir: &Path, signing_key: &str, public_key: &str) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| ArchiveError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+    pub fn open(
+        archive: &Archive,
+        dir: &Path,
+        signing_key: &str,
+        public_key: &str,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ArchiveError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let entries = LedgerEntries(archive.inner.catalog.clone());
         let size = entries.len();
-        let tree = Tree::open(&dir.join("hashes.bin"), size, |i| Ok(ledger::leaf_hash(&entries.get(i)?))).map_err(ledger_err)?;
+        let tree = Tree::open(&dir.join("hashes.bin"), size, |i| {
+            Ok(ledger::leaf_hash(&entries.get(i)?))
+        })
+        .map_err(ledger_err)?;
         let publisher = Publisher::new(dir, signing_key).map_err(ledger_err)?;
-        let a = Auditor { entries, tree, publisher, dir: dir.to_path_buf(), latest: Mutex::new((0, Vec::new())), public_key: public_key.into() };
+        let a = Auditor {
+            entries,
+            tree,
+            publisher,
+            dir: dir.to_path_buf(),
+            latest: Mutex::new((0, Vec::new())),
+            public_key: public_key.into(),
+        };
         // Tiles are append-only: only what the last checkpoint does not cover is written
         // again, not the whole log at every start.
-        let published = ledger::verify::checkpoint(&std::fs::read(dir.join("checkpoint")).unwrap_or_default(), public_key)
-            .map(|c| c.size())
-            .unwrap_or(0)
-            .min(size);
-        let cp = a.publisher.publish(&a.tree, &a.entries, published).map_err(ledger_err)?;
+        let published = ledger::verify::checkpoint(
+            &std::fs::read(dir.join("checkpoint")).unwrap_or_default(),
+            public_key,
+        )
+        .map(|c| c.size())
+        .unwrap_or(0)
+        .min(size);
+        let cp = a
+            .publisher
+            .publish(&a.tree, &a.entries, published)
+            .map_err(ledger_err)?;
         *a.latest.lock().expect("checkpoint lock") = (size, cp);
         Ok(a)
     }
@@ -70,9 +92,16 @@ impl Auditor {
         let mut latest = self.latest.lock().expect("checkpoint lock");
         let (old, size) = (self.tree.size(), self.entries.len());
         if size > old {
-            let hashes = (old..size).map(|i| Ok(ledger::leaf_hash(&self.entries.get(i)?))).collect::<ledger::Result<Vec<_>>>();
-            self.tree.append(&hashes.map_err(ledger_err)?, true).map_err(ledger_err)?;
-            let cp = self.publisher.publish(&self.tree, &self.entries, latest.0).map_err(ledger_err)?;
+            let hashes = (old..size)
+                .map(|i| Ok(ledger::leaf_hash(&self.entries.get(i)?)))
+                .collect::<ledger::Result<Vec<_>>>();
+            self.tree
+                .append(&hashes.map_err(ledger_err)?, true)
+                .map_err(ledger_err)?;
+            let cp = self
+                .publisher
+                .publish(&self.tree, &self.entries, latest.0)
+                .map_err(ledger_err)?;
             *latest = (size, cp);
         }
         Ok(size)
@@ -91,11 +120,23 @@ impl Auditor {
     }
 
     pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<String>> {
-        Ok(self.tree.inclusion_proof(index, size).map_err(ledger_err)?.iter().map(b64).collect())
+        Ok(self
+            .tree
+            .inclusion_proof(index, size)
+            .map_err(ledger_err)?
+            .iter()
+            .map(b64)
+            .collect())
     }
 
     pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<String>> {
-        Ok(self.tree.consistency_proof(from, to).map_err(ledger_err)?.iter().map(b64).collect())
+        Ok(self
+            .tree
+            .consistency_proof(from, to)
+            .map_err(ledger_err)?
+            .iter()
+            .map(b64)
+            .collect())
     }
 
     pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
@@ -106,17 +147,28 @@ impl Auditor {
     pub fn prove(&self, index: u64) -> Result<ProofBundle> {
         self.catch_up()?;
         let (size, cp) = self.latest.lock().expect("checkpoint lock").clone();
-        let entry = String::from_utf8(self.entry(index)?).map_err(|_| ArchiveError::Storage("ledger entry is not UTF-8".into()))?;
-        Ok(ProofBundle { entry, index, proof: self.inclusion(index, size)?, checkpoint: String::from_utf8_lossy(&cp).into_owned() })
+        let entry = String::from_utf8(self.entry(index)?)
+            .map_err(|_| ArchiveError::Storage("ledger entry is not UTF-8".into()))?;
+        Ok(ProofBundle {
+            entry,
+            index,
+            proof: self.inclusion(index, size)?,
+            checkpoint: String::from_utf8_lossy(&cp).into_owned(),
+        })
     }
 }
 
 /// Checks a bundle offline with only the log's public key: the checkpoint signature,
 /// then the entry's inclusion under the checkpoint's root. Returns the record.
-pub fn check_bundle(b: &ProofBundle, public_key: &str) -> std::result::Result<ledger::record::Record, String> {
-    let cp = ledger::verify::checkpoint(b.checkpoint.as_bytes(), public_key).map_err(|e| e.to_string())?;
+pub fn check_bundle(
+    b: &ProofBundle,
+    public_key: &str,
+) -> std::result::Result<ledger::record::Record, String> {
+    let cp = ledger::verify::checkpoint(b.checkpoint.as_bytes(), public_key)
+        .map_err(|e| e.to_string())?;
     let proof = ledger::verify::hashes_from_base64(&b.proof).map_err(|e| e.to_string())?;
     let leaf = ledger::leaf_hash(b.entry.as_bytes());
-    ledger::verify::inclusion(leaf, b.index, cp.size(), &proof, *cp.hash()).map_err(|e| e.to_string())?;
+    ledger::verify::inclusion(leaf, b.index, cp.size(), &proof, *cp.hash())
+        .map_err(|e| e.to_string())?;
     ledger::record::Record::from_bytes(b.entry.as_bytes()).map_err(|e| e.to_string())
 }

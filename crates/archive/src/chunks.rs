@@ -21,7 +21,13 @@ impl Archive {
 
     /// Names, seals, splits and durably writes a chunk, unless an identical chunk is
     /// already stored. CPU work runs on the blocking pool.
-    pub(crate) async fn store_chunk(&self, key: &DataKey, policy: Redundancy, level: i32, data: Bytes) -> Result<Stored> {
+    pub(crate) async fn store_chunk(
+        &self,
+        key: &DataKey,
+        policy: Redundancy,
+        level: i32,
+        data: Bytes,
+    ) -> Result<Stored> {
         let this = self.clone();
         let key = key.clone();
         let plain_len = data.len() as u32;
@@ -37,31 +43,70 @@ impl Archive {
         .await
         .map_err(|e| ArchiveError::Storage(format!("encoder task failed: {e}")))??;
         let (shards, sealed_len) = match encoded {
-            Err(sealed_len) => return Ok(Stored { r: ChunkRef { id, plain_len, sealed_len }, fresh: false }),
+            Err(sealed_len) => {
+                return Ok(Stored {
+                    r: ChunkRef {
+                        id,
+                        plain_len,
+                        sealed_len,
+                    },
+                    fresh: false,
+                });
+            }
             Ok(x) => x,
         };
         let disks = self.shard_disks(&id, policy);
-        let meta = ShardMeta { policy, sealed_len, written_ms: 0 };
+        let meta = ShardMeta {
+            policy,
+            sealed_len,
+            written_ms: 0,
+        };
         let writes = shards.into_iter().enumerate().map(|(i, s)| {
             let disk = self.inner.store.disk(disks[i]).clone();
-            async move { disk.write(ShardKey { chunk: id, index: i as u8 }, meta, s).await }
+            async move {
+                disk.write(
+                    ShardKey {
+                        chunk: id,
+                        index: i as u8,
+                    },
+                    meta,
+                    s,
+                )
+                .await
+            }
         });
         futures::future::try_join_all(writes).await?;
-        Ok(Stored { r: ChunkRef { id, plain_len, sealed_len }, fresh: true })
+        Ok(Stored {
+            r: ChunkRef {
+                id,
+                plain_len,
+                sealed_len,
+            },
+            fresh: true,
+        })
     }
 
     /// Reads one shard, verified: from its placed disk, or wherever it is found.
-    pub(crate) fn read_shard(&self, id: &ChunkId, index: usize, placed: usize) -> std::result::Result<Vec<u8>, shards::ShardError> {
-        let key = ShardKey { chunk: *id, index: index as u8 };
+    pub(crate) fn read_shard(
+        &self,
+        id: &ChunkId,
+        index: usize,
+        placed: usize,
+    ) -> std::result::Result<Vec<u8>, shards::ShardError> {
+        let key = ShardKey {
+            chunk: *id,
+            index: index as u8,
+        };
         let store = &self.inner.store;
         match store.disk(placed).read(&key) {
             Ok((_, data)) => Ok(data),
             Err(first) => {
                 for d in store.locate(&key) {
                     if d != placed
-                        && let Ok((_, data)) = store.disk(d).read(&key) {
-                            return Ok(data);
-                        }
+                        && let Ok((_, data)) = store.disk(d).read(&key)
+                    {
+                        return Ok(data);
+                    }
                 }
                 Err(first)
             }
@@ -70,7 +115,12 @@ impl Archive {
 
     /// Fetches any `needed` intact shards (data shards first), rebuilds, decrypts and
     /// verifies a chunk. Blocking: call from the blocking pool.
-    pub(crate) fn fetch_chunk_blocking(&self, key: &DataKey, id: &ChunkId, rec: &ChunkRecord) -> std::result::Result<Bytes, String> {
+    pub(crate) fn fetch_chunk_blocking(
+        &self,
+        key: &DataKey,
+        id: &ChunkId,
+        rec: &ChunkRecord,
+    ) -> std::result::Result<Bytes, String> {
         let policy = rec.policy;
         let disks = self.shard_disks(id, policy);
         let n = policy.shard_count();
@@ -93,12 +143,22 @@ impl Archive {
             }
         }
         let sealed = codec::join_shards(policy, shards, rec.sealed_len as usize).map_err(|e| {
-            if errors.is_empty() { e.to_string() } else { format!("{e}; {}", errors.join("; ")) }
+            if errors.is_empty() {
+                e.to_string()
+            } else {
+                format!("{e}; {}", errors.join("; "))
+            }
         })?;
         codec::open(key, id, sealed).map_err(|e| e.to_string())
     }
 
-    pub(crate) async fn fetch_chunk(&self, bucket: &str, object: &str, key: &DataKey, r: ChunkRef) -> Result<Bytes> {
+    pub(crate) async fn fetch_chunk(
+        &self,
+        bucket: &str,
+        object: &str,
+        key: &DataKey,
+        r: ChunkRef,
+    ) -> Result<Bytes> {
         let this = self.clone();
         let key = key.clone();
         let loss = |reason: String| ArchiveError::DataLoss {
@@ -107,7 +167,11 @@ impl Archive {
             chunk: codec::hex(&r.id),
             reason,
         };
-        let rec = self.inner.catalog.chunk(&r.id)?.ok_or_else(|| loss("no catalog record for this chunk".into()))?;
+        let rec = self
+            .inner
+            .catalog
+            .chunk(&r.id)?
+            .ok_or_else(|| loss("no catalog record for this chunk".into()))?;
         if let Some(sealed) = rec.inline {
             return codec::open(&key, &r.id, sealed).map_err(|e| loss(e.to_string()));
         }

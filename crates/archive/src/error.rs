@@ -17,20 +17,31 @@ pub enum ArchiveError {
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("cannot read object {bucket}/{key}: chunk {chunk}: {reason}")]
-    DataLoss { bucket: String, key: String, chunk: String, reason: String },
+    DataLoss {
+        bucket: String,
+        key: String,
+        chunk: String,
+        reason: String,
+    },
     #[error("storage write failed: {0}")]
     Storage(String),
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("bucket key cannot be unwrapped: {0} (is this the right master key?)")]
     Key(String),
 }
 
 impl ArchiveError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        ArchiveError::Io { path: path.display().to_string(), source }
+        ArchiveError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 

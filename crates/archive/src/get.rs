@@ -43,11 +43,13 @@ impl Archive {
                     wanted.push((*r, lo, hi));
                 }
                 let (this, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
-                let depth = (self.inner.cfg.pipeline_bytes / b.chunk_max.max(1) as usize).clamp(2, 64);
+                let depth =
+                    (self.inner.cfg.pipeline_bytes / b.chunk_max.max(1) as usize).clamp(2, 64);
                 Box::pin(
                     futures::stream::iter(wanted)
                         .map(move |(r, lo, hi)| {
-                            let (this, bucket, key, dk) = (this.clone(), bucket.clone(), key.clone(), dk.clone());
+                            let (this, bucket, key, dk) =
+                                (this.clone(), bucket.clone(), key.clone(), dk.clone());
                             async move {
                                 let plain = this.fetch_chunk(&bucket, &key, &dk, r).await?;
                                 if plain.len() != r.plain_len as usize {
@@ -55,7 +57,11 @@ impl Archive {
                                         bucket,
                                         key,
                                         chunk: codec::hex(&r.id),
-                                        reason: format!("chunk is {} bytes, manifest says {}", plain.len(), r.plain_len),
+                                        reason: format!(
+                                            "chunk is {} bytes, manifest says {}",
+                                            plain.len(),
+                                            r.plain_len
+                                        ),
                                     });
                                 }
                                 Ok(plain.slice(lo..hi))

@@ -15,7 +15,10 @@ pub(crate) struct KeyCache {
 
 impl KeyCache {
     pub(crate) fn new(master: DataKey) -> Self {
-        KeyCache { master, cache: Mutex::new(HashMap::new()) }
+        KeyCache {
+            master,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A fresh data key, sealed under the master key: (id, sealed bytes).
@@ -31,9 +34,14 @@ impl KeyCache {
         }
         let plain = codec::open(&self.master, &b.wrapped_key_id, b.wrapped_key.clone())
             .map_err(|e| ArchiveError::Key(format!("bucket {}: {e}", b.name)))?;
-        let bytes: [u8; 32] = plain[..].try_into().map_err(|_| ArchiveError::Key(format!("bucket {}: bad key length", b.name)))?;
+        let bytes: [u8; 32] = plain[..]
+            .try_into()
+            .map_err(|_| ArchiveError::Key(format!("bucket {}: bad key length", b.name)))?;
         let k = DataKey::from_bytes(bytes);
-        self.cache.lock().expect("key cache").insert(b.wrapped_key_id, k.clone());
+        self.cache
+            .lock()
+            .expect("key cache")
+            .insert(b.wrapped_key_id, k.clone());
         Ok(k)
     }
 }

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 pub use catalog::audit::LEDGER_INDEX;
 pub use catalog::{
-    AccessKey, Permission, generate_key_pair,
-    Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, PutCondition, Upload, Version, VersionSel,
-    Versioning, VersionsPage, VersionsQuery,
+    AccessKey, Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, Permission,
+    PutCondition, Upload, Version, VersionSel, Versioning, VersionsPage, VersionsQuery,
+    generate_key_pair,
 };
 pub use codec::{ChunkParams, DataKey, Redundancy};
 pub use error::ArchiveError;
@@ -100,21 +100,38 @@ impl Archive {
     pub fn open(cfg: ArchiveConfig) -> Result<Self> {
         cfg.chunk.validate().map_err(ArchiveError::Invalid)?;
         if cfg.disks.is_empty() {
-            return Err(ArchiveError::Invalid("at least one disk folder is needed".into()));
+            return Err(ArchiveError::Invalid(
+                "at least one disk folder is needed".into(),
+            ));
         }
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ArchiveError::io(&cfg.data_dir, e))?;
         let catalog = catalog::Catalog::open(
             &cfg.data_dir.join("catalog.redb"),
-            catalog::CatalogOptions { min_part_size: cfg.min_part_size },
+            catalog::CatalogOptions {
+                min_part_size: cfg.min_part_size,
+            },
         )?;
         let store = shards::ShardStore::open(
             &cfg.disks,
-            shards::StoreOptions { segment_bytes: cfg.segment_bytes, ..Default::default() },
+            shards::StoreOptions {
+                segment_bytes: cfg.segment_bytes,
+                ..Default::default()
+            },
         )?;
         // Disk identity is its position: stable as long as the disk list keeps its order.
-        let targets = (0..cfg.disks.len() as u64).map(|id| placement::Target { id, weight: 1.0 }).collect();
+        let targets = (0..cfg.disks.len() as u64)
+            .map(|id| placement::Target { id, weight: 1.0 })
+            .collect();
         let keys = keys::KeyCache::new(cfg.master_key.clone());
-        Ok(Archive { inner: Arc::new(Inner { cfg, catalog, store, targets, keys }) })
+        Ok(Archive {
+            inner: Arc::new(Inner {
+                cfg,
+                catalog,
+                store,
+                targets,
+                keys,
+            }),
+        })
     }
 
     pub fn config(&self) -> &ArchiveConfig {
@@ -123,7 +140,10 @@ impl Archive {
 
     /// The policy new buckets get unless they ask for another.
     pub fn default_policy(&self) -> Redundancy {
-        self.inner.cfg.default_policy.unwrap_or_else(|| Redundancy::default_for_disks(self.inner.cfg.disks.len()))
+        self.inner
+            .cfg
+            .default_policy
+            .unwrap_or_else(|| Redundancy::default_for_disks(self.inner.cfg.disks.len()))
     }
 
     pub fn disk_health(&self) -> Vec<shards::DiskHealth> {
@@ -132,8 +152,14 @@ impl Archive {
 
     // ---- buckets ----
 
-    pub async fn create_bucket(&self, name: &str, policy: Option<Redundancy>, versioning: Versioning) -> Result<Bucket> {
-        self.create_bucket_as(name, policy, versioning, Default::default(), None).await
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        policy: Option<Redundancy>,
+        versioning: Versioning,
+    ) -> Result<Bucket> {
+        self.create_bucket_as(name, policy, versioning, Default::default(), None)
+            .await
     }
 
     /// Creates a bucket with initial gateway settings (owner, ACL) in one commit, on
@@ -148,7 +174,9 @@ impl Archive {
     ) -> Result<Bucket> {
         validate_bucket_name(name)?;
         let policy = policy.unwrap_or_else(|| self.default_policy());
-        policy.validate().map_err(|e| ArchiveError::Invalid(e.to_string()))?;
+        policy
+            .validate()
+            .map_err(|e| ArchiveError::Invalid(e.to_string()))?;
         let (wrapped_key_id, wrapped_key) = self.inner.keys.wrap_new();
         let c = &self.inner.cfg;
         let b = Bucket {
@@ -206,10 +234,14 @@ impl Archive {
         name: &str,
         f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Bucket> {
-        Ok(self.inner.catalog.update_bucket(name, move |b| {
-            f(&mut b.settings);
-            Ok(())
-        }).await?)
+        Ok(self
+            .inner
+            .catalog
+            .update_bucket(name, move |b| {
+                f(&mut b.settings);
+                Ok(())
+            })
+            .await?)
     }
 
     /// Changes one version's metadata in place (object tags); the data is untouched.
@@ -221,7 +253,11 @@ impl Archive {
         f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Version> {
         validate_key(key)?;
-        Ok(self.inner.catalog.update_version_meta(bucket, key, sel, f).await?)
+        Ok(self
+            .inner
+            .catalog
+            .update_version_meta(bucket, key, sel, f)
+            .await?)
     }
 
     // ---- S3 access keys ----
@@ -246,12 +282,25 @@ impl Archive {
             validate_bucket_name(b)?;
         }
         let (access_key, secret) = generate_key_pair();
-        let key = AccessKey { access_key, secret, name: name.into(), created_ns: catalog::now_ns(), admin, create_buckets, buckets };
+        let key = AccessKey {
+            access_key,
+            secret,
+            name: name.into(),
+            created_ns: catalog::now_ns(),
+            admin,
+            create_buckets,
+            buckets,
+        };
         Ok(self.inner.catalog.put_access_key(key).await?)
     }
 
     /// Grants `perm` in `bucket` to a key, or takes its access away (`None`).
-    pub async fn set_permission(&self, access_key: &str, bucket: &str, perm: Option<Permission>) -> Result<AccessKey> {
+    pub async fn set_permission(
+        &self,
+        access_key: &str,
+        bucket: &str,
+        perm: Option<Permission>,
+    ) -> Result<AccessKey> {
         validate_bucket_name(bucket)?;
         let bucket = bucket.to_string();
         Ok(self
@@ -279,7 +328,10 @@ impl Archive {
         validate_key(key)?;
         let v = self.inner.catalog.version(bucket, key, sel)?;
         if v.delete_marker {
-            return Err(ArchiveError::DeleteMarker { key: key.into(), version_id: v.version_id });
+            return Err(ArchiveError::DeleteMarker {
+                key: key.into(),
+                version_id: v.version_id,
+            });
         }
         Ok(v)
     }
@@ -292,13 +344,28 @@ impl Archive {
         Ok(self.inner.catalog.list_versions(bucket, q)?)
     }
 
-    pub async fn delete(&self, bucket: &str, key: &str, version_id: Option<String>) -> Result<DeleteOutcome> {
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<String>,
+    ) -> Result<DeleteOutcome> {
         self.delete_as(bucket, key, version_id, None).await
     }
 
     /// `delete` on behalf of an access key (recorded in the audit log).
-    pub async fn delete_as(&self, bucket: &str, key: &str, version_id: Option<String>, actor: Option<String>) -> Result<DeleteOutcome> {
+    pub async fn delete_as(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<String>,
+        actor: Option<String>,
+    ) -> Result<DeleteOutcome> {
         validate_key(key)?;
-        Ok(self.inner.catalog.delete_as(bucket, key, version_id, actor).await?)
+        Ok(self
+            .inner
+            .catalog
+            .delete_as(bucket, key, version_id, actor)
+            .await?)
     }
 }

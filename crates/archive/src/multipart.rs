@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use catalog::{Body, NewVersion, Part, PutCondition, Upload, Version};
 use futures::Stream;
+use ledger::record::PartDigest;
 use md5::{Digest, Md5};
 
 use crate::{Archive, ArchiveError, PutOptions, Result, validate_key};
@@ -12,10 +13,19 @@ use crate::{Archive, ArchiveError, PutOptions, Result, validate_key};
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
 impl Archive {
-    pub async fn create_multipart(&self, bucket: &str, key: &str, opts: PutOptions) -> Result<Upload> {
+    pub async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: PutOptions,
+    ) -> Result<Upload> {
         validate_key(key)?;
         self.bucket(bucket)?;
-        Ok(self.inner.catalog.create_upload(bucket, key, opts.content_type, opts.meta).await?)
+        Ok(self
+            .inner
+            .catalog
+            .create_upload(bucket, key, opts.content_type, opts.meta)
+            .await?)
     }
 
     pub fn upload(&self, upload_id: &str) -> Result<Upload> {
@@ -23,12 +33,20 @@ impl Archive {
     }
 
     /// UploadPart; `content_md5`, when given, must match or nothing is kept.
-    pub async fn upload_part<S>(&self, upload_id: &str, number: u32, body: S, content_md5: Option<[u8; 16]>) -> Result<Part>
+    pub async fn upload_part<S>(
+        &self,
+        upload_id: &str,
+        number: u32,
+        body: S,
+        content_md5: Option<[u8; 16]>,
+    ) -> Result<Part>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
         if !(1..=MAX_PART_NUMBER).contains(&number) {
-            return Err(ArchiveError::Invalid(format!("part numbers go from 1 to {MAX_PART_NUMBER}, got {number}")));
+            return Err(ArchiveError::Invalid(format!(
+                "part numbers go from 1 to {MAX_PART_NUMBER}, got {number}"
+            )));
         }
         let up = self.inner.catalog.upload(upload_id)?;
         let b = self.bucket(&up.bucket)?;
@@ -37,8 +55,19 @@ impl Archive {
         if content_md5.is_some_and(|want| want != ing.md5) {
             return Err(ArchiveError::BadDigest);
         }
-        let part = Part { number, size: ing.size, etag: codec::hex(&ing.md5), mtime_ns: catalog::now_ns(), body: ing.body };
-        Ok(self.inner.catalog.put_part(upload_id, part, ing.fresh).await?)
+        let part = Part {
+            number,
+            size: ing.size,
+            etag: codec::hex(&ing.md5),
+            sha256: codec::hex(&ing.sha256),
+            mtime_ns: catalog::now_ns(),
+            body: ing.body,
+        };
+        Ok(self
+            .inner
+            .catalog
+            .put_part(upload_id, part, ing.fresh)
+            .await?)
     }
 
     pub fn list_parts(&self, upload_id: &str) -> Result<Vec<Part>> {
@@ -51,7 +80,12 @@ impl Archive {
     }
 
     /// Completes an upload. The ETag is S3's: MD5 of the parts' binary MD5s, "-N".
-    pub async fn complete_multipart(&self, upload_id: &str, parts: Vec<(u32, String)>, cond: PutCondition) -> Result<Version> {
+    pub async fn complete_multipart(
+        &self,
+        upload_id: &str,
+        parts: Vec<(u32, String)>,
+        cond: PutCondition,
+    ) -> Result<Version> {
         let up = self.inner.catalog.upload(upload_id)?;
         let policy = self.bucket(&up.bucket)?.policy;
         Ok(self
@@ -76,6 +110,13 @@ impl Archive {
                     etag: format!("{}-{}", codec::hex(&md5.finalize()), used.len()),
                     body: Some(Body::Chunks { policy, chunks }),
                     parts: used.iter().map(|p| p.size).collect(),
+                    part_digests: used
+                        .iter()
+                        .map(|p| PartDigest {
+                            size: p.size,
+                            sha256: p.sha256.clone(),
+                        })
+                        .collect(),
                     ..Default::default()
                 }
             })
@@ -89,5 +130,7 @@ impl Archive {
 
 fn decode_hex(s: &str) -> Vec<u8> {
     let s = s.trim_matches('"');
-    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
 }

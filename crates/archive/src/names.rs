@@ -6,7 +6,9 @@ use crate::ArchiveError;
 /// ending with a letter or digit.
 pub fn validate_bucket_name(name: &str) -> Result<(), ArchiveError> {
     let ok = (3..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
         && !name.contains("..");
@@ -23,10 +25,15 @@ pub fn validate_bucket_name(name: &str) -> Result<(), ArchiveError> {
 /// "../x" is just a key; gateways that map keys to paths check segments themselves.
 pub fn validate_key(key: &str) -> Result<(), ArchiveError> {
     if key.is_empty() || key.len() > 1024 {
-        return Err(ArchiveError::InvalidName(format!("keys must be 1 to 1024 bytes long, got {}", key.len())));
+        return Err(ArchiveError::InvalidName(format!(
+            "keys must be 1 to 1024 bytes long, got {}",
+            key.len()
+        )));
     }
     if key.contains('\0') {
-        return Err(ArchiveError::InvalidName("keys must not contain NUL bytes".into()));
+        return Err(ArchiveError::InvalidName(
+            "keys must not contain NUL bytes".into(),
+        ));
     }
     Ok(())
 }

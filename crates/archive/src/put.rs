@@ -63,7 +63,11 @@ impl Md5Task {
                 h.update(&piece);
                 sha.update(&piece);
             }
-            let sha: [u8; 32] = sha.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+            let sha: [u8; 32] = sha
+                .finish()
+                .as_ref()
+                .try_into()
+                .expect("SHA-256 is 32 bytes");
             (h.finalize().into(), sha)
         });
         Md5Task { tx: Some(tx), done }
@@ -77,18 +81,30 @@ impl Md5Task {
 
     async fn finish(&mut self) -> Result<([u8; 16], [u8; 32])> {
         self.tx = None;
-        (&mut self.done).await.map_err(|e| ArchiveError::Storage(format!("MD5 task failed: {e}")))
+        (&mut self.done)
+            .await
+            .map_err(|e| ArchiveError::Storage(format!("MD5 task failed: {e}")))
     }
 }
 
 impl Archive {
     pub(crate) fn bucket_params(&self, b: &Bucket) -> ChunkParams {
-        ChunkParams { min: b.chunk_min as usize, avg: b.chunk_avg as usize, max: b.chunk_max as usize }
+        ChunkParams {
+            min: b.chunk_min as usize,
+            avg: b.chunk_avg as usize,
+            max: b.chunk_max as usize,
+        }
     }
 
     /// Reads a body to its end, storing chunks as they fill. `allow_inline` keeps small
     /// bodies in the catalog (not for multipart parts, whose chunks are concatenated).
-    pub(crate) async fn ingest<S>(&self, b: &Bucket, key: &DataKey, mut body: S, allow_inline: bool) -> Result<Ingested>
+    pub(crate) async fn ingest<S>(
+        &self,
+        b: &Bucket,
+        key: &DataKey,
+        mut body: S,
+        allow_inline: bool,
+    ) -> Result<Ingested>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
@@ -116,7 +132,14 @@ impl Archive {
             if eof && !chunked && allow_inline && buf.len() < self.inner.cfg.inline_threshold {
                 let (md5, sha256) = md5.finish().await?;
                 if buf.is_empty() {
-                    return Ok(Ingested { size: 0, md5, sha256, body: Body::Empty, fresh, inline: None });
+                    return Ok(Ingested {
+                        size: 0,
+                        md5,
+                        sha256,
+                        body: Body::Empty,
+                        fresh,
+                        inline: None,
+                    });
                 }
                 // Small: one chunk kept in the catalog, deduplicated like any other.
                 let id = codec::chunk_id(key, &buf);
@@ -128,9 +151,23 @@ impl Archive {
                         (sealed.len() as u32, Some((id, sealed)))
                     }
                 };
-                let r = catalog::ChunkRef { id, plain_len: buf.len() as u32, sealed_len };
-                let body = Body::Chunks { policy: b.policy, chunks: vec![r] };
-                return Ok(Ingested { size, md5, sha256, body, fresh, inline });
+                let r = catalog::ChunkRef {
+                    id,
+                    plain_len: buf.len() as u32,
+                    sealed_len,
+                };
+                let body = Body::Chunks {
+                    policy: b.policy,
+                    chunks: vec![r],
+                };
+                return Ok(Ingested {
+                    size,
+                    md5,
+                    sha256,
+                    body,
+                    fresh,
+                    inline,
+                });
             }
             while let Some(cut) = chunker.next_cut(&buf, eof) {
                 chunked = true;
@@ -155,13 +192,29 @@ impl Archive {
             }
             refs.push(s.r);
         }
-        let body = Body::Chunks { policy: b.policy, chunks: refs };
+        let body = Body::Chunks {
+            policy: b.policy,
+            chunks: refs,
+        };
         let (md5, sha256) = md5.finish().await?;
-        Ok(Ingested { size, md5, sha256, body, fresh, inline: None })
+        Ok(Ingested {
+            size,
+            md5,
+            sha256,
+            body,
+            fresh,
+            inline: None,
+        })
     }
 
     /// PutObject: streams `body` into a new version of `bucket/key`.
-    pub async fn put<S>(&self, bucket: &str, key: &str, body: S, opts: PutOptions) -> Result<Version>
+    pub async fn put<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: S,
+        opts: PutOptions,
+    ) -> Result<Version>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
@@ -186,26 +239,41 @@ impl Archive {
             meta,
             body: Some(ing.body),
             parts: Vec::new(),
+            part_digests: Vec::new(),
             fresh: ing.fresh,
             inline: ing.inline,
         };
-        Ok(self.inner.catalog.put_version(bucket, key, nv, opts.cond).await?)
+        Ok(self
+            .inner
+            .catalog
+            .put_version(bucket, key, nv, opts.cond)
+            .await?)
     }
 
-    /// The plaintext SHA-256 the audit log recorded for a version, if any: a copy
-    /// within a bucket shares the source's bytes, so it shares its hash.
-    fn recorded_sha256(&self, v: &Version) -> Option<String> {
-        let index = v.meta.get(catalog::audit::LEDGER_INDEX)?.parse().ok()?;
-        let entry = self.inner.catalog.ledger_entry(index).ok()??;
-        match ledger::record::Record::from_bytes(&entry).ok()?.change {
-            ledger::record::Change::VersionWritten { sha256, .. } => sha256,
-            _ => None,
+    /// The content hashes the audit log recorded for a version (whole SHA-256, or the
+    /// parts'): a copy within a bucket shares the source's bytes, so it shares them.
+    fn recorded_digests(&self, v: &Version) -> (Option<String>, Vec<ledger::record::PartDigest>) {
+        let record = (|| {
+            let index = v.meta.get(catalog::audit::LEDGER_INDEX)?.parse().ok()?;
+            let entry = self.inner.catalog.ledger_entry(index).ok()??;
+            ledger::record::Record::from_bytes(&entry).ok()
+        })();
+        match record.map(|r| r.change) {
+            Some(ledger::record::Change::VersionWritten { sha256, parts, .. }) => (sha256, parts),
+            _ => (None, Vec::new()),
         }
     }
 
     /// Convenience for small in-memory bodies.
-    pub async fn put_bytes(&self, bucket: &str, key: &str, data: Bytes, opts: PutOptions) -> Result<Version> {
-        self.put(bucket, key, futures::stream::iter([Ok(data)]), opts).await
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        opts: PutOptions,
+    ) -> Result<Version> {
+        self.put(bucket, key, futures::stream::iter([Ok(data)]), opts)
+            .await
     }
 
     /// CopyObject. Within a bucket only references are copied (no data moves); across
@@ -228,10 +296,12 @@ impl Archive {
             None => (src.content_type.clone(), src.meta.clone()),
         };
         if src_bucket == dst_bucket {
+            let (sha256, part_digests) = self.recorded_digests(&src);
             let nv = NewVersion {
                 size: src.size,
                 etag: src.etag.clone(),
-                sha256: self.recorded_sha256(&src),
+                sha256,
+                part_digests,
                 actor: opts.as_ref().and_then(|o| o.actor.clone()),
                 content_type,
                 meta,
@@ -240,11 +310,34 @@ impl Archive {
                 fresh: Vec::new(),
                 inline: None,
             };
-            return Ok(self.inner.catalog.put_version(dst_bucket, dst_key, nv, cond).await?);
+            return Ok(self
+                .inner
+                .catalog
+                .put_version(dst_bucket, dst_key, nv, cond)
+                .await?);
         }
-        let (_, _, stream) = self.get(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), None).await?;
+        let (_, _, stream) = self
+            .get(
+                src_bucket,
+                src_key,
+                &VersionSel::Id(src.version_id.clone()),
+                None,
+            )
+            .await?;
         let stream = stream.map(|r| r.map_err(std::io::Error::other));
         let actor = opts.and_then(|o| o.actor);
-        self.put(dst_bucket, dst_key, Box::pin(stream), PutOptions { content_type, meta, cond, actor, ..Default::default() }).await
+        self.put(
+            dst_bucket,
+            dst_key,
+            Box::pin(stream),
+            PutOptions {
+                content_type,
+                meta,
+                cond,
+                actor,
+                ..Default::default()
+            },
+        )
+        .await
     }
 }

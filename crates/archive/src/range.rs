@@ -25,7 +25,11 @@ impl ByteRange {
             return Ok(ByteRange::Suffix(b.parse().map_err(|_| bad())?));
         }
         let start = a.parse().map_err(|_| bad())?;
-        let end = if b.is_empty() { None } else { Some(b.parse().map_err(|_| bad())?) };
+        let end = if b.is_empty() {
+            None
+        } else {
+            Some(b.parse().map_err(|_| bad())?)
+        };
         if end.is_some_and(|e| e < start) {
             return Err(bad());
         }
@@ -53,8 +57,13 @@ impl ByteRange {
 
 /// Parses an RFC 3339 instant (`2026-11-25T10:00:00Z`) into ns since the epoch.
 pub fn parse_instant(s: &str) -> Result<u64, ArchiveError> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| ArchiveError::Invalid(format!("{s:?} is not an RFC 3339 time (like 2026-11-25T10:00:00Z): {e}")))?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| ArchiveError::Invalid(format!("{s:?} is before 1970")))?;
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        ArchiveError::Invalid(format!(
+            "{s:?} is not an RFC 3339 time (like 2026-11-25T10:00:00Z): {e}"
+        ))
+    })?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ArchiveError::Invalid(format!("{s:?} is before 1970")))?;
     Ok(d.as_nanos() as u64)
 }

@@ -37,7 +37,6 @@ pub struct ScrubReport {
     pub bytes_reclaimed: u64,
 }
 
-
 enum ShardState {
     Ok(Vec<u8>),
     Missing,
@@ -46,7 +45,12 @@ enum ShardState {
 
 impl Archive {
     /// Checks one chunk; rewrites any missing or corrupt shard. Blocking reads.
-    async fn scrub_chunk(&self, id: ChunkId, rec: &ChunkRecord, report: &mut ScrubReport) -> Result<()> {
+    async fn scrub_chunk(
+        &self,
+        id: ChunkId,
+        rec: &ChunkRecord,
+        report: &mut ScrubReport,
+    ) -> Result<()> {
         let policy = rec.policy;
         let disks = self.shard_disks(&id, policy);
         let this = self.clone();
@@ -89,7 +93,8 @@ impl Archive {
         if bad.is_empty() {
             return Ok(());
         }
-        let rebuilt = match codec::redundancy::rebuild_all(policy, present, rec.sealed_len as usize) {
+        let rebuilt = match codec::redundancy::rebuild_all(policy, present, rec.sealed_len as usize)
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(chunk = %codec::hex(&id), error = %e, "scrub: chunk cannot be rebuilt");
@@ -98,10 +103,22 @@ impl Archive {
             }
         };
         let disks = self.shard_disks(&id, policy);
-        let meta = ShardMeta { policy, sealed_len: rec.sealed_len, written_ms: 0 };
+        let meta = ShardMeta {
+            policy,
+            sealed_len: rec.sealed_len,
+            written_ms: 0,
+        };
         for i in bad {
             let disk = self.inner.store.disk(disks[i]);
-            disk.write(ShardKey { chunk: id, index: i as u8 }, meta, rebuilt[i].clone()).await?;
+            disk.write(
+                ShardKey {
+                    chunk: id,
+                    index: i as u8,
+                },
+                meta,
+                rebuilt[i].clone(),
+            )
+            .await?;
             report.shards_repaired += 1;
         }
         Ok(())
@@ -109,9 +126,19 @@ impl Archive {
 
     /// Verifies every shard and repairs what it can. `progress` is called after each
     /// page of chunks with the report so far.
-    pub async fn scrub(&self, opts: &ScrubOptions, progress: &(dyn Fn(&ScrubReport) + Send + Sync)) -> Result<ScrubReport> {
+    pub async fn scrub(
+        &self,
+        opts: &ScrubOptions,
+        progress: &(dyn Fn(&ScrubReport) + Send + Sync),
+    ) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        report.shards_lost_with_disks = self.inner.store.check_disks().iter().map(|h| h.lost as u64).sum();
+        report.shards_lost_with_disks = self
+            .inner
+            .store
+            .check_disks()
+            .iter()
+            .map(|h| h.lost as u64)
+            .sum();
         let started = Instant::now();
         let mut after = None;
         loop {
@@ -143,7 +170,11 @@ impl Archive {
     async fn collect_garbage(&self, report: &mut ScrubReport) -> Result<()> {
         let now = catalog::now_ns();
         let retention = self.inner.cfg.history_retention.as_nanos() as u64;
-        report.history_versions_expired = self.inner.catalog.expire_history(now.saturating_sub(retention)).await? as u64;
+        report.history_versions_expired = self
+            .inner
+            .catalog
+            .expire_history(now.saturating_sub(retention))
+            .await? as u64;
         let grace = self.inner.cfg.gc_grace;
         let cutoff_ns = now.saturating_sub(grace.as_nanos() as u64);
         // Chunk records go first, shards after: a crash in between leaves orphan shards,
@@ -155,7 +186,10 @@ impl Archive {
             }
             for (id, rec) in doomed {
                 for i in 0..rec.policy.shard_count() {
-                    let key = ShardKey { chunk: id, index: i as u8 };
+                    let key = ShardKey {
+                        chunk: id,
+                        index: i as u8,
+                    };
                     for d in self.inner.store.locate(&key) {
                         self.inner.store.disk(d).delete(key).await?;
                     }

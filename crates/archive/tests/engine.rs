@@ -22,37 +22,76 @@ fn pseudo_random(seed: u64, n: usize) -> Vec<u8> {
 fn open(dir: &std::path::Path, disks: usize) -> Archive {
     let disks: Vec<PathBuf> = (0..disks).map(|i| dir.join(format!("disk{i}"))).collect();
     let mut cfg = ArchiveConfig::new(dir.join("data"), disks, DataKey::from_bytes([7; 32]));
-    cfg.chunk = ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    cfg.chunk = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
     cfg.min_part_size = 100 * 1024;
     Archive::open(cfg).unwrap()
 }
 
 async fn put(a: &Archive, b: &str, k: &str, data: &[u8]) -> Version {
     // Feed the body in odd-sized pieces, like a network would.
-    let pieces: Vec<std::io::Result<Bytes>> = data.chunks(7777).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    a.put(b, k, futures::stream::iter(pieces), PutOptions::default()).await.unwrap()
+    let pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(7777)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    a.put(b, k, futures::stream::iter(pieces), PutOptions::default())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_round_trip_with_ranges_inline_and_empty() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path(), 1);
-    assert_eq!(a.create_bucket("bkt1", None, Versioning::Unversioned).await.unwrap().policy, Redundancy::None);
+    assert_eq!(
+        a.create_bucket("bkt1", None, Versioning::Unversioned)
+            .await
+            .unwrap()
+            .policy,
+        Redundancy::None
+    );
     for (k, n) in [("empty", 0), ("small", 1000), ("big", 3_000_000)] {
         let data = pseudo_random(n as u64 + 1, n);
         let v = put(&a, "bkt1", k, &data).await;
         assert_eq!(v.size, n as u64);
         assert_eq!(v.etag, archive::md5_hex(&md5_of(&data)));
-        assert_eq!(a.get_bytes("bkt1", k, &VersionSel::Latest).await.unwrap(), data);
+        assert_eq!(
+            a.get_bytes("bkt1", k, &VersionSel::Latest).await.unwrap(),
+            data
+        );
     }
     let data = pseudo_random(3_000_001, 3_000_000);
     for (r, want) in [
-        (ByteRange::From { start: 100, end: Some(199) }, 100..200),
-        (ByteRange::From { start: 2_999_000, end: None }, 2_999_000..3_000_000),
+        (
+            ByteRange::From {
+                start: 100,
+                end: Some(199),
+            },
+            100..200,
+        ),
+        (
+            ByteRange::From {
+                start: 2_999_000,
+                end: None,
+            },
+            2_999_000..3_000_000,
+        ),
         (ByteRange::Suffix(500_000), 2_500_000..3_000_000),
-        (ByteRange::From { start: 65_000, end: Some(2_000_000) }, 65_000..2_000_001),
+        (
+            ByteRange::From {
+                start: 65_000,
+                end: Some(2_000_000),
+            },
+            65_000..2_000_001,
+        ),
     ] {
-        let (_, span, mut s) = a.get("bkt1", "big", &VersionSel::Latest, Some(r)).await.unwrap();
+        let (_, span, mut s) = a
+            .get("bkt1", "big", &VersionSel::Latest, Some(r))
+            .await
+            .unwrap();
         assert_eq!(span, want.clone());
         let mut got = Vec::new();
         while let Some(p) = futures::StreamExt::next(&mut s).await {
@@ -61,10 +100,23 @@ async fn objects_round_trip_with_ranges_inline_and_empty() {
         assert_eq!(got, &data[want.start as usize..want.end as usize]);
     }
     assert!(matches!(
-        a.get("bkt1", "big", &VersionSel::Latest, Some(ByteRange::From { start: 3_000_000, end: None })).await,
+        a.get(
+            "bkt1",
+            "big",
+            &VersionSel::Latest,
+            Some(ByteRange::From {
+                start: 3_000_000,
+                end: None
+            })
+        )
+        .await,
         Err(ArchiveError::InvalidRange { .. })
     ));
-    assert!(matches!(a.put_bytes("bkt1", "bad\0key", Bytes::new(), PutOptions::default()).await, Err(ArchiveError::InvalidName(_))));
+    assert!(matches!(
+        a.put_bytes("bkt1", "bad\0key", Bytes::new(), PutOptions::default())
+            .await,
+        Err(ArchiveError::InvalidName(_))
+    ));
 }
 
 fn md5_of(d: &[u8]) -> Vec<u8> {
@@ -76,43 +128,144 @@ fn md5_of(d: &[u8]) -> Vec<u8> {
 async fn versions_copy_multipart_and_as_of() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path(), 3);
-    a.create_bucket("docs", None, Versioning::Enabled).await.unwrap();
-    a.create_bucket("other", None, Versioning::Unversioned).await.unwrap();
+    a.create_bucket("docs", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    a.create_bucket("other", None, Versioning::Unversioned)
+        .await
+        .unwrap();
     let v1 = put(&a, "docs", "report", &pseudo_random(1, 500_000)).await;
     let t1 = v1.mtime_ns;
     let v2 = put(&a, "docs", "report", &pseudo_random(2, 500_000)).await;
-    assert_eq!(a.get_bytes("docs", "report", &VersionSel::Id(v1.version_id.clone())).await.unwrap(), pseudo_random(1, 500_000));
-    assert_eq!(a.get_bytes("docs", "report", &VersionSel::AsOf(t1)).await.unwrap(), pseudo_random(1, 500_000));
+    assert_eq!(
+        a.get_bytes("docs", "report", &VersionSel::Id(v1.version_id.clone()))
+            .await
+            .unwrap(),
+        pseudo_random(1, 500_000)
+    );
+    assert_eq!(
+        a.get_bytes("docs", "report", &VersionSel::AsOf(t1))
+            .await
+            .unwrap(),
+        pseudo_random(1, 500_000)
+    );
     a.delete("docs", "report", None).await.unwrap();
-    assert!(matches!(a.head("docs", "report", &VersionSel::Latest), Err(ArchiveError::DeleteMarker { .. })));
-    assert_eq!(a.get_bytes("docs", "report", &VersionSel::AsOf(v2.mtime_ns)).await.unwrap(), pseudo_random(2, 500_000));
+    assert!(matches!(
+        a.head("docs", "report", &VersionSel::Latest),
+        Err(ArchiveError::DeleteMarker { .. })
+    ));
+    assert_eq!(
+        a.get_bytes("docs", "report", &VersionSel::AsOf(v2.mtime_ns))
+            .await
+            .unwrap(),
+        pseudo_random(2, 500_000)
+    );
 
     // Copy within a bucket shares chunks; across buckets it re-encrypts.
-    let c = a.copy("docs", "report", &VersionSel::Id(v2.version_id.clone()), "docs", "copy", None, Default::default()).await.unwrap();
+    let c = a
+        .copy(
+            "docs",
+            "report",
+            &VersionSel::Id(v2.version_id.clone()),
+            "docs",
+            "copy",
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(c.etag, v2.etag);
-    a.copy("docs", "copy", &VersionSel::Latest, "other", "x", None, Default::default()).await.unwrap();
-    assert_eq!(a.get_bytes("other", "x", &VersionSel::Latest).await.unwrap(), pseudo_random(2, 500_000));
+    a.copy(
+        "docs",
+        "copy",
+        &VersionSel::Latest,
+        "other",
+        "x",
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        a.get_bytes("other", "x", &VersionSel::Latest)
+            .await
+            .unwrap(),
+        pseudo_random(2, 500_000)
+    );
 
     // Multipart: three parts, ETag as AWS computes it.
-    let up = a.create_multipart("docs", "mp", PutOptions::default()).await.unwrap();
-    let parts: Vec<Vec<u8>> = (0..3).map(|i| pseudo_random(10 + i, if i < 2 { 200_000 } else { 1234 })).collect();
+    let up = a
+        .create_multipart("docs", "mp", PutOptions::default())
+        .await
+        .unwrap();
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| pseudo_random(10 + i, if i < 2 { 200_000 } else { 1234 }))
+        .collect();
     let mut list = Vec::new();
     let mut md5s = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let part = a.upload_part(&up.upload_id, i as u32 + 1, futures::stream::iter([Ok(Bytes::from(p.clone()))]), None).await.unwrap();
+        let part = a
+            .upload_part(
+                &up.upload_id,
+                i as u32 + 1,
+                futures::stream::iter([Ok(Bytes::from(p.clone()))]),
+                None,
+            )
+            .await
+            .unwrap();
         md5s.extend(md5_of(p));
         list.push((part.number, part.etag));
     }
     assert_eq!(a.list_parts(&up.upload_id).unwrap().len(), 3);
-    let v = a.complete_multipart(&up.upload_id, list, Default::default()).await.unwrap();
+    let v = a
+        .complete_multipart(&up.upload_id, list, Default::default())
+        .await
+        .unwrap();
     assert_eq!(v.etag, format!("{}-3", archive::md5_hex(&md5_of(&md5s))));
-    assert_eq!(a.get_bytes("docs", "mp", &VersionSel::Latest).await.unwrap(), parts.concat());
+    assert_eq!(
+        a.get_bytes("docs", "mp", &VersionSel::Latest)
+            .await
+            .unwrap(),
+        parts.concat()
+    );
     // Too-small parts are refused.
-    let up = a.create_multipart("docs", "mp2", PutOptions::default()).await.unwrap();
-    let p1 = a.upload_part(&up.upload_id, 1, futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]), None).await.unwrap();
-    let p2 = a.upload_part(&up.upload_id, 2, futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]), None).await.unwrap();
-    let err = a.complete_multipart(&up.upload_id, vec![(1, p1.etag), (2, p2.etag)], Default::default()).await.unwrap_err();
-    assert!(matches!(err, ArchiveError::Catalog(CatalogError::EntityTooSmall { .. })), "{err}");
+    let up = a
+        .create_multipart("docs", "mp2", PutOptions::default())
+        .await
+        .unwrap();
+    let p1 = a
+        .upload_part(
+            &up.upload_id,
+            1,
+            futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]),
+            None,
+        )
+        .await
+        .unwrap();
+    let p2 = a
+        .upload_part(
+            &up.upload_id,
+            2,
+            futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]),
+            None,
+        )
+        .await
+        .unwrap();
+    let err = a
+        .complete_multipart(
+            &up.upload_id,
+            vec![(1, p1.etag), (2, p2.etag)],
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ArchiveError::Catalog(CatalogError::EntityTooSmall { .. })
+        ),
+        "{err}"
+    );
     a.abort_multipart(&up.upload_id).await.unwrap();
 }
 
@@ -120,7 +273,9 @@ async fn versions_copy_multipart_and_as_of() {
 async fn identical_content_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path(), 1);
-    a.create_bucket("bkt1", None, Versioning::Enabled).await.unwrap();
+    a.create_bucket("bkt1", None, Versioning::Enabled)
+        .await
+        .unwrap();
     let data = pseudo_random(5, 2_000_000);
     put(&a, "bkt1", "one", &data).await;
     let before = a.disk_health()[0].bytes;
@@ -129,15 +284,27 @@ async fn identical_content_is_stored_once() {
     edited.splice(1_000_000..1_000_000, *b"a few inserted bytes");
     put(&a, "bkt1", "three", &edited).await;
     let grown = a.disk_health()[0].bytes - before;
-    assert!(grown < 600_000, "an identical copy and a small edit added {grown} bytes");
-    assert_eq!(a.get_bytes("bkt1", "three", &VersionSel::Latest).await.unwrap(), edited);
+    assert!(
+        grown < 600_000,
+        "an identical copy and a small edit added {grown} bytes"
+    );
+    assert_eq!(
+        a.get_bytes("bkt1", "three", &VersionSel::Latest)
+            .await
+            .unwrap(),
+        edited
+    );
 }
 
 fn flip_bytes_in_every_file(dir: &std::path::Path) -> usize {
     let mut flipped = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let path = e.unwrap().path();
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         let len = f.metadata().unwrap().len();
         let mut off = 200;
         while off < len {
@@ -152,7 +319,14 @@ fn flip_bytes_in_every_file(dir: &std::path::Path) -> usize {
 }
 
 async fn fill(a: &Archive, bucket: &str) -> Vec<(String, Vec<u8>)> {
-    let objects: Vec<(String, Vec<u8>)> = (0..12).map(|i| (format!("obj{i}"), pseudo_random(100 + i, 70_000 + i as usize * 90_000))).collect();
+    let objects: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            (
+                format!("obj{i}"),
+                pseudo_random(100 + i, 70_000 + i as usize * 90_000),
+            )
+        })
+        .collect();
     for (k, d) in &objects {
         put(a, bucket, k, d).await;
     }
@@ -161,17 +335,32 @@ async fn fill(a: &Archive, bucket: &str) -> Vec<(String, Vec<u8>)> {
 
 async fn assert_all_read_back(a: &Archive, bucket: &str, objects: &[(String, Vec<u8>)]) {
     for (k, d) in objects {
-        assert_eq!(&a.get_bytes(bucket, k, &VersionSel::Latest).await.unwrap(), d, "{k}");
+        assert_eq!(
+            &a.get_bytes(bucket, k, &VersionSel::Latest).await.unwrap(),
+            d,
+            "{k}"
+        );
     }
 }
 
 async fn scrub_until_whole(a: &Archive) {
     let report = a.scrub(&ScrubOptions::default(), &|_| {}).await.unwrap();
     assert!(report.shards_repaired > 0, "{report:?}");
-    assert_eq!(report.shards_repaired, report.shards_missing + report.shards_corrupt);
+    assert_eq!(
+        report.shards_repaired,
+        report.shards_missing + report.shards_corrupt
+    );
     assert!(report.chunks_unrecoverable.is_empty());
     let again = a.scrub(&ScrubOptions::default(), &|_| {}).await.unwrap();
-    assert_eq!((again.shards_missing, again.shards_corrupt, again.shards_repaired), (0, 0, 0), "{again:?}");
+    assert_eq!(
+        (
+            again.shards_missing,
+            again.shards_corrupt,
+            again.shards_repaired
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
 }
 
 /// The self-healing test on 6 disks with ec:4+2. Two wiped disks use up all
@@ -182,7 +371,10 @@ async fn scrub_until_whole(a: &Archive) {
 async fn lost_two_disks_then_corruption_still_reads_every_object_and_scrub_restores() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path(), 6);
-    let b = a.create_bucket("vault", None, Versioning::Enabled).await.unwrap();
+    let b = a
+        .create_bucket("vault", None, Versioning::Enabled)
+        .await
+        .unwrap();
     assert_eq!(b.policy, Redundancy::Ec { k: 4, m: 2 });
     let objects = fill(&a, "vault").await;
     std::fs::remove_dir_all(dir.path().join("disk1")).unwrap();
@@ -206,7 +398,13 @@ async fn lost_two_disks_then_corruption_still_reads_every_object_and_scrub_resto
 async fn two_wiped_disks_and_a_corrupt_third_at_once_heal_with_ec_3_3() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path(), 6);
-    a.create_bucket("vault", Some(Redundancy::Ec { k: 3, m: 3 }), Versioning::Enabled).await.unwrap();
+    a.create_bucket(
+        "vault",
+        Some(Redundancy::Ec { k: 3, m: 3 }),
+        Versioning::Enabled,
+    )
+    .await
+    .unwrap();
     let objects = fill(&a, "vault").await;
     std::fs::remove_dir_all(dir.path().join("disk1")).unwrap();
     std::fs::remove_dir_all(dir.path().join("disk4")).unwrap();
@@ -220,36 +418,61 @@ async fn two_wiped_disks_and_a_corrupt_third_at_once_heal_with_ec_3_3() {
 async fn three_lost_disks_of_ec_4_2_fail_with_a_clear_error_not_wrong_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path(), 6);
-    a.create_bucket("vault", None, Versioning::Enabled).await.unwrap();
+    a.create_bucket("vault", None, Versioning::Enabled)
+        .await
+        .unwrap();
     put(&a, "vault", "k", &pseudo_random(9, 400_000)).await;
     for d in ["disk0", "disk1", "disk2"] {
         std::fs::remove_dir_all(dir.path().join(d)).unwrap();
     }
     a.disk_health();
-    let err = a.get_bytes("vault", "k", &VersionSel::Latest).await.unwrap_err().to_string();
-    assert!(err.contains("vault/k") && err.contains("not enough intact shards"), "{err}");
+    let err = a
+        .get_bytes("vault", "k", &VersionSel::Latest)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("vault/k") && err.contains("not enough intact shards"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_is_collected_only_after_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let disks: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("disk{i}"))).collect();
+    let disks: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("disk{i}")))
+        .collect();
     let mut cfg = ArchiveConfig::new(dir.path().join("data"), disks, DataKey::from_bytes([7; 32]));
-    cfg.chunk = ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    cfg.chunk = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
     cfg.gc_grace = std::time::Duration::from_millis(300);
     let a = Archive::open(cfg).unwrap();
-    a.create_bucket("bkt1", None, Versioning::Enabled).await.unwrap();
+    a.create_bucket("bkt1", None, Versioning::Enabled)
+        .await
+        .unwrap();
     let v = put(&a, "bkt1", "k", &pseudo_random(3, 1_000_000)).await;
     let keep = put(&a, "bkt1", "keep", &pseudo_random(4, 300_000)).await;
     a.delete("bkt1", "k", Some(v.version_id)).await.unwrap();
-    let opts = ScrubOptions { collect_garbage: true, ..Default::default() };
+    let opts = ScrubOptions {
+        collect_garbage: true,
+        ..Default::default()
+    };
     let early = a.scrub(&opts, &|_| {}).await.unwrap();
     assert_eq!(early.chunks_collected, 0);
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let late = a.scrub(&opts, &|_| {}).await.unwrap();
     assert!(late.chunks_collected > 5, "{late:?}");
 
-    assert_eq!(a.get_bytes("bkt1", "keep", &VersionSel::Id(keep.version_id)).await.unwrap(), pseudo_random(4, 300_000));
+    assert_eq!(
+        a.get_bytes("bkt1", "keep", &VersionSel::Id(keep.version_id))
+            .await
+            .unwrap(),
+        pseudo_random(4, 300_000)
+    );
 }
 
 /// A full disk fails the write cleanly: the error says so, the failed object never
@@ -275,16 +498,34 @@ async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
         }
     }
     let _guard = Unmount(small.clone());
-    let mut cfg = ArchiveConfig::new(dir.path().join("data"), vec![small], DataKey::from_bytes([7; 32]));
-    cfg.chunk = ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    let mut cfg = ArchiveConfig::new(
+        dir.path().join("data"),
+        vec![small],
+        DataKey::from_bytes([7; 32]),
+    );
+    cfg.chunk = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
     let a = Archive::open(cfg).unwrap();
-    a.create_bucket("full", None, Versioning::Enabled).await.unwrap();
+    a.create_bucket("full", None, Versioning::Enabled)
+        .await
+        .unwrap();
     let mut stored = Vec::new();
     let mut failure = None;
     for i in 0..20u64 {
         let data = pseudo_random(1000 + i, 700_000);
         let pieces = vec![Ok::<_, std::io::Error>(Bytes::from(data.clone()))];
-        match a.put("full", "same-key", futures::stream::iter(pieces), PutOptions::default()).await {
+        match a
+            .put(
+                "full",
+                "same-key",
+                futures::stream::iter(pieces),
+                PutOptions::default(),
+            )
+            .await
+        {
             Ok(v) => stored.push((v.version_id, data)),
             Err(e) => {
                 failure = Some(e.to_string());
@@ -293,15 +534,45 @@ async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
         }
     }
     let failure = failure.expect("a 6 MiB disk must fill up");
-    assert!(failure.contains("No space left") || failure.contains("storage write failed"), "{failure}");
+    assert!(
+        failure.contains("No space left") || failure.contains("storage write failed"),
+        "{failure}"
+    );
     assert!(stored.len() >= 3, "only {} versions fit", stored.len());
     // The latest visible version is the last acknowledged one, and every version reads.
-    assert_eq!(a.head("full", "same-key", &VersionSel::Latest).unwrap().version_id, stored.last().unwrap().0);
+    assert_eq!(
+        a.head("full", "same-key", &VersionSel::Latest)
+            .unwrap()
+            .version_id,
+        stored.last().unwrap().0
+    );
     for (id, data) in &stored {
-        assert_eq!(&a.get_bytes("full", "same-key", &VersionSel::Id(id.clone())).await.unwrap(), data);
+        assert_eq!(
+            &a.get_bytes("full", "same-key", &VersionSel::Id(id.clone()))
+                .await
+                .unwrap(),
+            data
+        );
     }
-    let report = a.scrub(&ScrubOptions { collect_garbage: true, ..Default::default() }, &|_| {}).await.unwrap();
-    assert_eq!((report.shards_missing, report.shards_corrupt, report.chunks_collected), (0, 0, 0), "{report:?}");
+    let report = a
+        .scrub(
+            &ScrubOptions {
+                collect_garbage: true,
+                ..Default::default()
+            },
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.shards_missing,
+            report.shards_corrupt,
+            report.chunks_collected
+        ),
+        (0, 0, 0),
+        "{report:?}"
+    );
 }
 
 /// A body that breaks off mid-upload (a dropped connection): nothing becomes visible,
@@ -309,24 +580,71 @@ async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let disks: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("disk{i}"))).collect();
+    let disks: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("disk{i}")))
+        .collect();
     let mut cfg = ArchiveConfig::new(dir.path().join("data"), disks, DataKey::from_bytes([7; 32]));
-    cfg.chunk = ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    cfg.chunk = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
     cfg.gc_grace = std::time::Duration::from_millis(200);
     let a = Archive::open(cfg).unwrap();
-    a.create_bucket("drops", None, Versioning::Enabled).await.unwrap();
-    let mut pieces: Vec<std::io::Result<Bytes>> =
-        pseudo_random(77, 12_000_000).chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    pieces.push(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")));
-    let err = a.put("drops", "partial", futures::stream::iter(pieces), PutOptions::default()).await.unwrap_err();
+    a.create_bucket("drops", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    let mut pieces: Vec<std::io::Result<Bytes>> = pseudo_random(77, 12_000_000)
+        .chunks(100_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    pieces.push(Err(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "client went away",
+    )));
+    let err = a
+        .put(
+            "drops",
+            "partial",
+            futures::stream::iter(pieces),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, ArchiveError::Body(_)), "{err}");
-    assert!(matches!(a.head("drops", "partial", &VersionSel::Latest), Err(ArchiveError::Catalog(CatalogError::NoSuchKey(_)))));
-    assert!(a.list("drops", &ListQuery { max_keys: 10, ..Default::default() }).unwrap().objects.is_empty());
+    assert!(matches!(
+        a.head("drops", "partial", &VersionSel::Latest),
+        Err(ArchiveError::Catalog(CatalogError::NoSuchKey(_)))
+    ));
+    assert!(
+        a.list(
+            "drops",
+            &ListQuery {
+                max_keys: 10,
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .objects
+        .is_empty()
+    );
     // Past the grace period; writes already handed to the disks have landed by then.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let written: usize = a.disk_health().iter().map(|d| d.shards).sum();
-    assert!(written > 0, "the test needs shards written before the break");
-    let r = a.scrub(&ScrubOptions { collect_garbage: true, ..Default::default() }, &|_| {}).await.unwrap();
+    assert!(
+        written > 0,
+        "the test needs shards written before the break"
+    );
+    let r = a
+        .scrub(
+            &ScrubOptions {
+                collect_garbage: true,
+                ..Default::default()
+            },
+            &|_| {},
+        )
+        .await
+        .unwrap();
     assert_eq!(r.orphan_shards_removed as usize, written, "{r:?}");
     assert_eq!(a.disk_health().iter().map(|d| d.shards).sum::<usize>(), 0);
 }

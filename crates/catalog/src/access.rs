@@ -47,14 +47,20 @@ impl Permission {
 
 impl AccessKey {
     pub fn permission(&self, bucket: &str) -> Option<Permission> {
-        if self.admin { Some(Permission::Owner) } else { self.buckets.get(bucket).copied() }
+        if self.admin {
+            Some(Permission::Owner)
+        } else {
+            self.buckets.get(bucket).copied()
+        }
     }
 }
 
 impl Catalog {
     pub fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>> {
         let t = self.read()?.open_table(ACCESS_KEYS)?;
-        t.get(access_key)?.map(|v| dec("access_keys", access_key.as_bytes(), v.value())).transpose()
+        t.get(access_key)?
+            .map(|v| dec("access_keys", access_key.as_bytes(), v.value()))
+            .transpose()
     }
 
     pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
@@ -71,9 +77,14 @@ impl Catalog {
     pub async fn put_access_key(&self, key: AccessKey) -> Result<AccessKey> {
         self.writer
             .write(move |txn| {
-                let existed = txn.open_table(ACCESS_KEYS)?.insert(key.access_key.as_str(), enc(&key).as_slice())?.is_some();
+                let existed = txn
+                    .open_table(ACCESS_KEYS)?
+                    .insert(key.access_key.as_str(), enc(&key).as_slice())?
+                    .is_some();
                 if !existed {
-                    let change = ledger::record::Change::KeyCreated { access_key: key.access_key.clone() };
+                    let change = ledger::record::Change::KeyCreated {
+                        access_key: key.access_key.clone(),
+                    };
                     crate::audit::append(txn, key.created_ns, None, change)?;
                 }
                 Ok(key)
@@ -82,19 +93,28 @@ impl Catalog {
     }
 
     /// Changes a key atomically; `NoSuchKey` names the access key when it is unknown.
-    pub async fn update_access_key(&self, access_key: &str, f: impl FnOnce(&mut AccessKey) + Send + 'static) -> Result<AccessKey> {
+    pub async fn update_access_key(
+        &self,
+        access_key: &str,
+        f: impl FnOnce(&mut AccessKey) + Send + 'static,
+    ) -> Result<AccessKey> {
         let id = access_key.to_string();
         self.writer
             .write(move |txn| {
                 let mut t = txn.open_table(ACCESS_KEYS)?;
                 let mut k: AccessKey = match t.get(id.as_str())? {
                     Some(v) => dec("access_keys", id.as_bytes(), v.value())?,
-                    None => return Err(crate::CatalogError::Invalid(format!("no access key {id:?}"))),
+                    None => {
+                        return Err(crate::CatalogError::Invalid(format!(
+                            "no access key {id:?}"
+                        )));
+                    }
                 };
                 let before = k.buckets.clone();
                 f(&mut k);
                 t.insert(id.as_str(), enc(&k).as_slice())?;
-                let names: std::collections::BTreeSet<&String> = before.keys().chain(k.buckets.keys()).collect();
+                let names: std::collections::BTreeSet<&String> =
+                    before.keys().chain(k.buckets.keys()).collect();
                 for b in names {
                     let (was, now) = (before.get(b), k.buckets.get(b));
                     if was != now {
@@ -119,7 +139,12 @@ impl Catalog {
             .write(move |txn| {
                 let existed = txn.open_table(ACCESS_KEYS)?.remove(id.as_str())?.is_some();
                 if existed {
-                    crate::audit::append(txn, now_ns(), None, ledger::record::Change::KeyRevoked { access_key: id })?;
+                    crate::audit::append(
+                        txn,
+                        now_ns(),
+                        None,
+                        ledger::record::Change::KeyRevoked { access_key: id },
+                    )?;
                 }
                 Ok(existed)
             })
@@ -135,7 +160,17 @@ pub fn generate_key_pair() -> (String, String) {
     // The slight modulo bias leaves the secret with well over 200 bits of entropy.
     let mut b = [0u8; 58];
     getrandom::fill(&mut b).expect("the OS random source failed");
-    let access: String = "EC".chars().chain(b[..18].iter().map(|x| UPPER[*x as usize % UPPER.len()] as char)).collect();
-    let secret: String = b[18..].iter().map(|x| ANY[*x as usize % ANY.len()] as char).collect();
+    let access: String = "EC"
+        .chars()
+        .chain(
+            b[..18]
+                .iter()
+                .map(|x| UPPER[*x as usize % UPPER.len()] as char),
+        )
+        .collect();
+    let secret: String = b[18..]
+        .iter()
+        .map(|x| ANY[*x as usize % ANY.len()] as char)
+        .collect();
     (access, secret)
 }

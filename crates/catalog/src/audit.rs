@@ -14,10 +14,16 @@ pub const LEDGER_INDEX: &str = ":ledger-index";
 
 /// Appends one leaf record; returns its index. Call it last in an operation, after
 /// every check that can fail.
-pub(crate) fn append(txn: &WriteTransaction, time_ns: u64, actor: Option<String>, change: Change) -> Result<u64> {
+pub(crate) fn append(
+    txn: &WriteTransaction,
+    time_ns: u64,
+    actor: Option<String>,
+    change: Change,
+) -> Result<u64> {
     let mut meta = txn.open_table(META)?;
     let n = meta.get("ledger_size")?.map(|v| v.value()).unwrap_or(0);
-    txn.open_table(LEDGER)?.insert(n, Record::new(time_ns, actor, change).to_bytes().as_slice())?;
+    txn.open_table(LEDGER)?
+        .insert(n, Record::new(time_ns, actor, change).to_bytes().as_slice())?;
     meta.insert("ledger_size", n + 1)?;
     Ok(n)
 }
@@ -25,12 +31,21 @@ pub(crate) fn append(txn: &WriteTransaction, time_ns: u64, actor: Option<String>
 impl Catalog {
     /// How many entries the audit log holds.
     pub fn ledger_size(&self) -> Result<u64> {
-        Ok(self.read()?.open_table(META)?.get("ledger_size")?.map(|v| v.value()).unwrap_or(0))
+        Ok(self
+            .read()?
+            .open_table(META)?
+            .get("ledger_size")?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// One entry's canonical bytes.
     pub fn ledger_entry(&self, index: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.read()?.open_table(LEDGER)?.get(index)?.map(|v| v.value().to_vec()))
+        Ok(self
+            .read()?
+            .open_table(LEDGER)?
+            .get(index)?
+            .map(|v| v.value().to_vec()))
     }
 }
 
@@ -45,7 +60,10 @@ impl ledger::entries::EntryStore for LedgerEntries {
     fn get(&self, index: u64) -> ledger::Result<Vec<u8>> {
         match self.0.ledger_entry(index) {
             Ok(Some(e)) => Ok(e),
-            Ok(None) => Err(ledger::LedgerError::Missing { what: "entry", index }),
+            Ok(None) => Err(ledger::LedgerError::Missing {
+                what: "entry",
+                index,
+            }),
             Err(e) => Err(ledger::LedgerError::Invalid(e.to_string())),
         }
     }

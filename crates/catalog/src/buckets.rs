@@ -20,7 +20,9 @@ impl Catalog {
                     return Err(CatalogError::BucketExists(bucket.name));
                 }
                 t.insert(bucket.name.as_str(), enc(&bucket).as_slice())?;
-                let change = ledger::record::Change::BucketCreated { bucket: bucket.name.clone() };
+                let change = ledger::record::Change::BucketCreated {
+                    bucket: bucket.name.clone(),
+                };
                 crate::audit::append(txn, bucket.created_ns, actor, change)?;
                 Ok(bucket)
             })
@@ -29,7 +31,9 @@ impl Catalog {
 
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
         let t = self.read()?.open_table(BUCKETS)?;
-        let v = t.get(name)?.ok_or_else(|| CatalogError::NoSuchBucket(name.into()))?;
+        let v = t
+            .get(name)?
+            .ok_or_else(|| CatalogError::NoSuchBucket(name.into()))?;
         dec("buckets", name.as_bytes(), v.value())
     }
 
@@ -105,7 +109,12 @@ impl Catalog {
                     crate::chunks::release(&mut chunks, ver.body.chunk_refs())?;
                 }
                 buckets.remove(name.as_str())?;
-                crate::audit::append(txn, now_ns(), actor, ledger::record::Change::BucketDeleted { bucket: name })?;
+                crate::audit::append(
+                    txn,
+                    now_ns(),
+                    actor,
+                    ledger::record::Change::BucketDeleted { bucket: name },
+                )?;
                 Ok(())
             })
             .await
@@ -114,6 +123,8 @@ impl Catalog {
 
 pub(crate) fn load_bucket(txn: &redb::WriteTransaction, name: &str) -> Result<Bucket> {
     let t = txn.open_table(BUCKETS)?;
-    let v = t.get(name)?.ok_or_else(|| CatalogError::NoSuchBucket(name.into()))?;
+    let v = t
+        .get(name)?
+        .ok_or_else(|| CatalogError::NoSuchBucket(name.into()))?;
     dec("buckets", name.as_bytes(), v.value())
 }

@@ -73,7 +73,11 @@ impl Catalog {
     }
 
     /// Every chunk record (for scrub and repair), in id order, from `after` on.
-    pub fn chunks_page(&self, after: Option<ChunkId>, limit: usize) -> Result<Vec<(ChunkId, ChunkRecord)>> {
+    pub fn chunks_page(
+        &self,
+        after: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, ChunkRecord)>> {
         let t = self.read()?.open_table(CHUNKS)?;
         let start = after.map(|a| a.to_vec()).unwrap_or_default();
         let mut out = Vec::new();
@@ -96,7 +100,11 @@ impl Catalog {
 
     /// Removes records of chunks unreferenced since before `older_than_ns`; returns them
     /// so the caller deletes their shards (after the records are gone, never before).
-    pub async fn collect_chunks(&self, older_than_ns: u64, limit: usize) -> Result<Vec<(ChunkId, ChunkRecord)>> {
+    pub async fn collect_chunks(
+        &self,
+        older_than_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, ChunkRecord)>> {
         self.writer
             .write(move |txn| {
                 let mut t = txn.open_table(CHUNKS)?;
@@ -104,7 +112,8 @@ impl Catalog {
                 for e in t.iter()? {
                     let (k, v) = e?;
                     let rec: ChunkRecord = dec("chunks", k.value(), v.value())?;
-                    if rec.refs == 0 && rec.unreferenced_since_ns.is_some_and(|t| t < older_than_ns) {
+                    if rec.refs == 0 && rec.unreferenced_since_ns.is_some_and(|t| t < older_than_ns)
+                    {
                         if let Ok(id) = <ChunkId>::try_from(k.value()) {
                             doomed.push((id, rec));
                         }

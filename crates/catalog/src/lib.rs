@@ -55,7 +55,11 @@ pub enum CatalogError {
     #[error("catalog database error: {0}")]
     Db(String),
     #[error("catalog record {table}/{key} is corrupt: {reason}")]
-    Corrupt { table: &'static str, key: String, reason: String },
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
 }
 
 macro_rules! db_error {
@@ -65,7 +69,14 @@ macro_rules! db_error {
         }
     )*};
 }
-db_error!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_error!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
@@ -77,7 +88,9 @@ pub struct CatalogOptions {
 
 impl Default for CatalogOptions {
     fn default() -> Self {
-        CatalogOptions { min_part_size: 5 << 20 }
+        CatalogOptions {
+            min_part_size: 5 << 20,
+        }
     }
 }
 

@@ -69,22 +69,30 @@ fn next_entry(
 ) -> Result<Option<(String, Option<Version>, Vec<u8>)>> {
     match as_of {
         None => {
-            let Some(e) = cur.range(cursor..end)?.next() else { return Ok(None) };
+            let Some(e) = cur.range(cursor..end)?.next() else {
+                return Ok(None);
+            };
             let (k, seq) = e?;
-            let key = key_of(bucket, k.value()).ok_or_else(|| CatalogError::Db("bad current key".into()))?;
+            let key = key_of(bucket, k.value())
+                .ok_or_else(|| CatalogError::Db("bad current key".into()))?;
             let mut after = k.value().to_vec();
             after.push(0);
             let vk = version_key(bucket, &key, seq.value());
             let v = match versions.get(vk.as_slice())? {
-                Some(v) => Some(dec::<Version>("versions", &vk, v.value())?).filter(|v| !v.delete_marker),
+                Some(v) => {
+                    Some(dec::<Version>("versions", &vk, v.value())?).filter(|v| !v.delete_marker)
+                }
                 None => None,
             };
             Ok(Some((key, v, after)))
         }
         Some(t) => {
-            let Some(e) = versions.range(cursor..end)?.next() else { return Ok(None) };
+            let Some(e) = versions.range(cursor..end)?.next() else {
+                return Ok(None);
+            };
             let (k, _) = e?;
-            let (key, _) = split_version_key(bucket, k.value()).ok_or_else(|| CatalogError::Db("bad version key".into()))?;
+            let (key, _) = split_version_key(bucket, k.value())
+                .ok_or_else(|| CatalogError::Db("bad version key".into()))?;
             let found = crate::objects::key_versions(versions, bucket, &key)?
                 .into_iter()
                 .map(|(_, v)| v)
@@ -114,7 +122,9 @@ impl Catalog {
         let mut page = ListPage::default();
         let max = q.max_keys;
         let mut count = 0;
-        while let Some((key, v, after)) = next_entry(bucket, &cur, &versions, &cursor, &end, q.as_of)? {
+        while let Some((key, v, after)) =
+            next_entry(bucket, &cur, &versions, &cursor, &end, q.as_of)?
+        {
             cursor = after;
             if q.start_after.as_deref().is_some_and(|s| key.as_str() <= s) {
                 continue;
@@ -163,17 +173,21 @@ impl Catalog {
         let mut page = VersionsPage::default();
         let mut count = 0;
         'keys: loop {
-            let Some(e) = versions.range(cursor.as_slice()..end.as_slice())?.next() else { break };
+            let Some(e) = versions.range(cursor.as_slice()..end.as_slice())?.next() else {
+                break;
+            };
             let (k, _) = e?;
-            let (key, _) = split_version_key(bucket, k.value()).ok_or_else(|| CatalogError::Db("bad version key".into()))?;
+            let (key, _) = split_version_key(bucket, k.value())
+                .ok_or_else(|| CatalogError::Db("bad version key".into()))?;
             drop(k);
             let mut next = object_key(bucket, &key);
             next.push(1);
             cursor = next;
             if let Some(m) = &q.key_marker
-                && (key.as_str() < m.as_str() || (key == *m && q.version_id_marker.is_none())) {
-                    continue;
-                }
+                && (key.as_str() < m.as_str() || (key == *m && q.version_id_marker.is_none()))
+            {
+                continue;
+            }
             if let Some(cp) = rollup(&key, &q.prefix, q.delimiter.as_deref()) {
                 cursor = prefix_successor(&object_key(bucket, cp)).unwrap_or_else(|| end.clone());
                 if q.key_marker.as_deref().is_some_and(|m| cp <= m) {
@@ -194,7 +208,8 @@ impl Catalog {
                 .map(|(_, v)| v)
                 .filter(|v| !v.hidden)
                 .collect();
-            let mut skipping = q.key_marker.as_deref() == Some(key.as_str()) && q.version_id_marker.is_some();
+            let mut skipping =
+                q.key_marker.as_deref() == Some(key.as_str()) && q.version_id_marker.is_some();
             for (i, v) in all.into_iter().enumerate() {
                 if skipping {
                     if Some(&v.version_id) == q.version_id_marker.as_ref() {

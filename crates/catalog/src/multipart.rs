@@ -9,7 +9,13 @@ use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 
 impl Catalog {
-    pub async fn create_upload(&self, bucket: &str, key: &str, content_type: Option<String>, meta: std::collections::BTreeMap<String, String>) -> Result<Upload> {
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: Option<String>,
+        meta: std::collections::BTreeMap<String, String>,
+    ) -> Result<Upload> {
         let up = Upload {
             upload_id: random_hex(16),
             bucket: bucket.to_string(),
@@ -21,7 +27,8 @@ impl Catalog {
         self.writer
             .write(move |txn| {
                 crate::buckets::load_bucket(txn, &up.bucket)?;
-                txn.open_table(UPLOADS)?.insert(up.upload_id.as_str(), enc(&up).as_slice())?;
+                txn.open_table(UPLOADS)?
+                    .insert(up.upload_id.as_str(), enc(&up).as_slice())?;
                 Ok(up)
             })
             .await
@@ -29,7 +36,9 @@ impl Catalog {
 
     pub fn upload(&self, upload_id: &str) -> Result<Upload> {
         let t = self.read()?.open_table(UPLOADS)?;
-        let v = t.get(upload_id)?.ok_or_else(|| CatalogError::NoSuchUpload(upload_id.into()))?;
+        let v = t
+            .get(upload_id)?
+            .ok_or_else(|| CatalogError::NoSuchUpload(upload_id.into()))?;
         dec("uploads", upload_id.as_bytes(), v.value())
     }
 
@@ -48,7 +57,12 @@ impl Catalog {
     }
 
     /// Records a part whose chunks are durable; replaces an earlier part of that number.
-    pub async fn put_part(&self, upload_id: &str, part: Part, fresh: Vec<codec::ChunkId>) -> Result<Part> {
+    pub async fn put_part(
+        &self,
+        upload_id: &str,
+        part: Part,
+        fresh: Vec<codec::ChunkId>,
+    ) -> Result<Part> {
         let upload_id = upload_id.to_string();
         self.writer
             .write(move |txn| {
@@ -62,7 +76,11 @@ impl Catalog {
                     Some(v) => Some(dec("parts", &pk, v.value())?),
                     None => None,
                 };
-                if let Body::Chunks { policy, chunks: refs } = &part.body {
+                if let Body::Chunks {
+                    policy,
+                    chunks: refs,
+                } = &part.body
+                {
                     crate::chunks::acquire(&mut chunks, *policy, refs, &fresh, None)?;
                 }
                 if let Some(old) = old {
@@ -109,7 +127,9 @@ impl Catalog {
                     None => return Err(CatalogError::NoSuchUpload(upload_id)),
                 };
                 if chosen.is_empty() {
-                    return Err(CatalogError::Invalid("you must specify at least one part".into()));
+                    return Err(CatalogError::Invalid(
+                        "you must specify at least one part".into(),
+                    ));
                 }
                 let mut parts_t = txn.open_table(PARTS)?;
                 let mut all = Vec::new();
@@ -123,15 +143,27 @@ impl Catalog {
                 let mut last = 0u32;
                 for (i, (n, etag)) in chosen.iter().enumerate() {
                     if *n <= last && i > 0 {
-                        return Err(CatalogError::InvalidPart(format!("parts must be listed in ascending order (part {n} after {last})")));
+                        return Err(CatalogError::InvalidPart(format!(
+                            "parts must be listed in ascending order (part {n} after {last})"
+                        )));
                     }
                     last = *n;
                     let p = all
                         .iter()
-                        .find(|p| p.number == *n && p.etag.trim_matches('"') == etag.trim_matches('"'))
-                        .ok_or_else(|| CatalogError::InvalidPart(format!("part {n} with ETag {etag} was not uploaded")))?;
+                        .find(|p| {
+                            p.number == *n && p.etag.trim_matches('"') == etag.trim_matches('"')
+                        })
+                        .ok_or_else(|| {
+                            CatalogError::InvalidPart(format!(
+                                "part {n} with ETag {etag} was not uploaded"
+                            ))
+                        })?;
                     if i + 1 < chosen.len() && p.size < min_part {
-                        return Err(CatalogError::EntityTooSmall { part: *n, size: p.size, min: min_part });
+                        return Err(CatalogError::EntityTooSmall {
+                            part: *n,
+                            size: p.size,
+                            min: min_part,
+                        });
                     }
                     used.push(p.clone());
                 }
@@ -166,7 +198,10 @@ impl Catalog {
                 let mut doomed = Vec::new();
                 for e in parts_t.range(start.as_slice()..=end.as_slice())? {
                     let (k, v) = e?;
-                    doomed.push((k.value().to_vec(), dec::<Part>("parts", k.value(), v.value())?));
+                    doomed.push((
+                        k.value().to_vec(),
+                        dec::<Part>("parts", k.value(), v.value())?,
+                    ));
                 }
                 for (k, p) in doomed {
                     crate::chunks::release(&mut chunks, p.body.chunk_refs())?;

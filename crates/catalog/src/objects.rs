@@ -77,7 +77,10 @@ fn current(
     bucket: &str,
     key: &str,
 ) -> Result<Option<Version>> {
-    let Some(seq) = cur.get(object_key(bucket, key).as_slice())?.map(|v| v.value()) else {
+    let Some(seq) = cur
+        .get(object_key(bucket, key).as_slice())?
+        .map(|v| v.value())
+    else {
         return Ok(None);
     };
     let vk = version_key(bucket, key, seq);
@@ -104,7 +107,8 @@ pub(crate) fn check_condition(cur: Option<&Version>, cond: &PutCondition) -> Res
         return Err(CatalogError::PreconditionFailed);
     }
     if let Some(want) = &cond.if_match {
-        let ok = live.is_some_and(|v| want == "*" || want.trim_matches('"') == v.etag.trim_matches('"'));
+        let ok =
+            live.is_some_and(|v| want == "*" || want.trim_matches('"') == v.etag.trim_matches('"'));
         if !ok {
             return Err(CatalogError::PreconditionFailed);
         }
@@ -132,7 +136,13 @@ pub(crate) fn insert_version(
     check_condition(current(&cur_t, &versions, bucket, key)?.as_ref(), cond)?;
     let body = nv.body.unwrap_or(Body::Empty);
     if let Body::Chunks { policy, chunks } = &body {
-        crate::chunks::acquire(&mut txn.open_table(CHUNKS)?, *policy, chunks, &nv.fresh, nv.inline.as_ref())?;
+        crate::chunks::acquire(
+            &mut txn.open_table(CHUNKS)?,
+            *policy,
+            chunks,
+            &nv.fresh,
+            nv.inline.as_ref(),
+        )?;
     }
     let (seq, mtime) = next_seq(txn)?;
     let version_id = if b.versioning == Versioning::Enabled {
@@ -147,6 +157,7 @@ pub(crate) fn insert_version(
         version_id: version_id.clone(),
         size: nv.size,
         sha256: nv.sha256,
+        parts: nv.part_digests,
     };
     let index = crate::audit::append(txn, mtime, nv.actor, change)?;
     let mut meta = nv.meta;
@@ -172,9 +183,17 @@ pub(crate) fn insert_version(
 
 impl Catalog {
     /// Commits a new version whose chunks are already durable.
-    pub async fn put_version(&self, bucket: &str, key: &str, nv: NewVersion, cond: PutCondition) -> Result<Version> {
+    pub async fn put_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        nv: NewVersion,
+        cond: PutCondition,
+    ) -> Result<Version> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.writer.write(move |txn| insert_version(txn, &bucket, &key, nv, &cond)).await
+        self.writer
+            .write(move |txn| insert_version(txn, &bucket, &key, nv, &cond))
+            .await
     }
 
     /// Looks up a version. Delete markers are returned too; callers decide what they mean.
@@ -192,7 +211,10 @@ impl Catalog {
                 .into_iter()
                 .map(|(_, v)| v)
                 .find(|v| &v.version_id == id && !v.hidden)
-                .ok_or_else(|| CatalogError::NoSuchVersion { key: key.into(), version: id.clone() }),
+                .ok_or_else(|| CatalogError::NoSuchVersion {
+                    key: key.into(),
+                    version: id.clone(),
+                }),
             VersionSel::AsOf(t) => key_versions(&versions, bucket, key)?
                 .into_iter()
                 .map(|(_, v)| v)
@@ -218,15 +240,26 @@ impl Catalog {
                 let all = key_versions(&versions, &bucket, &key)?;
                 let found = match &sel {
                     VersionSel::Latest => {
-                        let seq = txn.open_table(CURRENT)?.get(object_key(&bucket, &key).as_slice())?.map(|v| v.value());
+                        let seq = txn
+                            .open_table(CURRENT)?
+                            .get(object_key(&bucket, &key).as_slice())?
+                            .map(|v| v.value());
                         all.into_iter().find(|(_, v)| Some(v.seq) == seq)
                     }
-                    VersionSel::Id(id) => all.into_iter().find(|(_, v)| &v.version_id == id && !v.hidden),
-                    VersionSel::AsOf(_) => return Err(CatalogError::Invalid("only the latest version or a version id can be changed".into())),
+                    VersionSel::Id(id) => all
+                        .into_iter()
+                        .find(|(_, v)| &v.version_id == id && !v.hidden),
+                    VersionSel::AsOf(_) => {
+                        return Err(CatalogError::Invalid(
+                            "only the latest version or a version id can be changed".into(),
+                        ));
+                    }
                 };
                 let (k, mut v) = match (found, sel) {
                     (Some((k, v)), _) if !v.delete_marker => (k, v),
-                    (_, VersionSel::Id(id)) => return Err(CatalogError::NoSuchVersion { key, version: id }),
+                    (_, VersionSel::Id(id)) => {
+                        return Err(CatalogError::NoSuchVersion { key, version: id });
+                    }
                     _ => return Err(CatalogError::NoSuchKey(key)),
                 };
                 f(&mut v.meta);
@@ -238,12 +271,23 @@ impl Catalog {
 
     /// DeleteObject: with no version id, adds a delete marker (or, with versioning off,
     /// removes the object from view); with one, removes that version for good.
-    pub async fn delete(&self, bucket: &str, key: &str, version_id: Option<String>) -> Result<DeleteOutcome> {
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<String>,
+    ) -> Result<DeleteOutcome> {
         self.delete_as(bucket, key, version_id, None).await
     }
 
     /// `delete`, recording `actor` (an access key) in the audit log.
-    pub async fn delete_as(&self, bucket: &str, key: &str, version_id: Option<String>, actor: Option<String>) -> Result<DeleteOutcome> {
+    pub async fn delete_as(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<String>,
+        actor: Option<String>,
+    ) -> Result<DeleteOutcome> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
         self.writer
             .write(move |txn| {
@@ -253,9 +297,14 @@ impl Catalog {
                 let ok = object_key(&bucket, &key);
                 match version_id {
                     None => {
-                        let exists = current(&cur_t, &versions, &bucket, &key)?.is_some_and(|v| !v.delete_marker);
+                        let exists = current(&cur_t, &versions, &bucket, &key)?
+                            .is_some_and(|v| !v.delete_marker);
                         if b.versioning == Versioning::Unversioned && !exists {
-                            return Ok(DeleteOutcome { version_id: None, delete_marker: false, ledger_index: None });
+                            return Ok(DeleteOutcome {
+                                version_id: None,
+                                delete_marker: false,
+                                ledger_index: None,
+                            });
                         }
                         let (seq, mtime) = next_seq(txn)?;
                         let version_id = match b.versioning {
@@ -279,7 +328,10 @@ impl Catalog {
                             body: Body::Empty,
                             parts: Vec::new(),
                         };
-                        versions.insert(version_key(&bucket, &key, seq).as_slice(), enc(&marker).as_slice())?;
+                        versions.insert(
+                            version_key(&bucket, &key, seq).as_slice(),
+                            enc(&marker).as_slice(),
+                        )?;
                         let change = ledger::record::Change::DeleteMarker {
                             bucket: bucket.clone(),
                             key: key.clone(),
@@ -288,15 +340,26 @@ impl Catalog {
                         let index = Some(crate::audit::append(txn, mtime, actor, change)?);
                         if marker.hidden {
                             cur_t.remove(ok.as_slice())?;
-                            Ok(DeleteOutcome { version_id: None, delete_marker: false, ledger_index: index })
+                            Ok(DeleteOutcome {
+                                version_id: None,
+                                delete_marker: false,
+                                ledger_index: index,
+                            })
                         } else {
                             cur_t.insert(ok.as_slice(), seq)?;
-                            Ok(DeleteOutcome { version_id: Some(version_id), delete_marker: true, ledger_index: index })
+                            Ok(DeleteOutcome {
+                                version_id: Some(version_id),
+                                delete_marker: true,
+                                ledger_index: index,
+                            })
                         }
                     }
                     Some(id) => {
                         let all = key_versions(&versions, &bucket, &key)?;
-                        let Some(pos) = all.iter().position(|(_, v)| v.version_id == id && !v.hidden) else {
+                        let Some(pos) = all
+                            .iter()
+                            .position(|(_, v)| v.version_id == id && !v.hidden)
+                        else {
                             return Err(CatalogError::NoSuchVersion { key, version: id });
                         };
                         let (k, v) = &all[pos];
@@ -308,12 +371,19 @@ impl Catalog {
                         };
                         let index = Some(crate::audit::append(txn, now_ns(), actor, change)?);
                         crate::chunks::release(&mut txn.open_table(CHUNKS)?, v.body.chunk_refs())?;
-                        let newest_visible = all.iter().enumerate().find(|(i, (_, v))| *i != pos && !v.hidden);
+                        let newest_visible = all
+                            .iter()
+                            .enumerate()
+                            .find(|(i, (_, v))| *i != pos && !v.hidden);
                         match newest_visible {
                             Some((_, (_, nv))) => cur_t.insert(ok.as_slice(), nv.seq)?,
                             None => cur_t.remove(ok.as_slice())?,
                         };
-                        Ok(DeleteOutcome { version_id: Some(id), delete_marker: v.delete_marker, ledger_index: index })
+                        Ok(DeleteOutcome {
+                            version_id: Some(id),
+                            delete_marker: v.delete_marker,
+                            ledger_index: index,
+                        })
                     }
                 }
             })

@@ -48,9 +48,15 @@ pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(crate) fn dec<T: DeserializeOwned>(table: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
-    let corrupt = |reason: String| CatalogError::Corrupt { table, key: String::from_utf8_lossy(key).into(), reason };
+    let corrupt = |reason: String| CatalogError::Corrupt {
+        table,
+        key: String::from_utf8_lossy(key).into(),
+        reason,
+    };
     match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        Some((&RECORD_FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
+        }
         Some((v, _)) => Err(corrupt(format!("unknown record format {v}"))),
         None => Err(corrupt("empty record".into())),
     }
@@ -94,7 +100,10 @@ pub enum Body {
     Empty,
     /// Chunks in order. A small object is one chunk whose sealed bytes live in its
     /// chunk record (inline), so small objects deduplicate like large ones.
-    Chunks { policy: Redundancy, chunks: Vec<ChunkRef> },
+    Chunks {
+        policy: Redundancy,
+        chunks: Vec<ChunkRef>,
+    },
 }
 
 impl Body {
@@ -111,9 +120,11 @@ impl Body {
 pub struct NewVersion {
     pub size: u64,
     pub etag: String,
-    /// SHA-256 of the plaintext (hex), for the audit log; None when not computed
-    /// (multipart, copies).
+    /// SHA-256 of the plaintext (hex), for the audit log; None for multipart objects,
+    /// whose parts' hashes go in `part_digests`.
     pub sha256: Option<String>,
+    /// Each part's size and SHA-256, in order (multipart objects only).
+    pub part_digests: Vec<ledger::record::PartDigest>,
     /// The access key making the write, for the audit log.
     pub actor: Option<String>,
     pub content_type: Option<String>,
@@ -174,6 +185,8 @@ pub struct Part {
     pub number: u32,
     pub size: u64,
     pub etag: String,
+    /// SHA-256 of the part's plaintext (hex), for the completed object's ledger record.
+    pub sha256: String,
     pub mtime_ns: u64,
     pub body: Body,
 }

@@ -47,7 +47,8 @@ impl WriterHandle {
         self.tx
             .send(op)
             .map_err(|_| CatalogError::Db("catalog writer stopped".into()))?;
-        rx.await.map_err(|_| CatalogError::Db("catalog writer stopped".into()))?
+        rx.await
+            .map_err(|_| CatalogError::Db("catalog writer stopped".into()))?
     }
 }
 
@@ -71,7 +72,9 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
             }
         };
         let completions: Vec<Completion> = ops.into_iter().map(|op| op(&txn)).collect();
-        let commit = txn.commit().map_err(|e| CatalogError::Db(format!("commit failed: {e}")));
+        let commit = txn
+            .commit()
+            .map_err(|e| CatalogError::Db(format!("commit failed: {e}")));
         if let Err(e) = &commit {
             tracing::error!(error = %e, "catalog commit failed");
         }

@@ -16,14 +16,22 @@ pub struct ChunkParams {
 /// per-file store beat restic. The catalog pays ~100 bytes per chunk.
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }
+        ChunkParams {
+            min: 16 * 1024,
+            avg: 64 * 1024,
+            max: 256 * 1024,
+        }
     }
 }
 
 impl ChunkParams {
     /// Params scaled from an average size: min = avg/4, max = avg*4 (FastCDC's usual ratio).
     pub fn from_avg(avg: usize) -> Self {
-        ChunkParams { min: avg / 4, avg, max: avg * 4 }
+        ChunkParams {
+            min: avg / 4,
+            avg,
+            max: avg * 4,
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
@@ -56,12 +56,14 @@ impl Redundancy {
 
     pub fn validate(&self) -> Result<(), CodecError> {
         match *self {
-            Redundancy::Replicate(n) if !(1..=16).contains(&n) => {
-                Err(CodecError::BadPolicy(format!("replicate:{n}: N must be 1..16")))
+            Redundancy::Replicate(n) if !(1..=16).contains(&n) => Err(CodecError::BadPolicy(
+                format!("replicate:{n}: N must be 1..16"),
+            )),
+            Redundancy::Ec { k, m } if k == 0 || m == 0 || k as usize + m as usize > 64 => {
+                Err(CodecError::BadPolicy(format!(
+                    "ec:{k}+{m}: K and M must be at least 1 and K+M at most 64"
+                )))
             }
-            Redundancy::Ec { k, m } if k == 0 || m == 0 || k as usize + m as usize > 64 => Err(
-                CodecError::BadPolicy(format!("ec:{k}+{m}: K and M must be at least 1 and K+M at most 64")),
-            ),
             _ => Ok(()),
         }
     }
@@ -87,7 +89,10 @@ impl FromStr for Redundancy {
             Redundancy::Replicate(n.parse().map_err(|_| bad())?)
         } else if let Some(km) = s.strip_prefix("ec:") {
             let (k, m) = km.split_once('+').ok_or_else(bad)?;
-            Redundancy::Ec { k: k.parse().map_err(|_| bad())?, m: m.parse().map_err(|_| bad())? }
+            Redundancy::Ec {
+                k: k.parse().map_err(|_| bad())?,
+                m: m.parse().map_err(|_| bad())?,
+            }
         } else {
             return Err(bad());
         };
@@ -104,7 +109,10 @@ pub fn shard_checksum(shard: &[u8]) -> [u8; 32] {
 /// The Reed-Solomon codec for k+m, built once per shape (building inverts a matrix).
 fn rs(k: usize, m: usize) -> Arc<ReedSolomon> {
     static CACHE: OnceLock<Mutex<HashMap<(usize, usize), Arc<ReedSolomon>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().expect("rs cache");
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("rs cache");
     cache
         .entry((k, m))
         .or_insert_with(|| Arc::new(ReedSolomon::new(k, m).expect("k+m validated: 1..=64 shards")))
@@ -131,7 +139,9 @@ pub fn split_shards(policy: Redundancy, sealed: &[u8]) -> Vec<Vec<u8>> {
                     s
                 })
                 .collect();
-            rs(k, m).encode(&mut shards).expect("shard count and size are consistent");
+            rs(k, m)
+                .encode(&mut shards)
+                .expect("shard count and size are consistent");
             shards
         }
     }
@@ -143,7 +153,11 @@ fn shard_len(sealed_len: usize, k: usize) -> usize {
 
 /// Rebuilds the sealed bytes from whichever shards are present (`None` = lost or
 /// corrupt; callers verify checksums first). `sealed_len` removes the padding.
-pub fn join_shards(policy: Redundancy, mut shards: Vec<Option<Vec<u8>>>, sealed_len: usize) -> Result<Vec<u8>, CodecError> {
+pub fn join_shards(
+    policy: Redundancy,
+    mut shards: Vec<Option<Vec<u8>>>,
+    sealed_len: usize,
+) -> Result<Vec<u8>, CodecError> {
     let have = shards.iter().filter(|s| s.is_some()).count();
     let need = policy.needed();
     if shards.len() != policy.shard_count() || have < need {
@@ -164,7 +178,9 @@ pub fn join_shards(policy: Redundancy, mut shards: Vec<Option<Vec<u8>>>, sealed_
                 return Err(CodecError::BadFormat);
             }
             if shards[..k].iter().any(|s| s.is_none()) {
-                rs(k, m).reconstruct_data(&mut shards).map_err(|_| CodecError::NotEnoughShards { have, need })?;
+                rs(k, m)
+                    .reconstruct_data(&mut shards)
+                    .map_err(|_| CodecError::NotEnoughShards { have, need })?;
             }
             let mut out = Vec::with_capacity(len * k);
             for s in shards[..k].iter().flatten() {
@@ -177,17 +193,29 @@ pub fn join_shards(policy: Redundancy, mut shards: Vec<Option<Vec<u8>>>, sealed_
 }
 
 /// Rebuilds every shard of a chunk from the present ones: what repair writes back.
-pub fn rebuild_all(policy: Redundancy, mut shards: Vec<Option<Vec<u8>>>, sealed_len: usize) -> Result<Vec<Vec<u8>>, CodecError> {
+pub fn rebuild_all(
+    policy: Redundancy,
+    mut shards: Vec<Option<Vec<u8>>>,
+    sealed_len: usize,
+) -> Result<Vec<Vec<u8>>, CodecError> {
     let have = shards.iter().filter(|s| s.is_some()).count();
     let need = policy.needed();
     match policy {
         Redundancy::Ec { k, m } => {
             let len = shard_len(sealed_len, k as usize);
-            if have < need || shards.len() != policy.shard_count() || shards.iter().flatten().any(|s| s.len() != len) {
+            if have < need
+                || shards.len() != policy.shard_count()
+                || shards.iter().flatten().any(|s| s.len() != len)
+            {
                 return Err(CodecError::NotEnoughShards { have, need });
             }
-            rs(k as usize, m as usize).reconstruct(&mut shards).map_err(|_| CodecError::NotEnoughShards { have, need })?;
-            Ok(shards.into_iter().map(|s| s.expect("reconstructed")).collect())
+            rs(k as usize, m as usize)
+                .reconstruct(&mut shards)
+                .map_err(|_| CodecError::NotEnoughShards { have, need })?;
+            Ok(shards
+                .into_iter()
+                .map(|s| s.expect("reconstructed"))
+                .collect())
         }
         _ => {
             let sealed = join_shards(policy, shards, sealed_len)?;

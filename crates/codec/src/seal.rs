@@ -31,7 +31,9 @@ impl DataKey {
     }
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
-        SystemRandom::new().fill(&mut k).expect("the OS random source failed");
+        SystemRandom::new()
+            .fill(&mut k)
+            .expect("the OS random source failed");
         DataKey(k)
     }
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -70,7 +72,9 @@ fn looks_incompressible(plain: &[u8]) -> bool {
 /// compression off.
 pub fn seal(key: &DataKey, id: &ChunkId, plain: &[u8], level: i32) -> Vec<u8> {
     let compressed = if level != 0 && !looks_incompressible(plain) {
-        zstd::bulk::compress(plain, level).ok().filter(|c| c.len() < plain.len())
+        zstd::bulk::compress(plain, level)
+            .ok()
+            .filter(|c| c.len() < plain.len())
     } else {
         None
     };
@@ -79,7 +83,9 @@ pub fn seal(key: &DataKey, id: &ChunkId, plain: &[u8], level: i32) -> Vec<u8> {
         None => (0, plain),
     };
     let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new().fill(&mut nonce).expect("the OS random source failed");
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .expect("the OS random source failed");
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
     out.push(FORMAT_V1);
     out.push(flags);
@@ -98,25 +104,37 @@ pub fn seal(key: &DataKey, id: &ChunkId, plain: &[u8], level: i32) -> Vec<u8> {
 
 /// Decrypts, decompresses and checks that the plaintext hashes to `id`.
 pub fn open(key: &DataKey, id: &ChunkId, mut sealed: Vec<u8>) -> Result<Bytes, CodecError> {
-    if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != FORMAT_V1 || sealed[1] & !FLAG_ZSTD != 0 {
+    if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != FORMAT_V1 || sealed[1] & !FLAG_ZSTD != 0
+    {
         return Err(CodecError::BadFormat);
     }
     let flags = sealed[1];
-    let nonce: [u8; NONCE_LEN] = sealed[2..HEADER_LEN].try_into().expect("slice of nonce length");
+    let nonce: [u8; NONCE_LEN] = sealed[2..HEADER_LEN]
+        .try_into()
+        .expect("slice of nonce length");
     let plain_len = chunk_key(key, id)
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(id), &mut sealed[HEADER_LEN..])
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(id),
+            &mut sealed[HEADER_LEN..],
+        )
         .map_err(|_| CodecError::Authentication)?
         .len();
     let body = &sealed[HEADER_LEN..HEADER_LEN + plain_len];
     let plain = if flags & FLAG_ZSTD != 0 {
-        Bytes::from(zstd::stream::decode_all(body).map_err(|e| CodecError::Decompress(e.to_string()))?)
+        Bytes::from(
+            zstd::stream::decode_all(body).map_err(|e| CodecError::Decompress(e.to_string()))?,
+        )
     } else {
         // No copy: the plaintext is already in place after the header.
         Bytes::from(sealed).slice(HEADER_LEN..HEADER_LEN + plain_len)
     };
     let actual = crate::chunk_id(key, &plain);
     if &actual != id {
-        return Err(CodecError::IdMismatch { expected: hex(id), actual: hex(&actual) });
+        return Err(CodecError::IdMismatch {
+            expected: hex(id),
+            actual: hex(&actual),
+        });
     }
     Ok(plain)
 }

@@ -1,7 +1,9 @@
 //! Property tests: the codec restores bytes exactly, survives any m lost shards, and never
 //! returns bytes after any bit flip.
 
-use codec::{ChunkParams, Chunker, DataKey, Redundancy, chunk_id, join_shards, open, seal, split_shards};
+use codec::{
+    ChunkParams, Chunker, DataKey, Redundancy, chunk_id, join_shards, open, seal, split_shards,
+};
 use proptest::prelude::*;
 
 fn policies() -> impl Strategy<Value = Redundancy> {
@@ -110,11 +112,19 @@ fn wrong_key_is_rejected() {
 #[test]
 fn inserting_bytes_moves_only_nearby_chunks() {
     let mut x = 12345u64;
-    let data: Vec<u8> = (0..4_000_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+    let data: Vec<u8> = (0..4_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     let mut edited = data.clone();
     edited.splice(2_000_000..2_000_000, b"inserted".iter().copied());
     let params = ChunkParams::from_avg(64 * 1024);
-    let before: std::collections::HashSet<&[u8]> = Chunker::new(params).cut_all(&data).into_iter().collect();
+    let before: std::collections::HashSet<&[u8]> =
+        Chunker::new(params).cut_all(&data).into_iter().collect();
     let after = Chunker::new(params).cut_all(&edited);
     let new = after.iter().filter(|c| !before.contains(*c)).count();
     assert!(new <= 3, "{new} chunks changed for one insertion");

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use archive::{Archive, ArchiveConfig, ChunkParams, DataKey, PutOptions, Redundancy, VersionSel, Versioning};
+use archive::{
+    Archive, ArchiveConfig, ChunkParams, DataKey, PutOptions, Redundancy, VersionSel, Versioning,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -36,7 +38,12 @@ pub struct BenchArgs {
     #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "KEY")]
     pub access_key: Option<String>,
     /// Secret key for --s3
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub secret_key: Option<String>,
     /// Region for --s3 signatures
     #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
@@ -74,10 +81,11 @@ impl Rng {
 /// Text that compresses like source code or logs (~3-4x with zstd).
 fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "the", "data", "node", "struct", "return", "if", "else", "for", "while", "let", "mut", "self", "error",
-        "result", "value", "buffer", "length", "offset", "config", "server", "client", "request", "response",
-        "chunk", "shard", "bucket", "version", "archive", "fn", "impl", "pub", "use", "match", "Some", "None",
-        "Ok", "Err", "async", "await", "0x1f", "42", "1024", "{", "}", "(", ")", ";", "//", "==", "->",
+        "the", "data", "node", "struct", "return", "if", "else", "for", "while", "let", "mut",
+        "self", "error", "result", "value", "buffer", "length", "offset", "config", "server",
+        "client", "request", "response", "chunk", "shard", "bucket", "version", "archive", "fn",
+        "impl", "pub", "use", "match", "Some", "None", "Ok", "Err", "async", "await", "0x1f", "42",
+        "1024", "{", "}", "(", ")", ";", "//", "==", "->",
     ];
     let mut out = Vec::with_capacity(n + 64);
     while out.len() < n {
@@ -105,9 +113,16 @@ pub(crate) fn row(name: &str, value: String) {
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(url) = a.s3 {
         let (Some(access_key), Some(secret_key)) = (a.access_key, a.secret_key) else {
-            anyhow::bail!("--s3 needs --access-key and --secret-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+            anyhow::bail!(
+                "--s3 needs --access-key and --secret-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            );
         };
-        let target = crate::s3bench::S3Target { url, access_key, secret_key, region: a.region };
+        let target = crate::s3bench::S3Target {
+            url,
+            access_key,
+            secret_key,
+            region: a.region,
+        };
         return crate::s3bench::run(target, a.quick).await;
     }
     let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);
@@ -118,11 +133,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             d.clone()
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("edgecloud-bench-").tempdir_in("/var/tmp").or_else(|_| tempfile::tempdir())?;
+            tmp = tempfile::Builder::new()
+                .prefix("edgecloud-bench-")
+                .tempdir_in("/var/tmp")
+                .or_else(|_| tempfile::tempdir())?;
             tmp.path().to_path_buf()
         }
     };
-    println!("edgecloud bench{} (data in {})", if a.quick { " --quick" } else { "" }, dir.display());
+    println!(
+        "edgecloud bench{} (data in {})",
+        if a.quick { " --quick" } else { "" },
+        dir.display()
+    );
     if want("codec") {
         codec_stages(a.quick);
     }
@@ -147,7 +169,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
 
 fn codec_stages(quick: bool) {
     let size = if quick { 16 << 20 } else { 128 << 20 };
-    println!("codec stages, one core, {} MiB, default chunks (avg {} KiB):", size >> 20, ChunkParams::default().avg >> 10);
+    println!(
+        "codec stages, one core, {} MiB, default chunks (avg {} KiB):",
+        size >> 20,
+        ChunkParams::default().avg >> 10
+    );
     let mut rng = Rng::new(1);
     let random = rng.bytes(size);
     let txt = text(&mut rng, size);
@@ -162,38 +188,81 @@ fn codec_stages(quick: bool) {
         t.elapsed().as_secs_f64()
     };
     let mut chunks = Vec::new();
-    row("chunk (FastCDC 2020)", mbps(size as u64, time(&mut || chunks = chunker.cut_all(&random))));
+    row(
+        "chunk (FastCDC 2020)",
+        mbps(size as u64, time(&mut || chunks = chunker.cut_all(&random))),
+    );
     let mut ids = Vec::new();
-    row("hash (keyed BLAKE3)", mbps(size as u64, time(&mut || ids = chunks.iter().map(|c| codec::chunk_id(&key, c)).collect())));
+    row(
+        "hash (keyed BLAKE3)",
+        mbps(
+            size as u64,
+            time(&mut || ids = chunks.iter().map(|c| codec::chunk_id(&key, c)).collect()),
+        ),
+    );
     // Timed loops drop their outputs as they go (as the data path does); the outputs
     // later stages need are made outside the timing.
     row(
         "encrypt (AES-256-GCM, no compression)",
-        mbps(size as u64, time(&mut || {
-            std::hint::black_box(chunks.iter().zip(&ids).map(|(c, id)| codec::seal(&key, id, c, 0).len()).sum::<usize>());
-        })),
+        mbps(
+            size as u64,
+            time(&mut || {
+                std::hint::black_box(
+                    chunks
+                        .iter()
+                        .zip(&ids)
+                        .map(|(c, id)| codec::seal(&key, id, c, 0).len())
+                        .sum::<usize>(),
+                );
+            }),
+        ),
     );
-    let sealed: Vec<Vec<u8>> = chunks.iter().zip(&ids).map(|(c, id)| codec::seal(&key, id, c, 0)).collect();
+    let sealed: Vec<Vec<u8>> = chunks
+        .iter()
+        .zip(&ids)
+        .map(|(c, id)| codec::seal(&key, id, c, 0))
+        .collect();
     row(
         "compress check + encrypt, random data",
-        mbps(size as u64, time(&mut || {
-            for (c, id) in chunks.iter().zip(&ids) {
-                codec::seal(&key, id, c, 3);
-            }
-        })),
+        mbps(
+            size as u64,
+            time(&mut || {
+                for (c, id) in chunks.iter().zip(&ids) {
+                    codec::seal(&key, id, c, 3);
+                }
+            }),
+        ),
     );
     let tchunks = chunker.cut_all(&txt);
     let mut tsealed = 0usize;
     let t = time(&mut || {
-        tsealed = tchunks.iter().map(|c| codec::seal(&key, &codec::chunk_id(&key, c), c, 3).len()).sum();
+        tsealed = tchunks
+            .iter()
+            .map(|c| codec::seal(&key, &codec::chunk_id(&key, c), c, 3).len())
+            .sum();
     });
-    row("hash + compress (zstd 3) + encrypt, text", format!("{}  ratio {:.2}x", mbps(size as u64, t), size as f64 / tsealed as f64));
+    row(
+        "hash + compress (zstd 3) + encrypt, text",
+        format!(
+            "{}  ratio {:.2}x",
+            mbps(size as u64, t),
+            size as f64 / tsealed as f64
+        ),
+    );
     let ec = Redundancy::Ec { k: 4, m: 2 };
     row(
         "erasure-code ec:4+2 (reed-solomon-erasure)",
-        mbps(size as u64, time(&mut || {
-            std::hint::black_box(sealed.iter().map(|s| codec::split_shards(ec, s).len()).sum::<usize>());
-        })),
+        mbps(
+            size as u64,
+            time(&mut || {
+                std::hint::black_box(
+                    sealed
+                        .iter()
+                        .map(|s| codec::split_shards(ec, s).len())
+                        .sum::<usize>(),
+                );
+            }),
+        ),
     );
     let shards: Vec<Vec<Vec<u8>>> = sealed.iter().map(|s| codec::split_shards(ec, s)).collect();
     let t = time(&mut || {
@@ -226,12 +295,19 @@ fn bench_archive(dir: &Path, disks: usize, chunk: ChunkParams) -> anyhow::Result
 fn body(data: Bytes) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
     // 1 MiB pieces, as a network body would arrive.
     let n = data.len();
-    futures::stream::iter((0..n).step_by(1 << 20).map(move |i| Ok(data.slice(i..(i + (1 << 20)).min(n)))))
+    futures::stream::iter(
+        (0..n)
+            .step_by(1 << 20)
+            .map(move |i| Ok(data.slice(i..(i + (1 << 20)).min(n)))),
+    )
 }
 
 async fn large_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let (obj, count) = if quick { (16 << 20, 8) } else { (64 << 20, 16) };
-    println!("large objects: {count} x {} MiB, one disk, fsync'd:", obj >> 20);
+    println!(
+        "large objects: {count} x {} MiB, one disk, fsync'd:",
+        obj >> 20
+    );
     let a = bench_archive(dir, 1, ChunkParams::default())?;
     a.create_bucket("bench", None, Versioning::Enabled).await?;
     let mut rng = Rng::new(2);
@@ -239,12 +315,20 @@ async fn large_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
     for i in 0..count {
         let data = Bytes::from(rng.bytes(obj));
         let t = Instant::now();
-        a.put("bench", &format!("obj{i}"), body(data), PutOptions::default()).await?;
+        a.put(
+            "bench",
+            &format!("obj{i}"),
+            body(data),
+            PutOptions::default(),
+        )
+        .await?;
         put_s += t.elapsed().as_secs_f64();
     }
     for i in 0..count {
         let t = Instant::now();
-        let (_, _, mut s) = a.get("bench", &format!("obj{i}"), &VersionSel::Latest, None).await?;
+        let (_, _, mut s) = a
+            .get("bench", &format!("obj{i}"), &VersionSel::Latest, None)
+            .await?;
         let mut n = 0;
         while let Some(p) = s.next().await {
             n += p?.len();
@@ -270,7 +354,10 @@ async fn small_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
     futures::stream::iter(bodies.into_iter().enumerate())
         .map(|(i, b)| {
             let a = a.clone();
-            async move { a.put_bytes("small", &format!("k{i:06}"), b, PutOptions::default()).await }
+            async move {
+                a.put_bytes("small", &format!("k{i:06}"), b, PutOptions::default())
+                    .await
+            }
         })
         .buffer_unordered(conc)
         .collect::<Vec<_>>()
@@ -282,7 +369,10 @@ async fn small_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
     futures::stream::iter(0..n)
         .map(|i| {
             let a = a.clone();
-            async move { a.get_bytes("small", &format!("k{i:06}"), &VersionSel::Latest).await }
+            async move {
+                a.get_bytes("small", &format!("k{i:06}"), &VersionSel::Latest)
+                    .await
+            }
         })
         .buffer_unordered(conc)
         .collect::<Vec<_>>()
@@ -303,7 +393,9 @@ struct Tree {
 impl Tree {
     fn generate(rng: &mut Rng, n: usize, total: usize) -> Tree {
         // Log-uniform sizes from 1 KiB to 2 MiB, scaled to the total.
-        let raw: Vec<f64> = (0..n).map(|_| (10.0 + rng.below(1000) as f64 / 1000.0 * 11.0).exp2()).collect();
+        let raw: Vec<f64> = (0..n)
+            .map(|_| (10.0 + rng.below(1000) as f64 / 1000.0 * 11.0).exp2())
+            .collect();
         let scale = total as f64 / raw.iter().sum::<f64>();
         let files = raw
             .iter()
@@ -311,9 +403,17 @@ impl Tree {
             .map(|(i, s)| {
                 let size = (s * scale) as usize;
                 let is_text = rng.below(100) < 60;
-                let data = if is_text { text(rng, size) } else { rng.bytes(size) };
+                let data = if is_text {
+                    text(rng, size)
+                } else {
+                    rng.bytes(size)
+                };
                 let ext = if is_text { "txt" } else { "bin" };
-                (format!("dir{}/sub{}/file{i:04}.{ext}", i % 7, i % 3), data, is_text)
+                (
+                    format!("dir{}/sub{}/file{i:04}.{ext}", i % 7, i % 3),
+                    data,
+                    is_text,
+                )
             })
             .collect();
         Tree { files }
@@ -324,7 +424,11 @@ impl Tree {
         let n = self.files.len();
         for _ in 0..(n * 2).div_ceil(100) {
             let f = &mut self.files[rng.below(n as u64) as usize];
-            f.1 = if f.2 { text(rng, f.1.len()) } else { rng.bytes(f.1.len()) };
+            f.1 = if f.2 {
+                text(rng, f.1.len())
+            } else {
+                rng.bytes(f.1.len())
+            };
         }
         for _ in 0..(n * 5).div_ceil(100) {
             let f = &mut self.files[rng.below(n as u64) as usize];
@@ -340,7 +444,9 @@ impl Tree {
     }
 
     fn tar(&self) -> anyhow::Result<Vec<u8>> {
-        let mut b = tar::Builder::new(Vec::with_capacity(self.logical() as usize + self.files.len() * 1024));
+        let mut b = tar::Builder::new(Vec::with_capacity(
+            self.logical() as usize + self.files.len() * 1024,
+        ));
         for (name, data, _) in &self.files {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
@@ -365,7 +471,9 @@ impl Tree {
 
 fn stored_bytes(a: &Archive, data_dir: &Path) -> u64 {
     let shards: u64 = a.disk_health().iter().map(|d| d.bytes).sum();
-    let catalog = std::fs::metadata(data_dir.join("catalog.redb")).map(|m| m.len()).unwrap_or(0);
+    let catalog = std::fs::metadata(data_dir.join("catalog.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     shards + catalog
 }
 
@@ -385,7 +493,11 @@ fn du(path: &Path) -> u64 {
 }
 
 async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Result<()> {
-    let (files, total, versions) = if quick { (100, 10 << 20, 4) } else { (500, 100 << 20, 10) };
+    let (files, total, versions) = if quick {
+        (100, 10 << 20, 4)
+    } else {
+        (500, 100 << 20, 10)
+    };
     let chunk = ChunkParams::from_avg(avg);
     println!(
         "dedup: {versions} versions of a {} MiB tree of {files} files (60% text), chunks avg {} KiB:",
@@ -395,10 +507,12 @@ async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Res
     let mut rng = Rng::new(4);
     let mut tree = Tree::generate(&mut rng, files, total);
     let a = bench_archive(dir, 1, chunk)?;
-    a.create_bucket("files", Some(Redundancy::None), Versioning::Enabled).await?;
+    a.create_bucket("files", Some(Redundancy::None), Versioning::Enabled)
+        .await?;
     let tars_dir = dir.join("tars");
     let t = bench_archive(&tars_dir, 1, chunk)?;
-    t.create_bucket("tars", Some(Redundancy::None), Versioning::Enabled).await?;
+    t.create_bucket("tars", Some(Redundancy::None), Versioning::Enabled)
+        .await?;
     let restic_repo = dir.join("restic-repo");
     let tree_dir = dir.join("tree");
     if restic {
@@ -408,7 +522,11 @@ async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Res
             .env("RESTIC_PASSWORD", "bench")
             .output()
             .context("cannot run restic (install it: apt-get install restic)")?;
-        anyhow::ensure!(st.status.success(), "restic init failed: {}", String::from_utf8_lossy(&st.stderr));
+        anyhow::ensure!(
+            st.status.success(),
+            "restic init failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     }
     let (mut logical, mut tar_logical, mut first_tar) = (0u64, 0u64, 0u64);
     let started = Instant::now();
@@ -418,11 +536,23 @@ async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Res
         }
         logical += tree.logical();
         for (name, data, _) in &tree.files {
-            a.put("files", name, body(Bytes::from(data.clone())), PutOptions::default()).await?;
+            a.put(
+                "files",
+                name,
+                body(Bytes::from(data.clone())),
+                PutOptions::default(),
+            )
+            .await?;
         }
         let tarball = tree.tar()?;
         tar_logical += tarball.len() as u64;
-        t.put("tars", &format!("backup-{v:02}.tar"), body(Bytes::from(tarball)), PutOptions::default()).await?;
+        t.put(
+            "tars",
+            &format!("backup-{v:02}.tar"),
+            body(Bytes::from(tarball)),
+            PutOptions::default(),
+        )
+        .await?;
         if v == 0 {
             first_tar = stored_bytes(&t, &tars_dir.join("data"));
         }
@@ -435,18 +565,49 @@ async fn dedup(dir: &Path, quick: bool, avg: usize, restic: bool) -> anyhow::Res
                 .current_dir(&tree_dir)
                 .env("RESTIC_PASSWORD", "bench")
                 .output()?;
-            anyhow::ensure!(st.status.success(), "restic backup failed: {}", String::from_utf8_lossy(&st.stderr));
+            anyhow::ensure!(
+                st.status.success(),
+                "restic backup failed: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
         }
     }
     let files_stored = stored_bytes(&a, &dir.join("data"));
     let tars_stored = stored_bytes(&t, &tars_dir.join("data"));
-    row("logical bytes, all versions", format!("{:8.1} MB", logical as f64 / 1e6));
-    row("(a) one object per file: stored", format!("{:8.1} MB  ({:.1}x smaller than logical)", files_stored as f64 / 1e6, logical as f64 / files_stored as f64));
-    row("(b) one tar per version: stored", format!("{:8.1} MB  ({:.1}x smaller than logical)", tars_stored as f64 / 1e6, tar_logical as f64 / tars_stored as f64));
-    row("(b) all tars vs the first tar alone", format!("{:8.2}x", tars_stored as f64 / first_tar.max(1) as f64));
+    row(
+        "logical bytes, all versions",
+        format!("{:8.1} MB", logical as f64 / 1e6),
+    );
+    row(
+        "(a) one object per file: stored",
+        format!(
+            "{:8.1} MB  ({:.1}x smaller than logical)",
+            files_stored as f64 / 1e6,
+            logical as f64 / files_stored as f64
+        ),
+    );
+    row(
+        "(b) one tar per version: stored",
+        format!(
+            "{:8.1} MB  ({:.1}x smaller than logical)",
+            tars_stored as f64 / 1e6,
+            tar_logical as f64 / tars_stored as f64
+        ),
+    );
+    row(
+        "(b) all tars vs the first tar alone",
+        format!("{:8.2}x", tars_stored as f64 / first_tar.max(1) as f64),
+    );
     if restic {
         let r = du(&restic_repo);
-        row("restic repository, same versions", format!("{:8.1} MB  (edgecloud (a) is {:.2}x of restic)", r as f64 / 1e6, files_stored as f64 / r as f64));
+        row(
+            "restic repository, same versions",
+            format!(
+                "{:8.1} MB  (edgecloud (a) is {:.2}x of restic)",
+                r as f64 / 1e6,
+                files_stored as f64 / r as f64
+            ),
+        );
     }
     row("time", format!("{:8.1} s", started.elapsed().as_secs_f64()));
     Ok(())
@@ -461,7 +622,9 @@ fn ledger_appends(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let leaves: u64 = if quick { 200_000 } else { 10_000_000 };
     println!("ledger ({leaves} leaves, batches of 1000):");
     let entries = FileEntries::open(dir)?;
-    let tree = Tree::open(&dir.join("hashes.bin"), 0, |_| unreachable!("a new tree has no entries"))?;
+    let tree = Tree::open(&dir.join("hashes.bin"), 0, |_| {
+        unreachable!("a new tree has no entries")
+    })?;
     let start = Instant::now();
     let mut i = 0u64;
     while i < leaves {
@@ -473,6 +636,7 @@ fn ledger_appends(dir: &Path, quick: bool) -> anyhow::Result<()> {
                     version_id: format!("{n:016x}"),
                     size: 4096,
                     sha256: Some("0".repeat(64)),
+                    parts: vec![],
                 };
                 ledger::record::Record::new(n, Some("ECBENCH".into()), change).to_bytes()
             })
@@ -483,7 +647,10 @@ fn ledger_appends(dir: &Path, quick: bool) -> anyhow::Result<()> {
         i += batch.len() as u64;
     }
     let secs = start.elapsed().as_secs_f64();
-    row("appends (entries + hashes, fsync per batch)", format!("{:8.0} leaves/s", leaves as f64 / secs));
+    row(
+        "appends (entries + hashes, fsync per batch)",
+        format!("{:8.0} leaves/s", leaves as f64 / secs),
+    );
     let probes = 1000u64;
     let start = Instant::now();
     let mut rng = Rng::new(5);
@@ -491,8 +658,17 @@ fn ledger_appends(dir: &Path, quick: bool) -> anyhow::Result<()> {
         let idx = rng.below(leaves);
         std::hint::black_box(tree.inclusion_proof(idx, leaves)?);
     }
-    row(&format!("inclusion proof at {leaves} leaves"), format!("{:8.1} us", start.elapsed().as_secs_f64() * 1e6 / probes as f64));
+    row(
+        &format!("inclusion proof at {leaves} leaves"),
+        format!(
+            "{:8.1} us",
+            start.elapsed().as_secs_f64() * 1e6 / probes as f64
+        ),
+    );
     let bytes = du(dir);
-    row("bytes stored per leaf (entries + hashes)", format!("{:8.1} B", bytes as f64 / leaves as f64));
+    row(
+        "bytes stored per leaf (entries + hashes)",
+        format!("{:8.1} B", bytes as f64 / leaves as f64),
+    );
     Ok(())
 }

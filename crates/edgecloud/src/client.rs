@@ -14,7 +14,8 @@ pub struct Client {
 impl Client {
     pub fn new(admin: Option<String>, token: Option<String>, data: &Path) -> anyhow::Result<Self> {
         let base = admin.unwrap_or_else(|| "http://127.0.0.1:9410".into());
-        let base = Url::parse(&base).with_context(|| format!("--admin {base:?} is not a URL like http://127.0.0.1:9410"))?;
+        let base = Url::parse(&base)
+            .with_context(|| format!("--admin {base:?} is not a URL like http://127.0.0.1:9410"))?;
         let token = match token {
             Some(t) => t,
             None => {
@@ -31,13 +32,21 @@ impl Client {
                     .to_string()
             }
         };
-        Ok(Client { http: reqwest::Client::new(), base, token })
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base,
+            token,
+        })
     }
 
     /// A request to /v1/<segments...>, each segment percent-encoded.
     pub fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         let mut url = self.base.clone();
-        url.path_segments_mut().expect("http URL").pop_if_empty().push("v1").extend(segments);
+        url.path_segments_mut()
+            .expect("http URL")
+            .pop_if_empty()
+            .push("v1")
+            .extend(segments);
         self.http.request(method, url).bearer_auth(&self.token)
     }
 
@@ -65,7 +74,14 @@ impl Client {
         }
     }
 
-    pub async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
-        self.send(req).await?.json().await.context("the node sent a reply this CLI cannot read")
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+    ) -> anyhow::Result<T> {
+        self.send(req)
+            .await?
+            .json()
+            .await
+            .context("the node sent a reply this CLI cannot read")
     }
 }

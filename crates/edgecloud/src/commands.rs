@@ -25,9 +25,11 @@ fn progress(len: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     // Only large transfers get a bar; small ones would just flicker.
@@ -59,26 +61,44 @@ pub enum BucketCmd {
 
 pub async fn bucket(c: &Client, cmd: BucketCmd) -> anyhow::Result<()> {
     match cmd {
-        BucketCmd::Create { name, policy, versioning } => {
+        BucketCmd::Create {
+            name,
+            policy,
+            versioning,
+        } => {
             let mut q = vec![("versioning", versioning)];
             if let Some(p) = policy {
                 q.push(("policy", p));
             }
-            let b: BucketInfo = c.json(c.request(Method::PUT, &["buckets", &name]).query(&q)).await?;
-            println!("created bucket {} (policy {}, versioning {})", b.name, b.policy, b.versioning);
+            let b: BucketInfo = c
+                .json(c.request(Method::PUT, &["buckets", &name]).query(&q))
+                .await?;
+            println!(
+                "created bucket {} (policy {}, versioning {})",
+                b.name, b.policy, b.versioning
+            );
         }
         BucketCmd::List => {
             let list: Vec<BucketInfo> = c.json(c.request(Method::GET, &["buckets"])).await?;
             for b in list {
-                println!("{:<30} {:<12} {:<10} {}", b.name, b.policy, b.versioning, b.created);
+                println!(
+                    "{:<30} {:<12} {:<10} {}",
+                    b.name, b.policy, b.versioning, b.created
+                );
             }
         }
         BucketCmd::Delete { name } => {
-            c.send(c.request(Method::DELETE, &["buckets", &name])).await?;
+            c.send(c.request(Method::DELETE, &["buckets", &name]))
+                .await?;
             println!("deleted bucket {name}");
         }
         BucketCmd::Versioning { name, state } => {
-            let b: BucketInfo = c.json(c.request(Method::PUT, &["buckets", &name, "versioning"]).query(&[("state", state)])).await?;
+            let b: BucketInfo = c
+                .json(
+                    c.request(Method::PUT, &["buckets", &name, "versioning"])
+                        .query(&[("state", state)]),
+                )
+                .await?;
             println!("bucket {}: versioning {}", b.name, b.versioning);
         }
     }
@@ -98,16 +118,28 @@ pub struct PutArgs {
 
 pub async fn put(c: &Client, a: PutArgs) -> anyhow::Result<()> {
     let (bucket, key) = split_path(&a.target);
-    let name = a.file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let key = if key.is_empty() || key.ends_with('/') { format!("{key}{name}") } else { key.to_string() };
-    if key.is_empty() || a.file.as_os_str() == "-" && (a.target.ends_with('/') || !a.target.contains('/')) {
+    let name = a
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let key = if key.is_empty() || key.ends_with('/') {
+        format!("{key}{name}")
+    } else {
+        key.to_string()
+    };
+    if key.is_empty()
+        || a.file.as_os_str() == "-" && (a.target.ends_with('/') || !a.target.contains('/'))
+    {
         bail!("give the key to store standard input under: edgecloud put - BUCKET/KEY");
     }
     let (body, len) = if a.file.as_os_str() == "-" {
         let s = tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), 1 << 20);
         (reqwest::Body::wrap_stream(s), None)
     } else {
-        let f = tokio::fs::File::open(&a.file).await.with_context(|| format!("cannot open {}", a.file.display()))?;
+        let f = tokio::fs::File::open(&a.file)
+            .await
+            .with_context(|| format!("cannot open {}", a.file.display()))?;
         let len = f.metadata().await?.len();
         let pb = progress(Some(len), &key);
         let s = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |r| {
@@ -117,7 +149,9 @@ pub async fn put(c: &Client, a: PutArgs) -> anyhow::Result<()> {
         });
         (reqwest::Body::wrap_stream(s), Some(len))
     };
-    let mut req = c.request(Method::PUT, &["objects", bucket, &key]).body(body);
+    let mut req = c
+        .request(Method::PUT, &["objects", bucket, &key])
+        .body(body);
     if let Some(ct) = a.content_type {
         req = req.header(reqwest::header::CONTENT_TYPE, ct);
     }
@@ -125,7 +159,10 @@ pub async fn put(c: &Client, a: PutArgs) -> anyhow::Result<()> {
         req = req.header(reqwest::header::CONTENT_LENGTH, len);
     }
     let v: ObjectInfo = c.json(req).await?;
-    println!("{bucket}/{}  {} bytes  version {}  etag {}", v.key, v.size, v.version_id, v.etag);
+    println!(
+        "{bucket}/{}  {} bytes  version {}  etag {}",
+        v.key, v.size, v.version_id, v.etag
+    );
     Ok(())
 }
 
@@ -163,18 +200,25 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<()> {
     }
     let resp = c.send(req).await?;
     let len = resp.content_length();
-    let out = a.file.unwrap_or_else(|| PathBuf::from(key.rsplit('/').next().unwrap_or(key)));
+    let out = a
+        .file
+        .unwrap_or_else(|| PathBuf::from(key.rsplit('/').next().unwrap_or(key)));
     let to_stdout = out.as_os_str() == "-";
     let mut w: Box<dyn tokio::io::AsyncWrite + Unpin> = if to_stdout {
         Box::new(tokio::io::stdout())
     } else {
-        Box::new(tokio::fs::File::create(&out).await.with_context(|| format!("cannot create {}", out.display()))?)
+        Box::new(
+            tokio::fs::File::create(&out)
+                .await
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        )
     };
     let pb = progress(len, key);
     let mut got = 0u64;
     let mut s = resp.bytes_stream();
     while let Some(piece) = s.next().await {
-        let piece = piece.context("the download broke off; nothing after this point was written")?;
+        let piece =
+            piece.context("the download broke off; nothing after this point was written")?;
         w.write_all(&piece).await?;
         got += piece.len() as u64;
         pb.inc(piece.len() as u64);
@@ -203,7 +247,9 @@ pub struct LsArgs {
 }
 
 pub async fn ls(c: &Client, a: LsArgs) -> anyhow::Result<()> {
-    let Some(path) = a.path else { return bucket(c, BucketCmd::List).await };
+    let Some(path) = a.path else {
+        return bucket(c, BucketCmd::List).await;
+    };
     let (bucket, prefix) = split_path(&path);
     let mut marker: Option<String> = None;
     loop {
@@ -217,7 +263,9 @@ pub async fn ls(c: &Client, a: LsArgs) -> anyhow::Result<()> {
         if let Some(t) = &a.as_of {
             q.push(("as_of", t.clone()));
         }
-        let page: ListResult = c.json(c.request(Method::GET, &["list", bucket]).query(&q)).await?;
+        let page: ListResult = c
+            .json(c.request(Method::GET, &["list", bucket]).query(&q))
+            .await?;
         for p in &page.prefixes {
             println!("{:>12}  {:<20}  {p}", "DIR", "");
         }
@@ -279,11 +327,20 @@ pub async fn versions(c: &Client, a: VersionsArgs) -> anyhow::Result<()> {
         if let Some(v) = &vm {
             q.push(("version_id_marker", v.clone()));
         }
-        let page: VersionsResult = c.json(c.request(Method::GET, &["versions", bucket]).query(&q)).await?;
+        let page: VersionsResult = c
+            .json(c.request(Method::GET, &["versions", bucket]).query(&q))
+            .await?;
         for v in &page.versions {
-            let size = if v.delete_marker { "(deleted)".to_string() } else { v.size.to_string() };
+            let size = if v.delete_marker {
+                "(deleted)".to_string()
+            } else {
+                v.size.to_string()
+            };
             let latest = if v.is_latest { "latest" } else { "" };
-            println!("{:<34} {:>12}  {:<20}  {:<6}  {}", v.version_id, size, v.modified, latest, v.key);
+            println!(
+                "{:<34} {:>12}  {:<20}  {:<6}  {}",
+                v.version_id, size, v.modified, latest, v.key
+            );
         }
         if !page.truncated {
             break;
@@ -305,7 +362,9 @@ pub async fn scrub(c: &Client, a: ScrubArgs) -> anyhow::Result<()> {
     let pb = ProgressBar::new_spinner();
     pb.set_message("scrubbing: reading and verifying every shard");
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
-    let res: ScrubResult = c.json(c.request(Method::POST, &["scrub"]).query(&[("gc", a.gc)])).await?;
+    let res: ScrubResult = c
+        .json(c.request(Method::POST, &["scrub"]).query(&[("gc", a.gc)]))
+        .await?;
     pb.finish_and_clear();
     let r = &res.report;
     println!(
@@ -340,9 +399,18 @@ pub async fn scrub(c: &Client, a: ScrubArgs) -> anyhow::Result<()> {
 
 pub async fn status(c: &Client) -> anyhow::Result<()> {
     let s: Status = c.json(c.request(Method::GET, &["status"])).await?;
-    println!("edgecloud {}  data {}  buckets {}  default policy {}", s.version, s.data_dir, s.buckets, s.default_policy);
+    println!(
+        "edgecloud {}  data {}  buckets {}  default policy {}",
+        s.version, s.data_dir, s.buckets, s.default_policy
+    );
     for d in s.disks {
-        println!("  disk {:<40} {:>8} shards {:>4} segments {:>10.1} MB", d.path, d.shards, d.segments, d.bytes as f64 / 1e6);
+        println!(
+            "  disk {:<40} {:>8} shards {:>4} segments {:>10.1} MB",
+            d.path,
+            d.shards,
+            d.segments,
+            d.bytes as f64 / 1e6
+        );
     }
     Ok(())
 }

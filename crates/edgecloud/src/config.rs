@@ -34,8 +34,10 @@ impl FileConfig {
             None if Path::new("edgecloud.toml").exists() => PathBuf::from("edgecloud.toml"),
             None => return Ok(FileConfig::default()),
         };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))
     }
 }
 
@@ -44,7 +46,9 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a size like 64KiB or 1MiB"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size like 64KiB or 1MiB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -56,7 +60,8 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 }
 
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    humantime::parse_duration(s).with_context(|| format!("{s:?} is not a duration like 30s, 10m, 24h"))
+    humantime::parse_duration(s)
+        .with_context(|| format!("{s:?} is not a duration like 30s, 10m, 24h"))
 }
 
 #[cfg(test)]

@@ -36,7 +36,11 @@ pub enum KeyCmd {
     /// Revoke an access key: requests signed with it fail from now on.
     Delete { access_key: String },
     /// Set a key's permission in a bucket: read, write, owner, or none to remove it.
-    Allow { access_key: String, bucket: String, permission: String },
+    Allow {
+        access_key: String,
+        bucket: String,
+        permission: String,
+    },
 }
 
 fn describe(k: &KeyInfo) -> String {
@@ -56,15 +60,29 @@ fn describe(k: &KeyInfo) -> String {
 
 pub async fn run(c: &Client, cmd: KeyCmd) -> anyhow::Result<()> {
     match cmd {
-        KeyCmd::Create { name, read, write, owner, create_buckets, full_access } => {
+        KeyCmd::Create {
+            name,
+            read,
+            write,
+            owner,
+            create_buckets,
+            full_access,
+        } => {
             let mut buckets = BTreeMap::new();
             for (list, p) in [(read, "read"), (write, "write"), (owner, "owner")] {
                 for b in list {
                     buckets.insert(b, p.to_string());
                 }
             }
-            let body = NewKey { name, admin: full_access, create_buckets, buckets };
-            let k: KeyInfo = c.json(c.request(Method::POST, &["keys"]).json(&body)).await?;
+            let body = NewKey {
+                name,
+                admin: full_access,
+                create_buckets,
+                buckets,
+            };
+            let k: KeyInfo = c
+                .json(c.request(Method::POST, &["keys"]).json(&body))
+                .await?;
             println!("access key: {}", k.access_key);
             println!("secret:     {}", k.secret.as_deref().unwrap_or("?"));
             println!("may:        {}", describe(&k));
@@ -73,16 +91,31 @@ pub async fn run(c: &Client, cmd: KeyCmd) -> anyhow::Result<()> {
         KeyCmd::List => {
             let keys: Vec<KeyInfo> = c.json(c.request(Method::GET, &["keys"])).await?;
             for k in keys {
-                println!("{:<22} {:<20} {:<22} {}", k.access_key, k.name, k.created, describe(&k));
+                println!(
+                    "{:<22} {:<20} {:<22} {}",
+                    k.access_key,
+                    k.name,
+                    k.created,
+                    describe(&k)
+                );
             }
         }
         KeyCmd::Delete { access_key } => {
-            c.send(c.request(Method::DELETE, &["keys", &access_key])).await?;
+            c.send(c.request(Method::DELETE, &["keys", &access_key]))
+                .await?;
             println!("revoked {access_key}");
         }
-        KeyCmd::Allow { access_key, bucket, permission } => {
-            let k: KeyInfo =
-                c.json(c.request(Method::PUT, &["keys", &access_key, "buckets", &bucket]).json(&Grant { permission })).await?;
+        KeyCmd::Allow {
+            access_key,
+            bucket,
+            permission,
+        } => {
+            let k: KeyInfo = c
+                .json(
+                    c.request(Method::PUT, &["keys", &access_key, "buckets", &bucket])
+                        .json(&Grant { permission }),
+                )
+                .await?;
             println!("{}: {}", k.access_key, describe(&k));
         }
     }

@@ -61,11 +61,19 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
     match cmd {
         LedgerCmd::Status { save } => {
             let c = node()?;
-            let cp = c.send(c.request(Method::GET, &["ledger", "checkpoint"])).await?.text().await?;
+            let cp = c
+                .send(c.request(Method::GET, &["ledger", "checkpoint"]))
+                .await?
+                .text()
+                .await?;
             if let Some(f) = save {
                 std::fs::write(&f, &cp).with_context(|| format!("cannot write {}", f.display()))?;
             }
-            let key = c.send(c.request(Method::GET, &["ledger", "public-key"])).await?.text().await?;
+            let key = c
+                .send(c.request(Method::GET, &["ledger", "public-key"]))
+                .await?
+                .text()
+                .await?;
             let lines: Vec<&str> = cp.lines().collect();
             println!("origin:     {}", lines.first().unwrap_or(&"?"));
             println!("entries:    {}", lines.get(1).unwrap_or(&"?"));
@@ -86,53 +94,76 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&bundle)?);
         }
         LedgerCmd::Check { bundle, key, file } => {
-            let b: ProofBundle = serde_json::from_slice(&std::fs::read(&bundle).with_context(|| format!("cannot read {}", bundle.display()))?)
-                .context("not a proof bundle (from `edgecloud ledger prove`)")?;
-            let record = check_bundle(&b, &key_text(&key)?).map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
-            println!("verified: entry {} is in the log signed by this key", b.index);
+            let b: ProofBundle = serde_json::from_slice(
+                &std::fs::read(&bundle)
+                    .with_context(|| format!("cannot read {}", bundle.display()))?,
+            )
+            .context("not a proof bundle (from `edgecloud ledger prove`)")?;
+            let record = check_bundle(&b, &key_text(&key)?)
+                .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
+            println!(
+                "verified: entry {} is in the log signed by this key",
+                b.index
+            );
             println!("record:   {}", b.entry);
             if let Some(f) = file {
-                let want = match &record.change {
-                    ledger::record::Change::VersionWritten { sha256: Some(h), .. } => h.clone(),
-                    _ => bail!("the record names no content hash to compare {} with", f.display()),
+                let Some(mut check) = ledger::record::ContentCheck::for_change(&record.change) else {
+                    bail!("the record names no content hash to compare {} with", f.display());
                 };
-                let got = sha256_file(&f)?;
-                if got != want {
-                    bail!("NOT VERIFIED: {} has SHA-256 {got}, the record says {want}", f.display());
-                }
+                read_file_into(&f, |piece| check.update(piece))?;
+                check.finish().map_err(|e| anyhow::anyhow!("NOT VERIFIED: {}: {e}", f.display()))?;
                 println!("content:  {} matches the record's SHA-256", f.display());
             }
         }
         LedgerCmd::Verify { since, key } => {
             let c = node()?;
             let key = key_text(&key)?;
-            let old = std::fs::read(&since).with_context(|| format!("cannot read {}", since.display()))?;
-            let old = ledger::verify::checkpoint(&old, &key).map_err(|e| anyhow::anyhow!("the saved checkpoint: {e}"))?;
-            let now = c.send(c.request(Method::GET, &["ledger", "checkpoint"])).await?.bytes().await?;
-            let now = ledger::verify::checkpoint(&now, &key).map_err(|e| anyhow::anyhow!("the node's checkpoint: {e}"))?;
+            let old = std::fs::read(&since)
+                .with_context(|| format!("cannot read {}", since.display()))?;
+            let old = ledger::verify::checkpoint(&old, &key)
+                .map_err(|e| anyhow::anyhow!("the saved checkpoint: {e}"))?;
+            let now = c
+                .send(c.request(Method::GET, &["ledger", "checkpoint"]))
+                .await?
+                .bytes()
+                .await?;
+            let now = ledger::verify::checkpoint(&now, &key)
+                .map_err(|e| anyhow::anyhow!("the node's checkpoint: {e}"))?;
             let p: admin::ledger::Proof = c
-                .json(c.request(Method::GET, &["ledger", "proof", "consistency"]).query(&[("from", old.size()), ("to", now.size())]))
+                .json(
+                    c.request(Method::GET, &["ledger", "proof", "consistency"])
+                        .query(&[("from", old.size()), ("to", now.size())]),
+                )
                 .await?;
             let proof = ledger::verify::hashes_from_base64(&p.proof)?;
-            ledger::verify::consistency(old.size(), now.size(), &old.hash().0, &now.hash().0, &proof)
-                .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
-            println!("verified: the log of {} entries extends the saved one of {} entries", now.size(), old.size());
+            ledger::verify::consistency(
+                old.size(),
+                now.size(),
+                &old.hash().0,
+                &now.hash().0,
+                &proof,
+            )
+            .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
+            println!(
+                "verified: the log of {} entries extends the saved one of {} entries",
+                now.size(),
+                old.size()
+            );
         }
     }
     Ok(())
 }
 
-fn sha256_file(p: &std::path::Path) -> anyhow::Result<String> {
+/// Feeds a file to `f` in 1 MiB pieces (objects can be larger than memory).
+fn read_file_into(p: &std::path::Path, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
     use std::io::Read;
-    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut file = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", p.display()))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        ctx.update(&buf[..n]);
+        f(&buf[..n]);
     }
-    Ok(codec::hex(ctx.finish().as_ref()))
 }

@@ -53,7 +53,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "EDGECLOUD_ADMIN", value_name = "URL")]
     pub admin: Option<String>,
     /// Admin token [default: read from DATA/admin.token]
-    #[arg(long, global = true, env = "EDGECLOUD_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDGECLOUD_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -92,7 +98,10 @@ pub enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -110,8 +119,18 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = config::FileConfig::load(cli.config.as_deref())?;
-    let data = cli.data.clone().or(file.data.clone()).unwrap_or_else(|| PathBuf::from("edgecloud-data"));
-    let client = || client::Client::new(cli.admin.clone().or(file.admin.clone()), cli.token.clone(), &data);
+    let data = cli
+        .data
+        .clone()
+        .or(file.data.clone())
+        .unwrap_or_else(|| PathBuf::from("edgecloud-data"));
+    let client = || {
+        client::Client::new(
+            cli.admin.clone().or(file.admin.clone()),
+            cli.token.clone(),
+            &data,
+        )
+    };
     match cli.command {
         Command::Serve(args) => serve::run(args, &file, data).await,
         Command::Bench(args) => bench::run(args).await,

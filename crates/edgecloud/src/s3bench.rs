@@ -28,31 +28,55 @@ struct S3Client {
 
 impl S3Client {
     fn new(t: &S3Target) -> anyhow::Result<Self> {
-        let base = Url::parse(&t.url).with_context(|| format!("--s3 {:?} is not a URL like http://127.0.0.1:9400", t.url))?;
+        let base = Url::parse(&t.url)
+            .with_context(|| format!("--s3 {:?} is not a URL like http://127.0.0.1:9400", t.url))?;
         let host = match (base.host_str(), base.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
             _ => bail!("--s3 {:?} has no host", t.url),
         };
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-        let signer = s3::sign::Signer { access_key: t.access_key.clone(), secret_key: t.secret_key.clone(), region: t.region.clone() };
-        Ok(S3Client { http, base, host, signer })
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let signer = s3::sign::Signer {
+            access_key: t.access_key.clone(),
+            secret_key: t.secret_key.clone(),
+            region: t.region.clone(),
+        };
+        Ok(S3Client {
+            http,
+            base,
+            host,
+            signer,
+        })
     }
 
-    async fn send(&self, method: Method, path: &str, query: &[(&str, &str)], body: Option<Bytes>) -> anyhow::Result<reqwest::Response> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut url = self.base.clone();
         url.set_path(path);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
         let mut req = self.http.request(method.clone(), url);
-        for (k, v) in self.signer.headers(method.as_str(), &self.host, path, query) {
+        for (k, v) in self
+            .signer
+            .headers(method.as_str(), &self.host, path, query)
+        {
             req = req.header(k, v);
         }
         if let Some(b) = body {
             req = req.header("content-length", b.len()).body(b);
         }
-        let resp = req.send().await.with_context(|| format!("no S3 server answers at {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("no S3 server answers at {}", self.base))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
@@ -63,7 +87,10 @@ impl S3Client {
 
     /// GET, reading (and dropping) the body as it streams; returns its length.
     async fn get(&self, path: &str) -> anyhow::Result<u64> {
-        let mut s = self.send(Method::GET, path, &[], None).await?.bytes_stream();
+        let mut s = self
+            .send(Method::GET, path, &[], None)
+            .await?
+            .bytes_stream();
         let mut n = 0;
         while let Some(piece) = s.next().await {
             n += piece?.len() as u64;
@@ -74,7 +101,11 @@ impl S3Client {
 
 /// Runs `count` operations `op(i)` with `conc` in flight; returns elapsed time and the
 /// latency of each.
-async fn timed<F, Fut>(count: usize, conc: usize, op: F) -> anyhow::Result<(Duration, Vec<Duration>)>
+async fn timed<F, Fut>(
+    count: usize,
+    conc: usize,
+    op: F,
+) -> anyhow::Result<(Duration, Vec<Duration>)>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -98,7 +129,10 @@ where
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default()
+    sorted
+        .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or_default()
 }
 
 fn ops(n: usize, d: Duration) -> String {
@@ -107,16 +141,41 @@ fn ops(n: usize, d: Duration) -> String {
 
 pub async fn run(t: S3Target, quick: bool) -> anyhow::Result<()> {
     let c = S3Client::new(&t)?;
-    let bucket = format!("edgecloud-bench-{:08x}", Rng::new(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos() as u64).next() as u32);
-    println!("S3 server {} (bucket {bucket}; random, incompressible data)", t.url);
-    c.send(Method::PUT, &format!("/{bucket}"), &[], None).await.context("cannot create the benchmark bucket")?;
+    let bucket = format!(
+        "edgecloud-bench-{:08x}",
+        Rng::new(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)?
+                .as_nanos() as u64
+        )
+        .next() as u32
+    );
+    println!(
+        "S3 server {} (bucket {bucket}; random, incompressible data)",
+        t.url
+    );
+    c.send(Method::PUT, &format!("/{bucket}"), &[], None)
+        .await
+        .context("cannot create the benchmark bucket")?;
     let result = measure(&c, &bucket, quick).await;
     // Clean up whatever was written, even after a failure.
     let mut keys = Vec::new();
-    let listing = c.send(Method::GET, &format!("/{bucket}"), &[("list-type", "2")], None).await;
+    let listing = c
+        .send(
+            Method::GET,
+            &format!("/{bucket}"),
+            &[("list-type", "2")],
+            None,
+        )
+        .await;
     if let Ok(r) = listing {
         let text = r.text().await.unwrap_or_default();
-        keys.extend(text.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_string));
+        keys.extend(
+            text.split("<Key>")
+                .skip(1)
+                .filter_map(|s| s.split("</Key>").next())
+                .map(str::to_string),
+        );
     }
     let _ = timed(keys.len(), 16, |i| {
         let path = format!("/{bucket}/{}", keys[i]);
@@ -124,7 +183,9 @@ pub async fn run(t: S3Target, quick: bool) -> anyhow::Result<()> {
         async move { c.send(Method::DELETE, &path, &[], None).await.map(|_| ()) }
     })
     .await;
-    let _ = c.send(Method::DELETE, &format!("/{bucket}"), &[], None).await;
+    let _ = c
+        .send(Method::DELETE, &format!("/{bucket}"), &[], None)
+        .await;
     result
 }
 
@@ -139,20 +200,33 @@ async fn measure(c: &S3Client, bucket: &str, quick: bool) -> anyhow::Result<()> 
         let (put, _) = timed(conc, conc, |i| {
             let body = data.slice(i * size..(i + 1) * size);
             let path = path(i);
-            async move { c.send(Method::PUT, &path, &[], Some(body)).await.map(|_| ()) }
+            async move {
+                c.send(Method::PUT, &path, &[], Some(body))
+                    .await
+                    .map(|_| ())
+            }
         })
         .await?;
-        row(&format!("PUT {} x {} MiB (concurrency {conc})", conc, size >> 20), mbps((size * conc) as u64, put.as_secs_f64()));
+        row(
+            &format!("PUT {} x {} MiB (concurrency {conc})", conc, size >> 20),
+            mbps((size * conc) as u64, put.as_secs_f64()),
+        );
         let (get, _) = timed(conc, conc, |i| {
             let path = path(i);
             async move {
                 let n = c.get(&path).await?;
-                anyhow::ensure!(n == size as u64, "GET {path} returned {n} bytes, expected {size}");
+                anyhow::ensure!(
+                    n == size as u64,
+                    "GET {path} returned {n} bytes, expected {size}"
+                );
                 Ok(())
             }
         })
         .await?;
-        row(&format!("GET {} x {} MiB (concurrency {conc})", conc, size >> 20), mbps((size * conc) as u64, get.as_secs_f64()));
+        row(
+            &format!("GET {} x {} MiB (concurrency {conc})", conc, size >> 20),
+            mbps((size * conc) as u64, get.as_secs_f64()),
+        );
     }
     drop(data);
 
@@ -166,7 +240,11 @@ async fn measure(c: &S3Client, bucket: &str, quick: bool) -> anyhow::Result<()> 
         let path = |i: usize| format!("/{bucket}/small-{conc}/{i:06}");
         let (put, _) = timed(count, conc, |i| {
             let (path, body) = (path(i), small[i].clone());
-            async move { c.send(Method::PUT, &path, &[], Some(body)).await.map(|_| ()) }
+            async move {
+                c.send(Method::PUT, &path, &[], Some(body))
+                    .await
+                    .map(|_| ())
+            }
         })
         .await?;
         row(&format!("PUT 4 KiB (concurrency {conc})"), ops(count, put));

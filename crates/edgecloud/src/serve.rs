@@ -5,15 +5,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use archive::{Archive, ArchiveConfig, DataKey, Redundancy, ScrubOptions};
+use axum::serve::ListenerExt;
 
 use crate::config::{FileConfig, parse_duration, parse_size};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// A shard disk folder; repeat for several disks [default: DATA/disk0]
-    #[arg(long = "disk", env = "EDGECLOUD_DISKS", value_delimiter = ',', value_name = "DIR")]
+    #[arg(
+        long = "disk",
+        env = "EDGECLOUD_DISKS",
+        value_delimiter = ',',
+        value_name = "DIR"
+    )]
     pub disks: Vec<PathBuf>,
     /// Address of the S3 API [default: 0.0.0.0:9400]
     #[arg(long, env = "EDGECLOUD_S3_LISTEN", value_name = "ADDR")]
@@ -60,18 +65,28 @@ const S3_CREDENTIALS: &str = "s3-credentials";
 /// The S3 access key: EDGECLOUD_ACCESS_KEY/EDGECLOUD_SECRET_KEY, else DATA/s3-credentials
 /// (`ACCESS:SECRET`, created with random values on first start).
 fn s3_credentials(data: &Path) -> anyhow::Result<(String, String)> {
-    if let (Ok(a), Ok(s)) = (std::env::var("EDGECLOUD_ACCESS_KEY"), std::env::var("EDGECLOUD_SECRET_KEY")) {
+    if let (Ok(a), Ok(s)) = (
+        std::env::var("EDGECLOUD_ACCESS_KEY"),
+        std::env::var("EDGECLOUD_SECRET_KEY"),
+    ) {
         return Ok((a, s));
     }
     let path = data.join(S3_CREDENTIALS);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let (a, s) = text.trim().split_once(':').with_context(|| format!("{} must hold ACCESS:SECRET", path.display()))?;
+        let (a, s) = text
+            .trim()
+            .split_once(':')
+            .with_context(|| format!("{} must hold ACCESS:SECRET", path.display()))?;
         return Ok((a.to_string(), s.to_string()));
     }
     let (access, secret) = archive::generate_key_pair();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)?;
     f.write_all(format!("{access}:{secret}").as_bytes())?;
     f.sync_all()?;
     Ok((access, secret))
@@ -80,7 +95,11 @@ fn s3_credentials(data: &Path) -> anyhow::Result<(String, String)> {
 fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let t = text.trim();
-        anyhow::ensure!(t.len() == 64, "master key file {} must hold 64 hex characters", path.display());
+        anyhow::ensure!(
+            t.len() == 64,
+            "master key file {} must hold 64 hex characters",
+            path.display()
+        );
         let mut k = [0u8; 32];
         for (i, b) in k.iter_mut().enumerate() {
             *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
@@ -99,16 +118,23 @@ fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
         .with_context(|| format!("cannot create master key file {}", path.display()))?;
     f.write_all(codec::hex(key.as_bytes()).as_bytes())?;
     f.sync_all()?;
-    eprintln!("created master key {} (back it up: without it no bucket can be read)", path.display());
+    eprintln!(
+        "created master key {} (back it up: without it no bucket can be read)",
+        path.display()
+    );
     Ok(key)
 }
 
 pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create data directory {}", data.display()))?;
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("cannot create data directory {}", data.display()))?;
     let disks = if !args.disks.is_empty() {
         args.disks
     } else if let Some(d) = file.disk.clone() {
@@ -116,7 +142,10 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     } else {
         vec![data.join("disk0")]
     };
-    let key_file = args.master_key_file.or(file.master_key_file.clone()).unwrap_or_else(|| data.join("master.key"));
+    let key_file = args
+        .master_key_file
+        .or(file.master_key_file.clone())
+        .unwrap_or_else(|| data.join("master.key"));
     let master = load_or_create_master_key(&key_file)?;
     let mut cfg = ArchiveConfig::new(data.clone(), disks, master);
     if let Some(p) = args.policy.or(file.policy.clone()) {
@@ -137,11 +166,22 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     if let Some(s) = args.history.or(file.history.clone()) {
         cfg.history_retention = parse_duration(&s)?;
     }
-    let scrub_interval = parse_duration(&args.scrub_interval.or(file.scrub_interval.clone()).unwrap_or_else(|| "24h".into()))?;
+    let scrub_interval = parse_duration(
+        &args
+            .scrub_interval
+            .or(file.scrub_interval.clone())
+            .unwrap_or_else(|| "24h".into()),
+    )?;
     let scrub_rate = args.scrub_rate.or(file.scrub_rate).unwrap_or(50);
-    let listen = args.admin_listen.or(file.admin_listen.clone()).unwrap_or_else(|| "127.0.0.1:9410".into());
+    let listen = args
+        .admin_listen
+        .or(file.admin_listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:9410".into());
     let domain = args.domain.or(file.domain.clone());
-    let s3_listen = args.s3_listen.or(file.s3_listen.clone()).unwrap_or_else(|| "0.0.0.0:9400".into());
+    let s3_listen = args
+        .s3_listen
+        .or(file.s3_listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:9400".into());
 
     let n_disks = cfg.disks.len();
     let archive = Archive::open(cfg).context("cannot open the archive")?;
@@ -163,15 +203,33 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let s3_listener = tokio::net::TcpListener::bind(&s3_listen).await.with_context(|| {
         format!("cannot listen on {s3_listen}: is another edgecloud running? Choose another address with --s3-listen")
     })?;
-    eprintln!("  s3:      http://{} (access key {access}; secret in {})", s3_listener.local_addr()?, data.join(S3_CREDENTIALS).display());
+    eprintln!(
+        "  s3:      http://{} (access key {access}; secret in {})",
+        s3_listener.local_addr()?,
+        data.join(S3_CREDENTIALS).display()
+    );
 
     let auditor = std::sync::Arc::new(open_ledger(&archive, &data)?);
-    eprintln!("  ledger:  {} entries (public key in {})", auditor.size(), data.join(LEDGER_PUB).display());
+    eprintln!(
+        "  ledger:  {} entries (public key in {})",
+        auditor.size(),
+        data.join(LEDGER_PUB).display()
+    );
     spawn_ledger(auditor.clone());
     spawn_background(archive.clone(), scrub_interval, scrub_rate);
-    let gateway = s3::GatewayConfig { root: s3::RootKey { access_key: access, secret }, domain };
+    let gateway = s3::GatewayConfig {
+        root: s3::RootKey {
+            access_key: access,
+            secret,
+        },
+        domain,
+    };
     let s3_app = s3::router(archive.clone(), gateway).map_err(anyhow::Error::msg)?;
-    let app = admin::router(admin::AdminState { archive, token, auditor: Some(auditor) });
+    let app = admin::router(admin::AdminState {
+        archive,
+        token,
+        auditor: Some(auditor),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s3_task = tokio::spawn(async move {
         let mut rx = stop_rx;
@@ -179,12 +237,18 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         let s3_listener = s3_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(s3_listener, s3_app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await
+        axum::serve(s3_listener, s3_app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.changed().await;
+            })
+            .await
     });
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     let _ = stop_tx.send(true);
     s3_task.await??;
     eprintln!("edgecloud stopped");
@@ -203,14 +267,21 @@ fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit:
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.local/ledger");
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&kp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&kp)?;
         f.write_all(skey.as_bytes())?;
         f.sync_all()?;
         std::fs::write(&pp, format!("{vkey}\n"))?;
     }
-    let skey = std::fs::read_to_string(&kp).with_context(|| format!("cannot read the ledger key {}", kp.display()))?;
-    let vkey = std::fs::read_to_string(&pp).with_context(|| format!("cannot read the ledger public key {}", pp.display()))?;
-    archive::audit::Auditor::open(archive, &data.join("ledger"), skey.trim(), vkey.trim()).context("cannot open the ledger")
+    let skey = std::fs::read_to_string(&kp)
+        .with_context(|| format!("cannot read the ledger key {}", kp.display()))?;
+    let vkey = std::fs::read_to_string(&pp)
+        .with_context(|| format!("cannot read the ledger public key {}", pp.display()))?;
+    archive::audit::Auditor::open(archive, &data.join("ledger"), skey.trim(), vkey.trim())
+        .context("cannot open the ledger")
 }
 
 /// Publishes a new checkpoint every second when the log grew.
@@ -244,9 +315,17 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(scrub_interval).await;
-            let opts = ScrubOptions { rate_bytes_per_sec: Some(rate_mb * 1_000_000), collect_garbage: true };
+            let opts = ScrubOptions {
+                rate_bytes_per_sec: Some(rate_mb * 1_000_000),
+                collect_garbage: true,
+            };
             match archive.scrub(&opts, &|_| {}).await {
-                Ok(r) => tracing::info!(chunks = r.chunks_checked, repaired = r.shards_repaired, lost = r.chunks_unrecoverable.len(), "background scrub done"),
+                Ok(r) => tracing::info!(
+                    chunks = r.chunks_checked,
+                    repaired = r.shards_repaired,
+                    lost = r.chunks_unrecoverable.len(),
+                    "background scrub done"
+                ),
                 Err(e) => tracing::error!(error = %e, "background scrub failed"),
             }
         }
@@ -255,7 +334,8 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},

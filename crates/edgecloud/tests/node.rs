@@ -14,14 +14,23 @@ struct Node {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Node {
     fn start(root: &Path, disks: usize) -> Node {
         let data = root.join("data");
         let disks: Vec<PathBuf> = (0..disks).map(|i| root.join(format!("disk{i}"))).collect();
-        let mut n = Node { child: None, data, url: String::new(), disks };
+        let mut n = Node {
+            child: None,
+            data,
+            url: String::new(),
+            disks,
+        };
         n.restart();
         n
     }
@@ -30,13 +39,22 @@ impl Node {
         let port = free_port();
         self.url = format!("http://127.0.0.1:{port}");
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--data").arg(&self.data).arg("--admin-listen").arg(format!("127.0.0.1:{port}"));
-        cmd.arg("--s3-listen").arg(format!("127.0.0.1:{}", free_port()));
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{port}"));
+        cmd.arg("--s3-listen")
+            .arg(format!("127.0.0.1:{}", free_port()));
         cmd.args(["--chunk-avg", "64KiB"]);
         for d in &self.disks {
             cmd.arg("--disk").arg(d);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -53,12 +71,23 @@ impl Node {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--data").arg(&self.data).arg("--admin").arg(&self.url).args(args).output().unwrap()
+        Command::new(BIN)
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--admin")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "edgecloud {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "edgecloud {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -90,11 +119,17 @@ fn random_file(path: &Path, seed: u64, len: usize) -> Vec<u8> {
 fn cli_round_trip_versions_and_as_of() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 1);
-    assert!(node.ok(&["bucket", "create", "photos"]).contains("policy none"));
+    assert!(
+        node.ok(&["bucket", "create", "photos"])
+            .contains("policy none")
+    );
     let f = dir.path().join("holiday.bin");
     let v1 = random_file(&f, 1, 5_000_000);
     let out = node.ok(&["put", f.to_str().unwrap(), "photos/2026/"]);
-    assert!(out.contains("photos/2026/holiday.bin") && out.contains("5000000 bytes"), "{out}");
+    assert!(
+        out.contains("photos/2026/holiday.bin") && out.contains("5000000 bytes"),
+        "{out}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let between = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     std::thread::sleep(Duration::from_millis(1100));
@@ -103,19 +138,42 @@ fn cli_round_trip_versions_and_as_of() {
     let got = dir.path().join("got");
     node.ok(&["get", "photos/2026/holiday.bin", got.to_str().unwrap()]);
     assert_eq!(std::fs::read(&got).unwrap(), v2);
-    node.ok(&["get", "photos/2026/holiday.bin", got.to_str().unwrap(), "--as-of", &between]);
+    node.ok(&[
+        "get",
+        "photos/2026/holiday.bin",
+        got.to_str().unwrap(),
+        "--as-of",
+        &between,
+    ]);
     assert_eq!(std::fs::read(&got).unwrap(), v1);
-    node.ok(&["get", "photos/2026/holiday.bin", got.to_str().unwrap(), "--as-of", &between, "--range", "100-199"]);
+    node.ok(&[
+        "get",
+        "photos/2026/holiday.bin",
+        got.to_str().unwrap(),
+        "--as-of",
+        &between,
+        "--range",
+        "100-199",
+    ]);
     assert_eq!(std::fs::read(&got).unwrap(), &v1[100..200]);
     assert!(node.ok(&["ls", "photos"]).contains("2026/"));
-    assert!(node.ok(&["ls", "photos", "--recursive"]).contains("2026/holiday.bin"));
-    assert!(node.ok(&["rm", "photos/2026/holiday.bin"]).contains("delete marker"));
+    assert!(
+        node.ok(&["ls", "photos", "--recursive"])
+            .contains("2026/holiday.bin")
+    );
+    assert!(
+        node.ok(&["rm", "photos/2026/holiday.bin"])
+            .contains("delete marker")
+    );
     let versions = node.ok(&["versions", "photos"]);
     assert_eq!(versions.lines().count(), 3, "{versions}");
     let out = node.cli(&["get", "photos/2026/holiday.bin", got.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NoSuchKey"));
-    assert!(node.ok(&["ls", "photos", "-r", "--as-of", &between]).contains("5000000"));
+    assert!(
+        node.ok(&["ls", "photos", "-r", "--as-of", &between])
+            .contains("5000000")
+    );
     let out = node.cli(&["bucket", "delete", "photos"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
@@ -123,22 +181,43 @@ fn cli_round_trip_versions_and_as_of() {
 #[test]
 fn client_commands_say_what_to_do_without_a_node_or_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN).args(["--data"]).arg(dir.path()).args(["ls"]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("edgecloud serve"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(BIN)
-        .args(["--admin", &format!("http://127.0.0.1:{}", free_port()), "--token", "x", "ls"])
+        .args(["--data"])
+        .arg(dir.path())
+        .args(["ls"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("edgecloud serve"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args([
+            "--admin",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--token",
+            "x",
+            "ls",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no edgecloud node answers") && err.contains("edgecloud serve"), "{err}");
+    assert!(
+        err.contains("no edgecloud node answers") && err.contains("edgecloud serve"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_wrong_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 1);
-    let out = Command::new(BIN).args(["--admin", &node.url, "--token", "wrong", "bucket", "list"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--admin", &node.url, "--token", "wrong", "bucket", "list"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong admin token"));
 }
@@ -153,8 +232,15 @@ fn kill_9_during_writes_loses_no_acknowledged_object() {
     let files: Vec<(String, Vec<u8>)> = (0..240)
         .map(|i| {
             let name = format!("f{i:03}");
-            let len = if i % 3 == 0 { 2_000 } else { 100_000 + i * 1_000 };
-            (name.clone(), random_file(&dir.path().join(&name), i as u64 + 7, len))
+            let len = if i % 3 == 0 {
+                2_000
+            } else {
+                100_000 + i * 1_000
+            };
+            (
+                name.clone(),
+                random_file(&dir.path().join(&name), i as u64 + 7, len),
+            )
         })
         .collect();
     let acked = std::sync::Mutex::new(Vec::new());
@@ -173,12 +259,25 @@ fn kill_9_during_writes_loses_no_acknowledged_object() {
             });
         }
         std::thread::sleep(Duration::from_millis(500));
-        assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     });
     node.kill9(); // reap
     let acked = acked.into_inner().unwrap();
-    assert!(!acked.is_empty(), "no write finished before the kill; the test proves nothing");
-    eprintln!("{} of {} uploads acknowledged before kill -9", acked.len(), files.len());
+    assert!(
+        !acked.is_empty(),
+        "no write finished before the kill; the test proves nothing"
+    );
+    eprintln!(
+        "{} of {} uploads acknowledged before kill -9",
+        acked.len(),
+        files.len()
+    );
     node.restart();
     let listed = node.ok(&["ls", "crash", "-r"]);
     let got = dir.path().join("got");
@@ -193,16 +292,35 @@ fn kill_9_during_writes_loses_no_acknowledged_object() {
         if visible {
             visible_count += 1;
             node.ok(&["get", &format!("crash/{name}"), got.to_str().unwrap()]);
-            assert_eq!(&std::fs::read(&got).unwrap(), data, "{name} reads back different bytes");
+            assert_eq!(
+                &std::fs::read(&got).unwrap(),
+                data,
+                "{name} reads back different bytes"
+            );
             // every stored version has its ledger leaf, provable against the rebuilt tree
-            std::fs::write(&bundle, node.ok(&["ledger", "prove", &format!("crash/{name}")])).unwrap();
+            std::fs::write(
+                &bundle,
+                node.ok(&["ledger", "prove", &format!("crash/{name}")]),
+            )
+            .unwrap();
             std::fs::write(&original, data).unwrap();
-            node.ok(&["ledger", "check", bundle.to_str().unwrap(), "--key", public_key.to_str().unwrap(), "--file", original.to_str().unwrap()]);
+            node.ok(&[
+                "ledger",
+                "check",
+                bundle.to_str().unwrap(),
+                "--key",
+                public_key.to_str().unwrap(),
+                "--file",
+                original.to_str().unwrap(),
+            ]);
         }
     }
     // and no leaf without a version: the bucket's creation plus one per stored object
     let status = node.ok(&["ledger", "status"]);
-    assert!(status.contains(&format!("entries:    {}", 1 + visible_count)), "{status}");
+    assert!(
+        status.contains(&format!("entries:    {}", 1 + visible_count)),
+        "{status}"
+    );
     let out = node.ok(&["scrub"]);
     assert!(out.contains("all data at full redundancy"), "{out}");
 }
@@ -215,10 +333,24 @@ fn six_disks_two_wiped_scrub_restores_full_redundancy() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path(), 6);
     assert!(node.ok(&["bucket", "create", "vault"]).contains("ec:4+2"));
-    let files: Vec<(String, Vec<u8>)> =
-        (0..6).map(|i| (format!("o{i}"), random_file(&dir.path().join(format!("o{i}")), 50 + i, 400_000 + i as usize * 77_777))).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("o{i}"),
+                random_file(
+                    &dir.path().join(format!("o{i}")),
+                    50 + i,
+                    400_000 + i as usize * 77_777,
+                ),
+            )
+        })
+        .collect();
     for (name, _) in &files {
-        node.ok(&["put", dir.path().join(name).to_str().unwrap(), &format!("vault/{name}")]);
+        node.ok(&[
+            "put",
+            dir.path().join(name).to_str().unwrap(),
+            &format!("vault/{name}"),
+        ]);
     }
     node.kill9();
     std::fs::remove_dir_all(&node.disks[0]).unwrap();
@@ -230,7 +362,10 @@ fn six_disks_two_wiped_scrub_restores_full_redundancy() {
         assert_eq!(&std::fs::read(&got).unwrap(), data);
     }
     let out = node.ok(&["scrub"]);
-    assert!(out.contains("missing") && !out.contains("missing 0,"), "{out}");
+    assert!(
+        out.contains("missing") && !out.contains("missing 0,"),
+        "{out}"
+    );
     let out = node.ok(&["scrub"]);
     assert!(out.contains("missing 0, corrupt 0, repaired 0"), "{out}");
     let status = node.ok(&["status"]);
@@ -243,7 +378,17 @@ fn config_file_and_env_set_options() {
     let port = free_port();
     let cfg = dir.path().join("edgecloud.toml");
     std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
-    let mut child = Command::new(BIN).arg("--config").arg(&cfg).arg("serve").env("EDGECLOUD_DISKS", format!("{0}/a,{0}/b", dir.path().display())).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env(
+            "EDGECLOUD_DISKS",
+            format!("{0}/a,{0}/b", dir.path().display()),
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline);
@@ -259,10 +404,19 @@ fn config_file_and_env_set_options() {
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("replicate:2"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("replicate:2"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "no-such-option = 1\n").unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&bad).arg("status").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .arg("status")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
 }
 
@@ -273,13 +427,26 @@ fn a_truncated_catalog_is_refused_with_a_message_naming_the_file() {
     node.ok(&["bucket", "create", "trunc"]);
     node.kill9();
     let catalog = node.data.join("catalog.redb");
-    std::fs::OpenOptions::new().write(true).open(&catalog).unwrap().set_len(5000).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&catalog)
+        .unwrap()
+        .set_len(5000)
+        .unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--admin-listen", &format!("127.0.0.1:{}", free_port()), "--data"])
+        .args([
+            "serve",
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data",
+        ])
         .arg(&node.data)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("catalog.redb") && err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("catalog.redb") && err.contains("corrupt"),
+        "{err}"
+    );
 }

@@ -34,7 +34,13 @@ struct Files {
 impl FileEntries {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let open = |name: &str| OpenOptions::new().create(true).read(true).append(true).open(dir.join(name));
+        let open = |name: &str| {
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(dir.join(name))
+        };
         let (data, idx) = (open("entries.bin")?, open("entries.idx")?);
         let data_len = data.metadata()?.len();
         let mut count = idx.metadata()?.len() / 8;
@@ -64,7 +70,14 @@ impl FileEntries {
             off + 4 + u32::from_be_bytes(l) as u64
         };
         data.set_len(end)?;
-        Ok(FileEntries { inner: Mutex::new(Files { data, idx, data_len: end, count }) })
+        Ok(FileEntries {
+            inner: Mutex::new(Files {
+                data,
+                idx,
+                data_len: end,
+                count,
+            }),
+        })
     }
 
     /// Appends records durably (one fsync of each file for the batch); returns the
@@ -75,7 +88,8 @@ impl FileEntries {
         let (mut data, mut idx) = (Vec::new(), Vec::new());
         let mut off = f.data_len;
         for r in records {
-            let len = u32::try_from(r.len()).map_err(|_| LedgerError::Invalid("a ledger entry is over 4 GiB".into()))?;
+            let len = u32::try_from(r.len())
+                .map_err(|_| LedgerError::Invalid("a ledger entry is over 4 GiB".into()))?;
             idx.extend_from_slice(&off.to_be_bytes());
             data.extend_from_slice(&len.to_be_bytes());
             data.extend_from_slice(r);
@@ -99,7 +113,10 @@ impl EntryStore for FileEntries {
     fn get(&self, index: u64) -> Result<Vec<u8>> {
         let f = self.inner.lock().expect("entries lock");
         if index >= f.count {
-            return Err(LedgerError::Missing { what: "entry", index });
+            return Err(LedgerError::Missing {
+                what: "entry",
+                index,
+            });
         }
         let mut b = [0u8; 8];
         f.idx.read_exact_at(&mut b, index * 8)?;
@@ -108,7 +125,10 @@ impl EntryStore for FileEntries {
         f.data.read_exact_at(&mut l, off)?;
         let len = u32::from_be_bytes(l) as u64;
         if off + 4 + len > f.data_len {
-            return Err(LedgerError::Damaged { index, reason: "its length runs past the end of the file".into() });
+            return Err(LedgerError::Damaged {
+                index,
+                reason: "its length runs past the end of the file".into(),
+            });
         }
         let mut out = vec![0u8; len as usize];
         f.data.read_exact_at(&mut out, off + 4)?;

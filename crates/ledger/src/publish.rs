@@ -19,7 +19,10 @@ const WIDTH: u64 = 1 << HEIGHT;
 /// C2SP paths: tlog_tiles writes Go sumdb paths (`tile/8/0/...`, `tile/8/data/...`).
 pub fn c2sp_path(t: &Tile) -> String {
     let p = t.path();
-    let p = p.strip_prefix("tile/8/").map(|r| format!("tile/{r}")).unwrap_or(p);
+    let p = p
+        .strip_prefix("tile/8/")
+        .map(|r| format!("tile/{r}"))
+        .unwrap_or(p);
     p.replacen("tile/data/", "tile/entries/", 1)
 }
 
@@ -40,7 +43,8 @@ fn bundle(entries: &dyn EntryStore, from: u64, to: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for i in from..to {
         let e = entries.get(i)?;
-        let len = u16::try_from(e.len()).map_err(|_| LedgerError::Invalid(format!("entry {i} is over 64 KiB")))?;
+        let len = u16::try_from(e.len())
+            .map_err(|_| LedgerError::Invalid(format!("entry {i} is over 64 KiB")))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&e);
     }
@@ -57,9 +61,19 @@ impl Publisher {
     /// `signing_key` is a C2SP signed-note private key (`PRIVATE+KEY+name+hash+base64`);
     /// its name is the log's origin line.
     pub fn new(dir: &Path, signing_key: &str) -> Result<Self> {
-        let signer = StandardSigner::new(signing_key.trim()).map_err(|e| LedgerError::Invalid(format!("bad signing key: {e}")))?;
-        let origin = signing_key.trim().split('+').nth(2).unwrap_or("edgecloud").to_string();
-        Ok(Publisher { dir: dir.to_path_buf(), origin, signer })
+        let signer = StandardSigner::new(signing_key.trim())
+            .map_err(|e| LedgerError::Invalid(format!("bad signing key: {e}")))?;
+        let origin = signing_key
+            .trim()
+            .split('+')
+            .nth(2)
+            .unwrap_or("edgecloud")
+            .to_string();
+        Ok(Publisher {
+            dir: dir.to_path_buf(),
+            origin,
+            signer,
+        })
     }
 
     /// Writes the tiles and entry bundles for leaves `old_size..tree.size()` and a new
@@ -77,9 +91,12 @@ impl Publisher {
             write_atomic(&self.dir.join(c2sp_path(&t)), &bundle(entries, from, to)?)?;
         }
         let root = tree.root(size)?;
-        let cp = Checkpoint::new(&self.origin, size, root, "").map_err(|_| LedgerError::Invalid("bad checkpoint origin".into()))?;
-        let mut note = Note::new(&cp.to_bytes(), &[]).map_err(|e| LedgerError::Invalid(e.to_string()))?;
-        note.add_sigs(&[&self.signer]).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        let cp = Checkpoint::new(&self.origin, size, root, "")
+            .map_err(|_| LedgerError::Invalid("bad checkpoint origin".into()))?;
+        let mut note =
+            Note::new(&cp.to_bytes(), &[]).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        note.add_sigs(&[&self.signer])
+            .map_err(|e| LedgerError::Invalid(e.to_string()))?;
         let signed = note.to_bytes();
         write_atomic(&self.dir.join("checkpoint"), &signed)?;
         Ok(signed)

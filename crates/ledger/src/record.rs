@@ -4,23 +4,63 @@
 //! `kind`, then the kind's fields in declaration order. Contents are identified by their
 //! SHA-256, never included: a record proves that a version existed with given bytes at a
 //! given time without revealing them.
+//!
+//! A multipart upload's parts are hashed as they arrive, so its record carries
+//! `sha256: null` and `parts`: each part's size and SHA-256 in order (the object is the
+//! parts concatenated). `parts` is left out of every other record. [`ContentCheck`]
+//! checks a file against either form.
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
-    BucketCreated { bucket: String },
-    BucketDeleted { bucket: String },
-    /// A new object version; `sha256` is of the plaintext, hex (null where it was not
-    /// computed: multipart uploads and copies, for now).
-    VersionWritten { bucket: String, key: String, version_id: String, size: u64, sha256: Option<String> },
-    DeleteMarker { bucket: String, key: String, version_id: String },
-    VersionDeleted { bucket: String, key: String, version_id: String },
-    KeyCreated { access_key: String },
-    KeyRevoked { access_key: String },
+    BucketCreated {
+        bucket: String,
+    },
+    BucketDeleted {
+        bucket: String,
+    },
+    /// A new object version; `sha256` is of the plaintext, hex (null for multipart
+    /// uploads, which list their parts' hashes in `parts` instead).
+    VersionWritten {
+        bucket: String,
+        key: String,
+        version_id: String,
+        size: u64,
+        sha256: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<PartDigest>,
+    },
+    DeleteMarker {
+        bucket: String,
+        key: String,
+        version_id: String,
+    },
+    VersionDeleted {
+        bucket: String,
+        key: String,
+        version_id: String,
+    },
+    KeyCreated {
+        access_key: String,
+    },
+    KeyRevoked {
+        access_key: String,
+    },
     /// `permission` is read, write, owner or none.
-    PermissionChanged { access_key: String, bucket: String, permission: String },
+    PermissionChanged {
+        access_key: String,
+        bucket: String,
+        permission: String,
+    },
+}
+
+/// One part of a multipart object: its plaintext size and SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartDigest {
+    pub size: u64,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +74,12 @@ pub struct Record {
 
 impl Record {
     pub fn new(time_ns: u64, actor: Option<String>, change: Change) -> Self {
-        Record { v: 1, time_ns, actor, change }
+        Record {
+            v: 1,
+            time_ns,
+            actor,
+            change,
+        }
     }
 
     /// The canonical bytes that are hashed into the tree.
@@ -43,8 +88,104 @@ impl Record {
     }
 
     pub fn from_bytes(b: &[u8]) -> crate::Result<Self> {
-        serde_json::from_slice(b).map_err(|e| crate::LedgerError::Invalid(format!("not a ledger record: {e}")))
+        serde_json::from_slice(b)
+            .map_err(|e| crate::LedgerError::Invalid(format!("not a ledger record: {e}")))
     }
+}
+
+/// Streams a file's bytes and says whether they are the content a record names.
+pub struct ContentCheck {
+    /// Expected (size, sha256) pieces: one for a whole object, one per part otherwise.
+    pieces: Vec<(u64, String)>,
+    at: usize,
+    filled: u64,
+    hasher: sha2::Sha256,
+    error: Option<String>,
+}
+
+impl ContentCheck {
+    /// None when the record names no content (not a version, or no hash recorded).
+    pub fn for_change(change: &Change) -> Option<Self> {
+        let Change::VersionWritten {
+            size,
+            sha256,
+            parts,
+            ..
+        } = change
+        else {
+            return None;
+        };
+        let pieces = match (sha256, parts.is_empty()) {
+            (Some(h), _) => vec![(*size, h.clone())],
+            (None, false) => parts.iter().map(|p| (p.size, p.sha256.clone())).collect(),
+            (None, true) => return None,
+        };
+        let mut c = ContentCheck {
+            pieces,
+            at: 0,
+            filled: 0,
+            hasher: Default::default(),
+            error: None,
+        };
+        c.close_empty_pieces();
+        Some(c)
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        use sha2::Digest;
+        while !data.is_empty() && self.error.is_none() {
+            let Some((size, _)) = self.pieces.get(self.at) else {
+                self.error = Some("the file is longer than the recorded object".into());
+                return;
+            };
+            let take = ((size - self.filled) as usize).min(data.len());
+            self.hasher.update(&data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == *size {
+                self.close_piece();
+                self.close_empty_pieces();
+            }
+        }
+    }
+
+    /// Ok when every byte matched; otherwise what differs, in words.
+    pub fn finish(self) -> std::result::Result<(), String> {
+        match self.error {
+            Some(e) => Err(e),
+            None if self.at < self.pieces.len() => {
+                Err("the file is shorter than the recorded object".into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn close_piece(&mut self) {
+        use sha2::Digest;
+        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        let want = &self.pieces[self.at].1;
+        if &got != want {
+            let what = if self.pieces.len() == 1 {
+                "the content".to_string()
+            } else {
+                format!("part {}", self.at + 1)
+            };
+            self.error = Some(format!("{what} has SHA-256 {got}, the record says {want}"));
+        }
+        self.at += 1;
+        self.filled = 0;
+    }
+
+    /// Empty objects and parts are complete before any byte arrives.
+    fn close_empty_pieces(&mut self) {
+        while self.error.is_none() && self.pieces.get(self.at).is_some_and(|(s, _)| *s == 0) {
+            self.close_piece();
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -56,7 +197,14 @@ mod tests {
         let r = Record::new(
             7,
             Some("ECKEY".into()),
-            Change::VersionWritten { bucket: "b".into(), key: "k".into(), version_id: "v1".into(), size: 3, sha256: Some("ab".into()) },
+            Change::VersionWritten {
+                bucket: "b".into(),
+                key: "k".into(),
+                version_id: "v1".into(),
+                size: 3,
+                sha256: Some("ab".into()),
+                parts: vec![],
+            },
         );
         let text = String::from_utf8(r.to_bytes()).unwrap();
         assert_eq!(
@@ -64,5 +212,80 @@ mod tests {
             r#"{"v":1,"time_ns":7,"actor":"ECKEY","kind":"version_written","bucket":"b","key":"k","version_id":"v1","size":3,"sha256":"ab"}"#
         );
         assert_eq!(Record::from_bytes(text.as_bytes()).unwrap(), r);
+    }
+
+    fn sha(b: &[u8]) -> String {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(b))
+    }
+
+    fn multipart(parts: &[&[u8]]) -> Change {
+        Change::VersionWritten {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: "v".into(),
+            size: parts.iter().map(|p| p.len() as u64).sum(),
+            sha256: None,
+            parts: parts
+                .iter()
+                .map(|p| PartDigest {
+                    size: p.len() as u64,
+                    sha256: sha(p),
+                })
+                .collect(),
+        }
+    }
+
+    fn check(change: &Change, file: &[u8], step: usize) -> std::result::Result<(), String> {
+        let mut c = ContentCheck::for_change(change).unwrap();
+        for piece in file.chunks(step.max(1)) {
+            c.update(piece);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn multipart_content_is_checked_part_by_part_whatever_the_read_size() {
+        let ch = multipart(&[b"hello ", b"", b"multipart world"]);
+        let text = String::from_utf8(Record::new(1, None, ch.clone()).to_bytes()).unwrap();
+        assert!(
+            text.contains(r#""sha256":null,"parts":[{"size":6,"sha256":"#),
+            "{text}"
+        );
+        for step in [1, 2, 5, 6, 7, 100] {
+            check(&ch, b"hello multipart world", step).unwrap();
+            let e = check(&ch, b"hello multipart World", step).unwrap_err();
+            assert!(e.starts_with("part 3 has SHA-256"), "{e}");
+            assert!(
+                check(&ch, b"hello multipart worl", step)
+                    .unwrap_err()
+                    .contains("shorter")
+            );
+            assert!(
+                check(&ch, b"hello multipart world!", step)
+                    .unwrap_err()
+                    .contains("longer")
+            );
+        }
+    }
+
+    #[test]
+    fn whole_objects_and_records_without_content() {
+        let whole = Change::VersionWritten {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: "v".into(),
+            size: 0,
+            sha256: Some(sha(b"")),
+            parts: vec![],
+        };
+        check(&whole, b"", 1).unwrap();
+        assert!(check(&whole, b"x", 1).unwrap_err().contains("longer"));
+        assert!(
+            !String::from_utf8(Record::new(1, None, whole).to_bytes())
+                .unwrap()
+                .contains("parts")
+        );
+        assert!(ContentCheck::for_change(&Change::BucketCreated { bucket: "b".into() }).is_none());
     }
 }

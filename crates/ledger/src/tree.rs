@@ -23,14 +23,22 @@ pub struct HashFile {
 
 impl HashFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
         let len = file.metadata()?.len();
         // A torn last write leaves a partial hash: drop it (it is recomputed).
         let written = len / 32;
         if len % 32 != 0 {
             file.set_len(written * 32)?;
         }
-        Ok(HashFile { file, written, pending: Vec::new() })
+        Ok(HashFile {
+            file,
+            written,
+            pending: Vec::new(),
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -47,7 +55,10 @@ impl HashFile {
                 .pending
                 .get((index - self.written) as usize)
                 .copied()
-                .ok_or(LedgerError::Missing { what: "stored hash", index });
+                .ok_or(LedgerError::Missing {
+                    what: "stored hash",
+                    index,
+                });
         }
         let mut b = [0u8; 32];
         self.file.read_exact_at(&mut b, index * 32)?;
@@ -91,7 +102,14 @@ struct Reader<'a>(&'a HashFile);
 
 impl HashReader for Reader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes.iter().map(|i| self.0.get(*i).map_err(|_| tlog_tiles::Error::IndexesNotInTree)).collect()
+        indexes
+            .iter()
+            .map(|i| {
+                self.0
+                    .get(*i)
+                    .map_err(|_| tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
     }
 }
 
@@ -119,11 +137,15 @@ impl Tree {
         hf.truncate(tlog_tiles::stored_hash_count(have))?;
         for n in have..size {
             let leaf = fill(n)?;
-            let new = tlog_tiles::stored_hashes_for_record_hash(n, leaf, &Reader(&hf)).map_err(LedgerError::tlog)?;
+            let new = tlog_tiles::stored_hashes_for_record_hash(n, leaf, &Reader(&hf))
+                .map_err(LedgerError::tlog)?;
             hf.push(new);
         }
         hf.flush(true)?;
-        Ok(Tree { hashes: Mutex::new(hf), size: std::sync::atomic::AtomicU64::new(size) })
+        Ok(Tree {
+            hashes: Mutex::new(hf),
+            size: std::sync::atomic::AtomicU64::new(size),
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -136,11 +158,15 @@ impl Tree {
         let mut hf = self.hashes.lock().expect("hash file lock");
         let first = self.size();
         for (i, h) in leaf_hashes.iter().enumerate() {
-            let new = tlog_tiles::stored_hashes_for_record_hash(first + i as u64, *h, &Reader(&hf)).map_err(LedgerError::tlog)?;
+            let new = tlog_tiles::stored_hashes_for_record_hash(first + i as u64, *h, &Reader(&hf))
+                .map_err(LedgerError::tlog)?;
             hf.push(new);
         }
         hf.flush(sync)?;
-        self.size.store(first + leaf_hashes.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        self.size.store(
+            first + leaf_hashes.len() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         Ok(first)
     }
 
@@ -155,7 +181,9 @@ impl Tree {
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_size(size)?;
         if index >= size {
-            return Err(LedgerError::Invalid(format!("leaf {index} is not in a tree of {size} leaves")));
+            return Err(LedgerError::Invalid(format!(
+                "leaf {index} is not in a tree of {size} leaves"
+            )));
         }
         let hf = self.hashes.lock().expect("hash file lock");
         tlog_tiles::prove_record(size, index, &Reader(&hf)).map_err(LedgerError::tlog)
@@ -165,7 +193,9 @@ impl Tree {
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
         self.check_size(to)?;
         if from > to {
-            return Err(LedgerError::Invalid(format!("cannot prove size {from} consistent with the smaller size {to}")));
+            return Err(LedgerError::Invalid(format!(
+                "cannot prove size {from} consistent with the smaller size {to}"
+            )));
         }
         let hf = self.hashes.lock().expect("hash file lock");
         tlog_tiles::prove_tree(to, from, &Reader(&hf)).map_err(LedgerError::tlog)
@@ -179,7 +209,10 @@ impl Tree {
 
     fn check_size(&self, size: u64) -> Result<()> {
         if size > self.size() {
-            return Err(LedgerError::Invalid(format!("the log has {} leaves, not {size}", self.size())));
+            return Err(LedgerError::Invalid(format!(
+                "the log has {} leaves, not {size}",
+                self.size()
+            )));
         }
         Ok(())
     }
@@ -190,6 +223,8 @@ pub(crate) struct TreeReader<'a>(pub &'a Tree);
 
 impl HashReader for TreeReader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
-        self.0.stored_hashes(indexes).map_err(|_| tlog_tiles::Error::IndexesNotInTree)
+        self.0
+            .stored_hashes(indexes)
+            .map_err(|_| tlog_tiles::Error::IndexesNotInTree)
     }
 }

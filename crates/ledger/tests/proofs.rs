@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn b64(v: &Value) -> Option<Hash> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str()?)
+        .ok()?;
     Some(Hash(raw.try_into().ok()?))
 }
 
@@ -25,7 +27,9 @@ fn proof(v: &Value) -> Option<Vec<Hash>> {
 }
 
 fn raw(v: &Value) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str()?)
+        .ok()
 }
 
 fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -40,14 +44,25 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 fn vectors(kind: &str) -> Vec<(String, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(kind);
     let mut files = Vec::new();
     walk(&dir, &mut files);
     let out: Vec<(String, Value)> = files
         .iter()
-        .map(|f| (f.strip_prefix(&dir).unwrap().display().to_string(), serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()))
+        .map(|f| {
+            (
+                f.strip_prefix(&dir).unwrap().display().to_string(),
+                serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap(),
+            )
+        })
         .collect();
-    assert!(out.len() > 50, "expected the test vectors in {}", dir.display());
+    assert!(
+        out.len() > 50,
+        "expected the test vectors in {}",
+        dir.display()
+    );
     out
 }
 
@@ -100,8 +115,9 @@ fn reference_root(leaves: &[Hash]) -> Hash {
 /// SHA-256 of the empty string: the root of the empty tree (RFC 6962 §2.1).
 fn tlog_empty() -> [u8; 32] {
     [
-        0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4,
-        0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+        0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9,
+        0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52,
+        0xb8, 0x55,
     ]
 }
 
@@ -161,12 +177,21 @@ fn appending_never_changes_earlier_roots() {
     let dir = tempfile::tempdir().unwrap();
     let (_e, tree, leaves) = build(dir.path(), 100);
     let before: Vec<Hash> = (1..=100).map(|s| tree.root(s).unwrap()).collect();
-    let more: Vec<Hash> = (0..57).map(|i| leaf_hash(format!("later {i}").as_bytes())).collect();
+    let more: Vec<Hash> = (0..57)
+        .map(|i| leaf_hash(format!("later {i}").as_bytes()))
+        .collect();
     tree.append(&more, true).unwrap();
     for s in 1..=100u64 {
         assert_eq!(tree.root(s).unwrap(), before[s as usize - 1]);
         let c = tree.consistency_proof(s, 157).unwrap();
-        verify::consistency(s, 157, &before[s as usize - 1].0, &tree.root(157).unwrap().0, &c).unwrap();
+        verify::consistency(
+            s,
+            157,
+            &before[s as usize - 1].0,
+            &tree.root(157).unwrap().0,
+            &c,
+        )
+        .unwrap();
     }
     assert_eq!(leaves.len(), 100);
 }
@@ -176,14 +201,18 @@ fn a_reopened_tree_rebuilds_missing_hashes_and_cuts_extra_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (entries, tree, _) = build(dir.path(), 70);
     let root = tree.root(70).unwrap();
-    tree.append(&[leaf_hash(b"never acknowledged")], true).unwrap(); // the hashes are ahead of the entries
+    tree.append(&[leaf_hash(b"never acknowledged")], true)
+        .unwrap(); // the hashes are ahead of the entries
     drop(tree);
     let fill = |i: u64| Ok(leaf_hash(&entries.get(i)?));
     let t = Tree::open(&dir.path().join("hashes.bin"), entries.len(), fill).unwrap();
     assert_eq!((t.size(), t.root(70).unwrap()), (70, root));
     // lose the last 1000 bytes of hashes (a torn write): rebuilt from the entries
     drop(t);
-    let f = std::fs::OpenOptions::new().write(true).open(dir.path().join("hashes.bin")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("hashes.bin"))
+        .unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len - 1000).unwrap();
     let t = Tree::open(&dir.path().join("hashes.bin"), entries.len(), fill).unwrap();
@@ -198,7 +227,11 @@ fn a_flipped_stored_hash_makes_proofs_fail_to_verify() {
     drop(tree);
     // flip one byte in the middle of the stored hashes (the hash of a leaf's sibling)
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("hashes.bin")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("hashes.bin"))
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, 32 * 40 + 5).unwrap();
     f.write_all_at(&[b[0] ^ 0x40], 32 * 40 + 5).unwrap();
@@ -223,13 +256,26 @@ fn signed_checkpoints_verify_only_with_the_right_key() {
     let c = verify::checkpoint(&cp, &vkey).unwrap();
     assert_eq!((c.size(), *c.hash()), (300, tree.root(300).unwrap()));
     // tiles and bundles in the C2SP layout
-    for f in ["checkpoint", "tile/0/000", "tile/0/001.p/44", "tile/1/000.p/1", "tile/entries/000", "tile/entries/001.p/44"] {
+    for f in [
+        "checkpoint",
+        "tile/0/000",
+        "tile/0/001.p/44",
+        "tile/1/000.p/1",
+        "tile/entries/000",
+        "tile/entries/001.p/44",
+    ] {
         assert!(dir.path().join("pub").join(f).exists(), "{f} missing");
     }
     let (_, other) = ledger::publish::generate_key("edgecloud.test/log");
-    assert!(verify::checkpoint(&cp, &other).is_err(), "a checkpoint verified under another key");
+    assert!(
+        verify::checkpoint(&cp, &other).is_err(),
+        "a checkpoint verified under another key"
+    );
     let mut forged = cp.clone();
     let at = forged.iter().position(|b| *b == b'\n').unwrap() + 1;
     forged[at] = if forged[at] == b'3' { b'4' } else { b'3' }; // change the size line
-    assert!(verify::checkpoint(&forged, &vkey).is_err(), "a forged checkpoint verified");
+    assert!(
+        verify::checkpoint(&forged, &vkey).is_err(),
+        "a forged checkpoint verified"
+    );
 }

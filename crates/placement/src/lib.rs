@@ -28,7 +28,11 @@ fn score(chunk: &ChunkId, target: &Target) -> f64 {
 
 /// Target positions ordered best first for this chunk. Targets of weight 0 come last.
 pub fn rank(chunk: &ChunkId, targets: &[Target]) -> Vec<usize> {
-    let mut scored: Vec<(f64, usize)> = targets.iter().enumerate().map(|(i, t)| (score(chunk, t), i)).collect();
+    let mut scored: Vec<(f64, usize)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (score(chunk, t), i))
+        .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().map(|(_, i)| i).collect()
 }

@@ -32,7 +32,10 @@ impl S3Auth for EdgeAuth {
         }
         match self.archive.access_key(access_key) {
             Ok(Some(k)) => Ok(SecretKey::from(k.secret)),
-            Ok(None) => Err(s3_error!(InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.")),
+            Ok(None) => Err(s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )),
             Err(e) => Err(crate::error::s3_error(e)),
         }
     }
@@ -53,12 +56,33 @@ fn need(op: &str) -> Need {
     match op {
         "ListBuckets" => Need::Signed,
         "CreateBucket" => Need::CreateBucket,
-        "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "ListObjectVersions" | "HeadBucket"
-        | "GetBucketLocation" | "GetBucketVersioning" | "GetObjectTagging" | "GetBucketTagging" | "GetBucketCors"
-        | "ListMultipartUploads" | "GetObjectAcl" | "GetObjectAttributes" => Need::In(Read),
-        "PutObject" | "DeleteObject" | "DeleteObjects" | "CopyObject" | "CreateMultipartUpload" | "UploadPart"
-        | "UploadPartCopy" | "CompleteMultipartUpload" | "AbortMultipartUpload" | "ListParts" | "PutObjectTagging"
-        | "DeleteObjectTagging" | "PutObjectAcl" => Need::In(Write),
+        "GetObject"
+        | "HeadObject"
+        | "ListObjects"
+        | "ListObjectsV2"
+        | "ListObjectVersions"
+        | "HeadBucket"
+        | "GetBucketLocation"
+        | "GetBucketVersioning"
+        | "GetObjectTagging"
+        | "GetBucketTagging"
+        | "GetBucketCors"
+        | "ListMultipartUploads"
+        | "GetObjectAcl"
+        | "GetObjectAttributes" => Need::In(Read),
+        "PutObject"
+        | "DeleteObject"
+        | "DeleteObjects"
+        | "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "ListParts"
+        | "PutObjectTagging"
+        | "DeleteObjectTagging"
+        | "PutObjectAcl" => Need::In(Write),
         // Bucket configuration, deletion, and anything new: owners only.
         _ => Need::In(Owner),
     }
@@ -71,8 +95,17 @@ pub(crate) struct EdgeAccess {
 
 impl EdgeAccess {
     /// `bucket_rec`: the bucket's record when the caller already loaded it.
-    fn key_permission(&self, access_key: &str, bucket: &str, bucket_rec: Option<&archive::Bucket>) -> S3Result<Option<Permission>> {
-        let Some(k) = self.archive.access_key(access_key).map_err(crate::error::s3_error)? else {
+    fn key_permission(
+        &self,
+        access_key: &str,
+        bucket: &str,
+        bucket_rec: Option<&archive::Bucket>,
+    ) -> S3Result<Option<Permission>> {
+        let Some(k) = self
+            .archive
+            .access_key(access_key)
+            .map_err(crate::error::s3_error)?
+        else {
             return Ok(None);
         };
         if let Some(p) = k.permission(bucket) {
@@ -93,11 +126,17 @@ impl EdgeAccess {
         if b.settings.get(policy::OWNER).map(String::as_str) == Some(access_key) {
             return Ok(Some(Permission::Owner));
         }
-        Ok((b.settings.get(policy::ACL).map(String::as_str) == Some("authenticated-read")).then_some(Permission::Read))
+        Ok(
+            (b.settings.get(policy::ACL).map(String::as_str) == Some("authenticated-read"))
+                .then_some(Permission::Read),
+        )
     }
 
     fn may_create_buckets(&self, access_key: &str) -> S3Result<bool> {
-        let k = self.archive.access_key(access_key).map_err(crate::error::s3_error)?;
+        let k = self
+            .archive
+            .access_key(access_key)
+            .map_err(crate::error::s3_error)?;
         Ok(k.is_some_and(|k| k.admin || k.create_buckets))
     }
 }
@@ -125,7 +164,10 @@ fn percent_decode(s: &str) -> String {
 impl S3Access for EdgeAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         // The root key may do everything: no lookups on its (hot) path.
-        if cx.credentials().is_some_and(|c| c.access_key == self.root.access_key) {
+        if cx
+            .credentials()
+            .is_some_and(|c| c.access_key == self.root.access_key)
+        {
             return Ok(());
         }
         let op = cx.s3_op().name();
@@ -137,47 +179,86 @@ impl S3Access for EdgeAccess {
         let bucket_rec = bucket.as_deref().and_then(|b| self.archive.bucket(b).ok());
         let object_acl = || {
             let (b, k) = (bucket.as_deref()?, key.as_deref()?);
-            self.archive.head(b, k, &archive::VersionSel::Latest).ok()?.meta.get(crate::headers::ACL).cloned()
+            self.archive
+                .head(b, k, &archive::VersionSel::Latest)
+                .ok()?
+                .meta
+                .get(crate::headers::ACL)
+                .cloned()
         };
         // As S3: who may list a bucket learns that a key is missing (404), others get 403.
         let missing_but_listable = |principal: Option<&str>| {
-            let (Some(b), Some(k)) = (bucket_rec.as_ref(), key.as_deref()) else { return false };
+            let (Some(b), Some(k)) = (bucket_rec.as_ref(), key.as_deref()) else {
+                return false;
+            };
             matches!(op, "GetObject" | "HeadObject")
-                && self.archive.head(&b.name, k, &archive::VersionSel::Latest).is_err()
+                && self
+                    .archive
+                    .head(&b.name, k, &archive::VersionSel::Latest)
+                    .is_err()
                 && match principal {
                     None => policy::allows_anonymous(b, "ListObjects", None, None),
-                    Some(p) => policy::policy_decision(b, "ListObjects", None, Some(p)) == Some(true)
-                        || policy::public_by_acl(b, "ListObjects", None),
+                    Some(p) => {
+                        policy::policy_decision(b, "ListObjects", None, Some(p)) == Some(true)
+                            || policy::public_by_acl(b, "ListObjects", None)
+                    }
                 }
         };
         let Some(cred) = cx.credentials() else {
-            let public = bucket_rec.as_ref().is_some_and(|b| policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref()));
-            return if public || missing_but_listable(None) { Ok(()) } else { Err(denied()) };
+            let public = bucket_rec.as_ref().is_some_and(|b| {
+                policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref())
+            });
+            return if public || missing_but_listable(None) {
+                Ok(())
+            } else {
+                Err(denied())
+            };
         };
         let access_key = cred.access_key.clone();
         let level = match need(op) {
             Need::Signed => return Ok(()),
-            Need::CreateBucket => return if self.may_create_buckets(&access_key)? { Ok(()) } else { Err(denied()) },
+            Need::CreateBucket => {
+                return if self.may_create_buckets(&access_key)? {
+                    Ok(())
+                } else {
+                    Err(denied())
+                };
+            }
             Need::In(level) => level,
         };
         let bucket = bucket.clone().ok_or_else(denied)?;
         if matches!(op, "CopyObject" | "UploadPartCopy") {
             if let Some(src) = copy_source_bucket(cx.headers()) {
-                if !self.key_permission(&access_key, &src, None)?.is_some_and(|p| p >= Permission::Read) {
+                if !self
+                    .key_permission(&access_key, &src, None)?
+                    .is_some_and(|p| p >= Permission::Read)
+                {
                     return Err(denied());
                 }
             }
         }
-        let decision = bucket_rec.as_ref().and_then(|b| policy::policy_decision(b, op, key.as_deref(), Some(&access_key)));
+        let decision = bucket_rec
+            .as_ref()
+            .and_then(|b| policy::policy_decision(b, op, key.as_deref(), Some(&access_key)));
         if decision == Some(false) {
             return Err(denied());
         }
-        if self.key_permission(&access_key, &bucket, bucket_rec.as_ref())?.is_some_and(|p| p >= level) || decision == Some(true) {
+        if self
+            .key_permission(&access_key, &bucket, bucket_rec.as_ref())?
+            .is_some_and(|p| p >= level)
+            || decision == Some(true)
+        {
             return Ok(());
         }
         // Data public to everyone is public to other keys too.
-        let public = bucket_rec.as_ref().is_some_and(|b| level == Permission::Read && policy::public_by_acl(b, op, object_acl().as_ref()));
-        if public || missing_but_listable(Some(&access_key)) { Ok(()) } else { Err(denied()) }
+        let public = bucket_rec.as_ref().is_some_and(|b| {
+            level == Permission::Read && policy::public_by_acl(b, op, object_acl().as_ref())
+        });
+        if public || missing_but_listable(Some(&access_key)) {
+            Ok(())
+        } else {
+            Err(denied())
+        }
     }
 }
 
@@ -189,7 +270,10 @@ impl crate::EdgeS3 {
             return true;
         }
         match self.archive.access_key(a) {
-            Ok(Some(k)) => k.permission(&bucket.name).is_some() || bucket.settings.get(policy::OWNER).map(String::as_str) == Some(a),
+            Ok(Some(k)) => {
+                k.permission(&bucket.name).is_some()
+                    || bucket.settings.get(policy::OWNER).map(String::as_str) == Some(a)
+            }
             _ => false,
         }
     }

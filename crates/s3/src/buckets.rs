@@ -8,7 +8,10 @@ use crate::EdgeS3;
 use crate::error::OrS3;
 
 impl EdgeS3 {
-    pub(crate) async fn list_buckets_op(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    pub(crate) async fn list_buckets_op(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
         let buckets = self
             .archive
@@ -16,15 +19,30 @@ impl EdgeS3 {
             .s3()?
             .into_iter()
             .filter(|b| self.can_list(key, b))
-            .map(|b| Bucket { name: Some(b.name), creation_date: Some(crate::timestamp(b.created_ns)), ..Default::default() })
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(crate::timestamp(b.created_ns)),
+                ..Default::default()
+            })
             .collect();
-        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
     }
 
-    pub(crate) async fn create_bucket_op(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    pub(crate) async fn create_bucket_op(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         // S3 buckets start unversioned; the history of overwrites is still kept for
         // as-of reads (see docs/architecture.md).
-        let acl = req.input.acl.as_ref().map(|a| crate::policy::canned_acl(a.as_str())).transpose()?;
+        let acl = req
+            .input
+            .acl
+            .as_ref()
+            .map(|a| crate::policy::canned_acl(a.as_str()))
+            .transpose()?;
         // The key that creates a bucket owns it (the root key owns everything anyway);
         // owner and ACL are set in the same commit as the bucket.
         let caller = req.credentials.as_ref().map(|c| c.access_key.clone());
@@ -36,7 +54,17 @@ impl EdgeS3 {
         if let Some(a) = acl {
             settings.insert(crate::policy::ACL.to_string(), a.to_string());
         }
-        match self.archive.create_bucket_as(&req.input.bucket, None, Versioning::Unversioned, settings, caller).await {
+        match self
+            .archive
+            .create_bucket_as(
+                &req.input.bucket,
+                None,
+                Versioning::Unversioned,
+                settings,
+                caller,
+            )
+            .await
+        {
             Ok(_) => {}
             // As S3 in us-east-1: creating a bucket you already own succeeds and changes
             // nothing. Someone else's bucket is BucketAlreadyExists.
@@ -46,49 +74,97 @@ impl EdgeS3 {
                 let owner = b.settings.get(crate::policy::OWNER).map(String::as_str);
                 let root = caller == Some(self.root.access_key.as_str());
                 return if root && owner.is_none() || caller.is_some() && owner == caller {
-                    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
+                    Ok(S3Response::new(CreateBucketOutput {
+                        location: Some(format!("/{}", req.input.bucket)),
+                        ..Default::default()
+                    }))
                 } else {
-                    Err(s3s::s3_error!(BucketAlreadyExists, "The requested bucket name is not available"))
+                    Err(s3s::s3_error!(
+                        BucketAlreadyExists,
+                        "The requested bucket name is not available"
+                    ))
                 };
             }
             Err(e) => return Err(crate::error::s3_error(e)),
         }
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+            ..Default::default()
+        }))
     }
 
-    pub(crate) async fn delete_bucket_op(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    pub(crate) async fn delete_bucket_op(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
-        self.archive.delete_bucket_as(&req.input.bucket, actor).await.s3()?;
+        self.archive
+            .delete_bucket_as(&req.input.bucket, actor)
+            .await
+            .s3()?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
-    pub(crate) async fn head_bucket_op(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    pub(crate) async fn head_bucket_op(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.archive.bucket(&req.input.bucket).s3()?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
-    pub(crate) async fn get_bucket_location_op(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    pub(crate) async fn get_bucket_location_op(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.archive.bucket(&req.input.bucket).s3()?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
-    pub(crate) async fn get_bucket_versioning_op(&self, req: S3Request<GetBucketVersioningInput>) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+    pub(crate) async fn get_bucket_versioning_op(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         let b = self.archive.bucket(&req.input.bucket).s3()?;
         let status = match b.versioning {
             Versioning::Unversioned => None,
-            Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
-            Versioning::Suspended => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)),
+            Versioning::Enabled => Some(BucketVersioningStatus::from_static(
+                BucketVersioningStatus::ENABLED,
+            )),
+            Versioning::Suspended => Some(BucketVersioningStatus::from_static(
+                BucketVersioningStatus::SUSPENDED,
+            )),
         };
-        Ok(S3Response::new(GetBucketVersioningOutput { status, ..Default::default() }))
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status,
+            ..Default::default()
+        }))
     }
 
-    pub(crate) async fn put_bucket_versioning_op(&self, req: S3Request<PutBucketVersioningInput>) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-        let v = match req.input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
+    pub(crate) async fn put_bucket_versioning_op(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let v = match req
+            .input
+            .versioning_configuration
+            .status
+            .as_ref()
+            .map(|s| s.as_str())
+        {
             Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
             Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
-            _ => return Err(s3s::s3_error!(MalformedXML, "versioning status must be Enabled or Suspended")),
+            _ => {
+                return Err(s3s::s3_error!(
+                    MalformedXML,
+                    "versioning status must be Enabled or Suspended"
+                ));
+            }
         };
-        self.archive.set_versioning(&req.input.bucket, v).await.s3()?;
+        self.archive
+            .set_versioning(&req.input.bucket, v)
+            .await
+            .s3()?;
         Ok(S3Response::new(PutBucketVersioningOutput::default()))
     }
 }

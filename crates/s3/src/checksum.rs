@@ -25,7 +25,13 @@ pub(crate) enum Algo {
     Crc64Nvme,
 }
 
-const ALL: [Algo; 5] = [Algo::Crc32, Algo::Crc32c, Algo::Sha1, Algo::Sha256, Algo::Crc64Nvme];
+const ALL: [Algo; 5] = [
+    Algo::Crc32,
+    Algo::Crc32c,
+    Algo::Sha1,
+    Algo::Sha256,
+    Algo::Crc64Nvme,
+];
 
 impl Algo {
     pub(crate) fn name(self) -> &'static str {
@@ -76,31 +82,59 @@ pub(crate) struct Expected {
 
 /// Reads the checksum a request announces: a `x-amz-checksum-*` header, a trailer named
 /// by `x-amz-trailer`, or just an algorithm (`x-amz-sdk-checksum-algorithm`).
-pub(crate) fn expected(headers: &http::HeaderMap, trailers: Option<TrailingHeaders>) -> S3Result<Option<Expected>> {
+pub(crate) fn expected(
+    headers: &http::HeaderMap,
+    trailers: Option<TrailingHeaders>,
+) -> S3Result<Option<Expected>> {
     let mut found = None;
     for algo in ALL {
         if let Some(v) = headers.get(algo.header()) {
             if found.is_some() {
-                return Err(s3s::s3_error!(InvalidRequest, "Expecting a single x-amz-checksum- header"));
+                return Err(s3s::s3_error!(
+                    InvalidRequest,
+                    "Expecting a single x-amz-checksum- header"
+                ));
             }
-            let v = v.to_str().map_err(|_| s3s::s3_error!(InvalidRequest, "checksum header is not ASCII"))?;
-            found = Some(Expected { algo, value: Some(v.to_string()), trailers: None });
+            let v = v
+                .to_str()
+                .map_err(|_| s3s::s3_error!(InvalidRequest, "checksum header is not ASCII"))?;
+            found = Some(Expected {
+                algo,
+                value: Some(v.to_string()),
+                trailers: None,
+            });
         }
     }
     if found.is_some() {
         return Ok(found);
     }
-    let named = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_ascii_lowercase());
+    let named = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_ascii_lowercase())
+    };
     if let Some(t) = named("x-amz-trailer") {
         if let Some(algo) = ALL.into_iter().find(|a| a.header() == t) {
-            return Ok(Some(Expected { algo, value: None, trailers }));
+            return Ok(Some(Expected {
+                algo,
+                value: None,
+                trailers,
+            }));
         }
     }
     if let Some(a) = named("x-amz-sdk-checksum-algorithm") {
         if let Some(algo) = ALL.into_iter().find(|x| x.name() == a) {
-            return Ok(Some(Expected { algo, value: None, trailers: None }));
+            return Ok(Some(Expected {
+                algo,
+                value: None,
+                trailers: None,
+            }));
         }
-        return Err(s3s::s3_error!(InvalidRequest, "unknown checksum algorithm {a}"));
+        return Err(s3s::s3_error!(
+            InvalidRequest,
+            "unknown checksum algorithm {a}"
+        ));
     }
     Ok(None)
 }
@@ -119,26 +153,48 @@ pub(crate) struct Verified<S> {
 impl<S> Verified<S> {
     pub(crate) fn new(inner: S, exp: Expected) -> Self {
         let hasher = Some(exp.algo.hasher());
-        Verified { inner, hasher, exp, failed: Arc::default(), late: archive::LateMeta::default() }
+        Verified {
+            inner,
+            hasher,
+            exp,
+            failed: Arc::default(),
+            late: archive::LateMeta::default(),
+        }
     }
 
     /// The S3 error for a mismatch.
     pub(crate) fn error(&self) -> s3s::S3Error {
-        s3s::s3_error!(BadDigest, "The {} you specified did not match the calculated checksum.", self.exp.algo.header())
+        s3s::s3_error!(
+            BadDigest,
+            "The {} you specified did not match the calculated checksum.",
+            self.exp.algo.header()
+        )
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        let Some(h) = self.hasher.take() else { return Ok(()) };
+        let Some(h) = self.hasher.take() else {
+            return Ok(());
+        };
         let got = self.exp.algo.value_of(&h.finalize()).unwrap_or_default();
         let header = self.exp.algo.header();
         let want = self.exp.value.clone().or_else(|| {
-            self.exp.trailers.as_ref()?.read(|t| t.get(&header).and_then(|v| v.to_str().ok()).map(str::to_string))?
+            self.exp.trailers.as_ref()?.read(|t| {
+                t.get(&header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })?
         });
         if want.as_ref().is_some_and(|w| w.trim() != got) {
             self.failed.store(true, Ordering::SeqCst);
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{header} does not match the body")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{header} does not match the body"),
+            ));
         }
-        self.late.lock().expect("late metadata lock").insert(format!("{CHECKSUM_PREFIX}{}", self.exp.algo.name()), got);
+        self.late
+            .lock()
+            .expect("late metadata lock")
+            .insert(format!("{CHECKSUM_PREFIX}{}", self.exp.algo.name()), got);
         Ok(())
     }
 }

@@ -26,28 +26,46 @@ struct Rule {
 }
 
 fn rules(b: &archive::Bucket) -> Vec<Rule> {
-    b.settings.get(CORS).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+    b.settings
+        .get(CORS)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
 }
 
 /// `*` wildcards, at most one per pattern as S3 allows; header names compare without case.
 fn wildcard(pattern: &str, s: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == s,
-        Some((pre, suf)) => s.len() >= pre.len() + suf.len() && s.starts_with(pre) && s.ends_with(suf),
+        Some((pre, suf)) => {
+            s.len() >= pre.len() + suf.len() && s.starts_with(pre) && s.ends_with(suf)
+        }
     }
 }
 
 /// The first rule allowing this origin, method and request headers.
-fn matching<'a>(rules: &'a [Rule], origin: &str, method: &str, req_headers: &[String]) -> Option<&'a Rule> {
+fn matching<'a>(
+    rules: &'a [Rule],
+    origin: &str,
+    method: &str,
+    req_headers: &[String],
+) -> Option<&'a Rule> {
     rules.iter().find(|r| {
         r.origins.iter().any(|o| wildcard(o, origin))
             && r.methods.iter().any(|m| m == method)
-            && req_headers.iter().all(|h| r.headers.iter().any(|p| wildcard(&p.to_ascii_lowercase(), &h.to_ascii_lowercase())))
+            && req_headers.iter().all(|h| {
+                r.headers
+                    .iter()
+                    .any(|p| wildcard(&p.to_ascii_lowercase(), &h.to_ascii_lowercase()))
+            })
     })
 }
 
 fn allow_headers(out: &mut HeaderMap, r: &Rule, origin: &str, req_headers: &[String]) {
-    let origin_value = if r.origins.iter().any(|o| o == "*") { "*" } else { origin };
+    let origin_value = if r.origins.iter().any(|o| o == "*") {
+        "*"
+    } else {
+        origin
+    };
     let mut put = |name: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
             out.insert(name, v);
@@ -73,7 +91,12 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn requested_headers(h: &HeaderMap) -> Vec<String> {
     header(h, "access-control-request-headers")
-        .map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -83,13 +106,18 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     );
     let mut r = Response::new(Body::from(xml));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/xml"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/xml"));
     r
 }
 
 /// Which bucket a request addresses: the host's first label under `domain`
 /// (virtual-hosted style), else the first path segment.
-pub(crate) fn bucket_of(req_headers: &HeaderMap, path: &str, domain: Option<&str>) -> Option<String> {
+pub(crate) fn bucket_of(
+    req_headers: &HeaderMap,
+    path: &str,
+    domain: Option<&str>,
+) -> Option<String> {
     if let (Some(d), Some(host)) = (domain, header(req_headers, "host")) {
         let host = host.split(':').next().unwrap_or(host);
         if let Some(b) = host.strip_suffix(d).and_then(|p| p.strip_suffix('.')) {
@@ -110,10 +138,23 @@ pub(crate) async fn middleware(
 ) -> Response<Body> {
     let origin = header(req.headers(), "origin").map(str::to_string);
     let bucket = bucket_of(req.headers(), req.uri().path(), domain.as_deref());
-    let rules = || bucket.as_deref().and_then(|b| archive.bucket(b).ok()).map(|b| rules(&b)).unwrap_or_default();
+    let rules = || {
+        bucket
+            .as_deref()
+            .and_then(|b| archive.bucket(b).ok())
+            .map(|b| rules(&b))
+            .unwrap_or_default()
+    };
     if req.method() == Method::OPTIONS {
-        let (Some(origin), Some(method)) = (origin, header(req.headers(), "access-control-request-method")) else {
-            return error(StatusCode::BAD_REQUEST, "BadRequest", "Insufficient information. Origin request header needed.");
+        let (Some(origin), Some(method)) = (
+            origin,
+            header(req.headers(), "access-control-request-method"),
+        ) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Insufficient information. Origin request header needed.",
+            );
         };
         let wanted = requested_headers(req.headers());
         let rules = rules();
@@ -123,11 +164,19 @@ pub(crate) async fn middleware(
                 allow_headers(resp.headers_mut(), r, &origin, &wanted);
                 resp
             }
-            None => error(StatusCode::FORBIDDEN, "AccessForbidden", "CORSResponse: This CORS request is not allowed."),
+            None => error(
+                StatusCode::FORBIDDEN,
+                "AccessForbidden",
+                "CORSResponse: This CORS request is not allowed.",
+            ),
         };
     }
-    let Some(origin) = origin else { return next.run(req).await };
-    let method = header(req.headers(), "access-control-request-method").unwrap_or(req.method().as_str()).to_string();
+    let Some(origin) = origin else {
+        return next.run(req).await;
+    };
+    let method = header(req.headers(), "access-control-request-method")
+        .unwrap_or(req.method().as_str())
+        .to_string();
     let rules = rules();
     let mut resp = next.run(req).await;
     if let Some(r) = matching(&rules, &origin, &method, &[]) {
@@ -139,15 +188,32 @@ pub(crate) async fn middleware(
 const METHODS: [&str; 5] = ["GET", "PUT", "HEAD", "POST", "DELETE"];
 
 impl EdgeS3 {
-    pub(crate) async fn put_bucket_cors_op(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+    pub(crate) async fn put_bucket_cors_op(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
         let i = req.input;
         let mut stored = Vec::new();
         for r in i.cors_configuration.cors_rules {
-            if let Some(m) = r.allowed_methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
-                return Err(s3s::s3_error!(InvalidRequest, "Found unsupported HTTP method in CORS config. Unsupported method is {m}"));
+            if let Some(m) = r
+                .allowed_methods
+                .iter()
+                .find(|m| !METHODS.contains(&m.as_str()))
+            {
+                return Err(s3s::s3_error!(
+                    InvalidRequest,
+                    "Found unsupported HTTP method in CORS config. Unsupported method is {m}"
+                ));
             }
-            if r.allowed_origins.iter().chain(r.allowed_headers.iter().flatten()).any(|o| o.matches('*').count() > 1) {
-                return Err(s3s::s3_error!(InvalidRequest, "AllowedOrigin and AllowedHeader can have at most one * wildcard"));
+            if r.allowed_origins
+                .iter()
+                .chain(r.allowed_headers.iter().flatten())
+                .any(|o| o.matches('*').count() > 1)
+            {
+                return Err(s3s::s3_error!(
+                    InvalidRequest,
+                    "AllowedOrigin and AllowedHeader can have at most one * wildcard"
+                ));
             }
             stored.push(Rule {
                 id: r.id,
@@ -159,20 +225,32 @@ impl EdgeS3 {
             });
         }
         if stored.is_empty() || stored.len() > 100 {
-            return Err(s3s::s3_error!(MalformedXML, "a CORS configuration holds 1 to 100 rules"));
+            return Err(s3s::s3_error!(
+                MalformedXML,
+                "a CORS configuration holds 1 to 100 rules"
+            ));
         }
         let json = serde_json::to_string(&stored).expect("rules serialize");
-        self.archive.update_bucket_settings(&i.bucket, move |s| {
-            s.insert(CORS.into(), json);
-        }).await.s3()?;
+        self.archive
+            .update_bucket_settings(&i.bucket, move |s| {
+                s.insert(CORS.into(), json);
+            })
+            .await
+            .s3()?;
         Ok(S3Response::new(PutBucketCorsOutput {}))
     }
 
-    pub(crate) async fn get_bucket_cors_op(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+    pub(crate) async fn get_bucket_cors_op(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
         let b = self.archive.bucket(&req.input.bucket).s3()?;
         let rules = rules(&b);
         if rules.is_empty() {
-            return Err(s3s::s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist"));
+            return Err(s3s::s3_error!(
+                NoSuchCORSConfiguration,
+                "The CORS configuration does not exist"
+            ));
         }
         let cors_rules = rules
             .into_iter()
@@ -185,13 +263,21 @@ impl EdgeS3 {
                 max_age_seconds: r.max_age,
             })
             .collect();
-        Ok(S3Response::new(GetBucketCorsOutput { cors_rules: Some(cors_rules) }))
+        Ok(S3Response::new(GetBucketCorsOutput {
+            cors_rules: Some(cors_rules),
+        }))
     }
 
-    pub(crate) async fn delete_bucket_cors_op(&self, req: S3Request<DeleteBucketCorsInput>) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-        self.archive.update_bucket_settings(&req.input.bucket, |s| {
-            s.remove(CORS);
-        }).await.s3()?;
+    pub(crate) async fn delete_bucket_cors_op(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.archive
+            .update_bucket_settings(&req.input.bucket, |s| {
+                s.remove(CORS);
+            })
+            .await
+            .s3()?;
         Ok(S3Response::new(DeleteBucketCorsOutput {}))
     }
 }

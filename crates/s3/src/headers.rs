@@ -78,7 +78,10 @@ impl StoredHeaders<'_> {
 }
 
 /// User metadata (`x-amz-meta-*`) from a request, plus the stored headers.
-pub(crate) fn object_meta(user: Option<Metadata>, stored: StoredHeaders<'_>) -> BTreeMap<String, String> {
+pub(crate) fn object_meta(
+    user: Option<Metadata>,
+    stored: StoredHeaders<'_>,
+) -> BTreeMap<String, String> {
     let mut meta: BTreeMap<String, String> = user.unwrap_or_default().into_iter().collect();
     stored.store(&mut meta);
     meta
@@ -86,12 +89,16 @@ pub(crate) fn object_meta(user: Option<Metadata>, stored: StoredHeaders<'_>) -> 
 
 /// The user metadata part only, for `x-amz-meta-*` response headers.
 pub(crate) fn user_meta(meta: &BTreeMap<String, String>) -> Metadata {
-    meta.iter().filter(|(k, _)| !k.starts_with(':')).map(|(k, v)| (k.clone(), v.clone())).collect()
+    meta.iter()
+        .filter(|(k, _)| !k.starts_with(':'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 pub(crate) fn http_date(t: &Timestamp) -> String {
     let mut out = Vec::new();
-    t.format(TimestampFormat::HttpDate, &mut out).expect("timestamps always format");
+    t.format(TimestampFormat::HttpDate, &mut out)
+        .expect("timestamps always format");
     String::from_utf8(out).expect("HTTP dates are ASCII")
 }
 
@@ -130,7 +137,10 @@ impl ResponseHeaders {
             }
         };
         pick(&i.response_cache_control, &mut self.cache_control);
-        pick(&i.response_content_disposition, &mut self.content_disposition);
+        pick(
+            &i.response_content_disposition,
+            &mut self.content_disposition,
+        );
         pick(&i.response_content_encoding, &mut self.content_encoding);
         pick(&i.response_content_language, &mut self.content_language);
         pick(&i.response_content_type, &mut self.content_type);
@@ -154,10 +164,16 @@ pub(crate) fn validate_tags(tags: &[Tag], max: usize) -> S3Result<()> {
         let k = t.key.as_deref().unwrap_or("");
         let v = t.value.as_deref().unwrap_or("");
         if k.is_empty() || k.chars().count() > 128 {
-            return Err(s3s::s3_error!(InvalidTag, "tag keys must be 1 to 128 characters"));
+            return Err(s3s::s3_error!(
+                InvalidTag,
+                "tag keys must be 1 to 128 characters"
+            ));
         }
         if v.chars().count() > 256 {
-            return Err(s3s::s3_error!(InvalidTag, "tag values must be at most 256 characters"));
+            return Err(s3s::s3_error!(
+                InvalidTag,
+                "tag values must be at most 256 characters"
+            ));
         }
         if !seen.insert(k) {
             return Err(s3s::s3_error!(InvalidTag, "tag keys must be unique"));
@@ -169,7 +185,10 @@ pub(crate) fn validate_tags(tags: &[Tag], max: usize) -> S3Result<()> {
 pub(crate) fn encode_tags(tags: &[Tag]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for t in tags {
-        s.append_pair(t.key.as_deref().unwrap_or(""), t.value.as_deref().unwrap_or(""));
+        s.append_pair(
+            t.key.as_deref().unwrap_or(""),
+            t.value.as_deref().unwrap_or(""),
+        );
     }
     s.finish()
 }
@@ -177,7 +196,10 @@ pub(crate) fn encode_tags(tags: &[Tag]) -> String {
 /// Tags as S3 lists them: sorted by key.
 pub(crate) fn decode_tags(s: &str) -> Vec<Tag> {
     let mut tags: Vec<Tag> = form_urlencoded::parse(s.as_bytes())
-        .map(|(k, v)| Tag { key: Some(k.into_owned()), value: Some(v.into_owned()) })
+        .map(|(k, v)| Tag {
+            key: Some(k.into_owned()),
+            value: Some(v.into_owned()),
+        })
         .collect();
     tags.sort_by(|a, b| a.key.cmp(&b.key));
     tags
@@ -191,5 +213,7 @@ pub(crate) fn parse_tagging_header(h: &str) -> S3Result<Vec<Tag>> {
 }
 
 pub(crate) fn tag_count(meta: &BTreeMap<String, String>) -> Option<i32> {
-    meta.get(TAGGING).map(|s| decode_tags(s).len() as i32).filter(|n| *n > 0)
+    meta.get(TAGGING)
+        .map(|s| decode_tags(s).len() as i32)
+        .filter(|n| *n > 0)
 }

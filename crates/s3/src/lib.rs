@@ -40,25 +40,43 @@ pub struct GatewayConfig {
 /// The S3 gateway as an HTTP router: CORS in front, then s3s (SigV4, routing, XML)
 /// with our access checks, then the operations below.
 pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, String> {
-    let mut b = S3ServiceBuilder::new(EdgeS3 { archive: archive.clone(), root: cfg.root.clone() });
-    b.set_auth(access::EdgeAuth { archive: archive.clone(), root: cfg.root.clone() });
-    b.set_access(access::EdgeAccess { archive: archive.clone(), root: cfg.root });
+    let mut b = S3ServiceBuilder::new(EdgeS3 {
+        archive: archive.clone(),
+        root: cfg.root.clone(),
+    });
+    b.set_auth(access::EdgeAuth {
+        archive: archive.clone(),
+        root: cfg.root.clone(),
+    });
+    b.set_access(access::EdgeAccess {
+        archive: archive.clone(),
+        root: cfg.root,
+    });
     if let Some(d) = &cfg.domain {
         if d.is_empty() || d.contains([':', '/']) {
-            return Err(format!("--domain {d:?} must be a bare domain name like s3.example.com"));
+            return Err(format!(
+                "--domain {d:?} must be a bare domain name like s3.example.com"
+            ));
         }
-        b.set_host(DomainHost { domain: d.to_ascii_lowercase() });
+        b.set_host(DomainHost {
+            domain: d.to_ascii_lowercase(),
+        });
     }
     // s3s turns every S3 failure into an S3 error response; what reaches this handler
     // is an internal fault, answered with a plain 500.
     let svc = axum::error_handling::HandleError::new(b.build(), |e: s3s::HttpError| async move {
         tracing::error!(error = ?e, "S3 service fault");
-        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+        )
     });
     let domain = cfg.domain;
     Ok(axum::Router::new()
         .fallback_service(svc)
-        .layer(axum::middleware::from_fn(move |req, next| cors::middleware(archive.clone(), domain.clone(), req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            cors::middleware(archive.clone(), domain.clone(), req, next)
+        }))
         .layer(axum::middleware::from_fn(request_id::middleware)))
 }
 
@@ -77,7 +95,10 @@ impl s3s::host::S3Host for DomainHost {
         };
         let vh = s3s::host::VirtualHost::new(self.domain.as_str());
         match name.len().checked_sub(self.domain.len() + 1) {
-            Some(cut) if name[cut + 1..].eq_ignore_ascii_case(&self.domain) && name.as_bytes()[cut] == b'.' => {
+            Some(cut)
+                if name[cut + 1..].eq_ignore_ascii_case(&self.domain)
+                    && name.as_bytes()[cut] == b'.' =>
+            {
                 Ok(vh.with_bucket(&name[..cut]))
             }
             _ => Ok(vh),
@@ -91,13 +112,20 @@ pub(crate) fn timestamp(ns: u64) -> s3s::dto::Timestamp {
 
 /// A `versionId` parameter as a selection: that version, or the latest.
 pub(crate) fn version_sel(version_id: &Option<String>) -> archive::VersionSel {
-    version_id.clone().map(archive::VersionSel::Id).unwrap_or(archive::VersionSel::Latest)
+    version_id
+        .clone()
+        .map(archive::VersionSel::Id)
+        .unwrap_or(archive::VersionSel::Latest)
 }
 
 /// The selection that reads exactly `head`, the version conditions were checked
 /// against ("null" ids are not unique over time: keep the original selection for those).
 pub(crate) fn pinned(sel: archive::VersionSel, head: &archive::Version) -> archive::VersionSel {
-    if head.version_id == "null" { sel } else { archive::VersionSel::Id(head.version_id.clone()) }
+    if head.version_id == "null" {
+        sel
+    } else {
+        archive::VersionSel::Id(head.version_id.clone())
+    }
 }
 
 pub(crate) fn etag(v: &str) -> s3s::dto::ETag {
@@ -117,121 +145,238 @@ pub(crate) fn version_id(v: &archive::Version, b: &archive::Bucket) -> Option<St
 
 #[async_trait::async_trait]
 impl s3s::S3 for EdgeS3 {
-    async fn list_buckets(&self, req: s3s::S3Request<s3s::dto::ListBucketsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListBucketsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListBucketsOutput>> {
         self.list_buckets_op(req).await
     }
-    async fn create_bucket(&self, req: s3s::S3Request<s3s::dto::CreateBucketInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: s3s::S3Request<s3s::dto::CreateBucketInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateBucketOutput>> {
         self.create_bucket_op(req).await
     }
-    async fn delete_bucket(&self, req: s3s::S3Request<s3s::dto::DeleteBucketInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketOutput>> {
         self.delete_bucket_op(req).await
     }
-    async fn head_bucket(&self, req: s3s::S3Request<s3s::dto::HeadBucketInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: s3s::S3Request<s3s::dto::HeadBucketInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadBucketOutput>> {
         self.head_bucket_op(req).await
     }
-    async fn get_bucket_location(&self, req: s3s::S3Request<s3s::dto::GetBucketLocationInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketLocationOutput>> {
+    async fn get_bucket_location(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketLocationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketLocationOutput>> {
         self.get_bucket_location_op(req).await
     }
-    async fn get_bucket_versioning(&self, req: s3s::S3Request<s3s::dto::GetBucketVersioningInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketVersioningOutput>> {
+    async fn get_bucket_versioning(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketVersioningInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketVersioningOutput>> {
         self.get_bucket_versioning_op(req).await
     }
-    async fn put_bucket_versioning(&self, req: s3s::S3Request<s3s::dto::PutBucketVersioningInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketVersioningOutput>> {
+    async fn put_bucket_versioning(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketVersioningInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketVersioningOutput>> {
         self.put_bucket_versioning_op(req).await
     }
-    async fn put_object(&self, req: s3s::S3Request<s3s::dto::PutObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectOutput>> {
         self.put_object_op(req).await
     }
-    async fn get_object(&self, req: s3s::S3Request<s3s::dto::GetObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
         self.get_object_op(req).await
     }
-    async fn head_object(&self, req: s3s::S3Request<s3s::dto::HeadObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::HeadObjectInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadObjectOutput>> {
         self.head_object_op(req).await
     }
-    async fn delete_object(&self, req: s3s::S3Request<s3s::dto::DeleteObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteObjectInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectOutput>> {
         self.delete_object_op(req).await
     }
-    async fn list_objects(&self, req: s3s::S3Request<s3s::dto::ListObjectsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListObjectsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectsOutput>> {
         self.list_objects_op(req).await
     }
-    async fn list_object_versions(&self, req: s3s::S3Request<s3s::dto::ListObjectVersionsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectVersionsOutput>> {
+    async fn list_object_versions(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListObjectVersionsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectVersionsOutput>> {
         self.list_object_versions_op(req).await
     }
-    async fn delete_objects(&self, req: s3s::S3Request<s3s::dto::DeleteObjectsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteObjectsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectsOutput>> {
         self.delete_objects_op(req).await
     }
-    async fn copy_object(&self, req: s3s::S3Request<s3s::dto::CopyObjectInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::CopyObjectInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::CopyObjectOutput>> {
         self.copy_object_op(req).await
     }
-    async fn upload_part_copy(&self, req: s3s::S3Request<s3s::dto::UploadPartCopyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartCopyOutput>> {
+    async fn upload_part_copy(
+        &self,
+        req: s3s::S3Request<s3s::dto::UploadPartCopyInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartCopyOutput>> {
         self.upload_part_copy_op(req).await
     }
-    async fn list_parts(&self, req: s3s::S3Request<s3s::dto::ListPartsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListPartsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListPartsOutput>> {
         self.list_parts_op(req).await
     }
-    async fn list_multipart_uploads(&self, req: s3s::S3Request<s3s::dto::ListMultipartUploadsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListMultipartUploadsOutput>> {
+    async fn list_multipart_uploads(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListMultipartUploadsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListMultipartUploadsOutput>> {
         self.list_multipart_uploads_op(req).await
     }
-    async fn list_objects_v2(&self, req: s3s::S3Request<s3s::dto::ListObjectsV2Input>) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListObjectsV2Input>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListObjectsV2Output>> {
         self.list_objects_v2_op(req).await
     }
-    async fn create_multipart_upload(&self, req: s3s::S3Request<s3s::dto::CreateMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateMultipartUploadOutput>> {
+    async fn create_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::CreateMultipartUploadInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateMultipartUploadOutput>> {
         self.create_multipart_upload_op(req).await
     }
-    async fn upload_part(&self, req: s3s::S3Request<s3s::dto::UploadPartInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: s3s::S3Request<s3s::dto::UploadPartInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartOutput>> {
         self.upload_part_op(req).await
     }
-    async fn complete_multipart_upload(&self, req: s3s::S3Request<s3s::dto::CompleteMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+    async fn complete_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::CompleteMultipartUploadInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
         self.complete_multipart_upload_op(req).await
     }
-    async fn abort_multipart_upload(&self, req: s3s::S3Request<s3s::dto::AbortMultipartUploadInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+    async fn abort_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::AbortMultipartUploadInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::AbortMultipartUploadOutput>> {
         self.abort_multipart_upload_op(req).await
     }
-    async fn get_object_tagging(&self, req: s3s::S3Request<s3s::dto::GetObjectTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectTaggingOutput>> {
+    async fn get_object_tagging(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectTaggingInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectTaggingOutput>> {
         self.get_object_tagging_op(req).await
     }
-    async fn put_object_tagging(&self, req: s3s::S3Request<s3s::dto::PutObjectTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectTaggingOutput>> {
+    async fn put_object_tagging(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectTaggingInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectTaggingOutput>> {
         self.put_object_tagging_op(req).await
     }
-    async fn delete_object_tagging(&self, req: s3s::S3Request<s3s::dto::DeleteObjectTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectTaggingOutput>> {
+    async fn delete_object_tagging(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteObjectTaggingInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteObjectTaggingOutput>> {
         self.delete_object_tagging_op(req).await
     }
-    async fn get_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::GetBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketTaggingOutput>> {
+    async fn get_bucket_tagging(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketTaggingInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketTaggingOutput>> {
         self.get_bucket_tagging_op(req).await
     }
-    async fn put_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::PutBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketTaggingOutput>> {
+    async fn put_bucket_tagging(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketTaggingInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketTaggingOutput>> {
         self.put_bucket_tagging_op(req).await
     }
-    async fn delete_bucket_tagging(&self, req: s3s::S3Request<s3s::dto::DeleteBucketTaggingInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketTaggingOutput>> {
+    async fn delete_bucket_tagging(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketTaggingInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketTaggingOutput>> {
         self.delete_bucket_tagging_op(req).await
     }
-    async fn get_bucket_cors(&self, req: s3s::S3Request<s3s::dto::GetBucketCorsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketCorsOutput>> {
+    async fn get_bucket_cors(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketCorsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketCorsOutput>> {
         self.get_bucket_cors_op(req).await
     }
-    async fn put_bucket_cors(&self, req: s3s::S3Request<s3s::dto::PutBucketCorsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketCorsOutput>> {
+    async fn put_bucket_cors(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketCorsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketCorsOutput>> {
         self.put_bucket_cors_op(req).await
     }
-    async fn delete_bucket_cors(&self, req: s3s::S3Request<s3s::dto::DeleteBucketCorsInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketCorsOutput>> {
+    async fn delete_bucket_cors(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketCorsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketCorsOutput>> {
         self.delete_bucket_cors_op(req).await
     }
-    async fn get_bucket_policy(&self, req: s3s::S3Request<s3s::dto::GetBucketPolicyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketPolicyOutput>> {
+    async fn get_bucket_policy(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketPolicyInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketPolicyOutput>> {
         self.get_bucket_policy_op(req).await
     }
-    async fn put_bucket_policy(&self, req: s3s::S3Request<s3s::dto::PutBucketPolicyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketPolicyOutput>> {
+    async fn put_bucket_policy(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketPolicyInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketPolicyOutput>> {
         self.put_bucket_policy_op(req).await
     }
-    async fn delete_bucket_policy(&self, req: s3s::S3Request<s3s::dto::DeleteBucketPolicyInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketPolicyOutput>> {
+    async fn delete_bucket_policy(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketPolicyInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketPolicyOutput>> {
         self.delete_bucket_policy_op(req).await
     }
-    async fn get_bucket_acl(&self, req: s3s::S3Request<s3s::dto::GetBucketAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketAclOutput>> {
+    async fn get_bucket_acl(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketAclInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketAclOutput>> {
         self.get_bucket_acl_op(req).await
     }
-    async fn put_bucket_acl(&self, req: s3s::S3Request<s3s::dto::PutBucketAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketAclOutput>> {
+    async fn put_bucket_acl(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketAclInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketAclOutput>> {
         self.put_bucket_acl_op(req).await
     }
-    async fn get_object_acl(&self, req: s3s::S3Request<s3s::dto::GetObjectAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectAclOutput>> {
+    async fn get_object_acl(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectAclInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectAclOutput>> {
         self.get_object_acl_op(req).await
     }
-    async fn put_object_acl(&self, req: s3s::S3Request<s3s::dto::PutObjectAclInput>) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectAclOutput>> {
+    async fn put_object_acl(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectAclInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectAclOutput>> {
         self.put_object_acl_op(req).await
     }
 }

@@ -8,7 +8,10 @@ use crate::EdgeS3;
 use crate::error::OrS3;
 
 impl EdgeS3 {
-    pub(crate) async fn list_objects_v2_op(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    pub(crate) async fn list_objects_v2_op(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let as_of = match crate::objects::selection(&req, None)? {
             archive::VersionSel::AsOf(t) => Some(t),
             _ => None,
@@ -27,8 +30,18 @@ impl EdgeS3 {
         let page = self.archive.list(&i.bucket, &q).s3()?;
         let url = Encoding::of(i.encoding_type.as_ref());
         let owner = i.fetch_owner.unwrap_or(false);
-        let contents: Vec<Object> = page.objects.iter().map(|v| object_entry(v, url, owner)).collect();
-        let prefixes: Vec<CommonPrefix> = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(url.apply(p)) }).collect();
+        let contents: Vec<Object> = page
+            .objects
+            .iter()
+            .map(|v| object_entry(v, url, owner))
+            .collect();
+        let prefixes: Vec<CommonPrefix> = page
+            .common_prefixes
+            .iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(url.apply(p)),
+            })
+            .collect();
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
             prefix: i.prefix.map(|p| url.apply(&p)),
@@ -48,7 +61,10 @@ impl EdgeS3 {
 }
 
 impl EdgeS3 {
-    pub(crate) async fn list_objects_op(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    pub(crate) async fn list_objects_op(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
         let max_keys = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let q = ListQuery {
@@ -61,8 +77,18 @@ impl EdgeS3 {
         let page = self.archive.list(&i.bucket, &q).s3()?;
         let url = Encoding::of(i.encoding_type.as_ref());
         // Version 1 always names each object's owner.
-        let contents: Vec<Object> = page.objects.iter().map(|v| object_entry(v, url, true)).collect();
-        let prefixes = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(url.apply(p)) }).collect();
+        let contents: Vec<Object> = page
+            .objects
+            .iter()
+            .map(|v| object_entry(v, url, true))
+            .collect();
+        let prefixes = page
+            .common_prefixes
+            .iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(url.apply(p)),
+            })
+            .collect();
         let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
@@ -72,7 +98,11 @@ impl EdgeS3 {
             max_keys: Some(max_keys as i32),
             is_truncated: Some(page.truncated && max_keys > 0),
             // S3 sends NextMarker only when a delimiter is given; clients use the last key otherwise.
-            next_marker: if delimiter.is_some() && max_keys > 0 { page.next_marker.map(|m| url.apply(&m)) } else { None },
+            next_marker: if delimiter.is_some() && max_keys > 0 {
+                page.next_marker.map(|m| url.apply(&m))
+            } else {
+                None
+            },
             delimiter: delimiter.map(|d| url.apply(&d)),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
@@ -81,7 +111,10 @@ impl EdgeS3 {
         }))
     }
 
-    pub(crate) async fn list_object_versions_op(&self, req: S3Request<ListObjectVersionsInput>) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+    pub(crate) async fn list_object_versions_op(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         let i = req.input;
         let max_keys = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let q = archive::VersionsQuery {
@@ -113,7 +146,9 @@ impl EdgeS3 {
                     size: Some(v.size as i64),
                     e_tag: Some(crate::etag(&v.etag)),
                     last_modified: Some(crate::timestamp(v.mtime_ns)),
-                    storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
                     ..Default::default()
                 });
             }
@@ -130,7 +165,14 @@ impl EdgeS3 {
             next_version_id_marker: page.next_version_id_marker,
             versions: Some(versions),
             delete_markers: Some(markers),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(url.apply(&p)) }).collect()),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(url.apply(&p)),
+                    })
+                    .collect(),
+            ),
             encoding_type: i.encoding_type,
             ..Default::default()
         }))
@@ -148,7 +190,11 @@ impl Encoding {
     }
 
     fn apply(self, s: &str) -> String {
-        if self.0 { crate::sign::uri_encode(s, true) } else { s.to_string() }
+        if self.0 {
+            crate::sign::uri_encode(s, true)
+        } else {
+            s.to_string()
+        }
     }
 }
 
@@ -159,7 +205,9 @@ fn object_entry(v: &archive::Version, url: Encoding, with_owner: bool) -> Object
         size: Some(v.size as i64),
         e_tag: Some(crate::etag(&v.etag)),
         last_modified: Some(crate::timestamp(v.mtime_ns)),
-        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
         ..Default::default()
     }
 }

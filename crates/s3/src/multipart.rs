@@ -9,18 +9,35 @@ use crate::EdgeS3;
 use crate::error::OrS3;
 
 impl EdgeS3 {
-    pub(crate) async fn create_multipart_upload_op(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    pub(crate) async fn create_multipart_upload_op(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
         let stored = crate::headers::stored_headers!(i);
         let mut meta = crate::headers::object_meta(i.metadata, stored);
         if let Some(t) = &i.tagging {
-            meta.insert(crate::headers::TAGGING.into(), crate::headers::encode_tags(&crate::headers::parse_tagging_header(t)?));
+            meta.insert(
+                crate::headers::TAGGING.into(),
+                crate::headers::encode_tags(&crate::headers::parse_tagging_header(t)?),
+            );
         }
         if let Some(a) = &i.acl {
-            meta.insert(crate::headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
+            meta.insert(
+                crate::headers::ACL.into(),
+                crate::policy::canned_acl(a.as_str())?.into(),
+            );
         }
-        let opts = PutOptions { content_type: i.content_type, meta, ..Default::default() };
-        let up = self.archive.create_multipart(&i.bucket, &i.key, opts).await.s3()?;
+        let opts = PutOptions {
+            content_type: i.content_type,
+            meta,
+            ..Default::default()
+        };
+        let up = self
+            .archive
+            .create_multipart(&i.bucket, &i.key, opts)
+            .await
+            .s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
@@ -29,17 +46,29 @@ impl EdgeS3 {
         }))
     }
 
-    pub(crate) async fn upload_part_op(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    pub(crate) async fn upload_part_op(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
         let i = req.input;
         crate::objects::check_put_size(i.content_length)?;
         let up = self.archive.upload(&i.upload_id).s3()?;
         if up.bucket != i.bucket || up.key != i.key {
-            return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
+            return Err(s3s::s3_error!(
+                NoSuchUpload,
+                "the upload belongs to another bucket or key"
+            ));
         }
-        let body = i.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "UploadPart needs a body"))?;
+        let body = i
+            .body
+            .ok_or_else(|| s3s::s3_error!(IncompleteBody, "UploadPart needs a body"))?;
         let body = body.map_err(|e| std::io::Error::other(e.to_string()));
-        let md5 = i.content_md5.as_deref().map(crate::objects::content_md5).transpose()?;
+        let md5 = i
+            .content_md5
+            .as_deref()
+            .map(crate::objects::content_md5)
+            .transpose()?;
         let n = i.part_number as u32;
         let (part, sums) = match expected {
             Some(exp) => {
@@ -47,17 +76,32 @@ impl EdgeS3 {
                 let (failed, bad, late) = (body.failed.clone(), body.error(), body.late.clone());
                 match self.archive.upload_part(&i.upload_id, n, body, md5).await {
                     Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
-                    r => (r.s3()?, crate::checksum::stored(&late.lock().expect("late metadata lock"))),
+                    r => (
+                        r.s3()?,
+                        crate::checksum::stored(&late.lock().expect("late metadata lock")),
+                    ),
                 }
             }
-            None => (self.archive.upload_part(&i.upload_id, n, body, md5).await.s3()?, Checksum::default()),
+            None => (
+                self.archive
+                    .upload_part(&i.upload_id, n, body, md5)
+                    .await
+                    .s3()?,
+                Checksum::default(),
+            ),
         };
-        let mut out = UploadPartOutput { e_tag: Some(crate::etag(&part.etag)), ..Default::default() };
+        let mut out = UploadPartOutput {
+            e_tag: Some(crate::etag(&part.etag)),
+            ..Default::default()
+        };
         crate::headers::set_checksums!(out, sums);
         Ok(S3Response::new(out))
     }
 
-    pub(crate) async fn complete_multipart_upload_op(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    pub(crate) async fn complete_multipart_upload_op(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let parts = i
             .multipart_upload
@@ -65,17 +109,32 @@ impl EdgeS3 {
             .unwrap_or_default()
             .into_iter()
             .map(|p| {
-                let n = p.part_number.ok_or_else(|| s3s::s3_error!(InvalidPart, "a part has no PartNumber"))?;
+                let n = p
+                    .part_number
+                    .ok_or_else(|| s3s::s3_error!(InvalidPart, "a part has no PartNumber"))?;
                 let etag = p.e_tag.map(|t| t.value().to_string()).unwrap_or_default();
                 Ok((n as u32, etag))
             })
             .collect::<S3Result<Vec<_>>>()?;
-        let sizes: std::collections::HashMap<u32, u64> =
-            self.archive.list_parts(&i.upload_id).s3()?.into_iter().map(|p| (p.number, p.size)).collect();
-        if parts.iter().filter_map(|(n, _)| sizes.get(n)).sum::<u64>() > crate::objects::MAX_OBJECT {
-            return Err(s3s::s3_error!(EntityTooLarge, "an object may be at most 5 TiB"));
+        let sizes: std::collections::HashMap<u32, u64> = self
+            .archive
+            .list_parts(&i.upload_id)
+            .s3()?
+            .into_iter()
+            .map(|p| (p.number, p.size))
+            .collect();
+        if parts.iter().filter_map(|(n, _)| sizes.get(n)).sum::<u64>() > crate::objects::MAX_OBJECT
+        {
+            return Err(s3s::s3_error!(
+                EntityTooLarge,
+                "an object may be at most 5 TiB"
+            ));
         }
-        let v = self.archive.complete_multipart(&i.upload_id, parts, PutCondition::default()).await.s3()?;
+        let v = self
+            .archive
+            .complete_multipart(&i.upload_id, parts, PutCondition::default())
+            .await
+            .s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;
         let mut resp = S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket),
@@ -88,22 +147,40 @@ impl EdgeS3 {
         Ok(resp)
     }
 
-    pub(crate) async fn abort_multipart_upload_op(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.archive.abort_multipart(&req.input.upload_id).await.s3()?;
+    pub(crate) async fn abort_multipart_upload_op(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.archive
+            .abort_multipart(&req.input.upload_id)
+            .await
+            .s3()?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 }
 
 impl EdgeS3 {
-    pub(crate) async fn list_parts_op(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    pub(crate) async fn list_parts_op(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
         let up = self.archive.upload(&i.upload_id).s3()?;
         if up.bucket != i.bucket || up.key != i.key {
-            return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
+            return Err(s3s::s3_error!(
+                NoSuchUpload,
+                "the upload belongs to another bucket or key"
+            ));
         }
         let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
         let marker = i.part_number_marker.unwrap_or(0);
-        let all: Vec<_> = self.archive.list_parts(&i.upload_id).s3()?.into_iter().filter(|p| p.number as i32 > marker).collect();
+        let all: Vec<_> = self
+            .archive
+            .list_parts(&i.upload_id)
+            .s3()?
+            .into_iter()
+            .filter(|p| p.number as i32 > marker)
+            .collect();
         let truncated = all.len() > max;
         let parts: Vec<Part> = all
             .iter()
@@ -129,11 +206,20 @@ impl EdgeS3 {
         }))
     }
 
-    pub(crate) async fn list_multipart_uploads_op(&self, req: S3Request<ListMultipartUploadsInput>) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    pub(crate) async fn list_multipart_uploads_op(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
         let prefix = i.prefix.clone().unwrap_or_default();
         let max = i.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
-        let all: Vec<_> = self.archive.list_uploads(&i.bucket).s3()?.into_iter().filter(|u| u.key.starts_with(&prefix)).collect();
+        let all: Vec<_> = self
+            .archive
+            .list_uploads(&i.bucket)
+            .s3()?
+            .into_iter()
+            .filter(|u| u.key.starts_with(&prefix))
+            .collect();
         let truncated = all.len() > max;
         let uploads: Vec<MultipartUpload> = all
             .iter()
@@ -150,8 +236,16 @@ impl EdgeS3 {
             prefix: i.prefix,
             max_uploads: Some(max as i32),
             is_truncated: Some(truncated),
-            next_key_marker: if truncated { uploads.last().and_then(|u| u.key.clone()) } else { None },
-            next_upload_id_marker: if truncated { uploads.last().and_then(|u| u.upload_id.clone()) } else { None },
+            next_key_marker: if truncated {
+                uploads.last().and_then(|u| u.key.clone())
+            } else {
+                None
+            },
+            next_upload_id_marker: if truncated {
+                uploads.last().and_then(|u| u.upload_id.clone())
+            } else {
+                None
+            },
             uploads: Some(uploads),
             ..Default::default()
         }))
@@ -161,14 +255,28 @@ impl EdgeS3 {
 impl EdgeS3 {
     /// UploadPartCopy: a (range of a) stored object becomes a part; the bytes stream
     /// from the source through the archive, re-chunked under the target bucket's key.
-    pub(crate) async fn upload_part_copy_op(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    pub(crate) async fn upload_part_copy_op(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let i = req.input;
         let up = self.archive.upload(&i.upload_id).s3()?;
         if up.bucket != i.bucket || up.key != i.key {
-            return Err(s3s::s3_error!(NoSuchUpload, "the upload belongs to another bucket or key"));
+            return Err(s3s::s3_error!(
+                NoSuchUpload,
+                "the upload belongs to another bucket or key"
+            ));
         }
-        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &i.copy_source else {
-            return Err(s3s::s3_error!(NotImplemented, "access point copy sources are not supported"));
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            version_id,
+        } = &i.copy_source
+        else {
+            return Err(s3s::s3_error!(
+                NotImplemented,
+                "access point copy sources are not supported"
+            ));
         };
         let sel = match version_id {
             Some(v) => archive::VersionSel::Id(v.to_string()),
@@ -176,9 +284,16 @@ impl EdgeS3 {
         };
         let range = match &i.copy_source_range {
             Some(r) => {
-                let r = archive::ByteRange::parse_header(r).map_err(|_| s3s::s3_error!(InvalidArgument, "bad x-amz-copy-source-range"))?;
-                if matches!(r, archive::ByteRange::From { end: None, .. } | archive::ByteRange::Suffix(_)) {
-                    return Err(s3s::s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=first-last"));
+                let r = archive::ByteRange::parse_header(r)
+                    .map_err(|_| s3s::s3_error!(InvalidArgument, "bad x-amz-copy-source-range"))?;
+                if matches!(
+                    r,
+                    archive::ByteRange::From { end: None, .. } | archive::ByteRange::Suffix(_)
+                ) {
+                    return Err(s3s::s3_error!(
+                        InvalidArgument,
+                        "x-amz-copy-source-range must be bytes=first-last"
+                    ));
                 }
                 Some(r)
             }
@@ -186,22 +301,41 @@ impl EdgeS3 {
         };
         // Unlike a GET, a copy range must lie inside the source.
         let head = self.archive.head(src_bucket, src_key, &sel).s3()?;
-        if let Some(archive::ByteRange::From { start, end: Some(end) }) = range {
+        if let Some(archive::ByteRange::From {
+            start,
+            end: Some(end),
+        }) = range
+        {
             if end >= head.size || start > end {
-                let mut e = s3s::s3_error!(InvalidRange, "x-amz-copy-source-range bytes={start}-{end} is outside the {}-byte source", head.size);
+                let mut e = s3s::s3_error!(
+                    InvalidRange,
+                    "x-amz-copy-source-range bytes={start}-{end} is outside the {}-byte source",
+                    head.size
+                );
                 e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
                 return Err(e);
             }
         }
         let sel = crate::pinned(sel, &head);
-        let (src, _, stream) = self.archive.get(src_bucket, src_key, &sel, range).await.s3()?;
+        let (src, _, stream) = self
+            .archive
+            .get(src_bucket, src_key, &sel, range)
+            .await
+            .s3()?;
         if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
             if t.value() != src.etag {
-                return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag does not match"));
+                return Err(s3s::s3_error!(
+                    PreconditionFailed,
+                    "copy source ETag does not match"
+                ));
             }
         }
         let body = stream.map_err(|e| std::io::Error::other(e.to_string()));
-        let part = self.archive.upload_part(&i.upload_id, i.part_number as u32, body, None).await.s3()?;
+        let part = self
+            .archive
+            .upload_part(&i.upload_id, i.part_number as u32, body, None)
+            .await
+            .s3()?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(crate::etag(&part.etag)),

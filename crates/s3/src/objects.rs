@@ -11,14 +11,23 @@ use crate::headers::{self, ResponseHeaders, set_checksums, stored_headers};
 
 /// Beyond S3: `?x-edgecloud-as-of=RFC3339` (or the header of that name) reads the
 /// object as it was at that instant.
-pub(crate) fn selection<T>(req: &S3Request<T>, version_id: Option<&String>) -> S3Result<VersionSel> {
+pub(crate) fn selection<T>(
+    req: &S3Request<T>,
+    version_id: Option<&String>,
+) -> S3Result<VersionSel> {
     if let Some(v) = version_id {
         return Ok(VersionSel::Id(v.clone()));
     }
     let from_query = req.uri.query().and_then(|q| {
-        q.split('&').find_map(|kv| kv.strip_prefix("x-edgecloud-as-of=")).map(|v| v.replace("%3A", ":").replace("%3a", ":"))
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("x-edgecloud-as-of="))
+            .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
     });
-    let from_header = req.headers.get("x-edgecloud-as-of").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let from_header = req
+        .headers
+        .get("x-edgecloud-as-of")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match from_query.or(from_header) {
         Some(t) => Ok(VersionSel::AsOf(archive::parse_instant(&t).s3()?)),
         None => Ok(VersionSel::Latest),
@@ -27,7 +36,9 @@ pub(crate) fn selection<T>(req: &S3Request<T>, version_id: Option<&String>) -> S
 
 /// s3s needs a `Sync` body; the archive's read-ahead stream is only `Send`. A small
 /// channel between them keeps the read-ahead and the backpressure.
-fn sync_stream(mut s: archive::ObjectStream) -> futures::channel::mpsc::Receiver<Result<bytes::Bytes, s3s::S3Error>> {
+fn sync_stream(
+    mut s: archive::ObjectStream,
+) -> futures::channel::mpsc::Receiver<Result<bytes::Bytes, s3s::S3Error>> {
     use futures::{SinkExt, StreamExt};
     let (mut tx, rx) = futures::channel::mpsc::channel(2);
     tokio::spawn(async move {
@@ -63,11 +74,17 @@ fn check_conditions(
     let modified = (v.mtime_ns / 1_000_000_000) as i64;
     if let Some(c) = if_match {
         if !etag_matches(c, &v.etag) {
-            return Err(s3s::s3_error!(PreconditionFailed, "If-Match does not match the object's ETag"));
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "If-Match does not match the object's ETag"
+            ));
         }
     } else if let Some(t) = if_unmodified_since {
         if modified > secs(t) {
-            return Err(s3s::s3_error!(PreconditionFailed, "the object was modified after If-Unmodified-Since"));
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "the object was modified after If-Unmodified-Since"
+            ));
         }
     }
     if let Some(c) = if_none_match {
@@ -85,15 +102,28 @@ fn check_conditions(
 /// `partNumber=N`: the bytes of part N of a multipart object; a single-part object
 /// has one part, the whole object.
 fn part_range(v: &archive::Version, n: PartNumber) -> S3Result<ByteRange> {
-    let sizes: &[u64] = if v.parts.is_empty() { std::slice::from_ref(&v.size) } else { &v.parts };
-    let idx = usize::try_from(n).ok().filter(|i| (1..=sizes.len()).contains(i)).ok_or_else(|| {
-        let mut e = s3s::S3Error::with_message(s3s::S3ErrorCode::Custom("InvalidPartNumber".into()), "The requested partnumber is not satisfiable");
-        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-        e
-    })?;
+    let sizes: &[u64] = if v.parts.is_empty() {
+        std::slice::from_ref(&v.size)
+    } else {
+        &v.parts
+    };
+    let idx = usize::try_from(n)
+        .ok()
+        .filter(|i| (1..=sizes.len()).contains(i))
+        .ok_or_else(|| {
+            let mut e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+                "The requested partnumber is not satisfiable",
+            );
+            e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            e
+        })?;
     let start: u64 = sizes[..idx - 1].iter().sum();
     let len = sizes[idx - 1];
-    Ok(ByteRange::From { start, end: (len > 0).then(|| start + len - 1) })
+    Ok(ByteRange::From {
+        start,
+        end: (len > 0).then(|| start + len - 1),
+    })
 }
 
 fn parts_count(v: &archive::Version, asked: Option<PartNumber>) -> Option<i32> {
@@ -102,7 +132,11 @@ fn parts_count(v: &archive::Version, asked: Option<PartNumber>) -> Option<i32> {
 
 /// The stored checksum is of the whole object: given only when the client asks for it
 /// and reads the whole object.
-fn whole_object_checksums(v: &archive::Version, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
+fn whole_object_checksums(
+    v: &archive::Version,
+    mode: Option<&ChecksumMode>,
+    whole: bool,
+) -> Checksum {
     if whole && mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) {
         crate::checksum::stored(&v.meta)
     } else {
@@ -112,7 +146,11 @@ fn whole_object_checksums(v: &archive::Version, mode: Option<&ChecksumMode>, who
 
 /// Beyond S3: the audit-log entry of a write (`x-edgecloud-ledger-index`).
 pub(crate) fn ledger_header(h: &mut http::HeaderMap, v: &archive::Version) {
-    if let Some(i) = v.meta.get(archive::LEDGER_INDEX).and_then(|i| http::HeaderValue::from_str(i).ok()) {
+    if let Some(i) = v
+        .meta
+        .get(archive::LEDGER_INDEX)
+        .and_then(|i| http::HeaderValue::from_str(i).ok())
+    {
         h.insert("x-edgecloud-ledger-index", i);
     }
 }
@@ -123,31 +161,45 @@ pub(crate) const MAX_OBJECT: u64 = 5 << 40;
 
 pub(crate) fn check_put_size(len: Option<i64>) -> S3Result<()> {
     match len {
-        Some(n) if n > MAX_PUT => Err(s3s::s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size of 5 GiB per request; use a multipart upload")),
+        Some(n) if n > MAX_PUT => Err(s3s::s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size of 5 GiB per request; use a multipart upload"
+        )),
         _ => Ok(()),
     }
 }
 
 pub(crate) fn content_md5(b64: &str) -> S3Result<[u8; 16]> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
-    raw.and_then(|r| r.try_into().ok()).ok_or_else(|| s3s::s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok();
+    raw.and_then(|r| r.try_into().ok())
+        .ok_or_else(|| s3s::s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))
 }
 
 fn byte_range(r: &Range) -> ByteRange {
     match *r {
-        Range::Int { first, last } => ByteRange::From { start: first, end: last },
+        Range::Int { first, last } => ByteRange::From {
+            start: first,
+            end: last,
+        },
         Range::Suffix { length } => ByteRange::Suffix(length),
     }
 }
 
 impl EdgeS3 {
-    pub(crate) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    pub(crate) async fn put_object_op(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let input = req.input;
         check_put_size(input.content_length)?;
-        let body = input.body.ok_or_else(|| s3s::s3_error!(IncompleteBody, "PutObject needs a body"))?;
+        let body = input
+            .body
+            .ok_or_else(|| s3s::s3_error!(IncompleteBody, "PutObject needs a body"))?;
         let body = body.map_err(|e| std::io::Error::other(e.to_string()));
         let cond = PutCondition {
             if_none_match_any: matches!(input.if_none_match, Some(ETagCondition::Any)),
@@ -165,23 +217,44 @@ impl EdgeS3 {
         let stored = stored_headers!(input);
         let mut meta = headers::object_meta(input.metadata, stored);
         if let Some(t) = &input.tagging {
-            meta.insert(headers::TAGGING.into(), headers::encode_tags(&headers::parse_tagging_header(t)?));
+            meta.insert(
+                headers::TAGGING.into(),
+                headers::encode_tags(&headers::parse_tagging_header(t)?),
+            );
         }
         if let Some(a) = &input.acl {
-            meta.insert(headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
+            meta.insert(
+                headers::ACL.into(),
+                crate::policy::canned_acl(a.as_str())?.into(),
+            );
         }
-        let mut opts = PutOptions { content_type: input.content_type, meta, cond, content_md5, actor, ..Default::default() };
+        let mut opts = PutOptions {
+            content_type: input.content_type,
+            meta,
+            cond,
+            content_md5,
+            actor,
+            ..Default::default()
+        };
         let v = match expected {
             Some(exp) => {
                 let body = crate::checksum::Verified::new(body, exp);
                 let (failed, bad) = (body.failed.clone(), body.error());
                 opts.late_meta = Some(body.late.clone());
-                match self.archive.put(&input.bucket, &input.key, body, opts).await {
+                match self
+                    .archive
+                    .put(&input.bucket, &input.key, body, opts)
+                    .await
+                {
                     Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
                     r => r.s3()?,
                 }
             }
-            None => self.archive.put(&input.bucket, &input.key, body, opts).await.s3()?,
+            None => self
+                .archive
+                .put(&input.bucket, &input.key, body, opts)
+                .await
+                .s3()?,
         };
         let b = self.archive.bucket(&input.bucket).s3()?;
         let sums = crate::checksum::stored(&v.meta);
@@ -195,20 +268,45 @@ impl EdgeS3 {
         Ok(resp)
     }
 
-    pub(crate) async fn get_object_op(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    pub(crate) async fn get_object_op(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let sel = selection(&req, req.input.version_id.as_ref())?;
         let input = &req.input;
         let head = self.archive.head(&input.bucket, &input.key, &sel).s3()?;
-        check_conditions(&head, input.if_match.as_ref(), input.if_none_match.as_ref(), input.if_modified_since.as_ref(), input.if_unmodified_since.as_ref())?;
+        check_conditions(
+            &head,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         let sel = crate::pinned(sel, &head);
         let range = match (input.part_number, &input.range) {
-            (Some(_), Some(_)) => return Err(s3s::s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter")),
+            (Some(_), Some(_)) => {
+                return Err(s3s::s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ));
+            }
             (Some(n), None) => Some(part_range(&head, n)?).filter(|_| head.size > 0),
             (None, r) => r.as_ref().map(byte_range),
         };
-        let (v, span, stream) = self.archive.get(&input.bucket, &input.key, &sel, range).await.s3()?;
+        let (v, span, stream) = self
+            .archive
+            .get(&input.bucket, &input.key, &sel, range)
+            .await
+            .s3()?;
         let b = self.archive.bucket(&input.bucket).s3()?;
-        let content_range = range.map(|_| format!("bytes {}-{}/{}", span.start, span.end.saturating_sub(1), v.size));
+        let content_range = range.map(|_| {
+            format!(
+                "bytes {}-{}/{}",
+                span.start,
+                span.end.saturating_sub(1),
+                v.size
+            )
+        });
         let h = ResponseHeaders::of(&v).with_overrides(input);
         let sums = whole_object_checksums(&v, input.checksum_mode.as_ref(), range.is_none());
         let mut out = GetObjectOutput {
@@ -234,17 +332,34 @@ impl EdgeS3 {
         Ok(S3Response::new(out))
     }
 
-    pub(crate) async fn head_object_op(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    pub(crate) async fn head_object_op(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let sel = selection(&req, req.input.version_id.as_ref())?;
-        let v = self.archive.head(&req.input.bucket, &req.input.key, &sel).s3()?;
+        let v = self
+            .archive
+            .head(&req.input.bucket, &req.input.key, &sel)
+            .s3()?;
         let i = &req.input;
-        check_conditions(&v, i.if_match.as_ref(), i.if_none_match.as_ref(), i.if_modified_since.as_ref(), i.if_unmodified_since.as_ref())?;
+        check_conditions(
+            &v,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
         let b = self.archive.bucket(&req.input.bucket).s3()?;
         let (length, content_range) = match i.part_number {
             Some(n) => {
-                let ByteRange::From { start, end } = part_range(&v, n)? else { unreachable!("parts are spans") };
+                let ByteRange::From { start, end } = part_range(&v, n)? else {
+                    unreachable!("parts are spans")
+                };
                 let end = end.unwrap_or(v.size.saturating_sub(1));
-                (end + 1 - start, (v.size > 0).then(|| format!("bytes {start}-{end}/{}", v.size)))
+                (
+                    end + 1 - start,
+                    (v.size > 0).then(|| format!("bytes {start}-{end}/{}", v.size)),
+                )
             }
             None => (v.size, None),
         };
@@ -275,14 +390,26 @@ impl EdgeS3 {
         Ok(resp)
     }
 
-    pub(crate) async fn delete_object_op(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    pub(crate) async fn delete_object_op(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let input = req.input;
-        let out = match self.archive.delete_as(&input.bucket, &input.key, input.version_id.clone(), actor).await {
+        let out = match self
+            .archive
+            .delete_as(&input.bucket, &input.key, input.version_id.clone(), actor)
+            .await
+        {
             Ok(o) => o,
             // S3 answers 204 for a version that is already gone.
-            Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) => {
-                return Ok(S3Response::new(DeleteObjectOutput { version_id: input.version_id, ..Default::default() }));
+            Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion {
+                ..
+            })) => {
+                return Ok(S3Response::new(DeleteObjectOutput {
+                    version_id: input.version_id,
+                    ..Default::default()
+                }));
             }
             Err(e) => return Err(s3_error(e)),
         };
@@ -299,30 +426,52 @@ impl EdgeS3 {
 }
 
 impl EdgeS3 {
-    pub(crate) async fn delete_objects_op(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    pub(crate) async fn delete_objects_op(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let i = req.input;
         if i.delete.objects.len() > 1000 {
-            return Err(s3s::s3_error!(MalformedXML, "DeleteObjects takes at most 1000 keys"));
+            return Err(s3s::s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most 1000 keys"
+            ));
         }
         let quiet = i.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in i.delete.objects {
-            match self.archive.delete_as(&i.bucket, &o.key, o.version_id.clone(), actor.clone()).await {
+            match self
+                .archive
+                .delete_as(&i.bucket, &o.key, o.version_id.clone(), actor.clone())
+                .await
+            {
                 Ok(out) => {
                     if !quiet {
                         deleted.push(DeletedObject {
                             key: Some(o.key),
                             version_id: o.version_id,
                             delete_marker: out.delete_marker.then_some(true),
-                            delete_marker_version_id: if out.delete_marker { out.version_id } else { None },
+                            delete_marker_version_id: if out.delete_marker {
+                                out.version_id
+                            } else {
+                                None
+                            },
                         });
                     }
                 }
-                Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) if !quiet => {
-                    deleted.push(DeletedObject { key: Some(o.key), version_id: o.version_id, ..Default::default() });
+                Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion {
+                    ..
+                })) if !quiet => {
+                    deleted.push(DeletedObject {
+                        key: Some(o.key),
+                        version_id: o.version_id,
+                        ..Default::default()
+                    });
                 }
-                Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion { .. })) => {}
+                Err(archive::ArchiveError::Catalog(archive::CatalogError::NoSuchVersion {
+                    ..
+                })) => {}
                 Err(e) => {
                     let err = s3_error(e);
                     errors.push(Error {
@@ -334,21 +483,48 @@ impl EdgeS3 {
                 }
             }
         }
-        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
     }
 
-    pub(crate) async fn copy_object_op(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    pub(crate) async fn copy_object_op(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
-        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &i.copy_source else {
-            return Err(s3s::s3_error!(NotImplemented, "access point copy sources are not supported"));
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            version_id,
+        } = &i.copy_source
+        else {
+            return Err(s3s::s3_error!(
+                NotImplemented,
+                "access point copy sources are not supported"
+            ));
         };
         let sel = match version_id {
             Some(v) => VersionSel::Id(v.to_string()),
             None => VersionSel::Latest,
         };
-        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        let replace_tags = i.tagging_directive.as_ref().is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
-        if !replace && !replace_tags && i.acl.is_none() && src_bucket.as_ref() == i.bucket && src_key.as_ref() == i.key && version_id.is_none() {
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace_tags = i
+            .tagging_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+        if !replace
+            && !replace_tags
+            && i.acl.is_none()
+            && src_bucket.as_ref() == i.bucket
+            && src_key.as_ref() == i.key
+            && version_id.is_none()
+        {
             return Err(s3s::s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
@@ -357,20 +533,40 @@ impl EdgeS3 {
         let src = self.archive.head(src_bucket, src_key, &sel).s3()?;
         if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
             if t.value() != src.etag {
-                return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag does not match"));
+                return Err(s3s::s3_error!(
+                    PreconditionFailed,
+                    "copy source ETag does not match"
+                ));
             }
         }
         if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_none_match {
             if t.value() == src.etag {
-                return Err(s3s::s3_error!(PreconditionFailed, "copy source ETag matches"));
+                return Err(s3s::s3_error!(
+                    PreconditionFailed,
+                    "copy source ETag matches"
+                ));
             }
         }
         let modified = (src.mtime_ns / 1_000_000_000) as i64;
-        if i.copy_source_if_match.is_none() && i.copy_source_if_unmodified_since.as_ref().is_some_and(|t| modified > secs(t)) {
-            return Err(s3s::s3_error!(PreconditionFailed, "the copy source was modified after x-amz-copy-source-if-unmodified-since"));
+        if i.copy_source_if_match.is_none()
+            && i.copy_source_if_unmodified_since
+                .as_ref()
+                .is_some_and(|t| modified > secs(t))
+        {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "the copy source was modified after x-amz-copy-source-if-unmodified-since"
+            ));
         }
-        if i.copy_source_if_none_match.is_none() && i.copy_source_if_modified_since.as_ref().is_some_and(|t| modified <= secs(t)) {
-            return Err(s3s::s3_error!(PreconditionFailed, "the copy source was not modified since x-amz-copy-source-if-modified-since"));
+        if i.copy_source_if_none_match.is_none()
+            && i.copy_source_if_modified_since
+                .as_ref()
+                .is_some_and(|t| modified <= secs(t))
+        {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "the copy source was not modified since x-amz-copy-source-if-modified-since"
+            ));
         }
         // As S3: metadata and stored headers come from the source (COPY) or the request
         // (REPLACE); tags likewise with TaggingDirective; the ACL is never copied.
@@ -378,23 +574,54 @@ impl EdgeS3 {
             let stored = stored_headers!(i);
             headers::object_meta(i.metadata.clone(), stored)
         } else {
-            src.meta.iter().filter(|(k, _)| k.as_str() != headers::TAGGING).map(|(k, v)| (k.clone(), v.clone())).collect()
+            src.meta
+                .iter()
+                .filter(|(k, _)| k.as_str() != headers::TAGGING)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         };
         meta.remove(headers::ACL);
         meta.remove(headers::TAGGING);
-        let tags = if replace_tags { i.tagging.clone() } else { src.meta.get(headers::TAGGING).cloned() };
+        let tags = if replace_tags {
+            i.tagging.clone()
+        } else {
+            src.meta.get(headers::TAGGING).cloned()
+        };
         if let Some(t) = tags.filter(|t| !t.is_empty()) {
-            meta.insert(headers::TAGGING.into(), headers::encode_tags(&headers::parse_tagging_header(&t)?));
+            meta.insert(
+                headers::TAGGING.into(),
+                headers::encode_tags(&headers::parse_tagging_header(&t)?),
+            );
         }
         if let Some(a) = &i.acl {
-            meta.insert(headers::ACL.into(), crate::policy::canned_acl(a.as_str())?.into());
+            meta.insert(
+                headers::ACL.into(),
+                crate::policy::canned_acl(a.as_str())?.into(),
+            );
         }
-        let content_type = if replace { i.content_type.clone() } else { src.content_type.clone() };
+        let content_type = if replace {
+            i.content_type.clone()
+        } else {
+            src.content_type.clone()
+        };
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
-        let opts = Some(PutOptions { content_type, meta, actor, ..Default::default() });
+        let opts = Some(PutOptions {
+            content_type,
+            meta,
+            actor,
+            ..Default::default()
+        });
         let v = self
             .archive
-            .copy(src_bucket, src_key, &VersionSel::Id(src.version_id.clone()), &i.bucket, &i.key, opts, PutCondition::default())
+            .copy(
+                src_bucket,
+                src_key,
+                &VersionSel::Id(src.version_id.clone()),
+                &i.bucket,
+                &i.key,
+                opts,
+                PutCondition::default(),
+            )
             .await
             .s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;

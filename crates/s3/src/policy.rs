@@ -25,7 +25,11 @@ fn action(op: &str) -> String {
         "ListObjectVersions" => "ListBucketVersions",
         "ListMultipartUploads" => "ListBucketMultipartUploads",
         "ListParts" => "ListMultipartUploadParts",
-        "CreateMultipartUpload" | "UploadPart" | "UploadPartCopy" | "CompleteMultipartUpload" | "CopyObject" => "PutObject",
+        "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "CopyObject" => "PutObject",
         "DeleteObjects" => "DeleteObject",
         other => other,
     };
@@ -36,8 +40,13 @@ fn action(op: &str) -> String {
 fn is_read(action: &str) -> bool {
     matches!(
         action,
-        "s3:GetObject" | "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetObjectTagging" | "s3:GetBucketLocation"
-            | "s3:GetObjectAcl" | "s3:GetBucketAcl"
+        "s3:GetObject"
+            | "s3:ListBucket"
+            | "s3:ListBucketVersions"
+            | "s3:GetObjectTagging"
+            | "s3:GetBucketLocation"
+            | "s3:GetObjectAcl"
+            | "s3:GetBucketAcl"
     )
 }
 
@@ -50,7 +59,9 @@ fn public(acl: Option<&String>) -> bool {
 pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -> bool {
     match action(op).as_str() {
         "s3:GetObject" | "s3:GetObjectTagging" => public(object_acl),
-        "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => public(b.settings.get(ACL)),
+        "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => {
+            public(b.settings.get(ACL))
+        }
         _ => false,
     }
 }
@@ -58,14 +69,26 @@ pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -
 /// What the bucket policy says about `op` on `key` for `principal` (an access key, or
 /// None for anonymous): Some(true) allowed, Some(false) explicitly denied, None silent.
 /// Principals: `*` (everyone) or access keys, as `"AWS": "KEY"` or a list of them.
-pub(crate) fn policy_decision(b: &Bucket, op: &str, key: Option<&str>, principal: Option<&str>) -> Option<bool> {
-    let policy = b.settings.get(POLICY).and_then(|p| serde_json::from_str::<Value>(p).ok())?;
+pub(crate) fn policy_decision(
+    b: &Bucket,
+    op: &str,
+    key: Option<&str>,
+    principal: Option<&str>,
+) -> Option<bool> {
+    let policy = b
+        .settings
+        .get(POLICY)
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())?;
     let action = action(op).to_ascii_lowercase();
     let resource = match key {
         Some(k) if !action.starts_with("s3:listbucket") => format!("arn:aws:s3:::{}/{k}", b.name),
         _ => format!("arn:aws:s3:::{}", b.name),
     };
-    let names = |v: &Value| strings(v).iter().any(|s| s == "*" || Some(s.as_str()) == principal);
+    let names = |v: &Value| {
+        strings(v)
+            .iter()
+            .any(|s| s == "*" || Some(s.as_str()) == principal)
+    };
     let mut decision = None;
     for st in statements(&policy) {
         let who = match st.get("Principal") {
@@ -73,9 +96,14 @@ pub(crate) fn policy_decision(b: &Bucket, op: &str, key: Option<&str>, principal
             Some(Value::Object(m)) => m.get("AWS").is_some_and(names),
             _ => false,
         };
-        let matches = who
-            && st.get("Action").is_some_and(|a| strings(a).iter().any(|p| glob(&p.to_ascii_lowercase(), &action)))
-            && st.get("Resource").is_some_and(|r| strings(r).iter().any(|p| glob(p, &resource)));
+        let matches =
+            who && st.get("Action").is_some_and(|a| {
+                strings(a)
+                    .iter()
+                    .any(|p| glob(&p.to_ascii_lowercase(), &action))
+            }) && st
+                .get("Resource")
+                .is_some_and(|r| strings(r).iter().any(|p| glob(p, &resource)));
         match st.get("Effect").and_then(Value::as_str) {
             Some("Deny") if matches => return Some(false),
             Some("Allow") if matches => decision = Some(true),
@@ -86,7 +114,12 @@ pub(crate) fn policy_decision(b: &Bucket, op: &str, key: Option<&str>, principal
 }
 
 /// Anonymous requests: reads that an ACL or the policy make public, never writes.
-pub(crate) fn allows_anonymous(b: &Bucket, op: &str, key: Option<&str>, object_acl: Option<&String>) -> bool {
+pub(crate) fn allows_anonymous(
+    b: &Bucket,
+    op: &str,
+    key: Option<&str>,
+    object_acl: Option<&String>,
+) -> bool {
     if !is_read(&action(op)) {
         return false;
     }
@@ -107,7 +140,10 @@ fn statements(policy: &Value) -> Vec<&Value> {
 fn strings(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -137,22 +173,32 @@ fn glob(pattern: &str, s: &str) -> bool {
 
 /// A policy must be JSON with at least one statement carrying Effect, Action and Resource.
 fn validate_policy(text: &str) -> S3Result<()> {
-    let v: Value = serde_json::from_str(text).map_err(|e| s3s::s3_error!(MalformedPolicy, "policy is not JSON: {e}"))?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| s3s::s3_error!(MalformedPolicy, "policy is not JSON: {e}"))?;
     let sts = statements(&v);
     if sts.is_empty() {
         return Err(s3s::s3_error!(MalformedPolicy, "policy has no Statement"));
     }
     for st in sts {
         let effect = st.get("Effect").and_then(Value::as_str);
-        if !matches!(effect, Some("Allow" | "Deny")) || st.get("Action").is_none() || st.get("Resource").is_none() {
-            return Err(s3s::s3_error!(MalformedPolicy, "every statement needs Effect (Allow or Deny), Action and Resource"));
+        if !matches!(effect, Some("Allow" | "Deny"))
+            || st.get("Action").is_none()
+            || st.get("Resource").is_none()
+        {
+            return Err(s3s::s3_error!(
+                MalformedPolicy,
+                "every statement needs Effect (Allow or Deny), Action and Resource"
+            ));
         }
     }
     Ok(())
 }
 
 pub(crate) fn owner() -> Owner {
-    Owner { display_name: Some("edgecloud".into()), id: Some("edgecloud".into()) }
+    Owner {
+        display_name: Some("edgecloud".into()),
+        id: Some("edgecloud".into()),
+    }
 }
 
 fn full_control() -> Grant {
@@ -197,8 +243,14 @@ pub(crate) fn canned_acl(acl: &str) -> S3Result<&'static str> {
 fn requested_acl(canned: Option<&str>, has_grants: bool) -> S3Result<&'static str> {
     match (canned, has_grants) {
         (Some(a), _) => canned_acl(a),
-        (None, true) => Err(s3s::s3_error!(NotImplemented, "ACL grants are not supported; use a canned ACL or a bucket policy")),
-        (None, false) => Err(s3s::s3_error!(MissingSecurityHeader, "give a canned ACL (x-amz-acl)")),
+        (None, true) => Err(s3s::s3_error!(
+            NotImplemented,
+            "ACL grants are not supported; use a canned ACL or a bucket policy"
+        )),
+        (None, false) => Err(s3s::s3_error!(
+            MissingSecurityHeader,
+            "give a canned ACL (x-amz-acl)"
+        )),
     }
 }
 
@@ -212,56 +264,104 @@ fn grants(acl: Option<&String>) -> Vec<Grant> {
 }
 
 impl EdgeS3 {
-    pub(crate) async fn get_bucket_policy_op(&self, req: S3Request<GetBucketPolicyInput>) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+    pub(crate) async fn get_bucket_policy_op(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
         let b = self.archive.bucket(&req.input.bucket).s3()?;
         match b.settings.get(POLICY) {
-            Some(p) => Ok(S3Response::new(GetBucketPolicyOutput { policy: Some(p.clone()) })),
-            None => Err(s3s::s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist")),
+            Some(p) => Ok(S3Response::new(GetBucketPolicyOutput {
+                policy: Some(p.clone()),
+            })),
+            None => Err(s3s::s3_error!(
+                NoSuchBucketPolicy,
+                "The bucket policy does not exist"
+            )),
         }
     }
 
-    pub(crate) async fn put_bucket_policy_op(&self, req: S3Request<PutBucketPolicyInput>) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+    pub(crate) async fn put_bucket_policy_op(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
         let i = req.input;
         validate_policy(&i.policy)?;
         let p = i.policy;
-        self.archive.update_bucket_settings(&i.bucket, move |s| {
-            s.insert(POLICY.into(), p);
-        }).await.s3()?;
+        self.archive
+            .update_bucket_settings(&i.bucket, move |s| {
+                s.insert(POLICY.into(), p);
+            })
+            .await
+            .s3()?;
         Ok(S3Response::new(PutBucketPolicyOutput {}))
     }
 
-    pub(crate) async fn delete_bucket_policy_op(&self, req: S3Request<DeleteBucketPolicyInput>) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
-        self.archive.update_bucket_settings(&req.input.bucket, |s| {
-            s.remove(POLICY);
-        }).await.s3()?;
+    pub(crate) async fn delete_bucket_policy_op(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.archive
+            .update_bucket_settings(&req.input.bucket, |s| {
+                s.remove(POLICY);
+            })
+            .await
+            .s3()?;
         Ok(S3Response::new(DeleteBucketPolicyOutput {}))
     }
 
-    pub(crate) async fn get_bucket_acl_op(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+    pub(crate) async fn get_bucket_acl_op(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
         let b = self.archive.bucket(&req.input.bucket).s3()?;
-        Ok(S3Response::new(GetBucketAclOutput { grants: Some(grants(b.settings.get(ACL))), owner: Some(owner()) }))
+        Ok(S3Response::new(GetBucketAclOutput {
+            grants: Some(grants(b.settings.get(ACL))),
+            owner: Some(owner()),
+        }))
     }
 
-    pub(crate) async fn put_bucket_acl_op(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+    pub(crate) async fn put_bucket_acl_op(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let i = req.input;
-        let acl = requested_acl(i.acl.as_ref().map(|a| a.as_str()), i.access_control_policy.is_some())?;
-        self.archive.update_bucket_settings(&i.bucket, move |s| {
-            s.insert(ACL.into(), acl.into());
-        }).await.s3()?;
+        let acl = requested_acl(
+            i.acl.as_ref().map(|a| a.as_str()),
+            i.access_control_policy.is_some(),
+        )?;
+        self.archive
+            .update_bucket_settings(&i.bucket, move |s| {
+                s.insert(ACL.into(), acl.into());
+            })
+            .await
+            .s3()?;
         Ok(S3Response::new(PutBucketAclOutput {}))
     }
 
-    pub(crate) async fn get_object_acl_op(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+    pub(crate) async fn get_object_acl_op(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
         let i = &req.input;
         let sel = crate::version_sel(&i.version_id);
         let v = self.archive.head(&i.bucket, &i.key, &sel).s3()?;
         let grants = grants(v.meta.get(crate::headers::ACL));
-        Ok(S3Response::new(GetObjectAclOutput { grants: Some(grants), owner: Some(owner()), ..Default::default() }))
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants: Some(grants),
+            owner: Some(owner()),
+            ..Default::default()
+        }))
     }
 
-    pub(crate) async fn put_object_acl_op(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+    pub(crate) async fn put_object_acl_op(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
         let i = req.input;
-        let acl = requested_acl(i.acl.as_ref().map(|a| a.as_str()), i.access_control_policy.is_some())?;
+        let acl = requested_acl(
+            i.acl.as_ref().map(|a| a.as_str()),
+            i.access_control_policy.is_some(),
+        )?;
         let sel = crate::version_sel(&i.version_id);
         self.archive
             .update_meta(&i.bucket, &i.key, sel, move |m| {

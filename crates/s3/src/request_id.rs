@@ -17,7 +17,10 @@ pub(crate) async fn middleware(req: Request<Body>, next: axum::middleware::Next)
     parts.headers.insert("x-amz-request-id", value.clone());
     parts.headers.insert("x-amz-id-2", value);
     let is_xml_error = parts.status.as_u16() >= 300
-        && parts.headers.get("content-type").is_some_and(|t| t.as_bytes().starts_with(b"application/xml"));
+        && parts
+            .headers
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/xml"));
     if !is_xml_error {
         return Response::from_parts(parts, body);
     }
@@ -26,7 +29,9 @@ pub(crate) async fn middleware(req: Request<Body>, next: axum::middleware::Next)
     };
     let text = String::from_utf8_lossy(&bytes);
     let out = match text.rfind("</Error>") {
-        Some(at) if !text.contains("<RequestId>") => format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..]),
+        Some(at) if !text.contains("<RequestId>") => {
+            format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..])
+        }
         _ => text.into_owned(),
     };
     parts.headers.remove("content-length");

@@ -19,7 +19,9 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -30,18 +32,39 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
 /// `20261125T140022Z` for now.
 fn amz_date() -> String {
     let t = time::OffsetDateTime::now_utc();
-    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 impl Signer {
     /// The headers that sign `method path?query` sent to `host` (as in the Host header).
     /// `path` is the raw (unencoded) path; `query` raw pairs.
-    pub fn headers(&self, method: &str, host: &str, path: &str, query: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    pub fn headers(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Vec<(&'static str, String)> {
         let stamp = amz_date();
         let date = &stamp[..8];
-        let mut q: Vec<(String, String)> = query.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
+        let mut q: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+            .collect();
         q.sort();
-        let query = q.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        let query = q
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
         let payload = "UNSIGNED-PAYLOAD";
         let canonical = format!(
             "{method}\n{}\n{query}\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
@@ -49,7 +72,10 @@ impl Signer {
         );
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
         let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-        let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", codec_hex(digest.as_ref()));
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+            codec_hex(digest.as_ref())
+        );
         let mut k = hmac(format!("AWS4{}", self.secret_key).as_bytes(), date);
         for part in [self.region.as_str(), "s3", "aws4_request"] {
             k = hmac(&k, part);
@@ -85,7 +111,10 @@ mod tests {
         for part in ["us-east-1", "iam", "aws4_request"] {
             k = hmac(&k, part);
         }
-        assert_eq!(codec_hex(&k), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d");
+        assert_eq!(
+            codec_hex(&k),
+            "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        );
     }
 
     #[test]

@@ -30,28 +30,70 @@ fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let cfg = ArchiveConfig::new(dir.path().join("data"), vec![dir.path().join("disk0")], DataKey::from_bytes([3; 32]));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = ArchiveConfig::new(
+            dir.path().join("data"),
+            vec![dir.path().join("disk0")],
+            DataKey::from_bytes([3; 32]),
+        );
         let archive = Archive::open(cfg).unwrap();
         rt.block_on(async {
-            archive.create_bucket("fzz", None, Versioning::Enabled).await.unwrap();
-            archive.put_bytes("fzz", "seed", bytes::Bytes::from_static(b"seed data"), Default::default()).await.unwrap();
+            archive
+                .create_bucket("fzz", None, Versioning::Enabled)
+                .await
+                .unwrap();
+            archive
+                .put_bytes(
+                    "fzz",
+                    "seed",
+                    bytes::Bytes::from_static(b"seed data"),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
         });
-        let root = s3::RootKey { access_key: ACCESS.into(), secret: SECRET.into() };
-        let router = s3::router(archive.clone(), s3::GatewayConfig { root, domain: Some("s3.fuzz".into()) }).unwrap();
-        Env { rt, router, archive, _dir: dir }
+        let root = s3::RootKey {
+            access_key: ACCESS.into(),
+            secret: SECRET.into(),
+        };
+        let router = s3::router(
+            archive.clone(),
+            s3::GatewayConfig {
+                root,
+                domain: Some("s3.fuzz".into()),
+            },
+        )
+        .unwrap();
+        Env {
+            rt,
+            router,
+            archive,
+            _dir: dir,
+        }
     })
 }
 
 /// Everything a refused request must leave as it was: every version of bucket "fzz".
 fn snapshot(a: &Archive) -> Vec<(String, String, String)> {
-    let q = VersionsQuery { max_keys: 10_000, ..Default::default() };
+    let q = VersionsQuery {
+        max_keys: 10_000,
+        ..Default::default()
+    };
     let page = a.list_versions("fzz", &q).unwrap();
-    page.versions.into_iter().map(|(v, _)| (v.key, v.version_id, v.etag)).collect()
+    page.versions
+        .into_iter()
+        .map(|(v, _)| (v.key, v.version_id, v.etag))
+        .collect()
 }
 
 fn method() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"])
+    prop::sample::select(vec![
+        "GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH",
+    ])
 }
 
 fn bucket() -> impl Strategy<Value = String> {
@@ -81,11 +123,37 @@ fn key() -> impl Strategy<Value = String> {
 
 fn param() -> impl Strategy<Value = (String, String)> {
     let names = prop::sample::select(vec![
-        "uploads", "uploadId", "partNumber", "versionId", "versioning", "tagging", "cors", "policy", "acl",
-        "delete", "list-type", "max-keys", "prefix", "delimiter", "marker", "continuation-token", "encoding-type",
-        "x-edgecloud-as-of", "response-content-type", "response-expires", "versions", "location", "start-after",
-        "fetch-owner", "key-marker", "version-id-marker", "max-parts", "part-number-marker", "X-Amz-Expires",
-        "X-Amz-Signature", "x-id",
+        "uploads",
+        "uploadId",
+        "partNumber",
+        "versionId",
+        "versioning",
+        "tagging",
+        "cors",
+        "policy",
+        "acl",
+        "delete",
+        "list-type",
+        "max-keys",
+        "prefix",
+        "delimiter",
+        "marker",
+        "continuation-token",
+        "encoding-type",
+        "x-edgecloud-as-of",
+        "response-content-type",
+        "response-expires",
+        "versions",
+        "location",
+        "start-after",
+        "fetch-owner",
+        "key-marker",
+        "version-id-marker",
+        "max-parts",
+        "part-number-marker",
+        "X-Amz-Expires",
+        "X-Amz-Signature",
+        "x-id",
     ]);
     let values = prop_oneof![
         Just(String::new()),
@@ -100,11 +168,32 @@ fn param() -> impl Strategy<Value = (String, String)> {
 
 fn header() -> impl Strategy<Value = (String, String)> {
     let names = prop::sample::select(vec![
-        "content-md5", "x-amz-checksum-crc32", "x-amz-checksum-sha256", "x-amz-trailer", "x-amz-sdk-checksum-algorithm",
-        "range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "x-amz-copy-source",
-        "x-amz-copy-source-range", "x-amz-tagging", "x-amz-acl", "x-amz-meta-a", "content-type",
-        "x-amz-metadata-directive", "expires", "content-encoding", "x-amz-decoded-content-length", "content-length",
-        "origin", "access-control-request-method", "x-amz-content-sha256", "x-amz-date", "authorization",
+        "content-md5",
+        "x-amz-checksum-crc32",
+        "x-amz-checksum-sha256",
+        "x-amz-trailer",
+        "x-amz-sdk-checksum-algorithm",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "x-amz-copy-source",
+        "x-amz-copy-source-range",
+        "x-amz-tagging",
+        "x-amz-acl",
+        "x-amz-meta-a",
+        "content-type",
+        "x-amz-metadata-directive",
+        "expires",
+        "content-encoding",
+        "x-amz-decoded-content-length",
+        "content-length",
+        "origin",
+        "access-control-request-method",
+        "x-amz-content-sha256",
+        "x-amz-date",
+        "authorization",
     ]);
     let values = prop_oneof![
         Just("bytes=0-".to_string()),
@@ -126,18 +215,25 @@ fn header() -> impl Strategy<Value = (String, String)> {
 fn body() -> impl Strategy<Value = Vec<u8>> {
     let xml = prop_oneof![
         Just("<Delete><Object><Key>seed</Key></Object><Quiet>true</Quiet></Delete>"),
-        Just("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag></Part></CompleteMultipartUpload>"),
+        Just(
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag></Part></CompleteMultipartUpload>"
+        ),
         Just("<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>"),
-        Just("<CORSConfiguration><CORSRule><AllowedMethod>GET</AllowedMethod><AllowedOrigin>*</AllowedOrigin></CORSRule></CORSConfiguration>"),
+        Just(
+            "<CORSConfiguration><CORSRule><AllowedMethod>GET</AllowedMethod><AllowedOrigin>*</AllowedOrigin></CORSRule></CORSConfiguration>"
+        ),
         Just("<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"),
-        Just("<!DOCTYPE x [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;\">]><Tagging>&b;</Tagging>"),
+        Just(
+            "<!DOCTYPE x [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;\">]><Tagging>&b;</Tagging>"
+        ),
         Just("{\"Statement\": [{\"Effect\": \"Allow\"}]}"),
     ];
     prop_oneof![
         Just(Vec::new()),
         prop::collection::vec(any::<u8>(), 0..3000),
         // an XML body, cut short at a random point
-        (xml, any::<prop::sample::Index>()).prop_map(|(x, i)| x.as_bytes()[..i.index(x.len() + 1)].to_vec()),
+        (xml, any::<prop::sample::Index>())
+            .prop_map(|(x, i)| x.as_bytes()[..i.index(x.len() + 1)].to_vec()),
         (xml_str(), 0..3usize).prop_map(|(s, n)| s.repeat(n + 1).into_bytes()),
     ]
 }
@@ -169,16 +265,18 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         body(),
         prop::bool::weighted(0.85),
     )
-        .prop_map(|(method, bucket, key, virtual_host, params, headers, body, signed)| Hostile {
-            method,
-            bucket,
-            key,
-            virtual_host,
-            params,
-            headers,
-            body,
-            signed,
-        })
+        .prop_map(
+            |(method, bucket, key, virtual_host, params, headers, body, signed)| Hostile {
+                method,
+                bucket,
+                key,
+                virtual_host,
+                params,
+                headers,
+                body,
+                signed,
+            },
+        )
 }
 
 fn build(h: &Hostile) -> Option<Request<Body>> {
@@ -189,18 +287,39 @@ fn build(h: &Hostile) -> Option<Request<Body>> {
     } else {
         ("localhost".to_string(), format!("/{}/{}", h.bucket, h.key))
     };
-    let query: Vec<(&str, &str)> = h.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let qs = query.iter().map(|(k, v)| if v.is_empty() { uri_encode(k, false) } else { format!("{}={}", uri_encode(k, false), uri_encode(v, false)) });
+    let query: Vec<(&str, &str)> = h
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let qs = query.iter().map(|(k, v)| {
+        if v.is_empty() {
+            uri_encode(k, false)
+        } else {
+            format!("{}={}", uri_encode(k, false), uri_encode(v, false))
+        }
+    });
     let qs = qs.collect::<Vec<_>>().join("&");
-    let uri = if qs.is_empty() { uri_encode(&path, true) } else { format!("{}?{qs}", uri_encode(&path, true)) };
-    let mut b = Request::builder().method(h.method).uri(uri).header("host", &host);
+    let uri = if qs.is_empty() {
+        uri_encode(&path, true)
+    } else {
+        format!("{}?{qs}", uri_encode(&path, true))
+    };
+    let mut b = Request::builder()
+        .method(h.method)
+        .uri(uri)
+        .header("host", &host);
     for (k, v) in &h.headers {
         if http::HeaderValue::from_str(v).is_ok() {
             b = b.header(k.as_str(), v.as_str());
         }
     }
     if h.signed {
-        let signer = Signer { access_key: ACCESS.into(), secret_key: SECRET.into(), region: "us-east-1".into() };
+        let signer = Signer {
+            access_key: ACCESS.into(),
+            secret_key: SECRET.into(),
+            region: "us-east-1".into(),
+        };
         for (k, v) in signer.headers(h.method, &host, &path, &query) {
             b = b.header(k, v);
         }
@@ -246,11 +365,21 @@ proptest! {
 #[test]
 fn the_gateway_still_serves_after_the_fuzzing() {
     let env = env();
-    let signer = Signer { access_key: ACCESS.into(), secret_key: SECRET.into(), region: "us-east-1".into() };
-    let mut b = Request::builder().method("GET").uri("/fzz").header("host", "localhost");
+    let signer = Signer {
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        region: "us-east-1".into(),
+    };
+    let mut b = Request::builder()
+        .method("GET")
+        .uri("/fzz")
+        .header("host", "localhost");
     for (k, v) in signer.headers("GET", "localhost", "/fzz", &[]) {
         b = b.header(k, v);
     }
-    let r = env.rt.block_on(env.router.clone().oneshot(b.body(Body::empty()).unwrap())).unwrap();
+    let r = env
+        .rt
+        .block_on(env.router.clone().oneshot(b.body(Body::empty()).unwrap()))
+        .unwrap();
     assert_eq!(r.status(), 200);
 }

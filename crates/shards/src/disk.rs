@@ -6,8 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -69,7 +69,10 @@ pub struct Disk {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn segment_path(root: &Path, n: u32) -> PathBuf {
@@ -77,7 +80,10 @@ fn segment_path(root: &Path, n: u32) -> PathBuf {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
-    move |source| ShardError::Io { path: path.to_path_buf(), source }
+    move |source| ShardError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Disk {
@@ -88,7 +94,10 @@ impl Disk {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("seg-")?.strip_suffix(".ecs")?.parse().ok()
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".ecs")?
+                    .parse()
+                    .ok()
             })
             .collect();
         segments.sort_unstable();
@@ -101,12 +110,25 @@ impl Disk {
         let next = segments.last().map_or(1, |s| s + 1);
         let (tx, rx) = mpsc::channel();
         let active = Arc::new(AtomicU32::new(next));
-        let writer = Writer { root: root.clone(), opts, index: index.clone(), next_segment: next, current: None, active: active.clone() };
+        let writer = Writer {
+            root: root.clone(),
+            opts,
+            index: index.clone(),
+            next_segment: next,
+            current: None,
+            active: active.clone(),
+        };
         std::thread::Builder::new()
             .name(format!("shard-writer:{}", root.display()))
             .spawn(move || writer.run(rx))
             .map_err(io_err(&root))?;
-        Ok(Disk { root, index, readers: Mutex::new(HashMap::new()), writer: Mutex::new(tx), active })
+        Ok(Disk {
+            root,
+            index,
+            readers: Mutex::new(HashMap::new()),
+            writer: Mutex::new(tx),
+            active,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -118,12 +140,21 @@ impl Disk {
     }
 
     pub fn meta(&self, key: &ShardKey) -> Option<ShardMeta> {
-        self.index.read().expect("index lock").get(key).map(|l| l.meta)
+        self.index
+            .read()
+            .expect("index lock")
+            .get(key)
+            .map(|l| l.meta)
     }
 
     /// Every shard on this disk with its metadata (a snapshot).
     pub fn list(&self) -> Vec<(ShardKey, ShardMeta)> {
-        self.index.read().expect("index lock").iter().map(|(k, l)| (*k, l.meta)).collect()
+        self.index
+            .read()
+            .expect("index lock")
+            .iter()
+            .map(|(k, l)| (*k, l.meta))
+            .collect()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -131,28 +162,52 @@ impl Disk {
     }
 
     /// Appends a shard; returns once it is fsynced.
-    pub async fn write(&self, key: ShardKey, meta: ShardMeta, data: Vec<u8>) -> Result<(), ShardError> {
+    pub async fn write(
+        &self,
+        key: ShardKey,
+        meta: ShardMeta,
+        data: Vec<u8>,
+    ) -> Result<(), ShardError> {
         self.submit(KIND_SHARD, key, meta, data).await
     }
 
     /// Records that a shard is gone (orphan collection); the space returns on compaction.
     pub async fn delete(&self, key: ShardKey) -> Result<(), ShardError> {
-        let Some(meta) = self.meta(&key) else { return Ok(()) };
+        let Some(meta) = self.meta(&key) else {
+            return Ok(());
+        };
         self.submit(KIND_TOMBSTONE, key, meta, Vec::new()).await
     }
 
-    async fn submit(&self, kind: u8, key: ShardKey, meta: ShardMeta, data: Vec<u8>) -> Result<(), ShardError> {
+    async fn submit(
+        &self,
+        kind: u8,
+        key: ShardKey,
+        meta: ShardMeta,
+        data: Vec<u8>,
+    ) -> Result<(), ShardError> {
         let mut meta = meta;
         if kind == KIND_SHARD {
             meta.written_ms = now_ms();
         }
-        self.send(Record { kind, key, meta, data, moved_from: None }).await
+        self.send(Record {
+            kind,
+            key,
+            meta,
+            data,
+            moved_from: None,
+        })
+        .await
     }
 
     async fn send(&self, record: Record) -> Result<(), ShardError> {
         let (done, rx) = oneshot::channel();
         let gone = || ShardError::WriterGone(self.root.display().to_string());
-        self.writer.lock().expect("writer lock").send(WriteReq { record, done }).map_err(|_| gone())?;
+        self.writer
+            .lock()
+            .expect("writer lock")
+            .send(WriteReq { record, done })
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?.map_err(|e| ShardError::Io {
             path: self.root.clone(),
             source: std::io::Error::other(e),
@@ -161,22 +216,36 @@ impl Disk {
 
     /// Reads and verifies one shard.
     pub fn read(&self, key: &ShardKey) -> Result<(ShardMeta, Vec<u8>), ShardError> {
-        let loc = self.index.read().expect("index lock").get(key).copied().ok_or_else(|| {
-            ShardError::NotFound { disk: self.root.display().to_string(), key: *key }
-        })?;
+        let loc = self
+            .index
+            .read()
+            .expect("index lock")
+            .get(key)
+            .copied()
+            .ok_or_else(|| ShardError::NotFound {
+                disk: self.root.display().to_string(),
+                key: *key,
+            })?;
         let path = segment_path(&self.root, loc.segment);
         let file = self.reader(loc.segment)?;
         let total = RECORD_HEADER_LEN + loc.data_len as usize + CHECKSUM_LEN;
         let mut buf = vec![0u8; total];
-        file.read_exact_at(&mut buf, loc.offset).map_err(io_err(&path))?;
-        let corrupt = |reason: String| ShardError::Corrupt { path: path.clone(), offset: loc.offset, reason };
-        let header: &[u8; RECORD_HEADER_LEN] = buf[..RECORD_HEADER_LEN].try_into().expect("header length");
+        file.read_exact_at(&mut buf, loc.offset)
+            .map_err(io_err(&path))?;
+        let corrupt = |reason: String| ShardError::Corrupt {
+            path: path.clone(),
+            offset: loc.offset,
+            reason,
+        };
+        let header: &[u8; RECORD_HEADER_LEN] =
+            buf[..RECORD_HEADER_LEN].try_into().expect("header length");
         let h = decode_header(header).map_err(corrupt)?;
         if h.key != *key || h.data_len != loc.data_len {
             return Err(corrupt(format!("record holds {} instead of {key}", h.key)));
         }
         let data_end = RECORD_HEADER_LEN + loc.data_len as usize;
-        if checksum(&buf[..RECORD_HEADER_LEN], &buf[RECORD_HEADER_LEN..data_end]) != buf[data_end..] {
+        if checksum(&buf[..RECORD_HEADER_LEN], &buf[RECORD_HEADER_LEN..data_end]) != buf[data_end..]
+        {
             return Err(corrupt(format!("checksum mismatch for shard {key}")));
         }
         buf.truncate(data_end);
@@ -217,23 +286,41 @@ impl Disk {
         segments.sort_unstable();
         for seg in segments {
             let path = segment_path(&self.root, seg);
-            let Ok(len) = fs::metadata(&path).map(|m| m.len()) else { continue };
+            let Ok(len) = fs::metadata(&path).map(|m| m.len()) else {
+                continue;
+            };
             let (live_bytes, shards) = live.remove(&seg).unwrap_or_default();
             if live_bytes as f64 > max_live_ratio * len as f64 {
                 continue;
             }
             for (key, loc) in shards {
-                let Ok((meta, data)) = self.read(&key) else { continue }; // scrub repairs it
-                self.send(Record { kind: KIND_SHARD, key, meta, data, moved_from: Some((seg, loc.offset)) }).await?;
+                let Ok((meta, data)) = self.read(&key) else {
+                    continue;
+                }; // scrub repairs it
+                self.send(Record {
+                    kind: KIND_SHARD,
+                    key,
+                    meta,
+                    data,
+                    moved_from: Some((seg, loc.offset)),
+                })
+                .await?;
                 report.shards_moved += 1;
             }
-            let still_used = self.index.read().expect("index lock").values().any(|l| l.segment == seg);
+            let still_used = self
+                .index
+                .read()
+                .expect("index lock")
+                .values()
+                .any(|l| l.segment == seg);
             if still_used {
                 continue;
             }
             self.readers.lock().expect("readers lock").remove(&seg);
             fs::remove_file(&path).map_err(io_err(&path))?;
-            File::open(&self.root).and_then(|d| d.sync_all()).map_err(io_err(&self.root))?;
+            File::open(&self.root)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.root))?;
             report.segments_removed += 1;
             report.bytes_reclaimed += len - live_bytes;
         }
@@ -250,24 +337,46 @@ impl Disk {
         index.retain(|_, loc| {
             present
                 .entry(loc.segment)
-                .or_insert_with(|| fs::metadata(segment_path(&self.root, loc.segment)).ok().map(|m| m.len()))
+                .or_insert_with(|| {
+                    fs::metadata(segment_path(&self.root, loc.segment))
+                        .ok()
+                        .map(|m| m.len())
+                })
                 .is_some_and(|len| loc.offset < len)
         });
         let lost = before - index.len();
         if lost > 0 {
             tracing::warn!(disk = %self.root.display(), lost, "segment files vanished; their shards count as missing");
-            self.readers.lock().expect("readers lock").retain(|s, _| present.get(s).is_some_and(|p| p.is_some()));
+            self.readers
+                .lock()
+                .expect("readers lock")
+                .retain(|s, _| present.get(s).is_some_and(|p| p.is_some()));
         }
         let live: Vec<u64> = present.values().flatten().copied().collect();
-        DiskHealth { path: self.root.clone(), shards: index.len(), lost, segments: live.len(), bytes: live.iter().sum() }
+        DiskHealth {
+            path: self.root.clone(),
+            shards: index.len(),
+            lost,
+            segments: live.len(),
+            bytes: live.iter().sum(),
+        }
     }
 }
 
 /// Reads a segment's records into the index. Only the newest segment can end in a torn
 /// record (a crash mid-append); it is truncated there. Older segments are sealed.
-fn scan_segment(root: &Path, seg: u32, last: bool, index: &mut HashMap<ShardKey, Location>) -> Result<(), ShardError> {
+fn scan_segment(
+    root: &Path,
+    seg: u32,
+    last: bool,
+    index: &mut HashMap<ShardKey, Location>,
+) -> Result<(), ShardError> {
     let path = segment_path(root, seg);
-    let file = OpenOptions::new().read(true).write(last).open(&path).map_err(io_err(&path))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(last)
+        .open(&path)
+        .map_err(io_err(&path))?;
     let len = file.metadata().map_err(io_err(&path))?.len();
     let mut magic = [0u8; 8];
     if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != SEGMENT_MAGIC {
@@ -276,7 +385,11 @@ fn scan_segment(root: &Path, seg: u32, last: bool, index: &mut HashMap<ShardKey,
             let _ = fs::remove_file(&path);
             return Ok(());
         }
-        return Err(ShardError::Corrupt { path, offset: 0, reason: "not an edgecloud segment file".into() });
+        return Err(ShardError::Corrupt {
+            path,
+            offset: 0,
+            reason: "not an edgecloud segment file".into(),
+        });
     }
     let mut offset = 8u64;
     while offset < len {
@@ -285,7 +398,15 @@ fn scan_segment(root: &Path, seg: u32, last: bool, index: &mut HashMap<ShardKey,
                 if h.kind == KIND_TOMBSTONE {
                     index.remove(&h.key);
                 } else {
-                    index.insert(h.key, Location { segment: seg, offset, data_len: h.data_len, meta: h.meta });
+                    index.insert(
+                        h.key,
+                        Location {
+                            segment: seg,
+                            offset,
+                            data_len: h.data_len,
+                            meta: h.meta,
+                        },
+                    );
                 }
                 offset = end;
             }
@@ -315,9 +436,15 @@ fn scan_segment(root: &Path, seg: u32, last: bool, index: &mut HashMap<ShardKey,
 }
 
 /// Reads and checks the record at `offset`; `verify` also checks its data checksum.
-fn read_record_header(file: &File, offset: u64, len: u64, verify: bool) -> Result<(Header, u64), String> {
+fn read_record_header(
+    file: &File,
+    offset: u64,
+    len: u64,
+    verify: bool,
+) -> Result<(Header, u64), String> {
     let mut header = [0u8; RECORD_HEADER_LEN];
-    file.read_exact_at(&mut header, offset).map_err(|_| "record header cut short".to_string())?;
+    file.read_exact_at(&mut header, offset)
+        .map_err(|_| "record header cut short".to_string())?;
     let h = decode_header(&header)?;
     let end = offset + (RECORD_HEADER_LEN + h.data_len as usize + CHECKSUM_LEN) as u64;
     if end > len {
@@ -325,7 +452,8 @@ fn read_record_header(file: &File, offset: u64, len: u64, verify: bool) -> Resul
     }
     if verify {
         let mut rest = vec![0u8; h.data_len as usize + CHECKSUM_LEN];
-        file.read_exact_at(&mut rest, offset + RECORD_HEADER_LEN as u64).map_err(|e| e.to_string())?;
+        file.read_exact_at(&mut rest, offset + RECORD_HEADER_LEN as u64)
+            .map_err(|e| e.to_string())?;
         let (data, sum) = rest.split_at(h.data_len as usize);
         if checksum(&header, data) != sum {
             return Err("checksum mismatch".into());
@@ -383,7 +511,10 @@ impl Writer {
                     let mut index = self.index.write().expect("index lock");
                     for (req, loc) in batch.iter().map(|r| &r.record).zip(locs) {
                         if let Some((seg, off)) = req.moved_from {
-                            if index.get(&req.key).is_some_and(|l| l.segment == seg && l.offset == off) {
+                            if index
+                                .get(&req.key)
+                                .is_some_and(|l| l.segment == seg && l.offset == off)
+                            {
                                 index.insert(req.key, loc);
                             }
                         } else if req.kind == KIND_TOMBSTONE {
@@ -424,7 +555,12 @@ impl Writer {
                 out.write_all(&header)?;
                 out.write_all(&req.data)?;
                 out.write_all(&checksum(&header, &req.data))?;
-                locs.push(Location { segment: seg, offset, data_len: req.data.len() as u32, meta: req.meta });
+                locs.push(Location {
+                    segment: seg,
+                    offset,
+                    data_len: req.data.len() as u32,
+                    meta: req.meta,
+                });
                 offset += (RECORD_HEADER_LEN + req.data.len() + CHECKSUM_LEN) as u64;
             }
             out.flush()?;
@@ -457,7 +593,11 @@ impl Writer {
         let seg = self.next_segment;
         self.next_segment += 1;
         let path = segment_path(&self.root, seg);
-        let mut file = OpenOptions::new().create_new(true).read(true).write(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
         file.write_all(SEGMENT_MAGIC)?;
         file.sync_all()?;
         File::open(&self.root)?.sync_all()?; // make the new file's name durable

@@ -19,9 +19,16 @@ pub enum ShardError {
     #[error("shard {key} not found on disk {disk}")]
     NotFound { disk: String, key: ShardKey },
     #[error("corrupt shard record in {path} at offset {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the writer for disk {0} has stopped")]
     WriterGone(String),
 }
@@ -47,7 +54,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { segment_bytes: 1 << 30, batch_bytes: 64 << 20 }
+        StoreOptions {
+            segment_bytes: 1 << 30,
+            batch_bytes: 64 << 20,
+        }
     }
 }
 
@@ -75,7 +85,9 @@ impl ShardStore {
 
     /// Disks holding some version of this shard (normally one).
     pub fn locate(&self, key: &ShardKey) -> Vec<usize> {
-        (0..self.disks.len()).filter(|&i| self.disks[i].contains(key)).collect()
+        (0..self.disks.len())
+            .filter(|&i| self.disks[i].contains(key))
+            .collect()
     }
 
     /// Notices disks or segment files that vanished under us (a wiped or replaced disk):

@@ -55,7 +55,12 @@ pub fn decode_policy(b: [u8; 3]) -> Option<Policy> {
     }
 }
 
-pub fn encode_header(kind: u8, key: &ShardKey, meta: &ShardMeta, data_len: u32) -> [u8; RECORD_HEADER_LEN] {
+pub fn encode_header(
+    kind: u8,
+    key: &ShardKey,
+    meta: &ShardMeta,
+    data_len: u32,
+) -> [u8; RECORD_HEADER_LEN] {
     let mut h = [0u8; RECORD_HEADER_LEN];
     h[0..4].copy_from_slice(RECORD_MAGIC);
     h[4] = RECORD_VERSION;
@@ -89,7 +94,10 @@ pub fn decode_header(h: &[u8; RECORD_HEADER_LEN]) -> Result<Header, String> {
     let policy = decode_policy([h[7], h[8], h[9]]).ok_or("bad redundancy policy")?;
     Ok(Header {
         kind: h[5],
-        key: ShardKey { chunk: h[24..56].try_into().expect("32 bytes"), index: h[6] },
+        key: ShardKey {
+            chunk: h[24..56].try_into().expect("32 bytes"),
+            index: h[6],
+        },
         meta: ShardMeta {
             policy,
             sealed_len: u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")),
