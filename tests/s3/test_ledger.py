@@ -228,3 +228,25 @@ def test_multipart_records_name_each_part_and_check_the_file(node, s3, tmp_path)
     short = tmp_path / "short.bin"
     short.write_bytes(body[:-1])
     assert "shorter" in cli("ledger", "check", str(tmp_path / "big.bin.json"), "--key", pub, "--file", str(short), ok=False)
+
+
+def test_admin_changes_are_recorded_as_the_admin(node):
+    admin = Admin(node)
+    _, before, _ = admin.checkpoint()
+    node.cli("bucket", "create", "ledger-admin")
+    out = node.cli("key", "create", "auditor")
+    access = next(w for w in out.split() if w.startswith("EC"))
+    node.cli("key", "allow", access, "ledger-admin", "read")
+    node.cli("key", "delete", access)
+    import time
+    deadline = time.time() + 10
+    while admin.checkpoint()[1] < before + 4:  # checkpoints follow within a second
+        assert time.time() < deadline, "the checkpoint did not grow"
+        time.sleep(0.2)
+    _, size, _ = admin.checkpoint()
+    records = [json.loads(e) for e in entries(admin, size)[before:]]
+    kinds = [(r["kind"], r["actor"]) for r in records]
+    assert ("bucket_created", "@admin") in kinds
+    assert ("key_created", "@admin") in kinds
+    assert ("permission_changed", "@admin") in kinds
+    assert ("key_revoked", "@admin") in kinds

@@ -59,7 +59,16 @@ pub(crate) async fn create(
     };
     // Edgecloud keeps every version unless told otherwise.
     let versioning = parse_versioning(q.versioning.as_deref().unwrap_or("enabled"))?;
-    let b = s.archive.create_bucket(&bucket, policy, versioning).await?;
+    let b = s
+        .archive
+        .create_bucket_as(
+            &bucket,
+            policy,
+            versioning,
+            Default::default(),
+            Some(archive::ADMIN_ACTOR.into()),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(info(&b))))
 }
 
@@ -67,7 +76,9 @@ pub(crate) async fn delete(
     State(s): State<AdminState>,
     Path(bucket): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.archive.delete_bucket(&bucket).await?;
+    s.archive
+        .delete_bucket_as(&bucket, Some(archive::ADMIN_ACTOR.into()))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

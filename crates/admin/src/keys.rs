@@ -59,7 +59,13 @@ pub(crate) async fn create(
     }
     let k = s
         .archive
-        .create_access_key(&n.name, n.admin, n.create_buckets, buckets)
+        .create_access_key(
+            archive::ADMIN_ACTOR,
+            &n.name,
+            n.admin,
+            n.create_buckets,
+            buckets,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(info(k, true))))
 }
@@ -71,7 +77,9 @@ pub(crate) async fn grant(
 ) -> Result<Json<KeyInfo>, ApiError> {
     let p = parse_permission(&g.permission)?;
     Ok(Json(info(
-        s.archive.set_permission(&key, &bucket, p).await?,
+        s.archive
+            .set_permission(archive::ADMIN_ACTOR, &key, &bucket, p)
+            .await?,
         false,
     )))
 }
@@ -80,7 +88,10 @@ pub(crate) async fn delete(
     State(s): State<AdminState>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if s.archive.delete_access_key(&key).await? {
+    if s.archive
+        .delete_access_key(archive::ADMIN_ACTOR, &key)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(ArchiveError::Invalid(format!(

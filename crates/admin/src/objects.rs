@@ -52,6 +52,7 @@ pub(crate) async fn put(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let opts = PutOptions {
         content_type,
+        actor: Some(archive::ADMIN_ACTOR.into()),
         ..Default::default()
     };
     let v = s.archive.put(&bucket, &key, stream, opts).await?;
@@ -125,7 +126,15 @@ pub(crate) async fn delete(
     Path((bucket, key)): Path<(String, String)>,
     Query(q): Query<Select>,
 ) -> Result<Json<DeleteResult>, ApiError> {
-    let out = s.archive.delete(&bucket, &key, q.version.clone()).await?;
+    let out = s
+        .archive
+        .delete_as(
+            &bucket,
+            &key,
+            q.version.clone(),
+            Some(archive::ADMIN_ACTOR.into()),
+        )
+        .await?;
     Ok(Json(DeleteResult {
         version_id: out.version_id,
         delete_marker: out.delete_marker,

@@ -35,6 +35,10 @@ pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
 pub use scrub::{ScrubOptions, ScrubReport};
 
+/// The audit log's actor for changes made with the node's admin token (the admin API
+/// and the `edgecloud` CLI). Access key ids never contain "@".
+pub const ADMIN_ACTOR: &str = "@admin";
+
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
@@ -270,9 +274,11 @@ impl Archive {
         Ok(self.inner.catalog.access_keys()?)
     }
 
-    /// Creates a key with a fresh random secret.
+    /// Creates a key with a fresh random secret. `actor` (who asks, for the audit log)
+    /// is an access key id or [`ADMIN_ACTOR`].
     pub async fn create_access_key(
         &self,
+        actor: &str,
         name: &str,
         admin: bool,
         create_buckets: bool,
@@ -291,12 +297,17 @@ impl Archive {
             create_buckets,
             buckets,
         };
-        Ok(self.inner.catalog.put_access_key(key).await?)
+        Ok(self
+            .inner
+            .catalog
+            .put_access_key(key, Some(actor.into()))
+            .await?)
     }
 
     /// Grants `perm` in `bucket` to a key, or takes its access away (`None`).
     pub async fn set_permission(
         &self,
+        actor: &str,
         access_key: &str,
         bucket: &str,
         perm: Option<Permission>,
@@ -306,7 +317,7 @@ impl Archive {
         Ok(self
             .inner
             .catalog
-            .update_access_key(access_key, move |k| match perm {
+            .update_access_key(access_key, Some(actor.into()), move |k| match perm {
                 Some(p) => {
                     k.buckets.insert(bucket, p);
                 }
@@ -317,8 +328,12 @@ impl Archive {
             .await?)
     }
 
-    pub async fn delete_access_key(&self, access_key: &str) -> Result<bool> {
-        Ok(self.inner.catalog.delete_access_key(access_key).await?)
+    pub async fn delete_access_key(&self, actor: &str, access_key: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .catalog
+            .delete_access_key(access_key, Some(actor.into()))
+            .await?)
     }
 
     // ---- reads of metadata ----

@@ -73,8 +73,8 @@ impl Catalog {
             .collect()
     }
 
-    /// Creates or replaces a key.
-    pub async fn put_access_key(&self, key: AccessKey) -> Result<AccessKey> {
+    /// Creates or replaces a key; `actor` is who did it, for the audit log.
+    pub async fn put_access_key(&self, key: AccessKey, actor: Option<String>) -> Result<AccessKey> {
         self.writer
             .write(move |txn| {
                 let existed = txn
@@ -85,7 +85,7 @@ impl Catalog {
                     let change = ledger::record::Change::KeyCreated {
                         access_key: key.access_key.clone(),
                     };
-                    crate::audit::append(txn, key.created_ns, None, change)?;
+                    crate::audit::append(txn, key.created_ns, actor, change)?;
                 }
                 Ok(key)
             })
@@ -96,6 +96,7 @@ impl Catalog {
     pub async fn update_access_key(
         &self,
         access_key: &str,
+        actor: Option<String>,
         f: impl FnOnce(&mut AccessKey) + Send + 'static,
     ) -> Result<AccessKey> {
         let id = access_key.to_string();
@@ -124,7 +125,7 @@ impl Catalog {
                             bucket: b.clone(),
                             permission: permission.into(),
                         };
-                        crate::audit::append(txn, now_ns(), None, change)?;
+                        crate::audit::append(txn, now_ns(), actor.clone(), change)?;
                     }
                 }
                 Ok(k)
@@ -133,7 +134,7 @@ impl Catalog {
     }
 
     /// Revokes a key; returns whether it existed.
-    pub async fn delete_access_key(&self, access_key: &str) -> Result<bool> {
+    pub async fn delete_access_key(&self, access_key: &str, actor: Option<String>) -> Result<bool> {
         let id = access_key.to_string();
         self.writer
             .write(move |txn| {
@@ -142,7 +143,7 @@ impl Catalog {
                     crate::audit::append(
                         txn,
                         now_ns(),
-                        None,
+                        actor,
                         ledger::record::Change::KeyRevoked { access_key: id },
                     )?;
                 }

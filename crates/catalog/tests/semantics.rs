@@ -428,18 +428,33 @@ async fn every_mutation_appends_one_ledger_record() {
         create_buckets: false,
         buckets: BTreeMap::new(),
     };
-    c.put_access_key(key).await.unwrap();
-    c.update_access_key("ECK", |k| {
+    c.put_access_key(key, Some("@admin".into())).await.unwrap();
+    c.update_access_key("ECK", Some("@admin".into()), |k| {
         k.buckets.insert("audited".into(), Permission::Write);
     })
     .await
     .unwrap();
-    c.delete_access_key("ECK").await.unwrap();
+    c.delete_access_key("ECK", Some("@admin".into()))
+        .await
+        .unwrap();
     c.delete("audited", "k", marker.version_id.clone())
         .await
         .unwrap();
     c.delete_bucket("audited").await.unwrap();
 
+    let actors: Vec<Option<String>> = (0..c.ledger_size().unwrap())
+        .map(|i| {
+            Record::from_bytes(&c.ledger_entry(i).unwrap().unwrap())
+                .unwrap()
+                .actor
+        })
+        .collect();
+    let admin = Some("@admin".to_string());
+    assert_eq!(
+        actors.iter().filter(|a| **a == admin).count(),
+        3,
+        "{actors:?}"
+    );
     let kinds: Vec<Change> = (0..c.ledger_size().unwrap())
         .map(|i| {
             Record::from_bytes(&c.ledger_entry(i).unwrap().unwrap())

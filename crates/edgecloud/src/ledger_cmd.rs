@@ -107,11 +107,17 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
             );
             println!("record:   {}", b.entry);
             if let Some(f) = file {
-                let Some(mut check) = ledger::record::ContentCheck::for_change(&record.change) else {
-                    bail!("the record names no content hash to compare {} with", f.display());
+                let Some(mut check) = ledger::record::ContentCheck::for_change(&record.change)
+                else {
+                    bail!(
+                        "the record names no content hash to compare {} with",
+                        f.display()
+                    );
                 };
                 read_file_into(&f, |piece| check.update(piece))?;
-                check.finish().map_err(|e| anyhow::anyhow!("NOT VERIFIED: {}: {e}", f.display()))?;
+                check
+                    .finish()
+                    .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {}: {e}", f.display()))?;
                 println!("content:  {} matches the record's SHA-256", f.display());
             }
         }
@@ -157,10 +163,13 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
 /// Feeds a file to `f` in 1 MiB pieces (objects can be larger than memory).
 fn read_file_into(p: &std::path::Path, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
     use std::io::Read;
-    let mut file = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut file =
+        std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", p.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", p.display()))?;
         if n == 0 {
             return Ok(());
         }

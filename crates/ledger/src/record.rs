@@ -1,6 +1,7 @@
 //! Leaf records: one per change, canonical so anyone can recompute a leaf hash. A
 //! record is compact UTF-8 JSON with the fields in this order: `v` (format, 1),
-//! `time_ns` (UTC nanoseconds), `actor` (access key id, or null for the node itself),
+//! `time_ns` (UTC nanoseconds), `actor` (the access key id that made the change,
+//! "@admin" for the admin token, or null for the node itself),
 //! `kind`, then the kind's fields in declaration order. Contents are identified by their
 //! SHA-256, never included: a record proves that a version existed with given bytes at a
 //! given time without revealing them.
