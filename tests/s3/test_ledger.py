@@ -250,3 +250,55 @@ def test_admin_changes_are_recorded_as_the_admin(node):
     assert ("key_created", "@admin") in kinds
     assert ("permission_changed", "@admin") in kinds
     assert ("key_revoked", "@admin") in kinds
+
+
+def test_audit_checks_the_whole_published_log_and_names_a_damaged_entry(tmp_path):
+    """A node of its own: the test damages its published files."""
+    from conftest import Node, client
+    import shutil
+    import time
+    node = Node(tmp_path)
+    try:
+        s3 = client(node.endpoint)
+        s3.create_bucket(Bucket="monitored")
+        for i in range(300):  # more than one tile of 256
+            s3.put_object(Bucket="monitored", Key=f"k{i}", Body=b"x")
+        admin = Admin(node)
+        deadline = time.time() + 10
+        while admin.checkpoint()[1] < 301:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        pub = str(node.data / "ledger.pub")
+
+        def cli(*args, ok=True):
+            p = subprocess.run([BIN, "--data", str(node.data), "--admin", node.admin, *args],
+                               capture_output=True, text=True)
+            assert (p.returncode == 0) == ok, p.stdout + p.stderr
+            return p.stdout + p.stderr
+        assert "verified: all" in cli("ledger", "audit", "--key", pub)
+        # a copy of the published files (a mirror) checks the same way
+        mirror = tmp_path / "mirror"
+        shutil.copytree(node.data / "ledger", mirror)
+        assert "verified: all" in cli("ledger", "audit", "--key", pub, "--from", str(mirror))
+
+        # change one byte inside entry 7's record in the first entry bundle
+        bundle = mirror / "tile" / "entries" / "000"
+        data = bytearray(bundle.read_bytes())
+        offset = 0
+        for _ in range(7):
+            offset += 2 + int.from_bytes(data[offset:offset + 2], "big")
+        data[offset + 10] ^= 1
+        bundle.write_bytes(bytes(data))
+        out = cli("ledger", "audit", "--key", pub, "--from", str(mirror), ok=False)
+        assert "NOT VERIFIED" in out and "entry 7 " in out, out
+        # cut the second level-0 tile short: entry 256 + 3 is the first without its hash
+        shutil.copy(node.data / "ledger" / "tile" / "entries" / "000", bundle)
+        size = int((mirror / "checkpoint").read_text().split("\n")[1])
+        tile = mirror / "tile" / "0" / f"001.p/{size - 256}"
+        tile.write_bytes(tile.read_bytes()[:3 * 32 + 5])
+        out = cli("ledger", "audit", "--key", pub, "--from", str(mirror), ok=False)
+        assert "entry 259 " in out, out
+        # the node's own files are untouched: the live log still checks out
+        assert "verified: all" in cli("ledger", "audit", "--key", pub)
+    finally:
+        node.stop()

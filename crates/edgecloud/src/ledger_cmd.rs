@@ -46,6 +46,18 @@ pub enum LedgerCmd {
         #[arg(long)]
         key: String,
     },
+    /// Check the whole published log, as a monitor would: the signed checkpoint, then
+    /// every entry bundle and tile it covers, recomputed from the entries. Names the
+    /// first damaged entry. Reads from the node, or from a copy of its published files.
+    Audit {
+        /// The log's public key, or a file holding it
+        #[arg(long)]
+        key: String,
+        /// A directory holding a copy of the published log (`checkpoint`, `tile/...`,
+        /// e.g. a copy of DATA/ledger) instead of asking the node
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
 }
 
 fn key_text(k: &str) -> anyhow::Result<String> {
@@ -121,6 +133,36 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
                 println!("content:  {} matches the record's SHA-256", f.display());
             }
         }
+        LedgerCmd::Audit { key, from } => {
+            let key = key_text(&key)?;
+            let cp = match published_file(c, from.as_deref(), "checkpoint").await? {
+                Some(cp) => cp,
+                None => bail!("no checkpoint found: has the node published its log yet?"),
+            };
+            let cp = ledger::verify::checkpoint(&cp, &key)
+                .map_err(|e| anyhow::anyhow!("NOT VERIFIED: the checkpoint: {e}"))?;
+            let bar = indicatif::ProgressBar::new_spinner()
+                .with_message("reading tiles and entry bundles");
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            // The monitor reads synchronously; each read waits on the runtime here.
+            let read = |path: &str| {
+                let path = path.to_string();
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(published_file(
+                        c,
+                        from.as_deref(),
+                        &path,
+                    ))
+                })
+            };
+            let result = ledger::monitor::check_published(cp.size(), *cp.hash(), read);
+            bar.finish_and_clear();
+            let entries = result.map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
+            println!(
+                "verified: all {} entries, their bundles and tiles match the checkpoint signed by this key",
+                entries.len()
+            );
+        }
         LedgerCmd::Verify { since, key } => {
             let c = node()?;
             let key = key_text(&key)?;
@@ -161,6 +203,37 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
 }
 
 /// Feeds a file to `f` in 1 MiB pieces (objects can be larger than memory).
+/// One published file of the log, from a directory copy or the node's admin API.
+async fn published_file(
+    c: Option<&Client>,
+    dir: Option<&std::path::Path>,
+    path: &str,
+) -> ledger::Result<Option<Vec<u8>>> {
+    if let Some(d) = dir {
+        return match std::fs::read(d.join(path)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let c = c.ok_or_else(|| ledger::LedgerError::Invalid("no node to read the log from".into()))?;
+    let mut segs = vec!["ledger"];
+    segs.extend(path.split('/'));
+    let resp = c
+        .request(Method::GET, &segs)
+        .send()
+        .await
+        .map_err(|e| ledger::LedgerError::Invalid(format!("reading {path}: {e}")))?;
+    if !resp.status().is_success() {
+        return Ok(None);
+    }
+    let b = resp
+        .bytes()
+        .await
+        .map_err(|e| ledger::LedgerError::Invalid(format!("reading {path}: {e}")))?;
+    Ok(Some(b.to_vec()))
+}
+
 fn read_file_into(p: &std::path::Path, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
     use std::io::Read;
     let mut file =

@@ -9,11 +9,13 @@
 //! - `tree`: the Merkle tree as stored hashes; roots and proofs.
 //! - `publish`: tiles, entry bundles and signed checkpoints on disk.
 //! - `verify`: proof and checkpoint verification for clients (offline).
+//! - `monitor`: a check of a whole published log, entry by entry and tile by tile.
 //!
 //! The proof algorithms and tile/checkpoint formats come from the `tlog_tiles` and
 //! `signed_note` crates (Cloudflare's ports of Go's sumdb/tlog and note packages).
 
 pub mod entries;
+pub mod monitor;
 pub mod publish;
 pub mod record;
 pub mod tree;
