@@ -65,6 +65,8 @@ pub struct ArchiveConfig {
     pub pipeline_bytes: usize,
     pub segment_bytes: u64,
     pub min_part_size: u64,
+    /// Keep the audit log (see `catalog::CatalogOptions::audit_log`); benchmarks only.
+    pub audit_log: bool,
 }
 
 impl ArchiveConfig {
@@ -82,6 +84,7 @@ impl ArchiveConfig {
             pipeline_bytes: 16 << 20,
             segment_bytes: 1 << 30,
             min_part_size: 5 << 20,
+            audit_log: true,
         }
     }
 }
@@ -113,6 +116,7 @@ impl Archive {
             &cfg.data_dir.join("catalog.redb"),
             catalog::CatalogOptions {
                 min_part_size: cfg.min_part_size,
+                audit_log: cfg.audit_log,
             },
         )?;
         let store = shards::ShardStore::open(

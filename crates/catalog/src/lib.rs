@@ -84,11 +84,15 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 pub struct CatalogOptions {
     /// Minimum size of every multipart part but the last (S3: 5 MiB).
     pub min_part_size: u64,
+    /// Append a ledger record with every change. Off only in `edgecloud bench`, to
+    /// measure what the log costs; `serve` never turns it off.
+    pub audit_log: bool,
 }
 
 impl Default for CatalogOptions {
     fn default() -> Self {
         CatalogOptions {
+            audit_log: true,
             min_part_size: 5 << 20,
         }
     }
@@ -108,7 +112,7 @@ impl Catalog {
             CatalogError::Db(format!("cannot open catalog {}: {e}", path.display()))
         })?);
         records::init_tables(&db)?;
-        let writer = writer::WriterHandle::start(db.clone());
+        let writer = writer::WriterHandle::start(db.clone(), opts.audit_log);
         Ok(Catalog { db, writer, opts })
     }
 

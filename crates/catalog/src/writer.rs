@@ -21,11 +21,14 @@ pub(crate) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(crate) fn start(db: Arc<redb::Database>) -> Self {
+    pub(crate) fn start(db: Arc<redb::Database>, audit_log: bool) -> Self {
         let (tx, rx) = mpsc::channel::<Op>();
         std::thread::Builder::new()
             .name("catalog-writer".into())
-            .spawn(move || run(db, rx))
+            .spawn(move || {
+                crate::audit::set_enabled_on_this_thread(audit_log);
+                run(db, rx)
+            })
             .expect("spawn catalog writer");
         WriterHandle { tx }
     }

@@ -9,7 +9,10 @@ fn open() -> (tempfile::TempDir, Catalog) {
     let dir = tempfile::tempdir().unwrap();
     let c = Catalog::open(
         &dir.path().join("catalog.redb"),
-        CatalogOptions { min_part_size: 10 },
+        CatalogOptions {
+            min_part_size: 10,
+            ..Default::default()
+        },
     )
     .unwrap();
     (dir, c)

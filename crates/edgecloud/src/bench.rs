@@ -156,6 +156,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if want("ledger") {
         ledger_appends(&dir.join("ledger"), a.quick)?;
+        ledger_put_overhead(&dir.join("ledger-cost"), a.quick).await?;
     }
     if want("dedup") {
         let avg = match &a.chunk_avg {
@@ -350,21 +351,7 @@ async fn small_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
     a.create_bucket("small", None, Versioning::Enabled).await?;
     let mut rng = Rng::new(3);
     let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
-    let t = Instant::now();
-    futures::stream::iter(bodies.into_iter().enumerate())
-        .map(|(i, b)| {
-            let a = a.clone();
-            async move {
-                a.put_bytes("small", &format!("k{i:06}"), b, PutOptions::default())
-                    .await
-            }
-        })
-        .buffer_unordered(conc)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let put_s = t.elapsed().as_secs_f64();
+    let put_s = put_small(&a, "small", "k", &bodies, conc).await?;
     let t = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -382,6 +369,101 @@ async fn small_objects(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let get_s = t.elapsed().as_secs_f64();
     row("put", format!("{:8.0} ops/s", n as f64 / put_s));
     row("get", format!("{:8.0} ops/s", n as f64 / get_s));
+    Ok(())
+}
+
+/// Puts each body as its own object, `conc` at a time; returns the seconds taken.
+async fn put_small(
+    a: &Archive,
+    bucket: &str,
+    prefix: &str,
+    bodies: &[Bytes],
+    conc: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    futures::stream::iter(bodies.iter().enumerate())
+        .map(|(i, b)| {
+            let a = a.clone();
+            async move {
+                a.put_bytes(
+                    bucket,
+                    &format!("{prefix}{i:06}"),
+                    b.clone(),
+                    PutOptions::default(),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// What the audit log costs a 4 KiB PUT: the same workload on two archives, one with
+/// the log (records in each commit, and tiles + checkpoints published every second as
+/// `serve` does) and one without, in alternating rounds so drift hits both alike.
+async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
+    let (rounds, n, conc) = if quick { (3, 500, 32) } else { (7, 2000, 32) };
+    println!("ledger cost on 4 KiB puts ({rounds} alternating rounds of {n}, concurrency {conc}):");
+    let with = bench_archive(&dir.join("with"), 1, ChunkParams::default())?;
+    let without = {
+        let d = dir.join("without");
+        let mut cfg =
+            ArchiveConfig::new(d.join("data"), vec![d.join("disk0")], DataKey::generate());
+        cfg.audit_log = false;
+        Archive::open(cfg)?
+    };
+    let (skey, vkey) = ledger::publish::generate_key("edgecloud.bench/ledger");
+    let auditor = std::sync::Arc::new(archive::audit::Auditor::open(
+        &with,
+        &dir.join("log"),
+        &skey,
+        &vkey,
+    )?);
+    let publisher = {
+        let auditor = auditor.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let a = auditor.clone();
+                let _ = tokio::task::spawn_blocking(move || a.catch_up()).await;
+            }
+        })
+    };
+    for a in [&with, &without] {
+        a.create_bucket("small", None, Versioning::Enabled).await?;
+    }
+    let mut rng = Rng::new(4);
+    let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let prefix = format!("r{r}-");
+        let order = if r % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for logged in order {
+            let a = if logged { &with } else { &without };
+            let ops = n as f64 / put_small(a, "small", &prefix, &bodies, conc).await?;
+            if logged { on.push(ops) } else { off.push(ops) }
+        }
+    }
+    publisher.abort();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on, off) = (median(&mut on), median(&mut off));
+    row("put without the log (median)", format!("{off:8.0} ops/s"));
+    row("put with the log (median)", format!("{on:8.0} ops/s"));
+    row(
+        "cost of the log",
+        format!("{:8.1} %", (1.0 - on / off) * 100.0),
+    );
     Ok(())
 }
 
