@@ -231,6 +231,8 @@ def test_multipart_records_name_each_part_and_check_the_file(node, s3, tmp_path)
 
 
 def test_admin_changes_are_recorded_as_the_admin(node):
+    # without --public-ledger the log is the admin's
+    assert httpx.get(f"{node.admin}/v1/ledger/checkpoint").status_code == 401
     admin = Admin(node)
     _, before, _ = admin.checkpoint()
     node.cli("bucket", "create", "ledger-admin")
@@ -257,7 +259,7 @@ def test_audit_checks_the_whole_published_log_and_names_a_damaged_entry(tmp_path
     from conftest import Node, client
     import shutil
     import time
-    node = Node(tmp_path)
+    node = Node(tmp_path, "--public-ledger")
     try:
         s3 = client(node.endpoint)
         s3.create_bucket(Bucket="monitored")
@@ -300,5 +302,12 @@ def test_audit_checks_the_whole_published_log_and_names_a_damaged_entry(tmp_path
         assert "entry 259 " in out, out
         # the node's own files are untouched: the live log still checks out
         assert "verified: all" in cli("ledger", "audit", "--key", pub)
+        # --public-ledger: published data needs no token; everything else still does
+        for path in ["checkpoint", "public-key", "tile/0/000", "tile/entries/000",
+                     "proof/inclusion?index=3&size=300", "proof/consistency?from=3&to=300"]:
+            assert httpx.get(f"{node.admin}/v1/ledger/{path}").status_code == 200, path
+        for path in ["ledger/prove/monitored/k1", "keys", "buckets", "status"]:
+            assert httpx.get(f"{node.admin}/v1/{path}").status_code == 401, path
+        assert httpx.post(f"{node.admin}/v1/ledger/checkpoint").status_code in (401, 405)
     finally:
         node.stop()

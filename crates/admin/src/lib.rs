@@ -31,6 +31,23 @@ pub struct AdminState {
     pub token: String,
     /// The audit log, when the node keeps one.
     pub auditor: Option<std::sync::Arc<archive::audit::Auditor>>,
+    /// Serve the log's published data (checkpoint, public key, tiles, proofs by index)
+    /// without the token. Proof bundles by object name still need it.
+    pub public_ledger: bool,
+}
+
+/// Whether a request only reads the log's published data.
+fn reads_published_ledger(req: &Request) -> bool {
+    let p = req.uri().path();
+    req.method() == axum::http::Method::GET
+        && [
+            "/v1/ledger/checkpoint",
+            "/v1/ledger/public-key",
+            "/v1/ledger/proof/inclusion",
+            "/v1/ledger/proof/consistency",
+        ]
+        .contains(&p)
+        || req.method() == axum::http::Method::GET && p.starts_with("/v1/ledger/tile/")
 }
 
 /// Reads the admin token from the data directory, creating one (mode 0600) if absent.
@@ -62,6 +79,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if state.public_ledger && reads_published_ledger(&req) {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)

@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub master_key_file: Option<PathBuf>,
     pub scrub_interval: Option<String>,
     pub scrub_rate: Option<u64>,
+    pub public_ledger: Option<bool>,
     pub gc_grace: Option<String>,
     pub history: Option<String>,
 }

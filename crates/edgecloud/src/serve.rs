@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// How often the background scrubber verifies every shard [default: 24h]
     #[arg(long, env = "EDGECLOUD_SCRUB_INTERVAL", value_name = "DURATION")]
     pub scrub_interval: Option<String>,
+    /// Serve the audit log's checkpoint, public key, tiles and proofs on the admin port
+    /// without the admin token, for outside monitors and auditors. Its entries name
+    /// buckets, keys and access key ids [default: off]
+    #[arg(long, env = "EDGECLOUD_PUBLIC_LEDGER")]
+    pub public_ledger: bool,
     /// Background scrub read rate in MB/s [default: 50]
     #[arg(long, env = "EDGECLOUD_SCRUB_RATE", value_name = "MB/S")]
     pub scrub_rate: Option<u64>,
@@ -229,6 +234,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         archive,
         token,
         auditor: Some(auditor),
+        public_ledger: args.public_ledger || file.public_ledger.unwrap_or(false),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s3_task = tokio::spawn(async move {
