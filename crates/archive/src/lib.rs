@@ -35,6 +35,14 @@ pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
 pub use scrub::{ScrubOptions, ScrubReport};
 
+/// Names of gateway settings kept in `Bucket::settings` that decide access.
+pub mod settings {
+    /// The access key that created the bucket (it owns it).
+    pub const OWNER: &str = "owner";
+    /// The bucket's canned ACL (`private`, `public-read`, `authenticated-read`, ...).
+    pub const ACL: &str = "acl";
+}
+
 /// The audit log's actor for changes made with the node's admin token (the admin API
 /// and the `edgecloud` CLI). Access key ids never contain "@".
 pub const ADMIN_ACTOR: &str = "@admin";
@@ -269,6 +277,33 @@ impl Archive {
     }
 
     // ---- S3 access keys ----
+
+    /// What `key` may do in `bucket`, for every gateway: its own grant (admin keys own
+    /// everything), else owner of a bucket it created, else read in an
+    /// `authenticated-read` bucket. `bucket_rec`: the bucket when the caller has it.
+    pub fn key_permission(
+        &self,
+        key: &AccessKey,
+        bucket: &str,
+        bucket_rec: Option<&Bucket>,
+    ) -> Option<Permission> {
+        if let Some(p) = key.permission(bucket) {
+            return Some(p);
+        }
+        let loaded;
+        let b = match bucket_rec {
+            Some(b) => b,
+            None => {
+                loaded = self.bucket(bucket).ok()?;
+                &loaded
+            }
+        };
+        if b.settings.get(settings::OWNER) == Some(&key.access_key) {
+            return Some(Permission::Owner);
+        }
+        (b.settings.get(settings::ACL).map(String::as_str) == Some("authenticated-read"))
+            .then_some(Permission::Read)
+    }
 
     pub fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>> {
         Ok(self.inner.catalog.access_key(access_key)?)

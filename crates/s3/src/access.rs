@@ -101,35 +101,11 @@ impl EdgeAccess {
         bucket: &str,
         bucket_rec: Option<&archive::Bucket>,
     ) -> S3Result<Option<Permission>> {
-        let Some(k) = self
+        let k = self
             .archive
             .access_key(access_key)
-            .map_err(crate::error::s3_error)?
-        else {
-            return Ok(None);
-        };
-        if let Some(p) = k.permission(bucket) {
-            return Ok(Some(p));
-        }
-        let loaded;
-        let b = match bucket_rec {
-            Some(b) => b,
-            None => match self.archive.bucket(bucket) {
-                Ok(b) => {
-                    loaded = b;
-                    &loaded
-                }
-                Err(_) => return Ok(None),
-            },
-        };
-        // The key that created a bucket owns it; `authenticated-read` lets any key read.
-        if b.settings.get(policy::OWNER).map(String::as_str) == Some(access_key) {
-            return Ok(Some(Permission::Owner));
-        }
-        Ok(
-            (b.settings.get(policy::ACL).map(String::as_str) == Some("authenticated-read"))
-                .then_some(Permission::Read),
-        )
+            .map_err(crate::error::s3_error)?;
+        Ok(k.and_then(|k| self.archive.key_permission(&k, bucket, bucket_rec)))
     }
 
     fn may_create_buckets(&self, access_key: &str) -> S3Result<bool> {

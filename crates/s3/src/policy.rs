@@ -13,8 +13,7 @@ use crate::EdgeS3;
 use crate::error::OrS3;
 
 /// Bucket settings keys.
-pub(crate) const OWNER: &str = "owner";
-pub(crate) const ACL: &str = "acl";
+pub(crate) use archive::settings::{ACL, OWNER};
 pub(crate) const POLICY: &str = "policy";
 
 /// The IAM action an S3 operation is checked against in bucket policies.

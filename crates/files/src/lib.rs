@@ -1,0 +1,139 @@
+//! Buckets as a file system, for the file gateways (WebDAV, FTP; later NFS and the
+//! FUSE mount). One place decides, for every protocol alike: how paths map to buckets
+//! and keys (`path`), who is logged in and what they may do (the S3 access keys and
+//! permissions), what a directory is (a key prefix; `mkdir` stores an S3-style folder
+//! marker `dir/`), and that the past is read-only (`/BUCKET/.snapshots/INSTANT/`).
+//! Every write is an ordinary archive write: versioned, deduplicated, logged.
+
+pub mod path;
+mod session;
+mod snapshots;
+
+use std::time::SystemTime;
+
+pub use path::{Instant, Place};
+pub use session::{Session, WriteOptions};
+
+use archive::{Archive, ArchiveError, CatalogError};
+
+/// Errors in file-system terms; each gateway maps them to its protocol's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("permission denied")]
+    Denied,
+    #[error("read-only: snapshots show the past and cannot change")]
+    ReadOnly,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("name too long")]
+    NameTooLong,
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("the transfer was cut short; nothing was stored")]
+    Aborted,
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl From<ArchiveError> for FsError {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::Catalog(CatalogError::NoSuchBucket(_) | CatalogError::NoSuchKey(_))
+            | ArchiveError::Catalog(CatalogError::NoSuchVersion { .. })
+            | ArchiveError::DeleteMarker { .. } => FsError::NotFound,
+            ArchiveError::Catalog(CatalogError::BucketExists(_)) => FsError::Exists,
+            ArchiveError::Catalog(CatalogError::BucketNotEmpty(_)) => FsError::NotEmpty,
+            ArchiveError::Catalog(CatalogError::PreconditionFailed) => FsError::Exists,
+            ArchiveError::InvalidName(m) | ArchiveError::Invalid(m) => FsError::Invalid(m),
+            ArchiveError::Body(_) => FsError::Aborted,
+            other => FsError::Storage(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+/// One directory entry or stat result.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// The object's ETag (as S3 shows it), for files.
+    pub etag: Option<String>,
+    /// Snapshots and the snapshot list cannot be written.
+    pub read_only: bool,
+}
+
+impl Entry {
+    fn dir(name: &str, modified: SystemTime, read_only: bool) -> Entry {
+        Entry {
+            name: name.to_string(),
+            dir: true,
+            size: 0,
+            modified,
+            etag: None,
+            read_only,
+        }
+    }
+}
+
+/// The key every gateway accepts besides the catalog's access keys (the one given at
+/// start, as for S3).
+#[derive(Clone)]
+pub struct RootKey {
+    pub access_key: String,
+    pub secret: String,
+}
+
+/// The file view of one node's archive; `login` opens a session.
+#[derive(Clone)]
+pub struct Files {
+    archive: Archive,
+    root: RootKey,
+}
+
+impl Files {
+    pub fn new(archive: Archive, root: RootKey) -> Self {
+        Files { archive, root }
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// Checks an access key and its secret (protocols send them as user name and
+    /// password). The same error for an unknown key and a wrong secret.
+    pub fn login(&self, access_key: &str, secret: &str) -> Result<Session> {
+        if access_key == self.root.access_key {
+            return if constant_time_eq(secret.as_bytes(), self.root.secret.as_bytes()) {
+                Ok(Session::new(self.archive.clone(), None))
+            } else {
+                Err(FsError::Denied)
+            };
+        }
+        match self.archive.access_key(access_key)? {
+            Some(k) if constant_time_eq(secret.as_bytes(), k.secret.as_bytes()) => {
+                Ok(Session::new(self.archive.clone(), Some(k)))
+            }
+            _ => Err(FsError::Denied),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) fn time_of(ns: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns)
+}
