@@ -129,6 +129,8 @@ impl Catalog {
             if q.start_after.as_deref().is_some_and(|s| key.as_str() <= s) {
                 continue;
             }
+            // A deleted key shows nothing, not even its common prefix (as S3).
+            let Some(v) = v else { continue };
             if let Some(cp) = rollup(&key, &q.prefix, q.delimiter.as_deref()) {
                 cursor = prefix_successor(&object_key(bucket, cp)).unwrap_or_else(|| end.clone());
                 if q.start_after.as_deref().is_some_and(|s| cp <= s) {
@@ -143,7 +145,6 @@ impl Catalog {
                 count += 1;
                 continue;
             }
-            let Some(v) = v else { continue };
             if count == max {
                 page.truncated = true;
                 break;

@@ -230,6 +230,54 @@ async fn listing_rolls_up_prefixes_and_pages() {
         .unwrap();
     assert_eq!(p.common_prefixes, ["c/x/"]);
     assert_eq!(p.objects[0].key, "c/y");
+    // A prefix whose keys are all deleted is no longer listed (as S3).
+    c.delete("b", "c/x/1", None).await.unwrap();
+    let p = c
+        .list(
+            "b",
+            &ListQuery {
+                delimiter: Some("/".into()),
+                max_keys: 9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(p.common_prefixes, ["a/", "c/"]);
+    c.delete("b", "c/y", None).await.unwrap();
+    let p = c
+        .list(
+            "b",
+            &ListQuery {
+                delimiter: Some("/".into()),
+                max_keys: 9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(p.common_prefixes, ["a/"]);
+    // Also when the deletion left a delete marker.
+    c.create_bucket(bucket("v", Versioning::Enabled))
+        .await
+        .unwrap();
+    c.put_version("v", "p/k", nv("p/k"), PutCondition::default())
+        .await
+        .unwrap();
+    c.delete("v", "p/k", None).await.unwrap();
+    let p = c
+        .list(
+            "v",
+            &ListQuery {
+                delimiter: Some("/".into()),
+                max_keys: 9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        p.common_prefixes.is_empty() && p.objects.is_empty(),
+        "{:?}",
+        p.common_prefixes
+    );
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ pub struct FileConfig {
     pub admin: Option<String>,
     pub admin_listen: Option<String>,
     pub s3_listen: Option<String>,
+    pub dav_listen: Option<String>,
     pub domain: Option<String>,
     pub disk: Option<Vec<PathBuf>>,
     pub policy: Option<String>,

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Address of the S3 API [default: 0.0.0.0:9400]
     #[arg(long, env = "EDGECLOUD_S3_LISTEN", value_name = "ADDR")]
     pub s3_listen: Option<String>,
+    /// Address of the WebDAV gateway [default: 0.0.0.0:9401]
+    #[arg(long, env = "EDGECLOUD_DAV_LISTEN", value_name = "ADDR")]
+    pub dav_listen: Option<String>,
     /// Base domain for virtual-hosted-style S3 requests (http://BUCKET.DOMAIN/KEY);
     /// path style (http://HOST/BUCKET/KEY) always works [default: none]
     #[arg(long, env = "EDGECLOUD_DOMAIN", value_name = "DOMAIN")]
@@ -187,6 +190,10 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .s3_listen
         .or(file.s3_listen.clone())
         .unwrap_or_else(|| "0.0.0.0:9400".into());
+    let dav_listen = args
+        .dav_listen
+        .or(file.dav_listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:9401".into());
 
     let n_disks = cfg.disks.len();
     let archive = Archive::open(cfg).context("cannot open the archive")?;
@@ -213,6 +220,13 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         s3_listener.local_addr()?,
         data.join(S3_CREDENTIALS).display()
     );
+    let dav_listener = tokio::net::TcpListener::bind(&dav_listen).await.with_context(|| {
+        format!("cannot listen on {dav_listen}: is another edgecloud running? Choose another address with --dav-listen")
+    })?;
+    eprintln!(
+        "  webdav:  http://{} (same keys as S3)",
+        dav_listener.local_addr()?
+    );
 
     let auditor = std::sync::Arc::new(open_ledger(&archive, &data)?);
     eprintln!(
@@ -229,6 +243,13 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         },
         domain,
     };
+    let files = files::Files::new(
+        archive.clone(),
+        files::RootKey {
+            access_key: gateway.root.access_key.clone(),
+            secret: gateway.root.secret.clone(),
+        },
+    );
     let s3_app = s3::router(archive.clone(), gateway).map_err(anyhow::Error::msg)?;
     let app = admin::router(admin::AdminState {
         archive,
@@ -237,18 +258,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         public_ledger: args.public_ledger || file.public_ledger.unwrap_or(false),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let s3_task = tokio::spawn(async move {
-        let mut rx = stop_rx;
-        // No Nagle delay: small responses would otherwise wait ~40 ms for the client's ACK.
-        let s3_listener = s3_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(s3_listener, s3_app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.changed().await;
-            })
-            .await
-    });
+    let gateways = [
+        serve_app(s3_listener, s3_app, stop_rx.clone()),
+        serve_app(dav_listener, dav::router(files), stop_rx.clone()),
+    ];
+    drop(stop_rx);
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -256,9 +270,30 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     let _ = stop_tx.send(true);
-    s3_task.await??;
+    for g in gateways {
+        g.await??;
+    }
     eprintln!("edgecloud stopped");
     Ok(())
+}
+
+/// Serves one gateway until `stop` changes.
+fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    // No Nagle delay: small responses would otherwise wait ~40 ms for the client's ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await
+    })
 }
 
 const LEDGER_KEY: &str = "ledger.key";

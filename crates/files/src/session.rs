@@ -262,6 +262,21 @@ impl Session {
         Ok(file_entry(place.name(), &v, false))
     }
 
+    /// What `write` checks before it reads the body: gateways call it first to refuse a
+    /// transfer before any byte moves.
+    pub fn check_writable(&self, place: &Place, opts: &WriteOptions) -> Result<()> {
+        self.check_write(place)?;
+        target(place)
+            .filter(|t| !t.key.is_empty())
+            .ok_or(FsError::IsADirectory)?;
+        self.require_folder(&place.parent())?;
+        match self.stat(place) {
+            Ok(e) if e.dir => Err(FsError::IsADirectory),
+            Ok(_) if opts.create_new => Err(FsError::Exists),
+            _ => Ok(()),
+        }
+    }
+
     fn require_folder(&self, place: &Place) -> Result<()> {
         match self.stat(place) {
             Ok(e) if e.dir => Ok(()),
