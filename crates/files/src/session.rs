@@ -212,29 +212,20 @@ impl Session {
         let t = target(place)
             .filter(|t| !t.key.is_empty())
             .ok_or(FsError::IsADirectory)?;
-        let v = match self.archive.head(t.bucket, t.key, &t.sel) {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(if self.stat(place).is_ok_and(|e| e.dir) {
-                    FsError::IsADirectory
-                } else {
-                    e.into()
-                });
+        let range = (offset > 0).then_some(ByteRange::From { start: offset, end: None });
+        match self.archive.get(t.bucket, t.key, &t.sel, range).await {
+            Ok((v, _, stream)) => Ok((file_entry(place.name(), &v, !t.live), stream)),
+            // Reading at or past the end: no bytes.
+            Err(archive::ArchiveError::InvalidRange { .. }) => {
+                let v = self.archive.head(t.bucket, t.key, &t.sel)?;
+                Ok((file_entry(place.name(), &v, !t.live), Box::pin(futures::stream::empty())))
             }
-        };
-        let entry = file_entry(place.name(), &v, !t.live);
-        if offset >= v.size {
-            return Ok((entry, Box::pin(futures::stream::empty())));
+            Err(e) if self.stat(place).is_ok_and(|e| e.dir) => {
+                drop(e);
+                Err(FsError::IsADirectory)
+            }
+            Err(e) => Err(e.into()),
         }
-        let range = Some(ByteRange::From {
-            start: offset,
-            end: None,
-        });
-        let (_, _, stream) = self
-            .archive
-            .get(t.bucket, t.key, &VersionSel::Id(v.version_id), range)
-            .await?;
-        Ok((entry, stream))
     }
 
     /// Writes a file: the body becomes a new version when it ends without error. An

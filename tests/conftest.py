@@ -1,4 +1,5 @@
-"""Starts a real `edgecloud serve` for the S3 tests and hands out configured clients."""
+"""Starts a real `edgecloud serve` for the gateway tests (S3 in tests/s3, file protocols in
+tests/files) and hands out configured clients."""
 import os
 import socket
 import subprocess
