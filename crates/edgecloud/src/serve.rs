@@ -23,6 +23,28 @@ pub struct ServeArgs {
     /// Address of the S3 API [default: 0.0.0.0:9400]
     #[arg(long, env = "EDGECLOUD_S3_LISTEN", value_name = "ADDR")]
     pub s3_listen: Option<String>,
+    /// Address of the FTP gateway [default: 0.0.0.0:9421]
+    #[arg(long, env = "EDGECLOUD_FTP_LISTEN", value_name = "ADDR")]
+    pub ftp_listen: Option<String>,
+    /// Ports for FTP passive-mode data connections [default: 49152-65535]
+    #[arg(long, env = "EDGECLOUD_FTP_PASSIVE_PORTS", value_name = "FIRST-LAST")]
+    pub ftp_passive_ports: Option<String>,
+    /// Certificate chain (PEM) for FTPS (AUTH TLS); with --tls-key
+    #[arg(
+        long,
+        env = "EDGECLOUD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(
+        long,
+        env = "EDGECLOUD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Address of the WebDAV gateway [default: 0.0.0.0:9401]
     #[arg(long, env = "EDGECLOUD_DAV_LISTEN", value_name = "ADDR")]
     pub dav_listen: Option<String>,
@@ -194,6 +216,26 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .dav_listen
         .or(file.dav_listen.clone())
         .unwrap_or_else(|| "0.0.0.0:9401".into());
+    let ftp = ftp::FtpConfig {
+        listen: args
+            .ftp_listen
+            .or(file.ftp_listen.clone())
+            .unwrap_or_else(|| "0.0.0.0:9421".into()),
+        passive_ports: parse_port_range(
+            &args
+                .ftp_passive_ports
+                .or(file.ftp_passive_ports.clone())
+                .unwrap_or_else(|| "49152-65535".into()),
+        )?,
+        tls: match (
+            args.tls_cert.or(file.tls_cert.clone()),
+            args.tls_key.or(file.tls_key.clone()),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("give both tls-cert and tls-key, or neither"),
+        },
+    };
 
     let n_disks = cfg.disks.len();
     let archive = Archive::open(cfg).context("cannot open the archive")?;
@@ -260,7 +302,18 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gateways = [
         serve_app(s3_listener, s3_app, stop_rx.clone()),
-        serve_app(dav_listener, dav::router(files), stop_rx.clone()),
+        serve_app(dav_listener, dav::router(files.clone()), stop_rx.clone()),
+        {
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            tokio::spawn(async move {
+                ftp::serve(files, ftp, stopped)
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+        },
     ];
     drop(stop_rx);
     let listener = listener.tap_io(|tcp| {
@@ -275,6 +328,18 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     }
     eprintln!("edgecloud stopped");
     Ok(())
+}
+
+/// "50000-50100" as a port range.
+fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let bad = || anyhow::anyhow!("{s:?} is not a port range like 50000-50100");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    anyhow::ensure!(a <= b && a > 0, bad());
+    Ok(a..=b)
 }
 
 /// Serves one gateway until `stop` changes.

@@ -102,6 +102,12 @@ pub struct Files {
     root: RootKey,
 }
 
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Files") // no secrets in logs
+    }
+}
+
 impl Files {
     pub fn new(archive: Archive, root: RootKey) -> Self {
         Files { archive, root }
@@ -126,6 +132,18 @@ impl Files {
                 Ok(Session::new(self.archive.clone(), Some(k)))
             }
             _ => Err(FsError::Denied),
+        }
+    }
+
+    /// A session for an access key whose secret the protocol library already checked
+    /// with [`Files::login`] (FTP's login is split into "authenticate" and "load user").
+    pub fn session_after_login(&self, access_key: &str) -> Result<Session> {
+        if access_key == self.root.access_key {
+            return Ok(Session::new(self.archive.clone(), None));
+        }
+        match self.archive.access_key(access_key)? {
+            Some(k) => Ok(Session::new(self.archive.clone(), Some(k))),
+            None => Err(FsError::Denied),
         }
     }
 }

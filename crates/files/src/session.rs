@@ -212,13 +212,19 @@ impl Session {
         let t = target(place)
             .filter(|t| !t.key.is_empty())
             .ok_or(FsError::IsADirectory)?;
-        let range = (offset > 0).then_some(ByteRange::From { start: offset, end: None });
+        let range = (offset > 0).then_some(ByteRange::From {
+            start: offset,
+            end: None,
+        });
         match self.archive.get(t.bucket, t.key, &t.sel, range).await {
             Ok((v, _, stream)) => Ok((file_entry(place.name(), &v, !t.live), stream)),
             // Reading at or past the end: no bytes.
             Err(archive::ArchiveError::InvalidRange { .. }) => {
                 let v = self.archive.head(t.bucket, t.key, &t.sel)?;
-                Ok((file_entry(place.name(), &v, !t.live), Box::pin(futures::stream::empty())))
+                Ok((
+                    file_entry(place.name(), &v, !t.live),
+                    Box::pin(futures::stream::empty()),
+                ))
             }
             Err(e) if self.stat(place).is_ok_and(|e| e.dir) => {
                 drop(e);

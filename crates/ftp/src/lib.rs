@@ -1,0 +1,324 @@
+//! The FTP gateway (port 9421): `libunftp` speaks the protocol (LIST/MLSD/NLST, RETR
+//! with REST, STOR, DELE, MKD/RMD, RNFR/RNTO, passive mode, explicit FTPS with AUTH TLS
+//! when a certificate is given); this crate maps it onto `files`. The user name is an
+//! access key, the password its secret: the same keys and permissions as S3.
+//!
+//! FTP ends an upload by closing the data connection, so a client that stops cleanly in
+//! the middle is indistinguishable from a finished upload; a reset connection or an
+//! error stores nothing.
+
+use std::fmt::{Debug, Display};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use files::{Entry, Files, Place, Session};
+use futures::StreamExt;
+use libunftp::ServerBuilder;
+use unftp_core::auth::{
+    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    UserDetailProvider,
+};
+use unftp_core::storage::{Error, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, StorageBackend};
+
+/// How to run the FTP gateway.
+pub struct FtpConfig {
+    /// Address of the control connection, e.g. 0.0.0.0:9421.
+    pub listen: String,
+    /// Passive-mode data ports.
+    pub passive_ports: std::ops::RangeInclusive<u16>,
+    /// Certificate chain and key (PEM) for explicit FTPS (AUTH TLS).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Serves FTP until `stop` completes.
+pub async fn serve(
+    files: Files,
+    cfg: FtpConfig,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), String> {
+    let auth = std::sync::Arc::new(KeyAuth(files.clone()));
+    let users = std::sync::Arc::new(Users(files));
+    let mut b = ServerBuilder::with_user_detail_provider(Box::new(|| EdgeStorage), users)
+        .authenticator(auth)
+        .greeting("Edgecloud FTP: log in with an access key and its secret")
+        .passive_ports(cfg.passive_ports)
+        .shutdown_indicator(async move {
+            stop.await;
+            libunftp::options::Shutdown::new().grace_period(std::time::Duration::from_secs(5))
+        });
+    if let Some((cert, key)) = cfg.tls {
+        b = b.ftps(cert, key);
+    }
+    let server = b
+        .build()
+        .map_err(|e| format!("cannot start the FTP gateway: {e}"))?;
+    server
+        .listen(cfg.listen.clone())
+        .await
+        .map_err(|e| format!("FTP gateway on {}: {e}", cfg.listen))
+}
+
+/// A logged-in FTP user: their files session.
+pub struct User {
+    name: String,
+    session: Session,
+}
+
+impl Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "User({})", self.name)
+    }
+}
+
+impl Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl UserDetail for User {}
+
+#[derive(Debug)]
+struct KeyAuth(Files);
+
+#[async_trait]
+impl Authenticator for KeyAuth {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
+        let password = creds.password.as_deref().unwrap_or("");
+        match self.0.login(username, password) {
+            Ok(_) => Ok(Principal {
+                username: username.to_string(),
+            }),
+            Err(files::FsError::Denied) => {
+                tracing::info!(
+                    "ftp: refused login for access key {username:?} from {}",
+                    creds.source_ip
+                );
+                Err(AuthenticationError::BadPassword)
+            }
+            Err(e) => Err(AuthenticationError::new(e.to_string())),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Users(Files);
+
+#[async_trait]
+impl UserDetailProvider for Users {
+    type User = User;
+
+    async fn provide_user_detail(&self, principal: &Principal) -> Result<User, UserDetailError> {
+        let session = self
+            .0
+            .session_after_login(&principal.username)
+            .map_err(|e| UserDetailError::new(e.to_string()))?;
+        Ok(User {
+            name: principal.username.clone(),
+            session,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct EdgeStorage;
+
+fn place<P: AsRef<Path>>(p: P) -> Result<Place, Error> {
+    let s = p
+        .as_ref()
+        .to_str()
+        .ok_or_else(|| Error::from(ErrorKind::FileNameNotAllowedError))?;
+    Place::parse(s).map_err(map_err)
+}
+
+fn map_err(e: files::FsError) -> Error {
+    use files::FsError as F;
+    let kind = match &e {
+        F::NotFound | F::Exists | F::IsADirectory => ErrorKind::PermanentFileNotAvailable,
+        F::NotADirectory => ErrorKind::PermanentDirectoryNotAvailable,
+        F::NotEmpty => ErrorKind::PermanentDirectoryNotEmpty,
+        F::Denied | F::ReadOnly => ErrorKind::PermissionDenied,
+        F::NameTooLong | F::Invalid(_) => ErrorKind::FileNameNotAllowedError,
+        F::Aborted => ErrorKind::ConnectionClosed,
+        F::Storage(m) if m.contains("No space") => ErrorKind::InsufficientStorageSpaceError,
+        F::Storage(_) => ErrorKind::LocalError,
+    };
+    Error::new(kind, e)
+}
+
+#[derive(Debug, Clone)]
+pub struct Meta(Entry);
+
+impl Metadata for Meta {
+    fn len(&self) -> u64 {
+        self.0.size
+    }
+    fn is_dir(&self) -> bool {
+        self.0.dir
+    }
+    fn is_file(&self) -> bool {
+        !self.0.dir
+    }
+    fn is_symlink(&self) -> bool {
+        false
+    }
+    fn modified(&self) -> unftp_core::storage::Result<SystemTime> {
+        Ok(self.0.modified)
+    }
+    fn gid(&self) -> u32 {
+        0
+    }
+    fn uid(&self) -> u32 {
+        0
+    }
+}
+
+#[async_trait]
+impl StorageBackend<User> for EdgeStorage {
+    type Metadata = Meta;
+
+    fn supported_features(&self) -> u32 {
+        FEATURE_RESTART
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+    ) -> unftp_core::storage::Result<Meta> {
+        Ok(Meta(user.session.stat(&place(path)?).map_err(map_err)?))
+    }
+
+    async fn list<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+    ) -> unftp_core::storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        let entries = user.session.list(&place(path)?).map_err(map_err)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| Fileinfo {
+                path: PathBuf::from(&e.name),
+                metadata: Meta(e),
+            })
+            .collect())
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+        start_pos: u64,
+    ) -> unftp_core::storage::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        let (_, stream) = user
+            .session
+            .read(&place(path)?, start_pos)
+            .await
+            .map_err(map_err)?;
+        let stream = stream.map(|r| r.map_err(std::io::Error::other)).boxed();
+        Ok(Box::new(SyncRead(sync_wrapper::SyncWrapper::new(
+            tokio_util::io::StreamReader::new(stream),
+        ))))
+    }
+
+    async fn put<
+        P: AsRef<Path> + Send + Debug,
+        R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static,
+    >(
+        &self,
+        user: &User,
+        input: R,
+        path: P,
+        start_pos: u64,
+    ) -> unftp_core::storage::Result<u64> {
+        if start_pos > 0 {
+            // Objects are written whole: resuming an upload in the middle is not offered.
+            return Err(Error::from(ErrorKind::CommandNotImplemented));
+        }
+        let body = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20);
+        let e = user
+            .session
+            .write(&place(path)?, body, Default::default())
+            .await
+            .map_err(map_err)?;
+        Ok(e.size)
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        user.session
+            .remove_file(&place(path)?)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        user.session.mkdir(&place(path)?).await.map_err(map_err)
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        from: P,
+        to: P,
+    ) -> unftp_core::storage::Result<()> {
+        user.session
+            .rename(&place(from)?, &place(to)?)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        user.session
+            .remove_dir(&place(path)?)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &User,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        match user.session.stat(&place(path)?) {
+            Ok(e) if e.dir => Ok(()),
+            Ok(_) => Err(Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
+type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// An object's bytes as the `AsyncRead` libunftp copies to the data connection.
+/// libunftp wants it `Sync`; the archive's stream is only `Send`, which `SyncWrapper`
+/// bridges (the reader is only ever used through `&mut`).
+struct SyncRead(sync_wrapper::SyncWrapper<tokio_util::io::StreamReader<ByteStream, bytes::Bytes>>);
+
+impl tokio::io::AsyncRead for SyncRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_read(cx, buf)
+    }
+}
