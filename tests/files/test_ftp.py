@@ -1,0 +1,140 @@
+"""The FTP gateway against lftp and curl: mirrors up and down, resume, listings,
+renames, the same objects as S3 and WebDAV, refused logins and permissions, snapshots,
+explicit FTPS."""
+import hashlib
+import os
+import re
+import subprocess
+
+import httpx
+import pytest
+
+from conftest import ACCESS, SECRET, Node
+
+
+def lftp(port, script, user=ACCESS, password=SECRET, ok=True, extra=""):
+    p = subprocess.run(["lftp", "-u", f"{user},{password}", "-e",
+                        f"set ftp:ssl-allow no; set net:max-retries 1; set net:timeout 10; {extra}{script}; quit",
+                        f"ftp://127.0.0.1:{port}"], capture_output=True, text=True, timeout=300)
+    assert (p.returncode == 0) == ok, p.stdout + p.stderr
+    return p.stdout + p.stderr
+
+
+def curl(*args, ok=True):
+    p = subprocess.run(["curl", "-s", "-S", *args], capture_output=True, timeout=120)
+    assert (p.returncode == 0) == ok, p.stderr
+    return p
+
+
+def test_lftp_mirrors_a_tree_up_and_down(node, s3, tmp_path):
+    s3.create_bucket(Bucket="ftp-mirror")
+    src = tmp_path / "src"
+    for i in range(12):
+        d = src / f"d{i % 3}" / "deeper"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.bin").write_bytes(os.urandom(7919 * i))
+    (src / "big.bin").write_bytes(os.urandom(5 << 20))
+    lftp(node.ftp_port, f"cd ftp-mirror; mirror -R {src} tree")
+    down = tmp_path / "down"
+    lftp(node.ftp_port, f"mirror ftp-mirror/tree {down}")
+    assert subprocess.run(["diff", "-r", str(src), str(down)]).returncode == 0
+    # the same object over S3, with the same ETag as its MD5
+    obj = s3.get_object(Bucket="ftp-mirror", Key="tree/big.bin")
+    data = (src / "big.bin").read_bytes()
+    assert obj["Body"].read() == data
+    assert obj["ETag"].strip('"') == hashlib.md5(data).hexdigest()
+
+
+def test_curl_lists_resumes_renames_and_deletes(node, s3, tmp_path):
+    s3.create_bucket(Bucket="ftp-ops")
+    s3.put_bucket_versioning(Bucket="ftp-ops", VersioningConfiguration={"Status": "Enabled"})
+    url = f"ftp://127.0.0.1:{node.ftp_port}/ftp-ops"
+    user = ["-u", f"{ACCESS}:{SECRET}"]
+    data = os.urandom(1_000_000)
+    (tmp_path / "up.bin").write_bytes(data)
+    curl(*user, "-T", str(tmp_path / "up.bin"), f"{url}/dir/up.bin", "--ftp-create-dirs")
+    # NLST and LIST
+    names = curl(*user, "--list-only", f"{url}/dir/").stdout.decode().split()
+    assert names == ["up.bin"]
+    assert "1000000" in curl(*user, f"{url}/dir/").stdout.decode()
+    # RETR with REST: resume a download from byte 400,000
+    part = tmp_path / "part.bin"
+    part.write_bytes(data[:400_000])
+    curl(*user, "-C", "-", "-o", str(part), f"{url}/dir/up.bin")
+    assert part.read_bytes() == data
+    # an overwrite is a new version, visible over S3 and WebDAV at once
+    (tmp_path / "v2.bin").write_bytes(b"second version")
+    curl(*user, "-T", str(tmp_path / "v2.bin"), f"{url}/dir/up.bin")
+    versions = s3.list_object_versions(Bucket="ftp-ops", Prefix="dir/up.bin")["Versions"]
+    assert len(versions) == 2
+    r = httpx.get(f"{node.dav}/ftp-ops/dir/up.bin", auth=(ACCESS, SECRET))
+    assert r.content == b"second version"
+    assert r.headers["etag"].strip('"') == hashlib.md5(b"second version").hexdigest()
+    # RNFR/RNTO, MKD, DELE, RMD as raw commands (curl sends them from the login folder)
+    curl(*user, f"{url}/", "-Q", "RNFR ftp-ops/dir/up.bin", "-Q", "RNTO ftp-ops/dir/renamed.bin", "-Q", "MKD ftp-ops/newdir")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ftp-ops")["Contents"]}
+    assert {"dir/renamed.bin", "newdir/"} <= keys and "dir/up.bin" not in keys
+    curl(*user, f"{url}/", "-Q", "RMD ftp-ops/dir", ok=False)  # not empty
+    curl(*user, f"{url}/", "-Q", "DELE ftp-ops/dir/renamed.bin", "-Q", "RMD ftp-ops/newdir")
+    # "dir" was made by MKD (curl --ftp-create-dirs): its marker stays until RMD
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="ftp-ops")["Contents"]] == ["dir/"]
+    curl(*user, f"{url}/", "-Q", "RMD ftp-ops/dir")
+    assert "Contents" not in s3.list_objects_v2(Bucket="ftp-ops")
+    # MLSD through lftp (it prefers MLSD when the server offers it)
+    s3.put_object(Bucket="ftp-ops", Key="m.txt", Body=b"mlsd")
+    out = lftp(node.ftp_port, "cd ftp-ops; cls -l", extra="set ftp:use-mlsd yes; ")
+    assert "m.txt" in out
+
+
+def test_logins_permissions_and_snapshots(node, s3, tmp_path):
+    s3.create_bucket(Bucket="ftp-guarded")
+    s3.put_object(Bucket="ftp-guarded", Key="report.txt", Body=b"quarterly")
+    url = f"ftp://127.0.0.1:{node.ftp_port}/ftp-guarded/report.txt"
+    # wrong secret, unknown key: 530 and nothing read
+    p = curl("-u", f"{ACCESS}:wrong", url, ok=False)
+    assert b"530" in p.stderr or p.returncode == 67
+    curl("-u", f"NOSUCHKEY:{SECRET}", url, ok=False)
+    curl(url, ok=False)  # anonymous
+    out = node.cli("key", "create", "ftp-reader")
+    access = re.search(r"EC[A-Z0-9]{18}", out).group(0)
+    secret = re.search(r"secret:\s*(\S+)", out).group(1)
+    node.cli("key", "allow", access, "ftp-guarded", "read")
+    assert curl("-u", f"{access}:{secret}", url).stdout == b"quarterly"
+    (tmp_path / "x").write_bytes(b"overwrite")
+    curl("-u", f"{access}:{secret}", "-T", str(tmp_path / "x"), url, ok=False)
+    curl("-u", f"{access}:{secret}", f"ftp://127.0.0.1:{node.ftp_port}/", "-Q", "DELE ftp-guarded/report.txt", ok=False)
+    assert s3.get_object(Bucket="ftp-guarded", Key="report.txt")["Body"].read() == b"quarterly"
+    # buckets the key cannot read are not listed
+    listing = curl("-u", f"{access}:{secret}", "--list-only", f"ftp://127.0.0.1:{node.ftp_port}/").stdout.decode()
+    assert listing.split() == ["ftp-guarded"]
+    # snapshots: readable, never writable
+    import datetime
+    import time
+    time.sleep(0.05)
+    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    time.sleep(0.05)
+    s3.put_object(Bucket="ftp-guarded", Key="report.txt", Body=b"restated")
+    past = f"ftp://127.0.0.1:{node.ftp_port}/ftp-guarded/.snapshots/{instant}/report.txt"
+    assert curl("-u", f"{ACCESS}:{SECRET}", past).stdout == b"quarterly"
+    p = curl("-u", f"{ACCESS}:{SECRET}", "-T", str(tmp_path / "x"), past, ok=False)
+    assert b"550" in p.stderr or b"553" in p.stderr, p.stderr
+
+
+def test_explicit_ftps(tmp_path):
+    """A node of its own with a certificate: AUTH TLS, then an encrypted transfer."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    node = Node(data, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        import boto3
+        from conftest import client
+        client(node.endpoint).create_bucket(Bucket="tls")
+        (tmp_path / "s.txt").write_bytes(b"over tls")
+        url = f"ftp://127.0.0.1:{node.ftp_port}/tls/s.txt"
+        curl("--ssl-reqd", "-k", "-u", f"{ACCESS}:{SECRET}", "-T", str(tmp_path / "s.txt"), url)
+        assert curl("--ssl-reqd", "-k", "-u", f"{ACCESS}:{SECRET}", url).stdout == b"over tls"
+    finally:
+        node.stop()
