@@ -199,3 +199,12 @@ def test_hostile_paths_and_cut_transfers_store_nothing(node, s3):
     assert dav(node, "GET", "/hostile/keep.txt").content == b"keep me"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="hostile")["Contents"]]
     assert keys == ["keep.txt"], keys
+
+
+def test_bench_measures_webdav_and_ftp(node):
+    from conftest import BIN
+    for mode in (["--webdav", node.dav], ["--ftp", f"127.0.0.1:{node.ftp_port}"]):
+        p = subprocess.run([BIN, "bench", "--quick", *mode, "--access-key", ACCESS, "--secret-key", SECRET],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        assert len(re.findall(r"MB/s", p.stdout)) == 6 and len(re.findall(r"ops/s", p.stdout)) == 6, p.stdout

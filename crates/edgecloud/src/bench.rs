@@ -34,10 +34,17 @@ pub struct BenchArgs {
     /// large-object PUT/GET MB/s and 4 KiB ops/s at concurrency 1, 8 and 32
     #[arg(long, value_name = "URL")]
     pub s3: Option<String>,
-    /// Access key for --s3
+    /// Benchmark this WebDAV server instead (e.g. http://127.0.0.1:9401); the same
+    /// workload as --s3 in a new top-level folder
+    #[arg(long, value_name = "URL", conflicts_with_all = ["s3", "ftp"])]
+    pub webdav: Option<String>,
+    /// Benchmark this FTP server instead (e.g. 127.0.0.1:9421); the same workload as --s3
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "s3")]
+    pub ftp: Option<String>,
+    /// Access key for --s3 (user name for --webdav and --ftp)
     #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "KEY")]
     pub access_key: Option<String>,
-    /// Secret key for --s3
+    /// Secret key for --s3 (password for --webdav and --ftp)
     #[arg(
         long,
         env = "AWS_SECRET_ACCESS_KEY",
@@ -111,19 +118,32 @@ pub(crate) fn row(name: &str, value: String) {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.webdav.is_some() || a.ftp.is_some() {
+        let (Some(user), Some(password)) = (a.access_key.clone(), a.secret_key.clone()) else {
+            anyhow::bail!(
+                "--webdav and --ftp need --access-key and --secret-key (the user name and password)"
+            );
+        };
+        let login = crate::filebench::Login { user, password };
+        return match (&a.webdav, &a.ftp) {
+            (Some(url), _) => crate::filebench::run_webdav(url, login, a.quick).await,
+            (_, Some(addr)) => crate::filebench::run_ftp(addr, login, a.quick).await,
+            _ => unreachable!(),
+        };
+    }
     if let Some(url) = a.s3 {
         let (Some(access_key), Some(secret_key)) = (a.access_key, a.secret_key) else {
             anyhow::bail!(
                 "--s3 needs --access-key and --secret-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
             );
         };
-        let target = crate::s3bench::S3Target {
+        let target = crate::netbench::S3Target {
             url,
             access_key,
             secret_key,
             region: a.region,
         };
-        return crate::s3bench::run(target, a.quick).await;
+        return crate::netbench::run_s3(target, a.quick).await;
     }
     let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);
     let tmp;

@@ -5,9 +5,10 @@ mod bench;
 mod client;
 mod commands;
 mod config;
+mod filebench;
 mod keys;
 mod ledger_cmd;
-mod s3bench;
+mod netbench;
 mod serve;
 
 use std::path::PathBuf;

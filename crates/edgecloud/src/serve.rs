@@ -216,11 +216,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .dav_listen
         .or(file.dav_listen.clone())
         .unwrap_or_else(|| "0.0.0.0:9401".into());
+    let ftp_listen = args
+        .ftp_listen
+        .or(file.ftp_listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:9421".into());
     let ftp = ftp::FtpConfig {
-        listen: args
-            .ftp_listen
-            .or(file.ftp_listen.clone())
-            .unwrap_or_else(|| "0.0.0.0:9421".into()),
         passive_ports: parse_port_range(
             &args
                 .ftp_passive_ports
@@ -269,6 +269,18 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         "  webdav:  http://{} (same keys as S3)",
         dav_listener.local_addr()?
     );
+    let ftp_listener = tokio::net::TcpListener::bind(&ftp_listen).await.with_context(|| {
+        format!("cannot listen on {ftp_listen}: is another edgecloud running? Choose another address with --ftp-listen")
+    })?;
+    eprintln!(
+        "  ftp:     {} (same keys as S3{})",
+        ftp_listener.local_addr()?,
+        if ftp.tls.is_some() {
+            "; AUTH TLS offered"
+        } else {
+            ""
+        }
+    );
 
     let auditor = std::sync::Arc::new(open_ledger(&archive, &data)?);
     eprintln!(
@@ -308,11 +320,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            tokio::spawn(async move {
-                ftp::serve(files, ftp, stopped)
-                    .await
-                    .map_err(std::io::Error::other)
-            })
+            tokio::spawn(ftp::serve(files, ftp_listener, ftp, stopped))
         },
     ];
     drop(stop_rx);

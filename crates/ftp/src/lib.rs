@@ -24,41 +24,57 @@ use unftp_core::auth::{
 use unftp_core::storage::{Error, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, StorageBackend};
 
 /// How to run the FTP gateway.
+#[derive(Clone)]
 pub struct FtpConfig {
-    /// Address of the control connection, e.g. 0.0.0.0:9421.
-    pub listen: String,
     /// Passive-mode data ports.
     pub passive_ports: std::ops::RangeInclusive<u16>,
     /// Certificate chain and key (PEM) for explicit FTPS (AUTH TLS).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// Serves FTP until `stop` completes.
+/// Serves FTP on `listener` until `stop` completes; sessions in progress finish.
 pub async fn serve(
     files: Files,
+    listener: tokio::net::TcpListener,
     cfg: FtpConfig,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), String> {
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Our own accept loop rather than libunftp's: it sets TCP_NODELAY on the control
+    // connection (without it every reply after a transfer waits ~40 ms for a delayed ACK).
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = &mut stop => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let server = match server(&files, &cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("ftp: {e}");
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = server.service(tcp).await {
+                tracing::info!("ftp session from {peer}: {e:?}");
+            }
+        });
+    }
+}
+
+fn server(files: &Files, cfg: &FtpConfig) -> Result<libunftp::Server<EdgeStorage, User>, String> {
     let auth = std::sync::Arc::new(KeyAuth(files.clone()));
-    let users = std::sync::Arc::new(Users(files));
+    let users = std::sync::Arc::new(Users(files.clone()));
     let mut b = ServerBuilder::with_user_detail_provider(Box::new(|| EdgeStorage), users)
         .authenticator(auth)
         .greeting("Edgecloud FTP: log in with an access key and its secret")
-        .passive_ports(cfg.passive_ports)
-        .shutdown_indicator(async move {
-            stop.await;
-            libunftp::options::Shutdown::new().grace_period(std::time::Duration::from_secs(5))
-        });
-    if let Some((cert, key)) = cfg.tls {
-        b = b.ftps(cert, key);
+        .passive_ports(cfg.passive_ports.clone());
+    if let Some((cert, key)) = &cfg.tls {
+        b = b.ftps(cert.clone(), key.clone());
     }
-    let server = b
-        .build()
-        .map_err(|e| format!("cannot start the FTP gateway: {e}"))?;
-    server
-        .listen(cfg.listen.clone())
-        .await
-        .map_err(|e| format!("FTP gateway on {}: {e}", cfg.listen))
+    b.build()
+        .map_err(|e| format!("cannot start an FTP session: {e}"))
 }
 
 /// A logged-in FTP user: their files session.
@@ -128,7 +144,7 @@ impl UserDetailProvider for Users {
 }
 
 #[derive(Debug)]
-struct EdgeStorage;
+pub struct EdgeStorage;
 
 fn place<P: AsRef<Path>>(p: P) -> Result<Place, Error> {
     let s = p

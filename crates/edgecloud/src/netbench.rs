@@ -1,7 +1,9 @@
-//! `edgecloud bench --s3 URL`: throughput and latency of any S3 server, measured the
-//! same way for all: large-object PUT/GET in MB/s and 4 KiB PUT/GET in ops/s, each at
-//! concurrency 1, 8 and 32, plus GET latency percentiles. Requests are signed with
-//! SigV4 (UNSIGNED-PAYLOAD, path style), so the figures compare servers, not SDKs.
+//! `edgecloud bench --s3 URL | --webdav URL | --ftp HOST:PORT`: throughput and latency
+//! of any server speaking the protocol, measured the same way for all: large-file
+//! PUT/GET in MB/s and 4 KiB PUT/GET in ops/s, each at concurrency 1, 8 and 32, plus GET
+//! latency percentiles. S3 requests are signed with SigV4 (UNSIGNED-PAYLOAD, path style),
+//! WebDAV uses HTTP Basic, FTP one connection per transfer in flight (passive, binary),
+//! so the figures compare servers, not client libraries.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -99,9 +101,39 @@ impl S3Client {
     }
 }
 
+/// What the benchmark needs of a server: store a file under a flat name in the
+/// benchmark's bucket or folder, and read it back.
+pub trait Store {
+    async fn put(&self, name: &str, body: Bytes) -> anyhow::Result<()>;
+    /// Reads (and drops) the whole file; returns its length.
+    async fn get(&self, name: &str) -> anyhow::Result<u64>;
+}
+
+struct S3Store<'a> {
+    c: &'a S3Client,
+    bucket: &'a str,
+}
+
+impl Store for S3Store<'_> {
+    async fn put(&self, name: &str, body: Bytes) -> anyhow::Result<()> {
+        self.c
+            .send(
+                Method::PUT,
+                &format!("/{}/{name}", self.bucket),
+                &[],
+                Some(body),
+            )
+            .await
+            .map(|_| ())
+    }
+    async fn get(&self, name: &str) -> anyhow::Result<u64> {
+        self.c.get(&format!("/{}/{name}", self.bucket)).await
+    }
+}
+
 /// Runs `count` operations `op(i)` with `conc` in flight; returns elapsed time and the
 /// latency of each.
-async fn timed<F, Fut>(
+pub async fn timed<F, Fut>(
     count: usize,
     conc: usize,
     op: F,
@@ -128,18 +160,18 @@ where
     Ok((start.elapsed(), lat))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted
         .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
         .copied()
         .unwrap_or_default()
 }
 
-fn ops(n: usize, d: Duration) -> String {
+pub fn ops(n: usize, d: Duration) -> String {
     format!("{:8.0} ops/s", n as f64 / d.as_secs_f64().max(1e-9))
 }
 
-pub async fn run(t: S3Target, quick: bool) -> anyhow::Result<()> {
+pub async fn run_s3(t: S3Target, quick: bool) -> anyhow::Result<()> {
     let c = S3Client::new(&t)?;
     let bucket = format!(
         "edgecloud-bench-{:08x}",
@@ -157,7 +189,14 @@ pub async fn run(t: S3Target, quick: bool) -> anyhow::Result<()> {
     c.send(Method::PUT, &format!("/{bucket}"), &[], None)
         .await
         .context("cannot create the benchmark bucket")?;
-    let result = measure(&c, &bucket, quick).await;
+    let result = measure(
+        &S3Store {
+            c: &c,
+            bucket: &bucket,
+        },
+        quick,
+    )
+    .await;
     // Clean up whatever was written, even after a failure.
     let mut keys = Vec::new();
     let listing = c
@@ -189,22 +228,18 @@ pub async fn run(t: S3Target, quick: bool) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(c: &S3Client, bucket: &str, quick: bool) -> anyhow::Result<()> {
+pub async fn measure(c: &impl Store, quick: bool) -> anyhow::Result<()> {
     // Large objects: the same total at each concurrency, split across that many objects.
     let total: usize = if quick { 48 << 20 } else { 768 << 20 };
     let data = Bytes::from(Rng::new(7).bytes(total));
     println!("large objects ({} MiB in total per run):", total >> 20);
     for conc in [1usize, 8, 32] {
         let size = total / conc;
-        let path = |i: usize| format!("/{bucket}/large-{conc}-{i}");
+        let path = |i: usize| format!("large-{conc}-{i}");
         let (put, _) = timed(conc, conc, |i| {
             let body = data.slice(i * size..(i + 1) * size);
             let path = path(i);
-            async move {
-                c.send(Method::PUT, &path, &[], Some(body))
-                    .await
-                    .map(|_| ())
-            }
+            async move { c.put(&path, body).await }
         })
         .await?;
         row(
@@ -237,14 +272,10 @@ async fn measure(c: &S3Client, bucket: &str, quick: bool) -> anyhow::Result<()> 
     };
     println!("4 KiB objects ({count} per run):");
     for conc in [1usize, 8, 32] {
-        let path = |i: usize| format!("/{bucket}/small-{conc}/{i:06}");
+        let path = |i: usize| format!("small-{conc}-{i:06}");
         let (put, _) = timed(count, conc, |i| {
             let (path, body) = (path(i), small[i].clone());
-            async move {
-                c.send(Method::PUT, &path, &[], Some(body))
-                    .await
-                    .map(|_| ())
-            }
+            async move { c.put(&path, body).await }
         })
         .await?;
         row(&format!("PUT 4 KiB (concurrency {conc})"), ops(count, put));
