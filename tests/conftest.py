@@ -24,17 +24,19 @@ class Node:
 
     def __init__(self, data, *extra):
         self.data = data
-        s3_port, admin_port, dav_port, ftp_port = free_port(), free_port(), free_port(), free_port()
+        s3_port, admin_port, dav_port, ftp_port, nfs_port = (free_port() for _ in range(5))
         self.port = s3_port
         self.dav = f"http://127.0.0.1:{dav_port}"
         self.ftp_port = ftp_port
+        self.nfs_port = nfs_port
         self.endpoint = f"http://127.0.0.1:{s3_port}"
         self.admin = f"http://127.0.0.1:{admin_port}"
         env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
         self.proc = subprocess.Popen(
             [BIN, "serve", "--data", str(data), "--s3-listen", f"127.0.0.1:{s3_port}",
              "--admin-listen", f"127.0.0.1:{admin_port}", "--dav-listen", f"127.0.0.1:{dav_port}",
-             "--ftp-listen", f"127.0.0.1:{ftp_port}", *extra],
+             "--ftp-listen", f"127.0.0.1:{ftp_port}",
+             "--nfs-key", ACCESS, "--nfs-listen", f"127.0.0.1:{nfs_port}", *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "w"))
         deadline = time.time() + 20
         while True:

@@ -15,6 +15,8 @@ pub struct FileConfig {
     pub s3_listen: Option<String>,
     pub dav_listen: Option<String>,
     pub ftp_listen: Option<String>,
+    pub nfs_key: Option<String>,
+    pub nfs_listen: Option<String>,
     pub ftp_passive_ports: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,

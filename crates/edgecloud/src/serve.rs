@@ -45,6 +45,13 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Serve NFS v3 as this access key (NFS has no passwords: every NFS client gets this
+    /// key's permissions, so bind --nfs-listen to a trusted network) [default: NFS off]
+    #[arg(long, env = "EDGECLOUD_NFS_KEY", value_name = "ACCESS_KEY")]
+    pub nfs_key: Option<String>,
+    /// Address of the NFS v3 gateway, when --nfs-key is given [default: 0.0.0.0:9402]
+    #[arg(long, env = "EDGECLOUD_NFS_LISTEN", value_name = "ADDR")]
+    pub nfs_listen: Option<String>,
     /// Address of the WebDAV gateway [default: 0.0.0.0:9401]
     #[arg(long, env = "EDGECLOUD_DAV_LISTEN", value_name = "ADDR")]
     pub dav_listen: Option<String>,
@@ -269,6 +276,16 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         "  webdav:  http://{} (same keys as S3)",
         dav_listener.local_addr()?
     );
+    let nfs_key = args.nfs_key.or(file.nfs_key.clone());
+    let nfs_listen = args
+        .nfs_listen
+        .or(file.nfs_listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:9402".into());
+    if nfs_key.is_some() {
+        nfs::check_listen(&nfs_listen).with_context(|| {
+            format!("cannot listen on {nfs_listen}: is another edgecloud running? Choose another address with --nfs-listen")
+        })?;
+    }
     let ftp_listener = tokio::net::TcpListener::bind(&ftp_listen).await.with_context(|| {
         format!("cannot listen on {ftp_listen}: is another edgecloud running? Choose another address with --ftp-listen")
     })?;
@@ -312,6 +329,23 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         public_ledger: args.public_ledger || file.public_ledger.unwrap_or(false),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let nfs_task = match nfs_key {
+        Some(key) => {
+            let session = files.session_after_login(&key).map_err(|_| {
+                anyhow::anyhow!("--nfs-key {key:?}: no such access key (see `edgecloud key list`)")
+            })?;
+            eprintln!("  nfs:     {nfs_listen} (v3, as access key {key}; mount /BUCKET)");
+            let mut stop = stop_rx.clone();
+            let staging = data.join("nfs-staging");
+            Some(tokio::spawn(async move {
+                nfs::serve(session, &nfs_listen, staging, async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     let gateways = [
         serve_app(s3_listener, s3_app, stop_rx.clone()),
         serve_app(dav_listener, dav::router(files.clone()), stop_rx.clone()),
@@ -331,7 +365,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     let _ = stop_tx.send(true);
-    for g in gateways {
+    for g in gateways.into_iter().chain(nfs_task) {
         g.await??;
     }
     eprintln!("edgecloud stopped");

@@ -75,6 +75,18 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A file being written (not stored yet): empty, modified now.
+    pub fn file_stub(name: &str) -> Entry {
+        Entry {
+            name: name.to_string(),
+            dir: false,
+            size: 0,
+            modified: SystemTime::now(),
+            etag: None,
+            read_only: false,
+        }
+    }
+
     fn dir(name: &str, modified: SystemTime, read_only: bool) -> Entry {
         Entry {
             name: name.to_string(),
