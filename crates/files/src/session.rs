@@ -185,14 +185,14 @@ impl Session {
                     let page = self.archive.list(bucket, &q)?;
                     for p in &page.common_prefixes {
                         let name = p[prefix_len..].trim_end_matches('/');
-                        if !(name.is_empty() || key.is_empty() && name == SNAPSHOTS) {
+                        if shown(name, key.is_empty()) {
                             out.push(Entry::dir(name, me.modified, ro));
                         }
                     }
                     for v in &page.objects {
                         let name = &v.key[prefix_len..];
                         // The folder's own marker is the folder, not an entry in it.
-                        if !(name.is_empty() || key.is_empty() && name == SNAPSHOTS) {
+                        if shown(name, key.is_empty()) {
                             out.push(file_entry(name, v, ro));
                         }
                     }
@@ -535,6 +535,16 @@ impl Session {
             .await?;
         Ok(())
     }
+}
+
+/// Whether an S3 key's last segment can be shown as a file name: not the folder itself
+/// (""), not a name no path can reach (".", "..", "a//b"), not the snapshot folder.
+fn shown(name: &str, at_top: bool) -> bool {
+    !(name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || at_top && name == SNAPSHOTS)
 }
 
 fn file_entry(name: &str, v: &Version, read_only: bool) -> Entry {
