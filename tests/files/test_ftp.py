@@ -120,8 +120,8 @@ def test_logins_permissions_and_snapshots(node, s3, tmp_path):
     assert b"550" in p.stderr or b"553" in p.stderr, p.stderr
 
 
-def test_explicit_ftps(tmp_path):
-    """A node of its own with a certificate: AUTH TLS, then an encrypted transfer."""
+def test_tls_for_ftp_and_webdav(tmp_path):
+    """A node of its own with a certificate: FTP's AUTH TLS and WebDAV over HTTPS."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
@@ -136,5 +136,11 @@ def test_explicit_ftps(tmp_path):
         url = f"ftp://127.0.0.1:{node.ftp_port}/tls/s.txt"
         curl("--ssl-reqd", "-k", "-u", f"{ACCESS}:{SECRET}", "-T", str(tmp_path / "s.txt"), url)
         assert curl("--ssl-reqd", "-k", "-u", f"{ACCESS}:{SECRET}", url).stdout == b"over tls"
+        # WebDAV answers HTTPS only; Basic credentials never cross in the clear
+        https = node.dav.replace("http://", "https://")
+        assert curl("-k", "-u", f"{ACCESS}:{SECRET}", f"{https}/tls/s.txt").stdout == b"over tls"
+        assert curl("--cacert", str(cert), "-u", f"{ACCESS}:{SECRET}", f"{https}/tls/s.txt").stdout == b"over tls"
+        curl("-u", f"{ACCESS}:{SECRET}", f"{node.dav}/tls/s.txt", ok=False)
+        assert curl("-k", f"{https}/tls/s.txt", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"401"
     finally:
         node.stop()

@@ -10,6 +10,7 @@ mod keys;
 mod ledger_cmd;
 mod netbench;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// Ports for FTP passive-mode data connections [default: 49152-65535]
     #[arg(long, env = "EDGECLOUD_FTP_PASSIVE_PORTS", value_name = "FIRST-LAST")]
     pub ftp_passive_ports: Option<String>,
-    /// Certificate chain (PEM) for FTPS (AUTH TLS); with --tls-key
+    /// Certificate chain (PEM): WebDAV then answers HTTPS only, FTP offers AUTH TLS;
+    /// with --tls-key
     #[arg(
         long,
         env = "EDGECLOUD_TLS_CERT",
@@ -272,8 +273,13 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let dav_listener = tokio::net::TcpListener::bind(&dav_listen).await.with_context(|| {
         format!("cannot listen on {dav_listen}: is another edgecloud running? Choose another address with --dav-listen")
     })?;
+    let dav_tls = match &ftp.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
     eprintln!(
-        "  webdav:  http://{} (same keys as S3)",
+        "  webdav:  {}://{} (same keys as S3)",
+        if dav_tls.is_some() { "https" } else { "http" },
         dav_listener.local_addr()?
     );
     let nfs_key = args.nfs_key.or(file.nfs_key.clone());
@@ -348,7 +354,15 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     };
     let gateways = [
         serve_app(s3_listener, s3_app, stop_rx.clone()),
-        serve_app(dav_listener, dav::router(files.clone()), stop_rx.clone()),
+        match dav_tls {
+            Some(cfg) => crate::tls::serve(
+                dav_listener,
+                dav::router(files.clone()),
+                cfg,
+                stop_rx.clone(),
+            ),
+            None => serve_app(dav_listener, dav::router(files.clone()), stop_rx.clone()),
+        },
         {
             let mut stop = stop_rx.clone();
             let stopped = async move {
