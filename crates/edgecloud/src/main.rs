@@ -8,6 +8,7 @@ mod config;
 mod filebench;
 mod keys;
 mod ledger_cmd;
+mod mount_cmd;
 mod netbench;
 mod serve;
 mod tls;
@@ -96,6 +97,9 @@ pub enum Command {
     Status,
     /// Measure codec stages, end-to-end throughput and dedup on this machine.
     Bench(bench::BenchArgs),
+    /// Mount a bucket as a local folder (FUSE) until `umount DIR`: reads come from a
+    /// local cache, each written file becomes a new version when closed.
+    Mount(mount_cmd::MountArgs),
 }
 
 fn main() -> ExitCode {
@@ -149,5 +153,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Versions(a) => commands::versions(&client()?, a).await,
         Command::Scrub(a) => commands::scrub(&client()?, a).await,
         Command::Status => commands::status(&client()?).await,
+        Command::Mount(a) => mount_cmd::run(a, &data).await,
     }
 }

@@ -1,0 +1,134 @@
+"""`edgecloud mount`: a bucket as a local folder (FUSE), checked with ordinary POSIX
+tools: untar a source tree onto it and diff it against the original; rename, remove,
+truncate; every closed file is a version S3 sees; snapshots are read-only."""
+import datetime
+import errno
+import os
+import re
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ACCESS, BIN, SECRET
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Mount:
+    def __init__(self, node, bucket, where, access=ACCESS, secret=SECRET):
+        self.dir = where
+        where.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([BIN, "mount", bucket, str(where), "--url", node.dav,
+                                      "--access-key", access, "--secret-key", secret],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while not os.path.ismount(where):
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            assert time.time() < deadline, "the mount did not appear"
+            time.sleep(0.1)
+
+    def close(self):
+        subprocess.run(["umount", str(self.dir)], check=True)
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def mounted(node, s3, tmp_path):
+    mounts = []
+
+    def make(bucket, **kw):
+        if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+            s3.create_bucket(Bucket=bucket)
+        m = Mount(node, bucket, tmp_path / f"mnt-{bucket}-{len(mounts)}", **kw)
+        mounts.append(m)
+        return m.dir
+    yield make
+    for m in mounts:
+        m.close()
+
+
+def test_untar_a_source_tree_and_diff_it(mounted, s3, tmp_path):
+    src = tmp_path / "src.tar"
+    with tarfile.open(src, "w") as t:
+        t.add(REPO / "crates", arcname="crates")
+    original = tmp_path / "original"
+    original.mkdir()
+    subprocess.run(["tar", "-xf", str(src), "-C", str(original)], check=True)
+    mnt = mounted("mount-tree")
+    subprocess.run(["tar", "-xf", str(src), "-C", str(mnt), "--no-same-owner", "--no-same-permissions"], check=True)
+    assert subprocess.run(["diff", "-r", str(original / "crates"), str(mnt / "crates")]).returncode == 0
+    files = sum(len(f) for _, _, f in os.walk(original))
+    keys = []
+    kw = {}
+    while True:
+        page = s3.list_objects_v2(Bucket="mount-tree", **kw)
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            break
+        kw = {"ContinuationToken": page["NextContinuationToken"]}
+    assert len([k for k in keys if not k.endswith("/")]) == files
+
+
+def test_posix_operations_and_versions(mounted, s3):
+    s3.create_bucket(Bucket="mount-ops")
+    s3.put_bucket_versioning(Bucket="mount-ops", VersioningConfiguration={"Status": "Enabled"})
+    mnt = mounted("mount-ops")
+    (mnt / "notes").mkdir()
+    f = mnt / "notes" / "a.txt"
+    f.write_text("first")
+    assert f.read_text() == "first"
+    f.write_text("second, longer")
+    with open(f, "r+") as h:
+        h.seek(0)
+        h.write("SECOND")
+    assert f.read_text() == "SECOND, longer"
+    os.truncate(f, 6)
+    assert f.read_text() == "SECOND"
+    assert s3.get_object(Bucket="mount-ops", Key="notes/a.txt")["Body"].read() == b"SECOND"
+    versions = s3.list_object_versions(Bucket="mount-ops", Prefix="notes/a.txt")["Versions"]
+    assert len(versions) >= 3
+    (mnt / "notes" / "a.txt").rename(mnt / "notes" / "b.txt")
+    assert sorted(os.listdir(mnt / "notes")) == ["b.txt"]
+    with pytest.raises(OSError) as e:
+        os.rmdir(mnt / "notes")
+    assert e.value.errno == errno.ENOTEMPTY
+    (mnt / "notes").rename(mnt / "renamed")
+    assert (mnt / "renamed" / "b.txt").read_text() == "SECOND"
+    os.remove(mnt / "renamed" / "b.txt")
+    os.rmdir(mnt / "renamed")
+    assert os.listdir(mnt) == [".snapshots"]
+    # S3 writes show up in the folder
+    s3.put_object(Bucket="mount-ops", Key="from-s3.txt", Body=b"hi")
+    time.sleep(1.1)  # attribute cache
+    assert (mnt / "from-s3.txt").read_bytes() == b"hi"
+
+
+def test_snapshots_are_read_only_and_keys_keep_their_permissions(mounted, s3, node):
+    s3.create_bucket(Bucket="mount-snap")
+    s3.put_object(Bucket="mount-snap", Key="doc.txt", Body=b"v1")
+    time.sleep(0.05)
+    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    time.sleep(0.05)
+    s3.put_object(Bucket="mount-snap", Key="doc.txt", Body=b"v2")
+    mnt = mounted("mount-snap")
+    assert (mnt / "doc.txt").read_bytes() == b"v2"
+    past = mnt / ".snapshots" / instant
+    assert (past / "doc.txt").read_bytes() == b"v1"
+    for attempt in [lambda: (past / "doc.txt").write_bytes(b"x"), lambda: (past / "new").mkdir(),
+                    lambda: os.remove(past / "doc.txt")]:
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno in (errno.EROFS, errno.EACCES), e.value
+    # a mount with a read-only key reads but cannot write
+    out = node.cli("key", "create", "mount-reader")
+    access = re.search(r"EC[A-Z0-9]{18}", out).group(0)
+    secret = re.search(r"secret:\s*(\S+)", out).group(1)
+    node.cli("key", "allow", access, "mount-snap", "read")
+    ro = mounted("mount-snap", access=access, secret=secret)
+    assert (ro / "doc.txt").read_bytes() == b"v2"
+    with pytest.raises(OSError):
+        (ro / "doc.txt").write_bytes(b"overwrite")
+    assert s3.get_object(Bucket="mount-snap", Key="doc.txt")["Body"].read() == b"v2"
