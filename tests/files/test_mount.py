@@ -132,3 +132,37 @@ def test_snapshots_are_read_only_and_keys_keep_their_permissions(mounted, s3, no
     with pytest.raises(OSError):
         (ro / "doc.txt").write_bytes(b"overwrite")
     assert s3.get_object(Bucket="mount-snap", Key="doc.txt")["Body"].read() == b"v2"
+
+
+TOOLS = Path(os.environ.get("EDGECLOUD_TOOLS", "/var/tmp/edgecloud-tools/bin"))
+
+
+def test_fsx_random_reads_writes_truncates_stay_clean(mounted, tmp_path):
+    """fsx (Rust port): random reads, writes, mapped writes, truncations, each checked
+    against a model of the file. .ci/run installs it."""
+    mnt = mounted("mount-fsx")
+    for seed in (1, 2):
+        p = subprocess.run([str(TOOLS / "fsx"), "-N", "1000", "-S", str(seed), "-P", str(tmp_path),
+                            str(mnt / f"fsx-{seed}.bin")], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0 and "All operations completed A-OK!" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+# pjdfstest's pass count on the mount (see README); objects have no modes, owners, links,
+# symlinks, special files or times, so most of its tests cannot pass. The floor keeps
+# what passes from regressing.
+PJDFSTEST_FLOOR = 100
+
+
+def test_pjdfstest_pass_count_does_not_regress(mounted, tmp_path):
+    mnt = mounted("mount-pjdfstest")
+    (mnt / "pjd").mkdir()
+    cfg = tmp_path / "pjdfstest.toml"
+    cfg.write_text('[features]\n[settings]\nnaptime = 0.001\nallow_remount = false\n'
+                   '[dummy_auth]\nentries = [["nobody", "nogroup"], ["tests", "tests"]]\n')
+    p = subprocess.run([str(TOOLS / "pjdfstest"), "-c", str(cfg), "-p", str(mnt / "pjd")],
+                       capture_output=True, text=True, timeout=900)
+    summary = re.search(r"Summary: (\d+) failed, (\d+) skipped, (\d+) passed", p.stdout + p.stderr)
+    assert summary, (p.stdout + p.stderr)[-3000:]
+    failed, skipped, passed = map(int, summary.groups())
+    print(f"pjdfstest on the mount: {passed} passed, {failed} failed, {skipped} skipped")
+    assert passed >= PJDFSTEST_FLOOR, summary.group(0)

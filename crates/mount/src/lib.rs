@@ -127,13 +127,8 @@ impl State {
     }
 
     fn attr(&self, ino: u64, item: &Item) -> FileAttr {
-        // A file open for writing shows its local size.
-        let size = self
-            .open
-            .values()
-            .find(|o| o.path == item.path && o.dirty)
-            .and_then(|o| o.file.metadata().ok())
-            .map_or(item.size, |m| m.len());
+        // A file open for writing shows its local copy's size.
+        let size = self.writing(&item.path).map_or(item.size, |m| m.len());
         let read_only = item.path.starts_with(".snapshots");
         FileAttr {
             ino: INodeNo(ino),
@@ -161,6 +156,11 @@ impl State {
             flags: 0,
             blksize: 4096,
         }
+    }
+
+    /// The local copy of `path` being written, if it is open for writing.
+    fn writing(&self, path: &str) -> Option<std::fs::Metadata> {
+        self.open.values().find(|o| o.path == path && !o.copy.as_os_str().is_empty()).and_then(|o| o.file.metadata().ok())
     }
 
     /// Forgets what is known about `path` (after a change).
