@@ -144,3 +144,49 @@ def test_tls_for_ftp_and_webdav(tmp_path):
         assert curl("-k", f"{https}/tls/s.txt", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"401"
     finally:
         node.stop()
+
+
+def test_hostile_paths_wrong_logins_and_a_reset_upload(node, s3, tmp_path):
+    import socket
+    import struct
+    s3.create_bucket(Bucket="ftp-hostile")
+    s3.put_object(Bucket="ftp-hostile", Key="keep.txt", Body=b"keep me")
+    base = f"ftp://127.0.0.1:{node.ftp_port}"
+    user = ["-u", f"{ACCESS}:{SECRET}"]
+    (tmp_path / "x").write_bytes(b"bad")
+    # traversal, NUL and over-long names: refused, nothing stored, nothing read outside
+    for cmd in ["RNFR /ftp-hostile/../../etc/passwd", "MKD /ftp-hostile/" + "n" * 300, "RMD /ftp-hostile/../.."]:
+        curl(*user, f"{base}/", "-Q", cmd, ok=False)
+    curl(*user, f"{base}/ftp-hostile/%2e%2e/%2e%2e/etc/passwd", ok=False)
+    curl(*user, "-T", str(tmp_path / "x"), f"{base}/ftp-hostile/a%00b", ok=False)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="ftp-hostile")["Contents"]] == ["keep.txt"]
+    # an upload whose data connection is reset (not closed) stores nothing
+    c = socket.create_connection(("127.0.0.1", node.ftp_port), timeout=10)
+    f = c.makefile("rwb")
+
+    def send(line):
+        f.write(line.encode() + b"\r\n")
+        f.flush()
+        reply = f.readline().decode()
+        while reply[3:4] == "-":
+            reply = f.readline().decode()
+        return reply
+    f.readline()  # greeting
+    assert send(f"USER {ACCESS}").startswith("331")
+    assert send(f"PASS {SECRET}").startswith("230")
+    send("TYPE I")
+    pasv = send("PASV")
+    nums = list(map(int, pasv[pasv.index("(") + 1:pasv.index(")")].split(",")))
+    data = socket.create_connection((".".join(map(str, nums[:4])), nums[4] * 256 + nums[5]), timeout=10)
+    assert send("STOR /ftp-hostile/reset.bin")[:3] in ("125", "150")
+    data.sendall(os.urandom(200_000))
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    data.close()  # RST
+    f.readline()
+    c.close()
+    import time
+    time.sleep(0.5)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ftp-hostile")["Contents"]]
+    assert keys == ["keep.txt"], keys
+    # and the server still serves
+    assert curl(*user, f"{base}/ftp-hostile/keep.txt").stdout == b"keep me"
