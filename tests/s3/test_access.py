@@ -234,3 +234,15 @@ def test_public_objects_are_readable_by_other_keys(node, s3):
     with pytest.raises(ClientError) as e:
         c.get_object(Bucket="public-to-keys", Key="priv")
     assert code(e) == "AccessDenied"
+
+
+def test_authenticated_read_buckets_are_listed_for_every_key(node, s3):
+    s3.create_bucket(Bucket="auth-read", ACL="authenticated-read")
+    s3.put_object(Bucket="auth-read", Key="memo", Body=b"for every key")
+    access, secret = new_key(node, "any-key")
+    c = client(node.endpoint, access, secret)
+    assert "auth-read" in [b["Name"] for b in c.list_buckets()["Buckets"]]
+    assert c.get_object(Bucket="auth-read", Key="memo")["Body"].read() == b"for every key"
+    with pytest.raises(ClientError) as e:
+        c.put_object(Bucket="auth-read", Key="memo", Body=b"x")
+    assert code(e) == "AccessDenied"

@@ -160,7 +160,10 @@ impl State {
 
     /// The local copy of `path` being written, if it is open for writing.
     fn writing(&self, path: &str) -> Option<std::fs::Metadata> {
-        self.open.values().find(|o| o.path == path && !o.copy.as_os_str().is_empty()).and_then(|o| o.file.metadata().ok())
+        self.open
+            .values()
+            .find(|o| o.path == path && !o.copy.as_os_str().is_empty())
+            .and_then(|o| o.file.metadata().ok())
     }
 
     /// Forgets what is known about `path` (after a change).

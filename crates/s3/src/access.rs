@@ -245,11 +245,12 @@ impl crate::EdgeS3 {
         if a == self.root.access_key {
             return true;
         }
+        // The same rule as every other check: a bucket is listed when the key may read it.
         match self.archive.access_key(a) {
-            Ok(Some(k)) => {
-                k.permission(&bucket.name).is_some()
-                    || bucket.settings.get(policy::OWNER).map(String::as_str) == Some(a)
-            }
+            Ok(Some(k)) => self
+                .archive
+                .key_permission(&k, &bucket.name, Some(bucket))
+                .is_some(),
             _ => false,
         }
     }
