@@ -111,6 +111,27 @@ def entries(admin, size):
     return out
 
 
+def verify_cosignature_independently(checkpoint, cosigner_pub):
+    """C2SP tlog-cosignature/v1, checked here with the `cryptography` package: the
+    signature line for the cosigner's name and key ID carries a big-endian timestamp and
+    an Ed25519 signature over "cosignature/v1\ntime T\n" + the checkpoint body."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    name, key_id, key = cosigner_pub.strip().split("+", 2)
+    raw = base64.b64decode(key)
+    assert raw[0] == 4 and len(raw) == 33
+    assert hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4].hex() == key_id
+    body, sigs = checkpoint.split("\n\n", 1)
+    for line in sigs.splitlines():
+        _, signer, sig = line.split(" ")
+        sig = base64.b64decode(sig)
+        if signer == name and sig[:4].hex() == key_id:
+            t = int.from_bytes(sig[4:12], "big")
+            Ed25519PublicKey.from_public_bytes(raw[1:]).verify(
+                sig[12:], f"cosignature/v1\ntime {t}\n".encode() + body.encode() + b"\n")
+            return
+    raise AssertionError("no cosignature by " + name)
+
+
 def test_ledger_proofs_verify_independently(node, s3, tmp_path):
     admin = Admin(node)
     s3.create_bucket(Bucket="audit-trail")
@@ -220,7 +241,9 @@ def test_multipart_records_name_each_part_and_check_the_file(node, s3, tmp_path)
         offsets = [0, 5 * mib, 10 * mib, len(body)]
         assert record["parts"] == [{"size": b - a, "sha256": hashlib.sha256(body[a:b]).hexdigest()}
                                    for a, b in zip(offsets, offsets[1:])]
-        assert "matches" in cli("ledger", "check", str(bundle), "--key", pub, "--file", str(original))
+        out = cli("ledger", "check", str(bundle), "--key", pub, "--file", str(original),
+                  "--cosigner", str(node.data / "cosigner.pub"))
+        assert "matches" in out and "cosigned: by 1 of 1" in out
     changed = tmp_path / "changed.bin"
     changed.write_bytes(body[:7 * mib] + b"X" + body[7 * mib + 1:])
     out = cli("ledger", "check", str(tmp_path / "big.bin.json"), "--key", pub, "--file", str(changed), ok=False)
@@ -302,6 +325,15 @@ def test_audit_checks_the_whole_published_log_and_names_a_damaged_entry(tmp_path
         assert "entry 259 " in out, out
         # the node's own files are untouched: the live log still checks out
         assert "verified: all" in cli("ledger", "audit", "--key", pub)
+        # the checkpoint is cosigned by the node as the log's voter (C2SP tlog-cosignature)
+        cosigner = str(node.data / "cosigner.pub")
+        assert "cosigned: by 1 of 1" in cli("ledger", "audit", "--key", pub, "--cosigner", cosigner)
+        other = "edgecloud.local/other+00000000+" + base64.b64encode(b"\x04" + b"\x11" * 32).decode()
+        out = cli("ledger", "audit", "--key", pub, "--cosigner", cosigner, "--cosigner", other, ok=False)
+        assert "NOT VERIFIED" in out and "2 required" in out
+        assert "cosigned: by 1 of 2" in cli("ledger", "audit", "--key", pub, "--cosigner", cosigner,
+                                            "--cosigner", other, "--quorum", "1")
+        verify_cosignature_independently(admin.get("checkpoint").text, (node.data / "cosigner.pub").read_text())
         # --public-ledger: published data needs no token; everything else still does
         for path in ["checkpoint", "public-key", "tile/0/000", "tile/entries/000",
                      "proof/inclusion?index=3&size=300", "proof/consistency?from=3&to=300"]:

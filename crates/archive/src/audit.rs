@@ -21,6 +21,9 @@ pub struct Auditor {
     /// The latest signed checkpoint and the size it covers.
     latest: Mutex<(u64, Vec<u8>)>,
     pub public_key: String,
+    /// This node as a voter: it checks each checkpoint against its own tree and
+    /// cosigns it (C2SP tlog-cosignature).
+    cosigner: Option<ledger::cosign::Cosigner>,
 }
 
 /// Everything needed to check offline that a version is in the log.
@@ -45,13 +48,19 @@ pub fn b64(h: &ledger::Hash) -> String {
 }
 
 impl Auditor {
-    /// Opens (or creates) the log's files under `dir` and signs with `signing_key`.
+    /// Opens (or creates) the log's files under `dir` and signs with `signing_key`;
+    /// with `cosigner_key`, every checkpoint is also cosigned by this node as a voter.
     pub fn open(
         archive: &Archive,
         dir: &Path,
         signing_key: &str,
         public_key: &str,
+        cosigner_key: Option<&str>,
     ) -> Result<Self> {
+        let cosigner = cosigner_key
+            .map(ledger::cosign::Cosigner::new)
+            .transpose()
+            .map_err(ledger_err)?;
         std::fs::create_dir_all(dir)
             .map_err(|e| ArchiveError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let entries = LedgerEntries(archive.inner.catalog.clone());
@@ -68,6 +77,7 @@ impl Auditor {
             dir: dir.to_path_buf(),
             latest: Mutex::new((0, Vec::new())),
             public_key: public_key.into(),
+            cosigner,
         };
         // Tiles are append-only: only what the last checkpoint does not cover is written
         // again, not the whole log at every start.
@@ -82,6 +92,7 @@ impl Auditor {
             .publisher
             .publish(&a.tree, &a.entries, published)
             .map_err(ledger_err)?;
+        let cp = a.cosign(cp)?;
         *a.latest.lock().expect("checkpoint lock") = (size, cp);
         Ok(a)
     }
@@ -102,9 +113,39 @@ impl Auditor {
                 .publisher
                 .publish(&self.tree, &self.entries, latest.0)
                 .map_err(ledger_err)?;
-            *latest = (size, cp);
+            *latest = (size, self.cosign(cp)?);
         }
         Ok(size)
+    }
+
+    /// As a voter: recompute the checkpoint's root from this node's own tree, and only
+    /// if it matches add this node's cosignature (and publish the cosigned checkpoint).
+    fn cosign(&self, cp: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(c) = &self.cosigner else {
+            return Ok(cp);
+        };
+        let parsed = ledger::verify::checkpoint(&cp, &self.public_key).map_err(ledger_err)?;
+        let own = self.tree.root(parsed.size()).map_err(ledger_err)?;
+        if own != *parsed.hash() {
+            return Err(ArchiveError::Storage(format!(
+                "ledger: checkpoint of size {} does not match this node's tree; not cosigned",
+                parsed.size()
+            )));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cosigned = c.cosign(&cp, now).map_err(ledger_err)?;
+        let tmp = self.dir.join("checkpoint.cosigned");
+        (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&cosigned)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, self.dir.join("checkpoint"))
+        })()
+        .map_err(|e| ArchiveError::Storage(format!("ledger: cannot write the checkpoint: {e}")))?;
+        Ok(cosigned)
     }
 
     pub fn checkpoint(&self) -> Vec<u8> {

@@ -442,6 +442,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         &dir.join("log"),
         &skey,
         &vkey,
+        None,
     )?);
     let publisher = {
         let auditor = auditor.clone();

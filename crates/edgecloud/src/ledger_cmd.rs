@@ -35,6 +35,8 @@ pub enum LedgerCmd {
         /// The object's bytes, to check against the record's SHA-256
         #[arg(long)]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        witnesses: Witnesses,
     },
     /// Check that the log now extends a checkpoint saved earlier: nothing before it was
     /// rewritten. Saves nothing; keep the new checkpoint with `status --save`.
@@ -57,7 +59,42 @@ pub enum LedgerCmd {
         /// e.g. a copy of DATA/ledger) instead of asking the node
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
+        #[command(flatten)]
+        witnesses: Witnesses,
     },
+}
+
+/// Cosigners a checkpoint must carry (C2SP tlog-cosignature): the log's voters.
+#[derive(clap::Args)]
+pub struct Witnesses {
+    /// A cosigner's public key, or a file holding it (DATA/cosigner.pub); repeat for
+    /// each voter
+    #[arg(long = "cosigner", value_name = "KEY")]
+    cosigners: Vec<String>,
+    /// How many of the --cosigner keys must have cosigned [default: all of them]
+    #[arg(long, value_name = "N")]
+    quorum: Option<usize>,
+}
+
+impl Witnesses {
+    fn check(&self, checkpoint: &[u8]) -> anyhow::Result<()> {
+        if self.cosigners.is_empty() {
+            return Ok(());
+        }
+        let keys = self
+            .cosigners
+            .iter()
+            .map(|k| key_text(k))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let quorum = self.quorum.unwrap_or(keys.len());
+        let n = ledger::cosign::check_quorum(checkpoint, &keys, quorum)
+            .map_err(|e| anyhow::anyhow!("NOT VERIFIED: {e}"))?;
+        println!(
+            "cosigned: by {n} of {} voters (quorum {quorum})",
+            keys.len()
+        );
+        Ok(())
+    }
 }
 
 fn key_text(k: &str) -> anyhow::Result<String> {
@@ -105,7 +142,12 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
             let bundle: ProofBundle = c.json(req).await?;
             println!("{}", serde_json::to_string_pretty(&bundle)?);
         }
-        LedgerCmd::Check { bundle, key, file } => {
+        LedgerCmd::Check {
+            bundle,
+            key,
+            file,
+            witnesses,
+        } => {
             let b: ProofBundle = serde_json::from_slice(
                 &std::fs::read(&bundle)
                     .with_context(|| format!("cannot read {}", bundle.display()))?,
@@ -117,6 +159,7 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
                 "verified: entry {} is in the log signed by this key",
                 b.index
             );
+            witnesses.check(b.checkpoint.as_bytes())?;
             println!("record:   {}", b.entry);
             if let Some(f) = file {
                 let Some(mut check) = ledger::record::ContentCheck::for_change(&record.change)
@@ -133,12 +176,17 @@ pub async fn run(c: Option<&Client>, cmd: LedgerCmd) -> anyhow::Result<()> {
                 println!("content:  {} matches the record's SHA-256", f.display());
             }
         }
-        LedgerCmd::Audit { key, from } => {
+        LedgerCmd::Audit {
+            key,
+            from,
+            witnesses,
+        } => {
             let key = key_text(&key)?;
             let cp = match published_file(c, from.as_deref(), "checkpoint").await? {
                 Some(cp) => cp,
                 None => bail!("no checkpoint found: has the node published its log yet?"),
             };
+            witnesses.check(&cp)?;
             let cp = ledger::verify::checkpoint(&cp, &key)
                 .map_err(|e| anyhow::anyhow!("NOT VERIFIED: the checkpoint: {e}"))?;
             let bar = indicatif::ProgressBar::new_spinner()

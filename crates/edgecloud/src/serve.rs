@@ -419,6 +419,22 @@ fn serve_app(
 
 const LEDGER_KEY: &str = "ledger.key";
 const LEDGER_PUB: &str = "ledger.pub";
+const COSIGNER_KEY: &str = "cosigner.key";
+const COSIGNER_PUB: &str = "cosigner.pub";
+
+/// Writes a new private file (mode 0600); fails if it exists.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
 
 /// The audit log: its Ed25519 signing key (DATA/ledger.key, created on first start;
 /// the public half in DATA/ledger.pub is what verifiers need) and its files in
@@ -427,23 +443,31 @@ fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit:
     let (kp, pp) = (data.join(LEDGER_KEY), data.join(LEDGER_PUB));
     if !kp.exists() {
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.local/ledger");
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&kp)?;
-        f.write_all(skey.as_bytes())?;
-        f.sync_all()?;
+        write_private(&kp, &skey)?;
         std::fs::write(&pp, format!("{vkey}\n"))?;
     }
     let skey = std::fs::read_to_string(&kp)
         .with_context(|| format!("cannot read the ledger key {}", kp.display()))?;
     let vkey = std::fs::read_to_string(&pp)
         .with_context(|| format!("cannot read the ledger public key {}", pp.display()))?;
-    archive::audit::Auditor::open(archive, &data.join("ledger"), skey.trim(), vkey.trim())
-        .context("cannot open the ledger")
+    // This node is the log's only voter: its cosigner key (DATA/cosigner.pub is what
+    // clients demanding a quorum need).
+    let (cp, cpub) = (data.join(COSIGNER_KEY), data.join(COSIGNER_PUB));
+    if !cp.exists() {
+        let (skey, vkey) = ledger::cosign::generate_key("edgecloud.local/voter");
+        write_private(&cp, &skey)?;
+        std::fs::write(&cpub, format!("{vkey}\n"))?;
+    }
+    let cosigner = std::fs::read_to_string(&cp)
+        .with_context(|| format!("cannot read the cosigner key {}", cp.display()))?;
+    archive::audit::Auditor::open(
+        archive,
+        &data.join("ledger"),
+        skey.trim(),
+        vkey.trim(),
+        Some(cosigner.trim()),
+    )
+    .context("cannot open the ledger")
 }
 
 /// Publishes a new checkpoint every second when the log grew.

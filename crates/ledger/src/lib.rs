@@ -14,6 +14,7 @@
 //! The proof algorithms and tile/checkpoint formats come from the `tlog_tiles` and
 //! `signed_note` crates (Cloudflare's ports of Go's sumdb/tlog and note packages).
 
+pub mod cosign;
 pub mod entries;
 pub mod monitor;
 pub mod publish;
