@@ -38,6 +38,11 @@ S3 clients (aws CLI, boto3, rclone, s3cmd) talk to port 9400 with the key printe
 start (DATA/s3-credentials), or one made for them:
     edgecloud key create laptop-backup --write backups
 
+The same keys (user name = access key, password = secret) open the same buckets over \
+WebDAV (port 9401), FTP (9421) and, with --nfs-key, NFS v3 (9402); every bucket has a \
+read-only .snapshots/ folder of past instants. A bucket as a local folder:
+    edgecloud mount photos /mnt/photos
+
 Client commands talk to the node's admin API (default http://127.0.0.1:9410) with the \
 token `serve` writes to DATA/admin.token. Every flag has an environment variable \
 (shown in each command's --help) and a key in the TOML config file (--config; default \
@@ -70,7 +75,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Start a node: the archive engine and its admin API, until Ctrl-C or SIGTERM.
+    /// Start a node: the archive engine, its gateways (S3, WebDAV, FTP, NFS) and admin API,
+    /// until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
     /// Create, list and delete buckets; set versioning.
     #[command(subcommand)]
