@@ -118,6 +118,28 @@ pub(crate) fn version_sel(version_id: &Option<String>) -> archive::VersionSel {
         .unwrap_or(archive::VersionSel::Latest)
 }
 
+/// The bucket, key and version an `x-amz-copy-source` names (CopyObject, UploadPartCopy).
+pub(crate) fn copy_source(
+    cs: &s3s::dto::CopySource,
+) -> s3s::S3Result<(&str, &str, archive::VersionSel)> {
+    let s3s::dto::CopySource::Bucket {
+        bucket,
+        key,
+        version_id,
+    } = cs
+    else {
+        return Err(s3s::s3_error!(
+            NotImplemented,
+            "access point copy sources are not supported"
+        ));
+    };
+    let sel = match version_id {
+        Some(v) => archive::VersionSel::Id(v.to_string()),
+        None => archive::VersionSel::Latest,
+    };
+    Ok((bucket, key, sel))
+}
+
 /// The selection that reads exactly `head`, the version conditions were checked
 /// against ("null" ids are not unique over time: keep the original selection for those).
 pub(crate) fn pinned(sel: archive::VersionSel, head: &archive::Version) -> archive::VersionSel {

@@ -267,21 +267,7 @@ impl EdgeS3 {
                 "the upload belongs to another bucket or key"
             ));
         }
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            version_id,
-        } = &i.copy_source
-        else {
-            return Err(s3s::s3_error!(
-                NotImplemented,
-                "access point copy sources are not supported"
-            ));
-        };
-        let sel = match version_id {
-            Some(v) => archive::VersionSel::Id(v.to_string()),
-            None => archive::VersionSel::Latest,
-        };
+        let (src_bucket, src_key, sel) = crate::copy_source(&i.copy_source)?;
         let range = match &i.copy_source_range {
             Some(r) => {
                 let r = archive::ByteRange::parse_header(r)

@@ -495,21 +495,7 @@ impl EdgeS3 {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            version_id,
-        } = &i.copy_source
-        else {
-            return Err(s3s::s3_error!(
-                NotImplemented,
-                "access point copy sources are not supported"
-            ));
-        };
-        let sel = match version_id {
-            Some(v) => VersionSel::Id(v.to_string()),
-            None => VersionSel::Latest,
-        };
+        let (src_bucket, src_key, sel) = crate::copy_source(&i.copy_source)?;
         let replace = i
             .metadata_directive
             .as_ref()
@@ -521,9 +507,9 @@ impl EdgeS3 {
         if !replace
             && !replace_tags
             && i.acl.is_none()
-            && src_bucket.as_ref() == i.bucket
-            && src_key.as_ref() == i.key
-            && version_id.is_none()
+            && src_bucket == i.bucket
+            && src_key == i.key
+            && sel == VersionSel::Latest
         {
             return Err(s3s::s3_error!(
                 InvalidRequest,
