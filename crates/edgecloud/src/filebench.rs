@@ -2,29 +2,18 @@
 //! `--s3` (see `netbench`), in a new top-level folder (a bucket on edgecloud) that is
 //! emptied afterwards.
 
-use std::time::SystemTime;
-
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
-use futures::StreamExt;
 use reqwest::Method;
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use tokio::io::AsyncReadExt;
 
-use crate::bench::Rng;
-use crate::netbench::{Store, measure, timed};
+use crate::netbench::{Store, bench_folder_name, drain, measure, send_checked, timed};
 
 pub struct Login {
     pub user: String,
     pub password: String,
-}
-
-fn folder_name() -> String {
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
-    format!("edgecloud-bench-{:08x}", Rng::new(seed).next() as u32)
 }
 
 struct Dav {
@@ -40,25 +29,11 @@ impl Dav {
         path: &str,
         body: Option<Bytes>,
     ) -> anyhow::Result<reqwest::Response> {
-        let mut req = self
+        let req = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        req = req.basic_auth(&self.login.user, Some(&self.login.password));
-        if let Some(b) = body {
-            req = req.header("content-length", b.len()).body(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("no WebDAV server answers at {}", self.base))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            bail!(
-                "{method} {path}: the server answered {status}: {}",
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        Ok(resp)
+            .request(method.clone(), format!("{}{path}", self.base))
+            .basic_auth(&self.login.user, Some(&self.login.password));
+        send_checked(req, body, "WebDAV", &self.base, &method, path).await
     }
 }
 
@@ -75,16 +50,12 @@ impl Store for DavStore<'_> {
             .map(|_| ())
     }
     async fn get(&self, name: &str) -> anyhow::Result<u64> {
-        let mut s = self
-            .dav
-            .send(Method::GET, &format!("/{}/{name}", self.folder), None)
-            .await?
-            .bytes_stream();
-        let mut n = 0;
-        while let Some(piece) = s.next().await {
-            n += piece?.len() as u64;
-        }
-        Ok(n)
+        drain(
+            self.dav
+                .send(Method::GET, &format!("/{}/{name}", self.folder), None)
+                .await?,
+        )
+        .await
     }
 }
 
@@ -96,7 +67,7 @@ pub async fn run_webdav(url: &str, login: Login, quick: bool) -> anyhow::Result<
         base: url.trim_end_matches('/').to_string(),
         login,
     };
-    let folder = folder_name();
+    let folder = bench_folder_name();
     println!("WebDAV server {url} (folder {folder}; random, incompressible data)");
     let mkcol = Method::from_bytes(b"MKCOL").expect("a method name");
     dav.send(mkcol, &format!("/{folder}/"), None)
@@ -185,7 +156,7 @@ pub async fn run_ftp(addr: &str, login: Login, quick: bool) -> anyhow::Result<()
     let store = FtpStore {
         addr: addr.to_string(),
         login,
-        folder: folder_name(),
+        folder: bench_folder_name(),
         pool: Default::default(),
     };
     println!(

@@ -72,33 +72,55 @@ impl S3Client {
         {
             req = req.header(k, v);
         }
-        if let Some(b) = body {
-            req = req.header("content-length", b.len()).body(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("no S3 server answers at {}", self.base))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            bail!("{method} {path}: the server answered {status}: {text}");
-        }
-        Ok(resp)
+        send_checked(req, body, "S3", self.base.as_str(), &method, path).await
     }
 
-    /// GET, reading (and dropping) the body as it streams; returns its length.
     async fn get(&self, path: &str) -> anyhow::Result<u64> {
-        let mut s = self
-            .send(Method::GET, path, &[], None)
-            .await?
-            .bytes_stream();
-        let mut n = 0;
-        while let Some(piece) = s.next().await {
-            n += piece?.len() as u64;
-        }
-        Ok(n)
+        drain(self.send(Method::GET, path, &[], None).await?).await
     }
+}
+
+/// Sends `req` (with `body` and its length); an answer other than 2xx is an error
+/// naming the request and what the server said.
+pub async fn send_checked(
+    mut req: reqwest::RequestBuilder,
+    body: Option<Bytes>,
+    protocol: &str,
+    server: &str,
+    method: &Method,
+    path: &str,
+) -> anyhow::Result<reqwest::Response> {
+    if let Some(b) = body {
+        req = req.header("content-length", b.len()).body(b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("no {protocol} server answers at {server}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        bail!("{method} {path}: the server answered {status}: {text}");
+    }
+    Ok(resp)
+}
+
+/// Reads (and drops) an answer's body as it streams; returns its length.
+pub async fn drain(resp: reqwest::Response) -> anyhow::Result<u64> {
+    let mut s = resp.bytes_stream();
+    let mut n = 0;
+    while let Some(piece) = s.next().await {
+        n += piece?.len() as u64;
+    }
+    Ok(n)
+}
+
+/// A fresh name for the benchmark's bucket or folder.
+pub fn bench_folder_name() -> String {
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    format!("edgecloud-bench-{:08x}", Rng::new(seed).next() as u32)
 }
 
 /// What the benchmark needs of a server: store a file under a flat name in the
@@ -173,15 +195,7 @@ pub fn ops(n: usize, d: Duration) -> String {
 
 pub async fn run_s3(t: S3Target, quick: bool) -> anyhow::Result<()> {
     let c = S3Client::new(&t)?;
-    let bucket = format!(
-        "edgecloud-bench-{:08x}",
-        Rng::new(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)?
-                .as_nanos() as u64
-        )
-        .next() as u32
-    );
+    let bucket = bench_folder_name();
     println!(
         "S3 server {} (bucket {bucket}; random, incompressible data)",
         t.url
