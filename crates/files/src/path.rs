@@ -96,6 +96,19 @@ impl Place {
         }
     }
 
+    /// The bucket when the place is a bucket itself, now (not a snapshot of it): where
+    /// mkdir and rmdir create and delete buckets.
+    pub fn live_bucket(&self) -> Option<&str> {
+        match self {
+            Place::In {
+                bucket,
+                at: None,
+                key,
+            } if key.is_empty() => Some(bucket),
+            _ => None,
+        }
+    }
+
     /// Whether writes here must be refused (snapshots are the past).
     pub fn read_only(&self) -> bool {
         !matches!(self, Place::In { at: None, .. } | Place::Root)

@@ -284,13 +284,7 @@ impl Session {
 
     /// Makes a folder (an empty `dir/` marker object), or a bucket at the top.
     pub async fn mkdir(&self, place: &Place) -> Result<()> {
-        if let Place::In {
-            bucket,
-            at: None,
-            key,
-        } = place
-            && key.is_empty()
-        {
+        if let Some(bucket) = place.live_bucket() {
             return self.create_bucket(bucket).await;
         }
         self.check_write(place)?;
@@ -353,13 +347,7 @@ impl Session {
 
     /// Removes an empty folder, or an empty bucket (owners only).
     pub async fn remove_dir(&self, place: &Place) -> Result<()> {
-        if let Place::In {
-            bucket,
-            at: None,
-            key,
-        } = place
-            && key.is_empty()
-        {
+        if let Some(bucket) = place.live_bucket() {
             self.check(place, Permission::Owner)?;
             self.archive.delete_bucket_as(bucket, self.actor()).await?;
             return Ok(());
