@@ -90,9 +90,8 @@ impl Auditor {
         .min(size);
         let cp = a
             .publisher
-            .publish(&a.tree, &a.entries, published)
+            .publish_with(&a.tree, &a.entries, published, |cp| a.cosign(cp))
             .map_err(ledger_err)?;
-        let cp = a.cosign(cp)?;
         *a.latest.lock().expect("checkpoint lock") = (size, cp);
         Ok(a)
     }
@@ -111,41 +110,30 @@ impl Auditor {
                 .map_err(ledger_err)?;
             let cp = self
                 .publisher
-                .publish(&self.tree, &self.entries, latest.0)
+                .publish_with(&self.tree, &self.entries, latest.0, |cp| self.cosign(cp))
                 .map_err(ledger_err)?;
-            *latest = (size, self.cosign(cp)?);
+            *latest = (size, cp);
         }
         Ok(size)
     }
 
     /// As a voter: recompute the checkpoint's root from this node's own tree, and only
-    /// if it matches add this node's cosignature (and publish the cosigned checkpoint).
-    fn cosign(&self, cp: Vec<u8>) -> Result<Vec<u8>> {
+    /// if it matches add this node's cosignature (before the checkpoint is written).
+    fn cosign(&self, cp: Vec<u8>) -> ledger::Result<Vec<u8>> {
         let Some(c) = &self.cosigner else {
             return Ok(cp);
         };
-        let parsed = ledger::verify::checkpoint(&cp, &self.public_key).map_err(ledger_err)?;
-        let own = self.tree.root(parsed.size()).map_err(ledger_err)?;
-        if own != *parsed.hash() {
-            return Err(ArchiveError::Storage(format!(
-                "ledger: checkpoint of size {} does not match this node's tree; not cosigned",
+        let parsed = ledger::verify::checkpoint(&cp, &self.public_key)?;
+        if self.tree.root(parsed.size())? != *parsed.hash() {
+            return Err(ledger::LedgerError::Verification(format!(
+                "checkpoint of size {} does not match this node's tree; not cosigned",
                 parsed.size()
             )));
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let cosigned = c.cosign(&cp, now).map_err(ledger_err)?;
-        let tmp = self.dir.join("checkpoint.cosigned");
-        (|| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&cosigned)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, self.dir.join("checkpoint"))
-        })()
-        .map_err(|e| ArchiveError::Storage(format!("ledger: cannot write the checkpoint: {e}")))?;
-        Ok(cosigned)
+        c.cosign(&cp, now)
     }
 
     pub fn checkpoint(&self) -> Vec<u8> {

@@ -79,6 +79,18 @@ impl Publisher {
     /// Writes the tiles and entry bundles for leaves `old_size..tree.size()` and a new
     /// signed checkpoint; returns the checkpoint.
     pub fn publish(&self, tree: &Tree, entries: &dyn EntryStore, old_size: u64) -> Result<Vec<u8>> {
+        self.publish_with(tree, entries, old_size, Ok)
+    }
+
+    /// `publish`, with `seal` adding signatures (a voter's cosignature) to the signed
+    /// checkpoint before it is written.
+    pub fn publish_with(
+        &self,
+        tree: &Tree,
+        entries: &dyn EntryStore,
+        old_size: u64,
+        seal: impl FnOnce(Vec<u8>) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         let size = tree.size();
         for t in Tile::new_tiles(HEIGHT, old_size, size) {
             let data = t.read_data(&TreeReader(tree)).map_err(LedgerError::tlog)?;
@@ -97,7 +109,7 @@ impl Publisher {
             Note::new(&cp.to_bytes(), &[]).map_err(|e| LedgerError::Invalid(e.to_string()))?;
         note.add_sigs(&[&self.signer])
             .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-        let signed = note.to_bytes();
+        let signed = seal(note.to_bytes())?;
         write_atomic(&self.dir.join("checkpoint"), &signed)?;
         Ok(signed)
     }
