@@ -97,3 +97,14 @@ def aws(endpoint, tmp_path):
             assert p.returncode == 0, p.stderr
         return p
     return run
+
+
+def overwrite_after_an_instant(s3, bucket, key, body):
+    """Notes an instant (RFC 3339, UTC) strictly between the key's current version and
+    a new one with `body`; returns it, for reading the past through .snapshots/."""
+    import datetime
+    time.sleep(0.05)
+    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    time.sleep(0.05)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return instant

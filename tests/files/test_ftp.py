@@ -7,9 +7,8 @@ import re
 import subprocess
 
 import httpx
-import pytest
 
-from conftest import ACCESS, SECRET, Node
+from conftest import ACCESS, SECRET, Node, overwrite_after_an_instant
 
 
 def lftp(port, script, user=ACCESS, password=SECRET, ok=True, extra=""):
@@ -110,12 +109,7 @@ def test_logins_permissions_and_snapshots(node, s3, tmp_path):
     names = listing.split()
     assert "ftp-guarded" in names and "ftp-private" not in names, names
     # snapshots: readable, never writable
-    import datetime
-    import time
-    time.sleep(0.05)
-    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    time.sleep(0.05)
-    s3.put_object(Bucket="ftp-guarded", Key="report.txt", Body=b"restated")
+    instant = overwrite_after_an_instant(s3, "ftp-guarded", "report.txt", b"restated")
     past = f"ftp://127.0.0.1:{node.ftp_port}/ftp-guarded/.snapshots/{instant}/report.txt"
     assert curl("-u", f"{ACCESS}:{SECRET}", past).stdout == b"quarterly"
     p = curl("-u", f"{ACCESS}:{SECRET}", "-T", str(tmp_path / "x"), past, ok=False)
@@ -131,7 +125,6 @@ def test_tls_for_ftp_and_webdav(tmp_path):
     data.mkdir()
     node = Node(data, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
-        import boto3
         from conftest import client
         client(node.endpoint).create_bucket(Bucket="tls")
         (tmp_path / "s.txt").write_bytes(b"over tls")

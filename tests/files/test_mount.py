@@ -1,7 +1,6 @@
 """`edgecloud mount`: a bucket as a local folder (FUSE), checked with ordinary POSIX
 tools: untar a source tree onto it and diff it against the original; rename, remove,
 truncate; every closed file is a version S3 sees; snapshots are read-only."""
-import datetime
 import errno
 import os
 import re
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS, BIN, SECRET
+from conftest import ACCESS, BIN, SECRET, overwrite_after_an_instant
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,10 +108,7 @@ def test_posix_operations_and_versions(mounted, s3):
 def test_snapshots_are_read_only_and_keys_keep_their_permissions(mounted, s3, node):
     s3.create_bucket(Bucket="mount-snap")
     s3.put_object(Bucket="mount-snap", Key="doc.txt", Body=b"v1")
-    time.sleep(0.05)
-    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    time.sleep(0.05)
-    s3.put_object(Bucket="mount-snap", Key="doc.txt", Body=b"v2")
+    instant = overwrite_after_an_instant(s3, "mount-snap", "doc.txt", b"v2")
     mnt = mounted("mount-snap")
     assert (mnt / "doc.txt").read_bytes() == b"v2"
     past = mnt / ".snapshots" / instant

@@ -1,7 +1,6 @@
 """The NFS v3 gateway against libnfs: the nfs-cp/nfs-ls/nfs-cat utilities and the libnfs
 Python bindings (this machine has no kernel NFS client): copies up and down, folders,
 renames, partial overwrites, truncation, the same objects as S3, snapshots."""
-import datetime
 import hashlib
 import os
 import subprocess
@@ -9,6 +8,8 @@ import time
 
 import libnfs
 import pytest
+
+from conftest import overwrite_after_an_instant
 
 
 def url(node, path):
@@ -85,10 +86,7 @@ def test_folders_renames_overwrites_and_truncation(node, s3):
 def test_snapshots_and_bad_names(node, s3, tmp_path):
     s3.create_bucket(Bucket="nfs-snap")
     s3.put_object(Bucket="nfs-snap", Key="plan.txt", Body=b"plan A")
-    time.sleep(0.05)
-    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    time.sleep(0.05)
-    s3.put_object(Bucket="nfs-snap", Key="plan.txt", Body=b"plan B")
+    instant = overwrite_after_an_instant(s3, "nfs-snap", "plan.txt", b"plan B")
     assert run("nfs-cat", url(node, "/nfs-snap/plan.txt")).stdout == b"plan B"
     assert run("nfs-cat", url(node, f"/nfs-snap/.snapshots/{instant}/plan.txt")).stdout == b"plan A"
     src = tmp_path / "x"

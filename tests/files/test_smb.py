@@ -32,7 +32,7 @@ def test_smbclient_puts_gets_lists_renames_through_samba(node, s3, tmp_path):
                 time.sleep(0.2)
 
         def smb(commands, ok=True, password="smb-pass-1"):
-            p = subprocess.run(["smbclient", f"//127.0.0.1/edge", "-p", str(port), "-U", f"root%{password}",
+            p = subprocess.run(["smbclient", "//127.0.0.1/edge", "-p", str(port), "-U", f"root%{password}",
                                 "-c", commands], capture_output=True, text=True, timeout=120, cwd=tmp_path)
             failed = p.returncode != 0 or "NT_STATUS_" in p.stdout + p.stderr
             assert failed != ok, p.stdout + p.stderr

@@ -1,6 +1,5 @@
 """The WebDAV gateway against real clients: the litmus conformance suite, rclone, curl,
 httpx; the same objects as S3; snapshots; refused credentials and hostile input."""
-import datetime
 import hashlib
 import os
 import re
@@ -10,9 +9,8 @@ import time
 from urllib.parse import urlparse
 
 import httpx
-import pytest
 
-from conftest import ACCESS, SECRET
+from conftest import ACCESS, SECRET, overwrite_after_an_instant
 
 AUTH = (ACCESS, SECRET)
 
@@ -104,10 +102,7 @@ def test_rclone_syncs_a_tree_up_and_down(node, s3, tmp_path):
 def test_snapshots_show_the_past_read_only(node, s3):
     s3.create_bucket(Bucket="dav-snap")
     s3.put_object(Bucket="dav-snap", Key="doc.txt", Body=b"first draft")
-    time.sleep(0.05)
-    instant = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    time.sleep(0.05)
-    s3.put_object(Bucket="dav-snap", Key="doc.txt", Body=b"final text")
+    instant = overwrite_after_an_instant(s3, "dav-snap", "doc.txt", b"final text")
     s3.put_object(Bucket="dav-snap", Key="later.txt", Body=b"written after")
     assert dav(node, "GET", "/dav-snap/doc.txt").content == b"final text"
     past = f"/dav-snap/.snapshots/{instant}"
