@@ -4,6 +4,9 @@
 //! hash(chunk id, target id), weighted by capacity; shards go to the targets in score
 //! order. Adding or removing a target moves only the shards whose top choices changed.
 //! Pure and deterministic: every node computes the same answer from the same layout.
+//!
+//! In a cluster, `place_spread` also caps how many shards of one chunk a site and a node
+//! may hold, so that losing a whole site (or node) loses at most `m` shards.
 
 use codec::ChunkId;
 
@@ -47,6 +50,74 @@ pub fn place(chunk: &ChunkId, targets: &[Target], shards: usize) -> Vec<usize> {
     (0..shards).map(|i| ranked[i % ranked.len()]).collect()
 }
 
+/// A disk in a cluster: a target that also knows its node and site (small integers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spot {
+    pub target: Target,
+    pub node: u32,
+    pub site: u32,
+}
+
+/// Most shards of one chunk a failure domain may hold: `m` when there are enough
+/// domains for that (then losing one domain loses at most `m` shards), else an even
+/// share. `m` = 0 (no parity) only spreads evenly.
+pub fn domain_cap(shards: usize, parity: usize, domains: usize) -> usize {
+    let even = shards.div_ceil(domains.max(1));
+    if parity > 0 && domains * parity >= shards {
+        even.min(parity).max(1)
+    } else {
+        even.max(1)
+    }
+}
+
+/// The spot for each of `shards` shards, in rendezvous order, with at most `site_cap`
+/// shards per site and `node_cap` per node, never two on one disk. If the caps cannot be
+/// met (too few sites or nodes left), they are relaxed step by step: first the node cap,
+/// then the site cap; with fewer disks than shards, disks are reused last of all.
+/// `usable` says which spots may take shards now (e.g. not on a node that is down).
+pub fn place_spread(
+    chunk: &ChunkId,
+    spots: &[Spot],
+    shards: usize,
+    site_cap: usize,
+    node_cap: usize,
+    usable: &dyn Fn(usize) -> bool,
+) -> Vec<usize> {
+    let targets: Vec<Target> = spots.iter().map(|s| s.target.clone()).collect();
+    let ranked: Vec<usize> = rank(chunk, &targets)
+        .into_iter()
+        .filter(|&i| usable(i) && spots[i].target.weight > 0.0)
+        .collect();
+    if ranked.is_empty() {
+        return Vec::new();
+    }
+    let mut chosen: Vec<usize> = Vec::with_capacity(shards);
+    for (site_cap, node_cap) in [
+        (site_cap, node_cap),
+        (site_cap, usize::MAX),
+        (usize::MAX, usize::MAX),
+    ] {
+        for &i in &ranked {
+            if chosen.len() == shards {
+                break;
+            }
+            let count = |f: &dyn Fn(&Spot) -> bool| chosen.iter().filter(|&&c| f(&spots[c])).count();
+            if chosen.contains(&i)
+                || count(&|s| s.site == spots[i].site) >= site_cap
+                || count(&|s| s.node == spots[i].node) >= node_cap
+            {
+                continue;
+            }
+            chosen.push(i);
+        }
+    }
+    let distinct = chosen.len();
+    while chosen.len() < shards {
+        chosen.push(chosen[chosen.len() % distinct]);
+    }
+    chosen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +155,65 @@ mod tests {
             .count();
         // Ideal is 1/7 of the first shards.
         assert!((1100..1800).contains(&moved), "{moved}");
+    }
+
+    fn cluster(sites: u32, nodes_per_site: u32, disks: u32) -> Vec<Spot> {
+        let mut v = Vec::new();
+        for site in 0..sites {
+            for n in 0..nodes_per_site {
+                let node = site * nodes_per_site + n;
+                for d in 0..disks {
+                    v.push(Spot {
+                        target: Target {
+                            id: ((node as u64) << 16) | d as u64,
+                            weight: 1.0,
+                        },
+                        node,
+                        site,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn three_sites_hold_at_most_two_shards_each_and_one_per_node() {
+        let spots = cluster(3, 2, 2);
+        for i in 0..3000u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let p = place_spread(&id, &spots, 6, domain_cap(6, 2, 3), domain_cap(6, 2, 6), &|_| true);
+            assert_eq!(p.len(), 6);
+            for site in 0..3 {
+                assert_eq!(p.iter().filter(|&&s| spots[s].site == site).count(), 2);
+            }
+            let mut nodes: Vec<u32> = p.iter().map(|&s| spots[s].node).collect();
+            nodes.sort();
+            nodes.dedup();
+            assert_eq!(nodes.len(), 6, "one shard per node");
+        }
+    }
+
+    #[test]
+    fn a_lost_site_relaxes_the_caps_but_never_doubles_a_disk() {
+        let spots = cluster(3, 2, 1);
+        let up = |i: usize| spots[i].site != 2;
+        let id = [7u8; 32];
+        let p = place_spread(&id, &spots, 6, 2, 1, &up);
+        // Four disks left for six shards: the four are used once each, then reused.
+        let mut distinct = p.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4);
+        assert!(p.iter().all(|&i| spots[i].site != 2));
+    }
+
+    #[test]
+    fn caps_follow_the_number_of_domains() {
+        assert_eq!(domain_cap(6, 2, 3), 2);
+        assert_eq!(domain_cap(6, 2, 2), 3, "two sites cannot survive a site loss at 4+2");
+        assert_eq!(domain_cap(6, 2, 6), 1);
+        assert_eq!(domain_cap(3, 0, 1), 3);
     }
 }

@@ -1,0 +1,248 @@
+//! The node-to-node client: shard reads and writes, heartbeats, joining, layout pushes.
+//! HTTP/1.1 over mutual TLS (reqwest with this node's rustls configuration).
+
+use std::time::Duration;
+
+use codec::Redundancy;
+use serde::{Deserialize, Serialize};
+use shards::{ShardKey, ShardMeta};
+
+use crate::identity::NodeId;
+use crate::layout::{Layout, NodeInfo};
+use crate::tls::NodeTls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("shard not on that node")]
+    Missing,
+    #[error("corrupt shard: {0}")]
+    Corrupt(String),
+    #[error("node {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("node {addr} refused: {reason}")]
+    Refused { addr: String, reason: String },
+}
+
+impl RpcError {
+    pub fn is_missing(&self) -> bool {
+        matches!(self, RpcError::Missing)
+    }
+}
+
+/// A node's answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub id: NodeId,
+    pub epoch: u64,
+    pub disks: Vec<DiskHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskHealth {
+    pub path: String,
+    pub shards: u64,
+    pub bytes_total: u64,
+    pub bytes_free: u64,
+    /// False when the folder vanished (wiped or unmounted disk).
+    pub ok: bool,
+}
+
+/// One shard in a node's listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub chunk: String,
+    pub index: u8,
+    pub policy: String,
+    pub sealed_len: u32,
+    pub written_ms: u64,
+}
+
+impl ShardEntry {
+    pub fn from_parts(key: &ShardKey, meta: &ShardMeta) -> ShardEntry {
+        ShardEntry {
+            chunk: codec::hex(&key.chunk),
+            index: key.index,
+            policy: meta.policy.to_string(),
+            sealed_len: meta.sealed_len,
+            written_ms: meta.written_ms,
+        }
+    }
+
+    pub fn parts(&self) -> Option<(ShardKey, ShardMeta)> {
+        Some((
+            ShardKey {
+                chunk: parse_chunk(&self.chunk)?,
+                index: self.index,
+            },
+            ShardMeta {
+                policy: self.policy.parse().ok()?,
+                sealed_len: self.sealed_len,
+                written_ms: self.written_ms,
+            },
+        ))
+    }
+}
+
+pub(crate) fn parse_chunk(s: &str) -> Option<codec::ChunkId> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+pub(crate) const POLICY: &str = "x-edgecloud-policy";
+pub(crate) const SEALED_LEN: &str = "x-edgecloud-sealed-len";
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
+    let disk = disk.map_or("any".to_string(), |d| d.to_string());
+    format!(
+        "https://{addr}/v1/shards/{disk}/{}/{}",
+        codec::hex(&key.chunk),
+        key.index
+    )
+}
+
+impl Client {
+    pub fn new(tls: &NodeTls) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls.client).clone())
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Client { http })
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RpcError> {
+        let resp = req.send().await.map_err(|e| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason: error_chain(&e),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(match status.as_u16() {
+            404 => RpcError::Missing,
+            422 => RpcError::Corrupt(body),
+            _ => RpcError::Refused {
+                addr: addr.to_string(),
+                reason: format!("{status}: {body}"),
+            },
+        })
+    }
+
+    pub async fn put_shard(
+        &self,
+        addr: &str,
+        disk: u32,
+        key: &ShardKey,
+        meta: ShardMeta,
+        data: Vec<u8>,
+    ) -> Result<(), RpcError> {
+        let req = self
+            .http
+            .put(shard_url(addr, Some(disk), key))
+            .header(POLICY, meta.policy.to_string())
+            .header(SEALED_LEN, meta.sealed_len.to_string())
+            .body(data);
+        self.send(addr, req).await.map(|_| ())
+    }
+
+    /// A verified shard from one disk of a node, or from any of its disks (`None`).
+    pub async fn get_shard(
+        &self,
+        addr: &str,
+        disk: Option<u32>,
+        key: &ShardKey,
+    ) -> Result<Vec<u8>, RpcError> {
+        let resp = self.send(addr, self.http.get(shard_url(addr, disk, key))).await?;
+        let body = resp.bytes().await.map_err(|e| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason: error_chain(&e),
+        })?;
+        Ok(body.to_vec())
+    }
+
+    /// Removes a shard from every disk of a node that holds it.
+    pub async fn delete_shard(&self, addr: &str, key: &ShardKey) -> Result<(), RpcError> {
+        self.send(addr, self.http.delete(shard_url(addr, None, key)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Every shard a node holds, with the disk it is on.
+    pub async fn list_shards(&self, addr: &str) -> Result<Vec<(u32, ShardEntry)>, RpcError> {
+        let req = self
+            .http
+            .get(format!("https://{addr}/v1/shards"))
+            .timeout(Duration::from_secs(600));
+        let resp = self.send(addr, req).await?;
+        resp.json().await.map_err(|e| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason: error_chain(&e),
+        })
+    }
+
+    pub async fn health(&self, addr: &str, timeout: Duration) -> Result<NodeHealth, RpcError> {
+        let req = self
+            .http
+            .get(format!("https://{addr}/v1/health"))
+            .timeout(timeout);
+        let resp = self.send(addr, req).await?;
+        resp.json().await.map_err(|e| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason: error_chain(&e),
+        })
+    }
+
+    pub async fn join(&self, addr: &str, me: &NodeInfo) -> Result<Layout, RpcError> {
+        let req = self.http.post(format!("https://{addr}/v1/join")).json(me);
+        let resp = self.send(addr, req).await?;
+        resp.json().await.map_err(|e| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason: error_chain(&e),
+        })
+    }
+
+    pub async fn push_layout(&self, addr: &str, layout: &Layout) -> Result<(), RpcError> {
+        let req = self
+            .http
+            .put(format!("https://{addr}/v1/layout"))
+            .timeout(Duration::from_secs(5))
+            .json(layout);
+        self.send(addr, req).await.map(|_| ())
+    }
+}
+
+/// The error with its causes: a TLS refusal hides under "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A policy string as sent in `x-edgecloud-policy`.
+pub(crate) fn parse_policy(s: &str) -> Option<Redundancy> {
+    s.parse().ok()
+}

@@ -1,0 +1,248 @@
+//! The cluster layout: sites, nodes, disks and their weights, and each node's state.
+//! Every change bumps the epoch; nodes keep the newest layout they have seen in
+//! DATA/cluster/layout.json. Placement is computed from it (`Layout::spots`), the same
+//! way on every node.
+
+use std::path::Path;
+
+use anyhow::Context;
+use codec::Redundancy;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::NodeId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Serving and taking new shards.
+    Active,
+    /// Missed heartbeats for longer than the down delay: its shards are rebuilt elsewhere.
+    Down,
+    /// Leaving: takes no new shards; its shards move away, then it is removed.
+    Draining,
+    /// Gone for good: its identity is refused from now on.
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Capacity weight (bytes of the file system when it joined; 0 = no new shards).
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// Order of joining; never reused, so placement ids stay stable.
+    pub seq: u32,
+    /// Hex Ed25519 public key (the id is derived from it).
+    pub public_key: String,
+    pub site: String,
+    /// Node-to-node address (HOST:PORT).
+    pub rpc_addr: String,
+    pub disks: Vec<DiskInfo>,
+    pub state: NodeState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layout {
+    pub epoch: u64,
+    /// The node that holds the catalog and runs the gateways (until the catalog is
+    /// replicated by Raft; see docs/status.md).
+    pub catalog_node: NodeId,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// One disk of the layout as placement sees it.
+#[derive(Debug, Clone)]
+pub struct DiskRef {
+    pub node: NodeId,
+    pub disk: u32,
+}
+
+impl Layout {
+    pub fn founded_by(node: NodeInfo) -> Layout {
+        Layout {
+            epoch: 1,
+            catalog_node: node.id.clone(),
+            nodes: vec![node],
+        }
+    }
+
+    pub fn node(&self, id: &NodeId) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| &n.id == id)
+    }
+
+    pub fn node_mut(&mut self, id: &NodeId) -> Option<&mut NodeInfo> {
+        self.nodes.iter_mut().find(|n| &n.id == id)
+    }
+
+    /// Nodes that are part of the cluster now (not removed).
+    pub fn members(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter().filter(|n| n.state != NodeState::Removed)
+    }
+
+    pub fn sites(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.members().map(|n| n.site.clone()).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    /// Every disk of every member, with its placement spot. Disks of nodes that are not
+    /// active get weight 0: they keep what they hold (readable) but take no new shards.
+    pub fn spots(&self) -> (Vec<placement::Spot>, Vec<DiskRef>) {
+        let sites = self.sites();
+        let (mut spots, mut refs) = (Vec::new(), Vec::new());
+        for n in self.members() {
+            let site = sites.iter().position(|s| s == &n.site).unwrap_or(0) as u32;
+            for (d, disk) in n.disks.iter().enumerate() {
+                let weight = if n.state == NodeState::Active {
+                    disk.weight
+                } else {
+                    0.0
+                };
+                spots.push(placement::Spot {
+                    // Node 0's disks keep the ids a single node always used.
+                    target: placement::Target {
+                        id: ((n.seq as u64) << 16) | d as u64,
+                        weight,
+                    },
+                    node: n.seq,
+                    site,
+                });
+                refs.push(DiskRef {
+                    node: n.id.clone(),
+                    disk: d as u32,
+                });
+            }
+        }
+        (spots, refs)
+    }
+
+    /// The redundancy new buckets get on this layout: survive one site when there are
+    /// three or more, else one or two nodes, else the single node's disks.
+    pub fn default_policy(&self) -> Redundancy {
+        let nodes = self.members().count();
+        let sites = self.sites().len();
+        if nodes <= 1 {
+            let disks = self.members().map(|n| n.disks.len()).sum();
+            return Redundancy::default_for_disks(disks);
+        }
+        let (k, m) = if sites >= 3 {
+            // Two shards per site: any one site can go (4+2 on 3 sites is 1.5x).
+            ((2 * sites - 2).min(8), 2)
+        } else if sites == 2 {
+            (2, 2)
+        } else {
+            match nodes {
+                2 => return Redundancy::Replicate(2),
+                3 => (2, 1),
+                4 | 5 => (2, 2),
+                _ => (4, 2),
+            }
+        };
+        let k = k.min(nodes.saturating_sub(m).max(1));
+        Redundancy::Ec {
+            k: k as u8,
+            m: m as u8,
+        }
+    }
+
+    /// What losing sites, nodes or disks does to data stored with `policy`, in words.
+    pub fn survives(&self, policy: Redundancy) -> String {
+        let n = policy.shard_count();
+        let m = n - policy.needed();
+        let nodes = self.members().count().max(1);
+        let sites = self.sites().len().max(1);
+        let disks: usize = self.members().map(|n| n.disks.len()).sum::<usize>().max(1);
+        let per_node = placement::domain_cap(n, m, nodes);
+        let per_site = placement::domain_cap(n, m, sites);
+        let mut parts = Vec::new();
+        if sites > 1 {
+            parts.push(if per_site <= m {
+                format!("any 1 of {sites} sites")
+            } else {
+                format!("no whole site (of {sites}; needs {} sites)", n.div_ceil(m.max(1)))
+            });
+        }
+        if nodes > 1 {
+            let k = m / per_node;
+            parts.push(format!("any {k} of {nodes} nodes"));
+        }
+        let disk_loss = if disks >= n { m } else { m / n.div_ceil(disks) };
+        parts.push(format!("any {disk_loss} disks"));
+        format!(
+            "{policy} ({:.2}x storage) survives losing {}",
+            n as f64 / policy.needed() as f64,
+            parts.join(", or ")
+        )
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Option<Layout>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!("{} is not a cluster layout", path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        crate::identity::write_private(path, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(sites: &[&str]) -> Layout {
+        let nodes = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| NodeInfo {
+                id: NodeId(format!("{i:016x}")),
+                seq: i as u32,
+                public_key: String::new(),
+                site: s.to_string(),
+                rpc_addr: String::new(),
+                disks: vec![DiskInfo { weight: 1.0 }],
+                state: NodeState::Active,
+            })
+            .collect();
+        Layout {
+            epoch: 1,
+            catalog_node: NodeId(format!("{:016x}", 0)),
+            nodes,
+        }
+    }
+
+    #[test]
+    fn default_policies_follow_the_layout() {
+        let six = layout(&["a", "a", "b", "b", "c", "c"]);
+        assert_eq!(six.default_policy(), Redundancy::Ec { k: 4, m: 2 });
+        assert!(six.survives(six.default_policy()).contains("any 1 of 3 sites"), "{}", six.survives(six.default_policy()));
+        assert!(six.survives(six.default_policy()).contains("1.50x"));
+        let two_sites = layout(&["a", "a", "b", "b"]);
+        assert_eq!(two_sites.default_policy(), Redundancy::Ec { k: 2, m: 2 });
+        assert!(two_sites.survives(two_sites.default_policy()).contains("any 1 of 2 sites"));
+        assert_eq!(layout(&["a", "a"]).default_policy(), Redundancy::Replicate(2));
+        let one_site = layout(&["a"; 6]);
+        let s = one_site.survives(Redundancy::Ec { k: 4, m: 2 });
+        assert!(s.contains("any 2 of 6 nodes") && !s.contains("sites"), "{s}");
+        let two = layout(&["a", "b"]);
+        assert!(two.survives(Redundancy::Ec { k: 4, m: 2 }).contains("no whole site"));
+    }
+
+    #[test]
+    fn single_node_spots_keep_the_disk_ids() {
+        let mut l = layout(&["a"]);
+        l.nodes[0].disks = vec![DiskInfo { weight: 1.0 }; 3];
+        let (spots, _) = l.spots();
+        let ids: Vec<u64> = spots.iter().map(|s| s.target.id).collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+    }
+}

@@ -1,0 +1,21 @@
+//! The cluster: node identity, membership and layout, and node-to-node RPC over mutual
+//! TLS. The archive uses it to put shards on other nodes' disks and read them back.
+//!
+//! - `identity`: node keys and ids, the cluster secret.
+//! - `tls`: the cluster authority derived from the secret; each node's certificate.
+//! - `layout`: sites, nodes, disks, states; placement spots and default policies.
+//! - `membership`: joining, layout pushes, heartbeats and failure detection.
+//! - `rpc` / `client`: the node-to-node API (shards, health, join, layout).
+
+pub mod client;
+pub mod identity;
+pub mod layout;
+pub mod membership;
+pub mod rpc;
+pub mod tls;
+
+pub use client::{Client, DiskHealth, NodeHealth, RpcError, ShardEntry};
+pub use identity::{ClusterSecret, NodeId, NodeKey};
+pub use layout::{DiskInfo, DiskRef, Layout, NodeInfo, NodeState};
+pub use membership::{ClusterStatus, Membership, NodeStatus, StartOptions};
+pub use tls::NodeTls;

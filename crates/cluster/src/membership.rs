@@ -1,0 +1,398 @@
+//! Membership: joining, the current layout, who may talk to this node, and (on the
+//! catalog node) heartbeats that notice a node going away or coming back.
+//!
+//! Layout changes are made by the catalog node only, which pushes each new layout to
+//! every member; a member accepts a layout only from its catalog node and only if it is
+//! newer. (When the catalog is replicated by Raft, the layout moves into it.)
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::client::{Client, DiskHealth, NodeHealth, RpcError};
+use crate::identity::NodeId;
+use crate::layout::{Layout, NodeInfo, NodeState};
+
+pub struct StartOptions {
+    pub data_dir: PathBuf,
+    /// This node as it wants to be listed (seq and state are assigned on joining).
+    pub me: NodeInfo,
+    /// HOST:PORT of any member's node-to-node port, to join its cluster.
+    pub join: Option<String>,
+    /// How long a node may miss heartbeats before its shards are rebuilt elsewhere.
+    pub down_after: Duration,
+}
+
+#[derive(Default, Clone)]
+struct PeerView {
+    last_ok: Option<Instant>,
+    health: Option<NodeHealth>,
+    error: Option<String>,
+}
+
+pub struct Membership {
+    me: NodeId,
+    path: PathBuf,
+    tx: watch::Sender<Arc<Layout>>,
+    client: Client,
+    peers: Mutex<HashMap<NodeId, PeerView>>,
+    down_after: Duration,
+    started: Instant,
+    /// Serializes layout changes (read-modify-write of the file and the epoch).
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// What `edgecloud cluster status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub me: NodeId,
+    pub epoch: u64,
+    pub catalog_node: NodeId,
+    pub sites: Vec<String>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    pub role: String,
+    /// Milliseconds since the last answered heartbeat (None: never, or this node).
+    pub seen_ms_ago: Option<u64>,
+    /// Missed heartbeats for a few seconds; not yet declared down.
+    pub suspected: bool,
+    pub disks: Vec<DiskHealth>,
+    pub error: Option<String>,
+}
+
+const LAYOUT_FILE: &str = "cluster/layout.json";
+/// Heartbeats go out this often; a node is suspected after three missed.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+fn explain(addr: &str, e: RpcError) -> anyhow::Error {
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("handshake") || text.contains("alert") {
+        anyhow::anyhow!(
+            "{text}\nthe node at {addr} did not accept this node's certificate: is the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET) the same as the cluster's?"
+        )
+    } else {
+        anyhow::anyhow!("{text}")
+    }
+}
+
+impl Membership {
+    pub async fn start(opts: StartOptions, client: Client) -> anyhow::Result<Arc<Membership>> {
+        let path = opts.data_dir.join(LAYOUT_FILE);
+        let saved = Layout::load(&path)?;
+        let me = opts.me.id.clone();
+        let layout = match (&opts.join, saved) {
+            (Some(addr), _) => client
+                .join(addr, &opts.me)
+                .await
+                .map_err(|e| explain(addr, e))
+                .with_context(|| format!("cannot join the cluster at {addr}"))?,
+            (None, Some(l)) if l.catalog_node == me => {
+                let mut l = l;
+                if let Some(n) = l.node_mut(&me) {
+                    n.rpc_addr = opts.me.rpc_addr.clone();
+                    n.site = opts.me.site.clone();
+                    n.disks = opts.me.disks.clone();
+                    n.state = NodeState::Active;
+                }
+                l
+            }
+            (None, Some(l)) => {
+                // A member restarting: announce itself again (its address or disks may
+                // have changed); if the catalog node is away, keep the saved layout.
+                let catalog = l.node(&l.catalog_node).map(|n| n.rpc_addr.clone());
+                match catalog {
+                    Some(addr) => match client.join(&addr, &opts.me).await {
+                        Ok(newer) => newer,
+                        Err(e) => {
+                            tracing::warn!("cannot reach the catalog node at {addr} ({e}); using the saved layout");
+                            l
+                        }
+                    },
+                    None => l,
+                }
+            }
+            (None, None) => {
+                let mut first = opts.me.clone();
+                first.seq = 0;
+                first.state = NodeState::Active;
+                Layout::founded_by(first)
+            }
+        };
+        if layout.node(&me).is_some_and(|n| n.state == NodeState::Removed) {
+            anyhow::bail!(
+                "this node ({me}) was removed from the cluster; to join again as a new node, move its data folder away"
+            );
+        }
+        layout.save(&path)?;
+        let (tx, _) = watch::channel(Arc::new(layout));
+        Ok(Arc::new(Membership {
+            me,
+            path,
+            tx,
+            client,
+            peers: Mutex::new(HashMap::new()),
+            down_after: opts.down_after,
+            started: Instant::now(),
+            changing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn layout(&self) -> Arc<Layout> {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Layout>> {
+        self.tx.subscribe()
+    }
+
+    pub fn is_catalog(&self) -> bool {
+        self.layout().catalog_node == self.me
+    }
+
+    /// May this peer use the node-to-node API? Members only; removed nodes never.
+    pub fn authorize(&self, peer: &NodeId) -> Result<(), String> {
+        match self.layout().node(peer).map(|n| n.state) {
+            Some(NodeState::Removed) => Err(format!(
+                "node {peer} was removed from this cluster; its requests are refused"
+            )),
+            Some(_) => Ok(()),
+            None => Err(format!("node {peer} is not a member of this cluster")),
+        }
+    }
+
+    /// A node asks to join (or a member re-announces itself after a restart).
+    pub async fn join(&self, peer: &NodeId, mut info: NodeInfo) -> Result<Arc<Layout>, String> {
+        if !self.is_catalog() {
+            let l = self.layout();
+            let at = l.node(&l.catalog_node).map(|n| n.rpc_addr.clone());
+            return Err(format!(
+                "this node does not manage membership; join via the catalog node at {}",
+                at.unwrap_or_default()
+            ));
+        }
+        let key = hex_bytes(&info.public_key).ok_or("the public key is not hex")?;
+        if &info.id != peer || NodeId::from_public_key(&key) != info.id {
+            return Err(format!(
+                "forged node identity: the request claims {} but its certificate is {peer}",
+                info.id
+            ));
+        }
+        self.change(move |l| {
+            let next_seq = l.nodes.iter().map(|n| n.seq + 1).max().unwrap_or(0);
+            match l.node_mut(&info.id) {
+                Some(n) if n.state == NodeState::Removed => {
+                    return Err(format!(
+                        "node {} was removed from this cluster and cannot rejoin with the same identity",
+                        info.id
+                    ));
+                }
+                Some(n) => {
+                    n.rpc_addr = info.rpc_addr;
+                    n.site = info.site;
+                    n.disks = info.disks;
+                    if n.state == NodeState::Down {
+                        n.state = NodeState::Active;
+                    }
+                }
+                None => {
+                    info.seq = next_seq;
+                    info.state = NodeState::Active;
+                    tracing::info!(node = %info.id, site = %info.site, addr = %info.rpc_addr, "node joined");
+                    l.nodes.push(info);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A layout pushed by the catalog node.
+    pub fn accept_layout(&self, peer: &NodeId, layout: Layout) -> Result<(), String> {
+        let current = self.layout();
+        if peer != &current.catalog_node {
+            return Err(format!(
+                "layouts are accepted only from the catalog node {}, not {peer}",
+                current.catalog_node
+            ));
+        }
+        if layout.epoch <= current.epoch {
+            return Ok(()); // stale or repeated: nothing to do
+        }
+        layout.save(&self.path).map_err(|e| e.to_string())?;
+        self.tx.send_replace(Arc::new(layout));
+        Ok(())
+    }
+
+    /// Applies a change to the layout (catalog node only), saves and pushes it.
+    pub async fn change(
+        &self,
+        f: impl FnOnce(&mut Layout) -> Result<(), String>,
+    ) -> Result<Arc<Layout>, String> {
+        let _guard = self.changing.lock().await;
+        let mut l = (*self.layout()).clone();
+        f(&mut l)?;
+        l.epoch += 1;
+        l.save(&self.path).map_err(|e| e.to_string())?;
+        let l = Arc::new(l);
+        self.tx.send_replace(l.clone());
+        self.push_to_all(&l);
+        Ok(l)
+    }
+
+    fn push_to_all(&self, l: &Arc<Layout>) {
+        for n in l.members().filter(|n| n.id != self.me) {
+            let (client, addr, l) = (self.client.clone(), n.rpc_addr.clone(), l.clone());
+            tokio::spawn(async move {
+                if let Err(e) = client.push_layout(&addr, &l).await {
+                    tracing::debug!("layout push to {addr}: {e}");
+                }
+            });
+        }
+    }
+
+    /// Heartbeats every member each second (catalog node): a node silent for
+    /// `down_after` is marked down (its shards are then rebuilt elsewhere); a down node
+    /// that answers again is marked active. Members with an older layout get the new one.
+    pub async fn monitor(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            if !self.is_catalog() {
+                continue;
+            }
+            let layout = self.layout();
+            let checks = layout
+                .members()
+                .filter(|n| n.id != self.me)
+                .map(|n| {
+                    let (client, n) = (self.client.clone(), n.clone());
+                    async move {
+                        let r = client.health(&n.rpc_addr, HEARTBEAT * 2).await;
+                        (n, r)
+                    }
+                });
+            let results = futures::future::join_all(checks).await;
+            let mut went_down = Vec::new();
+            let mut came_back = Vec::new();
+            {
+                let mut peers = self.peers.lock().expect("peers lock");
+                for (n, r) in results {
+                    let v = peers.entry(n.id.clone()).or_default();
+                    match r {
+                        Ok(h) => {
+                            if h.epoch < layout.epoch {
+                                let (client, addr, l) =
+                                    (self.client.clone(), n.rpc_addr.clone(), layout.clone());
+                                tokio::spawn(async move {
+                                    let _ = client.push_layout(&addr, &l).await;
+                                });
+                            }
+                            v.last_ok = Some(Instant::now());
+                            v.health = Some(h);
+                            v.error = None;
+                            if n.state == NodeState::Down {
+                                came_back.push(n.id.clone());
+                            }
+                        }
+                        Err(e) => {
+                            v.error = Some(e.to_string());
+                            let silent = v.last_ok.unwrap_or(self.started).elapsed();
+                            if n.state == NodeState::Active && silent >= self.down_after {
+                                went_down.push(n.id.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            if went_down.is_empty() && came_back.is_empty() {
+                continue;
+            }
+            let r = self
+                .change(|l| {
+                    for id in &went_down {
+                        if let Some(n) = l.node_mut(id) {
+                            tracing::warn!(node = %id, "node down: its shards will be rebuilt on the others");
+                            n.state = NodeState::Down;
+                        }
+                    }
+                    for id in &came_back {
+                        if let Some(n) = l.node_mut(id) {
+                            tracing::info!(node = %id, "node back");
+                            n.state = NodeState::Active;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!("cannot record the layout change: {e}");
+            }
+        }
+    }
+
+    pub fn status(&self, local_disks: Vec<DiskHealth>) -> ClusterStatus {
+        let l = self.layout();
+        let peers = self.peers.lock().expect("peers lock");
+        let nodes = l
+            .nodes
+            .iter()
+            .map(|n| {
+                let v = peers.get(&n.id).cloned().unwrap_or_default();
+                let me = n.id == self.me;
+                let seen = v.last_ok.map(|t| t.elapsed().as_millis() as u64);
+                NodeStatus {
+                    info: n.clone(),
+                    role: if n.id == l.catalog_node {
+                        "catalog".into()
+                    } else {
+                        "storage".into()
+                    },
+                    seen_ms_ago: if me { Some(0) } else { seen },
+                    suspected: !me
+                        && n.state == NodeState::Active
+                        && seen.is_none_or(|ms| ms > 3 * HEARTBEAT.as_millis() as u64),
+                    disks: if me {
+                        local_disks.clone()
+                    } else {
+                        v.health.map(|h| h.disks).unwrap_or_default()
+                    },
+                    error: if me { None } else { v.error },
+                }
+            })
+            .collect();
+        ClusterStatus {
+            me: self.me.clone(),
+            epoch: l.epoch,
+            catalog_node: l.catalog_node.clone(),
+            sites: l.sites(),
+            nodes,
+        }
+    }
+}
+
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,331 @@
+//! The node-to-node server (port 9420): this node's shards, heartbeats, joining and
+//! layout pushes. Mutual TLS only; every request is checked against the membership
+//! by the node id of the certificate it came with.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::TokioIo;
+use shards::{ShardKey, ShardMeta, ShardStore};
+use tower::ServiceExt;
+
+use crate::client::{DiskHealth, NodeHealth, POLICY, SEALED_LEN, ShardEntry, parse_chunk, parse_policy};
+use crate::identity::NodeId;
+use crate::layout::{Layout, NodeInfo};
+use crate::membership::Membership;
+use crate::tls::{NodeTls, peer_node_id};
+
+/// Who is calling: the node id of its certificate and its address.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone)]
+pub struct RpcState {
+    pub membership: Arc<Membership>,
+    pub store: Arc<ShardStore>,
+}
+
+type Refusal = (StatusCode, String);
+
+fn refuse(code: StatusCode, msg: impl Into<String>) -> Refusal {
+    let msg = msg.into();
+    tracing::warn!("node-to-node request refused: {msg}");
+    (code, msg)
+}
+
+fn member(state: &RpcState, peer: &Peer) -> Result<(), Refusal> {
+    state
+        .membership
+        .authorize(&peer.id)
+        .map_err(|m| refuse(StatusCode::FORBIDDEN, m))
+}
+
+pub fn router(state: RpcState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/shards", get(list_shards))
+        .route(
+            "/v1/shards/{disk}/{chunk}/{index}",
+            put(put_shard).get(get_shard).delete(delete_shard),
+        )
+        .route("/v1/join", post(join))
+        .route("/v1/layout", put(push_layout).get(get_layout))
+        .layer(DefaultBodyLimit::max(64 << 20))
+        .with_state(state)
+}
+
+/// Local disk health: shard counts and free space, as heartbeats report it.
+pub fn local_disks(store: &ShardStore) -> Vec<DiskHealth> {
+    store
+        .disks()
+        .iter()
+        .map(|d| {
+            let (total, free) = fs_space(d.path());
+            DiskHealth {
+                path: d.path().display().to_string(),
+                shards: d.shard_count() as u64,
+                bytes_total: total,
+                bytes_free: free,
+                ok: d.path().is_dir(),
+            }
+        })
+        .collect()
+}
+
+/// Total and free bytes of the file system holding `path` (0, 0 if unknown).
+pub fn fs_space(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return (0, 0);
+    };
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and s a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return (0, 0);
+    }
+    let f = s.f_frsize as u64;
+    (s.f_blocks as u64 * f, s.f_bavail as u64 * f)
+}
+
+async fn health(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<NodeHealth>, Refusal> {
+    member(&state, &peer)?;
+    let store = state.store.clone();
+    let disks = tokio::task::spawn_blocking(move || local_disks(&store))
+        .await
+        .unwrap_or_default();
+    Ok(Json(NodeHealth {
+        id: state.membership.me().clone(),
+        epoch: state.membership.layout().epoch,
+        disks,
+    }))
+}
+
+fn shard_key(chunk: &str, index: u8) -> Result<ShardKey, Refusal> {
+    let chunk =
+        parse_chunk(chunk).ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "bad chunk id"))?;
+    Ok(ShardKey { chunk, index })
+}
+
+/// The disks a request names: one ("0", "1", ...) or every disk ("any").
+fn disks_named(state: &RpcState, disk: &str) -> Result<Vec<usize>, Refusal> {
+    let n = state.store.disks().len();
+    if disk == "any" {
+        return Ok((0..n).collect());
+    }
+    match disk.parse::<usize>() {
+        Ok(d) if d < n => Ok(vec![d]),
+        _ => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("no disk {disk:?} on this node ({n} disks)"),
+        )),
+    }
+}
+
+async fn put_shard(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+    Path((disk, chunk, index)): Path<(String, String, u8)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
+    member(&state, &peer)?;
+    let key = shard_key(&chunk, index)?;
+    let disks = disks_named(&state, &disk)?;
+    let [d] = disks[..] else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "a write names one disk"));
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let policy = header(POLICY)
+        .and_then(parse_policy)
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing or bad x-edgecloud-policy"))?;
+    let sealed_len = header(SEALED_LEN)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing or bad x-edgecloud-sealed-len"))?;
+    if index as usize >= policy.shard_count() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "shard index beyond the policy"));
+    }
+    let meta = ShardMeta {
+        policy,
+        sealed_len,
+        written_ms: 0,
+    };
+    state
+        .store
+        .disk(d)
+        .write(key, meta, body.to_vec())
+        .await
+        .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_shard(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+    Path((disk, chunk, index)): Path<(String, String, u8)>,
+) -> Result<Response, Refusal> {
+    member(&state, &peer)?;
+    let key = shard_key(&chunk, index)?;
+    let disks = disks_named(&state, &disk)?;
+    let store = state.store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut corrupt = None;
+        for d in disks {
+            if !store.disk(d).contains(&key) {
+                continue;
+            }
+            match store.disk(d).read(&key) {
+                Ok((_, data)) => return Ok(data),
+                Err(e) if e.is_missing() => {}
+                Err(e) => corrupt = Some(e.to_string()),
+            }
+        }
+        Err(corrupt)
+    })
+    .await
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match found {
+        Ok(data) => Ok(data.into_response()),
+        Err(None) => Ok((StatusCode::NOT_FOUND, "no such shard").into_response()),
+        Err(Some(reason)) => Ok((StatusCode::UNPROCESSABLE_ENTITY, reason).into_response()),
+    }
+}
+
+async fn delete_shard(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+    Path((disk, chunk, index)): Path<(String, String, u8)>,
+) -> Result<StatusCode, Refusal> {
+    member(&state, &peer)?;
+    let key = shard_key(&chunk, index)?;
+    for d in disks_named(&state, &disk)? {
+        state
+            .store
+            .disk(d)
+            .delete(key)
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_shards(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Vec<(u32, ShardEntry)>>, Refusal> {
+    member(&state, &peer)?;
+    let store = state.store.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        for (d, disk) in store.disks().iter().enumerate() {
+            for (k, m) in disk.list() {
+                v.push((d as u32, ShardEntry::from_parts(&k, &m)));
+            }
+        }
+        v
+    })
+    .await
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(all))
+}
+
+async fn join(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+    Json(mut info): Json<NodeInfo>,
+) -> Result<Json<Layout>, Refusal> {
+    // A node listening on every address advertises where its request came from.
+    if let Some(port) = info.rpc_addr.strip_prefix("0.0.0.0:") {
+        info.rpc_addr = SocketAddr::new(peer.addr.ip(), port.parse().unwrap_or(9420)).to_string();
+    }
+    let layout = state
+        .membership
+        .join(&peer.id, info)
+        .await
+        .map_err(|m| refuse(StatusCode::FORBIDDEN, m))?;
+    Ok(Json((*layout).clone()))
+}
+
+async fn push_layout(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+    Json(layout): Json<Layout>,
+) -> Result<StatusCode, Refusal> {
+    member(&state, &peer)?;
+    state
+        .membership
+        .accept_layout(&peer.id, layout)
+        .map_err(|m| refuse(StatusCode::FORBIDDEN, m))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_layout(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Layout>, Refusal> {
+    member(&state, &peer)?;
+    Ok(Json((*state.membership.layout()).clone()))
+}
+
+/// Serves the node-to-node API over mutual TLS until `stop` changes. A connection whose
+/// certificate is not from this cluster fails its handshake and is logged.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: &NodeTls,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = tokio::select! {
+                r = listener.accept() => r?,
+                _ = stop.changed() => return Ok(()),
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return tracing::warn!(
+                            "refused a node-to-node connection from {addr}: {e} (a wrong cluster secret?)"
+                        );
+                    }
+                };
+                let Some(id) = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(peer_node_id)
+                else {
+                    return tracing::warn!("connection from {addr} without a usable certificate");
+                };
+                let peer = Peer { id, addr };
+                let svc = app.map_request(move |mut req: axum::http::Request<_>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req
+                });
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await
+                {
+                    tracing::debug!("node connection from {addr}: {e}");
+                }
+            });
+        }
+    })
+}

@@ -1,0 +1,148 @@
+//! Mutual TLS between nodes: the cluster authority (derived from the cluster secret),
+//! this node's certificate under it, and the rustls configurations for both ends.
+//!
+//! The authority's key is derived from the secret, so every member computes the same
+//! trust anchor without any exchange. Each node certifies its own key at start-up; a
+//! peer's node id is then read from the public key of the certificate it presented.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+
+use crate::identity::{ClusterSecret, NodeId, NodeKey, ed25519_pkcs8};
+
+/// Every node certificate names this host; clients check it instead of the address they
+/// dialled (nodes are reached by IP, and a node's address may change).
+const CLUSTER_NAME: &str = "node.edgecloud";
+
+/// The TLS configurations of one node.
+#[derive(Clone)]
+pub struct NodeTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn authority(secret: &ClusterSecret) -> anyhow::Result<(CertificateParams, KeyPair)> {
+    let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        &PrivatePkcs8KeyDer::from(ed25519_pkcs8(&secret.authority_seed())),
+        &PKCS_ED25519,
+    )?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "edgecloud cluster authority");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    Ok((params, key))
+}
+
+impl NodeTls {
+    pub fn new(secret: &ClusterSecret, node: &NodeKey) -> anyhow::Result<NodeTls> {
+        let (ca_params, ca_key) = authority(secret)?;
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let node_key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(node.pkcs8()),
+            &PKCS_ED25519,
+        )?;
+        let id = node.id();
+        let mut params =
+            CertificateParams::new(vec![CLUSTER_NAME.to_string(), format!("{id}.{CLUSTER_NAME}")])?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("edgecloud node {id}"));
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&node_key, &Issuer::new(ca_params, ca_key))?;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone())?;
+        let roots = Arc::new(roots);
+        let chain = vec![cert.der().clone()];
+        let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node.pkcs8()));
+
+        let client_verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .context("cannot build the peer verifier")?;
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(chain.clone(), key())
+            .context("the node certificate is unusable")?;
+
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .context("cannot build the node verifier")?;
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ClusterVerifier(inner)))
+            .with_client_auth_cert(chain, key())
+            .context("the node certificate is unusable")?;
+        Ok(NodeTls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+}
+
+/// The node id of the key a peer's certificate carries.
+pub fn peer_node_id(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let spki = &parsed.tbs_certificate.subject_pki;
+    Some(NodeId::from_public_key(&spki.subject_public_key.data))
+}
+
+/// Checks a node's certificate chains to the cluster authority and names the cluster,
+/// whatever address was dialled. (The standard verifier would match the IP.)
+#[derive(Debug)]
+struct ClusterVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ClusterVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = ServerName::try_from(CLUSTER_NAME).expect("valid name");
+        self.0
+            .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
