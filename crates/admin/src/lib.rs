@@ -7,7 +7,7 @@ mod error;
 mod keys;
 pub mod ledger;
 mod objects;
-mod ops;
+pub mod ops;
 pub mod types;
 
 use std::path::Path;
@@ -106,6 +106,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(ops::status))
         .route("/v1/scrub", post(ops::scrub))
+        .route("/v1/cluster", get(ops::cluster))
         .route("/v1/buckets", get(buckets::list))
         .route(
             "/v1/buckets/{bucket}",

@@ -41,10 +41,41 @@ pub(crate) async fn scrub(
     let opts = ScrubOptions {
         rate_bytes_per_sec: None,
         collect_garbage: p.gc,
+        ..Default::default()
     };
     let report = s.archive.scrub(&opts, &|_| {}).await?;
     Ok(Json(ScrubResult {
         report,
         seconds: started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// The cluster as this node sees it: members, sites, disks, health, the default
+/// policy and what it survives, and repair progress.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ClusterView {
+    pub status: Option<cluster::ClusterStatus>,
+    pub policy: String,
+    pub survives: String,
+    pub repair: archive::RepairState,
+}
+
+pub(crate) async fn cluster(State(s): State<AdminState>) -> Result<Json<ClusterView>, ApiError> {
+    let policy = s.archive.default_policy();
+    let (status, survives) = match s.archive.cluster() {
+        Some(m) => {
+            let store = s.archive.store();
+            let disks = tokio::task::spawn_blocking(move || cluster::rpc::local_disks(&store))
+                .await
+                .unwrap_or_default();
+            (Some(m.status(disks)), m.layout().survives(policy))
+        }
+        None => (None, format!("{policy} on one node")),
+    };
+    Ok(Json(ClusterView {
+        status,
+        policy: policy.to_string(),
+        survives,
+        repair: s.archive.repair_state(),
     }))
 }

@@ -1,8 +1,10 @@
 //! Storing and fetching one chunk: the step every put, get, copy and repair shares.
 
 use bytes::Bytes;
-use catalog::{ChunkRecord, ChunkRef};
+use catalog::ChunkRef;
 use codec::{ChunkId, DataKey, Redundancy};
+
+use crate::topology::{Loc, Topology};
 use shards::{ShardKey, ShardMeta};
 
 use crate::{Archive, ArchiveError, Result};
@@ -14,11 +16,6 @@ pub(crate) struct Stored {
 }
 
 impl Archive {
-    /// The disk for each shard of a chunk.
-    pub(crate) fn shard_disks(&self, id: &ChunkId, policy: Redundancy) -> Vec<usize> {
-        placement::place(id, &self.inner.targets, policy.shard_count())
-    }
-
     /// Names, seals, splits and durably writes a chunk, unless an identical chunk is
     /// already stored. CPU work runs on the blocking pool.
     pub(crate) async fn store_chunk(
@@ -55,27 +52,12 @@ impl Archive {
             }
             Ok(x) => x,
         };
-        let disks = self.shard_disks(&id, policy);
         let meta = ShardMeta {
             policy,
             sealed_len,
             written_ms: 0,
         };
-        let writes = shards.into_iter().enumerate().map(|(i, s)| {
-            let disk = self.inner.store.disk(disks[i]).clone();
-            async move {
-                disk.write(
-                    ShardKey {
-                        chunk: id,
-                        index: i as u8,
-                    },
-                    meta,
-                    s,
-                )
-                .await
-            }
-        });
-        futures::future::try_join_all(writes).await?;
+        self.write_shards(&id, meta, shards).await?;
         Ok(Stored {
             r: ChunkRef {
                 id,
@@ -86,70 +68,211 @@ impl Archive {
         })
     }
 
-    /// Reads one shard, verified: from its placed disk, or wherever it is found.
-    pub(crate) fn read_shard(
+    /// Is the node behind a spot answering? (Always, for local disks.)
+    pub(crate) fn spot_usable(&self, t: &Topology, spot: usize) -> bool {
+        match (t.node_of(spot), self.inner.cluster.get()) {
+            (Some(node), Some(m)) => !m.is_suspected(node),
+            _ => true,
+        }
+    }
+
+    /// Writes one shard to one spot, durably.
+    pub(crate) async fn write_shard_at(
         &self,
-        id: &ChunkId,
-        index: usize,
-        placed: usize,
-    ) -> std::result::Result<Vec<u8>, shards::ShardError> {
-        let key = ShardKey {
-            chunk: *id,
-            index: index as u8,
-        };
-        let store = &self.inner.store;
-        match store.disk(placed).read(&key) {
-            Ok((_, data)) => Ok(data),
-            Err(first) => {
-                for d in store.locate(&key) {
-                    if d != placed
-                        && let Ok((_, data)) = store.disk(d).read(&key)
-                    {
-                        return Ok(data);
+        t: &Topology,
+        spot: usize,
+        key: ShardKey,
+        meta: ShardMeta,
+        data: Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        match &t.locs[spot] {
+            Loc::Local(d) => self
+                .inner
+                .store
+                .disk(*d)
+                .write(key, meta, data)
+                .await
+                .map_err(|e| e.to_string()),
+            Loc::Remote { addr, disk, .. } => self
+                .client()
+                .put_shard(addr, *disk, &key, meta, data)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn client(&self) -> &cluster::Client {
+        self.inner
+            .cluster
+            .get()
+            .expect("remote spots exist only in a cluster")
+            .client()
+    }
+
+    /// Writes every shard of a chunk to its placed spot; a shard whose spot fails goes
+    /// to the next usable spot instead (repair moves it back later). Succeeds once at
+    /// least `needed` shards are durable: while a site is down, writes go on at
+    /// reduced redundancy and repair restores it.
+    async fn write_shards(&self, id: &ChunkId, meta: ShardMeta, shards: Vec<Vec<u8>>) -> Result<()> {
+        let t = self.topology();
+        let usable = |s: usize| self.spot_usable(&t, s);
+        let placed = t.place(id, meta.policy, &usable);
+        if placed.is_empty() {
+            return Err(ArchiveError::Storage("no disk can take shards".into()));
+        }
+        let alternatives = t.alternatives(id, &usable);
+        let writes = shards.into_iter().enumerate().map(|(i, data)| {
+            let (t, placed, alternatives) = (&t, &placed, &alternatives);
+            async move {
+                let key = ShardKey {
+                    chunk: *id,
+                    index: i as u8,
+                };
+                let first = placed[i];
+                let mut errors = Vec::new();
+                let candidates = std::iter::once(first)
+                    .chain(alternatives.iter().copied().filter(|s| !placed.contains(s)));
+                for spot in candidates.take(3) {
+                    match self.write_shard_at(t, spot, key, meta, data.clone()).await {
+                        Ok(()) => {
+                            if spot != first && let Some(m) = self.inner.cluster.get() {
+                                m.request_repair(); // it belongs elsewhere: move it later
+                            }
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = %key, error = %e, "shard write failed; trying another disk");
+                            errors.push(e);
+                        }
                     }
                 }
-                Err(first)
+                Err(errors.join("; "))
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        let written = results.iter().filter(|r| r.is_ok()).count();
+        if written < results.len()
+            && let Some(m) = self.inner.cluster.get()
+        {
+            m.request_repair();
+        }
+        if written < meta.policy.needed() {
+            let errors: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+            return Err(ArchiveError::Storage(format!(
+                "only {written} of {} shards could be written (need {}): {}",
+                meta.policy.shard_count(),
+                meta.policy.needed(),
+                errors.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads one shard, verified, from a spot; a local spot also looks on this node's
+    /// other disks (a shard written while its disk was away).
+    pub(crate) async fn read_shard_at(
+        &self,
+        t: &Topology,
+        spot: usize,
+        key: ShardKey,
+    ) -> std::result::Result<Vec<u8>, ShardReadError> {
+        match &t.locs[spot] {
+            Loc::Local(d) => {
+                let (store, d) = (self.inner.store.clone(), *d);
+                tokio::task::spawn_blocking(move || read_local(&store, d, &key))
+                    .await
+                    .map_err(|e| ShardReadError::Other(e.to_string()))?
+            }
+            Loc::Remote { addr, disk, .. } => {
+                match self.client().get_shard(addr, Some(*disk), &key).await {
+                    Ok(d) => Ok(d),
+                    Err(cluster::RpcError::Missing) => Err(ShardReadError::Missing),
+                    Err(cluster::RpcError::Corrupt(e)) => Err(ShardReadError::Corrupt(e)),
+                    Err(e) => Err(ShardReadError::Other(e.to_string())),
+                }
             }
         }
     }
 
-    /// Fetches any `needed` intact shards (data shards first), rebuilds, decrypts and
-    /// verifies a chunk. Blocking: call from the blocking pool.
-    pub(crate) fn fetch_chunk_blocking(
+    /// Looks for a shard on every node (any disk) except the spots already tried.
+    async fn find_shard(&self, t: &Topology, key: ShardKey) -> Option<Vec<u8>> {
+        let store = self.inner.store.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            store
+                .locate(&key)
+                .into_iter()
+                .find_map(|d| store.disk(d).read(&key).ok().map(|(_, data)| data))
+        })
+        .await
+        .ok()
+        .flatten();
+        if local.is_some() || self.inner.cluster.get().is_none() {
+            return local;
+        }
+        let asks = t.remote_nodes().into_iter().map(|(_, addr)| async move {
+            self.client().get_shard(&addr, None, &key).await.ok()
+        });
+        futures::future::join_all(asks).await.into_iter().flatten().next()
+    }
+
+    /// Gathers `needed` verified shards of a chunk: data shards and this site first,
+    /// more when some fail, and a search of every node as the last resort.
+    pub(crate) async fn gather_shards(
         &self,
-        key: &DataKey,
         id: &ChunkId,
-        rec: &ChunkRecord,
-    ) -> std::result::Result<Bytes, String> {
-        let policy = rec.policy;
-        let disks = self.shard_disks(id, policy);
+        policy: Redundancy,
+    ) -> (Vec<Option<Vec<u8>>>, Vec<String>) {
+        let t = self.topology();
+        let placed = t.place(id, policy, &|_| true);
         let n = policy.shard_count();
+        let needed = policy.needed();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (t.spots[placed[i]].site != t.my_site, i >= needed, i));
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
-        let mut have = 0;
         let mut errors = Vec::new();
-        for i in 0..n {
-            if have == policy.needed() {
-                break;
-            }
-            match self.read_shard(id, i, disks[i]) {
-                Ok(s) => {
-                    shards[i] = Some(s);
-                    have += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(chunk = %codec::hex(id), shard = i, error = %e, "shard unreadable; using others");
-                    errors.push(e.to_string());
+        let mut next = 0;
+        let mut have = 0;
+        while have < needed && next < n {
+            let wave: Vec<usize> = order[next..(next + needed - have).min(n)].to_vec();
+            next += wave.len();
+            let reads = wave.iter().map(|&i| {
+                let key = ShardKey {
+                    chunk: *id,
+                    index: i as u8,
+                };
+                let t = &t;
+                let spot = placed[i];
+                async move { (i, self.read_shard_at(t, spot, key).await) }
+            });
+            for (i, r) in futures::future::join_all(reads).await {
+                match r {
+                    Ok(s) => {
+                        shards[i] = Some(s);
+                        have += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %codec::hex(id), shard = i, error = %e, "shard unreadable; using others");
+                        errors.push(e.to_string());
+                    }
                 }
             }
         }
-        let sealed = codec::join_shards(policy, shards, rec.sealed_len as usize).map_err(|e| {
-            if errors.is_empty() {
-                e.to_string()
-            } else {
-                format!("{e}; {}", errors.join("; "))
+        for i in 0..n {
+            if have >= needed {
+                break;
             }
-        })?;
-        codec::open(key, id, sealed).map_err(|e| e.to_string())
+            if shards[i].is_none() {
+                let key = ShardKey {
+                    chunk: *id,
+                    index: i as u8,
+                };
+                if let Some(s) = self.find_shard(&t, key).await {
+                    shards[i] = Some(s);
+                    have += 1;
+                }
+            }
+        }
+        (shards, errors)
     }
 
     pub(crate) async fn fetch_chunk(
@@ -159,8 +282,6 @@ impl Archive {
         key: &DataKey,
         r: ChunkRef,
     ) -> Result<Bytes> {
-        let this = self.clone();
-        let key = key.clone();
         let loss = |reason: String| ArchiveError::DataLoss {
             bucket: bucket.to_string(),
             key: object.to_string(),
@@ -173,11 +294,57 @@ impl Archive {
             .chunk(&r.id)?
             .ok_or_else(|| loss("no catalog record for this chunk".into()))?;
         if let Some(sealed) = rec.inline {
-            return codec::open(&key, &r.id, sealed).map_err(|e| loss(e.to_string()));
+            return codec::open(key, &r.id, sealed).map_err(|e| loss(e.to_string()));
         }
-        tokio::task::spawn_blocking(move || this.fetch_chunk_blocking(&key, &r.id, &rec))
-            .await
-            .map_err(|e| loss(format!("reader task failed: {e}")))?
-            .map_err(loss)
+        let (shards, errors) = self.gather_shards(&r.id, rec.policy).await;
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let sealed = codec::join_shards(rec.policy, shards, rec.sealed_len as usize)
+                .map_err(|e| {
+                    if errors.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{e}; {}", errors.join("; "))
+                    }
+                })?;
+            codec::open(&key, &r.id, sealed).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| loss(format!("reader task failed: {e}")))?
+        .map_err(loss)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ShardReadError {
+    #[error("missing")]
+    Missing,
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A shard from a local disk, or from another local disk that has it.
+fn read_local(
+    store: &shards::ShardStore,
+    disk: usize,
+    key: &ShardKey,
+) -> std::result::Result<Vec<u8>, ShardReadError> {
+    let first = match store.disk(disk).read(key) {
+        Ok((_, data)) => return Ok(data),
+        Err(e) => e,
+    };
+    for d in store.locate(key) {
+        if d != disk
+            && let Ok((_, data)) = store.disk(d).read(key)
+        {
+            return Ok(data);
+        }
+    }
+    Err(if first.is_missing() {
+        ShardReadError::Missing
+    } else {
+        ShardReadError::Corrupt(first.to_string())
+    })
 }

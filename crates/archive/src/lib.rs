@@ -15,7 +15,9 @@ mod multipart;
 mod names;
 mod put;
 mod range;
+mod repair;
 mod scrub;
+mod topology;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub use get::ObjectStream;
 pub use names::{validate_bucket_name, validate_key};
 pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
+pub use repair::RepairState;
 pub use scrub::{ScrubOptions, ScrubReport};
 
 /// Names of gateway settings kept in `Bucket::settings` that decide access.
@@ -106,9 +109,13 @@ pub struct Archive {
 struct Inner {
     cfg: ArchiveConfig,
     catalog: catalog::Catalog,
-    store: shards::ShardStore,
-    targets: Vec<placement::Target>,
+    store: Arc<shards::ShardStore>,
+    /// Set when this node is part of a cluster: shards then go to other nodes too.
+    cluster: std::sync::OnceLock<Arc<cluster::Membership>>,
+    /// Placement view of the current layout (rebuilt when its epoch changes).
+    topology: std::sync::Mutex<topology::SharedTopology>,
     keys: keys::KeyCache,
+    repair: std::sync::Mutex<RepairState>,
 }
 
 impl Archive {
@@ -135,19 +142,47 @@ impl Archive {
             },
         )?;
         // Disk identity is its position: stable as long as the disk list keeps its order.
-        let targets = (0..cfg.disks.len() as u64)
-            .map(|id| placement::Target { id, weight: 1.0 })
-            .collect();
+        let topology = Arc::new(topology::Topology::local(cfg.disks.len()));
         let keys = keys::KeyCache::new(cfg.master_key.clone());
         Ok(Archive {
             inner: Arc::new(Inner {
                 cfg,
                 catalog,
-                store,
-                targets,
+                store: Arc::new(store),
+                cluster: std::sync::OnceLock::new(),
+                topology: std::sync::Mutex::new(topology),
                 keys,
+                repair: Default::default(),
             }),
         })
+    }
+
+    /// Joins the archive to a cluster: from now on shards are placed over the layout's
+    /// nodes and disks. Call once, before serving.
+    pub fn attach_cluster(&self, membership: Arc<cluster::Membership>) {
+        let _ = self.inner.cluster.set(membership);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<cluster::Membership>> {
+        self.inner.cluster.get()
+    }
+
+    /// This node's shard store (the node-to-node server serves it to the cluster).
+    pub fn store(&self) -> Arc<shards::ShardStore> {
+        self.inner.store.clone()
+    }
+
+    /// The placement view of the current layout.
+    pub(crate) fn topology(&self) -> topology::SharedTopology {
+        let Some(m) = self.inner.cluster.get() else {
+            return self.inner.topology.lock().expect("topology lock").clone();
+        };
+        let layout = m.layout();
+        let mut cur = self.inner.topology.lock().expect("topology lock");
+        if cur.epoch != layout.epoch {
+            *cur = Arc::new(topology::Topology::from_layout(&layout, m.me()));
+        }
+        cur.clone()
     }
 
     pub fn config(&self) -> &ArchiveConfig {
@@ -156,10 +191,13 @@ impl Archive {
 
     /// The policy new buckets get unless they ask for another.
     pub fn default_policy(&self) -> Redundancy {
-        self.inner
-            .cfg
-            .default_policy
-            .unwrap_or_else(|| Redundancy::default_for_disks(self.inner.cfg.disks.len()))
+        if let Some(p) = self.inner.cfg.default_policy {
+            return p;
+        }
+        match self.inner.cluster.get() {
+            Some(m) => m.layout().default_policy(),
+            None => Redundancy::default_for_disks(self.inner.cfg.disks.len()),
+        }
     }
 
     pub fn disk_health(&self) -> Vec<shards::DiskHealth> {

@@ -2,12 +2,15 @@
 //! or corrupt from the intact ones, and collect garbage (unreferenced chunks, orphan
 //! shards, expired history) once its grace period has passed.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use catalog::ChunkRecord;
 use codec::ChunkId;
 use shards::{ShardKey, ShardMeta};
 
+use crate::chunks::ShardReadError;
+use crate::topology::{Loc, Topology};
 use crate::{Archive, Result};
 
 #[derive(Debug, Clone, Default)]
@@ -16,6 +19,9 @@ pub struct ScrubOptions {
     pub rate_bytes_per_sec: Option<u64>,
     /// Also remove garbage past its grace period.
     pub collect_garbage: bool,
+    /// Only restore redundancy from where shards are (listings), without reading and
+    /// verifying this node's shards: the quick pass after a node goes or returns.
+    pub repair_only: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -33,93 +39,206 @@ pub struct ScrubReport {
     pub history_versions_expired: u64,
     /// Shards forgotten because their disk folder or segment file vanished.
     pub shards_lost_with_disks: u64,
+    /// Copies removed because the shard is back at its place (after repair or a
+    /// node's return): no shard is kept twice.
+    pub stray_shards_removed: u64,
     /// Disk space returned by compacting mostly-dead segments.
     pub bytes_reclaimed: u64,
 }
 
+/// Where every shard was found when a pass began: spot -> when it was written, from
+/// this node's disks and every reachable node's listing.
+struct Presence {
+    at: HashMap<ShardKey, Vec<(usize, u64)>>,
+    /// Remote nodes that answered; shards on the others are neither missing nor present.
+    reachable: HashSet<cluster::NodeId>,
+}
+
+impl Presence {
+    fn has(&self, key: &ShardKey, spot: usize) -> bool {
+        self.at.get(key).is_some_and(|v| v.iter().any(|(s, _)| *s == spot))
+    }
+}
+
 enum ShardState {
-    Ok(Vec<u8>),
+    Ok,
     Missing,
     Corrupt,
+    /// Its node did not answer: nothing can be said (or done) now.
+    Unknown,
 }
 
 impl Archive {
-    /// Checks one chunk; rewrites any missing or corrupt shard. Blocking reads.
+    async fn presence(&self, t: &Topology) -> Result<Presence> {
+        let store = self.inner.store.clone();
+        let local: Vec<(usize, Vec<(ShardKey, shards::ShardMeta)>)> =
+            tokio::task::spawn_blocking(move || {
+                store
+                    .disks()
+                    .iter()
+                    .enumerate()
+                    .map(|(d, disk)| (d, disk.list()))
+                    .collect()
+            })
+            .await
+            .map_err(|e| crate::ArchiveError::Storage(format!("listing task failed: {e}")))?;
+        let mut at: HashMap<ShardKey, Vec<(usize, u64)>> = HashMap::new();
+        for (d, list) in local {
+            let Some(spot) = t.local_spot(d) else { continue };
+            for (k, m) in list {
+                at.entry(k).or_default().push((spot, m.written_ms));
+            }
+        }
+        let mut reachable = HashSet::new();
+        if let Some(m) = self.inner.cluster.get() {
+            let lists = t.remote_nodes().into_iter().map(|(node, addr)| async move {
+                let r = m.client().list_shards(&addr).await;
+                (node, r)
+            });
+            for (node, r) in futures::future::join_all(lists).await {
+                match r {
+                    Ok(list) => {
+                        for (disk, e) in list {
+                            if let (Some(spot), Some((k, meta))) = (t.spot_of(&node, disk), e.parts()) {
+                                at.entry(k).or_default().push((spot, meta.written_ms));
+                            }
+                        }
+                        reachable.insert(node);
+                    }
+                    Err(e) => tracing::warn!(node = %node, error = %e, "scrub: node unreachable; its shards are skipped this pass"),
+                }
+            }
+        }
+        Ok(Presence { at, reachable })
+    }
+
+    fn spot_reachable(&self, t: &Topology, p: &Presence, spot: usize) -> bool {
+        t.node_of(spot).is_none_or(|n| p.reachable.contains(n))
+    }
+
+    /// Removes one copy of a shard from one spot.
+    async fn delete_shard_at(&self, t: &Topology, spot: usize, key: ShardKey) -> Result<()> {
+        match &t.locs[spot] {
+            Loc::Local(d) => Ok(self.inner.store.disk(*d).delete(key).await?),
+            Loc::Remote { addr, .. } => {
+                let m = self.inner.cluster.get().expect("remote spots exist only in a cluster");
+                m.client()
+                    .delete_shard(addr, &key)
+                    .await
+                    .map_err(|e| crate::ArchiveError::Storage(e.to_string()))
+            }
+        }
+    }
+
+    /// Checks one chunk: every shard where placement puts it (local shards are read and
+    /// verified; other nodes verify their own). A missing or corrupt shard is copied
+    /// from a stray copy or rebuilt from the others; stray copies are then removed.
     async fn scrub_chunk(
         &self,
         id: ChunkId,
         rec: &ChunkRecord,
+        t: &Topology,
+        presence: &Presence,
+        opts: &ScrubOptions,
         report: &mut ScrubReport,
     ) -> Result<()> {
         let policy = rec.policy;
-        let disks = self.shard_disks(&id, policy);
-        let this = self.clone();
-        let states = tokio::task::spawn_blocking(move || {
-            (0..policy.shard_count())
-                .map(|i| match this.read_shard(&id, i, disks[i]) {
-                    Ok(s) => ShardState::Ok(s),
-                    Err(e) if e.is_missing() => ShardState::Missing,
+        let placed = t.place(&id, policy, &|_| true);
+        let n = policy.shard_count();
+        let key = |i: usize| ShardKey {
+            chunk: id,
+            index: i as u8,
+        };
+        report.chunks_checked += 1;
+        let mut states = Vec::with_capacity(n);
+        for (i, &spot) in placed.iter().enumerate() {
+            report.shards_checked += 1;
+            let state = match &t.locs[spot] {
+                Loc::Local(_) if opts.repair_only => match presence.has(&key(i), spot) {
+                    true => ShardState::Ok,
+                    false => ShardState::Missing,
+                },
+                Loc::Local(_) => match self.read_shard_at(t, spot, key(i)).await {
+                    Ok(data) => {
+                        report.bytes_read += data.len() as u64;
+                        ShardState::Ok
+                    }
+                    Err(ShardReadError::Missing) => ShardState::Missing,
                     Err(e) => {
-                        tracing::warn!(error = %e, "scrub: corrupt shard");
+                        tracing::warn!(shard = %key(i), error = %e, "scrub: corrupt shard");
                         ShardState::Corrupt
                     }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| crate::ArchiveError::Storage(format!("scrub task failed: {e}")))?;
-        report.chunks_checked += 1;
-        let mut present = Vec::with_capacity(states.len());
-        let mut bad = Vec::new();
-        for (i, s) in states.into_iter().enumerate() {
-            report.shards_checked += 1;
-            match s {
-                ShardState::Ok(data) => {
-                    report.bytes_read += data.len() as u64;
-                    present.push(Some(data));
-                }
-                ShardState::Missing => {
-                    report.shards_missing += 1;
-                    bad.push(i);
-                    present.push(None);
-                }
-                ShardState::Corrupt => {
-                    report.shards_corrupt += 1;
-                    bad.push(i);
-                    present.push(None);
-                }
+                },
+                Loc::Remote { .. } if !self.spot_reachable(t, presence, spot) => ShardState::Unknown,
+                Loc::Remote { .. } if presence.has(&key(i), spot) => ShardState::Ok,
+                Loc::Remote { .. } => ShardState::Missing,
+            };
+            match state {
+                ShardState::Missing => report.shards_missing += 1,
+                ShardState::Corrupt => report.shards_corrupt += 1,
+                _ => {}
             }
+            states.push(state);
         }
-        if bad.is_empty() {
-            return Ok(());
-        }
-        let rebuilt = match codec::redundancy::rebuild_all(policy, present, rec.sealed_len as usize)
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(chunk = %codec::hex(&id), error = %e, "scrub: chunk cannot be rebuilt");
-                report.chunks_unrecoverable.push(codec::hex(&id));
-                return Ok(());
-            }
-        };
-        let disks = self.shard_disks(&id, policy);
+        let bad: Vec<usize> = (0..n)
+            .filter(|&i| matches!(states[i], ShardState::Missing | ShardState::Corrupt))
+            .collect();
         let meta = ShardMeta {
             policy,
             sealed_len: rec.sealed_len,
             written_ms: 0,
         };
-        for i in bad {
-            let disk = self.inner.store.disk(disks[i]);
-            disk.write(
-                ShardKey {
-                    chunk: id,
-                    index: i as u8,
-                },
-                meta,
-                rebuilt[i].clone(),
-            )
-            .await?;
+        let mut rebuilt: Option<Vec<Vec<u8>>> = None;
+        for &i in &bad {
+            // A copy somewhere else (written while its place was away) moves back;
+            // otherwise the shard is rebuilt from the others.
+            let mut data = None;
+            for &(s, _) in presence.at.get(&key(i)).into_iter().flatten() {
+                if s != placed[i] && self.spot_reachable(t, presence, s)
+                    && let Ok(d) = self.read_shard_at(t, s, key(i)).await
+                {
+                    data = Some(d);
+                    break;
+                }
+            }
+            let data = match data {
+                Some(d) => d,
+                None => {
+                    if rebuilt.is_none() {
+                        let (shards, _) = self.gather_shards(&id, policy).await;
+                        match codec::redundancy::rebuild_all(policy, shards, rec.sealed_len as usize) {
+                            Ok(r) => rebuilt = Some(r),
+                            Err(e) => {
+                                tracing::error!(chunk = %codec::hex(&id), error = %e, "scrub: chunk cannot be rebuilt");
+                                report.chunks_unrecoverable.push(codec::hex(&id));
+                                return Ok(());
+                            }
+                        }
+                    }
+                    rebuilt.as_ref().expect("just rebuilt")[i].clone()
+                }
+            };
+            if let Err(e) = self.write_shard_at(t, placed[i], key(i), meta, data).await {
+                tracing::warn!(shard = %key(i), error = %e, "scrub: cannot write the repaired shard");
+                continue;
+            }
+            states[i] = ShardState::Ok;
             report.shards_repaired += 1;
+        }
+        // Copies away from their place, once the placed copy is known good.
+        for (i, &spot) in placed.iter().enumerate() {
+            if !matches!(states[i], ShardState::Ok) {
+                continue;
+            }
+            let home = t.node_of(spot);
+            for &(s, _) in presence.at.get(&key(i)).into_iter().flatten() {
+                let same_node_other_disk = t.node_of(s) == home && home.is_some();
+                if s == spot || same_node_other_disk || !self.spot_reachable(t, presence, s) {
+                    continue;
+                }
+                self.delete_shard_at(t, s, key(i)).await?;
+                report.stray_shards_removed += 1;
+            }
         }
         Ok(())
     }
@@ -140,6 +259,8 @@ impl Archive {
             .map(|h| h.lost as u64)
             .sum();
         let started = Instant::now();
+        let t = self.topology();
+        let presence = self.presence(&t).await?;
         let mut after = None;
         loop {
             let page = self.inner.catalog.chunks_page(after, 256)?;
@@ -149,7 +270,7 @@ impl Archive {
                 if rec.inline.is_some() {
                     continue; // kept in the catalog, which checksums its own pages
                 }
-                self.scrub_chunk(*id, rec, &mut report).await?;
+                self.scrub_chunk(*id, rec, &t, &presence, opts, &mut report).await?;
                 if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {
                     let due = Duration::from_secs_f64(report.bytes_read as f64 / rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -177,6 +298,8 @@ impl Archive {
             .await? as u64;
         let grace = self.inner.cfg.gc_grace;
         let cutoff_ns = now.saturating_sub(grace.as_nanos() as u64);
+        let t = self.topology();
+        let presence = self.presence(&t).await?;
         // Chunk records go first, shards after: a crash in between leaves orphan shards,
         // which the next pass removes, never a record without shards.
         loop {
@@ -190,19 +313,25 @@ impl Archive {
                         chunk: id,
                         index: i as u8,
                     };
-                    for d in self.inner.store.locate(&key) {
-                        self.inner.store.disk(d).delete(key).await?;
+                    for &(spot, _) in presence.at.get(&key).into_iter().flatten() {
+                        if self.spot_reachable(&t, &presence, spot) {
+                            self.delete_shard_at(&t, spot, key).await?;
+                        }
                     }
                 }
                 report.chunks_collected += 1;
             }
         }
-        // Orphans: shards of uploads that never committed (crash, dropped connection).
+        // Orphans: shards of uploads that never committed (crash, dropped connection),
+        // and shards of collected chunks on nodes that were away.
         let cutoff_ms = cutoff_ns / 1_000_000;
-        for disk in self.inner.store.disks() {
-            for (key, meta) in disk.list() {
-                if meta.written_ms < cutoff_ms && self.inner.catalog.chunk(&key.chunk)?.is_none() {
-                    disk.delete(key).await?;
+        for (key, copies) in &presence.at {
+            for &(spot, written_ms) in copies {
+                if written_ms < cutoff_ms
+                    && self.spot_reachable(&t, &presence, spot)
+                    && self.inner.catalog.chunk(&key.chunk)?.is_none()
+                {
+                    self.delete_shard_at(&t, spot, *key).await?;
                     report.orphan_shards_removed += 1;
                 }
             }

@@ -220,6 +220,11 @@ impl Client {
         })
     }
 
+    pub async fn request_repair(&self, addr: &str) -> Result<(), RpcError> {
+        let req = self.http.post(format!("https://{addr}/v1/repair"));
+        self.send(addr, req).await.map(|_| ())
+    }
+
     pub async fn push_layout(&self, addr: &str, layout: &Layout) -> Result<(), RpcError> {
         let req = self
             .http

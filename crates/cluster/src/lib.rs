@@ -12,6 +12,7 @@ pub mod identity;
 pub mod layout;
 pub mod membership;
 pub mod rpc;
+pub mod scrubber;
 pub mod tls;
 
 pub use client::{Client, DiskHealth, NodeHealth, RpcError, ShardEntry};

@@ -45,6 +45,8 @@ pub struct Membership {
     started: Instant,
     /// Serializes layout changes (read-modify-write of the file and the epoch).
     changing: tokio::sync::Mutex<()>,
+    /// Wakes the repair worker: a layout change, a degraded write, a node's scrubber.
+    repair: tokio::sync::Notify,
 }
 
 /// What `edgecloud cluster status` shows.
@@ -66,7 +68,8 @@ pub struct NodeStatus {
     pub seen_ms_ago: Option<u64>,
     /// Missed heartbeats for a few seconds; not yet declared down.
     pub suspected: bool,
-    pub disks: Vec<DiskHealth>,
+    /// Disk health as the node last reported it (`info.disks` are the layout's weights).
+    pub disk_health: Vec<DiskHealth>,
     pub error: Option<String>,
 }
 
@@ -144,6 +147,7 @@ impl Membership {
             down_after: opts.down_after,
             started: Instant::now(),
             changing: tokio::sync::Mutex::new(()),
+            repair: tokio::sync::Notify::new(),
         }))
     }
 
@@ -165,6 +169,25 @@ impl Membership {
 
     pub fn is_catalog(&self) -> bool {
         self.layout().catalog_node == self.me
+    }
+
+    /// Asks the repair worker (on the catalog node) for a pass soon.
+    pub fn request_repair(&self) {
+        self.repair.notify_one();
+    }
+
+    /// Waits until a repair pass is wanted.
+    pub async fn repair_requested(&self) {
+        self.repair.notified().await
+    }
+
+    /// Is a node failing its heartbeats right now (not yet declared down)? Writes then
+    /// send its shards elsewhere instead of waiting on it.
+    pub fn is_suspected(&self, id: &NodeId) -> bool {
+        let peers = self.peers.lock().expect("peers lock");
+        peers.get(id).is_some_and(|v| {
+            v.error.is_some() && v.last_ok.is_none_or(|t| t.elapsed() > 3 * HEARTBEAT)
+        })
     }
 
     /// May this peer use the node-to-node API? Members only; removed nodes never.
@@ -254,6 +277,7 @@ impl Membership {
         let l = Arc::new(l);
         self.tx.send_replace(l.clone());
         self.push_to_all(&l);
+        self.request_repair();
         Ok(l)
     }
 
@@ -369,7 +393,7 @@ impl Membership {
                     suspected: !me
                         && n.state == NodeState::Active
                         && seen.is_none_or(|ms| ms > 3 * HEARTBEAT.as_millis() as u64),
-                    disks: if me {
+                    disk_health: if me {
                         local_disks.clone()
                     } else {
                         v.health.map(|h| h.disks).unwrap_or_default()

@@ -58,6 +58,7 @@ pub fn router(state: RpcState) -> Router {
             put(put_shard).get(get_shard).delete(delete_shard),
         )
         .route("/v1/join", post(join))
+        .route("/v1/repair", post(request_repair))
         .route("/v1/layout", put(push_layout).get(get_layout))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(state)
@@ -255,6 +256,17 @@ async fn join(
         .await
         .map_err(|m| refuse(StatusCode::FORBIDDEN, m))?;
     Ok(Json((*layout).clone()))
+}
+
+/// A member's scrubber found (and removed) corrupt shards: rebuild them soon.
+async fn request_repair(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+) -> Result<StatusCode, Refusal> {
+    member(&state, &peer)?;
+    tracing::info!(node = %peer.id, "repair requested");
+    state.membership.request_repair();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn push_layout(

@@ -32,6 +32,12 @@ pub struct FileConfig {
     pub public_ledger: Option<bool>,
     pub gc_grace: Option<String>,
     pub history: Option<String>,
+    pub bind: Option<String>,
+    pub rpc_listen: Option<String>,
+    pub site: Option<String>,
+    pub join: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub down_after: Option<String>,
 }
 
 impl FileConfig {

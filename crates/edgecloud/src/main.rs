@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod cluster_cmd;
 mod commands;
 mod config;
 mod filebench;
@@ -24,6 +25,12 @@ Edgecloud turns ordinary machines into one private archive cloud. Every change i
 as a version; data is split into content-defined chunks (versions cost only what \
 changed), compressed, encrypted, and erasure-coded across disks, so losing disks loses \
 nothing and a scrub heals it.
+
+A cluster: start the first node, copy its DATA/cluster.secret to the others, and join
+them (any number of sites; shards spread so one whole site can be lost):
+    edgecloud serve --site office --bind 10.0.0.1
+    edgecloud serve --site home --bind 10.0.1.1 --join 10.0.0.1:9420 --secret-file cluster.secret
+    edgecloud cluster status
 
 Start a node (data in ./edgecloud-data):
     edgecloud serve
@@ -81,6 +88,9 @@ pub enum Command {
     /// Create, list and delete buckets; set versioning.
     #[command(subcommand)]
     Bucket(commands::BucketCmd),
+    /// The cluster: nodes, sites, disks, health, what the layout survives, repair.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCmd),
     /// Create, list and revoke S3 access keys; grant them buckets.
     #[command(subcommand)]
     Key(keys::KeyCmd),
@@ -110,6 +120,8 @@ pub enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every TLS client and server here uses ring (reqwest is built without a provider).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ledger_cmd::run(c.as_ref(), cmd).await
         }
         Command::Key(cmd) => keys::run(&client()?, cmd).await,
+        Command::Cluster(cmd) => cluster_cmd::run(&client()?, cmd).await,
         Command::Put(a) => commands::put(&client()?, a).await,
         Command::Get(a) => commands::get(&client()?, a).await,
         Command::Ls(a) => commands::ls(&client()?, a).await,

@@ -96,6 +96,62 @@ pub struct ServeArgs {
     /// How long overwritten data of unversioned buckets stays readable as-of [default: 30d]
     #[arg(long, env = "EDGECLOUD_HISTORY", value_name = "DURATION")]
     pub history: Option<String>,
+    /// Put every port of this node on one address (S3 ADDR:9400, WebDAV :9401, NFS :9402,
+    /// admin :9410, node-to-node :9420, FTP :9421); the --*-listen flags still win
+    /// [default: 0.0.0.0, admin 127.0.0.1]
+    #[arg(long, env = "EDGECLOUD_BIND", value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Address of the node-to-node port (mutual TLS) [default: BIND:9420]
+    #[arg(long, env = "EDGECLOUD_RPC_LISTEN", value_name = "ADDR")]
+    pub rpc_listen: Option<String>,
+    /// The site (building, room, datacenter) this node is in; shards of a chunk are
+    /// spread so that losing one whole site loses nothing [default: main]
+    #[arg(long, env = "EDGECLOUD_SITE", value_name = "NAME")]
+    pub site: Option<String>,
+    /// Join the cluster of the node at HOST:PORT (its node-to-node port, 9420), with the
+    /// cluster's secret (--secret-file or EDGECLOUD_CLUSTER_SECRET)
+    #[arg(long, env = "EDGECLOUD_JOIN", value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// File holding the cluster secret; EDGECLOUD_CLUSTER_SECRET may hold the secret itself
+    /// [default: DATA/cluster.secret, created by the first node]
+    #[arg(long, env = "EDGECLOUD_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// A node that misses heartbeats this long is declared down and its shards are
+    /// rebuilt on the others [default: 5m]
+    #[arg(long, env = "EDGECLOUD_DOWN_AFTER", value_name = "DURATION")]
+    pub down_after: Option<String>,
+}
+
+const NODE_KEY: &str = "node.key";
+const CLUSTER_SECRET: &str = "cluster.secret";
+
+/// The cluster secret: EDGECLOUD_CLUSTER_SECRET, else --secret-file, else the node's
+/// own DATA/cluster.secret (created on the first node; a joining node must be given one).
+fn cluster_secret(
+    file: Option<&Path>,
+    data: &Path,
+    joining: bool,
+) -> anyhow::Result<cluster::ClusterSecret> {
+    if let Ok(s) = std::env::var("EDGECLOUD_CLUSTER_SECRET") {
+        return cluster::ClusterSecret::new(s).context("EDGECLOUD_CLUSTER_SECRET");
+    }
+    match file {
+        Some(f) => {
+            let bytes = std::fs::read(f)
+                .with_context(|| format!("cannot read the cluster secret {}", f.display()))?;
+            cluster::ClusterSecret::new(bytes)
+                .with_context(|| format!("the cluster secret in {}", f.display()))
+        }
+        None if joining && !data.join(CLUSTER_SECRET).exists() => anyhow::bail!(
+            "--join needs the cluster's secret: copy DATA/{CLUSTER_SECRET} from the first node and pass --secret-file FILE (or set EDGECLOUD_CLUSTER_SECRET)"
+        ),
+        None => cluster::ClusterSecret::load_or_create(&data.join(CLUSTER_SECRET)),
+    }
+}
+
+/// Listen address for one port: the flag or file value, else BIND:PORT.
+fn listen_addr(given: Option<String>, bind: Option<&str>, fallback_host: &str, port: u16) -> String {
+    given.unwrap_or_else(|| format!("{}:{port}", bind.unwrap_or(fallback_host)))
 }
 
 const S3_CREDENTIALS: &str = "s3-credentials";
@@ -211,23 +267,13 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             .unwrap_or_else(|| "24h".into()),
     )?;
     let scrub_rate = args.scrub_rate.or(file.scrub_rate).unwrap_or(50);
-    let listen = args
-        .admin_listen
-        .or(file.admin_listen.clone())
-        .unwrap_or_else(|| "127.0.0.1:9410".into());
+    let bind = args.bind.clone().or(file.bind.clone());
+    let bind = bind.as_deref();
+    let listen = listen_addr(args.admin_listen.or(file.admin_listen.clone()), bind, "127.0.0.1", 9410);
     let domain = args.domain.or(file.domain.clone());
-    let s3_listen = args
-        .s3_listen
-        .or(file.s3_listen.clone())
-        .unwrap_or_else(|| "0.0.0.0:9400".into());
-    let dav_listen = args
-        .dav_listen
-        .or(file.dav_listen.clone())
-        .unwrap_or_else(|| "0.0.0.0:9401".into());
-    let ftp_listen = args
-        .ftp_listen
-        .or(file.ftp_listen.clone())
-        .unwrap_or_else(|| "0.0.0.0:9421".into());
+    let s3_listen = listen_addr(args.s3_listen.or(file.s3_listen.clone()), bind, "0.0.0.0", 9400);
+    let dav_listen = listen_addr(args.dav_listen.or(file.dav_listen.clone()), bind, "0.0.0.0", 9401);
+    let ftp_listen = listen_addr(args.ftp_listen.or(file.ftp_listen.clone()), bind, "0.0.0.0", 9421);
     let ftp = ftp::FtpConfig {
         passive_ports: parse_port_range(
             &args
@@ -245,8 +291,76 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         },
     };
 
+    // The cluster: identity, secret, the node-to-node port, membership (a first node
+    // founds a cluster of one; --join enters an existing one).
+    let rpc_listen = listen_addr(args.rpc_listen.or(file.rpc_listen.clone()), bind, "0.0.0.0", 9420);
+    let join = args.join.or(file.join.clone());
+    let node_key = cluster::NodeKey::load_or_create(&data.join(NODE_KEY))?;
+    let secret = cluster_secret(
+        args.secret_file.or(file.secret_file.clone()).as_deref(),
+        &data,
+        join.is_some(),
+    )?;
+    let node_tls = cluster::NodeTls::new(&secret, &node_key)?;
+    let rpc_listener = tokio::net::TcpListener::bind(&rpc_listen).await.with_context(|| {
+        format!("cannot listen on {rpc_listen}: is another edgecloud running? Choose another address with --rpc-listen or --bind")
+    })?;
+    let me = cluster::NodeInfo {
+        id: node_key.id(),
+        seq: 0,
+        public_key: node_key.public_hex(),
+        site: args.site.or(file.site.clone()).unwrap_or_else(|| "main".into()),
+        rpc_addr: rpc_listener.local_addr()?.to_string(),
+        disks: cfg
+            .disks
+            .iter()
+            .map(|d| {
+                let _ = std::fs::create_dir_all(d);
+                // Capacity in TB as the weight; equal weights when unknown.
+                let (total, _) = cluster::rpc::fs_space(d);
+                cluster::DiskInfo {
+                    weight: if total > 0 { (total as f64 / 1e12).max(0.001) } else { 1.0 },
+                }
+            })
+            .collect(),
+        state: cluster::NodeState::Active,
+    };
+    let down_after = parse_duration(
+        &args
+            .down_after
+            .or(file.down_after.clone())
+            .unwrap_or_else(|| "5m".into()),
+    )?;
+    let membership = cluster::Membership::start(
+        cluster::StartOptions {
+            data_dir: data.clone(),
+            me,
+            join,
+            down_after,
+        },
+        cluster::Client::new(&node_tls)?,
+    )
+    .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !membership.is_catalog() {
+        return run_storage_node(cfg, membership, node_tls, rpc_listener, scrub_interval, scrub_rate, stop_tx, stop_rx).await;
+    }
+
     let n_disks = cfg.disks.len();
     let archive = Archive::open(cfg).context("cannot open the archive")?;
+    archive.attach_cluster(membership.clone());
+    let rpc_task = cluster::rpc::serve(
+        rpc_listener,
+        cluster::rpc::router(cluster::rpc::RpcState {
+            membership: membership.clone(),
+            store: archive.store(),
+        }),
+        &node_tls,
+        stop_rx.clone(),
+    );
+    tokio::spawn(membership.clone().monitor());
+    tokio::spawn(archive.clone().repair_worker(Some(scrub_rate * 1_000_000)));
+    membership.request_repair(); // a first pass after start: shards placed on an older layout
     let token = admin::load_or_create_token(&data).context("cannot write the admin token")?;
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| {
         format!("cannot listen on {listen}: is another edgecloud running? Choose another address with --admin-listen")
@@ -283,10 +397,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         dav_listener.local_addr()?
     );
     let nfs_key = args.nfs_key.or(file.nfs_key.clone());
-    let nfs_listen = args
-        .nfs_listen
-        .or(file.nfs_listen.clone())
-        .unwrap_or_else(|| "0.0.0.0:9402".into());
+    let nfs_listen = listen_addr(args.nfs_listen.or(file.nfs_listen.clone()), bind, "0.0.0.0", 9402);
     if nfs_key.is_some() {
         nfs::check_listen(&nfs_listen).with_context(|| {
             format!("cannot listen on {nfs_listen}: is another edgecloud running? Choose another address with --nfs-listen")
@@ -311,6 +422,18 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         auditor.size(),
         data.join(LEDGER_PUB).display()
     );
+    {
+        let l = membership.layout();
+        eprintln!(
+            "  cluster: node {} in site {}, {} node(s) in {} site(s); node-to-node on {} (secret in {})",
+            membership.me(),
+            l.node(membership.me()).map(|n| n.site.as_str()).unwrap_or("?"),
+            l.members().count(),
+            l.sites().len(),
+            l.node(membership.me()).map(|n| n.rpc_addr.as_str()).unwrap_or("?"),
+            data.join(CLUSTER_SECRET).display()
+        );
+    }
     spawn_ledger(auditor.clone());
     spawn_background(archive.clone(), scrub_interval, scrub_rate);
     let gateway = s3::GatewayConfig {
@@ -334,7 +457,6 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         auditor: Some(auditor),
         public_ledger: args.public_ledger || file.public_ledger.unwrap_or(false),
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let nfs_task = match nfs_key {
         Some(key) => {
             let session = files.session_after_login(&key).map_err(|_| {
@@ -379,7 +501,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     let _ = stop_tx.send(true);
-    for g in gateways.into_iter().chain(nfs_task) {
+    for g in gateways.into_iter().chain(nfs_task).chain([rpc_task]) {
         g.await??;
     }
     eprintln!("edgecloud stopped");
@@ -494,8 +616,17 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tick.tick().await;
-            let a = a.clone();
-            let _ = tokio::task::spawn_blocking(move || a.disk_health()).await;
+            let probe = a.clone();
+            let lost = tokio::task::spawn_blocking(move || {
+                probe.disk_health().iter().map(|h| h.lost).sum::<usize>()
+            })
+            .await
+            .unwrap_or(0);
+            if lost > 0
+                && let Some(m) = a.cluster()
+            {
+                m.request_repair();
+            }
         }
     });
     tokio::spawn(async move {
@@ -504,6 +635,7 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
             let opts = ScrubOptions {
                 rate_bytes_per_sec: Some(rate_mb * 1_000_000),
                 collect_garbage: true,
+                repair_only: false,
             };
             match archive.scrub(&opts, &|_| {}).await {
                 Ok(r) => tracing::info!(
@@ -516,6 +648,68 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
             }
         }
     });
+}
+
+/// A node that joined a cluster: it stores shards for the catalog node (which runs
+/// the gateways until the catalog is replicated), verifies them in the background and
+/// asks for repair of what it finds lost or corrupt.
+#[allow(clippy::too_many_arguments)]
+async fn run_storage_node(
+    cfg: ArchiveConfig,
+    membership: std::sync::Arc<cluster::Membership>,
+    tls: cluster::NodeTls,
+    rpc_listener: tokio::net::TcpListener,
+    scrub_interval: Duration,
+    scrub_rate: u64,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(
+        shards::ShardStore::open(
+            &cfg.disks,
+            shards::StoreOptions {
+                segment_bytes: cfg.segment_bytes,
+                ..Default::default()
+            },
+        )
+        .context("cannot open the shard disks")?,
+    );
+    let layout = membership.layout();
+    let catalog = layout
+        .node(&layout.catalog_node)
+        .map(|n| n.rpc_addr.clone())
+        .unwrap_or_default();
+    eprintln!(
+        "edgecloud {} serving as a storage node\n  data:    {}\n  disks:   {}\n  cluster: node {} in site {}; node-to-node on {}\n  catalog: node {} at {} (S3 and the other gateways run there)",
+        env!("CARGO_PKG_VERSION"),
+        cfg.data_dir.display(),
+        cfg.disks.len(),
+        membership.me(),
+        layout.node(membership.me()).map(|n| n.site.as_str()).unwrap_or("?"),
+        rpc_listener.local_addr()?,
+        layout.catalog_node,
+        catalog,
+    );
+    let rpc = cluster::rpc::serve(
+        rpc_listener,
+        cluster::rpc::router(cluster::rpc::RpcState {
+            membership: membership.clone(),
+            store: store.clone(),
+        }),
+        &tls,
+        stop_rx,
+    );
+    tokio::spawn(cluster::scrubber::run(
+        store,
+        membership,
+        scrub_interval,
+        scrub_rate * 1_000_000,
+    ));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    rpc.await??;
+    eprintln!("edgecloud stopped");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,105 @@
+//! `edgecloud cluster status`: nodes, sites, disks, health, roles, what the layout
+//! survives, and repair progress, from the catalog node's admin API.
+
+use admin::ops::ClusterView;
+use reqwest::Method;
+
+use crate::client::Client;
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Show nodes, sites, disks, capacity, health and roles, the default redundancy and
+    /// which failures it survives, and repair progress.
+    Status {
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
+    let ClusterCmd::Status { json } = cmd;
+    let v: ClusterView = c.json(c.request(Method::GET, &["cluster"])).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(s) = &v.status {
+        let members = s
+            .nodes
+            .iter()
+            .filter(|n| n.info.state != cluster::NodeState::Removed)
+            .count();
+        println!(
+            "layout epoch {} · {} node(s) in {} site(s) · this node {}",
+            s.epoch,
+            members,
+            s.sites.len(),
+            s.me
+        );
+        println!(
+            "{:<17} {:<10} {:<22} {:<10} {:<8} {:>7} {:>6} {:>8} {:>22}",
+            "NODE", "SITE", "ADDRESS", "STATE", "ROLE", "SEEN", "DISKS", "SHARDS", "FREE / TOTAL"
+        );
+        for n in &s.nodes {
+            let state = if n.suspected {
+                "suspected".to_string()
+            } else {
+                format!("{:?}", n.info.state).to_lowercase()
+            };
+            let seen = n
+                .seen_ms_ago
+                .map_or("never".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            let shards: u64 = n.disk_health.iter().map(|d| d.shards).sum();
+            let free: u64 = n.disk_health.iter().map(|d| d.bytes_free).sum();
+            let total: u64 = n.disk_health.iter().map(|d| d.bytes_total).sum();
+            let bad = n.disk_health.iter().filter(|d| !d.ok).count();
+            println!(
+                "{:<17} {:<10} {:<22} {:<10} {:<8} {:>7} {:>6} {:>8} {:>22}",
+                n.info.id.0,
+                n.info.site,
+                n.info.rpc_addr,
+                state,
+                n.role,
+                seen,
+                if bad > 0 {
+                    format!("{}!{bad}", n.info.disks.len())
+                } else {
+                    n.info.disks.len().to_string()
+                },
+                shards,
+                format!("{} / {}", gib(free), gib(total)),
+            );
+            if let Some(e) = &n.error {
+                println!("{:<17} last error: {e}", "");
+            }
+        }
+    } else {
+        println!("not part of a cluster");
+    }
+    println!("new buckets: {}", v.survives);
+    let r = &v.repair;
+    match &r.report {
+        None => println!("repair: no pass yet"),
+        Some(rep) => println!(
+            "repair: {}{} pass(es); {} chunks checked, {} shards missing, {} repaired, {} moved back, {} unrecoverable{}",
+            if r.running { "running; " } else { "idle; " },
+            r.passes,
+            rep.chunks_checked,
+            rep.shards_missing,
+            rep.shards_repaired,
+            rep.stray_shards_removed,
+            rep.chunks_unrecoverable.len(),
+            if !r.running && r.healthy {
+                " · every chunk at full redundancy"
+            } else {
+                ""
+            }
+        ),
+    }
+    Ok(())
+}
