@@ -35,7 +35,7 @@ class Node:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--data", str(data), "--s3-listen", f"127.0.0.1:{s3_port}",
              "--admin-listen", f"127.0.0.1:{admin_port}", "--dav-listen", f"127.0.0.1:{dav_port}",
-             "--ftp-listen", f"127.0.0.1:{ftp_port}",
+             "--ftp-listen", f"127.0.0.1:{ftp_port}", "--rpc-listen", "127.0.0.1:0",
              "--nfs-key", ACCESS, "--nfs-listen", f"127.0.0.1:{nfs_port}", *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "w"))
         deadline = time.time() + 20

@@ -3,6 +3,8 @@
 //! shards, expired history) once its grace period has passed.
 
 use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use catalog::ChunkRecord;
@@ -57,6 +59,23 @@ struct Presence {
 impl Presence {
     fn has(&self, key: &ShardKey, spot: usize) -> bool {
         self.at.get(key).is_some_and(|v| v.iter().any(|(s, _)| *s == spot))
+    }
+}
+
+/// Chunks checked at once by a scrub or repair pass.
+const SCRUB_PARALLELISM: usize = 16;
+
+impl ScrubReport {
+    /// Adds the counts of one chunk's check.
+    fn add(&mut self, o: &ScrubReport) {
+        self.chunks_checked += o.chunks_checked;
+        self.shards_checked += o.shards_checked;
+        self.shards_missing += o.shards_missing;
+        self.shards_corrupt += o.shards_corrupt;
+        self.shards_repaired += o.shards_repaired;
+        self.chunks_unrecoverable.extend(o.chunks_unrecoverable.iter().cloned());
+        self.bytes_read += o.bytes_read;
+        self.stray_shards_removed += o.stray_shards_removed;
     }
 }
 
@@ -173,6 +192,13 @@ impl Archive {
                 Loc::Remote { .. } if presence.has(&key(i), spot) => ShardState::Ok,
                 Loc::Remote { .. } => ShardState::Missing,
             };
+            // The listing predates chunks written during the pass: look before repairing.
+            let state = match state {
+                ShardState::Missing if self.read_shard_at(t, spot, key(i)).await.is_ok() => {
+                    ShardState::Ok
+                }
+                s => s,
+            };
             match state {
                 ShardState::Missing => report.shards_missing += 1,
                 ShardState::Corrupt => report.shards_corrupt += 1,
@@ -266,11 +292,22 @@ impl Archive {
             let page = self.inner.catalog.chunks_page(after, 256)?;
             let Some(last) = page.last() else { break };
             after = Some(last.0);
-            for (id, rec) in &page {
+            // Chunks are checked a few at a time: repair is mostly waiting on other nodes.
+            let mut checks = Vec::with_capacity(page.len());
+            for (id, rec) in page {
                 if rec.inline.is_some() {
                     continue; // kept in the catalog, which checksums its own pages
                 }
-                self.scrub_chunk(*id, rec, &t, &presence, opts, &mut report).await?;
+                let (t, presence) = (&t, &presence);
+                checks.push(async move {
+                    let mut r = ScrubReport::default();
+                    self.scrub_chunk(id, &rec, t, presence, opts, &mut r).await?;
+                    Ok::<_, crate::ArchiveError>(r)
+                });
+            }
+            let mut results = futures::stream::iter(checks).buffer_unordered(SCRUB_PARALLELISM);
+            while let Some(r) = results.next().await {
+                report.add(&r?);
                 if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {
                     let due = Duration::from_secs_f64(report.bytes_read as f64 / rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {

@@ -48,7 +48,7 @@ pub async fn run(
     rate_bytes_per_sec: u64,
 ) {
     let mut last_verify = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(interval.min(Duration::from_secs(30)));
     loop {
         tick.tick().await;
         let s = store.clone();

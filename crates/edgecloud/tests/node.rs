@@ -47,6 +47,7 @@ impl Node {
         cmd.arg("--s3-listen")
             .arg(format!("127.0.0.1:{}", free_port()));
         cmd.args(["--dav-listen", "127.0.0.1:0", "--ftp-listen", "127.0.0.1:0"]);
+        cmd.args(["--rpc-listen", "127.0.0.1:0"]);
         cmd.args(["--chunk-avg", "64KiB"]);
         for d in &self.disks {
             cmd.arg("--disk").arg(d);
@@ -378,7 +379,7 @@ fn config_file_and_env_set_options() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("edgecloud.toml");
-    std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\ndav-listen = \"127.0.0.1:0\"\nftp-listen = \"127.0.0.1:0\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
+    std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\ndav-listen = \"127.0.0.1:0\"\nftp-listen = \"127.0.0.1:0\"\nrpc-listen = \"127.0.0.1:0\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)
@@ -437,6 +438,8 @@ fn a_truncated_catalog_is_refused_with_a_message_naming_the_file() {
     let out = Command::new(BIN)
         .args([
             "serve",
+            "--rpc-listen",
+            "127.0.0.1:0",
             "--admin-listen",
             &format!("127.0.0.1:{}", free_port()),
             "--data",
