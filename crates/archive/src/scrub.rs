@@ -139,10 +139,10 @@ impl Archive {
     async fn delete_shard_at(&self, t: &Topology, spot: usize, key: ShardKey) -> Result<()> {
         match &t.locs[spot] {
             Loc::Local(d) => Ok(self.inner.store.disk(*d).delete(key).await?),
-            Loc::Remote { addr, .. } => {
+            Loc::Remote { addr, disk, .. } => {
                 let m = self.inner.cluster.get().expect("remote spots exist only in a cluster");
                 m.client()
-                    .delete_shard(addr, &key)
+                    .delete_shard(addr, Some(*disk), &key)
                     .await
                     .map_err(|e| crate::ArchiveError::Storage(e.to_string()))
             }
@@ -215,6 +215,7 @@ impl Archive {
             written_ms: 0,
         };
         let mut rebuilt: Option<Vec<Vec<u8>>> = None;
+        let mut repaired_here = Vec::new();
         for &i in &bad {
             // A copy somewhere else (written while its place was away) moves back;
             // otherwise the shard is rebuilt from the others.
@@ -249,17 +250,19 @@ impl Archive {
                 continue;
             }
             states[i] = ShardState::Ok;
+            repaired_here.push(i);
             report.shards_repaired += 1;
         }
         // Copies away from their place, once the placed copy is known good.
         for (i, &spot) in placed.iter().enumerate() {
-            if !matches!(states[i], ShardState::Ok) {
+            // Only when the copy at its place is known (a local read may have been
+            // served from another disk of this node: that copy is not a stray).
+            let at_home = presence.has(&key(i), spot) || repaired_here.contains(&i);
+            if !matches!(states[i], ShardState::Ok) || !at_home {
                 continue;
             }
-            let home = t.node_of(spot);
             for &(s, _) in presence.at.get(&key(i)).into_iter().flatten() {
-                let same_node_other_disk = t.node_of(s) == home && home.is_some();
-                if s == spot || same_node_other_disk || !self.spot_reachable(t, presence, s) {
+                if s == spot || !self.spot_reachable(t, presence, s) {
                     continue;
                 }
                 self.delete_shard_at(t, s, key(i)).await?;

@@ -179,9 +179,14 @@ impl Client {
         Ok(body.to_vec())
     }
 
-    /// Removes a shard from every disk of a node that holds it.
-    pub async fn delete_shard(&self, addr: &str, key: &ShardKey) -> Result<(), RpcError> {
-        self.send(addr, self.http.delete(shard_url(addr, None, key)))
+    /// Removes a shard from one disk of a node, or from every disk that holds it (`None`).
+    pub async fn delete_shard(
+        &self,
+        addr: &str,
+        disk: Option<u32>,
+        key: &ShardKey,
+    ) -> Result<(), RpcError> {
+        self.send(addr, self.http.delete(shard_url(addr, disk, key)))
             .await
             .map(|_| ())
     }
