@@ -105,10 +105,13 @@ class Cluster:
             assert time.time() < deadline, f"timed out waiting for {what}:\n{self.table()}"
             time.sleep(0.5)
 
-    def healed(self, after_passes=0):
+    def healed(self):
         """Waits until a repair pass that started after now finds every chunk in place."""
         passes = self.status()["repair"]["passes"]
-        return self.wait(lambda s: s["repair"]["passes"] > max(passes, after_passes)
+        p = subprocess.run([BIN, "--data", str(self.nodes[1].data), "--admin", "http://127.0.0.11:9410",
+                            "cluster", "repair"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return self.wait(lambda s: s["repair"]["passes"] > passes
                          and not s["repair"]["running"] and s["repair"]["healthy"],
                          "full redundancy")
 
@@ -352,3 +355,39 @@ def test_a_new_site_takes_a_fair_share_and_nothing_is_lost(cluster):
     for o in s3.list_objects_v2(Bucket="cluster")["Contents"]:
         body = s3.get_object(Bucket="cluster", Key=o["Key"])["Body"].read()
         assert len(body) == o["Size"]
+
+
+def test_drain_then_remove_a_node_and_its_identity_is_refused_after(cluster):
+    def cli(*args):
+        return subprocess.run([BIN, "--data", str(cluster.nodes[1].data), "--admin", "http://127.0.0.11:9410",
+                               "cluster", *args], capture_output=True, text=True)
+
+    s = cluster.status()
+    ids = {n["rpc_addr"]: n["id"] for n in s["status"]["nodes"]}
+    catalog, n7, n2 = s["status"]["catalog_node"], ids["127.0.0.17:9420"], ids["127.0.0.12:9420"]
+    # Refused, with a reason, and nothing changes.
+    p = cli("drain", catalog)
+    assert p.returncode != 0 and "holds the catalog" in p.stderr
+    p = cli("remove", n2)
+    assert p.returncode != 0 and "drain it first" in p.stderr
+    assert cluster.status()["status"]["epoch"] == s["status"]["epoch"]
+    # Drain n7: its shards move away while the data stays readable.
+    assert cli("drain", n7).returncode == 0
+    s = cluster.wait(lambda s: shards_per_node_all(s)["127.0.0.17:9420"] == 0, "n7 drained")
+    cluster.healed()
+    assert cli("remove", n7).returncode == 0
+    states_now = {n["id"]: n["state"] for n in cluster.status()["status"]["nodes"]}
+    assert states_now[n7] == "removed"
+    s3 = s3client()
+    for o in s3.list_objects_v2(Bucket="cluster")["Contents"]:
+        body = s3.get_object(Bucket="cluster", Key=o["Key"])["Body"].read()
+        assert len(body) == o["Size"]
+    # A removed node that comes back is refused.
+    cluster.nodes[7].kill()
+    cluster.nodes[7].start(wait=False)
+    assert cluster.nodes[7].proc.wait(timeout=30) != 0
+    assert "removed" in cluster.nodes[7].log.read_text().splitlines()[-1]
+
+
+def shards_per_node_all(s):
+    return {n["rpc_addr"]: sum(d["shards"] for d in n["disk_health"]) for n in s["status"]["nodes"]}

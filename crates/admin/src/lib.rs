@@ -107,6 +107,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/status", get(ops::status))
         .route("/v1/scrub", post(ops::scrub))
         .route("/v1/cluster", get(ops::cluster))
+        .route("/v1/cluster/repair", post(ops::repair))
+        .route("/v1/cluster/nodes/{node}/drain", post(ops::drain))
+        .route(
+            "/v1/cluster/nodes/{node}",
+            axum::routing::delete(ops::remove),
+        )
         .route("/v1/buckets", get(buckets::list))
         .route(
             "/v1/buckets/{bucket}",

@@ -1,5 +1,6 @@
 use archive::ScrubOptions;
 use axum::Json;
+use axum::http::StatusCode;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 
@@ -78,4 +79,53 @@ pub(crate) async fn cluster(State(s): State<AdminState>) -> Result<Json<ClusterV
         survives,
         repair: s.archive.repair_state(),
     }))
+}
+
+/// Asks the repair worker for a pass now (it also runs on its own after failures).
+pub(crate) async fn repair(State(s): State<AdminState>) -> Result<StatusCode, ApiError> {
+    cluster_of(&s)?.request_repair();
+    Ok(StatusCode::ACCEPTED)
+}
+
+fn cluster_of(s: &AdminState) -> Result<&std::sync::Arc<cluster::Membership>, ApiError> {
+    s.archive.cluster().ok_or_else(|| {
+        ApiError(archive::ArchiveError::Invalid(
+            "this node is not part of a cluster".into(),
+        ))
+    })
+}
+
+fn refused(msg: String) -> ApiError {
+    tracing::warn!("layout change refused: {msg}");
+    ApiError(archive::ArchiveError::Invalid(msg))
+}
+
+/// Drains a node: its shards move to the others; it takes no new ones.
+pub(crate) async fn drain(
+    State(s): State<AdminState>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let m = cluster_of(&s)?;
+    let widest = s
+        .archive
+        .buckets()?
+        .iter()
+        .map(|b| b.policy.shard_count())
+        .chain([s.archive.default_policy().shard_count()])
+        .max()
+        .unwrap_or(1);
+    m.drain(&cluster::NodeId(node), widest).await.map_err(refused)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Removes a drained (or down and rebuilt) node for good.
+pub(crate) async fn remove(
+    State(s): State<AdminState>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let m = cluster_of(&s)?;
+    let r = s.archive.repair_state();
+    let rebuilt = r.healthy && !r.running;
+    m.remove(&cluster::NodeId(node), rebuilt).await.map_err(refused)?;
+    Ok(StatusCode::NO_CONTENT)
 }

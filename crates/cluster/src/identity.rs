@@ -111,6 +111,15 @@ impl ClusterSecret {
         }
     }
 
+    /// Keeps the secret in a file (mode 0600) unless one is there: a node that joined
+    /// restarts without being given it again.
+    pub fn save_if_absent(&self, path: &Path) -> anyhow::Result<()> {
+        if path.exists() {
+            return Ok(());
+        }
+        write_private(path, &String::from_utf8_lossy(&self.0))
+    }
+
     /// The seed of the cluster authority's Ed25519 key.
     pub(crate) fn authority_seed(&self) -> [u8; 32] {
         blake3::derive_key("edgecloud 2026 cluster authority v1", &self.0)

@@ -77,9 +77,15 @@ const LAYOUT_FILE: &str = "cluster/layout.json";
 /// Heartbeats go out this often; a node is suspected after three missed.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// A TLS failure: the other side does not trust this node's certificate (or vice versa).
+fn is_trust_failure(e: &RpcError) -> bool {
+    let text = e.to_string();
+    text.contains("certificate") || text.contains("handshake") || text.contains("alert")
+}
+
 fn explain(addr: &str, e: RpcError) -> anyhow::Error {
     let text = e.to_string();
-    if text.contains("certificate") || text.contains("handshake") || text.contains("alert") {
+    if is_trust_failure(&e) {
         anyhow::anyhow!(
             "{text}\nthe node at {addr} did not accept this node's certificate: is the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET) the same as the cluster's?"
         )
@@ -116,6 +122,10 @@ impl Membership {
                 match catalog {
                     Some(addr) => match client.join(&addr, &opts.me).await {
                         Ok(newer) => newer,
+                        Err(e) if matches!(e, RpcError::Refused { .. }) || is_trust_failure(&e) => {
+                            return Err(explain(&addr, e))
+                                .with_context(|| format!("the catalog node at {addr} refused this node"));
+                        }
                         Err(e) => {
                             tracing::warn!("cannot reach the catalog node at {addr} ({e}); using the saved layout");
                             l
@@ -241,6 +251,87 @@ impl Membership {
                     tracing::info!(node = %info.id, site = %info.site, addr = %info.rpc_addr, "node joined");
                     l.nodes.push(info);
                 }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Starts moving every shard off a node (`Draining`: it takes no new shards; repair
+    /// moves what it holds). Refused when the nodes left could not hold `widest` shards
+    /// of a chunk on distinct disks, or for the catalog node.
+    pub async fn drain(&self, id: &NodeId, widest: usize) -> Result<Arc<Layout>, String> {
+        let l = self.layout();
+        let n = l.node(id).ok_or_else(|| format!("no node {id} in this cluster"))?;
+        if id == &l.catalog_node {
+            return Err(format!("node {id} holds the catalog and cannot be drained (yet)"));
+        }
+        if n.state == NodeState::Removed {
+            return Err(format!("node {id} was already removed"));
+        }
+        let disks_left: usize = l
+            .members()
+            .filter(|m| &m.id != id && m.state == NodeState::Active)
+            .map(|m| m.disks.len())
+            .sum();
+        if disks_left < widest {
+            return Err(format!(
+                "draining {id} would leave {disks_left} disks for chunks of {widest} shards: add a node first"
+            ));
+        }
+        let id = id.clone();
+        self.change(move |l| {
+            if let Some(n) = l.node_mut(&id) {
+                tracing::info!(node = %id, "draining");
+                n.state = NodeState::Draining;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes a node out of the cluster for good. Only a drained node that holds no
+    /// shards any more, or a down node whose shards were already rebuilt elsewhere
+    /// (`rebuilt`: a repair pass since it went down found every chunk complete).
+    pub async fn remove(&self, id: &NodeId, rebuilt: bool) -> Result<Arc<Layout>, String> {
+        let l = self.layout();
+        let n = l.node(id).ok_or_else(|| format!("no node {id} in this cluster"))?;
+        if id == &l.catalog_node {
+            return Err(format!("node {id} holds the catalog and cannot be removed"));
+        }
+        let held: Option<u64> = self
+            .peers
+            .lock()
+            .expect("peers lock")
+            .get(id)
+            .and_then(|v| v.health.as_ref())
+            .map(|h| h.disks.iter().map(|d| d.shards).sum());
+        match n.state {
+            NodeState::Removed => return Err(format!("node {id} was already removed")),
+            NodeState::Draining if held == Some(0) => {}
+            NodeState::Down if rebuilt => {}
+            NodeState::Draining => {
+                return Err(format!(
+                    "node {id} still holds {} shards: wait until the drain has moved them (cluster status)",
+                    held.map_or("some".to_string(), |h| h.to_string())
+                ));
+            }
+            NodeState::Down => {
+                return Err(format!(
+                    "node {id} is down but its shards are not all rebuilt yet: wait for a healthy repair pass"
+                ));
+            }
+            NodeState::Active => {
+                return Err(format!(
+                    "node {id} is active and holds data: drain it first (edgecloud cluster drain {id})"
+                ));
+            }
+        }
+        let id = id.clone();
+        self.change(move |l| {
+            if let Some(n) = l.node_mut(&id) {
+                tracing::warn!(node = %id, "removed from the cluster");
+                n.state = NodeState::Removed;
             }
             Ok(())
         })

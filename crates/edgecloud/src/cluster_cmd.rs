@@ -15,6 +15,21 @@ pub enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start a repair pass now: rebuild missing shards and move shards back to where the
+    /// layout places them (it also runs by itself after failures). Follow it with status.
+    Repair,
+    /// Move every shard off a node before it leaves; it takes no new shards meanwhile.
+    /// Refused if the other nodes could not hold the widest policy in use.
+    Drain {
+        /// Node id (see `cluster status`).
+        node: String,
+    },
+    /// Take a node out for good: a drained node that holds no shards, or a down node
+    /// whose shards were all rebuilt elsewhere. Its identity is refused from then on.
+    Remove {
+        /// Node id (see `cluster status`).
+        node: String,
+    },
 }
 
 fn gib(b: u64) -> String {
@@ -22,7 +37,26 @@ fn gib(b: u64) -> String {
 }
 
 pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
-    let ClusterCmd::Status { json } = cmd;
+    let json = match cmd {
+        ClusterCmd::Status { json } => json,
+        ClusterCmd::Drain { node } => {
+            c.send(c.request(Method::POST, &["cluster", "nodes", &node, "drain"]))
+                .await?;
+            println!("node {node} is draining; `edgecloud cluster status` shows its shards leave");
+            return Ok(());
+        }
+        ClusterCmd::Remove { node } => {
+            c.send(c.request(Method::DELETE, &["cluster", "nodes", &node]))
+                .await?;
+            println!("node {node} removed from the cluster");
+            return Ok(());
+        }
+        ClusterCmd::Repair => {
+            c.send(c.request(Method::POST, &["cluster", "repair"])).await?;
+            println!("repair pass requested; follow it with `edgecloud cluster status`");
+            return Ok(());
+        }
+    };
     let v: ClusterView = c.json(c.request(Method::GET, &["cluster"])).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -341,6 +341,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         cluster::Client::new(&node_tls)?,
     )
     .await?;
+    secret.save_if_absent(&data.join(CLUSTER_SECRET))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if !membership.is_catalog() {
         return run_storage_node(cfg, membership, node_tls, rpc_listener, scrub_interval, scrub_rate, stop_tx, stop_rx).await;
