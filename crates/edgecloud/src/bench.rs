@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Benchmark this FTP server instead (e.g. 127.0.0.1:9421); the same workload as --s3
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "s3")]
     pub ftp: Option<String>,
+    /// Start a 3-site, 6-node cluster of this binary on 127.0.0.101-106 and a one-node
+    /// comparison on 127.0.0.100 (ports 9400-9421 on those addresses must be free); report
+    /// S3 throughput of both, storage overhead, and repair speed after a node is killed
+    #[arg(long, conflicts_with_all = ["s3", "webdav", "ftp"])]
+    pub cluster: bool,
     /// Access key for --s3 (user name for --webdav and --ftp)
     #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "KEY")]
     pub access_key: Option<String>,
@@ -130,6 +135,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             (_, Some(addr)) => crate::filebench::run_ftp(addr, login, a.quick).await,
             _ => unreachable!(),
         };
+    }
+    if a.cluster {
+        return crate::clusterbench::run(a.quick).await;
     }
     if let Some(url) = a.s3 {
         let (Some(access_key), Some(secret_key)) = (a.access_key, a.secret_key) else {

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod cluster_cmd;
+mod clusterbench;
 mod commands;
 mod config;
 mod filebench;

@@ -21,7 +21,7 @@ pub struct S3Target {
     pub region: String,
 }
 
-struct S3Client {
+pub struct S3Client {
     http: reqwest::Client,
     base: Url,
     host: String,
@@ -29,7 +29,7 @@ struct S3Client {
 }
 
 impl S3Client {
-    fn new(t: &S3Target) -> anyhow::Result<Self> {
+    pub fn new(t: &S3Target) -> anyhow::Result<Self> {
         let base = Url::parse(&t.url)
             .with_context(|| format!("--s3 {:?} is not a URL like http://127.0.0.1:9400", t.url))?;
         let host = match (base.host_str(), base.port()) {
@@ -53,7 +53,7 @@ impl S3Client {
         })
     }
 
-    async fn send(
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
@@ -131,9 +131,15 @@ pub trait Store {
     async fn get(&self, name: &str) -> anyhow::Result<u64>;
 }
 
-struct S3Store<'a> {
+pub struct S3Store<'a> {
     c: &'a S3Client,
     bucket: &'a str,
+}
+
+impl<'a> S3Store<'a> {
+    pub fn new(c: &'a S3Client, bucket: &'a str) -> Self {
+        S3Store { c, bucket }
+    }
 }
 
 impl Store for S3Store<'_> {
