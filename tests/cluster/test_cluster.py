@@ -298,9 +298,14 @@ def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
         assert hashlib.sha256(got).hexdigest() == sha, f"{key}: acknowledged write lost"
     # Reconciled: every node holds one shard of each chunk, none twice (4+2 over six
     # nodes); shards of writes that failed mid-way may linger until GC.
+    # Shard counts come from heartbeats (every second): let them catch up with the pass.
+    time.sleep(2.5)
+    s = cluster.status()
     chunks = s["repair"]["report"]["chunks_checked"]
+    orphans = s["repair"]["report"]["orphan_shards_pending"]
+    print(f"{chunks} chunks; shards per node {shards_per_node(s)}; {orphans} orphan shards")
     for addr, n in shards_per_node(s).items():
-        assert chunks <= n <= chunks + 12 * w.failed_writes, (addr, n, chunks)
+        assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
 
 
 def test_deleted_and_corrupted_shard_files_are_repaired(cluster):
@@ -342,7 +347,9 @@ def test_a_new_site_takes_a_fair_share_and_nothing_is_lost(cluster):
     total_before = sum(shards_per_node(s).values())
     n7 = cluster.add(7)
     s = cluster.wait(lambda s: active(s) == 7, "n7 active")
-    s = cluster.healed()
+    cluster.healed()
+    time.sleep(2.5)  # heartbeats carry the shard counts
+    s = cluster.status()
     per_node = shards_per_node(s)
     moved = per_node[f"{n7.ip}:9420"]
     fraction = moved / total_before

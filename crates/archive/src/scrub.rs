@@ -41,6 +41,9 @@ pub struct ScrubReport {
     pub history_versions_expired: u64,
     /// Shards forgotten because their disk folder or segment file vanished.
     pub shards_lost_with_disks: u64,
+    /// Shards on some disk whose chunk has no record (an upload that failed or was
+    /// retried): garbage collection removes them after the grace period.
+    pub orphan_shards_pending: u64,
     /// Copies removed because the shard is back at its place (after repair or a
     /// node's return): no shard is kept twice.
     pub stray_shards_removed: u64,
@@ -319,6 +322,11 @@ impl Archive {
                 }
             }
             progress(&report);
+        }
+        for (key, copies) in &presence.at {
+            if self.inner.catalog.chunk(&key.chunk)?.is_none() {
+                report.orphan_shards_pending += copies.len() as u64;
+            }
         }
         if opts.collect_garbage {
             self.collect_garbage(&mut report).await?;

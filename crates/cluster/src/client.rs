@@ -1,7 +1,11 @@
 //! The node-to-node client: shard reads and writes, heartbeats, joining, layout pushes.
 //! HTTP/1.1 over mutual TLS (reqwest with this node's rustls configuration).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use codec::Redundancy;
 use serde::{Deserialize, Serialize};
@@ -100,7 +104,13 @@ pub(crate) const SEALED_LEN: &str = "x-edgecloud-sealed-len";
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Shard requests in flight per node: beyond this they queue rather than open more
+    /// connections (each a TLS handshake). Heartbeats and listings are not limited.
+    per_node: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
+
+/// Shard requests in flight to one node at most.
+const SHARD_REQUESTS_PER_NODE: usize = 16;
 
 fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
     let disk = disk.map_or("any".to_string(), |d| d.to_string());
@@ -120,7 +130,21 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Client { http })
+        Ok(Client {
+            http,
+            per_node: Default::default(),
+        })
+    }
+
+    async fn slot(&self, addr: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let sem = self
+            .per_node
+            .lock()
+            .expect("per-node lock")
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(SHARD_REQUESTS_PER_NODE)))
+            .clone();
+        sem.acquire_owned().await.expect("never closed")
     }
 
     async fn send(
@@ -155,6 +179,7 @@ impl Client {
         meta: ShardMeta,
         data: Vec<u8>,
     ) -> Result<(), RpcError> {
+        let _slot = self.slot(addr).await;
         let req = self
             .http
             .put(shard_url(addr, Some(disk), key))
@@ -171,6 +196,7 @@ impl Client {
         disk: Option<u32>,
         key: &ShardKey,
     ) -> Result<Vec<u8>, RpcError> {
+        let _slot = self.slot(addr).await;
         let resp = self.send(addr, self.http.get(shard_url(addr, disk, key))).await?;
         let body = resp.bytes().await.map_err(|e| RpcError::Unreachable {
             addr: addr.to_string(),
@@ -186,6 +212,7 @@ impl Client {
         disk: Option<u32>,
         key: &ShardKey,
     ) -> Result<(), RpcError> {
+        let _slot = self.slot(addr).await;
         self.send(addr, self.http.delete(shard_url(addr, disk, key)))
             .await
             .map(|_| ())
