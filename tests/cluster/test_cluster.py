@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import threading
@@ -102,7 +103,8 @@ class Cluster:
             s = self.status()
             if cond(s):
                 return s
-            assert time.time() < deadline, f"timed out waiting for {what}:\n{self.table()}"
+            assert time.time() < deadline, \
+                f"timed out waiting for {what}:\n{self.table()}\n{json.dumps(s['repair'])}"
             time.sleep(0.5)
 
     def healed(self):
@@ -398,3 +400,24 @@ def test_drain_then_remove_a_node_and_its_identity_is_refused_after(cluster):
 
 def shards_per_node_all(s):
     return {n["rpc_addr"]: sum(d["shards"] for d in n["disk_health"]) for n in s["status"]["nodes"]}
+
+
+def test_a_frozen_node_does_not_stall_reads(cluster):
+    """SIGSTOP leaves a node's sockets open but silent (like a hung disk or a dead
+    link): reads must not wait for it (hedged reads take another shard)."""
+    s3 = s3client()
+    s3.create_bucket(Bucket="frozen")
+    objects = {f"f{i}": os.urandom(200_000) for i in range(8)}
+    for k, body in objects.items():
+        s3.put_object(Bucket="frozen", Key=k, Body=body)
+    impatient = boto3.client("s3", endpoint_url="http://127.0.0.11:9400", aws_access_key_id=ACCESS,
+                             aws_secret_access_key=SECRET, region_name="us-east-1",
+                             config=Config(retries={"max_attempts": 0}, read_timeout=10))
+    victim = cluster.nodes[2].proc
+    victim.send_signal(signal.SIGSTOP)
+    try:
+        for k, body in objects.items():
+            assert impatient.get_object(Bucket="frozen", Key=k)["Body"].read() == body
+    finally:
+        victim.send_signal(signal.SIGCONT)
+    cluster.wait(lambda s: active(s) == 6, "the frozen node back")

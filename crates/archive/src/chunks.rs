@@ -1,6 +1,7 @@
 //! Storing and fetching one chunk: the step every put, get, copy and repair shares.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use catalog::ChunkRef;
 use codec::{ChunkId, DataKey, Redundancy};
 
@@ -230,22 +231,28 @@ impl Archive {
         order.sort_by_key(|&i| (t.spots[placed[i]].site != t.my_site, i >= needed, i));
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut errors = Vec::new();
-        let mut next = 0;
+        let read = |i: usize| {
+            let key = ShardKey {
+                chunk: *id,
+                index: i as u8,
+            };
+            let (t, spot) = (&t, placed[i]);
+            async move { (i, self.read_shard_at(t, spot, key).await) }
+        };
+        // Hedged reads: `needed` reads first; one more whenever a read fails, and one
+        // more each HEDGE_AFTER while some are still outstanding (a slow node), so a
+        // chunk waits for the fastest `needed` shards, not for the slowest.
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut next = needed.min(n);
+        for &i in &order[..next] {
+            pending.push(read(i));
+        }
         let mut have = 0;
-        while have < needed && next < n {
-            let wave: Vec<usize> = order[next..(next + needed - have).min(n)].to_vec();
-            next += wave.len();
-            let reads = wave.iter().map(|&i| {
-                let key = ShardKey {
-                    chunk: *id,
-                    index: i as u8,
-                };
-                let t = &t;
-                let spot = placed[i];
-                async move { (i, self.read_shard_at(t, spot, key).await) }
-            });
-            for (i, r) in futures::future::join_all(reads).await {
-                match r {
+        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        tokio::pin!(hedge);
+        while have < needed && !pending.is_empty() {
+            tokio::select! {
+                Some((i, r)) = pending.next() => match r {
                     Ok(s) => {
                         shards[i] = Some(s);
                         have += 1;
@@ -253,10 +260,20 @@ impl Archive {
                     Err(e) => {
                         tracing::warn!(chunk = %codec::hex(id), shard = i, error = %e, "shard unreadable; using others");
                         errors.push(e.to_string());
+                        if next < n {
+                            pending.push(read(order[next]));
+                            next += 1;
+                        }
                     }
+                },
+                _ = &mut hedge, if next < n => {
+                    pending.push(read(order[next]));
+                    next += 1;
+                    hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
                 }
             }
         }
+        drop(pending); // reads still in flight are no longer needed
         for i in 0..n {
             if have >= needed {
                 break;
@@ -314,6 +331,9 @@ impl Archive {
         .map_err(loss)
     }
 }
+
+/// A read slower than this gets a second one racing it (from another shard).
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ShardReadError {

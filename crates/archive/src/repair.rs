@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::{Archive, ScrubOptions, ScrubReport};
 
+/// A pass that left chunks short of full redundancy is retried after this long.
+const RETRY_UNHEALTHY: Duration = Duration::from_secs(5);
+
 /// What `cluster status` shows of repair.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RepairState {
@@ -59,7 +62,16 @@ impl Archive {
     pub async fn repair_worker(self, rate_bytes_per_sec: Option<u64>) {
         let Some(m) = self.cluster().cloned() else { return };
         loop {
-            m.repair_requested().await;
+            if self.repair_state().healthy || self.repair_state().passes == 0 {
+                m.repair_requested().await;
+            } else {
+                // Not at full redundancy yet (a node still away, a write that failed):
+                // try again soon even if nothing asks.
+                tokio::select! {
+                    _ = m.repair_requested() => {}
+                    _ = tokio::time::sleep(RETRY_UNHEALTHY) => {}
+                }
+            }
             loop {
                 // Let a burst of triggers (a site going down) settle into one pass.
                 tokio::time::sleep(Duration::from_millis(500)).await;

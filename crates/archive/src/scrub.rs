@@ -65,8 +65,9 @@ impl Presence {
     }
 }
 
-/// Chunks checked at once by a scrub or repair pass.
-const SCRUB_PARALLELISM: usize = 16;
+/// Chunks checked at once by a scrub or repair pass: repair is bound by the fsyncs of
+/// the nodes it writes to, and more writes in flight share each group commit.
+const SCRUB_PARALLELISM: usize = 64;
 
 impl ScrubReport {
     /// Adds the counts of one chunk's check.
