@@ -310,6 +310,60 @@ def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
         assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
 
 
+def iptables(*args):
+    subprocess.run(["iptables", "-w", *args], check=True)
+
+
+def partition(site_ips, cut):
+    """Drops every packet to or from a group of loopback addresses: the site can talk to
+    no one else. (Connections between nodes leave from 127.0.0.1, whatever address the
+    node listens on, so the rules match the site's addresses on either end.)"""
+    for ip in site_ips:
+        for flag in ("-s", "-d"):
+            iptables("-I" if cut else "-D", "INPUT", flag, ip, "-j", "DROP")
+
+
+def test_a_partitioned_site_loses_nothing_and_rejoins(cluster):
+    """Site s3 is cut off by a firewall (packets dropped, not refused: connections hang).
+    Writes go on, nothing acknowledged is lost, and when the link heals the site rejoins
+    and every chunk is back at full redundancy, no shard kept twice. There is one catalog
+    node, so no second leader can accept writes (no split-brain by construction until
+    the catalog is replicated)."""
+    s3 = s3client()
+    s3.create_bucket(Bucket="partition")
+    h = History()
+    w = Workload(h, "partition")
+    w.start()
+    site = ["127.0.0.15", "127.0.0.16"]
+    try:
+        time.sleep(3)
+        partition(site, cut=True)
+        try:
+            cluster.wait(lambda s: active(s) == 4, "the cut-off site declared down")
+            before = w.writes
+            time.sleep(4)
+            assert w.writes > before, f"writes stopped during the partition: {w.problems[-3:]}"
+            cluster.healed()
+            read_back_everything(h, "partition")
+        finally:
+            partition(site, cut=False)
+        cluster.wait(lambda s: active(s) == 6, "the site back after the partition")
+    finally:
+        w.stop()
+    s = cluster.healed()
+    assert not h.errors, h.errors[:5]
+    for key, (_, sha) in sorted(h.acked.items()):
+        got = s3.get_object(Bucket="partition", Key=key)["Body"].read()
+        assert hashlib.sha256(got).hexdigest() == sha, f"{key}: acknowledged write lost"
+    time.sleep(2.5)
+    s = cluster.status()
+    chunks = s["repair"]["report"]["chunks_checked"]
+    orphans = s["repair"]["report"]["orphan_shards_pending"]
+    for addr, n in shards_per_node(s).items():
+        assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
+    assert [n["role"] for n in s["status"]["nodes"]].count("catalog") == 1
+
+
 def test_deleted_and_corrupted_shard_files_are_repaired(cluster):
     s3 = s3client()
     objects = {}

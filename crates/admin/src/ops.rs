@@ -1,7 +1,7 @@
 use archive::ScrubOptions;
 use axum::Json;
-use axum::http::StatusCode;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use serde::Deserialize;
 
 use crate::types::*;
@@ -114,7 +114,9 @@ pub(crate) async fn drain(
         .chain([s.archive.default_policy().shard_count()])
         .max()
         .unwrap_or(1);
-    m.drain(&cluster::NodeId(node), widest).await.map_err(refused)?;
+    m.drain(&cluster::NodeId(node), widest)
+        .await
+        .map_err(refused)?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -126,6 +128,8 @@ pub(crate) async fn remove(
     let m = cluster_of(&s)?;
     let r = s.archive.repair_state();
     let rebuilt = r.healthy && !r.running;
-    m.remove(&cluster::NodeId(node), rebuilt).await.map_err(refused)?;
+    m.remove(&cluster::NodeId(node), rebuilt)
+        .await
+        .map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
 }

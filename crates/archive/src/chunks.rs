@@ -1,9 +1,9 @@
 //! Storing and fetching one chunk: the step every put, get, copy and repair shares.
 
 use bytes::Bytes;
-use futures::StreamExt;
 use catalog::ChunkRef;
 use codec::{ChunkId, DataKey, Redundancy};
+use futures::StreamExt;
 
 use crate::topology::{Loc, Topology};
 use shards::{ShardKey, ShardMeta};
@@ -77,6 +77,21 @@ impl Archive {
         }
     }
 
+    /// Is a node worth asking: up in the layout (active or draining) and answering its
+    /// heartbeats? A node cut off by the network would only make the asker wait.
+    pub(crate) fn node_answering(&self, node: &cluster::NodeId) -> bool {
+        let Some(m) = self.inner.cluster.get() else {
+            return true;
+        };
+        let up = m.layout().node(node).is_some_and(|n| {
+            matches!(
+                n.state,
+                cluster::NodeState::Active | cluster::NodeState::Draining
+            )
+        });
+        up && !m.is_suspected(node)
+    }
+
     /// Writes one shard to one spot, durably.
     pub(crate) async fn write_shard_at(
         &self,
@@ -114,7 +129,12 @@ impl Archive {
     /// to the next usable spot instead (repair moves it back later). Succeeds once at
     /// least `needed` shards are durable: while a site is down, writes go on at
     /// reduced redundancy and repair restores it.
-    async fn write_shards(&self, id: &ChunkId, meta: ShardMeta, shards: Vec<Vec<u8>>) -> Result<()> {
+    async fn write_shards(
+        &self,
+        id: &ChunkId,
+        meta: ShardMeta,
+        shards: Vec<Vec<u8>>,
+    ) -> Result<()> {
         let t = self.topology();
         let usable = |s: usize| self.spot_usable(&t, s);
         let placed = t.place(id, meta.policy, &usable);
@@ -134,7 +154,12 @@ impl Archive {
                 let candidates = std::iter::once(first)
                     .chain(alternatives.iter().copied().filter(|s| !placed.contains(s)));
                 for spot in candidates.take(3) {
-                    match self.write_shard_at(t, spot, key, meta, data.clone()).await {
+                    // A node cut off by the network answers nothing: give up on it soon.
+                    let write = self.write_shard_at(t, spot, key, meta, data.clone());
+                    let result = tokio::time::timeout(SHARD_WRITE_TIMEOUT, write)
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no answer in {SHARD_WRITE_TIMEOUT:?}")));
+                    match result {
                         Ok(()) => {
                             if spot != first && let Some(m) = self.inner.cluster.get() {
                                 m.request_repair(); // it belongs elsewhere: move it later
@@ -210,10 +235,22 @@ impl Archive {
         if local.is_some() || self.inner.cluster.get().is_none() {
             return local;
         }
-        let asks = t.remote_nodes().into_iter().map(|(_, addr)| async move {
-            self.client().get_shard(&addr, None, &key).await.ok()
-        });
-        futures::future::join_all(asks).await.into_iter().flatten().next()
+        let asks = t
+            .remote_nodes()
+            .into_iter()
+            .filter(|(node, _)| self.node_answering(node))
+            .map(|(_, addr)| async move {
+                let ask = self.client().get_shard(&addr, None, &key);
+                tokio::time::timeout(SHARD_WRITE_TIMEOUT, ask)
+                    .await
+                    .ok()?
+                    .ok()
+            });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
     }
 
     /// Gathers `needed` verified shards of a chunk: data shards and this site first,
@@ -316,8 +353,8 @@ impl Archive {
         let (shards, errors) = self.gather_shards(&r.id, rec.policy).await;
         let key = key.clone();
         tokio::task::spawn_blocking(move || {
-            let sealed = codec::join_shards(rec.policy, shards, rec.sealed_len as usize)
-                .map_err(|e| {
+            let sealed =
+                codec::join_shards(rec.policy, shards, rec.sealed_len as usize).map_err(|e| {
                     if errors.is_empty() {
                         e.to_string()
                     } else {
@@ -331,6 +368,10 @@ impl Archive {
         .map_err(loss)
     }
 }
+
+/// A shard write that takes longer than this goes to the next disk instead (the first
+/// may still land: repair then removes the extra copy).
+const SHARD_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A read slower than this gets a second one racing it (from another shard).
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);

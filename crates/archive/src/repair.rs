@@ -60,7 +60,9 @@ impl Archive {
     /// Runs repair passes whenever the cluster asks for one, until the process ends.
     /// A pass that changed something is followed by another, to confirm.
     pub async fn repair_worker(self, rate_bytes_per_sec: Option<u64>) {
-        let Some(m) = self.cluster().cloned() else { return };
+        let Some(m) = self.cluster().cloned() else {
+            return;
+        };
         loop {
             if self.repair_state().healthy || self.repair_state().passes == 0 {
                 m.repair_requested().await;

@@ -3,12 +3,11 @@
 //! shards, expired history) once its grace period has passed.
 
 use std::collections::{HashMap, HashSet};
-
-use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use catalog::ChunkRecord;
 use codec::ChunkId;
+use futures::StreamExt;
 use shards::{ShardKey, ShardMeta};
 
 use crate::chunks::ShardReadError;
@@ -35,6 +34,7 @@ pub struct ScrubReport {
     pub shards_repaired: u64,
     /// Chunks with fewer intact shards than needed: data lost (ids in hex).
     pub chunks_unrecoverable: Vec<String>,
+    /// Bytes read to verify shards, plus bytes repair wrote (both count toward the rate).
     pub bytes_read: u64,
     pub chunks_collected: u64,
     pub orphan_shards_removed: u64,
@@ -61,7 +61,9 @@ struct Presence {
 
 impl Presence {
     fn has(&self, key: &ShardKey, spot: usize) -> bool {
-        self.at.get(key).is_some_and(|v| v.iter().any(|(s, _)| *s == spot))
+        self.at
+            .get(key)
+            .is_some_and(|v| v.iter().any(|(s, _)| *s == spot))
     }
 }
 
@@ -72,12 +74,12 @@ const SCRUB_PARALLELISM: usize = 64;
 impl ScrubReport {
     /// Adds the counts of one chunk's check.
     fn add(&mut self, o: &ScrubReport) {
-        self.chunks_checked += o.chunks_checked;
         self.shards_checked += o.shards_checked;
         self.shards_missing += o.shards_missing;
         self.shards_corrupt += o.shards_corrupt;
         self.shards_repaired += o.shards_repaired;
-        self.chunks_unrecoverable.extend(o.chunks_unrecoverable.iter().cloned());
+        self.chunks_unrecoverable
+            .extend(o.chunks_unrecoverable.iter().cloned());
         self.bytes_read += o.bytes_read;
         self.stray_shards_removed += o.stray_shards_removed;
     }
@@ -107,28 +109,38 @@ impl Archive {
             .map_err(|e| crate::ArchiveError::Storage(format!("listing task failed: {e}")))?;
         let mut at: HashMap<ShardKey, Vec<(usize, u64)>> = HashMap::new();
         for (d, list) in local {
-            let Some(spot) = t.local_spot(d) else { continue };
+            let Some(spot) = t.local_spot(d) else {
+                continue;
+            };
             for (k, m) in list {
                 at.entry(k).or_default().push((spot, m.written_ms));
             }
         }
         let mut reachable = HashSet::new();
         if let Some(m) = self.inner.cluster.get() {
-            let lists = t.remote_nodes().into_iter().map(|(node, addr)| async move {
-                let r = m.client().list_shards(&addr).await;
-                (node, r)
-            });
+            let lists = t
+                .remote_nodes()
+                .into_iter()
+                .filter(|(node, _)| self.node_answering(node))
+                .map(|(node, addr)| async move {
+                    let r = m.client().list_shards(&addr).await;
+                    (node, r)
+                });
             for (node, r) in futures::future::join_all(lists).await {
                 match r {
                     Ok(list) => {
                         for (disk, e) in list {
-                            if let (Some(spot), Some((k, meta))) = (t.spot_of(&node, disk), e.parts()) {
+                            if let (Some(spot), Some((k, meta))) =
+                                (t.spot_of(&node, disk), e.parts())
+                            {
                                 at.entry(k).or_default().push((spot, meta.written_ms));
                             }
                         }
                         reachable.insert(node);
                     }
-                    Err(e) => tracing::warn!(node = %node, error = %e, "scrub: node unreachable; its shards are skipped this pass"),
+                    Err(e) => {
+                        tracing::warn!(node = %node, error = %e, "scrub: node unreachable; its shards are skipped this pass")
+                    }
                 }
             }
         }
@@ -144,7 +156,11 @@ impl Archive {
         match &t.locs[spot] {
             Loc::Local(d) => Ok(self.inner.store.disk(*d).delete(key).await?),
             Loc::Remote { addr, disk, .. } => {
-                let m = self.inner.cluster.get().expect("remote spots exist only in a cluster");
+                let m = self
+                    .inner
+                    .cluster
+                    .get()
+                    .expect("remote spots exist only in a cluster");
                 m.client()
                     .delete_shard(addr, Some(*disk), &key)
                     .await
@@ -172,7 +188,6 @@ impl Archive {
             chunk: id,
             index: i as u8,
         };
-        report.chunks_checked += 1;
         let mut states = Vec::with_capacity(n);
         for (i, &spot) in placed.iter().enumerate() {
             report.shards_checked += 1;
@@ -192,7 +207,9 @@ impl Archive {
                         ShardState::Corrupt
                     }
                 },
-                Loc::Remote { .. } if !self.spot_reachable(t, presence, spot) => ShardState::Unknown,
+                Loc::Remote { .. } if !self.spot_reachable(t, presence, spot) => {
+                    ShardState::Unknown
+                }
                 Loc::Remote { .. } if presence.has(&key(i), spot) => ShardState::Ok,
                 Loc::Remote { .. } => ShardState::Missing,
             };
@@ -225,7 +242,8 @@ impl Archive {
             // otherwise the shard is rebuilt from the others.
             let mut data = None;
             for &(s, _) in presence.at.get(&key(i)).into_iter().flatten() {
-                if s != placed[i] && self.spot_reachable(t, presence, s)
+                if s != placed[i]
+                    && self.spot_reachable(t, presence, s)
                     && let Ok(d) = self.read_shard_at(t, s, key(i)).await
                 {
                     data = Some(d);
@@ -237,7 +255,11 @@ impl Archive {
                 None => {
                     if rebuilt.is_none() {
                         let (shards, _) = self.gather_shards(&id, policy).await;
-                        match codec::redundancy::rebuild_all(policy, shards, rec.sealed_len as usize) {
+                        match codec::redundancy::rebuild_all(
+                            policy,
+                            shards,
+                            rec.sealed_len as usize,
+                        ) {
                             Ok(r) => rebuilt = Some(r),
                             Err(e) => {
                                 tracing::error!(chunk = %codec::hex(&id), error = %e, "scrub: chunk cannot be rebuilt");
@@ -249,6 +271,7 @@ impl Archive {
                     rebuilt.as_ref().expect("just rebuilt")[i].clone()
                 }
             };
+            report.bytes_read += data.len() as u64; // repair traffic counts toward the rate
             if let Err(e) = self.write_shard_at(t, placed[i], key(i), meta, data).await {
                 tracing::warn!(shard = %key(i), error = %e, "scrub: cannot write the repaired shard");
                 continue;
@@ -276,6 +299,65 @@ impl Archive {
         Ok(())
     }
 
+    /// How many shards of a chunk are missing from their place, if any shard is away
+    /// from it (missing, or a stray copy elsewhere); None when all is in place. Spots on
+    /// nodes that did not answer count as in place: nothing can be done about them now.
+    fn misplaced(
+        &self,
+        t: &Topology,
+        presence: &Presence,
+        id: &ChunkId,
+        rec: &ChunkRecord,
+    ) -> Option<usize> {
+        let placed = t.place(id, rec.policy, &|_| true);
+        let mut missing = 0;
+        let mut away = false;
+        for (i, &spot) in placed.iter().enumerate() {
+            let key = ShardKey {
+                chunk: *id,
+                index: i as u8,
+            };
+            if !presence.has(&key, spot) && self.spot_reachable(t, presence, spot) {
+                missing += 1;
+            }
+            away |= presence
+                .at
+                .get(&key)
+                .is_some_and(|v| v.iter().any(|(s, _)| *s != spot));
+        }
+        (missing > 0 || away).then_some(missing)
+    }
+
+    /// Checks chunks a few at a time (repair is mostly waiting on other nodes), within
+    /// the read rate.
+    async fn check_chunks(
+        &self,
+        chunks: Vec<(ChunkId, ChunkRecord)>,
+        t: &Topology,
+        presence: &Presence,
+        opts: &ScrubOptions,
+        report: &mut ScrubReport,
+        started: Instant,
+    ) -> Result<()> {
+        let checks = chunks.into_iter().map(|(id, rec)| async move {
+            let mut r = ScrubReport::default();
+            self.scrub_chunk(id, &rec, t, presence, opts, &mut r)
+                .await?;
+            Ok::<_, crate::ArchiveError>(r)
+        });
+        let mut results = futures::stream::iter(checks).buffer_unordered(SCRUB_PARALLELISM);
+        while let Some(r) = results.next().await {
+            report.add(&r?);
+            if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {
+                let due = Duration::from_secs_f64(report.bytes_read as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies every shard and repairs what it can. `progress` is called after each
     /// page of chunks with the report so far.
     pub async fn scrub(
@@ -294,36 +376,37 @@ impl Archive {
         let started = Instant::now();
         let t = self.topology();
         let presence = self.presence(&t).await?;
+        // A full scrub reads every chunk, in id order. A repair pass only touches chunks
+        // with a shard away from its place, the most endangered (fewest left) first.
+        let mut endangered: Vec<(usize, ChunkId, ChunkRecord)> = Vec::new();
         let mut after = None;
         loop {
             let page = self.inner.catalog.chunks_page(after, 256)?;
             let Some(last) = page.last() else { break };
             after = Some(last.0);
-            // Chunks are checked a few at a time: repair is mostly waiting on other nodes.
-            let mut checks = Vec::with_capacity(page.len());
+            let mut todo = Vec::with_capacity(page.len());
             for (id, rec) in page {
                 if rec.inline.is_some() {
                     continue; // kept in the catalog, which checksums its own pages
                 }
-                let (t, presence) = (&t, &presence);
-                checks.push(async move {
-                    let mut r = ScrubReport::default();
-                    self.scrub_chunk(id, &rec, t, presence, opts, &mut r).await?;
-                    Ok::<_, crate::ArchiveError>(r)
-                });
-            }
-            let mut results = futures::stream::iter(checks).buffer_unordered(SCRUB_PARALLELISM);
-            while let Some(r) = results.next().await {
-                report.add(&r?);
-                if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {
-                    let due = Duration::from_secs_f64(report.bytes_read as f64 / rate as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(wait).await;
-                    }
+                report.chunks_checked += 1;
+                if !opts.repair_only {
+                    todo.push((id, rec));
+                } else if let Some(missing) = self.misplaced(&t, &presence, &id, &rec) {
+                    endangered.push((missing, id, rec));
                 }
             }
+            self.check_chunks(todo, &t, &presence, opts, &mut report, started)
+                .await?;
             progress(&report);
         }
+        endangered.sort_by(|a, b| b.0.cmp(&a.0));
+        let todo = endangered
+            .into_iter()
+            .map(|(_, id, rec)| (id, rec))
+            .collect();
+        self.check_chunks(todo, &t, &presence, opts, &mut report, started)
+            .await?;
         for (key, copies) in &presence.at {
             if self.inner.catalog.chunk(&key.chunk)?.is_none() {
                 report.orphan_shards_pending += copies.len() as u64;

@@ -59,7 +59,10 @@ impl Topology {
                 } else {
                     Loc::Remote {
                         node: r.node.clone(),
-                        addr: layout.node(&r.node).map(|n| n.rpc_addr.clone()).unwrap_or_default(),
+                        addr: layout
+                            .node(&r.node)
+                            .map(|n| n.rpc_addr.clone())
+                            .unwrap_or_default(),
                         disk: r.disk,
                     }
                 }
@@ -106,8 +109,7 @@ impl Topology {
 
     /// Further spots in preference order for a shard whose spot failed.
     pub fn alternatives(&self, id: &ChunkId, usable: &dyn Fn(usize) -> bool) -> Vec<usize> {
-        let targets: Vec<placement::Target> =
-            self.spots.iter().map(|s| s.target.clone()).collect();
+        let targets: Vec<placement::Target> = self.spots.iter().map(|s| s.target.clone()).collect();
         placement::rank(id, &targets)
             .into_iter()
             .filter(|&i| usable(i) && self.spots[i].target.weight > 0.0)
@@ -124,7 +126,9 @@ impl Topology {
     /// The spot of a node's disk, for listings.
     pub fn spot_of(&self, node: &NodeId, disk: u32) -> Option<usize> {
         self.locs.iter().position(|l| match l {
-            Loc::Remote { node: n, disk: d, .. } => n == node && *d == disk,
+            Loc::Remote {
+                node: n, disk: d, ..
+            } => n == node && *d == disk,
             Loc::Local(_) => false,
         })
     }

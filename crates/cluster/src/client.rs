@@ -88,14 +88,7 @@ impl ShardEntry {
 }
 
 pub(crate) fn parse_chunk(s: &str) -> Option<codec::ChunkId> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+    codec::unhex(s)?.try_into().ok()
 }
 
 pub(crate) const POLICY: &str = "x-edgecloud-policy";
@@ -197,7 +190,9 @@ impl Client {
         key: &ShardKey,
     ) -> Result<Vec<u8>, RpcError> {
         let _slot = self.slot(addr).await;
-        let resp = self.send(addr, self.http.get(shard_url(addr, disk, key))).await?;
+        let resp = self
+            .send(addr, self.http.get(shard_url(addr, disk, key)))
+            .await?;
         let body = resp.bytes().await.map_err(|e| RpcError::Unreachable {
             addr: addr.to_string(),
             reason: error_chain(&e),
@@ -223,7 +218,7 @@ impl Client {
         let req = self
             .http
             .get(format!("https://{addr}/v1/shards"))
-            .timeout(Duration::from_secs(600));
+            .timeout(Duration::from_secs(60));
         let resp = self.send(addr, req).await?;
         resp.json().await.map_err(|e| RpcError::Unreachable {
             addr: addr.to_string(),

@@ -14,7 +14,9 @@ use anyhow::Context;
 use ring::signature::KeyPair;
 
 /// A node's identity: 16 hex characters of BLAKE3 over its Ed25519 public key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct NodeId(pub String);
 
@@ -138,14 +140,7 @@ pub(crate) fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    codec::unhex(s)?.try_into().ok()
 }
 
 /// Writes a secret file readable only by its owner, atomically.
@@ -182,7 +177,10 @@ mod tests {
         let b = NodeKey::load_or_create(&p).unwrap();
         assert_eq!(a.id(), b.id());
         assert_eq!(a.id().0.len(), 16);
-        assert_ne!(NodeKey::from_seed([1; 32]).id(), NodeKey::from_seed([2; 32]).id());
+        assert_ne!(
+            NodeKey::from_seed([1; 32]).id(),
+            NodeKey::from_seed([2; 32]).id()
+        );
         std::fs::write(&p, "not a key").unwrap();
         assert!(NodeKey::load_or_create(&p).is_err());
     }

@@ -163,7 +163,10 @@ impl Layout {
             parts.push(if per_site <= m {
                 format!("any 1 of {sites} sites")
             } else {
-                format!("no whole site (of {sites}; needs {} sites)", n.div_ceil(m.max(1)))
+                format!(
+                    "no whole site (of {sites}; needs {} sites)",
+                    n.div_ceil(m.max(1))
+                )
             });
         }
         if nodes > 1 {
@@ -224,17 +227,35 @@ mod tests {
     fn default_policies_follow_the_layout() {
         let six = layout(&["a", "a", "b", "b", "c", "c"]);
         assert_eq!(six.default_policy(), Redundancy::Ec { k: 4, m: 2 });
-        assert!(six.survives(six.default_policy()).contains("any 1 of 3 sites"), "{}", six.survives(six.default_policy()));
+        assert!(
+            six.survives(six.default_policy())
+                .contains("any 1 of 3 sites"),
+            "{}",
+            six.survives(six.default_policy())
+        );
         assert!(six.survives(six.default_policy()).contains("1.50x"));
         let two_sites = layout(&["a", "a", "b", "b"]);
         assert_eq!(two_sites.default_policy(), Redundancy::Ec { k: 2, m: 2 });
-        assert!(two_sites.survives(two_sites.default_policy()).contains("any 1 of 2 sites"));
-        assert_eq!(layout(&["a", "a"]).default_policy(), Redundancy::Replicate(2));
+        assert!(
+            two_sites
+                .survives(two_sites.default_policy())
+                .contains("any 1 of 2 sites")
+        );
+        assert_eq!(
+            layout(&["a", "a"]).default_policy(),
+            Redundancy::Replicate(2)
+        );
         let one_site = layout(&["a"; 6]);
         let s = one_site.survives(Redundancy::Ec { k: 4, m: 2 });
-        assert!(s.contains("any 2 of 6 nodes") && !s.contains("sites"), "{s}");
+        assert!(
+            s.contains("any 2 of 6 nodes") && !s.contains("sites"),
+            "{s}"
+        );
         let two = layout(&["a", "b"]);
-        assert!(two.survives(Redundancy::Ec { k: 4, m: 2 }).contains("no whole site"));
+        assert!(
+            two.survives(Redundancy::Ec { k: 4, m: 2 })
+                .contains("no whole site")
+        );
     }
 
     #[test]

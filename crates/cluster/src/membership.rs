@@ -123,11 +123,14 @@ impl Membership {
                     Some(addr) => match client.join(&addr, &opts.me).await {
                         Ok(newer) => newer,
                         Err(e) if matches!(e, RpcError::Refused { .. }) || is_trust_failure(&e) => {
-                            return Err(explain(&addr, e))
-                                .with_context(|| format!("the catalog node at {addr} refused this node"));
+                            return Err(explain(&addr, e)).with_context(|| {
+                                format!("the catalog node at {addr} refused this node")
+                            });
                         }
                         Err(e) => {
-                            tracing::warn!("cannot reach the catalog node at {addr} ({e}); using the saved layout");
+                            tracing::warn!(
+                                "cannot reach the catalog node at {addr} ({e}); using the saved layout"
+                            );
                             l
                         }
                     },
@@ -141,7 +144,10 @@ impl Membership {
                 Layout::founded_by(first)
             }
         };
-        if layout.node(&me).is_some_and(|n| n.state == NodeState::Removed) {
+        if layout
+            .node(&me)
+            .is_some_and(|n| n.state == NodeState::Removed)
+        {
             anyhow::bail!(
                 "this node ({me}) was removed from the cluster; to join again as a new node, move its data folder away"
             );
@@ -221,7 +227,7 @@ impl Membership {
                 at.unwrap_or_default()
             ));
         }
-        let key = hex_bytes(&info.public_key).ok_or("the public key is not hex")?;
+        let key = codec::unhex(&info.public_key).ok_or("the public key is not hex")?;
         if &info.id != peer || NodeId::from_public_key(&key) != info.id {
             return Err(format!(
                 "forged node identity: the request claims {} but its certificate is {peer}",
@@ -262,9 +268,13 @@ impl Membership {
     /// of a chunk on distinct disks, or for the catalog node.
     pub async fn drain(&self, id: &NodeId, widest: usize) -> Result<Arc<Layout>, String> {
         let l = self.layout();
-        let n = l.node(id).ok_or_else(|| format!("no node {id} in this cluster"))?;
+        let n = l
+            .node(id)
+            .ok_or_else(|| format!("no node {id} in this cluster"))?;
         if id == &l.catalog_node {
-            return Err(format!("node {id} holds the catalog and cannot be drained (yet)"));
+            return Err(format!(
+                "node {id} holds the catalog and cannot be drained (yet)"
+            ));
         }
         if n.state == NodeState::Removed {
             return Err(format!("node {id} was already removed"));
@@ -279,11 +289,15 @@ impl Membership {
                 "draining {id} would leave {disks_left} disks for chunks of {widest} shards: add a node first"
             ));
         }
+        tracing::info!(node = %id, "draining");
+        self.set_state(id, NodeState::Draining).await
+    }
+
+    async fn set_state(&self, id: &NodeId, state: NodeState) -> Result<Arc<Layout>, String> {
         let id = id.clone();
         self.change(move |l| {
             if let Some(n) = l.node_mut(&id) {
-                tracing::info!(node = %id, "draining");
-                n.state = NodeState::Draining;
+                n.state = state;
             }
             Ok(())
         })
@@ -295,7 +309,9 @@ impl Membership {
     /// (`rebuilt`: a repair pass since it went down found every chunk complete).
     pub async fn remove(&self, id: &NodeId, rebuilt: bool) -> Result<Arc<Layout>, String> {
         let l = self.layout();
-        let n = l.node(id).ok_or_else(|| format!("no node {id} in this cluster"))?;
+        let n = l
+            .node(id)
+            .ok_or_else(|| format!("no node {id} in this cluster"))?;
         if id == &l.catalog_node {
             return Err(format!("node {id} holds the catalog and cannot be removed"));
         }
@@ -327,15 +343,8 @@ impl Membership {
                 ));
             }
         }
-        let id = id.clone();
-        self.change(move |l| {
-            if let Some(n) = l.node_mut(&id) {
-                tracing::warn!(node = %id, "removed from the cluster");
-                n.state = NodeState::Removed;
-            }
-            Ok(())
-        })
-        .await
+        tracing::warn!(node = %id, "removed from the cluster");
+        self.set_state(id, NodeState::Removed).await
     }
 
     /// A layout pushed by the catalog node.
@@ -394,16 +403,13 @@ impl Membership {
                 continue;
             }
             let layout = self.layout();
-            let checks = layout
-                .members()
-                .filter(|n| n.id != self.me)
-                .map(|n| {
-                    let (client, n) = (self.client.clone(), n.clone());
-                    async move {
-                        let r = client.health(&n.rpc_addr, HEARTBEAT * 2).await;
-                        (n, r)
-                    }
-                });
+            let checks = layout.members().filter(|n| n.id != self.me).map(|n| {
+                let (client, n) = (self.client.clone(), n.clone());
+                async move {
+                    let r = client.health(&n.rpc_addr, HEARTBEAT * 2).await;
+                    (n, r)
+                }
+            });
             let results = futures::future::join_all(checks).await;
             let mut went_down = Vec::new();
             let mut came_back = Vec::new();
@@ -501,13 +507,4 @@ impl Membership {
             nodes,
         }
     }
-}
-
-fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::TokioIo;
 use shards::{ShardKey, ShardMeta, ShardStore};
-use tower::ServiceExt;
 
-use crate::client::{DiskHealth, NodeHealth, POLICY, SEALED_LEN, ShardEntry, parse_chunk, parse_policy};
+use crate::client::{
+    DiskHealth, NodeHealth, POLICY, SEALED_LEN, ShardEntry, parse_chunk, parse_policy,
+};
 use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo};
 use crate::membership::Membership;
@@ -153,9 +153,17 @@ async fn put_shard(
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing or bad x-edgecloud-policy"))?;
     let sealed_len = header(SEALED_LEN)
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing or bad x-edgecloud-sealed-len"))?;
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "missing or bad x-edgecloud-sealed-len",
+            )
+        })?;
     if index as usize >= policy.shard_count() {
-        return Err(refuse(StatusCode::BAD_REQUEST, "shard index beyond the policy"));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "shard index beyond the policy",
+        ));
     }
     let meta = ShardMeta {
         policy,
@@ -291,53 +299,24 @@ async fn get_layout(
 }
 
 /// Serves the node-to-node API over mutual TLS until `stop` changes. A connection whose
-/// certificate is not from this cluster fails its handshake and is logged.
+/// certificate is not from this cluster fails its handshake and is logged (a wrong
+/// cluster secret); each request then carries the caller's node id.
 pub fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: &NodeTls,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = tokio::select! {
-                r = listener.accept() => r?,
-                _ = stop.changed() => return Ok(()),
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        return tracing::warn!(
-                            "refused a node-to-node connection from {addr}: {e} (a wrong cluster secret?)"
-                        );
-                    }
-                };
-                let Some(id) = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(peer_node_id)
-                else {
-                    return tracing::warn!("connection from {addr} without a usable certificate");
-                };
-                let peer = Peer { id, addr };
-                let svc = app.map_request(move |mut req: axum::http::Request<_>| {
-                    req.extensions_mut().insert(peer.clone());
-                    req
-                });
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await
-                {
-                    tracing::debug!("node connection from {addr}: {e}");
-                }
-            });
-        }
-    })
+    let route = move |conn: &rustls::ServerConnection, addr: SocketAddr| {
+        let Some(id) = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(peer_node_id)
+        else {
+            tracing::warn!("node-to-node connection from {addr} without a usable certificate");
+            return None;
+        };
+        Some(app.clone().layer(Extension(Peer { id, addr })))
+    };
+    crate::tls::serve_https(listener, tls.server.clone(), "node-to-node", route, stop)
 }

@@ -42,7 +42,10 @@ fn authority(secret: &ClusterSecret) -> anyhow::Result<(CertificateParams, KeyPa
     dn.push(DnType::CommonName, "edgecloud cluster authority");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     Ok((params, key))
 }
 
@@ -55,8 +58,10 @@ impl NodeTls {
             &PKCS_ED25519,
         )?;
         let id = node.id();
-        let mut params =
-            CertificateParams::new(vec![CLUSTER_NAME.to_string(), format!("{id}.{CLUSTER_NAME}")])?;
+        let mut params = CertificateParams::new(vec![
+            CLUSTER_NAME.to_string(),
+            format!("{id}.{CLUSTER_NAME}"),
+        ])?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("edgecloud node {id}"));
         params.distinguished_name = dn;
@@ -145,4 +150,50 @@ impl ServerCertVerifier for ClusterVerifier {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.supported_verify_schemes()
     }
+}
+
+/// Serves HTTP/1.1 over TLS until `stop` changes. For each connection, after its
+/// handshake, `route` picks the router that serves it (or refuses it with `None`), so a
+/// caller can look at the client's certificate. A failed handshake only ends that
+/// connection, and is logged with `what` (e.g. "node-to-node").
+pub fn serve_https(
+    listener: tokio::net::TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    what: &'static str,
+    route: impl Fn(&rustls::ServerConnection, std::net::SocketAddr) -> Option<axum::Router>
+    + Send
+    + Sync
+    + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let route = Arc::new(route);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = tokio::select! {
+                r = listener.accept() => r?,
+                _ = stop.changed() => return Ok(()),
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, route) = (acceptor.clone(), route.clone());
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return tracing::warn!("refused a {what} connection from {addr}: {e}");
+                    }
+                };
+                let Some(app) = route(tls.get_ref().1, addr) else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await
+                {
+                    tracing::debug!("{what} connection from {addr}: {e}");
+                }
+            });
+        }
+    })
 }

@@ -49,3 +49,13 @@ pub fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+/// The bytes of a hex string (either case); None if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}

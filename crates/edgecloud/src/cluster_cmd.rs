@@ -52,7 +52,8 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             return Ok(());
         }
         ClusterCmd::Repair => {
-            c.send(c.request(Method::POST, &["cluster", "repair"])).await?;
+            c.send(c.request(Method::POST, &["cluster", "repair"]))
+                .await?;
             println!("repair pass requested; follow it with `edgecloud cluster status`");
             return Ok(());
         }
@@ -85,9 +86,9 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             } else {
                 format!("{:?}", n.info.state).to_lowercase()
             };
-            let seen = n
-                .seen_ms_ago
-                .map_or("never".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            let seen = n.seen_ms_ago.map_or("never".to_string(), |ms| {
+                format!("{:.1}s", ms as f64 / 1000.0)
+            });
             let shards: u64 = n.disk_health.iter().map(|d| d.shards).sum();
             let free: u64 = n.disk_health.iter().map(|d| d.bytes_free).sum();
             let total: u64 = n.disk_health.iter().map(|d| d.bytes_total).sum();

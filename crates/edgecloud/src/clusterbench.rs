@@ -23,7 +23,14 @@ struct Node {
 }
 
 impl Node {
-    fn start(exe: &Path, root: &Path, ip: &str, site: &str, disks: usize, join: Option<&str>) -> anyhow::Result<Node> {
+    fn start(
+        exe: &Path,
+        root: &Path,
+        ip: &str,
+        site: &str,
+        disks: usize,
+        join: Option<&str>,
+    ) -> anyhow::Result<Node> {
         let data = root.join(ip);
         std::fs::create_dir_all(&data)?;
         let mut cmd = Command::new(exe);
@@ -125,7 +132,9 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
         .tempdir_in("/var/tmp")
         .or_else(|_| tempfile::tempdir())?;
     let root = tmp.path();
-    println!("cluster benchmark: 6 nodes in 3 sites (127.0.0.101-106) vs 1 node with 6 disks (127.0.0.100)");
+    println!(
+        "cluster benchmark: 6 nodes in 3 sites (127.0.0.101-106) vs 1 node with 6 disks (127.0.0.100)"
+    );
 
     let single = Node::start(&exe, root, "127.0.0.100", "main", 6, None)?;
     single.wait_port(9400)?;
@@ -136,7 +145,14 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
     let mut nodes = vec![Node::start(&exe, root, "127.0.0.101", "s1", 1, None)?];
     for i in 2..=6u32 {
         let site = format!("s{}", i.div_ceil(2));
-        nodes.push(Node::start(&exe, root, &format!("127.0.0.10{i}"), &site, 1, Some("127.0.0.101:9420"))?);
+        nodes.push(Node::start(
+            &exe,
+            root,
+            &format!("127.0.0.10{i}"),
+            &site,
+            1,
+            Some("127.0.0.101:9420"),
+        )?);
     }
     nodes[0].wait_port(9400)?;
     let admin = reqwest::Client::new();
@@ -144,10 +160,16 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
     loop {
         let v = cluster_view(&admin, &nodes[0]).await?;
         if v["policy"] == "ec:4+2" {
-            println!("\n== six nodes, three sites: {} ==", v["survives"].as_str().unwrap_or(""));
+            println!(
+                "\n== six nodes, three sites: {} ==",
+                v["survives"].as_str().unwrap_or("")
+            );
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the six nodes did not form a cluster");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the six nodes did not form a cluster"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     crate::netbench::run_s3(target("127.0.0.101"), quick).await?;
@@ -163,7 +185,9 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
     let mut rng = Rng::new(3);
     let object = 8 << 20;
     for i in 0..total / object {
-        store.put(&format!("o{i}"), Bytes::from(rng.bytes(object))).await?;
+        store
+            .put(&format!("o{i}"), Bytes::from(rng.bytes(object)))
+            .await?;
     }
     let stored: u64 = nodes.iter().map(shard_bytes).sum::<u64>() - before;
     println!("storage for {} MiB of incompressible objects:", total >> 20);
@@ -199,13 +223,19 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
         {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "repair did not finish in 10 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "repair did not finish in 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rebuild = down_at.map_or(Duration::ZERO, |d| d.elapsed());
     println!("repair after killing one node (declared down after 2 s):");
     crate::bench::row(
-        &format!("rebuild {:.1} MiB of its shards", lost as f64 / (1 << 20) as f64),
+        &format!(
+            "rebuild {:.1} MiB of its shards",
+            lost as f64 / (1 << 20) as f64
+        ),
         format!(
             "{:8.2} GB/min   ({:.1} s from down to full redundancy; {:.1} s from the kill)",
             lost as f64 / 1e9 / rebuild.as_secs_f64().max(1e-9) * 60.0,

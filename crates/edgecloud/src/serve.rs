@@ -150,7 +150,12 @@ fn cluster_secret(
 }
 
 /// Listen address for one port: the flag or file value, else BIND:PORT.
-fn listen_addr(given: Option<String>, bind: Option<&str>, fallback_host: &str, port: u16) -> String {
+fn listen_addr(
+    given: Option<String>,
+    bind: Option<&str>,
+    fallback_host: &str,
+    port: u16,
+) -> String {
     given.unwrap_or_else(|| format!("{}:{port}", bind.unwrap_or(fallback_host)))
 }
 
@@ -269,11 +274,31 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let scrub_rate = args.scrub_rate.or(file.scrub_rate).unwrap_or(50);
     let bind = args.bind.clone().or(file.bind.clone());
     let bind = bind.as_deref();
-    let listen = listen_addr(args.admin_listen.or(file.admin_listen.clone()), bind, "127.0.0.1", 9410);
+    let listen = listen_addr(
+        args.admin_listen.or(file.admin_listen.clone()),
+        bind,
+        "127.0.0.1",
+        9410,
+    );
     let domain = args.domain.or(file.domain.clone());
-    let s3_listen = listen_addr(args.s3_listen.or(file.s3_listen.clone()), bind, "0.0.0.0", 9400);
-    let dav_listen = listen_addr(args.dav_listen.or(file.dav_listen.clone()), bind, "0.0.0.0", 9401);
-    let ftp_listen = listen_addr(args.ftp_listen.or(file.ftp_listen.clone()), bind, "0.0.0.0", 9421);
+    let s3_listen = listen_addr(
+        args.s3_listen.or(file.s3_listen.clone()),
+        bind,
+        "0.0.0.0",
+        9400,
+    );
+    let dav_listen = listen_addr(
+        args.dav_listen.or(file.dav_listen.clone()),
+        bind,
+        "0.0.0.0",
+        9401,
+    );
+    let ftp_listen = listen_addr(
+        args.ftp_listen.or(file.ftp_listen.clone()),
+        bind,
+        "0.0.0.0",
+        9421,
+    );
     let ftp = ftp::FtpConfig {
         passive_ports: parse_port_range(
             &args
@@ -293,7 +318,12 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
 
     // The cluster: identity, secret, the node-to-node port, membership (a first node
     // founds a cluster of one; --join enters an existing one).
-    let rpc_listen = listen_addr(args.rpc_listen.or(file.rpc_listen.clone()), bind, "0.0.0.0", 9420);
+    let rpc_listen = listen_addr(
+        args.rpc_listen.or(file.rpc_listen.clone()),
+        bind,
+        "0.0.0.0",
+        9420,
+    );
     let join = args.join.or(file.join.clone());
     let node_key = cluster::NodeKey::load_or_create(&data.join(NODE_KEY))?;
     let secret = cluster_secret(
@@ -309,7 +339,10 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         id: node_key.id(),
         seq: 0,
         public_key: node_key.public_hex(),
-        site: args.site.or(file.site.clone()).unwrap_or_else(|| "main".into()),
+        site: args
+            .site
+            .or(file.site.clone())
+            .unwrap_or_else(|| "main".into()),
         rpc_addr: rpc_listener.local_addr()?.to_string(),
         disks: cfg
             .disks
@@ -319,7 +352,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
                 // Capacity in TB as the weight; equal weights when unknown.
                 let (total, _) = cluster::rpc::fs_space(d);
                 cluster::DiskInfo {
-                    weight: if total > 0 { (total as f64 / 1e12).max(0.001) } else { 1.0 },
+                    weight: if total > 0 {
+                        (total as f64 / 1e12).max(0.001)
+                    } else {
+                        1.0
+                    },
                 }
             })
             .collect(),
@@ -344,7 +381,17 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     secret.save_if_absent(&data.join(CLUSTER_SECRET))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if !membership.is_catalog() {
-        return run_storage_node(cfg, membership, node_tls, rpc_listener, scrub_interval, scrub_rate, stop_tx, stop_rx).await;
+        return run_storage_node(
+            cfg,
+            membership,
+            node_tls,
+            rpc_listener,
+            scrub_interval,
+            scrub_rate,
+            stop_tx,
+            stop_rx,
+        )
+        .await;
     }
 
     let n_disks = cfg.disks.len();
@@ -398,7 +445,12 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         dav_listener.local_addr()?
     );
     let nfs_key = args.nfs_key.or(file.nfs_key.clone());
-    let nfs_listen = listen_addr(args.nfs_listen.or(file.nfs_listen.clone()), bind, "0.0.0.0", 9402);
+    let nfs_listen = listen_addr(
+        args.nfs_listen.or(file.nfs_listen.clone()),
+        bind,
+        "0.0.0.0",
+        9402,
+    );
     if nfs_key.is_some() {
         nfs::check_listen(&nfs_listen).with_context(|| {
             format!("cannot listen on {nfs_listen}: is another edgecloud running? Choose another address with --nfs-listen")
@@ -428,10 +480,14 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         eprintln!(
             "  cluster: node {} in site {}, {} node(s) in {} site(s); node-to-node on {} (secret in {})",
             membership.me(),
-            l.node(membership.me()).map(|n| n.site.as_str()).unwrap_or("?"),
+            l.node(membership.me())
+                .map(|n| n.site.as_str())
+                .unwrap_or("?"),
             l.members().count(),
             l.sites().len(),
-            l.node(membership.me()).map(|n| n.rpc_addr.as_str()).unwrap_or("?"),
+            l.node(membership.me())
+                .map(|n| n.rpc_addr.as_str())
+                .unwrap_or("?"),
             data.join(CLUSTER_SECRET).display()
         );
     }
@@ -686,7 +742,10 @@ async fn run_storage_node(
         cfg.data_dir.display(),
         cfg.disks.len(),
         membership.me(),
-        layout.node(membership.me()).map(|n| n.site.as_str()).unwrap_or("?"),
+        layout
+            .node(membership.me())
+            .map(|n| n.site.as_str())
+            .unwrap_or("?"),
         rpc_listener.local_addr()?,
         layout.catalog_node,
         catalog,

@@ -1,11 +1,11 @@
 //! HTTPS for the WebDAV gateway when `--tls-cert`/`--tls-key` are given (the same pair
-//! FTP uses for AUTH TLS): rustls with the ring provider, HTTP/1.1 through hyper.
+//! FTP uses for AUTH TLS): rustls with the ring provider, HTTP/1.1 through hyper
+//! (the same server loop as the node-to-node API, `cluster::tls::serve_https`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -31,30 +31,7 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     cfg: Arc<rustls::ServerConfig>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => r?,
-                _ = stop.changed() => return Ok(()),
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
-                };
-                let svc = hyper_util::service::TowerToHyperService::new(app);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await
-                {
-                    tracing::debug!("HTTPS connection from {peer}: {e}");
-                }
-            });
-        }
-    })
+    cluster::tls::serve_https(listener, cfg, "HTTPS", move |_, _| Some(app.clone()), stop)
 }

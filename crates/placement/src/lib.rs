@@ -101,7 +101,8 @@ pub fn place_spread(
             if chosen.len() == shards {
                 break;
             }
-            let count = |f: &dyn Fn(&Spot) -> bool| chosen.iter().filter(|&&c| f(&spots[c])).count();
+            let count =
+                |f: &dyn Fn(&Spot) -> bool| chosen.iter().filter(|&&c| f(&spots[c])).count();
             if chosen.contains(&i)
                 || count(&|s| s.site == spots[i].site) >= site_cap
                 || count(&|s| s.node == spots[i].node) >= node_cap
@@ -183,7 +184,14 @@ mod tests {
         for i in 0..3000u32 {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
-            let p = place_spread(&id, &spots, 6, domain_cap(6, 2, 3), domain_cap(6, 2, 6), &|_| true);
+            let p = place_spread(
+                &id,
+                &spots,
+                6,
+                domain_cap(6, 2, 3),
+                domain_cap(6, 2, 6),
+                &|_| true,
+            );
             assert_eq!(p.len(), 6);
             for site in 0..3 {
                 assert_eq!(p.iter().filter(|&&s| spots[s].site == site).count(), 2);
@@ -212,7 +220,11 @@ mod tests {
     #[test]
     fn caps_follow_the_number_of_domains() {
         assert_eq!(domain_cap(6, 2, 3), 2);
-        assert_eq!(domain_cap(6, 2, 2), 3, "two sites cannot survive a site loss at 4+2");
+        assert_eq!(
+            domain_cap(6, 2, 2),
+            3,
+            "two sites cannot survive a site loss at 4+2"
+        );
         assert_eq!(domain_cap(6, 2, 6), 1);
         assert_eq!(domain_cap(3, 0, 1), 3);
     }
