@@ -341,7 +341,7 @@ def test_a_partitioned_site_loses_nothing_and_rejoins(cluster):
         try:
             cluster.wait(lambda s: active(s) == 4, "the cut-off site declared down")
             before = w.writes
-            time.sleep(4)
+            time.sleep(8)  # a write caught by the cut waits up to 5 s for a silent node
             assert w.writes > before, f"writes stopped during the partition: {w.problems[-3:]}"
             cluster.healed()
             read_back_everything(h, "partition")

@@ -143,7 +143,7 @@ impl Archive {
         }
         let alternatives = t.alternatives(id, &usable);
         let writes = shards.into_iter().enumerate().map(|(i, data)| {
-            let (t, placed, alternatives) = (&t, &placed, &alternatives);
+            let (t, placed, alternatives, usable) = (&t, &placed, &alternatives, &usable);
             async move {
                 let key = ShardKey {
                     chunk: *id,
@@ -153,12 +153,21 @@ impl Archive {
                 let mut errors = Vec::new();
                 let candidates = std::iter::once(first)
                     .chain(alternatives.iter().copied().filter(|s| !placed.contains(s)));
-                for spot in candidates.take(3) {
-                    // A node cut off by the network answers nothing: give up on it soon.
+                // Usability is looked at again before each try: a node may have gone
+                // silent while this chunk waited.
+                for spot in candidates.filter(|&s| s == first || usable(s)).take(3) {
+                    // A node cut off by the network answers nothing: give up on it soon,
+                    // and have every other request avoid it too.
                     let write = self.write_shard_at(t, spot, key, meta, data.clone());
-                    let result = tokio::time::timeout(SHARD_WRITE_TIMEOUT, write)
-                        .await
-                        .unwrap_or_else(|_| Err(format!("no answer in {SHARD_WRITE_TIMEOUT:?}")));
+                    let result = match tokio::time::timeout(SHARD_WRITE_TIMEOUT, write).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            if let (Some(node), Some(m)) = (t.node_of(spot), self.inner.cluster.get()) {
+                                m.report_silent(node);
+                            }
+                            Err(format!("no answer in {SHARD_WRITE_TIMEOUT:?}"))
+                        }
+                    };
                     match result {
                         Ok(()) => {
                             if spot != first && let Some(m) = self.inner.cluster.get() {

@@ -33,6 +33,8 @@ struct PeerView {
     last_ok: Option<Instant>,
     health: Option<NodeHealth>,
     error: Option<String>,
+    /// A shard request to it timed out: avoid it until a heartbeat answers again.
+    failed_at: Option<Instant>,
 }
 
 pub struct Membership {
@@ -202,8 +204,16 @@ impl Membership {
     pub fn is_suspected(&self, id: &NodeId) -> bool {
         let peers = self.peers.lock().expect("peers lock");
         peers.get(id).is_some_and(|v| {
-            v.error.is_some() && v.last_ok.is_none_or(|t| t.elapsed() > 3 * HEARTBEAT)
+            v.failed_at.is_some()
+                || v.error.is_some() && v.last_ok.is_none_or(|t| t.elapsed() > 3 * HEARTBEAT)
         })
+    }
+
+    /// A request to a node got no answer in time: treat it as suspected now, rather than
+    /// after missed heartbeats, until it answers a heartbeat again.
+    pub fn report_silent(&self, id: &NodeId) {
+        let mut peers = self.peers.lock().expect("peers lock");
+        peers.entry(id.clone()).or_default().failed_at = Some(Instant::now());
     }
 
     /// May this peer use the node-to-node API? Members only; removed nodes never.
@@ -427,6 +437,7 @@ impl Membership {
                                 });
                             }
                             v.last_ok = Some(Instant::now());
+                            v.failed_at = None;
                             v.health = Some(h);
                             v.error = None;
                             if n.state == NodeState::Down {

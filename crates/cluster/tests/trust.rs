@@ -1,0 +1,141 @@
+//! Who may talk to a node: a real node-to-node server over mutual TLS, and clients with
+//! the right secret, a forged identity, another cluster's secret, no membership, and a
+//! removed identity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::rpc::{RpcState, router, serve};
+use cluster::{
+    Client, ClusterSecret, DiskInfo, Membership, NodeInfo, NodeKey, NodeState, NodeTls, RpcError,
+    StartOptions,
+};
+use shards::{ShardKey, ShardStore};
+
+fn info(k: &NodeKey, addr: &str) -> NodeInfo {
+    NodeInfo {
+        id: k.id(),
+        seq: 0,
+        public_key: k.public_hex(),
+        site: "a".into(),
+        rpc_addr: addr.into(),
+        disks: vec![DiskInfo { weight: 1.0 }],
+        state: NodeState::Active,
+    }
+}
+
+fn client(secret: &ClusterSecret, k: &NodeKey) -> Client {
+    Client::new(&NodeTls::new(secret, k).unwrap()).unwrap()
+}
+
+fn refused(r: Result<impl std::fmt::Debug, RpcError>, why: &str) {
+    match r {
+        Err(RpcError::Refused { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_members_with_the_secret_and_their_own_identity_are_heard() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = ClusterSecret::new("the-cluster-secret-0123456789").unwrap();
+    let founder = NodeKey::from_seed([1; 32]);
+    let tls = NodeTls::new(&secret, &founder).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let membership = Membership::start(
+        StartOptions {
+            data_dir: dir.path().into(),
+            me: info(&founder, &addr),
+            join: None,
+            down_after: Duration::from_secs(60),
+        },
+        Client::new(&tls).unwrap(),
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(ShardStore::open(&[dir.path().join("d0")], Default::default()).unwrap());
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let _server = serve(
+        listener,
+        router(RpcState {
+            membership: membership.clone(),
+            store,
+        }),
+        &tls,
+        stop_rx,
+    );
+    let shard = ShardKey {
+        chunk: [7; 32],
+        index: 0,
+    };
+
+    // A node with the secret joins and may then use the API.
+    let member = NodeKey::from_seed([2; 32]);
+    let member_client = client(&secret, &member);
+    let layout = member_client
+        .join(&addr, &info(&member, "127.0.0.1:1"))
+        .await
+        .unwrap();
+    assert_eq!(layout.members().count(), 2);
+    assert!(matches!(
+        member_client.get_shard(&addr, Some(0), &shard).await,
+        Err(RpcError::Missing)
+    ));
+
+    // Another node with the secret claims the member's identity: refused.
+    let forger = NodeKey::from_seed([3; 32]);
+    refused(
+        client(&secret, &forger)
+            .join(&addr, &info(&member, "127.0.0.1:2"))
+            .await,
+        "forged node identity",
+    );
+    // It is no member either: it cannot read shards.
+    refused(
+        client(&secret, &forger)
+            .get_shard(&addr, Some(0), &shard)
+            .await,
+        "not a member",
+    );
+
+    // A process with another cluster's secret fails the TLS handshake.
+    let other = ClusterSecret::new("another-cluster-secret-987654").unwrap();
+    let foreign = NodeKey::from_seed([4; 32]);
+    match client(&other, &foreign)
+        .join(&addr, &info(&foreign, "127.0.0.1:3"))
+        .await
+    {
+        Err(RpcError::Unreachable { .. }) => {}
+        r => panic!("a foreign node must not get through TLS: {r:?}"),
+    }
+
+    // Layouts are taken only from the catalog node.
+    refused(
+        member_client.push_layout(&addr, &layout).await,
+        "only from the catalog node",
+    );
+
+    // A removed node is refused from then on, and cannot join again.
+    membership
+        .change(|l| {
+            l.node_mut(&member.id()).unwrap().state = NodeState::Removed;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    refused(
+        member_client.health(&addr, Duration::from_secs(5)).await,
+        "removed",
+    );
+    refused(
+        member_client
+            .join(&addr, &info(&member, "127.0.0.1:1"))
+            .await,
+        "cannot rejoin",
+    );
+    let epoch = membership.layout().epoch;
+    assert_eq!(membership.layout().members().count(), 1);
+    assert_eq!(membership.layout().epoch, epoch, "refusals change nothing");
+}
