@@ -234,6 +234,24 @@ def shards_per_node(s):
             if n["state"] == "active"}
 
 
+def settled(cluster, h, bucket):
+    """After the workload stopped and the cluster healed: every key holds exactly its last
+    acknowledged value, and every node holds one shard of each chunk, none twice (4+2
+    over six nodes); shards of uploads that failed mid-way may linger until GC."""
+    s3 = s3client()
+    for key, (_, sha) in sorted(h.acked.items()):
+        got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(got).hexdigest() == sha, f"{key}: acknowledged write lost"
+    time.sleep(2.5)  # shard counts come with heartbeats (every second)
+    s = cluster.status()
+    chunks = s["repair"]["report"]["chunks_checked"]
+    orphans = s["repair"]["report"]["orphan_shards_pending"]
+    print(f"{chunks} chunks; shards per node {shards_per_node(s)}; {orphans} orphan shards")
+    for addr, n in shards_per_node(s).items():
+        assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
+    return s
+
+
 def test_a_wrong_secret_cannot_join(cluster, tmp_path):
     bad = tmp_path / "bad.secret"
     bad.write_text("not-the-cluster-secret-0123456789\n")
@@ -293,21 +311,7 @@ def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
     assert not h.errors, h.errors[:5]
     assert w.writes > 20 and w.reads > 20, (w.writes, w.reads)
     print(f"\n{w.writes} writes acknowledged, {w.failed_writes} failed, {w.reads} reads checked")
-    # Writes have stopped: every key must now hold exactly its last acknowledged value.
-    s3 = s3client()
-    for key, (_, sha) in sorted(h.acked.items()):
-        got = s3.get_object(Bucket="cluster", Key=key)["Body"].read()
-        assert hashlib.sha256(got).hexdigest() == sha, f"{key}: acknowledged write lost"
-    # Reconciled: every node holds one shard of each chunk, none twice (4+2 over six
-    # nodes); shards of writes that failed mid-way may linger until GC.
-    # Shard counts come from heartbeats (every second): let them catch up with the pass.
-    time.sleep(2.5)
-    s = cluster.status()
-    chunks = s["repair"]["report"]["chunks_checked"]
-    orphans = s["repair"]["report"]["orphan_shards_pending"]
-    print(f"{chunks} chunks; shards per node {shards_per_node(s)}; {orphans} orphan shards")
-    for addr, n in shards_per_node(s).items():
-        assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
+    settled(cluster, h, "cluster")
 
 
 def iptables(*args):
@@ -352,15 +356,7 @@ def test_a_partitioned_site_loses_nothing_and_rejoins(cluster):
         w.stop()
     s = cluster.healed()
     assert not h.errors, h.errors[:5]
-    for key, (_, sha) in sorted(h.acked.items()):
-        got = s3.get_object(Bucket="partition", Key=key)["Body"].read()
-        assert hashlib.sha256(got).hexdigest() == sha, f"{key}: acknowledged write lost"
-    time.sleep(2.5)
-    s = cluster.status()
-    chunks = s["repair"]["report"]["chunks_checked"]
-    orphans = s["repair"]["report"]["orphan_shards_pending"]
-    for addr, n in shards_per_node(s).items():
-        assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
+    s = settled(cluster, h, "partition")
     assert [n["role"] for n in s["status"]["nodes"]].count("catalog") == 1
 
 

@@ -277,18 +277,7 @@ impl Membership {
     /// moves what it holds). Refused when the nodes left could not hold `widest` shards
     /// of a chunk on distinct disks, or for the catalog node.
     pub async fn drain(&self, id: &NodeId, widest: usize) -> Result<Arc<Layout>, String> {
-        let l = self.layout();
-        let n = l
-            .node(id)
-            .ok_or_else(|| format!("no node {id} in this cluster"))?;
-        if id == &l.catalog_node {
-            return Err(format!(
-                "node {id} holds the catalog and cannot be drained (yet)"
-            ));
-        }
-        if n.state == NodeState::Removed {
-            return Err(format!("node {id} was already removed"));
-        }
+        let (l, _) = self.changeable(id, "drained (yet)")?;
         let disks_left: usize = l
             .members()
             .filter(|m| &m.id != id && m.state == NodeState::Active)
@@ -301,6 +290,23 @@ impl Membership {
         }
         tracing::info!(node = %id, "draining");
         self.set_state(id, NodeState::Draining).await
+    }
+
+    /// The layout and a node's state, if an operator may change that node: it exists,
+    /// is not the catalog node, and was not removed already.
+    fn changeable(&self, id: &NodeId, verb: &str) -> Result<(Arc<Layout>, NodeState), String> {
+        let l = self.layout();
+        let n = l
+            .node(id)
+            .ok_or_else(|| format!("no node {id} in this cluster"))?;
+        if id == &l.catalog_node {
+            return Err(format!("node {id} holds the catalog and cannot be {verb}"));
+        }
+        if n.state == NodeState::Removed {
+            return Err(format!("node {id} was already removed"));
+        }
+        let state = n.state;
+        Ok((l, state))
     }
 
     async fn set_state(&self, id: &NodeId, state: NodeState) -> Result<Arc<Layout>, String> {
@@ -318,13 +324,7 @@ impl Membership {
     /// shards any more, or a down node whose shards were already rebuilt elsewhere
     /// (`rebuilt`: a repair pass since it went down found every chunk complete).
     pub async fn remove(&self, id: &NodeId, rebuilt: bool) -> Result<Arc<Layout>, String> {
-        let l = self.layout();
-        let n = l
-            .node(id)
-            .ok_or_else(|| format!("no node {id} in this cluster"))?;
-        if id == &l.catalog_node {
-            return Err(format!("node {id} holds the catalog and cannot be removed"));
-        }
+        let (_, state) = self.changeable(id, "removed")?;
         let held: Option<u64> = self
             .peers
             .lock()
@@ -332,8 +332,8 @@ impl Membership {
             .get(id)
             .and_then(|v| v.health.as_ref())
             .map(|h| h.disks.iter().map(|d| d.shards).sum());
-        match n.state {
-            NodeState::Removed => return Err(format!("node {id} was already removed")),
+        match state {
+            NodeState::Removed => unreachable!("changeable refuses removed nodes"),
             NodeState::Draining if held == Some(0) => {}
             NodeState::Down if rebuilt => {}
             NodeState::Draining => {
