@@ -60,7 +60,7 @@ impl NodeKey {
                 let mut seed = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
                     .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-                write_private(path, &codec::hex(&seed))?;
+                create_private(path, &format!("{}\n", codec::hex(&seed)))?;
                 Ok(NodeKey::from_seed(seed))
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -106,7 +106,7 @@ impl ClusterSecret {
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
                     .map_err(|_| anyhow::anyhow!("no system randomness"))?;
                 let text = codec::hex(&raw);
-                write_private(path, &text)?;
+                create_private(path, &format!("{text}\n"))?;
                 ClusterSecret::new(text)
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -119,7 +119,7 @@ impl ClusterSecret {
         if path.exists() {
             return Ok(());
         }
-        write_private(path, &String::from_utf8_lossy(&self.0))
+        create_private(path, &format!("{}\n", String::from_utf8_lossy(&self.0)))
     }
 
     /// The seed of the cluster authority's Ed25519 key.
@@ -143,24 +143,31 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     codec::unhex(s)?.try_into().ok()
 }
 
-/// Writes a secret file readable only by its owner, atomically.
-pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Creates a file readable only by its owner, with `text`, durably; fails if the file
+/// exists (a key or secret is never overwritten, even by a second process starting).
+pub fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Replaces a file readable only by its owner, atomically (state that changes, such as
+/// the layout).
+pub fn replace_private(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
+    let _ = std::fs::remove_file(&tmp); // a leftover from a crash
+    create_private(&tmp, text)?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -194,7 +194,7 @@ impl Layout {
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        crate::identity::write_private(path, &text)
+        crate::identity::replace_private(path, &format!("{text}\n"))
     }
 }
 

@@ -179,15 +179,7 @@ fn s3_credentials(data: &Path) -> anyhow::Result<(String, String)> {
         return Ok((a.to_string(), s.to_string()));
     }
     let (access, secret) = archive::generate_key_pair();
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(format!("{access}:{secret}").as_bytes())?;
-    f.sync_all()?;
+    cluster::identity::create_private(&path, &format!("{access}:{secret}"))?;
     Ok((access, secret))
 }
 
@@ -199,24 +191,14 @@ fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
             "master key file {} must hold 64 hex characters",
             path.display()
         );
-        let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
-                .with_context(|| format!("master key file {} is not hex", path.display()))?;
-        }
+        let k: [u8; 32] = codec::unhex(t)
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("master key file {} is not hex", path.display()))?;
         return Ok(DataKey::from_bytes(k));
     }
     let key = DataKey::generate();
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
+    cluster::identity::create_private(path, &codec::hex(key.as_bytes()))
         .with_context(|| format!("cannot create master key file {}", path.display()))?;
-    f.write_all(codec::hex(key.as_bytes()).as_bytes())?;
-    f.sync_all()?;
     eprintln!(
         "created master key {} (back it up: without it no bucket can be read)",
         path.display()
@@ -601,20 +583,6 @@ const LEDGER_PUB: &str = "ledger.pub";
 const COSIGNER_KEY: &str = "cosigner.key";
 const COSIGNER_PUB: &str = "cosigner.pub";
 
-/// Writes a new private file (mode 0600); fails if it exists.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// The audit log: its Ed25519 signing key (DATA/ledger.key, created on first start;
 /// the public half in DATA/ledger.pub is what verifiers need) and its files in
 /// DATA/ledger/.
@@ -622,7 +590,7 @@ fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit:
     let (kp, pp) = (data.join(LEDGER_KEY), data.join(LEDGER_PUB));
     if !kp.exists() {
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.local/ledger");
-        write_private(&kp, &skey)?;
+        cluster::identity::create_private(&kp, &skey)?;
         std::fs::write(&pp, format!("{vkey}\n"))?;
     }
     let skey = std::fs::read_to_string(&kp)
@@ -634,7 +602,7 @@ fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit:
     let (cp, cpub) = (data.join(COSIGNER_KEY), data.join(COSIGNER_PUB));
     if !cp.exists() {
         let (skey, vkey) = ledger::cosign::generate_key("edgecloud.local/voter");
-        write_private(&cp, &skey)?;
+        cluster::identity::create_private(&cp, &skey)?;
         std::fs::write(&cpub, format!("{vkey}\n"))?;
     }
     let cosigner = std::fs::read_to_string(&cp)
