@@ -286,7 +286,7 @@ impl Archive {
     pub async fn update_bucket_settings(
         &self,
         name: &str,
-        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+        f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Bucket> {
         Ok(self
             .inner
@@ -304,7 +304,7 @@ impl Archive {
         bucket: &str,
         key: &str,
         sel: VersionSel,
-        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+        f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Version> {
         validate_key(key)?;
         Ok(self
@@ -396,7 +396,7 @@ impl Archive {
             .catalog
             .update_access_key(access_key, Some(actor.into()), move |k| match perm {
                 Some(p) => {
-                    k.buckets.insert(bucket, p);
+                    k.buckets.insert(bucket.clone(), p);
                 }
                 None => {
                     k.buckets.remove(&bucket);

@@ -2,10 +2,8 @@
 //! it arrives; completion concatenates the chosen parts' chunk lists (no data moves).
 
 use bytes::Bytes;
-use catalog::{Body, NewVersion, Part, PutCondition, Upload, Version};
+use catalog::{Part, PutCondition, Upload, Version};
 use futures::Stream;
-use ledger::record::PartDigest;
-use md5::{Digest, Md5};
 
 use crate::{Archive, ArchiveError, PutOptions, Result, validate_key};
 
@@ -91,46 +89,11 @@ impl Archive {
         Ok(self
             .inner
             .catalog
-            .complete_upload(upload_id, parts, cond, move |used| {
-                let mut md5 = Md5::new();
-                let mut chunks = Vec::new();
-                for p in used {
-                    md5.update(decode_hex(&p.etag));
-                    chunks.extend_from_slice(p.body.chunk_refs());
-                }
-                let policy = used
-                    .iter()
-                    .find_map(|p| match &p.body {
-                        Body::Chunks { policy, .. } => Some(*policy),
-                        _ => None,
-                    })
-                    .unwrap_or(policy);
-                NewVersion {
-                    size: used.iter().map(|p| p.size).sum(),
-                    etag: format!("{}-{}", codec::hex(&md5.finalize()), used.len()),
-                    body: Some(Body::Chunks { policy, chunks }),
-                    parts: used.iter().map(|p| p.size).collect(),
-                    part_digests: used
-                        .iter()
-                        .map(|p| PartDigest {
-                            size: p.size,
-                            sha256: p.sha256.clone(),
-                        })
-                        .collect(),
-                    ..Default::default()
-                }
-            })
+            .complete_upload(upload_id, parts, cond, policy, None)
             .await?)
     }
 
     pub async fn abort_multipart(&self, upload_id: &str) -> Result<()> {
         Ok(self.inner.catalog.abort_upload(upload_id).await?)
     }
-}
-
-fn decode_hex(s: &str) -> Vec<u8> {
-    let s = s.trim_matches('"');
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }

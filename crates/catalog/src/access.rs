@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::command::{Command, Stamp, expect_outcome};
 use serde::{Deserialize, Serialize};
 
 use crate::records::*;
@@ -75,82 +77,121 @@ impl Catalog {
 
     /// Creates or replaces a key; `actor` is who did it, for the audit log.
     pub async fn put_access_key(&self, key: AccessKey, actor: Option<String>) -> Result<AccessKey> {
-        self.writer
-            .write(move |txn| {
-                let existed = txn
-                    .open_table(ACCESS_KEYS)?
-                    .insert(key.access_key.as_str(), enc(&key).as_slice())?
-                    .is_some();
-                if !existed {
-                    let change = ledger::record::Change::KeyCreated {
-                        access_key: key.access_key.clone(),
-                    };
-                    crate::audit::append(txn, key.created_ns, actor, change)?;
-                }
-                Ok(key)
-            })
-            .await
+        expect_outcome!(
+            self.execute(Command::PutAccessKey { key, actor }).await?,
+            AccessKey
+        )
     }
 
-    /// Changes a key atomically; `NoSuchKey` names the access key when it is unknown.
+    /// Changes a key atomically (retried if another change landed meanwhile);
+    /// `Invalid` names the access key when it is unknown.
     pub async fn update_access_key(
         &self,
         access_key: &str,
         actor: Option<String>,
-        f: impl FnOnce(&mut AccessKey) + Send + 'static,
+        f: impl Fn(&mut AccessKey) + Send + 'static,
     ) -> Result<AccessKey> {
-        let id = access_key.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut t = txn.open_table(ACCESS_KEYS)?;
-                let mut k: AccessKey = match t.get(id.as_str())? {
-                    Some(v) => dec("access_keys", id.as_bytes(), v.value())?,
-                    None => {
-                        return Err(crate::CatalogError::Invalid(format!(
-                            "no access key {id:?}"
-                        )));
-                    }
-                };
-                let before = k.buckets.clone();
-                f(&mut k);
-                t.insert(id.as_str(), enc(&k).as_slice())?;
-                let names: std::collections::BTreeSet<&String> =
-                    before.keys().chain(k.buckets.keys()).collect();
-                for b in names {
-                    let (was, now) = (before.get(b), k.buckets.get(b));
-                    if was != now {
-                        let permission = now.map_or("none", |p| p.name());
-                        let change = ledger::record::Change::PermissionChanged {
-                            access_key: k.access_key.clone(),
-                            bucket: b.clone(),
-                            permission: permission.into(),
-                        };
-                        crate::audit::append(txn, now_ns(), actor.clone(), change)?;
-                    }
-                }
-                Ok(k)
+        let read = || {
+            self.access_key(access_key)?.ok_or_else(|| {
+                crate::CatalogError::Invalid(format!("no access key {access_key:?}"))
             })
-            .await
+        };
+        self.read_modify_write(
+            read,
+            |k| Ok(f(k)),
+            |expect, key| Command::ReplaceAccessKey {
+                expect,
+                key,
+                actor: actor.clone(),
+            },
+        )
+        .await
+        .and_then(|o| expect_outcome!(o, AccessKey))
     }
 
     /// Revokes a key; returns whether it existed.
     pub async fn delete_access_key(&self, access_key: &str, actor: Option<String>) -> Result<bool> {
-        let id = access_key.to_string();
-        self.writer
-            .write(move |txn| {
-                let existed = txn.open_table(ACCESS_KEYS)?.remove(id.as_str())?.is_some();
-                if existed {
-                    crate::audit::append(
-                        txn,
-                        now_ns(),
-                        actor,
-                        ledger::record::Change::KeyRevoked { access_key: id },
-                    )?;
-                }
-                Ok(existed)
-            })
-            .await
+        let access_key = access_key.to_string();
+        expect_outcome!(
+            self.execute(Command::DeleteAccessKey { access_key, actor })
+                .await?,
+            Existed
+        )
     }
+}
+
+pub(crate) fn put(
+    txn: &WriteTransaction,
+    key: AccessKey,
+    actor: Option<String>,
+) -> Result<AccessKey> {
+    let existed = txn
+        .open_table(ACCESS_KEYS)?
+        .insert(key.access_key.as_str(), enc(&key).as_slice())?
+        .is_some();
+    if !existed {
+        let change = ledger::record::Change::KeyCreated {
+            access_key: key.access_key.clone(),
+        };
+        crate::audit::append(txn, key.created_ns, actor, change)?;
+    }
+    Ok(key)
+}
+
+pub(crate) fn replace(
+    txn: &WriteTransaction,
+    at: &Stamp,
+    expect: &AccessKey,
+    k: AccessKey,
+    actor: Option<String>,
+) -> Result<AccessKey> {
+    let mut t = txn.open_table(ACCESS_KEYS)?;
+    let id = k.access_key.clone();
+    let before: AccessKey = match t.get(id.as_str())? {
+        Some(v) => dec("access_keys", id.as_bytes(), v.value())?,
+        None => {
+            return Err(crate::CatalogError::Invalid(format!(
+                "no access key {id:?}"
+            )));
+        }
+    };
+    if &before != expect {
+        return Err(crate::CatalogError::Conflict);
+    }
+    t.insert(id.as_str(), enc(&k).as_slice())?;
+    let names: std::collections::BTreeSet<&String> =
+        before.buckets.keys().chain(k.buckets.keys()).collect();
+    for b in names {
+        let (was, now) = (before.buckets.get(b), k.buckets.get(b));
+        if was != now {
+            let permission = now.map_or("none", |p| p.name());
+            let change = ledger::record::Change::PermissionChanged {
+                access_key: k.access_key.clone(),
+                bucket: b.clone(),
+                permission: permission.into(),
+            };
+            crate::audit::append(txn, at.at_ns, actor.clone(), change)?;
+        }
+    }
+    Ok(k)
+}
+
+pub(crate) fn delete(
+    txn: &WriteTransaction,
+    at: &Stamp,
+    id: String,
+    actor: Option<String>,
+) -> Result<bool> {
+    let existed = txn.open_table(ACCESS_KEYS)?.remove(id.as_str())?.is_some();
+    if existed {
+        crate::audit::append(
+            txn,
+            at.at_ns,
+            actor,
+            ledger::record::Change::KeyRevoked { access_key: id },
+        )?;
+    }
+    Ok(existed)
 }
 
 /// A new random key pair: an access key like AWS's (20 upper-case letters and digits,

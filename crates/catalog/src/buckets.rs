@@ -1,7 +1,8 @@
 //! Bucket records: create, look up, list, delete, versioning state.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 
+use crate::command::{Command, Stamp, expect_outcome};
 use crate::keys::*;
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
@@ -13,20 +14,11 @@ impl Catalog {
 
     /// `create_bucket` on behalf of an access key (recorded in the audit log).
     pub async fn create_bucket_as(&self, bucket: Bucket, actor: Option<String>) -> Result<Bucket> {
-        self.writer
-            .write(move |txn| {
-                let mut t = txn.open_table(BUCKETS)?;
-                if t.get(bucket.name.as_str())?.is_some() {
-                    return Err(CatalogError::BucketExists(bucket.name));
-                }
-                t.insert(bucket.name.as_str(), enc(&bucket).as_slice())?;
-                let change = ledger::record::Change::BucketCreated {
-                    bucket: bucket.name.clone(),
-                };
-                crate::audit::append(txn, bucket.created_ns, actor, change)?;
-                Ok(bucket)
-            })
-            .await
+        expect_outcome!(
+            self.execute(Command::CreateBucket { bucket, actor })
+                .await?,
+            Bucket
+        )
     }
 
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
@@ -47,25 +39,20 @@ impl Catalog {
             .collect()
     }
 
-    /// Changes a bucket's record (versioning, settings) atomically.
+    /// Changes a bucket's record (versioning, settings) atomically: `f` edits the
+    /// record as read, and the change is retried if another one landed meanwhile.
     pub async fn update_bucket(
         &self,
         name: &str,
-        f: impl FnOnce(&mut Bucket) -> Result<()> + Send + 'static,
+        f: impl Fn(&mut Bucket) -> Result<()> + Send + 'static,
     ) -> Result<Bucket> {
-        let name = name.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut t = txn.open_table(BUCKETS)?;
-                let mut b: Bucket = match t.get(name.as_str())? {
-                    Some(v) => dec("buckets", name.as_bytes(), v.value())?,
-                    None => return Err(CatalogError::NoSuchBucket(name)),
-                };
-                f(&mut b)?;
-                t.insert(name.as_str(), enc(&b).as_slice())?;
-                Ok(b)
-            })
-            .await
+        self.read_modify_write(
+            || self.bucket(name),
+            |b| f(b),
+            |expect, bucket| Command::ReplaceBucket { expect, bucket },
+        )
+        .await
+        .and_then(|o| expect_outcome!(o, Bucket))
     }
 
     /// Deletes an empty bucket (no visible versions, no uploads in progress). Hidden
@@ -77,48 +64,84 @@ impl Catalog {
     /// `delete_bucket` on behalf of an access key (recorded in the audit log).
     pub async fn delete_bucket_as(&self, name: &str, actor: Option<String>) -> Result<()> {
         let name = name.to_string();
-        self.writer
-            .write(move |txn| {
-                let mut buckets = txn.open_table(BUCKETS)?;
-                if buckets.get(name.as_str())?.is_none() {
-                    return Err(CatalogError::NoSuchBucket(name));
-                }
-                let start = object_key(&name, "");
-                let end = bucket_end(&name);
-                let mut versions = txn.open_table(VERSIONS)?;
-                let mut doomed = Vec::new();
-                for e in versions.range(start.as_slice()..end.as_slice())? {
-                    let (k, v) = e?;
-                    let ver: Version = dec("versions", k.value(), v.value())?;
-                    if !ver.hidden {
-                        return Err(CatalogError::BucketNotEmpty(name));
-                    }
-                    doomed.push((k.value().to_vec(), ver));
-                }
-                let uploads = txn.open_table(UPLOADS)?;
-                for e in uploads.iter()? {
-                    let (k, v) = e?;
-                    let up: Upload = dec("uploads", k.value().as_bytes(), v.value())?;
-                    if up.bucket == name {
-                        return Err(CatalogError::BucketNotEmpty(name));
-                    }
-                }
-                let mut chunks = txn.open_table(CHUNKS)?;
-                for (k, ver) in doomed {
-                    versions.remove(k.as_slice())?;
-                    crate::chunks::release(&mut chunks, ver.body.chunk_refs())?;
-                }
-                buckets.remove(name.as_str())?;
-                crate::audit::append(
-                    txn,
-                    now_ns(),
-                    actor,
-                    ledger::record::Change::BucketDeleted { bucket: name },
-                )?;
-                Ok(())
-            })
-            .await
+        self.execute(Command::DeleteBucket { name, actor }).await?;
+        Ok(())
     }
+}
+
+pub(crate) fn create(
+    txn: &WriteTransaction,
+    bucket: Bucket,
+    actor: Option<String>,
+) -> Result<Bucket> {
+    let mut t = txn.open_table(BUCKETS)?;
+    if t.get(bucket.name.as_str())?.is_some() {
+        return Err(CatalogError::BucketExists(bucket.name));
+    }
+    t.insert(bucket.name.as_str(), enc(&bucket).as_slice())?;
+    let change = ledger::record::Change::BucketCreated {
+        bucket: bucket.name.clone(),
+    };
+    crate::audit::append(txn, bucket.created_ns, actor, change)?;
+    Ok(bucket)
+}
+
+pub(crate) fn replace(txn: &WriteTransaction, expect: &Bucket, bucket: Bucket) -> Result<Bucket> {
+    let name = bucket.name.clone();
+    let current = load_bucket(txn, &name)?;
+    if name != expect.name || enc(&current) != enc(expect) {
+        return Err(CatalogError::Conflict);
+    }
+    txn.open_table(BUCKETS)?
+        .insert(name.as_str(), enc(&bucket).as_slice())?;
+    Ok(bucket)
+}
+
+pub(crate) fn delete(
+    txn: &WriteTransaction,
+    at: &Stamp,
+    name: &str,
+    actor: Option<String>,
+) -> Result<()> {
+    let mut buckets = txn.open_table(BUCKETS)?;
+    if buckets.get(name)?.is_none() {
+        return Err(CatalogError::NoSuchBucket(name.into()));
+    }
+    let start = object_key(name, "");
+    let end = bucket_end(name);
+    let mut versions = txn.open_table(VERSIONS)?;
+    let mut doomed = Vec::new();
+    for e in versions.range(start.as_slice()..end.as_slice())? {
+        let (k, v) = e?;
+        let ver: Version = dec("versions", k.value(), v.value())?;
+        if !ver.hidden {
+            return Err(CatalogError::BucketNotEmpty(name.into()));
+        }
+        doomed.push((k.value().to_vec(), ver));
+    }
+    let uploads = txn.open_table(UPLOADS)?;
+    for e in uploads.iter()? {
+        let (k, v) = e?;
+        let up: Upload = dec("uploads", k.value().as_bytes(), v.value())?;
+        if up.bucket == name {
+            return Err(CatalogError::BucketNotEmpty(name.into()));
+        }
+    }
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for (k, ver) in doomed {
+        versions.remove(k.as_slice())?;
+        crate::chunks::release(&mut chunks, at, ver.body.chunk_refs())?;
+    }
+    buckets.remove(name)?;
+    crate::audit::append(
+        txn,
+        at.at_ns,
+        actor,
+        ledger::record::Change::BucketDeleted {
+            bucket: name.into(),
+        },
+    )?;
+    Ok(())
 }
 
 pub(crate) fn load_bucket(txn: &redb::WriteTransaction, name: &str) -> Result<Bucket> {

@@ -2,7 +2,9 @@
 //! collected; one whose count reached zero is collected after a grace period.
 
 use codec::ChunkId;
-use redb::{ReadableTable, Table};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::command::{Command, Stamp, expect_outcome};
 
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
@@ -44,8 +46,8 @@ pub(crate) fn acquire(
     Ok(())
 }
 
-pub(crate) fn release(t: &mut Table<&[u8], &[u8]>, refs: &[ChunkRef]) -> Result<()> {
-    let now = now_ns();
+pub(crate) fn release(t: &mut Table<&[u8], &[u8]>, at: &Stamp, refs: &[ChunkRef]) -> Result<()> {
+    let now = at.at_ns;
     for r in refs {
         let rec = match t.get(r.id.as_slice())? {
             Some(v) => {
@@ -105,28 +107,35 @@ impl Catalog {
         older_than_ns: u64,
         limit: usize,
     ) -> Result<Vec<(ChunkId, ChunkRecord)>> {
-        self.writer
-            .write(move |txn| {
-                let mut t = txn.open_table(CHUNKS)?;
-                let mut doomed = Vec::new();
-                for e in t.iter()? {
-                    let (k, v) = e?;
-                    let rec: ChunkRecord = dec("chunks", k.value(), v.value())?;
-                    if rec.refs == 0 && rec.unreferenced_since_ns.is_some_and(|t| t < older_than_ns)
-                    {
-                        if let Ok(id) = <ChunkId>::try_from(k.value()) {
-                            doomed.push((id, rec));
-                        }
-                        if doomed.len() >= limit {
-                            break;
-                        }
-                    }
-                }
-                for (id, _) in &doomed {
-                    t.remove(id.as_slice())?;
-                }
-                Ok(doomed)
-            })
-            .await
+        let command = Command::CollectChunks {
+            older_than_ns,
+            limit,
+        };
+        expect_outcome!(self.execute(command).await?, Collected)
     }
+}
+
+pub(crate) fn collect(
+    txn: &WriteTransaction,
+    older_than_ns: u64,
+    limit: usize,
+) -> Result<Vec<(ChunkId, ChunkRecord)>> {
+    let mut t = txn.open_table(CHUNKS)?;
+    let mut doomed = Vec::new();
+    for e in t.iter()? {
+        let (k, v) = e?;
+        let rec: ChunkRecord = dec("chunks", k.value(), v.value())?;
+        if rec.refs == 0 && rec.unreferenced_since_ns.is_some_and(|t| t < older_than_ns) {
+            if let Ok(id) = <ChunkId>::try_from(k.value()) {
+                doomed.push((id, rec));
+            }
+            if doomed.len() >= limit {
+                break;
+            }
+        }
+    }
+    for (id, _) in &doomed {
+        t.remove(id.as_slice())?;
+    }
+    Ok(doomed)
 }

@@ -11,11 +11,13 @@ mod access;
 pub mod audit;
 mod buckets;
 mod chunks;
+pub mod command;
 mod keys;
 mod list;
 mod multipart;
 mod objects;
 mod records;
+mod snapshot;
 mod writer;
 
 use std::path::Path;
@@ -24,11 +26,12 @@ use redb::ReadableDatabase;
 use std::sync::Arc;
 
 pub use access::{AccessKey, Permission, generate_key_pair};
+pub use command::{Command, Outcome, Proposal, Stamp};
 pub use list::{ListPage, ListQuery, VersionsPage, VersionsQuery};
 pub use objects::{DeleteOutcome, PutCondition, VersionSel};
 pub use records::*;
 
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CatalogError {
     #[error("bucket {0:?} does not exist")]
     NoSuchBucket(String),
@@ -50,13 +53,17 @@ pub enum CatalogError {
     PreconditionFailed,
     #[error("a chunk this write relies on was collected meanwhile; retry the write")]
     ChunkVanished,
+    #[error("the record changed while this change was prepared; retry")]
+    Conflict,
+    #[error("the catalog cannot take changes now: {0}")]
+    Unavailable(String),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("catalog database error: {0}")]
     Db(String),
     #[error("catalog record {table}/{key} is corrupt: {reason}")]
     Corrupt {
-        table: &'static str,
+        table: String,
         key: String,
         reason: String,
     },
@@ -98,12 +105,26 @@ impl Default for CatalogOptions {
     }
 }
 
+/// Where changes go before they are applied: by default straight to this node's
+/// writer; in a cluster through a replicated log, applied by every replica (the
+/// `consensus` crate).
+pub trait Consensus: Send + Sync + 'static {
+    /// Orders `p` among all changes, applies it, and answers its outcome.
+    fn propose(&self, p: Proposal) -> BoxFuture<'_, Result<Outcome>>;
+    /// Returns once this replica has applied every change acknowledged before the
+    /// call, so that a read that follows sees them (read-after-write).
+    fn read_barrier(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// Handle to the catalog; cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
     db: Arc<redb::Database>,
     writer: writer::WriterHandle,
     opts: CatalogOptions,
+    consensus: Arc<std::sync::OnceLock<Arc<dyn Consensus>>>,
 }
 
 impl Catalog {
@@ -113,7 +134,90 @@ impl Catalog {
         })?);
         records::init_tables(&db)?;
         let writer = writer::WriterHandle::start(db.clone(), opts.audit_log);
-        Ok(Catalog { db, writer, opts })
+        Ok(Catalog {
+            db,
+            writer,
+            opts,
+            consensus: Default::default(),
+        })
+    }
+
+    /// Sends every later change through `c` (once, at start-up, before serving).
+    pub fn replicate_with(&self, c: Arc<dyn Consensus>) {
+        if self.consensus.set(c).is_err() {
+            tracing::warn!("catalog: consensus already set; keeping the first");
+        }
+    }
+
+    /// Proposes one change and answers its outcome once it is durable (and, in a
+    /// cluster, committed by a quorum).
+    pub async fn execute(&self, command: Command) -> Result<Outcome> {
+        let p = Proposal {
+            stamp: Stamp::now(),
+            command,
+        };
+        match self.consensus.get() {
+            Some(c) => c.propose(p).await,
+            None => self.writer.write(move |txn| command::apply(txn, p)).await,
+        }
+    }
+
+    /// Applies changes already ordered by consensus, in one transaction, together with
+    /// `also` (which records how far the log is applied); answers each outcome.
+    pub async fn apply_ordered(
+        &self,
+        proposals: Vec<Proposal>,
+        also: impl FnOnce(&redb::WriteTransaction) -> Result<()> + Send + 'static,
+    ) -> Result<Vec<Result<Outcome>>> {
+        self.writer
+            .write(move |txn| {
+                let outcomes = proposals
+                    .into_iter()
+                    .map(|p| command::apply(txn, p))
+                    .collect();
+                also(txn)?;
+                Ok(outcomes)
+            })
+            .await
+    }
+
+    /// Waits until reads here see every change acknowledged anywhere before the call.
+    pub async fn read_barrier(&self) -> Result<()> {
+        match self.consensus.get() {
+            Some(c) => c.read_barrier().await,
+            None => Ok(()),
+        }
+    }
+
+    /// The database, for the replication layer's own tables and snapshots.
+    pub fn database(&self) -> &Arc<redb::Database> {
+        &self.db
+    }
+
+    /// Read-modify-write of one record: `read` it, let `edit` change a copy, and
+    /// propose `command(before, after)`, which is refused with `Conflict` if the record
+    /// changed meanwhile; then read again and retry.
+    async fn read_modify_write<T: Clone>(
+        &self,
+        read: impl Fn() -> Result<T>,
+        edit: impl Fn(&mut T) -> Result<()>,
+        command: impl Fn(T, T) -> Command,
+    ) -> Result<Outcome> {
+        let mut attempt = 0u32;
+        loop {
+            let before = read()?;
+            let mut after = before.clone();
+            edit(&mut after)?;
+            match self.execute(command(before, after)).await {
+                Err(CatalogError::Conflict) if attempt < 50 => {
+                    attempt += 1;
+                    let _ = self.read_barrier().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5))
+                        .await;
+                }
+                r => return r,
+            }
+        }
     }
 
     fn read(&self) -> Result<redb::ReadTransaction> {

@@ -5,12 +5,13 @@
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::buckets::load_bucket;
+use crate::command::{Command, Stamp, expect_outcome};
 use crate::keys::*;
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 
 /// Which version a read wants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VersionSel {
     Latest,
     Id(String),
@@ -19,7 +20,7 @@ pub enum VersionSel {
 }
 
 /// Conditions checked atomically with a write (S3 conditional PUT).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PutCondition {
     /// `If-None-Match: *`: fail if the key exists.
     pub if_none_match_any: bool,
@@ -29,7 +30,7 @@ pub struct PutCondition {
     pub if_none_match: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeleteOutcome {
     /// The version created (a delete marker) or removed; None when versioning is off.
     pub version_id: Option<String>,
@@ -40,19 +41,20 @@ pub struct DeleteOutcome {
 
 /// Allocates the next sequence number and a modification time that never goes back,
 /// so that time order and sequence order agree (as-of reads depend on it).
-fn next_seq(txn: &WriteTransaction) -> Result<(u64, u64)> {
+fn next_seq(txn: &WriteTransaction, at: &Stamp) -> Result<(u64, u64)> {
     let mut meta = txn.open_table(META)?;
     let seq = meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
     let last = meta.get("mtime")?.map(|v| v.value()).unwrap_or(0);
-    let mtime = now_ns().max(last + 1);
+    let mtime = at.at_ns.max(last + 1);
     meta.insert("seq", seq)?;
     meta.insert("mtime", mtime)?;
     Ok((seq, mtime))
 }
 
-fn new_version_id(mtime: u64) -> String {
-    // Time-prefixed so ids sort by age in logs; random so they cannot be guessed.
-    format!("{mtime:016x}{}", random_hex(8))
+fn new_version_id(mtime: u64, at: &Stamp) -> String {
+    // Time-prefixed so ids sort by age in logs; random (chosen by the proposer, the same
+    // on every replica) so they cannot be guessed.
+    format!("{mtime:016x}{:016x}", at.nonce)
 }
 
 /// All versions of one key, newest first, with their table keys.
@@ -125,6 +127,7 @@ pub(crate) fn check_condition(cur: Option<&Version>, cond: &PutCondition) -> Res
 /// completion. Every check happens before the first write.
 pub(crate) fn insert_version(
     txn: &WriteTransaction,
+    at: &Stamp,
     bucket: &str,
     key: &str,
     nv: NewVersion,
@@ -144,9 +147,9 @@ pub(crate) fn insert_version(
             nv.inline.as_ref(),
         )?;
     }
-    let (seq, mtime) = next_seq(txn)?;
+    let (seq, mtime) = next_seq(txn, at)?;
     let version_id = if b.versioning == Versioning::Enabled {
-        new_version_id(mtime)
+        new_version_id(mtime, at)
     } else {
         hide_null(&mut versions, bucket, key)?;
         "null".to_string()
@@ -190,10 +193,13 @@ impl Catalog {
         nv: NewVersion,
         cond: PutCondition,
     ) -> Result<Version> {
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.writer
-            .write(move |txn| insert_version(txn, &bucket, &key, nv, &cond))
-            .await
+        let command = Command::PutVersion {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version: nv,
+            cond,
+        };
+        expect_outcome!(self.execute(command).await?, Version)
     }
 
     /// Looks up a version. Delete markers are returned too; callers decide what they mean.
@@ -224,49 +230,41 @@ impl Catalog {
     }
 
     /// Changes the metadata of one existing version in place (object tags live there):
-    /// `Latest` or `Id` only; delete markers have no metadata to change.
+    /// `Latest` or `Id` only; delete markers have no metadata to change. Retried if
+    /// another change to the version landed meanwhile.
     pub async fn update_version_meta(
         &self,
         bucket: &str,
         key: &str,
         sel: VersionSel,
-        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+        f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Version> {
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.writer
-            .write(move |txn| {
-                load_bucket(txn, &bucket)?;
-                let mut versions = txn.open_table(VERSIONS)?;
-                let all = key_versions(&versions, &bucket, &key)?;
-                let found = match &sel {
-                    VersionSel::Latest => {
-                        let seq = txn
-                            .open_table(CURRENT)?
-                            .get(object_key(&bucket, &key).as_slice())?
-                            .map(|v| v.value());
-                        all.into_iter().find(|(_, v)| Some(v.seq) == seq)
-                    }
-                    VersionSel::Id(id) => all
-                        .into_iter()
-                        .find(|(_, v)| &v.version_id == id && !v.hidden),
-                    VersionSel::AsOf(_) => {
-                        return Err(CatalogError::Invalid(
-                            "only the latest version or a version id can be changed".into(),
-                        ));
-                    }
-                };
-                let (k, mut v) = match (found, sel) {
-                    (Some((k, v)), _) if !v.delete_marker => (k, v),
-                    (_, VersionSel::Id(id)) => {
-                        return Err(CatalogError::NoSuchVersion { key, version: id });
-                    }
-                    _ => return Err(CatalogError::NoSuchKey(key)),
-                };
-                f(&mut v.meta);
-                versions.insert(k.as_slice(), enc(&v).as_slice())?;
-                Ok(v)
-            })
-            .await
+        let read = || {
+            let v = self.version(bucket, key, &sel)?;
+            if v.delete_marker {
+                return Err(match &sel {
+                    VersionSel::Id(id) => CatalogError::NoSuchVersion {
+                        key: key.into(),
+                        version: id.clone(),
+                    },
+                    _ => CatalogError::NoSuchKey(key.into()),
+                });
+            }
+            Ok(v.meta)
+        };
+        self.read_modify_write(
+            read,
+            |m| Ok(f(m)),
+            |expect, meta| Command::ReplaceVersionMeta {
+                bucket: bucket.into(),
+                key: key.into(),
+                sel: sel.clone(),
+                expect,
+                meta,
+            },
+        )
+        .await
+        .and_then(|o| expect_outcome!(o, Version))
     }
 
     /// DeleteObject: with no version id, adds a delete marker (or, with versioning off,
@@ -288,129 +286,193 @@ impl Catalog {
         version_id: Option<String>,
         actor: Option<String>,
     ) -> Result<DeleteOutcome> {
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.writer
-            .write(move |txn| {
-                let b = load_bucket(txn, &bucket)?;
-                let mut versions = txn.open_table(VERSIONS)?;
-                let mut cur_t = txn.open_table(CURRENT)?;
-                let ok = object_key(&bucket, &key);
-                match version_id {
-                    None => {
-                        let exists = current(&cur_t, &versions, &bucket, &key)?
-                            .is_some_and(|v| !v.delete_marker);
-                        if b.versioning == Versioning::Unversioned && !exists {
-                            return Ok(DeleteOutcome {
-                                version_id: None,
-                                delete_marker: false,
-                                ledger_index: None,
-                            });
-                        }
-                        let (seq, mtime) = next_seq(txn)?;
-                        let version_id = match b.versioning {
-                            Versioning::Enabled => new_version_id(mtime),
-                            _ => {
-                                hide_null(&mut versions, &bucket, &key)?;
-                                "null".to_string()
-                            }
-                        };
-                        let marker = Version {
-                            key: key.clone(),
-                            version_id: version_id.clone(),
-                            seq,
-                            mtime_ns: mtime,
-                            delete_marker: true,
-                            hidden: b.versioning == Versioning::Unversioned,
-                            size: 0,
-                            etag: String::new(),
-                            content_type: None,
-                            meta: Default::default(),
-                            body: Body::Empty,
-                            parts: Vec::new(),
-                        };
-                        versions.insert(
-                            version_key(&bucket, &key, seq).as_slice(),
-                            enc(&marker).as_slice(),
-                        )?;
-                        let change = ledger::record::Change::DeleteMarker {
-                            bucket: bucket.clone(),
-                            key: key.clone(),
-                            version_id: marker.version_id.clone(),
-                        };
-                        let index = Some(crate::audit::append(txn, mtime, actor, change)?);
-                        if marker.hidden {
-                            cur_t.remove(ok.as_slice())?;
-                            Ok(DeleteOutcome {
-                                version_id: None,
-                                delete_marker: false,
-                                ledger_index: index,
-                            })
-                        } else {
-                            cur_t.insert(ok.as_slice(), seq)?;
-                            Ok(DeleteOutcome {
-                                version_id: Some(version_id),
-                                delete_marker: true,
-                                ledger_index: index,
-                            })
-                        }
-                    }
-                    Some(id) => {
-                        let all = key_versions(&versions, &bucket, &key)?;
-                        let Some(pos) = all
-                            .iter()
-                            .position(|(_, v)| v.version_id == id && !v.hidden)
-                        else {
-                            return Err(CatalogError::NoSuchVersion { key, version: id });
-                        };
-                        let (k, v) = &all[pos];
-                        versions.remove(k.as_slice())?;
-                        let change = ledger::record::Change::VersionDeleted {
-                            bucket: bucket.clone(),
-                            key: key.clone(),
-                            version_id: id.clone(),
-                        };
-                        let index = Some(crate::audit::append(txn, now_ns(), actor, change)?);
-                        crate::chunks::release(&mut txn.open_table(CHUNKS)?, v.body.chunk_refs())?;
-                        let newest_visible = all
-                            .iter()
-                            .enumerate()
-                            .find(|(i, (_, v))| *i != pos && !v.hidden);
-                        match newest_visible {
-                            Some((_, (_, nv))) => cur_t.insert(ok.as_slice(), nv.seq)?,
-                            None => cur_t.remove(ok.as_slice())?,
-                        };
-                        Ok(DeleteOutcome {
-                            version_id: Some(id),
-                            delete_marker: v.delete_marker,
-                            ledger_index: index,
-                        })
-                    }
-                }
-            })
-            .await
+        let command = Command::Delete {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id,
+            actor,
+        };
+        expect_outcome!(self.execute(command).await?, Deleted)
     }
 
     /// Drops hidden history (superseded null versions) older than `before_ns`: the
     /// as-of retention window. Returns how many versions were dropped.
     pub async fn expire_history(&self, before_ns: u64) -> Result<usize> {
-        self.writer
-            .write(move |txn| {
-                let mut versions = txn.open_table(VERSIONS)?;
-                let mut doomed = Vec::new();
-                for e in versions.iter()? {
-                    let (k, v) = e?;
-                    let ver: Version = dec("versions", k.value(), v.value())?;
-                    if ver.hidden && ver.mtime_ns < before_ns {
-                        doomed.push((k.value().to_vec(), ver));
-                    }
-                }
-                let mut chunks = txn.open_table(CHUNKS)?;
-                for (k, ver) in &doomed {
-                    versions.remove(k.as_slice())?;
-                    crate::chunks::release(&mut chunks, ver.body.chunk_refs())?;
-                }
-                Ok(doomed.len())
-            })
-            .await
+        expect_outcome!(
+            self.execute(Command::ExpireHistory { before_ns }).await?,
+            Expired
+        )
     }
+}
+
+pub(crate) fn replace_meta(
+    txn: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    sel: VersionSel,
+    expect: &std::collections::BTreeMap<String, String>,
+    meta: std::collections::BTreeMap<String, String>,
+) -> Result<Version> {
+    load_bucket(txn, bucket)?;
+    let mut versions = txn.open_table(VERSIONS)?;
+    let all = key_versions(&versions, bucket, key)?;
+    let found = match &sel {
+        VersionSel::Latest => {
+            let seq = txn
+                .open_table(CURRENT)?
+                .get(object_key(bucket, key).as_slice())?
+                .map(|v| v.value());
+            all.into_iter().find(|(_, v)| Some(v.seq) == seq)
+        }
+        VersionSel::Id(id) => all
+            .into_iter()
+            .find(|(_, v)| &v.version_id == id && !v.hidden),
+        VersionSel::AsOf(_) => {
+            return Err(CatalogError::Invalid(
+                "only the latest version or a version id can be changed".into(),
+            ));
+        }
+    };
+    let (k, mut v) = match (found, sel) {
+        (Some((k, v)), _) if !v.delete_marker => (k, v),
+        (_, VersionSel::Id(id)) => {
+            return Err(CatalogError::NoSuchVersion {
+                key: key.into(),
+                version: id,
+            });
+        }
+        _ => return Err(CatalogError::NoSuchKey(key.into())),
+    };
+    if &v.meta != expect {
+        return Err(CatalogError::Conflict);
+    }
+    v.meta = meta;
+    versions.insert(k.as_slice(), enc(&v).as_slice())?;
+    Ok(v)
+}
+
+pub(crate) fn delete(
+    txn: &WriteTransaction,
+    at: &Stamp,
+    bucket: &str,
+    key: &str,
+    version_id: Option<String>,
+    actor: Option<String>,
+) -> Result<DeleteOutcome> {
+    let b = load_bucket(txn, bucket)?;
+    let mut versions = txn.open_table(VERSIONS)?;
+    let mut cur_t = txn.open_table(CURRENT)?;
+    let ok = object_key(bucket, key);
+    match version_id {
+        None => {
+            let exists = current(&cur_t, &versions, bucket, key)?.is_some_and(|v| !v.delete_marker);
+            if b.versioning == Versioning::Unversioned && !exists {
+                return Ok(DeleteOutcome {
+                    version_id: None,
+                    delete_marker: false,
+                    ledger_index: None,
+                });
+            }
+            let (seq, mtime) = next_seq(txn, at)?;
+            let version_id = match b.versioning {
+                Versioning::Enabled => new_version_id(mtime, at),
+                _ => {
+                    hide_null(&mut versions, bucket, key)?;
+                    "null".to_string()
+                }
+            };
+            let marker = Version {
+                key: key.to_string(),
+                version_id: version_id.clone(),
+                seq,
+                mtime_ns: mtime,
+                delete_marker: true,
+                hidden: b.versioning == Versioning::Unversioned,
+                size: 0,
+                etag: String::new(),
+                content_type: None,
+                meta: Default::default(),
+                body: Body::Empty,
+                parts: Vec::new(),
+            };
+            versions.insert(
+                version_key(bucket, key, seq).as_slice(),
+                enc(&marker).as_slice(),
+            )?;
+            let change = ledger::record::Change::DeleteMarker {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                version_id: marker.version_id.clone(),
+            };
+            let index = Some(crate::audit::append(txn, mtime, actor, change)?);
+            if marker.hidden {
+                cur_t.remove(ok.as_slice())?;
+                Ok(DeleteOutcome {
+                    version_id: None,
+                    delete_marker: false,
+                    ledger_index: index,
+                })
+            } else {
+                cur_t.insert(ok.as_slice(), seq)?;
+                Ok(DeleteOutcome {
+                    version_id: Some(version_id),
+                    delete_marker: true,
+                    ledger_index: index,
+                })
+            }
+        }
+        Some(id) => {
+            let all = key_versions(&versions, bucket, key)?;
+            let Some(pos) = all
+                .iter()
+                .position(|(_, v)| v.version_id == id && !v.hidden)
+            else {
+                return Err(CatalogError::NoSuchVersion {
+                    key: key.into(),
+                    version: id,
+                });
+            };
+            let (k, v) = &all[pos];
+            versions.remove(k.as_slice())?;
+            let change = ledger::record::Change::VersionDeleted {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                version_id: id.clone(),
+            };
+            let index = Some(crate::audit::append(txn, at.at_ns, actor, change)?);
+            crate::chunks::release(&mut txn.open_table(CHUNKS)?, at, v.body.chunk_refs())?;
+            let newest_visible = all
+                .iter()
+                .enumerate()
+                .find(|(i, (_, v))| *i != pos && !v.hidden);
+            match newest_visible {
+                Some((_, (_, nv))) => cur_t.insert(ok.as_slice(), nv.seq)?,
+                None => cur_t.remove(ok.as_slice())?,
+            };
+            Ok(DeleteOutcome {
+                version_id: Some(id),
+                delete_marker: v.delete_marker,
+                ledger_index: index,
+            })
+        }
+    }
+}
+
+/// Drops hidden history (superseded null versions) older than `before_ns`.
+pub(crate) fn expire_history(txn: &WriteTransaction, at: &Stamp, before_ns: u64) -> Result<usize> {
+    let mut versions = txn.open_table(VERSIONS)?;
+    let mut doomed = Vec::new();
+    for e in versions.iter()? {
+        let (k, v) = e?;
+        let ver: Version = dec("versions", k.value(), v.value())?;
+        if ver.hidden && ver.mtime_ns < before_ns {
+            doomed.push((k.value().to_vec(), ver));
+        }
+    }
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for (k, ver) in &doomed {
+        versions.remove(k.as_slice())?;
+        crate::chunks::release(&mut chunks, at, ver.body.chunk_refs())?;
+    }
+    Ok(doomed.len())
 }

@@ -49,7 +49,7 @@ pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 
 pub(crate) fn dec<T: DeserializeOwned>(table: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
     let corrupt = |reason: String| CatalogError::Corrupt {
-        table,
+        table: table.into(),
         key: String::from_utf8_lossy(key).into(),
         reason,
     };
@@ -116,7 +116,7 @@ impl Body {
 }
 
 /// What a writer supplies for a new version.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewVersion {
     pub size: u64,
     pub etag: String,

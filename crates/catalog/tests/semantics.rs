@@ -371,7 +371,8 @@ async fn chunk_refs_follow_versions_and_parts() {
             &up.upload_id,
             vec![(2, "e2".into()), (1, "e1".into())],
             PutCondition::default(),
-            |_| NewVersion::default(),
+            Redundancy::None,
+            None,
         )
         .await
         .unwrap_err();
@@ -381,23 +382,15 @@ async fn chunk_refs_follow_versions_and_parts() {
             &up.upload_id,
             vec![(1, "e1".into()), (2, "\"e2\"".into())],
             PutCondition::default(),
-            |parts| NewVersion {
-                size: parts.iter().map(|p| p.size).sum(),
-                etag: "mp-2".into(),
-                body: Some(Body::Chunks {
-                    policy: Redundancy::None,
-                    chunks: parts
-                        .iter()
-                        .flat_map(|p| p.body.chunk_refs().to_vec())
-                        .collect(),
-                }),
-                parts: parts.iter().map(|p| p.size).collect(),
-                ..Default::default()
-            },
+            Redundancy::None,
+            Some("ECK".into()),
         )
         .await
         .unwrap();
     assert_eq!(v.size, 40);
+    assert_eq!(v.parts, vec![20, 20]);
+    assert!(v.etag.ends_with("-2"), "multipart ETag {}", v.etag);
+    assert_eq!(v.body.chunk_refs().len(), 2);
     assert_eq!(c.chunk(&[11; 32]).unwrap().unwrap().refs, 1);
     assert!(matches!(
         c.parts(&up.upload_id),

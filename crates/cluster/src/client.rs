@@ -252,6 +252,27 @@ impl Client {
         self.send(addr, req).await.map(|_| ())
     }
 
+    /// POSTs `body` to `path` on a node and answers the response body: the transport
+    /// of other layers' messages (the catalog's Raft messages).
+    pub async fn call(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, RpcError> {
+        let req = self
+            .http
+            .post(format!("https://{addr}{path}"))
+            .timeout(timeout)
+            .body(body);
+        let resp = self.send(addr, req).await?;
+        resp.bytes().await.map_err(|e| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason: error_chain(&e),
+        })
+    }
+
     pub async fn push_layout(&self, addr: &str, layout: &Layout) -> Result<(), RpcError> {
         let req = self
             .http

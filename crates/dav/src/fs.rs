@@ -255,11 +255,11 @@ impl GuardedFileSystem<Session> for EdgeFs {
                 })
                 .collect();
             s.update_meta(&place, move |meta| {
-                for (set, key, value) in changes {
-                    if set {
-                        meta.insert(key, value);
+                for (set, key, value) in &changes {
+                    if *set {
+                        meta.insert(key.clone(), value.clone());
                     } else {
-                        meta.remove(&key);
+                        meta.remove(key);
                     }
                 }
             })

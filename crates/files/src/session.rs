@@ -492,7 +492,7 @@ impl Session {
     pub async fn update_meta(
         &self,
         place: &Place,
-        f: impl FnOnce(&mut BTreeMap<String, String>) + Send + 'static,
+        f: impl Fn(&mut BTreeMap<String, String>) + Send + 'static,
     ) -> Result<()> {
         self.check_write(place)?;
         let t = target(place)

@@ -233,7 +233,7 @@ impl EdgeS3 {
         let json = serde_json::to_string(&stored).expect("rules serialize");
         self.archive
             .update_bucket_settings(&i.bucket, move |s| {
-                s.insert(CORS.into(), json);
+                s.insert(CORS.into(), json.clone());
             })
             .await
             .s3()?;

@@ -288,7 +288,7 @@ impl EdgeS3 {
         let p = i.policy;
         self.archive
             .update_bucket_settings(&i.bucket, move |s| {
-                s.insert(POLICY.into(), p);
+                s.insert(POLICY.into(), p.clone());
             })
             .await
             .s3()?;

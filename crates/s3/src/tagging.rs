@@ -45,7 +45,7 @@ impl EdgeS3 {
                 &i.key,
                 crate::version_sel(&i.version_id),
                 move |m| {
-                    m.insert(TAGGING.into(), encoded);
+                    m.insert(TAGGING.into(), encoded.clone());
                 },
             )
             .await
@@ -96,7 +96,7 @@ impl EdgeS3 {
         let encoded = encode_tags(&i.tagging.tag_set);
         self.archive
             .update_bucket_settings(&i.bucket, move |s| {
-                s.insert(BUCKET_TAGGING.into(), encoded);
+                s.insert(BUCKET_TAGGING.into(), encoded.clone());
             })
             .await
             .s3()?;

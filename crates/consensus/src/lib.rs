@@ -1,0 +1,296 @@
+//! The catalog replicated with Raft (openraft 0.9) between a cluster's voters.
+//!
+//! Every catalog change is a `catalog::Proposal`; the leader appends it to the Raft log,
+//! and once a majority of voters holds it, each replica applies it to its own catalog
+//! (`state_machine`). A node that is not the leader forwards its proposals to the leader
+//! and, before a read that must see every acknowledged write, asks the leader how far
+//! the log is committed and waits until its own catalog has applied that far
+//! (`Replica::read_barrier`, the "read index" of the Raft paper).
+//!
+//! Layout: `log_store` (the log and vote, their own redb file), `state_machine` (the
+//! catalog + snapshots), `network` (messages over the node-to-node mutual-TLS API).
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog::{Catalog, CatalogError, Outcome, Proposal};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+/// What applying a proposal answers.
+pub type Reply = Result<Outcome, CatalogError>;
+
+/// A Raft member: which cluster node it is, where its node-to-node API listens, and
+/// its site (voters are spread over sites).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node: String,
+    pub addr: String,
+    pub site: String,
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Proposal,
+        R = Reply,
+        NodeId = u64,
+        Node = Member,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// The Raft id of a cluster node: its node id hashed to 64 bits.
+pub fn raft_id(node: &str) -> u64 {
+    let h = blake3::hash(node.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// How long a change or a read waits for a leader before it fails as unavailable.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+
+/// A node's answer to a forwarded request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Answer<T> {
+    Done(T),
+    /// Not the leader (any more): ask again, elsewhere. Nothing was applied.
+    NotLeader,
+    /// Failed; may or may not have been applied (the caller must not retry blindly).
+    Failed(String),
+}
+
+pub struct ReplicaOptions {
+    /// Where the log and the snapshot live.
+    pub data_dir: PathBuf,
+    pub me: Member,
+    pub catalog: Catalog,
+    pub client: cluster::Client,
+}
+
+/// This node's part in the replicated catalog.
+pub struct Replica {
+    pub raft: Raft,
+    pub me: Member,
+    client: cluster::Client,
+}
+
+impl Replica {
+    pub async fn start(o: ReplicaOptions) -> anyhow::Result<Arc<Replica>> {
+        let config = Config {
+            cluster_name: "edgecloud-catalog".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
+            max_in_snapshot_log_to_keep: 2_000,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate()?);
+        let log = log_store::LogStore::open(&o.data_dir.join("raft-log.redb"))?;
+        let sm = state_machine::StateMachine::new(
+            o.catalog.clone(),
+            o.data_dir.join("raft-snapshot.bin"),
+        );
+        let network = network::Network {
+            client: o.client.clone(),
+        };
+        let raft = Raft::new(raft_id(&o.me.node), config, network, log, sm).await?;
+        let replica = Arc::new(Replica {
+            raft,
+            me: o.me,
+            client: o.client,
+        });
+        o.catalog.replicate_with(replica.clone());
+        Ok(replica)
+    }
+
+    pub fn id(&self) -> u64 {
+        raft_id(&self.me.node)
+    }
+
+    /// Makes this node the only voter of a new catalog (the first node of a cluster);
+    /// does nothing if the log already exists.
+    pub async fn initialize_alone(&self) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.id(), self.me.clone())]);
+        self.raft.initialize(members).await?;
+        Ok(())
+    }
+
+    /// Adds a node as a learner (it receives the log) and, if `voter`, then promotes
+    /// it. Only the leader can; the caller retries elsewhere on `NotLeader`.
+    pub async fn add_member(&self, m: Member, voter: bool) -> anyhow::Result<()> {
+        let id = raft_id(&m.node);
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .any(|(n, _)| *n == id);
+        if !known {
+            self.raft.add_learner(id, m, true).await?;
+        }
+        if voter && !self.voters().contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a node from the Raft group (a voter is demoted first).
+    pub async fn remove_member(&self, node: &str) -> anyhow::Result<()> {
+        let id = raft_id(node);
+        if self.voters().contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await?;
+        Ok(())
+    }
+
+    pub fn voters(&self) -> BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// Every member (voters and learners) with whether it votes.
+    pub fn members(&self) -> Vec<(Member, bool)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+        m.nodes()
+            .map(|(id, n)| (n.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    pub fn leader(&self) -> Option<Member> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        m.membership_config
+            .nodes()
+            .find(|(n, _)| **n == id)
+            .map(|(_, node)| node.clone())
+    }
+
+    /// Proposes on this node if it leads; says `NotLeader` otherwise.
+    pub async fn propose_here(&self, p: Proposal) -> Answer<Reply> {
+        match self.raft.client_write(p).await {
+            Ok(r) => Answer::Done(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Answer::NotLeader,
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+
+    /// The log index a linearizable read must wait for, if this node leads.
+    pub async fn read_index_here(&self) -> Answer<Option<u64>> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Answer::Done(read.map(|l| l.index)),
+            Err(e) if e.forward_to_leader::<Member>().is_some() => Answer::NotLeader,
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+
+    /// Runs `here` on this node if it leads, else sends it to the leader; waits for an
+    /// election while there is no leader.
+    async fn at_leader<T, F, Fut>(
+        &self,
+        what: &'static str,
+        path: &'static str,
+        body: Vec<u8>,
+        here: F,
+    ) -> Result<T, CatalogError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Answer<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            let answer = match self.leader() {
+                Some(l) if l.node == self.me.node => here().await,
+                Some(l) => match self
+                    .client
+                    .call(&l.addr, path, body.clone(), Duration::from_secs(30))
+                    .await
+                {
+                    Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|e| {
+                        Answer::Failed(format!("malformed answer from the leader: {e}"))
+                    }),
+                    Err(e) => Answer::Failed(format!("leader {} unreachable: {e}", l.addr)),
+                },
+                None => Answer::NotLeader,
+            };
+            match answer {
+                Answer::Done(t) => return Ok(t),
+                Answer::Failed(m) => {
+                    return Err(CatalogError::Unavailable(format!("{what}: {m}")));
+                }
+                Answer::NotLeader if start.elapsed() > LEADER_WAIT => {
+                    return Err(CatalogError::Unavailable(format!(
+                        "{what}: no catalog leader for {}s (is a majority of voters reachable?)",
+                        LEADER_WAIT.as_secs()
+                    )));
+                }
+                Answer::NotLeader => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn propose(&self, p: Proposal) -> Reply {
+        let body = postcard::to_stdvec(&p).expect("proposals serialize");
+        let here = || self.propose_here(p.clone());
+        self.at_leader("catalog change", network::PROPOSE, body, here)
+            .await?
+    }
+
+    async fn read_barrier(&self) -> Result<(), CatalogError> {
+        let body = postcard::to_stdvec(&()).expect("unit serializes");
+        let index = self
+            .at_leader("catalog read", network::READ_INDEX, body, || {
+                self.read_index_here()
+            })
+            .await?;
+        if let Some(i) = index {
+            self.raft
+                .wait(Some(LEADER_WAIT))
+                .applied_index_at_least(Some(i), "read barrier")
+                .await
+                .map_err(|e| {
+                    CatalogError::Unavailable(format!("catalog replica is behind: {e}"))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl catalog::Consensus for Replica {
+    fn propose(&self, p: Proposal) -> catalog::BoxFuture<'_, Reply> {
+        Box::pin(Replica::propose(self, p))
+    }
+
+    fn read_barrier(&self) -> catalog::BoxFuture<'_, Result<(), CatalogError>> {
+        Box::pin(Replica::read_barrier(self))
+    }
+}
