@@ -1,0 +1,286 @@
+//! The catalog replicated by Raft between real replicas talking over mutual TLS: writes
+//! through any replica, linearizable reads on followers, identical catalogs everywhere,
+//! a new leader after the old one dies, snapshots for a late joiner, and refusals of
+//! non-members.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use catalog::{Bucket, Catalog, CatalogOptions, NewVersion, PutCondition, VersionSel, Versioning};
+use cluster::{ClusterSecret, NodeKey, NodeTls};
+use consensus::network::{Authorize, routes};
+use consensus::{Member, Replica, ReplicaOptions};
+
+struct Node {
+    replica: Arc<Replica>,
+    catalog: Catalog,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn secret() -> ClusterSecret {
+    ClusterSecret::new("replication-test-secret-0123456789").unwrap()
+}
+
+/// Members are the nodes made from seeds 1..=9; anything else is refused.
+fn authorize() -> Authorize {
+    let members: BTreeSet<String> = (1..=9u8)
+        .map(|i| NodeKey::from_seed([i; 32]).id().0)
+        .collect();
+    Arc::new(move |id: &cluster::NodeId| {
+        if members.contains(&id.0) {
+            Ok(())
+        } else {
+            Err(format!("node {id} is not a member of this cluster"))
+        }
+    })
+}
+
+async fn node(seed: u8, site: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::from_seed([seed; 32]);
+    let tls = NodeTls::new(&secret(), &key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let catalog =
+        Catalog::open(&dir.path().join("catalog.redb"), CatalogOptions::default()).unwrap();
+    let replica = Replica::start(ReplicaOptions {
+        data_dir: dir.path().into(),
+        me: Member {
+            node: key.id().0,
+            addr,
+            site: site.into(),
+        },
+        catalog: catalog.clone(),
+        client: cluster::Client::new(&tls).unwrap(),
+    })
+    .await
+    .unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    cluster::rpc::serve(
+        listener,
+        routes(replica.clone(), authorize()),
+        &tls,
+        stop_rx,
+    );
+    Node {
+        replica,
+        catalog,
+        stop,
+        _dir: dir,
+    }
+}
+
+fn bucket(name: &str) -> Bucket {
+    Bucket {
+        name: name.into(),
+        created_ns: 1,
+        versioning: Versioning::Enabled,
+        policy: codec::Redundancy::None,
+        wrapped_key: vec![1, 2, 3],
+        wrapped_key_id: [0; 32],
+        compression: 0,
+        chunk_min: 1,
+        chunk_avg: 2,
+        chunk_max: 4,
+        settings: Default::default(),
+    }
+}
+
+fn version(etag: &str) -> NewVersion {
+    NewVersion {
+        size: 3,
+        etag: etag.into(),
+        sha256: Some("00".repeat(32)),
+        ..Default::default()
+    }
+}
+
+async fn wait_for_leader(nodes: &[&Node]) -> usize {
+    for _ in 0..200 {
+        if let Some(i) = nodes.iter().position(|n| n.replica.is_leader()) {
+            return i;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader elected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_anywhere_read_everywhere_and_survive_the_leader() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = node(1, "s1").await;
+    let b = node(2, "s2").await;
+    let c = node(3, "s3").await;
+    a.replica.initialize_alone().await.unwrap();
+    wait_for_leader(&[&a]).await;
+    a.replica
+        .add_member(b.replica.me.clone(), true)
+        .await
+        .unwrap();
+    a.replica
+        .add_member(c.replica.me.clone(), true)
+        .await
+        .unwrap();
+    assert_eq!(a.replica.voters().len(), 3);
+
+    // A write through a follower is forwarded to the leader; the reply is the catalog's.
+    b.catalog.create_bucket(bucket("photos")).await.unwrap();
+    let err = c.catalog.create_bucket(bucket("photos")).await.unwrap_err();
+    assert!(
+        matches!(err, catalog::CatalogError::BucketExists(_)),
+        "{err:?}"
+    );
+    let mut written = Vec::new();
+    for (i, n) in [&a, &b, &c].iter().cycle().take(30).enumerate() {
+        let v = n
+            .catalog
+            .put_version(
+                "photos",
+                &format!("k{i}"),
+                version(&format!("e{i}")),
+                PutCondition::default(),
+            )
+            .await
+            .unwrap();
+        written.push((format!("k{i}"), v.version_id));
+        // Read-after-write on another replica: the barrier makes it see the write.
+        let other = [&a, &b, &c][(i + 1) % 3];
+        other.catalog.read_barrier().await.unwrap();
+        let got = other
+            .catalog
+            .version("photos", &format!("k{i}"), &VersionSel::Latest)
+            .unwrap();
+        assert_eq!(got.etag, format!("e{i}"));
+    }
+    // Compare-and-swap updates from two replicas at once both land.
+    let (r1, r2) = tokio::join!(
+        a.catalog.update_bucket("photos", |b| {
+            b.settings.insert("x".into(), "1".into());
+            Ok(())
+        }),
+        c.catalog.update_bucket("photos", |b| {
+            b.settings.insert("y".into(), "2".into());
+            Ok(())
+        }),
+    );
+    r1.unwrap();
+    r2.unwrap();
+    b.catalog.read_barrier().await.unwrap();
+    let settings = b.catalog.bucket("photos").unwrap().settings;
+    assert_eq!(settings.get("x").map(String::as_str), Some("1"));
+    assert_eq!(settings.get("y").map(String::as_str), Some("2"));
+
+    // Every replica holds the same catalog, byte for byte (apply is deterministic).
+    for n in [&a, &b, &c] {
+        n.catalog.read_barrier().await.unwrap();
+    }
+    let dump = |n: &Node| n.catalog.dump_with(|_| ()).unwrap().0;
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(dump(&a), dump(&c));
+
+    // The leader dies: the other two elect a new one and go on; nothing is lost.
+    let nodes = [&a, &b, &c];
+    let old = wait_for_leader(&nodes).await;
+    nodes[old].replica.raft.shutdown().await.unwrap();
+    nodes[old].stop.send(true).unwrap();
+    let rest: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != old)
+        .map(|(_, n)| *n)
+        .collect();
+    let new = wait_for_leader(&rest).await;
+    let follower = rest[1 - new];
+    follower
+        .catalog
+        .put_version("photos", "after", version("late"), PutCondition::default())
+        .await
+        .unwrap();
+    for n in &rest {
+        n.catalog.read_barrier().await.unwrap();
+        for (k, id) in &written {
+            let v = n
+                .catalog
+                .version("photos", k, &VersionSel::Id(id.clone()))
+                .unwrap();
+            assert_eq!(&v.version_id, id);
+        }
+        assert_eq!(
+            n.catalog
+                .version("photos", "after", &VersionSel::Latest)
+                .unwrap()
+                .etag,
+            "late"
+        );
+    }
+
+    // A late joiner gets a snapshot (the log before it is purged) and then the log.
+    let leader = rest[wait_for_leader(&rest).await];
+    leader.replica.raft.trigger().snapshot().await.unwrap();
+    // (Never hold a metrics borrow across an await: it blocks the Raft core.)
+    let applied = leader.replica.raft.metrics().borrow().last_applied.unwrap();
+    for _ in 0..200 {
+        if leader.replica.raft.metrics().borrow().snapshot == Some(applied) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leader
+        .replica
+        .raft
+        .trigger()
+        .purge_log(applied.index)
+        .await
+        .unwrap();
+    let d = node(4, "s1").await;
+    leader
+        .replica
+        .add_member(d.replica.me.clone(), false)
+        .await
+        .unwrap();
+    d.catalog.read_barrier().await.unwrap();
+    assert_eq!(dump(&d), dump(leader));
+    assert!(d.replica.raft.metrics().borrow().snapshot.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_cannot_vote_or_append() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = node(1, "s1").await;
+    a.replica.initialize_alone().await.unwrap();
+    wait_for_leader(&[&a]).await;
+    // Seed 42 has the cluster secret (so TLS lets it in) but is not a member.
+    let outsider = NodeKey::from_seed([42; 32]);
+    let client = cluster::Client::new(&NodeTls::new(&secret(), &outsider).unwrap()).unwrap();
+    let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(99, 7), None);
+    let err = client
+        .call(
+            &a.replica.me.addr,
+            consensus::network::VOTE,
+            postcard::to_stdvec(&vote).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+    // The leader is undisturbed: still leader, same term.
+    assert!(a.replica.is_leader());
+    assert_eq!(a.replica.raft.metrics().borrow().current_term, 1);
+    // Malformed messages from a member are refused, not applied.
+    let member =
+        cluster::Client::new(&NodeTls::new(&secret(), &NodeKey::from_seed([2; 32])).unwrap())
+            .unwrap();
+    let err = member
+        .call(
+            &a.replica.me.addr,
+            consensus::network::APPEND,
+            b"\xff\xff garbage".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("malformed"), "{err}");
+    assert!(a.replica.is_leader());
+}
