@@ -77,7 +77,7 @@ class Cluster:
         self.secret = self.nodes[1].data / "cluster.secret"
         for i in range(2, 7):
             self.add(i)
-        self.wait(lambda s: active(s) == 6, "six active nodes")
+        self.wait(lambda s: active(s) == 6 and replicas_settled(s), "six active nodes, all catalog replicas")
 
     def add(self, i):
         n = self.nodes[i] = ClusterNode(self.root, i, self.secret)
@@ -124,6 +124,16 @@ class Cluster:
 
 def states(s):
     return {n["site"] + "/" + n["rpc_addr"]: n["state"] for n in s["status"]["nodes"]}
+
+
+def roles(s):
+    return [n["role"] for n in s["status"]["nodes"] if n["state"] != "removed"]
+
+
+def replicas_settled(s):
+    """Every member replicates the catalog; three vote (fewer with fewer nodes)."""
+    r = roles(s)
+    return "joining" not in r and r.count("leader") == 1 and r.count("voter") == min(2, len(r) - 1)
 
 
 def active(s):
@@ -271,7 +281,10 @@ def test_layout_policy_and_what_it_survives(cluster):
     assert "any 1 of 3 sites" in s["survives"] and "1.50x" in s["survives"]
     assert sorted(n["site"] for n in s["status"]["nodes"]) == ["s1", "s1", "s2", "s2", "s3", "s3"]
     roles = [n["role"] for n in s["status"]["nodes"]]
-    assert roles.count("catalog") == 1
+    assert roles.count("leader") == 1 and roles.count("voter") == 2, roles
+    assert roles.count("learner") == 3, roles
+    voters = {n["site"] for n in s["status"]["nodes"] if n["role"] in ("leader", "voter")}
+    assert voters == {"s1", "s2", "s3"}, "one catalog voter per site"
 
 
 def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
@@ -357,7 +370,7 @@ def test_a_partitioned_site_loses_nothing_and_rejoins(cluster):
     s = cluster.healed()
     assert not h.errors, h.errors[:5]
     s = settled(cluster, h, "partition")
-    assert [n["role"] for n in s["status"]["nodes"]].count("catalog") == 1
+    assert [n["role"] for n in s["status"]["nodes"]].count("leader") == 1
 
 
 def test_deleted_and_corrupted_shard_files_are_repaired(cluster):
@@ -423,10 +436,10 @@ def test_drain_then_remove_a_node_and_its_identity_is_refused_after(cluster):
 
     s = cluster.status()
     ids = {n["rpc_addr"]: n["id"] for n in s["status"]["nodes"]}
-    catalog, n7, n2 = s["status"]["catalog_node"], ids["127.0.0.17:9420"], ids["127.0.0.12:9420"]
+    n7, n2 = ids["127.0.0.17:9420"], ids["127.0.0.12:9420"]
     # Refused, with a reason, and nothing changes.
-    p = cli("drain", catalog)
-    assert p.returncode != 0 and "holds the catalog" in p.stderr
+    p = cli("drain", "0123456789abcdef")
+    assert p.returncode != 0 and "no node" in p.stderr
     p = cli("remove", n2)
     assert p.returncode != 0 and "drain it first" in p.stderr
     assert cluster.status()["status"]["epoch"] == s["status"]["epoch"]

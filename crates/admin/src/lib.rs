@@ -8,6 +8,7 @@ mod keys;
 pub mod ledger;
 mod objects;
 pub mod ops;
+pub mod peers;
 pub mod types;
 
 use std::path::Path;

@@ -77,13 +77,13 @@ pub(crate) async fn cluster(State(s): State<AdminState>) -> Result<Json<ClusterV
         status,
         policy: policy.to_string(),
         survives,
-        repair: s.archive.repair_state(),
+        repair: crate::peers::leader_repair_state(&s.archive).await,
     }))
 }
 
 /// Asks the repair worker for a pass now (it also runs on its own after failures).
 pub(crate) async fn repair(State(s): State<AdminState>) -> Result<StatusCode, ApiError> {
-    cluster_of(&s)?.request_repair();
+    cluster_of(&s)?.ask_for_repair().await;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -126,7 +126,7 @@ pub(crate) async fn remove(
     axum::extract::Path(node): axum::extract::Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let m = cluster_of(&s)?;
-    let r = s.archive.repair_state();
+    let r = crate::peers::leader_repair_state(&s.archive).await;
     let rebuilt = r.healthy && !r.running;
     m.remove(&cluster::NodeId(node), rebuilt)
         .await

@@ -167,6 +167,11 @@ impl Archive {
         self.inner.cluster.get()
     }
 
+    /// The catalog (the consensus layer replicates it).
+    pub fn catalog(&self) -> &catalog::Catalog {
+        &self.inner.catalog
+    }
+
     /// This node's shard store (the node-to-node server serves it to the cluster).
     pub fn store(&self) -> Arc<shards::ShardStore> {
         self.inner.store.clone()

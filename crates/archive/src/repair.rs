@@ -77,6 +77,10 @@ impl Archive {
             loop {
                 // Let a burst of triggers (a site going down) settle into one pass.
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                // One node repairs at a time: the one leading the catalog.
+                if !m.leads() {
+                    break;
+                }
                 match self.repair_pass(rate_bytes_per_sec).await {
                     Ok(r) => {
                         tracing::info!(

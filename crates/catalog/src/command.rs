@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use codec::{ChunkId, Redundancy};
-use redb::WriteTransaction;
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessKey;
@@ -122,6 +122,12 @@ pub enum Command {
     ExpireHistory {
         before_ns: u64,
     },
+    /// Sets a record of the cluster layer (the layout) if it still is `expect`.
+    PutClusterRecord {
+        name: String,
+        expect: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
 }
 
 /// What a command answers.
@@ -223,6 +229,19 @@ pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
         } => Outcome::Collected(crate::chunks::collect(txn, older_than_ns, limit)?),
         Command::ExpireHistory { before_ns } => {
             Outcome::Expired(crate::objects::expire_history(txn, at, before_ns)?)
+        }
+        Command::PutClusterRecord {
+            name,
+            expect,
+            value,
+        } => {
+            let mut t = txn.open_table(CLUSTER)?;
+            let current = t.get(name.as_str())?.map(|v| v.value().to_vec());
+            if current != expect {
+                return Err(CatalogError::Conflict);
+            }
+            t.insert(name.as_str(), value.as_slice())?;
+            Outcome::Done
         }
     })
 }

@@ -125,6 +125,8 @@ pub struct Catalog {
     writer: writer::WriterHandle,
     opts: CatalogOptions,
     consensus: Arc<std::sync::OnceLock<Arc<dyn Consensus>>>,
+    /// Bumped after every commit that may have changed a cluster record.
+    cluster_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Catalog {
@@ -139,6 +141,7 @@ impl Catalog {
             writer,
             opts,
             consensus: Default::default(),
+            cluster_changed: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -156,10 +159,26 @@ impl Catalog {
             stamp: Stamp::now(),
             command,
         };
-        match self.consensus.get() {
+        let cluster = matches!(p.command, Command::PutClusterRecord { .. });
+        let r = match self.consensus.get() {
             Some(c) => c.propose(p).await,
             None => self.writer.write(move |txn| command::apply(txn, p)).await,
+        };
+        if cluster && self.consensus.get().is_none() {
+            self.cluster_changed.send_modify(|v| *v += 1);
         }
+        r
+    }
+
+    /// A record of the cluster layer, as this replica has applied it.
+    pub fn cluster_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let t = self.read()?.open_table(records::CLUSTER)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Changes whenever cluster records may have changed here (applied or restored).
+    pub fn watch_cluster(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cluster_changed.subscribe()
     }
 
     /// Applies changes already ordered by consensus, in one transaction, together with
@@ -169,7 +188,11 @@ impl Catalog {
         proposals: Vec<Proposal>,
         also: impl FnOnce(&redb::WriteTransaction) -> Result<()> + Send + 'static,
     ) -> Result<Vec<Result<Outcome>>> {
-        self.writer
+        let cluster = proposals
+            .iter()
+            .any(|p| matches!(p.command, Command::PutClusterRecord { .. }));
+        let r = self
+            .writer
             .write(move |txn| {
                 let outcomes = proposals
                     .into_iter()
@@ -178,7 +201,11 @@ impl Catalog {
                 also(txn)?;
                 Ok(outcomes)
             })
-            .await
+            .await;
+        if cluster {
+            self.cluster_changed.send_modify(|v| *v += 1);
+        }
+        r
     }
 
     /// Waits until reads here see every change acknowledged anywhere before the call.

@@ -23,6 +23,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 /// access key -> AccessKey
 pub(crate) const ACCESS_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
+/// name -> opaque record of the cluster layer (the layout), replicated with the rest
+pub(crate) const CLUSTER: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster");
 
 const RECORD_FORMAT: u8 = 1;
 
@@ -37,6 +39,7 @@ pub(crate) fn init_tables(db: &redb::Database) -> Result<()> {
     tx.open_table(META)?;
     tx.open_table(ACCESS_KEYS)?;
     tx.open_table(LEDGER)?;
+    tx.open_table(CLUSTER)?;
     tx.commit()?;
     Ok(())
 }

@@ -12,8 +12,8 @@ const SNAPSHOT_FORMAT: u8 = 1;
 
 type Row = (u8, Vec<u8>, Vec<u8>);
 
-const STR_BYTES: [(u8, TableDefinition<&str, &[u8]>); 3] =
-    [(1, BUCKETS), (2, UPLOADS), (3, ACCESS_KEYS)];
+const STR_BYTES: [(u8, TableDefinition<&str, &[u8]>); 4] =
+    [(1, BUCKETS), (2, UPLOADS), (3, ACCESS_KEYS), (10, CLUSTER)];
 const BYTES_BYTES: [(u8, TableDefinition<&[u8], &[u8]>); 3] =
     [(4, VERSIONS), (5, CHUNKS), (6, PARTS)];
 const BYTES_U64: (u8, TableDefinition<&[u8], u64>) = (7, CURRENT);
@@ -84,7 +84,8 @@ impl Catalog {
             }
             _ => return Err(bad("unknown snapshot format".into())),
         };
-        self.writer
+        let r = self
+            .writer
             .write(move |txn| {
                 clear(txn)?;
                 for (id, k, v) in rows {
@@ -95,7 +96,9 @@ impl Catalog {
                 }
                 also(txn)
             })
-            .await
+            .await;
+        self.cluster_changed.send_modify(|v| *v += 1);
+        r
     }
 }
 

@@ -165,7 +165,10 @@ pub fn replace_private(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
+    // A name of its own, so that two writers at once do not trip over each other.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let _ = std::fs::remove_file(&tmp); // a leftover from a crash
     create_private(&tmp, text)?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;

@@ -18,5 +18,5 @@ pub mod tls;
 pub use client::{Client, DiskHealth, NodeHealth, RpcError, ShardEntry};
 pub use identity::{ClusterSecret, NodeId, NodeKey};
 pub use layout::{DiskInfo, DiskRef, Layout, NodeInfo, NodeState};
-pub use membership::{ClusterStatus, Membership, NodeStatus, StartOptions};
+pub use membership::{ClusterStatus, LayoutStore, Membership, NodeStatus, StartOptions};
 pub use tls::NodeTls;

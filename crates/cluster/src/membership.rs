@@ -1,9 +1,11 @@
-//! Membership: joining, the current layout, who may talk to this node, and (on the
-//! catalog node) heartbeats that notice a node going away or coming back.
+//! Membership: joining, the current layout, who may talk to this node, and heartbeats
+//! that notice a node going away or coming back.
 //!
-//! Layout changes are made by the catalog node only, which pushes each new layout to
-//! every member; a member accepts a layout only from its catalog node and only if it is
-//! newer. (When the catalog is replicated by Raft, the layout moves into it.)
+//! In a cluster the layout lives in the replicated catalog (`LayoutStore`, given by the
+//! `consensus` crate): any node proposes a change, Raft orders it, and every node adopts
+//! each newer layout as its catalog applies it. The node leading the catalog also turns
+//! missed heartbeats into "down" and runs repair. Without a store (tests of this crate),
+//! the node that founded the cluster keeps the layout and pushes it to the others.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use futures::future::BoxFuture;
 
 use crate::client::{Client, DiskHealth, NodeHealth, RpcError};
 use crate::identity::NodeId;
@@ -26,6 +30,21 @@ pub struct StartOptions {
     pub join: Option<String>,
     /// How long a node may miss heartbeats before its shards are rebuilt elsewhere.
     pub down_after: Duration,
+}
+
+/// Where the layout is kept when the catalog is replicated: changes are committed by a
+/// majority of voters, so a cut-off minority can never change it.
+pub trait LayoutStore: Send + Sync + 'static {
+    /// The committed layout (seeing every change acknowledged before the call).
+    fn load(&self) -> BoxFuture<'_, Result<Option<Layout>, String>>;
+    /// Commits `next` if the committed layout is still `current`; false if it changed.
+    fn save(&self, current: Option<Layout>, next: Layout) -> BoxFuture<'_, Result<bool, String>>;
+    /// Does this node lead the catalog now (it then marks nodes down and runs repair)?
+    fn leads(&self) -> bool;
+    /// The leading node and its node-to-node address, if one is known.
+    fn leader(&self) -> Option<(NodeId, String)>;
+    /// "leader", "voter" or "learner" in the catalog's Raft group, if a member.
+    fn role(&self, node: &NodeId) -> Option<String>;
 }
 
 #[derive(Default, Clone)]
@@ -49,6 +68,7 @@ pub struct Membership {
     changing: tokio::sync::Mutex<()>,
     /// Wakes the repair worker: a layout change, a degraded write, a node's scrubber.
     repair: tokio::sync::Notify,
+    store: std::sync::OnceLock<Arc<dyn LayoutStore>>,
 }
 
 /// What `edgecloud cluster status` shows.
@@ -85,6 +105,11 @@ fn is_trust_failure(e: &RpcError) -> bool {
     text.contains("certificate") || text.contains("handshake") || text.contains("alert")
 }
 
+/// A member refused this node because it was removed from the cluster.
+fn is_removal(e: &RpcError) -> bool {
+    matches!(e, RpcError::Refused { reason, .. } if reason.contains("removed"))
+}
+
 fn explain(addr: &str, e: RpcError) -> anyhow::Error {
     let text = e.to_string();
     if is_trust_failure(&e) {
@@ -119,25 +144,38 @@ impl Membership {
             }
             (None, Some(l)) => {
                 // A member restarting: announce itself again (its address or disks may
-                // have changed); if the catalog node is away, keep the saved layout.
-                let catalog = l.node(&l.catalog_node).map(|n| n.rpc_addr.clone());
-                match catalog {
-                    Some(addr) => match client.join(&addr, &opts.me).await {
-                        Ok(newer) => newer,
-                        Err(e) if matches!(e, RpcError::Refused { .. }) || is_trust_failure(&e) => {
+                // have changed) to the first member that answers; if none does, keep
+                // the saved layout (the replicated catalog brings newer ones).
+                let mut found = None;
+                let others = l
+                    .members()
+                    .filter(|n| n.id != me && n.state != NodeState::Removed);
+                let mut addrs: Vec<String> = l
+                    .node(&l.catalog_node)
+                    .filter(|n| n.id != me)
+                    .map(|n| n.rpc_addr.clone())
+                    .into_iter()
+                    .collect();
+                addrs.extend(others.map(|n| n.rpc_addr.clone()));
+                addrs.dedup();
+                for addr in addrs {
+                    match client.join(&addr, &opts.me).await {
+                        Ok(newer) => {
+                            found = Some(newer);
+                            break;
+                        }
+                        Err(e) if is_trust_failure(&e) || is_removal(&e) => {
                             return Err(explain(&addr, e)).with_context(|| {
-                                format!("the catalog node at {addr} refused this node")
+                                format!("the member at {addr} refused this node")
                             });
                         }
-                        Err(e) => {
-                            tracing::warn!(
-                                "cannot reach the catalog node at {addr} ({e}); using the saved layout"
-                            );
-                            l
-                        }
-                    },
-                    None => l,
+                        Err(e) => tracing::warn!("cannot announce this node to {addr}: {e}"),
+                    }
                 }
+                found.unwrap_or_else(|| {
+                    tracing::warn!("no member answered; using the saved layout");
+                    l
+                })
             }
             (None, None) => {
                 let mut first = opts.me.clone();
@@ -166,6 +204,7 @@ impl Membership {
             started: Instant::now(),
             changing: tokio::sync::Mutex::new(()),
             repair: tokio::sync::Notify::new(),
+            store: std::sync::OnceLock::new(),
         }))
     }
 
@@ -185,13 +224,60 @@ impl Membership {
         self.tx.subscribe()
     }
 
-    pub fn is_catalog(&self) -> bool {
-        self.layout().catalog_node == self.me
+    /// Keeps the layout in `store` from now on (call once, before serving).
+    pub fn use_store(&self, store: Arc<dyn LayoutStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Does this node coordinate the cluster (mark nodes down, run repair and garbage
+    /// collection)? The catalog's Raft leader; without a store, the founding node.
+    pub fn leads(&self) -> bool {
+        match self.store.get() {
+            Some(s) => s.leads(),
+            None => self.layout().catalog_node == self.me,
+        }
+    }
+
+    /// The coordinating node's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        match self.store.get() {
+            Some(s) => s.leader(),
+            None => {
+                let l = self.layout();
+                l.node(&l.catalog_node)
+                    .map(|n| (n.id.clone(), n.rpc_addr.clone()))
+            }
+        }
+    }
+
+    /// Takes a layout the replicated catalog committed, if newer than ours.
+    pub fn adopt(&self, layout: Layout) {
+        if layout.epoch <= self.layout().epoch {
+            return;
+        }
+        if let Err(e) = layout.save(&self.path) {
+            tracing::error!("cannot save the layout: {e}");
+        }
+        self.tx.send_replace(Arc::new(layout));
+        self.request_repair();
     }
 
     /// Asks the repair worker (on the catalog node) for a pass soon.
     pub fn request_repair(&self) {
         self.repair.notify_one();
+    }
+
+    /// Asks the leading node for a repair pass (this node, if it leads).
+    pub async fn ask_for_repair(&self) {
+        match self.leader() {
+            Some((id, _)) if id == self.me => self.request_repair(),
+            Some((_, addr)) => {
+                if let Err(e) = self.client.request_repair(&addr).await {
+                    tracing::warn!(error = %e, "cannot ask the leading node for repair");
+                }
+            }
+            None => tracing::warn!("no leading node to ask for repair; the next pass will find it"),
+        }
     }
 
     /// Waits until a repair pass is wanted.
@@ -228,8 +314,8 @@ impl Membership {
     }
 
     /// A node asks to join (or a member re-announces itself after a restart).
-    pub async fn join(&self, peer: &NodeId, mut info: NodeInfo) -> Result<Arc<Layout>, String> {
-        if !self.is_catalog() {
+    pub async fn join(&self, peer: &NodeId, info: NodeInfo) -> Result<Arc<Layout>, String> {
+        if self.store.get().is_none() && !self.leads() {
             let l = self.layout();
             let at = l.node(&l.catalog_node).map(|n| n.rpc_addr.clone());
             return Err(format!(
@@ -245,6 +331,7 @@ impl Membership {
             ));
         }
         self.change(move |l| {
+            let mut info = info.clone();
             let next_seq = l.nodes.iter().map(|n| n.seq + 1).max().unwrap_or(0);
             match l.node_mut(&info.id) {
                 Some(n) if n.state == NodeState::Removed => {
@@ -299,7 +386,7 @@ impl Membership {
         let n = l
             .node(id)
             .ok_or_else(|| format!("no node {id} in this cluster"))?;
-        if id == &l.catalog_node {
+        if self.store.get().is_none() && id == &l.catalog_node {
             return Err(format!("node {id} holds the catalog and cannot be {verb}"));
         }
         if n.state == NodeState::Removed {
@@ -357,8 +444,13 @@ impl Membership {
         self.set_state(id, NodeState::Removed).await
     }
 
-    /// A layout pushed by the catalog node.
+    /// A layout pushed by the catalog node (only without a replicated store).
     pub fn accept_layout(&self, peer: &NodeId, layout: Layout) -> Result<(), String> {
+        if self.store.get().is_some() {
+            return Err(format!(
+                "layouts come from the replicated catalog; the one pushed by {peer} is ignored"
+            ));
+        }
         let current = self.layout();
         if peer != &current.catalog_node {
             return Err(format!(
@@ -374,12 +466,27 @@ impl Membership {
         Ok(())
     }
 
-    /// Applies a change to the layout (catalog node only), saves and pushes it.
+    /// Applies a change to the layout: through the replicated catalog (retried if
+    /// another change landed first), or, without one, saved here and pushed.
     pub async fn change(
         &self,
-        f: impl FnOnce(&mut Layout) -> Result<(), String>,
+        f: impl Fn(&mut Layout) -> Result<(), String>,
     ) -> Result<Arc<Layout>, String> {
         let _guard = self.changing.lock().await;
+        if let Some(store) = self.store.get() {
+            for _ in 0..20 {
+                let current = store.load().await?;
+                let mut next = current.clone().unwrap_or_else(|| (*self.layout()).clone());
+                f(&mut next)?;
+                next.epoch = next.epoch.max(self.layout().epoch) + 1;
+                if store.save(current, next.clone()).await? {
+                    self.adopt(next);
+                    return Ok(self.layout());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return Err("the layout kept changing meanwhile; try again".into());
+        }
         let mut l = (*self.layout()).clone();
         f(&mut l)?;
         l.epoch += 1;
@@ -409,7 +516,8 @@ impl Membership {
         let mut tick = tokio::time::interval(HEARTBEAT);
         loop {
             tick.tick().await;
-            if !self.is_catalog() {
+            let pushes = self.store.get().is_none();
+            if pushes && !self.leads() {
                 continue;
             }
             let layout = self.layout();
@@ -429,7 +537,7 @@ impl Membership {
                     let v = peers.entry(n.id.clone()).or_default();
                     match r {
                         Ok(h) => {
-                            if h.epoch < layout.epoch {
+                            if pushes && h.epoch < layout.epoch {
                                 let (client, addr, l) =
                                     (self.client.clone(), n.rpc_addr.clone(), layout.clone());
                                 tokio::spawn(async move {
@@ -454,7 +562,9 @@ impl Membership {
                     }
                 }
             }
-            if went_down.is_empty() && came_back.is_empty() {
+            // Every node keeps its own view for reads and writes (suspected peers);
+            // only the leader records nodes going down or coming back.
+            if went_down.is_empty() && came_back.is_empty() || !self.leads() {
                 continue;
             }
             let r = self
@@ -492,10 +602,10 @@ impl Membership {
                 let seen = v.last_ok.map(|t| t.elapsed().as_millis() as u64);
                 NodeStatus {
                     info: n.clone(),
-                    role: if n.id == l.catalog_node {
-                        "catalog".into()
-                    } else {
-                        "storage".into()
+                    role: match self.store.get() {
+                        Some(s) => s.role(&n.id).unwrap_or_else(|| "joining".into()),
+                        None if n.id == l.catalog_node => "catalog".into(),
+                        None => "storage".into(),
                     },
                     seen_ms_ago: if me { Some(0) } else { seen },
                     suspected: !me
@@ -513,7 +623,10 @@ impl Membership {
         ClusterStatus {
             me: self.me.clone(),
             epoch: l.epoch,
-            catalog_node: l.catalog_node.clone(),
+            catalog_node: self
+                .leader()
+                .map(|(id, _)| id)
+                .unwrap_or_else(|| l.catalog_node.clone()),
             sites: l.sites(),
             nodes,
         }

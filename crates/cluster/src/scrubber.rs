@@ -70,12 +70,7 @@ pub async fn run(
             last_verify = Instant::now();
         }
         if lost > 0 {
-            let l = membership.layout();
-            if let Some(c) = l.node(&l.catalog_node)
-                && let Err(e) = membership.client().request_repair(&c.rpc_addr).await
-            {
-                tracing::warn!(error = %e, "cannot ask the catalog node for repair");
-            }
+            membership.ask_for_repair().await;
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Layout: `log_store` (the log and vote, their own redb file), `state_machine` (the
 //! catalog + snapshots), `network` (messages over the node-to-node mutual-TLS API).
 
+pub mod layout;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

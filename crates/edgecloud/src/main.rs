@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod cluster_cmd;
+mod cluster_keys;
 mod clusterbench;
 mod commands;
 mod config;

@@ -210,7 +210,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -223,30 +223,6 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     } else {
         vec![data.join("disk0")]
     };
-    let key_file = args
-        .master_key_file
-        .or(file.master_key_file.clone())
-        .unwrap_or_else(|| data.join("master.key"));
-    let master = load_or_create_master_key(&key_file)?;
-    let mut cfg = ArchiveConfig::new(data.clone(), disks, master);
-    if let Some(p) = args.policy.or(file.policy.clone()) {
-        cfg.default_policy = Some(p.parse::<Redundancy>()?);
-    }
-    if let Some(s) = args.chunk_avg.or(file.chunk_avg.clone()) {
-        cfg.chunk = archive::ChunkParams::from_avg(parse_size(&s)? as usize);
-    }
-    if let Some(c) = args.compression.or(file.compression) {
-        cfg.compression = c;
-    }
-    if let Some(s) = args.inline_threshold.or(file.inline_threshold.clone()) {
-        cfg.inline_threshold = parse_size(&s)? as usize;
-    }
-    if let Some(s) = args.gc_grace.or(file.gc_grace.clone()) {
-        cfg.gc_grace = parse_duration(&s)?;
-    }
-    if let Some(s) = args.history.or(file.history.clone()) {
-        cfg.history_retention = parse_duration(&s)?;
-    }
     let scrub_interval = parse_duration(
         &args
             .scrub_interval
@@ -326,8 +302,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             .or(file.site.clone())
             .unwrap_or_else(|| "main".into()),
         rpc_addr: rpc_listener.local_addr()?.to_string(),
-        disks: cfg
-            .disks
+        disks: disks
             .iter()
             .map(|d| {
                 let _ = std::fs::create_dir_all(d);
@@ -354,42 +329,129 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         cluster::StartOptions {
             data_dir: data.clone(),
             me,
-            join,
+            join: join.clone(),
             down_after,
         },
         cluster::Client::new(&node_tls)?,
     )
     .await?;
     secret.save_if_absent(&data.join(CLUSTER_SECRET))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if !membership.is_catalog() {
-        return run_storage_node(
-            cfg,
-            membership,
-            node_tls,
-            rpc_listener,
-            scrub_interval,
-            scrub_rate,
-            stop_tx,
-            stop_rx,
-        )
-        .await;
+    let client = cluster::Client::new(&node_tls)?;
+    let master_key_file = args.master_key_file.or(file.master_key_file.clone());
+    let key_file = master_key_file
+        .clone()
+        .unwrap_or_else(|| data.join("master.key"));
+    // A node joining for the first time takes the cluster's master key and S3 root key,
+    // so that its gateways read every bucket and accept the same root key.
+    if let Some(addr) = &join
+        && !key_file.exists()
+    {
+        let keys = crate::cluster_keys::fetch(&client, addr).await?;
+        cluster::identity::create_private(&key_file, &keys.master_key)?;
+        let creds = data.join(S3_CREDENTIALS);
+        if !creds.exists() {
+            cluster::identity::create_private(
+                &creds,
+                &format!("{}:{}", keys.s3_access_key, keys.s3_secret),
+            )?;
+        }
     }
-
+    let master = load_or_create_master_key(&key_file)?;
+    let mut cfg = ArchiveConfig::new(data.clone(), disks, master);
+    if let Some(p) = args.policy.or(file.policy.clone()) {
+        cfg.default_policy = Some(p.parse::<Redundancy>()?);
+    }
+    if let Some(s) = args.chunk_avg.or(file.chunk_avg.clone()) {
+        cfg.chunk = archive::ChunkParams::from_avg(parse_size(&s)? as usize);
+    }
+    if let Some(c) = args.compression.or(file.compression) {
+        cfg.compression = c;
+    }
+    if let Some(s) = args.inline_threshold.or(file.inline_threshold.clone()) {
+        cfg.inline_threshold = parse_size(&s)? as usize;
+    }
+    if let Some(s) = args.gc_grace.or(file.gc_grace.clone()) {
+        cfg.gc_grace = parse_duration(&s)?;
+    }
+    if let Some(s) = args.history.or(file.history.clone()) {
+        cfg.history_retention = parse_duration(&s)?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let n_disks = cfg.disks.len();
     let archive = Archive::open(cfg).context("cannot open the archive")?;
     archive.attach_cluster(membership.clone());
+    let (access, s3_secret) = s3_credentials(&data)?;
+
+    // The catalog, replicated with Raft: the node-to-node server first (others must
+    // reach this replica), then the replica; a founding node starts the group alone.
+    let replica = consensus::Replica::start(consensus::ReplicaOptions {
+        data_dir: data.clone(),
+        me: consensus::Member {
+            node: membership.me().0.clone(),
+            addr: rpc_listener.local_addr()?.to_string(),
+            site: membership
+                .layout()
+                .node(membership.me())
+                .map(|n| n.site.clone())
+                .unwrap_or_default(),
+        },
+        catalog: archive.catalog().clone(),
+        client: client.clone(),
+    })
+    .await?;
+    let authorize: consensus::network::Authorize = {
+        let m = membership.clone();
+        std::sync::Arc::new(move |id: &cluster::NodeId| m.authorize(id))
+    };
+    let shared = crate::cluster_keys::SharedKeys {
+        master_key: std::fs::read_to_string(&key_file)?.trim().to_string(),
+        s3_access_key: access.clone(),
+        s3_secret: s3_secret.clone(),
+    };
     let rpc_task = cluster::rpc::serve(
         rpc_listener,
         cluster::rpc::router(cluster::rpc::RpcState {
             membership: membership.clone(),
             store: archive.store(),
-        }),
+        })
+        .merge(consensus::network::routes(replica.clone(), authorize))
+        .merge(crate::cluster_keys::route(shared, membership.clone()))
+        .merge(admin::peers::routes(archive.clone())),
         &node_tls,
         stop_rx.clone(),
     );
+    let founding = membership.layout().catalog_node == *membership.me();
+    if founding {
+        replica.initialize_alone().await?;
+    }
+    membership.use_store(std::sync::Arc::new(consensus::layout::ReplicatedLayout {
+        replica: replica.clone(),
+        catalog: archive.catalog().clone(),
+    }));
+    if founding && archive.catalog().cluster_record("layout")?.is_none() {
+        // The founder's first start: the layout enters the replicated catalog.
+        membership
+            .change(|_| Ok(()))
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("cannot record the first layout")?;
+    }
+    tokio::spawn(consensus::layout::follow_layout(
+        archive.catalog().clone(),
+        membership.clone(),
+    ));
+    tokio::spawn(consensus::layout::reconcile(
+        replica.clone(),
+        membership.clone(),
+    ));
     tokio::spawn(membership.clone().monitor());
     tokio::spawn(archive.clone().repair_worker(Some(scrub_rate * 1_000_000)));
+    tokio::spawn(cluster::scrubber::run(
+        archive.store(),
+        membership.clone(),
+        scrub_interval,
+        scrub_rate * 1_000_000,
+    ));
     membership.request_repair(); // a first pass after start: shards placed on an older layout
     let token = admin::load_or_create_token(&data).context("cannot write the admin token")?;
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| {
@@ -405,7 +467,6 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         data.join(admin::TOKEN_FILE).display()
     );
 
-    let (access, secret) = s3_credentials(&data)?;
     let s3_listener = tokio::net::TcpListener::bind(&s3_listen).await.with_context(|| {
         format!("cannot listen on {s3_listen}: is another edgecloud running? Choose another address with --s3-listen")
     })?;
@@ -478,7 +539,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let gateway = s3::GatewayConfig {
         root: s3::RootKey {
             access_key: access,
-            secret,
+            secret: s3_secret,
         },
         domain,
     };
@@ -634,7 +695,7 @@ fn spawn_ledger(auditor: std::sync::Arc<archive::audit::Auditor>) {
 }
 
 /// Disk checks every 30 s; a full, rate-limited scrub (with garbage collection) on
-/// every interval.
+/// every interval, on the leading node.
 fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
     let a = archive.clone();
     tokio::spawn(async move {
@@ -650,13 +711,18 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
             if lost > 0
                 && let Some(m) = a.cluster()
             {
-                m.request_repair();
+                m.ask_for_repair().await;
             }
         }
     });
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(scrub_interval).await;
+            // In a cluster the leading node scrubs every chunk and collects garbage;
+            // each node's own scrubber verifies its disks.
+            if archive.cluster().is_some_and(|m| !m.leads()) {
+                continue;
+            }
             let opts = ScrubOptions {
                 rate_bytes_per_sec: Some(rate_mb * 1_000_000),
                 collect_garbage: true,
@@ -673,71 +739,6 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
             }
         }
     });
-}
-
-/// A node that joined a cluster: it stores shards for the catalog node (which runs
-/// the gateways until the catalog is replicated), verifies them in the background and
-/// asks for repair of what it finds lost or corrupt.
-#[allow(clippy::too_many_arguments)]
-async fn run_storage_node(
-    cfg: ArchiveConfig,
-    membership: std::sync::Arc<cluster::Membership>,
-    tls: cluster::NodeTls,
-    rpc_listener: tokio::net::TcpListener,
-    scrub_interval: Duration,
-    scrub_rate: u64,
-    stop_tx: tokio::sync::watch::Sender<bool>,
-    stop_rx: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let store = std::sync::Arc::new(
-        shards::ShardStore::open(
-            &cfg.disks,
-            shards::StoreOptions {
-                segment_bytes: cfg.segment_bytes,
-                ..Default::default()
-            },
-        )
-        .context("cannot open the shard disks")?,
-    );
-    let layout = membership.layout();
-    let catalog = layout
-        .node(&layout.catalog_node)
-        .map(|n| n.rpc_addr.clone())
-        .unwrap_or_default();
-    eprintln!(
-        "edgecloud {} serving as a storage node\n  data:    {}\n  disks:   {}\n  cluster: node {} in site {}; node-to-node on {}\n  catalog: node {} at {} (S3 and the other gateways run there)",
-        env!("CARGO_PKG_VERSION"),
-        cfg.data_dir.display(),
-        cfg.disks.len(),
-        membership.me(),
-        layout
-            .node(membership.me())
-            .map(|n| n.site.as_str())
-            .unwrap_or("?"),
-        rpc_listener.local_addr()?,
-        layout.catalog_node,
-        catalog,
-    );
-    let rpc = cluster::rpc::serve(
-        rpc_listener,
-        cluster::rpc::router(cluster::rpc::RpcState {
-            membership: membership.clone(),
-            store: store.clone(),
-        }),
-        &tls,
-        stop_rx,
-    );
-    tokio::spawn(cluster::scrubber::run(
-        store,
-        membership,
-        scrub_interval,
-        scrub_rate * 1_000_000,
-    ));
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    rpc.await??;
-    eprintln!("edgecloud stopped");
-    Ok(())
 }
 
 async fn shutdown_signal() {

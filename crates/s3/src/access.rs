@@ -30,7 +30,17 @@ impl S3Auth for EdgeAuth {
         if access_key == self.root.access_key {
             return Ok(SecretKey::from(self.root.secret.as_str()));
         }
-        match self.archive.access_key(access_key) {
+        let mut found = self.archive.access_key(access_key);
+        if matches!(found, Ok(None)) {
+            // A key created through another node a moment ago: catch up, look again.
+            self.archive
+                .catalog()
+                .read_barrier()
+                .await
+                .map_err(|e| crate::error::s3_error(e.into()))?;
+            found = self.archive.access_key(access_key);
+        }
+        match found {
             Ok(Some(k)) => Ok(SecretKey::from(k.secret)),
             Ok(None) => Err(s3_error!(
                 InvalidAccessKeyId,
@@ -104,7 +114,7 @@ impl EdgeAccess {
         let k = self
             .archive
             .access_key(access_key)
-            .map_err(crate::error::s3_error)?;
+            .map_err(|e| crate::error::s3_error(e.into()))?;
         Ok(k.and_then(|k| self.archive.key_permission(&k, bucket, bucket_rec)))
     }
 
@@ -112,7 +122,7 @@ impl EdgeAccess {
         let k = self
             .archive
             .access_key(access_key)
-            .map_err(crate::error::s3_error)?;
+            .map_err(|e| crate::error::s3_error(e.into()))?;
         Ok(k.is_some_and(|k| k.admin || k.create_buckets))
     }
 }
@@ -139,6 +149,13 @@ fn percent_decode(s: &str) -> String {
 #[async_trait::async_trait]
 impl S3Access for EdgeAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // Linearizable: every request sees each change acknowledged before it began,
+        // whichever node took that change (in a cluster, a round trip to the leader).
+        self.archive
+            .catalog()
+            .read_barrier()
+            .await
+            .map_err(|e| crate::error::s3_error(e.into()))?;
         // The root key may do everything: no lookups on its (hot) path.
         if cx
             .credentials()

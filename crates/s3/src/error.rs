@@ -18,6 +18,8 @@ pub(crate) fn s3_error(e: ArchiveError) -> S3Error {
         A::Catalog(C::EntityTooSmall { .. }) => S3ErrorCode::EntityTooSmall,
         A::Catalog(C::Invalid(_)) | A::Invalid(_) => S3ErrorCode::InvalidArgument,
         A::Catalog(C::ChunkVanished) => S3ErrorCode::SlowDown,
+        // No catalog leader (a majority of voters unreachable): the client retries.
+        A::Catalog(C::Unavailable(_)) => S3ErrorCode::ServiceUnavailable,
         A::InvalidName(_) => S3ErrorCode::InvalidArgument,
         A::InvalidRange { .. } => S3ErrorCode::InvalidRange,
         A::BadDigest => S3ErrorCode::BadDigest,

@@ -1,0 +1,56 @@
+//! The keys every node of a cluster shares: the master key (each bucket's data key is
+//! sealed with it, so any node's gateway can read any bucket) and the S3 root key. A
+//! node joining for the first time fetches them from the member it joins, over the
+//! mutual-TLS node-to-node API; only members may ask.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use cluster::rpc::Peer;
+use serde::{Deserialize, Serialize};
+
+pub const PATH: &str = "/v1/keys";
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SharedKeys {
+    /// Hex, as in DATA/master.key.
+    pub master_key: String,
+    pub s3_access_key: String,
+    pub s3_secret: String,
+}
+
+#[derive(Clone)]
+struct KeyState {
+    keys: SharedKeys,
+    membership: Arc<cluster::Membership>,
+}
+
+pub fn route(keys: SharedKeys, membership: Arc<cluster::Membership>) -> Router {
+    Router::new()
+        .route(PATH, post(give))
+        .with_state(KeyState { keys, membership })
+}
+
+async fn give(
+    State(s): State<KeyState>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<SharedKeys>, (StatusCode, String)> {
+    s.membership.authorize(&peer.id).map_err(|m| {
+        tracing::warn!("shared keys refused: {m}");
+        (StatusCode::FORBIDDEN, m)
+    })?;
+    tracing::info!(node = %peer.id, "shared keys given to a member");
+    Ok(Json(s.keys))
+}
+
+pub async fn fetch(client: &cluster::Client, addr: &str) -> anyhow::Result<SharedKeys> {
+    let body = client
+        .call(addr, PATH, Vec::new(), Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot fetch the cluster's shared keys from {addr}: {e}"))?;
+    Ok(serde_json::from_slice(&body)?)
+}
