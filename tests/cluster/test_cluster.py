@@ -3,8 +3,9 @@
 and a whole site are killed with SIGKILL, shard files are deleted and corrupted, and a
 node joins. A checker records every acknowledged write and verifies every read.
 
-The catalog node (n1) runs the gateways; the others store shards (see docs/status.md:
-the Raft-replicated catalog is the next step, so n1 itself is not killed here)."""
+Every node replicates the catalog (Raft: three voters, one per site) and runs the
+gateways; the tests talk to one node's S3 and admin API (`Cluster.contact`) and, at the
+end, kill and cut off the catalog's leader."""
 import hashlib
 import json
 import os
@@ -71,6 +72,7 @@ class ClusterNode:
 class Cluster:
     def __init__(self, root):
         self.root = root
+        self.contact = 1  # the node whose S3 and admin API the tests use
         self.nodes = {1: ClusterNode(root, 1)}
         self.nodes[1].start()
         wait_port("127.0.0.11", 9400, self.nodes[1].proc, self.nodes[1].log)
@@ -81,21 +83,33 @@ class Cluster:
 
     def add(self, i):
         n = self.nodes[i] = ClusterNode(self.root, i, self.secret)
-        n.start(join="127.0.0.11:9420")
+        n.start(join=f"{self.nodes[self.contact].ip}:9420")
         return n
 
     def restart(self, i):
-        self.nodes[i].start(join="127.0.0.11:9420")
+        n = self.nodes[i]
+        # The founding node restarts from its own data; the others announce themselves.
+        n.start(join=f"{self.nodes[self.contact].ip}:9420" if n.secret_file else None)
+
+    def cli(self, *args):
+        n = self.nodes[self.contact]
+        return subprocess.run([BIN, "--data", str(n.data), "--admin", f"http://{n.ip}:9410", *args],
+                              capture_output=True, text=True)
 
     def status(self):
-        p = subprocess.run([BIN, "--data", str(self.nodes[1].data), "--admin", "http://127.0.0.11:9410",
-                            "cluster", "status", "--json"], capture_output=True, text=True)
+        p = self.cli("cluster", "status", "--json")
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
     def table(self):
-        return subprocess.run([BIN, "--data", str(self.nodes[1].data), "--admin", "http://127.0.0.11:9410",
-                               "cluster", "status"], capture_output=True, text=True).stdout
+        return self.cli("cluster", "status").stdout
+
+    def leader(self, s=None):
+        """The node index of the catalog's leader as the contact node sees it (None while
+        there is none)."""
+        s = s or self.status()
+        addr = next((n["rpc_addr"] for n in s["status"]["nodes"] if n["role"] == "leader"), None)
+        return next((i for i, n in self.nodes.items() if f"{n.ip}:9420" == addr), None)
 
     def wait(self, cond, what, timeout=180):
         deadline = time.time() + timeout
@@ -110,8 +124,7 @@ class Cluster:
     def healed(self):
         """Waits until a repair pass that started after now finds every chunk in place."""
         passes = self.status()["repair"]["passes"]
-        p = subprocess.run([BIN, "--data", str(self.nodes[1].data), "--admin", "http://127.0.0.11:9410",
-                            "cluster", "repair"], capture_output=True, text=True)
+        p = self.cli("cluster", "repair")
         assert p.returncode == 0, p.stderr
         return self.wait(lambda s: s["repair"]["passes"] > passes
                          and not s["repair"]["running"] and s["repair"]["healthy"],
@@ -140,17 +153,24 @@ def active(s):
     return sum(1 for n in s["status"]["nodes"] if n["state"] == "active")
 
 
+CLUSTER = None
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    global CLUSTER
+    c = CLUSTER = Cluster(tmp_path_factory.mktemp("cluster"))
     yield c
     c.stop()
 
 
-def s3client():
-    return boto3.client("s3", endpoint_url="http://127.0.0.11:9400", aws_access_key_id=ACCESS,
+def s3client(node=None, read_timeout=60):
+    """An S3 client of one node's gateway (the contact node's by default)."""
+    ip = CLUSTER.nodes[node or CLUSTER.contact].ip
+    return boto3.client("s3", endpoint_url=f"http://{ip}:9400", aws_access_key_id=ACCESS,
                         aws_secret_access_key=SECRET, region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60))
+                        config=Config(retries={"max_attempts": 1}, connect_timeout=5,
+                                      read_timeout=read_timeout))
 
 
 class History:
@@ -186,15 +206,15 @@ class History:
 class Workload(threading.Thread):
     """Writes (and overwrites) 40 keys and reads acknowledged ones back, until stopped."""
 
-    def __init__(self, history, bucket):
+    def __init__(self, history, bucket, node=None):
         super().__init__(daemon=True)
-        self.h, self.bucket = history, bucket
+        self.h, self.bucket, self.node = history, bucket, node
         self.stop_flag = threading.Event()
         self.writes = self.failed_writes = self.reads = 0
         self.problems = []
 
     def run(self):
-        s3 = s3client()
+        s3 = s3client(self.node)
         rnd = random.Random(7)
         while not self.stop_flag.wait(0.05):
             key = f"k{rnd.randrange(40)}"
@@ -333,8 +353,7 @@ def iptables(*args):
 
 def partition(site_ips, cut):
     """Drops every packet to or from a group of loopback addresses: the site can talk to
-    no one else. (Connections between nodes leave from 127.0.0.1, whatever address the
-    node listens on, so the rules match the site's addresses on either end.)"""
+    no one else (a node given --bind also connects from that address)."""
     for ip in site_ips:
         for flag in ("-s", "-d"):
             iptables("-I" if cut else "-D", "INPUT", flag, ip, "-j", "DROP")
@@ -431,8 +450,7 @@ def test_a_new_site_takes_a_fair_share_and_nothing_is_lost(cluster):
 
 def test_drain_then_remove_a_node_and_its_identity_is_refused_after(cluster):
     def cli(*args):
-        return subprocess.run([BIN, "--data", str(cluster.nodes[1].data), "--admin", "http://127.0.0.11:9410",
-                               "cluster", *args], capture_output=True, text=True)
+        return cluster.cli("cluster", *args)
 
     s = cluster.status()
     ids = {n["rpc_addr"]: n["id"] for n in s["status"]["nodes"]}
@@ -484,3 +502,108 @@ def test_a_frozen_node_does_not_stall_reads(cluster):
     finally:
         victim.send_signal(signal.SIGCONT)
     cluster.wait(lambda s: active(s) == 6, "the frozen node back")
+
+
+def progresses(w, within=20):
+    """Do acknowledged writes go on? (A write caught by a cut waits up to 5 s for each
+    silent node before its shard goes elsewhere, so allow a few of those.)"""
+    before, deadline = w.writes, time.time() + within
+    while time.time() < deadline:
+        if w.writes > before + 1:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def live(cluster):
+    return [i for i, n in cluster.nodes.items() if n.proc and n.proc.poll() is None]
+
+
+def test_the_leader_dies_and_another_node_leads_nothing_lost(cluster):
+    """kill -9 the node leading the catalog while writes go through another node's
+    gateway: a new leader is elected among the other voters, writes go on, a new voter
+    replaces the dead one (one per site), and every acknowledged write reads back."""
+    old = cluster.leader()
+    cluster.contact = next(i for i in live(cluster)
+                           if cluster.nodes[i].site != cluster.nodes[old].site and i != 7)
+    s3 = s3client()
+    s3.create_bucket(Bucket="leader")
+    h = History()
+    w = Workload(h, "leader")
+    w.start()
+    try:
+        time.sleep(3)
+        cluster.nodes[old].kill()
+        t0 = time.time()
+        cluster.wait(lambda s: cluster.leader(s) not in (None, old), "a new leader")
+        print(f"\nnew leader after {time.time() - t0:.1f} s")
+        assert progresses(w), f"writes stopped after the leader died: {w.problems[-3:]}"
+        s = cluster.wait(lambda s: "down" in states(s).values() and replicas_settled(s),
+                         "the old leader down and three voters again")
+        voters = {n["site"] for n in s["status"]["nodes"] if n["role"] in ("leader", "voter")}
+        assert len(voters) == 3, f"voters should stay one per site: {voters}"
+        cluster.healed()
+        read_back_everything(h, "leader")
+        cluster.restart(old)
+        cluster.wait(lambda s: active(s) == len(live(cluster)) and replicas_settled(s),
+                     "the old leader back as a replica")
+    finally:
+        w.stop()
+    assert not h.errors, h.errors[:5]
+    cluster.healed()
+    settled(cluster, h, "leader")
+
+
+def cut(ips, cut=True, open_ports=()):
+    """Like `partition`, but leaves some ports of the cut-off addresses reachable from
+    the test itself (ACCEPT rules inserted above the DROP rules)."""
+    partition(ips, cut)
+    for ip in ips:
+        for port in open_ports:
+            iptables("-I" if cut else "-D", "INPUT", "-d", ip, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT")
+            iptables("-I" if cut else "-D", "INPUT", "-s", ip, "-p", "tcp", "--sport", str(port), "-j", "ACCEPT")
+
+
+def test_the_leaders_site_cut_off_no_split_brain(cluster):
+    """The leader's whole site is cut off from the others (its S3 port stays reachable
+    from the test): the majority elects a new leader and keeps taking writes; the
+    cut-off side can neither acknowledge a write nor serve a read (no split-brain, no
+    stale read); after healing, the old leader follows and nothing acknowledged is lost."""
+    old = cluster.leader()
+    site = cluster.nodes[old].site
+    cut_off = [i for i in live(cluster) if cluster.nodes[i].site == site]
+    cluster.contact = next(i for i in live(cluster) if cluster.nodes[i].site != site and i != 7)
+    s3 = s3client()
+    s3.create_bucket(Bucket="split")
+    s3.put_object(Bucket="split", Key="before", Body=b"v1")
+    h = History()
+    w = Workload(h, "split")
+    w.start()
+    ips = [cluster.nodes[i].ip for i in cut_off]
+    try:
+        time.sleep(3)
+        cut(ips, open_ports=[9400])
+        try:
+            cluster.wait(lambda s: cluster.leader(s) not in [None, *cut_off],
+                         "a leader on the majority side")
+            minority = s3client(old, read_timeout=40)
+            with pytest.raises(Exception) as refused:
+                minority.put_object(Bucket="split", Key="minority", Body=b"must not be acknowledged")
+            print(f"\nwrite through the cut-off leader: {refused.value}")
+            with pytest.raises(Exception):
+                minority.get_object(Bucket="split", Key="before")
+            s3.put_object(Bucket="split", Key="before", Body=b"v2")
+            assert progresses(w), f"writes stopped on the majority side: {w.problems[-3:]}"
+            read_back_everything(h, "split")
+        finally:
+            cut(ips, cut=False, open_ports=[9400])
+        cluster.wait(lambda s: active(s) == len(live(cluster)) and replicas_settled(s),
+                     "the cut-off site back as replicas")
+        # The old leader now follows: it serves the majority's writes, never its own.
+        back = s3client(old)
+        assert back.get_object(Bucket="split", Key="before")["Body"].read() == b"v2"
+    finally:
+        w.stop()
+    assert not h.errors, h.errors[:5]
+    cluster.healed()
+    settled(cluster, h, "split")

@@ -116,7 +116,14 @@ fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
 
 impl Client {
     pub fn new(tls: &NodeTls) -> anyhow::Result<Client> {
+        Client::bound(tls, None)
+    }
+
+    /// A client whose connections leave from `local` (a node given `--bind` talks to
+    /// the others from that address, so firewalls see the node, not the host).
+    pub fn bound(tls: &NodeTls, local: Option<std::net::IpAddr>) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
+            .local_address(local)
             .tls_backend_preconfigured((*tls.client).clone())
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(60))

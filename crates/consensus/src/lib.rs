@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catalog::{Catalog, CatalogError, Outcome, Proposal};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -196,11 +196,18 @@ impl Replica {
     }
 
     /// Proposes on this node if it leads; says `NotLeader` otherwise.
+    /// A leader cut off from the other voters cannot commit: after `LEADER_WAIT` the
+    /// change fails (it may still be committed if the cut heals before another leader
+    /// overwrites it, like any request whose answer was lost).
     pub async fn propose_here(&self, p: Proposal) -> Answer<Reply> {
-        match self.raft.client_write(p).await {
-            Ok(r) => Answer::Done(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Answer::NotLeader,
-            Err(e) => Answer::Failed(e.to_string()),
+        match tokio::time::timeout(LEADER_WAIT, self.raft.client_write(p)).await {
+            Ok(Ok(r)) => Answer::Done(r.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Answer::NotLeader,
+            Ok(Err(e)) => Answer::Failed(e.to_string()),
+            Err(_) => Answer::Failed(format!(
+                "not committed within {} s: this node cannot reach a majority of the catalog's voters",
+                LEADER_WAIT.as_secs()
+            )),
         }
     }
 
@@ -209,6 +216,10 @@ impl Replica {
         match self.raft.get_read_log_id().await {
             Ok((read, _)) => Answer::Done(read.map(|l| l.index)),
             Err(e) if e.forward_to_leader::<Member>().is_some() => Answer::NotLeader,
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Answer::Failed(
+                "this node's side of the network cannot reach a majority of the catalog's voters"
+                    .into(),
+            ),
             Err(e) => Answer::Failed(e.to_string()),
         }
     }

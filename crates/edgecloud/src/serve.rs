@@ -290,6 +290,8 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         join.is_some(),
     )?;
     let node_tls = cluster::NodeTls::new(&secret, &node_key)?;
+    // With --bind, connections to other nodes leave from that address too.
+    let local_ip = bind.and_then(|b| b.parse::<std::net::IpAddr>().ok());
     let rpc_listener = tokio::net::TcpListener::bind(&rpc_listen).await.with_context(|| {
         format!("cannot listen on {rpc_listen}: is another edgecloud running? Choose another address with --rpc-listen or --bind")
     })?;
@@ -332,11 +334,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             join: join.clone(),
             down_after,
         },
-        cluster::Client::new(&node_tls)?,
+        cluster::Client::bound(&node_tls, local_ip)?,
     )
     .await?;
     secret.save_if_absent(&data.join(CLUSTER_SECRET))?;
-    let client = cluster::Client::new(&node_tls)?;
+    let client = cluster::Client::bound(&node_tls, local_ip)?;
     let master_key_file = args.master_key_file.or(file.master_key_file.clone());
     let key_file = master_key_file
         .clone()
