@@ -515,6 +515,42 @@ def progresses(w, within=20):
     return False
 
 
+def test_every_voter_cosigns_the_ledger_from_its_own_replica(cluster, tmp_path):
+    """One log for the whole cluster (one signing key on every node); each checkpoint a
+    node publishes is cosigned (C2SP tlog-cosignature) by the catalog's other voters,
+    each after recomputing the root from its own replica of the log. A client demands
+    all three cosignatures."""
+    s3 = s3client()
+    s3.create_bucket(Bucket="witnessed")
+    s3.put_object(Bucket="witnessed", Key="contract.pdf", Body=b"signed on 2026-11-25")
+    pubs = {(n.data / "ledger.pub").read_text() for n in cluster.nodes.values() if n.proc.poll() is None}
+    assert len(pubs) == 1, "every node signs for the same log"
+    s = cluster.status()
+    voters = [n["rpc_addr"] for n in s["status"]["nodes"] if n["role"] in ("leader", "voter")]
+    keys = [str(n.data / "cosigner.pub") for n in cluster.nodes.values() if f"{n.ip}:9420" in voters]
+    assert len(keys) == 3
+    args = [a for k in keys for a in ("--cosigner", k)]
+    pub = str(cluster.nodes[cluster.contact].data / "ledger.pub")
+    bundle = tmp_path / "bundle.json"
+    deadline = time.time() + 30
+    while True:
+        p = cluster.cli("ledger", "prove", "witnessed/contract.pdf")
+        assert p.returncode == 0, p.stderr
+        bundle.write_text(p.stdout)
+        c = cluster.cli("ledger", "check", str(bundle), "--key", pub, *args, "--quorum", "3")
+        if c.returncode == 0:
+            break
+        assert time.time() < deadline, c.stdout + c.stderr
+        time.sleep(1)
+    assert "cosigned: by 3 of 3" in c.stdout + c.stderr, c.stdout + c.stderr
+    # A key that is not a voter's does not count toward the quorum.
+    stranger = tmp_path / "stranger.pub"
+    stranger.write_text("edgecloud.local/voter-x+01234567+BA" + "A" * 42 + "=\n")
+    c = cluster.cli("ledger", "check", str(bundle), "--key", pub, "--cosigner", keys[0],
+                    "--cosigner", str(stranger), "--quorum", "2")
+    assert c.returncode != 0
+
+
 def live(cluster):
     return [i for i, n in cluster.nodes.items() if n.proc and n.proc.poll() is None]
 

@@ -1,10 +1,13 @@
-//! What one node asks another over the node-to-node API (mutual TLS, members only) on
-//! behalf of the admin API: the leading node's repair progress, so that
-//! `cluster status` reads the same on every node.
+//! What one node asks another over the node-to-node API (mutual TLS, members only): the
+//! leading node's repair progress (so that `cluster status` reads the same on every
+//! node), and a voter's cosignature of another node's ledger checkpoint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use archive::audit::Auditor;
 use archive::{Archive, RepairState};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -12,23 +15,86 @@ use axum::{Extension, Json, Router};
 use cluster::rpc::Peer;
 
 pub const REPAIR_STATE: &str = "/v1/repair/state";
+pub const COSIGN: &str = "/v1/ledger/cosign";
+
+#[derive(Clone)]
+struct PeerState {
+    archive: Archive,
+    auditor: Arc<Auditor>,
+}
 
 /// Routes merged into the node-to-node server.
-pub fn routes(archive: Archive) -> Router {
+pub fn routes(archive: Archive, auditor: Arc<Auditor>) -> Router {
     Router::new()
         .route(REPAIR_STATE, post(repair_state))
-        .with_state(archive)
+        .route(COSIGN, post(cosign))
+        .with_state(PeerState { archive, auditor })
+}
+
+fn member(archive: &Archive, peer: &Peer) -> Result<(), (StatusCode, String)> {
+    match archive.cluster() {
+        Some(m) => m.authorize(&peer.id).map_err(|e| {
+            tracing::warn!("node-to-node request refused: {e}");
+            (StatusCode::FORBIDDEN, e)
+        }),
+        None => Err((StatusCode::FORBIDDEN, "not in a cluster".into())),
+    }
 }
 
 async fn repair_state(
-    State(archive): State<Archive>,
+    State(s): State<PeerState>,
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<RepairState>, (StatusCode, String)> {
-    if let Some(m) = archive.cluster() {
-        m.authorize(&peer.id)
-            .map_err(|e| (StatusCode::FORBIDDEN, e))?;
-    }
-    Ok(Json(archive.repair_state()))
+    member(&s.archive, &peer)?;
+    Ok(Json(s.archive.repair_state()))
+}
+
+/// Another node's checkpoint: cosigned if this node's replica of the log agrees.
+async fn cosign(
+    State(s): State<PeerState>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Result<Vec<u8>, (StatusCode, String)> {
+    member(&s.archive, &peer)?;
+    let auditor = s.auditor.clone();
+    tokio::task::spawn_blocking(move || auditor.cosign_for_peer(&body, Duration::from_secs(3)))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!(node = %peer.id, "checkpoint not cosigned: {e}");
+            (StatusCode::CONFLICT, e.to_string())
+        })
+}
+
+/// Asks every other voter to cosign this node's current checkpoint and adds the
+/// cosignatures it gets; returns how many voters cosigned.
+pub async fn collect_cosignatures(
+    auditor: &Arc<Auditor>,
+    client: &cluster::Client,
+    voters: &[String],
+) -> usize {
+    let cp = auditor.checkpoint();
+    let asks = voters.iter().map(|addr| {
+        let (cp, client) = (cp.clone(), client.clone());
+        async move { client.call(addr, COSIGN, cp, Duration::from_secs(5)).await }
+    });
+    let notes: Vec<Vec<u8>> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(b) => Some(b.to_vec()),
+            Err(e) => {
+                tracing::debug!("no cosignature: {e}");
+                None
+            }
+        })
+        .collect();
+    let a = auditor.clone();
+    tokio::task::spawn_blocking(move || a.add_cosignatures(&notes))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(0)
 }
 
 /// The repair state of the node that runs repair: this one if it leads, else the

@@ -136,6 +136,50 @@ impl Auditor {
         c.cosign(&cp, now)
     }
 
+    /// As a voter, for another node: catch up to the checkpoint's size (waiting up to
+    /// `wait` for this replica to apply that far), and cosign it only if this node's own
+    /// tree has the same root.
+    pub fn cosign_for_peer(&self, cp: &[u8], wait: std::time::Duration) -> Result<Vec<u8>> {
+        let parsed = ledger::verify::checkpoint(cp, &self.public_key).map_err(ledger_err)?;
+        let started = std::time::Instant::now();
+        while self.catch_up()? < parsed.size() {
+            if started.elapsed() > wait {
+                return Err(ArchiveError::Storage(format!(
+                    "this replica has {} ledger entries, the checkpoint {}: not cosigned yet",
+                    self.tree.size(),
+                    parsed.size()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if self.cosigner.is_none() {
+            return Err(ArchiveError::Invalid(
+                "this node has no cosigner key".into(),
+            ));
+        }
+        self.cosign(cp.to_vec()).map_err(ledger_err)
+    }
+
+    /// Adds other voters' cosignatures of the current checkpoint (each returned by
+    /// `cosign_for_peer` on another node) and republishes it; returns how many notes
+    /// were for the current checkpoint.
+    pub fn add_cosignatures(&self, cosigned: &[Vec<u8>]) -> Result<usize> {
+        let mut latest = self.latest.lock().expect("checkpoint lock");
+        let mut cp = latest.1.clone();
+        let mut used = 0;
+        for theirs in cosigned {
+            if let Ok(merged) = ledger::cosign::merge(&cp, theirs) {
+                cp = merged;
+                used += 1;
+            }
+        }
+        if cp != latest.1 {
+            self.publisher.rewrite_checkpoint(&cp).map_err(ledger_err)?;
+            latest.1 = cp;
+        }
+        Ok(used)
+    }
+
     pub fn checkpoint(&self) -> Vec<u8> {
         self.latest.lock().expect("checkpoint lock").1.clone()
     }

@@ -1,5 +1,6 @@
 //! The keys every node of a cluster shares: the master key (each bucket's data key is
-//! sealed with it, so any node's gateway can read any bucket) and the S3 root key. A
+//! sealed with it, so any node's gateway can read any bucket), the S3 root key and the
+//! ledger's signing key (one log, whichever node publishes its checkpoint). A
 //! node joining for the first time fetches them from the member it joins, over the
 //! mutual-TLS node-to-node API; only members may ask.
 
@@ -21,6 +22,9 @@ pub struct SharedKeys {
     pub master_key: String,
     pub s3_access_key: String,
     pub s3_secret: String,
+    /// The ledger's signing key and its public key, as in DATA/ledger.key and .pub.
+    pub ledger_key: String,
+    pub ledger_pub: String,
 }
 
 #[derive(Clone)]

@@ -357,6 +357,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
                 &format!("{}:{}", keys.s3_access_key, keys.s3_secret),
             )?;
         }
+        // One log, one signing key: every node publishes checkpoints of the same log.
+        if !data.join(LEDGER_KEY).exists() {
+            cluster::identity::create_private(&data.join(LEDGER_KEY), &keys.ledger_key)?;
+            std::fs::write(data.join(LEDGER_PUB), format!("{}\n", keys.ledger_pub))?;
+        }
     }
     let master = load_or_create_master_key(&key_file)?;
     let mut cfg = ArchiveConfig::new(data.clone(), disks, master);
@@ -405,10 +410,14 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         let m = membership.clone();
         std::sync::Arc::new(move |id: &cluster::NodeId| m.authorize(id))
     };
+    let auditor = std::sync::Arc::new(open_ledger(&archive, &data, membership.me())?);
+    let (ledger_key, ledger_pub) = ensure_ledger_keys(&data)?;
     let shared = crate::cluster_keys::SharedKeys {
         master_key: std::fs::read_to_string(&key_file)?.trim().to_string(),
         s3_access_key: access.clone(),
         s3_secret: s3_secret.clone(),
+        ledger_key,
+        ledger_pub,
     };
     let rpc_task = cluster::rpc::serve(
         rpc_listener,
@@ -418,7 +427,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         })
         .merge(consensus::network::routes(replica.clone(), authorize))
         .merge(crate::cluster_keys::route(shared, membership.clone()))
-        .merge(admin::peers::routes(archive.clone())),
+        .merge(admin::peers::routes(archive.clone(), auditor.clone())),
         &node_tls,
         stop_rx.clone(),
     );
@@ -514,7 +523,6 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         }
     );
 
-    let auditor = std::sync::Arc::new(open_ledger(&archive, &data)?);
     eprintln!(
         "  ledger:  {} entries (public key in {})",
         auditor.size(),
@@ -536,7 +544,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             data.join(CLUSTER_SECRET).display()
         );
     }
-    spawn_ledger(auditor.clone());
+    spawn_ledger(auditor.clone(), client.clone(), replica.clone());
     spawn_background(archive.clone(), scrub_interval, scrub_rate);
     let gateway = s3::GatewayConfig {
         root: s3::RootKey {
@@ -649,7 +657,9 @@ const COSIGNER_PUB: &str = "cosigner.pub";
 /// The audit log: its Ed25519 signing key (DATA/ledger.key, created on first start;
 /// the public half in DATA/ledger.pub is what verifiers need) and its files in
 /// DATA/ledger/.
-fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit::Auditor> {
+/// The log's signing key pair (shared by every node of a cluster: one log, one key),
+/// created on the first node's first start.
+fn ensure_ledger_keys(data: &Path) -> anyhow::Result<(String, String)> {
     let (kp, pp) = (data.join(LEDGER_KEY), data.join(LEDGER_PUB));
     if !kp.exists() {
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.local/ledger");
@@ -660,11 +670,20 @@ fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit:
         .with_context(|| format!("cannot read the ledger key {}", kp.display()))?;
     let vkey = std::fs::read_to_string(&pp)
         .with_context(|| format!("cannot read the ledger public key {}", pp.display()))?;
-    // This node is the log's only voter: its cosigner key (DATA/cosigner.pub is what
-    // clients demanding a quorum need).
+    Ok((skey.trim().to_string(), vkey.trim().to_string()))
+}
+
+fn open_ledger(
+    archive: &Archive,
+    data: &Path,
+    node: &cluster::NodeId,
+) -> anyhow::Result<archive::audit::Auditor> {
+    let (skey, vkey) = ensure_ledger_keys(data)?;
+    // This node as a voter of the log: its own cosigner key (DATA/cosigner.pub is what
+    // clients demanding a quorum of cosignatures need, one per voter).
     let (cp, cpub) = (data.join(COSIGNER_KEY), data.join(COSIGNER_PUB));
     if !cp.exists() {
-        let (skey, vkey) = ledger::cosign::generate_key("edgecloud.local/voter");
+        let (skey, vkey) = ledger::cosign::generate_key(&format!("edgecloud.local/voter-{node}"));
         cluster::identity::create_private(&cp, &skey)?;
         std::fs::write(&cpub, format!("{vkey}\n"))?;
     }
@@ -673,17 +692,24 @@ fn open_ledger(archive: &Archive, data: &Path) -> anyhow::Result<archive::audit:
     archive::audit::Auditor::open(
         archive,
         &data.join("ledger"),
-        skey.trim(),
-        vkey.trim(),
+        &skey,
+        &vkey,
         Some(cosigner.trim()),
     )
     .context("cannot open the ledger")
 }
 
-/// Publishes a new checkpoint every second when the log grew.
-fn spawn_ledger(auditor: std::sync::Arc<archive::audit::Auditor>) {
+/// Publishes a new checkpoint every second when the log grew, and has the other voters
+/// of the catalog cosign it (each from its own replica of the log).
+fn spawn_ledger(
+    auditor: std::sync::Arc<archive::audit::Auditor>,
+    client: cluster::Client,
+    replica: std::sync::Arc<consensus::Replica>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The checkpoint last sent for cosigning, and how many voters cosigned it.
+        let mut asked: (Vec<u8>, usize) = (Vec::new(), 0);
         loop {
             tick.tick().await;
             let a = auditor.clone();
@@ -691,6 +717,26 @@ fn spawn_ledger(auditor: std::sync::Arc<archive::audit::Auditor>) {
                 Ok(Err(e)) => tracing::error!(error = %e, "ledger publishing failed"),
                 Err(e) => tracing::error!(error = %e, "ledger task failed"),
                 Ok(Ok(_)) => {}
+            }
+            let voters: Vec<String> = replica
+                .members()
+                .into_iter()
+                .filter(|(m, voter)| *voter && m.node != replica.me.node)
+                .map(|(m, _)| m.addr)
+                .collect();
+            let cp = auditor.checkpoint();
+            let body = cp
+                .split(|b| *b == b'\n')
+                .take(3)
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>();
+            if voters.is_empty() || (asked.0 == body && asked.1 >= voters.len()) {
+                continue;
+            }
+            let got = admin::peers::collect_cosignatures(&auditor, &client, &voters).await;
+            if asked.0 != body || got > asked.1 {
+                asked = (body, got);
             }
         }
     });

@@ -102,6 +102,32 @@ impl signed_note::Signer for TimedSigner<'_> {
     }
 }
 
+/// Adds to `ours` the signature lines of `theirs` that it lacks: both must be the same
+/// checkpoint (the same text); another voter returned `theirs` with its cosignature.
+pub fn merge(ours: &[u8], theirs: &[u8]) -> Result<Vec<u8>> {
+    let split = |n: &[u8]| -> Result<(String, Vec<String>)> {
+        let text = std::str::from_utf8(n)
+            .map_err(|_| LedgerError::Invalid("a checkpoint is not UTF-8".into()))?;
+        let (body, sigs) = text
+            .split_once("\n\n")
+            .ok_or_else(|| LedgerError::Invalid("a checkpoint without signatures".into()))?;
+        Ok((body.to_string(), sigs.lines().map(str::to_string).collect()))
+    };
+    let (body, mut sigs) = split(ours)?;
+    let (other, more) = split(theirs)?;
+    if body != other {
+        return Err(LedgerError::Verification(
+            "the cosigned checkpoint is not this one".into(),
+        ));
+    }
+    for line in more {
+        if !sigs.contains(&line) {
+            sigs.push(line);
+        }
+    }
+    Ok(format!("{body}\n\n{}\n", sigs.join("\n")).into_bytes())
+}
+
 /// Verifies cosignature/v1 signatures of one cosigner.
 struct CosignatureVerifier {
     name: String,
@@ -217,6 +243,28 @@ mod tests {
         // a signature line moved to another key name is not counted
         let (_, impostor) = generate_key("voter-a");
         assert!(check_quorum(&twice, &[impostor], 1).is_err());
+    }
+
+    #[test]
+    fn cosignatures_from_several_voters_merge_into_one_checkpoint() {
+        let (cp, log_key) = checkpoint();
+        let (a_priv, a_pub) = generate_key("voter-a");
+        let (b_priv, b_pub) = generate_key("voter-b");
+        let a = Cosigner::new(&a_priv).unwrap().cosign(&cp, 7).unwrap();
+        let b = Cosigner::new(&b_priv).unwrap().cosign(&cp, 8).unwrap();
+        let both = merge(&merge(&cp, &a).unwrap(), &b).unwrap();
+        assert_eq!(check_quorum(&both, &[a_pub, b_pub], 2).unwrap(), 2);
+        crate::verify::checkpoint(&both, &log_key).unwrap();
+        assert_eq!(
+            merge(&both, &a).unwrap(),
+            both,
+            "merging twice adds nothing"
+        );
+        let other = String::from_utf8(b).unwrap().replacen("\n3\n", "\n4\n", 1);
+        assert!(
+            merge(&both, other.as_bytes()).is_err(),
+            "another checkpoint"
+        );
     }
 
     #[test]

@@ -115,6 +115,13 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Replaces the published checkpoint (the same one with more cosignatures).
+    pub fn rewrite_checkpoint(&self, signed: &[u8]) -> Result<()> {
+        write_atomic(&self.dir.join("checkpoint"), signed)
+    }
+}
+
 /// A new Ed25519 key pair for a log named `name`: (private key, public verifier key).
 pub fn generate_key(name: &str) -> (String, String) {
     signed_note::generate_key(&mut rand_core::OsRng, name)
