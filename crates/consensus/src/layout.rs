@@ -216,7 +216,17 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
             .is_none_or(|n| n.state != NodeState::Active)
     });
     let missing = current.len() < VOTERS.min(wanted.len());
-    if (must_go || missing) && !wanted.is_empty() && wanted_set != current {
+    // A site without a voter that now has an eligible node (one was away when voters
+    // were last chosen) gets one back.
+    let sites = |voters: &BTreeSet<String>| -> usize {
+        voters
+            .iter()
+            .filter_map(|v| layout.node(&NodeId(v.clone())).map(|n| n.site.clone()))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let better_spread = sites(&wanted_set) > sites(&current);
+    if (must_go || missing || better_spread) && !wanted.is_empty() && wanted_set != current {
         tracing::info!(voters = ?wanted, "catalog: changing voters");
         let ids: BTreeSet<u64> = wanted.iter().map(|n| raft_id(n)).collect();
         replica

@@ -195,6 +195,21 @@ impl Replica {
             .map(|(_, node)| node.clone())
     }
 
+    /// Returns once the known leader is another node than `node`.
+    async fn leader_changes_from(&self, node: &str) {
+        let mut metrics = self.raft.metrics();
+        let old = raft_id(node);
+        loop {
+            let now = metrics.borrow_and_update().current_leader;
+            if now.is_some_and(|l| l != old) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Proposes on this node if it leads; says `NotLeader` otherwise.
     /// A leader cut off from the other voters cannot commit: after `LEADER_WAIT` the
     /// change fails (it may still be committed if the cut heals before another leader
@@ -242,16 +257,25 @@ impl Replica {
         loop {
             let answer = match self.leader() {
                 Some(l) if l.node == self.me.node => here().await,
-                Some(l) => match self
-                    .client
-                    .call(&l.addr, path, body.clone(), Duration::from_secs(30))
-                    .await
-                {
-                    Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|e| {
-                        Answer::Failed(format!("malformed answer from the leader: {e}"))
-                    }),
-                    Err(e) => Answer::Failed(format!("leader {} unreachable: {e}", l.addr)),
-                },
+                Some(l) => {
+                    let call =
+                        self.client
+                            .call(&l.addr, path, body.clone(), Duration::from_secs(30));
+                    tokio::select! {
+                        r = call => match r {
+                            Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|e| {
+                                Answer::Failed(format!("malformed answer from the leader: {e}"))
+                            }),
+                            Err(e) => Answer::Failed(format!("leader {} unreachable: {e}", l.addr)),
+                        },
+                        // A leader cut off mid-request never answers; once another is
+                        // elected, give up (the outcome is unknown, as after a timeout).
+                        _ = self.leader_changes_from(&l.node) => Answer::Failed(format!(
+                            "the leader {} was replaced while it handled this request; its outcome is unknown",
+                            l.addr
+                        )),
+                    }
+                }
                 None => Answer::NotLeader,
             };
             match answer {
