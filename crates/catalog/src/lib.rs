@@ -182,7 +182,9 @@ impl Catalog {
     }
 
     /// Applies changes already ordered by consensus, in one transaction, together with
-    /// `also` (which records how far the log is applied); answers each outcome.
+    /// `also` (which records how far the log is applied); answers each outcome. The
+    /// commit need not reach the disk at once: after a crash the catalog is back at an
+    /// earlier applied position, and the changes since are applied again from the log.
     pub async fn apply_ordered(
         &self,
         proposals: Vec<Proposal>,
@@ -193,7 +195,7 @@ impl Catalog {
             .any(|p| matches!(p.command, Command::PutClusterRecord { .. }));
         let r = self
             .writer
-            .write(move |txn| {
+            .write_with(false, move |txn| {
                 let outcomes = proposals
                     .into_iter()
                     .map(|p| command::apply(txn, p))

@@ -3,7 +3,7 @@
 //! the format is postcard of `(table, key, value)` rows with u64 keys and values as
 //! big-endian bytes (docs/format.md).
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
@@ -21,51 +21,62 @@ const STR_U64: (u8, TableDefinition<&str, u64>) = (8, META);
 const U64_BYTES: (u8, TableDefinition<u64, &[u8]>) = (9, LEDGER);
 
 impl Catalog {
-    /// Every record of every table, from one consistent read; `also` reads more from
-    /// the same read (the replication layer's own state).
-    pub fn dump_with<T>(
+    /// Every record of every table as committed durably at one point; `also` reads more
+    /// from the same transaction (the replication layer's own state). Runs on the
+    /// writer, whose durable commit also makes every earlier change durable, so a
+    /// snapshot never covers changes a crash could roll back.
+    pub async fn dump_with<T: Send + 'static>(
         &self,
-        also: impl FnOnce(&redb::ReadTransaction) -> T,
+        also: impl FnOnce(&WriteTransaction) -> T + Send + 'static,
     ) -> Result<(Vec<u8>, T)> {
-        let txn = self.db.begin_read()?;
-        let extra = also(&txn);
-        let mut rows: Vec<Row> = Vec::new();
-        for (id, def) in STR_BYTES {
-            for e in txn.open_table(def)?.iter()? {
-                let (k, v) = e?;
-                rows.push((id, k.value().as_bytes().to_vec(), v.value().to_vec()));
-            }
-        }
-        for (id, def) in BYTES_BYTES {
-            for e in txn.open_table(def)?.iter()? {
-                let (k, v) = e?;
-                rows.push((id, k.value().to_vec(), v.value().to_vec()));
-            }
-        }
-        let (id, def) = BYTES_U64;
-        for e in txn.open_table(def)?.iter()? {
-            let (k, v) = e?;
-            rows.push((id, k.value().to_vec(), v.value().to_be_bytes().to_vec()));
-        }
-        let (id, def) = STR_U64;
-        for e in txn.open_table(def)?.iter()? {
-            let (k, v) = e?;
-            rows.push((
-                id,
-                k.value().as_bytes().to_vec(),
-                v.value().to_be_bytes().to_vec(),
-            ));
-        }
-        let (id, def) = U64_BYTES;
-        for e in txn.open_table(def)?.iter()? {
-            let (k, v) = e?;
-            rows.push((id, k.value().to_be_bytes().to_vec(), v.value().to_vec()));
-        }
-        let mut out = vec![SNAPSHOT_FORMAT];
-        out.extend(postcard::to_stdvec(&rows).expect("rows serialize"));
-        Ok((out, extra))
+        self.writer
+            .write(move |txn| {
+                let extra = also(txn);
+                Ok((dump_tables(txn)?, extra))
+            })
+            .await
     }
+}
 
+fn dump_tables(txn: &WriteTransaction) -> Result<Vec<u8>> {
+    let mut rows: Vec<Row> = Vec::new();
+    for (id, def) in STR_BYTES {
+        for e in txn.open_table(def)?.iter()? {
+            let (k, v) = e?;
+            rows.push((id, k.value().as_bytes().to_vec(), v.value().to_vec()));
+        }
+    }
+    for (id, def) in BYTES_BYTES {
+        for e in txn.open_table(def)?.iter()? {
+            let (k, v) = e?;
+            rows.push((id, k.value().to_vec(), v.value().to_vec()));
+        }
+    }
+    let (id, def) = BYTES_U64;
+    for e in txn.open_table(def)?.iter()? {
+        let (k, v) = e?;
+        rows.push((id, k.value().to_vec(), v.value().to_be_bytes().to_vec()));
+    }
+    let (id, def) = STR_U64;
+    for e in txn.open_table(def)?.iter()? {
+        let (k, v) = e?;
+        rows.push((
+            id,
+            k.value().as_bytes().to_vec(),
+            v.value().to_be_bytes().to_vec(),
+        ));
+    }
+    let (id, def) = U64_BYTES;
+    for e in txn.open_table(def)?.iter()? {
+        let (k, v) = e?;
+        rows.push((id, k.value().to_be_bytes().to_vec(), v.value().to_vec()));
+    }
+    let mut out = vec![SNAPSHOT_FORMAT];
+    out.extend(postcard::to_stdvec(&rows).expect("rows serialize"));
+    Ok(out)
+}
+
+impl Catalog {
     /// Replaces every table with the contents of `snapshot`, in one transaction with
     /// `also` (which records the log position the snapshot stands for).
     pub async fn restore(

@@ -10,7 +10,11 @@ use tokio::sync::oneshot;
 use crate::{CatalogError, Result};
 
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-type Op = Box<dyn FnOnce(&WriteTransaction) -> Completion + Send>;
+/// An operation, and whether its commit must reach the disk before it is answered.
+type Op = (
+    bool,
+    Box<dyn FnOnce(&WriteTransaction) -> Completion + Send>,
+);
 
 /// Most operations in one transaction; bounds the latency of the first one.
 const MAX_BATCH: usize = 512;
@@ -33,19 +37,33 @@ impl WriterHandle {
         WriterHandle { tx }
     }
 
-    /// Runs `f` inside a group-committed write transaction; returns after the commit.
+    /// Runs `f` inside a group-committed write transaction; returns after the commit
+    /// is on disk.
     pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
     {
+        self.write_with(true, f).await
+    }
+
+    /// `write`; with `durable` false the commit may stay in memory until a later durable
+    /// one (a crash then rolls it back: for changes replayed from the Raft log).
+    pub(crate) async fn write_with<R, F>(&self, durable: bool, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    {
         let (done, rx) = oneshot::channel();
-        let op: Op = Box::new(move |txn| {
-            let result = f(txn);
-            Box::new(move |commit: Result<()>| {
-                let _ = done.send(commit.and(result));
-            })
-        });
+        let op: Op = (
+            durable,
+            Box::new(move |txn| {
+                let result = f(txn);
+                Box::new(move |commit: Result<()>| {
+                    let _ = done.send(commit.and(result));
+                }) as Completion
+            }),
+        );
         // Unbounded queue: callers await their result, which is the backpressure.
         self.tx
             .send(op)
@@ -64,7 +82,8 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let txn = match db.begin_write() {
+        let durable = ops.iter().any(|(d, _)| *d);
+        let mut txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "catalog: cannot begin a write transaction");
@@ -74,7 +93,10 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
                 continue;
             }
         };
-        let completions: Vec<Completion> = ops.into_iter().map(|op| op(&txn)).collect();
+        if !durable && let Err(e) = txn.set_durability(redb::Durability::None) {
+            tracing::warn!(error = %e, "catalog: cannot skip the sync; committing durably");
+        }
+        let completions: Vec<Completion> = ops.into_iter().map(|(_, op)| op(&txn)).collect();
         let commit = txn
             .commit()
             .map_err(|e| CatalogError::Db(format!("commit failed: {e}")));

@@ -38,10 +38,14 @@ pub struct Member {
     pub site: String,
 }
 
+/// One Raft entry: the proposals that arrived while the previous entry was being
+/// written (openraft 0.9 syncs the log once per entry, so batching is the group commit).
+pub type Batch = Vec<Proposal>;
+
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Proposal,
-        R = Reply,
+        D = Batch,
+        R = Vec<Reply>,
         NodeId = u64,
         Node = Member,
 );
@@ -75,11 +79,61 @@ pub struct ReplicaOptions {
     pub client: cluster::Client,
 }
 
+type Waiting = (Proposal, tokio::sync::oneshot::Sender<Answer<Reply>>);
+
 /// This node's part in the replicated catalog.
 pub struct Replica {
     pub raft: Raft,
     pub me: Member,
     client: cluster::Client,
+    batches: tokio::sync::mpsc::UnboundedSender<Waiting>,
+}
+
+/// Most proposals in one entry.
+const MAX_BATCH: usize = 512;
+
+/// Sends proposals to Raft in batches: all that queued while the last batch was being
+/// committed go in the next entry.
+async fn run_batches(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiting>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while waiting.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => waiting.push(w),
+                Err(_) => break,
+            }
+        }
+        let (batch, answers): (Vec<Proposal>, Vec<_>) = waiting.into_iter().unzip();
+        let n = batch.len();
+        let result = tokio::time::timeout(LEADER_WAIT, raft.client_write(batch)).await;
+        let fail = |a: Answer<Reply>| -> Vec<Answer<Reply>> {
+            (0..n)
+                .map(|_| match &a {
+                    Answer::NotLeader => Answer::NotLeader,
+                    Answer::Failed(m) => Answer::Failed(m.clone()),
+                    Answer::Done(_) => unreachable!("only failures are copied"),
+                })
+                .collect()
+        };
+        let replies: Vec<Answer<Reply>> = match result {
+            Ok(Ok(r)) if r.data.len() == n => r.data.into_iter().map(Answer::Done).collect(),
+            Ok(Ok(r)) => fail(Answer::Failed(format!(
+                "{} replies for {n} proposals",
+                r.data.len()
+            ))),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                fail(Answer::NotLeader)
+            }
+            Ok(Err(e)) => fail(Answer::Failed(e.to_string())),
+            Err(_) => fail(Answer::Failed(format!(
+                "not committed within {} s: this node cannot reach a majority of the catalog's voters",
+                LEADER_WAIT.as_secs()
+            ))),
+        };
+        for (tx, reply) in answers.into_iter().zip(replies) {
+            let _ = tx.send(reply);
+        }
+    }
 }
 
 impl Replica {
@@ -103,10 +157,13 @@ impl Replica {
             client: o.client.clone(),
         };
         let raft = Raft::new(raft_id(&o.me.node), config, network, log, sm).await?;
+        let (batches, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_batches(raft.clone(), rx));
         let replica = Arc::new(Replica {
             raft,
             me: o.me,
             client: o.client,
+            batches,
         });
         o.catalog.replicate_with(replica.clone());
         Ok(replica)
@@ -211,19 +268,17 @@ impl Replica {
     }
 
     /// Proposes on this node if it leads; says `NotLeader` otherwise.
-    /// A leader cut off from the other voters cannot commit: after `LEADER_WAIT` the
-    /// change fails (it may still be committed if the cut heals before another leader
-    /// overwrites it, like any request whose answer was lost).
+    /// Proposes on this node if it leads (in the next batch); says `NotLeader`
+    /// otherwise. A leader cut off from the other voters cannot commit: after
+    /// `LEADER_WAIT` the change fails (it may still be committed if the cut heals before
+    /// another leader overwrites it, like any request whose answer was lost).
     pub async fn propose_here(&self, p: Proposal) -> Answer<Reply> {
-        match tokio::time::timeout(LEADER_WAIT, self.raft.client_write(p)).await {
-            Ok(Ok(r)) => Answer::Done(r.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Answer::NotLeader,
-            Ok(Err(e)) => Answer::Failed(e.to_string()),
-            Err(_) => Answer::Failed(format!(
-                "not committed within {} s: this node cannot reach a majority of the catalog's voters",
-                LEADER_WAIT.as_secs()
-            )),
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.batches.send((p, tx)).is_err() {
+            return Answer::Failed("the catalog's proposal queue stopped".into());
         }
+        rx.await
+            .unwrap_or_else(|_| Answer::Failed("the catalog's proposal queue stopped".into()))
     }
 
     /// The log index a linearizable read must wait for, if this node leads.

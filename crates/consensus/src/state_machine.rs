@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use catalog::{Catalog, CatalogError, Outcome, Proposal};
+use catalog::{Catalog, CatalogError, Proposal};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
@@ -69,6 +69,15 @@ fn read_applied(txn: &redb::ReadTransaction) -> std::result::Result<Applied, Any
     }
 }
 
+/// `read_applied`, inside the writer's transaction (snapshots).
+fn read_applied_in(txn: &redb::WriteTransaction) -> std::result::Result<Applied, AnyError> {
+    let t = txn.open_table(APPLIED).map_err(any)?;
+    match redb::ReadableTable::get(&t, "applied").map_err(any)? {
+        Some(v) => postcard::from_bytes(v.value()).map_err(any),
+        None => Ok(Applied::default()),
+    }
+}
+
 impl StateMachine {
     pub fn new(catalog: Catalog, snapshot_path: PathBuf) -> StateMachine {
         let current = std::fs::read(&snapshot_path)
@@ -105,26 +114,29 @@ fn to_snapshot(s: &StoredSnapshot) -> Snapshot<TypeConfig> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let fail = |e: AnyError| StorageIOError::write_snapshot(None, e);
+        let (data, applied) = self
+            .catalog
+            .dump_with(read_applied_in)
+            .await
+            .map_err(|e| fail(any(e)))?;
+        let applied = applied.map_err(fail)?;
+        let id = format!(
+            "{}-{}",
+            applied.last.map_or(0, |l| l.index),
+            catalog::Stamp::now().nonce
+        );
+        let meta = SnapshotMeta {
+            last_log_id: applied.last,
+            last_membership: applied.membership,
+            snapshot_id: id,
+        };
         let this = self.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let (data, applied) = this.catalog.dump_with(read_applied).map_err(any)?;
-            let applied = applied?;
-            let id = format!(
-                "{}-{}",
-                applied.last.map_or(0, |l| l.index),
-                catalog::Stamp::now().nonce
-            );
-            let meta = SnapshotMeta {
-                last_log_id: applied.last,
-                last_membership: applied.membership,
-                snapshot_id: id,
-            };
-            this.keep(StoredSnapshot { meta, data })
-        })
-        .await
-        .map_err(any)
-        .and_then(|r| r)
-        .map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        let stored = tokio::task::spawn_blocking(move || this.keep(StoredSnapshot { meta, data }))
+            .await
+            .map_err(any)
+            .and_then(|r| r)
+            .map_err(fail)?;
         Ok(to_snapshot(&stored))
     }
 }
@@ -147,7 +159,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.last, a.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Reply>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -159,21 +171,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(any)
                 .and_then(|r| r)
                 .map_err(StorageIOError::read_state_machine)?;
-        // Which replies come from the catalog (in order) and which are plain "done".
-        let mut from_catalog = Vec::new();
+        // How many proposals each entry carries (0: blank or membership entries).
+        let mut per_entry = Vec::new();
         let mut proposals: Vec<Proposal> = Vec::new();
         for e in entries {
             applied.last = Some(e.log_id);
             match e.payload {
-                EntryPayload::Normal(p) => {
-                    proposals.push(p);
-                    from_catalog.push(true);
+                EntryPayload::Normal(batch) => {
+                    per_entry.push(batch.len());
+                    proposals.extend(batch);
                 }
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(e.log_id), m);
-                    from_catalog.push(false);
+                    per_entry.push(0);
                 }
-                EntryPayload::Blank => from_catalog.push(false),
+                EntryPayload::Blank => per_entry.push(0),
             }
         }
         let last = applied.last;
@@ -186,15 +198,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 None => StorageIOError::write_state_machine(any(e)),
             })?;
         let mut outcomes = outcomes.into_iter();
-        Ok(from_catalog
+        Ok(per_entry
             .into_iter()
-            .map(|c| {
-                if c {
-                    outcomes.next().expect("one outcome per proposal")
-                } else {
-                    Ok(Outcome::Done)
-                }
-            })
+            .map(|n| outcomes.by_ref().take(n).collect::<Vec<Reply>>())
             .collect())
     }
 

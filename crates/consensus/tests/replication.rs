@@ -72,6 +72,10 @@ async fn node(seed: u8, site: &str) -> Node {
     }
 }
 
+async fn dump(n: &Node) -> Vec<u8> {
+    n.catalog.dump_with(|_| ()).await.unwrap().0
+}
+
 fn bucket(name: &str) -> Bucket {
     Bucket {
         name: name.into(),
@@ -176,9 +180,9 @@ async fn writes_anywhere_read_everywhere_and_survive_the_leader() {
     for n in [&a, &b, &c] {
         n.catalog.read_barrier().await.unwrap();
     }
-    let dump = |n: &Node| n.catalog.dump_with(|_| ()).unwrap().0;
-    assert_eq!(dump(&a), dump(&b));
-    assert_eq!(dump(&a), dump(&c));
+    let (da, db, dc) = (dump(&a).await, dump(&b).await, dump(&c).await);
+    assert_eq!(da, db);
+    assert_eq!(da, dc);
 
     // The leader dies: the other two elect a new one and go on; nothing is lost.
     let nodes = [&a, &b, &c];
@@ -241,7 +245,7 @@ async fn writes_anywhere_read_everywhere_and_survive_the_leader() {
         .await
         .unwrap();
     d.catalog.read_barrier().await.unwrap();
-    assert_eq!(dump(&d), dump(leader));
+    assert_eq!(dump(&d).await, dump(leader).await);
     assert!(d.replica.raft.metrics().borrow().snapshot.is_some());
 }
 
