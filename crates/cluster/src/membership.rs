@@ -563,13 +563,32 @@ impl Membership {
                 }
             }
             // Every node keeps its own view for reads and writes (suspected peers);
-            // only the leader records nodes going down or coming back.
-            if went_down.is_empty() && came_back.is_empty() || !self.leads() {
+            // only the leader records nodes going down or coming back, never itself
+            // down (and itself back, should a stale leader have marked it down).
+            if !self.leads() {
+                continue;
+            }
+            if layout
+                .node(&self.me)
+                .is_some_and(|n| n.state == NodeState::Down)
+            {
+                came_back.push(self.me.clone());
+            }
+            if went_down.is_empty() && came_back.is_empty() {
                 continue;
             }
             let r = self
                 .change(|l| {
+                    // A leader cut off from the others saw everyone silent; by the time
+                    // its change goes through, another leads: then its view is void.
+                    if !self.leads() {
+                        return Err("no longer leading; the heartbeat view is stale".into());
+                    }
+                    let leader = self.leader().map(|(id, _)| id);
                     for id in &went_down {
+                        if Some(id) == leader.as_ref() || id == &self.me {
+                            continue;
+                        }
                         if let Some(n) = l.node_mut(id) {
                             tracing::warn!(node = %id, "node down: its shards will be rebuilt on the others");
                             n.state = NodeState::Down;

@@ -313,9 +313,12 @@ impl Replica {
             let answer = match self.leader() {
                 Some(l) if l.node == self.me.node => here().await,
                 Some(l) => {
-                    let call =
-                        self.client
-                            .call(&l.addr, path, body.clone(), Duration::from_secs(30));
+                    let call = self.client.call(
+                        &l.addr,
+                        path,
+                        body.clone(),
+                        LEADER_WAIT + Duration::from_secs(5),
+                    );
                     tokio::select! {
                         r = call => match r {
                             Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|e| {
