@@ -87,6 +87,39 @@ pub struct Replica {
     pub me: Member,
     client: cluster::Client,
     batches: tokio::sync::mpsc::UnboundedSender<Waiting>,
+    reads: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
+}
+
+/// Serves read-index requests in rounds: every request queued while a round (a
+/// heartbeat to a majority of voters) was under way shares the next one. A round that
+/// starts after a request arrived gives it a valid read index, so this stays
+/// linearizable while costing one round per batch instead of one per request.
+async fn run_reads(
+    raft: Raft,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiting.push(w);
+        }
+        let result = match raft.get_read_log_id().await {
+            Ok((read, _)) => Answer::Done(read.map(|l| l.index)),
+            Err(e) if e.forward_to_leader::<Member>().is_some() => Answer::NotLeader,
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Answer::Failed(
+                "this node's side of the network cannot reach a majority of the catalog's voters"
+                    .into(),
+            ),
+            Err(e) => Answer::Failed(e.to_string()),
+        };
+        for w in waiting {
+            let _ = w.send(match &result {
+                Answer::Done(i) => Answer::Done(*i),
+                Answer::NotLeader => Answer::NotLeader,
+                Answer::Failed(m) => Answer::Failed(m.clone()),
+            });
+        }
+    }
 }
 
 /// Most proposals in one entry.
@@ -159,11 +192,14 @@ impl Replica {
         let raft = Raft::new(raft_id(&o.me.node), config, network, log, sm).await?;
         let (batches, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(run_batches(raft.clone(), rx));
+        let (reads, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_reads(raft.clone(), rx));
         let replica = Arc::new(Replica {
             raft,
             me: o.me,
             client: o.client,
             batches,
+            reads,
         });
         o.catalog.replicate_with(replica.clone());
         Ok(replica)
@@ -283,15 +319,12 @@ impl Replica {
 
     /// The log index a linearizable read must wait for, if this node leads.
     pub async fn read_index_here(&self) -> Answer<Option<u64>> {
-        match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Answer::Done(read.map(|l| l.index)),
-            Err(e) if e.forward_to_leader::<Member>().is_some() => Answer::NotLeader,
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Answer::Failed(
-                "this node's side of the network cannot reach a majority of the catalog's voters"
-                    .into(),
-            ),
-            Err(e) => Answer::Failed(e.to_string()),
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.reads.send(tx).is_err() {
+            return Answer::Failed("the catalog's read queue stopped".into());
         }
+        rx.await
+            .unwrap_or_else(|_| Answer::Failed("the catalog's read queue stopped".into()))
     }
 
     /// Runs `here` on this node if it leads, else sends it to the leader; waits for an
