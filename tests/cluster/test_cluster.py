@@ -209,6 +209,15 @@ class History:
         assert seq >= floor_seq, f"{key}: read an older value than an acknowledged write"
 
 
+def start_workload(bucket, node=None):
+    """A new bucket (through the contact node), a history, and a workload writing to it."""
+    s3client().create_bucket(Bucket=bucket)
+    h = History()
+    w = Workload(h, bucket, node)
+    w.start()
+    return h, w
+
+
 class Workload(threading.Thread):
     """Writes (and overwrites) 40 keys and reads acknowledged ones back, until stopped."""
 
@@ -309,16 +318,11 @@ def test_layout_policy_and_what_it_survives(cluster):
     roles = [n["role"] for n in s["status"]["nodes"]]
     assert roles.count("leader") == 1 and roles.count("voter") == 2, roles
     assert roles.count("learner") == 3, roles
-    voters = {n["site"] for n in s["status"]["nodes"] if n["role"] in ("leader", "voter")}
-    assert voters == {"s1", "s2", "s3"}, "one catalog voter per site"
+    assert voter_sites(s) == {"s1", "s2", "s3"}, "one catalog voter per site"
 
 
 def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
-    s3 = s3client()
-    s3.create_bucket(Bucket="cluster")
-    h = History()
-    w = Workload(h, "cluster")
-    w.start()
+    h, w = start_workload("cluster")
     try:
         time.sleep(4)
         # One node (site s2) dies, then comes back.
@@ -346,7 +350,7 @@ def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
         cluster.wait(lambda s: active(s) == 6, "site s3 back")
     finally:
         w.stop()
-    s = cluster.healed()
+    cluster.healed()
     assert not h.errors, h.errors[:5]
     assert w.writes > 20 and w.reads > 20, (w.writes, w.reads)
     print(f"\n{w.writes} writes acknowledged, {w.failed_writes} failed, {w.reads} reads checked")
@@ -371,11 +375,7 @@ def test_a_partitioned_site_loses_nothing_and_rejoins(cluster):
     and every chunk is back at full redundancy, no shard kept twice. There is one catalog
     node, so no second leader can accept writes (no split-brain by construction until
     the catalog is replicated)."""
-    s3 = s3client()
-    s3.create_bucket(Bucket="partition")
-    h = History()
-    w = Workload(h, "partition")
-    w.start()
+    h, w = start_workload("partition")
     site = ["127.0.0.15", "127.0.0.16"]
     try:
         time.sleep(3)
@@ -568,11 +568,7 @@ def test_the_leader_dies_and_another_node_leads_nothing_lost(cluster):
     old = cluster.leader()
     cluster.contact = next(i for i in live(cluster)
                            if cluster.nodes[i].site != cluster.nodes[old].site and i != 7)
-    s3 = s3client()
-    s3.create_bucket(Bucket="leader")
-    h = History()
-    w = Workload(h, "leader")
-    w.start()
+    h, w = start_workload("leader")
     try:
         time.sleep(3)
         cluster.nodes[old].kill()
@@ -613,12 +609,9 @@ def test_the_leaders_site_cut_off_no_split_brain(cluster):
     site = cluster.nodes[old].site
     cut_off = [i for i in live(cluster) if cluster.nodes[i].site == site]
     cluster.contact = next(i for i in live(cluster) if cluster.nodes[i].site != site and i != 7)
+    h, w = start_workload("split")
     s3 = s3client()
-    s3.create_bucket(Bucket="split")
     s3.put_object(Bucket="split", Key="before", Body=b"v1")
-    h = History()
-    w = Workload(h, "split")
-    w.start()
     ips = [cluster.nodes[i].ip for i in cut_off]
     try:
         time.sleep(3)
