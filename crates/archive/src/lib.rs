@@ -116,6 +116,9 @@ struct Inner {
     topology: std::sync::Mutex<topology::SharedTopology>,
     keys: keys::KeyCache,
     repair: std::sync::Mutex<RepairState>,
+    /// One scrub or repair pass at a time: two passes working from different listings
+    /// could each remove the copy the other kept.
+    passes: tokio::sync::Mutex<()>,
 }
 
 impl Archive {
@@ -153,6 +156,7 @@ impl Archive {
                 topology: std::sync::Mutex::new(topology),
                 keys,
                 repair: Default::default(),
+                passes: Default::default(),
             }),
         })
     }

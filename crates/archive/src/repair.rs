@@ -77,8 +77,9 @@ impl Archive {
             loop {
                 // Let a burst of triggers (a site going down) settle into one pass.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                // One node repairs at a time: the one leading the catalog.
-                if !m.leads() {
+                // One node repairs at a time: the one leading the catalog, confirmed by
+                // a majority (a leader cut off from the others may still think it leads).
+                if !m.confirm_leads().await {
                     break;
                 }
                 match self.repair_pass(rate_bytes_per_sec).await {

@@ -365,6 +365,7 @@ impl Archive {
         opts: &ScrubOptions,
         progress: &(dyn Fn(&ScrubReport) + Send + Sync),
     ) -> Result<ScrubReport> {
+        let _one_pass_at_a_time = self.inner.passes.lock().await;
         let mut report = ScrubReport::default();
         report.shards_lost_with_disks = self
             .inner

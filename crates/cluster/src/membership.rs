@@ -45,6 +45,8 @@ pub trait LayoutStore: Send + Sync + 'static {
     fn leader(&self) -> Option<(NodeId, String)>;
     /// "leader", "voter" or "learner" in the catalog's Raft group, if a member.
     fn role(&self, node: &NodeId) -> Option<String>;
+    /// Does this node lead, confirmed by a majority of voters just now?
+    fn confirm_leads(&self) -> BoxFuture<'_, bool>;
 }
 
 #[derive(Default, Clone)]
@@ -235,6 +237,15 @@ impl Membership {
         match self.store.get() {
             Some(s) => s.leads(),
             None => self.layout().catalog_node == self.me,
+        }
+    }
+
+    /// `leads`, confirmed by a majority of the catalog's voters (before destructive work:
+    /// a leader cut off from the others may still believe it leads).
+    pub async fn confirm_leads(&self) -> bool {
+        match self.store.get() {
+            Some(s) => s.confirm_leads().await,
+            None => self.leads(),
         }
     }
 

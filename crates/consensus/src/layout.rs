@@ -88,6 +88,12 @@ impl cluster::LayoutStore for ReplicatedLayout {
         self.replica.leader().map(|m| (NodeId(m.node), m.addr))
     }
 
+    fn confirm_leads(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.replica.is_leader() && self.replica.raft.get_read_log_id().await.is_ok()
+        })
+    }
+
     fn role(&self, node: &NodeId) -> Option<String> {
         let leader = self.replica.leader().map(|m| m.node);
         self.replica

@@ -768,7 +768,9 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
             tokio::time::sleep(scrub_interval).await;
             // In a cluster the leading node scrubs every chunk and collects garbage;
             // each node's own scrubber verifies its disks.
-            if archive.cluster().is_some_and(|m| !m.leads()) {
+            if let Some(m) = archive.cluster()
+                && !m.confirm_leads().await
+            {
                 continue;
             }
             let opts = ScrubOptions {
