@@ -423,9 +423,11 @@ def test_deleted_and_corrupted_shard_files_are_repaired(cluster):
     for k, body in objects.items():
         assert s3.get_object(Bucket="cluster", Key=k)["Body"].read() == body
     # The node's own scrubber (every 2 s here) finds both, asks for repair, and the
-    # catalog node restores every chunk to full redundancy.
-    cluster.wait(lambda s: s["repair"]["shards_repaired_total"] > repaired_before,
-                 "a repair that rebuilt shards")
+    # leader restores every chunk to full redundancy. (Repair counts are the leader's:
+    # if leadership moved meanwhile, the new leader's count starts again.)
+    leader = cluster.leader()
+    cluster.wait(lambda s: s["repair"]["shards_repaired_total"] > repaired_before
+                 or cluster.leader(s) != leader, "a repair that rebuilt shards")
     cluster.healed()
     for k, body in objects.items():
         assert s3.get_object(Bucket="cluster", Key=k)["Body"].read() == body
