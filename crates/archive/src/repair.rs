@@ -19,7 +19,8 @@ pub struct RepairState {
     pub last_seconds: f64,
     /// True once a whole pass found every shard where it belongs (and none lost).
     pub healthy: bool,
-    /// Shards rebuilt or moved home since the node started, over all passes.
+    /// Shards rebuilt or moved home since the node started, over all passes (repair
+    /// passes and full scrubs alike).
     pub shards_repaired_total: u64,
 }
 
@@ -47,7 +48,6 @@ impl Archive {
         st.passes += 1;
         st.last_seconds = started.elapsed().as_secs_f64();
         if let Ok(r) = &result {
-            st.shards_repaired_total += r.shards_repaired;
             st.healthy = r.shards_missing == 0
                 && r.shards_corrupt == 0
                 && r.chunks_unrecoverable.is_empty()

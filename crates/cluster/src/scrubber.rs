@@ -39,8 +39,8 @@ pub fn verify_disks(store: &ShardStore, rate_bytes_per_sec: u64) -> (u64, u64) {
     (checked, removed)
 }
 
-/// Disk checks every 30 s and a verification pass every `interval`; anything lost is
-/// reported to the catalog node.
+/// Disk checks every 30 s and a verification pass (then compaction) every `interval`;
+/// anything lost is reported to the leader, which repairs it.
 pub async fn run(
     store: Arc<ShardStore>,
     membership: Arc<Membership>,
@@ -68,6 +68,20 @@ pub async fn run(
         .unwrap_or(0);
         if verify {
             last_verify = Instant::now();
+            // Shards the leader deleted here (garbage, strays) leave dead records; the
+            // space returns when mostly-dead segments are rewritten.
+            for disk in store.disks() {
+                match disk.compact(0.5).await {
+                    Ok(r) if r.segments_removed > 0 => tracing::info!(
+                        disk = %disk.path().display(),
+                        segments = r.segments_removed,
+                        bytes = r.bytes_reclaimed,
+                        "compacted"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(disk = %disk.path().display(), error = %e, "compaction failed"),
+                }
+            }
         }
         if lost > 0 {
             membership.ask_for_repair().await;

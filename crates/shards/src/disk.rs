@@ -66,6 +66,8 @@ pub struct Disk {
     writer: Mutex<mpsc::Sender<WriteReq>>,
     /// The segment the writer appends to; compaction never touches it.
     active: Arc<AtomicU32>,
+    /// One compaction at a time (the node's scrubber and a leader's GC pass both ask).
+    compacting: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -128,6 +130,7 @@ impl Disk {
             readers: Mutex::new(HashMap::new()),
             writer: Mutex::new(tx),
             active,
+            compacting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -269,6 +272,7 @@ impl Disk {
     /// are dropped with their segment: a deleted shard that comes back from an older
     /// segment after a restart is an orphan, which scrub collects.
     pub async fn compact(&self, max_live_ratio: f64) -> Result<CompactReport, ShardError> {
+        let _one_at_a_time = self.compacting.lock().await;
         let mut report = CompactReport::default();
         let active = self.active.load(Ordering::SeqCst);
         let mut live: HashMap<u32, (u64, Vec<(ShardKey, Location)>)> = HashMap::new();
