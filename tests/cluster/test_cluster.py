@@ -6,6 +6,7 @@ node joins. A checker records every acknowledged write and verifies every read.
 Every node replicates the catalog (Raft: three voters, one per site) and runs the
 gateways; the tests talk to one node's S3 and admin API (`Cluster.contact`) and, at the
 end, kill and cut off the catalog's leader."""
+import base64
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from botocore.config import Config
 
 from conftest import ACCESS, BIN, SECRET
 
-SITES = {1: "s1", 2: "s1", 3: "s2", 4: "s2", 5: "s3", 6: "s3", 7: "s4"}
+SITES = {1: "s1", 2: "s1", 3: "s2", 4: "s2", 5: "s3", 6: "s3", 7: "s4", 8: "s4", 9: "s4"}
 
 
 def wait_port(ip, port, proc, log, timeout=30):
@@ -45,12 +46,14 @@ class ClusterNode:
         self.secret_file = secret_file
         self.proc = None
 
-    def start(self, join=None, wait=True):
+    def start(self, join=None, wait=True, invite=None):
         args = [BIN, "serve", "--data", str(self.data), "--bind", self.ip, "--site", self.site,
                 "--disk", str(self.data / "d0"), "--disk", str(self.data / "d1"),
                 "--down-after", "3s", "--scrub-interval", "2s"]
         if join:
             args += ["--join", join, "--secret-file", str(self.secret_file)]
+        if invite:
+            args += ["--invite", invite]
         env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
         env.pop("EDGECLOUD_CLUSTER_SECRET", None)
         self.log = self.data / "serve.log"
@@ -408,23 +411,25 @@ def test_deleted_and_corrupted_shard_files_are_repaired(cluster):
     cluster.healed()
     repaired_before = cluster.status()["repair"]["shards_repaired_total"]
     n4 = cluster.nodes[4].data
-    segments = sorted((n4 / "d0").glob("seg-*.ecs")) + sorted((n4 / "d1").glob("seg-*.ecs"))
-    assert segments, "node 4 holds no shards"
-    # Delete one segment file; flip bytes in the middle of another.
-    segments[0].unlink()
-    if len(segments) > 1:
-        with open(segments[-1], "r+b") as f:
-            size = os.fstat(f.fileno()).st_size
-            for off in range(4096, size, 50_000):
-                f.seek(off)
-                b = f.read(1)
-                f.seek(off)
-                f.write(bytes([b[0] ^ 0xFF]))
+    # The largest segment of each disk (a mostly-dead one would hide the damage): delete
+    # the first disk's, flip a byte every 16 KiB in the second's.
+    largest = lambda d: max((n4 / d).glob("seg-*.ecs"), key=lambda p: p.stat().st_size, default=None)
+    deleted, corrupted = largest("d0"), largest("d1")
+    assert deleted and corrupted, "node 4 holds no shards"
+    deleted.unlink()
+    with open(corrupted, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        for off in range(4096, size, 16_384):
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 0xFF]))
     for k, body in objects.items():
         assert s3.get_object(Bucket="cluster", Key=k)["Body"].read() == body
     # The node's own scrubber (every 2 s here) finds both, asks for repair, and the
-    # leader restores every chunk to full redundancy. (Repair counts are the leader's:
-    # if leadership moved meanwhile, the new leader's count starts again.)
+    # leader restores every chunk to full redundancy, in a repair pass or its own
+    # background scrub, whichever comes first. (Repair counts are the leader's: if
+    # leadership moved meanwhile, the new leader's count starts again.)
     leader = cluster.leader()
     cluster.wait(lambda s: s["repair"]["shards_repaired_total"] > repaired_before
                  or cluster.leader(s) != leader, "a repair that rebuilt shards")
@@ -644,3 +649,69 @@ def test_the_leaders_site_cut_off_no_split_brain(cluster):
     assert not h.errors, h.errors[:5]
     cluster.healed()
     settled(cluster, h, "split")
+
+
+def test_an_invitation_lets_a_node_join_once_without_the_secret(cluster, tmp_path):
+    """`cluster invite` prints a one-time token; a new machine given only the token joins
+    (no secret copied). The token works once and until it expires; a damaged token, or
+    one whose pinned key is not the issuing node's, gets nothing; a connection without a
+    node certificate may redeem a token and do nothing else."""
+    p = cluster.cli("cluster", "invite", "--expires", "10m")
+    assert p.returncode == 0, p.stderr
+    token = p.stdout.strip()
+    assert token.startswith("ecinv1_") and "--invite" in p.stderr, (p.stdout, p.stderr)
+    issuer = cluster.nodes[cluster.contact]
+
+    def refused(i, tok, expect):
+        n = ClusterNode(tmp_path, i)
+        n.start(invite=tok, wait=False)
+        assert n.proc.wait(timeout=60) != 0
+        log = n.log.read_text()
+        assert expect in log, log
+        assert not (n.data / "cluster.secret").exists()
+        n.log.unlink()
+
+    # Damaged tokens are refused before anything is sent.
+    refused(9, "ecinv1_!!!", "not an Edgecloud invitation token")
+    refused(9, token[:30], "not an Edgecloud invitation token")
+    # The same secret, but pinned to another key: the node is not believed.
+    raw = bytearray(base64.urlsafe_b64decode(token[7:] + "=" * (-len(token[7:]) % 4)))
+    raw[0] ^= 1
+    forged = "ecinv1_" + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    refused(9, forged, "does not hold the key the invitation names")
+    # A secret no one issued.
+    raw = bytearray(base64.urlsafe_b64decode(token[7:] + "=" * (-len(token[7:]) % 4)))
+    raw[40] ^= 1
+    unknown = "ecinv1_" + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    refused(9, unknown, "unknown invitation")
+
+    # The real token: node 8 joins with it alone.
+    before = active(cluster.status())
+    n8 = cluster.nodes[8] = ClusterNode(cluster.root, 8)
+    n8.start(invite=token)
+    cluster.wait(lambda s: active(s) == before + 1, "n8 active after joining with an invitation")
+    assert (n8.data / "cluster.secret").read_text() == (cluster.nodes[1].data / "cluster.secret").read_text()
+    assert n8.proc.poll() is None
+    # Used once: the same token gets nothing the second time.
+    refused(9, token, "already used")
+    # An expired token gets nothing.
+    p = cluster.cli("cluster", "invite", "--expires", "1s")
+    assert p.returncode == 0, p.stderr
+    time.sleep(2)
+    refused(9, p.stdout.strip(), "expired")
+    # Without a node certificate, nothing but redeeming is served.
+    for path in ["/v1/shards", "/v1/health", "/v1/keys", "/v1/raft/vote"]:
+        r = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                            f"https://{issuer.ip}:9420{path}"], capture_output=True, text=True)
+        assert r.stdout == "403", (path, r.stdout, r.stderr)
+    r = subprocess.run(["curl", "-sk", "-X", "POST", "-H", "content-type: application/json",
+                        "-d", '{"secret": "' + "00" * 32 + '"}',
+                        f"https://{issuer.ip}:9420/v1/invite/redeem"], capture_output=True, text=True)
+    assert "unknown invitation" in r.stdout, r.stdout
+    r = subprocess.run(["curl", "-sk", "-X", "POST", "-H", "content-type: application/json",
+                        "--data-binary", "x" * 100_000,
+                        f"https://{issuer.ip}:9420/v1/invite/redeem"], capture_output=True, text=True)
+    assert "cluster_secret" not in r.stdout
+    # The node still serves, and the new member holds shards after a repair pass.
+    s = cluster.healed()
+    assert any(n["rpc_addr"] == f"{n8.ip}:9420" and n["state"] == "active" for n in s["status"]["nodes"])

@@ -4,6 +4,7 @@
 
 mod buckets;
 mod error;
+pub mod invites;
 mod keys;
 pub mod ledger;
 mod objects;
@@ -35,6 +36,8 @@ pub struct AdminState {
     /// Serve the log's published data (checkpoint, public key, tiles, proofs by index)
     /// without the token. Proof bundles by object name still need it.
     pub public_ledger: bool,
+    /// Issues invitation tokens (a node in a cluster).
+    pub inviter: Option<std::sync::Arc<invites::Inviter>>,
 }
 
 /// Whether a request only reads the log's published data.
@@ -109,6 +112,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/scrub", post(ops::scrub))
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/cluster/repair", post(ops::repair))
+        .route("/v1/cluster/invites", post(invites::issue))
         .route("/v1/cluster/nodes/{node}/drain", post(ops::drain))
         .route(
             "/v1/cluster/nodes/{node}",

@@ -418,8 +418,11 @@ impl Archive {
         }
         // Every pass that rebuilds shards counts, whether a repair pass, the background
         // scrub or an operator's `edgecloud scrub` found the damage first.
-        self.inner.repair.lock().expect("repair lock").shards_repaired_total +=
-            report.shards_repaired;
+        self.inner
+            .repair
+            .lock()
+            .expect("repair lock")
+            .shards_repaired_total += report.shards_repaired;
         progress(&report);
         Ok(report)
     }

@@ -71,6 +71,10 @@ impl NodeKey {
         NodeId::from_public_key(&self.public)
     }
 
+    pub fn public(&self) -> [u8; 32] {
+        self.public
+    }
+
     pub fn public_hex(&self) -> String {
         codec::hex(&self.public)
     }
@@ -120,6 +124,12 @@ impl ClusterSecret {
             return Ok(());
         }
         create_private(path, &format!("{}\n", String::from_utf8_lossy(&self.0)))
+    }
+
+    /// The secret itself, as kept in DATA/cluster.secret (given to a node that redeems
+    /// an invitation).
+    pub fn reveal(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
     }
 
     /// The seed of the cluster authority's Ed25519 key.

@@ -2,6 +2,7 @@
 //! TLS. The archive uses it to put shards on other nodes' disks and read them back.
 //!
 //! - `identity`: node keys and ids, the cluster secret.
+//! - `invite`: one-time invitation tokens, traded for the secret.
 //! - `tls`: the cluster authority derived from the secret; each node's certificate.
 //! - `layout`: sites, nodes, disks, states; placement spots and default policies.
 //! - `membership`: joining, layout pushes, heartbeats and failure detection.
@@ -9,6 +10,7 @@
 
 pub mod client;
 pub mod identity;
+pub mod invite;
 pub mod layout;
 pub mod membership;
 pub mod rpc;

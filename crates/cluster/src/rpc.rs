@@ -300,23 +300,44 @@ async fn get_layout(
 
 /// Serves the node-to-node API over mutual TLS until `stop` changes. A connection whose
 /// certificate is not from this cluster fails its handshake and is logged (a wrong
-/// cluster secret); each request then carries the caller's node id.
+/// cluster secret); each request then carries the caller's node id. A connection
+/// without any certificate is a guest: it is served `guest` only (redeeming an
+/// invitation), and every other path answers 403.
 pub fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    guest: Router,
     tls: &NodeTls,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let guest = guest.fallback(members_only);
     let route = move |conn: &rustls::ServerConnection, addr: SocketAddr| {
-        let Some(id) = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(peer_node_id)
-        else {
+        let Some(certs) = conn.peer_certificates().filter(|c| !c.is_empty()) else {
+            return Some(guest.clone().layer(Extension(Guest { addr })));
+        };
+        let Some(id) = certs.first().and_then(peer_node_id) else {
             tracing::warn!("node-to-node connection from {addr} without a usable certificate");
             return None;
         };
         Some(app.clone().layer(Extension(Peer { id, addr })))
     };
     crate::tls::serve_https(listener, tls.server.clone(), "node-to-node", route, stop)
+}
+
+/// A connection that presented no certificate.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    pub addr: SocketAddr,
+}
+
+async fn members_only(Extension(guest): Extension<Guest>, uri: axum::http::Uri) -> Refusal {
+    refuse(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} from {}: the node-to-node API is for members only (a node certificate under the cluster secret); without one, only {} is served",
+            uri.path(),
+            guest.addr,
+            crate::invite::REDEEM_PATH
+        ),
+    )
 }

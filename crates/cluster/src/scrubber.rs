@@ -79,7 +79,9 @@ pub async fn run(
                         "compacted"
                     ),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(disk = %disk.path().display(), error = %e, "compaction failed"),
+                    Err(e) => {
+                        tracing::warn!(disk = %disk.path().display(), error = %e, "compaction failed")
+                    }
                 }
             }
         }

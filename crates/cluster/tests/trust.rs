@@ -63,6 +63,7 @@ async fn only_members_with_the_secret_and_their_own_identity_are_heard() {
             membership: membership.clone(),
             store,
         }),
+        axum::Router::new(),
         &tls,
         stop_rx,
     );
@@ -110,6 +111,33 @@ async fn only_members_with_the_secret_and_their_own_identity_are_heard() {
         Err(RpcError::Unreachable { .. }) => {}
         r => panic!("a foreign node must not get through TLS: {r:?}"),
     }
+
+    // A client without any certificate gets through TLS as a guest, which is served
+    // only the invitation route (none here): 403 on every member path.
+    let guest = reqwest::Client::builder()
+        .tls_backend_preconfigured((*cluster::invite::guest_tls(founder.public()).unwrap()).clone())
+        .build()
+        .unwrap();
+    for path in ["/v1/health", "/v1/shards", "/v1/join", "/v1/layout"] {
+        let r = guest
+            .post(format!("https://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().await.unwrap().contains("members only"));
+    }
+    // A guest that pins another key does not believe the server.
+    let wary = reqwest::Client::builder()
+        .tls_backend_preconfigured((*cluster::invite::guest_tls([9; 32]).unwrap()).clone())
+        .build()
+        .unwrap();
+    assert!(
+        wary.post(format!("https://{addr}/v1/health"))
+            .send()
+            .await
+            .is_err()
+    );
 
     // Layouts are taken only from the catalog node.
     refused(

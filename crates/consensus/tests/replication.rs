@@ -61,6 +61,7 @@ async fn node(seed: u8, site: &str) -> Node {
     cluster::rpc::serve(
         listener,
         routes(replica.clone(), authorize()),
+        axum::Router::new(),
         &tls,
         stop_rx,
     );

@@ -1,4 +1,4 @@
-//! `edgecloud cluster status`: nodes, sites, disks, health, roles, what the layout
+//! `edgecloud cluster status|invite|repair|drain|remove`. Status: nodes, sites, disks, health, roles, what the layout
 //! survives, and repair progress, from the catalog node's admin API.
 
 use admin::ops::ClusterView;
@@ -23,6 +23,18 @@ pub enum ClusterCmd {
     Drain {
         /// Node id (see `cluster status`).
         node: String,
+    },
+    /// Print a one-time invitation token: a new machine joins with
+    /// `edgecloud serve --site SITE --invite TOKEN`, without being given the cluster
+    /// secret. The token is valid once, until it expires, and only with this node.
+    Invite {
+        /// How long the token stays valid (e.g. 30m, 1h, 7d; at most 30 days).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        expires: String,
+        /// The address (HOST:PORT of the node-to-node port, 9420) the new machine
+        /// should dial, if this node's own is not reachable as it is.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
     },
     /// Take a node out for good: a drained node that holds no shards, or a down node
     /// whose shards were all rebuilt elsewhere. Its identity is refused from then on.
@@ -49,6 +61,24 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             c.send(c.request(Method::DELETE, &["cluster", "nodes", &node]))
                 .await?;
             println!("node {node} removed from the cluster");
+            return Ok(());
+        }
+        ClusterCmd::Invite { expires, address } => {
+            let ttl = crate::config::parse_duration(&expires)?;
+            let mut req = c
+                .request(Method::POST, &["cluster", "invites"])
+                .query(&[("ttl", ttl.as_secs().max(1).to_string())]);
+            if let Some(a) = &address {
+                req = req.query(&[("addr", a)]);
+            }
+            let issued: admin::invites::Issued = c.json(req).await?;
+            println!("{}", issued.token);
+            eprintln!(
+                "valid once, for {}, to join through {}. On the new machine run:\n  edgecloud serve --site SITE --invite {}",
+                humantime::format_duration(ttl),
+                issued.addr,
+                issued.token
+            );
             return Ok(());
         }
         ClusterCmd::Repair => {

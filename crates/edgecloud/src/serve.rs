@@ -116,6 +116,11 @@ pub struct ServeArgs {
     /// [default: DATA/cluster.secret, created by the first node]
     #[arg(long, env = "EDGECLOUD_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Join with a one-time invitation token (`edgecloud cluster invite` prints one)
+    /// instead of the secret: it names the node to join (--join overrides it) and is
+    /// traded for the cluster secret, which is kept in DATA/cluster.secret
+    #[arg(long, env = "EDGECLOUD_INVITE", value_name = "TOKEN")]
+    pub invite: Option<String>,
     /// A node that misses heartbeats this long is declared down and its shards are
     /// rebuilt on the others [default: 5m]
     #[arg(long, env = "EDGECLOUD_DOWN_AFTER", value_name = "DURATION")]
@@ -143,7 +148,7 @@ fn cluster_secret(
                 .with_context(|| format!("the cluster secret in {}", f.display()))
         }
         None if joining && !data.join(CLUSTER_SECRET).exists() => anyhow::bail!(
-            "--join needs the cluster's secret: copy DATA/{CLUSTER_SECRET} from the first node and pass --secret-file FILE (or set EDGECLOUD_CLUSTER_SECRET)"
+            "--join needs the cluster's secret: run `edgecloud cluster invite` on a member and pass --invite TOKEN, or copy DATA/{CLUSTER_SECRET} from the first node and pass --secret-file FILE (or set EDGECLOUD_CLUSTER_SECRET)"
         ),
         None => cluster::ClusterSecret::load_or_create(&data.join(CLUSTER_SECRET)),
     }
@@ -282,16 +287,32 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         "0.0.0.0",
         9420,
     );
-    let join = args.join.or(file.join.clone());
+    let mut join = args.join.or(file.join.clone());
     let node_key = cluster::NodeKey::load_or_create(&data.join(NODE_KEY))?;
+    // With --bind, connections to other nodes leave from that address too.
+    let local_ip = bind.and_then(|b| b.parse::<std::net::IpAddr>().ok());
+    if let Some(token) = &args.invite {
+        let inv = cluster::invite::Invitation::decode(token)?;
+        join = join.or(Some(inv.addr.clone()));
+        let have_secret = std::env::var_os("EDGECLOUD_CLUSTER_SECRET").is_some()
+            || args.secret_file.is_some()
+            || data.join(CLUSTER_SECRET).exists();
+        // A restart with the same flags finds the secret kept at the first start.
+        if !have_secret {
+            let secret = cluster::invite::redeem(&inv, local_ip).await?;
+            cluster::identity::create_private(
+                &data.join(CLUSTER_SECRET),
+                &format!("{}\n", secret.reveal()),
+            )?;
+            eprintln!("invitation accepted by {}: joining", inv.addr);
+        }
+    }
     let secret = cluster_secret(
         args.secret_file.or(file.secret_file.clone()).as_deref(),
         &data,
         join.is_some(),
     )?;
     let node_tls = cluster::NodeTls::new(&secret, &node_key)?;
-    // With --bind, connections to other nodes leave from that address too.
-    let local_ip = bind.and_then(|b| b.parse::<std::net::IpAddr>().ok());
     let rpc_listener = tokio::net::TcpListener::bind(&rpc_listen).await.with_context(|| {
         format!("cannot listen on {rpc_listen}: is another edgecloud running? Choose another address with --rpc-listen or --bind")
     })?;
@@ -419,6 +440,10 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         ledger_key,
         ledger_pub,
     };
+    let inviter = std::sync::Arc::new(admin::invites::Inviter {
+        secret: secret.clone(),
+        node_key: node_key.public(),
+    });
     let rpc_task = cluster::rpc::serve(
         rpc_listener,
         cluster::rpc::router(cluster::rpc::RpcState {
@@ -428,6 +453,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         .merge(consensus::network::routes(replica.clone(), authorize))
         .merge(crate::cluster_keys::route(shared, membership.clone()))
         .merge(admin::peers::routes(archive.clone(), auditor.clone())),
+        admin::invites::guest_routes(archive.clone(), inviter.clone()),
         &node_tls,
         stop_rx.clone(),
     );
@@ -566,6 +592,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         token,
         auditor: Some(auditor),
         public_ledger: args.public_ledger || file.public_ledger.unwrap_or(false),
+        inviter: Some(inviter.clone()),
     });
     let nfs_task = match nfs_key {
         Some(key) => {

@@ -1,0 +1,268 @@
+//! One-time invitation tokens: a way to join without copying the cluster secret.
+//!
+//! `edgecloud cluster invite` asks a node for a token. The token names that node's
+//! node-to-node address, pins its public key, and carries a random one-time secret; the
+//! cluster keeps only a hash of that secret, with an expiry, as a replicated record. A
+//! new node given the token connects to the address without a certificate (the only
+//! thing such a connection may do is redeem a token), checks that the server holds the
+//! pinned key (so a man in the middle cannot hand it a cluster of its own), and trades
+//! the unused, unexpired token for the cluster secret. From then on it is like any node
+//! given the secret: it joins under mutual TLS and keeps the secret in its data folder.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::{Deserialize, Serialize};
+
+const PREFIX: &str = "ecinv1_";
+
+/// The node-to-node path a guest (a connection without a certificate) may call.
+pub const REDEEM_PATH: &str = "/v1/invite/redeem";
+
+/// What a token holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// The issuing node's node-to-node address (HOST:PORT).
+    pub addr: String,
+    /// The issuing node's Ed25519 public key: the joiner accepts no other server.
+    pub node_key: [u8; 32],
+    /// The one-time secret; the cluster stores only `secret_hash`.
+    pub secret: [u8; 32],
+}
+
+impl Invitation {
+    /// A fresh invitation from the node at `addr` with public key `node_key`.
+    pub fn new(addr: String, node_key: [u8; 32]) -> anyhow::Result<Invitation> {
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        Ok(Invitation {
+            addr,
+            node_key,
+            secret,
+        })
+    }
+
+    /// `ecinv1_` and base64url of: public key, secret, address.
+    pub fn encode(&self) -> String {
+        let mut raw = Vec::with_capacity(64 + self.addr.len());
+        raw.extend_from_slice(&self.node_key);
+        raw.extend_from_slice(&self.secret);
+        raw.extend_from_slice(self.addr.as_bytes());
+        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    pub fn decode(token: &str) -> anyhow::Result<Invitation> {
+        let bad = |why: &str| {
+            anyhow::anyhow!(
+                "not an Edgecloud invitation token ({why}): copy the whole line that `edgecloud cluster invite` printed"
+            )
+        };
+        let body = token
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| bad("it does not start with ecinv1_"))?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| bad("damaged base64"))?;
+        if raw.len() <= 64 || raw.len() > 64 + 300 {
+            return Err(bad("wrong length"));
+        }
+        let addr = String::from_utf8(raw[64..].to_vec()).map_err(|_| bad("damaged address"))?;
+        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(bad("damaged address"));
+        }
+        Ok(Invitation {
+            addr,
+            node_key: raw[..32].try_into().expect("32 bytes"),
+            secret: raw[32..64].try_into().expect("32 bytes"),
+        })
+    }
+
+    /// The name of the catalog record that stands for this invitation.
+    pub fn record_name(&self) -> String {
+        record_name(&self.secret)
+    }
+}
+
+/// `invite/` and BLAKE3 of the one-time secret: the record can be found from the
+/// secret, the secret not from the record.
+pub fn record_name(secret: &[u8]) -> String {
+    let h = blake3::derive_key("edgecloud 2026 invitation v1", secret);
+    format!("invite/{}", codec::hex(&h))
+}
+
+/// The replicated record of an invitation (JSON in the catalog's cluster table).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InviteRecord {
+    pub issued_by: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Set when the token is used: who (address of the connection) and when.
+    #[serde(default)]
+    pub redeemed_by: Option<String>,
+    #[serde(default)]
+    pub redeemed_ms: Option<u64>,
+}
+
+/// What a guest sends to redeem a token, and what it gets back.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RedeemRequest {
+    /// The one-time secret, hex.
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RedeemAnswer {
+    pub cluster_secret: String,
+}
+
+/// A TLS client configuration without a certificate, which accepts only a server
+/// whose certificate carries `node_key`.
+pub fn guest_tls(node_key: [u8; 32]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedKey { node_key, provider }))
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts a server certificate only if its public key is the pinned one; the
+/// handshake signature then proves the server holds the private key.
+#[derive(Debug)]
+struct PinnedKey {
+    node_key: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedKey {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|_| rustls::Error::General("unreadable server certificate".into()))?;
+        if cert
+            .tbs_certificate
+            .subject_pki
+            .subject_public_key
+            .data
+            .as_ref()
+            != self.node_key
+        {
+            return Err(rustls::Error::General(
+                "the node does not hold the key the invitation names (wrong address, or someone in between)".into(),
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.3 only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Trades a token for the cluster secret at the node that issued it. `local` is the
+/// address to connect from (`--bind`).
+pub async fn redeem(
+    inv: &Invitation,
+    local: Option<std::net::IpAddr>,
+) -> anyhow::Result<crate::ClusterSecret> {
+    let http = reqwest::Client::builder()
+        .local_address(local)
+        .tls_backend_preconfigured((*guest_tls(inv.node_key)?).clone())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let url = format!("https://{}{REDEEM_PATH}", inv.addr);
+    let resp = http
+        .post(&url)
+        .json(&RedeemRequest {
+            secret: codec::hex(&inv.secret),
+        })
+        .send()
+        .await
+        .map_err(|e| {
+            // The TLS layer's reason (e.g. a key that is not the pinned one) is deep in
+            // the chain; show all of it.
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                why = format!("{why}: {s}");
+                src = s.source();
+            }
+            anyhow::anyhow!(
+                "cannot redeem the invitation at {}: {why} (is the node that printed it running, and reachable from here?)",
+                inv.addr
+            )
+        })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let msg = resp.text().await.unwrap_or_default();
+        anyhow::bail!("{} refused the invitation ({status}): {msg}", inv.addr);
+    }
+    let answer: RedeemAnswer = resp.json().await?;
+    crate::ClusterSecret::new(answer.cluster_secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_damage_is_named() {
+        let inv = Invitation::new("127.0.0.11:9420".into(), [7; 32]).unwrap();
+        let t = inv.encode();
+        assert!(t.starts_with(PREFIX));
+        assert_eq!(Invitation::decode(&format!("  {t}\n")).unwrap(), inv);
+        assert_eq!(
+            inv.record_name(),
+            Invitation::decode(&t).unwrap().record_name()
+        );
+        let e = Invitation::decode("hello").unwrap_err().to_string();
+        assert!(e.contains("ecinv1_"), "{e}");
+        let e = Invitation::decode(&t[..40]).unwrap_err().to_string();
+        assert!(e.contains("wrong length") || e.contains("base64"), "{e}");
+        let e = Invitation::decode(&format!("{t}!"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("base64"), "{e}");
+        // A different secret is a different record.
+        let other = Invitation::new(inv.addr.clone(), inv.node_key).unwrap();
+        assert_ne!(other.record_name(), inv.record_name());
+    }
+}
