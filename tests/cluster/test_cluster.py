@@ -324,6 +324,29 @@ def test_layout_policy_and_what_it_survives(cluster):
     assert voter_sites(s) == {"s1", "s2", "s3"}, "one catalog voter per site"
 
 
+def test_the_same_content_through_two_nodes_is_stored_once(cluster):
+    """Dedup across the cluster: a body written through one node's gateway and again
+    through another node's (another site) adds no chunk the second time; a copy with an
+    insertion in the middle adds only the chunks around it. Every copy reads back."""
+    chunks = lambda: cluster.healed()["repair"]["report"]["chunks_checked"]
+    a, b = s3client(1), s3client(5)
+    a.create_bucket(Bucket="dedup")
+    body = os.urandom(3_000_000)
+    before = chunks()
+    a.put_object(Bucket="dedup", Key="first", Body=body)
+    one = chunks()
+    assert one - before >= 20, (before, one)  # ~46 chunks of 64 KiB on average
+    b.put_object(Bucket="dedup", Key="again-elsewhere", Body=body)
+    edited = body[:1_500_000] + b"an insertion" + body[1_500_000:]
+    b.put_object(Bucket="dedup", Key="edited", Body=edited)
+    after = chunks()
+    print(f"\nfirst copy: {one - before} chunks; same body through another node and an "
+          f"edited copy: {after - one} more")
+    assert after - one <= 3, (one, after)
+    for node, key, want in [(5, "first", body), (1, "again-elsewhere", body), (3, "edited", edited)]:
+        assert s3client(node).get_object(Bucket="dedup", Key=key)["Body"].read() == want
+
+
 def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
     h, w = start_workload("cluster")
     try:

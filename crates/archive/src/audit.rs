@@ -102,12 +102,14 @@ impl Auditor {
         let mut latest = self.latest.lock().expect("checkpoint lock");
         let (old, size) = (self.tree.size(), self.entries.len());
         if size > old {
-            let hashes = (old..size)
-                .map(|i| Ok(ledger::leaf_hash(&self.entries.get(i)?)))
-                .collect::<ledger::Result<Vec<_>>>();
-            self.tree
-                .append(&hashes.map_err(ledger_err)?, true)
-                .map_err(ledger_err)?;
+            let hashes: Vec<_> = self
+                .entries
+                .range(old, size)
+                .map_err(ledger_err)?
+                .iter()
+                .map(|e| ledger::leaf_hash(e))
+                .collect();
+            self.tree.append(&hashes, true).map_err(ledger_err)?;
             let cp = self
                 .publisher
                 .publish_with(&self.tree, &self.entries, latest.0, |cp| self.cosign(cp))

@@ -53,6 +53,17 @@ impl Catalog {
             .map_or(0, |(k, _)| k.value() + 1))
     }
 
+    /// Entries `from..to` (fewer if the log is shorter), read in one transaction.
+    pub fn ledger_entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        let txn = self.read()?;
+        let t = txn.open_table(LEDGER)?;
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for e in t.range(from..to)? {
+            out.push(e?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// One entry's canonical bytes.
     pub fn ledger_entry(&self, index: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
@@ -80,5 +91,19 @@ impl ledger::entries::EntryStore for LedgerEntries {
             }),
             Err(e) => Err(ledger::LedgerError::Invalid(e.to_string())),
         }
+    }
+
+    fn range(&self, from: u64, to: u64) -> ledger::Result<Vec<Vec<u8>>> {
+        let got = self
+            .0
+            .ledger_entries(from, to)
+            .map_err(|e| ledger::LedgerError::Invalid(e.to_string()))?;
+        if got.len() as u64 != to - from {
+            return Err(ledger::LedgerError::Missing {
+                what: "entry",
+                index: from + got.len() as u64,
+            });
+        }
+        Ok(got)
     }
 }

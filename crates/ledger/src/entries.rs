@@ -15,6 +15,11 @@ use crate::{LedgerError, Result};
 pub trait EntryStore: Send + Sync {
     fn len(&self) -> u64;
     fn get(&self, index: u64) -> Result<Vec<u8>>;
+    /// Entries `from..to`, in order. Stores that can read many at once cheaper than one
+    /// by one (one database transaction) override it.
+    fn range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        (from..to).map(|i| self.get(i)).collect()
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

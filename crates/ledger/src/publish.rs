@@ -41,8 +41,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// An entry bundle: each entry as a 2-byte big-endian length and its bytes.
 fn bundle(entries: &dyn EntryStore, from: u64, to: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    for i in from..to {
-        let e = entries.get(i)?;
+    for (i, e) in (from..to).zip(entries.range(from, to)?) {
         let len = u16::try_from(e.len())
             .map_err(|_| LedgerError::Invalid(format!("entry {i} is over 64 KiB")))?;
         out.extend_from_slice(&len.to_be_bytes());
