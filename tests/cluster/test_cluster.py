@@ -722,6 +722,18 @@ def test_an_invitation_lets_a_node_join_once_without_the_secret(cluster, tmp_pat
     assert p.returncode == 0, p.stderr
     time.sleep(2)
     refused(9, p.stdout.strip(), "expired")
+    # A revoked token gets nothing; the list shows what became of each invitation.
+    p = cluster.cli("cluster", "invite")
+    assert p.returncode == 0, p.stderr
+    revoked_token, inv_id = p.stdout.strip(), p.stderr.split()[1].rstrip(":")
+    r = cluster.cli("cluster", "invites", "--revoke", inv_id)
+    assert r.returncode == 0, r.stderr
+    assert cluster.cli("cluster", "invites", "--revoke", inv_id).returncode != 0, "revoked twice"
+    refused(9, revoked_token, "revoked")
+    listing = cluster.cli("cluster", "invites").stdout
+    states = sorted(line.split()[1] for line in listing.splitlines()[1:])
+    assert states == ["expired", "revoked", "used"], listing
+    assert f"{n8.ip}:" in listing, listing
     # Without a node certificate, nothing but redeeming is served.
     for path in ["/v1/shards", "/v1/health", "/v1/keys", "/v1/raft/vote"]:
         r = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",

@@ -51,6 +51,8 @@ pub(crate) struct InviteParams {
 
 #[derive(Serialize, Deserialize)]
 pub struct Issued {
+    /// What `cluster invites` lists it as (and `--revoke` takes).
+    pub id: String,
     pub token: String,
     /// The node the token connects to.
     pub addr: String,
@@ -106,6 +108,7 @@ pub(crate) async fn issue(
         expires_ms: created_ms + ttl.as_millis() as u64,
         redeemed_by: None,
         redeemed_ms: None,
+        revoked_ms: None,
     };
     s.archive
         .catalog()
@@ -118,6 +121,7 @@ pub(crate) async fn issue(
         .map_err(|e| ApiError(e.into()))?;
     tracing::info!(expires_ms = record.expires_ms, "invitation issued");
     Ok(Json(Issued {
+        id: cluster::invite::record_id(&inv.record_name()).to_string(),
         token: inv.encode(),
         addr,
         expires_ms: record.expires_ms,
@@ -198,6 +202,13 @@ async fn redeem(
     if record.redeemed_by.is_some() {
         return Err(refuse(&guest, StatusCode::FORBIDDEN, used(&record)));
     }
+    if record.revoked_ms.is_some() {
+        return Err(refuse(
+            &guest,
+            StatusCode::FORBIDDEN,
+            "this invitation was revoked; ask for a new one with `edgecloud cluster invite`".into(),
+        ));
+    }
     let now = now_ms();
     if now >= record.expires_ms {
         return Err(refuse(
@@ -230,4 +241,96 @@ async fn redeem(
     Ok(Json(RedeemAnswer {
         cluster_secret: s.inviter.secret.reveal(),
     }))
+}
+
+/// One invitation as `cluster invites` shows it (never its secret).
+#[derive(Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub state: String,
+    #[serde(flatten)]
+    pub record: InviteRecord,
+}
+
+fn records(archive: &Archive) -> Result<Vec<(String, Vec<u8>, InviteRecord)>, ApiError> {
+    let all = archive
+        .catalog()
+        .cluster_records("invite/")
+        .map_err(|e| ApiError(e.into()))?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(name, raw)| {
+            let r = serde_json::from_slice(&raw).ok()?;
+            Some((name, raw, r))
+        })
+        .collect())
+}
+
+/// Every invitation issued, newest first, with its state.
+pub(crate) async fn list(State(s): State<AdminState>) -> Result<Json<Vec<Listed>>, ApiError> {
+    s.archive
+        .catalog()
+        .read_barrier()
+        .await
+        .map_err(|e| ApiError(e.into()))?;
+    let now = now_ms();
+    let mut out: Vec<Listed> = records(&s.archive)?
+        .into_iter()
+        .map(|(name, _, record)| Listed {
+            id: cluster::invite::record_id(&name).to_string(),
+            state: record.state(now).to_string(),
+            record,
+        })
+        .collect();
+    out.sort_by(|a, b| b.record.created_ms.cmp(&a.record.created_ms));
+    Ok(Json(out))
+}
+
+/// Revokes an open invitation, so that its token gets nothing.
+pub(crate) async fn revoke(
+    State(s): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let catalog = s.archive.catalog();
+    catalog
+        .read_barrier()
+        .await
+        .map_err(|e| ApiError(e.into()))?;
+    let matching: Vec<_> = records(&s.archive)?
+        .into_iter()
+        .filter(|(name, _, _)| !id.is_empty() && cluster::invite::record_id(name).starts_with(&id))
+        .collect();
+    let (name, raw, mut record) = match matching.len() {
+        1 => matching.into_iter().next().expect("one"),
+        0 => {
+            return Err(invalid(format!(
+                "no invitation {id}; `edgecloud cluster invites` lists them"
+            )));
+        }
+        n => {
+            return Err(invalid(format!(
+                "{n} invitations start with {id}; give more of the id"
+            )));
+        }
+    };
+    match record.state(now_ms()) {
+        "open" => {}
+        state => return Err(invalid(format!("invitation {id} is {state} already"))),
+    }
+    record.revoked_ms = Some(now_ms());
+    catalog
+        .execute(Command::PutClusterRecord {
+            name,
+            expect: Some(raw),
+            value: serde_json::to_vec(&record).expect("record serializes"),
+        })
+        .await
+        .map_err(|e| match e {
+            CatalogError::Conflict => {
+                invalid(format!("invitation {id} was used or changed meanwhile"))
+            }
+            e => ApiError(e.into()),
+        })?;
+    tracing::info!(invitation = %id, "invitation revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -112,7 +112,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/scrub", post(ops::scrub))
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/cluster/repair", post(ops::repair))
-        .route("/v1/cluster/invites", post(invites::issue))
+        .route(
+            "/v1/cluster/invites",
+            post(invites::issue).get(invites::list),
+        )
+        .route(
+            "/v1/cluster/invites/{id}",
+            axum::routing::delete(invites::revoke),
+        )
         .route("/v1/cluster/nodes/{node}/drain", post(ops::drain))
         .route(
             "/v1/cluster/nodes/{node}",

@@ -176,6 +176,20 @@ impl Catalog {
         Ok(t.get(name)?.map(|v| v.value().to_vec()))
     }
 
+    /// Every record of the cluster layer whose name starts with `prefix`, in name order.
+    pub fn cluster_records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let t = self.read()?.open_table(records::CLUSTER)?;
+        let mut out = Vec::new();
+        for e in t.range(prefix..)? {
+            let (k, v) = e?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Changes whenever cluster records may have changed here (applied or restored).
     pub fn watch_cluster(&self) -> tokio::sync::watch::Receiver<u64> {
         self.cluster_changed.subscribe()

@@ -106,6 +106,31 @@ pub struct InviteRecord {
     pub redeemed_by: Option<String>,
     #[serde(default)]
     pub redeemed_ms: Option<u64>,
+    /// Set when an operator revoked the invitation before it was used.
+    #[serde(default)]
+    pub revoked_ms: Option<u64>,
+}
+
+impl InviteRecord {
+    /// "open", "used", "revoked" or "expired" at `now_ms`.
+    pub fn state(&self, now_ms: u64) -> &'static str {
+        if self.redeemed_by.is_some() {
+            "used"
+        } else if self.revoked_ms.is_some() {
+            "revoked"
+        } else if now_ms >= self.expires_ms {
+            "expired"
+        } else {
+            "open"
+        }
+    }
+}
+
+/// The short id an operator sees for an invitation record: the first 12 hex
+/// characters of its hash (enough to tell invitations apart, useless to redeem one).
+pub fn record_id(record_name: &str) -> &str {
+    let h = record_name.strip_prefix("invite/").unwrap_or(record_name);
+    &h[..h.len().min(12)]
 }
 
 /// What a guest sends to redeem a token, and what it gets back.

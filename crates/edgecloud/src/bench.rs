@@ -430,69 +430,113 @@ async fn put_small(
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// What the audit log costs a 4 KiB PUT: the same workload on two archives, one with
-/// the log (records in each commit, and tiles + checkpoints published every second as
-/// `serve` does) and one without, in alternating rounds so drift hits both alike.
+/// What the audit log costs a 4 KiB PUT: the same workload on archives with the log
+/// (records in each commit, and tiles + checkpoints published every second as `serve`
+/// does) and without, in alternating rounds so drift hits both alike. Twice: with the
+/// catalog's own group-commit writer (each batch fsynced), and through a one-voter Raft
+/// group as `serve` runs it (the Raft log is fsynced; the catalog commits lazily).
 async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let (rounds, n, conc) = if quick { (3, 500, 32) } else { (7, 2000, 32) };
     println!("ledger cost on 4 KiB puts ({rounds} alternating rounds of {n}, concurrency {conc}):");
-    let with = bench_archive(&dir.join("with"), 1, ChunkParams::default())?;
-    let without = {
-        let d = dir.join("without");
+    let open = |name: &str, logged: bool| -> anyhow::Result<Archive> {
+        let d = dir.join(name);
         let mut cfg =
             ArchiveConfig::new(d.join("data"), vec![d.join("disk0")], DataKey::generate());
-        cfg.audit_log = false;
-        Archive::open(cfg)?
+        cfg.audit_log = logged;
+        Ok(Archive::open(cfg)?)
     };
-    let (skey, vkey) = ledger::publish::generate_key("edgecloud.bench/ledger");
-    let auditor = std::sync::Arc::new(archive::audit::Auditor::open(
-        &with,
-        &dir.join("log"),
-        &skey,
-        &vkey,
-        None,
-    )?);
-    let publisher = {
-        let auditor = auditor.clone();
-        tokio::spawn(async move {
+    // (label, logged, archive, its folder)
+    let mut setups = Vec::new();
+    for (mode, raft) in [("catalog writer", false), ("Raft, as serve", true)] {
+        for logged in [true, false] {
+            let name = format!("{}-{}", if raft { "raft" } else { "local" }, logged);
+            let a = open(&name, logged)?;
+            if raft {
+                replicate_alone(&a, &dir.join(&name)).await?;
+            }
+            setups.push((mode, logged, a, dir.join(&name)));
+        }
+    }
+    let mut publishers = Vec::new();
+    for (_, logged, a, d) in &setups {
+        if !*logged {
+            continue;
+        }
+        let (skey, vkey) = ledger::publish::generate_key("edgecloud.bench/ledger");
+        let log_dir = d.join("log");
+        let auditor = std::sync::Arc::new(archive::audit::Auditor::open(
+            a, &log_dir, &skey, &vkey, None,
+        )?);
+        publishers.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 let a = auditor.clone();
                 let _ = tokio::task::spawn_blocking(move || a.catch_up()).await;
             }
-        })
-    };
-    for a in [&with, &without] {
+        }));
+    }
+    for (_, _, a, _) in &setups {
         a.create_bucket("small", None, Versioning::Enabled).await?;
     }
     let mut rng = Rng::new(4);
     let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let mut ops: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     for r in 0..rounds {
         let prefix = format!("r{r}-");
-        let order = if r % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for logged in order {
-            let a = if logged { &with } else { &without };
-            let ops = n as f64 / put_small(a, "small", &prefix, &bodies, conc).await?;
-            if logged { on.push(ops) } else { off.push(ops) }
+        let mut order: Vec<usize> = (0..setups.len()).collect();
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let secs = put_small(&setups[i].2, "small", &prefix, &bodies, conc).await?;
+            ops[i].push(n as f64 / secs);
         }
     }
-    publisher.abort();
+    for p in publishers {
+        p.abort();
+    }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (on, off) = (median(&mut on), median(&mut off));
-    row("put without the log (median)", format!("{off:8.0} ops/s"));
-    row("put with the log (median)", format!("{on:8.0} ops/s"));
-    row(
-        "cost of the log",
-        format!("{:8.1} %", (1.0 - on / off) * 100.0),
-    );
+    for pair in 0..setups.len() / 2 {
+        let mode = setups[2 * pair].0;
+        let on = median(&mut ops[2 * pair]);
+        let off = median(&mut ops[2 * pair + 1]);
+        row(
+            &format!("{mode}: put without the log"),
+            format!("{off:8.0} ops/s"),
+        );
+        row(
+            &format!("{mode}: put with the log"),
+            format!("{on:8.0} ops/s"),
+        );
+        row(
+            &format!("{mode}: cost of the log"),
+            format!("{:8.1} %", (1.0 - on / off) * 100.0),
+        );
+    }
+    Ok(())
+}
+
+/// Puts an archive's catalog under a Raft group of one voter (this process), the way a
+/// single `serve` runs.
+async fn replicate_alone(a: &Archive, dir: &Path) -> anyhow::Result<()> {
+    let secret = cluster::ClusterSecret::new("edgecloud-bench-only-secret")?;
+    let key = cluster::NodeKey::load_or_create(&dir.join("node.key"))?;
+    let tls = cluster::NodeTls::new(&secret, &key)?;
+    let replica = consensus::Replica::start(consensus::ReplicaOptions {
+        data_dir: dir.to_path_buf(),
+        me: consensus::Member {
+            node: key.id().0,
+            addr: "127.0.0.1:1".into(),
+            site: "bench".into(),
+        },
+        catalog: a.catalog().clone(),
+        client: cluster::Client::new(&tls)?,
+    })
+    .await?;
+    replica.initialize_alone().await?;
     Ok(())
 }
 

@@ -36,6 +36,12 @@ pub enum ClusterCmd {
         #[arg(long, value_name = "HOST:PORT")]
         address: Option<String>,
     },
+    /// List the invitations issued (open, used, revoked, expired), or revoke an open one.
+    Invites {
+        /// Revoke this invitation (its id, or the start of it), so its token gets nothing.
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
+    },
     /// Take a node out for good: a drained node that holds no shards, or a down node
     /// whose shards were all rebuilt elsewhere. Its identity is refused from then on.
     Remove {
@@ -74,11 +80,50 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             let issued: admin::invites::Issued = c.json(req).await?;
             println!("{}", issued.token);
             eprintln!(
-                "valid once, for {}, to join through {}. On the new machine run:\n  edgecloud serve --site SITE --invite {}",
+                "invitation {}: valid once, for {}, to join through {}. On the new machine run:\n  edgecloud serve --site SITE --invite {}\n(`edgecloud cluster invites --revoke {}` withdraws it)",
+                issued.id,
                 humantime::format_duration(ttl),
                 issued.addr,
-                issued.token
+                issued.token,
+                issued.id
             );
+            return Ok(());
+        }
+        ClusterCmd::Invites { revoke: Some(id) } => {
+            c.send(c.request(Method::DELETE, &["cluster", "invites", &id]))
+                .await?;
+            println!("invitation {id} revoked");
+            return Ok(());
+        }
+        ClusterCmd::Invites { revoke: None } => {
+            let list: Vec<admin::invites::Listed> = c
+                .json(c.request(Method::GET, &["cluster", "invites"]))
+                .await?;
+            if list.is_empty() {
+                println!("no invitations issued; `edgecloud cluster invite` makes one");
+                return Ok(());
+            }
+            let when = |ms: u64| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+                .to_string()
+            };
+            println!(
+                "{:<13} {:<8} {:<21} {:<21} {:<22} USED BY",
+                "ID", "STATE", "ISSUED", "EXPIRES", "THROUGH"
+            );
+            for i in list {
+                println!(
+                    "{:<13} {:<8} {:<21} {:<21} {:<22} {}",
+                    i.id,
+                    i.state,
+                    when(i.record.created_ms),
+                    when(i.record.expires_ms),
+                    i.record.issued_by,
+                    i.record.redeemed_by.as_deref().unwrap_or("-")
+                );
+            }
             return Ok(());
         }
         ClusterCmd::Repair => {
