@@ -507,10 +507,21 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         let (with, without) = (&ops[2 * pair], &ops[2 * pair + 1]);
         // The disk's speed drifts between rounds far more than the log costs: compare
         // the two archives round by round (they ran back to back) and take the median.
-        let cost = median(with.iter().zip(without).map(|(on, off)| 1.0 - on / off).collect());
+        let cost = median(
+            with.iter()
+                .zip(without)
+                .map(|(on, off)| 1.0 - on / off)
+                .collect(),
+        );
         let (on, off) = (median(with.clone()), median(without.clone()));
-        row(&format!("{mode}: put without the log"), format!("{off:8.0} ops/s"));
-        row(&format!("{mode}: put with the log"), format!("{on:8.0} ops/s"));
+        row(
+            &format!("{mode}: put without the log"),
+            format!("{off:8.0} ops/s"),
+        );
+        row(
+            &format!("{mode}: put with the log"),
+            format!("{on:8.0} ops/s"),
+        );
         row(
             &format!("{mode}: cost of the log"),
             format!("{:8.1} %   (median of per-round ratios)", cost * 100.0),
