@@ -8,7 +8,7 @@
 //! can commit. The record stays, as the trace of who joined with which invitation.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use archive::Archive;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -34,10 +34,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    catalog::now_ns() / 1_000_000
 }
 
 #[derive(Deserialize)]

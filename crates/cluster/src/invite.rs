@@ -174,16 +174,9 @@ impl ServerCertVerifier for PinnedKey {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-            .map_err(|_| rustls::Error::General("unreadable server certificate".into()))?;
-        if cert
-            .tbs_certificate
-            .subject_pki
-            .subject_public_key
-            .data
-            .as_ref()
-            != self.node_key
-        {
+        let key = crate::tls::cert_public_key(end_entity)
+            .ok_or_else(|| rustls::Error::General("unreadable server certificate".into()))?;
+        if key != self.node_key {
             return Err(rustls::Error::General(
                 "the node does not hold the key the invitation names (wrong address, or someone in between)".into(),
             ));

@@ -108,9 +108,20 @@ impl NodeTls {
 
 /// The node id of the key a peer's certificate carries.
 pub fn peer_node_id(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    Some(NodeId::from_public_key(&cert_public_key(cert)?))
+}
+
+/// The public key a certificate carries (an Ed25519 key's 32 bytes, for nodes).
+pub(crate) fn cert_public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let spki = &parsed.tbs_certificate.subject_pki;
-    Some(NodeId::from_public_key(&spki.subject_public_key.data))
+    Some(
+        parsed
+            .tbs_certificate
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec(),
+    )
 }
 
 /// Checks a node's certificate chains to the cluster authority and names the cluster,

@@ -62,7 +62,7 @@ pub fn raft_id(node: &str) -> u64 {
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 
 /// A node's answer to a forwarded request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Answer<T> {
     Done(T),
     /// Not the leader (any more): ask again, elsewhere. Nothing was applied.
@@ -113,11 +113,7 @@ async fn run_reads(
             Err(e) => Answer::Failed(e.to_string()),
         };
         for w in waiting {
-            let _ = w.send(match &result {
-                Answer::Done(i) => Answer::Done(*i),
-                Answer::NotLeader => Answer::NotLeader,
-                Answer::Failed(m) => Answer::Failed(m.clone()),
-            });
+            let _ = w.send(result.clone());
         }
     }
 }
@@ -139,15 +135,7 @@ async fn run_batches(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Wa
         let (batch, answers): (Vec<Proposal>, Vec<_>) = waiting.into_iter().unzip();
         let n = batch.len();
         let result = tokio::time::timeout(LEADER_WAIT, raft.client_write(batch)).await;
-        let fail = |a: Answer<Reply>| -> Vec<Answer<Reply>> {
-            (0..n)
-                .map(|_| match &a {
-                    Answer::NotLeader => Answer::NotLeader,
-                    Answer::Failed(m) => Answer::Failed(m.clone()),
-                    Answer::Done(_) => unreachable!("only failures are copied"),
-                })
-                .collect()
-        };
+        let fail = |a: Answer<Reply>| vec![a; n];
         let replies: Vec<Answer<Reply>> = match result {
             Ok(Ok(r)) if r.data.len() == n => r.data.into_iter().map(Answer::Done).collect(),
             Ok(Ok(r)) => fail(Answer::Failed(format!(

@@ -131,27 +131,40 @@ const NODE_KEY: &str = "node.key";
 const CLUSTER_SECRET: &str = "cluster.secret";
 
 /// The cluster secret: EDGECLOUD_CLUSTER_SECRET, else --secret-file, else the node's
-/// own DATA/cluster.secret (created on the first node; a joining node must be given one).
-fn cluster_secret(
+/// own DATA/cluster.secret (created on the first node). A node joining for the first
+/// time without one trades its invitation for it (and keeps it there), or must be given it.
+async fn cluster_secret(
     file: Option<&Path>,
     data: &Path,
     joining: bool,
+    invite: Option<&cluster::invite::Invitation>,
+    local_ip: Option<std::net::IpAddr>,
 ) -> anyhow::Result<cluster::ClusterSecret> {
     if let Ok(s) = std::env::var("EDGECLOUD_CLUSTER_SECRET") {
         return cluster::ClusterSecret::new(s).context("EDGECLOUD_CLUSTER_SECRET");
     }
-    match file {
-        Some(f) => {
-            let bytes = std::fs::read(f)
-                .with_context(|| format!("cannot read the cluster secret {}", f.display()))?;
-            cluster::ClusterSecret::new(bytes)
-                .with_context(|| format!("the cluster secret in {}", f.display()))
-        }
-        None if joining && !data.join(CLUSTER_SECRET).exists() => anyhow::bail!(
-            "--join needs the cluster's secret: run `edgecloud cluster invite` on a member and pass --invite TOKEN, or copy DATA/{CLUSTER_SECRET} from the first node and pass --secret-file FILE (or set EDGECLOUD_CLUSTER_SECRET)"
-        ),
-        None => cluster::ClusterSecret::load_or_create(&data.join(CLUSTER_SECRET)),
+    if let Some(f) = file {
+        let bytes = std::fs::read(f)
+            .with_context(|| format!("cannot read the cluster secret {}", f.display()))?;
+        return cluster::ClusterSecret::new(bytes)
+            .with_context(|| format!("the cluster secret in {}", f.display()));
     }
+    let kept = data.join(CLUSTER_SECRET);
+    // A restart (even with the same --invite) finds the secret kept at the first start.
+    if !kept.exists() {
+        if let Some(inv) = invite {
+            let secret = cluster::invite::redeem(inv, local_ip).await?;
+            cluster::identity::create_private(&kept, &format!("{}\n", secret.reveal()))?;
+            eprintln!("invitation accepted by {}: joining", inv.addr);
+            return Ok(secret);
+        }
+        if joining {
+            anyhow::bail!(
+                "--join needs the cluster's secret: run `edgecloud cluster invite` on a member and pass --invite TOKEN, or copy DATA/{CLUSTER_SECRET} from the first node and pass --secret-file FILE (or set EDGECLOUD_CLUSTER_SECRET)"
+            );
+        }
+    }
+    cluster::ClusterSecret::load_or_create(&kept)
 }
 
 /// Listen address for one port: the flag or file value, else BIND:PORT.
@@ -291,27 +304,22 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let node_key = cluster::NodeKey::load_or_create(&data.join(NODE_KEY))?;
     // With --bind, connections to other nodes leave from that address too.
     let local_ip = bind.and_then(|b| b.parse::<std::net::IpAddr>().ok());
-    if let Some(token) = &args.invite {
-        let inv = cluster::invite::Invitation::decode(token)?;
+    let invite = args
+        .invite
+        .as_deref()
+        .map(cluster::invite::Invitation::decode)
+        .transpose()?;
+    if let Some(inv) = &invite {
         join = join.or(Some(inv.addr.clone()));
-        let have_secret = std::env::var_os("EDGECLOUD_CLUSTER_SECRET").is_some()
-            || args.secret_file.is_some()
-            || data.join(CLUSTER_SECRET).exists();
-        // A restart with the same flags finds the secret kept at the first start.
-        if !have_secret {
-            let secret = cluster::invite::redeem(&inv, local_ip).await?;
-            cluster::identity::create_private(
-                &data.join(CLUSTER_SECRET),
-                &format!("{}\n", secret.reveal()),
-            )?;
-            eprintln!("invitation accepted by {}: joining", inv.addr);
-        }
     }
     let secret = cluster_secret(
         args.secret_file.or(file.secret_file.clone()).as_deref(),
         &data,
         join.is_some(),
-    )?;
+        invite.as_ref(),
+        local_ip,
+    )
+    .await?;
     let node_tls = cluster::NodeTls::new(&secret, &node_key)?;
     let rpc_listener = tokio::net::TcpListener::bind(&rpc_listen).await.with_context(|| {
         format!("cannot listen on {rpc_listen}: is another edgecloud running? Choose another address with --rpc-listen or --bind")
