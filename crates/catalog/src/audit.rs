@@ -16,6 +16,18 @@ thread_local! {
     /// Whether the catalog whose writer runs on this thread keeps the audit log. Every
     /// write runs on its catalog's writer thread, so this is per catalog.
     static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// The records appended in the write transaction open on this thread, inserted
+    /// together by `flush` just before it commits: one table lookup per batch rather
+    /// than one per change (the log's cost on small writes is mostly per-change work).
+    static PENDING: std::cell::RefCell<Pending> = const {
+        std::cell::RefCell::new(Pending { next: None, records: Vec::new() })
+    };
+}
+
+struct Pending {
+    /// The index the next record gets; None until the first append of a transaction.
+    next: Option<u64>,
+    records: Vec<Vec<u8>>,
 }
 
 pub(crate) fn set_enabled_on_this_thread(on: bool) {
@@ -25,8 +37,9 @@ pub(crate) fn set_enabled_on_this_thread(on: bool) {
 /// The index answered when the log is off (benchmarks only).
 pub const NOT_LOGGED: u64 = u64::MAX;
 
-/// Appends one leaf record; returns its index. Call it last in an operation, after
-/// every check that can fail.
+/// Appends one leaf record to the transaction; returns its index. Call it last in an
+/// operation, after every check that can fail. The record reaches the table in
+/// `flush`, which the writer runs before every commit.
 pub(crate) fn append(
     txn: &WriteTransaction,
     time_ns: u64,
@@ -36,11 +49,45 @@ pub(crate) fn append(
     if !ENABLED.with(|e| e.get()) {
         return Ok(NOT_LOGGED);
     }
-    // Entries are numbered densely from 0, so the next index follows the last key.
+    let next = match PENDING.with_borrow(|p| p.next) {
+        Some(n) => n,
+        // Entries are numbered densely from 0, so the next index follows the last key.
+        None => txn
+            .open_table(LEDGER)?
+            .last()?
+            .map_or(0, |(k, _)| k.value() + 1),
+    };
+    let bytes = Record::new(time_ns, actor, change).to_bytes();
+    PENDING.with_borrow_mut(|p| {
+        p.next = Some(next + 1);
+        p.records.push(bytes);
+    });
+    Ok(next)
+}
+
+/// Inserts the records appended in this transaction. The writer calls it before each
+/// commit; anything that reads the ledger table inside a write transaction calls it
+/// first.
+pub(crate) fn flush(txn: &WriteTransaction) -> Result<()> {
+    let (next, records) = PENDING.with_borrow_mut(|p| (p.next.take(), std::mem::take(&mut p.records)));
+    let Some(next) = next else {
+        return Ok(());
+    };
     let mut t = txn.open_table(LEDGER)?;
-    let n = t.last()?.map_or(0, |(k, _)| k.value() + 1);
-    t.insert(n, Record::new(time_ns, actor, change).to_bytes().as_slice())?;
-    Ok(n)
+    let first = next - records.len() as u64;
+    for (i, r) in records.iter().enumerate() {
+        t.insert(first + i as u64, r.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Forgets the records of a transaction that will not commit, or whose tables are
+/// replaced wholesale (a snapshot being installed).
+pub(crate) fn discard() {
+    PENDING.with_borrow_mut(|p| {
+        p.next = None;
+        p.records.clear();
+    });
 }
 
 impl Catalog {

@@ -39,6 +39,8 @@ impl Catalog {
 }
 
 fn dump_tables(txn: &WriteTransaction) -> Result<Vec<u8>> {
+    // Earlier changes of this transaction may hold ledger records not yet in the table.
+    crate::audit::flush(txn)?;
     let mut rows: Vec<Row> = Vec::new();
     for (id, def) in STR_BYTES {
         for e in txn.open_table(def)?.iter()? {
@@ -98,6 +100,9 @@ impl Catalog {
         let r = self
             .writer
             .write(move |txn| {
+                // Every table is replaced, the ledger's included: records appended
+                // earlier in this transaction are gone with the changes they recorded.
+                crate::audit::discard();
                 clear(txn)?;
                 for (id, k, v) in rows {
                     insert(txn, id, &k, &v).map_err(|e| match e {

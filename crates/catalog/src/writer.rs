@@ -97,9 +97,15 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
             tracing::warn!(error = %e, "catalog: cannot skip the sync; committing durably");
         }
         let completions: Vec<Completion> = ops.into_iter().map(|(_, op)| op(&txn)).collect();
-        let commit = txn
-            .commit()
-            .map_err(|e| CatalogError::Db(format!("commit failed: {e}")));
+        let commit = match crate::audit::flush(&txn) {
+            Ok(()) => txn
+                .commit()
+                .map_err(|e| CatalogError::Db(format!("commit failed: {e}"))),
+            Err(e) => {
+                let _ = txn.abort();
+                Err(CatalogError::Db(format!("cannot write the ledger records: {e}")))
+            }
+        };
         if let Err(e) = &commit {
             tracing::error!(error = %e, "catalog commit failed");
         }

@@ -430,6 +430,95 @@ async fn many_concurrent_writes_share_commits_and_all_land() {
     );
 }
 
+/// Changes that share a commit get dense, distinct ledger indexes that name them; a
+/// refused write in the same batch appends nothing; a snapshot taken among them holds a
+/// record for every version it holds, and restores to the same log.
+#[tokio::test]
+async fn batched_changes_get_dense_ledger_indexes_and_snapshots_keep_them() {
+    use ledger::record::{Change, Record};
+    let (_d, c) = open();
+    c.create_bucket(bucket("b", Versioning::Enabled)).await.unwrap();
+    c.put_version("b", "taken", nv("e"), PutCondition::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 50 == 7 {
+                // Refused (the key exists): must leave no record behind.
+                let refused = c
+                    .put_version(
+                        "b",
+                        "taken",
+                        nv("x"),
+                        PutCondition {
+                            if_none_match_any: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                assert!(matches!(refused, Err(CatalogError::PreconditionFailed)));
+                return None;
+            }
+            if i == 150 {
+                return Some(c.dump_with(|_| ()).await.unwrap().0);
+            }
+            c.put_version("b", &format!("k{i:03}"), nv("e"), PutCondition::default())
+                .await
+                .unwrap();
+            None
+        }));
+    }
+    let mut snapshot = None;
+    for t in tasks {
+        if let Some(s) = t.await.unwrap() {
+            snapshot = Some(s);
+        }
+    }
+    let written = 300 - 6 - 1;
+    // The bucket, "taken", then one record per accepted put.
+    assert_eq!(c.ledger_size().unwrap(), 2 + written as u64);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in (0..300).filter(|i| i % 50 != 7 && *i != 150) {
+        let key = format!("k{i:03}");
+        let v = c.version("b", &key, &VersionSel::Latest).unwrap();
+        let index: u64 = v.meta[audit::LEDGER_INDEX].parse().unwrap();
+        assert!(seen.insert(index), "index {index} given twice");
+        let r = Record::from_bytes(&c.ledger_entry(index).unwrap().unwrap()).unwrap();
+        match r.change {
+            Change::VersionWritten { key: k, version_id, .. } => {
+                assert_eq!((k, version_id), (key, v.version_id));
+            }
+            other => panic!("entry {index} is {other:?}"),
+        }
+    }
+    // The snapshot: as many records as the changes it holds, each version's present.
+    let (_d2, restored) = open();
+    restored.restore(snapshot.unwrap(), |_| Ok(())).await.unwrap();
+    let size = restored.ledger_size().unwrap();
+    let listed = restored
+        .list("b", &ListQuery { max_keys: 1000, ..Default::default() })
+        .unwrap()
+        .objects;
+    assert_eq!(size, 1 + listed.len() as u64, "one record per change in the snapshot");
+    for o in listed {
+        let v = restored.version("b", &o.key, &VersionSel::Latest).unwrap();
+        let index: u64 = v.meta[audit::LEDGER_INDEX].parse().unwrap();
+        assert!(index < size);
+        assert_eq!(
+            restored.ledger_entry(index).unwrap(),
+            c.ledger_entry(index).unwrap()
+        );
+    }
+    // Writes after the restore continue the restored log densely.
+    let next = restored
+        .put_version("b", "after", nv("e"), PutCondition::default())
+        .await
+        .unwrap();
+    assert_eq!(next.meta[audit::LEDGER_INDEX], size.to_string());
+}
+
 /// Every change lands in the audit log, in the same transaction, in order.
 #[tokio::test]
 async fn every_mutation_appends_one_ledger_record() {

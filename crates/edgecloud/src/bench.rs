@@ -435,9 +435,11 @@ async fn put_small(
 
 /// What the audit log costs a 4 KiB PUT: the same workload on archives with the log
 /// (records in each commit, and tiles + checkpoints published every second as `serve`
-/// does) and without, in alternating rounds so drift hits both alike. Twice: with the
-/// catalog's own group-commit writer (each batch fsynced), and through a one-voter Raft
-/// group as `serve` runs it (the Raft log is fsynced; the catalog commits lazily).
+/// does) and without, in alternating rounds so drift hits both alike. Three ways: with
+/// the catalog's own group-commit writer (each batch fsynced); through a one-voter Raft
+/// group as `serve` runs it (the Raft log is fsynced; the catalog commits lazily); and
+/// as S3 clients see it, SigV4-signed PUTs over HTTP to the S3 gateway in front of
+/// those Raft archives (the client runs in this process, on the same cores).
 async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let (rounds, n, conc) = if quick { (3, 500, 32) } else { (21, 1000, 32) };
     println!("ledger cost on 4 KiB puts ({rounds} alternating rounds of {n}, concurrency {conc}):");
@@ -448,27 +450,32 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         cfg.audit_log = logged;
         Ok(Archive::open(cfg)?)
     };
-    // (label, logged, archive, its folder)
-    let mut setups = Vec::new();
-    for (mode, raft) in [("catalog writer", false), ("Raft, as serve", true)] {
-        for logged in [true, false] {
-            let name = format!("{}-{}", if raft { "raft" } else { "local" }, logged);
-            let a = open(&name, logged)?;
-            if raft {
-                replicate_alone(&a, &dir.join(&name)).await?;
-            }
-            setups.push((mode, logged, a, dir.join(&name)));
-        }
-    }
+    // Pairs (with the log, then without) of (mode, archive, S3 client if over S3).
+    let mut setups: Vec<(&str, Archive, Option<crate::netbench::S3Client>)> = Vec::new();
     let mut publishers = Vec::new();
-    for (_, logged, a, d) in &setups {
-        if !*logged {
-            continue;
-        }
+    for logged in [true, false] {
+        let a = open(&format!("local-{logged}"), logged)?;
+        setups.push(("catalog writer", a, None));
+    }
+    for logged in [true, false] {
+        let name = format!("raft-{logged}");
+        let a = open(&name, logged)?;
+        replicate_alone(&a, &dir.join(&name)).await?;
+        setups.push(("Raft, as serve", a, None));
+    }
+    for i in [2, 3] {
+        let a = setups[i].1.clone();
+        let s3 = s3_gateway_for_bench(&a).await?;
+        setups.push(("S3 PUT, as serve", a, Some(s3)));
+    }
+    for (i, name) in [(0, "local-true"), (2, "raft-true")] {
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.bench/ledger");
-        let log_dir = d.join("log");
         let auditor = std::sync::Arc::new(archive::audit::Auditor::open(
-            a, &log_dir, &skey, &vkey, None,
+            &setups[i].1,
+            &dir.join(name).join("log"),
+            &skey,
+            &vkey,
+            None,
         )?);
         publishers.push(tokio::spawn(async move {
             loop {
@@ -478,20 +485,26 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             }
         }));
     }
-    for (_, _, a, _) in &setups {
-        a.create_bucket("small", None, Versioning::Enabled).await?;
+    for i in [0, 1, 2, 3] {
+        setups[i]
+            .1
+            .create_bucket("small", None, Versioning::Enabled)
+            .await?;
     }
     let mut rng = Rng::new(4);
     let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
     let mut ops: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     for r in 0..rounds {
-        let prefix = format!("r{r}-");
         let mut order: Vec<usize> = (0..setups.len()).collect();
         if r % 2 == 1 {
             order.reverse();
         }
         for i in order {
-            let secs = put_small(&setups[i].2, "small", &prefix, &bodies, conc).await?;
+            let prefix = format!("m{i}r{r}-");
+            let secs = match &setups[i].2 {
+                None => put_small(&setups[i].1, "small", &prefix, &bodies, conc).await?,
+                Some(s3) => put_small_s3(s3, "small", &prefix, &bodies, conc).await?,
+            };
             ops[i].push(n as f64 / secs);
         }
     }
@@ -515,19 +528,67 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         );
         let (on, off) = (median(with.clone()), median(without.clone()));
         row(
-            &format!("{mode}: put without the log"),
+            &format!("{mode}: without the log"),
             format!("{off:8.0} ops/s"),
         );
-        row(
-            &format!("{mode}: put with the log"),
-            format!("{on:8.0} ops/s"),
-        );
+        row(&format!("{mode}: with the log"), format!("{on:8.0} ops/s"));
         row(
             &format!("{mode}: cost of the log"),
             format!("{:8.1} %   (median of per-round ratios)", cost * 100.0),
         );
     }
     Ok(())
+}
+
+/// An S3 gateway for `a` on a free local port (as `serve` builds it), and a client.
+async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::netbench::S3Client> {
+    let (access_key, secret_key) = ("benchkey".to_string(), "bench-secret-key-0123".to_string());
+    let app = s3::router(
+        a.clone(),
+        s3::GatewayConfig {
+            root: s3::RootKey {
+                access_key: access_key.clone(),
+                secret: secret_key.clone(),
+            },
+            domain: None,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    crate::netbench::S3Client::new(&crate::netbench::S3Target {
+        url,
+        access_key,
+        secret_key,
+        region: "us-east-1".into(),
+    })
+}
+
+/// `put_small` through an S3 gateway.
+async fn put_small_s3(
+    s3: &crate::netbench::S3Client,
+    bucket: &str,
+    prefix: &str,
+    bodies: &[Bytes],
+    conc: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    futures::stream::iter(bodies.iter().enumerate())
+        .map(|(i, b)| {
+            let path = format!("/{bucket}/{prefix}{i:06}");
+            async move {
+                s3.send(reqwest::Method::PUT, &path, &[], Some(b.clone()))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Puts an archive's catalog under a Raft group of one voter (this process), the way a

@@ -26,16 +26,55 @@ pub fn c2sp_path(t: &Tile) -> String {
     p.replacen("tile/data/", "tile/entries/", 1)
 }
 
+/// Writes a whole file through a temporary name, so a reader sees the old file or the
+/// new one, never a part (the checkpoint: the one file that is ever replaced).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_data()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// Creates (or truncates) a file, and its folder on first use.
+fn create(path: &Path) -> Result<std::fs::File> {
+    match std::fs::File::create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            Ok(std::fs::File::create(path)?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// Tiles and entry bundles written for one checkpoint, made durable together (one
+/// journal commit for all of them rather than one per file) before it is published.
+///
+/// They need no temporary name: every tile path is new when written (a partial tile's
+/// name carries its width) and no checkpoint refers to it yet, so no reader asks for
+/// it; if a crash tears one, the next start writes it again from the last published
+/// checkpoint on.
+struct TileWriter {
+    written: Vec<std::fs::File>,
+}
+
+impl TileWriter {
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut f = create(path)?;
+        f.write_all(bytes)?;
+        self.written.push(f);
+        Ok(())
+    }
+
+    fn sync(self) -> Result<()> {
+        for f in &self.written {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 /// An entry bundle: each entry as a 2-byte big-endian length and its bytes.
@@ -91,16 +130,21 @@ impl Publisher {
         seal: impl FnOnce(Vec<u8>) -> Result<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let size = tree.size();
+        let mut tiles = TileWriter {
+            written: Vec::new(),
+        };
         for t in Tile::new_tiles(HEIGHT, old_size, size) {
             let data = t.read_data(&TreeReader(tree)).map_err(LedgerError::tlog)?;
-            write_atomic(&self.dir.join(c2sp_path(&t)), &data)?;
+            tiles.write(&self.dir.join(c2sp_path(&t)), &data)?;
         }
         let first_bundle = old_size / WIDTH;
         for n in first_bundle..size.div_ceil(WIDTH) {
             let (from, to) = (n * WIDTH, ((n + 1) * WIDTH).min(size));
             let t = Tile::new(HEIGHT, 0, n, (to - from) as u32, true);
-            write_atomic(&self.dir.join(c2sp_path(&t)), &bundle(entries, from, to)?)?;
+            tiles.write(&self.dir.join(c2sp_path(&t)), &bundle(entries, from, to)?)?;
         }
+        // Every tile the checkpoint needs is on disk before the checkpoint is.
+        tiles.sync()?;
         let root = tree.root(size)?;
         let cp = Checkpoint::new(&self.origin, size, root, "")
             .map_err(|_| LedgerError::Invalid("bad checkpoint origin".into()))?;

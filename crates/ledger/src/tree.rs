@@ -65,6 +65,31 @@ impl HashFile {
         Ok(Hash(b))
     }
 
+    /// Several hashes; those in the file are read with one read of the span they lie
+    /// in (a tile's 256 hashes lie within ~512), not one read each.
+    fn get_many(&self, indexes: &[u64]) -> Result<Vec<Hash>> {
+        let in_file = || indexes.iter().filter(|i| **i < self.written);
+        let (Some(lo), Some(hi)) = (in_file().min(), in_file().max()) else {
+            return indexes.iter().map(|i| self.get(*i)).collect();
+        };
+        if hi - lo >= 1 << 16 {
+            return indexes.iter().map(|i| self.get(*i)).collect();
+        }
+        let mut span = vec![0u8; ((hi - lo + 1) * 32) as usize];
+        self.file.read_exact_at(&mut span, lo * 32)?;
+        indexes
+            .iter()
+            .map(|&i| {
+                if i < self.written {
+                    let at = ((i - lo) * 32) as usize;
+                    Ok(Hash(span[at..at + 32].try_into().expect("32 bytes")))
+                } else {
+                    self.get(i)
+                }
+            })
+            .collect()
+    }
+
     pub fn push(&mut self, hashes: Vec<Hash>) {
         self.pending.extend(hashes);
     }
@@ -102,14 +127,9 @@ struct Reader<'a>(&'a HashFile);
 
 impl HashReader for Reader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|i| {
-                self.0
-                    .get(*i)
-                    .map_err(|_| tlog_tiles::Error::IndexesNotInTree)
-            })
-            .collect()
+        self.0
+            .get_many(indexes)
+            .map_err(|_| tlog_tiles::Error::IndexesNotInTree)
     }
 }
 
@@ -203,8 +223,7 @@ impl Tree {
 
     /// Stored hashes by index (tiles are built from them).
     pub fn stored_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>> {
-        let hf = self.hashes.lock().expect("hash file lock");
-        indexes.iter().map(|i| hf.get(*i)).collect()
+        self.hashes.lock().expect("hash file lock").get_many(indexes)
     }
 
     fn check_size(&self, size: u64) -> Result<()> {
