@@ -434,14 +434,19 @@ async fn put_small(
 }
 
 /// What the audit log costs a 4 KiB PUT: the same workload on archives with the log
-/// (records in each commit, and tiles + checkpoints published every second as `serve`
-/// does) and without, in alternating rounds so drift hits both alike. Three ways: with
-/// the catalog's own group-commit writer (each batch fsynced); through a one-voter Raft
+/// and without, in alternating rounds so drift hits both alike. The log's rounds carry
+/// all its work: the records in each commit, and publishing (tree, tiles, signed
+/// checkpoint) on `serve`'s schedule, after each second of writing. Three ways: with the
+/// catalog's own group-commit writer (each batch fsynced); through a one-voter Raft
 /// group as `serve` runs it (the Raft log is fsynced; the catalog commits lazily); and
-/// as S3 clients see it, SigV4-signed PUTs over HTTP to the S3 gateway in front of
-/// those Raft archives (the client runs in this process, on the same cores).
+/// as S3 clients see it, SigV4-signed PUTs over HTTP to the S3 gateway in front of those
+/// Raft archives (the client runs in this process, on the same cores).
+///
+/// Two figures: throughput, and this process's CPU time per put (every thread), both
+/// over all rounds. The disk's fsync times make throughput drift from round to round by
+/// more than the log costs; CPU time is the steadier measure of the work the log adds.
 async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
-    let (rounds, n, conc) = if quick { (3, 500, 32) } else { (21, 1000, 32) };
+    let (rounds, n, conc) = if quick { (3, 500, 32) } else { (31, 1000, 32) };
     println!("ledger cost on 4 KiB puts ({rounds} alternating rounds of {n}, concurrency {conc}):");
     let open = |name: &str, logged: bool| -> anyhow::Result<Archive> {
         let d = dir.join(name);
@@ -450,94 +455,140 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         cfg.audit_log = logged;
         Ok(Archive::open(cfg)?)
     };
-    // Pairs (with the log, then without) of (mode, archive, S3 client if over S3).
-    let mut setups: Vec<(&str, Archive, Option<crate::netbench::S3Client>)> = Vec::new();
-    let mut publishers = Vec::new();
+    struct Setup {
+        mode: &'static str,
+        archive: Archive,
+        s3: Option<crate::netbench::S3Client>,
+        auditor: Option<std::sync::Arc<archive::audit::Auditor>>,
+    }
+    let auditor = |a: &Archive, name: &str| -> anyhow::Result<_> {
+        let (skey, vkey) = ledger::publish::generate_key("edgecloud.bench/ledger");
+        let log = dir.join(name).join("log");
+        Ok(std::sync::Arc::new(archive::audit::Auditor::open(
+            a, &log, &skey, &vkey, None,
+        )?))
+    };
+    // Pairs: with the log, then without.
+    let mut setups: Vec<Setup> = Vec::new();
     for logged in [true, false] {
-        let a = open(&format!("local-{logged}"), logged)?;
-        setups.push(("catalog writer", a, None));
+        let name = format!("local-{logged}");
+        let a = open(&name, logged)?;
+        setups.push(Setup {
+            mode: "catalog writer",
+            auditor: if logged { Some(auditor(&a, &name)?) } else { None },
+            archive: a,
+            s3: None,
+        });
     }
     for logged in [true, false] {
         let name = format!("raft-{logged}");
         let a = open(&name, logged)?;
         replicate_alone(&a, &dir.join(&name)).await?;
-        setups.push(("Raft, as serve", a, None));
+        setups.push(Setup {
+            mode: "Raft, as serve",
+            auditor: if logged { Some(auditor(&a, &name)?) } else { None },
+            archive: a,
+            s3: None,
+        });
     }
     for i in [2, 3] {
-        let a = setups[i].1.clone();
-        let s3 = s3_gateway_for_bench(&a).await?;
-        setups.push(("S3 PUT, as serve", a, Some(s3)));
+        let a = setups[i].archive.clone();
+        setups.push(Setup {
+            mode: "S3 PUT, as serve",
+            s3: Some(s3_gateway_for_bench(&a).await?),
+            auditor: setups[i].auditor.clone(),
+            archive: a,
+        });
     }
-    for (i, name) in [(0, "local-true"), (2, "raft-true")] {
-        let (skey, vkey) = ledger::publish::generate_key("edgecloud.bench/ledger");
-        let auditor = std::sync::Arc::new(archive::audit::Auditor::open(
-            &setups[i].1,
-            &dir.join(name).join("log"),
-            &skey,
-            &vkey,
-            None,
-        )?);
-        publishers.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let a = auditor.clone();
-                let _ = tokio::task::spawn_blocking(move || a.catch_up()).await;
-            }
-        }));
-    }
-    for i in [0, 1, 2, 3] {
-        setups[i]
-            .1
+    for s in &setups[..4] {
+        s.archive
             .create_bucket("small", None, Versioning::Enabled)
             .await?;
     }
     let mut rng = Rng::new(4);
     let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
-    let mut ops: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    // Per setup: total (seconds, CPU seconds) over every round.
+    let mut totals = vec![(0.0f64, 0.0f64); setups.len()];
+    // Per archive with the log (by its first setup): seconds written since it last
+    // published; and the CPU seconds and entries of all publishing.
+    let mut unpublished = vec![0.0f64; setups.len()];
+    let (mut publish_cpu, mut published) = (0.0f64, 0u64);
+    let slot = |i: usize| if i >= 4 { i - 2 } else { i };
     for r in 0..rounds {
         let mut order: Vec<usize> = (0..setups.len()).collect();
         if r % 2 == 1 {
             order.reverse();
         }
         for i in order {
+            let s = &setups[i];
             let prefix = format!("m{i}r{r}-");
-            let secs = match &setups[i].2 {
-                None => put_small(&setups[i].1, "small", &prefix, &bodies, conc).await?,
-                Some(s3) => put_small_s3(s3, "small", &prefix, &bodies, conc).await?,
+            let (t, cpu) = (Instant::now(), process_cpu_secs());
+            match &s.s3 {
+                None => put_small(&s.archive, "small", &prefix, &bodies, conc).await?,
+                Some(c) => put_small_s3(c, "small", &prefix, &bodies, conc).await?,
             };
-            ops[i].push(n as f64 / secs);
+            if let Some(a) = s.auditor.clone() {
+                unpublished[slot(i)] += t.elapsed().as_secs_f64();
+                if unpublished[slot(i)] >= 1.0 || r + 1 == rounds {
+                    unpublished[slot(i)] = 0.0;
+                    let (before, size) = (process_cpu_secs(), a.size());
+                    let now = tokio::task::spawn_blocking(move || a.catch_up()).await??;
+                    publish_cpu += process_cpu_secs() - before;
+                    published += now - size;
+                }
+            }
+            totals[i].0 += t.elapsed().as_secs_f64();
+            totals[i].1 += process_cpu_secs() - cpu;
         }
     }
-    for p in publishers {
-        p.abort();
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let puts = (rounds * n) as f64;
+    row(
+        "publishing (tree, tiles, checkpoint)",
+        format!(
+            "{:6.1} µs CPU per entry ({published} entries)",
+            publish_cpu / published.max(1) as f64 * 1e6
+        ),
+    );
     for pair in 0..setups.len() / 2 {
-        let mode = setups[2 * pair].0;
-        let (with, without) = (&ops[2 * pair], &ops[2 * pair + 1]);
-        // The disk's speed drifts between rounds far more than the log costs: compare
-        // the two archives round by round (they ran back to back) and take the median.
-        let cost = median(
-            with.iter()
-                .zip(without)
-                .map(|(on, off)| 1.0 - on / off)
-                .collect(),
-        );
-        let (on, off) = (median(with.clone()), median(without.clone()));
+        let mode = setups[2 * pair].mode;
+        let (with, without) = (totals[2 * pair], totals[2 * pair + 1]);
         row(
             &format!("{mode}: without the log"),
-            format!("{off:8.0} ops/s"),
+            format!(
+                "{:6.0} ops/s  {:5.0} µs CPU per put",
+                puts / without.0,
+                without.1 / puts * 1e6
+            ),
         );
-        row(&format!("{mode}: with the log"), format!("{on:8.0} ops/s"));
+        row(
+            &format!("{mode}: with the log"),
+            format!(
+                "{:6.0} ops/s  {:5.0} µs CPU per put",
+                puts / with.0,
+                with.1 / puts * 1e6
+            ),
+        );
         row(
             &format!("{mode}: cost of the log"),
-            format!("{:8.1} %   (median of per-round ratios)", cost * 100.0),
+            format!(
+                "{:6.1} % throughput {:5.1} % CPU",
+                (1.0 - without.0 / with.0) * 100.0,
+                (with.1 / without.1 - 1.0) * 100.0
+            ),
         );
     }
     Ok(())
+}
+
+/// CPU time this process has used (every thread), in seconds.
+fn process_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// An S3 gateway for `a` on a free local port (as `serve` builds it), and a client.
