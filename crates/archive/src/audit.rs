@@ -65,8 +65,13 @@ impl Auditor {
             .map_err(|e| ArchiveError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let entries = LedgerEntries(archive.inner.catalog.clone());
         let size = entries.len();
+        // Leaves the hash file lacks (after a crash) are read in runs, not one by one.
+        let mut run: (u64, Vec<Vec<u8>>) = (0, Vec::new());
         let tree = Tree::open(&dir.join("hashes.bin"), size, |i| {
-            Ok(ledger::leaf_hash(&entries.get(i)?))
+            if !(run.0..run.0 + run.1.len() as u64).contains(&i) {
+                run = (i, entries.range(i, (i + 4096).min(size))?);
+            }
+            Ok(ledger::leaf_hash(&run.1[(i - run.0) as usize]))
         })
         .map_err(ledger_err)?;
         let publisher = Publisher::new(dir, signing_key).map_err(ledger_err)?;

@@ -2,12 +2,18 @@
 //! record in the same write transaction, so a change and its record are committed
 //! together or not at all (no acknowledged write without a leaf, no leaf for a write
 //! that never happened). The Merkle tree over them is derived data (`crates/ledger`).
+//!
+//! The records of one write transaction share one row of the `ledger` table, keyed by
+//! the index of its first record: a B-tree insert per change was most of what the log
+//! cost a small write. A row is `0x00`, then each record as a u32 big-endian length and
+//! its bytes. A row that starts with `{` is a single record (catalogs written before
+//! rows held batches).
 
 use ledger::record::{Change, Record};
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::records::*;
-use crate::{Catalog, Result};
+use crate::{Catalog, CatalogError, Result};
 
 /// The version metadata key holding the version's ledger index.
 pub const LEDGER_INDEX: &str = ":ledger-index";
@@ -51,11 +57,8 @@ pub(crate) fn append(
     }
     let next = match PENDING.with_borrow(|p| p.next) {
         Some(n) => n,
-        // Entries are numbered densely from 0, so the next index follows the last key.
-        None => txn
-            .open_table(LEDGER)?
-            .last()?
-            .map_or(0, |(k, _)| k.value() + 1),
+        // Entries are numbered densely from 0: the next follows the last row's records.
+        None => size_of(&txn.open_table(LEDGER)?)?,
     };
     let bytes = Record::new(time_ns, actor, change).to_bytes();
     PENDING.with_borrow_mut(|p| {
@@ -73,12 +76,56 @@ pub(crate) fn flush(txn: &WriteTransaction) -> Result<()> {
     let Some(next) = next else {
         return Ok(());
     };
-    let mut t = txn.open_table(LEDGER)?;
-    let first = next - records.len() as u64;
-    for (i, r) in records.iter().enumerate() {
-        t.insert(first + i as u64, r.as_slice())?;
+    let mut row = Vec::with_capacity(1 + records.iter().map(|r| 4 + r.len()).sum::<usize>());
+    row.push(BATCH);
+    for r in &records {
+        let len = u32::try_from(r.len())
+            .map_err(|_| CatalogError::Invalid("a ledger record is over 4 GiB".into()))?;
+        row.extend_from_slice(&len.to_be_bytes());
+        row.extend_from_slice(r);
     }
+    let first = next - records.len() as u64;
+    txn.open_table(LEDGER)?.insert(first, row.as_slice())?;
     Ok(())
+}
+
+/// The first byte of a row holding a batch of records.
+const BATCH: u8 = 0;
+
+/// The records of one row, in order.
+fn row_records(first: u64, row: &[u8]) -> Result<Vec<&[u8]>> {
+    let corrupt = |reason: &str| CatalogError::Corrupt {
+        table: "ledger".into(),
+        key: first.to_string(),
+        reason: reason.into(),
+    };
+    match row.split_first() {
+        Some((&BATCH, mut rest)) => {
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                let (len, tail) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| corrupt("a record's length is cut short"))?;
+                let len = u32::from_be_bytes(*len) as usize;
+                if tail.len() < len {
+                    return Err(corrupt("a record is cut short"));
+                }
+                out.push(&tail[..len]);
+                rest = &tail[len..];
+            }
+            Ok(out)
+        }
+        Some((b'{', _)) => Ok(vec![row]),
+        _ => Err(corrupt("not a ledger row")),
+    }
+}
+
+/// How many records the table holds.
+fn size_of(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
+    match t.last()? {
+        Some((k, v)) => Ok(k.value() + row_records(k.value(), v.value())?.len() as u64),
+        None => Ok(0),
+    }
 }
 
 /// Forgets the records of a transaction that will not commit, or whose tables are
@@ -93,31 +140,43 @@ pub(crate) fn discard() {
 impl Catalog {
     /// How many entries the audit log holds.
     pub fn ledger_size(&self) -> Result<u64> {
-        Ok(self
-            .read()?
-            .open_table(LEDGER)?
-            .last()?
-            .map_or(0, |(k, _)| k.value() + 1))
+        size_of(&self.read()?.open_table(LEDGER)?)
     }
 
     /// Entries `from..to` (fewer if the log is shorter), read in one transaction.
     pub fn ledger_entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
         let txn = self.read()?;
         let t = txn.open_table(LEDGER)?;
+        // Start at the row holding `from`: the last one keyed at or before it.
+        let start = match t.range(..=from)?.next_back() {
+            Some(row) => row?.0.value(),
+            None => from,
+        };
         let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        for e in t.range(from..to)? {
-            out.push(e?.1.value().to_vec());
+        let mut expected = start;
+        for row in t.range(start..to)? {
+            let (k, v) = row?;
+            if k.value() != expected {
+                return Err(CatalogError::Corrupt {
+                    table: "ledger".into(),
+                    key: k.value().to_string(),
+                    reason: format!("records {expected}..{} are missing", k.value()),
+                });
+            }
+            let records = row_records(k.value(), v.value())?;
+            expected += records.len() as u64;
+            for (i, r) in (k.value()..).zip(records) {
+                if (from..to).contains(&i) {
+                    out.push(r.to_vec());
+                }
+            }
         }
         Ok(out)
     }
 
     /// One entry's canonical bytes.
     pub fn ledger_entry(&self, index: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .read()?
-            .open_table(LEDGER)?
-            .get(index)?
-            .map(|v| v.value().to_vec()))
+        Ok(self.ledger_entries(index, index + 1)?.pop())
     }
 }
 
@@ -152,5 +211,59 @@ impl ledger::entries::EntryStore for LedgerEntries {
             });
         }
         Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of one record each (catalogs from before batched rows) and batched rows
+    /// read as one dense log; a gap is reported, not skipped.
+    #[tokio::test]
+    async fn single_and_batched_rows_read_as_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        let rec = |i: u64| format!("{{\"n\":{i}}}").into_bytes();
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(LEDGER).unwrap();
+                t.insert(0, rec(0).as_slice()).unwrap();
+                t.insert(1, rec(1).as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let c = Catalog::open(&path, Default::default()).unwrap();
+        assert_eq!(c.ledger_size().unwrap(), 2);
+        // A transaction of three records after them: one row at index 2.
+        c.writer
+            .write(|txn| {
+                for i in 2..5 {
+                    append(txn, i, None, Change::KeyCreated { access_key: format!("k{i}") })?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.ledger_size().unwrap(), 5);
+        let all = c.ledger_entries(0, 5).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[1], rec(1));
+        for i in 2..5u64 {
+            let r = Record::from_bytes(&all[i as usize]).unwrap();
+            assert_eq!(r.change, Change::KeyCreated { access_key: format!("k{i}") });
+            assert_eq!(c.ledger_entry(i).unwrap().unwrap(), all[i as usize]);
+        }
+        assert_eq!(c.ledger_entries(3, 4).unwrap(), vec![all[3].clone()]);
+        assert_eq!(c.ledger_entry(5).unwrap(), None);
+        {
+            let txn = c.db.begin_write().unwrap();
+            txn.open_table(LEDGER).unwrap().remove(1).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = c.ledger_entries(0, 5).unwrap_err().to_string();
+        assert!(err.contains("1..2 are missing"), "{err}");
     }
 }
