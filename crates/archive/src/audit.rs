@@ -107,17 +107,17 @@ impl Auditor {
         let mut latest = self.latest.lock().expect("checkpoint lock");
         let (old, size) = (self.tree.size(), self.entries.len());
         if size > old {
-            let hashes: Vec<_> = self
-                .entries
-                .range(old, size)
-                .map_err(ledger_err)?
-                .iter()
-                .map(|e| ledger::leaf_hash(e))
-                .collect();
+            let recent = self.entries.range(old, size).map_err(ledger_err)?;
+            let hashes: Vec<_> = recent.iter().map(|e| ledger::leaf_hash(e)).collect();
             self.tree.append(&hashes, true).map_err(ledger_err)?;
+            let entries = ledger::entries::WithRecent {
+                store: &self.entries,
+                first: old,
+                recent: &recent,
+            };
             let cp = self
                 .publisher
-                .publish_with(&self.tree, &self.entries, latest.0, |cp| self.cosign(cp))
+                .publish_with(&self.tree, &entries, latest.0, |cp| self.cosign(cp))
                 .map_err(ledger_err)?;
             *latest = (size, cp);
         }

@@ -72,7 +72,8 @@ pub(crate) fn append(
 /// commit; anything that reads the ledger table inside a write transaction calls it
 /// first.
 pub(crate) fn flush(txn: &WriteTransaction) -> Result<()> {
-    let (next, records) = PENDING.with_borrow_mut(|p| (p.next.take(), std::mem::take(&mut p.records)));
+    let (next, records) =
+        PENDING.with_borrow_mut(|p| (p.next.take(), std::mem::take(&mut p.records)));
     let Some(next) = next else {
         return Ok(());
     };
@@ -241,7 +242,14 @@ mod tests {
         c.writer
             .write(|txn| {
                 for i in 2..5 {
-                    append(txn, i, None, Change::KeyCreated { access_key: format!("k{i}") })?;
+                    append(
+                        txn,
+                        i,
+                        None,
+                        Change::KeyCreated {
+                            access_key: format!("k{i}"),
+                        },
+                    )?;
                 }
                 Ok(())
             })
@@ -253,7 +261,12 @@ mod tests {
         assert_eq!(all[1], rec(1));
         for i in 2..5u64 {
             let r = Record::from_bytes(&all[i as usize]).unwrap();
-            assert_eq!(r.change, Change::KeyCreated { access_key: format!("k{i}") });
+            assert_eq!(
+                r.change,
+                Change::KeyCreated {
+                    access_key: format!("k{i}")
+                }
+            );
             assert_eq!(c.ledger_entry(i).unwrap().unwrap(), all[i as usize]);
         }
         assert_eq!(c.ledger_entries(3, 4).unwrap(), vec![all[3].clone()]);

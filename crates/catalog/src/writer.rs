@@ -103,7 +103,9 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
                 .map_err(|e| CatalogError::Db(format!("commit failed: {e}"))),
             Err(e) => {
                 let _ = txn.abort();
-                Err(CatalogError::Db(format!("cannot write the ledger records: {e}")))
+                Err(CatalogError::Db(format!(
+                    "cannot write the ledger records: {e}"
+                )))
             }
         };
         if let Err(e) = &commit {

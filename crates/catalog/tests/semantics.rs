@@ -437,7 +437,9 @@ async fn many_concurrent_writes_share_commits_and_all_land() {
 async fn batched_changes_get_dense_ledger_indexes_and_snapshots_keep_them() {
     use ledger::record::{Change, Record};
     let (_d, c) = open();
-    c.create_bucket(bucket("b", Versioning::Enabled)).await.unwrap();
+    c.create_bucket(bucket("b", Versioning::Enabled))
+        .await
+        .unwrap();
     c.put_version("b", "taken", nv("e"), PutCondition::default())
         .await
         .unwrap();
@@ -487,7 +489,9 @@ async fn batched_changes_get_dense_ledger_indexes_and_snapshots_keep_them() {
         assert!(seen.insert(index), "index {index} given twice");
         let r = Record::from_bytes(&c.ledger_entry(index).unwrap().unwrap()).unwrap();
         match r.change {
-            Change::VersionWritten { key: k, version_id, .. } => {
+            Change::VersionWritten {
+                key: k, version_id, ..
+            } => {
                 assert_eq!((k, version_id), (key, v.version_id));
             }
             other => panic!("entry {index} is {other:?}"),
@@ -495,13 +499,26 @@ async fn batched_changes_get_dense_ledger_indexes_and_snapshots_keep_them() {
     }
     // The snapshot: as many records as the changes it holds, each version's present.
     let (_d2, restored) = open();
-    restored.restore(snapshot.unwrap(), |_| Ok(())).await.unwrap();
+    restored
+        .restore(snapshot.unwrap(), |_| Ok(()))
+        .await
+        .unwrap();
     let size = restored.ledger_size().unwrap();
     let listed = restored
-        .list("b", &ListQuery { max_keys: 1000, ..Default::default() })
+        .list(
+            "b",
+            &ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
         .unwrap()
         .objects;
-    assert_eq!(size, 1 + listed.len() as u64, "one record per change in the snapshot");
+    assert_eq!(
+        size,
+        1 + listed.len() as u64,
+        "one record per change in the snapshot"
+    );
     for o in listed {
         let v = restored.version("b", &o.key, &VersionSel::Latest).unwrap();
         let index: u64 = v.meta[audit::LEDGER_INDEX].parse().unwrap();

@@ -475,7 +475,11 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         let a = open(&name, logged)?;
         setups.push(Setup {
             mode: "catalog writer",
-            auditor: if logged { Some(auditor(&a, &name)?) } else { None },
+            auditor: if logged {
+                Some(auditor(&a, &name)?)
+            } else {
+                None
+            },
             archive: a,
             s3: None,
         });
@@ -486,7 +490,11 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         replicate_alone(&a, &dir.join(&name)).await?;
         setups.push(Setup {
             mode: "Raft, as serve",
-            auditor: if logged { Some(auditor(&a, &name)?) } else { None },
+            auditor: if logged {
+                Some(auditor(&a, &name)?)
+            } else {
+                None
+            },
             archive: a,
             s3: None,
         });
@@ -528,7 +536,8 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             let publish = |a: std::sync::Arc<archive::audit::Auditor>| {
                 tokio::task::spawn_blocking(move || {
                     let (size, cpu) = (a.size(), thread_cpu_secs());
-                    a.catch_up().map(|now| (now - size, thread_cpu_secs() - cpu))
+                    a.catch_up()
+                        .map(|now| (now - size, thread_cpu_secs() - cpu))
                 })
             };
             let due = s.auditor.clone().filter(|_| unpublished[slot(i)] >= 1.0);

@@ -25,6 +25,41 @@ pub trait EntryStore: Send + Sync {
     }
 }
 
+/// A store with its newest entries already in memory (just read to be hashed), so
+/// publishing them does not read them again.
+pub struct WithRecent<'a> {
+    pub store: &'a dyn EntryStore,
+    /// The index of `recent[0]`.
+    pub first: u64,
+    pub recent: &'a [Vec<u8>],
+}
+
+impl EntryStore for WithRecent<'_> {
+    fn len(&self) -> u64 {
+        self.store.len().max(self.first + self.recent.len() as u64)
+    }
+
+    fn get(&self, index: u64) -> Result<Vec<u8>> {
+        match index.checked_sub(self.first) {
+            Some(i) if (i as usize) < self.recent.len() => Ok(self.recent[i as usize].clone()),
+            _ => self.store.get(index),
+        }
+    }
+
+    fn range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        let split = self.first.clamp(from, to);
+        let mut out = if from < split {
+            self.store.range(from, split)?
+        } else {
+            Vec::new()
+        };
+        for i in split..to {
+            out.push(self.get(i)?);
+        }
+        Ok(out)
+    }
+}
+
 pub struct FileEntries {
     inner: Mutex<Files>,
 }
@@ -138,5 +173,32 @@ impl EntryStore for FileEntries {
         let mut out = vec![0u8; len as usize];
         f.data.read_exact_at(&mut out, off + 4)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_entries_stand_in_for_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileEntries::open(dir.path()).unwrap();
+        let all: Vec<Vec<u8>> = (0..10).map(|i| format!("entry {i}").into_bytes()).collect();
+        store.append(&all).unwrap();
+        let with = WithRecent {
+            store: &store,
+            first: 6,
+            recent: &all[6..],
+        };
+        assert_eq!(with.len(), 10);
+        for (from, to) in [(0, 10), (3, 9), (7, 9), (0, 3), (6, 6), (9, 10)] {
+            assert_eq!(
+                with.range(from, to).unwrap(),
+                all[from as usize..to as usize]
+            );
+        }
+        assert_eq!(with.get(8).unwrap(), all[8]);
+        assert!(with.get(10).is_err());
     }
 }

@@ -223,7 +223,10 @@ impl Tree {
 
     /// Stored hashes by index (tiles are built from them).
     pub fn stored_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>> {
-        self.hashes.lock().expect("hash file lock").get_many(indexes)
+        self.hashes
+            .lock()
+            .expect("hash file lock")
+            .get_many(indexes)
     }
 
     fn check_size(&self, size: u64) -> Result<()> {

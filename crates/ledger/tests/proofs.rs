@@ -291,7 +291,9 @@ fn tiles_torn_before_their_checkpoint_are_written_again() {
     let out = dir.path().join("pub");
     let p = ledger::publish::Publisher::new(&out, &skey).unwrap();
     let first = p.publish(&tree, &entries, 0).unwrap();
-    let more: Vec<Vec<u8>> = (300..700).map(|i| format!("record {i}").into_bytes()).collect();
+    let more: Vec<Vec<u8>> = (300..700)
+        .map(|i| format!("record {i}").into_bytes())
+        .collect();
     entries.append(&more).unwrap();
     let hashes: Vec<Hash> = more.iter().map(|r| leaf_hash(r)).collect();
     tree.append(&hashes, false).unwrap();
