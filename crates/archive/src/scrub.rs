@@ -147,8 +147,12 @@ impl Archive {
         Ok(Presence { at, reachable })
     }
 
+    /// Whether a spot's node listed its shards at the start of the pass and still
+    /// answers heartbeats: a node that falls silent mid-pass (a partition) is left for
+    /// a later pass rather than waited on, request by request.
     fn spot_reachable(&self, t: &Topology, p: &Presence, spot: usize) -> bool {
-        t.node_of(spot).is_none_or(|n| p.reachable.contains(n))
+        t.node_of(spot)
+            .is_none_or(|n| p.reachable.contains(n) && self.node_answering(n))
     }
 
     /// Removes one copy of a shard from one spot.
