@@ -84,19 +84,14 @@ impl Auditor {
             public_key: public_key.into(),
             cosigner,
         };
-        // Tiles are append-only: only what the last checkpoint does not cover is written
-        // again, not the whole log at every start.
-        let published = ledger::verify::checkpoint(
-            &std::fs::read(dir.join("checkpoint")).unwrap_or_default(),
-            public_key,
-        )
-        .map(|c| c.size())
-        .unwrap_or(0)
-        .min(size);
+        // Tiles are append-only: only what the last synced checkpoint does not cover is
+        // written again, not the whole log at every start.
+        let published = ledger::publish::resume_size(dir, public_key).min(size);
         let cp = a
             .publisher
             .publish_with(&a.tree, &a.entries, published, |cp| a.cosign(cp))
             .map_err(ledger_err)?;
+        a.publisher.sync().map_err(ledger_err)?;
         *a.latest.lock().expect("checkpoint lock") = (size, cp);
         Ok(a)
     }
@@ -122,6 +117,13 @@ impl Auditor {
             *latest = (size, cp);
         }
         Ok(size)
+    }
+
+    /// Makes every published tile durable now (they are otherwise synced in batches);
+    /// at shutdown, so the next start has nothing to write again.
+    pub fn sync(&self) -> Result<()> {
+        let _latest = self.latest.lock().expect("checkpoint lock");
+        self.publisher.sync().map_err(ledger_err)
     }
 
     /// As a voter: recompute the checkpoint's root from this node's own tree, and only

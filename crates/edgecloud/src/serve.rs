@@ -598,7 +598,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let app = admin::router(admin::AdminState {
         archive,
         token,
-        auditor: Some(auditor),
+        auditor: Some(auditor.clone()),
         public_ledger: args.public_ledger || file.public_ledger.unwrap_or(false),
         inviter: Some(inviter.clone()),
     });
@@ -648,6 +648,9 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let _ = stop_tx.send(true);
     for g in gateways.into_iter().chain(nfs_task).chain([rpc_task]) {
         g.await??;
+    }
+    if let Err(e) = tokio::task::spawn_blocking(move || auditor.sync()).await? {
+        tracing::warn!(error = %e, "could not sync the ledger's tiles; the next start writes them again");
     }
     eprintln!("edgecloud stopped");
     Ok(())

@@ -1,7 +1,8 @@
 //! Publishing: the C2SP tlog-tiles layout under a directory (`checkpoint`,
-//! `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`), written atomically (temporary
-//! file, then rename) so a reader never sees half a tile, and the signed checkpoint
-//! last, so every tile it needs exists when it appears.
+//! `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`), the signed checkpoint last, so
+//! every tile it needs exists when it appears. The checkpoint is replaced atomically
+//! (temporary file, then rename); tiles are never replaced, and synced in batches (see
+//! `SYNC_EVERY`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,30 +51,50 @@ fn create(path: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Tiles and entry bundles written for one checkpoint, made durable together (one
-/// journal commit for all of them rather than one per file) before it is published.
+/// Tiles and entry bundles are not synced one by one as they are written: an fsync of a
+/// new file forces a journal commit, and twenty-odd of them a second stalled every
+/// other writer on the disk (the Raft log's fsyncs queue behind them). They are
+/// derived data: any of them can be written again, byte for byte, from the tree and
+/// the entries. So they are synced every `SYNC_EVERY` (by then the kernel has mostly
+/// written them back), and a marker file (`TILES_SYNCED`) then names the size up to
+/// which every tile and bundle is durable; a restart writes again everything after it
+/// (`resume_size`). A crash can leave a published checkpoint whose tiles are torn,
+/// until the restart mends them.
 ///
 /// They need no temporary name: every tile path is new when written (a partial tile's
-/// name carries its width) and no checkpoint refers to it yet, so no reader asks for
-/// it; if a crash tears one, the next start writes it again from the last published
-/// checkpoint on.
-struct TileWriter {
-    written: Vec<std::fs::File>,
+/// name carries its width) and no checkpoint refers to it yet, so no reader asks for it.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The marker file: the tree size up to which every tile and bundle has been synced.
+pub const TILES_SYNCED: &str = "tiles-synced";
+
+/// Files written since the last sync.
+struct Unsynced {
+    paths: Vec<PathBuf>,
+    /// The size of the latest checkpoint they belong to.
+    size: u64,
+    since: std::time::Instant,
 }
 
-impl TileWriter {
-    fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut f = create(path)?;
-        f.write_all(bytes)?;
-        self.written.push(f);
-        Ok(())
-    }
+/// Writes a tile or bundle (not synced: see `SYNC_EVERY`).
+fn write_tile(path: &Path, bytes: &[u8]) -> Result<()> {
+    create(path)?.write_all(bytes)?;
+    Ok(())
+}
 
-    fn sync(self) -> Result<()> {
-        for f in &self.written {
-            f.sync_data()?;
-        }
-        Ok(())
+/// The size from which a restart must publish again: the last checkpoint's size, or
+/// less when its tiles were not all synced yet. Directories from before the marker
+/// synced every tile before its checkpoint.
+pub fn resume_size(dir: &Path, public_key: &str) -> u64 {
+    let published = crate::verify::checkpoint(
+        &std::fs::read(dir.join("checkpoint")).unwrap_or_default(),
+        public_key,
+    )
+    .map(|c| c.size())
+    .unwrap_or(0);
+    match std::fs::read_to_string(dir.join(TILES_SYNCED)) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0).min(published),
+        Err(_) => published,
     }
 }
 
@@ -93,6 +114,7 @@ pub struct Publisher {
     dir: PathBuf,
     origin: String,
     signer: StandardSigner,
+    unsynced: std::sync::Mutex<Unsynced>,
 }
 
 impl Publisher {
@@ -111,6 +133,11 @@ impl Publisher {
             dir: dir.to_path_buf(),
             origin,
             signer,
+            unsynced: std::sync::Mutex::new(Unsynced {
+                paths: Vec::new(),
+                size: 0,
+                since: std::time::Instant::now(),
+            }),
         })
     }
 
@@ -130,21 +157,21 @@ impl Publisher {
         seal: impl FnOnce(Vec<u8>) -> Result<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let size = tree.size();
-        let mut tiles = TileWriter {
-            written: Vec::new(),
-        };
+        let mut written = Vec::new();
         for t in Tile::new_tiles(HEIGHT, old_size, size) {
             let data = t.read_data(&TreeReader(tree)).map_err(LedgerError::tlog)?;
-            tiles.write(&self.dir.join(c2sp_path(&t)), &data)?;
+            let path = self.dir.join(c2sp_path(&t));
+            write_tile(&path, &data)?;
+            written.push(path);
         }
         let first_bundle = old_size / WIDTH;
         for n in first_bundle..size.div_ceil(WIDTH) {
             let (from, to) = (n * WIDTH, ((n + 1) * WIDTH).min(size));
             let t = Tile::new(HEIGHT, 0, n, (to - from) as u32, true);
-            tiles.write(&self.dir.join(c2sp_path(&t)), &bundle(entries, from, to)?)?;
+            let path = self.dir.join(c2sp_path(&t));
+            write_tile(&path, &bundle(entries, from, to)?)?;
+            written.push(path);
         }
-        // Every tile the checkpoint needs is on disk before the checkpoint is.
-        tiles.sync()?;
         let root = tree.root(size)?;
         let cp = Checkpoint::new(&self.origin, size, root, "")
             .map_err(|_| LedgerError::Invalid("bad checkpoint origin".into()))?;
@@ -154,7 +181,32 @@ impl Publisher {
             .map_err(|e| LedgerError::Invalid(e.to_string()))?;
         let signed = seal(note.to_bytes())?;
         write_atomic(&self.dir.join("checkpoint"), &signed)?;
+        let due = {
+            let mut u = self.unsynced.lock().expect("unsynced lock");
+            u.paths.extend(written);
+            u.size = size;
+            u.since.elapsed() >= SYNC_EVERY
+        };
+        if due {
+            self.sync()?;
+        }
         Ok(signed)
+    }
+
+    /// Makes every tile and bundle written so far durable, and records up to which size
+    /// they are (`TILES_SYNCED`).
+    pub fn sync(&self) -> Result<()> {
+        let mut u = self.unsynced.lock().expect("unsynced lock");
+        for path in &u.paths {
+            std::fs::File::open(path)?.sync_data()?;
+        }
+        write_atomic(
+            &self.dir.join(TILES_SYNCED),
+            format!("{}\n", u.size).as_bytes(),
+        )?;
+        u.paths.clear();
+        u.since = std::time::Instant::now();
+        Ok(())
     }
 }
 

@@ -280,48 +280,58 @@ fn signed_checkpoints_verify_only_with_the_right_key() {
     );
 }
 
-/// Tiles are written in place and synced together before the checkpoint: a crash
-/// between the two leaves torn or missing tiles that no published checkpoint refers to,
-/// and publishing again from the last checkpoint (what a restart does) rewrites them.
+/// Tiles are synced in batches: a crash can tear tiles and lose bundles written since
+/// the last sync, whether the checkpoint naming them survived or not. The restart
+/// publishes again from `resume_size`, and the log checks whole.
 #[test]
-fn tiles_torn_before_their_checkpoint_are_written_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (entries, tree, _) = build(dir.path(), 300);
-    let (skey, vkey) = ledger::publish::generate_key("edgecloud.test/log");
-    let out = dir.path().join("pub");
-    let p = ledger::publish::Publisher::new(&out, &skey).unwrap();
-    let first = p.publish(&tree, &entries, 0).unwrap();
-    let more: Vec<Vec<u8>> = (300..700)
-        .map(|i| format!("record {i}").into_bytes())
-        .collect();
-    entries.append(&more).unwrap();
-    let hashes: Vec<Hash> = more.iter().map(|r| leaf_hash(r)).collect();
-    tree.append(&hashes, false).unwrap();
-    p.publish(&tree, &entries, 300).unwrap();
-    // The crash: the new checkpoint never made it, a tile is torn, a bundle lost.
-    std::fs::write(out.join("checkpoint"), &first).unwrap();
-    let tile = out.join("tile/0/001");
-    let len = std::fs::metadata(&tile).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&tile)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    std::fs::remove_file(out.join("tile/entries/001")).unwrap();
-    let read = |path: &str| Ok(std::fs::read(out.join(path)).ok());
-    let root = tree.root(700).unwrap();
-    assert!(ledger::monitor::check_published(700, root, read).is_err());
-    // The restart publishes from the size of the checkpoint it finds.
-    let published = verify::checkpoint(&std::fs::read(out.join("checkpoint")).unwrap(), &vkey)
-        .unwrap()
-        .size();
-    assert_eq!(published, 300);
-    let cp = p.publish(&tree, &entries, published).unwrap();
-    assert_eq!(verify::checkpoint(&cp, &vkey).unwrap().size(), 700);
-    let got = ledger::monitor::check_published(700, root, read).unwrap();
-    assert_eq!(got.len(), 700);
-    assert_eq!(got[650], b"record 650");
+fn tiles_torn_in_a_crash_are_written_again_from_the_last_sync() {
+    for new_checkpoint_survived in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (entries, tree, _) = build(dir.path(), 300);
+        let (skey, vkey) = ledger::publish::generate_key("edgecloud.test/log");
+        let out = dir.path().join("pub");
+        let p = ledger::publish::Publisher::new(&out, &skey).unwrap();
+        let first = p.publish(&tree, &entries, 0).unwrap();
+        p.sync().unwrap();
+        let more: Vec<Vec<u8>> = (300..700)
+            .map(|i| format!("record {i}").into_bytes())
+            .collect();
+        entries.append(&more).unwrap();
+        let hashes: Vec<Hash> = more.iter().map(|r| leaf_hash(r)).collect();
+        tree.append(&hashes, false).unwrap();
+        // Not synced yet: the next batch is due seconds later.
+        p.publish(&tree, &entries, 300).unwrap();
+        // The crash: a tile is torn, a bundle lost, and maybe the checkpoint too.
+        if !new_checkpoint_survived {
+            std::fs::write(out.join("checkpoint"), &first).unwrap();
+        }
+        let tile = out.join("tile/0/001");
+        let len = std::fs::metadata(&tile).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tile)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        std::fs::remove_file(out.join("tile/entries/001")).unwrap();
+        let read = |path: &str| Ok(std::fs::read(out.join(path)).ok());
+        let root = tree.root(700).unwrap();
+        assert!(ledger::monitor::check_published(700, root, read).is_err());
+        // The restart publishes from the last synced size.
+        let from = ledger::publish::resume_size(&out, &vkey);
+        assert_eq!(from, 300, "checkpoint survived: {new_checkpoint_survived}");
+        let p = ledger::publish::Publisher::new(&out, &skey).unwrap();
+        let cp = p.publish(&tree, &entries, from).unwrap();
+        p.sync().unwrap();
+        assert_eq!(verify::checkpoint(&cp, &vkey).unwrap().size(), 700);
+        let got = ledger::monitor::check_published(700, root, read).unwrap();
+        assert_eq!(got.len(), 700);
+        assert_eq!(got[650], b"record 650");
+        assert_eq!(ledger::publish::resume_size(&out, &vkey), 700);
+        // A directory from before the marker synced tiles before each checkpoint.
+        std::fs::remove_file(out.join(ledger::publish::TILES_SYNCED)).unwrap();
+        assert_eq!(ledger::publish::resume_size(&out, &vkey), 700);
+    }
 }
 
 /// What a damaged published file should make the monitor name: the first entry whose
