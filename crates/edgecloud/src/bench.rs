@@ -4,7 +4,7 @@
 //! figures; asserts nothing (figures depend on the machine).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use archive::{
@@ -440,11 +440,11 @@ async fn put_small(
 /// Three ways: with the catalog's own group-commit writer (each batch fsynced); through
 /// a one-voter Raft group as `serve` runs it (the Raft log is fsynced; the catalog
 /// commits lazily); and as S3 clients see it, SigV4-signed PUTs over HTTP to the S3
-/// gateway in front of those Raft archives (the client runs in this process, on the
-/// same cores).
+/// gateway in front of those Raft archives.
 ///
-/// Two figures, totals over all rounds: throughput, and this process's CPU time per put
-/// (every thread, the client's too over S3).
+/// Figures are totals over all rounds: throughput, and CPU time per put. Over S3 the
+/// client shares this process and its cores, but runs on a runtime of its own whose
+/// threads are named, so the server's CPU is told apart from the client's.
 async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let (rounds, n, conc) = if quick { (3, 500, 32) } else { (31, 1000, 32) };
     println!("ledger cost on 4 KiB puts ({rounds} alternating rounds of {n}, concurrency {conc}):");
@@ -458,7 +458,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     struct Setup {
         mode: &'static str,
         archive: Archive,
-        s3: Option<crate::netbench::S3Client>,
+        s3: Option<std::sync::Arc<crate::netbench::S3Client>>,
         auditor: Option<std::sync::Arc<archive::audit::Auditor>>,
     }
     let auditor = |a: &Archive, name: &str| -> anyhow::Result<_> {
@@ -470,40 +470,29 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     };
     // Pairs: with the log, then without.
     let mut setups: Vec<Setup> = Vec::new();
-    for logged in [true, false] {
-        let name = format!("local-{logged}");
-        let a = open(&name, logged)?;
-        setups.push(Setup {
-            mode: "catalog writer",
-            auditor: if logged {
-                Some(auditor(&a, &name)?)
-            } else {
-                None
-            },
-            archive: a,
-            s3: None,
-        });
-    }
-    for logged in [true, false] {
-        let name = format!("raft-{logged}");
-        let a = open(&name, logged)?;
-        replicate_alone(&a, &dir.join(&name)).await?;
-        setups.push(Setup {
-            mode: "Raft, as serve",
-            auditor: if logged {
-                Some(auditor(&a, &name)?)
-            } else {
-                None
-            },
-            archive: a,
-            s3: None,
-        });
+    for (name, mode, raft) in [
+        ("local", "catalog writer", false),
+        ("raft", "Raft, as serve", true),
+    ] {
+        for logged in [true, false] {
+            let name = format!("{name}-{logged}");
+            let a = open(&name, logged)?;
+            if raft {
+                replicate_alone(&a, &dir.join(&name)).await?;
+            }
+            setups.push(Setup {
+                mode,
+                auditor: logged.then(|| auditor(&a, &name)).transpose()?,
+                archive: a,
+                s3: None,
+            });
+        }
     }
     for i in [2, 3] {
         let a = setups[i].archive.clone();
         setups.push(Setup {
             mode: "S3 PUT, as serve",
-            s3: Some(s3_gateway_for_bench(&a).await?),
+            s3: Some(std::sync::Arc::new(s3_gateway_for_bench(&a).await?)),
             auditor: setups[i].auditor.clone(),
             archive: a,
         });
@@ -513,10 +502,12 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             .create_bucket("small", None, Versioning::Enabled)
             .await?;
     }
+    let client = ClientRuntime::new()?;
     let mut rng = Rng::new(4);
     let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
-    // Per setup: total (seconds, CPU seconds) over every round.
-    let mut totals = vec![(0.0f64, 0.0f64); setups.len()];
+    // Per setup: totals over every round of seconds, process CPU seconds, and the CPU
+    // seconds of the S3 client's threads.
+    let mut totals = vec![(0.0f64, 0.0f64, 0.0f64); setups.len()];
     // Per archive with the log (by its first setup): seconds written since it last
     // published; and the CPU seconds and entries of all publishing.
     let mut unpublished = vec![0.0f64; setups.len()];
@@ -530,7 +521,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         for i in order {
             let s = &setups[i];
             let prefix = format!("m{i}r{r}-");
-            let (t, cpu) = (Instant::now(), process_cpu_secs());
+            let (t, cpu, client_cpu) = (Instant::now(), process_cpu_secs(), client.cpu_secs());
             // As `serve`: publishing runs beside the writes once a second of them is
             // unpublished; it ends within the round, so the round carries its CPU.
             let publish = |a: std::sync::Arc<archive::audit::Auditor>| {
@@ -547,7 +538,10 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             });
             match &s.s3 {
                 None => put_small(&s.archive, "small", &prefix, &bodies, conc).await?,
-                Some(c) => put_small_s3(c, "small", &prefix, &bodies, conc).await?,
+                Some(c) => {
+                    let put = put_small_s3(c.clone(), "small", prefix, bodies.clone(), conc);
+                    client.rt().spawn(put).await??
+                }
             };
             if let Some(a) = s.auditor.clone() {
                 unpublished[slot(i)] += t.elapsed().as_secs_f64();
@@ -560,6 +554,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             }
             totals[i].0 += t.elapsed().as_secs_f64();
             totals[i].1 += process_cpu_secs() - cpu;
+            totals[i].2 += client.cpu_secs() - client_cpu;
         }
     }
     let puts = (rounds * n) as f64;
@@ -570,35 +565,94 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             publish_cpu / published.max(1) as f64 * 1e6
         ),
     );
+    let us = |secs: f64| secs / puts * 1e6;
     for pair in 0..setups.len() / 2 {
         let mode = setups[2 * pair].mode;
         let (with, without) = (totals[2 * pair], totals[2 * pair + 1]);
-        row(
-            &format!("{mode}: without the log"),
+        let over_s3 = setups[2 * pair].s3.is_some();
+        for (label, t) in [("without the log", without), ("with the log", with)] {
+            let server = if over_s3 {
+                format!(" ({:3.0} server, {:3.0} client)", us(t.1 - t.2), us(t.2))
+            } else {
+                String::new()
+            };
+            row(
+                &format!("{mode}: {label}"),
+                format!(
+                    "{:6.0} ops/s  {:5.0} µs CPU per put{server}",
+                    puts / t.0,
+                    us(t.1)
+                ),
+            );
+        }
+        let server = if over_s3 {
             format!(
-                "{:6.0} ops/s  {:5.0} µs CPU per put",
-                puts / without.0,
-                without.1 / puts * 1e6
-            ),
-        );
-        row(
-            &format!("{mode}: with the log"),
-            format!(
-                "{:6.0} ops/s  {:5.0} µs CPU per put",
-                puts / with.0,
-                with.1 / puts * 1e6
-            ),
-        );
+                ", {:4.1} % server CPU",
+                ((with.1 - with.2) / (without.1 - without.2) - 1.0) * 100.0
+            )
+        } else {
+            String::new()
+        };
         row(
             &format!("{mode}: cost of the log"),
             format!(
-                "{:6.1} % throughput {:5.1} % CPU",
+                "{:6.1} % throughput {:5.1} % CPU{server}",
                 (1.0 - without.0 / with.0) * 100.0,
                 (with.1 / without.1 - 1.0) * 100.0
             ),
         );
     }
     Ok(())
+}
+
+/// A runtime for a benchmark's client, beside the server's in the same process. Its
+/// threads carry one name, so their CPU time can be read apart from the server's.
+struct ClientRuntime(Option<tokio::runtime::Runtime>);
+
+impl ClientRuntime {
+    /// Thread names are cut to 15 bytes by Linux; this one fits.
+    const THREADS: &str = "bench-s3-client";
+
+    fn new() -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(Self::THREADS)
+            // Idle threads that exit would take their CPU time with them.
+            .thread_keep_alive(Duration::from_secs(24 * 3600))
+            .enable_all()
+            .build()?;
+        Ok(ClientRuntime(Some(rt)))
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// CPU seconds the client's threads have used (`/proc/self/task/*/schedstat`, in ns).
+    fn cpu_secs(&self) -> f64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0.0;
+        };
+        let ns: u64 = tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end() == Self::THREADS)
+            })
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        ns as f64 * 1e-9
+    }
+}
+
+impl Drop for ClientRuntime {
+    /// A runtime cannot be dropped inside another one's async context; let it go.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// CPU time this process has used (every thread), in seconds.
@@ -646,20 +700,21 @@ async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::netbench::S3
     })
 }
 
-/// `put_small` through an S3 gateway.
+/// `put_small` through an S3 gateway. It owns what it uses, to run on the client's
+/// own runtime.
 async fn put_small_s3(
-    s3: &crate::netbench::S3Client,
-    bucket: &str,
-    prefix: &str,
-    bodies: &[Bytes],
+    s3: std::sync::Arc<crate::netbench::S3Client>,
+    bucket: &'static str,
+    prefix: String,
+    bodies: Vec<Bytes>,
     conc: usize,
 ) -> anyhow::Result<f64> {
     let t = Instant::now();
-    futures::stream::iter(bodies.iter().enumerate())
+    futures::stream::iter(bodies.into_iter().enumerate())
         .map(|(i, b)| {
-            let path = format!("/{bucket}/{prefix}{i:06}");
+            let (s3, path) = (s3.clone(), format!("/{bucket}/{prefix}{i:06}"));
             async move {
-                s3.send(reqwest::Method::PUT, &path, &[], Some(b.clone()))
+                s3.send(reqwest::Method::PUT, &path, &[], Some(b))
                     .await
                     .map(|_| ())
             }
