@@ -26,14 +26,18 @@ thread_local! {
     /// together by `flush` just before it commits: one table lookup per batch rather
     /// than one per change (the log's cost on small writes is mostly per-change work).
     static PENDING: std::cell::RefCell<Pending> = const {
-        std::cell::RefCell::new(Pending { next: None, records: Vec::new() })
+        std::cell::RefCell::new(Pending { next: None, count: 0, row: Vec::new() })
     };
 }
 
 struct Pending {
     /// The index the next record gets; None until the first append of a transaction.
     next: Option<u64>,
-    records: Vec<Vec<u8>>,
+    /// Records in `row`.
+    count: u64,
+    /// The row being built, records written straight into it (its buffer is reused
+    /// from one transaction to the next).
+    row: Vec<u8>,
 }
 
 pub(crate) fn set_enabled_on_this_thread(on: bool) {
@@ -60,34 +64,40 @@ pub(crate) fn append(
         // Entries are numbered densely from 0: the next follows the last row's records.
         None => size_of(&txn.open_table(LEDGER)?)?,
     };
-    let bytes = Record::new(time_ns, actor, change).to_bytes();
+    let record = Record::new(time_ns, actor, change);
     PENDING.with_borrow_mut(|p| {
+        if p.count == 0 {
+            p.row.clear();
+            p.row.push(BATCH);
+        }
+        let at = p.row.len();
+        p.row.extend_from_slice(&[0; 4]);
+        record.write_to(&mut p.row);
+        let len = u32::try_from(p.row.len() - at - 4)
+            .map_err(|_| CatalogError::Invalid("a ledger record is over 4 GiB".into()))?;
+        p.row[at..at + 4].copy_from_slice(&len.to_be_bytes());
         p.next = Some(next + 1);
-        p.records.push(bytes);
-    });
-    Ok(next)
+        p.count += 1;
+        Ok(next)
+    })
 }
 
 /// Inserts the records appended in this transaction. The writer calls it before each
 /// commit; anything that reads the ledger table inside a write transaction calls it
 /// first.
 pub(crate) fn flush(txn: &WriteTransaction) -> Result<()> {
-    let (next, records) =
-        PENDING.with_borrow_mut(|p| (p.next.take(), std::mem::take(&mut p.records)));
-    let Some(next) = next else {
-        return Ok(());
-    };
-    let mut row = Vec::with_capacity(1 + records.iter().map(|r| 4 + r.len()).sum::<usize>());
-    row.push(BATCH);
-    for r in &records {
-        let len = u32::try_from(r.len())
-            .map_err(|_| CatalogError::Invalid("a ledger record is over 4 GiB".into()))?;
-        row.extend_from_slice(&len.to_be_bytes());
-        row.extend_from_slice(r);
-    }
-    let first = next - records.len() as u64;
-    txn.open_table(LEDGER)?.insert(first, row.as_slice())?;
-    Ok(())
+    PENDING.with_borrow_mut(|p| {
+        let Some(next) = p.next.take() else {
+            return Ok(());
+        };
+        let first = next - std::mem::take(&mut p.count);
+        txn.open_table(LEDGER)?.insert(first, p.row.as_slice())?;
+        if p.row.capacity() > 1 << 20 {
+            // A rare huge batch (a multipart upload of many parts) gives its memory back.
+            p.row = Vec::new();
+        }
+        Ok(())
+    })
 }
 
 /// The first byte of a row holding a batch of records.
@@ -134,7 +144,7 @@ fn size_of(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
 pub(crate) fn discard() {
     PENDING.with_borrow_mut(|p| {
         p.next = None;
-        p.records.clear();
+        p.count = 0;
     });
 }
 

@@ -87,7 +87,14 @@ impl Record {
     /// writes for the derived `Serialize` (a property test holds the two together),
     /// written directly because every small write pays for it.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut j = Json(Vec::with_capacity(320));
+        let mut out = Vec::with_capacity(320);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// `to_bytes`, appended to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut j = Json(out);
         j.0.extend_from_slice(b"{\"v\":");
         j.num(self.v as u64);
         j.key("time_ns");
@@ -162,7 +169,6 @@ impl Record {
             }
         }
         j.0.push(b'}');
-        j.0
     }
 
     pub fn from_bytes(b: &[u8]) -> crate::Result<Self> {
@@ -190,9 +196,9 @@ impl Change {
 /// Compact JSON as `serde_json` writes it: strings escape `"`, `\\` and control
 /// characters (short forms for \b \t \n \f \r, `\u00xx` otherwise); everything else,
 /// non-ASCII included, is copied as is.
-struct Json(Vec<u8>);
+struct Json<'a>(&'a mut Vec<u8>);
 
-impl Json {
+impl Json<'_> {
     fn num(&mut self, n: u64) {
         self.0
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -219,7 +225,7 @@ impl Json {
 
     fn str(&mut self, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let out = &mut self.0;
+        let out = &mut *self.0;
         out.push(b'"');
         let bytes = s.as_bytes();
         let mut start = 0;
