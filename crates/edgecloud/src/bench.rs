@@ -442,7 +442,8 @@ async fn put_small(
 /// commits lazily); and as S3 clients see it, SigV4-signed PUTs over HTTP to the S3
 /// gateway in front of those Raft archives.
 ///
-/// Figures are totals over all rounds: throughput, and CPU time per put. Over S3 the
+/// Figures are totals over all rounds: throughput, and the server's CPU time per put,
+/// with the mean and ~95% confidence interval of the cost round by round. Over S3 the
 /// client shares this process and its cores, but runs on a runtime of its own whose
 /// threads are named, so the server's CPU is told apart from the client's.
 async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
@@ -505,9 +506,9 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let client = ClientRuntime::new()?;
     let mut rng = Rng::new(4);
     let bodies: Vec<Bytes> = (0..n).map(|_| Bytes::from(rng.bytes(4096))).collect();
-    // Per setup: totals over every round of seconds, process CPU seconds, and the CPU
-    // seconds of the S3 client's threads.
-    let mut totals = vec![(0.0f64, 0.0f64, 0.0f64); setups.len()];
+    // Per setup and round: seconds, and CPU seconds of the server (this process but
+    // the S3 client's threads) and of the client.
+    let mut measured = vec![Vec::<(f64, f64, f64)>::new(); setups.len()];
     // Per archive with the log (by its first setup): seconds written since it last
     // published; and the CPU seconds and entries of all publishing.
     let mut unpublished = vec![0.0f64; setups.len()];
@@ -552,9 +553,12 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
                     publish_cpu += cpu;
                 }
             }
-            totals[i].0 += t.elapsed().as_secs_f64();
-            totals[i].1 += process_cpu_secs() - cpu;
-            totals[i].2 += client.cpu_secs() - client_cpu;
+            let client_cpu = client.cpu_secs() - client_cpu;
+            measured[i].push((
+                t.elapsed().as_secs_f64(),
+                process_cpu_secs() - cpu - client_cpu,
+                client_cpu,
+            ));
         }
     }
     let puts = (rounds * n) as f64;
@@ -566,43 +570,61 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         ),
     );
     let us = |secs: f64| secs / puts * 1e6;
+    let total = |rounds: &[(f64, f64, f64)]| {
+        rounds
+            .iter()
+            .fold((0.0, 0.0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2))
+    };
     for pair in 0..setups.len() / 2 {
         let mode = setups[2 * pair].mode;
-        let (with, without) = (totals[2 * pair], totals[2 * pair + 1]);
+        let (with_rounds, without_rounds) = (&measured[2 * pair], &measured[2 * pair + 1]);
+        let (with, without) = (total(with_rounds), total(without_rounds));
         let over_s3 = setups[2 * pair].s3.is_some();
         for (label, t) in [("without the log", without), ("with the log", with)] {
-            let server = if over_s3 {
-                format!(" ({:3.0} server, {:3.0} client)", us(t.1 - t.2), us(t.2))
+            let client = if over_s3 {
+                format!(" + {:3.0} client", us(t.2))
             } else {
                 String::new()
             };
             row(
                 &format!("{mode}: {label}"),
                 format!(
-                    "{:6.0} ops/s  {:5.0} µs CPU per put{server}",
+                    "{:6.0} ops/s  {:5.0} µs server CPU per put{client}",
                     puts / t.0,
                     us(t.1)
                 ),
             );
         }
-        let server = if over_s3 {
-            format!(
-                ", {:4.1} % server CPU",
-                ((with.1 - with.2) / (without.1 - without.2) - 1.0) * 100.0
-            )
-        } else {
-            String::new()
-        };
+        // The spread: the cost in each round, against the round without the log next to
+        // it (publishing lands in some rounds only, so single rounds vary widely).
+        let per_round: Vec<f64> = with_rounds
+            .iter()
+            .zip(without_rounds)
+            .map(|(w, wo)| (w.1 / wo.1 - 1.0) * 100.0)
+            .collect();
+        let (mean, half) = mean_and_ci95(&per_round);
         row(
             &format!("{mode}: cost of the log"),
             format!(
-                "{:6.1} % throughput {:5.1} % CPU{server}",
+                "{:6.1} % throughput {:5.1} % server CPU (rounds: {mean:.1} ± {half:.1} %)",
                 (1.0 - without.0 / with.0) * 100.0,
                 (with.1 / without.1 - 1.0) * 100.0
             ),
         );
     }
     Ok(())
+}
+
+/// The mean of `xs` and the half-width of its ~95% confidence interval (normal
+/// approximation: 1.96 standard errors).
+fn mean_and_ci95(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    if xs.len() < 2 {
+        return (xs.first().copied().unwrap_or(0.0), f64::NAN);
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (var / n).sqrt())
 }
 
 /// A runtime for a benchmark's client, beside the server's in the same process. Its
