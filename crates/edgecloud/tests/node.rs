@@ -404,32 +404,47 @@ fn six_disks_two_wiped_scrub_restores_full_redundancy() {
 #[test]
 fn config_file_and_env_set_options() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let cfg = dir.path().join("edgecloud.toml");
-    std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\ndav-listen = \"127.0.0.1:0\"\nftp-listen = \"127.0.0.1:0\"\nrpc-listen = \"127.0.0.1:0\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("serve")
-        .env(
-            "EDGECLOUD_DISKS",
-            format!("{0}/a,{0}/b", dir.path().display()),
-        )
-        .stderr(Stdio::null())
-        .spawn()
+    let cli = |port: u16, args: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .env("EDGECLOUD_ADMIN", format!("http://127.0.0.1:{port}"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // As `Node::restart`: fresh ports again if another test's node took one first.
+    let (mut child, port) = (1..)
+        .find_map(|attempt| {
+            assert!(attempt < 5, "edgecloud serve exited at start {attempt} times");
+            let port = free_port();
+            std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\ndav-listen = \"127.0.0.1:0\"\nftp-listen = \"127.0.0.1:0\"\nrpc-listen = \"127.0.0.1:0\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
+            let mut child = Command::new(BIN)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("serve")
+                .env(
+                    "EDGECLOUD_DISKS",
+                    format!("{0}/a,{0}/b", dir.path().display()),
+                )
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    return None;
+                }
+                if cli(port, &["bucket", "list"]).status.success() {
+                    return Some((child, port));
+                }
+                assert!(Instant::now() < deadline, "edgecloud serve did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .env("EDGECLOUD_ADMIN", format!("http://127.0.0.1:{port}"))
-        .args(["bucket", "create", "cfgtest"])
-        .output()
-        .unwrap();
+    let out = cli(port, &["bucket", "create", "cfgtest"]);
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
