@@ -509,6 +509,9 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     // Per setup and round: seconds, and CPU seconds of the server (this process but
     // the S3 client's threads) and of the client.
     let mut measured = vec![Vec::<(f64, f64, f64)>::new(); setups.len()];
+    // Per setup: CPU seconds by thread name over all rounds, and of publishing.
+    let mut by_thread = vec![std::collections::BTreeMap::<String, f64>::new(); setups.len()];
+    let mut publishing_in = vec![0.0f64; setups.len()];
     // Per archive with the log (by its first setup): seconds written since it last
     // published; and the CPU seconds and entries of all publishing.
     let mut unpublished = vec![0.0f64; setups.len()];
@@ -522,7 +525,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
         for i in order {
             let s = &setups[i];
             let prefix = format!("m{i}r{r}-");
-            let (t, cpu, client_cpu) = (Instant::now(), process_cpu_secs(), client.cpu_secs());
+            let (t, cpu, threads) = (Instant::now(), process_cpu_secs(), threads_cpu());
             // As `serve`: publishing runs beside the writes once a second of them is
             // unpublished; it ends within the round, so the round carries its CPU.
             let publish = |a: std::sync::Arc<archive::audit::Auditor>| {
@@ -551,9 +554,14 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
                     let (entries, cpu) = p.await??;
                     published += entries;
                     publish_cpu += cpu;
+                    publishing_in[i] += cpu;
                 }
             }
-            let client_cpu = client.cpu_secs() - client_cpu;
+            let threads = cpu_by_name(&threads, &threads_cpu());
+            let client_cpu = threads.get(ClientRuntime::THREADS).copied().unwrap_or(0.0);
+            for (name, secs) in threads {
+                *by_thread[i].entry(name).or_default() += secs;
+            }
             measured[i].push((
                 t.elapsed().as_secs_f64(),
                 process_cpu_secs() - cpu - client_cpu,
@@ -603,6 +611,27 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             .map(|(w, wo)| (w.1 / wo.1 - 1.0) * 100.0)
             .collect();
         let (mean, half) = mean_and_ci95(&per_round);
+        // Where the added CPU went, by thread (publishing runs on a tokio blocking
+        // thread: its own share is shown apart).
+        let (w, wo) = (&by_thread[2 * pair], &by_thread[2 * pair + 1]);
+        let mut added: Vec<String> = w
+            .keys()
+            .chain(wo.keys())
+            .filter(|name| *name != ClientRuntime::THREADS)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|name| {
+                let d = w.get(name).unwrap_or(&0.0) - wo.get(name).unwrap_or(&0.0);
+                (name, us(d))
+            })
+            .filter(|(_, d)| d.abs() >= 0.5)
+            .map(|(name, d)| format!("{name} {d:+.1}"))
+            .collect();
+        added.push(format!(
+            "of which publishing {:+.1}",
+            us(publishing_in[2 * pair])
+        ));
+        row(&format!("{mode}: added µs per put"), added.join(", "));
         row(
             &format!("{mode}: cost of the log"),
             format!(
@@ -649,23 +678,39 @@ impl ClientRuntime {
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.0.as_ref().expect("the runtime lives until drop")
     }
+}
 
-    /// CPU seconds the client's threads have used (`/proc/self/task/*/schedstat`, in ns).
-    fn cpu_secs(&self) -> f64 {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0.0;
-        };
-        let ns: u64 = tasks
-            .flatten()
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.trim_end() == Self::THREADS)
-            })
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        ns as f64 * 1e-9
+/// This process's live threads: id -> (name, CPU nanoseconds), from
+/// `/proc/self/task/*/{comm,schedstat}`.
+fn threads_cpu() -> std::collections::HashMap<String, (String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Default::default();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns = stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            // One name per kind of thread: shard writers carry their disk after ':'.
+            let name = comm.trim_end().split(':').next()?.to_string();
+            Some((t.file_name().to_string_lossy().into_owned(), (name, ns)))
+        })
+        .collect()
+}
+
+/// CPU seconds used between two `threads_cpu` snapshots, by thread name (a thread
+/// that ended in between is missing; one that started counts from zero).
+fn cpu_by_name(
+    before: &std::collections::HashMap<String, (String, u64)>,
+    after: &std::collections::HashMap<String, (String, u64)>,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (tid, (name, ns)) in after {
+        let was = before.get(tid).map_or(0, |b| b.1);
+        *out.entry(name.clone()).or_insert(0.0) += ns.saturating_sub(was) as f64 * 1e-9;
     }
+    out
 }
 
 impl Drop for ClientRuntime {
