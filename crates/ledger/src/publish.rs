@@ -52,8 +52,8 @@ fn create(path: &Path) -> Result<std::fs::File> {
 }
 
 /// Tiles and entry bundles are not synced one by one as they are written: an fsync of a
-/// new file forces a journal commit, and twenty-odd of them a second stalled every
-/// other writer on the disk (the Raft log's fsyncs queue behind them). They are
+/// new file writes its inode and data synchronously (a journal commit, on a journaled
+/// file system), and twenty-odd a second queued the Raft log's own fsyncs behind them. They are
 /// derived data: any of them can be written again, byte for byte, from the tree and
 /// the entries. So they are synced every `SYNC_EVERY` (by then the kernel has mostly
 /// written them back), and a marker file (`TILES_SYNCED`) then names the size up to
