@@ -26,7 +26,7 @@ thread_local! {
     /// together by `flush` just before it commits: one table lookup per batch rather
     /// than one per change (the log's cost on small writes is mostly per-change work).
     static PENDING: std::cell::RefCell<Pending> = const {
-        std::cell::RefCell::new(Pending { next: None, count: 0, row: Vec::new() })
+        std::cell::RefCell::new(Pending { next: None, count: 0, row: Vec::new(), committed: None })
     };
 }
 
@@ -38,6 +38,10 @@ struct Pending {
     /// The row being built, records written straight into it (its buffer is reused
     /// from one transaction to the next).
     row: Vec<u8>,
+    /// How many records the table holds once the transactions flushed so far commit
+    /// (only this thread writes it): spares each commit a lookup of the table's last
+    /// row. None when unknown; `discard` forgets it.
+    committed: Option<u64>,
 }
 
 pub(crate) fn set_enabled_on_this_thread(on: bool) {
@@ -59,7 +63,7 @@ pub(crate) fn append(
     if !ENABLED.with(|e| e.get()) {
         return Ok(NOT_LOGGED);
     }
-    let next = match PENDING.with_borrow(|p| p.next) {
+    let next = match PENDING.with_borrow(|p| p.next.or(p.committed)) {
         Some(n) => n,
         // Entries are numbered densely from 0: the next follows the last row's records.
         None => size_of(&txn.open_table(LEDGER)?)?,
@@ -92,6 +96,7 @@ pub(crate) fn flush(txn: &WriteTransaction) -> Result<()> {
         };
         let first = next - std::mem::take(&mut p.count);
         txn.open_table(LEDGER)?.insert(first, p.row.as_slice())?;
+        p.committed = Some(next);
         if p.row.capacity() > 1 << 20 {
             // A rare huge batch (a multipart upload of many parts) gives its memory back.
             p.row = Vec::new();
@@ -140,11 +145,13 @@ fn size_of(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
 }
 
 /// Forgets the records of a transaction that will not commit, or whose tables are
-/// replaced wholesale (a snapshot being installed).
+/// replaced wholesale (a snapshot being installed), and the table's size: the writer
+/// calls it whenever a commit fails.
 pub(crate) fn discard() {
     PENDING.with_borrow_mut(|p| {
         p.next = None;
         p.count = 0;
+        p.committed = None;
     });
 }
 

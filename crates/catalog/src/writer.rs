@@ -110,6 +110,8 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
         };
         if let Err(e) = &commit {
             tracing::error!(error = %e, "catalog commit failed");
+            // The ledger's size as the flush left it never reached the table.
+            crate::audit::discard();
         }
         for c in completions {
             c(commit.clone());
