@@ -102,9 +102,9 @@ impl Record {
         j.key("actor");
         j.opt_str(self.actor.as_deref());
         j.key("kind");
+        j.str(self.change.kind());
         match &self.change {
             Change::BucketCreated { bucket } | Change::BucketDeleted { bucket } => {
-                j.str(self.change.kind());
                 j.field("bucket", bucket);
             }
             Change::VersionWritten {
@@ -115,7 +115,6 @@ impl Record {
                 sha256,
                 parts,
             } => {
-                j.str("version_written");
                 j.field("bucket", bucket);
                 j.field("key", key);
                 j.field("version_id", version_id);
@@ -148,13 +147,11 @@ impl Record {
                 key,
                 version_id,
             } => {
-                j.str(self.change.kind());
                 j.field("bucket", bucket);
                 j.field("key", key);
                 j.field("version_id", version_id);
             }
             Change::KeyCreated { access_key } | Change::KeyRevoked { access_key } => {
-                j.str(self.change.kind());
                 j.field("access_key", access_key);
             }
             Change::PermissionChanged {
@@ -162,7 +159,6 @@ impl Record {
                 bucket,
                 permission,
             } => {
-                j.str("permission_changed");
                 j.field("access_key", access_key);
                 j.field("bucket", bucket);
                 j.field("permission", permission);
