@@ -21,6 +21,41 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `try_start` (which starts `serve` on ports from `free_port()`) until a node is
+/// up. A port can be taken by another test's node before this one binds it; then this
+/// node exits and is started again on other ports (and the CLI never talks to the other
+/// node: readiness is an answer to this node's own admin token).
+fn start_on_free_ports<T>(mut try_start: impl FnMut() -> Option<T>) -> T {
+    for attempt in 1.. {
+        if let Some(started) = try_start() {
+            return started;
+        }
+        assert!(
+            attempt < 5,
+            "edgecloud serve exited at start {attempt} times"
+        );
+    }
+    unreachable!()
+}
+
+/// Waits until a just-spawned `serve` makes `ready` true; None if it exited first.
+fn wait_until_ready(mut child: Child, ready: impl Fn() -> bool) -> Option<Child> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        if ready() {
+            return Some(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("edgecloud serve did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Node {
     fn start(root: &Path, disks: usize) -> Node {
         let data = root.join("data");
@@ -35,20 +70,9 @@ impl Node {
         n
     }
 
-    /// Starts `serve` on fresh ports. A port from `free_port()` can be taken by another
-    /// test's node before this one binds it; then this node exits and is started again
-    /// on other ports (and the CLI never talks to the other node: readiness is an
-    /// answer to this node's own admin token).
+    /// Starts `serve` on fresh ports (see `start_on_free_ports`).
     fn restart(&mut self) {
-        for attempt in 1.. {
-            if self.try_start() {
-                return;
-            }
-            assert!(
-                attempt < 5,
-                "edgecloud serve exited at start {attempt} times"
-            );
-        }
+        start_on_free_ports(|| self.try_start().then_some(()));
     }
 
     fn try_start(&mut self) -> bool {
@@ -68,26 +92,13 @@ impl Node {
         for d in &self.disks {
             cmd.arg("--disk").arg(d);
         }
-        let mut child = cmd
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            if self.cli(&["bucket", "list"]).status.success() {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("edgecloud serve did not start");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child = wait_until_ready(child, || self.cli(&["bucket", "list"]).status.success());
+        self.child.is_some()
     }
 
     fn kill9(&mut self) {
@@ -414,36 +425,23 @@ fn config_file_and_env_set_options() {
             .output()
             .unwrap()
     };
-    // As `Node::restart`: fresh ports again if another test's node took one first.
-    let (mut child, port) = (1..)
-        .find_map(|attempt| {
-            assert!(attempt < 5, "edgecloud serve exited at start {attempt} times");
-            let port = free_port();
-            std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\ndav-listen = \"127.0.0.1:0\"\nftp-listen = \"127.0.0.1:0\"\nrpc-listen = \"127.0.0.1:0\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
-            let mut child = Command::new(BIN)
-                .arg("--config")
-                .arg(&cfg)
-                .arg("serve")
-                .env(
-                    "EDGECLOUD_DISKS",
-                    format!("{0}/a,{0}/b", dir.path().display()),
-                )
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    return None;
-                }
-                if cli(port, &["bucket", "list"]).status.success() {
-                    return Some((child, port));
-                }
-                assert!(Instant::now() < deadline, "edgecloud serve did not start");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .unwrap();
+    let (mut child, port) = start_on_free_ports(|| {
+        let port = free_port();
+        std::fs::write(&cfg, format!("data = \"{}\"\nadmin-listen = \"127.0.0.1:{port}\"\ns3-listen = \"127.0.0.1:{}\"\ndav-listen = \"127.0.0.1:0\"\nftp-listen = \"127.0.0.1:0\"\nrpc-listen = \"127.0.0.1:0\"\npolicy = \"replicate:2\"\n", dir.path().join("d").display(), free_port())).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .env(
+                "EDGECLOUD_DISKS",
+                format!("{0}/a,{0}/b", dir.path().display()),
+            )
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until_ready(child, || cli(port, &["bucket", "list"]).status.success())
+            .map(|child| (child, port))
+    });
     let out = cli(port, &["bucket", "create", "cfgtest"]);
     let _ = child.kill();
     let _ = child.wait();
