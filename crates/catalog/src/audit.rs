@@ -3,11 +3,21 @@
 //! together or not at all (no acknowledged write without a leaf, no leaf for a write
 //! that never happened). The Merkle tree over them is derived data (`crates/ledger`).
 //!
-//! The records of one write transaction share one row of the `ledger` table, keyed by
-//! the index of its first record: a B-tree insert per change was most of what the log
-//! cost a small write. A row is `0x00`, then each record as a u32 big-endian length and
+//! Records are inserted into the `ledger` table in rows of many records, keyed by the
+//! index of the first: a row is `0x00`, then each record as a u32 big-endian length and
 //! its bytes. A row that starts with `{` is a single record (catalogs written before
 //! rows held batches).
+//!
+//! A commit that need not reach the disk (changes applied from the Raft log, which
+//! replays them after a crash) leaves its records in memory, in the catalog's
+//! `Unflushed` buffer, and a later commit inserts them as one row: once the buffer holds
+//! `FLUSH_BYTES` or its oldest record is `FLUSH_AGE` old, and always with a durable
+//! commit, so whatever is durable holds every record of its changes. Readers see the
+//! buffer's committed records as part of the log. Opening and updating one table more
+//! in every commit was most of what the log cost a small write over S3.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ledger::record::{Change, Record};
 use redb::{ReadableTable, WriteTransaction};
@@ -18,41 +28,74 @@ use crate::{Catalog, CatalogError, Result};
 /// The version metadata key holding the version's ledger index.
 pub const LEDGER_INDEX: &str = ":ledger-index";
 
-thread_local! {
-    /// Whether the catalog whose writer runs on this thread keeps the audit log. Every
-    /// write runs on its catalog's writer thread, so this is per catalog.
-    static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
-    /// The records appended in the write transaction open on this thread, inserted
-    /// together by `flush` just before it commits: one table lookup per batch rather
-    /// than one per change (the log's cost on small writes is mostly per-change work).
-    static PENDING: std::cell::RefCell<Pending> = const {
-        std::cell::RefCell::new(Pending { next: None, count: 0, row: Vec::new(), committed: None })
-    };
+/// Buffered records are inserted once they fill this many bytes (a row this size is
+/// still quick to read for one entry)...
+const FLUSH_BYTES: usize = 64 * 1024;
+/// ...or once the oldest is this old (checked at each commit).
+const FLUSH_AGE: Duration = Duration::from_secs(1);
+
+/// The records committed but not yet in the table, shared by the catalog's writer
+/// thread (which alone changes them) and its readers.
+#[derive(Default)]
+pub(crate) struct Unflushed(Mutex<Buffer>);
+
+impl Unflushed {
+    fn lock(&self) -> MutexGuard<'_, Buffer> {
+        // Nothing in the buffer panics half-way through an update.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-struct Pending {
-    /// The index the next record gets; None until the first append of a transaction.
-    next: Option<u64>,
+#[derive(Default)]
+struct Buffer {
+    log: Buffered,
+    /// The records (count, bytes of `row`) the open transaction inserted into the table.
+    inserted: Option<(u64, usize)>,
+    /// The buffer as it was before a snapshot replaced every table in the open
+    /// transaction; restored if it does not commit.
+    replaced: Option<Buffered>,
+}
+
+#[derive(Default)]
+struct Buffered {
+    /// Records in the table as last committed; None until looked up.
+    size: Option<u64>,
+    /// `BATCH`, then the records from index `size` on that are not in the table: those
+    /// of committed transactions, then the open one's.
+    row: Vec<u8>,
     /// Records in `row`.
     count: u64,
-    /// The row being built, records written straight into it (its buffer is reused
-    /// from one transaction to the next).
-    row: Vec<u8>,
-    /// How many records the table holds once the transactions flushed so far commit
-    /// (only this thread writes it): spares each commit a lookup of the table's last
-    /// row. None when unknown; `discard` forgets it.
-    committed: Option<u64>,
+    /// Records (count, bytes of `row`) of committed transactions: what readers see, and
+    /// what a failed commit goes back to.
+    committed: (u64, usize),
+    /// When the oldest record in `row` was appended.
+    since: Option<Instant>,
 }
 
-pub(crate) fn set_enabled_on_this_thread(on: bool) {
-    ENABLED.with(|e| e.set(on));
+thread_local! {
+    /// The buffer of the catalog whose writer runs on this thread, if it keeps the audit
+    /// log. Every write runs on its catalog's writer thread, so this is per catalog.
+    static WRITER: std::cell::RefCell<Option<Arc<Unflushed>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called once by the writer thread: its catalog's buffer, or None when the log is off.
+pub(crate) fn attach_to_this_thread(buffer: Option<Arc<Unflushed>>) {
+    WRITER.with_borrow_mut(|w| *w = buffer);
+}
+
+/// Runs `f` on this thread's buffer; `off` when the log is off.
+fn with_buffer<T>(off: T, f: impl FnOnce(&mut Buffer) -> T) -> T {
+    WRITER.with_borrow(|w| match w {
+        Some(u) => f(&mut u.lock()),
+        None => off,
+    })
 }
 
 /// The index answered when the log is off (benchmarks only).
 pub const NOT_LOGGED: u64 = u64::MAX;
 
 /// Appends one leaf record to the transaction; returns its index. Call it last in an
-/// operation, after every check that can fail. The record reaches the table in
+/// operation, after every check that can fail. The record reaches the table in a
 /// `flush`, which the writer runs before every commit.
 pub(crate) fn append(
     txn: &WriteTransaction,
@@ -60,48 +103,100 @@ pub(crate) fn append(
     actor: Option<String>,
     change: Change,
 ) -> Result<u64> {
-    if !ENABLED.with(|e| e.get()) {
-        return Ok(NOT_LOGGED);
-    }
-    let next = match PENDING.with_borrow(|p| p.next.or(p.committed)) {
-        Some(n) => n,
-        // Entries are numbered densely from 0: the next follows the last row's records.
-        None => size_of(&txn.open_table(LEDGER)?)?,
-    };
-    let record = Record::new(time_ns, actor, change);
-    PENDING.with_borrow_mut(|p| {
-        if p.count == 0 {
-            p.row.clear();
-            p.row.push(BATCH);
+    with_buffer(Ok(NOT_LOGGED), |b| {
+        let log = &mut b.log;
+        let size = match log.size {
+            Some(n) => n,
+            // Entries are numbered densely from 0: the next follows the last row's records.
+            None => *log.size.insert(size_of(&txn.open_table(LEDGER)?)?),
+        };
+        if log.count == 0 {
+            log.row.clear();
+            log.row.push(BATCH);
+            log.since = Some(Instant::now());
         }
-        let at = p.row.len();
-        p.row.extend_from_slice(&[0; 4]);
-        record.write_to(&mut p.row);
-        let len = u32::try_from(p.row.len() - at - 4)
+        let at = log.row.len();
+        log.row.extend_from_slice(&[0; 4]);
+        Record::new(time_ns, actor, change).write_to(&mut log.row);
+        let len = u32::try_from(log.row.len() - at - 4)
             .map_err(|_| CatalogError::Invalid("a ledger record is over 4 GiB".into()))?;
-        p.row[at..at + 4].copy_from_slice(&len.to_be_bytes());
-        p.next = Some(next + 1);
-        p.count += 1;
-        Ok(next)
+        log.row[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        log.count += 1;
+        Ok(size + log.count - 1)
     })
 }
 
-/// Inserts the records appended in this transaction. The writer calls it before each
-/// commit; anything that reads the ledger table inside a write transaction calls it
-/// first.
-pub(crate) fn flush(txn: &WriteTransaction) -> Result<()> {
-    PENDING.with_borrow_mut(|p| {
-        let Some(next) = p.next.take() else {
+/// Inserts the buffered records into the table if they are due: always when `durable`
+/// (the commit reaches the disk, or a snapshot reads the table), else by size and age.
+/// The writer calls it before each commit, and `finish` after.
+pub(crate) fn flush(txn: &WriteTransaction, durable: bool) -> Result<()> {
+    with_buffer(Ok(()), |b| {
+        let (done, from) = b.inserted.unwrap_or((0, 1));
+        let log = &b.log;
+        if log.count == done {
             return Ok(());
-        };
-        let first = next - std::mem::take(&mut p.count);
-        txn.open_table(LEDGER)?.insert(first, p.row.as_slice())?;
-        p.committed = Some(next);
-        if p.row.capacity() > 1 << 20 {
-            // A rare huge batch (a multipart upload of many parts) gives its memory back.
-            p.row = Vec::new();
         }
+        // Once this transaction inserted some, it inserts the rest: it commits all or none.
+        let due = durable
+            || b.inserted.is_some()
+            || log.row.len() >= FLUSH_BYTES
+            || log.since.is_some_and(|t| t.elapsed() >= FLUSH_AGE);
+        if !due {
+            return Ok(());
+        }
+        let first = log
+            .size
+            .expect("the size is known while records are buffered")
+            + done;
+        let mut table = txn.open_table(LEDGER)?;
+        if from == 1 {
+            table.insert(first, log.row.as_slice())?;
+        } else {
+            let rest = [&[BATCH], &log.row[from..]].concat();
+            table.insert(first, rest.as_slice())?;
+        }
+        b.inserted = Some((log.count, log.row.len()));
         Ok(())
+    })
+}
+
+/// After the writer's commit (or its failure): records inserted leave the buffer; the
+/// rest become visible to readers; a failed transaction's records are dropped.
+pub(crate) fn finish(committed: bool) {
+    with_buffer((), |b| {
+        let inserted = b.inserted.take();
+        if committed {
+            b.replaced = None;
+            let log = &mut b.log;
+            if let Some((n, _)) = inserted {
+                // A transaction that inserted records inserted all of them (`flush`).
+                log.size = log.size.map(|s| s + n);
+                log.row.clear();
+                log.count = 0;
+                log.since = None;
+            }
+            log.committed = (log.count, log.row.len());
+        } else {
+            if let Some(before) = b.replaced.take() {
+                b.log = before;
+            }
+            let log = &mut b.log;
+            (log.count, _) = log.committed;
+            log.row.truncate(log.committed.1);
+            if log.count == 0 {
+                log.since = None;
+            }
+        }
+    })
+}
+
+/// Every table is being replaced (a snapshot installed): the buffered records go with
+/// the changes they recorded, and the table's size is looked up again.
+pub(crate) fn replaced() {
+    with_buffer((), |b| {
+        let before = std::mem::take(&mut b.log);
+        b.inserted = None;
+        b.replaced.get_or_insert(before);
     })
 }
 
@@ -144,27 +239,41 @@ fn size_of(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
     }
 }
 
-/// Forgets the records of a transaction that will not commit, or whose tables are
-/// replaced wholesale (a snapshot being installed), and the table's size: the writer
-/// calls it whenever a commit fails.
-pub(crate) fn discard() {
-    PENDING.with_borrow_mut(|p| {
-        p.next = None;
-        p.count = 0;
-        p.committed = None;
-    });
-}
-
 impl Catalog {
+    /// A read transaction, and `seen` applied to the buffered records of committed
+    /// transactions (the index of the first, their row). Taken together under the
+    /// buffer's lock: a commit that inserts buffered records takes them out of the
+    /// buffer only after the table has them, so no record falls between the two.
+    fn ledger_view<T>(
+        &self,
+        seen: impl FnOnce(u64, &[u8]) -> T,
+    ) -> Result<(redb::ReadTransaction, Option<T>)> {
+        let b = self.unflushed.lock();
+        let log = &b.log;
+        let pending = match log.size {
+            Some(first) if log.committed.0 > 0 => Some(seen(first, &log.row[..log.committed.1])),
+            _ => None,
+        };
+        Ok((self.read()?, pending))
+    }
+
     /// How many entries the audit log holds.
     pub fn ledger_size(&self) -> Result<u64> {
-        size_of(&self.read()?.open_table(LEDGER)?)
+        let (txn, end) =
+            self.ledger_view(|first, row| row_records(first, row).map(|r| first + r.len() as u64))?;
+        let table = size_of(&txn.open_table(LEDGER)?)?;
+        Ok(end.transpose()?.map_or(table, |end| end.max(table)))
     }
 
     /// Entries `from..to` (fewer if the log is shorter), read in one transaction.
     pub fn ledger_entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
-        let txn = self.read()?;
+        let (txn, pending) = self.ledger_view(|first, row| (first, row.to_vec()))?;
         let t = txn.open_table(LEDGER)?;
+        let missing = |from: u64, to: u64| CatalogError::Corrupt {
+            table: "ledger".into(),
+            key: to.to_string(),
+            reason: format!("records {from}..{to} are missing"),
+        };
         // Start at the row holding `from`: the last one keyed at or before it.
         let start = match t.range(..=from)?.next_back() {
             Some(row) => row?.0.value(),
@@ -172,21 +281,22 @@ impl Catalog {
         };
         let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
         let mut expected = start;
-        for row in t.range(start..to)? {
+        let table_rows = t.range(start..to)?.map(|row| {
             let (k, v) = row?;
-            if k.value() != expected {
-                return Err(CatalogError::Corrupt {
-                    table: "ledger".into(),
-                    key: k.value().to_string(),
-                    reason: format!("records {expected}..{} are missing", k.value()),
-                });
+            Ok::<_, CatalogError>((k.value(), v.value().to_vec()))
+        });
+        for row in table_rows.chain(pending.map(Ok)) {
+            let (first, row) = row?;
+            if first > expected && first < to {
+                return Err(missing(expected, first));
             }
-            let records = row_records(k.value(), v.value())?;
-            expected += records.len() as u64;
-            for (i, r) in (k.value()..).zip(records) {
-                if (from..to).contains(&i) {
+            let records = row_records(first, &row)?;
+            for (i, r) in (first..).zip(records) {
+                // A record both in the table and still buffered is read once.
+                if i >= expected && (from..to).contains(&i) {
                     out.push(r.to_vec());
                 }
+                expected = expected.max(i + 1);
             }
         }
         Ok(out)
@@ -295,5 +405,121 @@ mod tests {
         }
         let err = c.ledger_entries(0, 5).unwrap_err().to_string();
         assert!(err.contains("1..2 are missing"), "{err}");
+    }
+
+    fn key_created(i: u64) -> Change {
+        Change::KeyCreated {
+            access_key: format!("k{i}"),
+        }
+    }
+
+    /// The rows of the ledger table: (first index, records).
+    fn table_rows(c: &Catalog) -> Vec<(u64, usize)> {
+        let txn = c.read().unwrap();
+        let t = txn.open_table(LEDGER).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value(), row_records(k.value(), v.value()).unwrap().len())
+            })
+            .collect()
+    }
+
+    /// Commits that need not reach the disk leave their records buffered, readable as
+    /// part of the log; a durable commit inserts them all as one row; so does a buffer
+    /// that fills up.
+    #[tokio::test]
+    async fn lazy_commits_buffer_records_and_durable_ones_insert_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("catalog.redb"), Default::default()).unwrap();
+        let lazy = |i: u64| {
+            c.writer
+                .write_with(false, move |txn| append(txn, i, None, key_created(i)))
+        };
+        for i in 0..3 {
+            assert_eq!(lazy(i).await.unwrap(), i);
+        }
+        assert_eq!(table_rows(&c), vec![]);
+        assert_eq!(c.ledger_size().unwrap(), 3);
+        let r = Record::from_bytes(&c.ledger_entry(1).unwrap().unwrap()).unwrap();
+        assert_eq!(r.change, key_created(1));
+        assert_eq!(c.ledger_entries(0, 10).unwrap().len(), 3);
+        let durable = c
+            .writer
+            .write(|txn| append(txn, 3, None, key_created(3)))
+            .await
+            .unwrap();
+        assert_eq!(durable, 3);
+        assert_eq!(table_rows(&c), vec![(0, 4)]);
+        assert_eq!(c.ledger_size().unwrap(), 4);
+        // Buffered records past FLUSH_BYTES go in at the next commit, lazy or not.
+        let mut i = 4;
+        while table_rows(&c).len() == 1 {
+            assert_eq!(lazy(i).await.unwrap(), i);
+            i += 1;
+            assert!(i < 10_000, "the buffer never flushed");
+        }
+        assert_eq!(c.ledger_size().unwrap(), i);
+        let all = c.ledger_entries(0, i).unwrap();
+        for (n, e) in all.iter().enumerate() {
+            let r = Record::from_bytes(e).unwrap();
+            assert_eq!(r.change, key_created(n as u64));
+        }
+    }
+
+    /// A transaction that does not commit takes only its own records with it, even
+    /// when it had inserted the buffered ones of earlier commits, and a snapshot's
+    /// replacement of the tables that does not commit leaves the buffer as it was.
+    #[test]
+    fn a_failed_commit_drops_only_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("catalog.redb"), Default::default()).unwrap();
+        // This thread plays the writer's part, by hand.
+        attach_to_this_thread(Some(c.unflushed.clone()));
+        let txn = |durable: bool| {
+            let mut t = c.db.begin_write().unwrap();
+            if !durable {
+                t.set_durability(redb::Durability::None).unwrap();
+            }
+            t
+        };
+        let t = txn(false);
+        assert_eq!(append(&t, 0, None, key_created(0)).unwrap(), 0);
+        assert_eq!(append(&t, 1, None, key_created(1)).unwrap(), 1);
+        flush(&t, false).unwrap();
+        t.commit().unwrap();
+        finish(true);
+        // Inserts the two buffered records and its own, then fails.
+        let t = txn(true);
+        assert_eq!(append(&t, 2, None, key_created(2)).unwrap(), 2);
+        flush(&t, true).unwrap();
+        t.abort().unwrap();
+        finish(false);
+        assert_eq!(table_rows(&c), vec![]);
+        assert_eq!(c.ledger_size().unwrap(), 2);
+        // A snapshot replaced every table, then did not commit.
+        let t = txn(true);
+        replaced();
+        t.abort().unwrap();
+        finish(false);
+        assert_eq!(c.ledger_size().unwrap(), 2);
+        let t = txn(true);
+        assert_eq!(append(&t, 3, None, key_created(3)).unwrap(), 2);
+        flush(&t, true).unwrap();
+        t.commit().unwrap();
+        finish(true);
+        assert_eq!(table_rows(&c), vec![(0, 3)]);
+        let changes: Vec<Change> = c
+            .ledger_entries(0, 3)
+            .unwrap()
+            .iter()
+            .map(|e| Record::from_bytes(e).unwrap().change)
+            .collect();
+        assert_eq!(
+            changes,
+            vec![key_created(0), key_created(1), key_created(3)]
+        );
+        attach_to_this_thread(None);
     }
 }

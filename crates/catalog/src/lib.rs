@@ -123,6 +123,8 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub struct Catalog {
     db: Arc<redb::Database>,
     writer: writer::WriterHandle,
+    /// Ledger records committed but not yet in their table (`audit`).
+    unflushed: Arc<audit::Unflushed>,
     opts: CatalogOptions,
     consensus: Arc<std::sync::OnceLock<Arc<dyn Consensus>>>,
     /// Bumped after every commit that may have changed a cluster record.
@@ -135,10 +137,13 @@ impl Catalog {
             CatalogError::Db(format!("cannot open catalog {}: {e}", path.display()))
         })?);
         records::init_tables(&db)?;
-        let writer = writer::WriterHandle::start(db.clone(), opts.audit_log);
+        let unflushed = Arc::new(audit::Unflushed::default());
+        let writer =
+            writer::WriterHandle::start(db.clone(), opts.audit_log.then(|| unflushed.clone()));
         Ok(Catalog {
             db,
             writer,
+            unflushed,
             opts,
             consensus: Default::default(),
             cluster_changed: Arc::new(tokio::sync::watch::channel(0).0),

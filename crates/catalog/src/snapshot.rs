@@ -39,8 +39,8 @@ impl Catalog {
 }
 
 fn dump_tables(txn: &WriteTransaction) -> Result<Vec<u8>> {
-    // Earlier changes of this transaction may hold ledger records not yet in the table.
-    crate::audit::flush(txn)?;
+    // Ledger records of earlier commits and of this transaction may be buffered still.
+    crate::audit::flush(txn, true)?;
     let mut rows: Vec<Row> = Vec::new();
     for (id, def) in STR_BYTES {
         for e in txn.open_table(def)?.iter()? {
@@ -100,9 +100,9 @@ impl Catalog {
         let r = self
             .writer
             .write(move |txn| {
-                // Every table is replaced, the ledger's included: records appended
-                // earlier in this transaction are gone with the changes they recorded.
-                crate::audit::discard();
+                // Every table is replaced, the ledger's included: records buffered or
+                // appended earlier in this transaction go with the changes they recorded.
+                crate::audit::replaced();
                 clear(txn)?;
                 for (id, k, v) in rows {
                     insert(txn, id, &k, &v).map_err(|e| match e {

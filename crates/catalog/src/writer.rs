@@ -7,6 +7,7 @@ use std::sync::{Arc, mpsc};
 use redb::WriteTransaction;
 use tokio::sync::oneshot;
 
+use crate::audit::Unflushed;
 use crate::{CatalogError, Result};
 
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
@@ -25,12 +26,13 @@ pub(crate) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(crate) fn start(db: Arc<redb::Database>, audit_log: bool) -> Self {
+    /// `ledger`: the buffer of the catalog's audit log, None when it is off.
+    pub(crate) fn start(db: Arc<redb::Database>, ledger: Option<Arc<Unflushed>>) -> Self {
         let (tx, rx) = mpsc::channel::<Op>();
         std::thread::Builder::new()
             .name("catalog-writer".into())
             .spawn(move || {
-                crate::audit::set_enabled_on_this_thread(audit_log);
+                crate::audit::attach_to_this_thread(ledger);
                 run(db, rx)
             })
             .expect("spawn catalog writer");
@@ -97,7 +99,7 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
             tracing::warn!(error = %e, "catalog: cannot skip the sync; committing durably");
         }
         let completions: Vec<Completion> = ops.into_iter().map(|(_, op)| op(&txn)).collect();
-        let commit = match crate::audit::flush(&txn) {
+        let commit = match crate::audit::flush(&txn, durable) {
             Ok(()) => txn
                 .commit()
                 .map_err(|e| CatalogError::Db(format!("commit failed: {e}"))),
@@ -108,10 +110,9 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
                 )))
             }
         };
+        crate::audit::finish(commit.is_ok());
         if let Err(e) = &commit {
             tracing::error!(error = %e, "catalog commit failed");
-            // The ledger's size as the flush left it never reached the table.
-            crate::audit::discard();
         }
         for c in completions {
             c(commit.clone());
