@@ -96,18 +96,23 @@ class Admin:
         return text, int(size), base64.b64decode(root)
 
 
+def entries_in(bundle):
+    """The entries of one entry bundle (u16 length + bytes each)."""
+    out, i = [], 0
+    while i < len(bundle):
+        ln = int.from_bytes(bundle[i:i + 2], "big")
+        out.append(bundle[i + 2:i + 2 + ln])
+        i += 2 + ln
+    return out
+
+
 def entries(admin, size):
-    """All entries, read from the published entry bundles (u16 length + bytes each)."""
+    """All entries, read from the published entry bundles."""
     out = []
     for n in range((size + 255) // 256):
         w = min(256, size - n * 256)
         name = f"{n:03d}" + ("" if w == 256 else f".p/{w}")
-        data = admin.get(f"tile/entries/{name}").content
-        i = 0
-        while i < len(data):
-            ln = int.from_bytes(data[i:i + 2], "big")
-            out.append(data[i + 2:i + 2 + ln])
-            i += 2 + ln
+        out += entries_in(admin.get(f"tile/entries/{name}").content)
     return out
 
 
@@ -294,6 +299,15 @@ def test_audit_checks_the_whole_published_log_and_names_a_damaged_entry(tmp_path
             assert time.time() < deadline
             time.sleep(0.2)
         pub = str(node.data / "ledger.pub")
+        # the first tile is full: its partials are deleted, and served cut from it
+        assert not (node.data / "ledger" / "tile" / "0" / "000.p").exists()
+        assert not (node.data / "ledger" / "tile" / "entries" / "000.p").exists()
+        full = admin.get("tile/0/000").content
+        assert admin.get("tile/0/000.p/100").content == full[:100 * 32]
+        bundle = admin.get("tile/entries/000").content
+        cut = admin.get("tile/entries/000.p/100").content
+        assert bundle.startswith(cut) and len(entries_in(cut)) == 100
+        assert entries_in(cut) == entries_in(bundle)[:100]
 
         def cli(*args, ok=True):
             p = subprocess.run([BIN, "--data", str(node.data), "--admin", node.admin, *args],

@@ -29,7 +29,8 @@ pub(crate) async fn public_key(State(s): State<AdminState>) -> Result<String, Ap
     Ok(auditor(&s)?.public_key.clone())
 }
 
-/// `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>]`, as published.
+/// `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>]`, as published (a partial
+/// deleted since its full tile was published is cut from it).
 pub(crate) async fn tile(
     State(s): State<AdminState>,
     Path(path): Path<String>,
@@ -44,7 +45,12 @@ pub(crate) async fn tile(
     if !ok {
         return Err(missing());
     }
-    let bytes = std::fs::read(a.dir().join("tile").join(&path)).map_err(|_| missing())?;
+    // A partial whose full tile is published is cut from the full one.
+    let bytes = a
+        .published(&format!("tile/{path}"))
+        .ok()
+        .flatten()
+        .ok_or_else(missing)?;
     Ok(([("content-type", "application/octet-stream")], bytes))
 }
 

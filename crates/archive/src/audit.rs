@@ -197,6 +197,12 @@ impl Auditor {
         self.latest.lock().expect("checkpoint lock").0
     }
 
+    /// A published file by its path under `dir()` (`tile/0/000.p/5`); a partial tile
+    /// whose full one is published is cut from it. None when there is no such file.
+    pub fn published(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        ledger::publish::read_published(&self.dir, path).map_err(ledger_err)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -29,9 +29,18 @@ pub fn check_published(
     root: Hash,
     mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
 ) -> Result<Vec<Vec<u8>>> {
+    // A partial tile or bundle may be gone once its full one is published: its bytes
+    // are then the full one's first.
     let mut fetch = |t: &Tile, first: u64| {
         let path = c2sp_path(t);
-        read(&path)?.ok_or_else(|| damaged(first, format!("{path} is missing")))
+        let bytes = match (read(&path)?, crate::publish::full_of_partial(&path)) {
+            (Some(bytes), _) => Some(bytes),
+            (None, Some((full, w))) => {
+                read(full)?.map(|b| crate::publish::partial_from_full(full, &b, w).unwrap_or(b))
+            }
+            (None, None) => None,
+        };
+        bytes.ok_or_else(|| damaged(first, format!("{path} is missing")))
     };
 
     // 1. The entries, from their bundles (a 2-byte big-endian length, then the bytes),

@@ -27,6 +27,82 @@ pub fn c2sp_path(t: &Tile) -> String {
     p.replacen("tile/data/", "tile/entries/", 1)
 }
 
+/// A partial tile or bundle (`<N>.p/<W>`) is the prefix of the full one that follows
+/// it: once the full one is published, its partials are deleted (C2SP allows it; a
+/// client that misses a partial reads the full one instead), or a log written slowly
+/// would keep two small files per entry. Readers here cut a missing partial from its
+/// full tile (`partial_from_full`).
+///
+/// For the path of a partial tile or bundle: the path of its full one, and its width.
+pub fn full_of_partial(path: &str) -> Option<(&str, usize)> {
+    let (full, w) = path.rsplit_once(".p/")?;
+    let w = w
+        .parse::<usize>()
+        .ok()
+        .filter(|w| (1..WIDTH as usize).contains(w))?;
+    Some((full, w))
+}
+
+/// The partial of width `w` cut from the bytes of its full tile, or of its full entry
+/// bundle when `full_path` names one (`.../entries/...`); None if they are too short.
+pub fn partial_from_full(full_path: &str, full: &[u8], w: usize) -> Option<Vec<u8>> {
+    let bundle = full_path.starts_with("entries/") || full_path.contains("/entries/");
+    if !bundle {
+        return full.get(..w * 32).map(<[u8]>::to_vec);
+    }
+    let mut end = 0;
+    for _ in 0..w {
+        let len = full.get(end..end + 2)?;
+        end += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+    }
+    full.get(..end).map(<[u8]>::to_vec)
+}
+
+/// A published file by its path under the log's folder (`tile/0/000.p/5`); a partial
+/// that was deleted is cut from its full tile. None when neither exists.
+pub fn read_published(dir: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    let read = |path: &str| match std::fs::read(dir.join(path)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LedgerError::from(e)),
+    };
+    match (read(path)?, full_of_partial(path)) {
+        (Some(bytes), _) => Ok(Some(bytes)),
+        (None, Some((full, w))) => Ok(read(full)?.and_then(|b| partial_from_full(full, &b, w))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Deletes the partials of every full tile and bundle under `tile/` (those of a log
+/// published before partials were deleted, or left by a crash); at start.
+fn prune_partials(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let path = e.path();
+        match path.to_str().and_then(|p| p.strip_suffix(".p")) {
+            Some(full) if Path::new(full).is_file() => remove_partials(&path)?,
+            Some(_) => {}
+            None => prune_partials(&path)?,
+        }
+    }
+    Ok(())
+}
+
+fn remove_partials(partials: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(partials) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a whole file through a temporary name, so a reader sees the old file or the
 /// new one, never a part (the checkpoint: the one file that is ever replaced).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -129,6 +205,7 @@ impl Publisher {
             .nth(2)
             .unwrap_or("edgecloud")
             .to_string();
+        prune_partials(&dir.join("tile"))?;
         Ok(Publisher {
             dir: dir.to_path_buf(),
             origin,
@@ -158,10 +235,15 @@ impl Publisher {
     ) -> Result<Vec<u8>> {
         let size = tree.size();
         let mut written = Vec::new();
+        // Full tiles and bundles written now, whose partials go once the checkpoint is.
+        let mut completed = Vec::new();
         for t in Tile::new_tiles(HEIGHT, old_size, size) {
             let data = t.read_data(&TreeReader(tree)).map_err(LedgerError::tlog)?;
             let path = self.dir.join(c2sp_path(&t));
             write_tile(&path, &data)?;
+            if t.width() as u64 == WIDTH {
+                completed.push(path.with_extension("p"));
+            }
             written.push(path);
         }
         let first_bundle = old_size / WIDTH;
@@ -170,6 +252,9 @@ impl Publisher {
             let t = Tile::new(HEIGHT, 0, n, (to - from) as u32, true);
             let path = self.dir.join(c2sp_path(&t));
             write_tile(&path, &bundle(entries, from, to)?)?;
+            if to - from == WIDTH {
+                completed.push(path.with_extension("p"));
+            }
             written.push(path);
         }
         let root = tree.root(size)?;
@@ -181,8 +266,13 @@ impl Publisher {
             .map_err(|e| LedgerError::Invalid(e.to_string()))?;
         let signed = seal(note.to_bytes())?;
         write_atomic(&self.dir.join("checkpoint"), &signed)?;
+        for partials in &completed {
+            remove_partials(partials)?;
+        }
         let due = {
             let mut u = self.unsynced.lock().expect("unsynced lock");
+            u.paths
+                .retain(|p| !p.parent().is_some_and(|d| completed.iter().any(|c| c == d)));
             u.paths.extend(written);
             u.size = size;
             u.since.elapsed() >= SYNC_EVERY
@@ -198,7 +288,12 @@ impl Publisher {
     pub fn sync(&self) -> Result<()> {
         let mut u = self.unsynced.lock().expect("unsynced lock");
         for path in &u.paths {
-            std::fs::File::open(path)?.sync_data()?;
+            match std::fs::File::open(path) {
+                Ok(f) => f.sync_data()?,
+                // A partial deleted since (its full tile is among the paths).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         write_atomic(
             &self.dir.join(TILES_SYNCED),

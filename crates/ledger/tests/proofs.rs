@@ -334,6 +334,69 @@ fn tiles_torn_in_a_crash_are_written_again_from_the_last_sync() {
     }
 }
 
+/// Once a full tile or bundle is published, its partials are deleted; whoever asks for
+/// one (a monitor holding an older checkpoint, the tile endpoint) gets it cut from the
+/// full one, byte for byte; partials left from before are deleted at the next start.
+#[test]
+fn partials_go_once_their_full_tile_is_published_and_are_cut_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, _, leaves) = build(dir.path(), 300);
+    let (skey, vkey) = ledger::publish::generate_key("edgecloud.test/log");
+    let out = dir.path().join("pub");
+    let p = ledger::publish::Publisher::new(&out, &skey).unwrap();
+    let tree = Tree::open(&dir.path().join("growing.bin"), 0, |_| unreachable!()).unwrap();
+    tree.append(&leaves[..100], false).unwrap();
+    let early = verify::checkpoint(&p.publish(&tree, &entries, 0).unwrap(), &vkey).unwrap();
+    let partials = ["tile/0/000.p/100", "tile/entries/000.p/100"];
+    let early_bytes: Vec<Vec<u8>> = partials
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    tree.append(&leaves[100..], false).unwrap();
+    p.publish(&tree, &entries, 100).unwrap();
+    for gone in ["tile/0/000.p", "tile/entries/000.p"] {
+        assert!(!out.join(gone).exists(), "{gone} is still there");
+    }
+    for kept in [
+        "tile/0/000",
+        "tile/0/001.p/44",
+        "tile/entries/001.p/44",
+        "tile/1/000.p/1",
+    ] {
+        assert!(out.join(kept).is_file(), "{kept} is missing");
+    }
+    for (f, bytes) in partials.iter().zip(&early_bytes) {
+        assert_eq!(
+            ledger::publish::read_published(&out, f).unwrap().as_ref(),
+            Some(bytes),
+            "{f}"
+        );
+    }
+    for none in [
+        "tile/0/002.p/3",
+        "tile/0/000.p/0",
+        "tile/0/000.p/256",
+        "tile/0/000.p/x",
+    ] {
+        assert_eq!(
+            ledger::publish::read_published(&out, none).unwrap(),
+            None,
+            "{none}"
+        );
+    }
+    // A monitor holding the early checkpoint still checks it against the log.
+    let read = |path: &str| Ok(std::fs::read(out.join(path)).ok());
+    let got = ledger::monitor::check_published(early.size(), *early.hash(), read).unwrap();
+    assert_eq!(got.len(), 100);
+    assert_eq!(got[99], b"record 99");
+    // A partial left behind (a log from before, a crash) goes at the next start.
+    std::fs::create_dir_all(out.join("tile/0/000.p")).unwrap();
+    std::fs::write(out.join(partials[0]), &early_bytes[0]).unwrap();
+    ledger::publish::Publisher::new(&out, &skey).unwrap();
+    assert!(!out.join("tile/0/000.p").exists());
+    assert!(out.join("tile/0/001.p/44").is_file());
+}
+
 /// What a damaged published file should make the monitor name: the first entry whose
 /// bytes or hash the damage at byte `at` of `path` touches.
 fn first_damaged_entry(path: &str, original: &[u8], at: usize) -> u64 {
@@ -375,7 +438,8 @@ proptest! {
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.test/log");
         let out = dir.path().join("pub");
         let p = ledger::publish::Publisher::new(&out, &skey).unwrap();
-        // Publish twice, like a growing log: older partial tiles stay beside the new ones.
+        // Publish twice, like a growing log: partials of tiles completed by the second
+        // are deleted, and the monitor must not need them.
         let early = first_publish.index(n) as u64;
         let early_tree = Tree::open(&dir.path().join("early.bin"), 0, |_| unreachable!()).unwrap();
         if early > 0 {
