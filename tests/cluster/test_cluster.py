@@ -347,6 +347,40 @@ def test_the_same_content_through_two_nodes_is_stored_once(cluster):
         assert s3client(node).get_object(Bucket="dedup", Key=key)["Body"].read() == want
 
 
+def test_file_protocols_see_changes_made_through_other_nodes_at_once(cluster):
+    """WebDAV and FTP take a read barrier per request, as S3 does: a change acknowledged
+    through one node's S3 gateway is there for the very next WebDAV or FTP request to
+    another node (another site), not a moment later."""
+    import ftplib
+    import io
+    import httpx
+    s3, other = s3client(1), cluster.nodes[5].ip
+    s3.create_bucket(Bucket="across")
+    dav = httpx.Client(base_url=f"http://{other}:9401", auth=(ACCESS, SECRET))
+    for i in range(20):
+        body = f"version {i}".encode()
+        s3.put_object(Bucket="across", Key="note.txt", Body=body)
+        r = dav.get("/across/note.txt")
+        assert (r.status_code, r.content) == (200, body), i
+    s3.put_object(Bucket="across", Key="folder/new.txt", Body=b"listed")
+    r = dav.request("PROPFIND", "/across/folder/", headers={"Depth": "1"})
+    assert r.status_code == 207 and "new.txt" in r.text
+    ftp = ftplib.FTP()
+    ftp.connect(other, 9421, timeout=10)
+    ftp.login(ACCESS, SECRET)
+    try:
+        for i in range(10):
+            body = f"ftp {i}".encode()
+            s3.put_object(Bucket="across", Key="f.txt", Body=body)
+            got = io.BytesIO()
+            ftp.retrbinary("RETR /across/f.txt", got.write)
+            assert got.getvalue() == body, i
+        s3.put_object(Bucket="across", Key="g.txt", Body=b"seen")
+        assert "g.txt" in ftp.nlst("/across")
+    finally:
+        ftp.close()
+
+
 def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
     h, w = start_workload("cluster")
     try:

@@ -67,7 +67,7 @@ async fn handle(State(g): State<Gateway>, req: Request) -> Response {
     let Some((user, pass)) = basic_credentials(&req) else {
         return unauthorized("authentication required");
     };
-    let session = match g.files.login(&user, &pass) {
+    let session = match g.files.login_fresh(&user, &pass).await {
         Ok(s) => s,
         Err(files::FsError::Denied) => {
             tracing::info!("webdav: refused login for access key {user:?}");
@@ -75,6 +75,11 @@ async fn handle(State(g): State<Gateway>, req: Request) -> Response {
         }
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     };
+    // Like S3: each request sees every change acknowledged before it began, whichever
+    // node took it.
+    if let Err(e) = session.catch_up().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+    }
     g.dav
         .handle_guarded(req, user, session)
         .await

@@ -147,6 +147,17 @@ impl Files {
         }
     }
 
+    /// `login`, up to date: a key created through another node a moment ago is looked
+    /// up again once this node has caught up (as the S3 gateway does).
+    pub async fn login_fresh(&self, access_key: &str, secret: &str) -> Result<Session> {
+        let unknown = access_key != self.root.access_key
+            && matches!(self.archive.access_key(access_key), Ok(None));
+        if unknown {
+            catch_up(&self.archive).await?;
+        }
+        self.login(access_key, secret)
+    }
+
     /// A session for an access key whose secret the protocol library already checked
     /// with [`Files::login`] (FTP's login is split into "authenticate" and "load user").
     pub fn session_after_login(&self, access_key: &str) -> Result<Session> {
@@ -158,6 +169,16 @@ impl Files {
             None => Err(FsError::Denied),
         }
     }
+}
+
+/// Waits until this node's replica holds every change acknowledged anywhere before the
+/// call: in a cluster, a round trip to the leader (a read barrier); alone, at once.
+pub(crate) async fn catch_up(archive: &Archive) -> Result<()> {
+    archive
+        .catalog()
+        .read_barrier()
+        .await
+        .map_err(|e| FsError::Storage(format!("cannot catch up with the cluster: {e}")))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -61,6 +61,12 @@ impl Session {
         Session { archive, key }
     }
 
+    /// Sees, from here on, every change acknowledged anywhere before the call (in a
+    /// cluster, changes made through other nodes): protocols call it per request.
+    pub async fn catch_up(&self) -> Result<()> {
+        crate::catch_up(&self.archive).await
+    }
+
     /// The access key id of this session (None for the root key).
     pub fn access_key(&self) -> Option<&str> {
         self.key.as_ref().map(|k| k.access_key.as_str())

@@ -108,7 +108,7 @@ impl Authenticator for KeyAuth {
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
         let password = creds.password.as_deref().unwrap_or("");
-        match self.0.login(username, password) {
+        match self.0.login_fresh(username, password).await {
             Ok(_) => Ok(Principal {
                 username: username.to_string(),
             }),
@@ -209,6 +209,7 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<Meta> {
+        user.session.catch_up().await.map_err(map_err)?;
         Ok(Meta(user.session.stat(&place(path)?).map_err(map_err)?))
     }
 
@@ -217,6 +218,7 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        user.session.catch_up().await.map_err(map_err)?;
         let entries = user.session.list(&place(path)?).map_err(map_err)?;
         Ok(entries
             .into_iter()
@@ -233,6 +235,7 @@ impl StorageBackend<User> for EdgeStorage {
         path: P,
         start_pos: u64,
     ) -> unftp_core::storage::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        user.session.catch_up().await.map_err(map_err)?;
         let (_, stream) = user
             .session
             .read(&place(path)?, start_pos)
@@ -314,6 +317,7 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<()> {
+        user.session.catch_up().await.map_err(map_err)?;
         match user.session.stat(&place(path)?) {
             Ok(e) if e.dir => Ok(()),
             Ok(_) => Err(Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
