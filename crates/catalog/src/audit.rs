@@ -172,6 +172,11 @@ pub(crate) fn finish(committed: bool) {
                 // A transaction that inserted records inserted all of them (`flush`).
                 log.size = log.size.map(|s| s + n);
                 log.row.clear();
+                if log.row.capacity() > 1 << 20 {
+                    // A rare huge batch (a multipart upload of many parts) gives its
+                    // memory back.
+                    log.row = Vec::new();
+                }
                 log.count = 0;
                 log.since = None;
             }
