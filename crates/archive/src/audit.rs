@@ -99,8 +99,24 @@ impl Auditor {
     /// Adds the entries committed since the last call to the tree and publishes a new
     /// checkpoint if there were any; returns the tree size.
     pub fn catch_up(&self) -> Result<u64> {
+        self.publish(false)
+    }
+
+    /// `catch_up` as `serve` runs it every second: under load (a tile boundary crossed
+    /// since the last checkpoint) only up to the last full tile, the rest a second
+    /// later, so no partial level-0 tile and bundle are written (and deleted a second
+    /// later, once full). Requests for a checkpoint or proof still publish everything.
+    pub fn catch_up_whole_tiles(&self) -> Result<u64> {
+        self.publish(true)
+    }
+
+    fn publish(&self, whole_tiles: bool) -> Result<u64> {
         let mut latest = self.latest.lock().expect("checkpoint lock");
-        let (old, size) = (self.tree.size(), self.entries.len());
+        let (old, mut size) = (self.tree.size(), self.entries.len());
+        let boundary = size - size % ledger::publish::WIDTH;
+        if whole_tiles && boundary > old {
+            size = boundary;
+        }
         if size > old {
             let recent = self.entries.range(old, size).map_err(ledger_err)?;
             let hashes: Vec<_> = recent.iter().map(|e| ledger::leaf_hash(e)).collect();

@@ -648,3 +648,42 @@ async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() 
     assert_eq!(r.orphan_shards_removed as usize, written, "{r:?}");
     assert_eq!(a.disk_health().iter().map(|d| d.shards).sum::<usize>(), 0);
 }
+
+/// The auditor as `serve` ticks it publishes whole tiles only while a tile boundary was
+/// crossed (no partial level-0 tile or bundle to delete a second later), everything
+/// otherwise; a checkpoint request publishes everything at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_publishes_whole_tiles_under_load_and_the_rest_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), 1);
+    a.create_bucket("logged", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    let (skey, vkey) = ledger::publish::generate_key("edgecloud.test/log");
+    let log = dir.path().join("log");
+    let auditor = archive::audit::Auditor::open(&a, &log, &skey, &vkey, None).unwrap();
+    let size_of = |cp: &[u8]| ledger::verify::checkpoint(cp, &vkey).unwrap().size();
+    // 1 (the bucket) + 299 puts: one full tile and 44 more.
+    for i in 0..299 {
+        put(&a, "logged", &format!("k{i}"), b"x").await;
+    }
+    assert_eq!(auditor.catch_up_whole_tiles().unwrap(), 256);
+    assert_eq!(size_of(&auditor.checkpoint()), 256);
+    assert!(log.join("tile/0/000").is_file() && log.join("tile/entries/000").is_file());
+    assert!(!log.join("tile/0/001.p").exists() && !log.join("tile/entries/001.p").exists());
+    // Below the next boundary: everything, partials included.
+    put(&a, "logged", "one-more", b"y").await;
+    assert_eq!(auditor.catch_up_whole_tiles().unwrap(), 301);
+    assert!(log.join("tile/0/001.p/45").is_file());
+    // A request publishes everything, whatever the load.
+    for i in 0..300 {
+        put(&a, "logged", &format!("m{i}"), b"z").await;
+    }
+    assert_eq!(auditor.catch_up().unwrap(), 601);
+    assert_eq!(size_of(&auditor.checkpoint()), 601);
+    assert!(
+        !log.join("tile/0/001.p").exists(),
+        "tile 1 is full: its partials go"
+    );
+    assert!(log.join("tile/0/002.p/89").is_file());
+}

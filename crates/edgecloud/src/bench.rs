@@ -527,18 +527,22 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             let prefix = format!("m{i}r{r}-");
             let (t, cpu, threads) = (Instant::now(), process_cpu_secs(), threads_cpu());
             // As `serve`: publishing runs beside the writes once a second of them is
-            // unpublished; it ends within the round, so the round carries its CPU.
-            let publish = |a: std::sync::Arc<archive::audit::Auditor>| {
+            // unpublished (whole tiles); it ends within the round, so the round carries
+            // its CPU. The last round publishes everything.
+            let publish = |a: std::sync::Arc<archive::audit::Auditor>, whole_tiles: bool| {
                 tokio::task::spawn_blocking(move || {
                     let (size, cpu) = (a.size(), thread_cpu_secs());
-                    a.catch_up()
-                        .map(|now| (now - size, thread_cpu_secs() - cpu))
+                    match whole_tiles {
+                        true => a.catch_up_whole_tiles(),
+                        false => a.catch_up(),
+                    }
+                    .map(|now| (now - size, thread_cpu_secs() - cpu))
                 })
             };
             let due = s.auditor.clone().filter(|_| unpublished[slot(i)] >= 1.0);
             let background = due.map(|a| {
                 unpublished[slot(i)] = 0.0;
-                publish(a)
+                publish(a, true)
             });
             match &s.s3 {
                 None => put_small(&s.archive, "small", &prefix, &bodies, conc).await?,
@@ -549,7 +553,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
             };
             if let Some(a) = s.auditor.clone() {
                 unpublished[slot(i)] += t.elapsed().as_secs_f64();
-                let last = (r + 1 == rounds).then(|| publish(a));
+                let last = (r + 1 == rounds).then(|| publish(a, false));
                 for p in background.into_iter().chain(last) {
                     let (entries, cpu) = p.await??;
                     published += entries;

@@ -751,7 +751,7 @@ fn spawn_ledger(
         loop {
             tick.tick().await;
             let a = auditor.clone();
-            match tokio::task::spawn_blocking(move || a.catch_up()).await {
+            match tokio::task::spawn_blocking(move || a.catch_up_whole_tiles()).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "ledger publishing failed"),
                 Err(e) => tracing::error!(error = %e, "ledger task failed"),
                 Ok(Ok(_)) => {}

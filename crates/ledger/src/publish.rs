@@ -15,7 +15,8 @@ use crate::tree::{Tree, TreeReader};
 use crate::{LedgerError, Result};
 
 const HEIGHT: u8 = 8;
-const WIDTH: u64 = 1 << HEIGHT;
+/// Hashes in a full tile, entries in a full bundle.
+pub const WIDTH: u64 = 1 << HEIGHT;
 
 /// C2SP paths: tlog_tiles writes Go sumdb paths (`tile/8/0/...`, `tile/8/data/...`).
 pub fn c2sp_path(t: &Tile) -> String {
