@@ -272,37 +272,52 @@ impl Catalog {
 
     /// Entries `from..to` (fewer if the log is shorter), read in one transaction.
     pub fn ledger_entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
-        let (txn, pending) = self.ledger_view(|first, row| (first, row.to_vec()))?;
+        // Of the buffered records, only those asked for are copied out from under the lock.
+        let (txn, pending) = self.ledger_view(|first, row| {
+            let wanted = (first..).zip(row_records(first, row)?);
+            let wanted = wanted.filter(|(i, _)| (from..to).contains(i));
+            let wanted: Vec<(u64, Vec<u8>)> = wanted.map(|(i, r)| (i, r.to_vec())).collect();
+            Ok::<_, CatalogError>((first, wanted))
+        })?;
         let t = txn.open_table(LEDGER)?;
-        let missing = |from: u64, to: u64| CatalogError::Corrupt {
-            table: "ledger".into(),
-            key: to.to_string(),
-            reason: format!("records {from}..{to} are missing"),
-        };
         // Start at the row holding `from`: the last one keyed at or before it.
         let start = match t.range(..=from)?.next_back() {
             Some(row) => row?.0.value(),
             None => from,
         };
         let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        // The index after the last record read: rows must follow on from it.
         let mut expected = start;
-        let table_rows = t.range(start..to)?.map(|row| {
-            let (k, v) = row?;
-            Ok::<_, CatalogError>((k.value(), v.value().to_vec()))
-        });
-        for row in table_rows.chain(pending.map(Ok)) {
-            let (first, row) = row?;
+        let follow_on = |first: u64, expected: u64| {
             if first > expected && first < to {
-                return Err(missing(expected, first));
+                return Err(CatalogError::Corrupt {
+                    table: "ledger".into(),
+                    key: first.to_string(),
+                    reason: format!("records {expected}..{first} are missing"),
+                });
             }
-            let records = row_records(first, &row)?;
-            for (i, r) in (first..).zip(records) {
-                // A record both in the table and still buffered is read once.
+            Ok(())
+        };
+        for row in t.range(start..to)? {
+            let (k, v) = row?;
+            follow_on(k.value(), expected)?;
+            for (i, r) in (k.value()..).zip(row_records(k.value(), v.value())?) {
                 if i >= expected && (from..to).contains(&i) {
                     out.push(r.to_vec());
                 }
                 expected = expected.max(i + 1);
             }
+        }
+        if let Some(pending) = pending {
+            let (first, records) = pending?;
+            follow_on(first, expected)?;
+            // A record both in the table and still buffered is read once.
+            out.extend(
+                records
+                    .into_iter()
+                    .filter(|(i, _)| *i >= expected)
+                    .map(|(_, r)| r),
+            );
         }
         Ok(out)
     }
