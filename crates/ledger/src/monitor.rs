@@ -33,14 +33,8 @@ pub fn check_published(
     // are then the full one's first.
     let mut fetch = |t: &Tile, first: u64| {
         let path = c2sp_path(t);
-        let bytes = match (read(&path)?, crate::publish::full_of_partial(&path)) {
-            (Some(bytes), _) => Some(bytes),
-            (None, Some((full, w))) => {
-                read(full)?.map(|b| crate::publish::partial_from_full(full, &b, w).unwrap_or(b))
-            }
-            (None, None) => None,
-        };
-        bytes.ok_or_else(|| damaged(first, format!("{path} is missing")))
+        crate::publish::read_or_cut(&path, &mut read)?
+            .ok_or_else(|| damaged(first, format!("{path} is missing")))
     };
 
     // 1. The entries, from their bundles (a 2-byte big-endian length, then the bytes),

@@ -59,19 +59,28 @@ pub fn partial_from_full(full_path: &str, full: &[u8], w: usize) -> Option<Vec<u
     full.get(..end).map(<[u8]>::to_vec)
 }
 
-/// A published file by its path under the log's folder (`tile/0/000.p/5`); a partial
-/// that was deleted is cut from its full tile. None when neither exists.
+/// A published file by its path under the log's folder (`tile/0/000.p/5`), read by
+/// `read` (None when missing); a partial that was deleted is cut from its full one, or
+/// is the full one's bytes when they are too short to cut (whoever checks them finds
+/// where they end). None when neither exists.
+pub fn read_or_cut(
+    path: &str,
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
+) -> Result<Option<Vec<u8>>> {
+    Ok(match (read(path)?, full_of_partial(path)) {
+        (Some(bytes), _) => Some(bytes),
+        (None, Some((full, w))) => read(full)?.map(|b| partial_from_full(full, &b, w).unwrap_or(b)),
+        (None, None) => None,
+    })
+}
+
+/// `read_or_cut` from the files under `dir`.
 pub fn read_published(dir: &Path, path: &str) -> Result<Option<Vec<u8>>> {
-    let read = |path: &str| match std::fs::read(dir.join(path)) {
+    read_or_cut(path, |path| match std::fs::read(dir.join(path)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(LedgerError::from(e)),
-    };
-    match (read(path)?, full_of_partial(path)) {
-        (Some(bytes), _) => Ok(Some(bytes)),
-        (None, Some((full, w))) => Ok(read(full)?.and_then(|b| partial_from_full(full, &b, w))),
-        (None, None) => Ok(None),
-    }
+    })
 }
 
 /// Deletes the partials of every full tile and bundle under `tile/` (those of a log
