@@ -94,8 +94,8 @@ class Cluster:
         # The founding node restarts from its own data; the others announce themselves.
         n.start(join=f"{self.nodes[self.contact].ip}:9420" if n.secret_file else None)
 
-    def cli(self, *args):
-        n = self.nodes[self.contact]
+    def cli(self, *args, node=None):
+        n = self.nodes[node or self.contact]
         return subprocess.run([BIN, "--data", str(n.data), "--admin", f"http://{n.ip}:9410", *args],
                               capture_output=True, text=True)
 
@@ -126,10 +126,12 @@ class Cluster:
 
     def healed(self):
         """Waits until a repair pass that started after now finds every chunk in place."""
-        passes = self.status()["repair"]["passes"]
+        # By start time, not by count: the count is the leader's, and leadership may move
+        # (a rejoining voter can call an election) between the request and the pass.
+        asked = time.time()
         p = self.cli("cluster", "repair")
         assert p.returncode == 0, p.stderr
-        return self.wait(lambda s: s["repair"]["passes"] > passes
+        return self.wait(lambda s: s["repair"].get("last_started", 0) > asked
                          and not s["repair"]["running"] and s["repair"]["healthy"],
                          "full redundancy")
 
@@ -322,6 +324,20 @@ def test_layout_policy_and_what_it_survives(cluster):
     assert roles.count("leader") == 1 and roles.count("voter") == 2, roles
     assert roles.count("learner") == 3, roles
     assert voter_sites(s) == {"s1", "s2", "s3"}, "one catalog voter per site"
+
+
+def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):
+    """Any node takes `cluster repair` (and its own triggers: a degraded write through
+    its gateway, a disk's lost shards) and hands it to the leading node, which runs the
+    pass."""
+    leader = cluster.leader()
+    other = next(i for i in sorted(cluster.nodes) if i != leader)
+    asked = time.time()
+    p = cluster.cli("cluster", "repair", node=other)
+    assert p.returncode == 0, p.stderr
+    s = cluster.wait(lambda s: s["repair"].get("last_started", 0) > asked
+                     and not s["repair"]["running"], "a pass on the leader", timeout=60)
+    assert cluster.leader(s) == leader and s["repair"]["healthy"], json.dumps(s["repair"])
 
 
 def test_the_same_content_through_two_nodes_is_stored_once(cluster):

@@ -35,6 +35,9 @@ impl IntoResponse for ApiError {
             A::Catalog(C::Invalid(_)) | A::Invalid(_) => {
                 (StatusCode::BAD_REQUEST, "InvalidArgument")
             }
+            A::Catalog(C::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+            }
             A::Catalog(C::ChunkVanished) => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
             A::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             A::BadDigest => (StatusCode::BAD_REQUEST, "BadDigest"),

@@ -83,7 +83,7 @@ pub(crate) async fn cluster(State(s): State<AdminState>) -> Result<Json<ClusterV
 
 /// Asks the repair worker for a pass now (it also runs on its own after failures).
 pub(crate) async fn repair(State(s): State<AdminState>) -> Result<StatusCode, ApiError> {
-    cluster_of(&s)?.ask_for_repair().await;
+    cluster_of(&s)?.request_repair();
     Ok(StatusCode::ACCEPTED)
 }
 

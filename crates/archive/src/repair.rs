@@ -8,12 +8,22 @@ use crate::{Archive, ScrubOptions, ScrubReport};
 
 /// A pass that left chunks short of full redundancy is retried after this long.
 const RETRY_UNHEALTHY: Duration = Duration::from_secs(5);
+/// How often an idle worker checks whether its node has become the leader.
+const LEADERSHIP_CHECK: Duration = Duration::from_secs(2);
+/// A request this node could not serve or hand on (no leader known, or its own
+/// leadership unconfirmed: an election under way) is retried this often, for this long.
+const OWED_RETRY: Duration = Duration::from_secs(1);
+const OWED_FOR: Duration = Duration::from_secs(60);
 
 /// What `cluster status` shows of repair.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RepairState {
     pub running: bool,
     pub passes: u64,
+    /// When the pass in progress, or the last one, started (seconds since the Unix
+    /// epoch): tells whether a pass began after a given moment.
+    #[serde(default)]
+    pub last_started: f64,
     /// The pass in progress, or the last one.
     pub report: Option<ScrubReport>,
     pub last_seconds: f64,
@@ -32,7 +42,13 @@ impl Archive {
     /// One pass over every chunk: rebuild or move shards that are not where the current
     /// layout places them. Progress is visible in `repair_state` while it runs.
     pub async fn repair_pass(&self, rate_bytes_per_sec: Option<u64>) -> crate::Result<ScrubReport> {
-        self.inner.repair.lock().expect("repair lock").running = true;
+        {
+            let mut st = self.inner.repair.lock().expect("repair lock");
+            st.running = true;
+            st.last_started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+        }
         let started = Instant::now();
         let opts = ScrubOptions {
             rate_bytes_per_sec,
@@ -58,21 +74,40 @@ impl Archive {
     }
 
     /// Runs repair passes whenever the cluster asks for one, until the process ends.
-    /// A pass that changed something is followed by another, to confirm.
+    /// Only the node leading the catalog repairs; any other hands requests to it. A pass
+    /// that changed something is followed by another, to confirm, and a node that has
+    /// just become leader runs one (its predecessor may have stopped mid-pass).
     pub async fn repair_worker(self, rate_bytes_per_sec: Option<u64>) {
         let Some(m) = self.cluster().cloned() else {
             return;
         };
+        // Since when this node holds a request it could neither serve nor hand on.
+        let mut owed: Option<Instant> = None;
+        let mut led = false;
         loop {
-            if self.repair_state().healthy || self.repair_state().passes == 0 {
-                m.repair_requested().await;
-            } else {
+            let st = self.repair_state();
+            let unhealthy = !st.healthy && st.passes > 0;
+            let wait = if owed.is_some() {
+                OWED_RETRY
+            } else if unhealthy {
                 // Not at full redundancy yet (a node still away, a write that failed):
                 // try again soon even if nothing asks.
-                tokio::select! {
-                    _ = m.repair_requested() => {}
-                    _ = tokio::time::sleep(RETRY_UNHEALTHY) => {}
-                }
+                RETRY_UNHEALTHY
+            } else {
+                LEADERSHIP_CHECK
+            };
+            let asked = tokio::select! {
+                _ = m.repair_requested() => true,
+                _ = tokio::time::sleep(wait) => false,
+            };
+            let leads = m.leads();
+            let became_leader = leads && !led;
+            led = leads;
+            if asked {
+                owed.get_or_insert_with(Instant::now);
+            }
+            if owed.is_none() && !became_leader && !(unhealthy && leads) {
+                continue;
             }
             loop {
                 // Let a burst of triggers (a site going down) settle into one pass.
@@ -80,8 +115,19 @@ impl Archive {
                 // One node repairs at a time: the one leading the catalog, confirmed by
                 // a majority (a leader cut off from the others may still think it leads).
                 if !m.confirm_leads().await {
+                    if let Some(since) = owed {
+                        if m.hand_repair_to_leader().await {
+                            owed = None;
+                        } else if since.elapsed() > OWED_FOR {
+                            tracing::warn!(
+                                "no node confirmed as leader took a repair request for {OWED_FOR:?}; dropped (the next trigger asks again)"
+                            );
+                            owed = None;
+                        }
+                    }
                     break;
                 }
+                owed = None;
                 match self.repair_pass(rate_bytes_per_sec).await {
                     Ok(r) => {
                         tracing::info!(

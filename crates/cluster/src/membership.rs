@@ -273,21 +273,25 @@ impl Membership {
         self.request_repair();
     }
 
-    /// Asks the repair worker (on the catalog node) for a pass soon.
+    /// Asks this node's repair worker for a pass soon. The worker runs it if this node
+    /// leads the catalog and hands the request to the leading node otherwise, so any
+    /// node may be asked (a degraded write, a disk's lost shards, `cluster repair`).
     pub fn request_repair(&self) {
         self.repair.notify_one();
     }
 
-    /// Asks the leading node for a repair pass (this node, if it leads).
-    pub async fn ask_for_repair(&self) {
+    /// Hands a repair request this node cannot serve to the node that leads the catalog.
+    /// False while no other node is known to lead (or it did not take the request).
+    pub async fn hand_repair_to_leader(&self) -> bool {
         match self.leader() {
-            Some((id, _)) if id == self.me => self.request_repair(),
-            Some((_, addr)) => {
-                if let Err(e) = self.client.request_repair(&addr).await {
-                    tracing::warn!(error = %e, "cannot ask the leading node for repair");
+            Some((id, addr)) if id != self.me => match self.client.request_repair(&addr).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(leader = %id, error = %e, "cannot hand a repair request to the leading node");
+                    false
                 }
-            }
-            None => tracing::warn!("no leading node to ask for repair; the next pass will find it"),
+            },
+            _ => false,
         }
     }
 

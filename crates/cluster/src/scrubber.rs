@@ -86,7 +86,7 @@ pub async fn run(
             }
         }
         if lost > 0 {
-            membership.ask_for_repair().await;
+            membership.request_repair();
         }
     }
 }

@@ -202,9 +202,9 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
 
     let victim = nodes.len() - 1;
     let lost = shard_bytes(&nodes[victim]);
-    let passes = cluster_view(&admin, &nodes[0]).await?["repair"]["passes"]
-        .as_u64()
-        .unwrap_or(0);
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
     nodes[victim].kill();
     let killed = Instant::now();
     let mut down_at = None;
@@ -217,7 +217,7 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
         }
         let r = &v["repair"];
         if down_at.is_some()
-            && r["passes"].as_u64().unwrap_or(0) > passes
+            && r["last_started"].as_f64().unwrap_or(0.0) > killed_at
             && r["running"] == false
             && r["healthy"] == true
         {

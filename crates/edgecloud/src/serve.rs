@@ -797,7 +797,7 @@ fn spawn_background(archive: Archive, scrub_interval: Duration, rate_mb: u64) {
             if lost > 0
                 && let Some(m) = a.cluster()
             {
-                m.ask_for_repair().await;
+                m.request_repair();
             }
         }
     });
