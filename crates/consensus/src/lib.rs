@@ -5,12 +5,15 @@
 //! (`state_machine`). A node that is not the leader forwards its proposals to the leader
 //! and, before a read that must see every acknowledged write, asks the leader how far
 //! the log is committed and waits until its own catalog has applied that far
-//! (`Replica::read_barrier`, the "read index" of the Raft paper).
+//! (`Replica::read_barrier`, the "read index" of the Raft paper). The leader answers
+//! that question at once while it holds a read lease (`lease`), else after a heartbeat
+//! round to a majority.
 //!
 //! Layout: `log_store` (the log and vote, their own redb file), `state_machine` (the
 //! catalog + snapshots), `network` (messages over the node-to-node mutual-TLS API).
 
 pub mod layout;
+mod lease;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -88,6 +91,7 @@ pub struct Replica {
     client: cluster::Client,
     batches: tokio::sync::mpsc::UnboundedSender<Waiting>,
     reads: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
+    lease: Arc<lease::Lease>,
 }
 
 /// Serves read-index requests in rounds: every request queued while a round (a
@@ -162,7 +166,7 @@ impl Replica {
         let config = Config {
             cluster_name: "edgecloud-catalog".into(),
             heartbeat_interval: 250,
-            election_timeout_min: 1000,
+            election_timeout_min: lease::ELECTION_TIMEOUT_MIN,
             election_timeout_max: 2000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
             max_in_snapshot_log_to_keep: 2_000,
@@ -182,12 +186,15 @@ impl Replica {
         tokio::spawn(run_batches(raft.clone(), rx));
         let (reads, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(run_reads(raft.clone(), rx));
+        let lease = Arc::new(lease::Lease::default());
+        tokio::spawn(lease.clone().track(raft.clone()));
         let replica = Arc::new(Replica {
             raft,
             me: o.me,
             client: o.client,
             batches,
             reads,
+            lease,
         });
         o.catalog.replicate_with(replica.clone());
         Ok(replica)
@@ -274,6 +281,11 @@ impl Replica {
         alone.then_some(m.last_log_index)
     }
 
+    /// Does this node lead under a valid read lease (reads need no heartbeat round)?
+    pub fn holds_read_lease(&self) -> bool {
+        self.lease.read_index(&self.raft).is_some()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
@@ -302,7 +314,6 @@ impl Replica {
         }
     }
 
-    /// Proposes on this node if it leads; says `NotLeader` otherwise.
     /// Proposes on this node if it leads (in the next batch); says `NotLeader`
     /// otherwise. A leader cut off from the other voters cannot commit: after
     /// `LEADER_WAIT` the change fails (it may still be committed if the cut heals before
@@ -316,8 +327,12 @@ impl Replica {
             .unwrap_or_else(|_| Answer::Failed("the catalog's proposal queue stopped".into()))
     }
 
-    /// The log index a linearizable read must wait for, if this node leads.
+    /// The log index a linearizable read must wait for, if this node leads: at once
+    /// under the leader's read lease, else after a heartbeat round to a majority.
     pub async fn read_index_here(&self) -> Answer<Option<u64>> {
+        if let Some(index) = self.lease.read_index(&self.raft) {
+            return Answer::Done(index);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.reads.send(tx).is_err() {
             return Answer::Failed("the catalog's read queue stopped".into());

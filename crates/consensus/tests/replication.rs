@@ -250,6 +250,49 @@ async fn writes_anywhere_read_everywhere_and_survive_the_leader() {
     assert!(d.replica.raft.metrics().borrow().snapshot.is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_reads_under_its_lease_only_while_a_majority_hears_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let a = node(4, "s1").await;
+    let b = node(5, "s2").await;
+    let c = node(6, "s3").await;
+    a.replica.initialize_alone().await.unwrap();
+    wait_for_leader(&[&a]).await;
+    for n in [&b, &c] {
+        a.replica
+            .add_member(n.replica.me.clone(), true)
+            .await
+            .unwrap();
+    }
+    b.catalog.create_bucket(bucket("leased")).await.unwrap();
+    // Heartbeats every 250 ms keep the lease fresh: reads on the leader skip the round,
+    // and a write acknowledged through a follower is seen by the leader's next read.
+    assert!(a.replica.holds_read_lease());
+    c.catalog
+        .put_version("leased", "k", version("e1"), PutCondition::default())
+        .await
+        .unwrap();
+    a.catalog.read_barrier().await.unwrap();
+    let v = a
+        .catalog
+        .version("leased", "k", &VersionSel::Latest)
+        .unwrap();
+    assert_eq!(v.etag, "e1");
+    // The followers stop answering: the lease runs out within half an election timeout
+    // and the leader no longer answers reads on its own.
+    for n in [&b, &c] {
+        n.replica.raft.shutdown().await.unwrap();
+        n.stop.send(true).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!a.replica.holds_read_lease());
+    let read = tokio::time::timeout(Duration::from_secs(30), a.catalog.read_barrier()).await;
+    assert!(
+        matches!(read, Err(_) | Ok(Err(_))),
+        "a leader cut off from its voters answered a read: {read:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_cannot_vote_or_append() {
     let _ = rustls::crypto::ring::default_provider().install_default();
