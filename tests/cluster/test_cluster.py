@@ -49,7 +49,7 @@ class ClusterNode:
     def start(self, join=None, wait=True, invite=None):
         args = [BIN, "serve", "--data", str(self.data), "--bind", self.ip, "--site", self.site,
                 "--disk", str(self.data / "d0"), "--disk", str(self.data / "d1"),
-                "--down-after", "3s", "--scrub-interval", "2s"]
+                "--down-after", "3s", "--scrub-interval", "2s", "--nfs-key", ACCESS]
         if join:
             args += ["--join", join, "--secret-file", str(self.secret_file)]
         if invite:
@@ -364,9 +364,10 @@ def test_the_same_content_through_two_nodes_is_stored_once(cluster):
 
 
 def test_file_protocols_see_changes_made_through_other_nodes_at_once(cluster):
-    """WebDAV and FTP take a read barrier per request, as S3 does: a change acknowledged
-    through one node's S3 gateway is there for the very next WebDAV or FTP request to
-    another node (another site), not a moment later."""
+    """WebDAV and FTP take a read barrier per request, as S3 does, and NFS on LOOKUP,
+    GETATTR and READDIRPLUS (what a client sends to open a file or list a folder): a
+    change acknowledged through one node's S3 gateway is there for the very next WebDAV,
+    FTP or NFS request to another node (another site), not a moment later."""
     import ftplib
     import io
     import httpx
@@ -395,6 +396,16 @@ def test_file_protocols_see_changes_made_through_other_nodes_at_once(cluster):
         assert "g.txt" in ftp.nlst("/across")
     finally:
         ftp.close()
+    import libnfs
+    nfs = libnfs.NFS(f"nfs://{other}/across?nfsport=9402&mountport=9402&version=3")
+    for i in range(20):
+        body = f"nfs {i}".encode()
+        s3.put_object(Bucket="across", Key="n.txt", Body=body)
+        f = nfs.open("/n.txt", mode="rb")
+        assert f.read() == body, i
+        f.close()
+    s3.put_object(Bucket="across", Key="h.txt", Body=b"listed")
+    assert "h.txt" in nfs.listdir("/")
 
 
 def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):

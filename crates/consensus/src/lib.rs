@@ -92,6 +92,11 @@ pub struct Replica {
     batches: tokio::sync::mpsc::UnboundedSender<Waiting>,
     reads: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
     lease: Arc<lease::Lease>,
+    /// Read barriers of this node waiting for the leader's read index (see
+    /// `run_remote_reads`).
+    remote_reads: tokio::sync::mpsc::UnboundedSender<
+        tokio::sync::oneshot::Sender<Result<Option<u64>, CatalogError>>,
+    >,
 }
 
 /// Serves read-index requests in rounds: every request queued while a round (a
@@ -116,6 +121,37 @@ async fn run_reads(
             ),
             Err(e) => Answer::Failed(e.to_string()),
         };
+        for w in waiting {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+/// Asks the leader for read indexes on behalf of this node's read barriers, in
+/// rounds: every barrier that queued while a request was in flight shares the next one,
+/// which starts after they arrived and so gives each a valid read index. Under load a
+/// node that does not lead sends one request per round trip, not one per read.
+async fn run_remote_reads(
+    replica: std::sync::Weak<Replica>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<
+        tokio::sync::oneshot::Sender<Result<Option<u64>, CatalogError>>,
+    >,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiting.push(w);
+        }
+        let Some(replica) = replica.upgrade() else {
+            return;
+        };
+        let body = postcard::to_stdvec(&()).expect("unit serializes");
+        let result = replica
+            .at_leader("catalog read", network::READ_INDEX, body, || {
+                replica.read_index_here()
+            })
+            .await;
+        drop(replica);
         for w in waiting {
             let _ = w.send(result.clone());
         }
@@ -188,6 +224,7 @@ impl Replica {
         tokio::spawn(run_reads(raft.clone(), rx));
         let lease = Arc::new(lease::Lease::default());
         tokio::spawn(lease.clone().track(raft.clone()));
+        let (remote_reads, rx) = tokio::sync::mpsc::unbounded_channel();
         let replica = Arc::new(Replica {
             raft,
             me: o.me,
@@ -195,7 +232,9 @@ impl Replica {
             batches,
             reads,
             lease,
+            remote_reads,
         });
+        tokio::spawn(run_remote_reads(Arc::downgrade(&replica), rx));
         o.catalog.replicate_with(replica.clone());
         Ok(replica)
     }
@@ -412,13 +451,15 @@ impl Replica {
             // not, so confirming the leadership (a read-index round through the Raft
             // core, ~0.2 ms) buys nothing; what is in the log just has to be applied.
             Some(last) => last,
-            None => {
-                let body = postcard::to_stdvec(&()).expect("unit serializes");
-                self.at_leader("catalog read", network::READ_INDEX, body, || {
-                    self.read_index_here()
-                })
-                .await?
-            }
+            // Leading: the lease or a heartbeat round (`read_index_here`), no queue hop.
+            None if self.is_leader() => match self.read_index_here().await {
+                Answer::Done(index) => index,
+                Answer::Failed(m) => {
+                    return Err(CatalogError::Unavailable(format!("catalog read: {m}")));
+                }
+                Answer::NotLeader => self.remote_read_index().await?,
+            },
+            None => self.remote_read_index().await?,
         };
         if let Some(i) = index {
             self.raft
@@ -430,6 +471,16 @@ impl Replica {
                 })?;
         }
         Ok(())
+    }
+}
+
+impl Replica {
+    /// The leader's read index, asked for in this node's next round (`run_remote_reads`).
+    async fn remote_read_index(&self) -> Result<Option<u64>, CatalogError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || CatalogError::Unavailable("the catalog's read queue stopped".into());
+        self.remote_reads.send(tx).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 

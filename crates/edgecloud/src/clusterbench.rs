@@ -116,6 +116,55 @@ async fn cluster_view(admin: &reqwest::Client, n: &Node) -> anyhow::Result<serde
         .await?)
 }
 
+/// 4 KiB GETs through a gateway that does not lead the catalog: each read asks the
+/// leader for its read index (concurrent reads share one request).
+async fn reads_through_another_node(
+    leader: &S3Target,
+    other: &S3Target,
+    quick: bool,
+) -> anyhow::Result<()> {
+    use crate::netbench::{S3Client, S3Store, ops, percentile, timed};
+    let (writer, reader) = (S3Client::new(leader)?, S3Client::new(other)?);
+    writer
+        .send(reqwest::Method::PUT, "/elsewhere", &[], None)
+        .await?;
+    let count = if quick { 300 } else { 3000 };
+    let mut rng = Rng::new(13);
+    let bodies: Vec<Bytes> = (0..count).map(|_| Bytes::from(rng.bytes(4096))).collect();
+    let put = S3Store::new(&writer, "elsewhere");
+    timed(count, 16, |i| {
+        let (put, name, body) = (&put, format!("s{i:06}"), bodies[i].clone());
+        async move { put.put(&name, body).await }
+    })
+    .await?;
+    println!(
+        "4 KiB objects read through a node that does not lead ({}):",
+        other.url
+    );
+    let get = S3Store::new(&reader, "elsewhere");
+    for conc in [1usize, 32] {
+        let (took, lat) = timed(count, conc, |i| {
+            let get = &get;
+            async move {
+                let n = get.get(&format!("s{i:06}")).await?;
+                anyhow::ensure!(n == 4096, "GET s{i:06} returned {n} bytes");
+                Ok(())
+            }
+        })
+        .await?;
+        crate::bench::row(
+            &format!("GET 4 KiB (concurrency {conc})"),
+            format!(
+                "{}   p50 {:.2} ms  p99 {:.2} ms",
+                ops(count, took),
+                percentile(&lat, 0.50).as_secs_f64() * 1e3,
+                percentile(&lat, 0.99).as_secs_f64() * 1e3
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn target(ip: &str) -> S3Target {
     S3Target {
         url: format!("http://{ip}:9400"),
@@ -173,6 +222,7 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     crate::netbench::run_s3(target("127.0.0.101"), quick).await?;
+    reads_through_another_node(&target("127.0.0.101"), &target("127.0.0.102"), quick).await?;
 
     // Storage overhead and repair: store a data set, kill one node, time its rebuild.
     let total: usize = if quick { 48 << 20 } else { 512 << 20 };

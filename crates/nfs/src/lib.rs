@@ -231,6 +231,18 @@ impl Inner {
         })
     }
 
+    /// Catches up with the cluster before a request that starts a read (LOOKUP,
+    /// GETATTR, READDIRPLUS: what a client sends when it opens a file or lists a
+    /// folder), so a change acknowledged through any node is seen, as NFS's
+    /// close-to-open consistency promises. While the cluster cannot answer, the client
+    /// is told to retry (JUKEBOX) rather than shown an old view.
+    async fn catch_up(&self) -> Result<(), nfsstat3> {
+        self.session.catch_up().await.map_err(|e| {
+            tracing::warn!("nfs: {e}");
+            nfsstat3::NFS3ERR_JUKEBOX
+        })
+    }
+
     async fn getattr(&self, id: u64) -> Result<fattr3, nfsstat3> {
         if let Some(p) = self.pending.lock().await.get(&id) {
             return Ok(attr(id, false, p.size, p.modified, false));
@@ -372,6 +384,7 @@ impl NfsReadFileSystem for EdgeNfs {
     ) -> Result<FileHandleU64, nfsstat3> {
         let name = std::str::from_utf8(filename.as_ref()).map_err(|_| nfsstat3::NFS3ERR_INVAL)?;
         let path = self.0.child(dirid.as_u64(), name)?;
+        self.0.catch_up().await?;
         let id = self.0.id(&path);
         if self.0.pending.lock().await.contains_key(&id) {
             return Ok(FileHandleU64::new(id));
@@ -381,6 +394,7 @@ impl NfsReadFileSystem for EdgeNfs {
     }
 
     async fn getattr(&self, id: &FileHandleU64) -> Result<fattr3, nfsstat3> {
+        self.0.catch_up().await?;
         self.0.getattr(id.as_u64()).await
     }
 
@@ -426,6 +440,7 @@ impl NfsReadFileSystem for EdgeNfs {
         cookie: u64,
     ) -> Result<impl ReadDirPlusIterator<FileHandleU64>, nfsstat3> {
         let dir = self.0.path(dirid.as_u64())?;
+        self.0.catch_up().await?;
         let mut entries = self.0.session.list(&place(&dir)?).map_err(map_err)?;
         // Files being written here show up with their staged size.
         for p in self.0.pending.lock().await.values() {
