@@ -3,7 +3,7 @@
 and a whole site are killed with SIGKILL, shard files are deleted and corrupted, and a
 node joins. A checker records every acknowledged write and verifies every read.
 
-Every node replicates the catalog (Raft: three voters, one per site) and runs the
+Every node replicates the catalog (Raft: five voters, at most two per site) and runs the
 gateways; the tests talk to one node's S3 and admin API (`Cluster.contact`) and, at the
 end, kill and cut off the catalog's leader."""
 import base64
@@ -154,10 +154,26 @@ def roles(s):
     return [n["role"] for n in s["status"]["nodes"] if n["state"] != "removed"]
 
 
+def voters_wanted(s):
+    """How many voters the active nodes call for: five where no site would then hold
+    half of them (with three or more sites), else three, else one per node (at most five).
+    Written from the rule in docs/decisions.md, independently of the Rust code."""
+    per_site = {}
+    for n in s["status"]["nodes"]:
+        if n["state"] == "active":
+            per_site[n["site"]] = per_site.get(n["site"], 0) + 1
+    total, spread = sum(per_site.values()), len(per_site) >= 3
+    for count in (5, 3):
+        cap = (count - 1) // 2 if spread else count
+        if total >= count and sum(min(k, cap) for k in per_site.values()) >= count:
+            return count
+    return min(total, 5)
+
+
 def replicas_settled(s):
-    """Every member replicates the catalog; three vote (fewer with fewer nodes)."""
+    """Every member replicates the catalog; as many vote as the layout calls for."""
     r = roles(s)
-    return "joining" not in r and r.count("leader") == 1 and r.count("voter") == min(2, len(r) - 1)
+    return "joining" not in r and r.count("leader") == 1 and r.count("voter") == voters_wanted(s) - 1
 
 
 def active(s):
@@ -292,14 +308,22 @@ def settled(cluster, h, bucket):
     for key, (_, sha) in sorted(h.acked.items()):
         got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert hashlib.sha256(got).hexdigest() == sha, f"{key}: acknowledged write lost"
-    time.sleep(2.5)  # shard counts come with heartbeats (every second)
-    s = cluster.status()
-    chunks = s["repair"]["report"]["chunks_checked"]
-    orphans = s["repair"]["report"]["orphan_shards_pending"]
-    print(f"{chunks} chunks; shards per node {shards_per_node(s)}; {orphans} orphan shards")
-    for addr, n in shards_per_node(s).items():
-        assert chunks <= n <= chunks + orphans, (addr, n, chunks, orphans)
-    return s
+    # A shard write held up by a cut can still land after the cut heals (TCP delivers
+    # the retransmitted request) when its writer had long put that shard elsewhere: a
+    # spare copy the pass that ran before it could not see. The next pass removes it, so
+    # a count off by such copies gets one more pass (twice at most) before it fails.
+    for attempt in range(3):
+        time.sleep(2.5)  # shard counts come with heartbeats (every second)
+        s = cluster.status()
+        chunks = s["repair"]["report"]["chunks_checked"]
+        orphans = s["repair"]["report"]["orphan_shards_pending"]
+        counts = shards_per_node(s)
+        print(f"{chunks} chunks; shards per node {counts}; {orphans} orphan shards")
+        off = [(addr, n) for addr, n in counts.items() if not chunks <= n <= chunks + orphans]
+        if not off:
+            return s
+        assert attempt < 2, (off, chunks, orphans)
+        cluster.healed()
 
 
 def test_a_wrong_secret_cannot_join(cluster, tmp_path):
@@ -321,9 +345,12 @@ def test_layout_policy_and_what_it_survives(cluster):
     assert "any 1 of 3 sites" in s["survives"] and "1.50x" in s["survives"]
     assert sorted(n["site"] for n in s["status"]["nodes"]) == ["s1", "s1", "s2", "s2", "s3", "s3"]
     roles = [n["role"] for n in s["status"]["nodes"]]
-    assert roles.count("leader") == 1 and roles.count("voter") == 2, roles
-    assert roles.count("learner") == 3, roles
-    assert voter_sites(s) == {"s1", "s2", "s3"}, "one catalog voter per site"
+    assert roles.count("leader") == 1 and roles.count("voter") == 4, roles
+    assert roles.count("learner") == 1, roles
+    assert voter_sites(s) == {"s1", "s2", "s3"}, "catalog voters in every site"
+    per_site = [sum(1 for n in s["status"]["nodes"] if n["site"] == site
+                    and n["role"] in ("leader", "voter")) for site in ("s1", "s2", "s3")]
+    assert max(per_site) == 2, f"no site holds half the voters: {per_site}"
 
 
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):
@@ -616,7 +643,7 @@ def test_every_voter_cosigns_the_ledger_from_its_own_replica(cluster, tmp_path):
     """One log for the whole cluster (one signing key on every node); each checkpoint a
     node publishes is cosigned (C2SP tlog-cosignature) by the catalog's other voters,
     each after recomputing the root from its own replica of the log. A client demands
-    all three cosignatures."""
+    all five cosignatures."""
     s3 = s3client()
     s3.create_bucket(Bucket="witnessed")
     s3.put_object(Bucket="witnessed", Key="contract.pdf", Body=b"signed on 2026-11-25")
@@ -625,7 +652,7 @@ def test_every_voter_cosigns_the_ledger_from_its_own_replica(cluster, tmp_path):
     s = cluster.status()
     voters = [n["rpc_addr"] for n in s["status"]["nodes"] if n["role"] in ("leader", "voter")]
     keys = [str(n.data / "cosigner.pub") for n in cluster.nodes.values() if f"{n.ip}:9420" in voters]
-    assert len(keys) == 3
+    assert len(keys) == 5
     args = [a for k in keys for a in ("--cosigner", k)]
     pub = str(cluster.nodes[cluster.contact].data / "ledger.pub")
     bundle = tmp_path / "bundle.json"
@@ -634,12 +661,12 @@ def test_every_voter_cosigns_the_ledger_from_its_own_replica(cluster, tmp_path):
         p = cluster.cli("ledger", "prove", "witnessed/contract.pdf")
         assert p.returncode == 0, p.stderr
         bundle.write_text(p.stdout)
-        c = cluster.cli("ledger", "check", str(bundle), "--key", pub, *args, "--quorum", "3")
+        c = cluster.cli("ledger", "check", str(bundle), "--key", pub, *args, "--quorum", "5")
         if c.returncode == 0:
             break
         assert time.time() < deadline, c.stdout + c.stderr
         time.sleep(1)
-    assert "cosigned: by 3 of 3" in c.stdout + c.stderr, c.stdout + c.stderr
+    assert "cosigned: by 5 of 5" in c.stdout + c.stderr, c.stdout + c.stderr
     # A key that is not a voter's does not count toward the quorum.
     stranger = tmp_path / "stranger.pub"
     stranger.write_text("edgecloud.local/voter-x+01234567+BA" + "A" * 42 + "=\n")
@@ -655,7 +682,7 @@ def live(cluster):
 def test_the_leader_dies_and_another_node_leads_nothing_lost(cluster):
     """kill -9 the node leading the catalog while writes go through another node's
     gateway: a new leader is elected among the other voters, writes go on, a new voter
-    replaces the dead one (one per site), and every acknowledged write reads back."""
+    replaces the dead one (voters stay in every site), and every acknowledged write reads back."""
     old = cluster.leader()
     cluster.contact = next(i for i in live(cluster)
                            if cluster.nodes[i].site != cluster.nodes[old].site and i != 7)
@@ -668,7 +695,7 @@ def test_the_leader_dies_and_another_node_leads_nothing_lost(cluster):
         print(f"\nnew leader after {time.time() - t0:.1f} s")
         assert progresses(w), f"writes stopped after the leader died: {w.problems[-3:]}"
         cluster.wait(lambda s: "down" in states(s).values() and replicas_settled(s)
-                     and len(voter_sites(s)) == 3, "the old leader down and three voters, one per site")
+                     and len(voter_sites(s)) == 3, "the old leader down and voters in every site")
         cluster.healed()
         read_back_everything(h, "leader")
         cluster.restart(old)

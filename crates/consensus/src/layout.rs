@@ -6,8 +6,9 @@
 //!   once never lose either change, and a cut-off minority cannot change it at all.
 //! - `follow_layout` hands every newer committed layout to this node's membership.
 //! - `reconcile` (on the leader) makes every member of the layout a Raft learner and
-//!   picks the voters: up to three, one per site where possible, among nodes that are
-//!   active and answering, keeping current voters when they qualify (few changes).
+//!   picks the voters (`choose_voters`: five, spread so no site holds half of them, or
+//!   three) among nodes that are active and answering, keeping current voters when
+//!   they qualify (few changes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use crate::{Member, Replica, raft_id};
 
 const RECORD: &str = "layout";
 
-/// Voters wanted: three, so that one site (or one voter) can fail.
-pub const VOTERS: usize = 3;
+/// Most voters: five, so that any two voters (or a site holding at most two) can fail
+/// while the rest still make a majority.
+pub const VOTERS: usize = 5;
 
 pub struct ReplicatedLayout {
     pub replica: Arc<Replica>,
@@ -130,7 +132,11 @@ pub async fn follow_layout(catalog: Catalog, membership: Arc<Membership>) {
     }
 }
 
-/// The voters this layout should have.
+/// The voters this layout should have: five where the nodes allow, three otherwise.
+/// With three or more sites no site may hold half the voters, so that losing a whole
+/// site leaves a majority (2+2+1 of five over three sites; one per site of three when
+/// one site holds most nodes). With one or two sites no choice survives the loss of
+/// the larger, so the count alone decides: five survive any two nodes.
 pub fn choose_voters(
     layout: &Layout,
     current: &BTreeSet<String>,
@@ -142,17 +148,34 @@ pub fn choose_voters(
         .collect();
     // Current voters first (stability), then the oldest members.
     eligible.sort_by_key(|n| (!current.contains(&n.id.0), n.seq));
-    let mut chosen: Vec<String> = Vec::new();
-    let mut sites = BTreeSet::new();
-    // One per site first, then fill up from any site.
+    let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &eligible {
-        if chosen.len() < VOTERS && sites.insert(n.site.clone()) {
-            chosen.push(n.id.0.clone());
-        }
+        *per_site.entry(n.site.as_str()).or_default() += 1;
     }
-    for n in &eligible {
-        if chosen.len() < VOTERS && !chosen.contains(&n.id.0) {
-            chosen.push(n.id.0.clone());
+    let spread = per_site.len() >= 3;
+    // The most voters a site may hold, for `count` voters in all.
+    let cap = |count: usize| if spread { (count - 1) / 2 } else { count };
+    let count = [VOTERS, 3]
+        .into_iter()
+        .find(|&c| {
+            eligible.len() >= c && per_site.values().map(|&k| k.min(cap(c))).sum::<usize>() >= c
+        })
+        .unwrap_or(eligible.len().min(VOTERS));
+    let mut chosen: Vec<String> = Vec::new();
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    // One per site first, then fill up from any site below its cap.
+    for first_round in [true, false] {
+        for n in &eligible {
+            let t = taken.entry(n.site.as_str()).or_default();
+            let room = if first_round {
+                *t == 0
+            } else {
+                *t < cap(count)
+            };
+            if chosen.len() < count && room && !chosen.contains(&n.id.0) {
+                chosen.push(n.id.0.clone());
+                *t += 1;
+            }
         }
     }
     chosen
@@ -254,4 +277,98 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::NodeInfo;
+
+    /// A layout with one node per entry of `sites`, joined in that order.
+    fn layout(sites: &[&str]) -> Layout {
+        let nodes = sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| NodeInfo {
+                id: NodeId(format!("n{i}")),
+                seq: i as u32,
+                public_key: String::new(),
+                site: site.to_string(),
+                rpc_addr: format!("10.0.0.{i}:9420"),
+                disks: Vec::new(),
+                state: NodeState::Active,
+            })
+            .collect();
+        Layout {
+            epoch: 1,
+            catalog_node: NodeId("n0".into()),
+            nodes,
+        }
+    }
+
+    fn voters_per_site(l: &Layout, voters: &[String]) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for v in voters {
+            *m.entry(l.node(&NodeId(v.clone())).unwrap().site.clone())
+                .or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn five_voters_over_three_sites_leave_a_majority_after_any_site_is_lost() {
+        let l = layout(&["s1", "s1", "s2", "s2", "s3", "s3"]);
+        let v = choose_voters(&l, &BTreeSet::new(), |_| true);
+        assert_eq!(v.len(), 5);
+        let per = voters_per_site(&l, &v);
+        assert_eq!(per.len(), 3);
+        assert!(per.values().all(|&k| k <= 2), "{per:?}");
+    }
+
+    #[test]
+    fn a_site_holding_most_nodes_gets_no_more_than_a_minority_of_voters() {
+        // Five voters would put three in s1: losing s1 would lose the majority.
+        let l = layout(&["s1", "s1", "s1", "s1", "s2", "s3"]);
+        let v = choose_voters(&l, &BTreeSet::new(), |_| true);
+        assert_eq!(
+            voters_per_site(&l, &v)
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+        // One site more makes five possible: 2 + 1 + 1 + 1.
+        let l = layout(&["s1", "s1", "s1", "s1", "s2", "s3", "s4"]);
+        let v = choose_voters(&l, &BTreeSet::new(), |_| true);
+        assert_eq!(v.len(), 5);
+        assert!(voters_per_site(&l, &v).values().all(|&k| k <= 2));
+    }
+
+    #[test]
+    fn one_or_two_sites_take_as_many_voters_as_there_are_nodes_up_to_five() {
+        for (sites, want) in [
+            (&["s1"][..], 1),
+            (&["s1", "s2"][..], 2),
+            (&["s1", "s1", "s2"][..], 3),
+            (&["s1", "s1", "s2", "s2"][..], 3),
+            (&["s1", "s1", "s1", "s2", "s2", "s2", "s2"][..], 5),
+        ] {
+            let l = layout(sites);
+            assert_eq!(
+                choose_voters(&l, &BTreeSet::new(), |_| true).len(),
+                want,
+                "{sites:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn current_voters_stay_and_silent_nodes_are_not_chosen() {
+        let l = layout(&["s1", "s1", "s2", "s2", "s3", "s3"]);
+        let current: BTreeSet<String> = ["n1", "n3", "n5"].map(String::from).into();
+        let v = choose_voters(&l, &current, |id| id.0 != "n0");
+        assert!(current.iter().all(|c| v.contains(c)), "{v:?}");
+        assert!(!v.contains(&"n0".to_string()));
+        assert_eq!(v.len(), 5);
+    }
 }
