@@ -351,6 +351,9 @@ def test_layout_policy_and_what_it_survives(cluster):
     per_site = [sum(1 for n in s["status"]["nodes"] if n["site"] == site
                     and n["role"] in ("leader", "voter")) for site in ("s1", "s2", "s3")]
     assert max(per_site) == 2, f"no site holds half the voters: {per_site}"
+    line = next(l for l in cluster.table().splitlines() if l.startswith("catalog:"))
+    assert line.startswith("catalog: 5 voters (s1 ") and line.endswith(
+        "goes on after losing any 2, or any one site"), line
 
 
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):

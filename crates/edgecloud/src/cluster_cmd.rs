@@ -188,6 +188,7 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
                 println!("{:<17} last error: {e}", "");
             }
         }
+        println!("catalog: {}", catalog_survives(&s.nodes));
     } else {
         println!("not part of a cluster");
     }
@@ -212,4 +213,35 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The catalog's voters by site and what losing some of them leaves: a majority of the
+/// voters must answer for any change or read barrier.
+fn catalog_survives(nodes: &[cluster::NodeStatus]) -> String {
+    let mut per_site: std::collections::BTreeMap<&str, usize> = Default::default();
+    for n in nodes
+        .iter()
+        .filter(|n| n.role == "leader" || n.role == "voter")
+    {
+        *per_site.entry(n.info.site.as_str()).or_default() += 1;
+    }
+    let voters: usize = per_site.values().sum();
+    if voters == 0 {
+        return "no voters known yet".into();
+    }
+    let spare = (voters - 1) / 2;
+    let sites = per_site
+        .iter()
+        .map(|(site, k)| format!("{site} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let site_loss = if per_site.len() > 1 && per_site.values().all(|&k| k <= spare) {
+        ", or any one site"
+    } else {
+        ""
+    };
+    match spare {
+        0 => format!("{voters} voter(s) ({sites}): every one is needed"),
+        _ => format!("{voters} voters ({sites}): goes on after losing any {spare}{site_loss}"),
+    }
 }
