@@ -474,6 +474,40 @@ def test_node_and_site_loss_writes_go_on_nothing_is_lost_and_it_heals(cluster):
     settled(cluster, h, "cluster")
 
 
+def test_two_voters_die_at_once_and_the_catalog_goes_on(cluster):
+    """Five voters: kill -9 two of them in different sites (neither the leader nor the
+    node the test talks to) while writes go on. The other three are a majority, so
+    writes and reads go on; both come back as replicas and nothing acknowledged is lost.
+    With three voters the catalog stopped here although the data survived."""
+    s = cluster.status()
+    leader, by_addr = cluster.leader(s), {f"{n.ip}:9420": i for i, n in cluster.nodes.items()}
+    voters = [(by_addr[n["rpc_addr"]], n["site"]) for n in s["status"]["nodes"]
+              if n["role"] == "voter" and n["state"] == "active"]
+    candidates = [(i, site) for i, site in voters if i not in (leader, cluster.contact)]
+    first = candidates[0]
+    second = next((c for c in candidates[1:] if c[1] != first[1]), candidates[1])
+    victims = [first[0], second[0]]
+    h, w = start_workload("twovoters")
+    try:
+        time.sleep(3)
+        for i in victims:
+            cluster.nodes[i].kill()
+        assert progresses(w), f"writes stopped after two voters died: {w.problems[-3:]}"
+        cluster.wait(lambda s: list(states(s).values()).count("down") == 2, "both declared down")
+        assert progresses(w), f"writes stopped while two voters were down: {w.problems[-3:]}"
+        cluster.healed()
+        read_back_everything(h, "twovoters")
+        for i in victims:
+            cluster.restart(i)
+        cluster.wait(lambda s: active(s) == len(live(cluster)) and replicas_settled(s),
+                     "both back as replicas, five voters again")
+    finally:
+        w.stop()
+    assert not h.errors, h.errors[:5]
+    cluster.healed()
+    settled(cluster, h, "twovoters")
+
+
 def iptables(*args):
     subprocess.run(["iptables", "-w", *args], check=True)
 
