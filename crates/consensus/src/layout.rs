@@ -255,8 +255,13 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
             .len()
     };
     let better_spread = sites(&wanted_set) > sites(&current);
-    if (must_go || missing || better_spread) && !wanted.is_empty() && wanted_set != current {
-        tracing::info!(voters = ?wanted, "catalog: changing voters");
+    // A change is two commits (a joint configuration, then the new one), driven by the
+    // leader that started it; one cut short by a leader change stays joint, and `current`
+    // is then the union of both (six voters for two sets of five). Finish it.
+    let joint = replica.in_joint_membership();
+    let change = joint || (must_go || missing || better_spread) && wanted_set != current;
+    if change && !wanted.is_empty() {
+        tracing::info!(voters = ?wanted, joint, "catalog: changing voters");
         let ids: BTreeSet<u64> = wanted.iter().map(|n| raft_id(n)).collect();
         replica
             .raft

@@ -320,6 +320,13 @@ impl Replica {
         alone.then_some(m.last_log_index)
     }
 
+    /// Is the group between the two steps of a voter change (old and new voters must
+    /// both agree until the second step commits)?
+    pub fn in_joint_membership(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_joint_config().len() > 1
+    }
+
     /// Does this node lead under a valid read lease (reads need no heartbeat round)?
     pub fn holds_read_lease(&self) -> bool {
         self.lease.read_index(&self.raft).is_some()
