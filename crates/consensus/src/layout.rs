@@ -139,6 +139,7 @@ pub async fn follow_layout(catalog: Catalog, membership: Arc<Membership>) {
 /// the larger, so the count alone decides: five survive any two nodes.
 pub fn choose_voters(
     layout: &Layout,
+    leader: &str,
     current: &BTreeSet<String>,
     answering: impl Fn(&NodeId) -> bool,
 ) -> Vec<String> {
@@ -146,8 +147,10 @@ pub fn choose_voters(
         .members()
         .filter(|n| n.state == NodeState::Active && answering(&n.id))
         .collect();
-    // Current voters first (stability), then the oldest members.
-    eligible.sort_by_key(|n| (!current.contains(&n.id.0), n.seq));
+    // The leader first (it keeps its vote: a leader that voted itself out would go on
+    // leading a group it is not part of), then current voters (stability), then the
+    // oldest members.
+    eligible.sort_by_key(|n| (n.id.0 != leader, !current.contains(&n.id.0), n.seq));
     let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &eligible {
         *per_site.entry(n.site.as_str()).or_default() += 1;
@@ -233,7 +236,7 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
         .map(|(m, _)| m.node.clone())
         .collect();
     let me = replica.me.node.clone();
-    let wanted = choose_voters(&layout, &current, |id| {
+    let wanted = choose_voters(&layout, &me, &current, |id| {
         id.0 == me || !membership.is_suspected(id)
     });
     let wanted_set: BTreeSet<String> = wanted.iter().cloned().collect();
@@ -323,7 +326,7 @@ mod tests {
     #[test]
     fn five_voters_over_three_sites_leave_a_majority_after_any_site_is_lost() {
         let l = layout(&["s1", "s1", "s2", "s2", "s3", "s3"]);
-        let v = choose_voters(&l, &BTreeSet::new(), |_| true);
+        let v = choose_voters(&l, "n0", &BTreeSet::new(), |_| true);
         assert_eq!(v.len(), 5);
         let per = voters_per_site(&l, &v);
         assert_eq!(per.len(), 3);
@@ -334,7 +337,7 @@ mod tests {
     fn a_site_holding_most_nodes_gets_no_more_than_a_minority_of_voters() {
         // Five voters would put three in s1: losing s1 would lose the majority.
         let l = layout(&["s1", "s1", "s1", "s1", "s2", "s3"]);
-        let v = choose_voters(&l, &BTreeSet::new(), |_| true);
+        let v = choose_voters(&l, "n0", &BTreeSet::new(), |_| true);
         assert_eq!(
             voters_per_site(&l, &v)
                 .values()
@@ -344,7 +347,7 @@ mod tests {
         );
         // One site more makes five possible: 2 + 1 + 1 + 1.
         let l = layout(&["s1", "s1", "s1", "s1", "s2", "s3", "s4"]);
-        let v = choose_voters(&l, &BTreeSet::new(), |_| true);
+        let v = choose_voters(&l, "n0", &BTreeSet::new(), |_| true);
         assert_eq!(v.len(), 5);
         assert!(voters_per_site(&l, &v).values().all(|&k| k <= 2));
     }
@@ -360,7 +363,7 @@ mod tests {
         ] {
             let l = layout(sites);
             assert_eq!(
-                choose_voters(&l, &BTreeSet::new(), |_| true).len(),
+                choose_voters(&l, "n0", &BTreeSet::new(), |_| true).len(),
                 want,
                 "{sites:?}"
             );
@@ -368,10 +371,26 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_keeps_its_vote() {
+        // Without the leader first, n5 (the newest node, in s3 with n4) would lose its
+        // seat to n4 and go on leading a group it no longer votes in.
+        let l = layout(&["s1", "s1", "s2", "s2", "s3", "s3"]);
+        let v = choose_voters(&l, "n5", &BTreeSet::new(), |_| true);
+        assert!(v.contains(&"n5".to_string()), "{v:?}");
+        // Also when the count drops to three (site s1 away): one per remaining site.
+        let current: BTreeSet<String> = ["n1", "n2", "n3", "n4", "n5"].map(String::from).into();
+        let v = choose_voters(&l, "n5", &current, |id| {
+            !["n0", "n1"].contains(&id.0.as_str())
+        });
+        assert_eq!(v.len(), 3);
+        assert!(v.contains(&"n5".to_string()), "{v:?}");
+    }
+
+    #[test]
     fn current_voters_stay_and_silent_nodes_are_not_chosen() {
         let l = layout(&["s1", "s1", "s2", "s2", "s3", "s3"]);
         let current: BTreeSet<String> = ["n1", "n3", "n5"].map(String::from).into();
-        let v = choose_voters(&l, &current, |id| id.0 != "n0");
+        let v = choose_voters(&l, "n1", &current, |id| id.0 != "n0");
         assert!(current.iter().all(|c| v.contains(c)), "{v:?}");
         assert!(!v.contains(&"n0".to_string()));
         assert_eq!(v.len(), 5);
