@@ -99,27 +99,25 @@ pub struct Replica {
     >,
 }
 
-/// Serves read-index requests in rounds: every request queued while a round (a
-/// heartbeat to a majority of voters) was under way shares the next one. A round that
-/// starts after a request arrived gives it a valid read index, so this stays
-/// linearizable while costing one round per batch instead of one per request.
-async fn run_reads(
-    raft: Raft,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
-) {
+/// A queue of requests that are answered together: every request that arrived while a
+/// round was under way shares the next one, which starts after it arrived. For read
+/// indexes that keeps reads linearizable while costing one round per batch instead of
+/// one per request. `round` answers None when the queue's owner is gone.
+async fn serve_in_rounds<R, F, Fut>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<R>>,
+    mut round: F,
+) where
+    R: Clone,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<R>>,
+{
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiting.push(w);
         }
-        let result = match raft.get_read_log_id().await {
-            Ok((read, _)) => Answer::Done(read.map(|l| l.index)),
-            Err(e) if e.forward_to_leader::<Member>().is_some() => Answer::NotLeader,
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Answer::Failed(
-                "this node's side of the network cannot reach a majority of the catalog's voters"
-                    .into(),
-            ),
-            Err(e) => Answer::Failed(e.to_string()),
+        let Some(result) = round().await else {
+            return;
         };
         for w in waiting {
             let _ = w.send(result.clone());
@@ -127,35 +125,50 @@ async fn run_reads(
     }
 }
 
-/// Asks the leader for read indexes on behalf of this node's read barriers, in
-/// rounds: every barrier that queued while a request was in flight shares the next one,
-/// which starts after they arrived and so gives each a valid read index. Under load a
-/// node that does not lead sends one request per round trip, not one per read.
+/// Serves read-index requests on the leader, a heartbeat round to a majority of voters
+/// per batch (`serve_in_rounds`).
+async fn run_reads(
+    raft: Raft,
+    rx: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
+) {
+    serve_in_rounds(rx, || async {
+        Some(match raft.get_read_log_id().await {
+            Ok((read, _)) => Answer::Done(read.map(|l| l.index)),
+            Err(e) if e.forward_to_leader::<Member>().is_some() => Answer::NotLeader,
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Answer::Failed(
+                "this node's side of the network cannot reach a majority of the catalog's voters"
+                    .into(),
+            ),
+            Err(e) => Answer::Failed(e.to_string()),
+        })
+    })
+    .await
+}
+
+/// Asks the leader for read indexes on behalf of this node's read barriers, one request
+/// per batch (`serve_in_rounds`): under load a node that does not lead sends one request
+/// per round trip, not one per read.
 async fn run_remote_reads(
     replica: std::sync::Weak<Replica>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<
+    rx: tokio::sync::mpsc::UnboundedReceiver<
         tokio::sync::oneshot::Sender<Result<Option<u64>, CatalogError>>,
     >,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            waiting.push(w);
+    serve_in_rounds(rx, || {
+        let replica = replica.upgrade();
+        async move {
+            let replica = replica?;
+            let body = postcard::to_stdvec(&()).expect("unit serializes");
+            Some(
+                replica
+                    .at_leader("catalog read", network::READ_INDEX, body, || {
+                        replica.read_index_here()
+                    })
+                    .await,
+            )
         }
-        let Some(replica) = replica.upgrade() else {
-            return;
-        };
-        let body = postcard::to_stdvec(&()).expect("unit serializes");
-        let result = replica
-            .at_leader("catalog read", network::READ_INDEX, body, || {
-                replica.read_index_here()
-            })
-            .await;
-        drop(replica);
-        for w in waiting {
-            let _ = w.send(result.clone());
-        }
-    }
+    })
+    .await
 }
 
 /// Most proposals in one entry.
@@ -387,6 +400,14 @@ impl Replica {
             .unwrap_or_else(|_| Answer::Failed("the catalog's read queue stopped".into()))
     }
 
+    /// The leader's read index, asked for in this node's next round (`run_remote_reads`).
+    async fn remote_read_index(&self) -> Result<Option<u64>, CatalogError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || CatalogError::Unavailable("the catalog's read queue stopped".into());
+        self.remote_reads.send(tx).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Runs `here` on this node if it leads, else sends it to the leader; waits for an
     /// election while there is no leader.
     async fn at_leader<T, F, Fut>(
@@ -478,16 +499,6 @@ impl Replica {
                 })?;
         }
         Ok(())
-    }
-}
-
-impl Replica {
-    /// The leader's read index, asked for in this node's next round (`run_remote_reads`).
-    async fn remote_read_index(&self) -> Result<Option<u64>, CatalogError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let stopped = || CatalogError::Unavailable("the catalog's read queue stopped".into());
-        self.remote_reads.send(tx).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
     }
 }
 
