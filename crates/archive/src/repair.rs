@@ -45,9 +45,7 @@ impl Archive {
         {
             let mut st = self.inner.repair.lock().expect("repair lock");
             st.running = true;
-            st.last_started = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            st.last_started = catalog::now_ns() as f64 / 1e9;
         }
         let started = Instant::now();
         let opts = ScrubOptions {
