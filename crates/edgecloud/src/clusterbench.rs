@@ -123,7 +123,7 @@ async fn reads_through_another_node(
     other: &S3Target,
     quick: bool,
 ) -> anyhow::Result<()> {
-    use crate::netbench::{S3Client, S3Store, ops, percentile, timed};
+    use crate::netbench::{S3Client, S3Store, small_gets, timed};
     let (writer, reader) = (S3Client::new(leader)?, S3Client::new(other)?);
     writer
         .send(reqwest::Method::PUT, "/elsewhere", &[], None)
@@ -143,24 +143,7 @@ async fn reads_through_another_node(
     );
     let get = S3Store::new(&reader, "elsewhere");
     for conc in [1usize, 32] {
-        let (took, lat) = timed(count, conc, |i| {
-            let get = &get;
-            async move {
-                let n = get.get(&format!("s{i:06}")).await?;
-                anyhow::ensure!(n == 4096, "GET s{i:06} returned {n} bytes");
-                Ok(())
-            }
-        })
-        .await?;
-        crate::bench::row(
-            &format!("GET 4 KiB (concurrency {conc})"),
-            format!(
-                "{}   p50 {:.2} ms  p99 {:.2} ms",
-                ops(count, took),
-                percentile(&lat, 0.50).as_secs_f64() * 1e3,
-                percentile(&lat, 0.99).as_secs_f64() * 1e3
-            ),
-        );
+        small_gets(&get, count, conc, |i| format!("s{i:06}")).await?;
     }
     Ok(())
 }

@@ -299,24 +299,36 @@ pub async fn measure(c: &impl Store, quick: bool) -> anyhow::Result<()> {
         })
         .await?;
         row(&format!("PUT 4 KiB (concurrency {conc})"), ops(count, put));
-        let (get, lat) = timed(count, conc, |i| {
-            let path = path(i);
-            async move {
-                let n = c.get(&path).await?;
-                anyhow::ensure!(n == 4096, "GET {path} returned {n} bytes");
-                Ok(())
-            }
-        })
-        .await?;
-        row(
-            &format!("GET 4 KiB (concurrency {conc})"),
-            format!(
-                "{}   p50 {:.2} ms  p99 {:.2} ms",
-                ops(count, get),
-                percentile(&lat, 0.50).as_secs_f64() * 1e3,
-                percentile(&lat, 0.99).as_secs_f64() * 1e3
-            ),
-        );
+        small_gets(c, count, conc, path).await?;
     }
+    Ok(())
+}
+
+/// Reads `count` 4 KiB objects named `path(i)` with `conc` in flight and prints ops/s
+/// with the median and 99th-percentile latency.
+pub async fn small_gets(
+    c: &impl Store,
+    count: usize,
+    conc: usize,
+    path: impl Fn(usize) -> String,
+) -> anyhow::Result<()> {
+    let (get, lat) = timed(count, conc, |i| {
+        let path = path(i);
+        async move {
+            let n = c.get(&path).await?;
+            anyhow::ensure!(n == 4096, "GET {path} returned {n} bytes");
+            Ok(())
+        }
+    })
+    .await?;
+    row(
+        &format!("GET 4 KiB (concurrency {conc})"),
+        format!(
+            "{}   p50 {:.2} ms  p99 {:.2} ms",
+            ops(count, get),
+            percentile(&lat, 0.50).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3
+        ),
+    );
     Ok(())
 }
