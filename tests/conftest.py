@@ -22,7 +22,7 @@ def free_port():
 class Node:
     """A running `edgecloud serve`: its S3 endpoint, admin URL and data directory."""
 
-    def __init__(self, data, *extra):
+    def __init__(self, data, *extra, nfs_key=ACCESS):
         self.data = data
         s3_port, admin_port, dav_port, ftp_port, nfs_port = (free_port() for _ in range(5))
         self.port = s3_port
@@ -36,7 +36,7 @@ class Node:
             [BIN, "serve", "--data", str(data), "--s3-listen", f"127.0.0.1:{s3_port}",
              "--admin-listen", f"127.0.0.1:{admin_port}", "--dav-listen", f"127.0.0.1:{dav_port}",
              "--ftp-listen", f"127.0.0.1:{ftp_port}", "--rpc-listen", "127.0.0.1:0",
-             "--nfs-key", ACCESS, "--nfs-listen", f"127.0.0.1:{nfs_port}", *extra],
+             "--nfs-key", nfs_key, "--nfs-listen", f"127.0.0.1:{nfs_port}", *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "w"))
         deadline = time.time() + 20
         while True:

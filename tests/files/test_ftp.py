@@ -189,3 +189,33 @@ def test_hostile_paths_wrong_logins_and_a_reset_upload(node, s3, tmp_path):
     assert keys == ["keep.txt"], keys
     # and the server still serves
     assert curl(*user, f"{base}/ftp-hostile/keep.txt").stdout == b"keep me"
+
+
+def test_a_deleted_key_ends_what_its_open_session_may_do(node, s3):
+    import ftplib
+    import io
+    s3.create_bucket(Bucket="ftp-revoked")
+    out = node.cli("key", "create", "ftp-soon-gone")
+    access = re.search(r"EC[A-Z0-9]{18}", out).group(0)
+    secret = re.search(r"secret:\s*(\S+)", out).group(1)
+    node.cli("key", "allow", access, "ftp-revoked", "write")
+    with ftplib.FTP() as f:
+        f.connect("127.0.0.1", node.ftp_port, timeout=20)
+        f.login(access, secret)
+        f.storbinary("STOR ftp-revoked/before.txt", io.BytesIO(b"allowed"))
+        assert "before.txt" in f.nlst("ftp-revoked")
+        node.cli("key", "delete", access)
+        # the same session, still logged in: every command is refused from now on
+        for call in (lambda: f.storbinary("STOR ftp-revoked/after.txt", io.BytesIO(b"revoked")),
+                     lambda: f.nlst("ftp-revoked"),
+                     lambda: f.retrbinary("RETR ftp-revoked/before.txt", lambda _: None),
+                     lambda: f.delete("ftp-revoked/before.txt")):
+            try:
+                call()
+            except ftplib.error_perm as e:
+                assert str(e)[:1] == "5", e
+            else:
+                raise AssertionError("a revoked key's session went on working")
+    names = [o["Key"] for o in s3.list_objects_v2(Bucket="ftp-revoked").get("Contents", [])]
+    assert names == ["before.txt"]
+    assert s3.get_object(Bucket="ftp-revoked", Key="before.txt")["Body"].read() == b"allowed"

@@ -101,3 +101,55 @@ def test_snapshots_and_bad_names(node, s3, tmp_path):
     # still serving, and nothing new appeared
     assert run("nfs-cat", url(node, "/nfs-snap/plan.txt")).stdout == b"plan B"
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="nfs-snap")["Contents"]] == ["plan.txt"]
+
+
+def test_acknowledged_writes_outlive_a_failed_store_and_a_restart(tmp_path):
+    """A staged file that cannot be stored is kept, not dropped (COMMIT says so), and
+    bytes a WRITE acknowledged as stable survive a restart of the node."""
+    import re
+    from conftest import Node, client
+    data = tmp_path / "node"
+    data.mkdir()
+    setup = Node(data)
+    s3 = client(setup.endpoint)
+    s3.create_bucket(Bucket="nfs-durable")
+    out = setup.cli("key", "create", "nfs-writer")
+    access = re.search(r"EC[A-Z0-9]{18}", out).group(0)
+    setup.cli("key", "allow", access, "nfs-durable", "write")
+    setup.stop()
+
+    node = Node(data, nfs_key=access)
+    try:
+        payload = os.urandom(300_000)
+        n = libnfs.NFS(url(node, "/nfs-durable"))
+        # O_SYNC: libnfs sends every WRITE as FILE_SYNC, which the server must keep
+        fh = libnfs.new_NFSFileHandle()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_SYNC
+        assert libnfs.nfs_create(n._nfs, "/kept.bin", flags, 0o644, fh) == 0
+        fh = libnfs.NFSFileHandle_value(fh)
+        assert libnfs.nfs_write(n._nfs, fh, len(payload), bytearray(payload)) == len(payload)
+        # the key loses write before the file is stored: the store fails, the bytes stay,
+        # and COMMIT says so instead of answering OK
+        node.cli("key", "allow", access, "nfs-durable", "read")
+        assert libnfs.nfs_fsync(n._nfs, fh) < 0
+        libnfs.nfs_close(n._nfs, fh)
+        time.sleep(3)  # an idle flush tries, and fails too
+        assert "Contents" not in client(node.endpoint).list_objects_v2(Bucket="nfs-durable")
+        assert "stor" in (data / "serve.log").read_text()
+        node.proc.kill()  # no clean shutdown
+        node.proc.wait()
+    except BaseException:
+        node.stop()
+        raise
+    node = Node(data, nfs_key=access)
+    try:
+        s3 = client(node.endpoint)
+        node.cli("key", "allow", access, "nfs-durable", "write")
+        body = lambda: s3.get_object(Bucket="nfs-durable", Key="kept.bin")["Body"].read()
+        until(lambda: "Contents" in s3.list_objects_v2(Bucket="nfs-durable"),
+              "the acknowledged bytes were lost in the restart", timeout=20)
+        assert body() == payload
+        leftovers = [p for p in (data / "nfs-staging").iterdir()]
+        assert leftovers == [], leftovers
+    finally:
+        node.stop()

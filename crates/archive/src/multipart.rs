@@ -2,7 +2,7 @@
 //! it arrives; completion concatenates the chosen parts' chunk lists (no data moves).
 
 use bytes::Bytes;
-use catalog::{Part, PutCondition, Upload, Version};
+use catalog::{CatalogError, Part, PutCondition, Upload, Version};
 use futures::Stream;
 
 use crate::{Archive, ArchiveError, PutOptions, Result, validate_key};
@@ -26,13 +26,22 @@ impl Archive {
             .await?)
     }
 
-    pub fn upload(&self, upload_id: &str) -> Result<Upload> {
-        Ok(self.inner.catalog.upload(upload_id)?)
+    /// The upload `upload_id` of `bucket`/`key`. An upload of another bucket or key is
+    /// `NoSuchUpload`: an id alone must never reach across buckets, since permissions
+    /// are checked on the bucket the request names.
+    pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Upload> {
+        let up = self.inner.catalog.upload(upload_id)?;
+        if up.bucket != bucket || up.key != key {
+            return Err(CatalogError::NoSuchUpload(upload_id.into()).into());
+        }
+        Ok(up)
     }
 
     /// UploadPart; `content_md5`, when given, must match or nothing is kept.
     pub async fn upload_part<S>(
         &self,
+        bucket: &str,
+        key: &str,
         upload_id: &str,
         number: u32,
         body: S,
@@ -46,7 +55,7 @@ impl Archive {
                 "part numbers go from 1 to {MAX_PART_NUMBER}, got {number}"
             )));
         }
-        let up = self.inner.catalog.upload(upload_id)?;
+        let up = self.upload(bucket, key, upload_id)?;
         let b = self.bucket(&up.bucket)?;
         let dk = self.inner.keys.data_key(&b)?;
         let ing = self.ingest(&b, &dk, body, false).await?;
@@ -68,7 +77,8 @@ impl Archive {
             .await?)
     }
 
-    pub fn list_parts(&self, upload_id: &str) -> Result<Vec<Part>> {
+    pub fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Vec<Part>> {
+        self.upload(bucket, key, upload_id)?;
         Ok(self.inner.catalog.parts(upload_id)?)
     }
 
@@ -78,22 +88,29 @@ impl Archive {
     }
 
     /// Completes an upload. The ETag is S3's: MD5 of the parts' binary MD5s, "-N".
+    /// `actor` (the access key) is the new version's writer in the audit log.
     pub async fn complete_multipart(
         &self,
+        bucket: &str,
+        key: &str,
         upload_id: &str,
         parts: Vec<(u32, String)>,
         cond: PutCondition,
+        actor: Option<String>,
     ) -> Result<Version> {
-        let up = self.inner.catalog.upload(upload_id)?;
+        let up = self.upload(bucket, key, upload_id)?;
         let policy = self.bucket(&up.bucket)?.policy;
         Ok(self
             .inner
             .catalog
-            .complete_upload(upload_id, parts, cond, policy, None)
+            .complete_upload(upload_id, parts, cond, policy, actor)
             .await?)
     }
 
-    pub async fn abort_multipart(&self, upload_id: &str) -> Result<()> {
+    /// Drops an upload and its parts. The bucket and key are checked first; an
+    /// upload's bucket and key never change, so the check cannot go stale.
+    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.upload(bucket, key, upload_id)?;
         Ok(self.inner.catalog.abort_upload(upload_id).await?)
     }
 }

@@ -43,7 +43,8 @@ impl ByteRange {
                 if start >= size {
                     return Err(ArchiveError::InvalidRange { size });
                 }
-                Ok(start..end.map_or(size, |e| (e + 1).min(size)))
+                // `end` is inclusive and may be u64::MAX (`bytes=0-18446744073709551615`).
+                Ok(start..end.map_or(size, |e| e.saturating_add(1).min(size)))
             }
             ByteRange::Suffix(n) => {
                 if n == 0 {
@@ -66,4 +67,25 @@ pub fn parse_instant(s: &str) -> Result<u64, ArchiveError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| ArchiveError::Invalid(format!("{s:?} is before 1970")))?;
     Ok(d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_ending_at_the_largest_number_is_the_rest_of_the_object() {
+        let r = ByteRange::parse_header("bytes=0-18446744073709551615").unwrap();
+        assert_eq!(r.resolve(10).unwrap(), 0..10);
+        let r = ByteRange::parse_header("bytes=3-18446744073709551615").unwrap();
+        assert_eq!(r.resolve(10).unwrap(), 3..10);
+        let r = ByteRange::parse_header("bytes=-18446744073709551615").unwrap();
+        assert_eq!(r.resolve(10).unwrap(), 0..10);
+    }
+
+    #[test]
+    fn numbers_past_u64_are_refused_not_wrapped() {
+        assert!(ByteRange::parse_header("bytes=0-18446744073709551616").is_err());
+        assert!(ByteRange::parse_header("bytes=18446744073709551616-").is_err());
+    }
 }

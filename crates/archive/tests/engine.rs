@@ -206,6 +206,8 @@ async fn versions_copy_multipart_and_as_of() {
     for (i, p) in parts.iter().enumerate() {
         let part = a
             .upload_part(
+                "docs",
+                "mp",
                 &up.upload_id,
                 i as u32 + 1,
                 futures::stream::iter([Ok(Bytes::from(p.clone()))]),
@@ -216,9 +218,9 @@ async fn versions_copy_multipart_and_as_of() {
         md5s.extend(md5_of(p));
         list.push((part.number, part.etag));
     }
-    assert_eq!(a.list_parts(&up.upload_id).unwrap().len(), 3);
+    assert_eq!(a.list_parts("docs", "mp", &up.upload_id).unwrap().len(), 3);
     let v = a
-        .complete_multipart(&up.upload_id, list, Default::default())
+        .complete_multipart("docs", "mp", &up.upload_id, list, Default::default(), None)
         .await
         .unwrap();
     assert_eq!(v.etag, format!("{}-3", archive::md5_hex(&md5_of(&md5s))));
@@ -235,6 +237,8 @@ async fn versions_copy_multipart_and_as_of() {
         .unwrap();
     let p1 = a
         .upload_part(
+            "docs",
+            "mp2",
             &up.upload_id,
             1,
             futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]),
@@ -244,6 +248,8 @@ async fn versions_copy_multipart_and_as_of() {
         .unwrap();
     let p2 = a
         .upload_part(
+            "docs",
+            "mp2",
             &up.upload_id,
             2,
             futures::stream::iter([Ok(Bytes::from_static(b"tiny"))]),
@@ -253,9 +259,12 @@ async fn versions_copy_multipart_and_as_of() {
         .unwrap();
     let err = a
         .complete_multipart(
+            "docs",
+            "mp2",
             &up.upload_id,
             vec![(1, p1.etag), (2, p2.etag)],
             Default::default(),
+            None,
         )
         .await
         .unwrap_err();
@@ -266,7 +275,15 @@ async fn versions_copy_multipart_and_as_of() {
         ),
         "{err}"
     );
-    a.abort_multipart(&up.upload_id).await.unwrap();
+    // An upload id does not reach across buckets or keys.
+    for (bucket, key) in [("other", "mp2"), ("docs", "mp")] {
+        let err = a.abort_multipart(bucket, key, &up.upload_id).await.unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::Catalog(CatalogError::NoSuchUpload(_))),
+            "{err}"
+        );
+    }
+    a.abort_multipart("docs", "mp2", &up.upload_id).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,13 +119,18 @@ pub(crate) fn delete(
         }
         doomed.push((k.value().to_vec(), ver));
     }
-    let uploads = txn.open_table(UPLOADS)?;
-    for e in uploads.iter()? {
+    // Incomplete multipart uploads do not keep a bucket alive (as in AWS and Ceph):
+    // they go with it, and their parts' chunks are released.
+    let mut open_uploads = Vec::new();
+    for e in txn.open_table(UPLOADS)?.iter()? {
         let (k, v) = e?;
         let up: Upload = dec("uploads", k.value().as_bytes(), v.value())?;
         if up.bucket == name {
-            return Err(CatalogError::BucketNotEmpty(name.into()));
+            open_uploads.push(up.upload_id);
         }
+    }
+    for upload_id in open_uploads {
+        crate::multipart::abort(txn, at, &upload_id)?;
     }
     let mut chunks = txn.open_table(CHUNKS)?;
     for (k, ver) in doomed {

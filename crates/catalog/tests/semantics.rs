@@ -399,6 +399,48 @@ async fn chunk_refs_follow_versions_and_parts() {
 }
 
 #[tokio::test]
+async fn deleting_a_bucket_drops_its_incomplete_uploads_and_their_chunks() {
+    let (_d, c) = open();
+    c.create_bucket(bucket("b", Versioning::Enabled))
+        .await
+        .unwrap();
+    c.create_bucket(bucket("keep", Versioning::Enabled))
+        .await
+        .unwrap();
+    let up = c
+        .create_upload("b", "mp", None, BTreeMap::new())
+        .await
+        .unwrap();
+    let other = c
+        .create_upload("keep", "mp", None, BTreeMap::new())
+        .await
+        .unwrap();
+    let part = Part {
+        number: 1,
+        size: 20,
+        etag: "e1".into(),
+        sha256: format!("{:064}", 1),
+        mtime_ns: 0,
+        body: Body::Chunks {
+            policy: Redundancy::None,
+            chunks: vec![chunk(30)],
+        },
+    };
+    c.put_part(&up.upload_id, part, vec![[30; 32]])
+        .await
+        .unwrap();
+    assert_eq!(c.chunk(&[30; 32]).unwrap().unwrap().refs, 1);
+    c.delete_bucket("b").await.unwrap();
+    assert!(matches!(
+        c.upload(&up.upload_id),
+        Err(CatalogError::NoSuchUpload(_))
+    ));
+    assert_eq!(c.chunk(&[30; 32]).unwrap().unwrap().refs, 0);
+    // Another bucket's upload is untouched.
+    assert_eq!(c.upload(&other.upload_id).unwrap().bucket, "keep");
+}
+
+#[tokio::test]
 async fn many_concurrent_writes_share_commits_and_all_land() {
     let (_d, c) = open();
     c.create_bucket(bucket("b", Versioning::Unversioned))

@@ -201,7 +201,10 @@ fn s3_credentials(data: &Path) -> anyhow::Result<(String, String)> {
     Ok((access, secret))
 }
 
-fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
+/// The master key, created on a node's first start. A node that already holds data
+/// refuses to start without its key: a new one would start a node on which every
+/// bucket's data is unreadable.
+fn load_or_create_master_key(path: &Path, has_data: bool) -> anyhow::Result<DataKey> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let t = text.trim();
         anyhow::ensure!(
@@ -214,6 +217,13 @@ fn load_or_create_master_key(path: &Path) -> anyhow::Result<DataKey> {
             .with_context(|| format!("master key file {} is not hex", path.display()))?;
         return Ok(DataKey::from_bytes(k));
     }
+    anyhow::ensure!(
+        !has_data,
+        "the master key file {} is missing, but this node already holds data: without \
+         its key no bucket can be read. Restore the file from your backup (or give it with \
+         --master-key-file); do not start the node without it",
+        path.display()
+    );
     let key = DataKey::generate();
     cluster::identity::create_private(path, &codec::hex(key.as_bytes()))
         .with_context(|| format!("cannot create master key file {}", path.display()))?;
@@ -232,8 +242,19 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         )
         .with_writer(std::io::stderr)
         .init();
+    // Everything the node writes (catalog, Raft log and snapshots, keys, staging) is
+    // for its own user only: the data directory holds secrets and plaintext.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private to this user", data.display()))?;
+    }
+    // Whether this node ran before: then its keys must be there, never made anew.
+    let has_data = data.join("catalog.redb").exists();
     let disks = if !args.disks.is_empty() {
         args.disks
     } else if let Some(d) = file.disk.clone() {
@@ -392,7 +413,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             std::fs::write(data.join(LEDGER_PUB), format!("{}\n", keys.ledger_pub))?;
         }
     }
-    let master = load_or_create_master_key(&key_file)?;
+    let master = load_or_create_master_key(&key_file, has_data)?;
     let mut cfg = ArchiveConfig::new(data.clone(), disks, master);
     if let Some(p) = args.policy.or(file.policy.clone()) {
         cfg.default_policy = Some(p.parse::<Redundancy>()?);
@@ -439,8 +460,8 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         let m = membership.clone();
         std::sync::Arc::new(move |id: &cluster::NodeId| m.authorize(id))
     };
-    let auditor = std::sync::Arc::new(open_ledger(&archive, &data, membership.me())?);
-    let (ledger_key, ledger_pub) = ensure_ledger_keys(&data)?;
+    let auditor = std::sync::Arc::new(open_ledger(&archive, &data, membership.me(), has_data)?);
+    let (ledger_key, ledger_pub) = ensure_ledger_keys(&data, has_data)?;
     let shared = crate::cluster_keys::SharedKeys {
         master_key: std::fs::read_to_string(&key_file)?.trim().to_string(),
         s3_access_key: access.clone(),
@@ -697,9 +718,16 @@ const COSIGNER_PUB: &str = "cosigner.pub";
 /// DATA/ledger/.
 /// The log's signing key pair (shared by every node of a cluster: one log, one key),
 /// created on the first node's first start.
-fn ensure_ledger_keys(data: &Path) -> anyhow::Result<(String, String)> {
+fn ensure_ledger_keys(data: &Path, has_data: bool) -> anyhow::Result<(String, String)> {
     let (kp, pp) = (data.join(LEDGER_KEY), data.join(LEDGER_PUB));
     if !kp.exists() {
+        // A new key would sign checkpoints that no saved checkpoint or verifier trusts.
+        anyhow::ensure!(
+            !has_data,
+            "the ledger key {} is missing, but this node already keeps a ledger: restore \
+             the file from your backup",
+            kp.display()
+        );
         let (skey, vkey) = ledger::publish::generate_key("edgecloud.local/ledger");
         cluster::identity::create_private(&kp, &skey)?;
         std::fs::write(&pp, format!("{vkey}\n"))?;
@@ -715,8 +743,9 @@ fn open_ledger(
     archive: &Archive,
     data: &Path,
     node: &cluster::NodeId,
+    has_data: bool,
 ) -> anyhow::Result<archive::audit::Auditor> {
-    let (skey, vkey) = ensure_ledger_keys(data)?;
+    let (skey, vkey) = ensure_ledger_keys(data, has_data)?;
     // This node as a voter of the log: its own cosigner key (DATA/cosigner.pub is what
     // clients demanding a quorum of cosignatures need, one per voter).
     let (cp, cpub) = (data.join(COSIGNER_KEY), data.join(COSIGNER_PUB));

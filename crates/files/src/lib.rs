@@ -181,7 +181,7 @@ pub(crate) async fn catch_up(archive: &Archive) -> Result<()> {
         .map_err(|e| FsError::Storage(format!("cannot catch up with the cluster: {e}")))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

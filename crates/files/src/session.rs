@@ -76,19 +76,34 @@ impl Session {
         self.access_key().map(str::to_string)
     }
 
-    fn permission(&self, bucket: &str) -> Option<Permission> {
-        match &self.key {
-            None => Some(Permission::Owner),
-            Some(k) => self.archive.key_permission(k, bucket, None),
+    /// The session's key as the catalog holds it now. A key deleted, or given a new
+    /// secret, since the login is revoked: every operation after that is denied (an
+    /// FTP session or the NFS export does not outlive `edgecloud key delete`).
+    fn current_key(&self) -> Result<Option<AccessKey>> {
+        let Some(k) = &self.key else {
+            return Ok(None);
+        };
+        match self.archive.access_key(&k.access_key)? {
+            Some(now) if crate::constant_time_eq(now.secret.as_bytes(), k.secret.as_bytes()) => {
+                Ok(Some(now))
+            }
+            _ => Err(FsError::Denied),
         }
+    }
+
+    fn permission(&self, bucket: &str) -> Result<Option<Permission>> {
+        Ok(match self.current_key()? {
+            None => Some(Permission::Owner),
+            Some(k) => self.archive.key_permission(&k, bucket, None),
+        })
     }
 
     /// Checks `need` in the place's bucket; a bucket one cannot see is "not found".
     fn check(&self, place: &Place, need: Permission) -> Result<()> {
         let Some(bucket) = place.bucket() else {
-            return Ok(());
+            return self.current_key().map(drop);
         };
-        match self.permission(bucket) {
+        match self.permission(bucket)? {
             Some(p) if p >= need => Ok(()),
             Some(_) => Err(FsError::Denied),
             None if self.archive.bucket(bucket).is_err() => Err(FsError::NotFound),
@@ -159,8 +174,9 @@ impl Session {
         match place {
             Place::Root => {
                 let mut out = Vec::new();
+                self.current_key()?;
                 for b in self.archive.buckets()? {
-                    if self.permission(&b.name).is_some() {
+                    if self.permission(&b.name)?.is_some() {
                         out.push(Entry::dir(&b.name, time_of(b.created_ns), false));
                     }
                 }
@@ -312,8 +328,7 @@ impl Session {
 
     async fn create_bucket(&self, name: &str) -> Result<()> {
         let allowed = self
-            .key
-            .as_ref()
+            .current_key()?
             .is_none_or(|k| k.admin || k.create_buckets);
         if self.archive.bucket(name).is_ok() {
             return Err(FsError::Exists);

@@ -32,6 +32,9 @@ pub struct FtpConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
+/// FTP sessions served at once; more are closed at accept.
+pub const MAX_SESSIONS: usize = 1024;
+
 /// Serves FTP on `listener` until `stop` completes; sessions in progress finish.
 pub async fn serve(
     files: Files,
@@ -42,10 +45,26 @@ pub async fn serve(
     // Our own accept loop rather than libunftp's: it sets TCP_NODELAY on the control
     // connection (without it every reply after a transfer waits ~40 ms for a delayed ACK).
     tokio::pin!(stop);
+    let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     loop {
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => r?,
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors (EMFILE) or a connection reset before it
+                    // was accepted: not a reason to stop serving.
+                    tracing::warn!("ftp: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
             _ = &mut stop => return Ok(()),
+        };
+        // Each session holds a permit: a flood of connections is turned away at accept
+        // instead of exhausting the node's file descriptors.
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            tracing::warn!("ftp: {MAX_SESSIONS} sessions open; refused {peer}");
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let server = match server(&files, &cfg) {
@@ -56,6 +75,7 @@ pub async fn serve(
             }
         };
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = server.service(tcp).await {
                 tracing::info!("ftp session from {peer}: {e:?}");
             }

@@ -9,11 +9,17 @@
 //! when an existing file is changed); COMMIT, or two seconds without writes, turns the
 //! staging file into a new version. Until then readers over NFS see the staged bytes
 //! and every other protocol sees the previous version: nothing partial becomes visible.
+//! A staged file that cannot be stored (no permission, the cluster unreachable) is
+//! kept, COMMIT answers an error, and the idle flush tries again (`staging.rs`).
+
+mod staging;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use staging::{Staged, Staging};
 
 use files::{Entry, FsError, Place, Session};
 use futures::StreamExt;
@@ -28,6 +34,10 @@ use nfs3_server::vfs::{
 
 /// Staged writes older than this are turned into a version even without COMMIT.
 const IDLE_FLUSH: Duration = Duration::from_secs(2);
+
+/// The most a READ returns, whatever `count` the client asks for (up to 4 GiB): what
+/// FSINFO advertises as the preferred read size is far below.
+const MAX_READ: u32 = 1 << 20;
 
 /// Serves NFS v3 on `listen` for `session` until `stop` completes.
 pub async fn serve(
@@ -45,8 +55,18 @@ pub async fn serve(
             flush_idle(&flusher).await;
         }
     };
+    // The library's accept loop ends at the first accept error (EMFILE, say): start it
+    // again rather than stop serving.
+    let serve = async {
+        loop {
+            if let Err(e) = listener.handle_forever().await {
+                tracing::warn!("nfs: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     tokio::select! {
-        r = listener.handle_forever() => r,
+        _ = serve => Ok(()),
         _ = flush => Ok(()),
         _ = stop => Ok(()),
     }
@@ -61,9 +81,8 @@ pub struct EdgeNfs(Arc<Inner>);
 
 struct Inner {
     session: Session,
-    staging: PathBuf,
     ids: Mutex<Ids>,
-    pending: tokio::sync::Mutex<HashMap<u64, Pending>>,
+    staging: Staging,
 }
 
 /// File ids for paths, stable while the server runs (handles expire on restart).
@@ -87,30 +106,23 @@ impl Ids {
     }
 }
 
-/// A file being written: its staging file and what it holds.
-struct Pending {
-    path: String,
-    file: std::fs::File,
-    file_path: PathBuf,
-    size: u64,
-    modified: SystemTime,
-    last_write: Instant,
-}
-
 const ROOT: u64 = 1;
 
 impl EdgeNfs {
+    /// Opens the export. Files an earlier run staged and acknowledged as stable are
+    /// staged again, to become versions at the first idle flush.
     pub fn new(session: Session, staging: PathBuf) -> std::io::Result<Self> {
-        // Staged writes of an earlier run were never acknowledged as stable versions.
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)?;
+        let (staging, leftovers) = Staging::open(&staging)?;
         let mut ids = Ids::default();
         assert_eq!(ids.id("/"), ROOT);
+        for left in leftovers {
+            tracing::info!("nfs: {} was staged before a restart; storing it", left.path);
+            staging.adopt(ids.id(&left.path), left)?;
+        }
         Ok(EdgeNfs(Arc::new(Inner {
             session,
-            staging,
             ids: Mutex::new(ids),
-            pending: Default::default(),
+            staging,
         })))
     }
 }
@@ -244,7 +256,9 @@ impl Inner {
     }
 
     async fn getattr(&self, id: u64) -> Result<fattr3, nfsstat3> {
-        if let Some(p) = self.pending.lock().await.get(&id) {
+        if let Some(slot) = self.staging.get(id)
+            && let Some(p) = slot.lock().await.as_ref()
+        {
             return Ok(attr(id, false, p.size, p.modified, false));
         }
         let path = self.path(id)?;
@@ -252,73 +266,82 @@ impl Inner {
         Ok(entry_attr(id, &e))
     }
 
-    /// The staging file for `id`, made (with the file's current bytes) if needed.
-    async fn stage<'a>(
+    /// The staged file for `id`, locked; made (with the file's current bytes when
+    /// `existing`) if needed. Only this file waits while its bytes are copied in.
+    async fn stage(
         &self,
-        pending: &'a mut HashMap<u64, Pending>,
         id: u64,
         existing: bool,
-    ) -> Result<&'a mut Pending, nfsstat3> {
-        if !pending.contains_key(&id) {
-            let path = self.path(id)?;
-            let p = place(&path)?;
-            if p.read_only() {
-                return Err(nfsstat3::NFS3ERR_ROFS);
-            }
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<Staged>>, nfsstat3> {
+        let path = self.path(id)?;
+        let p = place(&path)?;
+        if p.read_only() {
+            return Err(nfsstat3::NFS3ERR_ROFS);
+        }
+        if !self.staging.contains(id) {
             self.session
                 .check_writable(&p, &Default::default())
                 .map_err(map_err)?;
-            let file_path = self.staging.join(format!("{id}"));
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&file_path)
-                .map_err(io_err)?;
-            let mut size = 0;
-            if existing && let Ok((_, mut s)) = self.session.read(&p, 0).await {
-                use std::io::Write;
-                while let Some(piece) = s.next().await {
-                    let piece = piece.map_err(|e| map_err(e.into()))?;
-                    file.write_all(&piece).map_err(io_err)?;
-                    size += piece.len() as u64;
-                }
-            }
-            let now = SystemTime::now();
-            pending.insert(
-                id,
-                Pending {
-                    path,
-                    file,
-                    file_path,
-                    size,
-                    modified: now,
-                    last_write: Instant::now(),
-                },
-            );
         }
-        Ok(pending.get_mut(&id).expect("inserted above"))
+        let (mut guard, fresh) = self.staging.begin(id, &path).await.map_err(io_err)?;
+        if fresh && existing {
+            let staged = guard.as_mut().expect("a fresh staged file");
+            if let Err(e) = self.copy_in(&p, staged).await {
+                self.staging.discard(id, &mut guard);
+                return Err(e);
+            }
+        }
+        Ok(guard)
     }
 
-    /// Turns the staging file of `id` into a new version.
+    /// Copies the file's current bytes into its staging file. A file that is not
+    /// there starts empty; any other failure to read it fails the write (an error
+    /// must not turn into an empty file).
+    async fn copy_in(&self, p: &Place, staged: &mut Staged) -> Result<(), nfsstat3> {
+        use std::io::Write;
+        let mut s = match self.session.read(p, 0).await {
+            Ok((_, s)) => s,
+            Err(FsError::NotFound | FsError::IsADirectory) => return Ok(()),
+            Err(e) => return Err(map_err(e)),
+        };
+        while let Some(piece) = s.next().await {
+            let piece = piece.map_err(|e| map_err(e.into()))?;
+            staged.file.write_all(&piece).map_err(io_err)?;
+            staged.size += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Turns the staged file of `id` into a new version. On failure the staged bytes
+    /// stay (COMMIT reports the error; the idle flush tries again later).
     async fn flush(&self, id: u64) -> Result<(), nfsstat3> {
-        let Some(p) = self.pending.lock().await.remove(&id) else {
+        let Some(slot) = self.staging.get(id) else {
             return Ok(());
         };
-        let result = self.upload(&p).await;
-        let _ = std::fs::remove_file(&p.file_path);
-        result
+        let mut guard = slot.lock_owned().await;
+        let Some(p) = guard.as_mut() else {
+            return Ok(()); // another flush stored it while we waited
+        };
+        match self.upload(p).await {
+            Ok(()) => {
+                self.staging.discard(id, &mut guard);
+                Ok(())
+            }
+            Err(e) => {
+                p.last_write = Instant::now(); // the next idle try in IDLE_FLUSH
+                Err(e)
+            }
+        }
     }
 
-    async fn upload(&self, p: &Pending) -> Result<(), nfsstat3> {
+    async fn upload(&self, p: &Staged) -> Result<(), nfsstat3> {
         let file = tokio::fs::File::open(&p.file_path).await.map_err(io_err)?;
         let body = tokio_util_reader(file);
         self.session
             .write(&place(&p.path)?, body, Default::default())
             .await
             .map_err(|e| {
-                tracing::warn!("nfs: storing {} failed: {e}", p.path);
+                tracing::warn!("nfs: storing {} failed (kept staged, retried): {e}", p.path);
                 map_err(e)
             })?;
         Ok(())
@@ -344,15 +367,7 @@ fn tokio_util_reader(
 }
 
 async fn flush_idle(inner: &Arc<Inner>) {
-    let idle: Vec<u64> = {
-        let pending = inner.pending.lock().await;
-        pending
-            .iter()
-            .filter(|(_, p)| p.last_write.elapsed() >= IDLE_FLUSH)
-            .map(|(id, _)| *id)
-            .collect()
-    };
-    for id in idle {
+    for id in inner.staging.idle(IDLE_FLUSH) {
         let _ = inner.flush(id).await;
     }
 }
@@ -386,7 +401,7 @@ impl NfsReadFileSystem for EdgeNfs {
         let path = self.0.child(dirid.as_u64(), name)?;
         self.0.catch_up().await?;
         let id = self.0.id(&path);
-        if self.0.pending.lock().await.contains_key(&id) {
+        if self.0.staging.contains(id) {
             return Ok(FileHandleU64::new(id));
         }
         self.0.session.stat(&place(&path)?).map_err(map_err)?;
@@ -405,7 +420,10 @@ impl NfsReadFileSystem for EdgeNfs {
         count: u32,
     ) -> Result<(Vec<u8>, bool), nfsstat3> {
         let id = id.as_u64();
-        if let Some(p) = self.0.pending.lock().await.get(&id) {
+        let count = count.min(MAX_READ);
+        if let Some(slot) = self.0.staging.get(id)
+            && let Some(p) = slot.lock().await.as_ref()
+        {
             use std::os::unix::fs::FileExt;
             let n = (count as u64).min(p.size.saturating_sub(offset)) as usize;
             let mut buf = vec![0u8; n];
@@ -443,10 +461,12 @@ impl NfsReadFileSystem for EdgeNfs {
         self.0.catch_up().await?;
         let mut entries = self.0.session.list(&place(&dir)?).map_err(map_err)?;
         // Files being written here show up with their staged size.
-        for p in self.0.pending.lock().await.values() {
-            let name = p.path.rsplit('/').next().unwrap_or_default();
-            if parent(&p.path) == dir && !entries.iter().any(|e| e.name == name) {
-                let mut e = Entry::file_stub(name);
+        for (name, slot) in self.0.staging.in_dir(&dir) {
+            if entries.iter().any(|e| e.name == name) {
+                continue;
+            }
+            if let Some(p) = slot.lock().await.as_ref() {
+                let mut e = Entry::file_stub(&name);
                 e.size = p.size;
                 e.modified = p.modified;
                 entries.push(e);
@@ -483,9 +503,8 @@ impl NfsFileSystem for EdgeNfs {
         let id = id.as_u64();
         if let Nfs3Option::Some(size) = setattr.size {
             // Truncating or extending changes the bytes: stage them.
-            let mut pending = self.0.pending.lock().await;
-            let keep = size > 0;
-            let p = self.0.stage(&mut pending, id, keep).await?;
+            let mut guard = self.0.stage(id, size > 0).await?;
+            let p = guard.as_mut().expect("staged");
             p.file.set_len(size).map_err(io_err)?;
             p.size = size;
             p.modified = SystemTime::now();
@@ -504,16 +523,17 @@ impl NfsFileSystem for EdgeNfs {
     ) -> Result<(fattr3, stable_how), nfsstat3> {
         use std::os::unix::fs::FileExt;
         let id = id.as_u64();
-        let mut pending = self.0.pending.lock().await;
-        let p = self.0.stage(&mut pending, id, true).await?;
+        let mut guard = self.0.stage(id, true).await?;
+        let p = guard.as_mut().expect("staged");
         p.file.write_all_at(data, offset).map_err(io_err)?;
         p.size = p.size.max(offset + data.len() as u64);
         p.modified = SystemTime::now();
         p.last_write = Instant::now();
         let a = attr(id, false, p.size, p.modified, false);
         if stable != stable_how::UNSTABLE {
-            // Durable on this node's disk now; a version follows on COMMIT or when idle.
-            p.file.sync_data().map_err(io_err)?;
+            // Durable on this node's disk now, and found again after a restart; a
+            // version follows on COMMIT or when idle.
+            p.sync().map_err(io_err)?;
             return Ok((a, stable_how::FILE_SYNC));
         }
         Ok((a, stable_how::UNSTABLE))
@@ -531,9 +551,12 @@ impl NfsFileSystem for EdgeNfs {
         }
         let id = self.0.id(&path);
         {
-            let mut pending = self.0.pending.lock().await;
-            pending.remove(&id);
-            let p = self.0.stage(&mut pending, id, false).await?;
+            // CREATE starts the file afresh: what was staged for it goes.
+            if let Some(slot) = self.0.staging.get(id) {
+                self.0.staging.discard(id, &mut slot.lock_owned().await);
+            }
+            let mut guard = self.0.stage(id, false).await?;
+            let p = guard.as_mut().expect("staged");
             if let Nfs3Option::Some(size) = attr_in.size {
                 p.file.set_len(size).map_err(io_err)?;
                 p.size = size;
@@ -580,8 +603,8 @@ impl NfsFileSystem for EdgeNfs {
     ) -> Result<(), nfsstat3> {
         let path = self.0.child(dirid.as_u64(), &name_of(filename)?)?;
         let id = self.0.id(&path);
-        if let Some(p) = self.0.pending.lock().await.remove(&id) {
-            let _ = std::fs::remove_file(&p.file_path);
+        if let Some(slot) = self.0.staging.get(id) {
+            self.0.staging.discard(id, &mut slot.lock_owned().await);
         }
         let pl = place(&path)?;
         match self.0.session.stat(&pl) {

@@ -91,9 +91,10 @@ fn need(op: &str) -> Need {
         | "AbortMultipartUpload"
         | "ListParts"
         | "PutObjectTagging"
-        | "DeleteObjectTagging"
-        | "PutObjectAcl" => Need::In(Write),
-        // Bucket configuration, deletion, and anything new: owners only.
+        | "DeleteObjectTagging" => Need::In(Write),
+        // Bucket configuration, deletion, sharing (PutObjectAcl can publish an object),
+        // and anything new: owners only. A writer's DeleteObject of a version, which
+        // destroys history, also needs owner (see `destroys_history`).
         _ => Need::In(Owner),
     }
 }
@@ -131,12 +132,22 @@ fn denied() -> s3s::S3Error {
     s3_error!(AccessDenied, "Access Denied")
 }
 
-/// The bucket named by `x-amz-copy-source` (CopyObject, UploadPartCopy).
-fn copy_source_bucket(headers: &http::HeaderMap) -> Option<String> {
+/// The bucket and key named by `x-amz-copy-source` (CopyObject, UploadPartCopy).
+fn copy_source(headers: &http::HeaderMap) -> Option<(String, String)> {
     let v = headers.get("x-amz-copy-source")?.to_str().ok()?;
     let v = v.strip_prefix('/').unwrap_or(v);
-    let bucket = v.split('/').next()?;
-    Some(percent_decode(bucket))
+    let v = v.split_once('?').map_or(v, |(path, _)| path);
+    let (bucket, key) = v.split_once('/').unwrap_or((v, ""));
+    Some((percent_decode(bucket), percent_decode(key)))
+}
+
+/// A request that destroys history: DeleteObject of one version (writers may only add
+/// delete markers, so a leaked write key cannot erase what was kept).
+fn destroys_history(op: &str, uri: &http::Uri) -> bool {
+    op == "DeleteObject"
+        && uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("versionId=")))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -170,10 +181,13 @@ impl S3Access for EdgeAccess {
             S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
         let bucket_rec = bucket.as_deref().and_then(|b| self.archive.bucket(b).ok());
+        // The ACL of the version the request reads (`versionId`, as-of, or the latest):
+        // publishing the current version must not publish the old ones.
+        let sel = crate::objects::selection_in(cx.uri(), cx.headers(), None)?;
         let object_acl = || {
             let (b, k) = (bucket.as_deref()?, key.as_deref()?);
             self.archive
-                .head(b, k, &archive::VersionSel::Latest)
+                .head(b, k, &sel)
                 .ok()?
                 .meta
                 .get(crate::headers::ACL)
@@ -217,15 +231,22 @@ impl S3Access for EdgeAccess {
                     Err(denied())
                 };
             }
+            Need::In(_) if destroys_history(op, cx.uri()) => Permission::Owner,
             Need::In(level) => level,
         };
         let bucket = bucket.clone().ok_or_else(denied)?;
         if matches!(op, "CopyObject" | "UploadPartCopy") {
-            if let Some(src) = copy_source_bucket(cx.headers()) {
-                if !self
-                    .key_permission(&access_key, &src, None)?
-                    .is_some_and(|p| p >= Permission::Read)
-                {
+            if let Some((src, src_key)) = copy_source(cx.headers()) {
+                // Reading the source is a GetObject there: its policy's Deny wins, as on
+                // any other read.
+                let src_rec = self.archive.bucket(&src).ok();
+                let decision = src_rec.as_ref().and_then(|b| {
+                    policy::policy_decision(b, "GetObject", Some(&src_key), Some(&access_key))
+                });
+                let readable = self
+                    .key_permission(&access_key, &src, src_rec.as_ref())?
+                    .is_some_and(|p| p >= Permission::Read);
+                if decision == Some(false) || !(readable || decision == Some(true)) {
                     return Err(denied());
                 }
             }
@@ -256,6 +277,17 @@ impl S3Access for EdgeAccess {
 }
 
 impl crate::EdgeS3 {
+    /// Whether the request's key owns `bucket` (the root key owns every bucket). For
+    /// what a per-operation check cannot see, such as the versions in a DeleteObjects body.
+    pub(crate) fn owns(&self, access_key: Option<&str>, bucket: &str) -> bool {
+        let Some(a) = access_key else { return false };
+        if a == self.root.access_key {
+            return true;
+        }
+        matches!(self.archive.access_key(a), Ok(Some(k))
+            if self.archive.key_permission(&k, bucket, None) == Some(Permission::Owner))
+    }
+
     /// Whether the request's key may see `bucket` in ListBuckets.
     pub(crate) fn can_list(&self, access_key: Option<&str>, bucket: &archive::Bucket) -> bool {
         let Some(a) = access_key else { return false };

@@ -53,13 +53,7 @@ impl EdgeS3 {
         let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
         let i = req.input;
         crate::objects::check_put_size(i.content_length)?;
-        let up = self.archive.upload(&i.upload_id).s3()?;
-        if up.bucket != i.bucket || up.key != i.key {
-            return Err(s3s::s3_error!(
-                NoSuchUpload,
-                "the upload belongs to another bucket or key"
-            ));
-        }
+        self.archive.upload(&i.bucket, &i.key, &i.upload_id).s3()?;
         let body = i
             .body
             .ok_or_else(|| s3s::s3_error!(IncompleteBody, "UploadPart needs a body"))?;
@@ -74,7 +68,10 @@ impl EdgeS3 {
             Some(exp) => {
                 let body = crate::checksum::Verified::new(body, exp);
                 let (failed, bad, late) = (body.failed.clone(), body.error(), body.late.clone());
-                match self.archive.upload_part(&i.upload_id, n, body, md5).await {
+                match self
+                    .archive
+                    .upload_part(&i.bucket, &i.key, &i.upload_id, n, body, md5)
+                    .await {
                     Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
                     r => (
                         r.s3()?,
@@ -84,7 +81,7 @@ impl EdgeS3 {
             }
             None => (
                 self.archive
-                    .upload_part(&i.upload_id, n, body, md5)
+                    .upload_part(&i.bucket, &i.key, &i.upload_id, n, body, md5)
                     .await
                     .s3()?,
                 Checksum::default(),
@@ -102,6 +99,7 @@ impl EdgeS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
         let i = req.input;
         let parts = i
             .multipart_upload
@@ -118,7 +116,7 @@ impl EdgeS3 {
             .collect::<S3Result<Vec<_>>>()?;
         let sizes: std::collections::HashMap<u32, u64> = self
             .archive
-            .list_parts(&i.upload_id)
+            .list_parts(&i.bucket, &i.key, &i.upload_id)
             .s3()?
             .into_iter()
             .map(|p| (p.number, p.size))
@@ -132,7 +130,14 @@ impl EdgeS3 {
         }
         let v = self
             .archive
-            .complete_multipart(&i.upload_id, parts, PutCondition::default())
+            .complete_multipart(
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                parts,
+                PutCondition::default(),
+                actor,
+            )
             .await
             .s3()?;
         let b = self.archive.bucket(&i.bucket).s3()?;
@@ -151,8 +156,9 @@ impl EdgeS3 {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let i = &req.input;
         self.archive
-            .abort_multipart(&req.input.upload_id)
+            .abort_multipart(&i.bucket, &i.key, &i.upload_id)
             .await
             .s3()?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
@@ -165,18 +171,11 @@ impl EdgeS3 {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
-        let up = self.archive.upload(&i.upload_id).s3()?;
-        if up.bucket != i.bucket || up.key != i.key {
-            return Err(s3s::s3_error!(
-                NoSuchUpload,
-                "the upload belongs to another bucket or key"
-            ));
-        }
         let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
         let marker = i.part_number_marker.unwrap_or(0);
         let all: Vec<_> = self
             .archive
-            .list_parts(&i.upload_id)
+            .list_parts(&i.bucket, &i.key, &i.upload_id)
             .s3()?
             .into_iter()
             .filter(|p| p.number as i32 > marker)
@@ -260,13 +259,7 @@ impl EdgeS3 {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let i = req.input;
-        let up = self.archive.upload(&i.upload_id).s3()?;
-        if up.bucket != i.bucket || up.key != i.key {
-            return Err(s3s::s3_error!(
-                NoSuchUpload,
-                "the upload belongs to another bucket or key"
-            ));
-        }
+        self.archive.upload(&i.bucket, &i.key, &i.upload_id).s3()?;
         let (src_bucket, src_key, sel) = crate::copy_source(&i.copy_source)?;
         let range = match &i.copy_source_range {
             Some(r) => {
@@ -319,7 +312,7 @@ impl EdgeS3 {
         let body = stream.map_err(|e| std::io::Error::other(e.to_string()));
         let part = self
             .archive
-            .upload_part(&i.upload_id, i.part_number as u32, body, None)
+            .upload_part(&i.bucket, &i.key, &i.upload_id, i.part_number as u32, body, None)
             .await
             .s3()?;
         Ok(S3Response::new(UploadPartCopyOutput {

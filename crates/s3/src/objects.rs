@@ -15,16 +15,34 @@ pub(crate) fn selection<T>(
     req: &S3Request<T>,
     version_id: Option<&String>,
 ) -> S3Result<VersionSel> {
+    selection_in(&req.uri, &req.headers, version_id)
+}
+
+/// `selection` from a request's parts; a `versionId` in the query counts when the
+/// caller has none parsed (the access check sees only the raw request).
+pub(crate) fn selection_in(
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    version_id: Option<&String>,
+) -> S3Result<VersionSel> {
     if let Some(v) = version_id {
         return Ok(VersionSel::Id(v.clone()));
     }
-    let from_query = req.uri.query().and_then(|q| {
+    let version = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "versionId")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Some(v) = version {
+        return Ok(VersionSel::Id(v));
+    }
+    // Raw, not form-decoded: a `+01:00` offset sent unescaped stays a plus.
+    let from_query = uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("x-edgecloud-as-of="))
             .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
     });
-    let from_header = req
-        .headers
+    let from_header = headers
         .get("x-edgecloud-as-of")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
@@ -439,8 +457,19 @@ impl EdgeS3 {
             ));
         }
         let quiet = i.delete.quiet.unwrap_or(false);
+        let owner = self.owns(actor.as_deref(), &i.bucket);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in i.delete.objects {
+            // Deleting a version destroys history: owners only, as for DeleteObject.
+            if o.version_id.is_some() && !owner {
+                errors.push(Error {
+                    key: Some(o.key),
+                    version_id: o.version_id,
+                    code: Some("AccessDenied".into()),
+                    message: Some("deleting a version needs owner permission".into()),
+                });
+                continue;
+            }
             match self
                 .archive
                 .delete_as(&i.bucket, &o.key, o.version_id.clone(), actor.clone())
