@@ -116,27 +116,60 @@ def test_logins_permissions_and_snapshots(node, s3, tmp_path):
     assert b"550" in p.stderr or b"553" in p.stderr, p.stderr
 
 
-def test_tls_for_ftp_and_webdav(tmp_path):
-    """A node of its own with a certificate: FTP's AUTH TLS and WebDAV over HTTPS."""
+def test_tls_for_s3_ftp_and_webdav(tmp_path):
+    """A node of its own with a certificate: S3 and WebDAV over HTTPS only, and FTP with
+    AUTH TLS required before any login."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     data = tmp_path / "data"
     data.mkdir()
     node = Node(data, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
-        from conftest import client
-        client(node.endpoint).create_bucket(Bucket="tls")
+        import boto3
+        from botocore.config import Config
+        s3_https = node.endpoint.replace("http://", "https://")
+        s3 = boto3.client("s3", endpoint_url=s3_https, aws_access_key_id=ACCESS,
+                          aws_secret_access_key=SECRET, region_name="us-east-1", verify=str(cert),
+                          config=Config(s3={"addressing_style": "path"}))
+        s3.create_bucket(Bucket="tls")
+        # S3 answers HTTPS only
+        curl(f"{node.endpoint}/tls", ok=False)
         (tmp_path / "s.txt").write_bytes(b"over tls")
         url = f"ftp://127.0.0.1:{node.ftp_port}/tls/s.txt"
         curl("--ssl-reqd", "-k", "-u", f"{ACCESS}:{SECRET}", "-T", str(tmp_path / "s.txt"), url)
         assert curl("--ssl-reqd", "-k", "-u", f"{ACCESS}:{SECRET}", url).stdout == b"over tls"
+        assert s3.get_object(Bucket="tls", Key="s.txt")["Body"].read() == b"over tls"
+        # a login in the clear is refused before the secret is checked: nothing read
+        p = curl("-u", f"{ACCESS}:{SECRET}", url, ok=False)
+        assert b"over tls" not in p.stdout
         # WebDAV answers HTTPS only; Basic credentials never cross in the clear
         https = node.dav.replace("http://", "https://")
         assert curl("-k", "-u", f"{ACCESS}:{SECRET}", f"{https}/tls/s.txt").stdout == b"over tls"
         assert curl("--cacert", str(cert), "-u", f"{ACCESS}:{SECRET}", f"{https}/tls/s.txt").stdout == b"over tls"
         curl("-u", f"{ACCESS}:{SECRET}", f"{node.dav}/tls/s.txt", ok=False)
         assert curl("-k", f"{https}/tls/s.txt", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"401"
+    finally:
+        node.stop()
+
+
+def test_a_self_signed_certificate_on_request(tmp_path):
+    """--tls-self-signed: a certificate made on first start, kept across restarts."""
+    data = tmp_path / "data"
+    data.mkdir()
+    node = Node(data, "--tls-self-signed")
+    try:
+        cert = data / "tls" / "cert.pem"
+        s3_https = node.endpoint.replace("http://", "https://")
+        assert curl("--cacert", str(cert), "-o", "/dev/null", "-w", "%{http_code}", f"{s3_https}/").stdout == b"403"
+        first = cert.read_bytes()
+    finally:
+        node.stop()
+    node = Node(data, "--tls-self-signed")
+    try:
+        assert cert.read_bytes() == first
+        assert curl("--cacert", str(cert), "-o", "/dev/null", "-w", "%{http_code}", f"{s3_https.rsplit(':', 1)[0]}:{node.port}/").stdout == b"403"
     finally:
         node.stop()
 

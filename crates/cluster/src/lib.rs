@@ -7,6 +7,8 @@
 //! - `layout`: sites, nodes, disks, states; placement spots and default policies.
 //! - `membership`: joining, layout pushes, heartbeats and failure detection.
 //! - `rpc` / `client`: the node-to-node API (shards, health, join, layout).
+//! - `server`: the one HTTP server loop behind every HTTP listener of the node (limits,
+//!   timeouts, accept errors).
 
 pub mod client;
 pub mod identity;
@@ -15,6 +17,7 @@ pub mod layout;
 pub mod membership;
 pub mod rpc;
 pub mod scrubber;
+pub mod server;
 pub mod tls;
 
 pub use client::{Client, DiskHealth, NodeHealth, RpcError, ShardEntry};

@@ -6,7 +6,6 @@
 //! peer's node id is then read from the public key of the certificate it presented.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use rcgen::{
@@ -167,17 +166,8 @@ impl ServerCertVerifier for ClusterVerifier {
     }
 }
 
-/// How long a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once by one HTTPS listener; more are closed at accept.
-pub const MAX_CONNECTIONS: usize = 4096;
-
-/// Serves HTTP/1.1 over TLS until `stop` changes. For each connection, after its
-/// handshake, `route` picks the router that serves it (or refuses it with `None`), so a
-/// caller can look at the client's certificate. A failed handshake only ends that
-/// connection, and is logged with `what` (e.g. "node-to-node").
+/// Serves HTTP/1.1 over TLS until `stop` changes (`crate::server::serve` with TLS;
+/// `route` sees the client's TLS session).
 pub fn serve_https(
     listener: tokio::net::TcpListener,
     cfg: Arc<rustls::ServerConfig>,
@@ -186,58 +176,12 @@ pub fn serve_https(
     + Send
     + Sync
     + 'static,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let route = Arc::new(route);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // EMFILE and the like pass; ending here would cut the node off
-                        // from its cluster for good.
-                        tracing::warn!("{what}: cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = stop.changed() => return Ok(()),
-            };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::warn!("{what}: {MAX_CONNECTIONS} connections open; refused {addr}");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, route) = (acceptor.clone(), route.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                // A client that opens a connection and never finishes the handshake
-                // must not hold it open.
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        return tracing::warn!("refused a {what} connection from {addr}: {e}");
-                    }
-                    Err(_) => {
-                        return tracing::warn!("{what}: {addr} did not finish the TLS handshake in time");
-                    }
-                };
-                let Some(app) = route(tls.get_ref().1, addr) else {
-                    return;
-                };
-                let svc = hyper_util::service::TowerToHyperService::new(app);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await
-                {
-                    tracing::debug!("{what} connection from {addr}: {e}");
-                }
-            });
-        }
-    })
+    let listener = crate::server::Listener {
+        what,
+        tcp: listener,
+        tls: Some(cfg),
+    };
+    crate::server::serve(listener, move |conn, addr| route(conn?, addr), stop)
 }

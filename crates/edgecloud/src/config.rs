@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub ftp_passive_ports: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub tls_self_signed: Option<bool>,
     pub domain: Option<String>,
     pub disk: Option<Vec<PathBuf>>,
     pub policy: Option<String>,

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use archive::{Archive, ArchiveConfig, DataKey, Redundancy, ScrubOptions};
-use axum::serve::ListenerExt;
-
 use crate::config::{FileConfig, parse_duration, parse_size};
 
 #[derive(clap::Args)]
@@ -29,8 +27,8 @@ pub struct ServeArgs {
     /// Ports for FTP passive-mode data connections [default: 49152-65535]
     #[arg(long, env = "EDGECLOUD_FTP_PASSIVE_PORTS", value_name = "FIRST-LAST")]
     pub ftp_passive_ports: Option<String>,
-    /// Certificate chain (PEM): WebDAV then answers HTTPS only, FTP offers AUTH TLS;
-    /// with --tls-key
+    /// Certificate chain (PEM): S3 and WebDAV then answer HTTPS only, and FTP requires
+    /// AUTH TLS before login; with --tls-key
     #[arg(
         long,
         env = "EDGECLOUD_TLS_CERT",
@@ -46,6 +44,10 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Without --tls-cert: make a self-signed certificate (DATA/tls/cert.pem, key.pem)
+    /// on first start and serve TLS with it, as --tls-cert would
+    #[arg(long, env = "EDGECLOUD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
     /// Serve NFS v3 as this access key (NFS has no passwords: every NFS client gets this
     /// key's permissions, so bind --nfs-listen to a trusted network) [default: NFS off]
     #[arg(long, env = "EDGECLOUD_NFS_KEY", value_name = "ACCESS_KEY")]
@@ -308,6 +310,9 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             args.tls_key.or(file.tls_key.clone()),
         ) {
             (Some(c), Some(k)) => Some((c, k)),
+            (None, None) if args.tls_self_signed || file.tls_self_signed.unwrap_or(false) => {
+                Some(crate::tls::self_signed(&data.join("tls"))?)
+            }
             (None, None) => None,
             _ => anyhow::bail!("give both tls-cert and tls-key, or neither"),
         },
@@ -537,20 +542,22 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         format!("cannot listen on {s3_listen}: is another edgecloud running? Choose another address with --s3-listen")
     })?;
     eprintln!(
-        "  s3:      http://{} (access key {access}; secret in {})",
+        "  s3:      {}://{} (access key {access}; secret in {})",
+        if ftp.tls.is_some() { "https" } else { "http" },
         s3_listener.local_addr()?,
         data.join(S3_CREDENTIALS).display()
     );
     let dav_listener = tokio::net::TcpListener::bind(&dav_listen).await.with_context(|| {
         format!("cannot listen on {dav_listen}: is another edgecloud running? Choose another address with --dav-listen")
     })?;
-    let dav_tls = match &ftp.tls {
+    // One certificate for every TLS listener of the gateways.
+    let gateway_tls = match &ftp.tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
     };
     eprintln!(
         "  webdav:  {}://{} (same keys as S3)",
-        if dav_tls.is_some() { "https" } else { "http" },
+        if gateway_tls.is_some() { "https" } else { "http" },
         dav_listener.local_addr()?
     );
     let nfs_key = args.nfs_key.or(file.nfs_key.clone());
@@ -572,7 +579,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         "  ftp:     {} (same keys as S3{})",
         ftp_listener.local_addr()?,
         if ftp.tls.is_some() {
-            "; AUTH TLS offered"
+            "; AUTH TLS required"
         } else {
             ""
         }
@@ -640,17 +647,30 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         }
         None => None,
     };
+    warn_cleartext(&[
+        ("S3", &s3_listener, gateway_tls.is_some(), "SigV4 signs requests; data is in the clear"),
+        ("WebDAV", &dav_listener, gateway_tls.is_some(), "Basic auth sends secrets in the clear"),
+        ("FTP", &ftp_listener, ftp.tls.is_some(), "passwords (secrets) cross in the clear"),
+        ("admin", &listener, false, "the admin token crosses in the clear"),
+    ]);
+    let listen = |what, tcp, tls: &Option<std::sync::Arc<rustls::ServerConfig>>| {
+        cluster::server::Listener {
+            what,
+            tcp,
+            tls: tls.clone(),
+        }
+    };
     let gateways = [
-        serve_app(s3_listener, s3_app, stop_rx.clone()),
-        match dav_tls {
-            Some(cfg) => crate::tls::serve(
-                dav_listener,
-                dav::router(files.clone()),
-                cfg,
-                stop_rx.clone(),
-            ),
-            None => serve_app(dav_listener, dav::router(files.clone()), stop_rx.clone()),
-        },
+        cluster::server::serve_app(
+            listen("S3", s3_listener, &gateway_tls),
+            s3_app,
+            stop_rx.clone(),
+        ),
+        cluster::server::serve_app(
+            listen("WebDAV", dav_listener, &gateway_tls),
+            dav::router(files.clone()),
+            stop_rx.clone(),
+        ),
         {
             let mut stop = stop_rx.clone();
             let stopped = async move {
@@ -659,14 +679,12 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             tokio::spawn(ftp::serve(files, ftp_listener, ftp, stopped))
         },
     ];
+    let admin_task =
+        cluster::server::serve_app(listen("admin", listener, &None), app, stop_rx.clone());
     drop(stop_rx);
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    shutdown_signal().await;
     let _ = stop_tx.send(true);
+    admin_task.await??;
     for g in gateways.into_iter().chain(nfs_task).chain([rpc_task]) {
         g.await??;
     }
@@ -689,23 +707,19 @@ fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
     Ok(a..=b)
 }
 
-/// Serves one gateway until `stop` changes.
-fn serve_app(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    // No Nagle delay: small responses would otherwise wait ~40 ms for the client's ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await
-    })
+/// Says on start-up which listeners reachable from other machines speak in the clear,
+/// and what crosses them (a listener on loopback only is not named).
+fn warn_cleartext(listeners: &[(&str, &tokio::net::TcpListener, bool, &str)]) {
+    for (what, l, tls, risk) in listeners {
+        let exposed = l.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+        if exposed && !tls {
+            eprintln!(
+                "  warning: {what} on {} is not encrypted ({risk}); give --tls-cert and \
+                 --tls-key, or --tls-self-signed",
+                l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+        }
+    }
 }
 
 const LEDGER_KEY: &str = "ledger.key";

@@ -1,6 +1,6 @@
 //! The FTP gateway (port 9421): `libunftp` speaks the protocol (LIST/MLSD/NLST, RETR
-//! with REST, STOR, DELE, MKD/RMD, RNFR/RNTO, passive mode, explicit FTPS with AUTH TLS
-//! when a certificate is given); this crate maps it onto `files`. The user name is an
+//! with REST, STOR, DELE, MKD/RMD, RNFR/RNTO, passive mode, explicit FTPS with AUTH TLS,
+//! required when a certificate is given); this crate maps it onto `files`. The user name is an
 //! access key, the password its secret: the same keys and permissions as S3.
 //!
 //! FTP ends an upload by closing the data connection, so a client that stops cleanly in
@@ -28,7 +28,7 @@ use unftp_core::storage::{Error, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata,
 pub struct FtpConfig {
     /// Passive-mode data ports.
     pub passive_ports: std::ops::RangeInclusive<u16>,
-    /// Certificate chain and key (PEM) for explicit FTPS (AUTH TLS).
+    /// Certificate chain and key (PEM): explicit FTPS (AUTH TLS), then required.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
@@ -91,7 +91,11 @@ fn server(files: &Files, cfg: &FtpConfig) -> Result<libunftp::Server<EdgeStorage
         .greeting("Edgecloud FTP: log in with an access key and its secret")
         .passive_ports(cfg.passive_ports.clone());
     if let Some((cert, key)) = &cfg.tls {
-        b = b.ftps(cert.clone(), key.clone());
+        // With a certificate, TLS is required, not offered: passwords (secrets) and
+        // data never cross in the clear.
+        b = b
+            .ftps(cert.clone(), key.clone())
+            .ftps_required(true, true);
     }
     b.build()
         .map_err(|e| format!("cannot start an FTP session: {e}"))

@@ -1,0 +1,139 @@
+//! The node's one HTTP/1.1 server loop, behind every HTTP listener: node-to-node
+//! (mutual TLS), S3, WebDAV and admin (plain, or TLS with `--tls-cert`). It owns what
+//! every listener must survive and nothing else (it never looks inside requests):
+//! - accept errors (EMFILE, a reset before accept) pass; ending the loop would take a
+//!   gateway, or the node's cluster links, down for good;
+//! - a cap on open connections per listener, so a flood cannot take every descriptor;
+//! - a client that never finishes its TLS handshake, or a request's headers, or sits on
+//!   an idle keep-alive connection, is cut off after a timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a client may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers, and how long a keep-alive
+/// connection may sit idle between requests.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once by one listener; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long a stopping server waits for requests in progress.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a listener serves, for logs ("S3", "node-to-node").
+pub struct Listener {
+    pub what: &'static str,
+    pub tcp: tokio::net::TcpListener,
+    /// Serve TLS with this configuration; plain HTTP without.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serves `app` on `listener` until `stop` changes.
+pub fn serve_app(
+    listener: Listener,
+    app: axum::Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    serve(listener, move |_, _| Some(app.clone()), stop)
+}
+
+/// Serves HTTP/1.1 until `stop` changes. For each connection, after its handshake,
+/// `route` picks the router that serves it (or refuses it with `None`); with TLS it
+/// sees the client's TLS session, so a caller can look at the client's certificate. A
+/// failed handshake only ends that connection, and is logged with the listener's name.
+pub fn serve(
+    listener: Listener,
+    route: impl Fn(Option<&rustls::ServerConnection>, SocketAddr) -> Option<axum::Router>
+    + Send
+    + Sync
+    + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let Listener { what, tcp, tls } = listener;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let route = Arc::new(route);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = tokio::select! {
+                r = tcp.accept() => match r {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!("{what}: cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!("{what}: {MAX_CONNECTIONS} connections open; refused {addr}");
+                continue;
+            };
+            // No Nagle delay: small responses would otherwise wait ~40 ms for an ACK.
+            let _ = stream.set_nodelay(true);
+            let (acceptor, route, watcher) = (acceptor.clone(), route.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match acceptor {
+                    None => {
+                        let Some(app) = route(None, addr) else { return };
+                        serve_connection(what, addr, stream, app, watcher).await
+                    }
+                    Some(acceptor) => {
+                        let tls = match tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(t)) => t,
+                            Ok(Err(e)) => {
+                                return tracing::warn!(
+                                    "refused a {what} connection from {addr}: {e}"
+                                );
+                            }
+                            Err(_) => {
+                                return tracing::warn!(
+                                    "{what}: {addr} did not finish the TLS handshake in time"
+                                );
+                            }
+                        };
+                        let Some(app) = route(Some(tls.get_ref().1), addr) else {
+                            return;
+                        };
+                        serve_connection(what, addr, tls, app, watcher).await
+                    }
+                }
+            });
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::info!("{what}: requests still in progress at shutdown were cut off");
+        }
+        Ok(())
+    })
+}
+
+async fn serve_connection<IO>(
+    what: &str,
+    addr: SocketAddr,
+    io: IO,
+    app: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("{what} connection from {addr}: {e}");
+    }
+}
