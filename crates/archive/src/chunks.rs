@@ -25,6 +25,7 @@ impl Archive {
         policy: Redundancy,
         level: i32,
         data: Bytes,
+        hold: std::sync::Arc<shards::UploadHold>,
     ) -> Result<Stored> {
         let this = self.clone();
         let key = key.clone();
@@ -58,6 +59,7 @@ impl Archive {
             sealed_len,
             written_ms: 0,
         };
+        hold.add(id);
         self.write_shards(&id, meta, shards).await?;
         Ok(Stored {
             r: ChunkRef {

@@ -70,11 +70,13 @@ impl Archive {
             mtime_ns: catalog::now_ns(),
             body: ing.body,
         };
-        Ok(self
+        let part = self
             .inner
             .catalog
             .put_part(upload_id, part, ing.fresh)
-            .await?)
+            .await?;
+        drop(ing.hold); // committed: the part references its chunks now
+        Ok(part)
     }
 
     pub fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Vec<Part>> {

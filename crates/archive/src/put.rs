@@ -43,6 +43,9 @@ pub(crate) struct Ingested {
     pub body: Body,
     pub fresh: Vec<ChunkId>,
     pub inline: Option<(ChunkId, Vec<u8>)>,
+    /// Keeps the fresh chunks from garbage collection until this drops: keep it until
+    /// the version or part that references them is committed.
+    pub hold: std::sync::Arc<shards::UploadHold>,
 }
 
 /// MD5 (the S3 ETag) and SHA-256 (what the ledger records) on their own thread: at
@@ -116,6 +119,7 @@ impl Archive {
         let mut md5 = Md5Task::start();
         let mut inflight = FuturesOrdered::new();
         let (mut refs, mut fresh) = (Vec::new(), Vec::new());
+        let hold = std::sync::Arc::new(self.inner.store.uploading().hold());
         let mut chunked = false;
         loop {
             while !eof && buf.len() < params.max {
@@ -139,6 +143,7 @@ impl Archive {
                         body: Body::Empty,
                         fresh,
                         inline: None,
+                        hold,
                     });
                 }
                 // Small: one chunk kept in the catalog, deduplicated like any other.
@@ -167,12 +172,13 @@ impl Archive {
                     body,
                     fresh,
                     inline,
+                    hold,
                 });
             }
             while let Some(cut) = chunker.next_cut(&buf, eof) {
                 chunked = true;
                 let chunk = buf.split_to(cut).freeze();
-                inflight.push_back(self.store_chunk(key, b.policy, b.compression, chunk));
+                inflight.push_back(self.store_chunk(key, b.policy, b.compression, chunk, hold.clone()));
                 while inflight.len() >= depth {
                     let s = inflight.next().await.expect("non-empty")?;
                     if s.fresh {
@@ -204,6 +210,7 @@ impl Archive {
             body,
             fresh,
             inline: None,
+            hold,
         })
     }
 
@@ -243,11 +250,13 @@ impl Archive {
             fresh: ing.fresh,
             inline: ing.inline,
         };
-        Ok(self
+        let v = self
             .inner
             .catalog
             .put_version(bucket, key, nv, opts.cond)
-            .await?)
+            .await?;
+        drop(ing.hold); // committed: the chunks have their record now
+        Ok(v)
     }
 
     /// The content hashes the audit log recorded for a version (whole SHA-256, or the

@@ -467,11 +467,17 @@ impl Archive {
             }
         }
         // Orphans: shards of uploads that never committed (crash, dropped connection),
-        // and shards of collected chunks on nodes that were away.
+        // and shards of collected chunks on nodes that were away. Uploads still running
+        // anywhere keep theirs: asked after the listing above, so an upload that holds a
+        // chunk listed there either still holds it or has committed its record.
+        let Some(uploading) = self.uploading_everywhere(&t).await else {
+            return self.compact(report).await;
+        };
         let cutoff_ms = cutoff_ns / 1_000_000;
         for (key, copies) in &presence.at {
             for &(spot, written_ms) in copies {
                 if written_ms < cutoff_ms
+                    && !uploading.contains(&key.chunk)
                     && self.spot_reachable(&t, &presence, spot)
                     && self.inner.catalog.chunk(&key.chunk)?.is_none()
                 {
@@ -480,10 +486,36 @@ impl Archive {
                 }
             }
         }
-        // Space comes back when segments that are at least half dead are rewritten.
+        self.compact(report).await
+    }
+
+    /// Space comes back when segments that are at least half dead are rewritten.
+    async fn compact(&self, report: &mut ScrubReport) -> Result<()> {
         for disk in self.inner.store.disks() {
             report.bytes_reclaimed += disk.compact(0.5).await?.bytes_reclaimed;
         }
         Ok(())
+    }
+
+    /// The chunks uploads on every node are writing; `None` when a node did not answer
+    /// (its uploads are unknown, so no orphan is collected this pass).
+    async fn uploading_everywhere(&self, t: &Topology) -> Option<HashSet<ChunkId>> {
+        let mut all: HashSet<ChunkId> = self.inner.store.uploading().list().into_iter().collect();
+        let Some(m) = self.inner.cluster.get() else {
+            return Some(all);
+        };
+        let asks = t.remote_nodes().into_iter().map(|(node, addr)| async move {
+            (node, m.client().uploading(&addr).await)
+        });
+        for (node, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(ids) => all.extend(ids),
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "gc: cannot ask a node which uploads it is writing; orphan shards are kept this pass");
+                    return None;
+                }
+            }
+        }
+        Some(all)
     }
 }

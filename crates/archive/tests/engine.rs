@@ -666,6 +666,88 @@ async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() 
     assert_eq!(a.disk_health().iter().map(|d| d.shards).sum::<usize>(), 0);
 }
 
+/// An upload that runs longer than the grace period (a slow client): a garbage
+/// collection pass in the middle, when its first chunks look like orphans, takes none
+/// of them, and the object reads back whole once the upload ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("disk{i}")))
+        .collect();
+    let mut cfg = ArchiveConfig::new(dir.path().join("data"), disks, DataKey::from_bytes([7; 32]));
+    cfg.chunk = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
+    cfg.gc_grace = std::time::Duration::from_millis(100);
+    // A short pipeline: chunks are stored while the body still arrives.
+    cfg.pipeline_bytes = 512 * 1024;
+    let a = Archive::open(cfg).unwrap();
+    a.create_bucket("slow", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    let data = pseudo_random(78, 4_000_000);
+    let (tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let upload = {
+        let a = a.clone();
+        tokio::spawn(async move { a.put("slow", "big", rx, PutOptions::default()).await })
+    };
+    // The first half arrives, then the client stalls past the grace period.
+    let mut tx = tx;
+    use futures::SinkExt;
+    for piece in data[..2_000_000].chunks(100_000) {
+        tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+    }
+    let written = || a.disk_health().iter().map(|d| d.shards).sum::<usize>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while written() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no shard was written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = written();
+    let r = a
+        .scrub(
+            &ScrubOptions {
+                collect_garbage: true,
+                ..Default::default()
+            },
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.orphan_shards_removed, 0, "{r:?}");
+    assert!(written() >= before);
+    for piece in data[2_000_000..].chunks(100_000) {
+        tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+    }
+    drop(tx);
+    upload.await.unwrap().unwrap();
+    assert_eq!(
+        a.get_bytes("slow", "big", &VersionSel::Latest).await.unwrap(),
+        data
+    );
+    // Committed: a later pass finds nothing to collect and everything readable.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = a
+        .scrub(
+            &ScrubOptions {
+                collect_garbage: true,
+                ..Default::default()
+            },
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.orphan_shards_removed, 0, "{r:?}");
+    assert_eq!(
+        a.get_bytes("slow", "big", &VersionSel::Latest).await.unwrap(),
+        data
+    );
+}
+
 /// The auditor as `serve` ticks it publishes whole tiles only while a tile boundary was
 /// crossed (no partial level-0 tile or bundle to delete a second later), everything
 /// otherwise; a checkpoint request publishes everything at once.

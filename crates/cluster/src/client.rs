@@ -233,6 +233,27 @@ impl Client {
         })
     }
 
+    /// The chunks uploads through the node at `addr` are writing, not yet committed.
+    pub async fn uploading(&self, addr: &str) -> Result<Vec<codec::ChunkId>, RpcError> {
+        let req = self
+            .http
+            .get(format!("https://{addr}/v1/uploading"))
+            .timeout(Duration::from_secs(30));
+        let resp = self.send(addr, req).await?;
+        let bad = |reason: String| RpcError::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        };
+        let ids: Vec<String> = resp.json().await.map_err(|e| bad(error_chain(&e)))?;
+        ids.iter()
+            .map(|h| {
+                codec::unhex(h)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| bad(format!("{h:?} is not a chunk id")))
+            })
+            .collect()
+    }
+
     pub async fn health(&self, addr: &str, timeout: Duration) -> Result<NodeHealth, RpcError> {
         let req = self
             .http

@@ -53,6 +53,7 @@ pub fn router(state: RpcState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/shards", get(list_shards))
+        .route("/v1/uploading", get(uploading))
         .route(
             "/v1/shards/{disk}/{chunk}/{index}",
             put(put_shard).get(get_shard).delete(delete_shard),
@@ -247,6 +248,17 @@ async fn list_shards(
     .await
     .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(all))
+}
+
+/// The chunks uploads through this node are writing (hex ids): garbage collection on
+/// the leader spares their shards.
+async fn uploading(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Vec<String>>, Refusal> {
+    member(&state, &peer)?;
+    let ids = state.store.uploading().list();
+    Ok(Json(ids.iter().map(|id| codec::hex(id)).collect()))
 }
 
 async fn join(

@@ -7,12 +7,14 @@
 
 mod disk;
 mod record;
+mod uploading;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use disk::{CompactReport, Disk, DiskHealth};
 pub use record::{Policy, RECORD_HEADER_LEN, ShardKey, ShardMeta};
+pub use uploading::{UploadHold, Uploading};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -64,6 +66,7 @@ impl Default for StoreOptions {
 /// All disks of this node, addressed by their position in the list the node started with.
 pub struct ShardStore {
     disks: Vec<Arc<Disk>>,
+    uploading: Arc<Uploading>,
 }
 
 impl ShardStore {
@@ -72,7 +75,15 @@ impl ShardStore {
             .iter()
             .map(|p| Disk::open(p.clone(), opts.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ShardStore { disks })
+        Ok(ShardStore {
+            disks,
+            uploading: Default::default(),
+        })
+    }
+
+    /// Chunks that uploads through this node are writing, not yet committed.
+    pub fn uploading(&self) -> &Arc<Uploading> {
+        &self.uploading
     }
 
     pub fn disks(&self) -> &[Arc<Disk>] {
