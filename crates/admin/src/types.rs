@@ -84,7 +84,7 @@ pub fn rfc3339(ns: u64) -> String {
 
 /// An S3 access key as the admin API shows it. `secret` is only sent when the key is
 /// created.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct KeyInfo {
     pub access_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +95,20 @@ pub struct KeyInfo {
     pub create_buckets: bool,
     /// bucket -> "read", "write" or "owner"
     pub buckets: std::collections::BTreeMap<String, String>,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for KeyInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyInfo")
+            .field("access_key", &self.access_key)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("create_buckets", &self.create_buckets)
+            .field("buckets", &self.buckets)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -352,12 +352,27 @@ impl Archive {
             .then_some(Permission::Read)
     }
 
+    /// An access key with its secret opened (the catalog holds it sealed).
     pub fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>> {
-        Ok(self.inner.catalog.access_key(access_key)?)
+        self.inner
+            .catalog
+            .access_key(access_key)?
+            .map(|k| self.opened(k))
+            .transpose()
     }
 
     pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
-        Ok(self.inner.catalog.access_keys()?)
+        self.inner
+            .catalog
+            .access_keys()?
+            .into_iter()
+            .map(|k| self.opened(k))
+            .collect()
+    }
+
+    fn opened(&self, mut k: AccessKey) -> Result<AccessKey> {
+        k.secret = self.inner.keys.open_secret(&k.access_key, &k.secret)?;
+        Ok(k)
     }
 
     /// Creates a key with a fresh random secret. `actor` (who asks, for the audit log)
@@ -375,19 +390,21 @@ impl Archive {
         }
         let (access_key, secret) = generate_key_pair();
         let key = AccessKey {
+            secret: self.inner.keys.seal_secret(&access_key, &secret),
             access_key,
-            secret,
             name: name.into(),
             created_ns: catalog::now_ns(),
             admin,
             create_buckets,
             buckets,
         };
-        Ok(self
+        let mut stored = self
             .inner
             .catalog
             .put_access_key(key, Some(actor.into()))
-            .await?)
+            .await?;
+        stored.secret = secret; // shown once, to whoever created it
+        Ok(stored)
     }
 
     /// Grants `perm` in `bucket` to a key, or takes its access away (`None`).
@@ -400,7 +417,7 @@ impl Archive {
     ) -> Result<AccessKey> {
         validate_bucket_name(bucket)?;
         let bucket = bucket.to_string();
-        Ok(self
+        let k = self
             .inner
             .catalog
             .update_access_key(access_key, Some(actor.into()), move |k| match perm {
@@ -411,7 +428,8 @@ impl Archive {
                     k.buckets.remove(&bucket);
                 }
             })
-            .await?)
+            .await?;
+        self.opened(k)
     }
 
     pub async fn delete_access_key(&self, actor: &str, access_key: &str) -> Result<bool> {

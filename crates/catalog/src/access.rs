@@ -22,7 +22,7 @@ pub enum Permission {
     Owner,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessKey {
     pub access_key: String,
     /// SigV4 needs the secret itself on the server, not a hash of it.
@@ -54,6 +54,21 @@ impl AccessKey {
         } else {
             self.buckets.get(bucket).copied()
         }
+    }
+}
+
+/// Never prints the secret (keys end up in logs and panics).
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key", &self.access_key)
+            .field("secret", &"<redacted>")
+            .field("name", &self.name)
+            .field("created_ns", &self.created_ns)
+            .field("admin", &self.admin)
+            .field("create_buckets", &self.create_buckets)
+            .field("buckets", &self.buckets)
+            .finish()
     }
 }
 

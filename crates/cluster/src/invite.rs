@@ -23,7 +23,7 @@ const PREFIX: &str = "ecinv1_";
 pub const REDEEM_PATH: &str = "/v1/invite/redeem";
 
 /// What a token holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Invitation {
     /// The issuing node's node-to-node address (HOST:PORT).
     pub addr: String,
@@ -31,6 +31,17 @@ pub struct Invitation {
     pub node_key: [u8; 32],
     /// The one-time secret; the cluster stores only `secret_hash`.
     pub secret: [u8; 32],
+}
+
+/// Never prints the one-time secret.
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("addr", &self.addr)
+            .field("node_key", &codec::hex(&self.node_key))
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Invitation {
@@ -134,15 +145,28 @@ pub fn record_id(record_name: &str) -> &str {
 }
 
 /// What a guest sends to redeem a token, and what it gets back.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct RedeemRequest {
     /// The one-time secret, hex.
     pub secret: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct RedeemAnswer {
     pub cluster_secret: String,
+}
+
+/// Neither side of a redemption prints its secret.
+impl std::fmt::Debug for RedeemRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedeemRequest { secret: <redacted> }")
+    }
+}
+
+impl std::fmt::Debug for RedeemAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedeemAnswer { cluster_secret: <redacted> }")
+    }
 }
 
 /// A TLS client configuration without a certificate, which accepts only a server
