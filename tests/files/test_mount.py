@@ -3,6 +3,7 @@ tools: untar a source tree onto it and diff it against the original; rename, rem
 truncate; every closed file is a version S3 sees; snapshots are read-only."""
 import errno
 import os
+import tempfile
 import re
 import subprocess
 import tarfile
@@ -17,11 +18,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Mount:
-    def __init__(self, node, bucket, where, access=ACCESS, secret=SECRET):
+    def __init__(self, node, bucket, where, access=ACCESS, secret=SECRET, allow_other=True):
+        # pjdfstest and Samba act as other users: most tests allow them
         self.dir = where
         where.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([BIN, "mount", bucket, str(where), "--url", node.dav,
-                                      "--access-key", access, "--secret-key", secret],
+                                      "--access-key", access, "--secret-key", secret,
+                                      *(["--allow-other"] if allow_other else [])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 20
         while not os.path.ismount(where):
@@ -162,3 +165,24 @@ def test_pjdfstest_pass_count_does_not_regress(mounted, tmp_path):
     failed, skipped, passed = map(int, summary.groups())
     print(f"pjdfstest on the mount: {passed} passed, {failed} failed, {skipped} skipped")
     assert passed >= PJDFSTEST_FLOOR, summary.group(0)
+
+
+def test_the_mount_is_its_owners_unless_shared_and_its_cache_is_private(node, s3, tmp_path):
+    import stat
+    s3.create_bucket(Bucket="mount-private")
+    s3.put_object(Bucket="mount-private", Key="secret.txt", Body=b"mine")
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("edgecloud-mount-*")}
+    m = Mount(node, "mount-private", tmp_path / "mnt", allow_other=False)
+    try:
+        assert (m.dir / "secret.txt").read_bytes() == b"mine"  # the owner reads it
+        caches = [p for p in Path(tempfile.gettempdir()).glob("edgecloud-mount-*") if p.name not in before]
+        assert len(caches) == 1 and stat.S_IMODE(caches[0].stat().st_mode) == 0o700, caches
+        assert not caches[0].name.endswith(str(m.proc.pid))  # not a name others can guess
+        for f in caches[0].iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+        # another user of the machine cannot use it
+        p = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                            "cat", str(m.dir / "secret.txt")], capture_output=True)
+        assert p.returncode != 0 and b"mine" not in p.stdout
+    finally:
+        m.close()

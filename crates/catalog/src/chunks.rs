@@ -17,7 +17,9 @@ pub(crate) fn acquire(
     fresh: &[ChunkId],
     inline: Option<&(ChunkId, Vec<u8>)>,
 ) -> Result<()> {
-    // Check first, write after: a refused write must leave nothing behind.
+    // Check first, write after: a refused write must leave nothing behind. A set, not
+    // a scan of `fresh` per chunk: an object may have millions of chunks.
+    let fresh: std::collections::HashSet<&ChunkId> = fresh.iter().collect();
     for r in refs {
         let inline_here = inline.is_some_and(|(id, _)| *id == r.id);
         if t.get(r.id.as_slice())?.is_none() && !fresh.contains(&r.id) && !inline_here {

@@ -28,10 +28,15 @@ pub struct MountArgs {
         value_name = "SECRET"
     )]
     pub secret_key: Option<String>,
-    /// Where file copies are kept (read cache, files being written) [default: a new
-    /// folder under the system's temporary folder]
+    /// Where file copies are kept (read cache, files being written; plaintext, so the
+    /// folder is made private to you) [default: a new folder with a random name under
+    /// the system's temporary folder]
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Let other users of this machine use the mount (needs `user_allow_other` in
+    /// /etc/fuse.conf unless you are root); e.g. for Samba serving it as another user
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 pub async fn run(a: MountArgs, data: &Path) -> anyhow::Result<()> {
@@ -53,15 +58,26 @@ pub async fn run(a: MountArgs, data: &Path) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("give both --access-key and --secret-key"),
     };
-    let cache = a.cache.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("edgecloud-mount-{}", std::process::id()))
-    });
+    // The cache holds plaintext copies: files only this user may read.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    // A fresh folder with a random name (created 0700, never an existing one another
+    // user could have prepared), unless one is given.
+    let cache = match a.cache {
+        Some(c) => c,
+        None => tempfile::Builder::new()
+            .prefix("edgecloud-mount-")
+            .tempdir()
+            .context("cannot make a cache folder; give one with --cache")?
+            .keep(),
+    };
     let opts = mount::Options {
         url: a.url,
         bucket: a.bucket.clone(),
         access_key,
         secret,
         cache_dir: cache.clone(),
+        allow_other: a.allow_other,
     };
     eprintln!(
         "mounting bucket {} on {} (unmount with: umount {})",

@@ -248,6 +248,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     // for its own user only: the data directory holds secrets and plaintext.
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
+    raise_open_files_limit();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
     {
@@ -705,6 +706,25 @@ fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
     );
     anyhow::ensure!(a <= b && a > 0, bad());
     Ok(a..=b)
+}
+
+/// Raises the soft limit of open files to the hard limit: every connection, segment
+/// file and peer link takes one, and the common soft default (1024) is what a modest
+/// flood of connections exhausts first. Each listener caps its own connections.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, properly sized out-parameter.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("cannot raise the open-files limit; floods of connections reach it sooner");
+            }
+        }
+    }
 }
 
 /// Says on start-up which listeners reachable from other machines speak in the clear,

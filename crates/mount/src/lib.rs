@@ -31,13 +31,21 @@ pub struct Options {
     pub bucket: String,
     pub access_key: String,
     pub secret: String,
-    /// Where file copies are kept (the read cache and files being written).
+    /// Where file copies are kept (the read cache and files being written); made
+    /// private to this user, since the copies are plaintext.
     pub cache_dir: PathBuf,
+    /// Let other users of this machine use the mount (FUSE's allow_other), e.g. for
+    /// Samba serving it as another user. Off: only the user who mounted it.
+    pub allow_other: bool,
 }
 
 /// Mounts and serves until the folder is unmounted (`umount DIR` or `fusermount -u DIR`).
 pub fn mount(opts: Options, dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&opts.cache_dir)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&opts.cache_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -65,8 +73,11 @@ pub fn mount(opts: Options, dir: &std::path::Path) -> std::io::Result<()> {
         fuser::MountOption::Subtype("edgecloud".into()),
         fuser::MountOption::DefaultPermissions,
     ];
-    // Samba (`edgecloud smb`) serves the mount as another user: allow others.
-    cfg.acl = fuser::SessionACL::All;
+    cfg.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     fuser::mount(fs, dir, &cfg)
 }
 
