@@ -207,3 +207,66 @@ def test_a_node_keeps_its_files_private_and_will_not_start_without_its_keys(tmp_
         assert client(n.endpoint, access, secret).get_object(Bucket="kept", Key="k")["Body"].read()
     finally:
         n.stop()
+
+
+def test_a_flood_of_idle_and_half_sent_connections_does_not_stop_the_node(tmp_path):
+    """Slowloris on every listener at once: a few thousand sockets that send half a
+    request and stall. The node goes on serving S3, WebDAV, FTP and NFS to real
+    clients meanwhile, and after the flood."""
+    import ftplib
+    import resource
+    import socket
+    from conftest import Node
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    data = tmp_path / "node"
+    data.mkdir()
+    import re
+    import time
+    n = Node(data)
+    deadline = time.time() + 20
+    while not (m := re.search(r"node-to-node on 127\.0\.0\.1:(\d+)", (data / "serve.log").read_text())):
+        assert time.time() < deadline, "no node-to-node address in the log"
+        time.sleep(0.1)
+    rpc_port = int(m.group(1))
+    per_listener = min(1000, (hard - 200) // 6)
+    ports = {"s3": n.port, "webdav": int(n.dav.rsplit(":", 1)[1]), "ftp": n.ftp_port,
+             "nfs": n.nfs_port, "admin": int(n.admin.rsplit(":", 1)[1]), "rpc": rpc_port}
+    half = {"s3": b"GET / HTTP/1.1\r\nHost: x\r\n", "webdav": b"PROPFIND / HTTP/1.1\r\nHo",
+            "admin": b"GET /v1/status HTTP/1.1\r\n", "ftp": b"USER ab", "nfs": b"\x80\x00\x01\x00\x00",
+            "rpc": b"\x16\x03\x01\x00"}  # half a TLS ClientHello
+    held = []
+    try:
+        s3 = client(n.endpoint)
+        s3.create_bucket(Bucket="flooded")
+        for what, port in ports.items():
+            for _ in range(per_listener):
+                s = socket.socket()
+                s.setblocking(True)
+                try:
+                    s.connect(("127.0.0.1", port))
+                    s.send(half[what])
+                except OSError:
+                    s.close()
+                    continue
+                held.append(s)
+        assert len(held) > 3 * per_listener, len(held)
+        # real clients, while every socket above is held
+        s3.put_object(Bucket="flooded", Key="during", Body=b"served")
+        assert s3.get_object(Bucket="flooded", Key="during")["Body"].read() == b"served"
+        r = httpx.get(f"{n.dav}/flooded/during", auth=("TESTACCESSKEY", "test-secret-key-1234567890"))
+        assert r.content == b"served"
+        with ftplib.FTP() as f:
+            f.connect("127.0.0.1", n.ftp_port, timeout=20)
+            f.login("TESTACCESSKEY", "test-secret-key-1234567890")
+            assert "during" in f.nlst("flooded")
+        assert "full redundancy" in n.cli("cluster", "status")  # the admin API answers too
+    finally:
+        for s in held:
+            s.close()
+    try:
+        assert client(n.endpoint).get_object(Bucket="flooded", Key="during")["Body"].read() == b"served"
+        assert n.proc.poll() is None
+    finally:
+        n.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -33,7 +33,7 @@ pub struct FtpConfig {
 }
 
 /// FTP sessions served at once; more are closed at accept.
-pub const MAX_SESSIONS: usize = 1024;
+pub const MAX_SESSIONS: usize = 4096;
 
 /// Serves FTP on `listener` until `stop` completes; sessions in progress finish.
 pub async fn serve(
