@@ -32,6 +32,11 @@ pub enum ArchiveError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "an object may have at most {max} chunks (its chunk list is one catalog record); \
+         store it with larger chunks (the bucket's chunk size) or as several objects"
+    )]
+    TooManyChunks { max: usize },
     #[error("bucket key cannot be unwrapped: {0} (is this the right master key?)")]
     Key(String),
 }

@@ -74,6 +74,10 @@ pub struct ArchiveConfig {
     /// Bytes of chunks in flight per upload (encoding, writing) or download (read-ahead).
     /// Enough to keep a disk busy across fsyncs; bounds memory per transfer.
     pub pipeline_bytes: usize,
+    /// The most chunks one object may have: its chunk list is one catalog record and
+    /// one Raft entry (~72 bytes a chunk), which must stay well under the 256 MiB
+    /// node-to-node message limit. 1,000,000 is 1 TB at the default 1 MiB chunks.
+    pub max_chunks_per_object: usize,
     pub segment_bytes: u64,
     pub min_part_size: u64,
     /// Keep the audit log (see `catalog::CatalogOptions::audit_log`); benchmarks only.
@@ -93,6 +97,7 @@ impl ArchiveConfig {
             gc_grace: Duration::from_secs(3600),
             history_retention: Duration::from_secs(30 * 24 * 3600),
             pipeline_bytes: 16 << 20,
+            max_chunks_per_object: 1_000_000,
             segment_bytes: 1 << 30,
             min_part_size: 5 << 20,
             audit_log: true,

@@ -102,6 +102,16 @@ impl Archive {
     ) -> Result<Version> {
         let up = self.upload(bucket, key, upload_id)?;
         let policy = self.bucket(&up.bucket)?.policy;
+        let stored = self.inner.catalog.parts(upload_id)?;
+        let chunks: usize = parts
+            .iter()
+            .filter_map(|(n, _)| stored.iter().find(|p| p.number == *n))
+            .map(|p| p.body.chunk_refs().len())
+            .sum();
+        let max = self.inner.cfg.max_chunks_per_object;
+        if chunks > max {
+            return Err(ArchiveError::TooManyChunks { max });
+        }
         Ok(self
             .inner
             .catalog

@@ -178,6 +178,11 @@ impl Archive {
             while let Some(cut) = chunker.next_cut(&buf, eof) {
                 chunked = true;
                 let chunk = buf.split_to(cut).freeze();
+                let max = self.inner.cfg.max_chunks_per_object;
+                if refs.len() + inflight.len() >= max {
+                    // Refused before it is stored whole; what was stored becomes orphans.
+                    return Err(ArchiveError::TooManyChunks { max });
+                }
                 inflight.push_back(self.store_chunk(key, b.policy, b.compression, chunk, hold.clone()));
                 while inflight.len() >= depth {
                     let s = inflight.next().await.expect("non-empty")?;

@@ -748,6 +748,69 @@ async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
     );
 }
 
+/// An object is refused, with a clear error, once its chunk list would pass the cap
+/// (a single PUT while it streams, a multipart upload at completion); nothing becomes
+/// visible, and an object under the cap is stored as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_with_too_many_chunks_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ArchiveConfig::new(
+        dir.path().join("data"),
+        vec![dir.path().join("disk")],
+        DataKey::from_bytes([7; 32]),
+    );
+    cfg.chunk = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
+    cfg.max_chunks_per_object = 20;
+    cfg.min_part_size = 1024;
+    let a = Archive::open(cfg).unwrap();
+    a.create_bucket("capped", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    let big = pseudo_random(90, 20 * 256 * 1024 + 1);
+    let err = a
+        .put_bytes("capped", "big", Bytes::from(big), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::TooManyChunks { max: 20 }), "{err}");
+    assert!(err.to_string().contains("larger chunks"), "{err}");
+    assert!(a.head("capped", "big", &VersionSel::Latest).is_err());
+    // Parts under the cap each, over it together.
+    let up = a
+        .create_multipart("capped", "mp", PutOptions::default())
+        .await
+        .unwrap();
+    let mut list = Vec::new();
+    for n in 1..=3u32 {
+        let body = pseudo_random(91 + n as u64, 700_000);
+        let p = a
+            .upload_part(
+                "capped",
+                "mp",
+                &up.upload_id,
+                n,
+                futures::stream::iter([Ok(Bytes::from(body))]),
+                None,
+            )
+            .await
+            .unwrap();
+        list.push((n, p.etag));
+    }
+    let err = a
+        .complete_multipart("capped", "mp", &up.upload_id, list, Default::default(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::TooManyChunks { .. }), "{err}");
+    let small = pseudo_random(95, 600_000);
+    a.put_bytes("capped", "small", Bytes::from(small.clone()), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(a.get_bytes("capped", "small", &VersionSel::Latest).await.unwrap(), small);
+}
+
 /// The auditor as `serve` ticks it publishes whole tiles only while a tile boundary was
 /// crossed (no partial level-0 tile or bundle to delete a second later), everything
 /// otherwise; a checkpoint request publishes everything at once.

@@ -53,6 +53,7 @@ impl From<ArchiveError> for FsError {
             ArchiveError::Catalog(CatalogError::BucketNotEmpty(_)) => FsError::NotEmpty,
             ArchiveError::Catalog(CatalogError::PreconditionFailed) => FsError::Exists,
             ArchiveError::InvalidName(m) | ArchiveError::Invalid(m) => FsError::Invalid(m),
+            e @ ArchiveError::TooManyChunks { .. } => FsError::Invalid(e.to_string()),
             ArchiveError::Body(_) => FsError::Aborted,
             other => FsError::Storage(other.to_string()),
         }
