@@ -55,18 +55,9 @@ pub async fn serve(
             flush_idle(&flusher).await;
         }
     };
-    // The library's accept loop ends at the first accept error (EMFILE, say): start it
-    // again rather than stop serving.
-    let serve = async {
-        loop {
-            if let Err(e) = listener.handle_forever().await {
-                tracing::warn!("nfs: cannot accept a connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    // Accept errors (EMFILE, say) pass inside the library's loop (vendor/nfs3_server).
     tokio::select! {
-        _ = serve => Ok(()),
+        r = listener.handle_forever() => r,
         _ = flush => Ok(()),
         _ = stop => Ok(()),
     }

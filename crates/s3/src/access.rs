@@ -94,7 +94,7 @@ fn need(op: &str) -> Need {
         | "DeleteObjectTagging" => Need::In(Write),
         // Bucket configuration, deletion, sharing (PutObjectAcl can publish an object),
         // and anything new: owners only. A writer's DeleteObject of a version, which
-        // destroys history, also needs owner (see `destroys_history`).
+        // destroys history, also needs owner (see `check`).
         _ => Need::In(Owner),
     }
 }
@@ -139,15 +139,6 @@ fn copy_source(headers: &http::HeaderMap) -> Option<(String, String)> {
     let v = v.split_once('?').map_or(v, |(path, _)| path);
     let (bucket, key) = v.split_once('/').unwrap_or((v, ""));
     Some((percent_decode(bucket), percent_decode(key)))
-}
-
-/// A request that destroys history: DeleteObject of one version (writers may only add
-/// delete markers, so a leaked write key cannot erase what was kept).
-fn destroys_history(op: &str, uri: &http::Uri) -> bool {
-    op == "DeleteObject"
-        && uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("versionId=")))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -231,7 +222,11 @@ impl S3Access for EdgeAccess {
                     Err(denied())
                 };
             }
-            Need::In(_) if destroys_history(op, cx.uri()) => Permission::Owner,
+            // DeleteObject of one version destroys history: writers may only add delete
+            // markers, so a leaked write key cannot erase what was kept.
+            Need::In(_) if op == "DeleteObject" && matches!(sel, archive::VersionSel::Id(_)) => {
+                Permission::Owner
+            }
             Need::In(level) => level,
         };
         let bucket = bucket.clone().ok_or_else(denied)?;
