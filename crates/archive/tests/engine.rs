@@ -19,7 +19,8 @@ fn pseudo_random(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn open(dir: &std::path::Path, disks: usize) -> Archive {
+/// The tests' archive: small chunks (16/64/256 KiB) over `disks` disk folders in `dir`.
+fn config(dir: &std::path::Path, disks: usize) -> ArchiveConfig {
     let disks: Vec<PathBuf> = (0..disks).map(|i| dir.join(format!("disk{i}"))).collect();
     let mut cfg = ArchiveConfig::new(dir.join("data"), disks, DataKey::from_bytes([7; 32]));
     cfg.chunk = ChunkParams {
@@ -28,7 +29,20 @@ fn open(dir: &std::path::Path, disks: usize) -> Archive {
         max: 256 * 1024,
     };
     cfg.min_part_size = 100 * 1024;
-    Archive::open(cfg).unwrap()
+    cfg
+}
+
+fn open(dir: &std::path::Path, disks: usize) -> Archive {
+    Archive::open(config(dir, disks)).unwrap()
+}
+
+/// A scrub pass that also collects garbage past its grace period.
+async fn collect_garbage(a: &Archive) -> archive::ScrubReport {
+    let opts = ScrubOptions {
+        collect_garbage: true,
+        ..Default::default()
+    };
+    a.scrub(&opts, &|_| {}).await.unwrap()
 }
 
 async fn put(a: &Archive, b: &str, k: &str, data: &[u8]) -> Version {
@@ -571,16 +585,7 @@ async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
             data
         );
     }
-    let report = a
-        .scrub(
-            &ScrubOptions {
-                collect_garbage: true,
-                ..Default::default()
-            },
-            &|_| {},
-        )
-        .await
-        .unwrap();
+    let report = collect_garbage(&a).await;
     assert_eq!(
         (
             report.shards_missing,
@@ -597,15 +602,7 @@ async fn a_full_disk_fails_the_write_and_keeps_older_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let disks: Vec<PathBuf> = (0..3)
-        .map(|i| dir.path().join(format!("disk{i}")))
-        .collect();
-    let mut cfg = ArchiveConfig::new(dir.path().join("data"), disks, DataKey::from_bytes([7; 32]));
-    cfg.chunk = ChunkParams {
-        min: 16 * 1024,
-        avg: 64 * 1024,
-        max: 256 * 1024,
-    };
+    let mut cfg = config(dir.path(), 3);
     cfg.gc_grace = std::time::Duration::from_millis(200);
     let a = Archive::open(cfg).unwrap();
     a.create_bucket("drops", None, Versioning::Enabled)
@@ -652,16 +649,7 @@ async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() 
         written > 0,
         "the test needs shards written before the break"
     );
-    let r = a
-        .scrub(
-            &ScrubOptions {
-                collect_garbage: true,
-                ..Default::default()
-            },
-            &|_| {},
-        )
-        .await
-        .unwrap();
+    let r = collect_garbage(&a).await;
     assert_eq!(r.orphan_shards_removed as usize, written, "{r:?}");
     assert_eq!(a.disk_health().iter().map(|d| d.shards).sum::<usize>(), 0);
 }
@@ -672,15 +660,7 @@ async fn a_dropped_upload_leaves_nothing_visible_and_its_shards_are_collected() 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let disks: Vec<PathBuf> = (0..3)
-        .map(|i| dir.path().join(format!("disk{i}")))
-        .collect();
-    let mut cfg = ArchiveConfig::new(dir.path().join("data"), disks, DataKey::from_bytes([7; 32]));
-    cfg.chunk = ChunkParams {
-        min: 16 * 1024,
-        avg: 64 * 1024,
-        max: 256 * 1024,
-    };
+    let mut cfg = config(dir.path(), 3);
     cfg.gc_grace = std::time::Duration::from_millis(100);
     // A short pipeline: chunks are stored while the body still arrives.
     cfg.pipeline_bytes = 512 * 1024;
@@ -708,16 +688,7 @@ async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let before = written();
-    let r = a
-        .scrub(
-            &ScrubOptions {
-                collect_garbage: true,
-                ..Default::default()
-            },
-            &|_| {},
-        )
-        .await
-        .unwrap();
+    let r = collect_garbage(&a).await;
     assert_eq!(r.orphan_shards_removed, 0, "{r:?}");
     assert!(written() >= before);
     for piece in data[2_000_000..].chunks(100_000) {
@@ -731,16 +702,7 @@ async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
     );
     // Committed: a later pass finds nothing to collect and everything readable.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let r = a
-        .scrub(
-            &ScrubOptions {
-                collect_garbage: true,
-                ..Default::default()
-            },
-            &|_| {},
-        )
-        .await
-        .unwrap();
+    let r = collect_garbage(&a).await;
     assert_eq!(r.orphan_shards_removed, 0, "{r:?}");
     assert_eq!(
         a.get_bytes("slow", "big", &VersionSel::Latest).await.unwrap(),
@@ -754,16 +716,7 @@ async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_with_too_many_chunks_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ArchiveConfig::new(
-        dir.path().join("data"),
-        vec![dir.path().join("disk")],
-        DataKey::from_bytes([7; 32]),
-    );
-    cfg.chunk = ChunkParams {
-        min: 16 * 1024,
-        avg: 64 * 1024,
-        max: 256 * 1024,
-    };
+    let mut cfg = config(dir.path(), 1);
     cfg.max_chunks_per_object = 20;
     cfg.min_part_size = 1024;
     let a = Archive::open(cfg).unwrap();
