@@ -80,15 +80,27 @@ pub struct ReplicaOptions {
     pub me: Member,
     pub catalog: Catalog,
     pub client: cluster::Client,
+    /// The largest Raft message a voter accepts (`MAX_MESSAGE_BYTES` outside tests).
+    pub max_message_bytes: usize,
 }
 
-type Waiting = (Proposal, tokio::sync::oneshot::Sender<Answer<Reply>>);
+/// The largest Raft message (an append of entries, a forwarded proposal) a voter
+/// accepts. A proposal may use half of it (`Replica::propose` refuses a larger one: it
+/// could never be replicated), an entry gathers proposals up to an eighth of it, and an
+/// append carrying more is split (`network::Connection::append_entries`). Without these
+/// bounds one oversized message is refused forever and the cluster's log stops.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// A proposal waiting for the next entry, with its encoded size.
+type Waiting = (Proposal, usize, tokio::sync::oneshot::Sender<Answer<Reply>>);
 
 /// This node's part in the replicated catalog.
 pub struct Replica {
     pub raft: Raft,
     pub me: Member,
     client: cluster::Client,
+    /// See `MAX_MESSAGE_BYTES`.
+    pub(crate) max_message_bytes: usize,
     batches: tokio::sync::mpsc::UnboundedSender<Waiting>,
     reads: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Answer<Option<u64>>>>,
     lease: Arc<lease::Lease>,
@@ -175,17 +187,39 @@ async fn run_remote_reads(
 const MAX_BATCH: usize = 512;
 
 /// Sends proposals to Raft in batches: all that queued while the last batch was being
-/// committed go in the next entry.
-async fn run_batches(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiting>) {
-    while let Some(first) = rx.recv().await {
+/// committed go in the next entry, up to `MAX_BATCH` proposals and `max_entry_bytes`
+/// (a proposal that would pass it opens the next entry).
+async fn run_batches(
+    raft: Raft,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiting>,
+    max_entry_bytes: usize,
+) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let mut bytes = first.1;
         let mut waiting = vec![first];
         while waiting.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(w) => waiting.push(w),
+                Ok(w) if bytes + w.1 > max_entry_bytes => {
+                    next = Some(w);
+                    break;
+                }
+                Ok(w) => {
+                    bytes += w.1;
+                    waiting.push(w);
+                }
                 Err(_) => break,
             }
         }
-        let (batch, answers): (Vec<Proposal>, Vec<_>) = waiting.into_iter().unzip();
+        let (batch, answers): (Vec<Proposal>, Vec<_>) =
+            waiting.into_iter().map(|(p, _, tx)| (p, tx)).unzip();
         let n = batch.len();
         let result = tokio::time::timeout(LEADER_WAIT, raft.client_write(batch)).await;
         let fail = |a: Answer<Reply>| vec![a; n];
@@ -229,10 +263,11 @@ impl Replica {
         );
         let network = network::Network {
             client: o.client.clone(),
+            max_message_bytes: o.max_message_bytes,
         };
         let raft = Raft::new(raft_id(&o.me.node), config, network, log, sm).await?;
         let (batches, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(run_batches(raft.clone(), rx));
+        tokio::spawn(run_batches(raft.clone(), rx, o.max_message_bytes / 8));
         let (reads, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(run_reads(raft.clone(), rx));
         let lease = Arc::new(lease::Lease::default());
@@ -242,6 +277,7 @@ impl Replica {
             raft,
             me: o.me,
             client: o.client,
+            max_message_bytes: o.max_message_bytes,
             batches,
             reads,
             lease,
@@ -377,9 +413,10 @@ impl Replica {
     /// otherwise. A leader cut off from the other voters cannot commit: after
     /// `LEADER_WAIT` the change fails (it may still be committed if the cut heals before
     /// another leader overwrites it, like any request whose answer was lost).
-    pub async fn propose_here(&self, p: Proposal) -> Answer<Reply> {
+    /// `size` is the proposal's encoded size.
+    pub async fn propose_here(&self, p: Proposal, size: usize) -> Answer<Reply> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.batches.send((p, tx)).is_err() {
+        if self.batches.send((p, size, tx)).is_err() {
             return Answer::Failed("the catalog's proposal queue stopped".into());
         }
         rx.await
@@ -468,7 +505,15 @@ impl Replica {
 
     async fn propose(&self, p: Proposal) -> Reply {
         let body = postcard::to_stdvec(&p).expect("proposals serialize");
-        let here = || self.propose_here(p.clone());
+        let size = body.len();
+        if size > self.max_message_bytes / 2 {
+            return Err(CatalogError::Invalid(format!(
+                "this change is {size} bytes, more than the {} a change may have in a cluster's log; \
+                 split it (for an object: larger chunks or fewer parts)",
+                self.max_message_bytes / 2
+            )));
+        }
+        let here = || self.propose_here(p.clone(), size);
         self.at_leader("catalog change", network::PROPOSE, body, here)
             .await?
     }

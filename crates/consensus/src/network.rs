@@ -13,7 +13,8 @@ use axum::routing::post;
 use axum::{Extension, Router};
 use cluster::rpc::Peer;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -36,12 +37,14 @@ pub const READ_INDEX: &str = "/v1/raft/read-index";
 /// Opens connections to other voters.
 pub struct Network {
     pub(crate) client: cluster::Client,
+    pub(crate) max_message_bytes: usize,
 }
 
 pub struct Connection {
     client: cluster::Client,
     target: NodeId,
     addr: String,
+    max_message_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -52,6 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self.client.clone(),
             target,
             addr: node.addr.clone(),
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }
@@ -87,6 +91,16 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // An append the receiver would refuse is split instead (openraft retries at
+        // once with the hinted number of entries); a lone entry always fits, as entries
+        // are bounded when they are made (`run_batches`, `Replica::propose`).
+        let size = postcard::serialize_with_flavor(&rpc, postcard::ser_flavors::Size::default())
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let n = rpc.entries.len();
+        if size > self.max_message_bytes && n > 1 {
+            let fits = (n as u128 * self.max_message_bytes as u128 / size as u128) as u64;
+            return Err(PayloadTooLarge::new_entries_hint(fits.max(1)).into());
+        }
         self.send(APPEND, &rpc, option.hard_ttl()).await
     }
 
@@ -127,14 +141,33 @@ struct RouteState {
 
 /// The receiving side of the Raft messages, merged into the node-to-node router.
 pub fn routes(replica: Arc<Replica>, authorize: Authorize) -> Router {
+    let limit = replica.max_message_bytes;
+    let state = RouteState { replica, authorize };
     Router::new()
         .route(APPEND, post(append))
         .route(VOTE, post(vote))
         .route(SNAPSHOT, post(snapshot))
         .route(PROPOSE, post(propose))
         .route(READ_INDEX, post(read_index))
-        .layer(DefaultBodyLimit::max(256 << 20))
-        .with_state(RouteState { replica, authorize })
+        // The sender is checked before its body is read or decoded.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_member,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn require_member(
+    State(s): State<RouteState>,
+    Extension(peer): Extension<Peer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match (s.authorize)(&peer.id) {
+        Ok(()) => next.run(req).await,
+        Err(m) => refuse(StatusCode::FORBIDDEN, m),
+    }
 }
 
 fn refuse(code: StatusCode, msg: String) -> Response {
@@ -142,8 +175,7 @@ fn refuse(code: StatusCode, msg: String) -> Response {
     (code, msg).into_response()
 }
 
-fn decode<T: DeserializeOwned>(s: &RouteState, peer: &Peer, body: &[u8]) -> Result<T, Response> {
-    (s.authorize)(&peer.id).map_err(|m| refuse(StatusCode::FORBIDDEN, m))?;
+fn decode<T: DeserializeOwned>(peer: &Peer, body: &[u8]) -> Result<T, Response> {
     postcard::from_bytes(body).map_err(|e| {
         refuse(
             StatusCode::BAD_REQUEST,
@@ -164,11 +196,38 @@ async fn append(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode(&s, &peer, &body) {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&peer, &body) {
         Ok(r) => r,
         Err(r) => return r,
     };
+    if let Err(m) = well_formed_append(&req) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("malformed Raft append from {}: {m}", peer.id),
+        );
+    }
     encode(&s.replica.raft.append_entries(req).await)
+}
+
+/// What openraft takes for granted of an append (it asserts it, or trusts it): it
+/// comes from a leader (its vote is committed), its entries follow `prev_log_id` one
+/// index after another, and none is from a later leader than the sender. A member's
+/// damaged or forged message that breaks this is refused before it reaches Raft.
+fn well_formed_append(req: &AppendEntriesRequest<TypeConfig>) -> Result<(), String> {
+    if !req.vote.is_committed() {
+        return Err(format!("its vote {} is not a leader's", req.vote));
+    }
+    let mut next = req.prev_log_id.map_or(0, |l| l.index + 1);
+    for e in &req.entries {
+        if e.log_id.index != next {
+            return Err(format!("entry {} where {next} was due", e.log_id.index));
+        }
+        if e.log_id.leader_id > req.vote.leader_id {
+            return Err(format!("entry {} from a later leader than the sender", e.log_id));
+        }
+        next += 1;
+    }
+    Ok(())
 }
 
 async fn vote(
@@ -176,7 +235,7 @@ async fn vote(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let req: VoteRequest<NodeId> = match decode(&s, &peer, &body) {
+    let req: VoteRequest<NodeId> = match decode(&peer, &body) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -188,10 +247,16 @@ async fn snapshot(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let req: InstallSnapshotRequest<TypeConfig> = match decode(&s, &peer, &body) {
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&peer, &body) {
         Ok(r) => r,
         Err(r) => return r,
     };
+    if !req.vote.is_committed() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("malformed Raft snapshot from {}: its vote is not a leader's", peer.id),
+        );
+    }
     encode(&s.replica.raft.install_snapshot(req).await)
 }
 
@@ -200,11 +265,11 @@ async fn propose(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let p: catalog::Proposal = match decode(&s, &peer, &body) {
+    let p: catalog::Proposal = match decode(&peer, &body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    encode(&s.replica.propose_here(p).await)
+    encode(&s.replica.propose_here(p, body.len()).await)
 }
 
 async fn read_index(
@@ -212,7 +277,7 @@ async fn read_index(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = decode::<()>(&s, &peer, &body) {
+    if let Err(r) = decode::<()>(&peer, &body) {
         return r;
     }
     encode(&s.replica.read_index_here().await)

@@ -38,6 +38,11 @@ fn authorize() -> Authorize {
 }
 
 async fn node(seed: u8, site: &str) -> Node {
+    node_with_limit(seed, site, consensus::MAX_MESSAGE_BYTES).await
+}
+
+/// A node whose Raft messages may be at most `max_message_bytes`.
+async fn node_with_limit(seed: u8, site: &str, max_message_bytes: usize) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let key = NodeKey::from_seed([seed; 32]);
     let tls = NodeTls::new(&secret(), &key).unwrap();
@@ -54,6 +59,7 @@ async fn node(seed: u8, site: &str) -> Node {
         },
         catalog: catalog.clone(),
         client: cluster::Client::new(&tls).unwrap(),
+        max_message_bytes,
     })
     .await
     .unwrap();
@@ -250,6 +256,85 @@ async fn writes_anywhere_read_everywhere_and_survive_the_leader() {
     assert!(d.replica.raft.metrics().borrow().snapshot.is_some());
 }
 
+/// Messages are bounded: changes that together pass the message limit are spread over
+/// entries and appends (a late joiner catches up on a log far larger than one message),
+/// and a single change too large to ever replicate is refused with a clear error
+/// instead of stopping the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_changes_are_spread_over_messages_and_an_oversized_one_is_refused() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const LIMIT: usize = 256 << 10;
+    let a = node_with_limit(7, "s1", LIMIT).await;
+    let b = node_with_limit(8, "s2", LIMIT).await;
+    a.replica.initialize_alone().await.unwrap();
+    wait_for_leader(&[&a]).await;
+    a.replica
+        .add_member(b.replica.me.clone(), true)
+        .await
+        .unwrap();
+    b.catalog.create_bucket(bucket("big")).await.unwrap();
+    // 24 changes of ~60 KB each at once, through both nodes: ~1.4 MB, five messages' worth.
+    let big = |i: usize| {
+        let mut v = version(&format!("e{i}"));
+        v.meta.insert("pad".into(), format!("{i:x}").repeat(60_000 / format!("{i:x}").len()));
+        v
+    };
+    let writes = (0..24).map(|i| {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let big = big(i);
+        async move {
+            n.catalog
+                .put_version("big", &format!("k{i}"), big, PutCondition::default())
+                .await
+        }
+    });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    // A late voter receives the whole log by appends (nothing is purged): they must be split.
+    let c = node_with_limit(9, "s3", LIMIT).await;
+    a.replica
+        .add_member(c.replica.me.clone(), true)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), c.catalog.read_barrier())
+        .await
+        .expect("the late voter catches up")
+        .unwrap();
+    for i in 0..24 {
+        let v = c
+            .catalog
+            .version("big", &format!("k{i}"), &VersionSel::Latest)
+            .unwrap();
+        assert_eq!(v.etag, format!("e{i}"));
+    }
+    // One change over half the limit is refused on any node, and the log goes on.
+    let mut huge = version("huge");
+    huge.meta.insert("pad".into(), "x".repeat(LIMIT / 2 + 1));
+    for n in [&a, &c] {
+        let err = n
+            .catalog
+            .put_version("big", "huge", huge.clone(), PutCondition::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, catalog::CatalogError::Invalid(m) if m.contains("cluster's log")),
+            "{err:?}"
+        );
+    }
+    c.catalog
+        .put_version("big", "after", version("after"), PutCondition::default())
+        .await
+        .unwrap();
+    for n in [&a, &b, &c] {
+        n.catalog.read_barrier().await.unwrap();
+        assert!(n.catalog.version("big", "huge", &VersionSel::Latest).is_err());
+    }
+    let (da, db, dc) = (dump(&a).await, dump(&b).await, dump(&c).await);
+    assert_eq!(da, db);
+    assert_eq!(da, dc);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leader_reads_under_its_lease_only_while_a_majority_hears_it() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -331,4 +416,113 @@ async fn a_non_member_cannot_vote_or_append() {
         .unwrap_err();
     assert!(err.to_string().contains("malformed"), "{err}");
     assert!(a.replica.is_leader());
+}
+
+/// One leader for the whole property test below, on a runtime of its own.
+fn hostile_target() -> &'static (tokio::runtime::Runtime, Node, cluster::Client) {
+    static TARGET: std::sync::OnceLock<(tokio::runtime::Runtime, Node, cluster::Client)> =
+        std::sync::OnceLock::new();
+    TARGET.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = rt.block_on(async {
+            let n = node(5, "s1").await;
+            n.replica.initialize_alone().await.unwrap();
+            wait_for_leader(&[&n]).await;
+            n.catalog.create_bucket(bucket("target")).await.unwrap();
+            n
+        });
+        // Seed 6 is a member by its certificate (not a voter): its messages reach the
+        // decoders and Raft itself.
+        let member =
+            cluster::Client::new(&NodeTls::new(&secret(), &NodeKey::from_seed([6; 32])).unwrap())
+                .unwrap();
+        (rt, n, member)
+    })
+}
+
+/// Well-formed messages a member could send, to be cut and flipped.
+fn raft_messages() -> Vec<(&'static str, Vec<u8>)> {
+    use consensus::network::{APPEND, PROPOSE, READ_INDEX, SNAPSHOT, VOTE};
+    let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1, 7), None);
+    let append = |vote| openraft::raft::AppendEntriesRequest::<consensus::TypeConfig> {
+        vote,
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let proposal = catalog::Proposal {
+        stamp: catalog::Stamp { at_ns: 1, nonce: 1 },
+        command: catalog::Command::CreateBucket {
+            bucket: bucket("fuzzed"),
+            actor: None,
+        },
+    };
+    vec![
+        (VOTE, postcard::to_stdvec(&vote).unwrap()),
+        (APPEND, postcard::to_stdvec(&append(openraft::Vote::new(1, 7))).unwrap()),
+        (APPEND, postcard::to_stdvec(&append(openraft::Vote::new_committed(1, 7))).unwrap()),
+        (PROPOSE, postcard::to_stdvec(&proposal).unwrap()),
+        (READ_INDEX, postcard::to_stdvec(&()).unwrap()),
+        (SNAPSHOT, vec![0; 16]),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Cut, flipped and random Raft messages from a member: never a panic, a refused
+    /// message changes no catalog, and the node still commits changes afterwards.
+    #[test]
+    fn hostile_raft_messages_are_refused_and_the_log_goes_on(
+        which in 0usize..6,
+        cut in proptest::option::of(0usize..64),
+        flips in proptest::collection::vec((0usize..64, 1u8..=255), 0..4),
+        noise in proptest::option::weighted(0.3, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)),
+    ) {
+        let (rt, n, member) = hostile_target();
+        rt.block_on(async {
+            let (path, mut body) = raft_messages().swap_remove(which);
+            if let Some(noise) = noise {
+                body = noise;
+            }
+            for (at, x) in flips {
+                if !body.is_empty() {
+                    let i = at % body.len();
+                    body[i] ^= x;
+                }
+            }
+            if let Some(c) = cut {
+                body.truncate(c);
+            }
+            let before = dump(n).await;
+            let answer = member
+                .call(&n.replica.me.addr, path, body, Duration::from_secs(20))
+                .await;
+            if let Err(e) = &answer {
+                let refused = matches!(e, cluster::RpcError::Refused { .. });
+                assert!(refused, "{path}: not a clean refusal: {e}");
+                assert_eq!(dump(n).await, before, "{path}: refused but the catalog changed");
+            }
+            // The log goes on: a change commits (a flipped vote may have cost an election).
+            let k = format!("after-{}", rand_suffix());
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                n.catalog.put_version("target", &k, version("ok"), PutCondition::default()),
+            )
+            .await
+            .expect("the node commits again")
+            .unwrap();
+        });
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }

@@ -813,6 +813,7 @@ async fn replicate_alone(a: &Archive, dir: &Path) -> anyhow::Result<()> {
         },
         catalog: a.catalog().clone(),
         client: cluster::Client::new(&tls)?,
+        max_message_bytes: consensus::MAX_MESSAGE_BYTES,
     })
     .await?;
     replica.initialize_alone().await?;
