@@ -117,8 +117,8 @@ def test_logins_permissions_and_snapshots(node, s3, tmp_path):
 
 
 def test_tls_for_s3_ftp_and_webdav(tmp_path):
-    """A node of its own with a certificate: S3 and WebDAV over HTTPS only, and FTP with
-    AUTH TLS required before any login."""
+    """A node of its own with a certificate: S3, WebDAV and the admin API over HTTPS only,
+    and FTP with AUTH TLS required before any login."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1",
@@ -150,6 +150,24 @@ def test_tls_for_s3_ftp_and_webdav(tmp_path):
         assert curl("--cacert", str(cert), "-u", f"{ACCESS}:{SECRET}", f"{https}/tls/s.txt").stdout == b"over tls"
         curl("-u", f"{ACCESS}:{SECRET}", f"{node.dav}/tls/s.txt", ok=False)
         assert curl("-k", f"{https}/tls/s.txt", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"401"
+        # The admin API answers HTTPS only; the CLI finds its URL and certificate in the
+        # data directory, or is given them.
+        admin_https = node.admin.replace("http://", "https://")
+        curl(f"{node.admin}/v1/status", ok=False)
+        assert (data / "admin.url").read_text().strip() == admin_https
+        from conftest import BIN
+
+        def cli(*args):
+            return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60)
+        p = cli("--data", str(data), "bucket", "list")
+        assert p.returncode == 0 and "tls" in p.stdout, p.stderr
+        p = cli("--data", str(data), "--admin", admin_https, "--admin-ca", str(cert), "bucket", "list")
+        assert p.returncode == 0 and "tls" in p.stdout, p.stderr
+        token = (data / "admin.token").read_text().strip()
+        p = cli("--data", str(tmp_path / "elsewhere"), "--token", token, "--admin", admin_https, "bucket", "list")
+        assert p.returncode != 0 and "--admin-ca" in p.stderr, p.stderr
+        p = cli("--data", str(data), "--admin", node.admin, "bucket", "list")  # plain HTTP to a TLS port
+        assert p.returncode != 0, p.stdout
     finally:
         node.stop()
 

@@ -104,8 +104,8 @@ def test_snapshots_and_bad_names(node, s3, tmp_path):
 
 
 def test_acknowledged_writes_outlive_a_failed_store_and_a_restart(tmp_path):
-    """A staged file that cannot be stored is kept, not dropped (COMMIT says so), and
-    bytes a WRITE acknowledged as stable survive a restart of the node."""
+    """A staged file that cannot be stored is kept, not dropped (COMMIT says so), sealed
+    on the node's disk, and bytes a WRITE acknowledged as stable survive a restart."""
     import re
     from conftest import Node, client
     data = tmp_path / "node"
@@ -136,6 +136,10 @@ def test_acknowledged_writes_outlive_a_failed_store_and_a_restart(tmp_path):
         time.sleep(3)  # an idle flush tries, and fails too
         assert "Contents" not in client(node.endpoint).list_objects_v2(Bucket="nfs-durable")
         assert "stor" in (data / "serve.log").read_text()
+        # the staged bytes wait sealed: no run of the payload is on the node's disk
+        staged = b"".join(p.read_bytes() for p in (data / "nfs-staging").iterdir())
+        assert len(staged) > len(payload)
+        assert all(payload[i:i + 32] not in staged for i in range(0, len(payload) - 32, 4096))
         node.proc.kill()  # no clean shutdown
         node.proc.wait()
     except BaseException:

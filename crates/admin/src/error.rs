@@ -41,7 +41,7 @@ impl IntoResponse for ApiError {
             A::Catalog(C::ChunkVanished) => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
             A::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             A::BadDigest => (StatusCode::BAD_REQUEST, "BadDigest"),
-            A::TooManyChunks { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "EntityTooLarge"),
+            A::TooManyChunks { .. } | A::ObjectTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "EntityTooLarge"),
             A::InvalidRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange"),
             A::Body(_) => (StatusCode::BAD_REQUEST, "IncompleteBody"),
             A::DataLoss { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "DataLoss"),

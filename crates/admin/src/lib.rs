@@ -26,6 +26,11 @@ pub use error::ApiError;
 
 /// The token file inside the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
+/// Where a running node says, inside its data directory, at which URL its admin API
+/// answers (`https://` with TLS), so that the CLI finds it without `--admin`.
+pub const URL_FILE: &str = "admin.url";
+/// The certificate (chain) the admin API serves with TLS, for the CLI to trust.
+pub const CERT_FILE: &str = "admin-cert.pem";
 
 #[derive(Clone)]
 pub struct AdminState {

@@ -37,6 +37,11 @@ pub enum ArchiveError {
          store it with larger chunks (the bucket's chunk size) or as several objects"
     )]
     TooManyChunks { max: usize },
+    #[error(
+        "the body passed {max} bytes, the most allowed here (the node's --max-object-size; \
+         over S3, 5 GiB per PUT or part: use a multipart upload)"
+    )]
+    ObjectTooLarge { max: u64 },
     #[error("bucket key cannot be unwrapped: {0} (is this the right master key?)")]
     Key(String),
 }

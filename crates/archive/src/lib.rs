@@ -78,6 +78,9 @@ pub struct ArchiveConfig {
     /// one Raft entry (~72 bytes a chunk), which must stay well under the 256 MiB
     /// node-to-node message limit. 1,000,000 is 1 TB at the default 1 MiB chunks.
     pub max_chunks_per_object: usize,
+    /// The largest object any gateway may store, checked while the body streams (an
+    /// FTP STOR, a chunked WebDAV or S3 PUT has no length up front). Default: S3's 5 TiB.
+    pub max_object_bytes: u64,
     pub segment_bytes: u64,
     pub min_part_size: u64,
     /// Keep the audit log (see `catalog::CatalogOptions::audit_log`); benchmarks only.
@@ -98,6 +101,7 @@ impl ArchiveConfig {
             history_retention: Duration::from_secs(30 * 24 * 3600),
             pipeline_bytes: 16 << 20,
             max_chunks_per_object: 1_000_000,
+            max_object_bytes: 5 << 40,
             segment_bytes: 1 << 30,
             min_part_size: 5 << 20,
             audit_log: true,
@@ -265,6 +269,13 @@ impl Archive {
 
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
         Ok(self.inner.catalog.bucket(name)?)
+    }
+
+    /// A key for `purpose` derived from the master key (BLAKE3's key derivation), for
+    /// what a gateway keeps on the node's disk between requests (NFS staging). Never a
+    /// bucket's data key.
+    pub fn local_key(&self, purpose: &str) -> [u8; 32] {
+        blake3::derive_key(purpose, self.inner.cfg.master_key.as_bytes())
     }
 
     pub fn buckets(&self) -> Result<Vec<Bucket>> {

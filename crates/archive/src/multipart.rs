@@ -10,6 +10,10 @@ use crate::{Archive, ArchiveError, PutOptions, Result, validate_key};
 /// S3 allows part numbers 1 to 10,000.
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
+/// S3 allows parts of up to 5 GiB; a longer part body (sent without a length) is
+/// refused as it streams.
+pub const MAX_PART_BYTES: u64 = 5 << 30;
+
 impl Archive {
     pub async fn create_multipart(
         &self,
@@ -58,7 +62,7 @@ impl Archive {
         let up = self.upload(bucket, key, upload_id)?;
         let b = self.bucket(&up.bucket)?;
         let dk = self.inner.keys.data_key(&b)?;
-        let ing = self.ingest(&b, &dk, body, false).await?;
+        let ing = self.ingest(&b, &dk, body, false, Some(MAX_PART_BYTES)).await?;
         if content_md5.is_some_and(|want| want != ing.md5) {
             return Err(ArchiveError::BadDigest);
         }
@@ -103,14 +107,19 @@ impl Archive {
         let up = self.upload(bucket, key, upload_id)?;
         let policy = self.bucket(&up.bucket)?.policy;
         let stored = self.inner.catalog.parts(upload_id)?;
-        let chunks: usize = parts
-            .iter()
-            .filter_map(|(n, _)| stored.iter().find(|p| p.number == *n))
-            .map(|p| p.body.chunk_refs().len())
-            .sum();
+        let chosen = || {
+            parts
+                .iter()
+                .filter_map(|(n, _)| stored.iter().find(|p| p.number == *n))
+        };
+        let chunks: usize = chosen().map(|p| p.body.chunk_refs().len()).sum();
         let max = self.inner.cfg.max_chunks_per_object;
         if chunks > max {
             return Err(ArchiveError::TooManyChunks { max });
+        }
+        let max = self.inner.cfg.max_object_bytes;
+        if chosen().map(|p| p.size).sum::<u64>() > max {
+            return Err(ArchiveError::ObjectTooLarge { max });
         }
         Ok(self
             .inner

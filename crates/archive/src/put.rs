@@ -26,6 +26,9 @@ pub struct PutOptions {
     pub late_meta: Option<LateMeta>,
     /// The access key that makes this write, for the audit log.
     pub actor: Option<String>,
+    /// A gateway's own size limit for this write (S3: 5 GiB for one PUT), checked as
+    /// the body streams like the node's `max_object_bytes`.
+    pub max_size: Option<u64>,
 }
 
 /// Filled by whoever reads the body alongside the archive; read once, at commit.
@@ -101,12 +104,15 @@ impl Archive {
 
     /// Reads a body to its end, storing chunks as they fill. `allow_inline` keeps small
     /// bodies in the catalog (not for multipart parts, whose chunks are concatenated).
+    /// A body longer than `max_size` (or the node's `max_object_bytes`) is refused as
+    /// soon as it passes it.
     pub(crate) async fn ingest<S>(
         &self,
         b: &Bucket,
         key: &DataKey,
         mut body: S,
         allow_inline: bool,
+        max_size: Option<u64>,
     ) -> Result<Ingested>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
@@ -121,12 +127,19 @@ impl Archive {
         let (mut refs, mut fresh) = (Vec::new(), Vec::new());
         let hold = std::sync::Arc::new(self.inner.store.uploading().hold());
         let mut chunked = false;
+        let max_size = max_size.map_or(self.inner.cfg.max_object_bytes, |m| {
+            m.min(self.inner.cfg.max_object_bytes)
+        });
         loop {
             while !eof && buf.len() < params.max {
                 match body.next().await {
                     Some(Ok(piece)) => {
-                        md5.update(piece.clone()).await;
                         size += piece.len() as u64;
+                        if size > max_size {
+                            // What was stored so far becomes orphans for GC.
+                            return Err(ArchiveError::ObjectTooLarge { max: max_size });
+                        }
+                        md5.update(piece.clone()).await;
                         buf.extend_from_slice(&piece);
                     }
                     Some(Err(e)) => return Err(ArchiveError::Body(e)),
@@ -233,7 +246,7 @@ impl Archive {
         validate_key(key)?;
         let b = self.bucket(bucket)?;
         let dk = self.inner.keys.data_key(&b)?;
-        let ing = self.ingest(&b, &dk, body, true).await?;
+        let ing = self.ingest(&b, &dk, body, true, opts.max_size).await?;
         if opts.content_md5.is_some_and(|want| want != ing.md5) {
             // Nothing is committed; the chunks just written become orphans for GC.
             return Err(ArchiveError::BadDigest);

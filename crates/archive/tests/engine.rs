@@ -764,6 +764,66 @@ async fn an_object_with_too_many_chunks_is_refused_clearly() {
     assert_eq!(a.get_bytes("capped", "small", &VersionSel::Latest).await.unwrap(), small);
 }
 
+/// A body is refused as soon as it passes the node's size limit or the gateway's own
+/// (a stream has no length up front), and a multipart upload whose parts together pass
+/// it is refused at completion; nothing becomes visible.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_over_the_size_limit_is_refused_while_it_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.max_object_bytes = 1 << 20;
+    cfg.min_part_size = 1024;
+    let a = Archive::open(cfg).unwrap();
+    a.create_bucket("sized", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    // An endless body: only the limit ends it.
+    let endless = futures::stream::repeat_with(|| Ok(Bytes::from(vec![7u8; 64 << 10])));
+    let err = a
+        .put("sized", "endless", Box::pin(endless), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::ObjectTooLarge { max } if max == 1 << 20), "{err}");
+    assert!(err.to_string().contains("--max-object-size"), "{err}");
+    let opts = PutOptions {
+        max_size: Some(100_000),
+        ..Default::default()
+    };
+    let err = a
+        .put_bytes("sized", "over-gateway", Bytes::from(vec![1u8; 100_001]), opts.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::ObjectTooLarge { max: 100_000 }), "{err}");
+    a.put_bytes("sized", "at-limit", Bytes::from(vec![2u8; 100_000]), opts)
+        .await
+        .unwrap();
+    let up = a
+        .create_multipart("sized", "mp", PutOptions::default())
+        .await
+        .unwrap();
+    let mut list = Vec::new();
+    for n in 1..=3u32 {
+        let body = futures::stream::iter([Ok(Bytes::from(pseudo_random(n as u64, 400_000)))]);
+        let p = a
+            .upload_part("sized", "mp", &up.upload_id, n, body, None)
+            .await
+            .unwrap();
+        list.push((n, p.etag));
+    }
+    let err = a
+        .complete_multipart("sized", "mp", &up.upload_id, list, Default::default(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::ObjectTooLarge { .. }), "{err}");
+    for key in ["endless", "over-gateway", "mp"] {
+        assert!(a.head("sized", key, &VersionSel::Latest).is_err(), "{key}");
+    }
+    assert_eq!(
+        a.get_bytes("sized", "at-limit", &VersionSel::Latest).await.unwrap(),
+        vec![2u8; 100_000]
+    );
+}
+
 /// The auditor as `serve` ticks it publishes whole tiles only while a tile boundary was
 /// crossed (no partial level-0 tile or bundle to delete a second later), everything
 /// otherwise; a checkpoint request publishes everything at once.

@@ -312,7 +312,7 @@ impl Client {
 }
 
 /// The error with its causes: a TLS refusal hides under "error sending request".
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -58,11 +58,29 @@ pub fn router(state: RpcState) -> Router {
             "/v1/shards/{disk}/{chunk}/{index}",
             put(put_shard).get(get_shard).delete(delete_shard),
         )
-        .route("/v1/join", post(join))
         .route("/v1/repair", post(request_repair))
         .route("/v1/layout", put(push_layout).get(get_layout))
+        // Membership is checked before anything else looks at a request (its path,
+        // headers or body): a node that is no member learns nothing but 403.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_member,
+        ))
+        .route("/v1/join", post(join))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(state)
+}
+
+async fn require_member(
+    State(state): State<RpcState>,
+    Extension(peer): Extension<Peer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match member(&state, &peer) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 /// Local disk health: shard counts and free space, as heartbeats report it.
@@ -100,9 +118,7 @@ pub fn fs_space(path: &std::path::Path) -> (u64, u64) {
 
 async fn health(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
 ) -> Result<Json<NodeHealth>, Refusal> {
-    member(&state, &peer)?;
     let store = state.store.clone();
     let disks = tokio::task::spawn_blocking(move || local_disks(&store))
         .await
@@ -137,12 +153,10 @@ fn disks_named(state: &RpcState, disk: &str) -> Result<Vec<usize>, Refusal> {
 
 async fn put_shard(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
     Path((disk, chunk, index)): Path<(String, String, u8)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    member(&state, &peer)?;
     let key = shard_key(&chunk, index)?;
     let disks = disks_named(&state, &disk)?;
     let [d] = disks[..] else {
@@ -182,10 +196,8 @@ async fn put_shard(
 
 async fn get_shard(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
     Path((disk, chunk, index)): Path<(String, String, u8)>,
 ) -> Result<Response, Refusal> {
-    member(&state, &peer)?;
     let key = shard_key(&chunk, index)?;
     let disks = disks_named(&state, &disk)?;
     let store = state.store.clone();
@@ -214,10 +226,8 @@ async fn get_shard(
 
 async fn delete_shard(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
     Path((disk, chunk, index)): Path<(String, String, u8)>,
 ) -> Result<StatusCode, Refusal> {
-    member(&state, &peer)?;
     let key = shard_key(&chunk, index)?;
     for d in disks_named(&state, &disk)? {
         state
@@ -232,9 +242,7 @@ async fn delete_shard(
 
 async fn list_shards(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
 ) -> Result<Json<Vec<(u32, ShardEntry)>>, Refusal> {
-    member(&state, &peer)?;
     let store = state.store.clone();
     let all = tokio::task::spawn_blocking(move || {
         let mut v = Vec::new();
@@ -254,9 +262,7 @@ async fn list_shards(
 /// the leader spares their shards.
 async fn uploading(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
 ) -> Result<Json<Vec<String>>, Refusal> {
-    member(&state, &peer)?;
     let ids = state.store.uploading().list();
     Ok(Json(ids.iter().map(|id| codec::hex(id)).collect()))
 }
@@ -283,7 +289,6 @@ async fn request_repair(
     State(state): State<RpcState>,
     Extension(peer): Extension<Peer>,
 ) -> Result<StatusCode, Refusal> {
-    member(&state, &peer)?;
     tracing::info!(node = %peer.id, "repair requested");
     state.membership.request_repair();
     Ok(StatusCode::NO_CONTENT)
@@ -294,7 +299,6 @@ async fn push_layout(
     Extension(peer): Extension<Peer>,
     Json(layout): Json<Layout>,
 ) -> Result<StatusCode, Refusal> {
-    member(&state, &peer)?;
     state
         .membership
         .accept_layout(&peer.id, layout)
@@ -304,9 +308,7 @@ async fn push_layout(
 
 async fn get_layout(
     State(state): State<RpcState>,
-    Extension(peer): Extension<Peer>,
 ) -> Result<Json<Layout>, Refusal> {
-    member(&state, &peer)?;
     Ok(Json((*state.membership.layout()).clone()))
 }
 

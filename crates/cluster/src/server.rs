@@ -3,7 +3,9 @@
 //! every listener must survive and nothing else (it never looks inside requests):
 //! - accept errors (EMFILE, a reset before accept) pass; ending the loop would take a
 //!   gateway, or the node's cluster links, down for good;
-//! - a cap on open connections per listener, so a flood cannot take every descriptor;
+//! - a cap on open connections per listener, so a flood cannot take every descriptor,
+//!   and a lower one per client address, so one flooding host cannot take them all
+//!   (`Admission`);
 //! - a client that never finishes its TLS handshake, or a request's headers, or sits on
 //!   an idle keep-alive connection, is cut off after a timeout.
 
@@ -53,7 +55,7 @@ pub fn serve(
     let Listener { what, tcp, tls } = listener;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let route = Arc::new(route);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new(MAX_CONNECTIONS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::spawn(async move {
         loop {
@@ -68,15 +70,14 @@ pub fn serve(
                 },
                 _ = stop.changed() => break,
             };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::warn!("{what}: {MAX_CONNECTIONS} connections open; refused {addr}");
+            let Some(admitted) = admission.admit(what, addr) else {
                 continue;
             };
             // No Nagle delay: small responses would otherwise wait ~40 ms for an ACK.
             let _ = stream.set_nodelay(true);
             let (acceptor, route, watcher) = (acceptor.clone(), route.clone(), graceful.watcher());
             tokio::spawn(async move {
-                let _permit = permit;
+                let _admitted = admitted;
                 match acceptor {
                     None => {
                         let Some(app) = route(None, addr) else { return };
@@ -119,6 +120,75 @@ pub fn serve(
     })
 }
 
+/// Which connections a listener takes: at most `max` at once, and at most a quarter of
+/// that from one client address, so one flooding host (or NAT) cannot lock the others
+/// out. Shared by every accept loop of the node (HTTP here, FTP).
+#[derive(Clone)]
+pub struct Admission {
+    max: usize,
+    open: Arc<std::sync::Mutex<Open>>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One admitted connection, counted until dropped.
+pub struct Admitted {
+    open: Arc<std::sync::Mutex<Open>>,
+    ip: std::net::IpAddr,
+}
+
+impl Admission {
+    pub fn new(max: usize) -> Self {
+        Admission {
+            max,
+            open: Default::default(),
+        }
+    }
+
+    /// Most connections from one address.
+    pub fn max_per_address(&self) -> usize {
+        (self.max / 4).max(1)
+    }
+
+    /// Admits a connection from `addr`, or logs why not (`what` names the listener).
+    pub fn admit(&self, what: &str, addr: SocketAddr) -> Option<Admitted> {
+        let ip = addr.ip();
+        let mut open = self.open.lock().expect("connection counts");
+        if open.total >= self.max {
+            tracing::warn!("{what}: {} connections open; refused {addr}", self.max);
+            return None;
+        }
+        let from = open.by_address.get(&ip).copied().unwrap_or(0);
+        if from >= self.max_per_address() {
+            tracing::warn!("{what}: {from} connections open from {ip}; refused another");
+            return None;
+        }
+        open.total += 1;
+        open.by_address.insert(ip, from + 1);
+        Some(Admitted {
+            open: self.open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("connection counts");
+        open.total -= 1;
+        if let Some(n) = open.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn serve_connection<IO>(
     what: &str,
     addr: SocketAddr,
@@ -135,5 +205,25 @@ async fn serve_connection<IO>(
         .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!("{what} connection from {addr}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_a_quarter_and_the_others_still_get_in() {
+        let a = Admission::new(8);
+        let flood: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        let held: Vec<_> = (0..2).map(|_| a.admit("t", flood).unwrap()).collect();
+        assert!(a.admit("t", flood).is_none(), "past its share");
+        let others: Vec<_> = (1..=6)
+            .map(|i| a.admit("t", format!("127.0.1.{i}:1").parse().unwrap()).unwrap())
+            .collect();
+        assert!(a.admit("t", "127.0.2.1:1".parse().unwrap()).is_none(), "past the total");
+        drop(held);
+        assert!(a.admit("t", flood).is_some(), "closed connections free their share");
+        drop(others);
     }
 }

@@ -31,6 +31,7 @@ pub(crate) fn map_err(e: files::FsError) -> FsError {
         F::Exists | F::NotEmpty => FsError::Exists,
         F::Denied | F::ReadOnly | F::IsADirectory | F::Invalid(_) => FsError::Forbidden,
         F::NameTooLong => FsError::PathTooLong,
+        F::TooLarge(_) => FsError::TooLarge,
         F::Aborted => FsError::GeneralFailure,
         F::Storage(m) => {
             tracing::warn!("webdav: {m}");

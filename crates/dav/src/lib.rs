@@ -80,8 +80,82 @@ async fn handle(State(g): State<Gateway>, req: Request) -> Response {
     if let Err(e) = session.catch_up().await {
         return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
     }
+    let req = match checked_xml_body(req).await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
     g.dav
         .handle_guarded(req, user, session)
         .await
         .map(axum::body::Body::new)
+}
+
+/// The most bytes of an XML request body (PROPFIND, PROPPATCH, LOCK): dav-server's own
+/// limit, checked here first.
+const MAX_XML_BODY: usize = 64 << 10;
+/// The deepest nesting of elements a request body may have. Real clients send 4-6
+/// levels; dav-server's XML parser recurses per level, and 20,000 levels in 64 KiB
+/// overflow a thread's stack, which aborts the whole node.
+const MAX_XML_DEPTH: usize = 64;
+
+/// Every body but a PUT's is XML for dav-server to parse: read it (bounded) and refuse
+/// one nested too deeply before the parser sees it.
+async fn checked_xml_body(req: Request) -> Result<Request, Response> {
+    if req.method() == http::Method::PUT {
+        return Ok(req); // streamed into the archive, never parsed
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_XML_BODY).await.map_err(|_| {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a WebDAV request body may have at most {MAX_XML_BODY} bytes\n"),
+        )
+            .into_response()
+    })?;
+    if xml_depth(&bytes) > MAX_XML_DEPTH {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("the request's XML nests deeper than {MAX_XML_DEPTH} elements\n"),
+        )
+            .into_response());
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// The deepest element nesting in `xml`, counted from its tags without parsing it
+/// (comments, declarations and CDATA open no element).
+fn xml_depth(xml: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut i = 0;
+    while let Some(at) = xml[i..].iter().position(|&c| c == b'<') {
+        let start = i + at;
+        let close: &[u8] = if xml[start..].starts_with(b"<!--") { b"-->" } else { b">" };
+        let end = xml[start..]
+            .windows(close.len())
+            .position(|w| w == close)
+            .map_or(xml.len(), |e| start + e + close.len() - 1);
+        let tag = &xml[start + 1..end];
+        match tag.first() {
+            Some(b'/') => depth = depth.saturating_sub(1),
+            Some(b'?' | b'!') | None => {}
+            Some(_) if tag.ends_with(b"/") => {}
+            Some(_) => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+        }
+        i = (end + 1).min(xml.len());
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xml_depth_counts_open_elements() {
+        assert_eq!(super::xml_depth(b"<?xml version=\"1.0\"?><a><b/><c><d>x</d></c></a>"), 3);
+        assert_eq!(super::xml_depth(b"<!-- <x><y> --><a>"), 1);
+        assert_eq!(super::xml_depth(&b"<p>".repeat(1000)), 1000);
+        assert_eq!(super::xml_depth(b""), 0);
+    }
 }

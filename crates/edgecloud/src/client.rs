@@ -1,6 +1,6 @@
 //! The admin API client the CLI commands use.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -12,10 +12,38 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(admin: Option<String>, token: Option<String>, data: &Path) -> anyhow::Result<Self> {
-        let base = admin.unwrap_or_else(|| "http://127.0.0.1:9410".into());
+    /// `admin` defaults to what the node wrote to DATA/admin.url, `ca` (for https) to
+    /// DATA/admin-cert.pem.
+    pub fn new(
+        admin: Option<String>,
+        ca: Option<PathBuf>,
+        token: Option<String>,
+        data: &Path,
+    ) -> anyhow::Result<Self> {
+        let base = admin
+            .or_else(|| {
+                let url = std::fs::read_to_string(data.join(admin::URL_FILE)).ok()?;
+                Some(url.trim().to_string())
+            })
+            .unwrap_or_else(|| "http://127.0.0.1:9410".into());
         let base = Url::parse(&base)
             .with_context(|| format!("--admin {base:?} is not a URL like http://127.0.0.1:9410"))?;
+        let http = match base.scheme() {
+            "https" => {
+                let ca = ca.unwrap_or_else(|| data.join(admin::CERT_FILE));
+                if !ca.is_file() {
+                    bail!(
+                        "the admin API at {base} speaks TLS: give --admin-ca with its certificate \
+                         (DATA/{} on the node), or --data with the node's data directory",
+                        admin::CERT_FILE
+                    );
+                }
+                reqwest::Client::builder()
+                    .tls_backend_preconfigured(crate::tls::admin_client_config(&ca)?)
+                    .build()?
+            }
+            _ => reqwest::Client::new(),
+        };
         let token = match token {
             Some(t) => t,
             None => {
@@ -33,7 +61,7 @@ impl Client {
             }
         };
         Ok(Client {
-            http: reqwest::Client::new(),
+            http,
             base,
             token,
         })
@@ -53,13 +81,13 @@ impl Client {
     /// Sends and turns failures into messages that say what to do.
     pub async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
         let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
+            if e.is_connect() && !cluster::client::error_chain(&e).contains("certificate") {
                 anyhow::anyhow!(
                     "no edgecloud node answers at {}: start one with `edgecloud serve`, or point --admin at a running node",
                     self.base
                 )
             } else {
-                anyhow::anyhow!("request to {} failed: {e}", self.base)
+                anyhow::anyhow!("request to {} failed: {}", self.base, cluster::client::error_chain(&e))
             }
         })?;
         if resp.status().is_success() {
@@ -85,3 +113,4 @@ impl Client {
             .context("the node sent a reply this CLI cannot read")
     }
 }
+

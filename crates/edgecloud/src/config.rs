@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub public_ledger: Option<bool>,
     pub gc_grace: Option<String>,
     pub history: Option<String>,
+    pub max_object_size: Option<String>,
+    pub admin_ca: Option<PathBuf>,
     pub bind: Option<String>,
     pub rpc_listen: Option<String>,
     pub site: Option<String>,
@@ -56,7 +58,7 @@ impl FileConfig {
     }
 }
 
-/// Parses sizes like `4096`, `64KiB`, `1MiB`, `2GiB` (KB/MB/GB are read as powers of 1024 too).
+/// Parses sizes like `4096`, `64KiB`, `1MiB`, `2GiB`, `5TiB` (KB/MB/GB/TB are read as powers of 1024 too).
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -69,9 +71,11 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        u => anyhow::bail!("unknown size unit {u:?} in {s:?}: use B, KiB, MiB or GiB"),
+        "t" | "tb" | "tib" => 1 << 40,
+        u => anyhow::bail!("unknown size unit {u:?} in {s:?}: use B, KiB, MiB, GiB or TiB"),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .with_context(|| format!("{s:?} is too large a size"))
 }
 
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {

@@ -66,9 +66,14 @@ pub struct Cli {
     /// Data directory of the node (catalog, admin token, master key) [default: ./edgecloud-data]
     #[arg(long, global = true, env = "EDGECLOUD_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Admin API URL of the node client commands talk to [default: http://127.0.0.1:9410]
+    /// Admin API URL of the node client commands talk to [default: the URL a running
+    /// node wrote to DATA/admin.url, else http://127.0.0.1:9410]
     #[arg(long, global = true, env = "EDGECLOUD_ADMIN", value_name = "URL")]
     pub admin: Option<String>,
+    /// Certificate (PEM) to trust for an https:// admin API: the node's, or the
+    /// authority that signed it [default: DATA/admin-cert.pem, written by the node]
+    #[arg(long, global = true, env = "EDGECLOUD_ADMIN_CA", value_name = "FILE")]
+    pub admin_ca: Option<PathBuf>,
     /// Admin token [default: read from DATA/admin.token]
     #[arg(
         long,
@@ -153,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = || {
         client::Client::new(
             cli.admin.clone().or(file.admin.clone()),
+            cli.admin_ca.clone().or(file.admin_ca.clone()),
             cli.token.clone(),
             &data,
         )

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Unreferenced data is deleted only after this long [default: 1h]
     #[arg(long, env = "EDGECLOUD_GC_GRACE", value_name = "DURATION")]
     pub gc_grace: Option<String>,
+    /// The largest object any gateway may store (checked while it streams: FTP, NFS and
+    /// chunked uploads send no length up front) [default: 5TiB]
+    #[arg(long, env = "EDGECLOUD_MAX_OBJECT_SIZE", value_name = "SIZE")]
+    pub max_object_size: Option<String>,
     /// How long overwritten data of unversioned buckets stays readable as-of [default: 30d]
     #[arg(long, env = "EDGECLOUD_HISTORY", value_name = "DURATION")]
     pub history: Option<String>,
@@ -436,6 +440,9 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     if let Some(s) = args.gc_grace.or(file.gc_grace.clone()) {
         cfg.gc_grace = parse_duration(&s)?;
     }
+    if let Some(s) = args.max_object_size.or(file.max_object_size.clone()) {
+        cfg.max_object_bytes = parse_size(&s)?;
+    }
     if let Some(s) = args.history.or(file.history.clone()) {
         cfg.history_retention = parse_duration(&s)?;
     }
@@ -460,6 +467,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         },
         catalog: archive.catalog().clone(),
         client: client.clone(),
+        max_message_bytes: consensus::MAX_MESSAGE_BYTES,
     })
     .await?;
     let authorize: consensus::network::Authorize = {
@@ -529,13 +537,22 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| {
         format!("cannot listen on {listen}: is another edgecloud running? Choose another address with --admin-listen")
     })?;
+    // One certificate for every TLS listener of the gateways and the admin API.
+    let gateway_tls = match &ftp.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
+    let admin_url = crate::tls::publish_admin_url(
+        &data,
+        listener.local_addr()?,
+        ftp.tls.as_ref().map(|(cert, _)| cert.as_path()),
+    )?;
     eprintln!(
-        "edgecloud {} serving\n  data:    {}\n  disks:   {} (new buckets: {})\n  admin:   http://{} (token in {})",
+        "edgecloud {} serving\n  data:    {}\n  disks:   {} (new buckets: {})\n  admin:   {admin_url} (token in {})",
         env!("CARGO_PKG_VERSION"),
         data.display(),
         n_disks,
         archive.default_policy(),
-        listener.local_addr()?,
         data.join(admin::TOKEN_FILE).display()
     );
 
@@ -551,11 +568,6 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     let dav_listener = tokio::net::TcpListener::bind(&dav_listen).await.with_context(|| {
         format!("cannot listen on {dav_listen}: is another edgecloud running? Choose another address with --dav-listen")
     })?;
-    // One certificate for every TLS listener of the gateways.
-    let gateway_tls = match &ftp.tls {
-        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
-        None => None,
-    };
     eprintln!(
         "  webdav:  {}://{} (same keys as S3)",
         if gateway_tls.is_some() { "https" } else { "http" },
@@ -652,7 +664,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         ("S3", &s3_listener, gateway_tls.is_some(), "SigV4 signs requests; data is in the clear"),
         ("WebDAV", &dav_listener, gateway_tls.is_some(), "Basic auth sends secrets in the clear"),
         ("FTP", &ftp_listener, ftp.tls.is_some(), "passwords (secrets) cross in the clear"),
-        ("admin", &listener, false, "the admin token crosses in the clear"),
+        ("admin", &listener, gateway_tls.is_some(), "the admin token crosses in the clear"),
     ]);
     let listen = |what, tcp, tls: &Option<std::sync::Arc<rustls::ServerConfig>>| {
         cluster::server::Listener {
@@ -681,7 +693,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         },
     ];
     let admin_task =
-        cluster::server::serve_app(listen("admin", listener, &None), app, stop_rx.clone());
+        cluster::server::serve_app(listen("admin", listener, &gateway_tls), app, stop_rx.clone());
     drop(stop_rx);
     shutdown_signal().await;
     let _ = stop_tx.send(true);

@@ -37,6 +37,8 @@ pub enum FsError {
     NameTooLong,
     #[error("invalid: {0}")]
     Invalid(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("the transfer was cut short; nothing was stored")]
     Aborted,
     #[error("storage error: {0}")]
@@ -53,7 +55,9 @@ impl From<ArchiveError> for FsError {
             ArchiveError::Catalog(CatalogError::BucketNotEmpty(_)) => FsError::NotEmpty,
             ArchiveError::Catalog(CatalogError::PreconditionFailed) => FsError::Exists,
             ArchiveError::InvalidName(m) | ArchiveError::Invalid(m) => FsError::Invalid(m),
-            e @ ArchiveError::TooManyChunks { .. } => FsError::Invalid(e.to_string()),
+            e @ (ArchiveError::TooManyChunks { .. } | ArchiveError::ObjectTooLarge { .. }) => {
+                FsError::TooLarge(e.to_string())
+            }
             ArchiveError::Body(_) => FsError::Aborted,
             other => FsError::Storage(other.to_string()),
         }

@@ -57,6 +57,11 @@ fn target(place: &Place) -> Option<Target<'_>> {
 }
 
 impl Session {
+    /// The archive this session works on.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
     pub(crate) fn new(archive: Archive, key: Option<AccessKey>) -> Self {
         Session { archive, key }
     }

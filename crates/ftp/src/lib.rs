@@ -45,7 +45,7 @@ pub async fn serve(
     // Our own accept loop rather than libunftp's: it sets TCP_NODELAY on the control
     // connection (without it every reply after a transfer waits ~40 ms for a delayed ACK).
     tokio::pin!(stop);
-    let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
+    let admission = cluster::server::Admission::new(MAX_SESSIONS);
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -60,10 +60,9 @@ pub async fn serve(
             },
             _ = &mut stop => return Ok(()),
         };
-        // Each session holds a permit: a flood of connections is turned away at accept
-        // instead of exhausting the node's file descriptors.
-        let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            tracing::warn!("ftp: {MAX_SESSIONS} sessions open; refused {peer}");
+        // Each session is counted: a flood of connections is turned away at accept
+        // instead of exhausting the node's file descriptors or locking others out.
+        let Some(admitted) = admission.admit("ftp", peer) else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -75,7 +74,7 @@ pub async fn serve(
             }
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _admitted = admitted;
             if let Err(e) = server.service(tcp).await {
                 tracing::info!("ftp session from {peer}: {e:?}");
             }
@@ -186,6 +185,7 @@ fn map_err(e: files::FsError) -> Error {
         F::NotEmpty => ErrorKind::PermanentDirectoryNotEmpty,
         F::Denied | F::ReadOnly => ErrorKind::PermissionDenied,
         F::NameTooLong | F::Invalid(_) => ErrorKind::FileNameNotAllowedError,
+        F::TooLarge(_) => ErrorKind::ExceededStorageAllocationError,
         F::Aborted => ErrorKind::ConnectionClosed,
         F::Storage(m) if m.contains("No space") => ErrorKind::InsufficientStorageSpaceError,
         F::Storage(_) => ErrorKind::LocalError,

@@ -49,6 +49,7 @@ fn errno(status: StatusCode, read_only_place: bool) -> Error {
         403 if read_only_place => libc::EROFS,
         403 => libc::EACCES,
         405 | 412 => libc::EEXIST,
+        413 => libc::EFBIG,
         414 => libc::ENAMETOOLONG,
         507 => libc::ENOSPC,
         _ => libc::EIO,

@@ -12,6 +12,7 @@
 //! A staged file that cannot be stored (no permission, the cluster unreachable) is
 //! kept, COMMIT answers an error, and the idle flush tries again (`staging.rs`).
 
+mod sealed;
 mod staging;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use sealed::SealedFile;
 use staging::{Staged, Staging};
 
 use files::{Entry, FsError, Place, Session};
@@ -99,11 +101,15 @@ impl Ids {
 
 const ROOT: u64 = 1;
 
+/// Names the key that seals staged files (derived from the node's master key).
+const STAGING_KEY_PURPOSE: &str = "edgecloud 2026 nfs staging files v1";
+
 impl EdgeNfs {
     /// Opens the export. Files an earlier run staged and acknowledged as stable are
     /// staged again, to become versions at the first idle flush.
     pub fn new(session: Session, staging: PathBuf) -> std::io::Result<Self> {
-        let (staging, leftovers) = Staging::open(&staging)?;
+        let key = session.archive().local_key(STAGING_KEY_PURPOSE);
+        let (staging, leftovers) = Staging::open(&staging, key)?;
         let mut ids = Ids::default();
         assert_eq!(ids.id("/"), ROOT);
         for left in leftovers {
@@ -129,6 +135,7 @@ fn map_err(e: FsError) -> nfsstat3 {
         FsError::IsADirectory => nfsstat3::NFS3ERR_ISDIR,
         FsError::NameTooLong => nfsstat3::NFS3ERR_NAMETOOLONG,
         FsError::Invalid(_) => nfsstat3::NFS3ERR_INVAL,
+        FsError::TooLarge(_) => nfsstat3::NFS3ERR_FBIG,
         FsError::Storage(m) if m.contains("No space") => nfsstat3::NFS3ERR_NOSPC,
         FsError::Aborted | FsError::Storage(_) => nfsstat3::NFS3ERR_IO,
     }
@@ -250,7 +257,7 @@ impl Inner {
         if let Some(slot) = self.staging.get(id)
             && let Some(p) = slot.lock().await.as_ref()
         {
-            return Ok(attr(id, false, p.size, p.modified, false));
+            return Ok(attr(id, false, p.file.size(), p.modified, false));
         }
         let path = self.path(id)?;
         let e = self.session.stat(&place(&path)?).map_err(map_err)?;
@@ -289,7 +296,6 @@ impl Inner {
     /// there starts empty; any other failure to read it fails the write (an error
     /// must not turn into an empty file).
     async fn copy_in(&self, p: &Place, staged: &mut Staged) -> Result<(), nfsstat3> {
-        use std::io::Write;
         let mut s = match self.session.read(p, 0).await {
             Ok((_, s)) => s,
             Err(FsError::NotFound | FsError::IsADirectory) => return Ok(()),
@@ -297,8 +303,7 @@ impl Inner {
         };
         while let Some(piece) = s.next().await {
             let piece = piece.map_err(|e| map_err(e.into()))?;
-            staged.file.write_all(&piece).map_err(io_err)?;
-            staged.size += piece.len() as u64;
+            staged.file.append(&piece).map_err(io_err)?;
         }
         Ok(())
     }
@@ -326,10 +331,8 @@ impl Inner {
     }
 
     async fn upload(&self, p: &Staged) -> Result<(), nfsstat3> {
-        let file = tokio::fs::File::open(&p.file_path).await.map_err(io_err)?;
-        let body = tokio_util_reader(file);
         self.session
-            .write(&place(&p.path)?, body, Default::default())
+            .write(&place(&p.path)?, plaintext(&p.file), Default::default())
             .await
             .map_err(|e| {
                 tracing::warn!("nfs: storing {} failed (kept staged, retried): {e}", p.path);
@@ -339,22 +342,26 @@ impl Inner {
     }
 }
 
-/// A file as a stream of 1 MiB pieces.
-fn tokio_util_reader(
-    file: tokio::fs::File,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin {
-    use tokio::io::AsyncReadExt;
-    Box::pin(futures::stream::unfold(file, |mut f| async move {
-        let mut buf = vec![0u8; 1 << 20];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), f))
+/// A staged file's plaintext as a stream of 1 MiB pieces (read and opened as the
+/// upload takes them: never the whole file in memory).
+fn plaintext(
+    file: &SealedFile,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + '_ {
+    futures::stream::unfold(Some(0u64), move |at| async move {
+        let at = at?;
+        match file.read_piece(at, 1 << 20) {
+            Ok(piece) if piece.is_empty() => None,
+            Ok(piece) => {
+                let next = at + piece.len() as u64;
+                Some((Ok(bytes::Bytes::from(piece)), Some(next)))
             }
-            Err(e) => Some((Err(e), f)),
+            Err(e) => {
+                tracing::warn!("nfs: reading a staged file at {at} failed: {e}");
+                Some((Err(e), None))
+            }
         }
-    }))
+    })
+    .boxed()
 }
 
 async fn flush_idle(inner: &Arc<Inner>) {
@@ -415,11 +422,9 @@ impl NfsReadFileSystem for EdgeNfs {
         if let Some(slot) = self.0.staging.get(id)
             && let Some(p) = slot.lock().await.as_ref()
         {
-            use std::os::unix::fs::FileExt;
-            let n = (count as u64).min(p.size.saturating_sub(offset)) as usize;
-            let mut buf = vec![0u8; n];
-            p.file.read_exact_at(&mut buf, offset).map_err(io_err)?;
-            return Ok((buf, offset + n as u64 >= p.size));
+            let buf = p.file.read_piece(offset, count as usize).map_err(io_err)?;
+            let eof = offset + buf.len() as u64 >= p.file.size();
+            return Ok((buf, eof));
         }
         let path = self.0.path(id)?;
         let (entry, mut s) = self
@@ -458,7 +463,7 @@ impl NfsReadFileSystem for EdgeNfs {
             }
             if let Some(p) = slot.lock().await.as_ref() {
                 let mut e = Entry::file_stub(&name);
-                e.size = p.size;
+                e.size = p.file.size();
                 e.modified = p.modified;
                 entries.push(e);
             }
@@ -497,7 +502,6 @@ impl NfsFileSystem for EdgeNfs {
             let mut guard = self.0.stage(id, size > 0).await?;
             let p = guard.as_mut().expect("staged");
             p.file.set_len(size).map_err(io_err)?;
-            p.size = size;
             p.modified = SystemTime::now();
             p.last_write = Instant::now();
         }
@@ -512,15 +516,13 @@ impl NfsFileSystem for EdgeNfs {
         data: &[u8],
         stable: stable_how,
     ) -> Result<(fattr3, stable_how), nfsstat3> {
-        use std::os::unix::fs::FileExt;
         let id = id.as_u64();
         let mut guard = self.0.stage(id, true).await?;
         let p = guard.as_mut().expect("staged");
         p.file.write_all_at(data, offset).map_err(io_err)?;
-        p.size = p.size.max(offset + data.len() as u64);
         p.modified = SystemTime::now();
         p.last_write = Instant::now();
-        let a = attr(id, false, p.size, p.modified, false);
+        let a = attr(id, false, p.file.size(), p.modified, false);
         if stable != stable_how::UNSTABLE {
             // Durable on this node's disk now, and found again after a restart; a
             // version follows on COMMIT or when idle.
@@ -550,7 +552,6 @@ impl NfsFileSystem for EdgeNfs {
             let p = guard.as_mut().expect("staged");
             if let Nfs3Option::Some(size) = attr_in.size {
                 p.file.set_len(size).map_err(io_err)?;
-                p.size = size;
             }
         }
         // Listed and readable over NFS at once; a version on COMMIT or when idle.

@@ -1,6 +1,7 @@
 //! The staging area: NFS writes land in a file per open file on the node's disk until
-//! they become a version. It owns those files and their locks; it never talks to the
-//! archive (lib.rs fills and uploads them).
+//! they become a version, sealed under a key derived from the node's master key
+//! (`sealed.rs`: the disk never holds their plaintext). It owns those files and their
+//! locks; it never talks to the archive (lib.rs fills and uploads them).
 //!
 //! Locking: the map's lock is held only to find, insert or remove an entry; each
 //! staged file has its own lock, held across its copy-in, writes, fsync and upload. A
@@ -23,6 +24,8 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::OwnedMutexGuard;
 
+use crate::sealed::SealedFile;
+
 /// A staged file; `None` once it became a version or was discarded (a request that
 /// waited for its lock then starts again from the map).
 pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<Staged>>>;
@@ -30,9 +33,8 @@ pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<Staged>>>;
 /// A file being written: its staging file and what it holds.
 pub(crate) struct Staged {
     pub path: String,
-    pub file: std::fs::File,
+    pub file: SealedFile,
     pub file_path: PathBuf,
-    pub size: u64,
     pub modified: SystemTime,
     pub last_write: Instant,
     /// Whether `N.path` records this file for recovery (after a stable write).
@@ -69,6 +71,8 @@ struct Entry {
 
 pub(crate) struct Staging {
     dir: PathBuf,
+    /// Seals the staged files (derived from the node's master key).
+    key: [u8; 32],
     files: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
 }
@@ -80,9 +84,9 @@ pub(crate) struct Leftover {
 }
 
 impl Staging {
-    /// Opens the staging directory (private to the node: it holds plaintext), and
-    /// returns what an earlier run left that must still become versions.
-    pub fn open(dir: &Path) -> std::io::Result<(Self, Vec<Leftover>)> {
+    /// Opens the staging directory (private to the node), and returns what an earlier
+    /// run left that must still become versions.
+    pub fn open(dir: &Path, key: [u8; 32]) -> std::io::Result<(Self, Vec<Leftover>)> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let mut leftovers = Vec::new();
@@ -114,6 +118,7 @@ impl Staging {
         }
         let staging = Staging {
             dir: dir.to_path_buf(),
+            key,
             files: Mutex::new(HashMap::new()),
             next: AtomicU64::new(next + 1),
         };
@@ -174,12 +179,11 @@ impl Staging {
     fn new_file(&self, path: &str) -> std::io::Result<Staged> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let file_path = self.dir.join(n.to_string());
-        let file = private_file(&file_path, false)?;
+        let file = SealedFile::create(&file_path, &self.key)?;
         Ok(Staged {
             path: path.to_string(),
             file,
             file_path,
-            size: 0,
             modified: SystemTime::now(),
             last_write: Instant::now(),
             recorded: false,
@@ -188,16 +192,11 @@ impl Staging {
 
     /// Adopts a leftover of an earlier run as the staged file of `id`.
     pub fn adopt(&self, id: u64, left: Leftover) -> std::io::Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&left.file_path)?;
-        let size = file.metadata()?.len();
+        let file = SealedFile::open(&left.file_path, &self.key)?;
         let staged = Staged {
             path: left.path.clone(),
             file,
             file_path: left.file_path,
-            size,
             modified: SystemTime::now(),
             // Old enough that the idle flusher takes it at once.
             last_write: Instant::now()
@@ -269,8 +268,8 @@ fn record_path(file_path: &Path) -> PathBuf {
     file_path.with_extension("path")
 }
 
-/// A new file only this user may read: staged bytes are plaintext.
-fn private_file(path: &Path, write_only: bool) -> std::io::Result<std::fs::File> {
+/// A new file only this user may read.
+pub(crate) fn private_file(path: &Path, write_only: bool) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .read(!write_only)
         .write(true)

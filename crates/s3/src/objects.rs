@@ -252,6 +252,8 @@ impl EdgeS3 {
             cond,
             content_md5,
             actor,
+            // A body sent without a length is held to the same 5 GiB as it streams.
+            max_size: Some(MAX_PUT as u64),
             ..Default::default()
         };
         let v = match expected {
