@@ -23,30 +23,22 @@ struct PeerState {
     auditor: Arc<Auditor>,
 }
 
-/// Routes merged into the node-to-node server.
-pub fn routes(archive: Archive, auditor: Arc<Auditor>) -> Router {
-    Router::new()
+/// Routes merged into the node-to-node server, for members only
+/// (`cluster::rpc::for_members`).
+pub fn routes(
+    archive: Archive,
+    auditor: Arc<Auditor>,
+    membership: Arc<cluster::Membership>,
+) -> Router {
+    let r = Router::new()
         .route(REPAIR_STATE, post(repair_state))
         .route(COSIGN, post(cosign))
-        .with_state(PeerState { archive, auditor })
+        .with_state(PeerState { archive, auditor });
+    cluster::rpc::for_members(r, membership)
 }
 
-fn member(archive: &Archive, peer: &Peer) -> Result<(), (StatusCode, String)> {
-    match archive.cluster() {
-        Some(m) => m.authorize(&peer.id).map_err(|e| {
-            tracing::warn!("node-to-node request refused: {e}");
-            (StatusCode::FORBIDDEN, e)
-        }),
-        None => Err((StatusCode::FORBIDDEN, "not in a cluster".into())),
-    }
-}
-
-async fn repair_state(
-    State(s): State<PeerState>,
-    Extension(peer): Extension<Peer>,
-) -> Result<Json<RepairState>, (StatusCode, String)> {
-    member(&s.archive, &peer)?;
-    Ok(Json(s.archive.repair_state()))
+async fn repair_state(State(s): State<PeerState>) -> Json<RepairState> {
+    Json(s.archive.repair_state())
 }
 
 /// Another node's checkpoint: cosigned if this node's replica of the log agrees.
@@ -55,7 +47,6 @@ async fn cosign(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Result<Vec<u8>, (StatusCode, String)> {
-    member(&s.archive, &peer)?;
     let auditor = s.auditor.clone();
     tokio::task::spawn_blocking(move || auditor.cosign_for_peer(&body, Duration::from_secs(3)))
         .await

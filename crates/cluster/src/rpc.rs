@@ -42,15 +42,8 @@ fn refuse(code: StatusCode, msg: impl Into<String>) -> Refusal {
     (code, msg)
 }
 
-fn member(state: &RpcState, peer: &Peer) -> Result<(), Refusal> {
-    state
-        .membership
-        .authorize(&peer.id)
-        .map_err(|m| refuse(StatusCode::FORBIDDEN, m))
-}
-
 pub fn router(state: RpcState) -> Router {
-    Router::new()
+    let members = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/shards", get(list_shards))
         .route("/v1/uploading", get(uploading))
@@ -59,27 +52,35 @@ pub fn router(state: RpcState) -> Router {
             put(put_shard).get(get_shard).delete(delete_shard),
         )
         .route("/v1/repair", post(request_repair))
-        .route("/v1/layout", put(push_layout).get(get_layout))
-        // Membership is checked before anything else looks at a request (its path,
-        // headers or body): a node that is no member learns nothing but 403.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_member,
-        ))
+        .route("/v1/layout", put(push_layout).get(get_layout));
+    for_members(members, state.membership.clone())
         .route("/v1/join", post(join))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }
 
+/// `routes` for members only: the caller's membership is checked before anything else
+/// looks at a request (its path, headers or body), so a node that is no member learns
+/// nothing but 403. For this API's routes and those other layers merge into it.
+pub fn for_members<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    membership: Arc<Membership>,
+) -> Router<S> {
+    routes.layer(axum::middleware::from_fn_with_state(
+        membership,
+        require_member,
+    ))
+}
+
 async fn require_member(
-    State(state): State<RpcState>,
+    State(membership): State<Arc<Membership>>,
     Extension(peer): Extension<Peer>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match member(&state, &peer) {
+    match membership.authorize(&peer.id) {
         Ok(()) => next.run(req).await,
-        Err(refusal) => refusal.into_response(),
+        Err(m) => refuse(StatusCode::FORBIDDEN, m).into_response(),
     }
 }
 

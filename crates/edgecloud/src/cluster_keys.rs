@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use cluster::rpc::Peer;
@@ -27,28 +26,18 @@ pub struct SharedKeys {
     pub ledger_pub: String,
 }
 
-#[derive(Clone)]
-struct KeyState {
-    keys: SharedKeys,
-    membership: Arc<cluster::Membership>,
-}
-
+/// The route that hands the keys out, to members only (`cluster::rpc::for_members`).
 pub fn route(keys: SharedKeys, membership: Arc<cluster::Membership>) -> Router {
-    Router::new()
-        .route(PATH, post(give))
-        .with_state(KeyState { keys, membership })
+    let r = Router::new().route(PATH, post(give)).with_state(keys);
+    cluster::rpc::for_members(r, membership)
 }
 
 async fn give(
-    State(s): State<KeyState>,
+    State(keys): State<SharedKeys>,
     Extension(peer): Extension<Peer>,
-) -> Result<Json<SharedKeys>, (StatusCode, String)> {
-    s.membership.authorize(&peer.id).map_err(|m| {
-        tracing::warn!("shared keys refused: {m}");
-        (StatusCode::FORBIDDEN, m)
-    })?;
+) -> Json<SharedKeys> {
     tracing::info!(node = %peer.id, "shared keys given to a member");
-    Ok(Json(s.keys))
+    Json(keys)
 }
 
 pub async fn fetch(client: &cluster::Client, addr: &str) -> anyhow::Result<SharedKeys> {

@@ -495,7 +495,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         })
         .merge(consensus::network::routes(replica.clone(), authorize))
         .merge(crate::cluster_keys::route(shared, membership.clone()))
-        .merge(admin::peers::routes(archive.clone(), auditor.clone())),
+        .merge(admin::peers::routes(archive.clone(), auditor.clone(), membership.clone())),
         admin::invites::guest_routes(archive.clone(), inviter.clone()),
         &node_tls,
         stop_rx.clone(),
