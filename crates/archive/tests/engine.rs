@@ -824,6 +824,61 @@ async fn an_object_over_the_size_limit_is_refused_while_it_streams() {
     );
 }
 
+fn vm_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The case at full scale, by hand (minutes, several GB of disk):
+/// `cargo test -p archive --test engine -- --ignored --nocapture twenty_gib`.
+/// A 20 GiB body at 4 KiB chunks passes the 1,000,000-chunk cap near 4 GiB: it is
+/// refused there with a clear error, memory stays flat, nothing becomes visible, and
+/// garbage collection takes back what was written.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "minutes and several GB of disk: run by hand"]
+async fn twenty_gib_at_4_kib_chunks_is_refused_at_the_chunk_cap_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.chunk = ChunkParams::from_avg(4096);
+    cfg.gc_grace = std::time::Duration::ZERO;
+    let a = Archive::open(cfg).unwrap();
+    a.create_bucket("huge", None, Versioning::Enabled)
+        .await
+        .unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let pieces = futures::stream::repeat_with(move || {
+        let mut piece = vec![0u8; 1 << 20];
+        for w in piece.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        Ok(Bytes::from(piece))
+    });
+    let body = futures::StreamExt::take(pieces, 20 << 10); // 20 GiB in 1 MiB pieces
+    let (rss_before, started) = (vm_kib("VmRSS:"), std::time::Instant::now());
+    let err = a
+        .put("huge", "big", Box::pin(body), PutOptions::default())
+        .await
+        .unwrap_err();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(matches!(err, ArchiveError::TooManyChunks { max: 1_000_000 }), "{err}");
+    let peak = vm_kib("VmHWM:");
+    println!(
+        "refused after {secs:.0} s: {err}\nRSS before {rss_before} KiB, peak {peak} KiB"
+    );
+    assert!(peak < rss_before + (1 << 20), "memory grew to {peak} KiB");
+    assert!(a.head("huge", "big", &VersionSel::Latest).is_err());
+    let r = collect_garbage(&a).await;
+    println!("garbage collected: {r:?}");
+    assert!(r.orphan_shards_removed > 900_000, "{r:?}");
+}
+
 /// The auditor as `serve` ticks it publishes whole tiles only while a tile boundary was
 /// crossed (no partial level-0 tile or bundle to delete a second later), everything
 /// otherwise; a checkpoint request publishes everything at once.

@@ -255,3 +255,37 @@ fn deeply_nested_and_oversized_xml_is_refused_and_the_gateway_goes_on() {
         );
     });
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A PROPFIND whose body never ends (256 MiB here, without a length) is cut off at the
+/// XML body limit: memory stays bounded and nothing is stored.
+#[test]
+fn an_endless_xml_body_is_cut_off_at_the_limit() {
+    let e = env();
+    e.rt.block_on(async {
+        let before = state(&e.archive);
+        let rss = rss_kib();
+        let endless = futures::stream::iter(
+            (0..4096).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'<'; 64 << 10]))),
+        );
+        let req = Request::builder()
+            .method("PROPFIND")
+            .uri("/dfz/")
+            .header("Authorization", auth(ACCESS, SECRET))
+            .body(Body::from_stream(endless))
+            .unwrap();
+        let status = e.router.clone().oneshot(req).await.unwrap().status();
+        assert_eq!(status.as_u16(), 413);
+        let grown = rss_kib().saturating_sub(rss);
+        assert!(grown < 64 << 10, "memory grew by {grown} KiB");
+        assert_eq!(state(&e.archive), before);
+    });
+}
