@@ -824,15 +824,6 @@ async fn an_object_over_the_size_limit_is_refused_while_it_streams() {
     );
 }
 
-fn vm_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// The case at full scale, by hand (minutes, several GB of disk):
 /// `cargo test -p archive --test engine -- --ignored --nocapture twenty_gib`.
 /// A 20 GiB body at 4 KiB chunks passes the 1,000,000-chunk cap near 4 GiB: it is
@@ -861,14 +852,14 @@ async fn twenty_gib_at_4_kib_chunks_is_refused_at_the_chunk_cap_and_leaves_nothi
         Ok(Bytes::from(piece))
     });
     let body = futures::StreamExt::take(pieces, 20 << 10); // 20 GiB in 1 MiB pieces
-    let (rss_before, started) = (vm_kib("VmRSS:"), std::time::Instant::now());
+    let (rss_before, started) = (testkit::rss_kib(), std::time::Instant::now());
     let err = a
         .put("huge", "big", Box::pin(body), PutOptions::default())
         .await
         .unwrap_err();
     let secs = started.elapsed().as_secs_f64();
     assert!(matches!(err, ArchiveError::TooManyChunks { max: 1_000_000 }), "{err}");
-    let peak = vm_kib("VmHWM:");
+    let peak = testkit::peak_rss_kib();
     println!(
         "refused after {secs:.0} s: {err}\nRSS before {rss_before} KiB, peak {peak} KiB"
     );

@@ -55,11 +55,7 @@ fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = testkit::runtime();
         let dir = tempfile::tempdir().unwrap();
         let secret = ClusterSecret::new("hostile-rpc-secret-0123456789").unwrap();
         let founder = NodeKey::from_seed([1; 32]);
@@ -202,15 +198,6 @@ proptest! {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A member that claims a 4 GiB shard and streams it is cut off at the body limit: the
 /// node's memory grows by at most about that limit, nothing is stored, and it goes on.
 #[test]
@@ -219,7 +206,7 @@ fn a_body_that_claims_gigabytes_is_refused_at_the_limit() {
     let e = env();
     e.rt.block_on(async {
         let before = state(e);
-        let rss = rss_kib();
+        let rss = testkit::rss_kib();
         let tcp = tokio::net::TcpStream::connect(&e.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(e.member_tls.client.clone())
@@ -252,7 +239,7 @@ fn a_body_that_claims_gigabytes_is_refused_at_the_limit() {
             "the node read {sent} bytes of a refused body"
         );
         assert!(answer.is_empty() || answer.contains("413"), "{answer}");
-        let grown = rss_kib().saturating_sub(rss);
+        let grown = testkit::rss_kib().saturating_sub(rss);
         assert!(grown < 200 << 10, "memory grew by {grown} KiB");
         assert_eq!(state(e), before);
         let health = e

@@ -424,11 +424,7 @@ fn hostile_target() -> &'static (tokio::runtime::Runtime, Node, cluster::Client)
         std::sync::OnceLock::new();
     TARGET.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = testkit::runtime();
         let n = rt.block_on(async {
             let n = node(5, "s1").await;
             n.replica.initialize_alone().await.unwrap();

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use archive::{Archive, ArchiveConfig, DataKey, Versioning};
+use archive::Archive;
 use axum::body::Body;
 use base64::Engine;
 use http::Request;
@@ -22,31 +22,16 @@ const SECRET: &str = "dav-fuzz-secret";
 struct Env {
     rt: tokio::runtime::Runtime,
     router: axum::Router,
-    archive: Archive,
-    _dir: tempfile::TempDir,
+    test: testkit::TestArchive,
 }
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = ArchiveConfig::new(
-            dir.path().join("data"),
-            vec![dir.path().join("disk0")],
-            DataKey::from_bytes([4; 32]),
-        );
-        let archive = Archive::open(cfg).unwrap();
-        rt.block_on(async {
-            archive
-                .create_bucket("dfz", None, Versioning::Enabled)
-                .await
-                .unwrap();
-            archive
+        let rt = testkit::runtime();
+        let t = rt.block_on(async {
+            let t = testkit::archive_with_bucket(4, "dfz").await;
+            t.archive
                 .put_bytes(
                     "dfz",
                     "seed.txt",
@@ -55,19 +40,12 @@ fn env() -> &'static Env {
                 )
                 .await
                 .unwrap();
+            t
         });
-        let files = files::Files::new(
-            archive.clone(),
-            files::RootKey {
-                access_key: ACCESS.into(),
-                secret: SECRET.into(),
-            },
-        );
         Env {
             rt,
-            router: dav::router(files),
-            archive,
-            _dir: dir,
+            router: dav::router(testkit::files(&t.archive, ACCESS, SECRET)),
+            test: t,
         }
     })
 }
@@ -189,7 +167,7 @@ proptest! {
     fn hostile_requests_are_refused_cleanly((method, path, headers, body, creds) in request()) {
         let e = env();
         e.rt.block_on(async {
-            let before = state(&e.archive);
+            let before = state(&e.test.archive);
             let mut b = Request::builder().method(method.as_str()).uri(&path);
             for (name, value) in &headers {
                 b = b.header(*name, value);
@@ -208,7 +186,7 @@ proptest! {
                 assert_eq!(status.as_u16(), 401, "{method} {path} without the secret: {status}");
             }
             if !status.is_success() {
-                assert_eq!(state(&e.archive), before, "{method} {path} {headers:?} was refused ({status}) but changed the bucket");
+                assert_eq!(state(&e.test.archive), before, "{method} {path} {headers:?} was refused ({status}) but changed the bucket");
             }
             // A proper request is still served.
             let ok = Request::builder()
@@ -230,7 +208,7 @@ proptest! {
 fn deeply_nested_and_oversized_xml_is_refused_and_the_gateway_goes_on() {
     let e = env();
     e.rt.block_on(async {
-        let before = state(&e.archive);
+        let before = state(&e.test.archive);
         for body in [
             {
                 let mut b = b"<D:propfind xmlns:D=\"DAV:\">".to_vec();
@@ -249,20 +227,11 @@ fn deeply_nested_and_oversized_xml_is_refused_and_the_gateway_goes_on() {
             assert!(status.is_client_error(), "{status}");
         }
         assert_eq!(
-            state(&e.archive),
+            state(&e.test.archive),
             before,
             "a refused request changed the bucket"
         );
     });
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// A PROPFIND whose body never ends (256 MiB here, without a length) is cut off at the
@@ -271,8 +240,8 @@ fn rss_kib() -> u64 {
 fn an_endless_xml_body_is_cut_off_at_the_limit() {
     let e = env();
     e.rt.block_on(async {
-        let before = state(&e.archive);
-        let rss = rss_kib();
+        let before = state(&e.test.archive);
+        let rss = testkit::rss_kib();
         let endless = futures::stream::iter(
             (0..4096).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'<'; 64 << 10]))),
         );
@@ -284,8 +253,8 @@ fn an_endless_xml_body_is_cut_off_at_the_limit() {
             .unwrap();
         let status = e.router.clone().oneshot(req).await.unwrap().status();
         assert_eq!(status.as_u16(), 413);
-        let grown = rss_kib().saturating_sub(rss);
+        let grown = testkit::rss_kib().saturating_sub(rss);
         assert!(grown < 64 << 10, "memory grew by {grown} KiB");
-        assert_eq!(state(&e.archive), before);
+        assert_eq!(state(&e.test.archive), before);
     });
 }

@@ -12,30 +12,13 @@ const ACCESS: &str = "ROOTKEY";
 const SECRET: &str = "root-secret-0123456789";
 
 struct Server {
-    _dir: tempfile::TempDir,
-    archive: archive::Archive,
+    test: testkit::TestArchive,
     port: u16,
 }
 
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = archive::ArchiveConfig::new(
-        dir.path().join("data"),
-        vec![dir.path().join("disk")],
-        archive::DataKey::from_bytes([5; 32]),
-    );
-    let archive = archive::Archive::open(cfg).unwrap();
-    archive
-        .create_bucket("hostile", None, archive::Versioning::Enabled)
-        .await
-        .unwrap();
-    let files = files::Files::new(
-        archive.clone(),
-        files::RootKey {
-            access_key: ACCESS.into(),
-            secret: SECRET.into(),
-        },
-    );
+    let test = testkit::archive_with_bucket(5, "hostile").await;
+    let files = testkit::files(&test.archive, ACCESS, SECRET);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let cfg = ftp::FtpConfig {
@@ -43,11 +26,7 @@ async fn start() -> Server {
         tls: None,
     };
     tokio::spawn(ftp::serve(files, listener, cfg, std::future::pending()));
-    Server {
-        _dir: dir,
-        archive,
-        port,
-    }
+    Server { test, port }
 }
 
 /// Reads one reply line (with a timeout: a server that stalls fails the test).
@@ -142,7 +121,7 @@ proptest! {
             let _ = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await;
             drop(c);
             logs_in(s.port).await;
-            assert_eq!(objects(&s.archive), 0, "a refused session stored something");
+            assert_eq!(objects(&s.test.archive), 0, "a refused session stored something");
         });
     }
 }

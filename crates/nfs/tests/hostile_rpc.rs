@@ -9,36 +9,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 struct Server {
-    _dir: tempfile::TempDir,
-    archive: archive::Archive,
+    test: testkit::TestArchive,
     port: u16,
 }
 
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = archive::ArchiveConfig::new(
-        dir.path().join("data"),
-        vec![dir.path().join("disk")],
-        archive::DataKey::from_bytes([6; 32]),
-    );
-    let archive = archive::Archive::open(cfg).unwrap();
-    archive
-        .create_bucket("hostile", None, archive::Versioning::Enabled)
-        .await
-        .unwrap();
-    let files = files::Files::new(
-        archive.clone(),
-        files::RootKey {
-            access_key: "ROOT".into(),
-            secret: "root-secret-0123456789".into(),
-        },
-    );
+    let test = testkit::archive_with_bucket(6, "hostile").await;
+    let files = testkit::files(&test.archive, "ROOT", "root-secret-0123456789");
     let session = files.session_after_login("ROOT").unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let staging = dir.path().join("staging");
+    let staging = test.dir.path().join("staging");
     tokio::spawn(async move {
         nfs::serve(session, &format!("127.0.0.1:{port}"), staging, std::future::pending()).await
     });
@@ -48,11 +31,7 @@ async fn start() -> Server {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Server {
-        _dir: dir,
-        archive,
-        port,
-    }
+    Server { test, port }
 }
 
 /// An NFS v3 NULL call (AUTH_NONE) as one record-marked fragment.
@@ -76,20 +55,11 @@ async fn answers(port: u16) {
     assert_eq!(&head[4..8], &0x1234_5678u32.to_be_bytes());
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fragment_announcing_gigabytes_is_refused_without_allocating_them() {
     let s = start().await;
     answers(s.port).await;
-    let before = rss_kib();
+    let before = testkit::rss_kib();
     let mut conns = Vec::new();
     for _ in 0..8 {
         let mut c = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
@@ -104,7 +74,7 @@ async fn a_fragment_announcing_gigabytes_is_refused_without_allocating_them() {
         let closed = tokio::time::timeout(Duration::from_secs(20), c.read(&mut b)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     }
-    let grown = rss_kib().saturating_sub(before);
+    let grown = testkit::rss_kib().saturating_sub(before);
     assert!(grown < 256 * 1024, "memory grew by {grown} KiB for announced lengths");
     answers(s.port).await;
 }
@@ -137,7 +107,7 @@ proptest! {
             let _ = tokio::time::timeout(Duration::from_millis(200), c.read(&mut b)).await;
             drop(c);
             answers(s.port).await;
-            let page = s.archive.list("hostile", &archive::ListQuery { max_keys: 10, ..Default::default() }).unwrap();
+            let page = s.test.archive.list("hostile", &archive::ListQuery { max_keys: 10, ..Default::default() }).unwrap();
             assert!(page.objects.is_empty(), "garbage stored something");
         });
     }

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use archive::{Archive, ArchiveConfig, DataKey, Versioning, VersionsQuery};
+use archive::{Archive, VersionsQuery};
 use axum::body::Body;
 use http::Request;
 use proptest::prelude::*;
@@ -22,31 +22,16 @@ const SECRET: &str = "fuzz-secret";
 struct Env {
     rt: tokio::runtime::Runtime,
     router: axum::Router,
-    archive: Archive,
-    _dir: tempfile::TempDir,
+    test: testkit::TestArchive,
 }
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = ArchiveConfig::new(
-            dir.path().join("data"),
-            vec![dir.path().join("disk0")],
-            DataKey::from_bytes([3; 32]),
-        );
-        let archive = Archive::open(cfg).unwrap();
-        rt.block_on(async {
-            archive
-                .create_bucket("fzz", None, Versioning::Enabled)
-                .await
-                .unwrap();
-            archive
+        let rt = testkit::runtime();
+        let test = rt.block_on(async {
+            let t = testkit::archive_with_bucket(3, "fzz").await;
+            t.archive
                 .put_bytes(
                     "fzz",
                     "seed",
@@ -55,25 +40,21 @@ fn env() -> &'static Env {
                 )
                 .await
                 .unwrap();
+            t
         });
         let root = s3::RootKey {
             access_key: ACCESS.into(),
             secret: SECRET.into(),
         };
         let router = s3::router(
-            archive.clone(),
+            test.archive.clone(),
             s3::GatewayConfig {
                 root,
                 domain: Some("s3.fuzz".into()),
             },
         )
         .unwrap();
-        Env {
-            rt,
-            router,
-            archive,
-            _dir: dir,
-        }
+        Env { rt, router, test }
     })
 }
 
@@ -334,7 +315,7 @@ proptest! {
     fn hostile_requests_get_s3_errors_and_change_nothing(h in hostile()) {
         let env = env();
         let Some(req) = build(&h) else { return Ok(()) };
-        let before = snapshot(&env.archive);
+        let before = snapshot(&env.test.archive);
         let resp = env.rt.block_on(async {
             let r = env.router.clone().oneshot(req).await.unwrap();
             let status = r.status();
@@ -357,7 +338,7 @@ proptest! {
         prop_assert!(!status.is_server_error() || status == http::StatusCode::NOT_IMPLEMENTED,
             "{} for {:?}", status, h);
         if status.is_client_error() {
-            prop_assert_eq!(before, snapshot(&env.archive), "a refused request changed the bucket: {:?}", h);
+            prop_assert_eq!(before, snapshot(&env.test.archive), "a refused request changed the bucket: {:?}", h);
         }
     }
 }

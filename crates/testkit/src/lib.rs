@@ -1,0 +1,67 @@
+//! What the crates' tests share: an archive with a bucket in a temporary folder (and the
+//! file gateways' view of it), a runtime for property tests that share one server, and
+//! this process's memory readings. A dev-dependency only: nothing ships with it.
+
+use archive::{Archive, ArchiveConfig, DataKey, Versioning};
+
+/// An archive on one disk in its own temporary folder (removed when this drops).
+pub struct TestArchive {
+    pub archive: Archive,
+    pub dir: tempfile::TempDir,
+}
+
+/// An archive sealed under a master key of `key` bytes, holding the empty versioned
+/// bucket `bucket`.
+pub async fn archive_with_bucket(key: u8, bucket: &str) -> TestArchive {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let cfg = ArchiveConfig::new(
+        dir.path().join("data"),
+        vec![dir.path().join("disk0")],
+        DataKey::from_bytes([key; 32]),
+    );
+    let archive = Archive::open(cfg).expect("the archive opens");
+    archive
+        .create_bucket(bucket, None, Versioning::Enabled)
+        .await
+        .expect("the bucket is created");
+    TestArchive { archive, dir }
+}
+
+/// The file gateways' view of `archive`, with the root key `access`/`secret`.
+pub fn files(archive: &Archive, access: &str, secret: &str) -> files::Files {
+    files::Files::new(
+        archive.clone(),
+        files::RootKey {
+            access_key: access.into(),
+            secret: secret.into(),
+        },
+    )
+}
+
+/// A runtime of its own (two workers), for property tests whose cases share one server.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// This process's resident memory now, in KiB.
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// This process's resident memory at its peak so far, in KiB.
+pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
