@@ -413,8 +413,12 @@ impl Replica {
     /// otherwise. A leader cut off from the other voters cannot commit: after
     /// `LEADER_WAIT` the change fails (it may still be committed if the cut heals before
     /// another leader overwrites it, like any request whose answer was lost).
-    /// `size` is the proposal's encoded size.
+    /// `size` is the proposal's encoded size; one too large to replicate is refused
+    /// (also when it came from another node).
     pub async fn propose_here(&self, p: Proposal, size: usize) -> Answer<Reply> {
+        if let Err(e) = self.fits_the_log(size) {
+            return Answer::Done(Err(e));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.batches.send((p, size, tx)).is_err() {
             return Answer::Failed("the catalog's proposal queue stopped".into());
@@ -503,9 +507,8 @@ impl Replica {
         }
     }
 
-    async fn propose(&self, p: Proposal) -> Reply {
-        let body = postcard::to_stdvec(&p).expect("proposals serialize");
-        let size = body.len();
+    /// A change may use half of a Raft message, so that every entry can be replicated.
+    fn fits_the_log(&self, size: usize) -> Result<(), CatalogError> {
         if size > self.max_message_bytes / 2 {
             return Err(CatalogError::Invalid(format!(
                 "this change is {size} bytes, more than the {} a change may have in a cluster's log; \
@@ -513,6 +516,13 @@ impl Replica {
                 self.max_message_bytes / 2
             )));
         }
+        Ok(())
+    }
+
+    async fn propose(&self, p: Proposal) -> Reply {
+        let body = postcard::to_stdvec(&p).expect("proposals serialize");
+        let size = body.len();
+        self.fits_the_log(size)?; // refused here rather than after a trip to the leader
         let here = || self.propose_here(p.clone(), size);
         self.at_leader("catalog change", network::PROPOSE, body, here)
             .await?
