@@ -127,9 +127,9 @@ impl Archive {
         let (mut refs, mut fresh) = (Vec::new(), Vec::new());
         let hold = std::sync::Arc::new(self.inner.store.uploading().hold());
         let mut chunked = false;
-        let max_size = max_size.map_or(self.inner.cfg.max_object_bytes, |m| {
-            m.min(self.inner.cfg.max_object_bytes)
-        });
+        let max_size = max_size
+            .unwrap_or(u64::MAX)
+            .min(self.inner.cfg.max_object_bytes);
         loop {
             while !eof && buf.len() < params.max {
                 match body.next().await {
