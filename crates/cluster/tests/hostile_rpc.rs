@@ -156,7 +156,7 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: testkit::proptest_cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn hostile_node_requests_are_refused_cleanly(

@@ -469,7 +469,7 @@ fn raft_messages() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: testkit::proptest_cases(64), ..Default::default() })]
 
     /// Cut, flipped and random Raft messages from a member: never a panic, a refused
     /// message changes no catalog, and the node still commits changes afterwards.

@@ -130,6 +130,10 @@ fn header_value() -> impl Strategy<Value = String> {
         Just("Second-99999999999999999999".to_string()),
         Just("bytes 0-18446744073709551615/*".to_string()),
         Just("bytes 5-2/10".to_string()),
+        Just("bytes=0-18446744073709551615".to_string()),
+        Just("\"".to_string()),
+        Just("W/\"".to_string()),
+        Just("application/x-sabredav-partialupdate".to_string()),
         "[ -~]{0,80}",
     ]
 }
@@ -137,7 +141,7 @@ fn header_value() -> impl Strategy<Value = String> {
 prop_compose! {
     fn request()(
         method in prop_oneof![
-            "(GET|HEAD|PUT|DELETE|OPTIONS|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK)",
+            "(GET|HEAD|PUT|PATCH|DELETE|OPTIONS|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK)",
             "[A-Z]{1,12}",
         ],
         path in path(),
@@ -146,6 +150,7 @@ prop_compose! {
                 Just("Depth"), Just("Destination"), Just("Overwrite"), Just("If"),
                 Just("Timeout"), Just("Lock-Token"), Just("Content-Range"), Just("Range"),
                 Just("Content-Type"), Just("If-Match"), Just("If-None-Match"),
+                Just("X-Update-Range"), Just("If-Modified-Since"), Just("Accept-Encoding"),
             ], header_value()),
             0..5,
         ),
@@ -161,7 +166,7 @@ prop_compose! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: testkit::proptest_cases(128), ..ProptestConfig::default() })]
 
     #[test]
     fn hostile_requests_are_refused_cleanly((method, path, headers, body, creds) in request()) {

@@ -90,7 +90,7 @@ async fn an_endless_command_line_is_cut_off_before_login() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: testkit::proptest_cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn hostile_lines_change_nothing(lines in proptest::collection::vec(

@@ -329,7 +329,7 @@ mod tests {
     const KEY: [u8; 32] = [9; 32];
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: testkit::proptest_cases(64), ..ProptestConfig::default() })]
 
         /// Any mix of writes and truncations reads back as the same operations on a
         /// plain buffer, before and after reopening.

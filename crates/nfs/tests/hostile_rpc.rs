@@ -80,7 +80,7 @@ async fn a_fragment_announcing_gigabytes_is_refused_without_allocating_them() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: testkit::proptest_cases(32), ..ProptestConfig::default() })]
 
     #[test]
     fn random_fragments_never_stop_the_server_or_store_anything(

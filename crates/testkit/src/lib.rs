@@ -65,3 +65,12 @@ fn status_kib(field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A property test's number of cases: `default`, or `PROPTEST_CASES` for a long run
+/// (proptest reads that variable only when a test does not set its own count).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
