@@ -19,34 +19,12 @@ use tower::ServiceExt;
 const ACCESS: &str = "DAVFUZZ";
 const SECRET: &str = "dav-fuzz-secret";
 
-struct Env {
-    rt: tokio::runtime::Runtime,
-    router: axum::Router,
-    test: testkit::TestArchive,
-}
-
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
+fn env() -> &'static testkit::RouterEnv {
+    static ENV: OnceLock<testkit::RouterEnv> = OnceLock::new();
     ENV.get_or_init(|| {
-        let rt = testkit::runtime();
-        let t = rt.block_on(async {
-            let t = testkit::archive_with_bucket(4, "dfz").await;
-            t.archive
-                .put_bytes(
-                    "dfz",
-                    "seed.txt",
-                    bytes::Bytes::from_static(b"seed"),
-                    Default::default(),
-                )
-                .await
-                .unwrap();
-            t
-        });
-        Env {
-            rt,
-            router: dav::router(testkit::files(&t.archive, ACCESS, SECRET)),
-            test: t,
-        }
+        testkit::router_env(4, "dfz", ("seed.txt", b"seed"), |a| {
+            dav::router(testkit::files(a, ACCESS, SECRET))
+        })
     })
 }
 

@@ -19,42 +19,20 @@ use tower::ServiceExt;
 const ACCESS: &str = "FUZZACCESS";
 const SECRET: &str = "fuzz-secret";
 
-struct Env {
-    rt: tokio::runtime::Runtime,
-    router: axum::Router,
-    test: testkit::TestArchive,
-}
-
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
+fn env() -> &'static testkit::RouterEnv {
+    static ENV: OnceLock<testkit::RouterEnv> = OnceLock::new();
     ENV.get_or_init(|| {
-        let rt = testkit::runtime();
-        let test = rt.block_on(async {
-            let t = testkit::archive_with_bucket(3, "fzz").await;
-            t.archive
-                .put_bytes(
-                    "fzz",
-                    "seed",
-                    bytes::Bytes::from_static(b"seed data"),
-                    Default::default(),
-                )
-                .await
-                .unwrap();
-            t
-        });
-        let root = s3::RootKey {
-            access_key: ACCESS.into(),
-            secret: SECRET.into(),
-        };
-        let router = s3::router(
-            test.archive.clone(),
-            s3::GatewayConfig {
+        testkit::router_env(3, "fzz", ("seed", b"seed data"), |a| {
+            let root = s3::RootKey {
+                access_key: ACCESS.into(),
+                secret: SECRET.into(),
+            };
+            let cfg = s3::GatewayConfig {
                 root,
                 domain: Some("s3.fuzz".into()),
-            },
-        )
-        .unwrap();
-        Env { rt, router, test }
+            };
+            s3::router(a.clone(), cfg).unwrap()
+        })
     })
 }
 

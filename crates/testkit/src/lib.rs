@@ -74,3 +74,32 @@ pub fn proptest_cases(default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// What the cases of an in-process fuzzer share: a gateway's router over an archive
+/// whose bucket holds one seed object, on a runtime of its own.
+pub struct RouterEnv {
+    pub rt: tokio::runtime::Runtime,
+    pub router: axum::Router,
+    pub test: TestArchive,
+}
+
+/// A `RouterEnv`: the archive as `archive_with_bucket(key, bucket)`, the object `seed`
+/// put in it, and the router `make` builds over it.
+pub fn router_env(
+    key: u8,
+    bucket: &str,
+    seed: (&str, &'static [u8]),
+    make: impl FnOnce(&Archive) -> axum::Router,
+) -> RouterEnv {
+    let rt = runtime();
+    let test = rt.block_on(async {
+        let t = archive_with_bucket(key, bucket).await;
+        t.archive
+            .put_bytes(bucket, seed.0, bytes::Bytes::from_static(seed.1), Default::default())
+            .await
+            .expect("the seed object is stored");
+        t
+    });
+    let router = make(&test.archive);
+    RouterEnv { rt, router, test }
+}
