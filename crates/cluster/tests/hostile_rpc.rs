@@ -11,11 +11,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cluster::rpc::{RpcState, router, serve};
-use cluster::{
-    Client, ClusterSecret, DiskInfo, Membership, NodeInfo, NodeKey, NodeState, NodeTls,
-    StartOptions,
-};
+mod common;
+
+use cluster::{Client, ClusterSecret, Membership, NodeKey, NodeTls};
+use common::info;
 use proptest::prelude::*;
 use shards::ShardStore;
 
@@ -29,18 +28,6 @@ struct Env {
     outsider: reqwest::Client,
     member_tls: NodeTls,
     _dir: tempfile::TempDir,
-}
-
-fn info(k: &NodeKey, addr: &str) -> NodeInfo {
-    NodeInfo {
-        id: k.id(),
-        seq: 0,
-        public_key: k.public_hex(),
-        site: "a".into(),
-        rpc_addr: addr.into(),
-        disks: vec![DiskInfo { weight: 1.0 }],
-        state: NodeState::Active,
-    }
 }
 
 fn raw(tls: &NodeTls) -> reqwest::Client {
@@ -59,38 +46,13 @@ fn env() -> &'static Env {
         let dir = tempfile::tempdir().unwrap();
         let secret = ClusterSecret::new("hostile-rpc-secret-0123456789").unwrap();
         let founder = NodeKey::from_seed([1; 32]);
-        let tls = NodeTls::new(&secret, &founder).unwrap();
         let member_key = NodeKey::from_seed([2; 32]);
         let member_tls = NodeTls::new(&secret, &member_key).unwrap();
         let outsider_tls = NodeTls::new(&secret, &NodeKey::from_seed([3; 32])).unwrap();
         let (addr, membership, store) = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            let membership = Membership::start(
-                StartOptions {
-                    data_dir: dir.path().into(),
-                    me: info(&founder, &addr),
-                    join: None,
-                    down_after: Duration::from_secs(600),
-                },
-                Client::new(&tls).unwrap(),
-            )
-            .await
-            .unwrap();
-            let store =
-                Arc::new(ShardStore::open(&[dir.path().join("d0")], Default::default()).unwrap());
-            let (stop, stop_rx) = tokio::sync::watch::channel(false);
-            std::mem::forget(stop); // serves for the whole test binary
-            let _server = serve(
-                listener,
-                router(RpcState {
-                    membership: membership.clone(),
-                    store: store.clone(),
-                }),
-                axum::Router::new(),
-                &tls,
-                stop_rx,
-            );
+            let f = common::start_founder(dir.path(), &secret, &founder).await;
+            std::mem::forget(f.stop); // serves for the whole test binary
+            let (addr, membership, store) = (f.addr, f.membership, f.store);
             Client::new(&member_tls)
                 .unwrap()
                 .join(&addr, &info(&member_key, "127.0.0.1:1"))

@@ -2,27 +2,13 @@
 //! the right secret, a forged identity, another cluster's secret, no membership, and a
 //! removed identity.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::rpc::{RpcState, router, serve};
-use cluster::{
-    Client, ClusterSecret, DiskInfo, Membership, NodeInfo, NodeKey, NodeState, NodeTls, RpcError,
-    StartOptions,
-};
-use shards::{ShardKey, ShardStore};
+mod common;
 
-fn info(k: &NodeKey, addr: &str) -> NodeInfo {
-    NodeInfo {
-        id: k.id(),
-        seq: 0,
-        public_key: k.public_hex(),
-        site: "a".into(),
-        rpc_addr: addr.into(),
-        disks: vec![DiskInfo { weight: 1.0 }],
-        state: NodeState::Active,
-    }
-}
+use cluster::{Client, ClusterSecret, NodeKey, NodeState, NodeTls, RpcError};
+use common::info;
+use shards::ShardKey;
 
 fn client(secret: &ClusterSecret, k: &NodeKey) -> Client {
     Client::new(&NodeTls::new(secret, k).unwrap()).unwrap()
@@ -41,32 +27,12 @@ async fn only_members_with_the_secret_and_their_own_identity_are_heard() {
     let dir = tempfile::tempdir().unwrap();
     let secret = ClusterSecret::new("the-cluster-secret-0123456789").unwrap();
     let founder = NodeKey::from_seed([1; 32]);
-    let tls = NodeTls::new(&secret, &founder).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let membership = Membership::start(
-        StartOptions {
-            data_dir: dir.path().into(),
-            me: info(&founder, &addr),
-            join: None,
-            down_after: Duration::from_secs(60),
-        },
-        Client::new(&tls).unwrap(),
-    )
-    .await
-    .unwrap();
-    let store = Arc::new(ShardStore::open(&[dir.path().join("d0")], Default::default()).unwrap());
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let _server = serve(
-        listener,
-        router(RpcState {
-            membership: membership.clone(),
-            store,
-        }),
-        axum::Router::new(),
-        &tls,
-        stop_rx,
-    );
+    let common::Founder {
+        addr,
+        membership,
+        stop: _stop,
+        ..
+    } = common::start_founder(dir.path(), &secret, &founder).await;
     let shard = ShardKey {
         chunk: [7; 32],
         index: 0,
