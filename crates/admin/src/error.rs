@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::types::ErrorBody;
 
+/// An archive error as the admin API answers it: a status code and a JSON body.
 pub struct ApiError(pub ArchiveError);
 
 impl From<ArchiveError> for ApiError {
@@ -41,7 +42,9 @@ impl IntoResponse for ApiError {
             A::Catalog(C::ChunkVanished) => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
             A::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             A::BadDigest => (StatusCode::BAD_REQUEST, "BadDigest"),
-            A::TooManyChunks { .. } | A::ObjectTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "EntityTooLarge"),
+            A::TooManyChunks { .. } | A::ObjectTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "EntityTooLarge")
+            }
             A::InvalidRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange"),
             A::Body(_) => (StatusCode::BAD_REQUEST, "IncompleteBody"),
             A::DataLoss { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "DataLoss"),

@@ -24,6 +24,7 @@ use crate::{AdminState, ApiError};
 
 /// What a node needs to issue and honour invitations.
 pub struct Inviter {
+    /// The cluster secret an invitation hands to the node that redeems it.
     pub secret: cluster::ClusterSecret,
     /// This node's public key: the token pins it.
     pub node_key: [u8; 32],
@@ -46,13 +47,16 @@ pub(crate) struct InviteParams {
     addr: Option<String>,
 }
 
+/// A new invitation, as `cluster invite` prints it.
 #[derive(Serialize, Deserialize)]
 pub struct Issued {
     /// What `cluster invites` lists it as (and `--revoke` takes).
     pub id: String,
+    /// The token to give the new node (`edgecloud serve --join TOKEN`).
     pub token: String,
     /// The node the token connects to.
     pub addr: String,
+    /// When the token stops working (ms since the Unix epoch).
     pub expires_ms: u64,
 }
 
@@ -243,8 +247,11 @@ async fn redeem(
 /// One invitation as `cluster invites` shows it (never its secret).
 #[derive(Serialize, Deserialize)]
 pub struct Listed {
+    /// The invitation's id (what `--revoke` takes).
     pub id: String,
+    /// "open", "used", "expired" or "revoked".
     pub state: String,
+    /// Who issued it, when, and whether and when it was redeemed.
     #[serde(flatten)]
     pub record: InviteRecord,
 }
@@ -279,7 +286,7 @@ pub(crate) async fn list(State(s): State<AdminState>) -> Result<Json<Vec<Listed>
             record,
         })
         .collect();
-    out.sort_by(|a, b| b.record.created_ms.cmp(&a.record.created_ms));
+    out.sort_by_key(|a| std::cmp::Reverse(a.record.created_ms));
     Ok(Json(out))
 }
 

@@ -60,8 +60,10 @@ pub(crate) struct InclusionQuery {
     size: u64,
 }
 
+/// A Merkle proof (inclusion or consistency) as base64 hashes.
 #[derive(Serialize, Deserialize)]
 pub struct Proof {
+    /// The proof's hashes, base64, in the order RFC 6962 gives them.
     pub proof: Vec<String>,
 }
 

@@ -8,6 +8,7 @@ pub mod invites;
 mod keys;
 pub mod ledger;
 mod objects;
+/// Operations on the running node: cluster view, scrub, repair.
 pub mod ops;
 pub mod peers;
 pub mod types;
@@ -32,9 +33,12 @@ pub const URL_FILE: &str = "admin.url";
 /// The certificate (chain) the admin API serves with TLS, for the CLI to trust.
 pub const CERT_FILE: &str = "admin-cert.pem";
 
+/// What every admin handler shares.
 #[derive(Clone)]
 pub struct AdminState {
+    /// The node's archive.
     pub archive: Archive,
+    /// The admin bearer token (`DATA/admin.token`).
     pub token: String,
     /// The audit log, when the node keeps one.
     pub auditor: Option<std::sync::Arc<archive::audit::Auditor>>,
@@ -111,6 +115,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     next.run(req).await
 }
 
+/// The admin API: every route, behind the bearer-token check.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(ops::status))

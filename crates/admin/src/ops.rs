@@ -55,9 +55,13 @@ pub(crate) async fn scrub(
 /// policy and what it survives, and repair progress.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ClusterView {
+    /// Members, sites and disks; None on a single node.
     pub status: Option<cluster::ClusterStatus>,
+    /// The default redundancy policy (e.g. "ec:4+2").
     pub policy: String,
+    /// What the layout and policy survive, in words ("one site", "two disks").
     pub survives: String,
+    /// Repair progress.
     pub repair: archive::RepairState,
 }
 

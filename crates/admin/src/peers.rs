@@ -14,7 +14,9 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use cluster::rpc::Peer;
 
+/// Path of a node's repair state, asked by the node that shows `cluster status`.
 pub const REPAIR_STATE: &str = "/v1/repair/state";
+/// Path where a voter cosigns a ledger checkpoint.
 pub const COSIGN: &str = "/v1/ledger/cosign";
 
 #[derive(Clone)]

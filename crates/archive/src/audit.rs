@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Archive, ArchiveError, Result};
 
+/// Keeps the audit log: appends records, grows the Merkle tree, signs checkpoints.
 pub struct Auditor {
     entries: LedgerEntries,
     tree: Tree,
@@ -20,6 +21,7 @@ pub struct Auditor {
     dir: PathBuf,
     /// The latest signed checkpoint and the size it covers.
     latest: Mutex<(u64, Vec<u8>)>,
+    /// The checkpoint signing key's public half (C2SP note verifier key).
     pub public_key: String,
     /// This node as a voter: it checks each checkpoint against its own tree and
     /// cosigns it (C2SP tlog-cosignature).
@@ -31,6 +33,7 @@ pub struct Auditor {
 pub struct ProofBundle {
     /// The leaf record (canonical JSON) as text.
     pub entry: String,
+    /// The entry's position in the log.
     pub index: u64,
     /// Inclusion proof in the tree of the checkpoint's size, base64 hashes.
     pub proof: Vec<String>,
@@ -42,6 +45,7 @@ fn ledger_err(e: ledger::LedgerError) -> ArchiveError {
     ArchiveError::Storage(format!("ledger: {e}"))
 }
 
+/// A tree hash as base64 (how proofs and checkpoints carry them).
 pub fn b64(h: &ledger::Hash) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(h.0)
@@ -205,10 +209,12 @@ impl Auditor {
         Ok(used)
     }
 
+    /// The latest signed checkpoint (C2SP signed note).
     pub fn checkpoint(&self) -> Vec<u8> {
         self.latest.lock().expect("checkpoint lock").1.clone()
     }
 
+    /// How many entries the log holds.
     pub fn size(&self) -> u64 {
         self.latest.lock().expect("checkpoint lock").0
     }
@@ -219,10 +225,12 @@ impl Auditor {
         ledger::publish::read_published(&self.dir, path).map_err(ledger_err)
     }
 
+    /// The folder of the log's files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The proof that entry `index` is in the tree of `size` entries.
     pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<String>> {
         Ok(self
             .tree
@@ -233,6 +241,7 @@ impl Auditor {
             .collect())
     }
 
+    /// The proof that the tree of `to` entries extends the tree of `from`.
     pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<String>> {
         Ok(self
             .tree
@@ -243,6 +252,7 @@ impl Auditor {
             .collect())
     }
 
+    /// Entry `index` as stored (canonical JSON).
     pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
         self.entries.get(index).map_err(ledger_err)
     }

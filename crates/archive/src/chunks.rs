@@ -322,17 +322,17 @@ impl Archive {
             }
         }
         drop(pending); // reads still in flight are no longer needed
-        for i in 0..n {
+        for (i, slot) in shards.iter_mut().enumerate() {
             if have >= needed {
                 break;
             }
-            if shards[i].is_none() {
+            if slot.is_none() {
                 let key = ShardKey {
                     chunk: *id,
                     index: i as u8,
                 };
                 if let Some(s) = self.find_shard(&t, key).await {
-                    shards[i] = Some(s);
+                    *slot = Some(s);
                     have += 1;
                 }
             }

@@ -2,46 +2,80 @@ use std::path::Path;
 
 use catalog::CatalogError;
 
+/// Everything the archive can fail with; each gateway maps it to its protocol's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
+    /// The catalog refused or failed (no such bucket, conflict, unavailable, ...).
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The current version of `key` is a delete marker.
     #[error("{key:?} is deleted (its current version {version_id} is a delete marker)")]
-    DeleteMarker { key: String, version_id: String },
+    DeleteMarker {
+        /// The object's key.
+        key: String,
+        /// The delete marker's version id.
+        version_id: String,
+    },
+    /// A bucket or key name the archive does not accept.
     #[error("invalid name: {0}")]
     InvalidName(String),
+    /// The range lies outside an object of `size` bytes.
     #[error("the requested range is not satisfiable for an object of {size} bytes")]
-    InvalidRange { size: u64 },
+    InvalidRange {
+        /// The object's size.
+        size: u64,
+    },
+    /// The body does not match its Content-MD5.
     #[error("the body's MD5 does not match the Content-MD5 the client sent")]
     BadDigest,
+    /// An argument the archive does not accept.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A chunk of the object cannot be read or rebuilt.
     #[error("cannot read object {bucket}/{key}: chunk {chunk}: {reason}")]
     DataLoss {
+        /// The object's bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// The chunk's id (hex).
         chunk: String,
+        /// Why it cannot be read.
         reason: String,
     },
+    /// Writing shards or the audit log failed.
     #[error("storage write failed: {0}")]
     Storage(String),
+    /// Reading the client's body failed (the client went away or sent garbage).
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
+    /// A local file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The object would have more than `max` chunks.
     #[error(
         "an object may have at most {max} chunks (its chunk list is one catalog record); \
          store it with larger chunks (the bucket's chunk size) or as several objects"
     )]
-    TooManyChunks { max: usize },
+    TooManyChunks {
+        /// The most chunks an object may have.
+        max: usize,
+    },
+    /// The body passed `max` bytes.
     #[error(
         "the body passed {max} bytes, the most allowed here (the node's --max-object-size; \
          over S3, 5 GiB per PUT or part: use a multipart upload)"
     )]
-    ObjectTooLarge { max: u64 },
+    ObjectTooLarge {
+        /// The most bytes allowed.
+        max: u64,
+    },
+    /// A bucket's data key cannot be unwrapped.
     #[error("bucket key cannot be unwrapped: {0} (is this the right master key?)")]
     Key(String),
 }

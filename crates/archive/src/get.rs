@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 
 use crate::{Archive, ArchiveError, ByteRange, Result};
 
+/// An object's bytes as they are read and decoded, chunk by chunk.
 pub type ObjectStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
 impl Archive {

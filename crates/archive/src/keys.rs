@@ -48,7 +48,11 @@ impl KeyCache {
     }
 
     /// The secret of `access_key` from its stored form.
-    pub(crate) fn open_secret(&self, access_key: &str, stored: &str) -> Result<String, ArchiveError> {
+    pub(crate) fn open_secret(
+        &self,
+        access_key: &str,
+        stored: &str,
+    ) -> Result<String, ArchiveError> {
         let Some(rest) = stored.strip_prefix(SEALED_SECRET) else {
             return Ok(stored.to_string());
         };
@@ -56,7 +60,9 @@ impl KeyCache {
             return Ok(s.clone());
         }
         let bad = |why: &str| ArchiveError::Key(format!("access key {access_key}: {why}"));
-        let (id, sealed) = rest.split_once(':').ok_or_else(|| bad("malformed sealed secret"))?;
+        let (id, sealed) = rest
+            .split_once(':')
+            .ok_or_else(|| bad("malformed sealed secret"))?;
         let id: ChunkId = codec::unhex(id)
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| bad("malformed sealed secret"))?;

@@ -50,8 +50,10 @@ pub mod settings {
 /// and the `edgecloud` CLI). Access key ids never contain "@".
 pub const ADMIN_ACTOR: &str = "@admin";
 
+/// The archive's result type.
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
+/// How to open an archive: where its data lives and how it stores new data.
 #[derive(Debug, Clone)]
 pub struct ArchiveConfig {
     /// Holds the catalog and, by default, the master key.
@@ -64,6 +66,7 @@ pub struct ArchiveConfig {
     pub inline_threshold: usize,
     /// Policy for new buckets; `None` picks one from the number of disks.
     pub default_policy: Option<Redundancy>,
+    /// Content-defined chunk sizes for new buckets.
     pub chunk: ChunkParams,
     /// zstd level for new buckets; 0 disables compression.
     pub compression: i32,
@@ -81,13 +84,16 @@ pub struct ArchiveConfig {
     /// The largest object any gateway may store, checked while the body streams (an
     /// FTP STOR, a chunked WebDAV or S3 PUT has no length up front). Default: S3's 5 TiB.
     pub max_object_bytes: u64,
+    /// Size at which a disk starts a new segment file.
     pub segment_bytes: u64,
+    /// Minimum size of every multipart part but the last (S3: 5 MiB).
     pub min_part_size: u64,
     /// Keep the audit log (see `catalog::CatalogOptions::audit_log`); benchmarks only.
     pub audit_log: bool,
 }
 
 impl ArchiveConfig {
+    /// The defaults, with these folders and master key.
     pub fn new(data_dir: PathBuf, disks: Vec<PathBuf>, master_key: DataKey) -> Self {
         ArchiveConfig {
             data_dir,
@@ -131,6 +137,7 @@ struct Inner {
 }
 
 impl Archive {
+    /// Opens (or creates) the catalog and the shard disks.
     pub fn open(cfg: ArchiveConfig) -> Result<Self> {
         cfg.chunk.validate().map_err(ArchiveError::Invalid)?;
         if cfg.disks.is_empty() {
@@ -176,6 +183,7 @@ impl Archive {
         let _ = self.inner.cluster.set(membership);
     }
 
+    /// The cluster this node belongs to; None on a single node.
     pub fn cluster(&self) -> Option<&Arc<cluster::Membership>> {
         self.inner.cluster.get()
     }
@@ -203,6 +211,7 @@ impl Archive {
         cur.clone()
     }
 
+    /// The configuration the archive was opened with.
     pub fn config(&self) -> &ArchiveConfig {
         &self.inner.cfg
     }
@@ -218,12 +227,14 @@ impl Archive {
         }
     }
 
+    /// What each of this node's disks holds and whether it is intact.
     pub fn disk_health(&self) -> Vec<shards::DiskHealth> {
         self.inner.store.check_disks()
     }
 
     // ---- buckets ----
 
+    /// Creates a bucket with its own data key, sealed with the master key.
     pub async fn create_bucket(
         &self,
         name: &str,
@@ -267,6 +278,7 @@ impl Archive {
         Ok(self.inner.catalog.create_bucket_as(b, actor).await?)
     }
 
+    /// The bucket named `name`.
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
         Ok(self.inner.catalog.bucket(name)?)
     }
@@ -278,18 +290,22 @@ impl Archive {
         blake3::derive_key(purpose, self.inner.cfg.master_key.as_bytes())
     }
 
+    /// Every bucket, by name.
     pub fn buckets(&self) -> Result<Vec<Bucket>> {
         Ok(self.inner.catalog.buckets()?)
     }
 
+    /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         self.delete_bucket_as(name, None).await
     }
 
+    /// Deletes an empty bucket, recording `actor` in the audit log.
     pub async fn delete_bucket_as(&self, name: &str, actor: Option<String>) -> Result<()> {
         Ok(self.inner.catalog.delete_bucket_as(name, actor).await?)
     }
 
+    /// Turns versioning on or suspends it.
     pub async fn set_versioning(&self, name: &str, v: Versioning) -> Result<Bucket> {
         Ok(self
             .inner
@@ -377,6 +393,7 @@ impl Archive {
             .transpose()
     }
 
+    /// Every access key.
     pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
         self.inner
             .catalog
@@ -448,6 +465,7 @@ impl Archive {
         self.opened(k)
     }
 
+    /// Deletes an access key; false if it did not exist.
     pub async fn delete_access_key(&self, actor: &str, access_key: &str) -> Result<bool> {
         Ok(self
             .inner
@@ -471,14 +489,17 @@ impl Archive {
         Ok(v)
     }
 
+    /// One page of a bucket's current objects (or as of an instant).
     pub fn list(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
         Ok(self.inner.catalog.list(bucket, q)?)
     }
 
+    /// One page of a bucket's versions and delete markers.
     pub fn list_versions(&self, bucket: &str, q: &VersionsQuery) -> Result<VersionsPage> {
         Ok(self.inner.catalog.list_versions(bucket, q)?)
     }
 
+    /// Deletes a key (a delete marker when versioned) or one version.
     pub async fn delete(
         &self,
         bucket: &str,

@@ -15,6 +15,7 @@ pub const MAX_PART_NUMBER: u32 = 10_000;
 pub const MAX_PART_BYTES: u64 = 5 << 30;
 
 impl Archive {
+    /// Starts a multipart upload and answers its id.
     pub async fn create_multipart(
         &self,
         bucket: &str,
@@ -62,7 +63,9 @@ impl Archive {
         let up = self.upload(bucket, key, upload_id)?;
         let b = self.bucket(&up.bucket)?;
         let dk = self.inner.keys.data_key(&b)?;
-        let ing = self.ingest(&b, &dk, body, false, Some(MAX_PART_BYTES)).await?;
+        let ing = self
+            .ingest(&b, &dk, body, false, Some(MAX_PART_BYTES))
+            .await?;
         if content_md5.is_some_and(|want| want != ing.md5) {
             return Err(ArchiveError::BadDigest);
         }
@@ -83,11 +86,13 @@ impl Archive {
         Ok(part)
     }
 
+    /// The parts uploaded so far.
     pub fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Vec<Part>> {
         self.upload(bucket, key, upload_id)?;
         Ok(self.inner.catalog.parts(upload_id)?)
     }
 
+    /// The uploads in progress in a bucket.
     pub fn list_uploads(&self, bucket: &str) -> Result<Vec<Upload>> {
         self.bucket(bucket)?;
         Ok(self.inner.catalog.uploads(bucket)?)

@@ -13,11 +13,14 @@ use md5::{Digest, Md5};
 
 use crate::{Archive, ArchiveError, Bucket, DataKey, Result, validate_key};
 
+/// How to store an object: its metadata and conditions.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
+    /// The Content-Type to store.
     pub content_type: Option<String>,
     /// User metadata and stored headers, kept verbatim.
     pub meta: BTreeMap<String, String>,
+    /// Conditions checked atomically with the write (If-Match, If-None-Match).
     pub cond: PutCondition,
     /// The MD5 the client says the body has (Content-MD5); a mismatch stores nothing.
     pub content_md5: Option<[u8; 16]>,
@@ -34,6 +37,7 @@ pub struct PutOptions {
 /// Filled by whoever reads the body alongside the archive; read once, at commit.
 pub type LateMeta = std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>;
 
+/// An MD5 digest as lowercase hex (an S3 ETag).
 pub fn md5_hex(d: &[u8]) -> String {
     codec::hex(d)
 }
@@ -196,7 +200,13 @@ impl Archive {
                     // Refused before it is stored whole; what was stored becomes orphans.
                     return Err(ArchiveError::TooManyChunks { max });
                 }
-                inflight.push_back(self.store_chunk(key, b.policy, b.compression, chunk, hold.clone()));
+                inflight.push_back(self.store_chunk(
+                    key,
+                    b.policy,
+                    b.compression,
+                    chunk,
+                    hold.clone(),
+                ));
                 while inflight.len() >= depth {
                     let s = inflight.next().await.expect("non-empty")?;
                     if s.fresh {

@@ -6,7 +6,13 @@ use crate::ArchiveError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
     /// bytes=a-b (b inclusive) or bytes=a-
-    From { start: u64, end: Option<u64> },
+    /// bytes=a-b (b inclusive) or bytes=a-
+    From {
+        /// The first byte.
+        start: u64,
+        /// The last byte (inclusive); None for the end of the object.
+        end: Option<u64>,
+    },
     /// bytes=-n: the last n bytes
     Suffix(u64),
 }

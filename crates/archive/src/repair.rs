@@ -18,7 +18,9 @@ const OWED_FOR: Duration = Duration::from_secs(60);
 /// What `cluster status` shows of repair.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RepairState {
+    /// A repair pass is running now.
     pub running: bool,
+    /// Passes since the node started.
     pub passes: u64,
     /// When the pass in progress, or the last one, started (seconds since the Unix
     /// epoch): tells whether a pass began after a given moment.
@@ -26,6 +28,7 @@ pub struct RepairState {
     pub last_started: f64,
     /// The pass in progress, or the last one.
     pub report: Option<ScrubReport>,
+    /// How long the last finished pass took.
     pub last_seconds: f64,
     /// True once a whole pass found every shard where it belongs (and none lost).
     pub healthy: bool,
@@ -35,6 +38,7 @@ pub struct RepairState {
 }
 
 impl Archive {
+    /// Repair's progress, as `cluster status` shows it.
     pub fn repair_state(&self) -> RepairState {
         self.inner.repair.lock().expect("repair lock").clone()
     }

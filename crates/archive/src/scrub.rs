@@ -14,6 +14,7 @@ use crate::chunks::ShardReadError;
 use crate::topology::{Loc, Topology};
 use crate::{Archive, Result};
 
+/// What a scrub pass does.
 #[derive(Debug, Clone, Default)]
 pub struct ScrubOptions {
     /// Bytes read per second at most (the background scrubber sets this); None = full speed.
@@ -25,19 +26,28 @@ pub struct ScrubOptions {
     pub repair_only: bool,
 }
 
+/// What a scrub pass found and did.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScrubReport {
+    /// Chunks looked at.
     pub chunks_checked: u64,
+    /// Shards read and checked.
     pub shards_checked: u64,
+    /// Shards that should exist and do not.
     pub shards_missing: u64,
+    /// Shards whose checksum did not match (bitrot).
     pub shards_corrupt: u64,
+    /// Shards rebuilt or moved to where they belong.
     pub shards_repaired: u64,
     /// Chunks with fewer intact shards than needed: data lost (ids in hex).
     pub chunks_unrecoverable: Vec<String>,
     /// Bytes read to verify shards, plus bytes repair wrote (both count toward the rate).
     pub bytes_read: u64,
+    /// Unreferenced chunks removed after the grace period.
     pub chunks_collected: u64,
+    /// Shards of no chunk removed after the grace period.
     pub orphan_shards_removed: u64,
+    /// Hidden null versions dropped after the history retention.
     pub history_versions_expired: u64,
     /// Shards forgotten because their disk folder or segment file vanished.
     pub shards_lost_with_disks: u64,
@@ -370,14 +380,16 @@ impl Archive {
         progress: &(dyn Fn(&ScrubReport) + Send + Sync),
     ) -> Result<ScrubReport> {
         let _one_pass_at_a_time = self.inner.passes.lock().await;
-        let mut report = ScrubReport::default();
-        report.shards_lost_with_disks = self
-            .inner
-            .store
-            .check_disks()
-            .iter()
-            .map(|h| h.lost as u64)
-            .sum();
+        let mut report = ScrubReport {
+            shards_lost_with_disks: self
+                .inner
+                .store
+                .check_disks()
+                .iter()
+                .map(|h| h.lost as u64)
+                .sum(),
+            ..ScrubReport::default()
+        };
         let started = Instant::now();
         let t = self.topology();
         let presence = self.presence(&t).await?;
@@ -405,7 +417,7 @@ impl Archive {
                 .await?;
             progress(&report);
         }
-        endangered.sort_by(|a, b| b.0.cmp(&a.0));
+        endangered.sort_by_key(|e| std::cmp::Reverse(e.0));
         let todo = endangered
             .into_iter()
             .map(|(_, id, rec)| (id, rec))
@@ -504,9 +516,10 @@ impl Archive {
         let Some(m) = self.inner.cluster.get() else {
             return Some(all);
         };
-        let asks = t.remote_nodes().into_iter().map(|(node, addr)| async move {
-            (node, m.client().uploading(&addr).await)
-        });
+        let asks = t
+            .remote_nodes()
+            .into_iter()
+            .map(|(node, addr)| async move { (node, m.client().uploading(&addr).await) });
         for (node, r) in futures::future::join_all(asks).await {
             match r {
                 Ok(ids) => all.extend(ids),

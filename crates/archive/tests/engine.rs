@@ -1,5 +1,6 @@
 //! The archive engine end to end on one node: data path, versions, multipart, copy,
 //! as-of reads, dedup, and self-healing after disks are wiped and corrupted.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -291,13 +292,18 @@ async fn versions_copy_multipart_and_as_of() {
     );
     // An upload id does not reach across buckets or keys.
     for (bucket, key) in [("other", "mp2"), ("docs", "mp")] {
-        let err = a.abort_multipart(bucket, key, &up.upload_id).await.unwrap_err();
+        let err = a
+            .abort_multipart(bucket, key, &up.upload_id)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, ArchiveError::Catalog(CatalogError::NoSuchUpload(_))),
             "{err}"
         );
     }
-    a.abort_multipart("docs", "mp2", &up.upload_id).await.unwrap();
+    a.abort_multipart("docs", "mp2", &up.upload_id)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -697,7 +703,9 @@ async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
     drop(tx);
     upload.await.unwrap().unwrap();
     assert_eq!(
-        a.get_bytes("slow", "big", &VersionSel::Latest).await.unwrap(),
+        a.get_bytes("slow", "big", &VersionSel::Latest)
+            .await
+            .unwrap(),
         data
     );
     // Committed: a later pass finds nothing to collect and everything readable.
@@ -705,7 +713,9 @@ async fn an_upload_slower_than_the_grace_period_keeps_every_chunk() {
     let r = collect_garbage(&a).await;
     assert_eq!(r.orphan_shards_removed, 0, "{r:?}");
     assert_eq!(
-        a.get_bytes("slow", "big", &VersionSel::Latest).await.unwrap(),
+        a.get_bytes("slow", "big", &VersionSel::Latest)
+            .await
+            .unwrap(),
         data
     );
 }
@@ -728,7 +738,10 @@ async fn an_object_with_too_many_chunks_is_refused_clearly() {
         .put_bytes("capped", "big", Bytes::from(big), PutOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, ArchiveError::TooManyChunks { max: 20 }), "{err}");
+    assert!(
+        matches!(err, ArchiveError::TooManyChunks { max: 20 }),
+        "{err}"
+    );
     assert!(err.to_string().contains("larger chunks"), "{err}");
     assert!(a.head("capped", "big", &VersionSel::Latest).is_err());
     // Parts under the cap each, over it together.
@@ -753,15 +766,32 @@ async fn an_object_with_too_many_chunks_is_refused_clearly() {
         list.push((n, p.etag));
     }
     let err = a
-        .complete_multipart("capped", "mp", &up.upload_id, list, Default::default(), None)
+        .complete_multipart(
+            "capped",
+            "mp",
+            &up.upload_id,
+            list,
+            Default::default(),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ArchiveError::TooManyChunks { .. }), "{err}");
     let small = pseudo_random(95, 600_000);
-    a.put_bytes("capped", "small", Bytes::from(small.clone()), PutOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(a.get_bytes("capped", "small", &VersionSel::Latest).await.unwrap(), small);
+    a.put_bytes(
+        "capped",
+        "small",
+        Bytes::from(small.clone()),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        a.get_bytes("capped", "small", &VersionSel::Latest)
+            .await
+            .unwrap(),
+        small
+    );
 }
 
 /// A body is refused as soon as it passes the node's size limit or the gateway's own
@@ -783,17 +813,28 @@ async fn an_object_over_the_size_limit_is_refused_while_it_streams() {
         .put("sized", "endless", Box::pin(endless), PutOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, ArchiveError::ObjectTooLarge { max } if max == 1 << 20), "{err}");
+    assert!(
+        matches!(err, ArchiveError::ObjectTooLarge { max } if max == 1 << 20),
+        "{err}"
+    );
     assert!(err.to_string().contains("--max-object-size"), "{err}");
     let opts = PutOptions {
         max_size: Some(100_000),
         ..Default::default()
     };
     let err = a
-        .put_bytes("sized", "over-gateway", Bytes::from(vec![1u8; 100_001]), opts.clone())
+        .put_bytes(
+            "sized",
+            "over-gateway",
+            Bytes::from(vec![1u8; 100_001]),
+            opts.clone(),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, ArchiveError::ObjectTooLarge { max: 100_000 }), "{err}");
+    assert!(
+        matches!(err, ArchiveError::ObjectTooLarge { max: 100_000 }),
+        "{err}"
+    );
     a.put_bytes("sized", "at-limit", Bytes::from(vec![2u8; 100_000]), opts)
         .await
         .unwrap();
@@ -819,7 +860,9 @@ async fn an_object_over_the_size_limit_is_refused_while_it_streams() {
         assert!(a.head("sized", key, &VersionSel::Latest).is_err(), "{key}");
     }
     assert_eq!(
-        a.get_bytes("sized", "at-limit", &VersionSel::Latest).await.unwrap(),
+        a.get_bytes("sized", "at-limit", &VersionSel::Latest)
+            .await
+            .unwrap(),
         vec![2u8; 100_000]
     );
 }
@@ -858,11 +901,12 @@ async fn twenty_gib_at_4_kib_chunks_is_refused_at_the_chunk_cap_and_leaves_nothi
         .await
         .unwrap_err();
     let secs = started.elapsed().as_secs_f64();
-    assert!(matches!(err, ArchiveError::TooManyChunks { max: 1_000_000 }), "{err}");
-    let peak = testkit::peak_rss_kib();
-    println!(
-        "refused after {secs:.0} s: {err}\nRSS before {rss_before} KiB, peak {peak} KiB"
+    assert!(
+        matches!(err, ArchiveError::TooManyChunks { max: 1_000_000 }),
+        "{err}"
     );
+    let peak = testkit::peak_rss_kib();
+    println!("refused after {secs:.0} s: {err}\nRSS before {rss_before} KiB, peak {peak} KiB");
     assert!(peak < rss_before + (1 << 20), "memory grew to {peak} KiB");
     assert!(a.head("huge", "big", &VersionSel::Latest).is_err());
     let r = collect_garbage(&a).await;

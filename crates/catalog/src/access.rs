@@ -22,17 +22,22 @@ pub enum Permission {
     Owner,
 }
 
+/// An S3 access key and what it may do.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessKey {
+    /// The access key id.
     pub access_key: String,
     /// SigV4 needs the secret itself on the server, not a hash of it.
     pub secret: String,
+    /// A name for people.
     pub name: String,
+    /// When it was created (ns since the Unix epoch).
     pub created_ns: u64,
     /// May do anything, in every bucket.
     pub admin: bool,
     /// May create buckets (and owns the ones it creates).
     pub create_buckets: bool,
+    /// Its permission per bucket.
     pub buckets: BTreeMap<String, Permission>,
 }
 
@@ -48,6 +53,7 @@ impl Permission {
 }
 
 impl AccessKey {
+    /// What the key may do in `bucket` (admins: everything).
     pub fn permission(&self, bucket: &str) -> Option<Permission> {
         if self.admin {
             Some(Permission::Owner)
@@ -73,6 +79,7 @@ impl std::fmt::Debug for AccessKey {
 }
 
 impl Catalog {
+    /// The key `access_key`, if it exists.
     pub fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>> {
         let t = self.read()?.open_table(ACCESS_KEYS)?;
         t.get(access_key)?
@@ -80,6 +87,7 @@ impl Catalog {
             .transpose()
     }
 
+    /// Every access key.
     pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
         let t = self.read()?.open_table(ACCESS_KEYS)?;
         t.iter()?
@@ -113,7 +121,10 @@ impl Catalog {
         };
         self.read_modify_write(
             read,
-            |k| Ok(f(k)),
+            |k| {
+                f(k);
+                Ok(())
+            },
             |expect, key| Command::ReplaceAccessKey {
                 expect,
                 key,

@@ -8,6 +8,7 @@ use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 
 impl Catalog {
+    /// Creates a bucket; `BucketExists` if the name is taken.
     pub async fn create_bucket(&self, bucket: Bucket) -> Result<Bucket> {
         self.create_bucket_as(bucket, None).await
     }
@@ -21,6 +22,7 @@ impl Catalog {
         )
     }
 
+    /// The bucket named `name`.
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
         let t = self.read()?.open_table(BUCKETS)?;
         let v = t
@@ -29,6 +31,7 @@ impl Catalog {
         dec("buckets", name.as_bytes(), v.value())
     }
 
+    /// Every bucket, by name.
     pub fn buckets(&self) -> Result<Vec<Bucket>> {
         let t = self.read()?.open_table(BUCKETS)?;
         t.iter()?

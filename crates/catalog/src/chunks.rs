@@ -68,6 +68,7 @@ pub(crate) fn release(t: &mut Table<&[u8], &[u8]>, at: &Stamp, refs: &[ChunkRef]
 }
 
 impl Catalog {
+    /// The record of chunk `id`, if any object refers to it.
     pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>> {
         let t = self.read()?.open_table(CHUNKS)?;
         match t.get(id.as_slice())? {

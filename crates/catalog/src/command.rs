@@ -29,6 +29,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// A stamp for a change made now.
     pub fn now() -> Stamp {
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).expect("the OS random source failed");
@@ -42,7 +43,9 @@ impl Stamp {
 /// One change, as proposed: what to do and when.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Proposal {
+    /// When the change was made (every replica applies it with this time).
     pub stamp: Stamp,
+    /// The change.
     pub command: Command,
 }
 
@@ -51,81 +54,138 @@ pub struct Proposal {
 /// meanwhile, so a read-modify-write never loses a concurrent one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
+    /// Create a bucket.
     CreateBucket {
+        /// The new bucket.
         bucket: Bucket,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Change a bucket's settings.
     ReplaceBucket {
+        /// The bucket as the proposer read it.
         expect: Bucket,
+        /// The bucket as it should be.
         bucket: Bucket,
     },
+    /// Delete an empty bucket.
     DeleteBucket {
+        /// The bucket's name.
         name: String,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Create an access key.
     PutAccessKey {
+        /// The new key.
         key: AccessKey,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Change an access key's permissions.
     ReplaceAccessKey {
+        /// The key as the proposer read it.
         expect: AccessKey,
+        /// The key as it should be.
         key: AccessKey,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Delete an access key.
     DeleteAccessKey {
+        /// The key's id.
         access_key: String,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Store a new version of an object.
     PutVersion {
+        /// The object's bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// The version's size, metadata and chunks.
         version: NewVersion,
+        /// Conditions checked when it is applied.
         cond: PutCondition,
     },
+    /// Change a version's metadata (tags, copied headers).
     ReplaceVersionMeta {
+        /// The object's bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// Which version.
         sel: VersionSel,
+        /// The metadata as the proposer read it.
         expect: BTreeMap<String, String>,
+        /// The metadata as it should be.
         meta: BTreeMap<String, String>,
     },
+    /// Delete a key (a delete marker when versioned) or one version.
     Delete {
+        /// The object's bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// The version to remove; None deletes the key.
         version_id: Option<String>,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Start a multipart upload.
     CreateUpload {
+        /// The upload's id, key and metadata.
         upload: Upload,
     },
+    /// Record one uploaded part (replacing a part with the same number).
     PutPart {
+        /// The upload it belongs to.
         upload_id: String,
+        /// The part's number, size and chunks.
         part: Part,
+        /// Chunks the part's writer stored itself.
         fresh: Vec<ChunkId>,
     },
+    /// Complete a multipart upload into a new version.
     CompleteUpload {
+        /// The upload to complete.
         upload_id: String,
+        /// The parts the client chose: number and ETag, in order.
         chosen: Vec<(u32, String)>,
+        /// Conditions checked when it is applied.
         cond: PutCondition,
         /// Policy of the new version if no part has chunks.
         policy: Redundancy,
+        /// Minimum size of every part but the last.
         min_part_size: u64,
+        /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Abort a multipart upload, dropping its parts.
     AbortUpload {
+        /// The upload to abort.
         upload_id: String,
     },
+    /// Remove chunk records unreferenced for longer than the grace period.
     CollectChunks {
+        /// Unreferenced before this instant (ns).
         older_than_ns: u64,
+        /// At most this many at once.
         limit: usize,
     },
+    /// Drop hidden null versions superseded before an instant.
     ExpireHistory {
+        /// Superseded before this instant (ns).
         before_ns: u64,
     },
     /// Sets a record of the cluster layer (the layout) if it still is `expect`.
     PutClusterRecord {
+        /// The record's name (e.g. "layout").
         name: String,
+        /// The value as the proposer read it; None if it should not exist yet.
         expect: Option<Vec<u8>>,
+        /// The new value.
         value: Vec<u8>,
     },
 }
@@ -133,15 +193,25 @@ pub enum Command {
 /// What a command answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outcome {
+    /// Applied; nothing to answer.
     Done,
+    /// The bucket as it now is.
     Bucket(Bucket),
+    /// The access key as it now is.
     AccessKey(AccessKey),
+    /// Whether the record existed (before a delete).
     Existed(bool),
+    /// The version written.
     Version(Version),
+    /// What a delete did.
     Deleted(DeleteOutcome),
+    /// The upload started.
     Upload(Upload),
+    /// The part recorded.
     Part(Part),
+    /// The chunk records removed (their shards are garbage now).
     Collected(Vec<(ChunkId, ChunkRecord)>),
+    /// How many hidden versions were dropped.
     Expired(usize),
 }
 

@@ -31,40 +31,71 @@ pub use list::{ListPage, ListQuery, VersionsPage, VersionsQuery};
 pub use objects::{DeleteOutcome, PutCondition, VersionSel};
 pub use records::*;
 
+/// Everything the catalog can refuse or fail with.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CatalogError {
+    /// The bucket does not exist.
     #[error("bucket {0:?} does not exist")]
     NoSuchBucket(String),
+    /// A bucket with that name exists.
     #[error("bucket {0:?} already exists")]
     BucketExists(String),
+    /// The bucket still holds objects or uploads.
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),
+    /// The key does not exist (or its current version is gone).
     #[error("key {0:?} does not exist")]
     NoSuchKey(String),
+    /// The key has no such version.
     #[error("version {version:?} of {key:?} does not exist")]
-    NoSuchVersion { key: String, version: String },
+    NoSuchVersion {
+        /// The object's key.
+        key: String,
+        /// The version id asked for.
+        version: String,
+    },
+    /// The multipart upload does not exist (completed, aborted or never started).
     #[error("multipart upload {0:?} does not exist")]
     NoSuchUpload(String),
+    /// A part named at completion is missing or has another ETag.
     #[error("invalid part: {0}")]
     InvalidPart(String),
+    /// A part other than the last is smaller than the minimum.
     #[error("part {part} is {size} bytes; every part but the last must be at least {min}")]
-    EntityTooSmall { part: u32, size: u64, min: u64 },
+    EntityTooSmall {
+        /// The part's number.
+        part: u32,
+        /// Its size.
+        size: u64,
+        /// The minimum.
+        min: u64,
+    },
+    /// A write's condition (If-Match, If-None-Match) did not hold.
     #[error("precondition failed")]
     PreconditionFailed,
+    /// A chunk the write refers to was collected meanwhile: write it again.
     #[error("a chunk this write relies on was collected meanwhile; retry the write")]
     ChunkVanished,
+    /// The record changed since the proposer read it: read and try again.
     #[error("the record changed while this change was prepared; retry")]
     Conflict,
+    /// No leader or majority answered: try again later.
     #[error("the catalog cannot take changes now: {0}")]
     Unavailable(String),
+    /// An argument the catalog does not accept.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The database (redb) failed.
     #[error("catalog database error: {0}")]
     Db(String),
+    /// A stored record does not decode.
     #[error("catalog record {table}/{key} is corrupt: {reason}")]
     Corrupt {
+        /// The table it is in.
         table: String,
+        /// Its key, printable.
         key: String,
+        /// Why it does not decode.
         reason: String,
     },
 }
@@ -85,8 +116,10 @@ db_error!(
     redb::CommitError
 );
 
+/// The catalog's result type.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
+/// How the catalog applies changes.
 #[derive(Debug, Clone)]
 pub struct CatalogOptions {
     /// Minimum size of every multipart part but the last (S3: 5 MiB).
@@ -116,6 +149,7 @@ pub trait Consensus: Send + Sync + 'static {
     fn read_barrier(&self) -> BoxFuture<'_, Result<()>>;
 }
 
+/// A boxed future, for the object-safe `Consensus` trait.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Handle to the catalog; cheap to clone.
@@ -132,6 +166,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Opens (or creates) the catalog database at `path`.
     pub fn open(path: &Path, opts: CatalogOptions) -> Result<Self> {
         let db = Arc::new(redb::Database::create(path).map_err(|e| {
             CatalogError::Db(format!("cannot open catalog {}: {e}", path.display()))

@@ -7,42 +7,61 @@ use crate::keys::*;
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 
+/// What to list of a bucket's current objects.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
+    /// Only keys starting with this.
     pub prefix: String,
+    /// Roll keys up to the first delimiter after the prefix into common prefixes.
     pub delimiter: Option<String>,
     /// Start strictly after this key (S3 marker / start-after / continuation token).
     pub start_after: Option<String>,
+    /// At most this many objects and prefixes.
     pub max_keys: usize,
     /// List the bucket as it was at this instant (ns).
     pub as_of: Option<u64>,
 }
 
+/// One page of a listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListPage {
+    /// The current versions on this page, by key.
     pub objects: Vec<Version>,
+    /// Common prefixes on this page.
     pub common_prefixes: Vec<String>,
+    /// True when more pages follow.
     pub truncated: bool,
     /// The last key or common prefix returned; pass as `start_after` for the next page.
     pub next_marker: Option<String>,
 }
 
+/// What to list of a bucket's versions.
 #[derive(Debug, Clone, Default)]
 pub struct VersionsQuery {
+    /// Only keys starting with this.
     pub prefix: String,
+    /// Roll keys up to the first delimiter after the prefix into common prefixes.
     pub delimiter: Option<String>,
+    /// Start at this key (S3 key-marker).
     pub key_marker: Option<String>,
+    /// Start after this version of `key_marker` (S3 version-id-marker).
     pub version_id_marker: Option<String>,
+    /// At most this many versions and prefixes.
     pub max_keys: usize,
 }
 
+/// One page of a versions listing.
 #[derive(Debug, Clone, Default)]
 pub struct VersionsPage {
     /// Versions and delete markers, newest first within a key, with "is latest".
     pub versions: Vec<(Version, bool)>,
+    /// Common prefixes on this page.
     pub common_prefixes: Vec<String>,
+    /// True when more pages follow.
     pub truncated: bool,
+    /// Pass as `key_marker` for the next page.
     pub next_key_marker: Option<String>,
+    /// Pass as `version_id_marker` for the next page.
     pub next_version_id_marker: Option<String>,
 }
 
@@ -106,6 +125,7 @@ fn next_entry(
 }
 
 impl Catalog {
+    /// One page of a bucket's current objects (or as of an instant).
     pub fn list(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
         let txn = self.read()?;
         if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
@@ -159,6 +179,7 @@ impl Catalog {
         Ok(page)
     }
 
+    /// One page of a bucket's versions and delete markers.
     pub fn list_versions(&self, bucket: &str, q: &VersionsQuery) -> Result<VersionsPage> {
         let txn = self.read()?;
         if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {

@@ -13,6 +13,7 @@ use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 
 impl Catalog {
+    /// Starts a multipart upload.
     pub async fn create_upload(
         &self,
         bucket: &str,
@@ -34,6 +35,7 @@ impl Catalog {
         )
     }
 
+    /// The upload `upload_id`.
     pub fn upload(&self, upload_id: &str) -> Result<Upload> {
         let t = self.read()?.open_table(UPLOADS)?;
         let v = t
@@ -42,6 +44,7 @@ impl Catalog {
         dec("uploads", upload_id.as_bytes(), v.value())
     }
 
+    /// The uploads in progress in `bucket`.
     pub fn uploads(&self, bucket: &str) -> Result<Vec<Upload>> {
         let t = self.read()?.open_table(UPLOADS)?;
         let mut out = Vec::new();
@@ -72,6 +75,7 @@ impl Catalog {
         expect_outcome!(self.execute(command).await?, Part)
     }
 
+    /// The parts of `upload_id` so far, by number.
     pub fn parts(&self, upload_id: &str) -> Result<Vec<Part>> {
         let txn = self.read()?;
         if txn.open_table(UPLOADS)?.get(upload_id)?.is_none() {
@@ -110,6 +114,7 @@ impl Catalog {
         expect_outcome!(self.execute(command).await?, Version)
     }
 
+    /// Aborts an upload; its parts' chunks become garbage.
     pub async fn abort_upload(&self, upload_id: &str) -> Result<()> {
         let upload_id = upload_id.to_string();
         self.execute(Command::AbortUpload { upload_id }).await?;

@@ -13,7 +13,9 @@ use crate::{Catalog, CatalogError, Result};
 /// Which version a read wants.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VersionSel {
+    /// The key's current version.
     Latest,
+    /// The version with this id.
     Id(String),
     /// The version that was current at this instant (ns since the epoch).
     AsOf(u64),
@@ -30,10 +32,12 @@ pub struct PutCondition {
     pub if_none_match: Option<String>,
 }
 
+/// What a delete did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeleteOutcome {
     /// The version created (a delete marker) or removed; None when versioning is off.
     pub version_id: Option<String>,
+    /// True when a delete marker was created.
     pub delete_marker: bool,
     /// The audit-log entry of the deletion (None when nothing changed).
     pub ledger_index: Option<u64>,
@@ -115,10 +119,10 @@ pub(crate) fn check_condition(cur: Option<&Version>, cond: &PutCondition) -> Res
             return Err(CatalogError::PreconditionFailed);
         }
     }
-    if let Some(not) = &cond.if_none_match {
-        if live.is_some_and(|v| not.trim_matches('"') == v.etag.trim_matches('"')) {
-            return Err(CatalogError::PreconditionFailed);
-        }
+    if let Some(not) = &cond.if_none_match
+        && live.is_some_and(|v| not.trim_matches('"') == v.etag.trim_matches('"'))
+    {
+        return Err(CatalogError::PreconditionFailed);
     }
     Ok(())
 }
@@ -254,7 +258,10 @@ impl Catalog {
         };
         self.read_modify_write(
             read,
-            |m| Ok(f(m)),
+            |m| {
+                f(m);
+                Ok(())
+            },
             |expect, meta| Command::ReplaceVersionMeta {
                 bucket: bucket.into(),
                 key: key.into(),

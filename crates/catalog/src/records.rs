@@ -65,51 +65,72 @@ pub(crate) fn dec<T: DeserializeOwned>(table: &'static str, key: &[u8], bytes: &
     }
 }
 
+/// A bucket's versioning state (S3's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Versioning {
     /// Never enabled: writes replace the "null" version (history kept only for as-of reads).
     Unversioned,
+    /// Every write makes a new version.
     Enabled,
+    /// Was enabled: old versions stay, new writes replace the null version.
     Suspended,
 }
 
+/// A bucket: its settings and its sealed data key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bucket {
+    /// The bucket's name.
     pub name: String,
+    /// When it was created (ns since the Unix epoch).
     pub created_ns: u64,
+    /// Whether writes keep old versions.
     pub versioning: Versioning,
+    /// How new chunks are stored (erasure coding or copies).
     pub policy: Redundancy,
     /// The bucket's data key, sealed with the node master key.
     pub wrapped_key: Vec<u8>,
+    /// The id of the data key, to check it unwrapped right.
     pub wrapped_key_id: ChunkId,
     /// zstd level; 0 = compression off.
     pub compression: i32,
+    /// Smallest chunk (bytes).
     pub chunk_min: u32,
+    /// Average chunk the chunker aims for (bytes).
     pub chunk_avg: u32,
+    /// Largest chunk (bytes).
     pub chunk_max: u32,
     /// Free-form settings later gateways keep here (CORS, tags, policy).
     pub settings: BTreeMap<String, String>,
 }
 
+/// One chunk of an object's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
+    /// The chunk's id (keyed hash of its plaintext).
     pub id: ChunkId,
+    /// Plaintext bytes.
     pub plain_len: u32,
+    /// Bytes once compressed and sealed.
     pub sealed_len: u32,
 }
 
+/// Where a version's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
+    /// No bytes.
     Empty,
     /// Chunks in order. A small object is one chunk whose sealed bytes live in its
     /// chunk record (inline), so small objects deduplicate like large ones.
     Chunks {
+        /// How the chunks are stored.
         policy: Redundancy,
+        /// The chunks, in order.
         chunks: Vec<ChunkRef>,
     },
 }
 
 impl Body {
+    /// The body's chunks, in order (none for an empty body).
     pub fn chunk_refs(&self) -> &[ChunkRef] {
         match self {
             Body::Chunks { chunks, .. } => chunks,
@@ -121,7 +142,9 @@ impl Body {
 /// What a writer supplies for a new version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewVersion {
+    /// Size in bytes.
     pub size: u64,
+    /// The S3 ETag.
     pub etag: String,
     /// SHA-256 of the plaintext (hex), for the audit log; None for multipart objects,
     /// whose parts' hashes go in `part_digests`.
@@ -130,9 +153,11 @@ pub struct NewVersion {
     pub part_digests: Vec<ledger::record::PartDigest>,
     /// The access key making the write, for the audit log.
     pub actor: Option<String>,
+    /// The Content-Type to store.
     pub content_type: Option<String>,
     /// User metadata and stored headers (x-amz-meta-*, Content-Encoding, ...).
     pub meta: BTreeMap<String, String>,
+    /// The chunks; None for an empty body.
     pub body: Option<Body>,
     /// Sizes of the parts of a multipart object (empty for a single PUT).
     pub parts: Vec<u64>,
@@ -167,30 +192,46 @@ mod inline_bytes {
     }
 }
 
+/// One version of an object, or a delete marker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
+    /// The object's key.
     pub key: String,
     /// "null" for the version written while versioning is off or suspended.
     pub version_id: String,
+    /// Order of writes within the bucket (newer is larger).
     pub seq: u64,
+    /// When it was written (ns since the Unix epoch).
     pub mtime_ns: u64,
+    /// True for a delete marker (no body).
     pub delete_marker: bool,
     /// Kept only for as-of reads: a null version that was replaced or deleted while
     /// versioning was off. S3's version APIs never show it.
     pub hidden: bool,
+    /// Size in bytes.
     pub size: u64,
+    /// The S3 ETag.
     pub etag: String,
+    /// The stored Content-Type.
     pub content_type: Option<String>,
+    /// User metadata and stored headers.
     pub meta: BTreeMap<String, String>,
+    /// Where its bytes are.
     pub body: Body,
+    /// Sizes of the parts of a multipart object (empty for a single PUT).
     pub parts: Vec<u64>,
 }
 
+/// A stored chunk: how many versions refer to it and how it is stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkRecord {
+    /// References from versions and parts.
     pub refs: u64,
+    /// How its shards are made.
     pub policy: Redundancy,
+    /// Plaintext bytes.
     pub plain_len: u32,
+    /// Bytes once compressed and sealed.
     pub sealed_len: u32,
     /// When refs last dropped to zero (ns); collected after the grace period.
     pub unreferenced_since_ns: Option<u64>,
@@ -199,27 +240,41 @@ pub struct ChunkRecord {
     pub inline: Option<Vec<u8>>,
 }
 
+/// A multipart upload in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Upload {
+    /// Its id (S3 UploadId).
     pub upload_id: String,
+    /// The bucket it writes to.
     pub bucket: String,
+    /// The key it writes to.
     pub key: String,
+    /// When it started (ns since the Unix epoch).
     pub created_ns: u64,
+    /// The Content-Type the object will have.
     pub content_type: Option<String>,
+    /// The metadata the object will have.
     pub meta: BTreeMap<String, String>,
 }
 
+/// One uploaded part.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Part {
+    /// Its number (1-10,000).
     pub number: u32,
+    /// Size in bytes.
     pub size: u64,
+    /// Its ETag (MD5 of its bytes, hex).
     pub etag: String,
     /// SHA-256 of the part's plaintext (hex), for the completed object's ledger record.
     pub sha256: String,
+    /// When it was uploaded (ns since the Unix epoch).
     pub mtime_ns: u64,
+    /// Its chunks.
     pub body: Body,
 }
 
+/// Now, in ns since the Unix epoch.
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

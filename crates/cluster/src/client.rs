@@ -15,19 +15,35 @@ use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo};
 use crate::tls::NodeTls;
 
+/// Why a node-to-node request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
+    /// The node does not hold that shard.
     #[error("shard not on that node")]
     Missing,
+    /// The node holds the shard but it failed its checksum.
     #[error("corrupt shard: {0}")]
     Corrupt(String),
+    /// No answer (connection refused, timeout, TLS failure).
     #[error("node {addr} unreachable: {reason}")]
-    Unreachable { addr: String, reason: String },
+    Unreachable {
+        /// The node's address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The node answered with an error.
     #[error("node {addr} refused: {reason}")]
-    Refused { addr: String, reason: String },
+    Refused {
+        /// The node's address.
+        addr: String,
+        /// What it answered.
+        reason: String,
+    },
 }
 
 impl RpcError {
+    /// True when the node simply does not hold the shard.
     pub fn is_missing(&self) -> bool {
         matches!(self, RpcError::Missing)
     }
@@ -36,16 +52,24 @@ impl RpcError {
 /// A node's answer to a heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeHealth {
+    /// The node's id.
     pub id: NodeId,
+    /// The layout epoch the node has.
     pub epoch: u64,
+    /// Its shard disks.
     pub disks: Vec<DiskHealth>,
 }
 
+/// One disk as a heartbeat reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiskHealth {
+    /// The disk's folder.
     pub path: String,
+    /// Shards it holds.
     pub shards: u64,
+    /// Size of its file system.
     pub bytes_total: u64,
+    /// Free bytes on its file system.
     pub bytes_free: u64,
     /// False when the folder vanished (wiped or unmounted disk).
     pub ok: bool,
@@ -54,14 +78,20 @@ pub struct DiskHealth {
 /// One shard in a node's listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShardEntry {
+    /// The chunk's id (hex).
     pub chunk: String,
+    /// Which shard of the chunk.
     pub index: u8,
+    /// The chunk's redundancy policy (e.g. "ec:4+2").
     pub policy: String,
+    /// The sealed chunk's length (needed to join the shards).
     pub sealed_len: u32,
+    /// When the shard was written (ms since the Unix epoch).
     pub written_ms: u64,
 }
 
 impl ShardEntry {
+    /// The listing entry of a stored shard.
     pub fn from_parts(key: &ShardKey, meta: &ShardMeta) -> ShardEntry {
         ShardEntry {
             chunk: codec::hex(&key.chunk),
@@ -72,6 +102,7 @@ impl ShardEntry {
         }
     }
 
+    /// The shard key and metadata back; None if the entry is malformed.
     pub fn parts(&self) -> Option<(ShardKey, ShardMeta)> {
         Some((
             ShardKey {
@@ -94,6 +125,7 @@ pub(crate) fn parse_chunk(s: &str) -> Option<codec::ChunkId> {
 pub(crate) const POLICY: &str = "x-edgecloud-policy";
 pub(crate) const SEALED_LEN: &str = "x-edgecloud-sealed-len";
 
+/// The node-to-node client: mutual TLS, one connection pool, per-node limits.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -115,6 +147,7 @@ fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
 }
 
 impl Client {
+    /// A client that presents this node's certificate and trusts the cluster's.
     pub fn new(tls: &NodeTls) -> anyhow::Result<Client> {
         Client::bound(tls, None)
     }
@@ -171,6 +204,7 @@ impl Client {
         })
     }
 
+    /// Stores a shard on the node at `addr`.
     pub async fn put_shard(
         &self,
         addr: &str,
@@ -254,6 +288,7 @@ impl Client {
             .collect()
     }
 
+    /// Asks the node at `addr` for its heartbeat.
     pub async fn health(&self, addr: &str, timeout: Duration) -> Result<NodeHealth, RpcError> {
         let req = self
             .http
@@ -266,6 +301,7 @@ impl Client {
         })
     }
 
+    /// Asks the node at `addr` to add `me` to the cluster; answers the new layout.
     pub async fn join(&self, addr: &str, me: &NodeInfo) -> Result<Layout, RpcError> {
         let req = self.http.post(format!("https://{addr}/v1/join")).json(me);
         let resp = self.send(addr, req).await?;
@@ -275,6 +311,7 @@ impl Client {
         })
     }
 
+    /// Asks the node at `addr` (the leader) to start a repair pass.
     pub async fn request_repair(&self, addr: &str) -> Result<(), RpcError> {
         let req = self.http.post(format!("https://{addr}/v1/repair"));
         self.send(addr, req).await.map(|_| ())
@@ -301,6 +338,7 @@ impl Client {
         })
     }
 
+    /// Sends the node at `addr` the current layout.
     pub async fn push_layout(&self, addr: &str, layout: &Layout) -> Result<(), RpcError> {
         let req = self
             .http

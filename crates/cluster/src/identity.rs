@@ -21,6 +21,7 @@ use ring::signature::KeyPair;
 pub struct NodeId(pub String);
 
 impl NodeId {
+    /// The id of the node with this Ed25519 public key.
     pub fn from_public_key(public: &[u8]) -> NodeId {
         let h = blake3::derive_key("edgecloud 2026 node id v1", public);
         NodeId(codec::hex(&h[..8]))
@@ -40,6 +41,7 @@ pub struct NodeKey {
 }
 
 impl NodeKey {
+    /// The key made from a 32-byte seed.
     pub fn from_seed(seed: [u8; 32]) -> NodeKey {
         let kp = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
             .expect("any 32 bytes are an Ed25519 seed");
@@ -67,14 +69,17 @@ impl NodeKey {
         }
     }
 
+    /// The node id this key proves.
     pub fn id(&self) -> NodeId {
         NodeId::from_public_key(&self.public)
     }
 
+    /// The Ed25519 public key.
     pub fn public(&self) -> [u8; 32] {
         self.public
     }
 
+    /// The Ed25519 public key, hex.
     pub fn public_hex(&self) -> String {
         codec::hex(&self.public)
     }
@@ -89,6 +94,7 @@ impl NodeKey {
 pub struct ClusterSecret(Vec<u8>);
 
 impl ClusterSecret {
+    /// A secret from its bytes; refuses one too short to be safe.
     pub fn new(bytes: impl Into<Vec<u8>>) -> anyhow::Result<ClusterSecret> {
         let bytes: Vec<u8> = bytes.into();
         let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();

@@ -66,6 +66,7 @@ impl Invitation {
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
     }
 
+    /// Reads a token; says what is wrong with a damaged one.
     pub fn decode(token: &str) -> anyhow::Result<Invitation> {
         let bad = |why: &str| {
             anyhow::anyhow!(
@@ -109,12 +110,16 @@ pub fn record_name(secret: &[u8]) -> String {
 /// The replicated record of an invitation (JSON in the catalog's cluster table).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InviteRecord {
+    /// The node that issued it.
     pub issued_by: String,
+    /// When it was issued (ms since the Unix epoch).
     pub created_ms: u64,
+    /// When it expires (ms since the Unix epoch).
     pub expires_ms: u64,
     /// Set when the token is used: who (address of the connection) and when.
     #[serde(default)]
     pub redeemed_by: Option<String>,
+    /// When it was redeemed, if it was.
     #[serde(default)]
     pub redeemed_ms: Option<u64>,
     /// Set when an operator revoked the invitation before it was used.
@@ -151,8 +156,10 @@ pub struct RedeemRequest {
     pub secret: String,
 }
 
+/// What a node that redeems an invitation gets.
 #[derive(Serialize, Deserialize)]
 pub struct RedeemAnswer {
+    /// The cluster secret, sealed for the redeeming node.
     pub cluster_secret: String,
 }
 

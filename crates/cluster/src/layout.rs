@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::NodeId;
 
+/// Where a node is in its life in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
@@ -24,43 +25,55 @@ pub enum NodeState {
     Removed,
 }
 
+/// One disk of a node in the layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskInfo {
     /// Capacity weight (bytes of the file system when it joined; 0 = no new shards).
     pub weight: f64,
 }
 
+/// One node of the layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
+    /// The node's id (from its public key).
     pub id: NodeId,
     /// Order of joining; never reused, so placement ids stay stable.
     pub seq: u32,
     /// Hex Ed25519 public key (the id is derived from it).
     pub public_key: String,
+    /// The site (building, room) it is in; shards are spread over sites first.
     pub site: String,
     /// Node-to-node address (HOST:PORT).
     pub rpc_addr: String,
+    /// Its shard disks, in order.
     pub disks: Vec<DiskInfo>,
+    /// Active, down, draining or removed.
     pub state: NodeState,
 }
 
+/// Which nodes and disks the cluster has; every change raises the epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Layout {
+    /// Raised by every change; the higher epoch wins.
     pub epoch: u64,
     /// The node that holds the catalog and runs the gateways (until the catalog is
     /// replicated by Raft; see docs/status.md).
     pub catalog_node: NodeId,
+    /// Every node that ever joined (removed ones stay, so ids are never reused).
     pub nodes: Vec<NodeInfo>,
 }
 
 /// One disk of the layout as placement sees it.
 #[derive(Debug, Clone)]
 pub struct DiskRef {
+    /// The node.
     pub node: NodeId,
+    /// The disk's position on that node.
     pub disk: u32,
 }
 
 impl Layout {
+    /// The layout of a new cluster with one node.
     pub fn founded_by(node: NodeInfo) -> Layout {
         Layout {
             epoch: 1,
@@ -69,10 +82,12 @@ impl Layout {
         }
     }
 
+    /// The node with this id.
     pub fn node(&self, id: &NodeId) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| &n.id == id)
     }
 
+    /// The node with this id, to change.
     pub fn node_mut(&mut self, id: &NodeId) -> Option<&mut NodeInfo> {
         self.nodes.iter_mut().find(|n| &n.id == id)
     }
@@ -82,6 +97,7 @@ impl Layout {
         self.nodes.iter().filter(|n| n.state != NodeState::Removed)
     }
 
+    /// The sites of nodes not removed, sorted.
     pub fn sites(&self) -> Vec<String> {
         let mut s: Vec<String> = self.members().map(|n| n.site.clone()).collect();
         s.sort();
@@ -182,6 +198,7 @@ impl Layout {
         )
     }
 
+    /// Reads a layout file; None if there is none.
     pub fn load(path: &Path) -> anyhow::Result<Option<Layout>> {
         match std::fs::read(path) {
             Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
@@ -192,6 +209,7 @@ impl Layout {
         }
     }
 
+    /// Writes the layout file atomically.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         crate::identity::replace_private(path, &format!("{text}\n"))

@@ -22,7 +22,9 @@ use crate::client::{Client, DiskHealth, NodeHealth, RpcError};
 use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo, NodeState};
 
+/// How to start membership.
 pub struct StartOptions {
+    /// The node's data directory (the layout file lives there).
     pub data_dir: PathBuf,
     /// This node as it wants to be listed (seq and state are assigned on joining).
     pub me: NodeInfo,
@@ -58,6 +60,7 @@ struct PeerView {
     failed_at: Option<Instant>,
 }
 
+/// This node's view of the cluster: the layout, heartbeats, who is down.
 pub struct Membership {
     me: NodeId,
     path: PathBuf,
@@ -76,17 +79,25 @@ pub struct Membership {
 /// What `edgecloud cluster status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
+    /// This node.
     pub me: NodeId,
+    /// The layout epoch.
     pub epoch: u64,
+    /// The node whose catalog the layout names.
     pub catalog_node: NodeId,
+    /// The sites, sorted.
     pub sites: Vec<String>,
+    /// Every node and how it is doing.
     pub nodes: Vec<NodeStatus>,
 }
 
+/// One node as `cluster status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// The node as the layout has it.
     #[serde(flatten)]
     pub info: NodeInfo,
+    /// "leader", "voter", "learner" or "" in the catalog's Raft group.
     pub role: String,
     /// Milliseconds since the last answered heartbeat (None: never, or this node).
     pub seen_ms_ago: Option<u64>,
@@ -94,6 +105,7 @@ pub struct NodeStatus {
     pub suspected: bool,
     /// Disk health as the node last reported it (`info.disks` are the layout's weights).
     pub disk_health: Vec<DiskHealth>,
+    /// The last heartbeat's error, if it failed.
     pub error: Option<String>,
 }
 
@@ -124,6 +136,7 @@ fn explain(addr: &str, e: RpcError) -> anyhow::Error {
 }
 
 impl Membership {
+    /// Loads or founds the layout (or joins through `opts.join`) and starts heartbeats.
     pub async fn start(opts: StartOptions, client: Client) -> anyhow::Result<Arc<Membership>> {
         let path = opts.data_dir.join(LAYOUT_FILE);
         let saved = Layout::load(&path)?;
@@ -210,18 +223,22 @@ impl Membership {
         }))
     }
 
+    /// This node's id.
     pub fn me(&self) -> &NodeId {
         &self.me
     }
 
+    /// The node-to-node client.
     pub fn client(&self) -> &Client {
         &self.client
     }
 
+    /// The current layout.
     pub fn layout(&self) -> Arc<Layout> {
         self.tx.borrow().clone()
     }
 
+    /// Wakes on every layout change.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Layout>> {
         self.tx.subscribe()
     }
@@ -624,6 +641,7 @@ impl Membership {
         }
     }
 
+    /// The cluster as `cluster status` shows it, with this node's disks.
     pub fn status(&self, local_disks: Vec<DiskHealth>) -> ClusterStatus {
         let l = self.layout();
         let peers = self.peers.lock().expect("peers lock");

@@ -24,13 +24,18 @@ use crate::tls::{NodeTls, peer_node_id};
 /// Who is calling: the node id of its certificate and its address.
 #[derive(Clone, Debug)]
 pub struct Peer {
+    /// The node id its certificate proves.
     pub id: NodeId,
+    /// Its address.
     pub addr: SocketAddr,
 }
 
+/// What the node-to-node handlers share.
 #[derive(Clone)]
 pub struct RpcState {
+    /// This node's view of the cluster.
     pub membership: Arc<Membership>,
+    /// This node's shard disks.
     pub store: Arc<ShardStore>,
 }
 
@@ -42,6 +47,7 @@ fn refuse(code: StatusCode, msg: impl Into<String>) -> Refusal {
     (code, msg)
 }
 
+/// The node-to-node API: shards, heartbeats, joins, layouts; members only.
 pub fn router(state: RpcState) -> Router {
     let members = Router::new()
         .route("/v1/health", get(health))
@@ -117,9 +123,7 @@ pub fn fs_space(path: &std::path::Path) -> (u64, u64) {
     (s.f_blocks as u64 * f, s.f_bavail as u64 * f)
 }
 
-async fn health(
-    State(state): State<RpcState>,
-) -> Result<Json<NodeHealth>, Refusal> {
+async fn health(State(state): State<RpcState>) -> Result<Json<NodeHealth>, Refusal> {
     let store = state.store.clone();
     let disks = tokio::task::spawn_blocking(move || local_disks(&store))
         .await
@@ -261,9 +265,7 @@ async fn list_shards(
 
 /// The chunks uploads through this node are writing (hex ids): garbage collection on
 /// the leader spares their shards.
-async fn uploading(
-    State(state): State<RpcState>,
-) -> Result<Json<Vec<String>>, Refusal> {
+async fn uploading(State(state): State<RpcState>) -> Result<Json<Vec<String>>, Refusal> {
     let ids = state.store.uploading().list();
     Ok(Json(ids.iter().map(|id| codec::hex(id)).collect()))
 }
@@ -307,9 +309,7 @@ async fn push_layout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_layout(
-    State(state): State<RpcState>,
-) -> Result<Json<Layout>, Refusal> {
+async fn get_layout(State(state): State<RpcState>) -> Result<Json<Layout>, Refusal> {
     Ok(Json((*state.membership.layout()).clone()))
 }
 
@@ -342,6 +342,7 @@ pub fn serve(
 /// A connection that presented no certificate.
 #[derive(Clone, Debug)]
 pub struct Guest {
+    /// Its address.
     pub addr: SocketAddr,
 }
 

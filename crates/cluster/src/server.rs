@@ -25,7 +25,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a listener serves, for logs ("S3", "node-to-node").
 pub struct Listener {
+    /// What it serves, for logs ("S3", "node-to-node").
     pub what: &'static str,
+    /// The bound socket.
     pub tcp: tokio::net::TcpListener,
     /// Serve TLS with this configuration; plain HTTP without.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -84,24 +86,22 @@ pub fn serve(
                         serve_connection(what, addr, stream, app, watcher).await
                     }
                     Some(acceptor) => {
-                        let tls = match tokio::time::timeout(
-                            HANDSHAKE_TIMEOUT,
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(t)) => t,
-                            Ok(Err(e)) => {
-                                return tracing::warn!(
-                                    "refused a {what} connection from {addr}: {e}"
-                                );
-                            }
-                            Err(_) => {
-                                return tracing::warn!(
-                                    "{what}: {addr} did not finish the TLS handshake in time"
-                                );
-                            }
-                        };
+                        let tls =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(t)) => t,
+                                Ok(Err(e)) => {
+                                    return tracing::warn!(
+                                        "refused a {what} connection from {addr}: {e}"
+                                    );
+                                }
+                                Err(_) => {
+                                    return tracing::warn!(
+                                        "{what}: {addr} did not finish the TLS handshake in time"
+                                    );
+                                }
+                            };
                         let Some(app) = route(Some(tls.get_ref().1), addr) else {
                             return;
                         };
@@ -142,6 +142,7 @@ pub struct Admitted {
 }
 
 impl Admission {
+    /// Admits at most `max` connections, a quarter of them from one address.
     pub fn new(max: usize) -> Self {
         Admission {
             max,
@@ -219,11 +220,20 @@ mod tests {
         let held: Vec<_> = (0..2).map(|_| a.admit("t", flood).unwrap()).collect();
         assert!(a.admit("t", flood).is_none(), "past its share");
         let others: Vec<_> = (1..=6)
-            .map(|i| a.admit("t", format!("127.0.1.{i}:1").parse().unwrap()).unwrap())
+            .map(|i| {
+                a.admit("t", format!("127.0.1.{i}:1").parse().unwrap())
+                    .unwrap()
+            })
             .collect();
-        assert!(a.admit("t", "127.0.2.1:1".parse().unwrap()).is_none(), "past the total");
+        assert!(
+            a.admit("t", "127.0.2.1:1".parse().unwrap()).is_none(),
+            "past the total"
+        );
         drop(held);
-        assert!(a.admit("t", flood).is_some(), "closed connections free their share");
+        assert!(
+            a.admit("t", flood).is_some(),
+            "closed connections free their share"
+        );
         drop(others);
     }
 }

@@ -24,7 +24,9 @@ const CLUSTER_NAME: &str = "node.edgecloud";
 /// The TLS configurations of one node.
 #[derive(Clone)]
 pub struct NodeTls {
+    /// For the node-to-node listener: requires a member's certificate.
     pub server: Arc<rustls::ServerConfig>,
+    /// For node-to-node requests: presents this node's certificate.
     pub client: Arc<rustls::ClientConfig>,
 }
 
@@ -50,6 +52,7 @@ fn authority(secret: &ClusterSecret) -> anyhow::Result<(CertificateParams, KeyPa
 }
 
 impl NodeTls {
+    /// This node's certificate, signed under the cluster secret.
     pub fn new(secret: &ClusterSecret, node: &NodeKey) -> anyhow::Result<NodeTls> {
         let (ca_params, ca_key) = authority(secret)?;
         let ca_cert = ca_params.self_signed(&ca_key)?;

@@ -7,6 +7,7 @@
 //!
 //! Cases: 96 by default; `PROPTEST_CASES=20000 cargo test -p cluster --test hostile_rpc
 //! --release` for a long run.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

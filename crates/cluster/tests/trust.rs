@@ -1,6 +1,7 @@
 //! Who may talk to a node: a real node-to-node server over mutual TLS, and clients with
 //! the right secret, a forged identity, another cluster's secret, no membership, and a
 //! removed identity.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::time::Duration;
 

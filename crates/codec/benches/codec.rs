@@ -1,5 +1,6 @@
 //! Criterion benches of every codec stage, plus the two Reed-Solomon crates side by side
 //! (the measurement behind docs/decisions.md). `cargo bench -p codec`.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use codec::{
     ChunkParams, Chunker, DataKey, Redundancy, chunk_id, join_shards, open, seal, split_shards,

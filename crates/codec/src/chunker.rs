@@ -6,8 +6,11 @@ use fastcdc::v2020::FastCDC;
 /// Chunk size bounds in bytes. FastCDC needs min <= avg <= max.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkParams {
+    /// Smallest chunk (bytes).
     pub min: usize,
+    /// Average chunk it aims for (bytes).
     pub avg: usize,
+    /// Largest chunk (bytes).
     pub max: usize,
 }
 
@@ -34,6 +37,7 @@ impl ChunkParams {
         }
     }
 
+    /// Refuses sizes FastCDC cannot use or that are out of order.
     pub fn validate(&self) -> Result<(), String> {
         // fastcdc 2020 limits: min 64 B..1 MiB? The crate asserts these ranges.
         if !(64..=67_108_864).contains(&self.min)
@@ -58,10 +62,12 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// A chunker with these sizes.
     pub fn new(params: ChunkParams) -> Self {
         Chunker { params }
     }
 
+    /// The sizes it cuts at.
     pub fn params(&self) -> ChunkParams {
         self.params
     }

@@ -19,16 +19,32 @@ pub type ChunkId = [u8; 32];
 /// Everything that can go wrong while decoding. Encoding cannot fail on valid input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
+    /// Too short, or a format version this build does not know.
     #[error("sealed chunk is truncated or has an unknown format version")]
     BadFormat,
+    /// AES-GCM refused the ciphertext: wrong key or altered bytes.
     #[error("chunk failed authentication (wrong key, or the ciphertext was altered)")]
     Authentication,
+    /// zstd could not decompress the plaintext.
     #[error("chunk decompression failed: {0}")]
     Decompress(String),
+    /// The decoded chunk hashes to another id.
     #[error("chunk content does not match its id (expected {expected}, got {actual})")]
-    IdMismatch { expected: String, actual: String },
+    IdMismatch {
+        /// The id asked for (hex).
+        expected: String,
+        /// The id of what was decoded (hex).
+        actual: String,
+    },
+    /// Fewer intact shards than the policy needs.
     #[error("not enough intact shards to rebuild the chunk: have {have}, need {need}")]
-    NotEnoughShards { have: usize, need: usize },
+    NotEnoughShards {
+        /// Intact shards found.
+        have: usize,
+        /// Shards needed.
+        need: usize,
+    },
+    /// A redundancy policy that cannot be used.
     #[error("invalid redundancy policy: {0}")]
     BadPolicy(String),
 }

@@ -13,11 +13,20 @@ use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use crate::CodecError;
 
+/// How a chunk's sealed bytes become shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Redundancy {
+    /// One shard: the sealed chunk itself.
     None,
+    /// This many identical copies.
     Replicate(u8),
-    Ec { k: u8, m: u8 },
+    /// Reed-Solomon: k data shards and m parity shards; any k rebuild the chunk.
+    Ec {
+        /// Data shards.
+        k: u8,
+        /// Parity shards: how many may be lost.
+        m: u8,
+    },
 }
 
 impl Redundancy {
@@ -54,6 +63,7 @@ impl Redundancy {
         }
     }
 
+    /// Refuses shapes the codec cannot use (k = 0, more than 255 shards, ...).
     pub fn validate(&self) -> Result<(), CodecError> {
         match *self {
             Redundancy::Replicate(n) if !(1..=16).contains(&n) => Err(CodecError::BadPolicy(

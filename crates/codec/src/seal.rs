@@ -26,9 +26,11 @@ const SAMPLE_LEN: usize = 16 * 1024;
 pub struct DataKey([u8; 32]);
 
 impl DataKey {
+    /// A key from its 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         DataKey(bytes)
     }
+    /// A new random key.
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
         SystemRandom::new()
@@ -36,6 +38,7 @@ impl DataKey {
             .expect("the OS random source failed");
         DataKey(k)
     }
+    /// The key's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -1,5 +1,6 @@
 //! Property tests: the codec restores bytes exactly, survives any m lost shards, and never
 //! returns bytes after any bit flip.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use codec::{
     ChunkParams, Chunker, DataKey, Redundancy, chunk_id, join_shards, open, seal, split_shards,

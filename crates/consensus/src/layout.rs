@@ -27,8 +27,11 @@ const RECORD: &str = "layout";
 /// while the rest still make a majority.
 pub const VOTERS: usize = 5;
 
+/// The cluster layout kept in the replicated catalog (`cluster::LayoutStore`).
 pub struct ReplicatedLayout {
+    /// This node's replica.
     pub replica: Arc<Replica>,
+    /// The catalog the layout record lives in.
     pub catalog: Catalog,
 }
 

@@ -36,8 +36,11 @@ pub type Reply = Result<Outcome, CatalogError>;
 /// its site (voters are spread over sites).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// The cluster node id.
     pub node: String,
+    /// Its node-to-node address (HOST:PORT).
     pub addr: String,
+    /// Its site.
     pub site: String,
 }
 
@@ -46,6 +49,7 @@ pub struct Member {
 pub type Batch = Vec<Proposal>;
 
 openraft::declare_raft_types!(
+    /// The Raft types of the replicated catalog: entries are batches of proposals.
     pub TypeConfig:
         D = Batch,
         R = Vec<Reply>,
@@ -53,6 +57,7 @@ openraft::declare_raft_types!(
         Node = Member,
 );
 
+/// The catalog's Raft instance.
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// The Raft id of a cluster node: its node id hashed to 64 bits.
@@ -67,6 +72,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(15);
 /// A node's answer to a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Answer<T> {
+    /// Applied; here is the outcome.
     Done(T),
     /// Not the leader (any more): ask again, elsewhere. Nothing was applied.
     NotLeader,
@@ -74,11 +80,15 @@ pub enum Answer<T> {
     Failed(String),
 }
 
+/// How to start a replica.
 pub struct ReplicaOptions {
     /// Where the log and the snapshot live.
     pub data_dir: PathBuf,
+    /// This node as a Raft member.
     pub me: Member,
+    /// The catalog the log is applied to.
     pub catalog: Catalog,
+    /// The node-to-node client Raft messages go through.
     pub client: cluster::Client,
     /// The largest Raft message a voter accepts (`MAX_MESSAGE_BYTES` outside tests).
     pub max_message_bytes: usize,
@@ -96,7 +106,9 @@ type Waiting = (Proposal, usize, tokio::sync::oneshot::Sender<Answer<Reply>>);
 
 /// This node's part in the replicated catalog.
 pub struct Replica {
+    /// The Raft instance.
     pub raft: Raft,
+    /// This node as a Raft member.
     pub me: Member,
     client: cluster::Client,
     /// See `MAX_MESSAGE_BYTES`.
@@ -245,6 +257,7 @@ async fn run_batches(
 }
 
 impl Replica {
+    /// Opens the log, starts Raft, and starts batching proposals.
     pub async fn start(o: ReplicaOptions) -> anyhow::Result<Arc<Replica>> {
         let config = Config {
             cluster_name: "edgecloud-catalog".into(),
@@ -288,6 +301,7 @@ impl Replica {
         Ok(replica)
     }
 
+    /// This node's Raft id.
     pub fn id(&self) -> u64 {
         raft_id(&self.me.node)
     }
@@ -339,6 +353,7 @@ impl Replica {
         Ok(())
     }
 
+    /// The Raft ids of the current voters.
     pub fn voters(&self) -> BTreeSet<u64> {
         self.raft
             .metrics()
@@ -381,10 +396,12 @@ impl Replica {
         self.lease.read_index(&self.raft).is_some()
     }
 
+    /// Whether this node believes it leads now (unconfirmed).
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
+    /// The member this node believes leads.
     pub fn leader(&self) -> Option<Member> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;

@@ -29,6 +29,7 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 type NodeId = u64;
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
+/// The Raft log and vote, in a redb file.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<redb::Database>,
@@ -129,6 +130,7 @@ fn io(e: impl std::fmt::Display) -> AnyError {
 }
 
 impl LogStore {
+    /// Opens (or creates) the log file.
     pub fn open(path: &Path) -> anyhow::Result<LogStore> {
         let db = redb::Database::create(path)
             .map_err(|e| anyhow::anyhow!("cannot open the Raft log {}: {e}", path.display()))?;

@@ -28,10 +28,15 @@ use crate::{Member, Replica, TypeConfig};
 
 type NodeId = u64;
 
+/// Path of Raft appends.
 pub const APPEND: &str = "/v1/raft/append";
+/// Path of Raft votes.
 pub const VOTE: &str = "/v1/raft/vote";
+/// Path of Raft snapshots.
 pub const SNAPSHOT: &str = "/v1/raft/snapshot";
+/// Path where a follower forwards a proposal to the leader.
 pub const PROPOSE: &str = "/v1/raft/propose";
+/// Path where a follower asks the leader for a read index.
 pub const READ_INDEX: &str = "/v1/raft/read-index";
 
 /// Opens connections to other voters.
@@ -40,6 +45,7 @@ pub struct Network {
     pub(crate) max_message_bytes: usize,
 }
 
+/// Raft's connection to one voter, over the node-to-node client.
 pub struct Connection {
     client: cluster::Client,
     target: NodeId,
@@ -217,15 +223,17 @@ fn well_formed_append(req: &AppendEntriesRequest<TypeConfig>) -> Result<(), Stri
     if !req.vote.is_committed() {
         return Err(format!("its vote {} is not a leader's", req.vote));
     }
-    let mut next = req.prev_log_id.map_or(0, |l| l.index + 1);
-    for e in &req.entries {
+    let first = req.prev_log_id.map_or(0, |l| l.index + 1);
+    for (next, e) in (first..).zip(&req.entries) {
         if e.log_id.index != next {
             return Err(format!("entry {} where {next} was due", e.log_id.index));
         }
         if e.log_id.leader_id > req.vote.leader_id {
-            return Err(format!("entry {} from a later leader than the sender", e.log_id));
+            return Err(format!(
+                "entry {} from a later leader than the sender",
+                e.log_id
+            ));
         }
-        next += 1;
     }
     Ok(())
 }
@@ -254,7 +262,10 @@ async fn snapshot(
     if !req.vote.is_committed() {
         return refuse(
             StatusCode::BAD_REQUEST,
-            format!("malformed Raft snapshot from {}: its vote is not a leader's", peer.id),
+            format!(
+                "malformed Raft snapshot from {}: its vote is not a leader's",
+                peer.id
+            ),
         );
     }
     encode(&s.replica.raft.install_snapshot(req).await)

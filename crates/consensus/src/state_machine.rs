@@ -37,6 +37,7 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Applies committed entries to the catalog; snapshots are the catalog's file.
 #[derive(Clone)]
 pub struct StateMachine {
     catalog: Catalog,
@@ -79,6 +80,7 @@ fn read_applied_in(txn: &redb::WriteTransaction) -> std::result::Result<Applied,
 }
 
 impl StateMachine {
+    /// A state machine over `catalog`, snapshotting to `snapshot_path`.
     pub fn new(catalog: Catalog, snapshot_path: PathBuf) -> StateMachine {
         let current = std::fs::read(&snapshot_path)
             .ok()

@@ -2,6 +2,7 @@
 //! through any replica, linearizable reads on followers, identical catalogs everywhere,
 //! a new leader after the old one dies, snapshots for a late joiner, and refusals of
 //! non-members.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -276,7 +277,10 @@ async fn large_changes_are_spread_over_messages_and_an_oversized_one_is_refused(
     // 24 changes of ~60 KB each at once, through both nodes: ~1.4 MB, five messages' worth.
     let big = |i: usize| {
         let mut v = version(&format!("e{i}"));
-        v.meta.insert("pad".into(), format!("{i:x}").repeat(60_000 / format!("{i:x}").len()));
+        v.meta.insert(
+            "pad".into(),
+            format!("{i:x}").repeat(60_000 / format!("{i:x}").len()),
+        );
         v
     };
     let writes = (0..24).map(|i| {
@@ -328,7 +332,11 @@ async fn large_changes_are_spread_over_messages_and_an_oversized_one_is_refused(
         .unwrap();
     for n in [&a, &b, &c] {
         n.catalog.read_barrier().await.unwrap();
-        assert!(n.catalog.version("big", "huge", &VersionSel::Latest).is_err());
+        assert!(
+            n.catalog
+                .version("big", "huge", &VersionSel::Latest)
+                .is_err()
+        );
     }
     let (da, db, dc) = (dump(&a).await, dump(&b).await, dump(&c).await);
     assert_eq!(da, db);
@@ -460,8 +468,14 @@ fn raft_messages() -> Vec<(&'static str, Vec<u8>)> {
     };
     vec![
         (VOTE, postcard::to_stdvec(&vote).unwrap()),
-        (APPEND, postcard::to_stdvec(&append(openraft::Vote::new(1, 7))).unwrap()),
-        (APPEND, postcard::to_stdvec(&append(openraft::Vote::new_committed(1, 7))).unwrap()),
+        (
+            APPEND,
+            postcard::to_stdvec(&append(openraft::Vote::new(1, 7))).unwrap(),
+        ),
+        (
+            APPEND,
+            postcard::to_stdvec(&append(openraft::Vote::new_committed(1, 7))).unwrap(),
+        ),
         (PROPOSE, postcard::to_stdvec(&proposal).unwrap()),
         (READ_INDEX, postcard::to_stdvec(&()).unwrap()),
         (SNAPSHOT, vec![0; 16]),

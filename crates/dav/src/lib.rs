@@ -105,13 +105,15 @@ async fn checked_xml_body(req: Request) -> Result<Request, Response> {
         return Ok(req); // streamed into the archive, never parsed
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_XML_BODY).await.map_err(|_| {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a WebDAV request body may have at most {MAX_XML_BODY} bytes\n"),
-        )
-            .into_response()
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_XML_BODY)
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a WebDAV request body may have at most {MAX_XML_BODY} bytes\n"),
+            )
+                .into_response()
+        })?;
     if xml_depth(&bytes) > MAX_XML_DEPTH {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -129,7 +131,11 @@ fn xml_depth(xml: &[u8]) -> usize {
     let mut i = 0;
     while let Some(at) = xml[i..].iter().position(|&c| c == b'<') {
         let start = i + at;
-        let close: &[u8] = if xml[start..].starts_with(b"<!--") { b"-->" } else { b">" };
+        let close: &[u8] = if xml[start..].starts_with(b"<!--") {
+            b"-->"
+        } else {
+            b">"
+        };
         let end = xml[start..]
             .windows(close.len())
             .position(|w| w == close)
@@ -153,7 +159,10 @@ fn xml_depth(xml: &[u8]) -> usize {
 mod tests {
     #[test]
     fn xml_depth_counts_open_elements() {
-        assert_eq!(super::xml_depth(b"<?xml version=\"1.0\"?><a><b/><c><d>x</d></c></a>"), 3);
+        assert_eq!(
+            super::xml_depth(b"<?xml version=\"1.0\"?><a><b/><c><d>x</d></c></a>"),
+            3
+        );
         assert_eq!(super::xml_depth(b"<!-- <x><y> --><a>"), 1);
         assert_eq!(super::xml_depth(&b"<p>".repeat(1000)), 1000);
         assert_eq!(super::xml_depth(b""), 0);

@@ -6,6 +6,7 @@
 //!
 //! Cases: 128 by default; `PROPTEST_CASES=20000 cargo test -p dav --test
 //! hostile_requests --release` for a long run.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::sync::OnceLock;
 

@@ -60,11 +60,7 @@ impl Client {
                     .to_string()
             }
         };
-        Ok(Client {
-            http,
-            base,
-            token,
-        })
+        Ok(Client { http, base, token })
     }
 
     /// A request to /v1/<segments...>, each segment percent-encoded.
@@ -113,4 +109,3 @@ impl Client {
             .context("the node sent a reply this CLI cannot read")
     }
 }
-

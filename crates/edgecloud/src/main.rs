@@ -57,6 +57,7 @@ token `serve` writes to DATA/admin.token. Every flag has an environment variable
 (shown in each command's --help) and a key in the TOML config file (--config; default \
 ./edgecloud.toml when present). Flags beat environment, which beats the file.";
 
+/// The command line.
 #[derive(Parser)]
 #[command(name = "edgecloud", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
@@ -83,10 +84,12 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Every subcommand.
 #[derive(Subcommand)]
 pub enum Command {
     /// Start a node: the archive engine, its gateways (S3, WebDAV, FTP, NFS) and admin API,

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::{FileConfig, parse_duration, parse_size};
 use anyhow::Context;
 use archive::{Archive, ArchiveConfig, DataKey, Redundancy, ScrubOptions};
-use crate::config::{FileConfig, parse_duration, parse_size};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -495,7 +495,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         })
         .merge(consensus::network::routes(replica.clone(), authorize))
         .merge(crate::cluster_keys::route(shared, membership.clone()))
-        .merge(admin::peers::routes(archive.clone(), auditor.clone(), membership.clone())),
+        .merge(admin::peers::routes(
+            archive.clone(),
+            auditor.clone(),
+            membership.clone(),
+        )),
         admin::invites::guest_routes(archive.clone(), inviter.clone()),
         &node_tls,
         stop_rx.clone(),
@@ -570,7 +574,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
     })?;
     eprintln!(
         "  webdav:  {}://{} (same keys as S3)",
-        if gateway_tls.is_some() { "https" } else { "http" },
+        if gateway_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         dav_listener.local_addr()?
     );
     let nfs_key = args.nfs_key.or(file.nfs_key.clone());
@@ -661,18 +669,37 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
         None => None,
     };
     warn_cleartext(&[
-        ("S3", &s3_listener, gateway_tls.is_some(), "SigV4 signs requests; data is in the clear"),
-        ("WebDAV", &dav_listener, gateway_tls.is_some(), "Basic auth sends secrets in the clear"),
-        ("FTP", &ftp_listener, ftp.tls.is_some(), "passwords (secrets) cross in the clear"),
-        ("admin", &listener, gateway_tls.is_some(), "the admin token crosses in the clear"),
+        (
+            "S3",
+            &s3_listener,
+            gateway_tls.is_some(),
+            "SigV4 signs requests; data is in the clear",
+        ),
+        (
+            "WebDAV",
+            &dav_listener,
+            gateway_tls.is_some(),
+            "Basic auth sends secrets in the clear",
+        ),
+        (
+            "FTP",
+            &ftp_listener,
+            ftp.tls.is_some(),
+            "passwords (secrets) cross in the clear",
+        ),
+        (
+            "admin",
+            &listener,
+            gateway_tls.is_some(),
+            "the admin token crosses in the clear",
+        ),
     ]);
-    let listen = |what, tcp, tls: &Option<std::sync::Arc<rustls::ServerConfig>>| {
-        cluster::server::Listener {
+    let listen =
+        |what, tcp, tls: &Option<std::sync::Arc<rustls::ServerConfig>>| cluster::server::Listener {
             what,
             tcp,
             tls: tls.clone(),
-        }
-    };
+        };
     let gateways = [
         cluster::server::serve_app(
             listen("S3", s3_listener, &gateway_tls),
@@ -692,8 +719,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig, data: PathBuf) -> anyhow::R
             tokio::spawn(ftp::serve(files, ftp_listener, ftp, stopped))
         },
     ];
-    let admin_task =
-        cluster::server::serve_app(listen("admin", listener, &gateway_tls), app, stop_rx.clone());
+    let admin_task = cluster::server::serve_app(
+        listen("admin", listener, &gateway_tls),
+        app,
+        stop_rx.clone(),
+    );
     drop(stop_rx);
     shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -733,7 +763,9 @@ fn raise_open_files_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!("cannot raise the open-files limit; floods of connections reach it sooner");
+                tracing::warn!(
+                    "cannot raise the open-files limit; floods of connections reach it sooner"
+                );
             }
         }
     }

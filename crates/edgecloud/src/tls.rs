@@ -71,12 +71,16 @@ pub fn publish_admin_url(
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let url = format!("{}://{local}", if cert.is_some() { "https" } else { "http" });
+    let url = format!(
+        "{}://{local}",
+        if cert.is_some() { "https" } else { "http" }
+    );
     let cert_copy = data.join(admin::CERT_FILE);
     match cert {
         Some(c) => {
-            std::fs::copy(c, &cert_copy)
-                .with_context(|| format!("cannot copy {} to {}", c.display(), cert_copy.display()))?;
+            std::fs::copy(c, &cert_copy).with_context(|| {
+                format!("cannot copy {} to {}", c.display(), cert_copy.display())
+            })?;
         }
         None => {
             let _ = std::fs::remove_file(&cert_copy);
@@ -138,7 +142,11 @@ impl rustls::client::danger::ServerCertVerifier for PinnedOrSigned {
         ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
             // The handshake signature (checked below) proves the server holds its key.
             return Ok(rustls::client::danger::ServerCertVerified::assertion());
         }

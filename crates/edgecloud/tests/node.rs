@@ -1,4 +1,5 @@
 //! The binary end to end: a real `edgecloud serve` process driven by the real CLI.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

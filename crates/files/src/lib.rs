@@ -19,28 +19,40 @@ use archive::{Archive, ArchiveError, CatalogError};
 /// Errors in file-system terms; each gateway maps them to its protocol's codes.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
+    /// No such file or folder.
     #[error("no such file or directory")]
     NotFound,
+    /// Something by that name exists.
     #[error("already exists")]
     Exists,
+    /// The folder is not empty.
     #[error("directory not empty")]
     NotEmpty,
+    /// The key may not do this.
     #[error("permission denied")]
     Denied,
+    /// A snapshot (the past) cannot change.
     #[error("read-only: snapshots show the past and cannot change")]
     ReadOnly,
+    /// A file where a folder was needed.
     #[error("not a directory")]
     NotADirectory,
+    /// A folder where a file was needed.
     #[error("is a directory")]
     IsADirectory,
+    /// A name longer than S3 keys allow.
     #[error("name too long")]
     NameTooLong,
+    /// An argument the store does not accept.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The file passed the size limit.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// The transfer was cut off; nothing was stored.
     #[error("the transfer was cut short; nothing was stored")]
     Aborted,
+    /// The store failed (unavailable, data loss, disk error).
     #[error("storage error: {0}")]
     Storage(String),
 }
@@ -64,14 +76,19 @@ impl From<ArchiveError> for FsError {
     }
 }
 
+/// The file layer's result type.
 pub type Result<T> = std::result::Result<T, FsError>;
 
 /// One directory entry or stat result.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Its name (the last path segment).
     pub name: String,
+    /// True for a folder.
     pub dir: bool,
+    /// Size in bytes (0 for a folder).
     pub size: u64,
+    /// When it last changed.
     pub modified: SystemTime,
     /// The object's ETag (as S3 shows it), for files.
     pub etag: Option<String>,
@@ -108,7 +125,9 @@ impl Entry {
 /// start, as for S3).
 #[derive(Clone)]
 pub struct RootKey {
+    /// The access key (the login name).
     pub access_key: String,
+    /// Its secret (the password).
     pub secret: String,
 }
 
@@ -126,10 +145,12 @@ impl std::fmt::Debug for Files {
 }
 
 impl Files {
+    /// A file view of `archive`; `root` logs in as the admin.
     pub fn new(archive: Archive, root: RootKey) -> Self {
         Files { archive, root }
     }
 
+    /// The archive it views.
     pub fn archive(&self) -> &Archive {
         &self.archive
     }

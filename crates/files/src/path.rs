@@ -16,12 +16,19 @@ pub enum Place {
     /// The list of buckets.
     Root,
     /// `/BUCKET/.snapshots`: the instants one can look at.
-    Snapshots { bucket: String },
+    /// `/BUCKET/.snapshots`: the instants one can look at.
+    Snapshots {
+        /// The bucket.
+        bucket: String,
+    },
     /// Inside a bucket, now (`at: None`) or as of an instant (read-only). `key` is the
     /// path below the bucket without a trailing slash; empty for the bucket itself.
     In {
+        /// The bucket.
         bucket: String,
+        /// The instant to look at; None for now.
         at: Option<Instant>,
+        /// The path below the bucket, without a trailing slash.
         key: String,
     },
 }
@@ -29,6 +36,7 @@ pub enum Place {
 /// A past instant as a snapshot folder names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instant {
+    /// The instant, ns since the Unix epoch.
     pub ns: u64,
     /// The folder name the user typed or was shown (RFC 3339).
     pub name: String,
@@ -89,6 +97,7 @@ impl Place {
         }
     }
 
+    /// The bucket the place is in, if any.
     pub fn bucket(&self) -> Option<&str> {
         match self {
             Place::Root => None,

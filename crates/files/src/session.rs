@@ -19,6 +19,7 @@ const FOLDER_TYPE: &str = "application/x-directory";
 /// Listing page size when walking a folder.
 const PAGE: usize = 1000;
 
+/// One logged-in user's view of the files: what they may see and do.
 #[derive(Clone)]
 pub struct Session {
     archive: Archive,
@@ -29,6 +30,7 @@ pub struct Session {
 /// Options of a file write.
 #[derive(Debug, Default, Clone)]
 pub struct WriteOptions {
+    /// The Content-Type to store.
     pub content_type: Option<String>,
     /// Fail with `Exists` if the file is there (exclusive create).
     pub create_new: bool,
@@ -357,6 +359,7 @@ impl Session {
         Ok(())
     }
 
+    /// Removes a file (a delete marker when the bucket keeps versions).
     pub async fn remove_file(&self, place: &Place) -> Result<()> {
         self.check_write(place)?;
         let t = target(place)

@@ -92,9 +92,7 @@ fn server(files: &Files, cfg: &FtpConfig) -> Result<libunftp::Server<EdgeStorage
     if let Some((cert, key)) = &cfg.tls {
         // With a certificate, TLS is required, not offered: passwords (secrets) and
         // data never cross in the clear.
-        b = b
-            .ftps(cert.clone(), key.clone())
-            .ftps_required(true, true);
+        b = b.ftps(cert.clone(), key.clone()).ftps_required(true, true);
     }
     b.build()
         .map_err(|e| format!("cannot start an FTP session: {e}"))
@@ -166,6 +164,7 @@ impl UserDetailProvider for Users {
     }
 }
 
+/// The libunftp storage back end over the file layer.
 #[derive(Debug)]
 pub struct EdgeStorage;
 
@@ -193,6 +192,7 @@ fn map_err(e: files::FsError) -> Error {
     Error::new(kind, e)
 }
 
+/// A file's metadata as libunftp asks for it.
 #[derive(Debug, Clone)]
 pub struct Meta(Entry);
 

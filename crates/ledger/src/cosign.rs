@@ -51,6 +51,7 @@ fn split_key(text: &str) -> Option<(String, Vec<u8>)> {
     (key.len() == 33 && key[0] == ALG).then(|| (name, key[1..].to_vec()))
 }
 
+/// Cosigns checkpoints (C2SP tlog-cosignature) with a voter's key.
 pub struct Cosigner {
     name: String,
     key: SigningKey,
@@ -58,6 +59,7 @@ pub struct Cosigner {
 }
 
 impl Cosigner {
+    /// A cosigner from a private key in note format.
     pub fn new(private_key: &str) -> Result<Self> {
         let bad =
             || LedgerError::Invalid("not a cosigner private key (PRIVATE+KEY+name+id+key)".into());

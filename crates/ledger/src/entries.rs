@@ -13,13 +13,16 @@ use crate::{LedgerError, Result};
 
 /// Leaf records by index.
 pub trait EntryStore: Send + Sync {
+    /// How many entries it holds.
     fn len(&self) -> u64;
+    /// Entry `index`.
     fn get(&self, index: u64) -> Result<Vec<u8>>;
     /// Entries `from..to`, in order. Stores that can read many at once cheaper than one
     /// by one (one database transaction) override it.
     fn range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
         (from..to).map(|i| self.get(i)).collect()
     }
+    /// True when it holds none.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -28,9 +31,11 @@ pub trait EntryStore: Send + Sync {
 /// A store with its newest entries already in memory (just read to be hashed), so
 /// publishing them does not read them again.
 pub struct WithRecent<'a> {
+    /// The entries already stored.
     pub store: &'a dyn EntryStore,
     /// The index of `recent[0]`.
     pub first: u64,
+    /// Entries after those, not stored yet.
     pub recent: &'a [Vec<u8>],
 }
 
@@ -60,6 +65,7 @@ impl EntryStore for WithRecent<'_> {
     }
 }
 
+/// Entries in append-only files with an index.
 pub struct FileEntries {
     inner: Mutex<Files>,
 }
@@ -72,6 +78,7 @@ struct Files {
 }
 
 impl FileEntries {
+    /// Opens (or creates) the entry files in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let open = |name: &str| {

@@ -24,18 +24,35 @@ pub mod verify;
 
 pub use tlog_tiles::Hash;
 
+/// Everything the ledger can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// Reading or writing a file failed.
     #[error("ledger I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// An entry or hash the log should hold is not there.
     #[error("the ledger has no {what} at index {index}")]
-    Missing { what: &'static str, index: u64 },
+    Missing {
+        /// What is missing ("entry", "stored hash").
+        what: &'static str,
+        /// Its index.
+        index: u64,
+    },
+    /// A stored entry or hash is damaged.
     #[error("entry {index} is damaged: {reason}")]
-    Damaged { index: u64, reason: String },
+    Damaged {
+        /// Its index.
+        index: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An argument or input that is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// A proof or signature did not verify.
     #[error("verification failed: {0}")]
     Verification(String),
+    /// A checkpoint or note is malformed.
     #[error("Merkle tree error: {0}")]
     Tlog(String),
 }
@@ -46,6 +63,7 @@ impl LedgerError {
     }
 }
 
+/// The ledger's result type.
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
 /// RFC 6962 leaf hash: SHA-256(0x00 || data).

@@ -196,6 +196,7 @@ fn bundle(entries: &dyn EntryStore, from: u64, to: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Signs checkpoints and writes them where monitors can fetch them.
 pub struct Publisher {
     dir: PathBuf,
     origin: String,

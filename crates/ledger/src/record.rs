@@ -13,46 +13,72 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One change the audit log records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
+    /// A bucket was created.
     BucketCreated {
+        /// The bucket.
         bucket: String,
     },
+    /// A bucket was deleted.
     BucketDeleted {
+        /// The bucket.
         bucket: String,
     },
     /// A new object version; `sha256` is of the plaintext, hex (null for multipart
     /// uploads, which list their parts' hashes in `parts` instead).
     VersionWritten {
+        /// The bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// The new version's id.
         version_id: String,
+        /// Size in bytes.
         size: u64,
+        /// SHA-256 of the plaintext, hex.
         sha256: Option<String>,
+        /// Each part's size and SHA-256 (multipart uploads).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         parts: Vec<PartDigest>,
     },
+    /// A delete marker was written.
     DeleteMarker {
+        /// The bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// The marker's version id.
         version_id: String,
     },
+    /// A version was removed for good.
     VersionDeleted {
+        /// The bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// The removed version's id.
         version_id: String,
     },
+    /// An access key was created.
     KeyCreated {
+        /// The key's id.
         access_key: String,
     },
+    /// An access key was deleted.
     KeyRevoked {
+        /// The key's id.
         access_key: String,
     },
     /// `permission` is read, write, owner or none.
     PermissionChanged {
+        /// The key's id.
         access_key: String,
+        /// The bucket.
         bucket: String,
+        /// The new permission.
         permission: String,
     },
 }
@@ -60,20 +86,28 @@ pub enum Change {
 /// One part of a multipart object: its plaintext size and SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartDigest {
+    /// Plaintext bytes.
     pub size: u64,
+    /// SHA-256 of the plaintext, hex.
     pub sha256: String,
 }
 
+/// One entry of the audit log: a change, when, and who made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// Format version (1).
     pub v: u32,
+    /// When the change was made (ns since the Unix epoch).
     pub time_ns: u64,
+    /// The access key that made it; None for the node itself.
     pub actor: Option<String>,
+    /// The change.
     #[serde(flatten)]
     pub change: Change,
 }
 
 impl Record {
+    /// A version-1 record.
     pub fn new(time_ns: u64, actor: Option<String>, change: Change) -> Self {
         Record {
             v: 1,
@@ -167,6 +201,7 @@ impl Record {
         j.0.push(b'}');
     }
 
+    /// Parses a record; refuses unknown versions and malformed JSON.
     pub fn from_bytes(b: &[u8]) -> crate::Result<Self> {
         serde_json::from_slice(b)
             .map_err(|e| crate::LedgerError::Invalid(format!("not a ledger record: {e}")))
@@ -293,6 +328,7 @@ impl ContentCheck {
         Some(c)
     }
 
+    /// Hashes more bytes.
     pub fn update(&mut self, mut data: &[u8]) {
         use sha2::Digest;
         while !data.is_empty() && self.error.is_none() {

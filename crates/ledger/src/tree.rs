@@ -22,6 +22,7 @@ pub struct HashFile {
 }
 
 impl HashFile {
+    /// Opens (or creates) the tree's hash file.
     pub fn open(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()
             .create(true)
@@ -41,10 +42,12 @@ impl HashFile {
         })
     }
 
+    /// How many leaves the tree has.
     pub fn len(&self) -> u64 {
         self.written + self.pending.len() as u64
     }
 
+    /// True when the tree has no leaves.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -90,6 +93,7 @@ impl HashFile {
             .collect()
     }
 
+    /// Appends leaf hashes and the inner hashes they complete.
     pub fn push(&mut self, hashes: Vec<Hash>) {
         self.pending.extend(hashes);
     }
@@ -168,6 +172,7 @@ impl Tree {
         })
     }
 
+    /// How many leaves the tree has.
     pub fn size(&self) -> u64 {
         self.size.load(std::sync::atomic::Ordering::SeqCst)
     }

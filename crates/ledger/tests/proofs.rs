@@ -1,6 +1,7 @@
 //! The ledger's proofs against the RFC 6962 test vectors of transparency-dev/merkle
 //! (copied into tests/vectors with their licence), against trees built here, and
 //! under damage: a stored hash flipped or the log truncated must make verification fail.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::path::Path;
 

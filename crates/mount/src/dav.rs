@@ -23,15 +23,20 @@ const SEGMENT: &AsciiSet = &CONTROLS
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Error(pub i32);
 
+/// A file or folder as a WebDAV listing shows it.
 #[derive(Debug, Clone)]
 pub struct Item {
     /// Bucket-relative path without a trailing slash ("" for the bucket).
     pub path: String,
+    /// True for a folder.
     pub dir: bool,
+    /// Size in bytes.
     pub size: u64,
+    /// When it last changed.
     pub modified: SystemTime,
 }
 
+/// A WebDAV client for one bucket.
 pub struct Dav {
     http: reqwest::Client,
     /// http(s)://host:port/bucket
@@ -62,6 +67,7 @@ fn net(e: reqwest::Error) -> Error {
 }
 
 impl Dav {
+    /// A client of the bucket at `url`, logging in as `user`.
     pub fn new(url: &str, bucket: &str, user: &str, password: &str) -> Self {
         let base = format!(
             "{}/{}",
@@ -130,6 +136,7 @@ impl Dav {
         Ok(parse_multistatus(&text, &self.base_path))
     }
 
+    /// Downloads `path` into `file`; answers the bytes written.
     pub async fn get_into(&self, path: &str, file: &mut tokio::fs::File) -> Result<u64, Error> {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
@@ -144,6 +151,7 @@ impl Dav {
         Ok(n)
     }
 
+    /// Uploads `len` bytes of `file` to `path`.
     pub async fn put_from(&self, path: &str, file: tokio::fs::File, len: u64) -> Result<(), Error> {
         let body =
             reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
@@ -154,14 +162,17 @@ impl Dav {
         .map(drop)
     }
 
+    /// Creates the folder `path`.
     pub async fn mkcol(&self, path: &str) -> Result<(), Error> {
         self.send("MKCOL", path, true, |r| r).await.map(drop)
     }
 
+    /// Deletes the file or folder `path`.
     pub async fn delete(&self, path: &str, dir: bool) -> Result<(), Error> {
         self.send("DELETE", path, dir, |r| r).await.map(drop)
     }
 
+    /// Moves `from` to `to`.
     pub async fn rename(&self, from: &str, to: &str, dir: bool) -> Result<(), Error> {
         let dest = self.url(to, dir);
         self.send("MOVE", from, dir, |r| {
@@ -193,10 +204,8 @@ fn parse_multistatus(xml: &str, base_path: &str) -> Vec<Item> {
                 }
                 field = name;
             }
-            Ok(Event::Empty(e)) => {
-                if e.local_name().as_ref() == b"collection" {
-                    dir = true;
-                }
+            Ok(Event::Empty(e)) if e.local_name().as_ref() == b"collection" => {
+                dir = true;
             }
             Ok(Event::Text(t)) => {
                 let v = String::from_utf8_lossy(t.as_ref()).into_owned();

@@ -25,11 +25,15 @@ use fuser::{
 /// How long the kernel and we trust attributes without asking the node again.
 const TTL: Duration = Duration::from_secs(1);
 
+/// What to mount and how.
 pub struct Options {
     /// The node's WebDAV URL, e.g. http://127.0.0.1:9401
     pub url: String,
+    /// The bucket to mount.
     pub bucket: String,
+    /// The access key to log in with.
     pub access_key: String,
+    /// Its secret.
     pub secret: String,
     /// Where file copies are kept (the read cache and files being written); made
     /// private to this user, since the copies are plaintext.

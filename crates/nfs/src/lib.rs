@@ -70,6 +70,7 @@ pub fn check_listen(listen: &str) -> std::io::Result<()> {
     std::net::TcpListener::bind(listen).map(drop)
 }
 
+/// The NFSv3 file system over the file layer.
 pub struct EdgeNfs(Arc<Inner>);
 
 struct Inner {
@@ -370,6 +371,7 @@ async fn flush_idle(inner: &Arc<Inner>) {
     }
 }
 
+/// A directory listing in progress.
 pub struct DirIter {
     entries: std::vec::IntoIter<DirEntryPlus<FileHandleU64>>,
 }

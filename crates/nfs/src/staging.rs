@@ -153,10 +153,7 @@ impl Staging {
                     None => {
                         let staged = self.new_file(path)?;
                         let slot: Slot = Arc::new(tokio::sync::Mutex::new(Some(staged)));
-                        let guard = slot
-                            .clone()
-                            .try_lock_owned()
-                            .expect("a new lock is free");
+                        let guard = slot.clone().try_lock_owned().expect("a new lock is free");
                         files.insert(
                             id,
                             Entry {

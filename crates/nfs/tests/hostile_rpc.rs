@@ -1,6 +1,7 @@
 //! NFS's RPC decoding against hostile and malformed input: a fragment header announcing
 //! gigabytes is refused without allocating them, random fragments never panic the
 //! server, nothing is stored, and a proper call is answered afterwards.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 
 use std::time::Duration;
 
@@ -23,7 +24,13 @@ async fn start() -> Server {
     };
     let staging = test.dir.path().join("staging");
     tokio::spawn(async move {
-        nfs::serve(session, &format!("127.0.0.1:{port}"), staging, std::future::pending()).await
+        nfs::serve(
+            session,
+            &format!("127.0.0.1:{port}"),
+            staging,
+            std::future::pending(),
+        )
+        .await
     });
     for _ in 0..200 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -75,7 +82,10 @@ async fn a_fragment_announcing_gigabytes_is_refused_without_allocating_them() {
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     }
     let grown = testkit::rss_kib().saturating_sub(before);
-    assert!(grown < 256 * 1024, "memory grew by {grown} KiB for announced lengths");
+    assert!(
+        grown < 256 * 1024,
+        "memory grew by {grown} KiB for announced lengths"
+    );
     answers(s.port).await;
 }
 

@@ -53,8 +53,11 @@ pub fn place(chunk: &ChunkId, targets: &[Target], shards: usize) -> Vec<usize> {
 /// A disk in a cluster: a target that also knows its node and site (small integers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spot {
+    /// The disk as placement ranks it.
     pub target: Target,
+    /// The node's index in the layout.
     pub node: u32,
+    /// The site's index in the layout.
     pub site: u32,
 }
 

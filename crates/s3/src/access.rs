@@ -15,7 +15,9 @@ use crate::policy;
 /// The root key: configured at start, never stored in the catalog.
 #[derive(Clone)]
 pub struct RootKey {
+    /// The root access key id.
     pub access_key: String,
+    /// Its secret.
     pub secret: String,
 }
 
@@ -115,7 +117,7 @@ impl EdgeAccess {
         let k = self
             .archive
             .access_key(access_key)
-            .map_err(|e| crate::error::s3_error(e.into()))?;
+            .map_err(crate::error::s3_error)?;
         Ok(k.and_then(|k| self.archive.key_permission(&k, bucket, bucket_rec)))
     }
 
@@ -123,7 +125,7 @@ impl EdgeAccess {
         let k = self
             .archive
             .access_key(access_key)
-            .map_err(|e| crate::error::s3_error(e.into()))?;
+            .map_err(crate::error::s3_error)?;
         Ok(k.is_some_and(|k| k.admin || k.create_buckets))
     }
 }
@@ -230,20 +232,20 @@ impl S3Access for EdgeAccess {
             Need::In(level) => level,
         };
         let bucket = bucket.clone().ok_or_else(denied)?;
-        if matches!(op, "CopyObject" | "UploadPartCopy") {
-            if let Some((src, src_key)) = copy_source(cx.headers()) {
-                // Reading the source is a GetObject there: its policy's Deny wins, as on
-                // any other read.
-                let src_rec = self.archive.bucket(&src).ok();
-                let decision = src_rec.as_ref().and_then(|b| {
-                    policy::policy_decision(b, "GetObject", Some(&src_key), Some(&access_key))
-                });
-                let readable = self
-                    .key_permission(&access_key, &src, src_rec.as_ref())?
-                    .is_some_and(|p| p >= Permission::Read);
-                if decision == Some(false) || !(readable || decision == Some(true)) {
-                    return Err(denied());
-                }
+        if matches!(op, "CopyObject" | "UploadPartCopy")
+            && let Some((src, src_key)) = copy_source(cx.headers())
+        {
+            // Reading the source is a GetObject there: its policy's Deny wins, as on
+            // any other read.
+            let src_rec = self.archive.bucket(&src).ok();
+            let decision = src_rec.as_ref().and_then(|b| {
+                policy::policy_decision(b, "GetObject", Some(&src_key), Some(&access_key))
+            });
+            let readable = self
+                .key_permission(&access_key, &src, src_rec.as_ref())?
+                .is_some_and(|p| p >= Permission::Read);
+            if decision == Some(false) || !(readable || decision == Some(true)) {
+                return Err(denied());
             }
         }
         let decision = bucket_rec

@@ -114,14 +114,14 @@ pub(crate) fn expected(
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_ascii_lowercase())
     };
-    if let Some(t) = named("x-amz-trailer") {
-        if let Some(algo) = ALL.into_iter().find(|a| a.header() == t) {
-            return Ok(Some(Expected {
-                algo,
-                value: None,
-                trailers,
-            }));
-        }
+    if let Some(t) = named("x-amz-trailer")
+        && let Some(algo) = ALL.into_iter().find(|a| a.header() == t)
+    {
+        return Ok(Some(Expected {
+            algo,
+            value: None,
+            trailers,
+        }));
     }
     if let Some(a) = named("x-amz-sdk-checksum-algorithm") {
         if let Some(algo) = ALL.into_iter().find(|x| x.name() == a) {

@@ -29,6 +29,7 @@ pub struct EdgeS3 {
     root: RootKey,
 }
 
+/// How the S3 gateway answers.
 pub struct GatewayConfig {
     /// The key configured at start (env or DATA/s3-credentials): may do everything.
     pub root: RootKey,

@@ -71,7 +71,8 @@ impl EdgeS3 {
                 match self
                     .archive
                     .upload_part(&i.bucket, &i.key, &i.upload_id, n, body, md5)
-                    .await {
+                    .await
+                {
                     Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
                     r => (
                         r.s3()?,
@@ -284,16 +285,15 @@ impl EdgeS3 {
             start,
             end: Some(end),
         }) = range
+            && (end >= head.size || start > end)
         {
-            if end >= head.size || start > end {
-                let mut e = s3s::s3_error!(
-                    InvalidRange,
-                    "x-amz-copy-source-range bytes={start}-{end} is outside the {}-byte source",
-                    head.size
-                );
-                e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-                return Err(e);
-            }
+            let mut e = s3s::s3_error!(
+                InvalidRange,
+                "x-amz-copy-source-range bytes={start}-{end} is outside the {}-byte source",
+                head.size
+            );
+            e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            return Err(e);
         }
         let sel = crate::pinned(sel, &head);
         let (src, _, stream) = self
@@ -301,18 +301,25 @@ impl EdgeS3 {
             .get(src_bucket, src_key, &sel, range)
             .await
             .s3()?;
-        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
-            if t.value() != src.etag {
-                return Err(s3s::s3_error!(
-                    PreconditionFailed,
-                    "copy source ETag does not match"
-                ));
-            }
+        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match
+            && t.value() != src.etag
+        {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "copy source ETag does not match"
+            ));
         }
         let body = stream.map_err(|e| std::io::Error::other(e.to_string()));
         let part = self
             .archive
-            .upload_part(&i.bucket, &i.key, &i.upload_id, i.part_number as u32, body, None)
+            .upload_part(
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                i.part_number as u32,
+                body,
+                None,
+            )
             .await
             .s3()?;
         Ok(S3Response::new(UploadPartCopyOutput {

@@ -97,22 +97,22 @@ fn check_conditions(
                 "If-Match does not match the object's ETag"
             ));
         }
-    } else if let Some(t) = if_unmodified_since {
-        if modified > secs(t) {
-            return Err(s3s::s3_error!(
-                PreconditionFailed,
-                "the object was modified after If-Unmodified-Since"
-            ));
-        }
+    } else if let Some(t) = if_unmodified_since
+        && modified > secs(t)
+    {
+        return Err(s3s::s3_error!(
+            PreconditionFailed,
+            "the object was modified after If-Unmodified-Since"
+        ));
     }
     if let Some(c) = if_none_match {
         if etag_matches(c, &v.etag) {
             return Err(s3s::S3Error::new(s3s::S3ErrorCode::NotModified));
         }
-    } else if let Some(t) = if_modified_since {
-        if modified <= secs(t) {
-            return Err(s3s::S3Error::new(s3s::S3ErrorCode::NotModified));
-        }
+    } else if let Some(t) = if_modified_since
+        && modified <= secs(t)
+    {
+        return Err(s3s::S3Error::new(s3s::S3ErrorCode::NotModified));
     }
     Ok(())
 }
@@ -548,21 +548,21 @@ impl EdgeS3 {
             ));
         }
         let src = self.archive.head(src_bucket, src_key, &sel).s3()?;
-        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match {
-            if t.value() != src.etag {
-                return Err(s3s::s3_error!(
-                    PreconditionFailed,
-                    "copy source ETag does not match"
-                ));
-            }
+        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_match
+            && t.value() != src.etag
+        {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "copy source ETag does not match"
+            ));
         }
-        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_none_match {
-            if t.value() == src.etag {
-                return Err(s3s::s3_error!(
-                    PreconditionFailed,
-                    "copy source ETag matches"
-                ));
-            }
+        if let Some(ETagCondition::ETag(t)) = &i.copy_source_if_none_match
+            && t.value() == src.etag
+        {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "copy source ETag matches"
+            ));
         }
         let modified = (src.mtime_ns / 1_000_000_000) as i64;
         if i.copy_source_if_match.is_none()

@@ -4,8 +4,11 @@
 
 /// Signs requests for one key in one region.
 pub struct Signer {
+    /// The access key id.
     pub access_key: String,
+    /// Its secret.
     pub secret_key: String,
+    /// The region to sign for.
     pub region: String,
 }
 

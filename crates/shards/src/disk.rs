@@ -43,22 +43,30 @@ struct Record {
 /// What one compaction pass did.
 #[derive(Debug, Clone, Default)]
 pub struct CompactReport {
+    /// Segment files deleted.
     pub segments_removed: usize,
+    /// Bytes freed.
     pub bytes_reclaimed: u64,
+    /// Live shards copied out of the removed segments.
     pub shards_moved: usize,
 }
 
 /// What `check` found on a disk.
 #[derive(Debug, Clone)]
 pub struct DiskHealth {
+    /// The disk's folder.
     pub path: PathBuf,
+    /// Shards it holds.
     pub shards: usize,
     /// Shards forgotten because their disk folder or segment file vanished.
     pub lost: usize,
+    /// Segment files.
     pub segments: usize,
+    /// Bytes in segment files.
     pub bytes: u64,
 }
 
+/// One shard disk: append-only segment files and an in-memory index.
 pub struct Disk {
     root: PathBuf,
     index: Arc<RwLock<HashMap<ShardKey, Location>>>,
@@ -89,6 +97,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
 }
 
 impl Disk {
+    /// Opens a disk folder, rebuilding the index from its segments.
     pub fn open(root: PathBuf, opts: StoreOptions) -> Result<Self, ShardError> {
         fs::create_dir_all(&root).map_err(io_err(&root))?;
         let mut segments: Vec<u32> = fs::read_dir(&root)
@@ -134,14 +143,17 @@ impl Disk {
         })
     }
 
+    /// The disk's folder.
     pub fn path(&self) -> &Path {
         &self.root
     }
 
+    /// True when the disk holds this shard.
     pub fn contains(&self, key: &ShardKey) -> bool {
         self.index.read().expect("index lock").contains_key(key)
     }
 
+    /// The shard's metadata, if the disk holds it.
     pub fn meta(&self, key: &ShardKey) -> Option<ShardMeta> {
         self.index
             .read()
@@ -160,6 +172,7 @@ impl Disk {
             .collect()
     }
 
+    /// How many shards it holds.
     pub fn shard_count(&self) -> usize {
         self.index.read().expect("index lock").len()
     }

@@ -16,21 +16,36 @@ pub use disk::{CompactReport, Disk, DiskHealth};
 pub use record::{Policy, RECORD_HEADER_LEN, ShardKey, ShardMeta};
 pub use uploading::{UploadHold, Uploading};
 
+/// Everything the shard store can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// The disk does not hold the shard.
     #[error("shard {key} not found on disk {disk}")]
-    NotFound { disk: String, key: ShardKey },
+    NotFound {
+        /// The disk's folder.
+        disk: String,
+        /// The shard.
+        key: ShardKey,
+    },
+    /// A stored record failed its checksum or does not parse.
     #[error("corrupt shard record in {path} at offset {offset}: {reason}")]
     Corrupt {
+        /// The segment file.
         path: PathBuf,
+        /// Where in it.
         offset: u64,
+        /// What is wrong.
         reason: String,
     },
+    /// A file could not be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The disk's writer thread stopped.
     #[error("the writer for disk {0} has stopped")]
     WriterGone(String),
 }
@@ -46,6 +61,7 @@ impl ShardError {
     }
 }
 
+/// How disks store shards.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// A segment is closed and a new one started past this size.
@@ -70,6 +86,7 @@ pub struct ShardStore {
 }
 
 impl ShardStore {
+    /// Opens the disks at `paths`.
     pub fn open(paths: &[PathBuf], opts: StoreOptions) -> Result<Self, ShardError> {
         let disks = paths
             .iter()
@@ -86,10 +103,12 @@ impl ShardStore {
         &self.uploading
     }
 
+    /// The disks, in order.
     pub fn disks(&self) -> &[Arc<Disk>] {
         &self.disks
     }
 
+    /// Disk `i`.
     pub fn disk(&self, i: usize) -> &Arc<Disk> {
         &self.disks[i % self.disks.len()]
     }

@@ -7,6 +7,7 @@ use codec::{ChunkId, Redundancy};
 pub const SEGMENT_MAGIC: &[u8; 8] = b"ECSEGv01";
 pub const RECORD_MAGIC: &[u8; 4] = b"ECSH";
 pub const RECORD_VERSION: u8 = 1;
+/// Bytes of a shard record's header in a segment file.
 pub const RECORD_HEADER_LEN: usize = 64;
 pub const CHECKSUM_LEN: usize = 32;
 pub const KIND_SHARD: u8 = 1;
@@ -15,7 +16,9 @@ pub const KIND_TOMBSTONE: u8 = 2;
 /// Which shard of which chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardKey {
+    /// The chunk.
     pub chunk: ChunkId,
+    /// Which shard of it.
     pub index: u8,
 }
 
@@ -31,6 +34,7 @@ pub type Policy = Redundancy;
 /// What a shard record says about its shard besides the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardMeta {
+    /// The chunk's redundancy policy.
     pub policy: Policy,
     /// Length of the sealed chunk the shards rebuild (removes EC padding).
     pub sealed_len: u32,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use codec::ChunkId;
 
+/// Chunks being written now, which garbage collection must leave alone.
 #[derive(Default)]
 pub struct Uploading {
     ids: Mutex<HashMap<ChunkId, usize>>,
@@ -23,6 +24,7 @@ impl Uploading {
         }
     }
 
+    /// True while `id` is being written.
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.ids.lock().expect("uploading lock").contains_key(id)
     }

@@ -1,3 +1,5 @@
+//! The shard store on real folders: writes, reads, bitrot, lost disks, compaction.
+#![allow(clippy::unwrap_used)] // a panic is how a test or benchmark reports
 use std::os::unix::fs::FileExt;
 
 use codec::Redundancy;
@@ -111,7 +113,7 @@ async fn a_torn_tail_is_cut_off_and_earlier_records_kept() {
 async fn a_wiped_disk_is_noticed_and_takes_new_writes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("disk");
-    let store = ShardStore::open(&[d.clone()], StoreOptions::default()).unwrap();
+    let store = ShardStore::open(std::slice::from_ref(&d), StoreOptions::default()).unwrap();
     store
         .disk(0)
         .write(key(1, 0), meta(1), vec![1; 100])

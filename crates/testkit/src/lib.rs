@@ -6,7 +6,9 @@ use archive::{Archive, ArchiveConfig, DataKey, Versioning};
 
 /// An archive on one disk in its own temporary folder (removed when this drops).
 pub struct TestArchive {
+    /// The archive.
     pub archive: Archive,
+    /// The folder it lives in (removed on drop).
     pub dir: tempfile::TempDir,
 }
 
@@ -78,8 +80,11 @@ pub fn proptest_cases(default: u32) -> u32 {
 /// What the cases of an in-process fuzzer share: a gateway's router over an archive
 /// whose bucket holds one seed object, on a runtime of its own.
 pub struct RouterEnv {
+    /// The runtime the router's node runs on.
     pub rt: tokio::runtime::Runtime,
+    /// The router under test.
     pub router: axum::Router,
+    /// The archive behind it.
     pub test: TestArchive,
 }
 
@@ -95,7 +100,12 @@ pub fn router_env(
     let test = rt.block_on(async {
         let t = archive_with_bucket(key, bucket).await;
         t.archive
-            .put_bytes(bucket, seed.0, bytes::Bytes::from_static(seed.1), Default::default())
+            .put_bytes(
+                bucket,
+                seed.0,
+                bytes::Bytes::from_static(seed.1),
+                Default::default(),
+            )
             .await
             .expect("the seed object is stored");
         t
