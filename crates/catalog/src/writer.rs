@@ -22,21 +22,45 @@ const MAX_BATCH: usize = 512;
 
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
-    tx: mpsc::Sender<Op>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread and its queue. When the last handle goes, the queue closes and
+/// the drop waits for the thread to finish, so the database file is released when the
+/// last `Catalog` is dropped (a process may open it again at once: a restarted node).
+struct Writer {
+    tx: Option<mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
 }
 
 impl WriterHandle {
     /// `ledger`: the buffer of the catalog's audit log, None when it is off.
     pub(crate) fn start(db: Arc<redb::Database>, ledger: Option<Arc<Unflushed>>) -> Self {
         let (tx, rx) = mpsc::channel::<Op>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("catalog-writer".into())
             .spawn(move || {
                 crate::audit::attach_to_this_thread(ledger);
                 run(db, rx)
             })
             .expect("spawn catalog writer");
-        WriterHandle { tx }
+        WriterHandle {
+            writer: Arc::new(Writer {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        }
     }
 
     /// Runs `f` inside a group-committed write transaction; returns after the commit
@@ -67,7 +91,10 @@ impl WriterHandle {
             }),
         );
         // Unbounded queue: callers await their result, which is the backpressure.
-        self.tx
+        self.writer
+            .tx
+            .as_ref()
+            .ok_or_else(|| CatalogError::Db("catalog writer stopped".into()))?
             .send(op)
             .map_err(|_| CatalogError::Db("catalog writer stopped".into()))?;
         rx.await
@@ -117,5 +144,21 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
         for c in completions {
             c(commit.clone());
         }
+    }
+    // The queue closed: the last `Catalog` is going. Ledger records of commits that
+    // did not reach the disk wait in memory; redb keeps those commits on a clean close,
+    // so their records must go in now, durably, or the log would miss them.
+    let closing = db.begin_write().map_err(|e| e.to_string()).and_then(|txn| {
+        match crate::audit::flush(&txn, true) {
+            Ok(()) => txn.commit().map_err(|e| e.to_string()),
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e.to_string())
+            }
+        }
+    });
+    crate::audit::finish(closing.is_ok());
+    if let Err(e) = closing {
+        tracing::error!(error = %e, "catalog: cannot write the last ledger records at close");
     }
 }

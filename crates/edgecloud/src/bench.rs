@@ -191,7 +191,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if want("dedup") {
         let avg = match &a.chunk_avg {
-            Some(s) => crate::config::parse_size(s)? as usize,
+            Some(s) => node::settings::parse_size(s)? as usize,
             None => ChunkParams::default().avg,
         };
         dedup(&dir.join("dedup"), a.quick, avg, a.compare_restic).await?;

@@ -70,7 +70,7 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             return Ok(());
         }
         ClusterCmd::Invite { expires, address } => {
-            let ttl = crate::config::parse_duration(&expires)?;
+            let ttl = node::settings::parse_duration(&expires)?;
             let mut req = c
                 .request(Method::POST, &["cluster", "invites"])
                 .query(&[("ttl", ttl.as_secs().max(1).to_string())]);

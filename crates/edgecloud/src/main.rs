@@ -1,20 +1,18 @@
 //! `edgecloud`: the one binary. It parses arguments and presents results; everything
 //! else lives in the library crates (see docs/architecture.md).
 
+mod admin_tls;
 mod bench;
 mod client;
 mod cluster_cmd;
-mod cluster_keys;
 mod clusterbench;
 mod commands;
-mod config;
 mod filebench;
 mod keys;
 mod ledger_cmd;
 mod mount_cmd;
 mod netbench;
 mod serve;
-mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,7 +92,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a node: the archive engine, its gateways (S3, WebDAV, FTP, NFS) and admin API,
     /// until Ctrl-C or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(node::NodeSettings),
     /// Create, list and delete buckets; set versioning.
     #[command(subcommand)]
     Bucket(commands::BucketCmd),
@@ -152,12 +150,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let file = config::FileConfig::load(cli.config.as_deref())?;
+    let file = node::ConfigFile::load(cli.config.as_deref())?;
     let data = cli
         .data
         .clone()
         .or(file.data.clone())
-        .unwrap_or_else(|| PathBuf::from("edgecloud-data"));
+        .unwrap_or_else(|| PathBuf::from(node::defaults::DATA));
     let client = || {
         client::Client::new(
             cli.admin.clone().or(file.admin.clone()),
@@ -167,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
     };
     match cli.command {
-        Command::Serve(args) => serve::run(args, &file, data).await,
+        Command::Serve(flags) => serve::run(flags, file.node, data).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Bucket(cmd) => commands::bucket(&client()?, cmd).await,
         Command::Ledger(cmd) => {

@@ -13,16 +13,23 @@ use axum::{Extension, Json, Router};
 use cluster::rpc::Peer;
 use serde::{Deserialize, Serialize};
 
+use crate::NodeError;
+
+/// Where a member hands the keys out.
 pub const PATH: &str = "/v1/keys";
 
+/// The keys every node of a cluster shares.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SharedKeys {
     /// Hex, as in DATA/master.key.
     pub master_key: String,
+    /// The S3 root access key id.
     pub s3_access_key: String,
+    /// Its secret.
     pub s3_secret: String,
     /// The ledger's signing key and its public key, as in DATA/ledger.key and .pub.
     pub ledger_key: String,
+    /// The ledger's public key.
     pub ledger_pub: String,
 }
 
@@ -40,10 +47,12 @@ async fn give(
     Json(keys)
 }
 
-pub async fn fetch(client: &cluster::Client, addr: &str) -> anyhow::Result<SharedKeys> {
+/// Asks the member at `addr` for the shared keys.
+pub async fn fetch(client: &cluster::Client, addr: &str) -> Result<SharedKeys, NodeError> {
+    let step = "cannot fetch the cluster's shared keys from the member it joins";
     let body = client
         .call(addr, PATH, Vec::new(), Duration::from_secs(10))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot fetch the cluster's shared keys from {addr}: {e}"))?;
-    Ok(serde_json::from_slice(&body)?)
+        .map_err(|e| NodeError::startup(step, e))?;
+    serde_json::from_slice(&body).map_err(|e| NodeError::startup(step, e))
 }

@@ -1,0 +1,589 @@
+//! An Edgecloud node, assembled from its settings: `Node::open(NodeConfig)` loads or
+//! creates the node's keys, joins or founds its cluster, starts the replicated catalog,
+//! the background work and every gateway; `Node::stop` ends them. `edgecloud serve`
+//! only parses settings and prints what `Node::summary` says; tests and later services
+//! start nodes the same way.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`settings`] | one settings type for flags, environment and the TOML file; every default |
+//! | [`secrets`] | the keys kept in the data directory, and the rules for creating them |
+//! | [`handover`] | the keys a member hands a node joining the cluster |
+//! | [`gateway_tls`] | the certificate of the gateways and the admin API |
+//! | `background` | ledger publishing, disk checks, the periodic scrub |
+//! | [`NodeError`] | why a node cannot start (rules: docs/errors.md) |
+
+mod background;
+mod error;
+pub mod gateway_tls;
+pub mod handover;
+pub mod secrets;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use archive::{Archive, ArchiveConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::NodeError;
+pub use settings::{ConfigFile, NodeConfig, NodeSettings, defaults};
+
+/// A running node.
+pub struct Node {
+    archive: Archive,
+    auditor: Arc<archive::audit::Auditor>,
+    replica: Arc<consensus::Replica>,
+    summary: Summary,
+    stop: watch::Sender<bool>,
+    /// Servers, in the order they stop: admin first, node-to-node last.
+    servers: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
+    /// Background loops, aborted on stop.
+    background: Vec<JoinHandle<()>>,
+}
+
+/// What a started node tells its operator (`edgecloud serve` prints it).
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The data directory.
+    pub data: PathBuf,
+    /// How many shard disks.
+    pub disks: usize,
+    /// The policy new buckets get.
+    pub default_policy: String,
+    /// The admin API's URL.
+    pub admin_url: String,
+    /// Where the admin token is.
+    pub token_file: PathBuf,
+    /// The S3 gateway's address.
+    pub s3: SocketAddr,
+    /// The WebDAV gateway's address.
+    pub dav: SocketAddr,
+    /// The FTP gateway's address.
+    pub ftp: SocketAddr,
+    /// The NFS gateway's address and the access key it acts as, when on.
+    pub nfs: Option<(String, String)>,
+    /// S3, WebDAV, the admin API and FTP speak TLS.
+    pub tls: bool,
+    /// The S3 root access key id.
+    pub access_key: String,
+    /// Where its secret is.
+    pub credentials_file: PathBuf,
+    /// Entries in the ledger.
+    pub ledger_entries: u64,
+    /// The ledger's public key file.
+    pub ledger_pub: PathBuf,
+    /// This node's id.
+    pub node_id: String,
+    /// This node's site.
+    pub site: String,
+    /// Members of the cluster.
+    pub nodes: usize,
+    /// Sites of the cluster.
+    pub sites: usize,
+    /// This node's node-to-node address.
+    pub rpc_addr: String,
+    /// Where the cluster secret is.
+    pub secret_file: PathBuf,
+    /// Listeners reachable from other machines that speak in the clear, and what
+    /// crosses them.
+    pub cleartext: Vec<String>,
+}
+
+async fn bind(addr: &str, flag: &'static str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: addr.to_string(),
+            flag,
+            source,
+        })
+}
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, NodeError> {
+    l.local_addr()
+        .map_err(|e| NodeError::startup("listener", e))
+}
+
+/// This node as it asks to be listed in the layout: its identity, site, node-to-node
+/// address and disks weighted by capacity (in TB; equal weights when unknown).
+fn node_info(
+    key: &cluster::NodeKey,
+    site: &str,
+    rpc_addr: SocketAddr,
+    disks: &[PathBuf],
+) -> cluster::NodeInfo {
+    cluster::NodeInfo {
+        id: key.id(),
+        seq: 0,
+        public_key: key.public_hex(),
+        site: site.to_string(),
+        rpc_addr: rpc_addr.to_string(),
+        disks: disks
+            .iter()
+            .map(|d| {
+                let _ = std::fs::create_dir_all(d);
+                let (total, _) = cluster::rpc::fs_space(d);
+                cluster::DiskInfo {
+                    weight: if total > 0 {
+                        (total as f64 / 1e12).max(0.001)
+                    } else {
+                        1.0
+                    },
+                }
+            })
+            .collect(),
+        state: cluster::NodeState::Active,
+    }
+}
+
+/// Creates the data directory, private to this user: it holds secrets and plaintext.
+fn private_dir(data: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(data).map_err(NodeError::file("create the data directory", data))?;
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+        .map_err(NodeError::file("make private to this user", data))
+}
+
+impl Node {
+    /// Starts a node: keys, cluster membership (founding a cluster of one, or joining
+    /// through `join`/`invite`), the archive, the replicated catalog, the ledger,
+    /// background work and every gateway. Returns once all of them listen.
+    pub async fn open(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let data = cfg.data.clone();
+        private_dir(&data)?;
+        // Whether this node ran before: then its keys must be there, never made anew.
+        let has_data = data.join("catalog.redb").exists();
+        let tls = match (&cfg.tls, cfg.tls_self_signed) {
+            (Some(pair), _) => Some(pair.clone()),
+            (None, true) => Some(gateway_tls::self_signed(&data.join("tls"))?),
+            (None, false) => None,
+        };
+        let gateway_tls = match &tls {
+            Some((cert, key)) => Some(gateway_tls::server_config(cert, key)?),
+            None => None,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let mut background = Vec::new();
+
+        // The cluster: identity, secret, the node-to-node port, membership (a first
+        // node founds a cluster of one; a joining one enters an existing one).
+        let node_key = cluster::NodeKey::load_or_create(&data.join(secrets::NODE_KEY))
+            .map_err(|e| NodeError::startup("cannot load or create the node key", e))?;
+        let local_ip = cfg.listen.local_ip;
+        let invite = cfg
+            .invite
+            .as_deref()
+            .map(cluster::invite::Invitation::decode)
+            .transpose()
+            .map_err(|e| NodeError::startup("the invitation", e))?;
+        let join = cfg
+            .join
+            .clone()
+            .or_else(|| invite.as_ref().map(|i| i.addr.clone()));
+        let secret = secrets::cluster_secret(
+            cfg.secret_file.as_deref(),
+            &data,
+            join.is_some(),
+            invite.as_ref(),
+            local_ip,
+        )
+        .await?;
+        let node_tls = cluster::NodeTls::new(&secret, &node_key)
+            .map_err(|e| NodeError::startup("cannot make the node's certificate", e))?;
+        let client = cluster::Client::bound(&node_tls, local_ip)
+            .map_err(|e| NodeError::startup("cannot make the node-to-node client", e))?;
+        let rpc_listener = bind(&cfg.listen.rpc, "rpc-listen").await?;
+        let rpc_addr = local_addr(&rpc_listener)?;
+        let membership = cluster::Membership::start(
+            cluster::StartOptions {
+                data_dir: data.clone(),
+                me: node_info(&node_key, &cfg.site, rpc_addr, &cfg.disks),
+                join: join.clone(),
+                down_after: cfg.down_after,
+            },
+            client.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::startup("cannot join or found the cluster", e))?;
+        secret
+            .save_if_absent(&data.join(secrets::CLUSTER_SECRET))
+            .map_err(|e| NodeError::startup("cannot keep the cluster secret", e))?;
+
+        // A node joining for the first time takes the cluster's master key, S3 root
+        // key and ledger key, so that its gateways read every bucket, accept the same
+        // root key, and publish the same log.
+        if let Some(addr) = &join
+            && !cfg.master_key_file.exists()
+        {
+            let keys = handover::fetch(&client, addr).await?;
+            secrets::keep_master_key(&cfg.master_key_file, &keys.master_key)?;
+            secrets::keep_s3_credentials(&data, &keys.s3_access_key, &keys.s3_secret)?;
+            secrets::keep_ledger_keys(&data, &keys.ledger_key, &keys.ledger_pub)?;
+        }
+        let master = secrets::master_key(&cfg.master_key_file, has_data)?;
+        let mut archive_cfg = ArchiveConfig::new(data.clone(), cfg.disks.clone(), master);
+        let s = &cfg.storage;
+        archive_cfg.default_policy = s.policy;
+        archive_cfg.chunk = archive::ChunkParams::from_avg(s.chunk_avg);
+        archive_cfg.compression = s.compression;
+        archive_cfg.inline_threshold = s.inline_threshold;
+        archive_cfg.gc_grace = s.gc_grace;
+        archive_cfg.max_object_bytes = s.max_object_bytes;
+        archive_cfg.history_retention = s.history;
+        let archive = Archive::open(archive_cfg)?;
+        archive.attach_cluster(membership.clone());
+        let (access, s3_secret) = secrets::s3_credentials(&data)?;
+
+        // The catalog, replicated with Raft: the node-to-node server first (others
+        // must reach this replica), then the replica; a founding node starts alone.
+        let replica = consensus::Replica::start(consensus::ReplicaOptions {
+            data_dir: data.clone(),
+            me: consensus::Member {
+                node: membership.me().0.clone(),
+                addr: rpc_addr.to_string(),
+                site: membership
+                    .layout()
+                    .node(membership.me())
+                    .map(|n| n.site.clone())
+                    .unwrap_or_default(),
+            },
+            catalog: archive.catalog().clone(),
+            client: client.clone(),
+            max_message_bytes: consensus::MAX_MESSAGE_BYTES,
+        })
+        .await
+        .map_err(|e| NodeError::startup("cannot start the replicated catalog", e))?;
+        let authorize: consensus::network::Authorize = {
+            let m = membership.clone();
+            Arc::new(move |id: &cluster::NodeId| m.authorize(id))
+        };
+        let (ledger_key, ledger_pub) = secrets::ledger_keys(&data, has_data)?;
+        let cosigner = secrets::cosigner_key(&data, membership.me())?;
+        let auditor = Arc::new(
+            archive::audit::Auditor::open(
+                &archive,
+                &data.join("ledger"),
+                &ledger_key,
+                &ledger_pub,
+                Some(&cosigner),
+            )
+            .map_err(|e| NodeError::startup("cannot open the ledger", e))?,
+        );
+        let master_hex = std::fs::read_to_string(&cfg.master_key_file)
+            .map_err(NodeError::file("read", &cfg.master_key_file))?;
+        let shared = handover::SharedKeys {
+            master_key: master_hex.trim().to_string(),
+            s3_access_key: access.clone(),
+            s3_secret: s3_secret.clone(),
+            ledger_key,
+            ledger_pub,
+        };
+        let inviter = Arc::new(admin::invites::Inviter {
+            secret: secret.clone(),
+            node_key: node_key.public(),
+        });
+        let rpc_task = cluster::rpc::serve(
+            rpc_listener,
+            cluster::rpc::router(cluster::rpc::RpcState {
+                membership: membership.clone(),
+                store: archive.store(),
+            })
+            .merge(consensus::network::routes(replica.clone(), authorize))
+            .merge(handover::route(shared, membership.clone()))
+            .merge(admin::peers::routes(
+                archive.clone(),
+                auditor.clone(),
+                membership.clone(),
+            )),
+            admin::invites::guest_routes(archive.clone(), inviter.clone()),
+            &node_tls,
+            stop_rx.clone(),
+        );
+        let founding = membership.layout().catalog_node == *membership.me();
+        if founding {
+            replica
+                .initialize_alone()
+                .await
+                .map_err(|e| NodeError::startup("cannot start the catalog's Raft group", e))?;
+        }
+        membership.use_store(Arc::new(consensus::layout::ReplicatedLayout {
+            replica: replica.clone(),
+            catalog: archive.catalog().clone(),
+        }));
+        if founding
+            && archive
+                .catalog()
+                .cluster_record("layout")
+                .map_err(archive::ArchiveError::from)?
+                .is_none()
+        {
+            // The founder's first start: the layout enters the replicated catalog.
+            membership
+                .change(|_| Ok(()))
+                .await
+                .map_err(|e| NodeError::startup("cannot record the first layout", e))?;
+        }
+        background.push(tokio::spawn(consensus::layout::follow_layout(
+            archive.catalog().clone(),
+            membership.clone(),
+        )));
+        background.push(tokio::spawn(consensus::layout::reconcile(
+            replica.clone(),
+            membership.clone(),
+        )));
+        background.push(tokio::spawn(membership.clone().monitor()));
+        background.push(tokio::spawn(
+            archive.clone().repair_worker(Some(cfg.scrub_bytes_per_sec)),
+        ));
+        background.push(tokio::spawn(cluster::scrubber::run(
+            archive.store(),
+            membership.clone(),
+            cfg.scrub_interval,
+            cfg.scrub_bytes_per_sec,
+        )));
+        membership.request_repair(); // a first pass: shards placed on an older layout
+
+        // The gateways and the admin API.
+        let token = admin::load_or_create_token(&data)
+            .map_err(NodeError::file("write the admin token in", &data))?;
+        let admin_listener = bind(&cfg.listen.admin, "admin-listen").await?;
+        let admin_url = gateway_tls::publish_admin_url(
+            &data,
+            local_addr(&admin_listener)?,
+            tls.as_ref().map(|(cert, _)| cert.as_path()),
+        )?;
+        let s3_listener = bind(&cfg.listen.s3, "s3-listen").await?;
+        let dav_listener = bind(&cfg.listen.dav, "dav-listen").await?;
+        if cfg.nfs_key.is_some() {
+            nfs::check_listen(&cfg.listen.nfs).map_err(|source| NodeError::Listen {
+                addr: cfg.listen.nfs.clone(),
+                flag: "nfs-listen",
+                source,
+            })?;
+        }
+        let ftp_listener = bind(&cfg.listen.ftp, "ftp-listen").await?;
+        background.push(background::publish_ledger(
+            auditor.clone(),
+            client.clone(),
+            replica.clone(),
+        ));
+        background.extend(background::check_and_scrub(
+            archive.clone(),
+            cfg.scrub_interval,
+            cfg.scrub_bytes_per_sec,
+        ));
+        let layout = membership.layout();
+        let me = layout.node(membership.me());
+        let summary = Summary {
+            data: data.clone(),
+            disks: cfg.disks.len(),
+            default_policy: archive.default_policy().to_string(),
+            admin_url,
+            token_file: data.join(admin::TOKEN_FILE),
+            s3: local_addr(&s3_listener)?,
+            dav: local_addr(&dav_listener)?,
+            ftp: local_addr(&ftp_listener)?,
+            nfs: cfg.nfs_key.clone().map(|k| (cfg.listen.nfs.clone(), k)),
+            tls: tls.is_some(),
+            access_key: access.clone(),
+            credentials_file: data.join(secrets::S3_CREDENTIALS),
+            ledger_entries: auditor.size(),
+            ledger_pub: data.join(secrets::LEDGER_PUB),
+            node_id: membership.me().to_string(),
+            site: me.map(|n| n.site.clone()).unwrap_or_default(),
+            nodes: layout.members().count(),
+            sites: layout.sites().len(),
+            rpc_addr: me.map(|n| n.rpc_addr.clone()).unwrap_or_default(),
+            secret_file: data.join(secrets::CLUSTER_SECRET),
+            cleartext: cleartext(&[
+                (
+                    "S3",
+                    &s3_listener,
+                    "SigV4 signs requests; data is in the clear",
+                ),
+                (
+                    "WebDAV",
+                    &dav_listener,
+                    "Basic auth sends secrets in the clear",
+                ),
+                (
+                    "FTP",
+                    &ftp_listener,
+                    "passwords (secrets) cross in the clear",
+                ),
+                (
+                    "admin",
+                    &admin_listener,
+                    "the admin token crosses in the clear",
+                ),
+            ])
+            .into_iter()
+            .filter(|_| tls.is_none())
+            .collect(),
+        };
+
+        let files = files::Files::new(
+            archive.clone(),
+            files::RootKey {
+                access_key: access.clone(),
+                secret: s3_secret.clone(),
+            },
+        );
+        let s3_app = s3::router(
+            archive.clone(),
+            s3::GatewayConfig {
+                root: s3::RootKey {
+                    access_key: access,
+                    secret: s3_secret,
+                },
+                domain: cfg.domain.clone(),
+            },
+        )
+        .map_err(|e| NodeError::startup("cannot build the S3 gateway", e))?;
+        let admin_app = admin::router(admin::AdminState {
+            archive: archive.clone(),
+            token,
+            auditor: Some(auditor.clone()),
+            public_ledger: cfg.public_ledger,
+            inviter: Some(inviter),
+        });
+        let listener = |what, tcp| cluster::server::Listener {
+            what,
+            tcp,
+            tls: gateway_tls.clone(),
+        };
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.changed().await;
+        };
+        let mut servers = vec![
+            (
+                "admin",
+                cluster::server::serve_app(
+                    listener("admin", admin_listener),
+                    admin_app,
+                    stop_rx.clone(),
+                ),
+            ),
+            (
+                "S3",
+                cluster::server::serve_app(listener("S3", s3_listener), s3_app, stop_rx.clone()),
+            ),
+            (
+                "WebDAV",
+                cluster::server::serve_app(
+                    listener("WebDAV", dav_listener),
+                    dav::router(files.clone()),
+                    stop_rx.clone(),
+                ),
+            ),
+        ];
+        if let Some(key) = &cfg.nfs_key {
+            let session = files.session_after_login(key).map_err(|_| {
+                NodeError::Settings(format!(
+                    "--nfs-key {key:?}: no such access key (see `edgecloud key list`)"
+                ))
+            })?;
+            let (addr, staging, stop) = (
+                cfg.listen.nfs.clone(),
+                data.join("nfs-staging"),
+                stopped(stop_rx.clone()),
+            );
+            servers.push((
+                "NFS",
+                tokio::spawn(async move { nfs::serve(session, &addr, staging, stop).await }),
+            ));
+        }
+        let ftp_cfg = ftp::FtpConfig {
+            passive_ports: cfg.ftp_passive_ports.clone(),
+            tls: tls.clone(),
+        };
+        servers.push((
+            "FTP",
+            tokio::spawn(ftp::serve(
+                files,
+                ftp_listener,
+                ftp_cfg,
+                stopped(stop_rx.clone()),
+            )),
+        ));
+        servers.push(("node-to-node", rpc_task));
+        Ok(Node {
+            archive,
+            auditor,
+            replica,
+            summary,
+            stop,
+            servers,
+            background,
+        })
+    }
+
+    /// What the node serves and where its secrets are.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The node's archive.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// Stops the node: servers finish the requests in flight, background work ends,
+    /// and the ledger's tiles reach the disk.
+    pub async fn stop(self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        let mut first_error = None;
+        for (what, task) in self.servers {
+            let outcome = match task.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            first_error.get_or_insert(NodeError::Serving {
+                what,
+                reason: outcome,
+            });
+        }
+        // Background work and Raft end too, so that every handle on the catalog and
+        // the disks is gone when this returns (the same process may open them again).
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background {
+            let _ = task.await;
+        }
+        if let Err(e) = self.replica.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft did not stop cleanly");
+        }
+        let auditor = self.auditor;
+        match tokio::task::spawn_blocking(move || auditor.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "could not sync the ledger's tiles; the next start writes them again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "the ledger's last sync failed"),
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Names the listeners reachable from other machines (not on loopback), with what
+/// crosses them in the clear.
+fn cleartext(listeners: &[(&str, &TcpListener, &str)]) -> Vec<String> {
+    listeners
+        .iter()
+        .filter_map(|(what, l, risk)| {
+            let addr = l.local_addr().ok()?;
+            (!addr.ip().is_loopback()).then(|| {
+                format!(
+                    "{what} on {addr} is not encrypted ({risk}); give --tls-cert and --tls-key, or --tls-self-signed"
+                )
+            })
+        })
+        .collect()
+}
