@@ -2,10 +2,10 @@
 //! the bearer token that `serve` writes into the data directory; the token is compared
 //! in constant time. Object bodies stream both ways; nothing is buffered whole.
 
+mod access_keys;
 mod buckets;
 mod error;
 pub mod invites;
-mod keys;
 pub mod ledger;
 mod objects;
 /// Operations on the running node: cluster view, scrub, repair.
@@ -144,9 +144,9 @@ pub fn router(state: AdminState) -> Router {
             "/v1/buckets/{bucket}/versioning",
             put(buckets::set_versioning),
         )
-        .route("/v1/keys", get(keys::list).post(keys::create))
-        .route("/v1/keys/{key}", axum::routing::delete(keys::delete))
-        .route("/v1/keys/{key}/buckets/{bucket}", put(keys::grant))
+        .route("/v1/keys", get(access_keys::list).post(access_keys::create))
+        .route("/v1/keys/{key}", axum::routing::delete(access_keys::delete))
+        .route("/v1/keys/{key}/buckets/{bucket}", put(access_keys::grant))
         .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
         .route("/v1/ledger/public-key", get(ledger::public_key))
         .route("/v1/ledger/tile/{*path}", get(ledger::tile))

@@ -41,10 +41,6 @@ pub struct ProofBundle {
     pub checkpoint: String,
 }
 
-fn ledger_err(e: ledger::LedgerError) -> ArchiveError {
-    ArchiveError::Storage(format!("ledger: {e}"))
-}
-
 /// A tree hash as base64 (how proofs and checkpoints carry them).
 pub fn b64(h: &ledger::Hash) -> String {
     use base64::Engine;
@@ -63,10 +59,8 @@ impl Auditor {
     ) -> Result<Self> {
         let cosigner = cosigner_key
             .map(ledger::cosign::Cosigner::new)
-            .transpose()
-            .map_err(ledger_err)?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ArchiveError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+            .transpose()?;
+        std::fs::create_dir_all(dir).map_err(|e| ArchiveError::io(dir, e))?;
         let entries = LedgerEntries(archive.inner.catalog.clone());
         let size = entries.len();
         // Leaves the hash file lacks (after a crash) are read in runs, not one by one.
@@ -76,9 +70,8 @@ impl Auditor {
                 run = (i, entries.range(i, (i + 4096).min(size))?);
             }
             Ok(ledger::leaf_hash(&run.1[(i - run.0) as usize]))
-        })
-        .map_err(ledger_err)?;
-        let publisher = Publisher::new(dir, signing_key).map_err(ledger_err)?;
+        })?;
+        let publisher = Publisher::new(dir, signing_key)?;
         let a = Auditor {
             entries,
             tree,
@@ -93,9 +86,8 @@ impl Auditor {
         let published = ledger::publish::resume_size(dir, public_key).min(size);
         let cp = a
             .publisher
-            .publish_with(&a.tree, &a.entries, published, |cp| a.cosign(cp))
-            .map_err(ledger_err)?;
-        a.publisher.sync().map_err(ledger_err)?;
+            .publish_with(&a.tree, &a.entries, published, |cp| a.cosign(cp))?;
+        a.publisher.sync()?;
         *a.latest.lock().expect("checkpoint lock") = (size, cp);
         Ok(a)
     }
@@ -122,9 +114,9 @@ impl Auditor {
             size = boundary;
         }
         if size > old {
-            let recent = self.entries.range(old, size).map_err(ledger_err)?;
+            let recent = self.entries.range(old, size)?;
             let hashes: Vec<_> = recent.iter().map(|e| ledger::leaf_hash(e)).collect();
-            self.tree.append(&hashes, true).map_err(ledger_err)?;
+            self.tree.append(&hashes, true)?;
             let entries = ledger::entries::WithRecent {
                 store: &self.entries,
                 first: old,
@@ -132,8 +124,7 @@ impl Auditor {
             };
             let cp = self
                 .publisher
-                .publish_with(&self.tree, &entries, latest.0, |cp| self.cosign(cp))
-                .map_err(ledger_err)?;
+                .publish_with(&self.tree, &entries, latest.0, |cp| self.cosign(cp))?;
             *latest = (size, cp);
         }
         Ok(size)
@@ -143,7 +134,7 @@ impl Auditor {
     /// at shutdown, so the next start has nothing to write again.
     pub fn sync(&self) -> Result<()> {
         let _latest = self.latest.lock().expect("checkpoint lock");
-        self.publisher.sync().map_err(ledger_err)
+        self.publisher.sync().map_err(ArchiveError::from)
     }
 
     /// As a voter: recompute the checkpoint's root from this node's own tree, and only
@@ -169,7 +160,7 @@ impl Auditor {
     /// `wait` for this replica to apply that far), and cosign it only if this node's own
     /// tree has the same root.
     pub fn cosign_for_peer(&self, cp: &[u8], wait: std::time::Duration) -> Result<Vec<u8>> {
-        let parsed = ledger::verify::checkpoint(cp, &self.public_key).map_err(ledger_err)?;
+        let parsed = ledger::verify::checkpoint(cp, &self.public_key)?;
         let started = std::time::Instant::now();
         while self.catch_up()? < parsed.size() {
             if started.elapsed() > wait {
@@ -186,7 +177,7 @@ impl Auditor {
                 "this node has no cosigner key".into(),
             ));
         }
-        self.cosign(cp.to_vec()).map_err(ledger_err)
+        self.cosign(cp.to_vec()).map_err(ArchiveError::from)
     }
 
     /// Adds other voters' cosignatures of the current checkpoint (each returned by
@@ -203,7 +194,7 @@ impl Auditor {
             }
         }
         if cp != latest.1 {
-            self.publisher.rewrite_checkpoint(&cp).map_err(ledger_err)?;
+            self.publisher.rewrite_checkpoint(&cp)?;
             latest.1 = cp;
         }
         Ok(used)
@@ -222,7 +213,7 @@ impl Auditor {
     /// A published file by its path under `dir()` (`tile/0/000.p/5`); a partial tile
     /// whose full one is published is cut from it. None when there is no such file.
     pub fn published(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        ledger::publish::read_published(&self.dir, path).map_err(ledger_err)
+        ledger::publish::read_published(&self.dir, path).map_err(ArchiveError::from)
     }
 
     /// The folder of the log's files.
@@ -234,8 +225,7 @@ impl Auditor {
     pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<String>> {
         Ok(self
             .tree
-            .inclusion_proof(index, size)
-            .map_err(ledger_err)?
+            .inclusion_proof(index, size)?
             .iter()
             .map(b64)
             .collect())
@@ -245,8 +235,7 @@ impl Auditor {
     pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<String>> {
         Ok(self
             .tree
-            .consistency_proof(from, to)
-            .map_err(ledger_err)?
+            .consistency_proof(from, to)?
             .iter()
             .map(b64)
             .collect())
@@ -254,7 +243,7 @@ impl Auditor {
 
     /// Entry `index` as stored (canonical JSON).
     pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
-        self.entries.get(index).map_err(ledger_err)
+        self.entries.get(index).map_err(ArchiveError::from)
     }
 
     /// The bundle proving entry `index` against the latest checkpoint.

@@ -40,7 +40,10 @@ impl Archive {
             Ok((id, Ok((codec::split_shards(policy, &sealed), len))))
         })
         .await
-        .map_err(|e| ArchiveError::Storage(format!("encoder task failed: {e}")))??;
+        .map_err(|source| ArchiveError::Task {
+            what: "encoder",
+            source,
+        })??;
         let (shards, sealed_len) = match encoded {
             Err(sealed_len) => {
                 return Ok(Stored {

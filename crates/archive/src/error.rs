@@ -43,9 +43,27 @@ pub enum ArchiveError {
         /// Why it cannot be read.
         reason: String,
     },
-    /// Writing shards or the audit log failed.
+    /// Too few shards of a chunk could be placed or written; the message lists why
+    /// each one failed.
     #[error("storage write failed: {0}")]
     Storage(String),
+    /// A shard disk of this node failed.
+    #[error(transparent)]
+    Shard(#[from] shards::ShardError),
+    /// Another node failed a shard request.
+    #[error(transparent)]
+    Rpc(#[from] cluster::RpcError),
+    /// The audit log failed.
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::LedgerError),
+    /// A task running part of the work (encoding, hashing, listing) failed.
+    #[error("the {what} task failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why it ended.
+        source: tokio::task::JoinError,
+    },
     /// Reading the client's body failed (the client went away or sent garbage).
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
@@ -86,11 +104,5 @@ impl ArchiveError {
             path: path.display().to_string(),
             source,
         }
-    }
-}
-
-impl From<shards::ShardError> for ArchiveError {
-    fn from(e: shards::ShardError) -> Self {
-        ArchiveError::Storage(e.to_string())
     }
 }

@@ -7,10 +7,10 @@
 //! directly.
 
 pub mod audit;
+mod bucket_keys;
 mod chunks;
 mod error;
 mod get;
-mod keys;
 mod multipart;
 mod names;
 mod put;
@@ -129,7 +129,7 @@ struct Inner {
     cluster: std::sync::OnceLock<Arc<cluster::Membership>>,
     /// Placement view of the current layout (rebuilt when its epoch changes).
     topology: std::sync::Mutex<topology::SharedTopology>,
-    keys: keys::KeyCache,
+    keys: bucket_keys::KeyCache,
     repair: std::sync::Mutex<RepairState>,
     /// One scrub or repair pass at a time: two passes working from different listings
     /// could each remove the copy the other kept.
@@ -139,7 +139,9 @@ struct Inner {
 impl Archive {
     /// Opens (or creates) the catalog and the shard disks.
     pub fn open(cfg: ArchiveConfig) -> Result<Self> {
-        cfg.chunk.validate().map_err(ArchiveError::Invalid)?;
+        cfg.chunk
+            .validate()
+            .map_err(|e| ArchiveError::Invalid(e.to_string()))?;
         if cfg.disks.is_empty() {
             return Err(ArchiveError::Invalid(
                 "at least one disk folder is needed".into(),
@@ -162,7 +164,7 @@ impl Archive {
         )?;
         // Disk identity is its position: stable as long as the disk list keeps its order.
         let topology = Arc::new(topology::Topology::local(cfg.disks.len()));
-        let keys = keys::KeyCache::new(cfg.master_key.clone());
+        let keys = bucket_keys::KeyCache::new(cfg.master_key.clone());
         Ok(Archive {
             inner: Arc::new(Inner {
                 cfg,

@@ -91,9 +91,10 @@ impl Md5Task {
 
     async fn finish(&mut self) -> Result<([u8; 16], [u8; 32])> {
         self.tx = None;
-        (&mut self.done)
-            .await
-            .map_err(|e| ArchiveError::Storage(format!("MD5 task failed: {e}")))
+        (&mut self.done).await.map_err(|source| ArchiveError::Task {
+            what: "MD5",
+            source,
+        })
     }
 }
 

@@ -116,7 +116,10 @@ impl Archive {
                     .collect()
             })
             .await
-            .map_err(|e| crate::ArchiveError::Storage(format!("listing task failed: {e}")))?;
+            .map_err(|source| crate::ArchiveError::Task {
+                what: "listing",
+                source,
+            })?;
         let mut at: HashMap<ShardKey, Vec<(usize, u64)>> = HashMap::new();
         for (d, list) in local {
             let Some(spot) = t.local_spot(d) else {
@@ -178,7 +181,7 @@ impl Archive {
                 m.client()
                     .delete_shard(addr, Some(*disk), &key)
                     .await
-                    .map_err(|e| crate::ArchiveError::Storage(e.to_string()))
+                    .map_err(crate::ArchiveError::from)
             }
         }
     }

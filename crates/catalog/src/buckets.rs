@@ -3,8 +3,8 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::command::{Command, Stamp, expect_outcome};
-use crate::keys::*;
 use crate::records::*;
+use crate::table_keys::*;
 use crate::{Catalog, CatalogError, Result};
 
 impl Catalog {

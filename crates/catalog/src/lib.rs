@@ -12,12 +12,12 @@ pub mod audit;
 mod buckets;
 mod chunks;
 pub mod command;
-mod keys;
 mod list;
 mod multipart;
 mod objects;
 mod records;
 mod snapshot;
+mod table_keys;
 mod writer;
 
 use std::path::Path;

@@ -3,8 +3,8 @@
 
 use redb::ReadOnlyTable;
 
-use crate::keys::*;
 use crate::records::*;
+use crate::table_keys::*;
 use crate::{Catalog, CatalogError, Result};
 
 /// What to list of a bucket's current objects.

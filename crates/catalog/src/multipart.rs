@@ -7,9 +7,9 @@ use md5::{Digest, Md5};
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::command::{Command, Stamp, expect_outcome};
-use crate::keys::*;
 use crate::objects::{PutCondition, insert_version};
 use crate::records::*;
+use crate::table_keys::*;
 use crate::{Catalog, CatalogError, Result};
 
 impl Catalog {

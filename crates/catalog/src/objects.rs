@@ -6,8 +6,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::buckets::load_bucket;
 use crate::command::{Command, Stamp, expect_outcome};
-use crate::keys::*;
 use crate::records::*;
+use crate::table_keys::*;
 use crate::{Catalog, CatalogError, Result};
 
 /// Which version a read wants.

@@ -13,7 +13,7 @@ use shards::{ShardKey, ShardMeta};
 
 use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo};
-use crate::tls::NodeTls;
+use crate::mutual_tls::NodeTls;
 
 /// Why a node-to-node request failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,13 +148,16 @@ fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
 
 impl Client {
     /// A client that presents this node's certificate and trusts the cluster's.
-    pub fn new(tls: &NodeTls) -> anyhow::Result<Client> {
+    pub fn new(tls: &NodeTls) -> Result<Client, crate::ClusterError> {
         Client::bound(tls, None)
     }
 
     /// A client whose connections leave from `local` (a node given `--bind` talks to
     /// the others from that address, so firewalls see the node, not the host).
-    pub fn bound(tls: &NodeTls, local: Option<std::net::IpAddr>) -> anyhow::Result<Client> {
+    pub fn bound(
+        tls: &NodeTls,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Client, crate::ClusterError> {
         let http = reqwest::Client::builder()
             .local_address(local)
             .tls_backend_preconfigured((*tls.client).clone())

@@ -10,7 +10,8 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::Context;
+use crate::ClusterError;
+use crate::error::Result;
 use ring::signature::KeyPair;
 
 /// A node's identity: 16 hex characters of BLAKE3 over its Ed25519 public key.
@@ -50,22 +51,25 @@ impl NodeKey {
     }
 
     /// Reads the key (64 hex characters), or creates it with mode 0600 on first start.
-    pub fn load_or_create(path: &Path) -> anyhow::Result<NodeKey> {
+    pub fn load_or_create(path: &Path) -> Result<NodeKey> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let seed = parse_hex32(text.trim()).with_context(|| {
-                    format!("{} is not a node key (64 hex characters)", path.display())
+                let seed = parse_hex32(text.trim()).ok_or_else(|| {
+                    ClusterError::Invalid(format!(
+                        "{} is not a node key (64 hex characters)",
+                        path.display()
+                    ))
                 })?;
                 Ok(NodeKey::from_seed(seed))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut seed = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-                    .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+                    .map_err(|_| ClusterError::NoRandomness)?;
                 create_private(path, &format!("{}\n", codec::hex(&seed)))?;
                 Ok(NodeKey::from_seed(seed))
             }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(ClusterError::file("read", path)(e)),
         }
     }
 
@@ -95,37 +99,39 @@ pub struct ClusterSecret(Vec<u8>);
 
 impl ClusterSecret {
     /// A secret from its bytes; refuses one too short to be safe.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> anyhow::Result<ClusterSecret> {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<ClusterSecret> {
         let bytes: Vec<u8> = bytes.into();
         let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
-        anyhow::ensure!(
-            trimmed.len() >= 16,
-            "the cluster secret is too short ({} bytes): use at least 16 random characters, e.g. the DATA/cluster.secret file of the first node",
-            trimmed.len()
-        );
+        if trimmed.len() < 16 {
+            return Err(ClusterError::Invalid(format!(
+                "the cluster secret is too short ({} bytes): use at least 16 random characters, e.g. the DATA/cluster.secret file of the first node",
+                trimmed.len()
+            )));
+        }
         Ok(ClusterSecret(trimmed))
     }
 
     /// Reads the secret from a file, or creates a random one there (first node).
-    pub fn load_or_create(path: &Path) -> anyhow::Result<ClusterSecret> {
+    pub fn load_or_create(path: &Path) -> Result<ClusterSecret> {
         match std::fs::read(path) {
-            Ok(b) => ClusterSecret::new(b)
-                .with_context(|| format!("the cluster secret in {}", path.display())),
+            Ok(b) => ClusterSecret::new(b).map_err(|e| {
+                ClusterError::Invalid(format!("the cluster secret in {}: {e}", path.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut raw = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-                    .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+                    .map_err(|_| ClusterError::NoRandomness)?;
                 let text = codec::hex(&raw);
                 create_private(path, &format!("{text}\n"))?;
                 ClusterSecret::new(text)
             }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(ClusterError::file("read", path)(e)),
         }
     }
 
     /// Keeps the secret in a file (mode 0600) unless one is there: a node that joined
     /// restarts without being given it again.
-    pub fn save_if_absent(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn save_if_absent(&self, path: &Path) -> Result<()> {
         if path.exists() {
             return Ok(());
         }
@@ -161,7 +167,7 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 
 /// Creates a file readable only by its owner, with `text`, durably; fails if the file
 /// exists (a key or secret is never overwritten, even by a second process starting).
-pub fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn create_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -169,17 +175,17 @@ pub fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .write(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+        .map_err(ClusterError::file("create", path))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(ClusterError::file("write", path))
 }
 
 /// Replaces a file readable only by its owner, atomically (state that changes, such as
 /// the layout).
-pub fn replace_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn replace_private(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(ClusterError::file("create", dir))?;
     }
     // A name of its own, so that two writers at once do not trip over each other.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -187,8 +193,7 @@ pub fn replace_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let _ = std::fs::remove_file(&tmp); // a leftover from a crash
     create_private(&tmp, text)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    std::fs::rename(&tmp, path).map_err(ClusterError::file("write", path))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! the unused, unexpired token for the cluster secret. From then on it is like any node
 //! given the secret: it joins under mutual TLS and keeps the secret in its data folder.
 
+use crate::ClusterError;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -46,10 +47,10 @@ impl std::fmt::Debug for Invitation {
 
 impl Invitation {
     /// A fresh invitation from the node at `addr` with public key `node_key`.
-    pub fn new(addr: String, node_key: [u8; 32]) -> anyhow::Result<Invitation> {
+    pub fn new(addr: String, node_key: [u8; 32]) -> Result<Invitation, ClusterError> {
         let mut secret = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            .map_err(|_| ClusterError::NoRandomness)?;
         Ok(Invitation {
             addr,
             node_key,
@@ -67,11 +68,11 @@ impl Invitation {
     }
 
     /// Reads a token; says what is wrong with a damaged one.
-    pub fn decode(token: &str) -> anyhow::Result<Invitation> {
+    pub fn decode(token: &str) -> Result<Invitation, ClusterError> {
         let bad = |why: &str| {
-            anyhow::anyhow!(
+            ClusterError::Invalid(format!(
                 "not an Edgecloud invitation token ({why}): copy the whole line that `edgecloud cluster invite` printed"
-            )
+            ))
         };
         let body = token
             .trim()
@@ -178,7 +179,7 @@ impl std::fmt::Debug for RedeemAnswer {
 
 /// A TLS client configuration without a certificate, which accepts only a server
 /// whose certificate carries `node_key`.
-pub fn guest_tls(node_key: [u8; 32]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn guest_tls(node_key: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, ClusterError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -205,7 +206,7 @@ impl ServerCertVerifier for PinnedKey {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = crate::tls::cert_public_key(end_entity)
+        let key = crate::mutual_tls::cert_public_key(end_entity)
             .ok_or_else(|| rustls::Error::General("unreadable server certificate".into()))?;
         if key != self.node_key {
             return Err(rustls::Error::General(
@@ -250,7 +251,7 @@ impl ServerCertVerifier for PinnedKey {
 pub async fn redeem(
     inv: &Invitation,
     local: Option<std::net::IpAddr>,
-) -> anyhow::Result<crate::ClusterSecret> {
+) -> Result<crate::ClusterSecret, ClusterError> {
     let http = reqwest::Client::builder()
         .local_address(local)
         .tls_backend_preconfigured((*guest_tls(inv.node_key)?).clone())
@@ -274,15 +275,18 @@ pub async fn redeem(
                 why = format!("{why}: {s}");
                 src = s.source();
             }
-            anyhow::anyhow!(
+            ClusterError::Peer(format!(
                 "cannot redeem the invitation at {}: {why} (is the node that printed it running, and reachable from here?)",
                 inv.addr
-            )
+            ))
         })?;
     let status = resp.status();
     if !status.is_success() {
         let msg = resp.text().await.unwrap_or_default();
-        anyhow::bail!("{} refused the invitation ({status}): {msg}", inv.addr);
+        return Err(ClusterError::Peer(format!(
+            "{} refused the invitation ({status}): {msg}",
+            inv.addr
+        )));
     }
     let answer: RedeemAnswer = resp.json().await?;
     crate::ClusterSecret::new(answer.cluster_secret)

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use crate::ClusterError;
 use codec::Redundancy;
 use serde::{Deserialize, Serialize};
 
@@ -199,19 +199,20 @@ impl Layout {
     }
 
     /// Reads a layout file; None if there is none.
-    pub fn load(path: &Path) -> anyhow::Result<Option<Layout>> {
+    pub fn load(path: &Path) -> Result<Option<Layout>, ClusterError> {
         match std::fs::read(path) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
-                format!("{} is not a cluster layout", path.display())
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+                ClusterError::Invalid(format!("{} is not a cluster layout: {e}", path.display()))
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(ClusterError::file("read", path)(e)),
         }
     }
 
     /// Writes the layout file atomically.
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
+    pub fn save(&self, path: &Path) -> Result<(), ClusterError> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| ClusterError::Invalid(format!("cannot encode the layout: {e}")))?;
         crate::identity::replace_private(path, &format!("{text}\n"))
     }
 }

@@ -11,17 +11,19 @@
 //!   timeouts, accept errors).
 
 pub mod client;
+mod error;
 pub mod identity;
 pub mod invite;
 pub mod layout;
 pub mod membership;
+pub mod mutual_tls;
 pub mod rpc;
 pub mod scrubber;
 pub mod server;
-pub mod tls;
 
 pub use client::{Client, DiskHealth, NodeHealth, RpcError, ShardEntry};
+pub use error::ClusterError;
 pub use identity::{ClusterSecret, NodeId, NodeKey};
 pub use layout::{DiskInfo, DiskRef, Layout, NodeInfo, NodeState};
 pub use membership::{ClusterStatus, LayoutStore, Membership, NodeStatus, StartOptions};
-pub use tls::NodeTls;
+pub use mutual_tls::NodeTls;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use crate::ClusterError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -124,20 +124,24 @@ fn is_removal(e: &RpcError) -> bool {
     matches!(e, RpcError::Refused { reason, .. } if reason.contains("removed"))
 }
 
-fn explain(addr: &str, e: RpcError) -> anyhow::Error {
-    let text = e.to_string();
+/// `what` failed at the member at `addr`: the reason, and what to check when the
+/// member did not trust this node.
+fn explain(what: String, addr: &str, e: RpcError) -> ClusterError {
     if is_trust_failure(&e) {
-        anyhow::anyhow!(
-            "{text}\nthe node at {addr} did not accept this node's certificate: is the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET) the same as the cluster's?"
-        )
+        ClusterError::Peer(format!(
+            "{what}: {e}\nthe node at {addr} did not accept this node's certificate: is the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET) the same as the cluster's?"
+        ))
     } else {
-        anyhow::anyhow!("{text}")
+        ClusterError::Peer(format!("{what}: {e}"))
     }
 }
 
 impl Membership {
     /// Loads or founds the layout (or joins through `opts.join`) and starts heartbeats.
-    pub async fn start(opts: StartOptions, client: Client) -> anyhow::Result<Arc<Membership>> {
+    pub async fn start(
+        opts: StartOptions,
+        client: Client,
+    ) -> Result<Arc<Membership>, ClusterError> {
         let path = opts.data_dir.join(LAYOUT_FILE);
         let saved = Layout::load(&path)?;
         let me = opts.me.id.clone();
@@ -145,8 +149,7 @@ impl Membership {
             (Some(addr), _) => client
                 .join(addr, &opts.me)
                 .await
-                .map_err(|e| explain(addr, e))
-                .with_context(|| format!("cannot join the cluster at {addr}"))?,
+                .map_err(|e| explain(format!("cannot join the cluster at {addr}"), addr, e))?,
             (None, Some(l)) if l.catalog_node == me => {
                 let mut l = l;
                 if let Some(n) = l.node_mut(&me) {
@@ -180,9 +183,11 @@ impl Membership {
                             break;
                         }
                         Err(e) if is_trust_failure(&e) || is_removal(&e) => {
-                            return Err(explain(&addr, e)).with_context(|| {
-                                format!("the member at {addr} refused this node")
-                            });
+                            return Err(explain(
+                                format!("the member at {addr} refused this node"),
+                                &addr,
+                                e,
+                            ));
                         }
                         Err(e) => tracing::warn!("cannot announce this node to {addr}: {e}"),
                     }
@@ -203,9 +208,9 @@ impl Membership {
             .node(&me)
             .is_some_and(|n| n.state == NodeState::Removed)
         {
-            anyhow::bail!(
+            return Err(ClusterError::Invalid(format!(
                 "this node ({me}) was removed from the cluster; to join again as a new node, move its data folder away"
-            );
+            )));
         }
         layout.save(&path)?;
         let (tx, _) = watch::channel(Arc::new(layout));

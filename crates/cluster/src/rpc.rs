@@ -19,7 +19,7 @@ use crate::client::{
 use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo};
 use crate::membership::Membership;
-use crate::tls::{NodeTls, peer_node_id};
+use crate::mutual_tls::{NodeTls, peer_node_id};
 
 /// Who is calling: the node id of its certificate and its address.
 #[derive(Clone, Debug)]
@@ -336,7 +336,7 @@ pub fn serve(
         };
         Some(app.clone().layer(Extension(Peer { id, addr })))
     };
-    crate::tls::serve_https(listener, tls.server.clone(), "node-to-node", route, stop)
+    crate::mutual_tls::serve_https(listener, tls.server.clone(), "node-to-node", route, stop)
 }
 
 /// A connection that presented no certificate.

@@ -38,7 +38,7 @@ impl ChunkParams {
     }
 
     /// Refuses sizes FastCDC cannot use or that are out of order.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::CodecError> {
         // fastcdc 2020 limits: min 64 B..1 MiB? The crate asserts these ranges.
         if !(64..=67_108_864).contains(&self.min)
             || !(256..=268_435_456).contains(&self.avg)
@@ -46,10 +46,10 @@ impl ChunkParams {
             || self.min > self.avg
             || self.avg > self.max
         {
-            return Err(format!(
+            return Err(crate::CodecError::BadChunkSizes(format!(
                 "chunk sizes must satisfy 64 <= min <= avg <= max (min >= 64 B, avg >= 256 B, max >= 1 KiB), got {}/{}/{}",
                 self.min, self.avg, self.max
-            ));
+            )));
         }
         Ok(())
     }

@@ -47,6 +47,9 @@ pub enum CodecError {
     /// A redundancy policy that cannot be used.
     #[error("invalid redundancy policy: {0}")]
     BadPolicy(String),
+    /// Chunk sizes FastCDC cannot use.
+    #[error("{0}")]
+    BadChunkSizes(String),
 }
 
 /// Names a chunk: keyed BLAKE3 over the plaintext. Equal content in one bucket gets one

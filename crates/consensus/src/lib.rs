@@ -12,10 +12,11 @@
 //! Layout: `log_store` (the log and vote, their own redb file), `state_machine` (the
 //! catalog + snapshots), `network` (messages over the node-to-node mutual-TLS API).
 
-pub mod layout;
+mod error;
 mod lease;
 pub mod log_store;
 pub mod network;
+pub mod replicated_layout;
 pub mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catalog::{Catalog, CatalogError, Outcome, Proposal};
+pub use error::ConsensusError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -258,7 +260,7 @@ async fn run_batches(
 
 impl Replica {
     /// Opens the log, starts Raft, and starts batching proposals.
-    pub async fn start(o: ReplicaOptions) -> anyhow::Result<Arc<Replica>> {
+    pub async fn start(o: ReplicaOptions) -> Result<Arc<Replica>, ConsensusError> {
         let config = Config {
             cluster_name: "edgecloud-catalog".into(),
             heartbeat_interval: 250,
@@ -268,7 +270,7 @@ impl Replica {
             max_in_snapshot_log_to_keep: 2_000,
             ..Default::default()
         };
-        let config = Arc::new(config.validate()?);
+        let config = Arc::new(config.validate().map_err(ConsensusError::raft)?);
         let log = log_store::LogStore::open(&o.data_dir.join("raft-log.redb"))?;
         let sm = state_machine::StateMachine::new(
             o.catalog.clone(),
@@ -278,7 +280,9 @@ impl Replica {
             client: o.client.clone(),
             max_message_bytes: o.max_message_bytes,
         };
-        let raft = Raft::new(raft_id(&o.me.node), config, network, log, sm).await?;
+        let raft = Raft::new(raft_id(&o.me.node), config, network, log, sm)
+            .await
+            .map_err(ConsensusError::raft)?;
         let (batches, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(run_batches(raft.clone(), rx, o.max_message_bytes / 8));
         let (reads, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -308,18 +312,26 @@ impl Replica {
 
     /// Makes this node the only voter of a new catalog (the first node of a cluster);
     /// does nothing if the log already exists.
-    pub async fn initialize_alone(&self) -> anyhow::Result<()> {
-        if self.raft.is_initialized().await? {
+    pub async fn initialize_alone(&self) -> Result<(), ConsensusError> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(ConsensusError::raft)?
+        {
             return Ok(());
         }
         let members = BTreeMap::from([(self.id(), self.me.clone())]);
-        self.raft.initialize(members).await?;
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(ConsensusError::raft)?;
         Ok(())
     }
 
     /// Adds a node as a learner (it receives the log) and, if `voter`, then promotes
     /// it. Only the leader can; the caller retries elsewhere on `NotLeader`.
-    pub async fn add_member(&self, m: Member, voter: bool) -> anyhow::Result<()> {
+    pub async fn add_member(&self, m: Member, voter: bool) -> Result<(), ConsensusError> {
         let id = raft_id(&m.node);
         let known = self
             .raft
@@ -329,27 +341,33 @@ impl Replica {
             .nodes()
             .any(|(n, _)| *n == id);
         if !known {
-            self.raft.add_learner(id, m, true).await?;
+            self.raft
+                .add_learner(id, m, true)
+                .await
+                .map_err(ConsensusError::raft)?;
         }
         if voter && !self.voters().contains(&id) {
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await?;
+                .await
+                .map_err(ConsensusError::raft)?;
         }
         Ok(())
     }
 
     /// Removes a node from the Raft group (a voter is demoted first).
-    pub async fn remove_member(&self, node: &str) -> anyhow::Result<()> {
+    pub async fn remove_member(&self, node: &str) -> Result<(), ConsensusError> {
         let id = raft_id(node);
         if self.voters().contains(&id) {
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await?;
+                .await
+                .map_err(ConsensusError::raft)?;
         }
         self.raft
             .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-            .await?;
+            .await
+            .map_err(ConsensusError::raft)?;
         Ok(())
     }
 

@@ -131,20 +131,24 @@ fn io(e: impl std::fmt::Display) -> AnyError {
 
 impl LogStore {
     /// Opens (or creates) the log file.
-    pub fn open(path: &Path) -> anyhow::Result<LogStore> {
-        let db = redb::Database::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot open the Raft log {}: {e}", path.display()))?;
-        let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(STATE)?;
-        txn.commit()?;
+    pub fn open(path: &Path) -> std::result::Result<LogStore, crate::ConsensusError> {
+        let failed = |e: redb::Error| crate::ConsensusError::Log {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let db = redb::Database::create(path).map_err(|e| failed(e.into()))?;
+        let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+        txn.open_table(LOG).map_err(|e| failed(e.into()))?;
+        txn.open_table(STATE).map_err(|e| failed(e.into()))?;
+        txn.commit().map_err(|e| failed(e.into()))?;
         let db = Arc::new(db);
         let (jobs, rx) = std::sync::mpsc::channel();
         let pending: Arc<Mutex<Pending>> = Default::default();
         let (d, p) = (db.clone(), pending.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run_writer(d, rx, p))?;
+            .spawn(move || run_writer(d, rx, p))
+            .map_err(|e| failed(redb::Error::Io(e)))?;
         Ok(LogStore { db, jobs, pending })
     }
 

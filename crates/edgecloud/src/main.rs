@@ -1,18 +1,8 @@
 //! `edgecloud`: the one binary. It parses arguments and presents results; everything
 //! else lives in the library crates (see docs/architecture.md).
 
-mod admin_tls;
 mod bench;
-mod client;
-mod cluster_cmd;
-mod clusterbench;
-mod commands;
-mod filebench;
-mod keys;
-mod ledger_cmd;
-mod mount_cmd;
-mod netbench;
-mod serve;
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,35 +85,35 @@ pub enum Command {
     Serve(node::NodeSettings),
     /// Create, list and delete buckets; set versioning.
     #[command(subcommand)]
-    Bucket(commands::BucketCmd),
+    Bucket(cli::objects::BucketCmd),
     /// The cluster: nodes, sites, disks, health, what the layout survives, repair.
     #[command(subcommand)]
-    Cluster(cluster_cmd::ClusterCmd),
+    Cluster(cli::cluster::ClusterCmd),
     /// Create, list and revoke S3 access keys; grant them buckets.
     #[command(subcommand)]
-    Key(keys::KeyCmd),
+    Key(cli::key::KeyCmd),
     /// The audit log: status, proof bundles, offline checks, history verification.
     #[command(subcommand)]
-    Ledger(ledger_cmd::LedgerCmd),
+    Ledger(cli::ledger::LedgerCmd),
     /// Upload a file (or - for standard input) as a new version of BUCKET/KEY.
-    Put(commands::PutArgs),
+    Put(cli::objects::PutArgs),
     /// Download BUCKET/KEY (any version, or as of a past instant) to a file or stdout.
-    Get(commands::GetArgs),
+    Get(cli::objects::GetArgs),
     /// List the keys of a bucket, now or as of a past instant.
-    Ls(commands::LsArgs),
+    Ls(cli::objects::LsArgs),
     /// Delete BUCKET/KEY (adds a delete marker; older versions stay) or one version.
-    Rm(commands::RmArgs),
+    Rm(cli::objects::RmArgs),
     /// List every version and delete marker under BUCKET[/PREFIX].
-    Versions(commands::VersionsArgs),
+    Versions(cli::objects::VersionsArgs),
     /// Verify every shard now and rebuild what is missing or corrupt.
-    Scrub(commands::ScrubArgs),
+    Scrub(cli::objects::ScrubArgs),
     /// Show the node's disks, buckets and default redundancy.
     Status,
     /// Measure codec stages, end-to-end throughput and dedup on this machine.
     Bench(bench::BenchArgs),
     /// Mount a bucket as a local folder (FUSE) until `umount DIR`: reads come from a
     /// local cache, each written file becomes a new version when closed.
-    Mount(mount_cmd::MountArgs),
+    Mount(cli::mount::MountArgs),
 }
 
 fn main() -> ExitCode {
@@ -157,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .or(file.data.clone())
         .unwrap_or_else(|| PathBuf::from(node::defaults::DATA));
     let client = || {
-        client::Client::new(
+        cli::client::Client::new(
             cli.admin.clone().or(file.admin.clone()),
             cli.admin_ca.clone().or(file.admin_ca.clone()),
             cli.token.clone(),
@@ -165,22 +155,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
     };
     match cli.command {
-        Command::Serve(flags) => serve::run(flags, file.node, data).await,
+        Command::Serve(flags) => cli::serve::run(flags, file.node, data).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Bucket(cmd) => commands::bucket(&client()?, cmd).await,
+        Command::Bucket(cmd) => cli::objects::bucket(&client()?, cmd).await,
         Command::Ledger(cmd) => {
             let c = client().ok();
-            ledger_cmd::run(c.as_ref(), cmd).await
+            cli::ledger::run(c.as_ref(), cmd).await
         }
-        Command::Key(cmd) => keys::run(&client()?, cmd).await,
-        Command::Cluster(cmd) => cluster_cmd::run(&client()?, cmd).await,
-        Command::Put(a) => commands::put(&client()?, a).await,
-        Command::Get(a) => commands::get(&client()?, a).await,
-        Command::Ls(a) => commands::ls(&client()?, a).await,
-        Command::Rm(a) => commands::rm(&client()?, a).await,
-        Command::Versions(a) => commands::versions(&client()?, a).await,
-        Command::Scrub(a) => commands::scrub(&client()?, a).await,
-        Command::Status => commands::status(&client()?).await,
-        Command::Mount(a) => mount_cmd::run(a, &data).await,
+        Command::Key(cmd) => cli::key::run(&client()?, cmd).await,
+        Command::Cluster(cmd) => cli::cluster::run(&client()?, cmd).await,
+        Command::Put(a) => cli::objects::put(&client()?, a).await,
+        Command::Get(a) => cli::objects::get(&client()?, a).await,
+        Command::Ls(a) => cli::objects::ls(&client()?, a).await,
+        Command::Rm(a) => cli::objects::rm(&client()?, a).await,
+        Command::Versions(a) => cli::objects::versions(&client()?, a).await,
+        Command::Scrub(a) => cli::objects::scrub(&client()?, a).await,
+        Command::Status => cli::objects::status(&client()?).await,
+        Command::Mount(a) => cli::mount::run(a, &data).await,
     }
 }

@@ -348,12 +348,12 @@ impl ContentCheck {
     }
 
     /// Ok when every byte matched; otherwise what differs, in words.
-    pub fn finish(self) -> std::result::Result<(), String> {
+    pub fn finish(self) -> crate::Result<()> {
         match self.error {
-            Some(e) => Err(e),
-            None if self.at < self.pieces.len() => {
-                Err("the file is shorter than the recorded object".into())
-            }
+            Some(e) => Err(crate::LedgerError::Verification(e)),
+            None if self.at < self.pieces.len() => Err(crate::LedgerError::Verification(
+                "the file is shorter than the recorded object".into(),
+            )),
             None => Ok(()),
         }
     }
@@ -510,7 +510,10 @@ mod tests {
         for piece in file.chunks(step.max(1)) {
             c.update(piece);
         }
-        c.finish()
+        c.finish().map_err(|e| match e {
+            crate::LedgerError::Verification(m) => m,
+            other => other.to_string(),
+        })
     }
 
     #[test]

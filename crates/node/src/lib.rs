@@ -310,7 +310,7 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::startup("cannot start the catalog's Raft group", e))?;
         }
-        membership.use_store(Arc::new(consensus::layout::ReplicatedLayout {
+        membership.use_store(Arc::new(consensus::replicated_layout::ReplicatedLayout {
             replica: replica.clone(),
             catalog: archive.catalog().clone(),
         }));
@@ -327,11 +327,11 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::startup("cannot record the first layout", e))?;
         }
-        background.push(tokio::spawn(consensus::layout::follow_layout(
+        background.push(tokio::spawn(consensus::replicated_layout::follow_layout(
             archive.catalog().clone(),
             membership.clone(),
         )));
-        background.push(tokio::spawn(consensus::layout::reconcile(
+        background.push(tokio::spawn(consensus::replicated_layout::reconcile(
             replica.clone(),
             membership.clone(),
         )));

@@ -411,12 +411,16 @@ impl ConfigFile {
         let text = std::fs::read_to_string(&path).map_err(|e| {
             NodeError::Settings(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        ConfigFile::parse(&text)
+        ConfigFile::parse_table(&text)
             .map_err(|e| NodeError::Settings(format!("config file {}: {e}", path.display())))
     }
 
     /// Parses the file's text; unknown keys are an error.
-    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+    pub fn parse(text: &str) -> Result<ConfigFile, NodeError> {
+        ConfigFile::parse_table(text).map_err(NodeError::Settings)
+    }
+
+    fn parse_table(text: &str) -> Result<ConfigFile, String> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut text_key = |k: &str| match table.remove(k) {
             None => Ok(None),
@@ -556,6 +560,6 @@ mod tests {
         );
         assert_eq!(cfg.listen.admin, "127.0.0.1:9410");
         let e = ConfigFile::parse("sight = \"x\"\n").unwrap_err();
-        assert!(e.contains("sight"), "{e}");
+        assert!(e.to_string().contains("sight"), "{e}");
     }
 }

@@ -40,7 +40,7 @@ pub struct GatewayConfig {
 
 /// The S3 gateway as an HTTP router: CORS in front, then s3s (SigV4, routing, XML)
 /// with our access checks, then the operations below.
-pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, String> {
+pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, archive::ArchiveError> {
     let mut b = S3ServiceBuilder::new(EdgeS3 {
         archive: archive.clone(),
         root: cfg.root.clone(),
@@ -55,9 +55,9 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, Stri
     });
     if let Some(d) = &cfg.domain {
         if d.is_empty() || d.contains([':', '/']) {
-            return Err(format!(
+            return Err(archive::ArchiveError::Invalid(format!(
                 "--domain {d:?} must be a bare domain name like s3.example.com"
-            ));
+            )));
         }
         b.set_host(DomainHost {
             domain: d.to_ascii_lowercase(),

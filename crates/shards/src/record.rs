@@ -85,7 +85,7 @@ pub struct Header {
     pub data_len: u32,
 }
 
-pub fn decode_header(h: &[u8; RECORD_HEADER_LEN]) -> Result<Header, String> {
+pub(crate) fn decode_header(h: &[u8; RECORD_HEADER_LEN]) -> Result<Header, String> {
     if &h[0..4] != RECORD_MAGIC {
         return Err("bad record magic".into());
     }

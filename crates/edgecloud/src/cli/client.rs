@@ -39,7 +39,7 @@ impl Client {
                     );
                 }
                 reqwest::Client::builder()
-                    .tls_backend_preconfigured(crate::admin_tls::admin_client_config(&ca)?)
+                    .tls_backend_preconfigured(crate::cli::admin_tls::admin_client_config(&ca)?)
                     .build()?
             }
             _ => reqwest::Client::new(),

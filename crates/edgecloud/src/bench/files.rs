@@ -9,7 +9,7 @@ use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use tokio::io::AsyncReadExt;
 
-use crate::netbench::{Store, bench_folder_name, drain, measure, send_checked, timed};
+use crate::bench::net::{Store, bench_folder_name, drain, measure, send_checked, timed};
 
 pub struct Login {
     pub user: String,

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use tokio::io::AsyncWriteExt;
 
-use crate::client::Client;
+use crate::cli::client::Client;
 
 /// Splits "bucket/key/with/slashes" into ("bucket", "key/with/slashes").
 fn split_path(p: &str) -> (&str, &str) {

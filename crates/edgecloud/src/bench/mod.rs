@@ -3,6 +3,10 @@
 //! restic). `--quick` shrinks every size so CI runs it in well under a minute. Prints
 //! figures; asserts nothing (figures depend on the machine).
 
+pub mod cluster;
+pub mod files;
+pub mod net;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -130,15 +134,15 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 "--webdav and --ftp need --access-key and --secret-key (the user name and password)"
             );
         };
-        let login = crate::filebench::Login { user, password };
+        let login = crate::bench::files::Login { user, password };
         return match (&a.webdav, &a.ftp) {
-            (Some(url), _) => crate::filebench::run_webdav(url, login, a.quick).await,
-            (_, Some(addr)) => crate::filebench::run_ftp(addr, login, a.quick).await,
+            (Some(url), _) => crate::bench::files::run_webdav(url, login, a.quick).await,
+            (_, Some(addr)) => crate::bench::files::run_ftp(addr, login, a.quick).await,
             _ => unreachable!(),
         };
     }
     if a.cluster {
-        return crate::clusterbench::run(a.quick).await;
+        return crate::bench::cluster::run(a.quick).await;
     }
     if let Some(url) = a.s3 {
         let (Some(access_key), Some(secret_key)) = (a.access_key, a.secret_key) else {
@@ -146,13 +150,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 "--s3 needs --access-key and --secret-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
             );
         };
-        let target = crate::netbench::S3Target {
+        let target = crate::bench::net::S3Target {
             url,
             access_key,
             secret_key,
             region: a.region,
         };
-        return crate::netbench::run_s3(target, a.quick).await;
+        return crate::bench::net::run_s3(target, a.quick).await;
     }
     let want = |s: &str| a.only.is_empty() || a.only.iter().any(|o| o == s);
     let tmp;
@@ -459,7 +463,7 @@ async fn ledger_put_overhead(dir: &Path, quick: bool) -> anyhow::Result<()> {
     struct Setup {
         mode: &'static str,
         archive: Archive,
-        s3: Option<std::sync::Arc<crate::netbench::S3Client>>,
+        s3: Option<std::sync::Arc<crate::bench::net::S3Client>>,
         auditor: Option<std::sync::Arc<archive::audit::Auditor>>,
     }
     let auditor = |a: &Archive, name: &str| -> anyhow::Result<_> {
@@ -747,7 +751,7 @@ fn cpu_clock(clock: libc::clockid_t) -> f64 {
 }
 
 /// An S3 gateway for `a` on a free local port (as `serve` builds it), and a client.
-async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::netbench::S3Client> {
+async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::bench::net::S3Client> {
     let (access_key, secret_key) = ("benchkey".to_string(), "bench-secret-key-0123".to_string());
     let app = s3::router(
         a.clone(),
@@ -763,7 +767,7 @@ async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::netbench::S3
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    crate::netbench::S3Client::new(&crate::netbench::S3Target {
+    crate::bench::net::S3Client::new(&crate::bench::net::S3Target {
         url,
         access_key,
         secret_key,
@@ -774,7 +778,7 @@ async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::netbench::S3
 /// `put_small` through an S3 gateway. It owns what it uses, to run on the client's
 /// own runtime.
 async fn put_small_s3(
-    s3: std::sync::Arc<crate::netbench::S3Client>,
+    s3: std::sync::Arc<crate::bench::net::S3Client>,
     bucket: &'static str,
     prefix: String,
     bodies: Vec<Bytes>,
@@ -801,9 +805,9 @@ async fn put_small_s3(
 /// Puts an archive's catalog under a Raft group of one voter (this process), the way a
 /// single `serve` runs.
 async fn replicate_alone(a: &Archive, dir: &Path) -> anyhow::Result<()> {
-    let secret = cluster::ClusterSecret::new("edgecloud-bench-only-secret")?;
-    let key = cluster::NodeKey::load_or_create(&dir.join("node.key"))?;
-    let tls = cluster::NodeTls::new(&secret, &key)?;
+    let secret = ::cluster::ClusterSecret::new("edgecloud-bench-only-secret")?;
+    let key = ::cluster::NodeKey::load_or_create(&dir.join("node.key"))?;
+    let tls = ::cluster::NodeTls::new(&secret, &key)?;
     let replica = consensus::Replica::start(consensus::ReplicaOptions {
         data_dir: dir.to_path_buf(),
         me: consensus::Member {
@@ -812,7 +816,7 @@ async fn replicate_alone(a: &Archive, dir: &Path) -> anyhow::Result<()> {
             site: "bench".into(),
         },
         catalog: a.catalog().clone(),
-        client: cluster::Client::new(&tls)?,
+        client: ::cluster::Client::new(&tls)?,
         max_message_bytes: consensus::MAX_MESSAGE_BYTES,
     })
     .await?;

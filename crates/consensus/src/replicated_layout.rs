@@ -202,7 +202,10 @@ pub async fn reconcile(replica: Arc<Replica>, membership: Arc<Membership>) {
     }
 }
 
-async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::Result<()> {
+async fn reconcile_once(
+    replica: &Replica,
+    membership: &Membership,
+) -> Result<(), crate::ConsensusError> {
     let layout = membership.layout();
     let members: BTreeMap<u64, (Member, bool)> = replica
         .members()
@@ -220,7 +223,11 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
             _ if n.state == NodeState::Removed => {}
             None => {
                 tracing::info!(node = %n.id, "catalog: adding a replica");
-                replica.raft.add_learner(id, m, false).await?;
+                replica
+                    .raft
+                    .add_learner(id, m, false)
+                    .await
+                    .map_err(crate::ConsensusError::raft)?;
             }
             // A member restarted on another address: tell the group where it is now.
             Some((known, _)) if known != &m => {
@@ -228,7 +235,8 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
                 replica
                     .raft
                     .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, m)])), true)
-                    .await?;
+                    .await
+                    .map_err(crate::ConsensusError::raft)?;
             }
             Some(_) => {}
         }
@@ -272,7 +280,8 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
         replica
             .raft
             .change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
-            .await?;
+            .await
+            .map_err(crate::ConsensusError::raft)?;
     }
     let removed: BTreeSet<u64> = layout
         .nodes
@@ -285,7 +294,8 @@ async fn reconcile_once(replica: &Replica, membership: &Membership) -> anyhow::R
         replica
             .raft
             .change_membership(ChangeMembers::RemoveNodes(removed), true)
-            .await?;
+            .await
+            .map_err(crate::ConsensusError::raft)?;
     }
     Ok(())
 }

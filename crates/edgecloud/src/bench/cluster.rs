@@ -11,7 +11,7 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use crate::bench::Rng;
-use crate::netbench::{S3Target, Store};
+use crate::bench::net::{S3Target, Store};
 
 const ACCESS: &str = "BENCHACCESSKEY";
 const SECRET: &str = "bench-secret-key-0123456789";
@@ -123,7 +123,7 @@ async fn reads_through_another_node(
     other: &S3Target,
     quick: bool,
 ) -> anyhow::Result<()> {
-    use crate::netbench::{S3Client, S3Store, small_gets, timed};
+    use crate::bench::net::{S3Client, S3Store, small_gets, timed};
     let (writer, reader) = (S3Client::new(leader)?, S3Client::new(other)?);
     writer
         .send(reqwest::Method::PUT, "/elsewhere", &[], None)
@@ -171,7 +171,7 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
     let single = Node::start(&exe, root, "127.0.0.100", "main", 6, None)?;
     single.wait_port(9400)?;
     println!("\n== one node, six disks, ec:4+2 ==");
-    crate::netbench::run_s3(target("127.0.0.100"), quick).await?;
+    crate::bench::net::run_s3(target("127.0.0.100"), quick).await?;
     drop(single);
 
     let mut nodes = vec![Node::start(&exe, root, "127.0.0.101", "s1", 1, None)?];
@@ -204,16 +204,16 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    crate::netbench::run_s3(target("127.0.0.101"), quick).await?;
+    crate::bench::net::run_s3(target("127.0.0.101"), quick).await?;
     reads_through_another_node(&target("127.0.0.101"), &target("127.0.0.102"), quick).await?;
 
     // Storage overhead and repair: store a data set, kill one node, time its rebuild.
     let total: usize = if quick { 48 << 20 } else { 512 << 20 };
-    let client = crate::netbench::S3Client::new(&target("127.0.0.101"))?;
+    let client = crate::bench::net::S3Client::new(&target("127.0.0.101"))?;
     client
         .send(reqwest::Method::PUT, "/overhead", &[], None)
         .await?;
-    let store = crate::netbench::S3Store::new(&client, "overhead");
+    let store = crate::bench::net::S3Store::new(&client, "overhead");
     let before: u64 = nodes.iter().map(shard_bytes).sum();
     let mut rng = Rng::new(3);
     let object = 8 << 20;

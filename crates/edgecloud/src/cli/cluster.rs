@@ -4,7 +4,7 @@
 use admin::ops::ClusterView;
 use reqwest::Method;
 
-use crate::client::Client;
+use crate::cli::client::Client;
 
 #[derive(clap::Subcommand)]
 pub enum ClusterCmd {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use admin::types::{Grant, KeyInfo, NewKey};
 use reqwest::Method;
 
-use crate::client::Client;
+use crate::cli::client::Client;
 
 #[derive(clap::Subcommand)]
 pub enum KeyCmd {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use crate::ClusterError;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519,
@@ -34,7 +34,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn authority(secret: &ClusterSecret) -> anyhow::Result<(CertificateParams, KeyPair)> {
+fn authority(secret: &ClusterSecret) -> Result<(CertificateParams, KeyPair), ClusterError> {
     let key = KeyPair::from_pkcs8_der_and_sign_algo(
         &PrivatePkcs8KeyDer::from(ed25519_pkcs8(&secret.authority_seed())),
         &PKCS_ED25519,
@@ -53,7 +53,7 @@ fn authority(secret: &ClusterSecret) -> anyhow::Result<(CertificateParams, KeyPa
 
 impl NodeTls {
     /// This node's certificate, signed under the cluster secret.
-    pub fn new(secret: &ClusterSecret, node: &NodeKey) -> anyhow::Result<NodeTls> {
+    pub fn new(secret: &ClusterSecret, node: &NodeKey) -> Result<NodeTls, ClusterError> {
         let (ca_params, ca_key) = authority(secret)?;
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let node_key = KeyPair::from_pkcs8_der_and_sign_algo(
@@ -86,22 +86,22 @@ impl NodeTls {
             rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                 .allow_unauthenticated()
                 .build()
-                .context("cannot build the peer verifier")?;
+                .map_err(|e| {
+                    ClusterError::Invalid(format!("cannot build the peer verifier: {e}"))
+                })?;
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(client_verifier)
-            .with_single_cert(chain.clone(), key())
-            .context("the node certificate is unusable")?;
+            .with_single_cert(chain.clone(), key())?;
 
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
-            .context("cannot build the node verifier")?;
+            .map_err(|e| ClusterError::Invalid(format!("cannot build the node verifier: {e}")))?;
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ClusterVerifier(inner)))
-            .with_client_auth_cert(chain, key())
-            .context("the node certificate is unusable")?;
+            .with_client_auth_cert(chain, key())?;
         Ok(NodeTls {
             server: Arc::new(server),
             client: Arc::new(client),

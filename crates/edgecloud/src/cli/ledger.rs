@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use archive::audit::{ProofBundle, check_bundle};
 use reqwest::Method;
 
-use crate::client::Client;
+use crate::cli::client::Client;
 
 #[derive(clap::Subcommand)]
 pub enum LedgerCmd {
