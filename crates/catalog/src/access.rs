@@ -1,5 +1,5 @@
-//! S3 access keys and what each may do. Kept in the catalog so that every gateway (and,
-//! later, every node) sees the same keys.
+//! S3 access keys and what each may do. Kept in the replicated catalog so that every
+//! gateway of every node sees the same keys.
 
 use std::collections::BTreeMap;
 

@@ -56,8 +56,8 @@ pub struct NodeInfo {
 pub struct Layout {
     /// Raised by every change; the higher epoch wins.
     pub epoch: u64,
-    /// The node that holds the catalog and runs the gateways (until the catalog is
-    /// replicated by Raft; see docs/status.md).
+    /// The node that founded the cluster: it starts the catalog's Raft group alone on
+    /// its first start and manages membership until the layout lives in the catalog.
     pub catalog_node: NodeId,
     /// Every node that ever joined (removed ones stay, so ids are never reused).
     pub nodes: Vec<NodeInfo>,

@@ -16,10 +16,11 @@ as a version; data is split into content-defined chunks (versions cost only what
 changed), compressed, encrypted, and erasure-coded across disks, so losing disks loses \
 nothing and a scrub heals it.
 
-A cluster: start the first node, copy its DATA/cluster.secret to the others, and join
-them (any number of sites; shards spread so one whole site can be lost):
+A cluster: start the first node, make an invitation on it, and start each other node
+with one (any number of sites; shards spread so one whole site can be lost):
     edgecloud serve --site office --bind 10.0.0.1
-    edgecloud serve --site home --bind 10.0.1.1 --join 10.0.0.1:9420 --secret-file cluster.secret
+    edgecloud cluster invite
+    edgecloud serve --site home --bind 10.0.1.1 --invite ecinv1_...
     edgecloud cluster status
 
 Start a node (data in ./edgecloud-data):

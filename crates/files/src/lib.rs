@@ -1,5 +1,4 @@
-//! Buckets as a file system, for the file gateways (WebDAV, FTP; later NFS and the
-//! FUSE mount). One place decides, for every protocol alike: how paths map to buckets
+//! Buckets as a file system, for the file gateways (WebDAV, FTP and NFS). One place decides, for every protocol alike: how paths map to buckets
 //! and keys (`path`), who is logged in and what they may do (the S3 access keys and
 //! permissions), what a directory is (a key prefix; `mkdir` stores an S3-style folder
 //! marker `dir/`), and that the past is read-only (`/BUCKET/.snapshots/INSTANT/`).

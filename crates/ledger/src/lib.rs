@@ -5,7 +5,8 @@
 //! never rewritten.
 //!
 //! - `record`: the canonical leaf records (what a change looks like in the log).
-//! - `entries`: where leaf records are kept (a file here; the catalog later).
+//! - `entries`: where leaf records are read from (`EntryStore`: the catalog's ledger
+//!   table in a node, files for tests and tools).
 //! - `tree`: the Merkle tree as stored hashes; roots and proofs.
 //! - `publish`: tiles, entry bundles and signed checkpoints on disk.
 //! - `verify`: proof and checkpoint verification for clients (offline).

@@ -411,8 +411,9 @@ impl ConfigFile {
         let text = std::fs::read_to_string(&path).map_err(|e| {
             NodeError::Settings(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        ConfigFile::parse_table(&text)
-            .map_err(|e| NodeError::Settings(format!("config file {}: {e}", path.display())))
+        ConfigFile::parse_table(&text).map_err(|e| {
+            NodeError::Settings(format!("config file {} is not valid: {e}", path.display()))
+        })
     }
 
     /// Parses the file's text; unknown keys are an error.

@@ -1,4 +1,4 @@
-//! Placement: which disk (and later, which node) holds shard i of a chunk.
+//! Placement: which disk of which node holds shard i of a chunk.
 //!
 //! Rendezvous (highest-random-weight) hashing: every target gets a score from
 //! hash(chunk id, target id), weighted by capacity; shards go to the targets in score
