@@ -99,9 +99,9 @@ fn cluster_of(s: &AdminState) -> Result<&std::sync::Arc<cluster::Membership>, Ap
     })
 }
 
-fn refused(msg: String) -> ApiError {
-    tracing::warn!("layout change refused: {msg}");
-    ApiError(archive::ArchiveError::Invalid(msg))
+fn refused(e: cluster::ClusterError) -> ApiError {
+    tracing::warn!("layout change refused: {e}");
+    ApiError(archive::ArchiveError::Invalid(e.to_string()))
 }
 
 /// Drains a node: its shards move to the others; it takes no new ones.

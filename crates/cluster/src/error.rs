@@ -34,6 +34,14 @@ pub enum ClusterError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// A membership change or request was refused: a removed or unknown node, a forged
+    /// identity, a change that would leave too few disks, or one that could not be
+    /// committed. The message says why; it is what the caller answers.
+    #[error("{0}")]
+    Refused(String),
+    /// The replicated catalog could not read or commit the layout.
+    #[error("the replicated layout: {0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
     /// Another node refused, or could not be reached; the message says what to check.
     #[error("{0}")]
     Peer(String),

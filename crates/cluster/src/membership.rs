@@ -38,9 +38,13 @@ pub struct StartOptions {
 /// majority of voters, so a cut-off minority can never change it.
 pub trait LayoutStore: Send + Sync + 'static {
     /// The committed layout (seeing every change acknowledged before the call).
-    fn load(&self) -> BoxFuture<'_, Result<Option<Layout>, String>>;
+    fn load(&self) -> BoxFuture<'_, Result<Option<Layout>, ClusterError>>;
     /// Commits `next` if the committed layout is still `current`; false if it changed.
-    fn save(&self, current: Option<Layout>, next: Layout) -> BoxFuture<'_, Result<bool, String>>;
+    fn save(
+        &self,
+        current: Option<Layout>,
+        next: Layout,
+    ) -> BoxFuture<'_, Result<bool, ClusterError>>;
     /// Does this node lead the catalog now (it then marks nodes down and runs repair)?
     fn leads(&self) -> bool;
     /// The leading node and its node-to-node address, if one is known.
@@ -340,42 +344,45 @@ impl Membership {
     }
 
     /// May this peer use the node-to-node API? Members only; removed nodes never.
-    pub fn authorize(&self, peer: &NodeId) -> Result<(), String> {
+    pub fn authorize(&self, peer: &NodeId) -> Result<(), ClusterError> {
         match self.layout().node(peer).map(|n| n.state) {
-            Some(NodeState::Removed) => Err(format!(
+            Some(NodeState::Removed) => Err(ClusterError::Refused(format!(
                 "node {peer} was removed from this cluster; its requests are refused"
-            )),
+            ))),
             Some(_) => Ok(()),
-            None => Err(format!("node {peer} is not a member of this cluster")),
+            None => Err(ClusterError::Refused(format!(
+                "node {peer} is not a member of this cluster"
+            ))),
         }
     }
 
     /// A node asks to join (or a member re-announces itself after a restart).
-    pub async fn join(&self, peer: &NodeId, info: NodeInfo) -> Result<Arc<Layout>, String> {
+    pub async fn join(&self, peer: &NodeId, info: NodeInfo) -> Result<Arc<Layout>, ClusterError> {
         if self.store.get().is_none() && !self.leads() {
             let l = self.layout();
             let at = l.node(&l.catalog_node).map(|n| n.rpc_addr.clone());
-            return Err(format!(
+            return Err(ClusterError::Refused(format!(
                 "this node does not manage membership; join via the catalog node at {}",
                 at.unwrap_or_default()
-            ));
+            )));
         }
-        let key = codec::unhex(&info.public_key).ok_or("the public key is not hex")?;
+        let key = codec::unhex(&info.public_key)
+            .ok_or_else(|| ClusterError::Refused("the public key is not hex".into()))?;
         if &info.id != peer || NodeId::from_public_key(&key) != info.id {
-            return Err(format!(
+            return Err(ClusterError::Refused(format!(
                 "forged node identity: the request claims {} but its certificate is {peer}",
                 info.id
-            ));
+            )));
         }
         self.change(move |l| {
             let mut info = info.clone();
             let next_seq = l.nodes.iter().map(|n| n.seq + 1).max().unwrap_or(0);
             match l.node_mut(&info.id) {
                 Some(n) if n.state == NodeState::Removed => {
-                    return Err(format!(
+                    return Err(ClusterError::Refused(format!(
                         "node {} was removed from this cluster and cannot rejoin with the same identity",
                         info.id
-                    ));
+                    )));
                 }
                 Some(n) => {
                     n.rpc_addr = info.rpc_addr;
@@ -400,7 +407,7 @@ impl Membership {
     /// Starts moving every shard off a node (`Draining`: it takes no new shards; repair
     /// moves what it holds). Refused when the nodes left could not hold `widest` shards
     /// of a chunk on distinct disks, or for the catalog node.
-    pub async fn drain(&self, id: &NodeId, widest: usize) -> Result<Arc<Layout>, String> {
+    pub async fn drain(&self, id: &NodeId, widest: usize) -> Result<Arc<Layout>, ClusterError> {
         let (l, _) = self.changeable(id, "drained (yet)")?;
         let disks_left: usize = l
             .members()
@@ -408,9 +415,9 @@ impl Membership {
             .map(|m| m.disks.len())
             .sum();
         if disks_left < widest {
-            return Err(format!(
+            return Err(ClusterError::Refused(format!(
                 "draining {id} would leave {disks_left} disks for chunks of {widest} shards: add a node first"
-            ));
+            )));
         }
         tracing::info!(node = %id, "draining");
         self.set_state(id, NodeState::Draining).await
@@ -418,22 +425,30 @@ impl Membership {
 
     /// The layout and a node's state, if an operator may change that node: it exists,
     /// is not the catalog node, and was not removed already.
-    fn changeable(&self, id: &NodeId, verb: &str) -> Result<(Arc<Layout>, NodeState), String> {
+    fn changeable(
+        &self,
+        id: &NodeId,
+        verb: &str,
+    ) -> Result<(Arc<Layout>, NodeState), ClusterError> {
         let l = self.layout();
         let n = l
             .node(id)
-            .ok_or_else(|| format!("no node {id} in this cluster"))?;
+            .ok_or_else(|| ClusterError::Refused(format!("no node {id} in this cluster")))?;
         if self.store.get().is_none() && id == &l.catalog_node {
-            return Err(format!("node {id} holds the catalog and cannot be {verb}"));
+            return Err(ClusterError::Refused(format!(
+                "node {id} holds the catalog and cannot be {verb}"
+            )));
         }
         if n.state == NodeState::Removed {
-            return Err(format!("node {id} was already removed"));
+            return Err(ClusterError::Refused(format!(
+                "node {id} was already removed"
+            )));
         }
         let state = n.state;
         Ok((l, state))
     }
 
-    async fn set_state(&self, id: &NodeId, state: NodeState) -> Result<Arc<Layout>, String> {
+    async fn set_state(&self, id: &NodeId, state: NodeState) -> Result<Arc<Layout>, ClusterError> {
         let id = id.clone();
         self.change(move |l| {
             if let Some(n) = l.node_mut(&id) {
@@ -447,7 +462,7 @@ impl Membership {
     /// Takes a node out of the cluster for good. Only a drained node that holds no
     /// shards any more, or a down node whose shards were already rebuilt elsewhere
     /// (`rebuilt`: a repair pass since it went down found every chunk complete).
-    pub async fn remove(&self, id: &NodeId, rebuilt: bool) -> Result<Arc<Layout>, String> {
+    pub async fn remove(&self, id: &NodeId, rebuilt: bool) -> Result<Arc<Layout>, ClusterError> {
         let (_, state) = self.changeable(id, "removed")?;
         let held: Option<u64> = self
             .peers
@@ -461,20 +476,20 @@ impl Membership {
             NodeState::Draining if held == Some(0) => {}
             NodeState::Down if rebuilt => {}
             NodeState::Draining => {
-                return Err(format!(
+                return Err(ClusterError::Refused(format!(
                     "node {id} still holds {} shards: wait until the drain has moved them (cluster status)",
                     held.map_or("some".to_string(), |h| h.to_string())
-                ));
+                )));
             }
             NodeState::Down => {
-                return Err(format!(
+                return Err(ClusterError::Refused(format!(
                     "node {id} is down but its shards are not all rebuilt yet: wait for a healthy repair pass"
-                ));
+                )));
             }
             NodeState::Active => {
-                return Err(format!(
+                return Err(ClusterError::Refused(format!(
                     "node {id} is active and holds data: drain it first (edgecloud cluster drain {id})"
-                ));
+                )));
             }
         }
         tracing::warn!(node = %id, "removed from the cluster");
@@ -482,23 +497,23 @@ impl Membership {
     }
 
     /// A layout pushed by the catalog node (only without a replicated store).
-    pub fn accept_layout(&self, peer: &NodeId, layout: Layout) -> Result<(), String> {
+    pub fn accept_layout(&self, peer: &NodeId, layout: Layout) -> Result<(), ClusterError> {
         if self.store.get().is_some() {
-            return Err(format!(
+            return Err(ClusterError::Refused(format!(
                 "layouts come from the replicated catalog; the one pushed by {peer} is ignored"
-            ));
+            )));
         }
         let current = self.layout();
         if peer != &current.catalog_node {
-            return Err(format!(
+            return Err(ClusterError::Refused(format!(
                 "layouts are accepted only from the catalog node {}, not {peer}",
                 current.catalog_node
-            ));
+            )));
         }
         if layout.epoch <= current.epoch {
             return Ok(()); // stale or repeated: nothing to do
         }
-        layout.save(&self.path).map_err(|e| e.to_string())?;
+        layout.save(&self.path)?;
         self.tx.send_replace(Arc::new(layout));
         Ok(())
     }
@@ -507,8 +522,8 @@ impl Membership {
     /// another change landed first), or, without one, saved here and pushed.
     pub async fn change(
         &self,
-        f: impl Fn(&mut Layout) -> Result<(), String>,
-    ) -> Result<Arc<Layout>, String> {
+        f: impl Fn(&mut Layout) -> Result<(), ClusterError>,
+    ) -> Result<Arc<Layout>, ClusterError> {
         let _guard = self.changing.lock().await;
         if let Some(store) = self.store.get() {
             for _ in 0..20 {
@@ -522,12 +537,14 @@ impl Membership {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            return Err("the layout kept changing meanwhile; try again".into());
+            return Err(ClusterError::Refused(
+                "the layout kept changing meanwhile; try again".into(),
+            ));
         }
         let mut l = (*self.layout()).clone();
         f(&mut l)?;
         l.epoch += 1;
-        l.save(&self.path).map_err(|e| e.to_string())?;
+        l.save(&self.path)?;
         let l = Arc::new(l);
         self.tx.send_replace(l.clone());
         self.push_to_all(&l);
@@ -619,7 +636,7 @@ impl Membership {
                     // A leader cut off from the others saw everyone silent; by the time
                     // its change goes through, another leads: then its view is void.
                     if !self.leads() {
-                        return Err("no longer leading; the heartbeat view is stale".into());
+                        return Err(ClusterError::Refused("no longer leading; the heartbeat view is stale".into()));
                     }
                     let leader = self.leader().map(|(id, _)| id);
                     for id in &went_down {

@@ -86,7 +86,7 @@ async fn require_member(
 ) -> Response {
     match membership.authorize(&peer.id) {
         Ok(()) => next.run(req).await,
-        Err(m) => refuse(StatusCode::FORBIDDEN, m).into_response(),
+        Err(m) => refuse(StatusCode::FORBIDDEN, m.to_string()).into_response(),
     }
 }
 
@@ -283,7 +283,7 @@ async fn join(
         .membership
         .join(&peer.id, info)
         .await
-        .map_err(|m| refuse(StatusCode::FORBIDDEN, m))?;
+        .map_err(|m| refuse(StatusCode::FORBIDDEN, m.to_string()))?;
     Ok(Json((*layout).clone()))
 }
 
@@ -305,7 +305,7 @@ async fn push_layout(
     state
         .membership
         .accept_layout(&peer.id, layout)
-        .map_err(|m| refuse(StatusCode::FORBIDDEN, m))?;
+        .map_err(|m| refuse(StatusCode::FORBIDDEN, m.to_string()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -137,7 +137,8 @@ impl RaftNetwork<TypeConfig> for Connection {
 
 /// Who may send Raft messages: a member of the cluster (checked by the caller's
 /// certificate against the layout).
-pub type Authorize = Arc<dyn Fn(&cluster::NodeId) -> Result<(), String> + Send + Sync>;
+pub type Authorize =
+    Arc<dyn Fn(&cluster::NodeId) -> Result<(), cluster::ClusterError> + Send + Sync>;
 
 #[derive(Clone)]
 struct RouteState {
@@ -172,7 +173,7 @@ async fn require_member(
 ) -> Response {
     match (s.authorize)(&peer.id) {
         Ok(()) => next.run(req).await,
-        Err(m) => refuse(StatusCode::FORBIDDEN, m),
+        Err(m) => refuse(StatusCode::FORBIDDEN, m.to_string()),
     }
 }
 

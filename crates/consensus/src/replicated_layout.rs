@@ -10,6 +10,7 @@
 //!   three) among nodes that are active and answering, keeping current voters when
 //!   they qualify (few changes).
 
+use cluster::ClusterError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,35 +36,35 @@ pub struct ReplicatedLayout {
     pub catalog: Catalog,
 }
 
-fn parse(bytes: &[u8]) -> Result<Layout, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("the stored layout is unreadable: {e}"))
+fn parse(bytes: &[u8]) -> Result<Layout, ClusterError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ClusterError::Invalid(format!("the stored layout is unreadable: {e}")))
+}
+
+/// The catalog failed to read or commit the layout (no majority, a stopped replica).
+fn store(e: catalog::CatalogError) -> ClusterError {
+    ClusterError::Store(Box::new(e))
 }
 
 impl cluster::LayoutStore for ReplicatedLayout {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Layout>, String>> {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Layout>, ClusterError>> {
         Box::pin(async move {
-            self.catalog
-                .read_barrier()
-                .await
-                .map_err(|e| e.to_string())?;
-            match self
-                .catalog
-                .cluster_record(RECORD)
-                .map_err(|e| e.to_string())?
-            {
+            self.catalog.read_barrier().await.map_err(store)?;
+            match self.catalog.cluster_record(RECORD).map_err(store)? {
                 Some(b) => parse(&b).map(Some),
                 None => Ok(None),
             }
         })
     }
 
-    fn save(&self, current: Option<Layout>, next: Layout) -> BoxFuture<'_, Result<bool, String>> {
+    fn save(
+        &self,
+        current: Option<Layout>,
+        next: Layout,
+    ) -> BoxFuture<'_, Result<bool, ClusterError>> {
         Box::pin(async move {
             let expect = match current {
-                Some(_) => self
-                    .catalog
-                    .cluster_record(RECORD)
-                    .map_err(|e| e.to_string())?,
+                Some(_) => self.catalog.cluster_record(RECORD).map_err(store)?,
                 None => None,
             };
             // The expected bytes are the stored ones, re-read after the barrier `load`
@@ -80,7 +81,7 @@ impl cluster::LayoutStore for ReplicatedLayout {
             {
                 Ok(_) => Ok(true),
                 Err(CatalogError::Conflict) => Ok(false),
-                Err(e) => Err(format!("cannot record the layout: {e}")),
+                Err(e) => Err(store(e)),
             }
         })
     }

@@ -33,7 +33,9 @@ fn authorize() -> Authorize {
         if members.contains(&id.0) {
             Ok(())
         } else {
-            Err(format!("node {id} is not a member of this cluster"))
+            Err(cluster::ClusterError::Refused(format!(
+                "node {id} is not a member of this cluster"
+            )))
         }
     })
 }
