@@ -11,12 +11,14 @@
 //! | [`handover`] | the keys a member hands a node joining the cluster |
 //! | [`gateway_tls`] | the certificate of the gateways and the admin API |
 //! | `background` | ledger publishing, disk checks, the periodic scrub |
+//! | [`metrics`] | Prometheus `/metrics`: requests of every gateway, the node's state |
 //! | [`NodeError`] | why a node cannot start (rules: docs/errors.md) |
 
 mod background;
 mod error;
 pub mod gateway_tls;
 pub mod handover;
+pub mod metrics;
 pub mod secrets;
 pub mod settings;
 
@@ -30,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::NodeError;
-pub use settings::{ConfigFile, NodeConfig, NodeSettings, defaults};
+pub use settings::{ConfigFile, LogFormat, NodeConfig, NodeSettings, defaults};
 
 /// A running node.
 pub struct Node {
@@ -444,13 +446,29 @@ impl Node {
             },
         )
         .map_err(|e| NodeError::startup("cannot build the S3 gateway", e))?;
-        let admin_app = admin::router(admin::AdminState {
-            archive: archive.clone(),
-            token,
-            auditor: Some(auditor.clone()),
-            public_ledger: cfg.public_ledger,
-            inviter: Some(inviter),
-        });
+        let requests = metrics::RequestMetrics::default();
+        let scrape = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::scrape))
+            .with_state(metrics::NodeState {
+                requests: requests.clone(),
+                archive: archive.clone(),
+                replica: replica.clone(),
+                auditor: auditor.clone(),
+            });
+        let admin_app = requests
+            .around(
+                "admin",
+                admin::router(admin::AdminState {
+                    archive: archive.clone(),
+                    token,
+                    auditor: Some(auditor.clone()),
+                    public_ledger: cfg.public_ledger,
+                    inviter: Some(inviter),
+                }),
+            )
+            .merge(scrape);
+        let s3_app = requests.around("S3", s3_app);
+        let dav_app = requests.around("WebDAV", dav::router(files.clone()));
         let listener = |what, tcp| cluster::server::Listener {
             what,
             tcp,
@@ -476,7 +494,7 @@ impl Node {
                 "WebDAV",
                 cluster::server::serve_app(
                     listener("WebDAV", dav_listener),
-                    dav::router(files.clone()),
+                    dav_app,
                     stop_rx.clone(),
                 ),
             ),

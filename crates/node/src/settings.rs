@@ -217,6 +217,22 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_DOWN_AFTER", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_after: Option<String>,
+    /// Log lines as plain text (colours only on a terminal) or as JSON objects, one per
+    /// line, for log collectors [default: text]
+    #[arg(long, env = "EDGECLOUD_LOG_FORMAT", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `serve` writes its log lines.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Default, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain text; colours only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn is_false(b: &bool) -> bool {

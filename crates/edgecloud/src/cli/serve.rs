@@ -7,25 +7,37 @@ use node::{Node, NodeSettings};
 
 /// Runs a node until Ctrl-C or SIGTERM.
 pub async fn run(flags: NodeSettings, file: NodeSettings, data: PathBuf) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let settings = flags.overlay(file)?;
+    init_logs(settings.log_format.unwrap_or_default());
     // Everything the node writes (catalog, Raft log and snapshots, keys, staging) is
     // for its own user only: the data directory holds secrets and plaintext.
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
     raise_open_files_limit();
-    let config = flags.overlay(file)?.resolve(&data)?;
+    let config = settings.resolve(&data)?;
     let node = Node::open(config).await?;
     print_summary(node.summary());
     shutdown_signal().await;
     node.stop().await?;
     eprintln!("edgecloud stopped");
     Ok(())
+}
+
+/// Log lines to standard error: `EDGECLOUD_LOG` filters them (default: info, Raft's
+/// own at warn), as text (coloured only on a terminal) or JSON.
+fn init_logs(format: node::LogFormat) {
+    use std::io::IsTerminal;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        node::LogFormat::Text => logs.init(),
+        node::LogFormat::Json => logs.json().init(),
+    }
 }
 
 fn print_summary(s: &node::Summary) {

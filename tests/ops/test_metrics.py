@@ -1,0 +1,102 @@
+"""Prometheus metrics and structured logs of a real node: a scrape parsed by the
+official Prometheus client's parser after S3 and WebDAV traffic, and `--log-format
+json` read line by line."""
+import json
+import os
+import urllib.request
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ACCESS, SECRET, Node, client
+
+
+def scrape(node):
+    """The node's metrics as {(name, labels as a sorted tuple): value}."""
+    with urllib.request.urlopen(f"{node.admin}/metrics", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and all(dict(ls).get(k) == str(w) for k, w in labels.items()))
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    n = Node(tmp_path_factory.mktemp("metrics"), "--log-format", "json")
+    yield n
+    n.stop()
+
+
+def test_metrics_count_requests_bytes_and_state_without_a_token(fresh):
+    before = scrape(fresh)
+    s3 = client(fresh.endpoint)
+    s3.create_bucket(Bucket="metered")
+    # Above the inline threshold (shards on the disk), and distinct (no dedup).
+    bodies = [os.urandom(300_000) for _ in range(3)]
+    for i, b in enumerate(bodies):
+        s3.put_object(Bucket="metered", Key=f"k{i}", Body=b)
+    body = bodies[0]
+    assert s3.get_object(Bucket="metered", Key="k0")["Body"].read() == body
+    with pytest.raises(Exception):
+        s3.get_object(Bucket="metered", Key="missing")
+    r = httpx.get(f"{fresh.dav}/metered/k1", auth=(ACCESS, SECRET), timeout=10)
+    assert r.status_code == 200 and r.content == bodies[1]
+
+    after = scrape(fresh)
+    puts = value(after, "edgecloud_requests_total", gateway="S3", operation="PUT object", status=200)
+    assert puts - value(before, "edgecloud_requests_total", gateway="S3", operation="PUT object", status=200) == 3
+    assert value(after, "edgecloud_requests_total", gateway="S3", operation="GET object", status=404) >= 1
+    assert value(after, "edgecloud_requests_total", gateway="WebDAV", operation="GET object", status=200) >= 1
+    # Latency histograms: one observation per request, in the +Inf bucket.
+    assert value(after, "edgecloud_request_duration_seconds_count", gateway="S3", operation="PUT object", status=200) == puts
+    assert value(after, "edgecloud_request_duration_seconds_bucket", gateway="S3", operation="PUT object", status=200, le="+Inf") == puts
+    # Bytes as the bodies streamed.
+    assert value(after, "edgecloud_received_bytes_total", gateway="S3") - value(before, "edgecloud_received_bytes_total", gateway="S3") >= 3 * len(body)
+    assert value(after, "edgecloud_sent_bytes_total", gateway="WebDAV") >= len(body)
+    # The node's state.
+    assert value(after, "edgecloud_disk_shards") >= 3
+    assert value(after, "edgecloud_disk_bytes") >= 3 * len(body)
+    assert value(after, "edgecloud_raft_leader") == 1
+    assert value(after, "edgecloud_raft_voters") == 1
+    assert value(after, "edgecloud_raft_term") >= 1
+    assert value(after, "edgecloud_ledger_entries") >= 4  # bucket + three versions
+    assert value(after, "edgecloud_buckets") >= 1
+    assert value(after, "edgecloud_cluster_nodes", state="active") == 1
+
+
+def test_other_admin_routes_still_need_the_token(fresh):
+    assert httpx.get(f"{fresh.admin}/v1/status", timeout=10).status_code == 401
+    assert httpx.get(f"{fresh.admin}/v1/buckets", timeout=10).status_code == 401
+
+
+def test_json_logs_are_one_object_per_line(fresh):
+    lines = [l for l in (fresh.data / "serve.log").read_text().splitlines() if l.startswith("{")]
+    assert lines, "no JSON log lines"
+    for l in lines:
+        entry = json.loads(l)
+        assert {"timestamp", "level", "fields"} <= entry.keys(), entry
+    # Logs written to a file carry no terminal colour codes.
+    assert "\x1b[" not in (fresh.data / "serve.log").read_text()
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_node_exposes(fresh):
+    import re
+    from pathlib import Path
+    dash = json.loads((Path(__file__).parents[2] / "deploy/grafana/edgecloud.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"edgecloud_[a-z_]+", e)}
+    exposed = {n for (n, _) in scrape(fresh)}
+    assert len(used) >= 15
+    missing = {m for m in used if m not in exposed}
+    assert not missing, f"the dashboard queries metrics the node does not expose: {missing}"
