@@ -100,3 +100,22 @@ def test_the_grafana_dashboard_uses_only_metrics_the_node_exposes(fresh):
     assert len(used) >= 15
     missing = {m for m in used if m not in exposed}
     assert not missing, f"the dashboard queries metrics the node does not expose: {missing}"
+
+
+def test_the_admin_api_matches_its_openapi_document(fresh, tmp_path):
+    """schemathesis generates requests from the document the node serves and checks
+    every answer: no server error, a documented status, content type and schema."""
+    import subprocess
+    # The document's examples name these, so generated requests also reach real data.
+    s3 = client(fresh.endpoint)
+    s3.create_bucket(Bucket="photos")
+    s3.put_object(Bucket="photos", Key="2026/holiday.jpg", Body=b"sun and sea")
+    token = (fresh.data / "admin.token").read_text().strip()
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    p = subprocess.run(
+        ["st", "run", f"{fresh.admin}/openapi.yaml", "--url", fresh.admin,
+         "-H", f"Authorization: Bearer {token}", "--max-examples", "25", "--seed", "1",
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+         "--no-color"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]

@@ -30,6 +30,10 @@ pub const TOKEN_FILE: &str = "admin.token";
 /// Where a running node says, inside its data directory, at which URL its admin API
 /// answers (`https://` with TLS), so that the CLI finds it without `--admin`.
 pub const URL_FILE: &str = "admin.url";
+/// The admin API described in OpenAPI 3 (served at `/openapi.yaml`; checked against a
+/// running node by schemathesis in `tests/ops`).
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
 /// The certificate (chain) the admin API serves with TLS, for the CLI to trust.
 pub const CERT_FILE: &str = "admin-cert.pem";
 

@@ -18,7 +18,7 @@ pub struct BucketInfo {
     pub name: String,
     /// When it was created (RFC 3339).
     pub created: String,
-    /// "unversioned", "enabled" or "suspended".
+    /// "off", "enabled" or "suspended".
     pub versioning: String,
     /// Its redundancy policy (e.g. "ec:4+2").
     pub policy: String,

@@ -448,6 +448,15 @@ impl Node {
         .map_err(|e| NodeError::startup("cannot build the S3 gateway", e))?;
         let requests = metrics::RequestMetrics::default();
         let scrape = axum::Router::new()
+            .route(
+                "/openapi.yaml",
+                axum::routing::get(|| async {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+                        admin::OPENAPI,
+                    )
+                }),
+            )
             .route("/metrics", axum::routing::get(metrics::scrape))
             .with_state(metrics::NodeState {
                 requests: requests.clone(),
