@@ -119,3 +119,28 @@ def test_the_admin_api_matches_its_openapi_document(fresh, tmp_path):
          "--no-color"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
+
+
+def test_ftp_operations_are_counted(fresh):
+    import ftplib
+    import io
+    client(fresh.endpoint).create_bucket(Bucket="ftpmetered")
+    before = scrape(fresh)
+    data = os.urandom(123_456)
+    with ftplib.FTP() as f:
+        f.connect("127.0.0.1", fresh.ftp_port, timeout=10)
+        f.login(ACCESS, SECRET)
+        f.storbinary("STOR /ftpmetered/a.bin", io.BytesIO(data))
+        got = io.BytesIO()
+        f.retrbinary("RETR /ftpmetered/a.bin", got.write)
+        assert got.getvalue() == data
+        f.delete("/ftpmetered/a.bin")
+    after = scrape(fresh)
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+    assert grew("edgecloud_requests_total", gateway="FTP", operation="STOR", status=226) == 1
+    assert grew("edgecloud_requests_total", gateway="FTP", operation="RETR", status=226) == 1
+    assert grew("edgecloud_requests_total", gateway="FTP", operation="DELE", status=250) == 1
+    assert grew("edgecloud_received_bytes_total", gateway="FTP") == len(data)
+    assert grew("edgecloud_sent_bytes_total", gateway="FTP") == len(data)

@@ -30,6 +30,41 @@ pub struct FtpConfig {
     pub passive_ports: std::ops::RangeInclusive<u16>,
     /// Certificate chain and key (PEM): explicit FTPS (AUTH TLS), then required.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Told of every file operation that finished (for metrics).
+    pub on_done: Option<OnDone>,
+}
+
+/// A finished file operation: its FTP command (`RETR`, `STOR`, `DELE`, `MKD`, `RMD`,
+/// `RNTO`) and the bytes it moved (sent for RETR, received for STOR).
+pub type OnDone = std::sync::Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+
+/// Passes libunftp's data events to an `OnDone`.
+struct Done(OnDone);
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Done")
+    }
+}
+
+#[async_trait]
+impl libunftp::notification::DataListener for Done {
+    async fn receive_data_event(
+        &self,
+        e: libunftp::notification::DataEvent,
+        _: libunftp::notification::EventMeta,
+    ) {
+        use libunftp::notification::DataEvent as E;
+        let (command, bytes) = match e {
+            E::Got { bytes, .. } => ("RETR", bytes),
+            E::Put { bytes, .. } => ("STOR", bytes),
+            E::Deleted { .. } => ("DELE", 0),
+            E::MadeDir { .. } => ("MKD", 0),
+            E::RemovedDir { .. } => ("RMD", 0),
+            E::Renamed { .. } => ("RNTO", 0),
+        };
+        (self.0)(command, bytes);
+    }
 }
 
 /// FTP sessions served at once; more are closed at accept.
@@ -89,6 +124,9 @@ fn server(files: &Files, cfg: &FtpConfig) -> Result<libunftp::Server<EdgeStorage
         .authenticator(auth)
         .greeting("Edgecloud FTP: log in with an access key and its secret")
         .passive_ports(cfg.passive_ports.clone());
+    if let Some(on_done) = &cfg.on_done {
+        b = b.notify_data(Done(on_done.clone()));
+    }
     if let Some((cert, key)) = &cfg.tls {
         // With a certificate, TLS is required, not offered: passwords (secrets) and
         // data never cross in the clear.

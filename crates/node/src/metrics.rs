@@ -86,6 +86,33 @@ impl RequestMetrics {
         ))
     }
 
+    /// Counts FTP's finished file operations (libunftp reports only those that
+    /// succeeded, without timings): a request with the FTP reply code of success, and
+    /// the bytes it moved.
+    pub fn ftp_events(&self) -> ftp::OnDone {
+        let m = self.clone();
+        Arc::new(move |command: &'static str, bytes: u64| {
+            let status = match command {
+                "RETR" | "STOR" => 226,
+                "MKD" => 257,
+                _ => 250,
+            };
+            m.requests
+                .get_or_create(&RequestLabels {
+                    gateway: "FTP",
+                    operation: command.to_string(),
+                    status,
+                })
+                .inc();
+            let gateway = GatewayLabel { gateway: "FTP" };
+            match command {
+                "RETR" => m.sent.get_or_create(&gateway).inc_by(bytes),
+                "STOR" => m.received.get_or_create(&gateway).inc_by(bytes),
+                _ => 0,
+            };
+        })
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register(
             "edgecloud_requests",
