@@ -356,6 +356,30 @@ def test_layout_policy_and_what_it_survives(cluster):
         "goes on after losing any 2, or any one site"), line
 
 
+def test_every_node_reports_the_same_cluster_in_its_metrics(cluster):
+    """Each node's /metrics (scraped as Prometheus would, parsed by its client library)
+    agrees on the cluster: one leader, five voters, six active nodes in three sites."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(n):
+        with urllib.request.urlopen(f"http://{n.ip}:9410/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    seen = {i: scrape(n) for i, n in sorted(cluster.nodes.items()) if n.proc.poll() is None}
+    assert len(seen) == 6
+    leaders = [i for i, m in seen.items() if m[("edgecloud_raft_leader", ())] == 1]
+    assert leaders == [cluster.leader()], leaders
+    for i, m in seen.items():
+        assert m[("edgecloud_raft_voters", ())] == 5, i
+        assert m[("edgecloud_cluster_nodes", (("state", "active"),))] == 6, i
+        assert m[("edgecloud_cluster_sites", ())] == 3, i
+        assert sum(1 for (name, _) in m if name == "edgecloud_disk_shards") == 2, i
+    assert len({m[("edgecloud_raft_term", ())] for m in seen.values()}) == 1, "one term"
+
+
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):
     """Any node takes `cluster repair` (and its own triggers: a degraded write through
     its gateway, a disk's lost shards) and hands it to the leading node, which runs the
