@@ -144,3 +144,27 @@ def test_ftp_operations_are_counted(fresh):
     assert grew("edgecloud_requests_total", gateway="FTP", operation="DELE", status=250) == 1
     assert grew("edgecloud_received_bytes_total", gateway="FTP") == len(data)
     assert grew("edgecloud_sent_bytes_total", gateway="FTP") == len(data)
+
+
+def test_nfs_operations_are_counted(fresh):
+    import libnfs
+    client(fresh.endpoint).create_bucket(Bucket="nfsmetered")
+    before = scrape(fresh)
+    text = "counted over NFS " * 1000
+    n = libnfs.NFS(f"nfs://127.0.0.1/nfsmetered?nfsport={fresh.nfs_port}&mountport={fresh.nfs_port}&version=3")
+    f = n.open("/a.txt", mode="w")
+    f.write(text)
+    f.close()
+    assert n.open("/a.txt").read() == text
+    with pytest.raises(Exception):
+        n.open("/missing.txt").read()
+    after = scrape(fresh)
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+    assert grew("edgecloud_requests_total", gateway="NFS", operation="WRITE", status="NFS3_OK") >= 1
+    assert grew("edgecloud_requests_total", gateway="NFS", operation="READ", status="NFS3_OK") >= 1
+    assert grew("edgecloud_requests_total", gateway="NFS", operation="LOOKUP", status="NFS3ERR_NOENT") >= 1
+    assert grew("edgecloud_request_duration_seconds_count", gateway="NFS", operation="READ", status="NFS3_OK") >= 1
+    assert grew("edgecloud_received_bytes_total", gateway="NFS") >= len(text)
+    assert grew("edgecloud_sent_bytes_total", gateway="NFS") >= len(text)

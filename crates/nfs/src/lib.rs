@@ -46,14 +46,16 @@ const IDLE_FLUSH: Duration = Duration::from_secs(2);
 /// FSINFO advertises as the preferred read size is far below.
 const MAX_READ: u32 = 1 << 20;
 
-/// Serves NFS v3 on `listen` for `session` until `stop` completes.
+/// Serves NFS v3 on `listen` for `session` until `stop` completes; `on_op` hears of
+/// every operation.
 pub async fn serve(
     session: Session,
     listen: &str,
     staging: PathBuf,
+    on_op: Option<OnOp>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let fs = EdgeNfs::new(session, staging)?;
+    let fs = EdgeNfs::new(session, staging, on_op)?;
     let flusher = fs.0.clone();
     let listener = NFSTcpListener::bind(listen, fs).await?;
     let flush = async move {
@@ -82,6 +84,66 @@ struct Inner {
     session: Session,
     ids: Mutex<Ids>,
     staging: Staging,
+    on_op: Option<OnOp>,
+}
+
+/// Told of every NFS operation that finished (for metrics): its name (`READ`, `WRITE`,
+/// `LOOKUP`, ...), its status (`NFS3_OK` or the error), how long it took, and the bytes
+/// it received and sent.
+pub type OnOp = Arc<dyn Fn(&'static str, &'static str, Duration, u64, u64) + Send + Sync>;
+
+/// The protocol's name of a status, as metrics label it.
+fn status_name(s: nfsstat3) -> &'static str {
+    match s {
+        nfsstat3::NFS3_OK => "NFS3_OK",
+        nfsstat3::NFS3ERR_PERM => "NFS3ERR_PERM",
+        nfsstat3::NFS3ERR_NOENT => "NFS3ERR_NOENT",
+        nfsstat3::NFS3ERR_IO => "NFS3ERR_IO",
+        nfsstat3::NFS3ERR_NXIO => "NFS3ERR_NXIO",
+        nfsstat3::NFS3ERR_ACCES => "NFS3ERR_ACCES",
+        nfsstat3::NFS3ERR_EXIST => "NFS3ERR_EXIST",
+        nfsstat3::NFS3ERR_XDEV => "NFS3ERR_XDEV",
+        nfsstat3::NFS3ERR_NODEV => "NFS3ERR_NODEV",
+        nfsstat3::NFS3ERR_NOTDIR => "NFS3ERR_NOTDIR",
+        nfsstat3::NFS3ERR_ISDIR => "NFS3ERR_ISDIR",
+        nfsstat3::NFS3ERR_INVAL => "NFS3ERR_INVAL",
+        nfsstat3::NFS3ERR_FBIG => "NFS3ERR_FBIG",
+        nfsstat3::NFS3ERR_NOSPC => "NFS3ERR_NOSPC",
+        nfsstat3::NFS3ERR_ROFS => "NFS3ERR_ROFS",
+        nfsstat3::NFS3ERR_MLINK => "NFS3ERR_MLINK",
+        nfsstat3::NFS3ERR_NAMETOOLONG => "NFS3ERR_NAMETOOLONG",
+        nfsstat3::NFS3ERR_NOTEMPTY => "NFS3ERR_NOTEMPTY",
+        nfsstat3::NFS3ERR_DQUOT => "NFS3ERR_DQUOT",
+        nfsstat3::NFS3ERR_STALE => "NFS3ERR_STALE",
+        nfsstat3::NFS3ERR_REMOTE => "NFS3ERR_REMOTE",
+        nfsstat3::NFS3ERR_BADHANDLE => "NFS3ERR_BADHANDLE",
+        nfsstat3::NFS3ERR_NOT_SYNC => "NFS3ERR_NOT_SYNC",
+        nfsstat3::NFS3ERR_BAD_COOKIE => "NFS3ERR_BAD_COOKIE",
+        nfsstat3::NFS3ERR_NOTSUPP => "NFS3ERR_NOTSUPP",
+        nfsstat3::NFS3ERR_TOOSMALL => "NFS3ERR_TOOSMALL",
+        nfsstat3::NFS3ERR_SERVERFAULT => "NFS3ERR_SERVERFAULT",
+        nfsstat3::NFS3ERR_BADTYPE => "NFS3ERR_BADTYPE",
+        nfsstat3::NFS3ERR_JUKEBOX => "NFS3ERR_JUKEBOX",
+    }
+}
+
+impl Inner {
+    fn count<T>(
+        &self,
+        op: &'static str,
+        result: &Result<T, nfsstat3>,
+        started: Instant,
+        received: u64,
+        sent: u64,
+    ) {
+        if let Some(on_op) = &self.on_op {
+            let status = match result {
+                Ok(_) => "NFS3_OK",
+                Err(e) => status_name(*e),
+            };
+            on_op(op, status, started.elapsed(), received, sent);
+        }
+    }
 }
 
 /// Names the key that seals staged files (derived from the node's master key).
@@ -90,7 +152,7 @@ const STAGING_KEY_PURPOSE: &str = "edgecloud 2026 nfs staging files v1";
 impl EdgeNfs {
     /// Opens the export. Files an earlier run staged and acknowledged as stable are
     /// staged again, to become versions at the first idle flush.
-    pub fn new(session: Session, staging: PathBuf) -> std::io::Result<Self> {
+    pub fn new(session: Session, staging: PathBuf, on_op: Option<OnOp>) -> std::io::Result<Self> {
         let key = session.archive().local_key(STAGING_KEY_PURPOSE);
         let (staging, leftovers) = Staging::open(&staging, key)?;
         let mut ids = Ids::default();
@@ -103,6 +165,7 @@ impl EdgeNfs {
             session,
             ids: Mutex::new(ids),
             staging,
+            on_op,
         })))
     }
 }

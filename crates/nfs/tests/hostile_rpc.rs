@@ -28,6 +28,7 @@ async fn start() -> Server {
             session,
             &format!("127.0.0.1:{port}"),
             staging,
+            None,
             std::future::pending(),
         )
         .await

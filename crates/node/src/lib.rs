@@ -519,9 +519,12 @@ impl Node {
                 data.join("nfs-staging"),
                 stopped(stop_rx.clone()),
             );
+            let on_op = requests.nfs_events();
             servers.push((
                 "NFS",
-                tokio::spawn(async move { nfs::serve(session, &addr, staging, stop).await }),
+                tokio::spawn(async move {
+                    nfs::serve(session, &addr, staging, Some(on_op), stop).await
+                }),
             ));
         }
         let ftp_cfg = ftp::FtpConfig {

@@ -32,7 +32,8 @@ struct RequestLabels {
     gateway: &'static str,
     /// The method and what it addressed: "GET object", "PUT bucket", "GET service".
     operation: String,
-    status: u16,
+    /// The HTTP status, FTP reply code or NFS status.
+    status: String,
 }
 
 /// A gateway's label, for byte counts.
@@ -101,7 +102,7 @@ impl RequestMetrics {
                 .get_or_create(&RequestLabels {
                     gateway: "FTP",
                     operation: command.to_string(),
-                    status,
+                    status: status.to_string(),
                 })
                 .inc();
             let gateway = GatewayLabel { gateway: "FTP" };
@@ -111,6 +112,30 @@ impl RequestMetrics {
                 _ => 0,
             };
         })
+    }
+
+    /// Counts NFS operations: a request labelled with the operation and its NFS status,
+    /// its time, and the bytes READ sent and WRITE received.
+    pub fn nfs_events(&self) -> nfs::OnOp {
+        let m = self.clone();
+        Arc::new(
+            move |op: &'static str,
+                  status: &'static str,
+                  took: std::time::Duration,
+                  received: u64,
+                  sent: u64| {
+                let labels = RequestLabels {
+                    gateway: "NFS",
+                    operation: op.to_string(),
+                    status: status.to_string(),
+                };
+                m.requests.get_or_create(&labels).inc();
+                m.seconds.get_or_create(&labels).observe(took.as_secs_f64());
+                let gateway = GatewayLabel { gateway: "NFS" };
+                m.received.get_or_create(&gateway).inc_by(received);
+                m.sent.get_or_create(&gateway).inc_by(sent);
+            },
+        )
     }
 
     fn register(&self, r: &mut Registry) {
@@ -155,7 +180,7 @@ async fn count(
     let labels = RequestLabels {
         gateway,
         operation,
-        status: resp.status().as_u16(),
+        status: resp.status().as_u16().to_string(),
     };
     m.requests.get_or_create(&labels).inc();
     m.seconds
