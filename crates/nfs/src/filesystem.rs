@@ -1,5 +1,7 @@
 //! The NFS v3 operations (`nfs3_server`'s `NfsReadFileSystem` and `NfsFileSystem`)
-//! over `files`, with writes going through the staging area.
+//! over `files`, with writes going through the staging area. Each operation runs in an
+//! async block so that its outcome, time and bytes reach `Inner::count` (metrics)
+//! whichever way it returns.
 
 use super::*;
 
