@@ -33,7 +33,9 @@ impl IntoResponse for ApiError {
             }
             A::Catalog(C::InvalidPart(_)) => (StatusCode::BAD_REQUEST, "InvalidPart"),
             A::Catalog(C::EntityTooSmall { .. }) => (StatusCode::BAD_REQUEST, "EntityTooSmall"),
-            A::Catalog(C::Invalid(_)) | A::Invalid(_) => {
+            A::Catalog(C::Invalid(_))
+            | A::Invalid(_)
+            | A::Ledger(ledger::LedgerError::Invalid(_)) => {
                 (StatusCode::BAD_REQUEST, "InvalidArgument")
             }
             A::Catalog(C::Unavailable(_)) => {

@@ -222,6 +222,11 @@ impl Tree {
                 "cannot prove size {from} consistent with the smaller size {to}"
             )));
         }
+        if from == 0 {
+            return Err(LedgerError::Invalid(
+                "an empty tree has no consistency proof: give a size of at least 1".into(),
+            ));
+        }
         let hf = self.hashes.lock().expect("hash file lock");
         tlog_tiles::prove_tree(to, from, &Reader(&hf)).map_err(LedgerError::tlog)
     }
