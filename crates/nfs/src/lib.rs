@@ -128,21 +128,34 @@ fn status_name(s: nfsstat3) -> &'static str {
 }
 
 impl Inner {
-    fn count<T>(
+    /// Runs one operation and tells `on_op` its outcome and time.
+    async fn measured<T>(
         &self,
         op: &'static str,
-        result: &Result<T, nfsstat3>,
-        started: Instant,
+        work: impl std::future::Future<Output = Result<T, nfsstat3>>,
+    ) -> Result<T, nfsstat3> {
+        self.measured_bytes(op, 0, |_| 0, work).await
+    }
+
+    /// `measured`, with the bytes the operation received (WRITE's data) and those
+    /// `sent` finds in its answer (READ's data).
+    async fn measured_bytes<T>(
+        &self,
+        op: &'static str,
         received: u64,
-        sent: u64,
-    ) {
+        sent: impl FnOnce(&T) -> u64,
+        work: impl std::future::Future<Output = Result<T, nfsstat3>>,
+    ) -> Result<T, nfsstat3> {
+        let started = Instant::now();
+        let result = work.await;
         if let Some(on_op) = &self.on_op {
-            let status = match result {
-                Ok(_) => "NFS3_OK",
-                Err(e) => status_name(*e),
+            let (status, sent) = match &result {
+                Ok(answer) => ("NFS3_OK", sent(answer)),
+                Err(e) => (status_name(*e), 0),
             };
             on_op(op, status, started.elapsed(), received, sent);
         }
+        result
     }
 }
 
