@@ -126,18 +126,7 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
             tracing::warn!(error = %e, "catalog: cannot skip the sync; committing durably");
         }
         let completions: Vec<Completion> = ops.into_iter().map(|(_, op)| op(&txn)).collect();
-        let commit = match crate::audit::flush(&txn, durable) {
-            Ok(()) => txn
-                .commit()
-                .map_err(|e| CatalogError::Db(format!("commit failed: {e}"))),
-            Err(e) => {
-                let _ = txn.abort();
-                Err(CatalogError::Db(format!(
-                    "cannot write the ledger records: {e}"
-                )))
-            }
-        };
-        crate::audit::finish(commit.is_ok());
+        let commit = commit_with_records(txn, durable);
         if let Err(e) = &commit {
             tracing::error!(error = %e, "catalog commit failed");
         }
@@ -148,17 +137,29 @@ fn run(db: Arc<redb::Database>, rx: mpsc::Receiver<Op>) {
     // The queue closed: the last `Catalog` is going. Ledger records of commits that
     // did not reach the disk wait in memory; redb keeps those commits on a clean close,
     // so their records must go in now, durably, or the log would miss them.
-    let closing = db.begin_write().map_err(|e| e.to_string()).and_then(|txn| {
-        match crate::audit::flush(&txn, true) {
-            Ok(()) => txn.commit().map_err(|e| e.to_string()),
-            Err(e) => {
-                let _ = txn.abort();
-                Err(e.to_string())
-            }
-        }
-    });
-    crate::audit::finish(closing.is_ok());
+    let closing = db
+        .begin_write()
+        .map_err(|e| CatalogError::Db(e.to_string()))
+        .and_then(|txn| commit_with_records(txn, true));
     if let Err(e) = closing {
         tracing::error!(error = %e, "catalog: cannot write the last ledger records at close");
     }
+}
+
+/// Inserts the ledger records this commit must carry (all that wait, when `durable`)
+/// and commits; if they cannot be written, nothing of `txn` is kept.
+fn commit_with_records(txn: WriteTransaction, durable: bool) -> Result<()> {
+    let commit = match crate::audit::flush(&txn, durable) {
+        Ok(()) => txn
+            .commit()
+            .map_err(|e| CatalogError::Db(format!("commit failed: {e}"))),
+        Err(e) => {
+            let _ = txn.abort();
+            Err(CatalogError::Db(format!(
+                "cannot write the ledger records: {e}"
+            )))
+        }
+    };
+    crate::audit::finish(commit.is_ok());
+    commit
 }
