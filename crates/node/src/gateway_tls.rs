@@ -14,23 +14,23 @@ use crate::NodeError;
 
 /// The server configuration for a certificate chain and its key (PEM files).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, NodeError> {
-    let bad = |what: String| NodeError::Settings(what);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| {
-            bad(format!(
+            NodeError::Settings(format!(
                 "cannot read the certificate {}: {e}",
                 cert.display()
             ))
         })?
         .collect::<Result<_, _>>()
         .map_err(|e| {
-            bad(format!(
+            NodeError::Settings(format!(
                 "{} is not a PEM certificate chain: {e}",
                 cert.display()
             ))
         })?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| bad(format!("{} is not a PEM private key: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        NodeError::Settings(format!("{} is not a PEM private key: {e}", key.display()))
+    })?;
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -39,7 +39,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .map_err(|e| {
-        bad(format!(
+        NodeError::Settings(format!(
             "the certificate and key do not form a usable pair: {e}"
         ))
     })?;

@@ -98,11 +98,12 @@ pub struct Summary {
 async fn bind(addr: &str, flag: &'static str) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| NodeError::Listen {
-            addr: addr.to_string(),
-            flag,
-            source,
-        })
+        .map_err(cannot_listen(addr, flag))
+}
+
+fn cannot_listen(addr: &str, flag: &'static str) -> impl FnOnce(std::io::Error) -> NodeError {
+    let addr = addr.to_string();
+    move |source| NodeError::Listen { addr, flag, source }
 }
 
 fn local_addr(l: &TcpListener) -> Result<SocketAddr, NodeError> {
@@ -227,6 +228,7 @@ impl Node {
             secrets::keep_ledger_keys(&data, &keys.ledger_key, &keys.ledger_pub)?;
         }
         let master = secrets::master_key(&cfg.master_key_file, has_data)?;
+        let master_hex = codec::hex(master.as_bytes());
         let mut archive_cfg = ArchiveConfig::new(data.clone(), cfg.disks.clone(), master);
         let s = &cfg.storage;
         archive_cfg.default_policy = s.policy;
@@ -275,10 +277,8 @@ impl Node {
             )
             .map_err(|e| NodeError::startup("cannot open the ledger", e))?,
         );
-        let master_hex = std::fs::read_to_string(&cfg.master_key_file)
-            .map_err(NodeError::file("read", &cfg.master_key_file))?;
         let shared = handover::SharedKeys {
-            master_key: master_hex.trim().to_string(),
+            master_key: master_hex,
             s3_access_key: access.clone(),
             s3_secret: s3_secret.clone(),
             ledger_key,
@@ -361,11 +361,8 @@ impl Node {
         let s3_listener = bind(&cfg.listen.s3, "s3-listen").await?;
         let dav_listener = bind(&cfg.listen.dav, "dav-listen").await?;
         if cfg.nfs_key.is_some() {
-            nfs::check_listen(&cfg.listen.nfs).map_err(|source| NodeError::Listen {
-                addr: cfg.listen.nfs.clone(),
-                flag: "nfs-listen",
-                source,
-            })?;
+            nfs::check_listen(&cfg.listen.nfs)
+                .map_err(cannot_listen(&cfg.listen.nfs, "nfs-listen"))?;
         }
         let ftp_listener = bind(&cfg.listen.ftp, "ftp-listen").await?;
         background.push(background::publish_ledger(
