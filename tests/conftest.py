@@ -99,6 +99,19 @@ def aws(endpoint, tmp_path):
     return run
 
 
+def scrape_metrics(admin_url):
+    """A node's /metrics (read as Prometheus would, parsed by its client library) as
+    {(name, labels as a sorted tuple): value}."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def overwrite_after_an_instant(s3, bucket, key, body):
     """Notes an instant (RFC 3339, UTC) strictly between the key's current version and
     a new one with `body`; returns it, for reading the past through .snapshots/."""

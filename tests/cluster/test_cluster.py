@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import ACCESS, BIN, SECRET
+from conftest import ACCESS, BIN, SECRET, scrape_metrics
 
 SITES = {1: "s1", 2: "s1", 3: "s2", 4: "s2", 5: "s3", 6: "s3", 7: "s4", 8: "s4", 9: "s4"}
 
@@ -359,16 +359,8 @@ def test_layout_policy_and_what_it_survives(cluster):
 def test_every_node_reports_the_same_cluster_in_its_metrics(cluster):
     """Each node's /metrics (scraped as Prometheus would, parsed by its client library)
     agrees on the cluster: one leader, five voters, six active nodes in three sites."""
-    import urllib.request
-    from prometheus_client.parser import text_string_to_metric_families
-
-    def scrape(n):
-        with urllib.request.urlopen(f"http://{n.ip}:9410/metrics", timeout=10) as r:
-            text = r.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples}
-
-    seen = {i: scrape(n) for i, n in sorted(cluster.nodes.items()) if n.proc.poll() is None}
+    seen = {i: scrape_metrics(f"http://{n.ip}:9410")
+            for i, n in sorted(cluster.nodes.items()) if n.proc.poll() is None}
     assert len(seen) == 6
     leaders = [i for i, m in seen.items() if m[("edgecloud_raft_leader", ())] == 1]
     assert leaders == [cluster.leader()], leaders

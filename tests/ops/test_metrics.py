@@ -3,26 +3,15 @@ official Prometheus client's parser after S3 and WebDAV traffic, and `--log-form
 json` read line by line."""
 import json
 import os
-import urllib.request
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ACCESS, SECRET, Node, client
+from conftest import ACCESS, SECRET, Node, client, scrape_metrics
 
 
 def scrape(node):
-    """The node's metrics as {(name, labels as a sorted tuple): value}."""
-    with urllib.request.urlopen(f"{node.admin}/metrics", timeout=10) as r:
-        assert r.status == 200
-        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
-        text = r.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+    return scrape_metrics(node.admin)
 
 
 def value(samples, name, **labels):
