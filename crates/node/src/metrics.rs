@@ -98,19 +98,9 @@ impl RequestMetrics {
                 "MKD" => 257,
                 _ => 250,
             };
-            m.requests
-                .get_or_create(&RequestLabels {
-                    gateway: "FTP",
-                    operation: command.to_string(),
-                    status: status.to_string(),
-                })
-                .inc();
-            let gateway = GatewayLabel { gateway: "FTP" };
-            match command {
-                "RETR" => m.sent.get_or_create(&gateway).inc_by(bytes),
-                "STOR" => m.received.get_or_create(&gateway).inc_by(bytes),
-                _ => 0,
-            };
+            let received = if command == "STOR" { bytes } else { 0 };
+            let sent = if command == "RETR" { bytes } else { 0 };
+            m.finished("FTP", command, status, None, received, sent);
         })
     }
 
@@ -124,18 +114,36 @@ impl RequestMetrics {
                   took: std::time::Duration,
                   received: u64,
                   sent: u64| {
-                let labels = RequestLabels {
-                    gateway: "NFS",
-                    operation: op.to_string(),
-                    status: status.to_string(),
-                };
-                m.requests.get_or_create(&labels).inc();
-                m.seconds.get_or_create(&labels).observe(took.as_secs_f64());
-                let gateway = GatewayLabel { gateway: "NFS" };
-                m.received.get_or_create(&gateway).inc_by(received);
-                m.sent.get_or_create(&gateway).inc_by(sent);
+                m.finished("NFS", op, status, Some(took), received, sent);
             },
         )
+    }
+
+    /// Records one finished request of `gateway`: its count, its time when known, and
+    /// the bytes it moved (HTTP bodies are counted as they stream instead).
+    fn finished(
+        &self,
+        gateway: &'static str,
+        operation: impl ToString,
+        status: impl ToString,
+        took: Option<std::time::Duration>,
+        received: u64,
+        sent: u64,
+    ) {
+        let labels = RequestLabels {
+            gateway,
+            operation: operation.to_string(),
+            status: status.to_string(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        if let Some(took) = took {
+            self.seconds
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+        }
+        let gateway = GatewayLabel { gateway };
+        self.received.get_or_create(&gateway).inc_by(received);
+        self.sent.get_or_create(&gateway).inc_by(sent);
     }
 
     fn register(&self, r: &mut Registry) {
@@ -177,15 +185,14 @@ async fn count(
         })
     });
     let resp = next.run(req).await;
-    let labels = RequestLabels {
+    m.finished(
         gateway,
         operation,
-        status: resp.status().as_u16().to_string(),
-    };
-    m.requests.get_or_create(&labels).inc();
-    m.seconds
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+        resp.status().as_u16(),
+        Some(started.elapsed()),
+        0,
+        0,
+    );
     let sent = m.sent.get_or_create(&GatewayLabel { gateway }).clone();
     resp.map(|inner| Body::new(Counted { inner, bytes: sent }))
 }
