@@ -186,9 +186,13 @@ CLUSTER = None
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     global CLUSTER
+    reset_firewall()
     c = CLUSTER = Cluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
+    try:
+        yield c
+    finally:
+        c.stop()
+        reset_firewall()
 
 
 def s3client(node=None, read_timeout=60):
@@ -524,8 +528,21 @@ def test_two_voters_die_at_once_and_the_catalog_goes_on(cluster):
     settled(cluster, h, "twovoters")
 
 
-def iptables(*args):
-    subprocess.run(["iptables", "-w", *args], check=True)
+# The partition tests' rules live in a chain of their own, jumped to from INPUT, so a run
+# killed mid-test (CI timeout, Ctrl-C) cannot leave a site cut off for the next run: the
+# cluster fixture empties the chain before it starts and after it stops.
+CHAIN = "EDGECLOUD_TEST"
+
+
+def iptables(*args, check=True):
+    return subprocess.run(["iptables", "-w", *args], check=check, capture_output=True)
+
+
+def reset_firewall():
+    if iptables("-N", CHAIN, check=False).returncode != 0:
+        iptables("-F", CHAIN)
+    if iptables("-C", "INPUT", "-j", CHAIN, check=False).returncode != 0:
+        iptables("-I", "INPUT", "-j", CHAIN)
 
 
 def partition(site_ips, cut):
@@ -533,7 +550,7 @@ def partition(site_ips, cut):
     no one else (a node given --bind also connects from that address)."""
     for ip in site_ips:
         for flag in ("-s", "-d"):
-            iptables("-I" if cut else "-D", "INPUT", flag, ip, "-j", "DROP")
+            iptables("-I" if cut else "-D", CHAIN, flag, ip, "-j", "DROP")
 
 
 def test_a_partitioned_site_loses_nothing_and_rejoins(cluster):
@@ -767,8 +784,8 @@ def cut(ips, cut=True, open_ports=()):
     partition(ips, cut)
     for ip in ips:
         for port in open_ports:
-            iptables("-I" if cut else "-D", "INPUT", "-d", ip, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT")
-            iptables("-I" if cut else "-D", "INPUT", "-s", ip, "-p", "tcp", "--sport", str(port), "-j", "ACCEPT")
+            iptables("-I" if cut else "-D", CHAIN, "-d", ip, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT")
+            iptables("-I" if cut else "-D", CHAIN, "-s", ip, "-p", "tcp", "--sport", str(port), "-j", "ACCEPT")
 
 
 def test_the_leaders_site_cut_off_no_split_brain(cluster):
