@@ -1,9 +1,10 @@
 use archive::{Bucket, Redundancy, Versioning};
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use crate::session::Principal;
 use crate::types::{BucketInfo, rfc3339};
 use crate::{AdminState, ApiError};
 
@@ -35,8 +36,19 @@ fn info(b: &Bucket) -> BucketInfo {
     }
 }
 
-pub(crate) async fn list(State(s): State<AdminState>) -> Result<Json<Vec<BucketInfo>>, ApiError> {
-    Ok(Json(s.archive.buckets()?.iter().map(info).collect()))
+/// Every bucket for the admin; a key sees the buckets it has a grant on.
+pub(crate) async fn list(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Vec<BucketInfo>>, ApiError> {
+    Ok(Json(
+        s.archive
+            .buckets()?
+            .iter()
+            .filter(|b| who.permission(&b.name).is_some())
+            .map(info)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -74,10 +86,11 @@ pub(crate) async fn create(
 
 pub(crate) async fn delete(
     State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
     Path(bucket): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.archive
-        .delete_bucket_as(&bucket, Some(archive::ADMIN_ACTOR.into()))
+        .delete_bucket_as(&bucket, Some(who.actor()))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

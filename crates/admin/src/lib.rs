@@ -1,9 +1,12 @@
-//! The admin HTTP API (port 9410): what the `edgecloud` CLI talks to. Every route needs
-//! the bearer token that `serve` writes into the data directory; the token is compared
-//! in constant time. Object bodies stream both ways; nothing is buffered whole.
+//! The admin HTTP API (port 9410): what the `edgecloud` CLI and the web console talk to.
+//! Every route needs the bearer token that `serve` writes into the data directory
+//! (compared in constant time) or a console session ([`session`]); the console's own
+//! pages ([`console`]) are public and hold no data. Object bodies stream both ways;
+//! nothing is buffered whole.
 
 mod access_keys;
 mod buckets;
+pub mod console;
 mod error;
 pub mod invites;
 pub mod ledger;
@@ -11,6 +14,7 @@ mod objects;
 /// Operations on the running node: cluster view, scrub, repair.
 pub mod ops;
 pub mod peers;
+pub mod session;
 pub mod types;
 
 use std::path::Path;
@@ -18,10 +22,11 @@ use std::path::Path;
 use archive::Archive;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use session::Principal;
 
 pub use error::ApiError;
 
@@ -51,6 +56,10 @@ pub struct AdminState {
     pub public_ledger: bool,
     /// Issues invitation tokens (a node in a cluster).
     pub inviter: Option<std::sync::Arc<invites::Inviter>>,
+    /// The web console's live sessions.
+    pub sessions: std::sync::Arc<session::Sessions>,
+    /// The admin API is served over TLS: session cookies are marked `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// Whether a request only reads the log's published data.
@@ -91,39 +100,49 @@ pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+async fn require_auth(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
     if state.public_ledger && reads_published_ledger(&req) {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+    // Logging in is how a session starts; the handler checks the credentials.
+    if req.method() == Method::POST && req.uri().path() == "/v1/session" {
+        return next.run(req).await;
+    }
+    let who = match session::authenticate(&state, &req) {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    if let Principal::Key(key) = &who
+        && !session::key_may(key, req.method(), req.uri().path())
+    {
         return (
-            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
             axum::Json(types::ErrorBody {
-                error: "Unauthorized".into(),
-                message: "missing or wrong admin token (see admin.token in the data directory)"
-                    .into(),
+                error: "AccessDenied".into(),
+                message: format!(
+                    "access key {} may not do this: ask an admin for a grant",
+                    key.access_key
+                ),
             }),
         )
             .into_response();
     }
+    req.extensions_mut().insert(who);
     next.run(req).await
 }
 
-/// The admin API: every route, behind the bearer-token check.
+/// The admin API: every route behind the token or session check, and the console's
+/// pages; every answer carries the security headers of [`console::secure_headers`].
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route(
+            "/v1/session",
+            post(session::login)
+                .get(session::current)
+                .delete(session::logout),
+        )
         .route("/v1/status", get(ops::status))
-        .route("/v1/scrub", post(ops::scrub))
+        .route("/v1/scrub", post(ops::scrub).get(ops::scrub_state))
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/cluster/repair", post(ops::repair))
         .route(
@@ -166,6 +185,8 @@ pub fn router(state: AdminState) -> Router {
                 .head(objects::head)
                 .delete(objects::delete),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth))
+        .merge(console::router())
+        .layer(middleware::from_fn(console::secure_headers))
         .with_state(state)
 }

@@ -1,12 +1,13 @@
 use archive::{ByteRange, ListQuery, PutOptions, Version, VersionSel, VersionsQuery};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::TryStreamExt;
 use serde::Deserialize;
 
+use crate::session::Principal;
 use crate::types::*;
 use crate::{AdminState, ApiError};
 
@@ -41,6 +42,7 @@ impl Select {
 
 pub(crate) async fn put(
     State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -52,7 +54,7 @@ pub(crate) async fn put(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let opts = PutOptions {
         content_type,
-        actor: Some(archive::ADMIN_ACTOR.into()),
+        actor: Some(who.actor()),
         ..Default::default()
     };
     let v = s.archive.put(&bucket, &key, stream, opts).await?;
@@ -123,17 +125,13 @@ pub(crate) async fn head(
 
 pub(crate) async fn delete(
     State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
     Path((bucket, key)): Path<(String, String)>,
     Query(q): Query<Select>,
 ) -> Result<Json<DeleteResult>, ApiError> {
     let out = s
         .archive
-        .delete_as(
-            &bucket,
-            &key,
-            q.version.clone(),
-            Some(archive::ADMIN_ACTOR.into()),
-        )
+        .delete_as(&bucket, &key, q.version.clone(), Some(who.actor()))
         .await?;
     Ok(Json(DeleteResult {
         version_id: out.version_id,

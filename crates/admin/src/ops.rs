@@ -44,11 +44,16 @@ pub(crate) async fn scrub(
         collect_garbage: p.gc,
         ..Default::default()
     };
-    let report = s.archive.scrub(&opts, &|_| {}).await?;
+    let report = s.archive.tracked_scrub(&opts).await?;
     Ok(Json(ScrubResult {
         report,
         seconds: started.elapsed().as_secs_f64(),
     }))
+}
+
+/// The scrub in progress, or the last one asked for through this API.
+pub(crate) async fn scrub_state(State(s): State<AdminState>) -> Json<archive::RepairState> {
+    Json(s.archive.scrub_state())
 }
 
 /// The cluster as this node sees it: members, sites, disks, health, the default

@@ -131,6 +131,8 @@ struct Inner {
     topology: std::sync::Mutex<topology::SharedTopology>,
     keys: bucket_keys::KeyCache,
     repair: std::sync::Mutex<RepairState>,
+    /// The last full scrub asked for through the admin API.
+    scrub: std::sync::Mutex<RepairState>,
     /// One scrub or repair pass at a time: two passes working from different listings
     /// could each remove the copy the other kept.
     passes: tokio::sync::Mutex<()>,
@@ -174,6 +176,7 @@ impl Archive {
                 topology: std::sync::Mutex::new(topology),
                 keys,
                 repair: Default::default(),
+                scrub: Default::default(),
                 passes: Default::default(),
             }),
         })

@@ -43,25 +43,44 @@ impl Archive {
         self.inner.repair.lock().expect("repair lock").clone()
     }
 
+    /// The full scrub started from the admin API or console: the one in progress, or
+    /// the last one (same shape as repair's progress).
+    pub fn scrub_state(&self) -> RepairState {
+        self.inner.scrub.lock().expect("scrub lock").clone()
+    }
+
     /// One pass over every chunk: rebuild or move shards that are not where the current
     /// layout places them. Progress is visible in `repair_state` while it runs.
     pub async fn repair_pass(&self, rate_bytes_per_sec: Option<u64>) -> crate::Result<ScrubReport> {
-        {
-            let mut st = self.inner.repair.lock().expect("repair lock");
-            st.running = true;
-            st.last_started = catalog::now_ns() as f64 / 1e9;
-        }
-        let started = Instant::now();
         let opts = ScrubOptions {
             rate_bytes_per_sec,
             collect_garbage: false,
             repair_only: true,
         };
+        self.tracked_pass(&self.inner.repair, &opts).await
+    }
+
+    /// A full scrub whose progress is visible in `scrub_state` while it runs.
+    pub async fn tracked_scrub(&self, opts: &ScrubOptions) -> crate::Result<ScrubReport> {
+        self.tracked_pass(&self.inner.scrub, opts).await
+    }
+
+    async fn tracked_pass(
+        &self,
+        state: &std::sync::Mutex<RepairState>,
+        opts: &ScrubOptions,
+    ) -> crate::Result<ScrubReport> {
+        {
+            let mut st = state.lock().expect("pass state lock");
+            st.running = true;
+            st.last_started = catalog::now_ns() as f64 / 1e9;
+        }
+        let started = Instant::now();
         let progress = |r: &ScrubReport| {
-            self.inner.repair.lock().expect("repair lock").report = Some(r.clone());
+            state.lock().expect("pass state lock").report = Some(r.clone());
         };
-        let result = self.scrub(&opts, &progress).await;
-        let mut st = self.inner.repair.lock().expect("repair lock");
+        let result = self.scrub(opts, &progress).await;
+        let mut st = state.lock().expect("pass state lock");
         st.running = false;
         st.passes += 1;
         st.last_seconds = started.elapsed().as_secs_f64();

@@ -470,6 +470,8 @@ impl Node {
                     auditor: Some(auditor.clone()),
                     public_ledger: cfg.public_ledger,
                     inviter: Some(inviter),
+                    sessions: Default::default(),
+                    secure_cookies: tls.is_some(),
                 }),
             )
             .merge(scrape);
