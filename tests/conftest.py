@@ -121,3 +121,45 @@ def overwrite_after_an_instant(s3, bucket, key, body):
     time.sleep(0.05)
     s3.put_object(Bucket=bucket, Key=key, Body=body)
     return instant
+
+
+# ---------- the web console in headless Chromium (tests/console, tests/cluster) ----------
+
+ARTEFACTS = os.environ.get("EDGECLOUD_ARTEFACTS", "/var/tmp/edgecloud-artefacts")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+    os.makedirs(os.path.join(ARTEFACTS, "console"), exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def screenshot(page, name):
+    """Saves the whole page as an artefact: $EDGECLOUD_ARTEFACTS/console/NAME.png."""
+    page.screenshot(path=os.path.join(ARTEFACTS, "console", f"{name}.png"), full_page=True)
+
+
+def assert_accessible(page, name):
+    """axe-core finds no serious or critical problem on the page."""
+    from axe_playwright_python.sync_playwright import Axe
+    results = Axe().run(page)
+    bad = [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
+           for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{name}: {bad}"
+
+
+def console_login(page, admin_url, token):
+    """Opens the console and logs in with the admin token, by keyboard alone."""
+    page.goto(f"{admin_url}/")
+    page.wait_for_selector("#login:not([hidden])")
+    # The token field has focus; typing it and pressing Enter logs in.
+    assert page.evaluate("document.activeElement.id") == "token"
+    page.keyboard.type(token)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#nav:not([hidden])")

@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import ACCESS, BIN, SECRET, scrape_metrics
+from conftest import ACCESS, BIN, SECRET, assert_accessible, console_login, scrape_metrics, screenshot
 
 SITES = {1: "s1", 2: "s1", 3: "s2", 4: "s2", 5: "s3", 6: "s3", 7: "s4", 8: "s4", 9: "s4"}
 
@@ -374,6 +374,27 @@ def test_every_node_reports_the_same_cluster_in_its_metrics(cluster):
         assert m[("edgecloud_cluster_sites", ())] == 3, i
         assert sum(1 for (name, _) in m if name == "edgecloud_disk_shards") == 2, i
     assert len({m[("edgecloud_raft_term", ())] for m in seen.values()}) == 1, "one term"
+
+
+def test_the_console_shows_the_cluster_map(cluster, browser):
+    """The web console of a node that does not lead shows the whole cluster: three
+    sites, six active nodes, one Raft leader, every node's disks, and what the layout
+    survives."""
+    other = next(i for i in sorted(cluster.nodes) if i != cluster.leader())
+    n = cluster.nodes[other]
+    page = browser.new_page()
+    console_login(page, f"http://{n.ip}:9410", (n.data / "admin.token").read_text().strip())
+    page.wait_for_selector("#survives")
+    view = cluster.status()
+    assert page.inner_text("#survives") == view["survives"]
+    assert page.locator("section.site").count() == 3
+    assert page.locator("tr[data-node]").count() == 6
+    assert page.locator("tr[data-node] td .ok:text-is('active')").count() == 6
+    assert page.locator("tr[data-node] td:text-is('leader')").count() == 1
+    assert page.locator("tr[data-node] li").count() == 12  # two disks per node
+    assert_accessible(page, "cluster map")
+    screenshot(page, "cluster-map")
+    page.close()
 
 
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):

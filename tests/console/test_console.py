@@ -3,7 +3,6 @@ every page clicked through in headless Chromium (Debian's, driven by Playwright)
 screenshots saved as artefacts and accessibility checked by axe-core."""
 import hashlib
 import os
-import pathlib
 import re
 import subprocess
 import time
@@ -11,10 +10,9 @@ import time
 import httpx
 import pytest
 
-from conftest import BIN, Node
-
-ARTEFACTS = pathlib.Path(os.environ.get("EDGECLOUD_ARTEFACTS", "/var/tmp/edgecloud-artefacts")) / "console"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+from conftest import BIN, Node, console_login
+from conftest import assert_accessible as accessible
+from conftest import screenshot as shot
 
 
 @pytest.fixture(scope="module")
@@ -109,46 +107,25 @@ def test_an_access_key_session_has_only_its_grants(node):
         assert got.json()["error"] == "AccessDenied"
     # A grant takes effect at once, and so does deleting the key.
     a.put(f"/v1/keys/{key['access_key']}/buckets/granted", json={"permission": "write"})
-    assert c.put("/v1/objects/granted/x", content=b"hello", headers=h).status_code == 200
+    put = c.put("/v1/objects/granted/x", content=b"hello", headers=h)
+    assert put.status_code == 200
+    # A writer leaves a delete marker but cannot erase a version for good.
+    erase = c.delete(f"/v1/objects/granted/x?version={put.json()['version_id']}", headers=h)
+    assert erase.status_code == 403
+    assert c.delete("/v1/objects/granted/x", headers=h).json()["delete_marker"] is True
+    assert c.get(f"/v1/objects/granted/x?version={put.json()['version_id']}").content == b"hello"
     assert a.delete(f"/v1/keys/{key['access_key']}").status_code == 204
     assert c.get("/v1/list/granted").status_code == 401
 
 
 # ---------- in the browser ----------
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def shot(page, name):
-    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
-
-
-def accessible(page, name):
-    """axe-core finds no serious or critical problem on the page."""
-    from axe_playwright_python.sync_playwright import Axe
-    results = Axe().run(page)
-    bad = [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
-           for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
-    assert not bad, f"{name}: {bad}"
-
-
 def login_with_keyboard(page, node):
     page.goto(f"{node.admin}/")
     page.wait_for_selector("#login:not([hidden])")
     accessible(page, "login")
     shot(page, "01-login")
-    # The token field has focus; typing it and pressing Enter logs in.
-    assert page.evaluate("document.activeElement.id") == "token"
-    page.keyboard.type(node.token)
-    page.keyboard.press("Enter")
-    page.wait_for_selector("#nav:not([hidden])")
+    console_login(page, node.admin, node.token)
 
 
 def test_the_console_clicked_through_in_chromium(node, browser, tmp_path):

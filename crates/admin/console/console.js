@@ -382,7 +382,8 @@ function objectRow(bucket, prefix, o, versions, writable) {
     actions.append(el("a", { href: "#/ledger?" + new URLSearchParams({ bucket, key: o.key, version: o.version_id }),
                              "aria-label": "Verify " + name + " in the ledger", text: "Verify" }), " ");
   }
-  if (writable) {
+  // Deleting a version for good takes owner; a delete (marker) takes write.
+  if (versions ? may(bucket, "owner") : writable) {
     actions.append(el("button", { type: "button", class: "danger",
       "aria-label": (versions ? "Delete version " + o.version_id + " of " : "Delete ") + name,
       text: versions ? "Delete version" : "Delete", onclick: async () => {

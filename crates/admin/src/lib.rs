@@ -113,7 +113,7 @@ async fn require_auth(State(state): State<AdminState>, mut req: Request, next: N
         Err(refused) => return refused,
     };
     if let Principal::Key(key) = &who
-        && !session::key_may(key, req.method(), req.uri().path())
+        && !session::key_may(key, req.method(), req.uri())
     {
         return (
             StatusCode::FORBIDDEN,

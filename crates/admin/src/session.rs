@@ -255,9 +255,16 @@ fn unauthorized() -> Response {
 }
 
 /// Whether a non-admin key may make this request: object and listing routes by its
-/// grant on the bucket, the published ledger and its own session; nothing else.
-pub(crate) fn key_may(key: &AccessKey, method: &Method, path: &str) -> bool {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+/// grant on the bucket, the published ledger and its own session; nothing else. As on
+/// S3, deleting a version for good takes `owner`: a leaked `write` key cannot erase
+/// what was kept.
+pub(crate) fn key_may(key: &AccessKey, method: &Method, uri: &axum::http::Uri) -> bool {
+    let segs: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    let names_version = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("version"));
     let read = matches!(*method, Method::GET | Method::HEAD);
     let at_least = |bucket: &str, p: Permission| key.permission(bucket).is_some_and(|g| g >= p);
     match segs.as_slice() {
@@ -265,6 +272,9 @@ pub(crate) fn key_may(key: &AccessKey, method: &Method, path: &str) -> bool {
         ["v1", "buckets"] => read,
         ["v1", "list" | "versions", b] => read && at_least(b, Permission::Read),
         ["v1", "objects", b, _, ..] if read => at_least(b, Permission::Read),
+        ["v1", "objects", b, _, ..] if *method == Method::DELETE && names_version => {
+            at_least(b, Permission::Owner)
+        }
         ["v1", "objects", b, _, ..] => {
             matches!(*method, Method::PUT | Method::DELETE) && at_least(b, Permission::Write)
         }
@@ -436,12 +446,14 @@ mod tests {
     #[test]
     fn a_key_may_only_what_its_grants_allow() {
         let k = key(&[("photos", Permission::Read), ("work", Permission::Write)]);
-        let may = |m: Method, p: &str| key_may(&k, &m, p);
+        let may = |m: Method, p: &str| key_may(&k, &m, &p.parse().unwrap());
         assert!(may(Method::GET, "/v1/list/photos"));
         assert!(may(Method::GET, "/v1/objects/photos/a/b.jpg"));
         assert!(!may(Method::PUT, "/v1/objects/photos/a"));
         assert!(may(Method::PUT, "/v1/objects/work/a"));
         assert!(may(Method::DELETE, "/v1/objects/work/a"));
+        assert!(!may(Method::DELETE, "/v1/objects/work/a?version=v1"));
+        assert!(!may(Method::DELETE, "/v1/objects/work/a?x=1&version=v1"));
         assert!(!may(Method::PUT, "/v1/buckets/work/versioning"));
         assert!(!may(Method::DELETE, "/v1/buckets/work"));
         assert!(!may(Method::GET, "/v1/list/other"));
