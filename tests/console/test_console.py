@@ -157,6 +157,20 @@ def test_the_console_clicked_through_in_chromium(node, browser, tmp_path):
     accessible(page, "buckets")
     shot(page, "03-buckets")
 
+    # Access policy: the example makes objects public; S3 then serves them anonymously.
+    page.click("a[aria-label='Access policy of photos']")
+    page.click("text=Fill in: everyone may read objects")
+    page.click("text=Save policy")
+    page.wait_for_selector("#policy-state:text-is('This bucket has a policy.')")
+    assert "PublicRead" in admin(node).get("/v1/buckets/photos/policy").json()["policy"]
+    page.fill("#policy-text", '{"Statement": []}')
+    page.click("text=Save policy")
+    page.wait_for_selector("#flash:text-matches('policy has no Statement')")
+    errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
+    accessible(page, "policy")
+    shot(page, "03b-policy")
+    page.click("text=Back to the buckets")
+
     # Object browser: upload with progress, then a second version.
     page.click("a:text-is('photos')")
     page.wait_for_selector("#upload-files")
@@ -186,6 +200,9 @@ def test_the_console_clicked_through_in_chromium(node, browser, tmp_path):
     page.click("button:text-is('Upload')")
     page.wait_for_selector("#flash:text-matches('^Uploaded')")
     page.wait_for_selector("td:text-is('3.0 MiB')")
+
+    # The policy made it public: a plain anonymous GET on the S3 port reads it.
+    assert httpx.get(f"{node.endpoint}/photos/report.txt").content == second.read_bytes()
 
     # Download the latest version and compare bytes.
     with page.expect_download() as d:

@@ -124,6 +124,9 @@ def test_ftp_operations_are_counted(fresh):
         f.retrbinary("RETR /ftpmetered/a.bin", got.write)
         assert got.getvalue() == data
         f.delete("/ftpmetered/a.bin")
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            f.retrbinary("RETR /ftpmetered/a.bin", got.write)
+        f.nlst("/ftpmetered")
     after = scrape(fresh)
 
     def grew(name, **labels):
@@ -131,6 +134,12 @@ def test_ftp_operations_are_counted(fresh):
     assert grew("edgecloud_requests_total", gateway="FTP", operation="STOR", status=226) == 1
     assert grew("edgecloud_requests_total", gateway="FTP", operation="RETR", status=226) == 1
     assert grew("edgecloud_requests_total", gateway="FTP", operation="DELE", status=250) == 1
+    # Failures count too, with the reply code the client saw, and so do listings.
+    assert grew("edgecloud_requests_total", gateway="FTP", operation="RETR", status=550) == 1
+    assert grew("edgecloud_requests_total", gateway="FTP", operation="LIST", status=226) == 1
+    # Every operation is timed.
+    assert grew("edgecloud_request_duration_seconds_count", gateway="FTP", operation="STOR", status=226) == 1
+    assert grew("edgecloud_request_duration_seconds_count", gateway="FTP", operation="RETR", status=550) == 1
     assert grew("edgecloud_received_bytes_total", gateway="FTP") == len(data)
     assert grew("edgecloud_sent_bytes_total", gateway="FTP") == len(data)
 

@@ -151,7 +151,7 @@ function stopPolling() {
   pollTimer = null;
 }
 
-// Routes: #/cluster, #/buckets, #/objects/BUCKET?prefix=P, #/keys, #/repair,
+// Routes: #/cluster, #/buckets, #/objects/BUCKET?prefix=P, #/policy/BUCKET, #/keys, #/repair,
 // #/ledger?bucket=B&key=K.
 function parseHash() {
   const h = location.hash.replace(/^#\/?/, "");
@@ -169,7 +169,7 @@ async function route() {
     if (a.getAttribute("href") === "#/" + name) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const pages = { cluster: clusterPage, buckets: bucketsPage, objects: objectsPage,
+  const pages = { cluster: clusterPage, buckets: bucketsPage, objects: objectsPage, policy: policyPage,
                   keys: keysPage, repair: repairPage, ledger: ledgerPage };
   const page = document.getElementById("page");
   const render = pages[name] || bucketsPage;
@@ -272,7 +272,9 @@ async function bucketsPage() {
     return el("tr", {},
       el("th", { scope: "row" }, el("a", { href: "#/objects/" + encodeURIComponent(b.name), text: b.name })),
       el("td", {}, sel), el("td", { text: b.policy }), el("td", { text: b.created }),
-      el("td", {}, owner && el("button", { type: "button", class: "danger", "aria-label": "Delete bucket " + b.name,
+      el("td", {}, owner && el("a", { href: "#/policy/" + encodeURIComponent(b.name),
+                                     "aria-label": "Access policy of " + b.name, text: "Access policy" }),
+        " ", owner && el("button", { type: "button", class: "danger", "aria-label": "Delete bucket " + b.name,
         text: "Delete", onclick: async () => {
           if (!confirm("Delete the empty bucket " + b.name + "?")) return;
           if (await attempt("Deleting the bucket", async () => {
@@ -282,6 +284,42 @@ async function bucketsPage() {
         } })));
   })));
   return out;
+}
+
+// ---------- a bucket's access policy ----------
+
+async function policyPage(parts) {
+  const bucket = parts[0];
+  const path = "/v1/buckets/" + encodeURIComponent(bucket) + "/policy";
+  const current = await api("GET", path);
+  const text = el("textarea", { id: "policy-text", rows: 16, cols: 80, spellcheck: "false" });
+  text.value = current.policy ? JSON.stringify(JSON.parse(current.policy), null, 2) : "";
+  const example = {
+    Version: "2012-10-17",
+    Statement: [{ Sid: "PublicRead", Effect: "Allow", Principal: "*", Action: ["s3:GetObject"],
+                  Resource: ["arn:aws:s3:::" + bucket + "/*"] }],
+  };
+  return el("section", {},
+    el("h1", { text: "Access policy of " + bucket }),
+    el("p", { class: "muted", text: "An S3 bucket policy: Allow or Deny statements per action, resource and principal (an access key, or * for everyone). A Deny wins. Anonymous requests only ever get reads. Access keys' grants apply as well." }),
+    el("p", {}, el("span", { id: "policy-state", text: current.policy ? "This bucket has a policy." : "This bucket has no policy." })),
+    el("form", { "aria-label": "Edit the access policy", onsubmit: async ev => {
+      ev.preventDefault();
+      if (await attempt("Saving the policy", async () => {
+        await api("PUT", path, { policy: text.value.trim() || null });
+        return text.value.trim() ? "Policy of " + bucket + " saved." : "Policy of " + bucket + " removed.";
+      })) route();
+    } }, field("Policy (JSON; empty: none)", text),
+       el("button", { type: "submit", text: "Save policy" }),
+       el("button", { type: "button", class: "secondary", text: "Fill in: everyone may read objects",
+                      onclick: () => { text.value = JSON.stringify(example, null, 2); text.focus(); } }),
+       el("button", { type: "button", class: "danger", text: "Remove policy", onclick: async () => {
+         if (await attempt("Removing the policy", async () => {
+           await api("PUT", path, { policy: null });
+           return "Policy of " + bucket + " removed.";
+         })) route();
+       } })),
+    el("p", {}, el("a", { href: "#/buckets", text: "Back to the buckets" })));
 }
 
 // ---------- object browser ----------

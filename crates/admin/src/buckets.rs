@@ -2,7 +2,7 @@ use archive::{Bucket, Redundancy, Versioning};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::session::Principal;
 use crate::types::{BucketInfo, rfc3339};
@@ -110,4 +110,45 @@ pub(crate) async fn set_versioning(
         .set_versioning(&bucket, parse_versioning(&q.state)?)
         .await?;
     Ok(Json(info(&b)))
+}
+
+/// A bucket's access policy (S3 bucket policy JSON), as the console edits it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AccessPolicy {
+    /// The policy's JSON text; None when the bucket has none.
+    policy: Option<String>,
+}
+
+pub(crate) async fn get_policy(
+    State(s): State<AdminState>,
+    Path(bucket): Path<String>,
+) -> Result<Json<AccessPolicy>, ApiError> {
+    let b = s.archive.bucket(&bucket)?;
+    Ok(Json(AccessPolicy {
+        policy: b.settings.get(s3::POLICY_SETTING).cloned(),
+    }))
+}
+
+/// Sets the policy (checked as S3's PutBucketPolicy checks it), or removes it when
+/// `policy` is null.
+pub(crate) async fn put_policy(
+    State(s): State<AdminState>,
+    Path(bucket): Path<String>,
+    Json(p): Json<AccessPolicy>,
+) -> Result<Json<AccessPolicy>, ApiError> {
+    if let Some(text) = &p.policy {
+        s3::check_policy(text).map_err(|e| ApiError(archive::ArchiveError::Invalid(e)))?;
+    }
+    let policy = p.policy.clone();
+    s.archive
+        .update_bucket_settings(&bucket, move |settings| match &policy {
+            Some(text) => {
+                settings.insert(s3::POLICY_SETTING.into(), text.clone());
+            }
+            None => {
+                settings.remove(s3::POLICY_SETTING);
+            }
+        })
+        .await?;
+    Ok(Json(p))
 }

@@ -167,6 +167,10 @@ pub fn router(state: AdminState) -> Router {
             "/v1/buckets/{bucket}/versioning",
             put(buckets::set_versioning),
         )
+        .route(
+            "/v1/buckets/{bucket}/policy",
+            get(buckets::get_policy).put(buckets::put_policy),
+        )
         .route("/v1/keys", get(access_keys::list).post(access_keys::create))
         .route("/v1/keys/{key}", axum::routing::delete(access_keys::delete))
         .route("/v1/keys/{key}/buckets/{bucket}", put(access_keys::grant))

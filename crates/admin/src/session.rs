@@ -288,6 +288,7 @@ pub(crate) fn key_may(key: &AccessKey, method: &Method, uri: &axum::http::Uri) -
         ["v1", "buckets", b, "versioning"] => {
             *method == Method::PUT && at_least(b, Permission::Owner)
         }
+        ["v1", "buckets", b, "policy"] => at_least(b, Permission::Owner),
         ["v1", "buckets", b] => *method == Method::DELETE && at_least(b, Permission::Owner),
         _ => false,
     }
@@ -455,6 +456,7 @@ mod tests {
         assert!(!may(Method::DELETE, "/v1/objects/work/a?version=v1"));
         assert!(!may(Method::DELETE, "/v1/objects/work/a?x=1&version=v1"));
         assert!(!may(Method::PUT, "/v1/buckets/work/versioning"));
+        assert!(!may(Method::GET, "/v1/buckets/work/policy"));
         assert!(!may(Method::DELETE, "/v1/buckets/work"));
         assert!(!may(Method::GET, "/v1/list/other"));
         assert!(!may(Method::GET, "/v1/keys"));

@@ -30,40 +30,30 @@ pub struct FtpConfig {
     pub passive_ports: std::ops::RangeInclusive<u16>,
     /// Certificate chain and key (PEM): explicit FTPS (AUTH TLS), then required.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// Told of every file operation that finished (for metrics).
-    pub on_done: Option<OnDone>,
+    /// Told of every file operation, failed ones too (for metrics).
+    pub on_op: Option<OnOp>,
 }
 
-/// A finished file operation: its FTP command (`RETR`, `STOR`, `DELE`, `MKD`, `RMD`,
-/// `RNTO`) and the bytes it moved (sent for RETR, received for STOR).
-pub type OnDone = std::sync::Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+/// A file operation done: its FTP command (`LIST`, `RETR`, `STOR`, `DELE`, `MKD`,
+/// `RMD`, `RNTO`, `CWD`, or `STAT` for the metadata look-ups of SIZE, MDTM, MLST and
+/// the checks before other commands), the reply code it led to, the time until its
+/// answer (for RETR: until the object was open and the transfer could start), and the
+/// bytes it received (STOR) and sent (RETR, counted as the transfer goes).
+pub type OnOp =
+    std::sync::Arc<dyn Fn(&'static str, u16, std::time::Duration, u64, u64) + Send + Sync>;
 
-/// Passes libunftp's data events to an `OnDone`.
-struct Done(OnDone);
-
-impl std::fmt::Debug for Done {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Done")
-    }
-}
-
-#[async_trait]
-impl libunftp::notification::DataListener for Done {
-    async fn receive_data_event(
-        &self,
-        e: libunftp::notification::DataEvent,
-        _: libunftp::notification::EventMeta,
-    ) {
-        use libunftp::notification::DataEvent as E;
-        let (command, bytes) = match e {
-            E::Got { bytes, .. } => ("RETR", bytes),
-            E::Put { bytes, .. } => ("STOR", bytes),
-            E::Deleted { .. } => ("DELE", 0),
-            E::MadeDir { .. } => ("MKD", 0),
-            E::RemovedDir { .. } => ("RMD", 0),
-            E::Renamed { .. } => ("RNTO", 0),
-        };
-        (self.0)(command, bytes);
+/// The reply code libunftp answers a storage error with (RFC 959).
+fn reply_code(e: &Error) -> u16 {
+    match e.kind() {
+        ErrorKind::TransientFileNotAvailable => 450,
+        ErrorKind::LocalError => 451,
+        ErrorKind::InsufficientStorageSpaceError => 452,
+        ErrorKind::ConnectionClosed => 426,
+        ErrorKind::CommandNotImplemented => 502,
+        ErrorKind::PageTypeUnknown => 551,
+        ErrorKind::ExceededStorageAllocationError => 552,
+        ErrorKind::FileNameNotAllowedError => 553,
+        _ => 550,
     }
 }
 
@@ -120,13 +110,14 @@ pub async fn serve(
 fn server(files: &Files, cfg: &FtpConfig) -> Result<libunftp::Server<EdgeStorage, User>, String> {
     let auth = std::sync::Arc::new(KeyAuth(files.clone()));
     let users = std::sync::Arc::new(Users(files.clone()));
-    let mut b = ServerBuilder::with_user_detail_provider(Box::new(|| EdgeStorage), users)
+    let on_op = cfg.on_op.clone();
+    let storage = Box::new(move || EdgeStorage {
+        on_op: on_op.clone(),
+    });
+    let mut b = ServerBuilder::with_user_detail_provider(storage, users)
         .authenticator(auth)
         .greeting("Edgecloud FTP: log in with an access key and its secret")
         .passive_ports(cfg.passive_ports.clone());
-    if let Some(on_done) = &cfg.on_done {
-        b = b.notify_data(Done(on_done.clone()));
-    }
     if let Some((cert, key)) = &cfg.tls {
         // With a certificate, TLS is required, not offered: passwords (secrets) and
         // data never cross in the clear.
@@ -202,9 +193,39 @@ impl UserDetailProvider for Users {
     }
 }
 
-/// The libunftp storage back end over the file layer.
-#[derive(Debug)]
-pub struct EdgeStorage;
+/// The libunftp storage back end over the file layer; it also measures each operation.
+pub struct EdgeStorage {
+    on_op: Option<OnOp>,
+}
+
+impl Debug for EdgeStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EdgeStorage")
+    }
+}
+
+impl EdgeStorage {
+    /// Runs one operation and reports it: `ok` is the reply code of success, `moved`
+    /// the (received, sent) bytes of a success.
+    async fn measured<T>(
+        &self,
+        command: &'static str,
+        ok: u16,
+        op: impl std::future::Future<Output = unftp_core::storage::Result<T>>,
+        moved: impl FnOnce(&T) -> (u64, u64),
+    ) -> unftp_core::storage::Result<T> {
+        let started = std::time::Instant::now();
+        let result = op.await;
+        if let Some(on_op) = &self.on_op {
+            let (code, (received, sent)) = match &result {
+                Ok(v) => (ok, moved(v)),
+                Err(e) => (reply_code(e), (0, 0)),
+            };
+            on_op(command, code, started.elapsed(), received, sent);
+        }
+        result
+    }
+}
 
 fn place<P: AsRef<Path>>(p: P) -> Result<Place, Error> {
     let s = p
@@ -271,8 +292,11 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<Meta> {
-        user.session.catch_up().await.map_err(map_err)?;
-        Ok(Meta(user.session.stat(&place(path)?).map_err(map_err)?))
+        let op = async {
+            user.session.catch_up().await.map_err(map_err)?;
+            Ok(Meta(user.session.stat(&place(path)?).map_err(map_err)?))
+        };
+        self.measured("STAT", 213, op, |_| (0, 0)).await
     }
 
     async fn list<P: AsRef<Path> + Send + Debug>(
@@ -280,15 +304,18 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        user.session.catch_up().await.map_err(map_err)?;
-        let entries = user.session.list(&place(path)?).map_err(map_err)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| Fileinfo {
-                path: PathBuf::from(&e.name),
-                metadata: Meta(e),
-            })
-            .collect())
+        let op = async {
+            user.session.catch_up().await.map_err(map_err)?;
+            let entries = user.session.list(&place(path)?).map_err(map_err)?;
+            Ok(entries
+                .into_iter()
+                .map(|e| Fileinfo {
+                    path: PathBuf::from(&e.name),
+                    metadata: Meta(e),
+                })
+                .collect())
+        };
+        self.measured("LIST", 226, op, |_| (0, 0)).await
     }
 
     async fn get<P: AsRef<Path> + Send + Debug>(
@@ -297,16 +324,33 @@ impl StorageBackend<User> for EdgeStorage {
         path: P,
         start_pos: u64,
     ) -> unftp_core::storage::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
-        user.session.catch_up().await.map_err(map_err)?;
-        let (_, stream) = user
-            .session
-            .read(&place(path)?, start_pos)
-            .await
-            .map_err(map_err)?;
-        let stream = stream.map(|r| r.map_err(std::io::Error::other)).boxed();
-        Ok(Box::new(SyncRead(sync_wrapper::SyncWrapper::new(
-            tokio_util::io::StreamReader::new(stream),
-        ))))
+        let started = std::time::Instant::now();
+        let opened = async {
+            user.session.catch_up().await.map_err(map_err)?;
+            let (_, stream) = user
+                .session
+                .read(&place(path)?, start_pos)
+                .await
+                .map_err(map_err)?;
+            Ok(stream.map(|r| r.map_err(std::io::Error::other)).boxed())
+        }
+        .await;
+        match opened {
+            // The transfer reports itself when it ends, with the bytes it sent.
+            Ok(stream) => Ok(Box::new(ObjectReader {
+                inner: sync_wrapper::SyncWrapper::new(tokio_util::io::StreamReader::new(stream)),
+                on_op: self.on_op.clone(),
+                took: started.elapsed(),
+                sent: 0,
+                failed: false,
+            })),
+            Err(e) => {
+                if let Some(on_op) = &self.on_op {
+                    on_op("RETR", reply_code(&e), started.elapsed(), 0, 0);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn put<
@@ -319,17 +363,20 @@ impl StorageBackend<User> for EdgeStorage {
         path: P,
         start_pos: u64,
     ) -> unftp_core::storage::Result<u64> {
-        if start_pos > 0 {
-            // Objects are written whole: resuming an upload in the middle is not offered.
-            return Err(Error::from(ErrorKind::CommandNotImplemented));
-        }
-        let body = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20);
-        let e = user
-            .session
-            .write(&place(path)?, body, Default::default())
-            .await
-            .map_err(map_err)?;
-        Ok(e.size)
+        let op = async {
+            if start_pos > 0 {
+                // Objects are written whole: resuming an upload in the middle is not offered.
+                return Err(Error::from(ErrorKind::CommandNotImplemented));
+            }
+            let body = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20);
+            let e = user
+                .session
+                .write(&place(path)?, body, Default::default())
+                .await
+                .map_err(map_err)?;
+            Ok(e.size)
+        };
+        self.measured("STOR", 226, op, |size| (*size, 0)).await
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(
@@ -337,10 +384,13 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<()> {
-        user.session
-            .remove_file(&place(path)?)
-            .await
-            .map_err(map_err)
+        let op = async {
+            user.session
+                .remove_file(&place(path)?)
+                .await
+                .map_err(map_err)
+        };
+        self.measured("DELE", 250, op, |_| (0, 0)).await
     }
 
     async fn mkd<P: AsRef<Path> + Send + Debug>(
@@ -348,7 +398,8 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<()> {
-        user.session.mkdir(&place(path)?).await.map_err(map_err)
+        let op = async { user.session.mkdir(&place(path)?).await.map_err(map_err) };
+        self.measured("MKD", 257, op, |_| (0, 0)).await
     }
 
     async fn rename<P: AsRef<Path> + Send + Debug>(
@@ -357,10 +408,13 @@ impl StorageBackend<User> for EdgeStorage {
         from: P,
         to: P,
     ) -> unftp_core::storage::Result<()> {
-        user.session
-            .rename(&place(from)?, &place(to)?)
-            .await
-            .map_err(map_err)
+        let op = async {
+            user.session
+                .rename(&place(from)?, &place(to)?)
+                .await
+                .map_err(map_err)
+        };
+        self.measured("RNTO", 250, op, |_| (0, 0)).await
     }
 
     async fn rmd<P: AsRef<Path> + Send + Debug>(
@@ -368,10 +422,13 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<()> {
-        user.session
-            .remove_dir(&place(path)?)
-            .await
-            .map_err(map_err)
+        let op = async {
+            user.session
+                .remove_dir(&place(path)?)
+                .await
+                .map_err(map_err)
+        };
+        self.measured("RMD", 250, op, |_| (0, 0)).await
     }
 
     async fn cwd<P: AsRef<Path> + Send + Debug>(
@@ -379,28 +436,55 @@ impl StorageBackend<User> for EdgeStorage {
         user: &User,
         path: P,
     ) -> unftp_core::storage::Result<()> {
-        user.session.catch_up().await.map_err(map_err)?;
-        match user.session.stat(&place(path)?) {
-            Ok(e) if e.dir => Ok(()),
-            Ok(_) => Err(Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
-            Err(e) => Err(map_err(e)),
-        }
+        let op = async {
+            user.session.catch_up().await.map_err(map_err)?;
+            match user.session.stat(&place(path)?) {
+                Ok(e) if e.dir => Ok(()),
+                Ok(_) => Err(Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
+                Err(e) => Err(map_err(e)),
+            }
+        };
+        self.measured("CWD", 250, op, |_| (0, 0)).await
     }
 }
 
 type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
-/// An object's bytes as the `AsyncRead` libunftp copies to the data connection.
+/// An object's bytes as the `AsyncRead` libunftp copies to the data connection, counting
+/// what it hands over; when the transfer ends (the reader is dropped) it reports the RETR.
 /// libunftp wants it `Sync`; the archive's stream is only `Send`, which `SyncWrapper`
 /// bridges (the reader is only ever used through `&mut`).
-struct SyncRead(sync_wrapper::SyncWrapper<tokio_util::io::StreamReader<ByteStream, bytes::Bytes>>);
+struct ObjectReader {
+    inner: sync_wrapper::SyncWrapper<tokio_util::io::StreamReader<ByteStream, bytes::Bytes>>,
+    on_op: Option<OnOp>,
+    took: std::time::Duration,
+    sent: u64,
+    failed: bool,
+}
 
-impl tokio::io::AsyncRead for SyncRead {
+impl tokio::io::AsyncRead for ObjectReader {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(self.get_mut().0.get_mut()).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(this.inner.get_mut()).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) => this.sent += (buf.filled().len() - before) as u64,
+            Poll::Ready(Err(_)) => this.failed = true,
+            Poll::Pending => {}
+        }
+        r
+    }
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        if let Some(on_op) = &self.on_op {
+            let code = if self.failed { 451 } else { 226 };
+            on_op("RETR", code, self.took, 0, self.sent);
+        }
     }
 }

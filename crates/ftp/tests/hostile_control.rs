@@ -25,7 +25,7 @@ async fn start() -> Server {
     let cfg = ftp::FtpConfig {
         passive_ports: 50000..=50100,
         tls: None,
-        on_done: None,
+        on_op: None,
     };
     tokio::spawn(ftp::serve(files, listener, cfg, std::future::pending()));
     Server { test, port }

@@ -529,7 +529,7 @@ impl Node {
         let ftp_cfg = ftp::FtpConfig {
             passive_ports: cfg.ftp_passive_ports.clone(),
             tls: tls.clone(),
-            on_done: Some(requests.ftp_events()),
+            on_op: Some(requests.ftp_events()),
         };
         servers.push((
             "FTP",

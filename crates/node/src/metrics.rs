@@ -87,21 +87,19 @@ impl RequestMetrics {
         ))
     }
 
-    /// Counts FTP's finished file operations (libunftp reports only those that
-    /// succeeded, without timings): a request with the FTP reply code of success, and
-    /// the bytes it moved.
-    pub fn ftp_events(&self) -> ftp::OnDone {
+    /// Counts FTP's file operations: a request labelled with the command and its reply
+    /// code, its time, and the bytes STOR received and RETR sent.
+    pub fn ftp_events(&self) -> ftp::OnOp {
         let m = self.clone();
-        Arc::new(move |command: &'static str, bytes: u64| {
-            let status = match command {
-                "RETR" | "STOR" => 226,
-                "MKD" => 257,
-                _ => 250,
-            };
-            let received = if command == "STOR" { bytes } else { 0 };
-            let sent = if command == "RETR" { bytes } else { 0 };
-            m.finished("FTP", command, status, None, received, sent);
-        })
+        Arc::new(
+            move |command: &'static str,
+                  code: u16,
+                  took: std::time::Duration,
+                  received: u64,
+                  sent: u64| {
+                m.finished("FTP", command, code, Some(took), received, sent);
+            },
+        )
     }
 
     /// Counts NFS operations: a request labelled with the operation and its NFS status,

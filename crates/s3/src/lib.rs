@@ -22,6 +22,7 @@ use archive::Archive;
 use s3s::service::S3ServiceBuilder;
 
 pub use access::RootKey;
+pub use policy::{POLICY as POLICY_SETTING, check_policy};
 
 /// The S3 operations, served from one archive.
 pub struct EdgeS3 {

@@ -14,7 +14,8 @@ use crate::error::OrS3;
 
 /// Bucket settings keys.
 pub(crate) use archive::settings::{ACL, OWNER};
-pub(crate) const POLICY: &str = "policy";
+/// The bucket setting that holds the bucket policy (JSON text).
+pub const POLICY: &str = "policy";
 
 /// The IAM action an S3 operation is checked against in bucket policies.
 fn action(op: &str) -> String {
@@ -170,13 +171,13 @@ fn glob(pattern: &str, s: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// A policy must be JSON with at least one statement carrying Effect, Action and Resource.
-fn validate_policy(text: &str) -> S3Result<()> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| s3s::s3_error!(MalformedPolicy, "policy is not JSON: {e}"))?;
+/// Checks a bucket policy before it is stored: JSON with at least one statement carrying
+/// Effect (Allow or Deny), Action and Resource. Err says what is wrong.
+pub fn check_policy(text: &str) -> Result<(), String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("policy is not JSON: {e}"))?;
     let sts = statements(&v);
     if sts.is_empty() {
-        return Err(s3s::s3_error!(MalformedPolicy, "policy has no Statement"));
+        return Err("policy has no Statement".into());
     }
     for st in sts {
         let effect = st.get("Effect").and_then(Value::as_str);
@@ -184,13 +185,14 @@ fn validate_policy(text: &str) -> S3Result<()> {
             || st.get("Action").is_none()
             || st.get("Resource").is_none()
         {
-            return Err(s3s::s3_error!(
-                MalformedPolicy,
-                "every statement needs Effect (Allow or Deny), Action and Resource"
-            ));
+            return Err("every statement needs Effect (Allow or Deny), Action and Resource".into());
         }
     }
     Ok(())
+}
+
+fn validate_policy(text: &str) -> S3Result<()> {
+    check_policy(text).map_err(|e| s3s::s3_error!(MalformedPolicy, "{e}"))
 }
 
 pub(crate) fn owner() -> Owner {
