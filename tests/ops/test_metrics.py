@@ -56,6 +56,10 @@ def test_metrics_count_requests_bytes_and_state_without_a_token(fresh):
     # The node's state.
     assert value(after, "edgecloud_disk_shards") >= 3
     assert value(after, "edgecloud_disk_bytes") >= 3 * len(body)
+    assert value(after, "edgecloud_disk_ok") == 1
+    assert value(after, "edgecloud_disk_size_bytes") > value(after, "edgecloud_disk_free_bytes") > 0
+    assert value(after, "edgecloud_chunks") - value(before, "edgecloud_chunks") >= 3
+    assert value(after, "edgecloud_repair_queue_chunks") == 0  # nothing below full redundancy
     assert value(after, "edgecloud_raft_leader") == 1
     assert value(after, "edgecloud_raft_voters") == 1
     assert value(after, "edgecloud_raft_term") >= 1
@@ -85,6 +89,8 @@ def test_the_grafana_dashboard_uses_only_metrics_the_node_exposes(fresh):
     dash = json.loads((Path(__file__).parents[2] / "deploy/grafana/edgecloud.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"edgecloud_[a-z_]+", e)}
+    # Request series exist once a request was served (also when this test runs alone).
+    client(fresh.endpoint).list_buckets()
     exposed = {n for (n, _) in scrape(fresh)}
     assert len(used) >= 15
     missing = {m for m in used if m not in exposed}

@@ -232,6 +232,11 @@ impl Archive {
         }
     }
 
+    /// How many chunks the catalog holds.
+    pub fn chunk_count(&self) -> Result<u64> {
+        Ok(self.inner.catalog.chunk_count()?)
+    }
+
     /// What each of this node's disks holds and whether it is intact.
     pub fn disk_health(&self) -> Vec<shards::DiskHealth> {
         self.inner.store.check_disks()

@@ -59,6 +59,10 @@ pub struct ScrubReport {
     pub stray_shards_removed: u64,
     /// Disk space returned by compacting mostly-dead segments.
     pub bytes_reclaimed: u64,
+    /// Chunks a repair pass found below full redundancy or away from their place, and
+    /// queued for rebuilding (the most endangered first).
+    #[serde(default)]
+    pub chunks_queued: u64,
 }
 
 /// Where every shard was found when a pass began: spot -> when it was written, from
@@ -420,6 +424,8 @@ impl Archive {
                 .await?;
             progress(&report);
         }
+        report.chunks_queued = endangered.len() as u64;
+        progress(&report);
         endangered.sort_by_key(|e| std::cmp::Reverse(e.0));
         let todo = endangered
             .into_iter()

@@ -77,6 +77,12 @@ impl Catalog {
         }
     }
 
+    /// How many chunk records there are (redb keeps the count: no scan).
+    pub fn chunk_count(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        Ok(self.read()?.open_table(CHUNKS)?.len()?)
+    }
+
     /// Every chunk record (for scrub and repair), in id order, from `after` on.
     pub fn chunks_page(
         &self,

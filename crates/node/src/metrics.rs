@@ -285,6 +285,9 @@ fn render(s: &NodeState) -> Result<String, std::fmt::Error> {
     let shards: Family<DiskLabel, Gauge> = Family::default();
     let bytes: Family<DiskLabel, Gauge> = Family::default();
     let lost: Family<DiskLabel, Gauge> = Family::default();
+    let size: Family<DiskLabel, Gauge> = Family::default();
+    let free: Family<DiskLabel, Gauge> = Family::default();
+    let ok: Family<DiskLabel, Gauge> = Family::default();
     for d in &disks {
         let l = DiskLabel {
             disk: d.path.display().to_string(),
@@ -292,7 +295,32 @@ fn render(s: &NodeState) -> Result<String, std::fmt::Error> {
         shards.get_or_create(&l).set(d.shards as i64);
         bytes.get_or_create(&l).set(d.bytes as i64);
         lost.get_or_create(&l).set(d.lost as i64);
+        let (total, available) = cluster::rpc::fs_space(&d.path);
+        size.get_or_create(&l).set(total as i64);
+        free.get_or_create(&l).set(available as i64);
+        ok.get_or_create(&l).set(d.path.is_dir() as i64);
     }
+    r.register(
+        "edgecloud_disk_size_bytes",
+        "Size of the file system holding each disk",
+        size,
+    );
+    r.register(
+        "edgecloud_disk_free_bytes",
+        "Bytes free for the node on the file system holding each disk",
+        free,
+    );
+    r.register(
+        "edgecloud_disk_ok",
+        "1 while the disk's folder is there (0: the disk is gone, its shards are rebuilt elsewhere)",
+        ok,
+    );
+    gauge(
+        &mut r,
+        "edgecloud_chunks",
+        "Chunks the catalog holds (each stored as its policy's shards)",
+        s.archive.chunk_count().unwrap_or(0) as i64,
+    );
     r.register(
         "edgecloud_disk_shards",
         "Shards on each of this node's disks",
@@ -354,6 +382,12 @@ fn render(s: &NodeState) -> Result<String, std::fmt::Error> {
             "edgecloud_scrub_shards_corrupt",
             "Shards found corrupt by the pass in progress (or the last one)",
             report.shards_corrupt as i64,
+        );
+        gauge(
+            &mut r,
+            "edgecloud_repair_queue_chunks",
+            "Chunks below full redundancy or away from their place, queued by the repair pass in progress (or the last one)",
+            report.chunks_queued as i64,
         );
         gauge(
             &mut r,
