@@ -432,8 +432,14 @@ async fn lost_two_disks_then_corruption_still_reads_every_object_and_scrub_resto
     // A repair pass queues the chunks below full redundancy (what the metrics show as
     // the repair queue) and rebuilds them; the next pass finds none.
     let pass = a.repair_pass(None).await.unwrap();
-    assert!(pass.chunks_queued > 0 && pass.shards_repaired > 0, "{pass:?}");
-    assert_eq!(a.repair_state().report.unwrap().chunks_queued, pass.chunks_queued);
+    assert!(
+        pass.chunks_queued > 0 && pass.shards_repaired > 0,
+        "{pass:?}"
+    );
+    assert_eq!(
+        a.repair_state().report.unwrap().chunks_queued,
+        pass.chunks_queued
+    );
     let again = a.repair_pass(None).await.unwrap();
     assert_eq!(again.chunks_queued, 0, "{again:?}");
     assert!(a.repair_state().healthy);
