@@ -262,6 +262,21 @@ def test_the_console_clicked_through_in_chromium(node, browser, tmp_path):
     accessible(page, "keys")
     shot(page, "07-keys")
 
+    # Jobs: the example word count runs over a bucket; its result is downloadable.
+    a = admin(node)
+    a.put("/v1/buckets/corpus")
+    a.put("/v1/objects/corpus/texts/a.txt", content=first.read_bytes())
+    page.click("nav >> text=Jobs")
+    page.select_option("#job-bucket", "corpus")
+    page.fill("#job-output", "results/words.jsonl")
+    page.click("button:text-is('Run job')")
+    page.wait_for_selector("tr[data-job] .ok:text-is('succeeded')", timeout=60000)
+    assert page.locator("a:text-matches('^results/words.jsonl')").count() == 1
+    words = a.get("/v1/objects/corpus/results/words.jsonl").text
+    assert '{"key":"first","value":1000}' in words, words[:300]
+    accessible(page, "jobs")
+    shot(page, "07b-jobs")
+
     # Repair and scrub: a scrub runs and reports.
     page.click("nav >> text=Repair and scrub")
     page.click("text=Scrub now")
@@ -300,7 +315,7 @@ def test_keyboard_alone_reaches_every_section(node, browser):
     for _ in range(12):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.textContent.trim()"))
-    for section in ("Cluster", "Buckets", "Access keys", "Repair and scrub", "Ledger", "Log out"):
+    for section in ("Cluster", "Buckets", "Jobs", "Access keys", "Repair and scrub", "Ledger", "Log out"):
         assert section in reached, reached
     # Enter on a focused link follows it.
     page.focus("nav >> text=Ledger")
@@ -320,7 +335,7 @@ def test_an_access_key_sees_only_its_buckets_in_the_browser(node, browser):
     page.fill("#secret", key["secret"])
     page.click("text=Log in with the key")
     page.wait_for_selector("a:text-is('shared')")
-    for hidden in ("Cluster", "Access keys", "Repair and scrub"):
+    for hidden in ("Cluster", "Jobs", "Access keys", "Repair and scrub"):
         assert not page.locator(f"nav >> text={hidden}").is_visible()
     assert page.locator("a:text-is('photos')").count() == 0
     page.click("a:text-is('shared')")

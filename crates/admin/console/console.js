@@ -169,7 +169,7 @@ async function route() {
     if (a.getAttribute("href") === "#/" + name) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const pages = { cluster: clusterPage, buckets: bucketsPage, objects: objectsPage, policy: policyPage,
+  const pages = { cluster: clusterPage, buckets: bucketsPage, objects: objectsPage, policy: policyPage, jobs: jobsPage,
                   keys: keysPage, repair: repairPage, ledger: ledgerPage };
   const page = document.getElementById("page");
   const render = pages[name] || bucketsPage;
@@ -488,6 +488,60 @@ function uploadForm(bucket, prefix) {
     if (ok) route();
   } }, field("Upload files to " + (prefix || "the bucket's top"), files),
      el("button", { type: "submit", text: "Upload" }), bar, text);
+}
+
+// ---------- compute jobs ----------
+
+const EXAMPLE_JOB = `-- Count the words of every line (docs/jobs.md).
+function map(line, object)
+  for word in line:gmatch("%a+") do emit(word:lower(), 1) end
+end
+function reduce(word, counts)
+  local n = 0
+  for _, c in ipairs(counts) do n = n + c end
+  return n
+end
+`;
+
+async function jobsPage() {
+  const [jobs, buckets] = await Promise.all([api("GET", "/v1/jobs"), api("GET", "/v1/buckets")]);
+  const out = el("section", {}, el("h1", { text: "Jobs" }),
+    el("p", { class: "muted", text: "Run Lua map/reduce code over a bucket's objects on the node that holds them; the result is a JSON-lines object and a ledger record." }));
+  const bucket = el("select", { id: "job-bucket" }, buckets.map(b => el("option", { value: b.name, text: b.name })));
+  const prefix = el("input", { id: "job-prefix" });
+  const output = el("input", { id: "job-output", placeholder: "jobs/ID/result.jsonl" });
+  const code = el("textarea", { id: "job-code", rows: 12, cols: 80, spellcheck: "false" });
+  code.value = EXAMPLE_JOB;
+  out.append(el("form", { "aria-label": "Run a job", onsubmit: async ev => {
+    ev.preventDefault();
+    if (await attempt("Starting the job", async () => {
+      const j = await api("POST", "/v1/jobs", { bucket: bucket.value, prefix: prefix.value, code: code.value,
+                                               output: output.value.trim() || null });
+      return "Job " + j.id + " started.";
+    })) route();
+  } }, field("Bucket", bucket), field("Prefix", prefix), field("Output key", output),
+     field("Code (Lua)", code), el("button", { type: "submit", text: "Run job" })));
+  const body = el("div", { id: "job-list" });
+  const render = list => body.replaceChildren(list.length ? table(
+    ["Job", "State", "Input", "Tasks", "Records", "Seconds", "Output or error", "Actions"], list.map(j => el("tr", { "data-job": j.id },
+      el("th", { scope: "row", text: j.id }),
+      el("td", {}, el("span", { class: j.state === "succeeded" ? "ok" : j.state === "running" ? "warn" : "bad", text: j.state })),
+      el("td", { text: j.bucket + "/" + j.prefix }),
+      el("td", {}, j.state === "running" ? el("progress", { max: j.tasks_total || 1, value: j.tasks_done,
+                                                            "aria-label": "Tasks of job " + j.id }) : null,
+        " " + j.tasks_done + "/" + j.tasks_total),
+      el("td", { class: "num", text: j.records }),
+      el("td", { class: "num", text: j.seconds.toFixed(1) }),
+      el("td", {}, j.output ? el("a", { href: objectUrl(j.output.bucket, j.output.key, j.output.version_id),
+                                        download: j.output.key.split("/").pop(), text: j.output.key + " (" + bytes(j.output.size) + ")" })
+                            : (j.error || "")),
+      el("td", {}, j.state === "running" ? el("button", { type: "button", class: "danger", "aria-label": "Cancel job " + j.id,
+        text: "Cancel", onclick: () => attempt("Cancelling", async () => { await api("DELETE", "/v1/jobs/" + j.id); return "Asked job " + j.id + " to stop."; }) }) : null))))
+    : el("p", { text: "No jobs yet." }));
+  render(jobs);
+  out.append(el("h2", { text: "Recent jobs" }), body);
+  pollTimer = setInterval(() => api("GET", "/v1/jobs").then(render, () => stopPolling()), 1000);
+  return out;
 }
 
 // ---------- access keys ----------

@@ -9,6 +9,7 @@ mod buckets;
 pub mod console;
 mod error;
 pub mod invites;
+pub mod jobs;
 pub mod ledger;
 mod objects;
 /// Operations on the running node: cluster view, scrub, repair.
@@ -56,6 +57,8 @@ pub struct AdminState {
     pub public_ledger: bool,
     /// Issues invitation tokens (a node in a cluster).
     pub inviter: Option<std::sync::Arc<invites::Inviter>>,
+    /// Runs compute jobs (None: this node runs none).
+    pub jobs: Option<std::sync::Arc<::jobs::Jobs>>,
     /// The web console's live sessions.
     pub sessions: std::sync::Arc<session::Sessions>,
     /// The admin API is served over TLS: session cookies are marked `Secure`.
@@ -141,6 +144,9 @@ pub fn router(state: AdminState) -> Router {
                 .get(session::current)
                 .delete(session::logout),
         )
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/v1/status", get(ops::status))
         .route("/v1/scrub", post(ops::scrub).get(ops::scrub_state))
         .route("/v1/cluster", get(ops::cluster))

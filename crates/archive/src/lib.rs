@@ -232,6 +232,16 @@ impl Archive {
         }
     }
 
+    /// Appends `change` to the audit log (for changes made outside the object API, such
+    /// as a compute job's run).
+    pub async fn record(
+        &self,
+        change: ledger::record::Change,
+        actor: Option<String>,
+    ) -> Result<()> {
+        Ok(self.inner.catalog.record(change, actor).await?)
+    }
+
     /// How many chunks the catalog holds.
     pub fn chunk_count(&self) -> Result<u64> {
         Ok(self.inner.catalog.chunk_count()?)

@@ -362,6 +362,16 @@ impl ledger::entries::EntryStore for LedgerEntries {
     }
 }
 
+impl crate::Catalog {
+    /// Appends `change` to the audit log on its own, for what no other command records
+    /// (a compute job's run); through Raft in a cluster, like every change.
+    pub async fn record(&self, change: Change, actor: Option<String>) -> Result<()> {
+        self.execute(crate::command::Command::Record { change, actor })
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

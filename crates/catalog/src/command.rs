@@ -98,6 +98,13 @@ pub enum Command {
         /// Who asked, for the audit log.
         actor: Option<String>,
     },
+    /// Append a record to the audit log that no other command writes (a job's run).
+    Record {
+        /// The change to record.
+        change: ledger::record::Change,
+        /// Who asked.
+        actor: Option<String>,
+    },
     /// Store a new version of an object.
     PutVersion {
         /// The object's bucket.
@@ -238,6 +245,10 @@ pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
         }
         Command::DeleteAccessKey { access_key, actor } => {
             Outcome::Existed(crate::access::delete(txn, at, access_key, actor)?)
+        }
+        Command::Record { change, actor } => {
+            crate::audit::append(txn, at.at_ns, actor, change)?;
+            Outcome::Done
         }
         Command::PutVersion {
             bucket,

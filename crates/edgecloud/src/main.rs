@@ -93,6 +93,9 @@ pub enum Command {
     /// Create, list and revoke S3 access keys; grant them buckets.
     #[command(subcommand)]
     Key(cli::key::KeyCmd),
+    /// Compute next to the data: run map/reduce code over a bucket, watch it, cancel it.
+    #[command(subcommand)]
+    Job(cli::job::JobCmd),
     /// The audit log: status, proof bundles, offline checks, history verification.
     #[command(subcommand)]
     Ledger(cli::ledger::LedgerCmd),
@@ -164,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::ledger::run(c.as_ref(), cmd).await
         }
         Command::Key(cmd) => cli::key::run(&client()?, cmd).await,
+        Command::Job(cmd) => cli::job::run(&client()?, cmd).await,
         Command::Cluster(cmd) => cli::cluster::run(&client()?, cmd).await,
         Command::Put(a) => cli::objects::put(&client()?, a).await,
         Command::Get(a) => cli::objects::get(&client()?, a).await,

@@ -81,6 +81,36 @@ pub enum Change {
         /// The new permission.
         permission: String,
     },
+    /// A compute job finished and wrote its output: what code ran over which inputs
+    /// and what it wrote. The output is also an ordinary version (its own record), so
+    /// `ledger prove` works for it; this record ties it to the code and the inputs.
+    JobRun {
+        /// The job's id.
+        job_id: String,
+        /// The runtime ("lua").
+        runtime: String,
+        /// SHA-256 of the job's code, hex.
+        code_sha256: String,
+        /// The input bucket.
+        bucket: String,
+        /// The input prefix.
+        prefix: String,
+        /// The instant the inputs were pinned to (ns since the Unix epoch).
+        as_of_ns: u64,
+        /// How many object versions were read.
+        inputs: u64,
+        /// SHA-256 (hex) of the input list: each input's `key NUL version_id LF`, in key
+        /// order, so anyone with the listing can check which versions were read.
+        inputs_sha256: String,
+        /// The output object's bucket.
+        output_bucket: String,
+        /// The output object's key.
+        output_key: String,
+        /// The output version's id.
+        output_version_id: String,
+        /// SHA-256 of the output, hex.
+        output_sha256: String,
+    },
 }
 
 /// One part of a multipart object: its plaintext size and SHA-256 (hex).
@@ -197,6 +227,35 @@ impl Record {
                 j.field("bucket", bucket);
                 j.field("permission", permission);
             }
+            Change::JobRun {
+                job_id,
+                runtime,
+                code_sha256,
+                bucket,
+                prefix,
+                as_of_ns,
+                inputs,
+                inputs_sha256,
+                output_bucket,
+                output_key,
+                output_version_id,
+                output_sha256,
+            } => {
+                j.field("job_id", job_id);
+                j.field("runtime", runtime);
+                j.field("code_sha256", code_sha256);
+                j.field("bucket", bucket);
+                j.field("prefix", prefix);
+                j.key("as_of_ns");
+                j.num(*as_of_ns);
+                j.key("inputs");
+                j.num(*inputs);
+                j.field("inputs_sha256", inputs_sha256);
+                j.field("output_bucket", output_bucket);
+                j.field("output_key", output_key);
+                j.field("output_version_id", output_version_id);
+                j.field("output_sha256", output_sha256);
+            }
         }
         j.0.push(b'}');
     }
@@ -220,6 +279,7 @@ impl Change {
             Change::KeyCreated { .. } => "key_created",
             Change::KeyRevoked { .. } => "key_revoked",
             Change::PermissionChanged { .. } => "permission_changed",
+            Change::JobRun { .. } => "job_run",
         }
     }
 }
@@ -461,6 +521,41 @@ mod tests {
                     permission,
                 }
             }),
+            (
+                (s(), s(), s(), s(), s()),
+                any::<u64>(),
+                any::<u64>(),
+                (s(), s(), s(), s(), s())
+            )
+                .prop_map(
+                    |(
+                        (job_id, runtime, code_sha256, bucket, prefix),
+                        as_of_ns,
+                        inputs,
+                        (
+                            inputs_sha256,
+                            output_bucket,
+                            output_key,
+                            output_version_id,
+                            output_sha256,
+                        ),
+                    )| {
+                        Change::JobRun {
+                            job_id,
+                            runtime,
+                            code_sha256,
+                            bucket,
+                            prefix,
+                            as_of_ns,
+                            inputs,
+                            inputs_sha256,
+                            output_bucket,
+                            output_key,
+                            output_version_id,
+                            output_sha256,
+                        }
+                    }
+                ),
         ]
     }
 

@@ -470,6 +470,10 @@ impl Node {
                     auditor: Some(auditor.clone()),
                     public_ledger: cfg.public_ledger,
                     inviter: Some(inviter),
+                    jobs: Some(jobs::Jobs::new(
+                        archive.clone(),
+                        std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    )),
                     sessions: Default::default(),
                     secure_cookies: tls.is_some(),
                 }),

@@ -1,0 +1,736 @@
+//! Compute next to the data: map/reduce jobs over a bucket's objects.
+//!
+//! A job names its input (a bucket and a prefix, pinned to an instant so a rerun reads
+//! the same versions), its code (a `map` function, optional `combine` and `reduce`), and
+//! an output key. Each input object version is one task: its bytes stream from the
+//! archive into a sandboxed runtime ([`lua`]) record by record (lines, or the whole
+//! object), and what `map` emits is grouped by key, folded per task by `combine` and
+//! per job by `reduce`. The result is written as an ordinary versioned object (JSON
+//! lines, `{"key": ..., "value": ...}` sorted by key), and a `job_run` ledger record
+//! ties it to the code's hash and the exact input versions.
+//!
+//! Today tasks run on the node the job was submitted to (see docs/jobs.md for what
+//! remains: placement on the nodes holding each input's shards, other runtimes).
+
+pub mod lua;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use archive::{Archive, ListQuery, PutOptions, VersionSel};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// What tasks emitted: values per key.
+pub type Emitted = BTreeMap<String, Vec<serde_json::Value>>;
+
+/// Why a job (or one of its tasks) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// The job's code raised an error or is not valid.
+    Code(String),
+    /// A task hit one of its limits (which one, with its value).
+    Limit(String),
+    /// The job was cancelled.
+    Cancelled,
+    /// An input could not be read.
+    Input(String),
+    /// The job itself is not valid (unknown runtime, no such bucket, ...).
+    Invalid(String),
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Code(m) => write!(f, "the job's code failed: {m}"),
+            JobError::Limit(which) => {
+                let knob = match which.split_whitespace().next().unwrap_or("") {
+                    "instructions" => "raise limits.instructions",
+                    "memory" => "raise limits.memory_mb",
+                    "output" => "raise limits.output_mb",
+                    "time" => "raise limits.seconds",
+                    _ => "recurse less deeply",
+                };
+                write!(
+                    f,
+                    "a task went over its {which} limit: {knob}, or make the code cheaper"
+                )
+            }
+            JobError::Cancelled => f.write_str("the job was cancelled"),
+            JobError::Input(m) => write!(f, "cannot read an input: {m}"),
+            JobError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// What each task may use. Defaults suit a few GB of text per job on a small node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Lua VM instructions per task.
+    pub instructions: u64,
+    /// Memory per task's runtime, MiB.
+    pub memory_mb: u64,
+    /// Bytes a task, and the whole job's result, may emit, MiB.
+    pub output_mb: u64,
+    /// Wall-clock seconds per task.
+    pub seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            instructions: 20_000_000_000,
+            memory_mb: 64,
+            output_mb: 64,
+            seconds: 600,
+        }
+    }
+}
+
+impl Limits {
+    /// `memory_mb` in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mb.min(1 << 20) as usize) << 20
+    }
+    /// `output_mb` in bytes.
+    pub fn output_bytes(&self) -> u64 {
+        self.output_mb.min(1 << 30) << 20
+    }
+    /// `seconds` as a duration.
+    pub fn wall_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.seconds)
+    }
+}
+
+/// How `map` sees an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputMode {
+    /// One call per line (without the newline; a final line without one counts too).
+    #[default]
+    Lines,
+    /// One call per object, with its whole content (it must fit in the memory limit).
+    Objects,
+}
+
+/// A job as submitted (`POST /v1/jobs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The input bucket.
+    pub bucket: String,
+    /// Only objects whose key starts with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Read the bucket as it was at this instant (RFC 3339); default: when submitted.
+    #[serde(default)]
+    pub as_of: Option<String>,
+    /// "lua".
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+    /// The code: defines `map`, and optionally `combine` and `reduce`.
+    pub code: String,
+    /// Lines (default) or whole objects.
+    #[serde(default)]
+    pub input: InputMode,
+    /// The output object's key; default `jobs/ID/result.jsonl`.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// The output's bucket; default the input bucket.
+    #[serde(default)]
+    pub output_bucket: Option<String>,
+    /// Limits per task.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_runtime() -> String {
+    "lua".into()
+}
+
+/// Where a job's state stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Running its tasks.
+    Running,
+    /// Done; the output is written.
+    Succeeded,
+    /// Stopped by an error (see `error`).
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+/// The job's output object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobOutput {
+    /// Its bucket.
+    pub bucket: String,
+    /// Its key.
+    pub key: String,
+    /// The version the job wrote.
+    pub version_id: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Keys in the result.
+    pub keys: u64,
+}
+
+/// A job as `GET /v1/jobs/ID` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// Its runtime.
+    pub runtime: String,
+    /// The input bucket.
+    pub bucket: String,
+    /// The input prefix.
+    pub prefix: String,
+    /// The instant the inputs are pinned to (RFC 3339, ns precision).
+    pub as_of: String,
+    /// SHA-256 of the code, hex.
+    pub code_sha256: String,
+    /// Who submitted it.
+    pub actor: Option<String>,
+    /// When it was submitted (RFC 3339).
+    pub submitted: String,
+    /// Seconds from submission to the end (or until now).
+    pub seconds: f64,
+    /// Input objects, one task each (known once listed).
+    pub tasks_total: u64,
+    /// Tasks finished.
+    pub tasks_done: u64,
+    /// Records passed to `map`.
+    pub records: u64,
+    /// Input bytes read.
+    pub bytes_read: u64,
+    /// The output, once written.
+    pub output: Option<JobOutput>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Log lines kept per job.
+const MAX_JOB_LOG_LINES: usize = 10_000;
+/// Finished jobs remembered per node (the oldest are forgotten first).
+const MAX_JOBS: usize = 1000;
+
+struct Job {
+    spec: JobSpec,
+    as_of_ns: u64,
+    info: Mutex<JobInfo>,
+    logs: Mutex<Vec<String>>,
+    cancel: Arc<AtomicBool>,
+    started: std::time::Instant,
+}
+
+impl Job {
+    fn update(&self, f: impl FnOnce(&mut JobInfo)) {
+        let mut i = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut i);
+        i.seconds = self.started.elapsed().as_secs_f64();
+    }
+
+    fn snapshot(&self) -> JobInfo {
+        let mut i = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if i.state == JobState::Running {
+            i.seconds = self.started.elapsed().as_secs_f64();
+        }
+        i
+    }
+
+    fn log(&self, object: &str, lines: Vec<String>) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        for l in lines {
+            if logs.len() < MAX_JOB_LOG_LINES {
+                logs.push(format!("[{object}] {l}"));
+            }
+        }
+    }
+}
+
+/// The jobs of one node: submit, watch, cancel.
+pub struct Jobs {
+    archive: Archive,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    parallelism: usize,
+}
+
+/// RFC 3339 with nanoseconds, UTC (what `archive::parse_instant` reads back exactly).
+fn rfc3339_ns(ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+impl Jobs {
+    /// The jobs of a node serving `archive`; tasks run `parallelism` at a time.
+    pub fn new(archive: Archive, parallelism: usize) -> Arc<Self> {
+        Arc::new(Jobs {
+            archive,
+            jobs: Mutex::new(BTreeMap::new()),
+            parallelism: parallelism.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks and starts a job; answers at once (watch it with [`Jobs::get`]).
+    pub fn submit(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        actor: Option<String>,
+    ) -> Result<JobInfo, JobError> {
+        if spec.runtime != "lua" {
+            return Err(JobError::Invalid(format!(
+                "runtime {:?}: this node runs \"lua\" (JavaScript, WebAssembly and Python are planned, see docs/jobs.md)",
+                spec.runtime
+            )));
+        }
+        self.archive
+            .bucket(&spec.bucket)
+            .map_err(|e| JobError::Invalid(e.to_string()))?;
+        if let Some(b) = &spec.output_bucket {
+            self.archive
+                .bucket(b)
+                .map_err(|e| JobError::Invalid(e.to_string()))?;
+        }
+        // Load the code once now, so a syntax error or a missing `map` is the
+        // submitter's answer rather than a failed job.
+        lua::LuaTask::new(&spec.code, &spec.limits, Arc::new(AtomicBool::new(false)))?;
+        let now = catalog_now_ns();
+        let as_of_ns = match &spec.as_of {
+            Some(t) => archive::parse_instant(t).map_err(|e| JobError::Invalid(e.to_string()))?,
+            None => now,
+        };
+        let mut rnd = [0u8; 4];
+        getrandom::fill(&mut rnd).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let id = format!(
+            "{now:016x}{}",
+            rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let info = JobInfo {
+            id: id.clone(),
+            state: JobState::Running,
+            runtime: spec.runtime.clone(),
+            bucket: spec.bucket.clone(),
+            prefix: spec.prefix.clone(),
+            as_of: rfc3339_ns(as_of_ns),
+            code_sha256: sha256_hex(spec.code.as_bytes()),
+            actor: actor.clone(),
+            submitted: rfc3339_ns(now),
+            seconds: 0.0,
+            tasks_total: 0,
+            tasks_done: 0,
+            records: 0,
+            bytes_read: 0,
+            output: None,
+            error: None,
+        };
+        let job = Arc::new(Job {
+            spec,
+            as_of_ns,
+            info: Mutex::new(info.clone()),
+            logs: Mutex::new(Vec::new()),
+            cancel: Arc::new(AtomicBool::new(false)),
+            started: std::time::Instant::now(),
+        });
+        {
+            let mut jobs = self.lock();
+            if jobs.len() >= MAX_JOBS {
+                // Ids start with the submission time: the first finished one is the oldest.
+                let oldest = jobs
+                    .iter()
+                    .find(|(_, j)| j.snapshot().state != JobState::Running)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    jobs.remove(&k);
+                }
+            }
+            jobs.insert(id.clone(), job.clone());
+        }
+        tracing::info!(job = %id, bucket = %job.spec.bucket, prefix = %job.spec.prefix, "job submitted");
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.run(&job, actor).await;
+            job.update(|i| match result {
+                Ok(out) => {
+                    i.state = JobState::Succeeded;
+                    i.output = Some(out);
+                }
+                Err(JobError::Cancelled) => {
+                    i.state = JobState::Cancelled;
+                    i.error = Some(JobError::Cancelled.to_string());
+                }
+                Err(e) => {
+                    i.state = JobState::Failed;
+                    i.error = Some(e.to_string());
+                }
+            });
+            let i = job.snapshot();
+            tracing::info!(job = %i.id, state = ?i.state, seconds = i.seconds, error = ?i.error, "job finished");
+        });
+        Ok(info)
+    }
+
+    /// A job's state.
+    pub fn get(&self, id: &str) -> Option<JobInfo> {
+        self.lock().get(id).map(|j| j.snapshot())
+    }
+
+    /// Every job this node remembers, newest first.
+    pub fn list(&self) -> Vec<JobInfo> {
+        self.lock().values().rev().map(|j| j.snapshot()).collect()
+    }
+
+    /// A job's log lines (what its code logged, by input object).
+    pub fn logs(&self, id: &str) -> Option<Vec<String>> {
+        let job = self.lock().get(id).cloned()?;
+        let logs = job.logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(logs)
+    }
+
+    /// Asks a running job to stop; false when there is no such job.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.lock().get(id) {
+            Some(j) => {
+                j.cancel.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lists the inputs, runs a task per input, reduces, writes the output and records
+    /// the run in the ledger.
+    async fn run(&self, job: &Arc<Job>, actor: Option<String>) -> Result<JobOutput, JobError> {
+        let spec = &job.spec;
+        let output_bucket = spec.output_bucket.clone().unwrap_or(spec.bucket.clone());
+        let output_key = spec
+            .output
+            .clone()
+            .unwrap_or_else(|| format!("jobs/{}/result.jsonl", job.snapshot().id));
+        let inputs = self.inputs(job, &output_bucket, &output_key)?;
+        job.update(|i| i.tasks_total = inputs.len() as u64);
+
+        let mut emitted = Emitted::default();
+        let mut total_out = 0u64;
+        let mut tasks = futures::stream::iter(inputs.iter().cloned())
+            .map(|(key, version_id)| self.task(job, key, version_id))
+            .buffer_unordered(self.parallelism);
+        while let Some(done) = tasks.next().await {
+            let done = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    job.cancel.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            job.log(&done.key, done.logs);
+            job.update(|i| {
+                i.tasks_done += 1;
+                i.records += done.records;
+                i.bytes_read += done.bytes;
+            });
+            for (k, mut vs) in done.emitted {
+                total_out +=
+                    (k.len() + vs.iter().map(|v| v.to_string().len()).sum::<usize>()) as u64;
+                emitted.entry(k).or_default().append(&mut vs);
+            }
+            if total_out > spec.limits.output_bytes() {
+                job.cancel.store(true, Ordering::Relaxed);
+                return Err(JobError::Limit(format!(
+                    "output ({} bytes)",
+                    spec.limits.output_bytes()
+                )));
+            }
+        }
+        drop(tasks);
+        if job.cancel.load(Ordering::Relaxed) {
+            return Err(JobError::Cancelled);
+        }
+
+        // Reduce and encode in the runtime's thread.
+        let (code, limits, cancel) = (spec.code.clone(), spec.limits.clone(), job.cancel.clone());
+        let (body, keys) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64), JobError> {
+                let task = lua::LuaTask::new(&code, &limits, cancel)?;
+                let mut body = Vec::new();
+                let keys = emitted.len() as u64;
+                for (key, values) in emitted {
+                    let value = task.reduce(&key, values)?;
+                    serde_json::to_writer(
+                        &mut body,
+                        &serde_json::json!({"key": key, "value": value}),
+                    )
+                    .map_err(|e| JobError::Code(e.to_string()))?;
+                    body.push(b'\n');
+                    if body.len() as u64 > limits.output_bytes() {
+                        return Err(JobError::Limit(format!(
+                            "output ({} bytes)",
+                            limits.output_bytes()
+                        )));
+                    }
+                }
+                Ok((body, keys))
+            })
+            .await
+            .map_err(|e| JobError::Code(format!("the reduce step stopped: {e}")))??;
+
+        let sha256 = sha256_hex(&body);
+        let size = body.len() as u64;
+        let opts = PutOptions {
+            content_type: Some("application/x-ndjson".into()),
+            actor: actor.clone(),
+            meta: [("x-edgecloud-job".to_string(), job.snapshot().id)].into(),
+            ..Default::default()
+        };
+        let v = self
+            .archive
+            .put_bytes(&output_bucket, &output_key, Bytes::from(body), opts)
+            .await
+            .map_err(|e| {
+                JobError::Input(format!(
+                    "writing the output {output_bucket}/{output_key}: {e}"
+                ))
+            })?;
+
+        let mut listing = Vec::new();
+        for (k, vid) in &inputs {
+            listing.extend_from_slice(k.as_bytes());
+            listing.push(0);
+            listing.extend_from_slice(vid.as_bytes());
+            listing.push(b'\n');
+        }
+        let info = job.snapshot();
+        let change = ledger::record::Change::JobRun {
+            job_id: info.id.clone(),
+            runtime: spec.runtime.clone(),
+            code_sha256: info.code_sha256.clone(),
+            bucket: spec.bucket.clone(),
+            prefix: spec.prefix.clone(),
+            as_of_ns: job.as_of_ns,
+            inputs: inputs.len() as u64,
+            inputs_sha256: sha256_hex(&listing),
+            output_bucket: output_bucket.clone(),
+            output_key: output_key.clone(),
+            output_version_id: v.version_id.clone(),
+            output_sha256: sha256.clone(),
+        };
+        self.archive
+            .record(change, actor)
+            .await
+            .map_err(|e| JobError::Input(format!("recording the run in the ledger: {e}")))?;
+        Ok(JobOutput {
+            bucket: output_bucket,
+            key: output_key,
+            version_id: v.version_id,
+            size,
+            sha256,
+            keys,
+        })
+    }
+
+    /// The input versions, in key order, as of the job's instant (never its own output).
+    fn inputs(
+        &self,
+        job: &Job,
+        output_bucket: &str,
+        output_key: &str,
+    ) -> Result<Vec<(String, String)>, JobError> {
+        let mut out = Vec::new();
+        let mut q = ListQuery {
+            prefix: job.spec.prefix.clone(),
+            delimiter: None,
+            start_after: None,
+            max_keys: 1000,
+            as_of: Some(job.as_of_ns),
+        };
+        loop {
+            let page = self
+                .archive
+                .list(&job.spec.bucket, &q)
+                .map_err(|e| JobError::Input(e.to_string()))?;
+            for v in &page.objects {
+                if !(job.spec.bucket == output_bucket && v.key == output_key) {
+                    out.push((v.key.clone(), v.version_id.clone()));
+                }
+            }
+            match page.next_marker {
+                Some(m) if page.truncated => q.start_after = Some(m),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// One task: streams one input version into a fresh sandbox and runs `map` over it.
+    async fn task(
+        &self,
+        job: &Arc<Job>,
+        key: String,
+        version_id: String,
+    ) -> Result<TaskDone, JobError> {
+        if job.cancel.load(Ordering::Relaxed) {
+            return Err(JobError::Cancelled);
+        }
+        let (v, _, mut stream) = self
+            .archive
+            .get(
+                &job.spec.bucket,
+                &key,
+                &VersionSel::Id(version_id.clone()),
+                None,
+            )
+            .await
+            .map_err(|e| JobError::Input(format!("{key}: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let (code, limits, cancel, mode) = (
+            job.spec.code.clone(),
+            job.spec.limits.clone(),
+            job.cancel.clone(),
+            job.spec.input,
+        );
+        let (k, vid, size) = (key.clone(), version_id.clone(), v.size);
+        let runner = tokio::task::spawn_blocking(move || {
+            run_map(&code, &limits, cancel, mode, rx, &k, &vid, size)
+        });
+        let mut bytes = 0u64;
+        let mut read_error = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    bytes += c.len() as u64;
+                    if tx.send(c).await.is_err() {
+                        break; // the task stopped early (an error it reports itself)
+                    }
+                }
+                Err(e) => {
+                    read_error = Some(JobError::Input(format!("{key}: {e}")));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (emitted, logs, records) = runner
+            .await
+            .map_err(|e| JobError::Code(format!("the task for {key} stopped: {e}")))?
+            .map_err(|e| match e {
+                JobError::Code(m) => JobError::Code(format!("{key}: {m}")),
+                other => other,
+            })?;
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        Ok(TaskDone {
+            key,
+            emitted,
+            logs,
+            records,
+            bytes,
+        })
+    }
+}
+
+struct TaskDone {
+    key: String,
+    emitted: Emitted,
+    logs: Vec<String>,
+    records: u64,
+    bytes: u64,
+}
+
+/// The blocking half of a task: feeds the chunks it receives to `map`, record by record.
+#[allow(clippy::too_many_arguments)]
+fn run_map(
+    code: &str,
+    limits: &Limits,
+    cancel: Arc<AtomicBool>,
+    mode: InputMode,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    key: &str,
+    version_id: &str,
+    size: u64,
+) -> Result<(Emitted, Vec<String>, u64), JobError> {
+    let task = lua::LuaTask::new(code, limits, cancel)?;
+    let object = task.object(key, version_id, size)?;
+    let mut records = 0u64;
+    match mode {
+        InputMode::Objects => {
+            if size > limits.memory_bytes() as u64 {
+                return Err(JobError::Limit(format!(
+                    "memory ({} MiB; the object is {size} bytes and objects mode reads it whole)",
+                    limits.memory_mb
+                )));
+            }
+            let mut whole = Vec::with_capacity(size as usize);
+            while let Some(c) = rx.blocking_recv() {
+                whole.extend_from_slice(&c);
+            }
+            task.map(&whole, &object)?;
+            records = 1;
+        }
+        InputMode::Lines => {
+            let mut carry: Vec<u8> = Vec::new();
+            while let Some(c) = rx.blocking_recv() {
+                let mut rest: &[u8] = &c;
+                while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                    let line = &rest[..nl];
+                    rest = &rest[nl + 1..];
+                    if carry.is_empty() {
+                        task.map(trim_cr(line), &object)?;
+                    } else {
+                        carry.extend_from_slice(line);
+                        task.map(trim_cr(&carry), &object)?;
+                        carry.clear();
+                    }
+                    records += 1;
+                }
+                carry.extend_from_slice(rest);
+                if carry.len() > limits.memory_bytes() {
+                    return Err(JobError::Limit(format!(
+                        "memory ({} MiB; a line longer than that)",
+                        limits.memory_mb
+                    )));
+                }
+            }
+            if !carry.is_empty() {
+                task.map(trim_cr(&carry), &object)?;
+                records += 1;
+            }
+        }
+    }
+    let (emitted, logs) = task.finish()?;
+    Ok((emitted, logs, records))
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn catalog_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

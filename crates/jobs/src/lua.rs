@@ -1,0 +1,400 @@
+//! The Lua runtime (Lua 5.4, vendored through mlua). A job's code defines
+//!
+//! ```lua
+//! function map(record, object) ... emit(key, value) ... end   -- required
+//! function combine(key, values) return value end             -- optional, per task
+//! function reduce(key, values) return value end              -- optional, per job
+//! ```
+//!
+//! and may call `emit(key, value)` and `log(...)` (`print` logs too). `record` is a line
+//! (without its newline) or a whole object, as the job asks; `object` is
+//! `{key = ..., version_id = ..., size = ...}`.
+//!
+//! The sandbox: only the `string`, `table`, `math` and `utf8` libraries, and no
+//! `load`, `dofile`, `loadfile`, `require` or `collectgarbage`: no file system, no
+//! network, no way to load other code. An instruction count, a memory limit, an output
+//! limit, a wall-clock limit and the job's cancel flag are checked while code runs.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use mlua::{Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Value, VmState};
+
+use crate::{Emitted, JobError, Limits};
+
+/// How often (in VM instructions) the hook checks the limits: rare enough to cost
+/// nothing measurable, often enough to stop a loop within microseconds.
+const CHECK_EVERY: u32 = 10_000;
+
+/// What a running task shares with the hooks and host functions it installed.
+struct TaskState {
+    emitted: Emitted,
+    output_bytes: u64,
+    logs: Vec<String>,
+}
+
+/// One task's Lua state: the job's code loaded into a fresh sandbox.
+pub struct LuaTask {
+    lua: Lua,
+    map: Function,
+    combine: Option<Function>,
+    reduce: Option<Function>,
+    state: Rc<RefCell<TaskState>>,
+    limits: Limits,
+}
+
+/// Lines a task may log before the rest are dropped (with a note).
+pub const MAX_LOG_LINES: usize = 1000;
+
+fn lua_err(e: mlua::Error) -> JobError {
+    // A Rust error raised from a hook or host function comes back wrapped in Lua's
+    // call-stack context: find the limit it names.
+    match e {
+        mlua::Error::CallbackError { cause, .. } => lua_err((*cause).clone()),
+        mlua::Error::ExternalError(ext) => match ext.downcast_ref::<JobError>() {
+            Some(j) => j.clone(),
+            None => JobError::Code(ext.to_string()),
+        },
+        mlua::Error::MemoryError(_) => JobError::Limit("memory".into()),
+        mlua::Error::SyntaxError { message, .. } => JobError::Code(message),
+        mlua::Error::RuntimeError(m) if m.contains("stack overflow") => {
+            JobError::Limit("stack depth (recursion too deep)".into())
+        }
+        other => JobError::Code(other.to_string()),
+    }
+}
+
+impl LuaTask {
+    /// Loads `code` into a fresh sandbox with `limits`; `cancel` stops it from outside.
+    pub fn new(code: &str, limits: &Limits, cancel: Arc<AtomicBool>) -> Result<Self, JobError> {
+        let lua = Lua::new_with(
+            StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8,
+            LuaOptions::default(),
+        )
+        .map_err(lua_err)?;
+        lua.set_memory_limit(limits.memory_bytes())
+            .map_err(lua_err)?;
+        let state = Rc::new(RefCell::new(TaskState {
+            emitted: Emitted::default(),
+            output_bytes: 0,
+            logs: Vec::new(),
+        }));
+        let g = lua.globals();
+        for unsafe_global in ["load", "dofile", "loadfile", "require", "collectgarbage"] {
+            g.set(unsafe_global, Value::Nil).map_err(lua_err)?;
+        }
+
+        // emit(key, value): keys are strings or numbers; values anything JSON can hold.
+        let max_output = limits.output_bytes();
+        let st = state.clone();
+        let emit = lua
+            .create_function(move |lua, (key, value): (Value, Value)| {
+                let key = match &key {
+                    Value::String(s) => s.to_str()?.to_string(),
+                    Value::Integer(i) => i.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(mlua::Error::runtime(format!(
+                            "emit: a key must be a string or a number, not a {}",
+                            other.type_name()
+                        )));
+                    }
+                };
+                let value: serde_json::Value = lua.from_value(value)?;
+                let mut s = st.borrow_mut();
+                s.output_bytes += (key.len() + value.to_string().len()) as u64;
+                if s.output_bytes > max_output {
+                    return Err(mlua::Error::external(JobError::Limit(format!(
+                        "output ({max_output} bytes)"
+                    ))));
+                }
+                s.emitted.entry(key).or_default().push(value);
+                Ok(())
+            })
+            .map_err(lua_err)?;
+        g.set("emit", emit).map_err(lua_err)?;
+
+        let st = state.clone();
+        let log = lua
+            .create_function(move |_, args: mlua::Variadic<Value>| {
+                let line = args
+                    .iter()
+                    .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
+                    .collect::<Vec<_>>()
+                    .join("\t");
+                let mut s = st.borrow_mut();
+                if s.logs.len() < MAX_LOG_LINES {
+                    s.logs.push(line);
+                } else if s.logs.len() == MAX_LOG_LINES {
+                    s.logs.push("(further log lines dropped)".into());
+                }
+                Ok(())
+            })
+            .map_err(lua_err)?;
+        g.set("log", log.clone()).map_err(lua_err)?;
+        g.set("print", log).map_err(lua_err)?;
+
+        // The limits, checked every CHECK_EVERY instructions.
+        let instructions = limits.instructions;
+        let deadline = Instant::now() + limits.wall_time();
+        let counted = std::cell::Cell::new(0u64);
+        let seconds = limits.seconds;
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(CHECK_EVERY),
+            move |_, _| {
+                counted.set(counted.get() + u64::from(CHECK_EVERY));
+                let over = if counted.get() > instructions {
+                    Some(format!("instructions ({instructions})"))
+                } else if Instant::now() > deadline {
+                    Some(format!("time ({seconds} s)"))
+                } else if cancel.load(Ordering::Relaxed) {
+                    return Err(mlua::Error::external(JobError::Cancelled));
+                } else {
+                    None
+                };
+                match over {
+                    Some(which) => Err(mlua::Error::external(JobError::Limit(which))),
+                    None => Ok(VmState::Continue),
+                }
+            },
+        )
+        .map_err(lua_err)?;
+
+        lua.load(code).set_name("job").exec().map_err(lua_err)?;
+        let function = |name: &str| -> Result<Option<Function>, JobError> {
+            match g.get::<Value>(name).map_err(lua_err)? {
+                Value::Function(f) => Ok(Some(f)),
+                Value::Nil => Ok(None),
+                other => Err(JobError::Code(format!(
+                    "`{name}` must be a function, not a {}",
+                    other.type_name()
+                ))),
+            }
+        };
+        let map = function("map")?.ok_or_else(|| {
+            JobError::Code("the code defines no `map(record, object)` function".into())
+        })?;
+        let combine = function("combine")?;
+        let reduce = function("reduce")?;
+        Ok(LuaTask {
+            lua,
+            map,
+            combine,
+            reduce,
+            state,
+            limits: limits.clone(),
+        })
+    }
+
+    /// The object a task reads, as `map`'s second argument.
+    pub fn object(&self, key: &str, version_id: &str, size: u64) -> Result<Value, JobError> {
+        let t = self.lua.create_table().map_err(lua_err)?;
+        t.set("key", key).map_err(lua_err)?;
+        t.set("version_id", version_id).map_err(lua_err)?;
+        t.set("size", size).map_err(lua_err)?;
+        Ok(Value::Table(t))
+    }
+
+    /// Calls `map(record, object)`.
+    pub fn map(&self, record: &[u8], object: &Value) -> Result<(), JobError> {
+        let record = self.lua.create_string(record).map_err(lua_err)?;
+        self.map
+            .call::<()>((record, object.clone()))
+            .map_err(lua_err)
+    }
+
+    fn fold(
+        &self,
+        f: &Function,
+        key: &str,
+        values: Vec<serde_json::Value>,
+    ) -> Result<serde_json::Value, JobError> {
+        let values = self.lua.to_value(&values).map_err(lua_err)?;
+        let out: Value = f.call((key, values)).map_err(lua_err)?;
+        self.lua.from_value(out).map_err(lua_err)
+    }
+
+    /// Whether the code has a `reduce`.
+    pub fn has_reduce(&self) -> bool {
+        self.reduce.is_some()
+    }
+
+    /// What the task emitted, each key's values folded by `combine` when there is one;
+    /// and its log lines. Leaves the task empty.
+    pub fn finish(&self) -> Result<(Emitted, Vec<String>), JobError> {
+        let (emitted, logs) = {
+            let mut s = self.state.borrow_mut();
+            (std::mem::take(&mut s.emitted), std::mem::take(&mut s.logs))
+        };
+        let Some(combine) = &self.combine else {
+            return Ok((emitted, logs));
+        };
+        let mut out = Emitted::default();
+        for (key, values) in emitted {
+            let v = self.fold(combine, &key, values)?;
+            out.insert(key, vec![v]);
+        }
+        Ok((out, logs))
+    }
+
+    /// `reduce(key, values)` for one key of the whole job.
+    pub fn reduce(
+        &self,
+        key: &str,
+        values: Vec<serde_json::Value>,
+    ) -> Result<serde_json::Value, JobError> {
+        match &self.reduce {
+            Some(f) => self.fold(f, key, values),
+            None => Ok(serde_json::Value::Array(values)),
+        }
+    }
+
+    /// The limits the task runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(code: &str, limits: Limits) -> Result<LuaTask, JobError> {
+        LuaTask::new(code, &limits, Arc::new(AtomicBool::new(false)))
+    }
+
+    fn run(code: &str, records: &[&str], limits: Limits) -> Result<Emitted, JobError> {
+        let t = task(code, limits)?;
+        let o = t.object("k", "v1", 3)?;
+        for r in records {
+            t.map(r.as_bytes(), &o)?;
+        }
+        Ok(t.finish()?.0)
+    }
+
+    const WORDS: &str = r#"
+        function map(line, object)
+            for w in line:gmatch("%a+") do emit(w:lower(), 1) end
+        end
+        function combine(key, values)
+            local n = 0
+            for _, v in ipairs(values) do n = n + v end
+            return n
+        end
+        reduce = combine
+    "#;
+
+    #[test]
+    fn word_count_emits_and_combines() {
+        let out = run(
+            WORDS,
+            &["the cat", "The dog and the cat"],
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(out["the"], vec![serde_json::json!(3)]);
+        assert_eq!(out["cat"], vec![serde_json::json!(2)]);
+        assert_eq!(out["dog"], vec![serde_json::json!(1)]);
+    }
+
+    #[test]
+    fn the_object_is_passed_and_logs_are_kept() {
+        let t = task(
+            r#"function map(r, o) log("saw", o.key, o.version_id, o.size); emit(o.key, #r) end"#,
+            Limits::default(),
+        )
+        .unwrap();
+        let o = t.object("a/b.txt", "v9", 11).unwrap();
+        t.map(b"hello", &o).unwrap();
+        let (out, logs) = t.finish().unwrap();
+        assert_eq!(out["a/b.txt"], vec![serde_json::json!(5)]);
+        assert_eq!(logs, vec!["saw\ta/b.txt\tv9\t11"]);
+    }
+
+    #[test]
+    fn the_sandbox_has_no_files_network_or_loading() {
+        for code in [
+            "function map() io.open('/etc/passwd') end",
+            "function map() os.execute('true') end",
+            "function map() load('return 1')() end",
+            "function map() dofile('/etc/passwd') end",
+            "function map() require('socket') end",
+            "function map() debug.getinfo(1) end",
+        ] {
+            let e = run(code, &["x"], Limits::default()).unwrap_err();
+            assert!(matches!(e, JobError::Code(_)), "{code}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn an_endless_loop_stops_at_the_instruction_limit() {
+        let limits = Limits {
+            instructions: 5_000_000,
+            ..Limits::default()
+        };
+        let e = run("function map() while true do end end", &["x"], limits).unwrap_err();
+        assert_eq!(e, JobError::Limit("instructions (5000000)".into()));
+        assert!(e.to_string().contains("limits.instructions"), "{e}");
+    }
+
+    #[test]
+    fn a_memory_bomb_stops_at_the_memory_limit() {
+        let limits = Limits {
+            memory_mb: 8,
+            ..Limits::default()
+        };
+        let code = "function map() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end end";
+        let e = run(code, &["x"], limits).unwrap_err();
+        assert_eq!(e, JobError::Limit("memory".into()), "{e}");
+    }
+
+    #[test]
+    fn a_huge_output_stops_at_the_output_limit() {
+        let limits = Limits {
+            output_mb: 1,
+            ..Limits::default()
+        };
+        let code = "function map() for i = 1, 1e7 do emit('k' .. i, string.rep('v', 100)) end end";
+        let e = run(code, &["x"], limits).unwrap_err();
+        assert_eq!(e, JobError::Limit("output (1048576 bytes)".into()));
+    }
+
+    #[test]
+    fn deep_recursion_is_a_clear_error() {
+        let code = "local function f(n) return 1 + f(n + 1) end function map() f(1) end";
+        let e = run(code, &["x"], Limits::default()).unwrap_err();
+        assert!(
+            matches!(&e, JobError::Limit(w) if w.contains("stack"))
+                || matches!(&e, JobError::Code(m) if m.contains("stack overflow")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn cancelling_stops_running_code() {
+        let cancel = Arc::new(AtomicBool::new(true));
+        let t = LuaTask::new(
+            "function map() while true do end end",
+            &Limits::default(),
+            cancel,
+        )
+        .unwrap();
+        let o = t.object("k", "v", 0).unwrap();
+        assert_eq!(t.map(b"x", &o).unwrap_err(), JobError::Cancelled);
+    }
+
+    #[test]
+    fn code_without_map_or_with_a_syntax_error_is_refused_at_load() {
+        assert!(
+            matches!(task("x = 1", Limits::default()), Err(JobError::Code(m)) if m.contains("map"))
+        );
+        assert!(matches!(
+            task("function map(", Limits::default()),
+            Err(JobError::Code(_))
+        ));
+    }
+}
