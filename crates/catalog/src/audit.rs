@@ -366,7 +366,9 @@ impl crate::Catalog {
     /// Appends `change` to the audit log on its own, for what no other command records
     /// (a compute job's run); through Raft in a cluster, like every change.
     pub async fn record(&self, change: Change, actor: Option<String>) -> Result<()> {
-        self.execute(crate::command::Command::Record { change, actor })
+        let change_json = serde_json::to_string(&change)
+            .map_err(|e| CatalogError::Invalid(format!("cannot encode a ledger change: {e}")))?;
+        self.execute(crate::command::Command::Record { change_json, actor })
             .await?;
         Ok(())
     }

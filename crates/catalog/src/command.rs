@@ -100,8 +100,9 @@ pub enum Command {
     },
     /// Append a record to the audit log that no other command writes (a job's run).
     Record {
-        /// The change to record.
-        change: ledger::record::Change,
+        /// The change to record, as JSON: the Raft log's encoding (postcard) cannot
+        /// carry `Change`'s internally tagged form.
+        change_json: String,
         /// Who asked.
         actor: Option<String>,
     },
@@ -246,7 +247,9 @@ pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
         Command::DeleteAccessKey { access_key, actor } => {
             Outcome::Existed(crate::access::delete(txn, at, access_key, actor)?)
         }
-        Command::Record { change, actor } => {
+        Command::Record { change_json, actor } => {
+            let change = serde_json::from_str(&change_json)
+                .map_err(|e| crate::CatalogError::Invalid(format!("not a ledger change: {e}")))?;
             crate::audit::append(txn, at.at_ns, actor, change)?;
             Outcome::Done
         }

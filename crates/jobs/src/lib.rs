@@ -38,6 +38,8 @@ pub enum JobError {
     Cancelled,
     /// An input could not be read.
     Input(String),
+    /// The result could not be written (or recorded).
+    Output(String),
     /// The job itself is not valid (unknown runtime, no such bucket, ...).
     Invalid(String),
 }
@@ -61,6 +63,7 @@ impl std::fmt::Display for JobError {
             }
             JobError::Cancelled => f.write_str("the job was cancelled"),
             JobError::Input(m) => write!(f, "cannot read an input: {m}"),
+            JobError::Output(m) => write!(f, "cannot write the result: {m}"),
             JobError::Invalid(m) => f.write_str(m),
         }
     }
@@ -436,7 +439,7 @@ impl Jobs {
         let mut emitted = Emitted::default();
         let mut total_out = 0u64;
         let mut tasks = futures::stream::iter(inputs.iter().cloned())
-            .map(|(key, version_id)| self.task(job, key, version_id))
+            .map(|input| self.task(job, input))
             .buffer_unordered(self.parallelism);
         while let Some(done) = tasks.next().await {
             let done = match done {
@@ -509,18 +512,12 @@ impl Jobs {
             .archive
             .put_bytes(&output_bucket, &output_key, Bytes::from(body), opts)
             .await
-            .map_err(|e| {
-                JobError::Input(format!(
-                    "writing the output {output_bucket}/{output_key}: {e}"
-                ))
-            })?;
+            .map_err(|e| JobError::Output(format!("{output_bucket}/{output_key}: {e}")))?;
 
         let mut listing = Vec::new();
-        for (k, vid) in &inputs {
-            listing.extend_from_slice(k.as_bytes());
-            listing.push(0);
-            listing.extend_from_slice(vid.as_bytes());
-            listing.push(b'\n');
+        for i in &inputs {
+            listing
+                .extend_from_slice(format!("{}\0{}\0{}\n", i.key, i.version_id, i.etag).as_bytes());
         }
         let info = job.snapshot();
         let change = ledger::record::Change::JobRun {
@@ -540,7 +537,7 @@ impl Jobs {
         self.archive
             .record(change, actor)
             .await
-            .map_err(|e| JobError::Input(format!("recording the run in the ledger: {e}")))?;
+            .map_err(|e| JobError::Output(format!("recording the run in the ledger: {e}")))?;
         Ok(JobOutput {
             bucket: output_bucket,
             key: output_key,
@@ -557,7 +554,7 @@ impl Jobs {
         job: &Job,
         output_bucket: &str,
         output_key: &str,
-    ) -> Result<Vec<(String, String)>, JobError> {
+    ) -> Result<Vec<Input>, JobError> {
         let mut out = Vec::new();
         let mut q = ListQuery {
             prefix: job.spec.prefix.clone(),
@@ -573,7 +570,11 @@ impl Jobs {
                 .map_err(|e| JobError::Input(e.to_string()))?;
             for v in &page.objects {
                 if !(job.spec.bucket == output_bucket && v.key == output_key) {
-                    out.push((v.key.clone(), v.version_id.clone()));
+                    out.push(Input {
+                        key: v.key.clone(),
+                        version_id: v.version_id.clone(),
+                        etag: v.etag.clone(),
+                    });
                 }
             }
             match page.next_marker {
@@ -585,25 +586,32 @@ impl Jobs {
     }
 
     /// One task: streams one input version into a fresh sandbox and runs `map` over it.
-    async fn task(
-        &self,
-        job: &Arc<Job>,
-        key: String,
-        version_id: String,
-    ) -> Result<TaskDone, JobError> {
+    async fn task(&self, job: &Arc<Job>, input: Input) -> Result<TaskDone, JobError> {
         if job.cancel.load(Ordering::Relaxed) {
             return Err(JobError::Cancelled);
         }
+        let Input {
+            key,
+            version_id,
+            etag,
+        } = input;
+        // Read as of the job's instant, not by version id: in an unversioned bucket every
+        // version is "null", and the one current at the instant may be hidden history.
         let (v, _, mut stream) = self
             .archive
             .get(
                 &job.spec.bucket,
                 &key,
-                &VersionSel::Id(version_id.clone()),
+                &VersionSel::AsOf(job.as_of_ns),
                 None,
             )
             .await
             .map_err(|e| JobError::Input(format!("{key}: {e}")))?;
+        if v.etag != etag {
+            return Err(JobError::Input(format!(
+                "{key}: the version listed at the job's instant is gone (its history window passed?)"
+            )));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let (code, limits, cancel, mode) = (
             job.spec.code.clone(),
@@ -650,6 +658,14 @@ impl Jobs {
             bytes,
         })
     }
+}
+
+/// One input version, as listed at the job's instant.
+#[derive(Clone)]
+struct Input {
+    key: String,
+    version_id: String,
+    etag: String,
 }
 
 struct TaskDone {

@@ -62,7 +62,7 @@ async fn a_word_count_reads_every_line_and_is_recorded_in_the_ledger() {
             )
             .await
             .unwrap();
-        versions.push((format!("in/{i}.txt"), v.version_id));
+        versions.push((format!("in/{i}.txt"), v.version_id, v.etag));
     }
     let jobs = Jobs::new(a.clone(), 2);
     let id = jobs
@@ -101,8 +101,8 @@ async fn a_word_count_reads_every_line_and_is_recorded_in_the_ledger() {
     let entry = a.catalog().ledger_entry(size - 1).unwrap().unwrap();
     let record = ledger::record::Record::from_bytes(&entry).unwrap();
     let mut listing = Vec::new();
-    for (k, v) in &versions {
-        listing.extend_from_slice(format!("{k}\0{v}\n").as_bytes());
+    for (k, v, etag) in &versions {
+        listing.extend_from_slice(format!("{k}\0{v}\0{etag}\n").as_bytes());
     }
     match record.change {
         ledger::record::Change::JobRun {

@@ -99,8 +99,9 @@ pub enum Change {
         as_of_ns: u64,
         /// How many object versions were read.
         inputs: u64,
-        /// SHA-256 (hex) of the input list: each input's `key NUL version_id LF`, in key
-        /// order, so anyone with the listing can check which versions were read.
+        /// SHA-256 (hex) of the input list: each input's `key NUL version_id NUL etag LF`,
+        /// in key order, so anyone with the listing can check which versions were read
+        /// (the ETag tells apart the "null" versions of an unversioned bucket).
         inputs_sha256: String,
         /// The output object's bucket.
         output_bucket: String,
