@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -395,6 +396,69 @@ def test_the_console_shows_the_cluster_map(cluster, browser):
     assert_accessible(page, "cluster map")
     screenshot(page, "cluster-map")
     page.close()
+
+
+JOB_WORD_COUNT = """
+function map(line) for w in line:gmatch("%a+") do emit(w:lower(), 1) end end
+function combine(w, ones) local n = 0 for _, c in ipairs(ones) do n = n + c end return n end
+reduce = combine
+"""
+
+
+def run_job(cluster, tmp_path, output, node=None):
+    code = tmp_path / "wc.lua"
+    code.write_text(JOB_WORD_COUNT)
+    p = cluster.cli("job", "run", "corpus/texts/", str(code), "--output", output, node=node)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node(cluster, tmp_path):
+    """A word count over 12 objects of ~300 KiB each, erasure-coded over the 6 nodes:
+    tasks go to the nodes holding most of each object's data shards, the result equals
+    Python's count, and with a node killed as the job starts its tasks are run elsewhere
+    and the result is byte for byte the same."""
+    import re
+    from collections import Counter
+    s3 = s3client()
+    s3.create_bucket(Bucket="corpus")
+    licenses = sorted(p for p in Path("/usr/share/common-licenses").iterdir() if p.is_file())
+    words = Counter()
+    for i in range(12):
+        text = b"".join(p.read_bytes() for p in licenses[i % 5:i % 5 + 4]) * 2
+        s3.put_object(Bucket="corpus", Key=f"texts/{i:02}.txt", Body=text)
+        for line in text.split(b"\n"):
+            words.update(w.lower().decode() for w in re.findall(rb"[A-Za-z]+", line))
+    out = run_job(cluster, tmp_path, "results/wc-1.jsonl")
+    assert "Succeeded" in out, out
+    got = {r["key"]: r["value"] for r in map(json.loads, s3.get_object(
+        Bucket="corpus", Key="results/wc-1.jsonl")["Body"].read().decode().splitlines())}
+    assert got == dict(words)
+    where = re.search(r"where\s+(\d+) tasks on the nodes holding their data, (\d+) rerun here; "
+                      r"data shards ([\d.]+)% local", out)
+    assert where, out
+    assert int(where.group(1)) >= 6, out  # most objects' data is mostly elsewhere
+    print(f"\n{out}")
+    first = s3.get_object(Bucket="corpus", Key="results/wc-1.jsonl")["Body"].read()
+
+    # kill -9 a node that ran tasks (neither the contact nor the leader) and run again
+    # at once, before it is declared down: its tasks fail to reach it and run elsewhere.
+    job_id = re.search(r"job (\S+)", out).group(1)
+    ran = json.loads(cluster.cli("job", "status", job_id, "--json").stdout)["tasks_by_node"]
+    leader_addr = f"{cluster.nodes[cluster.leader()].ip}:9420"
+    victim = next(i for i, n in sorted(cluster.nodes.items())
+                  if f"{n.ip}:9420" in ran and f"{n.ip}:9420" != leader_addr and i != cluster.contact)
+    cluster.nodes[victim].kill()
+    try:
+        out = run_job(cluster, tmp_path, "results/wc-2.jsonl")
+        print(f"\nwith n{victim} killed:\n{out}")
+        reruns = int(re.search(r"(\d+) rerun here", out).group(1))
+        assert reruns >= 1, out
+        second = s3.get_object(Bucket="corpus", Key="results/wc-2.jsonl")["Body"].read()
+        assert second == first
+    finally:
+        cluster.restart(victim)
+        cluster.wait(lambda s: active(s) == 6, f"n{victim} back")
 
 
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):

@@ -1,6 +1,7 @@
 //! What one node asks another over the node-to-node API (mutual TLS, members only): the
 //! leading node's repair progress (so that `cluster status` reads the same on every
-//! node), and a voter's cosignature of another node's ledger checkpoint.
+//! node), a voter's cosignature of another node's ledger checkpoint, and a compute
+//! job's task run on the node that holds its data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub const COSIGN: &str = "/v1/ledger/cosign";
 struct PeerState {
     archive: Archive,
     auditor: Arc<Auditor>,
+    jobs: Arc<jobs::Jobs>,
 }
 
 /// Routes merged into the node-to-node server, for members only
@@ -30,17 +32,34 @@ struct PeerState {
 pub fn routes(
     archive: Archive,
     auditor: Arc<Auditor>,
+    jobs: Arc<jobs::Jobs>,
     membership: Arc<cluster::Membership>,
 ) -> Router {
     let r = Router::new()
         .route(REPAIR_STATE, post(repair_state))
         .route(COSIGN, post(cosign))
-        .with_state(PeerState { archive, auditor });
+        .route(jobs::TASK_PATH, post(run_task))
+        .with_state(PeerState {
+            archive,
+            auditor,
+            jobs,
+        });
     cluster::rpc::for_members(r, membership)
 }
 
 async fn repair_state(State(s): State<PeerState>) -> Json<RepairState> {
     Json(s.archive.repair_state())
+}
+
+/// A job's task placed on this node because it holds the input's data.
+async fn run_task(
+    State(s): State<PeerState>,
+    body: Bytes,
+) -> Result<Json<jobs::TaskReply>, (StatusCode, String)> {
+    let req: jobs::TaskRequest = serde_json::from_slice(&body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("not a task: {e}")))?;
+    let result = s.jobs.run_placed_task(req).await;
+    Ok(Json(jobs::TaskReply { result }))
 }
 
 /// Another node's checkpoint: cosigned if this node's replica of the log agrees.

@@ -242,6 +242,33 @@ impl Archive {
         Ok(self.inner.catalog.record(change, actor).await?)
     }
 
+    /// Where `v`'s data shards are by the current layout: bytes per node (None: this
+    /// node), for running work next to the data. Parity shards are left out: a reader
+    /// uses data shards first.
+    pub fn data_placement(&self, v: &Version) -> Vec<(Option<cluster::NodeId>, u64)> {
+        let catalog::Body::Chunks { policy, chunks } = &v.body else {
+            return Vec::new();
+        };
+        // A body under the inline threshold lives in the catalog, which every node has.
+        if chunks.len() == 1 && v.size < self.inner.cfg.inline_threshold as u64 {
+            return Vec::new();
+        }
+        let t = self.topology();
+        let k = policy.needed().max(1);
+        let mut out: Vec<(Option<cluster::NodeId>, u64)> = Vec::new();
+        for c in chunks {
+            let per_shard = u64::from(c.sealed_len).div_ceil(k as u64);
+            for spot in t.place(&c.id, *policy, &|_| true).into_iter().take(k) {
+                let node = t.node_of(spot).cloned();
+                match out.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, b)) => *b += per_shard,
+                    None => out.push((node, per_shard)),
+                }
+            }
+        }
+        out
+    }
+
     /// How many chunks the catalog holds.
     pub fn chunk_count(&self) -> Result<u64> {
         Ok(self.inner.catalog.chunk_count()?)

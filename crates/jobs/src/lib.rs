@@ -28,7 +28,7 @@ use sha2::Digest;
 pub type Emitted = BTreeMap<String, Vec<serde_json::Value>>;
 
 /// Why a job (or one of its tasks) failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobError {
     /// The job's code raised an error or is not valid.
     Code(String),
@@ -219,6 +219,19 @@ pub struct JobInfo {
     pub records: u64,
     /// Input bytes read.
     pub bytes_read: u64,
+    /// Tasks run on another node (the one holding their data).
+    pub tasks_remote: u64,
+    /// Tasks whose node could not be reached, run on this one instead.
+    pub tasks_rerun: u64,
+    /// Tasks done per node (its node-to-node address; "here" for this node).
+    pub tasks_by_node: BTreeMap<String, u64>,
+    /// Bytes of the inputs' data shards on the node each task ran on (by the layout's
+    /// placement; sealed, so slightly more than the plaintext).
+    pub bytes_local: u64,
+    /// ... on another node of that node's site.
+    pub bytes_site: u64,
+    /// ... in another site.
+    pub bytes_cross_site: u64,
     /// The output, once written.
     pub output: Option<JobOutput>,
     /// Why it failed.
@@ -269,6 +282,8 @@ pub struct Jobs {
     archive: Archive,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     parallelism: usize,
+    /// Task slots per node (this node is "").
+    slots: Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// RFC 3339 with nanoseconds, UTC (what `archive::parse_instant` reads back exactly).
@@ -291,6 +306,7 @@ impl Jobs {
             archive,
             jobs: Mutex::new(BTreeMap::new()),
             parallelism: parallelism.max(1),
+            slots: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -347,6 +363,12 @@ impl Jobs {
             tasks_done: 0,
             records: 0,
             bytes_read: 0,
+            tasks_remote: 0,
+            tasks_rerun: 0,
+            tasks_by_node: BTreeMap::new(),
+            bytes_local: 0,
+            bytes_site: 0,
+            bytes_cross_site: 0,
             output: None,
             error: None,
         };
@@ -440,7 +462,7 @@ impl Jobs {
         let mut total_out = 0u64;
         let mut tasks = futures::stream::iter(inputs.iter().cloned())
             .map(|input| self.task(job, input))
-            .buffer_unordered(self.parallelism);
+            .buffer_unordered(self.parallelism * self.nodes());
         while let Some(done) = tasks.next().await {
             let done = match done {
                 Ok(d) => d,
@@ -454,6 +476,10 @@ impl Jobs {
                 i.tasks_done += 1;
                 i.records += done.records;
                 i.bytes_read += done.bytes;
+                i.bytes_local += done.local;
+                i.bytes_site += done.site;
+                i.bytes_cross_site += done.cross;
+                *i.tasks_by_node.entry(done.ran_on.clone()).or_default() += 1;
             });
             for (k, mut vs) in done.emitted {
                 total_out +=
@@ -574,6 +600,7 @@ impl Jobs {
                         key: v.key.clone(),
                         version_id: v.version_id.clone(),
                         etag: v.etag.clone(),
+                        placement: self.archive.data_placement(v),
                     });
                 }
             }
@@ -585,79 +612,265 @@ impl Jobs {
         Ok(out)
     }
 
-    /// One task: streams one input version into a fresh sandbox and runs `map` over it.
+    /// One task, placed next to its data: on the node that holds most of its input's
+    /// data shards, or here. A node that cannot be reached has its task run here
+    /// instead (counted in `tasks_rerun`).
     async fn task(&self, job: &Arc<Job>, input: Input) -> Result<TaskDone, JobError> {
         if job.cancel.load(Ordering::Relaxed) {
             return Err(JobError::Cancelled);
         }
-        let Input {
-            key,
-            version_id,
-            etag,
-        } = input;
-        // Read as of the job's instant, not by version id: in an unversioned bucket every
-        // version is "null", and the one current at the instant may be hidden history.
-        let (v, _, mut stream) = self
-            .archive
-            .get(
-                &job.spec.bucket,
-                &key,
-                &VersionSel::AsOf(job.as_of_ns),
-                None,
-            )
-            .await
-            .map_err(|e| JobError::Input(format!("{key}: {e}")))?;
-        if v.etag != etag {
-            return Err(JobError::Input(format!(
-                "{key}: the version listed at the job's instant is gone (its history window passed?)"
-            )));
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let (code, limits, cancel, mode) = (
-            job.spec.code.clone(),
-            job.spec.limits.clone(),
-            job.cancel.clone(),
-            job.spec.input,
-        );
-        let (k, vid, size) = (key.clone(), version_id.clone(), v.size);
-        let runner = tokio::task::spawn_blocking(move || {
-            run_map(&code, &limits, cancel, mode, rx, &k, &vid, size)
-        });
-        let mut bytes = 0u64;
-        let mut read_error = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => {
-                    bytes += c.len() as u64;
-                    if tx.send(c).await.is_err() {
-                        break; // the task stopped early (an error it reports itself)
-                    }
+        if let Some((node, addr)) = self.target(&input) {
+            let _slot = self.slot(&node.to_string()).acquire_owned().await;
+            let req = TaskRequest {
+                spec: job.spec.clone(),
+                as_of_ns: job.as_of_ns,
+                key: input.key.clone(),
+                version_id: input.version_id.clone(),
+                etag: input.etag.clone(),
+            };
+            match self.remote(&addr, &req).await {
+                Ok(Ok(r)) => {
+                    job.update(|i| i.tasks_remote += 1);
+                    let mut done = self.done(input, r, Some(&node));
+                    done.ran_on = addr;
+                    return Ok(done);
                 }
-                Err(e) => {
-                    read_error = Some(JobError::Input(format!("{key}: {e}")));
-                    break;
+                Ok(Err(e)) => return Err(e),
+                Err(unreachable) => {
+                    tracing::warn!(job = %job.snapshot().id, key = %input.key, node = %node,
+                        "task rerun here: {unreachable}");
+                    job.update(|i| i.tasks_rerun += 1);
                 }
             }
         }
-        drop(tx);
-        let (emitted, logs, records) = runner
-            .await
-            .map_err(|e| JobError::Code(format!("the task for {key} stopped: {e}")))?
-            .map_err(|e| match e {
-                JobError::Code(m) => JobError::Code(format!("{key}: {m}")),
-                other => other,
-            })?;
-        if let Some(e) = read_error {
-            return Err(e);
-        }
-        Ok(TaskDone {
-            key,
-            emitted,
-            logs,
-            records,
-            bytes,
+        let _slot = self.slot("").acquire_owned().await;
+        let r = run_task(
+            &self.archive,
+            &job.spec,
+            job.as_of_ns,
+            &input.key,
+            &input.version_id,
+            &input.etag,
+            job.cancel.clone(),
+        )
+        .await?;
+        Ok(self.done(input, r, None))
+    }
+
+    /// How many nodes can run tasks (1 outside a cluster).
+    fn nodes(&self) -> usize {
+        self.archive.cluster().map_or(1, |m| {
+            m.layout()
+                .nodes
+                .iter()
+                .filter(|n| n.state == cluster::NodeState::Active)
+                .count()
+                .max(1)
         })
     }
+
+    /// Runs a task another node placed here (the node-to-node `TASK_PATH`).
+    pub async fn run_placed_task(&self, req: TaskRequest) -> Result<TaskResult, JobError> {
+        let _slot = self.slot("").acquire_owned().await;
+        run_task(
+            &self.archive,
+            &req.spec,
+            req.as_of_ns,
+            &req.key,
+            &req.version_id,
+            &req.etag,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+    }
+
+    /// A semaphore of `parallelism` task slots per node ("" is this node).
+    fn slot(&self, node: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(node.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.parallelism)))
+            .clone()
+    }
+
+    /// The node a task should run on, when it is not this one: the active node holding
+    /// most of the input's data shards.
+    fn target(&self, input: &Input) -> Option<(cluster::NodeId, String)> {
+        let m = self.archive.cluster()?;
+        let (node, _) = input
+            .placement
+            .iter()
+            .max_by_key(|(_, bytes)| *bytes)?
+            .clone();
+        let node = node?;
+        let layout = m.layout();
+        let info = layout
+            .nodes
+            .iter()
+            .find(|n| n.id == node && n.state == cluster::NodeState::Active)?;
+        Some((node, info.rpc_addr.clone()))
+    }
+
+    /// Sends a task to the node at `addr`; Err is "could not reach it".
+    async fn remote(
+        &self,
+        addr: &str,
+        req: &TaskRequest,
+    ) -> Result<Result<TaskResult, JobError>, String> {
+        let m = self.archive.cluster().ok_or("not in a cluster")?;
+        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        let timeout = req.spec.limits.wall_time() + std::time::Duration::from_secs(60);
+        let reply = m
+            .client()
+            .call(addr, TASK_PATH, body, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<TaskReply>(&reply)
+            .map(|r| r.result)
+            .map_err(|e| format!("an unreadable answer: {e}"))
+    }
+
+    /// A task's result with the bytes of its input counted by where they were, seen
+    /// from the node it ran on (None: this node).
+    fn done(&self, input: Input, r: TaskResult, ran_on: Option<&cluster::NodeId>) -> TaskDone {
+        let (mut local, mut site, mut cross) = (0, 0, 0);
+        match self.archive.cluster() {
+            None => local = input.placement.iter().map(|(_, b)| b).sum(),
+            Some(m) => {
+                let layout = m.layout();
+                let me = m.me().clone();
+                let runner = ran_on.cloned().unwrap_or(me.clone());
+                let site_of = |n: &cluster::NodeId| {
+                    layout
+                        .nodes
+                        .iter()
+                        .find(|i| &i.id == n)
+                        .map(|i| i.site.clone())
+                };
+                for (holder, bytes) in &input.placement {
+                    let holder = holder.clone().unwrap_or(me.clone());
+                    if holder == runner {
+                        local += bytes;
+                    } else if site_of(&holder) == site_of(&runner) {
+                        site += bytes;
+                    } else {
+                        cross += bytes;
+                    }
+                }
+            }
+        }
+        TaskDone {
+            key: input.key,
+            emitted: r.emitted,
+            logs: r.logs,
+            records: r.records,
+            bytes: r.bytes,
+            local,
+            site,
+            cross,
+            ran_on: "here".into(),
+        }
+    }
+}
+
+/// The node-to-node path where a node runs a task another placed on it.
+pub const TASK_PATH: &str = "/v1/jobs/task";
+
+/// A task sent to the node that holds its data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRequest {
+    /// The job (its code, input mode, limits, bucket).
+    pub spec: JobSpec,
+    /// The instant its inputs are pinned to.
+    pub as_of_ns: u64,
+    /// The input object.
+    pub key: String,
+    /// Its version id, as listed.
+    pub version_id: String,
+    /// Its ETag, as listed (checked: the version read must be this one).
+    pub etag: String,
+}
+
+/// What a task produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Emitted values by key (combined when the code has `combine`).
+    pub emitted: Emitted,
+    /// What the code logged.
+    pub logs: Vec<String>,
+    /// Records passed to `map`.
+    pub records: u64,
+    /// Input bytes read.
+    pub bytes: u64,
+}
+
+/// The answer of `TASK_PATH`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskReply {
+    /// The task's result, or why it failed.
+    pub result: Result<TaskResult, JobError>,
+}
+
+/// Streams one input version into a fresh sandbox and runs `map` over it.
+async fn run_task(
+    archive: &Archive,
+    spec: &JobSpec,
+    as_of_ns: u64,
+    key: &str,
+    version_id: &str,
+    etag: &str,
+    cancel: Arc<AtomicBool>,
+) -> Result<TaskResult, JobError> {
+    // Read as of the job's instant, not by version id: in an unversioned bucket every
+    // version is "null", and the one current at the instant may be hidden history.
+    let (v, _, mut stream) = archive
+        .get(&spec.bucket, key, &VersionSel::AsOf(as_of_ns), None)
+        .await
+        .map_err(|e| JobError::Input(format!("{key}: {e}")))?;
+    if v.etag != etag {
+        return Err(JobError::Input(format!(
+            "{key}: the version listed at the job's instant is gone (its history window passed?)"
+        )));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (code, limits, mode) = (spec.code.clone(), spec.limits.clone(), spec.input);
+    let (k, vid, size) = (key.to_string(), version_id.to_string(), v.size);
+    let runner = tokio::task::spawn_blocking(move || {
+        run_map(&code, &limits, cancel, mode, rx, &k, &vid, size)
+    });
+    let mut bytes = 0u64;
+    let mut read_error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                bytes += c.len() as u64;
+                if tx.send(c).await.is_err() {
+                    break; // the task stopped early (an error it reports itself)
+                }
+            }
+            Err(e) => {
+                read_error = Some(JobError::Input(format!("{key}: {e}")));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (emitted, logs, records) = runner
+        .await
+        .map_err(|e| JobError::Code(format!("the task for {key} stopped: {e}")))?
+        .map_err(|e| match e {
+            JobError::Code(m) => JobError::Code(format!("{key}: {m}")),
+            other => other,
+        })?;
+    if let Some(e) = read_error {
+        return Err(e);
+    }
+    Ok(TaskResult {
+        emitted,
+        logs,
+        records,
+        bytes,
+    })
 }
 
 /// One input version, as listed at the job's instant.
@@ -666,6 +879,8 @@ struct Input {
     key: String,
     version_id: String,
     etag: String,
+    /// Bytes of its data shards per node (None: this node).
+    placement: Vec<(Option<cluster::NodeId>, u64)>,
 }
 
 struct TaskDone {
@@ -674,6 +889,13 @@ struct TaskDone {
     logs: Vec<String>,
     records: u64,
     bytes: u64,
+    /// Bytes of its data shards on the node it ran on, elsewhere in that node's site,
+    /// and in other sites (by the layout's placement).
+    local: u64,
+    site: u64,
+    cross: u64,
+    /// The node-to-node address of the node it ran on ("here": this node).
+    ran_on: String,
 }
 
 /// The blocking half of a task: feeds the chunks it receives to `map`, record by record.

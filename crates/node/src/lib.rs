@@ -288,6 +288,11 @@ impl Node {
             secret: secret.clone(),
             node_key: node_key.public(),
         });
+        // Jobs run tasks for this node's admin API and for other nodes (next to the data).
+        let jobs = jobs::Jobs::new(
+            archive.clone(),
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        );
         let rpc_task = cluster::rpc::serve(
             rpc_listener,
             cluster::rpc::router(cluster::rpc::RpcState {
@@ -299,6 +304,7 @@ impl Node {
             .merge(admin::peers::routes(
                 archive.clone(),
                 auditor.clone(),
+                jobs.clone(),
                 membership.clone(),
             )),
             admin::invites::guest_routes(archive.clone(), inviter.clone()),
@@ -470,10 +476,7 @@ impl Node {
                     auditor: Some(auditor.clone()),
                     public_ledger: cfg.public_ledger,
                     inviter: Some(inviter),
-                    jobs: Some(jobs::Jobs::new(
-                        archive.clone(),
-                        std::thread::available_parallelism().map_or(2, |n| n.get()),
-                    )),
+                    jobs: Some(jobs.clone()),
                     sessions: Default::default(),
                     secure_cookies: tls.is_some(),
                 }),

@@ -19,7 +19,12 @@ pub enum JobCmd {
     /// values)`. The result is a JSON-lines object; see docs/jobs.md.
     Run(RunArgs),
     /// Show a job's state and counts.
-    Status { id: String },
+    Status {
+        id: String,
+        /// Print the job as JSON (the API's answer).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print what a job's code logged.
     Logs { id: String },
     /// Stop a running job.
@@ -71,6 +76,25 @@ fn print_info(i: &JobInfo) {
         "  tasks   {}/{} done, {} records, {} bytes read, {:.2} s",
         i.tasks_done, i.tasks_total, i.records, i.bytes_read, i.seconds
     );
+    if i.tasks_remote + i.tasks_rerun > 0 || i.bytes_site + i.bytes_cross_site > 0 {
+        let total = (i.bytes_local + i.bytes_site + i.bytes_cross_site).max(1) as f64;
+        println!(
+            "  where   {} tasks on the nodes holding their data, {} rerun here; data shards {:.1}% local, {:.1}% in the site, {:.1}% across sites",
+            i.tasks_remote,
+            i.tasks_rerun,
+            100.0 * i.bytes_local as f64 / total,
+            100.0 * i.bytes_site as f64 / total,
+            100.0 * i.bytes_cross_site as f64 / total
+        );
+    }
+    if i.tasks_by_node.len() > 1 || !i.tasks_by_node.contains_key("here") {
+        let ran: Vec<String> = i
+            .tasks_by_node
+            .iter()
+            .map(|(node, n)| format!("{node} {n}"))
+            .collect();
+        println!("  ran on  {}", ran.join(", "));
+    }
     if let Some(o) = &i.output {
         println!(
             "  output  {}/{} version {} ({} keys, {} bytes, sha256 {})",
@@ -157,8 +181,13 @@ pub async fn run(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
                 ),
             }
         }
-        JobCmd::Status { id } => {
-            print_info(&get(c, &id).await?);
+        JobCmd::Status { id, json } => {
+            let i = get(c, &id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print_info(&i);
+            }
             Ok(())
         }
         JobCmd::Logs { id } => {
