@@ -28,6 +28,15 @@ reduce = combine
 """
 
 
+WORD_COUNT_JS = """
+function map(line, object) {
+  for (const word of line.match(/[A-Za-z]+/g) || []) emit(word.toLowerCase(), 1);
+}
+function combine(word, counts) { return counts.reduce((a, b) => a + b, 0); }
+const reduce = combine;
+"""
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     n = Node(tmp_path_factory.mktemp("jobs"))
@@ -83,6 +92,17 @@ def test_word_count_over_a_prefix_matches_python(node, tmp_path):
     assert p.returncode == 0, p.stderr
     bundle = json.loads(p.stdout)
     assert json.loads(bundle["entry"])["key"] == "results/wc.jsonl"
+
+
+def test_the_same_job_in_javascript_gives_the_same_result(node, tmp_path):
+    out = job(node, "run", "texts/licenses/", code_file(tmp_path, WORD_COUNT_JS, "wc.js"),
+              "--output", "results/wc-js.jsonl").stdout
+    assert "Succeeded" in out and "javascript" in out, out
+    assert result(node, "results/wc-js.jsonl") == expected_words(LICENSES)
+    # Hostile JavaScript stops at a named limit too, even when it tries to catch it.
+    p = job(node, "run", "texts/other/", code_file(tmp_path, "function map() { for (;;) { try { for (;;) {} } catch (e) {} } }", "loop.js"),
+            "--max-instructions", "1000000", check=False)
+    assert p.returncode != 0 and "limits.instructions" in p.stdout, p.stdout + p.stderr
 
 
 def test_inputs_are_pinned_to_an_instant(node, tmp_path):

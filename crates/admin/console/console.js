@@ -506,21 +506,23 @@ end
 async function jobsPage() {
   const [jobs, buckets] = await Promise.all([api("GET", "/v1/jobs"), api("GET", "/v1/buckets")]);
   const out = el("section", {}, el("h1", { text: "Jobs" }),
-    el("p", { class: "muted", text: "Run Lua map/reduce code over a bucket's objects on the node that holds them; the result is a JSON-lines object and a ledger record." }));
+    el("p", { class: "muted", text: "Run Lua or JavaScript map/reduce code over a bucket's objects on the nodes that hold them; the result is a JSON-lines object and a ledger record." }));
   const bucket = el("select", { id: "job-bucket" }, buckets.map(b => el("option", { value: b.name, text: b.name })));
   const prefix = el("input", { id: "job-prefix" });
   const output = el("input", { id: "job-output", placeholder: "jobs/ID/result.jsonl" });
   const code = el("textarea", { id: "job-code", rows: 12, cols: 80, spellcheck: "false" });
   code.value = EXAMPLE_JOB;
+  const runtime = el("select", { id: "job-runtime" },
+    el("option", { value: "lua", text: "Lua" }), el("option", { value: "javascript", text: "JavaScript" }));
   out.append(el("form", { "aria-label": "Run a job", onsubmit: async ev => {
     ev.preventDefault();
     if (await attempt("Starting the job", async () => {
       const j = await api("POST", "/v1/jobs", { bucket: bucket.value, prefix: prefix.value, code: code.value,
-                                               output: output.value.trim() || null });
+                                               runtime: runtime.value, output: output.value.trim() || null });
       return "Job " + j.id + " started.";
     })) route();
   } }, field("Bucket", bucket), field("Prefix", prefix), field("Output key", output),
-     field("Code (Lua)", code), el("button", { type: "submit", text: "Run job" })));
+     field("Runtime", runtime), field("Code", code), el("button", { type: "submit", text: "Run job" })));
   const body = el("div", { id: "job-list" });
   const render = list => body.replaceChildren(list.length ? table(
     ["Job", "State", "Input", "Tasks", "Records", "Seconds", "Output or error", "Actions"], list.map(j => el("tr", { "data-job": j.id },

@@ -12,7 +12,9 @@
 //! Today tasks run on the node the job was submitted to (see docs/jobs.md for what
 //! remains: placement on the nodes holding each input's shards, other runtimes).
 
+pub mod js;
 pub mod lua;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,12 +322,6 @@ impl Jobs {
         spec: JobSpec,
         actor: Option<String>,
     ) -> Result<JobInfo, JobError> {
-        if spec.runtime != "lua" {
-            return Err(JobError::Invalid(format!(
-                "runtime {:?}: this node runs \"lua\" (JavaScript, WebAssembly and Python are planned, see docs/jobs.md)",
-                spec.runtime
-            )));
-        }
         self.archive
             .bucket(&spec.bucket)
             .map_err(|e| JobError::Invalid(e.to_string()))?;
@@ -336,7 +332,13 @@ impl Jobs {
         }
         // Load the code once now, so a syntax error or a missing `map` is the
         // submitter's answer rather than a failed job.
-        lua::LuaTask::new(&spec.code, &spec.limits, Arc::new(AtomicBool::new(false)))?;
+        sandbox::open(
+            &spec.runtime,
+            &spec.code,
+            &spec.limits,
+            Arc::new(AtomicBool::new(false)),
+            sandbox::ObjectInfo::default(),
+        )?;
         let now = catalog_now_ns();
         let as_of_ns = match &spec.as_of {
             Some(t) => archive::parse_instant(t).map_err(|e| JobError::Invalid(e.to_string()))?,
@@ -500,10 +502,15 @@ impl Jobs {
         }
 
         // Reduce and encode in the runtime's thread.
-        let (code, limits, cancel) = (spec.code.clone(), spec.limits.clone(), job.cancel.clone());
+        let (runtime, code, limits, cancel) = (
+            spec.runtime.clone(),
+            spec.code.clone(),
+            spec.limits.clone(),
+            job.cancel.clone(),
+        );
         let (body, keys) =
             tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64), JobError> {
-                let task = lua::LuaTask::new(&code, &limits, cancel)?;
+                let task = sandbox::open(&runtime, &code, &limits, cancel, Default::default())?;
                 let mut body = Vec::new();
                 let keys = emitted.len() as u64;
                 for (key, values) in emitted {
@@ -833,10 +840,19 @@ async fn run_task(
         )));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let (code, limits, mode) = (spec.code.clone(), spec.limits.clone(), spec.input);
-    let (k, vid, size) = (key.to_string(), version_id.to_string(), v.size);
+    let (runtime, code, limits, mode) = (
+        spec.runtime.clone(),
+        spec.code.clone(),
+        spec.limits.clone(),
+        spec.input,
+    );
+    let object = sandbox::ObjectInfo {
+        key: key.to_string(),
+        version_id: version_id.to_string(),
+        size: v.size,
+    };
     let runner = tokio::task::spawn_blocking(move || {
-        run_map(&code, &limits, cancel, mode, rx, &k, &vid, size)
+        run_map(&runtime, &code, &limits, cancel, mode, rx, object)
     });
     let mut bytes = 0u64;
     let mut read_error = None;
@@ -899,19 +915,17 @@ struct TaskDone {
 }
 
 /// The blocking half of a task: feeds the chunks it receives to `map`, record by record.
-#[allow(clippy::too_many_arguments)]
 fn run_map(
+    runtime: &str,
     code: &str,
     limits: &Limits,
     cancel: Arc<AtomicBool>,
     mode: InputMode,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-    key: &str,
-    version_id: &str,
-    size: u64,
+    object: sandbox::ObjectInfo,
 ) -> Result<(Emitted, Vec<String>, u64), JobError> {
-    let task = lua::LuaTask::new(code, limits, cancel)?;
-    let object = task.object(key, version_id, size)?;
+    let size = object.size;
+    let task = sandbox::open(runtime, code, limits, cancel, object)?;
     let mut records = 0u64;
     match mode {
         InputMode::Objects => {
@@ -925,7 +939,7 @@ fn run_map(
             while let Some(c) = rx.blocking_recv() {
                 whole.extend_from_slice(&c);
             }
-            task.map(&whole, &object)?;
+            task.map(&whole)?;
             records = 1;
         }
         InputMode::Lines => {
@@ -936,10 +950,10 @@ fn run_map(
                     let line = &rest[..nl];
                     rest = &rest[nl + 1..];
                     if carry.is_empty() {
-                        task.map(trim_cr(line), &object)?;
+                        task.map(trim_cr(line))?;
                     } else {
                         carry.extend_from_slice(line);
-                        task.map(trim_cr(&carry), &object)?;
+                        task.map(trim_cr(&carry))?;
                         carry.clear();
                     }
                     records += 1;
@@ -953,7 +967,7 @@ fn run_map(
                 }
             }
             if !carry.is_empty() {
-                task.map(trim_cr(&carry), &object)?;
+                task.map(trim_cr(&carry))?;
                 records += 1;
             }
         }

@@ -253,6 +253,11 @@ impl LuaTask {
         }
     }
 
+    /// Bytes the task's Lua state uses now.
+    pub fn memory_used(&self) -> usize {
+        self.lua.used_memory()
+    }
+
     /// The limits the task runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits

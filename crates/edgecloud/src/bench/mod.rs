@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod files;
+pub mod jobs;
 pub mod net;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE")]
     pub chunk_avg: Option<String>,
     /// Only these sections: codec, large, small, ledger (ledger-cost: only its cost on
-    /// puts), dedup (comma-separated)
+    /// puts), jobs, dedup (comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Benchmark this S3 server instead (any S3 server: edgecloud, MinIO, SeaweedFS...):
@@ -192,6 +193,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if want("ledger") || want("ledger-cost") {
         ledger_put_overhead(&dir.join("ledger-cost"), a.quick).await?;
+    }
+    if want("jobs") {
+        crate::bench::jobs::run(&dir.join("jobs"), a.quick).await?;
     }
     if want("dedup") {
         let avg = match &a.chunk_avg {

@@ -14,9 +14,9 @@ use crate::cli::client::Client;
 #[derive(clap::Subcommand)]
 pub enum JobCmd {
     /// Run CODE over the objects of BUCKET[/PREFIX] and wait for the result (a progress
-    /// bar shows tasks done). CODE (Lua) defines `map(record, object)` calling
-    /// `emit(key, value)`, and optionally `combine(key, values)` and `reduce(key,
-    /// values)`. The result is a JSON-lines object; see docs/jobs.md.
+    /// bar shows tasks done). CODE (Lua or JavaScript) defines `map(record, object)`
+    /// calling `emit(key, value)`, and optionally `combine(key, values)` and
+    /// `reduce(key, values)`. The result is a JSON-lines object; see docs/jobs.md.
     Run(RunArgs),
     /// Show a job's state and counts.
     Status {
@@ -37,8 +37,11 @@ pub enum JobCmd {
 pub struct RunArgs {
     /// The input: BUCKET or BUCKET/PREFIX.
     pub input: String,
-    /// The Lua file with `map` (and optionally `combine`, `reduce`).
+    /// The code: a Lua or JavaScript file with `map` (and optionally `combine`, `reduce`).
     pub code: PathBuf,
+    /// lua or javascript [default: javascript for a .js file, else lua]
+    #[arg(long)]
+    pub runtime: Option<String>,
     /// The output object's key [default: jobs/ID/result.jsonl in the input bucket]
     #[arg(long)]
     pub output: Option<String>,
@@ -119,12 +122,18 @@ pub async fn run(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
                 Some((b, p)) => (b.to_string(), p.to_string()),
                 None => (a.input.clone(), String::new()),
             };
+            let runtime =
+                a.runtime
+                    .unwrap_or_else(|| match a.code.extension().and_then(|e| e.to_str()) {
+                        Some("js" | "mjs") => "javascript".into(),
+                        _ => "lua".into(),
+                    });
             let d = Limits::default();
             let spec = JobSpec {
                 bucket,
                 prefix,
                 as_of: a.as_of,
-                runtime: "lua".into(),
+                runtime,
                 code,
                 input: if a.objects {
                     InputMode::Objects
