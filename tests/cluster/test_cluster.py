@@ -434,8 +434,8 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
     got = {r["key"]: r["value"] for r in map(json.loads, s3.get_object(
         Bucket="corpus", Key="results/wc-1.jsonl")["Body"].read().decode().splitlines())}
     assert got == dict(words)
-    where = re.search(r"where\s+(\d+) tasks on the nodes holding their data, (\d+) rerun here; "
-                      r"data shards ([\d.]+)% local", out)
+    where = re.search(r"where\s+(\d+) tasks on the nodes holding their data, (\d+) rerun here, "
+                      r"(\d+) copied here for being slow; data shards ([\d.]+)% local", out)
     assert where, out
     assert int(where.group(1)) >= 6, out  # most objects' data is mostly elsewhere
     print(f"\n{out}")
@@ -459,6 +459,24 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
     finally:
         cluster.restart(victim)
         cluster.wait(lambda s: active(s) == 6, f"n{victim} back")
+
+    # Freeze (SIGSTOP) a node that ran tasks: its tasks hang rather than fail, so they
+    # get speculative copies, and the job still ends with the same result.
+    leader_addr = f"{cluster.nodes[cluster.leader()].ip}:9420"
+    frozen = next(i for i, n in sorted(cluster.nodes.items())
+                  if f"{n.ip}:9420" in ran and f"{n.ip}:9420" != leader_addr and i != cluster.contact)
+    os.kill(cluster.nodes[frozen].proc.pid, signal.SIGSTOP)
+    try:
+        out = run_job(cluster, tmp_path, "results/wc-3.jsonl")
+        print(f"\nwith n{frozen} frozen:\n{out}")
+        copied = int(re.search(r"(\d+) copied here for being slow", out).group(1))
+        reruns = int(re.search(r"(\d+) rerun here", out).group(1))
+        assert copied + reruns >= 1, out
+        third = s3.get_object(Bucket="corpus", Key="results/wc-3.jsonl")["Body"].read()
+        assert third == first
+    finally:
+        os.kill(cluster.nodes[frozen].proc.pid, signal.SIGCONT)
+        cluster.wait(lambda s: active(s) == 6, f"n{frozen} back")
 
 
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):

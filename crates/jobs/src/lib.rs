@@ -225,6 +225,8 @@ pub struct JobInfo {
     pub tasks_remote: u64,
     /// Tasks whose node could not be reached, run on this one instead.
     pub tasks_rerun: u64,
+    /// Slow tasks that got a speculative copy on this node.
+    pub tasks_speculative: u64,
     /// Tasks done per node (its node-to-node address; "here" for this node).
     pub tasks_by_node: BTreeMap<String, u64>,
     /// Bytes of the inputs' data shards on the node each task ran on (by the layout's
@@ -252,9 +254,29 @@ struct Job {
     logs: Mutex<Vec<String>>,
     cancel: Arc<AtomicBool>,
     started: std::time::Instant,
+    /// How long finished tasks took, for spotting a slow one.
+    times: Mutex<Vec<std::time::Duration>>,
 }
 
 impl Job {
+    fn record_time(&self, d: std::time::Duration) {
+        self.times.lock().unwrap_or_else(|e| e.into_inner()).push(d);
+    }
+
+    /// When a task still running elsewhere gets a copy here: 4x the median task so far
+    /// (between 1 and 60 s), or 5 s before any task has finished.
+    fn speculate_after(&self) -> std::time::Duration {
+        let mut t = self.times.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if t.is_empty() {
+            return std::time::Duration::from_secs(5);
+        }
+        t.sort();
+        (t[t.len() / 2] * 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        )
+    }
+
     fn update(&self, f: impl FnOnce(&mut JobInfo)) {
         let mut i = self.info.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut i);
@@ -367,6 +389,7 @@ impl Jobs {
             bytes_read: 0,
             tasks_remote: 0,
             tasks_rerun: 0,
+            tasks_speculative: 0,
             tasks_by_node: BTreeMap::new(),
             bytes_local: 0,
             bytes_site: 0,
@@ -381,6 +404,7 @@ impl Jobs {
             logs: Mutex::new(Vec::new()),
             cancel: Arc::new(AtomicBool::new(false)),
             started: std::time::Instant::now(),
+            times: Mutex::new(Vec::new()),
         });
         {
             let mut jobs = self.lock();
@@ -635,11 +659,44 @@ impl Jobs {
                 version_id: input.version_id.clone(),
                 etag: input.etag.clone(),
             };
-            match self.remote(&addr, &req).await {
+            let started = std::time::Instant::now();
+            let remote = self.remote(&addr, &req);
+            tokio::pin!(remote);
+            // A task much slower than those done so far (a frozen or overloaded node) gets
+            // a speculative copy here; whichever finishes first counts. Every copy reads
+            // the same pinned version, so the result is the same.
+            let answer = tokio::select! {
+                r = &mut remote => Some(r),
+                _ = tokio::time::sleep(job.speculate_after()) => None,
+            };
+            let answer = match answer {
+                Some(r) => r,
+                None => {
+                    job.update(|i| i.tasks_speculative += 1);
+                    tracing::info!(job = %job.snapshot().id, key = %input.key, node = %node,
+                        "task slow: a speculative copy runs here");
+                    let copy = self.local(job, &input);
+                    tokio::pin!(copy);
+                    tokio::select! {
+                        r = &mut remote => match r {
+                            Ok(Ok(r)) => Ok(Ok(r)),
+                            // The slow node failed after all: the copy decides.
+                            _ => Ok(copy.await),
+                        },
+                        l = &mut copy => {
+                            let r = l?;
+                            job.record_time(started.elapsed());
+                            return Ok(self.done(input.clone(), r, None));
+                        }
+                    }
+                }
+            };
+            match answer {
                 Ok(Ok(r)) => {
+                    job.record_time(started.elapsed());
                     job.update(|i| i.tasks_remote += 1);
                     let mut done = self.done(input, r, Some(&node));
-                    done.ran_on = addr;
+                    done.ran_on = addr.clone();
                     return Ok(done);
                 }
                 Ok(Err(e)) => return Err(e),
@@ -650,6 +707,14 @@ impl Jobs {
                 }
             }
         }
+        let started = std::time::Instant::now();
+        let r = self.local(job, &input).await?;
+        job.record_time(started.elapsed());
+        Ok(self.done(input, r, None))
+    }
+
+    /// Runs a task on this node (waiting for one of its slots).
+    async fn local(&self, job: &Arc<Job>, input: &Input) -> Result<TaskResult, JobError> {
         let _slot = self.slot("").acquire_owned().await;
         let r = run_task(
             &self.archive,
@@ -661,7 +726,7 @@ impl Jobs {
             job.cancel.clone(),
         )
         .await?;
-        Ok(self.done(input, r, None))
+        Ok(r)
     }
 
     /// How many nodes can run tasks (1 outside a cluster).

@@ -104,9 +104,24 @@ impl LuaTask {
                         )));
                     }
                 };
-                let value: serde_json::Value = lua.from_value(value)?;
+                // Numbers and strings (most of what map/reduce code emits) skip serde.
+                let (value, size) = match value {
+                    Value::Integer(i) => (serde_json::Value::from(i), 8),
+                    Value::Number(n) => (serde_json::Value::from(n), 8),
+                    Value::Boolean(b) => (serde_json::Value::Bool(b), 5),
+                    Value::String(s) => {
+                        let s = s.to_str()?.to_string();
+                        let n = s.len() + 2;
+                        (serde_json::Value::String(s), n)
+                    }
+                    other => {
+                        let v: serde_json::Value = lua.from_value(other)?;
+                        let n = v.to_string().len();
+                        (v, n)
+                    }
+                };
                 let mut s = st.borrow_mut();
-                s.output_bytes += (key.len() + value.to_string().len()) as u64;
+                s.output_bytes += (key.len() + size) as u64;
                 if s.output_bytes > max_output {
                     return Err(mlua::Error::external(JobError::Limit(format!(
                         "output ({max_output} bytes)"

@@ -79,12 +79,15 @@ fn print_info(i: &JobInfo) {
         "  tasks   {}/{} done, {} records, {} bytes read, {:.2} s",
         i.tasks_done, i.tasks_total, i.records, i.bytes_read, i.seconds
     );
-    if i.tasks_remote + i.tasks_rerun > 0 || i.bytes_site + i.bytes_cross_site > 0 {
+    if i.tasks_remote + i.tasks_rerun + i.tasks_speculative > 0
+        || i.bytes_site + i.bytes_cross_site > 0
+    {
         let total = (i.bytes_local + i.bytes_site + i.bytes_cross_site).max(1) as f64;
         println!(
-            "  where   {} tasks on the nodes holding their data, {} rerun here; data shards {:.1}% local, {:.1}% in the site, {:.1}% across sites",
+            "  where   {} tasks on the nodes holding their data, {} rerun here, {} copied here for being slow; data shards {:.1}% local, {:.1}% in the site, {:.1}% across sites",
             i.tasks_remote,
             i.tasks_rerun,
+            i.tasks_speculative,
             100.0 * i.bytes_local as f64 / total,
             100.0 * i.bytes_site as f64 / total,
             100.0 * i.bytes_cross_site as f64 / total
