@@ -31,14 +31,51 @@ const CHECK_EVERY: u32 = 10_000;
 
 /// What a running task shares with the hooks and host functions it installed.
 struct TaskState {
-    emitted: Emitted,
-    output_bytes: u64,
     logs: Vec<String>,
 }
+
+/// `emit`, and the `take` function the chunk returns. Keys are strings, numbers or
+/// booleans (as strings); a nil value is JSON null; going over the output limit raises
+/// an error the code cannot hide (`take` reports it too).
+const EMIT: &str = r#"
+local max, null = ...
+local type, tostring, error = type, tostring, error
+local groups, bytes, over, combine_fn = {}, 0, false, nil
+emit = function(k, v)
+  local kt = type(k)
+  if kt ~= "string" then
+    if kt == "number" or kt == "boolean" then k = tostring(k)
+    else error("emit: a key must be a string or a number, not a " .. kt, 2) end
+  end
+  if v == nil then v = null end
+  local g = groups[k]
+  if g == nil then g = {}; groups[k] = g end
+  local n = #g + 1
+  g[n] = v
+  -- With a combine function, a key's values are folded as they pile up (in-mapper
+  -- combining): a task's memory stays bounded by its distinct keys.
+  if combine_fn ~= nil and n >= 256 then
+    groups[k] = { combine_fn(k, g) }
+  end
+  bytes = bytes + #k + (type(v) == "string" and #v + 2 or 8)
+  if bytes > max then
+    over = true
+    error("edgecloud-limit:output (" .. max .. " bytes)", 0)
+  end
+end
+local function take()
+  local out, o = groups, over
+  groups, bytes = {}, 0
+  return out, o
+end
+local function set_combine(f) combine_fn = f end
+return take, set_combine
+"#;
 
 /// One task's Lua state: the job's code loaded into a fresh sandbox.
 pub struct LuaTask {
     lua: Lua,
+    take: Function,
     map: Function,
     combine: Option<Function>,
     reduce: Option<Function>,
@@ -60,6 +97,13 @@ fn lua_err(e: mlua::Error) -> JobError {
         },
         mlua::Error::MemoryError(_) => JobError::Limit("memory".into()),
         mlua::Error::SyntaxError { message, .. } => JobError::Code(message),
+        mlua::Error::RuntimeError(m) if m.contains("edgecloud-limit:") => JobError::Limit(
+            m.split("edgecloud-limit:")
+                .nth(1)
+                .and_then(|rest| rest.lines().next())
+                .unwrap_or("output")
+                .to_string(),
+        ),
         mlua::Error::RuntimeError(m) if m.contains("stack overflow") => {
             JobError::Limit("stack depth (recursion too deep)".into())
         }
@@ -77,62 +121,20 @@ impl LuaTask {
         .map_err(lua_err)?;
         lua.set_memory_limit(limits.memory_bytes())
             .map_err(lua_err)?;
-        let state = Rc::new(RefCell::new(TaskState {
-            emitted: Emitted::default(),
-            output_bytes: 0,
-            logs: Vec::new(),
-        }));
+        let state = Rc::new(RefCell::new(TaskState { logs: Vec::new() }));
         let g = lua.globals();
         for unsafe_global in ["load", "dofile", "loadfile", "require", "collectgarbage"] {
             g.set(unsafe_global, Value::Nil).map_err(lua_err)?;
         }
 
-        // emit(key, value): keys are strings or numbers; values anything JSON can hold.
-        let max_output = limits.output_bytes();
-        let st = state.clone();
-        let emit = lua
-            .create_function(move |lua, (key, value): (Value, Value)| {
-                let key = match &key {
-                    Value::String(s) => s.to_str()?.to_string(),
-                    Value::Integer(i) => i.to_string(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Boolean(b) => b.to_string(),
-                    other => {
-                        return Err(mlua::Error::runtime(format!(
-                            "emit: a key must be a string or a number, not a {}",
-                            other.type_name()
-                        )));
-                    }
-                };
-                // Numbers and strings (most of what map/reduce code emits) skip serde.
-                let (value, size) = match value {
-                    Value::Integer(i) => (serde_json::Value::from(i), 8),
-                    Value::Number(n) => (serde_json::Value::from(n), 8),
-                    Value::Boolean(b) => (serde_json::Value::Bool(b), 5),
-                    Value::String(s) => {
-                        let s = s.to_str()?.to_string();
-                        let n = s.len() + 2;
-                        (serde_json::Value::String(s), n)
-                    }
-                    other => {
-                        let v: serde_json::Value = lua.from_value(other)?;
-                        let n = v.to_string().len();
-                        (v, n)
-                    }
-                };
-                let mut s = st.borrow_mut();
-                s.output_bytes += (key.len() + size) as u64;
-                if s.output_bytes > max_output {
-                    return Err(mlua::Error::external(JobError::Limit(format!(
-                        "output ({max_output} bytes)"
-                    ))));
-                }
-                s.emitted.entry(key).or_default().push(value);
-                Ok(())
-            })
+        // emit(key, value) groups values by key inside the VM (no host call per value;
+        // the memory limit covers what it keeps). Its state is local to the chunk, out
+        // of the code's reach; `take` hands it over at the end of the task.
+        let (take, set_combine): (Function, Function) = lua
+            .load(EMIT)
+            .set_name("emit")
+            .call((limits.output_bytes(), lua.null()))
             .map_err(lua_err)?;
-        g.set("emit", emit).map_err(lua_err)?;
-
         let st = state.clone();
         let log = lua
             .create_function(move |_, args: mlua::Variadic<Value>| {
@@ -194,9 +196,13 @@ impl LuaTask {
             JobError::Code("the code defines no `map(record, object)` function".into())
         })?;
         let combine = function("combine")?;
+        if let Some(c) = &combine {
+            set_combine.call::<()>(c.clone()).map_err(lua_err)?;
+        }
         let reduce = function("reduce")?;
         Ok(LuaTask {
             lua,
+            take,
             map,
             combine,
             reduce,
@@ -241,17 +247,25 @@ impl LuaTask {
     /// What the task emitted, each key's values folded by `combine` when there is one;
     /// and its log lines. Leaves the task empty.
     pub fn finish(&self) -> Result<(Emitted, Vec<String>), JobError> {
-        let (emitted, logs) = {
-            let mut s = self.state.borrow_mut();
-            (std::mem::take(&mut s.emitted), std::mem::take(&mut s.logs))
-        };
-        let Some(combine) = &self.combine else {
-            return Ok((emitted, logs));
-        };
+        let logs = std::mem::take(&mut self.state.borrow_mut().logs);
+        let (groups, over): (mlua::Table, bool) = self.take.call(()).map_err(lua_err)?;
+        if over {
+            return Err(JobError::Limit(format!(
+                "output ({} bytes)",
+                self.limits.output_bytes()
+            )));
+        }
         let mut out = Emitted::default();
-        for (key, values) in emitted {
-            let v = self.fold(combine, &key, values)?;
-            out.insert(key, vec![v]);
+        for pair in groups.pairs::<String, mlua::Table>() {
+            let (key, values) = pair.map_err(lua_err)?;
+            let values = match &self.combine {
+                Some(combine) => {
+                    let v: Value = combine.call((key.as_str(), values)).map_err(lua_err)?;
+                    vec![self.lua.from_value(v).map_err(lua_err)?]
+                }
+                None => self.lua.from_value(Value::Table(values)).map_err(lua_err)?,
+            };
+            out.insert(key, values);
         }
         Ok((out, logs))
     }
@@ -381,6 +395,33 @@ mod tests {
         let code = "function map() for i = 1, 1e7 do emit('k' .. i, string.rep('v', 100)) end end";
         let e = run(code, &["x"], limits).unwrap_err();
         assert_eq!(e, JobError::Limit("output (1048576 bytes)".into()));
+    }
+
+    #[test]
+    fn the_output_limit_cannot_be_hidden_with_pcall() {
+        let limits = Limits {
+            output_mb: 1,
+            ..Limits::default()
+        };
+        let code =
+            "function map() for i = 1, 1e5 do pcall(emit, 'k' .. i, string.rep('v', 100)) end end";
+        let e = run(code, &["x"], limits).unwrap_err();
+        assert_eq!(e, JobError::Limit("output (1048576 bytes)".into()));
+    }
+
+    #[test]
+    fn values_group_by_key_and_nil_is_null() {
+        let out = run(
+            "function map(l) emit(1, nil) emit('1', {a = 2}) emit(true, l) end",
+            &["x"],
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            out["1"],
+            vec![serde_json::Value::Null, serde_json::json!({"a": 2})]
+        );
+        assert_eq!(out["true"], vec![serde_json::json!("x")]);
     }
 
     #[test]

@@ -120,11 +120,12 @@ pub async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
         all.push(read_all(&a, k).await?);
     }
     tokio::task::spawn_blocking(move || -> Result<(), jobs::JobError> {
-        let task = jobs::lua::LuaTask::new(
-            WORD_COUNT,
-            &Limits::default(),
-            Arc::new(AtomicBool::new(false)),
-        )?;
+        // One process holding everything: the memory the naive way needs.
+        let limits = Limits {
+            memory_mb: 8192,
+            ..Limits::default()
+        };
+        let task = jobs::lua::LuaTask::new(WORD_COUNT, &limits, Arc::new(AtomicBool::new(false)))?;
         let o = task.object("all", "null", 0)?;
         for body in &all {
             for line in body.split(|b| *b == b'\n') {
