@@ -458,7 +458,8 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
         assert second == first
     finally:
         cluster.restart(victim)
-        cluster.wait(lambda s: active(s) == 6, f"n{victim} back")
+        cluster.wait(lambda s: active(s) == 6 and replicas_settled(s) and cluster.leader(s),
+                     f"n{victim} back, one leader")
 
     # Freeze (SIGSTOP) a node that ran tasks: its tasks hang rather than fail, so they
     # get speculative copies, and the job still ends with the same result.
@@ -476,7 +477,11 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
         assert third == first
     finally:
         os.kill(cluster.nodes[frozen].proc.pid, signal.SIGCONT)
-        cluster.wait(lambda s: active(s) == 6, f"n{frozen} back")
+        # A voter that wakes up may call an election: wait for the cluster to settle.
+        cluster.wait(lambda s: active(s) == 6 and replicas_settled(s) and cluster.leader(s),
+                     f"n{frozen} back, one leader")
+        time.sleep(3)
+        cluster.wait(lambda s: replicas_settled(s) and cluster.leader(s), "one leader")
 
 
 def test_a_node_that_does_not_lead_hands_a_repair_request_to_the_leader(cluster):

@@ -94,3 +94,149 @@ impl Sandbox for LuaSandbox {
         self.task.memory_used()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn load(
+        runtime: &str,
+        code: &str,
+        limits: &Limits,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Box<dyn Sandbox>, JobError> {
+        open(runtime, code, limits, cancel, ObjectInfo::default())
+    }
+
+    fn run(runtime: &str, code: &str, limits: &Limits) -> Result<Emitted, JobError> {
+        let s = load(runtime, code, limits, Arc::new(AtomicBool::new(false)))?;
+        s.map(b"x")?;
+        Ok(s.finish()?.0)
+    }
+
+    fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
+        let mut l = Limits::default();
+        f(&mut l);
+        l
+    }
+
+    /// Endless loops (also inside try/catch or pcall), memory bombs, huge outputs (also
+    /// with the limit's error caught) and deep recursion each stop with the limit named.
+    #[test]
+    fn hostile_code_stops_at_the_limit_it_hits_in_every_runtime() {
+        let instructions = limits(|l| l.instructions = 5_000_000);
+        let memory = limits(|l| l.memory_mb = 16);
+        let output = limits(|l| l.output_mb = 1);
+        let out_err = JobError::Limit("output (1048576 bytes)".into());
+        let defaults = Limits::default();
+        let cases: Vec<(&str, &str, &Limits, JobError)> = vec![
+            (
+                "lua",
+                "function map() while true do end end",
+                &instructions,
+                JobError::Limit("instructions (5000000)".into()),
+            ),
+            (
+                "javascript",
+                "function map() { for (;;) { try { for (;;) {} } catch (e) {} } }",
+                &instructions,
+                JobError::Limit("instructions (5000000)".into()),
+            ),
+            (
+                "lua",
+                "function map() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end end",
+                &memory,
+                JobError::Limit("memory".into()),
+            ),
+            (
+                "javascript",
+                "function map() { const a = []; for (let i = 0; ; i++) a.push('x'.repeat(1000) + i); }",
+                &memory,
+                JobError::Limit("memory".into()),
+            ),
+            (
+                "lua",
+                "function map() for i = 1, 1e7 do emit('k' .. i, string.rep('v', 100)) end end",
+                &output,
+                out_err.clone(),
+            ),
+            (
+                "lua",
+                "function map() for i = 1, 1e5 do pcall(emit, 'k' .. i, string.rep('v', 100)) end end",
+                &output,
+                out_err.clone(),
+            ),
+            (
+                "javascript",
+                "function map() { for (let i = 0; i < 1e7; i++) { try { emit('k' + i, 'v'.repeat(100)); } catch (e) {} } }",
+                &output,
+                out_err,
+            ),
+            (
+                "lua",
+                "local function f(n) return 1 + f(n + 1) end function map() f(1) end",
+                &defaults,
+                JobError::Limit("stack depth (recursion too deep)".into()),
+            ),
+            (
+                "javascript",
+                "function f(n) { return 1 + f(n + 1); } function map() { f(1); }",
+                &defaults,
+                JobError::Limit("stack depth (recursion too deep)".into()),
+            ),
+        ];
+        for (runtime, code, limits, want) in cases {
+            let got = run(runtime, code, limits).unwrap_err();
+            assert_eq!(got, want, "{runtime}: {code}");
+            assert!(got.to_string().contains("limit"), "{got}");
+        }
+    }
+
+    #[test]
+    fn cancelling_stops_running_code_in_every_runtime() {
+        for (runtime, code) in [
+            ("lua", "function map() while true do end end"),
+            ("javascript", "function map() { for (;;) {} }"),
+        ] {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let s = load(runtime, code, &Limits::default(), cancel.clone()).unwrap();
+            cancel.store(true, Ordering::Relaxed);
+            assert_eq!(s.map(b"x").unwrap_err(), JobError::Cancelled, "{runtime}");
+        }
+    }
+
+    #[test]
+    fn code_without_map_or_that_does_not_parse_is_refused_at_load() {
+        for (runtime, code, says) in [
+            ("lua", "x = 1", "map"),
+            ("lua", "function map(", "job"),
+            ("javascript", "let x = 1;", "map"),
+            ("javascript", "function map( {", "SyntaxError"),
+            ("javascript", "const map = 3;", "must be a function"),
+        ] {
+            let e = load(
+                runtime,
+                code,
+                &Limits::default(),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .err()
+            .unwrap();
+            assert!(
+                matches!(&e, JobError::Code(m) if m.contains(says)),
+                "{runtime} {code}: {e:?}"
+            );
+        }
+        let e = load(
+            "cobol",
+            "",
+            &Limits::default(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, JobError::Invalid(m) if m.contains("lua, javascript")));
+    }
+}
