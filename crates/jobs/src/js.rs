@@ -213,7 +213,8 @@ impl JsTask {
             return over;
         }
         let m = message(ctx, e);
-        if m.contains("out of memory") {
+        // Out of memory, QuickJS may throw null: no Error object could be allocated.
+        if m.contains("out of memory") || m.starts_with("Null") {
             JobError::Limit("memory".into())
         } else if m.contains("stack overflow") || m.contains("call stack size exceeded") {
             JobError::Limit("stack depth (recursion too deep)".into())

@@ -11,7 +11,8 @@
 //! `{key = ..., version_id = ..., size = ...}`.
 //!
 //! The sandbox: only the `string`, `table`, `math` and `utf8` libraries, and no
-//! `load`, `dofile`, `loadfile`, `require` or `collectgarbage`: no file system, no
+//! `load`, `dofile`, `loadfile`, `require`, `collectgarbage`, `pcall` or `xpcall`: no
+//! file system, no
 //! network, no way to load other code. An instruction count, a memory limit, an output
 //! limit, a wall-clock limit and the job's cancel flag are checked while code runs.
 
@@ -123,7 +124,17 @@ impl LuaTask {
             .map_err(lua_err)?;
         let state = Rc::new(RefCell::new(TaskState { logs: Vec::new() }));
         let g = lua.globals();
-        for unsafe_global in ["load", "dofile", "loadfile", "require", "collectgarbage"] {
+        // pcall and xpcall go too: a limit is raised as a Lua error from the instruction
+        // hook, and code that could catch it could loop forever.
+        for unsafe_global in [
+            "load",
+            "dofile",
+            "loadfile",
+            "require",
+            "collectgarbage",
+            "pcall",
+            "xpcall",
+        ] {
             g.set(unsafe_global, Value::Nil).map_err(lua_err)?;
         }
 
@@ -222,10 +233,23 @@ impl LuaTask {
 
     /// Calls `map(record, object)`.
     pub fn map(&self, record: &[u8], object: &Value) -> Result<(), JobError> {
-        let record = self.lua.create_string(record).map_err(lua_err)?;
+        let record = self.lua.create_string(record).map_err(|e| self.error(e))?;
         self.map
             .call::<()>((record, object.clone()))
-            .map_err(lua_err)
+            .map_err(|e| self.error(e))
+    }
+
+    /// An error of the code, named as the memory limit when the state is (nearly) out
+    /// of memory: an allocation failing inside a library or a metamethod does not
+    /// always come back as Lua's memory error.
+    fn error(&self, e: mlua::Error) -> JobError {
+        let limit = self.limits.memory_bytes();
+        match lua_err(e) {
+            JobError::Code(_) if limit > 0 && self.lua.used_memory() >= limit / 10 * 9 => {
+                JobError::Limit("memory".into())
+            }
+            other => other,
+        }
     }
 
     fn fold(
@@ -358,6 +382,7 @@ mod tests {
             "function map() dofile('/etc/passwd') end",
             "function map() require('socket') end",
             "function map() debug.getinfo(1) end",
+            "function map() pcall(error, 'caught') end",
         ] {
             let e = run(code, &["x"], Limits::default()).unwrap_err();
             assert!(matches!(e, JobError::Code(_)), "{code}: {e:?}");
