@@ -263,11 +263,6 @@ impl LuaTask {
         self.lua.from_value(out).map_err(lua_err)
     }
 
-    /// Whether the code has a `reduce`.
-    pub fn has_reduce(&self) -> bool {
-        self.reduce.is_some()
-    }
-
     /// What the task emitted, each key's values folded by `combine` when there is one;
     /// and its log lines. Leaves the task empty.
     pub fn finish(&self) -> Result<(Emitted, Vec<String>), JobError> {
@@ -309,11 +304,6 @@ impl LuaTask {
     /// Bytes the task's Lua state uses now.
     pub fn memory_used(&self) -> usize {
         self.lua.used_memory()
-    }
-
-    /// The limits the task runs under.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 }
 
