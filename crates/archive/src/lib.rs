@@ -27,7 +27,7 @@ pub use catalog::audit::LEDGER_INDEX;
 pub use catalog::{
     AccessKey, Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, Permission,
     PutCondition, Upload, Version, VersionSel, Versioning, VersionsPage, VersionsQuery,
-    generate_key_pair,
+    generate_key_pair, now_ns,
 };
 pub use codec::{ChunkParams, DataKey, Redundancy};
 pub use error::ArchiveError;

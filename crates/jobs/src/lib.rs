@@ -361,7 +361,7 @@ impl Jobs {
             Arc::new(AtomicBool::new(false)),
             sandbox::ObjectInfo::default(),
         )?;
-        let now = catalog_now_ns();
+        let now = archive::now_ns();
         let as_of_ns = match &spec.as_of {
             Some(t) => archive::parse_instant(t).map_err(|e| JobError::Invalid(e.to_string()))?,
             None => now,
@@ -1043,11 +1043,4 @@ fn run_map(
 
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn catalog_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
