@@ -15,6 +15,7 @@
 pub mod js;
 pub mod lua;
 pub mod sandbox;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

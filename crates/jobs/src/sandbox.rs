@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use crate::{Emitted, JobError, Limits};
 
 /// The runtimes a job may ask for.
-pub const RUNTIMES: &[&str] = &["lua", "javascript"];
+pub const RUNTIMES: &[&str] = &["lua", "javascript", "wasm"];
 
 /// The input object a task reads, as `map`'s second argument.
 #[derive(Debug, Clone, Default)]
@@ -51,8 +51,11 @@ pub fn open(
         "javascript" | "js" => Ok(Box::new(crate::js::JsTask::new(
             code, limits, cancel, object,
         )?)),
+        "wasm" | "webassembly" => Ok(Box::new(crate::wasm::WasmTask::new(
+            code, limits, cancel, &object,
+        )?)),
         other => Err(JobError::Invalid(format!(
-            "runtime {other:?}: use one of {} (WebAssembly and Python are planned, see docs/jobs.md)",
+            "runtime {other:?}: use one of {} (see docs/jobs.md)",
             RUNTIMES.join(", ")
         ))),
     }
@@ -96,7 +99,7 @@ impl Sandbox for LuaSandbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
@@ -116,6 +119,21 @@ mod tests {
         Ok(s.finish()?.0)
     }
 
+    /// A WebAssembly module (WAT) whose `map` runs `body`; `$emit` is imported, and memory
+    /// holds the key "k1" at 16 and the JSON value "\"v\"" at 32.
+    pub(crate) fn wat(body: &str) -> String {
+        format!(
+            r#"(module
+  (import "edgecloud" "emit" (func $emit (param i32 i32 i32 i32)))
+  (import "edgecloud" "log" (func $log (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "k1")
+  (data (i32.const 32) "\"v\"")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func $map (export "map") (param i32 i32) {body}))"#
+        )
+    }
+
     fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
         let mut l = Limits::default();
         f(&mut l);
@@ -131,6 +149,12 @@ mod tests {
         let output = limits(|l| l.output_mb = 1);
         let out_err = JobError::Limit("output (1048576 bytes)".into());
         let defaults = Limits::default();
+        let w_loop = wat("(loop $l (br $l))");
+        let w_grow = wat("(loop $l (drop (memory.grow (i32.const 16))) (br $l))");
+        let w_emit = wat(
+            "(loop $l (call $emit (i32.const 16) (i32.const 2) (i32.const 32) (i32.const 3)) (br $l))",
+        );
+        let w_deep = wat("(call $map (local.get 0) (local.get 1))");
         let cases: Vec<(&str, &str, &Limits, JobError)> = vec![
             (
                 "lua",
@@ -166,7 +190,7 @@ mod tests {
                 "javascript",
                 "function map() { for (let i = 0; i < 1e7; i++) { try { emit('k' + i, 'v'.repeat(100)); } catch (e) {} } }",
                 &output,
-                out_err,
+                out_err.clone(),
             ),
             (
                 "lua",
@@ -180,6 +204,25 @@ mod tests {
                 &defaults,
                 JobError::Limit("stack depth (recursion too deep)".into()),
             ),
+            (
+                "wasm",
+                &w_loop,
+                &instructions,
+                JobError::Limit("instructions (5000000)".into()),
+            ),
+            (
+                "wasm",
+                &w_grow,
+                &memory,
+                JobError::Limit("memory (16 MiB)".into()),
+            ),
+            ("wasm", &w_emit, &output, out_err.clone()),
+            (
+                "wasm",
+                &w_deep,
+                &defaults,
+                JobError::Limit("stack depth (recursion too deep)".into()),
+            ),
         ];
         for (runtime, code, limits, want) in cases {
             let got = run(runtime, code, limits).unwrap_err();
@@ -190,9 +233,11 @@ mod tests {
 
     #[test]
     fn cancelling_stops_running_code_in_every_runtime() {
+        let w_loop = wat("(loop $l (br $l))");
         for (runtime, code) in [
             ("lua", "function map() while true do end end"),
             ("javascript", "function map() { for (;;) {} }"),
+            ("wasm", w_loop.as_str()),
         ] {
             let cancel = Arc::new(AtomicBool::new(false));
             let s = load(runtime, code, &Limits::default(), cancel.clone()).unwrap();
@@ -209,6 +254,10 @@ mod tests {
             ("javascript", "let x = 1;", "map"),
             ("javascript", "function map( {", "SyntaxError"),
             ("javascript", "const map = 3;", "must be a function"),
+            ("wasm", "(module (memory (export \"memory\") 1))", "alloc"),
+            ("wasm", "(module", "not a valid WebAssembly module"),
+            ("wasm", "AGFzbQEAAAA=", "memory"), // an empty binary module, as base64
+            ("wasm", "AGFzbQ!!", "base64"),
         ] {
             let e = load(
                 runtime,
