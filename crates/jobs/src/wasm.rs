@@ -16,8 +16,8 @@
 //! every file, socket or process call answers ENOSYS or EBADF. There is no file system
 //! or network to reach.
 //!
-//! Limits: instructions (wasmi fuel, spent in slices so the wall-time limit and cancel
-//! are checked between them), memory (the store's limiter; growing past it traps),
+//! Limits: instructions (wasmi fuel; the wall-time limit and cancel are checked between
+//! calls), memory (the store's limiter; growing past it traps),
 //! output (counted in `emit`), and recursion depth (the engine's call stack limit).
 
 use std::cell::RefCell;
@@ -29,15 +29,12 @@ use std::time::Instant;
 use base64::Engine as _;
 use wasmi::{
     Caller, Config, Engine, Extern, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
-    TypedFunc, TypedResumableCall, Val, WasmParams, WasmResults,
+    TypedFunc, Val, WasmParams, WasmResults,
 };
 
 use crate::sandbox::{ObjectInfo, Sandbox};
 use crate::{Emitted, JobError, Limits};
 
-/// Fuel given at a time: between two slices the time limit and cancel are checked
-/// (wasmi runs ~10^8 simple instructions a second, so a slice is ~0.1 s).
-const FUEL_SLICE: u64 = 10_000_000;
 /// Nested calls before a stack overflow (a Go program needs a few hundred).
 const MAX_RECURSION: usize = 4096;
 /// Compiled modules kept, by their code's SHA-256: a job's tasks compile once.
@@ -514,52 +511,30 @@ impl WasmTask {
         Ok(task)
     }
 
-    /// Calls `f` with fuel given a slice at a time; between slices, the instruction and
-    /// time limits and cancel are checked.
+    /// Calls `f` with the fuel the task has left. The time limit and cancel are checked
+    /// before each call, not during one: wasmi cannot be interrupted from outside, and
+    /// in wasmi 2.0.0 running out of fuel inside `memory.grow` or a bulk memory operation
+    /// is not resumable, so fuel cannot be handed out in slices (docs/decisions.md). The
+    /// instruction limit bounds every call.
     fn call<P: WasmParams, R: WasmResults>(
         &self,
         f: &TypedFunc<P, R>,
         params: P,
     ) -> Result<R, JobError> {
+        if Instant::now() > self.deadline {
+            return Err(JobError::Limit(format!("time ({} s)", self.limits.seconds)));
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(JobError::Cancelled);
+        }
         let mut store = self.store.borrow_mut();
         let mut fuel = self.fuel.borrow_mut();
-        let mut slice = (*fuel).min(FUEL_SLICE);
         store
-            .set_fuel(slice)
+            .set_fuel(*fuel)
             .map_err(|e| JobError::Code(e.to_string()))?;
-        let mut state = f.call_resumable(&mut *store, params);
-        loop {
-            let spent = slice - store.get_fuel().unwrap_or(0);
-            *fuel = fuel.saturating_sub(spent);
-            match state {
-                Ok(TypedResumableCall::Finished(r)) => return Ok(r),
-                Ok(TypedResumableCall::OutOfFuel(paused)) => {
-                    // The next block costs more than what is left.
-                    if *fuel < paused.required_fuel().max(1) {
-                        return Err(JobError::Limit(format!(
-                            "instructions ({})",
-                            self.limits.instructions
-                        )));
-                    }
-                    if Instant::now() > self.deadline {
-                        return Err(JobError::Limit(format!("time ({} s)", self.limits.seconds)));
-                    }
-                    if self.cancel.load(Ordering::Relaxed) {
-                        return Err(JobError::Cancelled);
-                    }
-                    slice = (*fuel).min(FUEL_SLICE.max(paused.required_fuel()));
-                    store
-                        .set_fuel(slice)
-                        .map_err(|e| JobError::Code(e.to_string()))?;
-                    state = paused.resume(&mut *store);
-                }
-                Ok(TypedResumableCall::HostTrap(trap)) => {
-                    let e = trap.host_error().to_string();
-                    return Err(store.data_mut().failed.take().unwrap_or(JobError::Code(e)));
-                }
-                Err(e) => return Err(self.failure(&mut store, e)),
-            }
-        }
+        let result = f.call(&mut *store, params);
+        *fuel = store.get_fuel().unwrap_or(0);
+        result.map_err(|e| self.failure(&mut store, e))
     }
 
     fn failure(&self, store: &mut Store<Host>, e: wasmi::Error) -> JobError {
@@ -574,6 +549,9 @@ impl WasmTask {
                 JobError::Limit(format!("memory ({} MiB)", self.limits.memory_mb))
             }
             Some(wasmi::TrapCode::OutOfFuel) => {
+                JobError::Limit(format!("instructions ({})", self.limits.instructions))
+            }
+            _ if matches!(e.kind(), wasmi::errors::ErrorKind::ResumableOutOfFuel(_)) => {
                 JobError::Limit(format!("instructions ({})", self.limits.instructions))
             }
             _ => JobError::Code(format!("the module trapped: {e}")),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use jobs::{InputMode, JobInfo, JobSpec, JobState, Limits};
 use reqwest::Method;
@@ -14,9 +15,10 @@ use crate::cli::client::Client;
 #[derive(clap::Subcommand)]
 pub enum JobCmd {
     /// Run CODE over the objects of BUCKET[/PREFIX] and wait for the result (a progress
-    /// bar shows tasks done). CODE (Lua or JavaScript) defines `map(record, object)`
-    /// calling `emit(key, value)`, and optionally `combine(key, values)` and
-    /// `reduce(key, values)`. The result is a JSON-lines object; see docs/jobs.md.
+    /// bar shows tasks done). CODE (Lua, JavaScript, Python, or WebAssembly built from Go,
+    /// Rust or C) defines `map(record, object)` calling `emit(key, value)`, and optionally
+    /// `combine(key, values)` and `reduce(key, values)`. The result is a JSON-lines
+    /// object; see docs/jobs.md.
     Run(RunArgs),
     /// Show a job's state and counts.
     Status {
@@ -37,9 +39,11 @@ pub enum JobCmd {
 pub struct RunArgs {
     /// The input: BUCKET or BUCKET/PREFIX.
     pub input: String,
-    /// The code: a Lua or JavaScript file with `map` (and optionally `combine`, `reduce`).
+    /// The code: a Lua, JavaScript or Python file with `map` (and optionally `combine`,
+    /// `reduce`), or a WebAssembly module (.wasm, or .wat text) built for the edgecloud ABI.
     pub code: PathBuf,
-    /// lua or javascript [default: javascript for a .js file, else lua]
+    /// lua, javascript, wasm or python [default: by the file: .js javascript, .wasm or
+    /// .wat wasm, .py python, else lua]
     #[arg(long)]
     pub runtime: Option<String>,
     /// The output object's key [default: jobs/ID/result.jsonl in the input bucket]
@@ -119,8 +123,17 @@ async fn get(c: &Client, id: &str) -> anyhow::Result<JobInfo> {
 pub async fn run(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
     match cmd {
         JobCmd::Run(a) => {
-            let code = std::fs::read_to_string(&a.code)
+            let bytes = std::fs::read(&a.code)
                 .with_context(|| format!("cannot read the job's code from {}", a.code.display()))?;
+            // A binary WebAssembly module travels as base64; everything else is text.
+            let is_module = bytes.starts_with(b"\0asm");
+            let code = if is_module {
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else {
+                String::from_utf8(bytes).with_context(|| {
+                    format!("{} is neither text nor a WebAssembly module", a.code.display())
+                })?
+            };
             let (bucket, prefix) = match a.input.split_once('/') {
                 Some((b, p)) => (b.to_string(), p.to_string()),
                 None => (a.input.clone(), String::new()),
@@ -129,6 +142,9 @@ pub async fn run(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
                 a.runtime
                     .unwrap_or_else(|| match a.code.extension().and_then(|e| e.to_str()) {
                         Some("js" | "mjs") => "javascript".into(),
+                        Some("wasm" | "wat") => "wasm".into(),
+                        _ if is_module => "wasm".into(),
+                        Some("py") => "python".into(),
                         _ => "lua".into(),
                     });
             let d = Limits::default();

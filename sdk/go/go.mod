@@ -1,0 +1,3 @@
+module edgecloud/job
+
+go 1.24
