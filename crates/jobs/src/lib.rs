@@ -14,6 +14,7 @@
 
 pub mod js;
 pub mod lua;
+pub mod python;
 pub mod sandbox;
 pub mod wasm;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use crate::{Emitted, JobError, Limits};
 
 /// The runtimes a job may ask for.
-pub const RUNTIMES: &[&str] = &["lua", "javascript", "wasm"];
+pub const RUNTIMES: &[&str] = &["lua", "javascript", "wasm", "python"];
 
 /// The input object a task reads, as `map`'s second argument.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +52,9 @@ pub fn open(
             code, limits, cancel, object,
         )?)),
         "wasm" | "webassembly" => Ok(Box::new(crate::wasm::WasmTask::new(
+            code, limits, cancel, &object,
+        )?)),
+        "python" | "py" => Ok(Box::new(crate::python::PythonTask::new(
             code, limits, cancel, &object,
         )?)),
         other => Err(JobError::Invalid(format!(
@@ -155,7 +158,32 @@ pub(crate) mod tests {
             "(loop $l (call $emit (i32.const 16) (i32.const 2) (i32.const 32) (i32.const 3)) (br $l))",
         );
         let w_deep = wat("(call $map (local.get 0) (local.get 1))");
+        let seconds = limits(|l| l.seconds = 2);
         let cases: Vec<(&str, &str, &Limits, JobError)> = vec![
+            (
+                "python",
+                "def map(r, o):\n    while True: pass",
+                &seconds,
+                JobError::Limit("time (2 s)".into()),
+            ),
+            (
+                "python",
+                "def map(r, o):\n    a = []\n    while True: a.append('x' * 1000000)",
+                &memory,
+                JobError::Limit("memory (16 MiB)".into()),
+            ),
+            (
+                "python",
+                "def map(r, o):\n    for i in range(10**7):\n        try: emit('k%d' % i, 'v' * 100)\n        except Exception: pass",
+                &output,
+                out_err.clone(),
+            ),
+            (
+                "python",
+                "def f(n): return 1 + f(n + 1)\ndef map(r, o): f(1)",
+                &defaults,
+                JobError::Limit("stack depth (recursion too deep)".into()),
+            ),
             (
                 "lua",
                 "function map() while true do end end",
@@ -238,11 +266,14 @@ pub(crate) mod tests {
             ("lua", "function map() while true do end end"),
             ("javascript", "function map() { for (;;) {} }"),
             ("wasm", w_loop.as_str()),
+            ("python", "def map(r, o):\n    while True: pass"),
         ] {
             let cancel = Arc::new(AtomicBool::new(false));
             let s = load(runtime, code, &Limits::default(), cancel.clone()).unwrap();
             cancel.store(true, Ordering::Relaxed);
-            assert_eq!(s.map(b"x").unwrap_err(), JobError::Cancelled, "{runtime}");
+            // A subprocess takes records without waiting: it may only say so at the end.
+            let stopped = s.map(b"x").and_then(|_| s.finish().map(|_| ()));
+            assert_eq!(stopped.unwrap_err(), JobError::Cancelled, "{runtime}");
         }
     }
 
@@ -258,6 +289,9 @@ pub(crate) mod tests {
             ("wasm", "(module", "not a valid WebAssembly module"),
             ("wasm", "AGFzbQEAAAA=", "memory"), // an empty binary module, as base64
             ("wasm", "AGFzbQ!!", "base64"),
+            ("python", "x = 1", "map"),
+            ("python", "def map(:", "SyntaxError"),
+            ("python", "map = 3", "must be a function"),
         ] {
             let e = load(
                 runtime,
