@@ -105,6 +105,58 @@ def test_the_same_job_in_javascript_gives_the_same_result(node, tmp_path):
     assert p.returncode != 0 and "limits.instructions" in p.stdout, p.stdout + p.stderr
 
 
+WORD_COUNT_PY = """
+import re
+def map(line, object):
+    for word in re.findall(r"[A-Za-z]+", line):
+        emit(word.lower(), 1)
+def combine(word, counts):
+    return sum(counts)
+reduce = combine
+"""
+
+
+def test_the_same_job_in_python_gives_the_same_result(node, tmp_path):
+    out = job(node, "run", "texts/licenses/", code_file(tmp_path, WORD_COUNT_PY, "wc.py"),
+              "--output", "results/wc-py.jsonl").stdout
+    assert "Succeeded" in out and "python" in out, out
+    assert result(node, "results/wc-py.jsonl") == expected_words(LICENSES)
+
+
+PY_SNOOP = """
+import os
+def map(record, object):
+    for path in [DATA, DATA + "/node.key", "/etc/passwd", "/root"]:
+        emit(path, os.path.exists(path))
+    try:
+        import socket
+        socket.create_connection(("127.0.0.1", PORT), timeout=1)
+        emit("connected", True)
+    except OSError:
+        emit("connected", False)
+"""
+
+
+def test_python_jobs_see_no_node_files_and_no_network(node, tmp_path):
+    port = node.admin.rsplit(":", 1)[1].strip("/")
+    code = PY_SNOOP.replace("DATA", repr(str(node.data))).replace("PORT", port)
+    out = job(node, "run", "texts/other/", code_file(tmp_path, code, "snoop.py"),
+              "--output", "results/snoop.jsonl").stdout
+    assert "Succeeded" in out, out
+    got = result(node, "results/snoop.jsonl")
+    assert got and all(v == [False] for v in got.values()), got
+
+
+@pytest.mark.parametrize("code,flags,limit", [
+    ("def map(r, o):\n    while True:\n        try:\n            pass\n        except BaseException:\n            pass\n", ["--max-seconds", "2"], "limits.seconds"),
+    ("def map(r, o):\n    a = []\n    while True:\n        a.append(bytearray(1 << 20))\n", ["--max-memory-mb", "32"], "limits.memory_mb"),
+    ("def map(r, o):\n    for i in range(10**8):\n        try:\n            emit(str(i), 'x' * 1000)\n        except BaseException:\n            pass\n", ["--max-output-mb", "1"], "limits.output_mb"),
+])
+def test_hostile_python_stops_at_a_named_limit(node, tmp_path, code, flags, limit):
+    p = job(node, "run", "texts/other/", code_file(tmp_path, code, "hostile.py"), *flags, check=False)
+    assert p.returncode != 0 and limit in p.stdout, p.stdout + p.stderr
+
+
 GO_SOURCES = Path(__file__).parent / "go"
 
 
