@@ -22,6 +22,31 @@ function combine(w, ones) local n = 0 for _, c in ipairs(ones) do n = n + c end 
 reduce = combine
 "#;
 
+const WORD_COUNT_JS: &str = r#"
+function map(line, object) { for (const w of line.match(/[A-Za-z]+/g) || []) emit(w.toLowerCase(), 1); }
+function combine(word, counts) { return counts.reduce((a, b) => a + b, 0); }
+const reduce = combine;
+"#;
+
+const WORD_COUNT_PY: &str = r#"
+import re
+def map(line, object):
+    for word in re.findall(r"[A-Za-z]+", line):
+        emit(word.lower(), 1)
+def combine(word, counts):
+    return sum(counts)
+reduce = combine
+"#;
+
+/// A small module (a Go one needs a Go toolchain at bench time): emits each record.
+const WASM_ECHO: &str = r#"(module
+  (import "edgecloud" "emit" (func $emit (param i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "1")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "map") (param i32 i32)
+    (call $emit (local.get 0) (local.get 1) (i32.const 16) (i32.const 1))))"#;
+
 fn spec(prefix: &str, output: &str) -> JobSpec {
     JobSpec {
         bucket: "corpus".into(),
@@ -173,26 +198,45 @@ pub async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
         format!("{:8.2} ms", best * 1e3),
     );
 
-    // A task's start: a fresh sandbox with the code loaded.
-    let n = if quick { 2000 } else { 20_000 };
-    let t = Instant::now();
-    let mut memory = 0;
-    for _ in 0..n {
-        let task = jobs::lua::LuaTask::new(
-            WORD_COUNT,
-            &Limits::default(),
-            Arc::new(AtomicBool::new(false)),
-        )?;
-        memory = task.memory_used();
+    // A task's start: a fresh sandbox with the code loaded, per runtime.
+    for (runtime, code, n) in [
+        ("lua", WORD_COUNT, if quick { 2000 } else { 20_000 }),
+        ("javascript", WORD_COUNT_JS, if quick { 500 } else { 5000 }),
+        ("wasm", WASM_ECHO, if quick { 2000 } else { 20_000 }),
+        ("python", WORD_COUNT_PY, if quick { 10 } else { 100 }),
+    ] {
+        let t = Instant::now();
+        let mut memory = 0;
+        for _ in 0..n {
+            let task = match jobs::sandbox::open(
+                runtime,
+                code,
+                &Limits::default(),
+                Arc::new(AtomicBool::new(false)),
+                Default::default(),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    row(&format!("task start ({runtime})"), format!("skipped: {e}"));
+                    break;
+                }
+            };
+            memory = task.memory_used();
+        }
+        let per = t.elapsed().as_secs_f64() / n as f64;
+        if memory == 0 && runtime != "wasm" {
+            continue;
+        }
+        let unit = if per < 1e-3 {
+            format!("{:8.1} µs", per * 1e6)
+        } else {
+            format!("{:8.1} ms", per * 1e3)
+        };
+        row(&format!("task start ({runtime}, code loaded)"), unit);
+        row(
+            &format!("memory of a {runtime} task before input"),
+            format!("{:8.1} KiB", memory as f64 / 1024.0),
+        );
     }
-    let per = t.elapsed().as_secs_f64() / n as f64;
-    row(
-        "task start (new Lua state, code loaded)",
-        format!("{:8.1} µs", per * 1e6),
-    );
-    row(
-        "memory of a Lua task before input",
-        format!("{:8.1} KiB", memory as f64 / 1024.0),
-    );
     Ok(())
 }

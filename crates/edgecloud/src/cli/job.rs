@@ -131,7 +131,10 @@ pub async fn run(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
             } else {
                 String::from_utf8(bytes).with_context(|| {
-                    format!("{} is neither text nor a WebAssembly module", a.code.display())
+                    format!(
+                        "{} is neither text nor a WebAssembly module",
+                        a.code.display()
+                    )
                 })?
             };
             let (bucket, prefix) = match a.input.split_once('/') {
