@@ -155,6 +155,10 @@ pub struct JobSpec {
     /// Limits per task.
     #[serde(default)]
     pub limits: Limits,
+    /// Reuse what the last run with this output and code emitted for inputs whose
+    /// version has not changed (kept in `OUTPUT.tasks`); needs `output`.
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 fn default_runtime() -> String {
@@ -229,6 +233,9 @@ pub struct JobInfo {
     pub tasks_rerun: u64,
     /// Slow tasks that got a speculative copy on this node.
     pub tasks_speculative: u64,
+    /// Inputs whose earlier result was reused (`incremental`).
+    #[serde(default)]
+    pub tasks_reused: u64,
     /// Tasks done per node (its node-to-node address; "here" for this node).
     pub tasks_by_node: BTreeMap<String, u64>,
     /// Bytes of the inputs' data shards on the node each task ran on (by the layout's
@@ -357,6 +364,12 @@ impl Jobs {
                 .bucket(b)
                 .map_err(|e| JobError::Invalid(e.to_string()))?;
         }
+        if spec.incremental && spec.output.is_none() {
+            return Err(JobError::Invalid(
+                "an incremental job needs an output key (--output), the one its earlier runs wrote"
+                    .into(),
+            ));
+        }
         if spec.code.len() > MAX_CODE_BYTES {
             return Err(JobError::Invalid(format!(
                 "the job's code is {} bytes; the most is {MAX_CODE_BYTES}",
@@ -401,6 +414,7 @@ impl Jobs {
             tasks_remote: 0,
             tasks_rerun: 0,
             tasks_speculative: 0,
+            tasks_reused: 0,
             tasks_by_node: BTreeMap::new(),
             bytes_local: 0,
             bytes_site: 0,
@@ -492,12 +506,31 @@ impl Jobs {
             .output
             .clone()
             .unwrap_or_else(|| format!("jobs/{}/result.jsonl", job.snapshot().id));
+        let state_key = format!("{output_key}{STATE_SUFFIX}");
         let inputs = self.inputs(job, &output_bucket, &output_key)?;
         job.update(|i| i.tasks_total = inputs.len() as u64);
 
-        let mut emitted = Emitted::default();
+        // Each input's emitted values, merged in input order at the end so that the
+        // result does not depend on which task finished first.
+        let mut per_input: BTreeMap<String, (String, String, Emitted)> = BTreeMap::new();
+        let mut to_run = inputs.clone();
+        if spec.incremental {
+            let earlier = self.earlier_state(job, &output_bucket, &state_key).await;
+            to_run.retain(|i| match earlier.get(&i.key) {
+                Some((v, e, emitted)) if *v == i.version_id && *e == i.etag => {
+                    per_input.insert(i.key.clone(), (v.clone(), e.clone(), emitted.clone()));
+                    false
+                }
+                _ => true,
+            });
+            let reused = per_input.len() as u64;
+            job.update(|i| {
+                i.tasks_reused = reused;
+                i.tasks_done = reused;
+            });
+        }
         let mut total_out = 0u64;
-        let mut tasks = futures::stream::iter(inputs.iter().cloned())
+        let mut tasks = futures::stream::iter(to_run.into_iter())
             .map(|input| self.task(job, input))
             .buffer_unordered(self.parallelism * self.nodes());
         while let Some(done) = tasks.next().await {
@@ -518,11 +551,14 @@ impl Jobs {
                 i.bytes_cross_site += done.cross;
                 *i.tasks_by_node.entry(done.ran_on.clone()).or_default() += 1;
             });
-            for (k, mut vs) in done.emitted {
+            for (k, vs) in &done.emitted {
                 total_out +=
                     (k.len() + vs.iter().map(|v| v.to_string().len()).sum::<usize>()) as u64;
-                emitted.entry(k).or_default().append(&mut vs);
             }
+            per_input.insert(
+                done.key.clone(),
+                (done.version_id.clone(), done.etag.clone(), done.emitted),
+            );
             if total_out > spec.limits.output_bytes() {
                 job.cancel.store(true, Ordering::Relaxed);
                 return Err(JobError::Limit(format!(
@@ -534,6 +570,18 @@ impl Jobs {
         drop(tasks);
         if job.cancel.load(Ordering::Relaxed) {
             return Err(JobError::Cancelled);
+        }
+
+        let state = if spec.incremental {
+            Some(task_state(job, &per_input)?)
+        } else {
+            None
+        };
+        let mut emitted = Emitted::default();
+        for (_, (_, _, e)) in per_input {
+            for (k, mut vs) in e {
+                emitted.entry(k).or_default().append(&mut vs);
+            }
         }
 
         // Reduce and encode in the runtime's thread.
@@ -582,6 +630,19 @@ impl Jobs {
             .await
             .map_err(|e| JobError::Output(format!("{output_bucket}/{output_key}: {e}")))?;
 
+        if let Some(state) = state {
+            let opts = PutOptions {
+                content_type: Some("application/x-ndjson".into()),
+                actor: actor.clone(),
+                meta: [("x-edgecloud-job".to_string(), job.snapshot().id)].into(),
+                ..Default::default()
+            };
+            self.archive
+                .put_bytes(&output_bucket, &state_key, Bytes::from(state), opts)
+                .await
+                .map_err(|e| JobError::Output(format!("{output_bucket}/{state_key}: {e}")))?;
+        }
+
         let mut listing = Vec::new();
         for i in &inputs {
             listing
@@ -616,6 +677,50 @@ impl Jobs {
         })
     }
 
+    /// What the last run of an incremental job emitted per input, if it ran the same
+    /// code the same way: input key -> (version id, ETag, emitted).
+    async fn earlier_state(
+        &self,
+        job: &Job,
+        bucket: &str,
+        key: &str,
+    ) -> BTreeMap<String, (String, String, Emitted)> {
+        let mut out = BTreeMap::new();
+        let body = match self
+            .archive
+            .get_bytes(bucket, key, &VersionSel::Latest)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                job.log(
+                    "job",
+                    vec![format!(
+                        "no earlier run's state at {bucket}/{key} ({e}): every input runs"
+                    )],
+                );
+                return out;
+            }
+        };
+        let mut lines = body.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+        let header: Option<StateHeader> = lines.next().and_then(|l| serde_json::from_slice(l).ok());
+        if header.as_ref() != Some(&StateHeader::of(&job.spec)) {
+            job.log(
+                "job",
+                vec![format!(
+                    "the earlier run at {bucket}/{key} ran other code or inputs: every input runs"
+                )],
+            );
+            return out;
+        }
+        for line in lines {
+            if let Ok(t) = serde_json::from_slice::<StateLine>(line) {
+                out.insert(t.key, (t.version_id, t.etag, t.emitted));
+            }
+        }
+        out
+    }
+
     /// The input versions, in key order, as of the job's instant (never its own output).
     fn inputs(
         &self,
@@ -637,7 +742,9 @@ impl Jobs {
                 .list(&job.spec.bucket, &q)
                 .map_err(|e| JobError::Input(e.to_string()))?;
             for v in &page.objects {
-                if !(job.spec.bucket == output_bucket && v.key == output_key) {
+                let own =
+                    v.key == output_key || v.key.strip_suffix(STATE_SUFFIX) == Some(output_key);
+                if !(job.spec.bucket == output_bucket && own) {
                     out.push(Input {
                         key: v.key.clone(),
                         version_id: v.version_id.clone(),
@@ -862,6 +969,8 @@ impl Jobs {
         }
         TaskDone {
             key: input.key,
+            version_id: input.version_id,
+            etag: input.etag,
             emitted: r.emitted,
             logs: r.logs,
             records: r.records,
@@ -872,6 +981,61 @@ impl Jobs {
             ran_on: "here".into(),
         }
     }
+}
+
+/// An incremental job keeps what each input emitted in its output key + this.
+pub const STATE_SUFFIX: &str = ".tasks";
+
+/// The first line of an incremental job's state: what must match for reuse.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StateHeader {
+    code_sha256: String,
+    runtime: String,
+    input: InputMode,
+    bucket: String,
+    prefix: String,
+}
+
+impl StateHeader {
+    fn of(spec: &JobSpec) -> Self {
+        StateHeader {
+            code_sha256: sha256_hex(spec.code.as_bytes()),
+            runtime: spec.runtime.clone(),
+            input: spec.input,
+            bucket: spec.bucket.clone(),
+            prefix: spec.prefix.clone(),
+        }
+    }
+}
+
+/// One input's line in an incremental job's state.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateLine {
+    key: String,
+    version_id: String,
+    etag: String,
+    emitted: Emitted,
+}
+
+/// An incremental job's state: the header, then a line per input.
+fn task_state(
+    job: &Job,
+    per_input: &BTreeMap<String, (String, String, Emitted)>,
+) -> Result<Vec<u8>, JobError> {
+    let fail = |e: serde_json::Error| JobError::Output(e.to_string());
+    let mut out = serde_json::to_vec(&StateHeader::of(&job.spec)).map_err(fail)?;
+    out.push(b'\n');
+    for (key, (version_id, etag, emitted)) in per_input {
+        let line = StateLine {
+            key: key.clone(),
+            version_id: version_id.clone(),
+            etag: etag.clone(),
+            emitted: emitted.clone(),
+        };
+        serde_json::to_writer(&mut out, &line).map_err(fail)?;
+        out.push(b'\n');
+    }
+    Ok(out)
 }
 
 /// The largest job code accepted (a WebAssembly module travels as base64).
@@ -1027,6 +1191,8 @@ struct Input {
 
 struct TaskDone {
     key: String,
+    version_id: String,
+    etag: String,
     emitted: Emitted,
     logs: Vec<String>,
     records: u64,

@@ -37,6 +37,7 @@ fn spec(code: &str, prefix: &str) -> JobSpec {
         output: Some("out/result.jsonl".into()),
         output_bucket: None,
         limits: Limits::default(),
+        incremental: false,
     }
 }
 
@@ -155,4 +156,80 @@ async fn the_first_failing_task_fails_the_job_with_its_object_named() {
     let e = info.error.unwrap();
     assert!(e.contains("in/2") && e.contains("bad record 2"), "{e}");
     assert!(info.output.is_none());
+}
+
+/// An incremental rerun runs only the inputs that changed (new, rewritten) and drops
+/// deleted ones, and its result equals a full run's; other code runs everything again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_rerun_runs_only_changed_inputs_and_equals_a_full_run() {
+    let t = testkit::archive_with_bucket(3, "data").await;
+    let a = &t.archive;
+    let put = |key: &str, body: &str| {
+        let (key, body) = (key.to_string(), body.to_string());
+        async move {
+            a.put_bytes("data", &key, Bytes::from(body), PutOptions::default())
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..5 {
+        put(&format!("in/{i}.txt"), &format!("a b\nc {i}\n")).await;
+    }
+    let jobs = Jobs::new(a.clone(), 2);
+    let run = |incremental: bool, code: &str, output: &str| {
+        let mut s = spec(code, "in/");
+        s.incremental = incremental;
+        s.output = Some(output.into());
+        let id = jobs.submit(s, None).unwrap().id;
+        let jobs = jobs.clone();
+        async move { wait(&jobs, &id).await }
+    };
+    let body = |key: &str| {
+        let key = key.to_string();
+        async move {
+            String::from_utf8(
+                a.get_bytes("data", &key, &VersionSel::Latest)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+        }
+    };
+    let first = run(true, WORD_COUNT, "out/inc.jsonl").await;
+    assert_eq!((first.tasks_done, first.tasks_reused), (5, 0), "{first:?}");
+
+    put("in/1.txt", "a a a\n").await; // changed
+    put("in/9.txt", "z\n").await; // new
+    a.delete("data", "in/3.txt", None).await.unwrap(); // gone
+    let second = run(true, WORD_COUNT, "out/inc.jsonl").await;
+    assert_eq!(second.state, JobState::Succeeded, "{second:?}");
+    assert_eq!(
+        (second.tasks_total, second.tasks_reused),
+        (5, 3),
+        "{second:?}"
+    );
+    assert_eq!(
+        second.records, 2,
+        "only the changed and the new input were read"
+    );
+    let full = run(false, WORD_COUNT, "out/full.jsonl").await;
+    assert_eq!(full.tasks_reused, 0);
+    assert_eq!(body("out/inc.jsonl").await, body("out/full.jsonl").await);
+    assert!(
+        body("out/inc.jsonl")
+            .await
+            .contains("{\"key\":\"a\",\"value\":6}")
+    );
+
+    // Other code: nothing is reused. No output key: refused.
+    let other = format!("{WORD_COUNT}\n-- changed");
+    let third = run(true, &other, "out/inc.jsonl").await;
+    assert_eq!(third.tasks_reused, 0, "{third:?}");
+    let mut s = spec(WORD_COUNT, "in/");
+    s.incremental = true;
+    s.output = None;
+    assert!(matches!(
+        jobs.submit(s, None),
+        Err(jobs::JobError::Invalid(_))
+    ));
 }

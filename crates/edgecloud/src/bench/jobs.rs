@@ -58,6 +58,7 @@ fn spec(prefix: &str, output: &str) -> JobSpec {
         output: Some(output.into()),
         output_bucket: None,
         limits: Limits::default(),
+        incremental: false,
     }
 }
 

@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Seconds per task [default: 600]
     #[arg(long)]
     pub max_seconds: Option<u64>,
+    /// Run only inputs whose version changed since the last run with this --output and
+    /// code; reuse what the others emitted then (kept in OUTPUT.tasks). Needs --output.
+    #[arg(long)]
+    pub incremental: bool,
     /// Print the job's id and return at once instead of waiting.
     #[arg(long)]
     pub detach: bool,
@@ -83,6 +87,12 @@ fn print_info(i: &JobInfo) {
         "  tasks   {}/{} done, {} records, {} bytes read, {:.2} s",
         i.tasks_done, i.tasks_total, i.records, i.bytes_read, i.seconds
     );
+    if i.tasks_reused > 0 {
+        println!(
+            "  reused  {} inputs unchanged since the last run (--incremental)",
+            i.tasks_reused
+        );
+    }
     if i.tasks_remote + i.tasks_rerun + i.tasks_speculative > 0
         || i.bytes_site + i.bytes_cross_site > 0
     {
@@ -170,6 +180,7 @@ pub async fn run(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
                     output_mb: a.max_output_mb.unwrap_or(d.output_mb),
                     seconds: a.max_seconds.unwrap_or(d.seconds),
                 },
+                incremental: a.incremental,
             };
             let info: JobInfo = c
                 .json(c.request(Method::POST, &["jobs"]).json(&spec))
