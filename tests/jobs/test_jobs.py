@@ -190,6 +190,22 @@ def test_hostile_go_stops_at_a_named_limit(node, tmp_path, program, flags, limit
     assert p.returncode != 0 and limit in p.stdout, p.stdout + p.stderr
 
 
+def test_an_incremental_rerun_reads_only_what_changed(node, tmp_path):
+    s3 = client(node.endpoint)
+    for i in range(4):
+        s3.put_object(Bucket="texts", Key=f"inc/{i}.txt", Body=f"alpha beta {i}\n".encode())
+    code = code_file(tmp_path, WORD_COUNT)
+    first = job(node, "run", "texts/inc/", code, "--output", "results/inc.jsonl", "--incremental").stdout
+    assert "4/4 done" in first and "reused" not in first, first
+    s3.put_object(Bucket="texts", Key="inc/2.txt", Body=b"alpha alpha gamma\n")
+    second = job(node, "run", "texts/inc/", code, "--output", "results/inc.jsonl", "--incremental").stdout
+    assert "reused  3 inputs" in second and "1 records" in second, second
+    assert result(node, "results/inc.jsonl") == {"alpha": 5, "beta": 3, "gamma": 1}
+    # Without --output there is nothing to compare with: refused.
+    p = job(node, "run", "texts/inc/", code, "--incremental", check=False)
+    assert p.returncode != 0 and "--output" in p.stderr, p.stderr
+
+
 def test_inputs_are_pinned_to_an_instant(node, tmp_path):
     s3 = client(node.endpoint)
     s3.put_object(Bucket="texts", Key="pinned/a.txt", Body=b"one two\n")
