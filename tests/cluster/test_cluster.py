@@ -435,9 +435,13 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
         Bucket="corpus", Key="results/wc-1.jsonl")["Body"].read().decode().splitlines())}
     assert got == dict(words)
     where = re.search(r"where\s+(\d+) tasks on the nodes holding their data, (\d+) rerun here, "
-                      r"(\d+) copied here for being slow; data shards ([\d.]+)% local", out)
+                      r"(\d+) copied here for being slow", out)
     assert where, out
     assert int(where.group(1)) >= 6, out  # most objects' data is mostly elsewhere
+    # Measured in the read path: each task read some shards from its own node's disks.
+    read = re.search(r"read\s+(\d+) shard bytes: ([\d.]+)% local, ([\d.]+)% in the site, "
+                     r"([\d.]+)% across sites", out)
+    assert read and float(read.group(2)) > 0, out
     print(f"\n{out}")
     first = s3.get_object(Bucket="corpus", Key="results/wc-1.jsonl")["Body"].read()
 

@@ -190,6 +190,17 @@ def test_hostile_go_stops_at_a_named_limit(node, tmp_path, program, flags, limit
     assert p.returncode != 0 and limit in p.stdout, p.stdout + p.stderr
 
 
+def test_shard_reads_are_measured_and_all_local_on_one_node(node, tmp_path):
+    s3 = client(node.endpoint)
+    s3.put_object(Bucket="texts", Key="big/gpl.txt",
+                  Body=Path("/usr/share/common-licenses/GPL-3").read_bytes() * 8)  # not inline
+    out = job(node, "run", "texts/big/", code_file(tmp_path, WORD_COUNT), "--output", "results/big.jsonl").stdout
+    info = json.loads(job(node, "status", re.search(r"job (\w+)", out).group(1), "--json").stdout)
+    assert info["bytes_local"] > 0 and info["bytes_read"] > 0, info  # shards are compressed
+    assert info["bytes_site"] == info["bytes_cross_site"] == 0, info
+    assert "100.0% local" in out, out
+
+
 def test_an_incremental_rerun_reads_only_what_changed(node, tmp_path):
     s3 = client(node.endpoint)
     for i in range(4):

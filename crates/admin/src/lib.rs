@@ -149,7 +149,9 @@ pub fn router(state: AdminState) -> Router {
             post(jobs::submit)
                 .get(jobs::list)
                 // A WebAssembly module compiled from Go is a few MB (as base64).
-                .layer(axum::extract::DefaultBodyLimit::max(::jobs::MAX_CODE_BYTES + 64 * 1024)),
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    ::jobs::MAX_CODE_BYTES + 64 * 1024,
+                )),
         )
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/jobs/{id}/logs", get(jobs::logs))

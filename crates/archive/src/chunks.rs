@@ -216,16 +216,23 @@ impl Archive {
         spot: usize,
         key: ShardKey,
     ) -> std::result::Result<Vec<u8>, ShardReadError> {
+        use crate::read_tally::{Origin, count};
         match &t.locs[spot] {
             Loc::Local(d) => {
                 let (store, d) = (self.inner.store.clone(), *d);
-                tokio::task::spawn_blocking(move || read_local(&store, d, &key))
+                let data = tokio::task::spawn_blocking(move || read_local(&store, d, &key))
                     .await
-                    .map_err(|e| ShardReadError::Other(e.to_string()))?
+                    .map_err(|e| ShardReadError::Other(e.to_string()))??;
+                count(Origin::Local, data.len());
+                Ok(data)
             }
             Loc::Remote { addr, disk, .. } => {
                 match self.client().get_shard(addr, Some(*disk), &key).await {
-                    Ok(d) => Ok(d),
+                    Ok(d) => {
+                        let site = t.spots[spot].site == t.my_site;
+                        count(if site { Origin::Site } else { Origin::Cross }, d.len());
+                        Ok(d)
+                    }
                     Err(cluster::RpcError::Missing) => Err(ShardReadError::Missing),
                     Err(cluster::RpcError::Corrupt(e)) => Err(ShardReadError::Corrupt(e)),
                     Err(e) => Err(ShardReadError::Other(e.to_string())),

@@ -15,6 +15,7 @@ mod multipart;
 mod names;
 mod put;
 mod range;
+mod read_tally;
 mod repair;
 mod scrub;
 mod topology;
@@ -35,6 +36,7 @@ pub use get::ObjectStream;
 pub use names::{validate_bucket_name, validate_key};
 pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
+pub use read_tally::{ReadTally, tally_reads};
 pub use repair::RepairState;
 pub use scrub::{ScrubOptions, ScrubReport};
 

@@ -238,8 +238,9 @@ pub struct JobInfo {
     pub tasks_reused: u64,
     /// Tasks done per node (its node-to-node address; "here" for this node).
     pub tasks_by_node: BTreeMap<String, u64>,
-    /// Bytes of the inputs' data shards on the node each task ran on (by the layout's
-    /// placement; sealed, so slightly more than the plaintext).
+    /// Shard bytes the tasks read from the disks of the node each ran on (measured in
+    /// the archive's read path; shards are compressed and sealed, so they are not the
+    /// plaintext bytes).
     pub bytes_local: u64,
     /// ... on another node of that node's site.
     pub bytes_site: u64,
@@ -805,7 +806,7 @@ impl Jobs {
                         l = &mut copy => {
                             let r = l?;
                             job.record_time(started.elapsed());
-                            return Ok(self.done(input.clone(), r, None));
+                            return Ok(self.done(input.clone(), r));
                         }
                     }
                 }
@@ -814,7 +815,7 @@ impl Jobs {
                 Ok(Ok(r)) => {
                     job.record_time(started.elapsed());
                     job.update(|i| i.tasks_remote += 1);
-                    let mut done = self.done(input, r, Some(&node));
+                    let mut done = self.done(input, r);
                     done.ran_on = addr.clone();
                     return Ok(done);
                 }
@@ -829,7 +830,7 @@ impl Jobs {
         let started = std::time::Instant::now();
         let r = self.local(job, &input).await?;
         job.record_time(started.elapsed());
-        Ok(self.done(input, r, None))
+        Ok(self.done(input, r))
     }
 
     /// Runs a task on this node (waiting for one of its slots).
@@ -938,35 +939,8 @@ impl Jobs {
         Err("the node asked for the job's code twice".into())
     }
 
-    /// A task's result with the bytes of its input counted by where they were, seen
-    /// from the node it ran on (None: this node).
-    fn done(&self, input: Input, r: TaskResult, ran_on: Option<&cluster::NodeId>) -> TaskDone {
-        let (mut local, mut site, mut cross) = (0, 0, 0);
-        match self.archive.cluster() {
-            None => local = input.placement.iter().map(|(_, b)| b).sum(),
-            Some(m) => {
-                let layout = m.layout();
-                let me = m.me().clone();
-                let runner = ran_on.cloned().unwrap_or(me.clone());
-                let site_of = |n: &cluster::NodeId| {
-                    layout
-                        .nodes
-                        .iter()
-                        .find(|i| &i.id == n)
-                        .map(|i| i.site.clone())
-                };
-                for (holder, bytes) in &input.placement {
-                    let holder = holder.clone().unwrap_or(me.clone());
-                    if holder == runner {
-                        local += bytes;
-                    } else if site_of(&holder) == site_of(&runner) {
-                        site += bytes;
-                    } else {
-                        cross += bytes;
-                    }
-                }
-            }
-        }
+    /// A task's result, with the shard bytes it read by origin (measured where it ran).
+    fn done(&self, input: Input, r: TaskResult) -> TaskDone {
         TaskDone {
             key: input.key,
             version_id: input.version_id,
@@ -975,9 +949,9 @@ impl Jobs {
             logs: r.logs,
             records: r.records,
             bytes: r.bytes,
-            local,
-            site,
-            cross,
+            local: r.shards_local,
+            site: r.shards_site,
+            cross: r.shards_cross,
             ran_on: "here".into(),
         }
     }
@@ -1089,7 +1063,7 @@ pub struct TaskRequest {
 }
 
 /// What a task produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TaskResult {
     /// Emitted values by key (combined when the code has `combine`).
     pub emitted: Emitted,
@@ -1099,6 +1073,16 @@ pub struct TaskResult {
     pub records: u64,
     /// Input bytes read.
     pub bytes: u64,
+    /// Shard bytes read from the disks of the node it ran on, from another node of its
+    /// site, and from other sites (measured; 0 for objects kept in the catalog).
+    #[serde(default)]
+    pub shards_local: u64,
+    /// ... from another node of its site.
+    #[serde(default)]
+    pub shards_site: u64,
+    /// ... from other sites.
+    #[serde(default)]
+    pub shards_cross: u64,
 }
 
 /// The answer of `TASK_PATH`.
@@ -1108,8 +1092,25 @@ pub struct TaskReply {
     pub result: Result<TaskResult, JobError>,
 }
 
-/// Streams one input version into a fresh sandbox and runs `map` over it.
+/// Runs one task, measuring where the shards it read came from.
 async fn run_task(
+    archive: &Archive,
+    spec: &JobSpec,
+    as_of_ns: u64,
+    key: &str,
+    version_id: &str,
+    etag: &str,
+    cancel: Arc<AtomicBool>,
+) -> Result<TaskResult, JobError> {
+    let tally = Arc::new(archive::ReadTally::default());
+    let work = stream_task(archive, spec, as_of_ns, key, version_id, etag, cancel);
+    let mut r = archive::tally_reads(tally.clone(), work).await?;
+    (r.shards_local, r.shards_site, r.shards_cross) = tally.get();
+    Ok(r)
+}
+
+/// Streams one input version into a fresh sandbox and runs `map` over it.
+async fn stream_task(
     archive: &Archive,
     spec: &JobSpec,
     as_of_ns: u64,
@@ -1176,6 +1177,7 @@ async fn run_task(
         logs,
         records,
         bytes,
+        ..Default::default()
     })
 }
 
@@ -1197,8 +1199,8 @@ struct TaskDone {
     logs: Vec<String>,
     records: u64,
     bytes: u64,
-    /// Bytes of its data shards on the node it ran on, elsewhere in that node's site,
-    /// and in other sites (by the layout's placement).
+    /// Shard bytes it read from the node it ran on, elsewhere in that node's site, and
+    /// from other sites (measured).
     local: u64,
     site: u64,
     cross: u64,

@@ -93,18 +93,20 @@ fn print_info(i: &JobInfo) {
             i.tasks_reused
         );
     }
-    if i.tasks_remote + i.tasks_rerun + i.tasks_speculative > 0
-        || i.bytes_site + i.bytes_cross_site > 0
-    {
-        let total = (i.bytes_local + i.bytes_site + i.bytes_cross_site).max(1) as f64;
+    if i.tasks_remote + i.tasks_rerun + i.tasks_speculative > 0 {
         println!(
-            "  where   {} tasks on the nodes holding their data, {} rerun here, {} copied here for being slow; data shards {:.1}% local, {:.1}% in the site, {:.1}% across sites",
-            i.tasks_remote,
-            i.tasks_rerun,
-            i.tasks_speculative,
-            100.0 * i.bytes_local as f64 / total,
-            100.0 * i.bytes_site as f64 / total,
-            100.0 * i.bytes_cross_site as f64 / total
+            "  where   {} tasks on the nodes holding their data, {} rerun here, {} copied here for being slow",
+            i.tasks_remote, i.tasks_rerun, i.tasks_speculative
+        );
+    }
+    let shards = i.bytes_local + i.bytes_site + i.bytes_cross_site;
+    if shards > 0 {
+        let pct = |b: u64| 100.0 * b as f64 / shards as f64;
+        println!(
+            "  read    {shards} shard bytes: {:.1}% local, {:.1}% in the site, {:.1}% across sites",
+            pct(i.bytes_local),
+            pct(i.bytes_site),
+            pct(i.bytes_cross_site)
         );
     }
     if i.tasks_by_node.len() > 1 || !i.tasks_by_node.contains_key("here") {
