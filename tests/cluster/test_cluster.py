@@ -405,10 +405,10 @@ reduce = combine
 """
 
 
-def run_job(cluster, tmp_path, output, node=None):
+def run_job(cluster, tmp_path, output, node=None, bucket="corpus"):
     code = tmp_path / "wc.lua"
     code.write_text(JOB_WORD_COUNT)
-    p = cluster.cli("job", "run", "corpus/texts/", str(code), "--output", output, node=node)
+    p = cluster.cli("job", "run", f"{bucket}/texts/", str(code), "--output", output, node=node)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
 
@@ -442,6 +442,18 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
     read = re.search(r"read\s+(\d+) shard bytes: ([\d.]+)% local, ([\d.]+)% in the site, "
                      r"([\d.]+)% across sites", out)
     assert read and float(read.group(2)) > 0, out
+    # With ec:4+2 over 3 sites of 2 nodes, a chunk's 4 data shards are on 4 nodes: at
+    # best 1 local, 1 in the site, 2 across sites. A replicated bucket, for compute,
+    # keeps whole chunks on 3 nodes (one per site): a task runs on the node holding most
+    # of its object's chunks and reads the rest in its site (placement is per chunk).
+    assert cluster.cli("bucket", "create", "hot", "--policy", "replicate:3").returncode == 0
+    for i in range(12):
+        body = s3.get_object(Bucket="corpus", Key=f"texts/{i:02}.txt")["Body"].read()
+        s3.put_object(Bucket="hot", Key=f"texts/{i:02}.txt", Body=body)
+    hot = run_job(cluster, tmp_path, "results/wc-hot.jsonl", bucket="hot")
+    print(f"\nreplicated:\n{hot}")
+    read = re.search(r"([\d.]+)% local, ([\d.]+)% in the site, ([\d.]+)% across sites", hot)
+    assert read and float(read.group(1)) >= 50 and float(read.group(3)) == 0, hot
     print(f"\n{out}")
     first = s3.get_object(Bucket="corpus", Key="results/wc-1.jsonl")["Body"].read()
 
