@@ -233,6 +233,10 @@ pub struct JobInfo {
     pub tasks_rerun: u64,
     /// Slow tasks that got a speculative copy on this node.
     pub tasks_speculative: u64,
+    /// Tasks that waited `locality_wait` for the node holding most of their data and
+    /// then ran on another holder or here (delay scheduling).
+    #[serde(default)]
+    pub tasks_moved: u64,
     /// Inputs whose earlier result was reused (`incremental`).
     #[serde(default)]
     pub tasks_reused: u64,
@@ -284,6 +288,23 @@ impl Job {
         (t[t.len() / 2] * 4).clamp(
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(60),
+        )
+    }
+
+    /// How long a task waits for a slot on the node holding its data before it takes a
+    /// free slot elsewhere (delay scheduling): the median task so far (between 20 ms and
+    /// 3 s), or 0.5 s before any has finished. Sized to the tasks, so short tasks do not
+    /// queue behind one busy node for a fixed wait (SPARK-18886) and long ones wait
+    /// rather than move their data.
+    fn locality_wait(&self) -> std::time::Duration {
+        let mut t = self.times.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if t.is_empty() {
+            return std::time::Duration::from_millis(500);
+        }
+        t.sort();
+        t[t.len() / 2].clamp(
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_secs(3),
         )
     }
 
@@ -416,6 +437,7 @@ impl Jobs {
             tasks_rerun: 0,
             tasks_speculative: 0,
             tasks_reused: 0,
+            tasks_moved: 0,
             tasks_by_node: BTreeMap::new(),
             bytes_local: 0,
             bytes_site: 0,
@@ -769,8 +791,7 @@ impl Jobs {
         if job.cancel.load(Ordering::Relaxed) {
             return Err(JobError::Cancelled);
         }
-        if let Some((node, addr)) = self.target(&input) {
-            let _slot = self.slot(&node.to_string()).acquire_owned().await;
+        if let Some((node, addr, _slot)) = self.place(job, &input).await {
             let req = TaskRequest {
                 spec: job.spec.clone(),
                 as_of_ns: job.as_of_ns,
@@ -892,22 +913,71 @@ impl Jobs {
             .clone()
     }
 
-    /// The node a task should run on, when it is not this one: the active node holding
-    /// most of the input's data shards.
-    fn target(&self, input: &Input) -> Option<(cluster::NodeId, String)> {
-        let m = self.archive.cluster()?;
-        let (node, _) = input
+    /// The active nodes holding the input's data shards, most bytes first (None in the
+    /// placement is this node).
+    fn holders(&self, input: &Input) -> Vec<(Option<(cluster::NodeId, String)>, u64)> {
+        let Some(m) = self.archive.cluster() else {
+            return Vec::new();
+        };
+        let layout = m.layout();
+        let mut out: Vec<_> = input
             .placement
             .iter()
-            .max_by_key(|(_, bytes)| *bytes)?
-            .clone();
-        let node = node?;
-        let layout = m.layout();
-        let info = layout
-            .nodes
-            .iter()
-            .find(|n| n.id == node && n.state == cluster::NodeState::Active)?;
-        Some((node, info.rpc_addr.clone()))
+            .filter_map(|(node, bytes)| match node {
+                None => Some((None, *bytes)),
+                Some(node) => layout
+                    .nodes
+                    .iter()
+                    .find(|n| &n.id == node && n.state == cluster::NodeState::Active)
+                    .map(|n| (Some((node.clone(), n.rpc_addr.clone())), *bytes)),
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out
+    }
+
+    /// Where a task runs, with a slot held there (None: here). Delay scheduling: the node
+    /// holding most of its data if it has a free slot within `locality_wait`; else the
+    /// next holder with a free slot; else this node, if it holds some of the data or is
+    /// free; else, after all, the first holder as soon as it has a slot.
+    async fn place(
+        &self,
+        job: &Job,
+        input: &Input,
+    ) -> Option<(cluster::NodeId, String, tokio::sync::OwnedSemaphorePermit)> {
+        let holders = self.holders(input);
+        let (best, _) = holders.first()?.clone();
+        let (node, addr) = best?; // this node holds most: run here
+        let slot = self.slot(&node.to_string());
+        if let Ok(permit) = slot.clone().try_acquire_owned() {
+            return Some((node, addr, permit));
+        }
+        if let Ok(Ok(permit)) =
+            tokio::time::timeout(job.locality_wait(), slot.clone().acquire_owned()).await
+        {
+            return Some((node, addr, permit));
+        }
+        for (other, _) in &holders[1..] {
+            match other {
+                Some((n, a)) => {
+                    if let Ok(permit) = self.slot(&n.to_string()).try_acquire_owned() {
+                        job.update(|i| i.tasks_moved += 1);
+                        return Some((n.clone(), a.clone(), permit));
+                    }
+                }
+                None if self.slot("").available_permits() > 0 => {
+                    job.update(|i| i.tasks_moved += 1);
+                    return None;
+                }
+                None => {}
+            }
+        }
+        if self.slot("").available_permits() > 0 {
+            job.update(|i| i.tasks_moved += 1);
+            return None;
+        }
+        let permit = slot.acquire_owned().await.ok()?;
+        Some((node, addr, permit))
     }
 
     /// Sends a task to the node at `addr`; Err is "could not reach it".

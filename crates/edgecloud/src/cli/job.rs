@@ -93,10 +93,10 @@ fn print_info(i: &JobInfo) {
             i.tasks_reused
         );
     }
-    if i.tasks_remote + i.tasks_rerun + i.tasks_speculative > 0 {
+    if i.tasks_remote + i.tasks_rerun + i.tasks_speculative + i.tasks_moved > 0 {
         println!(
-            "  where   {} tasks on the nodes holding their data, {} rerun here, {} copied here for being slow",
-            i.tasks_remote, i.tasks_rerun, i.tasks_speculative
+            "  where   {} tasks on the nodes holding their data, {} rerun here, {} copied here for being slow, {} moved after waiting for a busy node",
+            i.tasks_remote, i.tasks_rerun, i.tasks_speculative, i.tasks_moved
         );
     }
     let shards = i.bytes_local + i.bytes_site + i.bytes_cross_site;
