@@ -241,3 +241,179 @@ pub async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Word count by letters (as Python's `re.findall(rb"[A-Za-z]+")`), lower-cased.
+const WORD_COUNT_LETTERS: &str = r#"
+function map(line) for w in line:gmatch("%a+") do emit(w:lower(), 1) end end
+function combine(w, ones) local n = 0 for _, c in ipairs(ones) do n = n + c end return n end
+reduce = combine
+"#;
+
+/// Lines and bytes per file extension.
+const GROUP_BY_EXTENSION: &str = r#"
+function map(line, o)
+  emit(o.key:match("%.([%w_]+)$") or "(none)", {1, #line + 1})
+end
+function combine(ext, vs)
+  local n, b = 0, 0
+  for _, v in ipairs(vs) do n = n + v[1]; b = b + v[2] end
+  return {n, b}
+end
+reduce = combine
+"#;
+
+/// The same word count in Python, outside edgecloud, over the files themselves.
+const PYTHON_OUTSIDE: &str = r#"
+import os, re, sys
+from collections import Counter
+words = Counter()
+for root, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        p = os.path.join(root, f)
+        if os.path.isfile(p) and not os.path.islink(p):
+            with open(p, "rb") as fh:
+                words.update(w.lower() for w in re.findall(rb"[A-Za-z]+", fh.read()))
+print(sum(words.values()), len(words))
+"#;
+
+fn files_under(root: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `bench --only jobs --jobs-corpus TREE`: a word count and a group-by over every file of
+/// TREE (e.g. an unpacked linux-source package) stored in one node, against fetching
+/// everything then running the same code in one process, and against Python reading the
+/// files directly.
+pub async fn corpus(dir: &Path, tree: &Path) -> anyhow::Result<()> {
+    let files = files_under(tree)?;
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "compute jobs over {} ({} files, {:.1} MB), {cores} cores, one node:",
+        tree.display(),
+        files.len(),
+        total as f64 / 1e6
+    );
+    let a = bench_archive(dir, 1, ChunkParams::default())?;
+    a.create_bucket("corpus", None, Versioning::Enabled).await?;
+    let t = Instant::now();
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(tree).unwrap_or(f).to_string_lossy();
+            format!("tree/{rel}")
+        })
+        .collect();
+    let mut puts = futures::stream::iter(files.iter().zip(&keys).map(|(f, k)| {
+        let a = a.clone();
+        async move {
+            let body = tokio::fs::read(f).await?;
+            a.put_bytes("corpus", k, Bytes::from(body), PutOptions::default())
+                .await?;
+            anyhow::Ok(())
+        }
+    }))
+    .buffer_unordered(cores * 2);
+    while let Some(r) = puts.next().await {
+        r?;
+    }
+    let put_secs = t.elapsed().as_secs_f64();
+    row(
+        "store the tree",
+        format!(
+            "{}   {:.0} files/s",
+            mbps(total, put_secs),
+            files.len() as f64 / put_secs
+        ),
+    );
+    let jobs = Jobs::new(a.clone(), cores);
+    let lua = |code: &str, output: &str| {
+        let mut s = spec("tree/", output);
+        s.code = code.into();
+        s
+    };
+    let (info, wc_secs) = finish(&jobs, lua(WORD_COUNT_LETTERS, "out/wc.jsonl")).await?;
+    row(
+        "word count job (Lua)",
+        format!(
+            "{}   {} tasks, {:.1} s, {:.0} tasks/s",
+            mbps(total, wc_secs),
+            info.tasks_done,
+            wc_secs,
+            info.tasks_done as f64 / wc_secs
+        ),
+    );
+    let (_, gb_secs) = finish(&jobs, lua(GROUP_BY_EXTENSION, "out/by-ext.jsonl")).await?;
+    row(
+        "group-by extension job (Lua)",
+        format!("{}   {:.1} s", mbps(total, gb_secs), gb_secs),
+    );
+
+    // The naive way: fetch each object to one place, run the same code there, one at
+    // a time (what a script over an S3 listing does).
+    let t = Instant::now();
+    let task = jobs::lua::LuaTask::new(
+        WORD_COUNT_LETTERS,
+        &Limits::default(),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let o = task.object("all", "null", 0)?;
+    for k in &keys {
+        let body = read_all(&a, k).await?;
+        tokio::task::block_in_place(|| -> Result<(), jobs::JobError> {
+            for line in body.split(|b| *b == b'\n') {
+                task.map(line, &o)?;
+            }
+            Ok(())
+        })?;
+    }
+    task.finish()?;
+    let naive_secs = t.elapsed().as_secs_f64();
+    row(
+        "naive: fetch each, run in one process",
+        format!(
+            "{}   the job is {:.1}x faster",
+            mbps(total, naive_secs),
+            naive_secs / wc_secs
+        ),
+    );
+
+    let t = Instant::now();
+    let py = tokio::process::Command::new("python3")
+        .args(["-c", PYTHON_OUTSIDE])
+        .arg(tree)
+        .output()
+        .await?;
+    let py_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        py.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    row(
+        "Python word count on the files, no edgecloud",
+        format!(
+            "{}   the job takes {:.1}x its time",
+            mbps(total, py_secs),
+            wc_secs / py_secs
+        ),
+    );
+    Ok(())
+}

@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// puts), jobs, dedup (comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// With the jobs section: also run a word count and a group-by over every file of
+    /// this folder (e.g. an unpacked linux-source package), against fetching everything
+    /// to one process and against Python on the files
+    #[arg(long, value_name = "DIR")]
+    pub jobs_corpus: Option<PathBuf>,
     /// Benchmark this S3 server instead (any S3 server: edgecloud, MinIO, SeaweedFS...):
     /// large-object PUT/GET MB/s and 4 KiB ops/s at concurrency 1, 8 and 32
     #[arg(long, value_name = "URL")]
@@ -196,6 +201,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if want("jobs") {
         crate::bench::jobs::run(&dir.join("jobs"), a.quick).await?;
+        if let Some(tree) = &a.jobs_corpus {
+            crate::bench::jobs::corpus(&dir.join("jobs-corpus"), tree).await?;
+        }
     }
     if want("dedup") {
         let avg = match &a.chunk_avg {
