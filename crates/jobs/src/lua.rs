@@ -11,9 +11,8 @@
 //! `{key = ..., version_id = ..., size = ...}`.
 //!
 //! The sandbox: only the `string`, `table`, `math` and `utf8` libraries, and no
-//! `load`, `dofile`, `loadfile`, `require`, `collectgarbage`, `pcall` or `xpcall`: no
-//! file system, no
-//! network, no way to load other code. An instruction count, a memory limit, an output
+//! `load`, `dofile`, `loadfile`, `require` or `collectgarbage` (`pcall` and `xpcall`
+//! rethrow limits): no file system, no network, no way to load other code. An instruction count, a memory limit, an output
 //! limit, a wall-clock limit and the job's cancel flag are checked while code runs.
 
 use std::cell::RefCell;
@@ -73,6 +72,34 @@ local function set_combine(f) combine_fn = f end
 return take, set_combine
 "#;
 
+/// `pcall` and `xpcall` that catch the code's own errors but rethrow a limit: an error
+/// from the host (a userdata: the instruction hook's limits, cancel), the output limit,
+/// running out of memory, or a stack overflow.
+const CATCH: &str = r#"
+local raw_pcall, raw_xpcall = ...
+local pack, unpack, type, find, error = table.pack, table.unpack, type, string.find, error
+local function is_limit(e)
+  if type(e) == "userdata" then return true end
+  return type(e) == "string" and (find(e, "edgecloud-limit:", 1, true) ~= nil
+    or find(e, "not enough memory", 1, true) ~= nil or find(e, "stack overflow", 1, true) ~= nil)
+end
+local function pass(r)
+  if not r[1] and is_limit(r[2]) then error(r[2], 0) end
+  return unpack(r, 1, r.n)
+end
+local function pcall(f, ...) return pass(pack(raw_pcall(f, ...))) end
+local function xpcall(f, handler, ...)
+  local limit
+  local r = pack(raw_xpcall(f, function(e)
+    if is_limit(e) then limit = e return e end
+    return handler(e)
+  end, ...))
+  if not r[1] and limit ~= nil then error(limit, 0) end
+  return unpack(r, 1, r.n)
+end
+return pcall, xpcall
+"#;
+
 /// One task's Lua state: the job's code loaded into a fresh sandbox.
 pub struct LuaTask {
     lua: Lua,
@@ -124,19 +151,21 @@ impl LuaTask {
             .map_err(lua_err)?;
         let state = Rc::new(RefCell::new(TaskState { logs: Vec::new() }));
         let g = lua.globals();
-        // pcall and xpcall go too: a limit is raised as a Lua error from the instruction
-        // hook, and code that could catch it could loop forever.
-        for unsafe_global in [
-            "load",
-            "dofile",
-            "loadfile",
-            "require",
-            "collectgarbage",
-            "pcall",
-            "xpcall",
-        ] {
+        for unsafe_global in ["load", "dofile", "loadfile", "require", "collectgarbage"] {
             g.set(unsafe_global, Value::Nil).map_err(lua_err)?;
         }
+        // A limit is a Lua error raised from the instruction hook, an allocation or
+        // `emit`: pcall and xpcall rethrow those, so code cannot catch a limit and go on.
+        let (pcall, xpcall): (Function, Function) = lua
+            .load(CATCH)
+            .set_name("pcall")
+            .call((
+                g.get::<Function>("pcall").map_err(lua_err)?,
+                g.get::<Function>("xpcall").map_err(lua_err)?,
+            ))
+            .map_err(lua_err)?;
+        g.set("pcall", pcall).map_err(lua_err)?;
+        g.set("xpcall", xpcall).map_err(lua_err)?;
 
         // emit(key, value) groups values by key inside the VM (no host call per value;
         // the memory limit covers what it keeps). Its state is local to the chunk, out
@@ -372,10 +401,54 @@ mod tests {
             "function map() dofile('/etc/passwd') end",
             "function map() require('socket') end",
             "function map() debug.getinfo(1) end",
-            "function map() pcall(error, 'caught') end",
         ] {
             let e = run(code, &["x"], Limits::default()).unwrap_err();
             assert!(matches!(e, JobError::Code(_)), "{code}: {e:?}");
+        }
+    }
+
+    /// pcall and xpcall catch the code's errors, and rethrow every limit.
+    #[test]
+    fn pcall_catches_errors_but_not_limits() {
+        let out = run(
+            "function map(l) local ok, e = pcall(error, 'caught', 0) emit('p', {ok, e}) \
+             local ok2, e2 = xpcall(function() error({code = 7}) end, function(x) return x.code end) \
+             emit('x', {ok2, e2}) end",
+            &["x"],
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(out["p"], vec![serde_json::json!([false, "caught"])]);
+        assert_eq!(out["x"], vec![serde_json::json!([false, 7])]);
+        let tight = Limits {
+            instructions: 1_000_000,
+            memory_mb: 8,
+            output_mb: 1,
+            ..Limits::default()
+        };
+        for (code, limit) in [
+            (
+                "function map() while true do pcall(function() while true do end end) end end",
+                "instructions",
+            ),
+            (
+                "function map() while true do xpcall(function() while true do end end, function() end) end end",
+                "instructions",
+            ),
+            (
+                "function map() local t = {} while true do pcall(function() t[#t + 1] = string.rep('x', 4096) .. #t end) end end",
+                "memory",
+            ),
+            (
+                "function map() for i = 1, 1e7 do pcall(emit, 'k' .. i, string.rep('v', 100)) end end",
+                "output",
+            ),
+        ] {
+            let e = run(code, &["x"], tight.clone()).unwrap_err();
+            assert!(
+                matches!(&e, JobError::Limit(m) if m.starts_with(limit)),
+                "{code}: {e:?}"
+            );
         }
     }
 
