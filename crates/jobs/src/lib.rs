@@ -180,7 +180,7 @@ pub enum JobState {
 }
 
 /// The job's output object.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOutput {
     /// Its bucket.
     pub bucket: String,
@@ -341,6 +341,17 @@ pub struct Jobs {
     slots: Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Code of jobs other nodes placed tasks here for.
     code: CodeCache,
+    /// Where job records are kept across restarts (None: memory only).
+    dir: Option<std::path::PathBuf>,
+}
+
+/// A job as kept on disk: its state, its spec without the code, its logs.
+#[derive(Serialize, Deserialize)]
+struct SavedJob {
+    info: JobInfo,
+    spec: JobSpec,
+    as_of_ns: u64,
+    logs: Vec<String>,
 }
 
 /// RFC 3339 with nanoseconds, UTC (what `archive::parse_instant` reads back exactly).
@@ -365,7 +376,87 @@ impl Jobs {
             parallelism: parallelism.max(1),
             slots: Mutex::new(BTreeMap::new()),
             code: CodeCache::default(),
+            dir: None,
         })
+    }
+
+    /// Jobs whose records are kept in `dir` (one JSON file per job), so that a
+    /// restarted node still answers for the jobs it ran. A job that was running when
+    /// the node stopped is loaded as failed.
+    pub fn with_records(
+        archive: Archive,
+        parallelism: usize,
+        dir: std::path::PathBuf,
+    ) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)?;
+        let mut jobs = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let saved: SavedJob = match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(s) => s,
+                None => {
+                    tracing::warn!(file = %path.display(), "an unreadable job record: ignored");
+                    continue;
+                }
+            };
+            let mut info = saved.info;
+            if info.state == JobState::Running {
+                info.state = JobState::Failed;
+                info.error = Some("the node stopped while the job ran: run it again".into());
+            }
+            let job = Job {
+                spec: saved.spec,
+                as_of_ns: saved.as_of_ns,
+                info: Mutex::new(info.clone()),
+                logs: Mutex::new(saved.logs),
+                cancel: Arc::new(AtomicBool::new(true)),
+                started: std::time::Instant::now(),
+                times: Mutex::new(Vec::new()),
+            };
+            jobs.insert(info.id.clone(), Arc::new(job));
+        }
+        while jobs.len() > MAX_JOBS {
+            if let Some((k, _)) = jobs.pop_first() {
+                let _ = std::fs::remove_file(dir.join(format!("{k}.json")));
+            }
+        }
+        Ok(Arc::new(Jobs {
+            archive,
+            jobs: Mutex::new(jobs),
+            parallelism: parallelism.max(1),
+            slots: Mutex::new(BTreeMap::new()),
+            code: CodeCache::default(),
+            dir: Some(dir),
+        }))
+    }
+
+    /// Writes a job's record (when records are kept): whole, then renamed into place.
+    fn save(&self, job: &Job) {
+        let Some(dir) = &self.dir else { return };
+        let info = job.snapshot();
+        let mut spec = job.spec.clone();
+        spec.code = String::new(); // its hash is in the info; the code may be MBs
+        let saved = SavedJob {
+            info,
+            spec,
+            as_of_ns: job.as_of_ns,
+            logs: job.logs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        };
+        let path = dir.join(format!("{}.json", saved.info.id));
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot keep the job's record");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
@@ -464,10 +555,14 @@ impl Jobs {
                     .map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     jobs.remove(&k);
+                    if let Some(dir) = &self.dir {
+                        let _ = std::fs::remove_file(dir.join(format!("{k}.json")));
+                    }
                 }
             }
             jobs.insert(id.clone(), job.clone());
         }
+        self.save(&job);
         tracing::info!(job = %id, bucket = %job.spec.bucket, prefix = %job.spec.prefix, "job submitted");
         let me = self.clone();
         tokio::spawn(async move {
@@ -486,6 +581,7 @@ impl Jobs {
                     i.error = Some(e.to_string());
                 }
             });
+            me.save(&job);
             let i = job.snapshot();
             tracing::info!(job = %i.id, state = ?i.state, seconds = i.seconds, error = ?i.error, "job finished");
         });

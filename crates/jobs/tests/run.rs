@@ -233,3 +233,34 @@ async fn an_incremental_rerun_runs_only_changed_inputs_and_equals_a_full_run() {
         Err(jobs::JobError::Invalid(_))
     ));
 }
+
+/// With records kept, a restarted node still knows its finished jobs (state, output,
+/// logs), and a job that was running when it stopped comes back as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_records_outlive_a_restart() {
+    let t = testkit::archive_with_bucket(3, "data").await;
+    t.archive
+        .put_bytes("data", "in/a", Bytes::from("x y\n"), PutOptions::default())
+        .await
+        .unwrap();
+    let dir = t.dir.path().join("jobs");
+    let jobs = Jobs::with_records(t.archive.clone(), 2, dir.clone()).unwrap();
+    let code = "function map(l) log('saw ' .. l) emit(l, 1) end";
+    let done = wait(&jobs, &jobs.submit(spec(code, "in/"), None).unwrap().id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let mut slow = spec("function map() while true do end end", "in/");
+    slow.output = Some("out/slow.jsonl".into());
+    let running = jobs.submit(slow, None).unwrap().id;
+    // The node "restarts" while that job runs: its record says running.
+
+    let again = Jobs::with_records(t.archive.clone(), 2, dir).unwrap();
+    let back = again.get(&done.id).unwrap();
+    assert_eq!(back.state, JobState::Succeeded);
+    assert_eq!(back.output, done.output);
+    assert_eq!(again.logs(&done.id).unwrap(), vec!["[in/a] saw x y"]);
+    let lost = again.get(&running).unwrap();
+    assert_eq!(lost.state, JobState::Failed);
+    assert!(lost.error.unwrap().contains("run it again"));
+    assert_eq!(again.list().len(), 2);
+    jobs.cancel(&running); // so the test does not wait for the endless loop
+}

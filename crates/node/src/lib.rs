@@ -289,10 +289,17 @@ impl Node {
             node_key: node_key.public(),
         });
         // Jobs run tasks for this node's admin API and for other nodes (next to the data).
-        let jobs = jobs::Jobs::new(
+        let jobs_dir = data.join("jobs");
+        let jobs = jobs::Jobs::with_records(
             archive.clone(),
             std::thread::available_parallelism().map_or(2, |n| n.get()),
-        );
+            jobs_dir.clone(),
+        )
+        .map_err(|source| NodeError::File {
+            action: "keep job records in",
+            path: jobs_dir,
+            source,
+        })?;
         let rpc_task = cluster::rpc::serve(
             rpc_listener,
             cluster::rpc::router(cluster::rpc::RpcState {
