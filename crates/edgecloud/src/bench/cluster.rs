@@ -1,7 +1,7 @@
 //! `edgecloud bench --cluster`: starts a 3-site, 6-node cluster of this binary on
 //! 127.0.0.101-106 and one node with six disks (same ec:4+2) on 127.0.0.100, runs the
-//! S3 benchmark against both, then measures storage overhead and the repair of one
-//! node's data after it is killed.
+//! S3 benchmark against both, then measures storage overhead, a compute job against
+//! downloading its input, and the repair of one node's data after it is killed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,6 +148,136 @@ async fn reads_through_another_node(
     Ok(())
 }
 
+/// A word count job on the cluster (tasks next to their data) against the naive way:
+/// download every object through S3 to one process, then run the same code there.
+async fn jobs_on_the_cluster(
+    client: &crate::bench::net::S3Client,
+    admin: &reqwest::Client,
+    contact: &Node,
+    quick: bool,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let (objects, size) = if quick { (24, 1 << 20) } else { (96, 4 << 20) };
+    client
+        .send(reqwest::Method::PUT, "/corpus", &[], None)
+        .await?;
+    let store = crate::bench::net::S3Store::new(client, "corpus");
+    let mut rng = Rng::new(17);
+    for i in 0..objects {
+        store
+            .put(
+                &format!("t/{i:04}.txt"),
+                Bytes::from(crate::bench::text(&mut rng, size)),
+            )
+            .await?;
+    }
+    let total = (objects * size) as u64;
+    println!(
+        "word count job over {objects} x {} MiB of text (Lua), ec:4+2:",
+        size >> 20
+    );
+    let token = std::fs::read_to_string(contact.data.join(admin::TOKEN_FILE))?;
+    let base = format!("http://{}:9410/v1/jobs", contact.ip);
+    let spec = serde_json::json!({
+        "bucket": "corpus", "prefix": "t/", "code": crate::bench::jobs::WORD_COUNT,
+        "output": "out/wc.jsonl",
+    });
+    let started = Instant::now();
+    let info: serde_json::Value = admin
+        .post(&base)
+        .bearer_auth(token.trim())
+        .json(&spec)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = info["id"].as_str().unwrap_or_default().to_string();
+    let info = loop {
+        let i: serde_json::Value = admin
+            .get(format!("{base}/{id}"))
+            .bearer_auth(token.trim())
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if i["state"] != "running" {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let job_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        info["state"] == "succeeded",
+        "the job failed: {}",
+        info["error"]
+    );
+    let n = |k: &str| info[k].as_u64().unwrap_or(0);
+    let shards = (n("bytes_local") + n("bytes_site") + n("bytes_cross_site")).max(1) as f64;
+    crate::bench::row(
+        "job on the cluster",
+        format!(
+            "{}   {} of {} tasks on their data's node; shard bytes {:.0}% local, {:.0}% site, {:.0}% across",
+            crate::bench::mbps(total, job_secs),
+            n("tasks_remote"),
+            n("tasks_total"),
+            100.0 * n("bytes_local") as f64 / shards,
+            100.0 * n("bytes_site") as f64 / shards,
+            100.0 * n("bytes_cross_site") as f64 / shards,
+        ),
+    );
+
+    // The naive way: every object downloaded (8 at a time), then one process.
+    let t = Instant::now();
+    let bodies: Vec<Vec<u8>> = futures::stream::iter((0..objects).map(|i| async move {
+        let r = client
+            .send(
+                reqwest::Method::GET,
+                &format!("/corpus/t/{i:04}.txt"),
+                &[],
+                None,
+            )
+            .await?;
+        anyhow::Ok(r.bytes().await?.to_vec())
+    }))
+    .buffered(8)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<anyhow::Result<_>>()?;
+    let download = t.elapsed().as_secs_f64();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let task = jobs::lua::LuaTask::new(
+            crate::bench::jobs::WORD_COUNT,
+            &jobs::Limits::default(),
+            Arc::new(AtomicBool::new(false)),
+        )?;
+        let o = task.object("all", "null", 0)?;
+        for body in &bodies {
+            for line in body.split(|b| *b == b'\n') {
+                task.map(line, &o)?;
+            }
+        }
+        task.finish()?;
+        Ok(())
+    })
+    .await??;
+    let naive = t.elapsed().as_secs_f64();
+    crate::bench::row(
+        "naive: download all, then one process",
+        format!(
+            "{}   (download {:.1} s); the job is {:.1}x faster",
+            crate::bench::mbps(total, naive),
+            download,
+            naive / job_secs
+        ),
+    );
+    Ok(())
+}
+
 fn target(ip: &str) -> S3Target {
     S3Target {
         url: format!("http://{ip}:9400"),
@@ -232,6 +362,8 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
             100.0 * (1.0 - stored as f64 / (3.0 * total as f64))
         ),
     );
+
+    jobs_on_the_cluster(&client, &admin, &nodes[0], quick).await?;
 
     let victim = nodes.len() - 1;
     let lost = shard_bytes(&nodes[victim]);

@@ -16,7 +16,7 @@ use jobs::{JobSpec, JobState, Jobs, Limits};
 
 use crate::bench::{Rng, bench_archive, mbps, row, text};
 
-const WORD_COUNT: &str = r#"
+pub(crate) const WORD_COUNT: &str = r#"
 function map(line) for w in line:gmatch("%S+") do emit(w, 1) end end
 function combine(w, ones) local n = 0 for _, c in ipairs(ones) do n = n + c end return n end
 reduce = combine

@@ -102,7 +102,7 @@ impl Rng {
 }
 
 /// Text that compresses like source code or logs (~3-4x with zstd).
-fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
+pub(crate) fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "the", "data", "node", "struct", "return", "if", "else", "for", "while", "let", "mut",
         "self", "error", "result", "value", "buffer", "length", "offset", "config", "server",
