@@ -170,12 +170,7 @@ impl JsTask {
             g.set("__emit", emit).map_err(fail)?;
             let st = state.clone();
             let log = Function::new(ctx.clone(), move |line: String| {
-                let mut s = st.borrow_mut();
-                if s.logs.len() < crate::lua::MAX_LOG_LINES {
-                    s.logs.push(line);
-                } else if s.logs.len() == crate::lua::MAX_LOG_LINES {
-                    s.logs.push("(further log lines dropped)".into());
-                }
+                crate::sandbox::push_log(&mut st.borrow_mut().logs, line);
             })
             .map_err(fail)?;
             g.set("__log", log).map_err(fail)?;

@@ -111,9 +111,6 @@ pub struct LuaTask {
     limits: Limits,
 }
 
-/// Lines a task may log before the rest are dropped (with a note).
-pub const MAX_LOG_LINES: usize = 1000;
-
 fn lua_err(e: mlua::Error) -> JobError {
     // A Rust error raised from a hook or host function comes back wrapped in Lua's
     // call-stack context: find the limit it names.
@@ -183,12 +180,7 @@ impl LuaTask {
                     .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
                     .collect::<Vec<_>>()
                     .join("\t");
-                let mut s = st.borrow_mut();
-                if s.logs.len() < MAX_LOG_LINES {
-                    s.logs.push(line);
-                } else if s.logs.len() == MAX_LOG_LINES {
-                    s.logs.push("(further log lines dropped)".into());
-                }
+                crate::sandbox::push_log(&mut st.borrow_mut().logs, line);
                 Ok(())
             })
             .map_err(lua_err)?;

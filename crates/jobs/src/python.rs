@@ -143,7 +143,7 @@ impl PythonTask {
         cancel: Arc<AtomicBool>,
         object: &ObjectInfo,
     ) -> Result<Self, JobError> {
-        let prelude = PRELUDE.replace("MAX_LOG_LINES", &crate::lua::MAX_LOG_LINES.to_string());
+        let prelude = PRELUDE.replace("MAX_LOG_LINES", &crate::sandbox::MAX_LOG_LINES.to_string());
         let mut cmd = Command::new("bwrap");
         cmd.args([
             "--unshare-all",

@@ -10,6 +10,18 @@ use crate::{Emitted, JobError, Limits};
 /// The runtimes a job may ask for.
 pub const RUNTIMES: &[&str] = &["lua", "javascript", "wasm", "python"];
 
+/// Lines a task may log before the rest are dropped (with a note).
+pub const MAX_LOG_LINES: usize = 1000;
+
+/// Adds a log line, or the note that further lines are dropped.
+pub(crate) fn push_log(logs: &mut Vec<String>, line: String) {
+    if logs.len() < MAX_LOG_LINES {
+        logs.push(line);
+    } else if logs.len() == MAX_LOG_LINES {
+        logs.push("(further log lines dropped)".into());
+    }
+}
+
 /// The input object a task reads, as `map`'s second argument.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectInfo {

@@ -115,11 +115,7 @@ struct Host {
 
 impl Host {
     fn log(&mut self, line: String) {
-        if self.logs.len() < crate::lua::MAX_LOG_LINES {
-            self.logs.push(line);
-        } else if self.logs.len() == crate::lua::MAX_LOG_LINES {
-            self.logs.push("(further log lines dropped)".into());
-        }
+        crate::sandbox::push_log(&mut self.logs, line);
     }
 
     /// Output written to stdout or stderr becomes log lines.
