@@ -649,7 +649,7 @@ impl Jobs {
             });
         }
         let mut total_out = 0u64;
-        let mut tasks = futures::stream::iter(to_run.into_iter())
+        let mut tasks = futures::stream::iter(to_run)
             .map(|input| self.task(job, input))
             .buffer_unordered(self.parallelism * self.nodes());
         while let Some(done) = tasks.next().await {
@@ -1028,7 +1028,7 @@ impl Jobs {
                     .map(|n| (Some((node.clone(), n.rpc_addr.clone())), *bytes)),
             })
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out.sort_by_key(|h| std::cmp::Reverse(h.1));
         out
     }
 
