@@ -369,9 +369,16 @@ pub async fn corpus(dir: &Path, tree: &Path) -> anyhow::Result<()> {
     // The naive way: fetch each object to one place, run the same code there, one at
     // a time (what a script over an S3 listing does).
     let t = Instant::now();
+    // One process for everything: it needs room for all of it.
+    let limits = Limits {
+        memory_mb: 8192,
+        output_mb: 1 << 20,
+        instructions: u64::MAX,
+        seconds: 86_400,
+    };
     let task = jobs::lua::LuaTask::new(
         WORD_COUNT_LETTERS,
-        &Limits::default(),
+        &limits,
         Arc::new(AtomicBool::new(false)),
     )?;
     let o = task.object("all", "null", 0)?;
