@@ -513,7 +513,9 @@ async function jobsPage() {
   const code = el("textarea", { id: "job-code", rows: 12, cols: 80, spellcheck: "false" });
   code.value = EXAMPLE_JOB;
   const runtime = el("select", { id: "job-runtime" },
-    el("option", { value: "lua", text: "Lua" }), el("option", { value: "javascript", text: "JavaScript" }));
+    el("option", { value: "lua", text: "Lua" }), el("option", { value: "javascript", text: "JavaScript" }),
+    el("option", { value: "python", text: "Python" }),
+    el("option", { value: "wasm", text: "WebAssembly (WAT text or base64 module)" }));
   out.append(el("form", { "aria-label": "Run a job", onsubmit: async ev => {
     ev.preventDefault();
     if (await attempt("Starting the job", async () => {
