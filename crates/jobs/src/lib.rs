@@ -18,6 +18,7 @@ pub mod python;
 pub mod sandbox;
 pub mod wasm;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -370,13 +371,22 @@ fn sha256_hex(b: &[u8]) -> String {
 impl Jobs {
     /// The jobs of a node serving `archive`; tasks run `parallelism` at a time.
     pub fn new(archive: Archive, parallelism: usize) -> Arc<Self> {
+        Self::with_jobs(archive, parallelism, BTreeMap::new(), None)
+    }
+
+    fn with_jobs(
+        archive: Archive,
+        parallelism: usize,
+        jobs: BTreeMap<String, Arc<Job>>,
+        dir: Option<std::path::PathBuf>,
+    ) -> Arc<Self> {
         Arc::new(Jobs {
             archive,
-            jobs: Mutex::new(BTreeMap::new()),
+            jobs: Mutex::new(jobs),
             parallelism: parallelism.max(1),
             slots: Mutex::new(BTreeMap::new()),
             code: CodeCache::default(),
-            dir: None,
+            dir,
         })
     }
 
@@ -426,14 +436,7 @@ impl Jobs {
                 let _ = std::fs::remove_file(dir.join(format!("{k}.json")));
             }
         }
-        Ok(Arc::new(Jobs {
-            archive,
-            jobs: Mutex::new(jobs),
-            parallelism: parallelism.max(1),
-            slots: Mutex::new(BTreeMap::new()),
-            code: CodeCache::default(),
-            dir: Some(dir),
-        }))
+        Ok(Self::with_jobs(archive, parallelism, jobs, Some(dir)))
     }
 
     /// Writes a job's record (when records are kept): whole, then renamed into place.
@@ -634,10 +637,10 @@ impl Jobs {
         let mut per_input: BTreeMap<String, (String, String, Emitted)> = BTreeMap::new();
         let mut to_run = inputs.clone();
         if spec.incremental {
-            let earlier = self.earlier_state(job, &output_bucket, &state_key).await;
-            to_run.retain(|i| match earlier.get(&i.key) {
-                Some((v, e, emitted)) if *v == i.version_id && *e == i.etag => {
-                    per_input.insert(i.key.clone(), (v.clone(), e.clone(), emitted.clone()));
+            let mut earlier = self.earlier_state(job, &output_bucket, &state_key).await;
+            to_run.retain(|i| match earlier.remove(&i.key) {
+                Some((v, e, emitted)) if v == i.version_id && e == i.etag => {
+                    per_input.insert(i.key.clone(), (v, e, emitted));
                     false
                 }
                 _ => true,
@@ -834,7 +837,14 @@ impl Jobs {
         }
         for line in lines {
             if let Ok(t) = serde_json::from_slice::<StateLine>(line) {
-                out.insert(t.key, (t.version_id, t.etag, t.emitted));
+                out.insert(
+                    t.key.into_owned(),
+                    (
+                        t.version_id.into_owned(),
+                        t.etag.into_owned(),
+                        t.emitted.into_owned(),
+                    ),
+                );
             }
         }
         out
@@ -1148,13 +1158,14 @@ impl StateHeader {
     }
 }
 
-/// One input's line in an incremental job's state.
+/// One input's line in an incremental job's state (borrowed when written, owned when
+/// read back).
 #[derive(Debug, Serialize, Deserialize)]
-struct StateLine {
-    key: String,
-    version_id: String,
-    etag: String,
-    emitted: Emitted,
+struct StateLine<'a> {
+    key: Cow<'a, str>,
+    version_id: Cow<'a, str>,
+    etag: Cow<'a, str>,
+    emitted: Cow<'a, Emitted>,
 }
 
 /// An incremental job's state: the header, then a line per input.
@@ -1167,10 +1178,10 @@ fn task_state(
     out.push(b'\n');
     for (key, (version_id, etag, emitted)) in per_input {
         let line = StateLine {
-            key: key.clone(),
-            version_id: version_id.clone(),
-            etag: etag.clone(),
-            emitted: emitted.clone(),
+            key: Cow::Borrowed(key),
+            version_id: Cow::Borrowed(version_id),
+            etag: Cow::Borrowed(etag),
+            emitted: Cow::Borrowed(emitted),
         };
         serde_json::to_writer(&mut out, &line).map_err(fail)?;
         out.push(b'\n');

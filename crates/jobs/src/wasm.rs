@@ -131,6 +131,16 @@ impl Host {
         }
     }
 
+    /// Counts bytes emitted or written against the output limit.
+    fn count_output(&mut self, bytes: usize) -> Result<(), wasmi::Error> {
+        self.output_bytes += bytes as u64;
+        if self.output_bytes > self.max_output {
+            let max = self.max_output;
+            return Err(self.stop(JobError::Limit(format!("output ({max} bytes)"))));
+        }
+        Ok(())
+    }
+
     fn stop(&mut self, why: JobError) -> wasmi::Error {
         let m = why.to_string();
         self.failed.get_or_insert(why);
@@ -221,11 +231,7 @@ fn define_edgecloud(l: &mut Linker<Host>) -> Result<(), wasmi::errors::LinkerErr
             let key = read(&mut c, kp, kl)?;
             let value = read(&mut c, vp, vl)?;
             let h = c.data_mut();
-            h.output_bytes += (key.len() + value.len()) as u64;
-            if h.output_bytes > h.max_output {
-                let max = h.max_output;
-                return Err(h.stop(JobError::Limit(format!("output ({max} bytes)"))));
-            }
+            h.count_output(key.len() + value.len())?;
             let value = match serde_json::from_slice(&value) {
                 Ok(v) => v,
                 Err(e) => {
@@ -291,11 +297,7 @@ fn define_wasi(l: &mut Linker<Host>) -> Result<(), wasmi::errors::LinkerError> {
                 let bytes = read(&mut c, ptr, len)?;
                 total += bytes.len() as u32;
                 let h = c.data_mut();
-                h.output_bytes += bytes.len() as u64;
-                if h.output_bytes > h.max_output {
-                    let max = h.max_output;
-                    return Err(h.stop(JobError::Limit(format!("output ({max} bytes)"))));
-                }
+                h.count_output(bytes.len())?;
                 h.write_stdio(&bytes);
             }
             Ok(if write(&mut c, written, &total.to_le_bytes()) {

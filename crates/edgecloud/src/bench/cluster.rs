@@ -250,16 +250,9 @@ async fn jobs_on_the_cluster(
     .collect::<anyhow::Result<_>>()?;
     let download = t.elapsed().as_secs_f64();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        // One process for everything: it needs room for all of it.
-        let limits = jobs::Limits {
-            memory_mb: 8192,
-            output_mb: 1 << 20,
-            instructions: u64::MAX,
-            seconds: 86_400,
-        };
         let task = jobs::lua::LuaTask::new(
             crate::bench::jobs::WORD_COUNT,
-            &limits,
+            &crate::bench::jobs::ONE_PROCESS,
             Arc::new(AtomicBool::new(false)),
         )?;
         let o = task.object("all", "null", 0)?;

@@ -16,6 +16,14 @@ use jobs::{JobSpec, JobState, Jobs, Limits};
 
 use crate::bench::{Rng, bench_archive, mbps, row, text};
 
+/// The naive way's single process holds everything: no limit it could reach.
+pub(crate) const ONE_PROCESS: Limits = Limits {
+    memory_mb: 8192,
+    output_mb: 1 << 20,
+    instructions: u64::MAX,
+    seconds: 86_400,
+};
+
 pub(crate) const WORD_COUNT: &str = r#"
 function map(line) for w in line:gmatch("%S+") do emit(w, 1) end end
 function combine(w, ones) local n = 0 for _, c in ipairs(ones) do n = n + c end return n end
@@ -146,12 +154,8 @@ pub async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
         all.push(read_all(&a, k).await?);
     }
     tokio::task::spawn_blocking(move || -> Result<(), jobs::JobError> {
-        // One process holding everything: the memory the naive way needs.
-        let limits = Limits {
-            memory_mb: 8192,
-            ..Limits::default()
-        };
-        let task = jobs::lua::LuaTask::new(WORD_COUNT, &limits, Arc::new(AtomicBool::new(false)))?;
+        let task =
+            jobs::lua::LuaTask::new(WORD_COUNT, &ONE_PROCESS, Arc::new(AtomicBool::new(false)))?;
         let o = task.object("all", "null", 0)?;
         for body in &all {
             for line in body.split(|b| *b == b'\n') {
@@ -369,16 +373,9 @@ pub async fn corpus(dir: &Path, tree: &Path) -> anyhow::Result<()> {
     // The naive way: fetch each object to one place, run the same code there, one at
     // a time (what a script over an S3 listing does).
     let t = Instant::now();
-    // One process for everything: it needs room for all of it.
-    let limits = Limits {
-        memory_mb: 8192,
-        output_mb: 1 << 20,
-        instructions: u64::MAX,
-        seconds: 86_400,
-    };
     let task = jobs::lua::LuaTask::new(
         WORD_COUNT_LETTERS,
-        &limits,
+        &ONE_PROCESS,
         Arc::new(AtomicBool::new(false)),
     )?;
     let o = task.object("all", "null", 0)?;
