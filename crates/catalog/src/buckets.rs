@@ -81,23 +81,52 @@ pub(crate) fn create(
     if t.get(bucket.name.as_str())?.is_some() {
         return Err(CatalogError::BucketExists(bucket.name));
     }
+    crate::lock::check_bucket_change(&bucket, &bucket)?;
     t.insert(bucket.name.as_str(), enc(&bucket).as_slice())?;
     let change = ledger::record::Change::BucketCreated {
         bucket: bucket.name.clone(),
     };
-    crate::audit::append(txn, bucket.created_ns, actor, change)?;
+    crate::audit::append(txn, bucket.created_ns, actor.clone(), change)?;
+    if let Some(change) = lock_change(None, &bucket) {
+        crate::audit::append(txn, bucket.created_ns, actor, change)?;
+    }
     Ok(bucket)
 }
 
-pub(crate) fn replace(txn: &WriteTransaction, expect: &Bucket, bucket: Bucket) -> Result<Bucket> {
+pub(crate) fn replace(
+    txn: &WriteTransaction,
+    at: &Stamp,
+    expect: &Bucket,
+    bucket: Bucket,
+) -> Result<Bucket> {
     let name = bucket.name.clone();
     let current = load_bucket(txn, &name)?;
     if name != expect.name || enc(&current) != enc(expect) {
         return Err(CatalogError::Conflict);
     }
+    crate::lock::check_bucket_change(&current, &bucket)?;
     txn.open_table(BUCKETS)?
         .insert(name.as_str(), enc(&bucket).as_slice())?;
+    if let Some(change) = lock_change(Some(&current), &bucket) {
+        crate::audit::append(txn, at.at_ns, None, change)?;
+    }
     Ok(bucket)
+}
+
+/// The ledger record of a change to the bucket's object lock configuration, if any.
+fn lock_change(old: Option<&Bucket>, new: &Bucket) -> Option<ledger::record::Change> {
+    let before = old.and_then(crate::lock::bucket_lock);
+    let after = crate::lock::bucket_lock(new)?;
+    if before.as_ref() == Some(&after) {
+        return None;
+    }
+    let d = after.default;
+    Some(ledger::record::Change::ObjectLockSet {
+        bucket: new.name.clone(),
+        mode: d.map(|d| d.mode.name().to_string()),
+        days: d.and_then(|d| d.days),
+        years: d.and_then(|d| d.years),
+    })
 }
 
 pub(crate) fn delete(

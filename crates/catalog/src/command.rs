@@ -196,6 +196,9 @@ pub enum Command {
         /// The new value.
         value: Vec<u8>,
     },
+    /// A `Delete` or `ReplaceVersionMeta` that may shorten or lift GOVERNANCE
+    /// retention (an owner's request with `x-amz-bypass-governance-retention`).
+    BypassingGovernance(Box<Command>),
 }
 
 /// What a command answers.
@@ -226,13 +229,21 @@ pub enum Outcome {
 /// Applies one proposal inside a write transaction. A refused command writes nothing
 /// (each checks everything before its first write), so many share one transaction.
 pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
-    let at = &p.stamp;
-    Ok(match p.command {
+    apply_command(txn, &p.stamp, p.command, false)
+}
+
+fn apply_command(
+    txn: &WriteTransaction,
+    at: &Stamp,
+    command: Command,
+    bypass_governance: bool,
+) -> Result<Outcome> {
+    Ok(match command {
         Command::CreateBucket { bucket, actor } => {
             Outcome::Bucket(crate::buckets::create(txn, bucket, actor)?)
         }
         Command::ReplaceBucket { expect, bucket } => {
-            Outcome::Bucket(crate::buckets::replace(txn, &expect, bucket)?)
+            Outcome::Bucket(crate::buckets::replace(txn, at, &expect, bucket)?)
         }
         Command::DeleteBucket { name, actor } => {
             crate::buckets::delete(txn, at, &name, actor)?;
@@ -268,7 +279,14 @@ pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
             expect,
             meta,
         } => Outcome::Version(crate::objects::replace_meta(
-            txn, &bucket, &key, sel, &expect, meta,
+            txn,
+            at,
+            &bucket,
+            &key,
+            sel,
+            &expect,
+            meta,
+            bypass_governance,
         )?),
         Command::Delete {
             bucket,
@@ -276,7 +294,13 @@ pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
             version_id,
             actor,
         } => Outcome::Deleted(crate::objects::delete(
-            txn, at, &bucket, &key, version_id, actor,
+            txn,
+            at,
+            &bucket,
+            &key,
+            version_id,
+            actor,
+            bypass_governance,
         )?),
         Command::CreateUpload { upload } => Outcome::Upload(crate::multipart::create(txn, upload)?),
         Command::PutPart {
@@ -327,6 +351,16 @@ pub fn apply(txn: &WriteTransaction, p: Proposal) -> Result<Outcome> {
             t.insert(name.as_str(), value.as_slice())?;
             Outcome::Done
         }
+        Command::BypassingGovernance(inner) => match *inner {
+            c @ (Command::Delete { .. } | Command::ReplaceVersionMeta { .. }) => {
+                apply_command(txn, at, c, true)?
+            }
+            _ => {
+                return Err(CatalogError::Invalid(
+                    "only deletes and metadata changes can bypass governance".into(),
+                ));
+            }
+        },
     })
 }
 

@@ -13,6 +13,7 @@ mod buckets;
 mod chunks;
 pub mod command;
 mod list;
+pub mod lock;
 mod multipart;
 mod objects;
 mod records;
@@ -98,6 +99,12 @@ pub enum CatalogError {
         /// Why it does not decode.
         reason: String,
     },
+    /// Object lock keeps the version: it is retained or under legal hold.
+    #[error("object lock: {0}")]
+    Locked(String),
+    /// The bucket is not in a state that allows the change (object lock and versioning).
+    #[error("{0}")]
+    InvalidState(String),
 }
 
 macro_rules! db_error {

@@ -138,6 +138,8 @@ pub(crate) fn insert_version(
     cond: &PutCondition,
 ) -> Result<Version> {
     let b = load_bucket(txn, bucket)?;
+    let mut meta = nv.meta;
+    crate::lock::on_write(&b, &mut meta, at.at_ns)?;
     let mut versions = txn.open_table(VERSIONS)?;
     let mut cur_t = txn.open_table(CURRENT)?;
     check_condition(current(&cur_t, &versions, bucket, key)?.as_ref(), cond)?;
@@ -166,8 +168,7 @@ pub(crate) fn insert_version(
         sha256: nv.sha256,
         parts: nv.part_digests,
     };
-    let index = crate::audit::append(txn, mtime, nv.actor, change)?;
-    let mut meta = nv.meta;
+    let index = crate::audit::append(txn, mtime, nv.actor.clone(), change)?;
     meta.insert(crate::audit::LEDGER_INDEX.into(), index.to_string());
     let v = Version {
         key: key.to_string(),
@@ -185,6 +186,9 @@ pub(crate) fn insert_version(
     };
     versions.insert(version_key(bucket, key, seq).as_slice(), enc(&v).as_slice())?;
     cur_t.insert(object_key(bucket, key).as_slice(), seq)?;
+    for change in crate::lock::changes(bucket, &v, None) {
+        crate::audit::append(txn, mtime, nv.actor.clone(), change)?;
+    }
     Ok(v)
 }
 
@@ -243,6 +247,20 @@ impl Catalog {
         sel: VersionSel,
         f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Version> {
+        self.update_version_meta_governed(bucket, key, sel, false, f)
+            .await
+    }
+
+    /// `update_version_meta` that may shorten or lift GOVERNANCE retention when
+    /// `bypass_governance` (an owner's request that asked to).
+    pub async fn update_version_meta_governed(
+        &self,
+        bucket: &str,
+        key: &str,
+        sel: VersionSel,
+        bypass_governance: bool,
+        f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+    ) -> Result<Version> {
         let read = || {
             let v = self.version(bucket, key, &sel)?;
             if v.delete_marker {
@@ -262,12 +280,17 @@ impl Catalog {
                 f(m);
                 Ok(())
             },
-            |expect, meta| Command::ReplaceVersionMeta {
-                bucket: bucket.into(),
-                key: key.into(),
-                sel: sel.clone(),
-                expect,
-                meta,
+            |expect, meta| {
+                governed(
+                    Command::ReplaceVersionMeta {
+                        bucket: bucket.into(),
+                        key: key.into(),
+                        sel: sel.clone(),
+                        expect,
+                        meta,
+                    },
+                    bypass_governance,
+                )
             },
         )
         .await
@@ -293,13 +316,30 @@ impl Catalog {
         version_id: Option<String>,
         actor: Option<String>,
     ) -> Result<DeleteOutcome> {
+        self.delete_governed(bucket, key, version_id, actor, false)
+            .await
+    }
+
+    /// `delete_as` that may remove a version under GOVERNANCE retention when
+    /// `bypass_governance` (an owner's request that asked to).
+    pub async fn delete_governed(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<String>,
+        actor: Option<String>,
+        bypass_governance: bool,
+    ) -> Result<DeleteOutcome> {
         let command = Command::Delete {
             bucket: bucket.to_string(),
             key: key.to_string(),
             version_id,
             actor,
         };
-        expect_outcome!(self.execute(command).await?, Deleted)
+        expect_outcome!(
+            self.execute(governed(command, bypass_governance)).await?,
+            Deleted
+        )
     }
 
     /// Drops hidden history (superseded null versions) older than `before_ns`: the
@@ -312,15 +352,27 @@ impl Catalog {
     }
 }
 
+/// The command as proposed: wrapped when it bypasses governance retention.
+fn governed(command: Command, bypass_governance: bool) -> Command {
+    if bypass_governance {
+        Command::BypassingGovernance(Box::new(command))
+    } else {
+        command
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the command's fields, as applied
 pub(crate) fn replace_meta(
     txn: &WriteTransaction,
+    at: &Stamp,
     bucket: &str,
     key: &str,
     sel: VersionSel,
     expect: &std::collections::BTreeMap<String, String>,
     meta: std::collections::BTreeMap<String, String>,
+    bypass_governance: bool,
 ) -> Result<Version> {
-    load_bucket(txn, bucket)?;
+    let b = load_bucket(txn, bucket)?;
     let mut versions = txn.open_table(VERSIONS)?;
     let all = key_versions(&versions, bucket, key)?;
     let found = match &sel {
@@ -353,8 +405,19 @@ pub(crate) fn replace_meta(
     if &v.meta != expect {
         return Err(CatalogError::Conflict);
     }
-    v.meta = meta;
+    crate::lock::check_change(&v, &v.meta, &meta, at.at_ns, bypass_governance)?;
+    let old = std::mem::replace(&mut v.meta, meta);
+    let changes = crate::lock::changes(bucket, &v, Some(&old));
+    if !changes.is_empty() && crate::lock::bucket_lock(&b).is_none() {
+        return Err(CatalogError::Invalid(format!(
+            "bucket {bucket:?} has no object lock configuration; retention and legal hold \
+             need a bucket created with object lock"
+        )));
+    }
     versions.insert(k.as_slice(), enc(&v).as_slice())?;
+    for change in changes {
+        crate::audit::append(txn, at.at_ns, None, change)?;
+    }
     Ok(v)
 }
 
@@ -365,6 +428,7 @@ pub(crate) fn delete(
     key: &str,
     version_id: Option<String>,
     actor: Option<String>,
+    bypass_governance: bool,
 ) -> Result<DeleteOutcome> {
     let b = load_bucket(txn, bucket)?;
     let mut versions = txn.open_table(VERSIONS)?;
@@ -440,6 +504,7 @@ pub(crate) fn delete(
                 });
             };
             let (k, v) = &all[pos];
+            crate::lock::check_removal(v, at.at_ns, bypass_governance)?;
             versions.remove(k.as_slice())?;
             let change = ledger::record::Change::VersionDeleted {
                 bucket: bucket.to_string(),
@@ -472,7 +537,11 @@ pub(crate) fn expire_history(txn: &WriteTransaction, at: &Stamp, before_ns: u64)
     for e in versions.iter()? {
         let (k, v) = e?;
         let ver: Version = dec("versions", k.value(), v.value())?;
-        if ver.hidden && ver.mtime_ns < before_ns {
+        // Locked history stays until its lock ends (it is only hidden, never removed).
+        if ver.hidden
+            && ver.mtime_ns < before_ns
+            && crate::lock::check_removal(&ver, at.at_ns, false).is_ok()
+        {
             doomed.push((k.value().to_vec(), ver));
         }
     }

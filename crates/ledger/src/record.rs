@@ -112,6 +112,41 @@ pub enum Change {
         /// SHA-256 of the output, hex.
         output_sha256: String,
     },
+    /// A bucket's object lock was turned on or its default retention changed.
+    ObjectLockSet {
+        /// The bucket.
+        bucket: String,
+        /// The default retention's mode (GOVERNANCE or COMPLIANCE); None: no default.
+        mode: Option<String>,
+        /// The default retention in days.
+        days: Option<u32>,
+        /// The default retention in years.
+        years: Option<u32>,
+    },
+    /// A version's retention was set, extended, shortened or lifted.
+    RetentionSet {
+        /// The bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+        /// The version's id.
+        version_id: String,
+        /// GOVERNANCE or COMPLIANCE; None when the retention was lifted.
+        mode: Option<String>,
+        /// Retained until (ns since the Unix epoch).
+        retain_until_ns: Option<u64>,
+    },
+    /// A version's legal hold was put on or lifted.
+    LegalHoldSet {
+        /// The bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+        /// The version's id.
+        version_id: String,
+        /// Whether the hold is on.
+        on: bool,
+    },
 }
 
 /// One part of a multipart object: its plaintext size and SHA-256 (hex).
@@ -257,6 +292,47 @@ impl Record {
                 j.field("output_version_id", output_version_id);
                 j.field("output_sha256", output_sha256);
             }
+            Change::ObjectLockSet {
+                bucket,
+                mode,
+                days,
+                years,
+            } => {
+                j.field("bucket", bucket);
+                j.key("mode");
+                j.opt_str(mode.as_deref());
+                j.key("days");
+                j.opt_num(days.map(u64::from));
+                j.key("years");
+                j.opt_num(years.map(u64::from));
+            }
+            Change::RetentionSet {
+                bucket,
+                key,
+                version_id,
+                mode,
+                retain_until_ns,
+            } => {
+                j.field("bucket", bucket);
+                j.field("key", key);
+                j.field("version_id", version_id);
+                j.key("mode");
+                j.opt_str(mode.as_deref());
+                j.key("retain_until_ns");
+                j.opt_num(*retain_until_ns);
+            }
+            Change::LegalHoldSet {
+                bucket,
+                key,
+                version_id,
+                on,
+            } => {
+                j.field("bucket", bucket);
+                j.field("key", key);
+                j.field("version_id", version_id);
+                j.key("on");
+                j.0.extend_from_slice(if *on { b"true" } else { b"false" });
+            }
         }
         j.0.push(b'}');
     }
@@ -281,6 +357,9 @@ impl Change {
             Change::KeyRevoked { .. } => "key_revoked",
             Change::PermissionChanged { .. } => "permission_changed",
             Change::JobRun { .. } => "job_run",
+            Change::ObjectLockSet { .. } => "object_lock_set",
+            Change::RetentionSet { .. } => "retention_set",
+            Change::LegalHoldSet { .. } => "legal_hold_set",
         }
     }
 }
@@ -306,6 +385,13 @@ impl Json<'_> {
     fn field(&mut self, name: &str, value: &str) {
         self.key(name);
         self.str(value);
+    }
+
+    fn opt_num(&mut self, n: Option<u64>) {
+        match n {
+            Some(n) => self.num(n),
+            None => self.0.extend_from_slice(b"null"),
+        }
     }
 
     fn opt_str(&mut self, s: Option<&str>) {
@@ -557,6 +643,40 @@ mod tests {
                         }
                     }
                 ),
+            (
+                s(),
+                proptest::option::of(s()),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(any::<u32>())
+            )
+                .prop_map(|(bucket, mode, days, years)| Change::ObjectLockSet {
+                    bucket,
+                    mode,
+                    days,
+                    years
+                }),
+            (
+                (s(), s(), s()),
+                proptest::option::of(s()),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|((bucket, key, version_id), mode, retain_until_ns)| {
+                    Change::RetentionSet {
+                        bucket,
+                        key,
+                        version_id,
+                        mode,
+                        retain_until_ns,
+                    }
+                }),
+            (s(), s(), s(), any::<bool>()).prop_map(|(bucket, key, version_id, on)| {
+                Change::LegalHoldSet {
+                    bucket,
+                    key,
+                    version_id,
+                    on,
+                }
+            }),
         ]
     }
 
