@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use catalog::audit::LEDGER_INDEX;
+pub use catalog::lock;
 pub use catalog::{
     AccessKey, Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, Permission,
     PutCondition, Upload, Version, VersionSel, Versioning, VersionsPage, VersionsQuery,
@@ -396,11 +397,24 @@ impl Archive {
         sel: VersionSel,
         f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
     ) -> Result<Version> {
+        self.update_meta_governed(bucket, key, sel, false, f).await
+    }
+
+    /// `update_meta` that may shorten or lift GOVERNANCE retention when
+    /// `bypass_governance` (the caller checked the actor may).
+    pub async fn update_meta_governed(
+        &self,
+        bucket: &str,
+        key: &str,
+        sel: VersionSel,
+        bypass_governance: bool,
+        f: impl Fn(&mut std::collections::BTreeMap<String, String>) + Send + 'static,
+    ) -> Result<Version> {
         validate_key(key)?;
         Ok(self
             .inner
             .catalog
-            .update_version_meta(bucket, key, sel, f)
+            .update_version_meta_governed(bucket, key, sel, bypass_governance, f)
             .await?)
     }
 
@@ -566,11 +580,25 @@ impl Archive {
         version_id: Option<String>,
         actor: Option<String>,
     ) -> Result<DeleteOutcome> {
+        self.delete_governed(bucket, key, version_id, actor, false)
+            .await
+    }
+
+    /// `delete_as` that may remove a version under GOVERNANCE retention when
+    /// `bypass_governance` (the caller checked the actor may).
+    pub async fn delete_governed(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<String>,
+        actor: Option<String>,
+        bypass_governance: bool,
+    ) -> Result<DeleteOutcome> {
         validate_key(key)?;
         Ok(self
             .inner
             .catalog
-            .delete_as(bucket, key, version_id, actor)
+            .delete_governed(bucket, key, version_id, actor, bypass_governance)
             .await?)
     }
 }

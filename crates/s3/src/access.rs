@@ -81,7 +81,10 @@ fn need(op: &str) -> Need {
         | "GetBucketCors"
         | "ListMultipartUploads"
         | "GetObjectAcl"
-        | "GetObjectAttributes" => Need::In(Read),
+        | "GetObjectAttributes"
+        | "GetObjectRetention"
+        | "GetObjectLegalHold"
+        | "GetObjectLockConfiguration" => Need::In(Read),
         "PutObject"
         | "DeleteObject"
         | "DeleteObjects"
@@ -93,7 +96,9 @@ fn need(op: &str) -> Need {
         | "AbortMultipartUpload"
         | "ListParts"
         | "PutObjectTagging"
-        | "DeleteObjectTagging" => Need::In(Write),
+        | "DeleteObjectTagging"
+        | "PutObjectRetention"
+        | "PutObjectLegalHold" => Need::In(Write),
         // Bucket configuration, deletion, sharing (PutObjectAcl can publish an object),
         // and anything new: owners only. A writer's DeleteObject of a version, which
         // destroys history, also needs owner (see `check`).

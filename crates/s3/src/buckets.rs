@@ -54,15 +54,20 @@ impl EdgeS3 {
         if let Some(a) = acl {
             settings.insert(crate::policy::ACL.to_string(), a.to_string());
         }
+        // Object lock needs versioning, for good (S3 turns it on with the lock).
+        let locked = req.input.object_lock_enabled_for_bucket == Some(true);
+        if locked {
+            let (k, v) = crate::lock::enabled_setting();
+            settings.insert(k, v);
+        }
+        let versioning = if locked {
+            Versioning::Enabled
+        } else {
+            Versioning::Unversioned
+        };
         match self
             .archive
-            .create_bucket_as(
-                &req.input.bucket,
-                None,
-                Versioning::Unversioned,
-                settings,
-                caller,
-            )
+            .create_bucket_as(&req.input.bucket, None, versioning, settings, caller)
             .await
         {
             Ok(_) => {}

@@ -17,6 +17,8 @@ pub(crate) fn s3_error(e: ArchiveError) -> S3Error {
         A::Catalog(C::InvalidPart(_)) => S3ErrorCode::InvalidPart,
         A::Catalog(C::EntityTooSmall { .. }) => S3ErrorCode::EntityTooSmall,
         A::Catalog(C::Invalid(_)) | A::Invalid(_) => S3ErrorCode::InvalidArgument,
+        A::Catalog(C::Locked(_)) => S3ErrorCode::AccessDenied,
+        A::Catalog(C::InvalidState(_)) => S3ErrorCode::InvalidBucketState,
         A::Catalog(C::ChunkVanished) => S3ErrorCode::SlowDown,
         // No catalog leader (a majority of voters unreachable): the client retries.
         A::Catalog(C::Unavailable(_)) => S3ErrorCode::ServiceUnavailable,

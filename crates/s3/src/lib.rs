@@ -11,6 +11,7 @@ mod cors;
 mod error;
 mod headers;
 mod list;
+mod lock;
 mod multipart;
 mod objects;
 mod policy;
@@ -402,5 +403,41 @@ impl s3s::S3 for EdgeS3 {
         req: s3s::S3Request<s3s::dto::PutObjectAclInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectAclOutput>> {
         self.put_object_acl_op(req).await
+    }
+    async fn put_object_lock_configuration(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectLockConfigurationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectLockConfigurationOutput>> {
+        self.put_object_lock_configuration_op(req).await
+    }
+    async fn get_object_lock_configuration(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectLockConfigurationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectLockConfigurationOutput>> {
+        self.get_object_lock_configuration_op(req).await
+    }
+    async fn put_object_retention(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectRetentionInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectRetentionOutput>> {
+        self.put_object_retention_op(req).await
+    }
+    async fn get_object_retention(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectRetentionInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectRetentionOutput>> {
+        self.get_object_retention_op(req).await
+    }
+    async fn put_object_legal_hold(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectLegalHoldInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectLegalHoldOutput>> {
+        self.put_object_legal_hold_op(req).await
+    }
+    async fn get_object_legal_hold(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectLegalHoldInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectLegalHoldOutput>> {
+        self.get_object_legal_hold_op(req).await
     }
 }

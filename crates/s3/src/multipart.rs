@@ -28,6 +28,12 @@ impl EdgeS3 {
                 crate::policy::canned_acl(a.as_str())?.into(),
             );
         }
+        crate::lock::write_meta(
+            &mut meta,
+            i.object_lock_mode.as_ref(),
+            i.object_lock_retain_until_date.as_ref(),
+            i.object_lock_legal_hold_status.as_ref(),
+        )?;
         let opts = PutOptions {
             content_type: i.content_type,
             meta,

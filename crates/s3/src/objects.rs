@@ -246,6 +246,12 @@ impl EdgeS3 {
                 crate::policy::canned_acl(a.as_str())?.into(),
             );
         }
+        crate::lock::write_meta(
+            &mut meta,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )?;
         let mut opts = PutOptions {
             content_type: input.content_type,
             meta,
@@ -348,6 +354,10 @@ impl EdgeS3 {
             tag_count: headers::tag_count(&v.meta),
             ..Default::default()
         };
+        let lock = crate::lock::headers_of(&v.meta);
+        out.object_lock_mode = lock.mode;
+        out.object_lock_retain_until_date = lock.until;
+        out.object_lock_legal_hold_status = lock.hold;
         set_checksums!(out, sums);
         Ok(S3Response::new(out))
     }
@@ -403,6 +413,10 @@ impl EdgeS3 {
             parts_count: parts_count(&v, i.part_number),
             ..Default::default()
         });
+        let lock = crate::lock::headers_of(&v.meta);
+        resp.output.object_lock_mode = lock.mode;
+        resp.output.object_lock_retain_until_date = lock.until;
+        resp.output.object_lock_legal_hold_status = lock.hold;
         set_checksums!(resp.output, sums);
         if let Some(n) = tags {
             resp.headers.insert("x-amz-tagging-count", n.into());
@@ -415,10 +429,21 @@ impl EdgeS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let bypass = self.bypass(
+            &req,
+            &req.input.bucket,
+            req.input.bypass_governance_retention,
+        )?;
         let input = req.input;
         let out = match self
             .archive
-            .delete_as(&input.bucket, &input.key, input.version_id.clone(), actor)
+            .delete_governed(
+                &input.bucket,
+                &input.key,
+                input.version_id.clone(),
+                actor,
+                bypass,
+            )
             .await
         {
             Ok(o) => o,
@@ -451,6 +476,11 @@ impl EdgeS3 {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let bypass = self.bypass(
+            &req,
+            &req.input.bucket,
+            req.input.bypass_governance_retention,
+        )?;
         let i = req.input;
         if i.delete.objects.len() > 1000 {
             return Err(s3s::s3_error!(
@@ -474,7 +504,13 @@ impl EdgeS3 {
             }
             match self
                 .archive
-                .delete_as(&i.bucket, &o.key, o.version_id.clone(), actor.clone())
+                .delete_governed(
+                    &i.bucket,
+                    &o.key,
+                    o.version_id.clone(),
+                    actor.clone(),
+                    bypass,
+                )
                 .await
             {
                 Ok(out) => {
@@ -599,6 +635,13 @@ impl EdgeS3 {
         };
         meta.remove(headers::ACL);
         meta.remove(headers::TAGGING);
+        crate::lock::strip(&mut meta);
+        crate::lock::write_meta(
+            &mut meta,
+            i.object_lock_mode.as_ref(),
+            i.object_lock_retain_until_date.as_ref(),
+            i.object_lock_legal_hold_status.as_ref(),
+        )?;
         let tags = if replace_tags {
             i.tagging.clone()
         } else {
