@@ -42,6 +42,8 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
             A::Catalog(C::ChunkVanished) => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
+            A::Catalog(C::Locked(_)) => (StatusCode::FORBIDDEN, "ObjectLocked"),
+            A::Catalog(C::InvalidState(_)) => (StatusCode::CONFLICT, "InvalidBucketState"),
             A::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             A::BadDigest => (StatusCode::BAD_REQUEST, "BadDigest"),
             A::TooManyChunks { .. } | A::ObjectTooLarge { .. } => {
