@@ -35,7 +35,9 @@ def main():
         env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
         env.pop("AWS_CA_BUNDLE", None)
         node = subprocess.Popen([BIN, "serve", "--data", f"{tmp}/data", "--s3-listen", f"127.0.0.1:{port}",
-                                 "--admin-listen", f"127.0.0.1:{admin_port}", "--dav-listen", "127.0.0.1:0", "--ftp-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0"],
+                                 "--admin-listen", f"127.0.0.1:{admin_port}", "--dav-listen", "127.0.0.1:0", "--ftp-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0",
+                                 # lifecycle days of 2 s, as the suite's lc_debug_interval says
+                                 "--lifecycle-day", "2s"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/serve.log", "w"))
         try:
             deadline = time.time() + 20

@@ -11,6 +11,7 @@ mod bucket_keys;
 mod chunks;
 mod error;
 mod get;
+pub mod lifecycle;
 mod multipart;
 mod names;
 mod put;
@@ -29,7 +30,7 @@ pub use catalog::lock;
 pub use catalog::{
     AccessKey, Body, Bucket, CatalogError, DeleteOutcome, ListPage, ListQuery, Part, Permission,
     PutCondition, Upload, Version, VersionSel, Versioning, VersionsPage, VersionsQuery,
-    generate_key_pair, now_ns,
+    generate_key_pair, now_ns, random_hex,
 };
 pub use codec::{ChunkParams, DataKey, Redundancy};
 pub use error::ArchiveError;

@@ -87,8 +87,8 @@ pub(crate) fn create(
         bucket: bucket.name.clone(),
     };
     crate::audit::append(txn, bucket.created_ns, actor.clone(), change)?;
-    if let Some(change) = lock_change(None, &bucket) {
-        crate::audit::append(txn, bucket.created_ns, actor, change)?;
+    for change in setting_changes(None, &bucket) {
+        crate::audit::append(txn, bucket.created_ns, actor.clone(), change)?;
     }
     Ok(bucket)
 }
@@ -107,10 +107,23 @@ pub(crate) fn replace(
     crate::lock::check_bucket_change(&current, &bucket)?;
     txn.open_table(BUCKETS)?
         .insert(name.as_str(), enc(&bucket).as_slice())?;
-    if let Some(change) = lock_change(Some(&current), &bucket) {
+    for change in setting_changes(Some(&current), &bucket) {
         crate::audit::append(txn, at.at_ns, None, change)?;
     }
     Ok(bucket)
+}
+
+/// The ledger records of a bucket's change: object lock and lifecycle rules.
+fn setting_changes(old: Option<&Bucket>, new: &Bucket) -> Vec<ledger::record::Change> {
+    let mut out: Vec<_> = lock_change(old, new).into_iter().collect();
+    let rules = |b: &Bucket| b.settings.get(crate::LIFECYCLE_SETTING).cloned();
+    if old.and_then(rules) != rules(new) {
+        out.push(ledger::record::Change::LifecycleSet {
+            bucket: new.name.clone(),
+            rules: rules(new),
+        });
+    }
+    out
 }
 
 /// The ledger record of a change to the bucket's object lock configuration, if any.

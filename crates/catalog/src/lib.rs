@@ -32,6 +32,10 @@ pub use list::{ListPage, ListQuery, VersionsPage, VersionsQuery};
 pub use objects::{DeleteOutcome, PutCondition, VersionSel};
 pub use records::*;
 
+/// The bucket setting that holds its lifecycle rules (JSON); changes to it are
+/// recorded in the ledger.
+pub const LIFECYCLE_SETTING: &str = "lifecycle";
+
 /// Everything the catalog can refuse or fail with.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CatalogError {

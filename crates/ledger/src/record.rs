@@ -147,6 +147,13 @@ pub enum Change {
         /// Whether the hold is on.
         on: bool,
     },
+    /// A bucket's lifecycle rules were set or removed.
+    LifecycleSet {
+        /// The bucket.
+        bucket: String,
+        /// The rules as stored (JSON); None when they were removed.
+        rules: Option<String>,
+    },
 }
 
 /// One part of a multipart object: its plaintext size and SHA-256 (hex).
@@ -333,6 +340,11 @@ impl Record {
                 j.key("on");
                 j.0.extend_from_slice(if *on { b"true" } else { b"false" });
             }
+            Change::LifecycleSet { bucket, rules } => {
+                j.field("bucket", bucket);
+                j.key("rules");
+                j.opt_str(rules.as_deref());
+            }
         }
         j.0.push(b'}');
     }
@@ -360,6 +372,7 @@ impl Change {
             Change::ObjectLockSet { .. } => "object_lock_set",
             Change::RetentionSet { .. } => "retention_set",
             Change::LegalHoldSet { .. } => "legal_hold_set",
+            Change::LifecycleSet { .. } => "lifecycle_set",
         }
     }
 }
@@ -677,6 +690,8 @@ mod tests {
                     on,
                 }
             }),
+            (s(), proptest::option::of(s()))
+                .prop_map(|(bucket, rules)| Change::LifecycleSet { bucket, rules }),
         ]
     }
 

@@ -360,6 +360,11 @@ impl Node {
             cfg.scrub_interval,
             cfg.scrub_bytes_per_sec,
         )));
+        // Lifecycle passes run a few times a (possibly shortened) day, at least hourly.
+        let every = (cfg.lifecycle.day / 8).min(std::time::Duration::from_secs(3600));
+        background.push(tokio::spawn(
+            archive.clone().lifecycle_worker(cfg.lifecycle, every),
+        ));
         membership.request_repair(); // a first pass: shards placed on an older layout
 
         // The gateways and the admin API.

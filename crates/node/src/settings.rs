@@ -59,6 +59,10 @@ pub mod defaults {
     pub const SITE: &str = "main";
     /// How long a node may miss heartbeats before its shards are rebuilt elsewhere.
     pub const DOWN_AFTER: &str = "5m";
+    /// A lifecycle day.
+    pub const LIFECYCLE_DAY: &str = "1d";
+    /// Lifecycle changes per second, at most.
+    pub const LIFECYCLE_RATE: u32 = 100;
 }
 
 /// What `edgecloud serve` takes: each field is a long flag, an `EDGECLOUD_*` variable
@@ -181,6 +185,16 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_HISTORY", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<String>,
+    /// Bucket lifecycle rules count in days of this length; only tests shorten it
+    /// [default: 1d]
+    #[arg(long, env = "EDGECLOUD_LIFECYCLE_DAY", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle_day: Option<String>,
+    /// Most changes (expirations, aborted uploads) bucket lifecycle rules make per
+    /// second [default: 100]
+    #[arg(long, env = "EDGECLOUD_LIFECYCLE_RATE", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle_rate: Option<u32>,
     /// Put every port of this node on one address (S3 ADDR:9400, WebDAV :9401, NFS :9402,
     /// admin :9410, node-to-node :9420, FTP :9421); the --*-listen flags still win
     /// [default: 0.0.0.0, admin 127.0.0.1]
@@ -316,6 +330,8 @@ pub struct NodeConfig {
     pub invite: Option<String>,
     /// How long a node may miss heartbeats before it is declared down.
     pub down_after: Duration,
+    /// How bucket lifecycle rules run.
+    pub lifecycle: archive::lifecycle::LifecycleOptions,
 }
 
 impl NodeSettings {
@@ -398,6 +414,10 @@ impl NodeSettings {
             secret_file: self.secret_file,
             invite: self.invite,
             down_after: parse_duration(&or(self.down_after, d::DOWN_AFTER))?,
+            lifecycle: archive::lifecycle::LifecycleOptions {
+                day: parse_duration(&or(self.lifecycle_day, d::LIFECYCLE_DAY))?,
+                rate_per_sec: self.lifecycle_rate.unwrap_or(d::LIFECYCLE_RATE).max(1),
+            },
         })
     }
 }

@@ -10,6 +10,7 @@ mod checksum;
 mod cors;
 mod error;
 mod headers;
+mod lifecycle;
 mod list;
 mod lock;
 mod multipart;
@@ -439,5 +440,23 @@ impl s3s::S3 for EdgeS3 {
         req: s3s::S3Request<s3s::dto::GetObjectLegalHoldInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectLegalHoldOutput>> {
         self.get_object_legal_hold_op(req).await
+    }
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketLifecycleConfigurationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketLifecycleConfigurationOutput>> {
+        self.put_bucket_lifecycle_configuration_op(req).await
+    }
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketLifecycleConfigurationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketLifecycleConfigurationOutput>> {
+        self.get_bucket_lifecycle_configuration_op(req).await
+    }
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketLifecycleInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketLifecycleOutput>> {
+        self.delete_bucket_lifecycle_op(req).await
     }
 }
