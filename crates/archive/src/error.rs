@@ -93,6 +93,10 @@ pub enum ArchiveError {
         /// The most bytes allowed.
         max: u64,
     },
+    /// The request's customer key (SSE-C) does not fit the object: missing, not
+    /// expected, or another key.
+    #[error("{0}")]
+    CustomerKey(String),
     /// A bucket's data key cannot be unwrapped.
     #[error("bucket key cannot be unwrapped: {0} (is this the right master key?)")]
     Key(String),

@@ -21,13 +21,26 @@ impl Archive {
         sel: &VersionSel,
         range: Option<ByteRange>,
     ) -> Result<(Version, std::ops::Range<u64>, ObjectStream)> {
+        self.get_sse_c(bucket, key, sel, range, None).await
+    }
+
+    /// `get` of an object written with a customer key (SSE-C): `customer_key` must be
+    /// that key (and None for every other object).
+    pub async fn get_sse_c(
+        &self,
+        bucket: &str,
+        key: &str,
+        sel: &VersionSel,
+        range: Option<ByteRange>,
+        customer_key: Option<&crate::CustomerKey>,
+    ) -> Result<(Version, std::ops::Range<u64>, ObjectStream)> {
         let v = self.head(bucket, key, sel)?;
+        let b = self.bucket(bucket)?;
+        let dk = crate::sse_c::opening_key(self.inner.keys.data_key(&b)?, &v.meta, customer_key)?;
         let span = match range {
             Some(r) => r.resolve(v.size)?,
             None => 0..v.size,
         };
-        let b = self.bucket(bucket)?;
-        let dk = self.inner.keys.data_key(&b)?;
         let stream: ObjectStream = match &v.body {
             Body::Empty => Box::pin(futures::stream::empty()),
             Body::Chunks { chunks, .. } => {

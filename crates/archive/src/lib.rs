@@ -19,6 +19,7 @@ mod range;
 mod read_tally;
 mod repair;
 mod scrub;
+pub mod sse_c;
 mod topology;
 
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub use range::{ByteRange, parse_instant};
 pub use read_tally::{ReadTally, tally_reads};
 pub use repair::RepairState;
 pub use scrub::{ScrubOptions, ScrubReport};
+pub use sse_c::CustomerKey;
 
 /// Names of gateway settings kept in `Bucket::settings` that decide access.
 pub mod settings {

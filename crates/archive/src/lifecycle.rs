@@ -457,14 +457,20 @@ mod tests {
         let vs = [v("v1", 1, false)];
         // Written during day 1 (at its start here): due at the start of day 3.
         assert!(plan(std::slice::from_ref(&r), &vs, 3 * D - 1, DAY).is_empty());
-        assert_eq!(plan(std::slice::from_ref(&r), &vs, 3 * D, DAY), vec![Action::Expire]);
+        assert_eq!(
+            plan(std::slice::from_ref(&r), &vs, 3 * D, DAY),
+            vec![Action::Expire]
+        );
         // Half a day in: due at the next boundary after 2 days, day 4.
         let late = [Version {
             mtime_ns: D + D / 2,
             ..v("v1", 0, false)
         }];
         assert!(plan(std::slice::from_ref(&r), &late, 3 * D + D / 2, DAY).is_empty());
-        assert_eq!(plan(std::slice::from_ref(&r), &late, 4 * D, DAY), vec![Action::Expire]);
+        assert_eq!(
+            plan(std::slice::from_ref(&r), &late, 4 * D, DAY),
+            vec![Action::Expire]
+        );
         // Other prefixes, disabled rules and missing tags do nothing.
         let other = Rule {
             prefix: "tmp/".into(),
@@ -504,7 +510,10 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(removes(std::slice::from_ref(&r), 3 * D), vec!["v1".to_string()]);
+        assert_eq!(
+            removes(std::slice::from_ref(&r), 3 * D),
+            vec!["v1".to_string()]
+        );
         assert_eq!(
             removes(std::slice::from_ref(&r), 6 * D),
             vec!["v2".to_string(), "v1".into()]

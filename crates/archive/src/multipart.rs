@@ -23,11 +23,19 @@ impl Archive {
         opts: PutOptions,
     ) -> Result<Upload> {
         validate_key(key)?;
-        self.bucket(bucket)?;
+        let b = self.bucket(bucket)?;
+        let mut meta = opts.meta;
+        meta.remove(crate::sse_c::VERIFIER);
+        if let Some(ck) = &opts.customer_key {
+            meta.insert(
+                crate::sse_c::VERIFIER.into(),
+                ck.verifier(&self.inner.keys.data_key(&b)?),
+            );
+        }
         Ok(self
             .inner
             .catalog
-            .create_upload(bucket, key, opts.content_type, opts.meta)
+            .create_upload(bucket, key, opts.content_type, meta)
             .await?)
     }
 
@@ -55,6 +63,26 @@ impl Archive {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
+        self.upload_part_sse_c(bucket, key, upload_id, number, body, content_md5, None)
+            .await
+    }
+
+    /// `upload_part` of an upload started with a customer key (SSE-C): every part
+    /// must come with that key.
+    #[allow(clippy::too_many_arguments)] // UploadPart's parts
+    pub async fn upload_part_sse_c<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: S,
+        content_md5: Option<[u8; 16]>,
+        customer_key: Option<&crate::CustomerKey>,
+    ) -> Result<Part>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
         if !(1..=MAX_PART_NUMBER).contains(&number) {
             return Err(ArchiveError::Invalid(format!(
                 "part numbers go from 1 to {MAX_PART_NUMBER}, got {number}"
@@ -62,7 +90,7 @@ impl Archive {
         }
         let up = self.upload(bucket, key, upload_id)?;
         let b = self.bucket(&up.bucket)?;
-        let dk = self.inner.keys.data_key(&b)?;
+        let dk = crate::sse_c::opening_key(self.inner.keys.data_key(&b)?, &up.meta, customer_key)?;
         let ing = self
             .ingest(&b, &dk, body, false, Some(MAX_PART_BYTES))
             .await?;

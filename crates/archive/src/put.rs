@@ -32,6 +32,8 @@ pub struct PutOptions {
     /// A gateway's own size limit for this write (S3: 5 GiB for one PUT), checked as
     /// the body streams like the node's `max_object_bytes`.
     pub max_size: Option<u64>,
+    /// Encrypt with this customer key as well (SSE-C); reads must give it too.
+    pub customer_key: Option<crate::CustomerKey>,
 }
 
 /// Filled by whoever reads the body alongside the archive; read once, at commit.
@@ -256,13 +258,18 @@ impl Archive {
     {
         validate_key(key)?;
         let b = self.bucket(bucket)?;
-        let dk = self.inner.keys.data_key(&b)?;
+        let mut meta = opts.meta;
+        let mut dk = self.inner.keys.data_key(&b)?;
+        meta.remove(crate::sse_c::VERIFIER);
+        if let Some(ck) = &opts.customer_key {
+            meta.insert(crate::sse_c::VERIFIER.into(), ck.verifier(&dk));
+            dk = ck.object_key(&dk);
+        }
         let ing = self.ingest(&b, &dk, body, true, opts.max_size).await?;
         if opts.content_md5.is_some_and(|want| want != ing.md5) {
             // Nothing is committed; the chunks just written become orphans for GC.
             return Err(ArchiveError::BadDigest);
         }
-        let mut meta = opts.meta;
         if let Some(late) = &opts.late_meta {
             meta.extend(late.lock().expect("late metadata lock").clone());
         }
@@ -327,13 +334,48 @@ impl Archive {
         opts: Option<PutOptions>,
         cond: PutCondition,
     ) -> Result<Version> {
+        self.copy_sse_c(
+            src_bucket, src_key, sel, None, dst_bucket, dst_key, opts, cond,
+        )
+        .await
+    }
+
+    /// `copy` of a source written with a customer key (SSE-C) `src_key_sse`; the copy's
+    /// own customer key, if any, is in `opts`.
+    #[allow(clippy::too_many_arguments)] // CopyObject's parts
+    pub async fn copy_sse_c(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        sel: &VersionSel,
+        src_key_sse: Option<crate::CustomerKey>,
+        dst_bucket: &str,
+        dst_key: &str,
+        opts: Option<PutOptions>,
+        cond: PutCondition,
+    ) -> Result<Version> {
         validate_key(dst_key)?;
         let src = self.head(src_bucket, src_key, sel)?;
         let (content_type, meta) = match &opts {
             Some(o) => (o.content_type.clone(), o.meta.clone()),
             None => (src.content_type.clone(), src.meta.clone()),
         };
-        if src_bucket == dst_bucket {
+        let (src_ck, dst_ck) = (
+            src_key_sse.as_ref(),
+            opts.as_ref().and_then(|o| o.customer_key.clone()),
+        );
+        // Chunks sealed under a customer key are shared only when both sides use the
+        // same key; any other copy involving SSE-C re-encrypts.
+        let same_sealing = match (src.meta.get(crate::sse_c::VERIFIER), &dst_ck) {
+            (None, None) => true,
+            (Some(v), Some(k)) => {
+                let b = self.bucket(src_bucket)?;
+                *v == k.verifier(&self.inner.keys.data_key(&b)?)
+            }
+            _ => false,
+        };
+        if src_bucket == dst_bucket && same_sealing {
+            self.check_customer_key(src_bucket, &src, src_ck)?;
             let (sha256, part_digests) = self.recorded_digests(&src);
             let nv = NewVersion {
                 size: src.size,
@@ -355,11 +397,12 @@ impl Archive {
                 .await?);
         }
         let (_, _, stream) = self
-            .get(
+            .get_sse_c(
                 src_bucket,
                 src_key,
                 &VersionSel::Id(src.version_id.clone()),
                 None,
+                src_ck,
             )
             .await?;
         let stream = stream.map(|r| r.map_err(std::io::Error::other));
@@ -373,6 +416,7 @@ impl Archive {
                 meta,
                 cond,
                 actor,
+                customer_key: dst_ck,
                 ..Default::default()
             },
         )

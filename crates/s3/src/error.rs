@@ -25,6 +25,7 @@ pub(crate) fn s3_error(e: ArchiveError) -> S3Error {
         A::InvalidName(_) => S3ErrorCode::InvalidArgument,
         A::InvalidRange { .. } => S3ErrorCode::InvalidRange,
         A::BadDigest => S3ErrorCode::BadDigest,
+        A::CustomerKey(_) => S3ErrorCode::InvalidRequest,
         A::TooManyChunks { .. } | A::ObjectTooLarge { .. } => S3ErrorCode::EntityTooLarge,
         A::Body(_) => S3ErrorCode::IncompleteBody,
         _ => S3ErrorCode::InternalError,

@@ -18,6 +18,7 @@ mod objects;
 mod policy;
 mod request_id;
 pub mod sign;
+mod sse;
 mod tagging;
 
 use archive::Archive;
@@ -458,5 +459,23 @@ impl s3s::S3 for EdgeS3 {
         req: s3s::S3Request<s3s::dto::DeleteBucketLifecycleInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketLifecycleOutput>> {
         self.delete_bucket_lifecycle_op(req).await
+    }
+    async fn put_bucket_encryption(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketEncryptionInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketEncryptionOutput>> {
+        self.put_bucket_encryption_op(req).await
+    }
+    async fn get_bucket_encryption(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketEncryptionInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketEncryptionOutput>> {
+        self.get_bucket_encryption_op(req).await
+    }
+    async fn delete_bucket_encryption(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketEncryptionInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketEncryptionOutput>> {
+        self.delete_bucket_encryption_op(req).await
     }
 }

@@ -34,9 +34,19 @@ impl EdgeS3 {
             i.object_lock_retain_until_date.as_ref(),
             i.object_lock_legal_hold_status.as_ref(),
         )?;
+        let customer_key = crate::sse::customer_key(crate::sse::customer_headers!(i))?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        crate::sse::write_meta(
+            &mut meta,
+            i.server_side_encryption.as_ref(),
+            i.ssekms_key_id.as_ref(),
+            customer_key.is_some(),
+            &b,
+        )?;
         let opts = PutOptions {
-            content_type: i.content_type,
+            content_type: i.content_type.clone(),
             meta,
+            customer_key,
             ..Default::default()
         };
         let up = self
@@ -44,12 +54,17 @@ impl EdgeS3 {
             .create_multipart(&i.bucket, &i.key, opts)
             .await
             .s3()?;
-        Ok(S3Response::new(CreateMultipartUploadOutput {
-            bucket: Some(i.bucket),
-            key: Some(i.key),
-            upload_id: Some(up.upload_id),
+        let mut out = CreateMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            upload_id: Some(up.upload_id.clone()),
             ..Default::default()
-        }))
+        };
+        crate::sse::set_answer!(
+            out,
+            crate::sse::answer(&up.meta, &crate::sse::customer_headers!(i))
+        );
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn upload_part_op(
@@ -70,13 +85,15 @@ impl EdgeS3 {
             .map(crate::objects::content_md5)
             .transpose()?;
         let n = i.part_number as u32;
+        let customer_key = crate::sse::customer_key(crate::sse::customer_headers!(i))?;
+        let ck = customer_key.as_ref();
         let (part, sums) = match expected {
             Some(exp) => {
                 let body = crate::checksum::Verified::new(body, exp);
                 let (failed, bad, late) = (body.failed.clone(), body.error(), body.late.clone());
                 match self
                     .archive
-                    .upload_part(&i.bucket, &i.key, &i.upload_id, n, body, md5)
+                    .upload_part_sse_c(&i.bucket, &i.key, &i.upload_id, n, body, md5, ck)
                     .await
                 {
                     Err(_) if failed.load(std::sync::atomic::Ordering::SeqCst) => return Err(bad),
@@ -88,7 +105,7 @@ impl EdgeS3 {
             }
             None => (
                 self.archive
-                    .upload_part(&i.bucket, &i.key, &i.upload_id, n, body, md5)
+                    .upload_part_sse_c(&i.bucket, &i.key, &i.upload_id, n, body, md5, ck)
                     .await
                     .s3()?,
                 Checksum::default(),
@@ -98,6 +115,10 @@ impl EdgeS3 {
             e_tag: Some(crate::etag(&part.etag)),
             ..Default::default()
         };
+        if customer_key.is_some() {
+            out.sse_customer_algorithm = Some("AES256".into());
+            out.sse_customer_key_md5 = i.sse_customer_key_md5.clone();
+        }
         crate::headers::set_checksums!(out, sums);
         Ok(S3Response::new(out))
     }
@@ -155,6 +176,16 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             ..Default::default()
         });
+        let a = crate::sse::answer(
+            &v.meta,
+            &crate::sse::CustomerHeaders {
+                algorithm: None,
+                key: None,
+                key_md5: None,
+            },
+        );
+        resp.output.server_side_encryption = a.server_side_encryption;
+        resp.output.ssekms_key_id = a.ssekms_key_id;
         crate::objects::ledger_header(&mut resp.headers, &v);
         Ok(resp)
     }

@@ -8,6 +8,7 @@ use s3s::{S3Request, S3Response, S3Result};
 use crate::EdgeS3;
 use crate::error::{OrS3, s3_error};
 use crate::headers::{self, ResponseHeaders, set_checksums, stored_headers};
+use crate::sse;
 
 /// Beyond S3: `?x-edgecloud-as-of=RFC3339` (or the header of that name) reads the
 /// object as it was at that instant.
@@ -252,7 +253,18 @@ impl EdgeS3 {
             input.object_lock_retain_until_date.as_ref(),
             input.object_lock_legal_hold_status.as_ref(),
         )?;
+        let customer_key = sse::customer_key(sse::customer_headers!(input))?;
+        let key_md5 = input.sse_customer_key_md5.clone();
+        let b = self.archive.bucket(&input.bucket).s3()?;
+        sse::write_meta(
+            &mut meta,
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.as_ref(),
+            customer_key.is_some(),
+            &b,
+        )?;
         let mut opts = PutOptions {
+            customer_key,
             content_type: input.content_type,
             meta,
             cond,
@@ -282,7 +294,6 @@ impl EdgeS3 {
                 .await
                 .s3()?,
         };
-        let b = self.archive.bucket(&input.bucket).s3()?;
         let sums = crate::checksum::stored(&v.meta);
         let mut resp = S3Response::new(PutObjectOutput {
             e_tag: Some(crate::etag(&v.etag)),
@@ -290,6 +301,12 @@ impl EdgeS3 {
             ..Default::default()
         });
         set_checksums!(resp.output, sums);
+        let given = sse::CustomerHeaders {
+            algorithm: None,
+            key: None,
+            key_md5: key_md5.as_ref(),
+        };
+        sse::set_answer!(resp.output, sse::answer(&v.meta, &given));
         ledger_header(&mut resp.headers, &v);
         Ok(resp)
     }
@@ -299,7 +316,9 @@ impl EdgeS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let sel = selection(&req, req.input.version_id.as_ref())?;
+        sse::refuse_on_read(&req.headers)?;
         let input = &req.input;
+        let customer_key = sse::customer_key(sse::customer_headers!(input))?;
         let head = self.archive.head(&input.bucket, &input.key, &sel).s3()?;
         check_conditions(
             &head,
@@ -321,7 +340,13 @@ impl EdgeS3 {
         };
         let (v, span, stream) = self
             .archive
-            .get(&input.bucket, &input.key, &sel, range)
+            .get_sse_c(
+                &input.bucket,
+                &input.key,
+                &sel,
+                range,
+                customer_key.as_ref(),
+            )
             .await
             .s3()?;
         let b = self.archive.bucket(&input.bucket).s3()?;
@@ -358,6 +383,7 @@ impl EdgeS3 {
         out.object_lock_mode = lock.mode;
         out.object_lock_retain_until_date = lock.until;
         out.object_lock_legal_hold_status = lock.hold;
+        sse::set_answer!(out, sse::answer(&v.meta, &sse::customer_headers!(input)));
         set_checksums!(out, sums);
         Ok(S3Response::new(out))
     }
@@ -367,11 +393,16 @@ impl EdgeS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let sel = selection(&req, req.input.version_id.as_ref())?;
+        sse::refuse_on_read(&req.headers)?;
         let v = self
             .archive
             .head(&req.input.bucket, &req.input.key, &sel)
             .s3()?;
         let i = &req.input;
+        let customer_key = sse::customer_key(sse::customer_headers!(i))?;
+        self.archive
+            .check_customer_key(&i.bucket, &v, customer_key.as_ref())
+            .s3()?;
         check_conditions(
             &v,
             i.if_match.as_ref(),
@@ -417,6 +448,10 @@ impl EdgeS3 {
         resp.output.object_lock_mode = lock.mode;
         resp.output.object_lock_retain_until_date = lock.until;
         resp.output.object_lock_legal_hold_status = lock.hold;
+        sse::set_answer!(
+            resp.output,
+            sse::answer(&v.meta, &sse::customer_headers!(i))
+        );
         set_checksums!(resp.output, sums);
         if let Some(n) = tags {
             resp.headers.insert("x-amz-tagging-count", n.into());
@@ -665,18 +700,34 @@ impl EdgeS3 {
             src.content_type.clone()
         };
         let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let src_customer_key = sse::customer_key(sse::CustomerHeaders {
+            algorithm: i.copy_source_sse_customer_algorithm.as_ref(),
+            key: i.copy_source_sse_customer_key.as_ref(),
+            key_md5: i.copy_source_sse_customer_key_md5.as_ref(),
+        })?;
+        let customer_key = sse::customer_key(sse::customer_headers!(i))?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        sse::write_meta(
+            &mut meta,
+            i.server_side_encryption.as_ref(),
+            i.ssekms_key_id.as_ref(),
+            customer_key.is_some(),
+            &b,
+        )?;
         let opts = Some(PutOptions {
             content_type,
             meta,
             actor,
+            customer_key,
             ..Default::default()
         });
         let v = self
             .archive
-            .copy(
+            .copy_sse_c(
                 src_bucket,
                 src_key,
                 &VersionSel::Id(src.version_id.clone()),
+                src_customer_key,
                 &i.bucket,
                 &i.key,
                 opts,
@@ -684,7 +735,6 @@ impl EdgeS3 {
             )
             .await
             .s3()?;
-        let b = self.archive.bucket(&i.bucket).s3()?;
         let sb = self.archive.bucket(src_bucket).s3()?;
         let mut resp = S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -696,6 +746,10 @@ impl EdgeS3 {
             copy_source_version_id: crate::version_id(&src, &sb),
             ..Default::default()
         });
+        sse::set_answer!(
+            resp.output,
+            sse::answer(&v.meta, &sse::customer_headers!(i))
+        );
         ledger_header(&mut resp.headers, &v);
         Ok(resp)
     }
