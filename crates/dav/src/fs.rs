@@ -141,6 +141,7 @@ impl GuardedFileSystem<Session> for EdgeFs {
             if entry.dir {
                 return Err(FsError::Forbidden);
             }
+            s.check_readable(&place).map_err(map_err)?;
             let f: Box<dyn DavFile> = Box::new(Reader::new(s.clone(), place, entry));
             Ok(f)
         }

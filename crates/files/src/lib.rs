@@ -65,7 +65,10 @@ impl From<ArchiveError> for FsError {
             ArchiveError::Catalog(CatalogError::BucketExists(_)) => FsError::Exists,
             ArchiveError::Catalog(CatalogError::BucketNotEmpty(_)) => FsError::NotEmpty,
             ArchiveError::Catalog(CatalogError::PreconditionFailed) => FsError::Exists,
-            ArchiveError::Catalog(CatalogError::Locked(_)) => FsError::Denied,
+            // Object lock, or an SSE-C object: its key comes only over S3.
+            ArchiveError::Catalog(CatalogError::Locked(_)) | ArchiveError::CustomerKey(_) => {
+                FsError::Denied
+            }
             ArchiveError::InvalidName(m) | ArchiveError::Invalid(m) => FsError::Invalid(m),
             e @ (ArchiveError::TooManyChunks { .. } | ArchiveError::ObjectTooLarge { .. }) => {
                 FsError::TooLarge(e.to_string())

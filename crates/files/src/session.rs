@@ -235,6 +235,17 @@ impl Session {
         }
     }
 
+    /// Whether the file's bytes can be served here, checked before a server commits
+    /// to an answer: an SSE-C object's key comes only over S3.
+    pub fn check_readable(&self, place: &Place) -> Result<()> {
+        self.check(place, Permission::Read)?;
+        let Some(t) = target(place).filter(|t| !t.key.is_empty()) else {
+            return Ok(());
+        };
+        let v = self.archive.head(t.bucket, t.key, &t.sel)?;
+        Ok(self.archive.check_customer_key(t.bucket, &v, None)?)
+    }
+
     /// Reads a file from `offset` to its end.
     pub async fn read(&self, place: &Place, offset: u64) -> Result<(Entry, ObjectStream)> {
         self.check(place, Permission::Read)?;
