@@ -297,26 +297,35 @@ def test_rclone_sync_up_and_down_then_check(endpoint, s3, tmp_path):
     rclone("check", str(src), str(back))
 
 
-def test_s3cmd_put_ls_get(endpoint, s3, tmp_path):
+@pytest.mark.parametrize("v2", [False, True], ids=["sigv4", "sigv2"])
+def test_s3cmd_put_ls_get(endpoint, s3, tmp_path, v2):
     from conftest import ACCESS, SECRET
     host = endpoint.removeprefix("http://")
-    cfg = tmp_path / "s3cfg"
-    cfg.write_text(f"[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\nhost_base = {host}\n"
-                   f"host_bucket = {host}\nuse_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n")
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
 
-    def s3cmd(*args):
-        p = subprocess.run(["s3cmd", "-c", str(cfg), *args], env=env, capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr + p.stdout
-        return p.stdout
+    def config(secret):
+        cfg = tmp_path / f"s3cfg-{secret[:4]}"
+        cfg.write_text(f"[default]\naccess_key = {ACCESS}\nsecret_key = {secret}\nhost_base = {host}\n"
+                       f"host_bucket = {host}\nuse_https = False\nsignature_v2 = {v2}\n"
+                       f"bucket_location = us-east-1\n")
+        return cfg
+
+    def s3cmd(*args, secret=SECRET, ok=True):
+        p = subprocess.run(["s3cmd", "-c", str(config(secret)), *args], env=env, capture_output=True, text=True)
+        assert (p.returncode == 0) == ok, p.stderr + p.stdout
+        return p.stdout + p.stderr
+    bucket = f"s3cmd-{'v2' if v2 else 'v4'}"
     f = tmp_path / "doc.txt"
     f.write_bytes(os.urandom(100_000))
-    s3cmd("mb", "s3://s3cmd-bucket")
-    s3cmd("put", str(f), "s3://s3cmd-bucket/doc.txt")
-    assert "doc.txt" in s3cmd("ls", "s3://s3cmd-bucket")
-    s3cmd("get", "s3://s3cmd-bucket/doc.txt", str(tmp_path / "got.txt"))
+    s3cmd("mb", f"s3://{bucket}")
+    s3cmd("put", str(f), f"s3://{bucket}/doc.txt")
+    assert "doc.txt" in s3cmd("ls", f"s3://{bucket}")
+    s3cmd("get", str(f"s3://{bucket}/doc.txt"), str(tmp_path / "got.txt"))
     assert (tmp_path / "got.txt").read_bytes() == f.read_bytes()
-    s3cmd("del", "s3://s3cmd-bucket/doc.txt")
+    # A wrong secret is refused, whichever signature version.
+    assert "SignatureDoesNotMatch" in s3cmd("ls", f"s3://{bucket}", secret="wrong-secret-000", ok=False)
+    s3cmd("del", f"s3://{bucket}/doc.txt")
+    s3cmd("rb", f"s3://{bucket}")
 
 
 def test_hostile_keys_and_bodies_get_s3_errors_and_change_nothing(s3, endpoint):

@@ -17,6 +17,7 @@ mod multipart;
 mod objects;
 mod policy;
 mod request_id;
+mod sig_v2;
 pub mod sign;
 mod sse;
 mod tagging;
@@ -77,8 +78,12 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, arch
         )
     });
     let domain = cfg.domain;
+    let v2_domain = domain.clone();
     Ok(axum::Router::new()
         .fallback_service(svc)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            sig_v2::middleware(v2_domain.clone(), req, next)
+        }))
         .layer(axum::middleware::from_fn(move |req, next| {
             cors::middleware(archive.clone(), domain.clone(), req, next)
         }))
