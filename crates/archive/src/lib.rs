@@ -11,6 +11,7 @@ mod bucket_keys;
 mod chunks;
 mod error;
 mod get;
+pub mod grants;
 pub mod lifecycle;
 mod multipart;
 mod names;
@@ -446,8 +447,14 @@ impl Archive {
         if b.settings.get(settings::OWNER) == Some(&key.access_key) {
             return Some(Permission::Owner);
         }
-        (b.settings.get(settings::ACL).map(String::as_str) == Some("authenticated-read"))
-            .then_some(Permission::Read)
+        let granted = grants::bucket_permission(
+            &grants::parse(b.settings.get(grants::BUCKET_SETTING)),
+            &key.access_key,
+        );
+        let authenticated = (b.settings.get(settings::ACL).map(String::as_str)
+            == Some("authenticated-read"))
+        .then_some(Permission::Read);
+        granted.max(authenticated)
     }
 
     /// An access key with its secret opened (the catalog holds it sealed).

@@ -259,6 +259,34 @@ impl S3Access for EdgeAccess {
         if decision == Some(false) {
             return Err(denied());
         }
+        // ACL grants to this key: on the ACL itself (READ_ACP, WRITE_ACP), and reading
+        // an object whose ACL grants it READ.
+        use archive::grants::{self, Access};
+        let granted = match op {
+            "GetBucketAcl" => Some((true, Access::ReadAcp)),
+            "PutBucketAcl" => Some((true, Access::WriteAcp)),
+            "GetObjectAcl" => Some((false, Access::ReadAcp)),
+            "PutObjectAcl" => Some((false, Access::WriteAcp)),
+            "GetObject" | "HeadObject" => Some((false, Access::Read)),
+            _ => None,
+        };
+        if let Some((on_bucket, want)) = granted {
+            let list = if on_bucket {
+                grants::parse(
+                    bucket_rec
+                        .as_ref()
+                        .and_then(|b| b.settings.get(grants::BUCKET_SETTING)),
+                )
+            } else {
+                let v = key
+                    .as_deref()
+                    .and_then(|k| self.archive.head(&bucket, k, &sel).ok());
+                grants::parse(v.as_ref().and_then(|v| v.meta.get(grants::OBJECT_META)))
+            };
+            if grants::allows(&list, Some(&access_key), want) {
+                return Ok(());
+            }
+        }
         if self
             .key_permission(&access_key, &bucket, bucket_rec.as_ref())?
             .is_some_and(|p| p >= level)

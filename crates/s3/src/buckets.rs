@@ -54,6 +54,19 @@ impl EdgeS3 {
         if let Some(a) = acl {
             settings.insert(crate::policy::ACL.to_string(), a.to_string());
         }
+        let mut headers = crate::policy::grant_headers!(req.input);
+        headers.write = req.input.grant_write.as_ref();
+        let granted = self.header_grants(&headers)?;
+        if !granted.is_empty() {
+            settings.insert(
+                crate::policy::ACL.to_string(),
+                crate::policy::canned_of(&granted).to_string(),
+            );
+            settings.insert(
+                archive::grants::BUCKET_SETTING.to_string(),
+                archive::grants::store(&granted),
+            );
+        }
         // Object lock needs versioning, for good (S3 turns it on with the lock).
         let locked = req.input.object_lock_enabled_for_bucket == Some(true);
         if locked {

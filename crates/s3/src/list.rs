@@ -29,11 +29,15 @@ impl EdgeS3 {
         };
         let page = self.archive.list(&i.bucket, &q).s3()?;
         let url = Encoding::of(i.encoding_type.as_ref());
-        let owner = i.fetch_owner.unwrap_or(false);
+        let owner = i
+            .fetch_owner
+            .unwrap_or(false)
+            .then(|| self.bucket_owner(&i.bucket))
+            .transpose()?;
         let contents: Vec<Object> = page
             .objects
             .iter()
-            .map(|v| object_entry(v, url, owner))
+            .map(|v| object_entry(v, url, owner.clone()))
             .collect();
         let prefixes: Vec<CommonPrefix> = page
             .common_prefixes
@@ -77,10 +81,11 @@ impl EdgeS3 {
         let page = self.archive.list(&i.bucket, &q).s3()?;
         let url = Encoding::of(i.encoding_type.as_ref());
         // Version 1 always names each object's owner.
+        let owner = self.bucket_owner(&i.bucket)?;
         let contents: Vec<Object> = page
             .objects
             .iter()
-            .map(|v| object_entry(v, url, true))
+            .map(|v| object_entry(v, url, Some(owner.clone())))
             .collect();
         let prefixes = page
             .common_prefixes
@@ -126,12 +131,13 @@ impl EdgeS3 {
         };
         let page = self.archive.list_versions(&i.bucket, &q).s3()?;
         let url = Encoding::of(i.encoding_type.as_ref());
+        let owner = self.bucket_owner(&i.bucket)?;
         let (mut versions, mut markers) = (Vec::new(), Vec::new());
         for (v, latest) in &page.versions {
             if v.delete_marker {
                 markers.push(DeleteMarkerEntry {
                     key: Some(url.apply(&v.key)),
-                    owner: Some(crate::policy::owner()),
+                    owner: Some(owner.clone()),
                     version_id: Some(v.version_id.clone()),
                     is_latest: Some(*latest),
                     last_modified: Some(crate::timestamp(v.mtime_ns)),
@@ -140,7 +146,7 @@ impl EdgeS3 {
             } else {
                 versions.push(ObjectVersion {
                     key: Some(url.apply(&v.key)),
-                    owner: Some(crate::policy::owner()),
+                    owner: Some(owner.clone()),
                     version_id: Some(v.version_id.clone()),
                     is_latest: Some(*latest),
                     size: Some(v.size as i64),
@@ -198,10 +204,10 @@ impl Encoding {
     }
 }
 
-fn object_entry(v: &archive::Version, url: Encoding, with_owner: bool) -> Object {
+fn object_entry(v: &archive::Version, url: Encoding, owner: Option<Owner>) -> Object {
     Object {
         key: Some(url.apply(&v.key)),
-        owner: with_owner.then(crate::policy::owner),
+        owner,
         size: Some(v.size as i64),
         e_tag: Some(crate::etag(&v.etag)),
         last_modified: Some(crate::timestamp(v.mtime_ns)),
@@ -209,5 +215,12 @@ fn object_entry(v: &archive::Version, url: Encoding, with_owner: bool) -> Object
             ObjectStorageClass::STANDARD,
         )),
         ..Default::default()
+    }
+}
+
+impl EdgeS3 {
+    /// The owner listings name for a bucket's objects: the bucket's.
+    fn bucket_owner(&self, bucket: &str) -> S3Result<Owner> {
+        Ok(self.owner_of(&self.archive.bucket(bucket).s3()?))
     }
 }

@@ -247,6 +247,17 @@ impl EdgeS3 {
                 crate::policy::canned_acl(a.as_str())?.into(),
             );
         }
+        let granted = self.header_grants(&crate::policy::grant_headers!(input))?;
+        if !granted.is_empty() {
+            meta.insert(
+                headers::ACL.into(),
+                crate::policy::canned_of(&granted).into(),
+            );
+            meta.insert(
+                archive::grants::OBJECT_META.into(),
+                archive::grants::store(&granted),
+            );
+        }
         crate::lock::write_meta(
             &mut meta,
             input.object_lock_mode.as_ref(),
@@ -669,6 +680,7 @@ impl EdgeS3 {
                 .collect()
         };
         meta.remove(headers::ACL);
+        meta.remove(archive::grants::OBJECT_META);
         meta.remove(headers::TAGGING);
         crate::lock::strip(&mut meta);
         crate::lock::write_meta(

@@ -2,9 +2,11 @@
 //! anyone may list; on objects: anyone may read) and bucket policies whose statements
 //! name principal `*` or access keys. Public data is public to other keys too, as in S3;
 //! anonymous clients only ever get reads. An explicit Deny in a policy wins over
-//! everything but the root key. ACLs beyond the canned ones are not supported.
+//! everything but the root key. ACL grants name access key ids as S3's canonical
+//! users (`archive::grants`); groups AllUsers and AuthenticatedUsers work as the canned
+//! ACLs do (anonymous clients still only read).
 
-use archive::Bucket;
+use archive::{Bucket, grants};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 use serde_json::Value;
@@ -195,36 +197,28 @@ fn validate_policy(text: &str) -> S3Result<()> {
     check_policy(text).map_err(|e| s3s::s3_error!(MalformedPolicy, "{e}"))
 }
 
-pub(crate) fn owner() -> Owner {
-    Owner {
-        display_name: Some("edgecloud".into()),
-        id: Some("edgecloud".into()),
+/// The grants of a canned ACL besides the owner's: groups for the public ones.
+fn canned_grants(acl: Option<&String>) -> Vec<grants::Grant> {
+    let group = |uri: &str| grants::Grant {
+        grantee: grants::Grantee::Group(uri.into()),
+        access: grants::Access::Read,
+    };
+    match acl.map(String::as_str) {
+        Some("public-read") | Some("public-read-write") => vec![group(grants::ALL_USERS)],
+        Some("authenticated-read") => vec![group(grants::AUTHENTICATED_USERS)],
+        _ => Vec::new(),
     }
 }
 
-fn full_control() -> Grant {
-    Grant {
-        grantee: Some(Grantee {
-            type_: Type::from_static(Type::CANONICAL_USER),
-            id: Some("edgecloud".into()),
-            display_name: Some("edgecloud".into()),
-            email_address: None,
-            uri: None,
-        }),
-        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
-    }
-}
-
-fn all_users_read() -> Grant {
-    Grant {
-        grantee: Some(Grantee {
-            type_: Type::from_static(Type::GROUP),
-            uri: Some("http://acs.amazonaws.com/groups/global/AllUsers".into()),
-            id: None,
-            display_name: None,
-            email_address: None,
-        }),
-        permission: Some(Permission::from_static(Permission::READ)),
+/// The canned ACL that keeps the public-ness of explicit grants: what the anonymous
+/// and authenticated-read checks read.
+pub(crate) fn canned_of(g: &[grants::Grant]) -> &'static str {
+    if grants::allows(g, None, grants::Access::Read) {
+        "public-read"
+    } else if grants::allows(g, Some(""), grants::Access::Read) {
+        "authenticated-read"
+    } else {
+        "private"
     }
 }
 
@@ -240,28 +234,234 @@ pub(crate) fn canned_acl(acl: &str) -> S3Result<&'static str> {
     }
 }
 
-/// The canned ACL a PutBucketAcl / PutObjectAcl asks for; grants are refused.
-fn requested_acl(canned: Option<&str>, has_grants: bool) -> S3Result<&'static str> {
-    match (canned, has_grants) {
-        (Some(a), _) => canned_acl(a),
-        (None, true) => Err(s3s::s3_error!(
-            NotImplemented,
-            "ACL grants are not supported; use a canned ACL or a bucket policy"
-        )),
-        (None, false) => Err(s3s::s3_error!(
-            MissingSecurityHeader,
-            "give a canned ACL (x-amz-acl)"
-        )),
-    }
+/// `x-amz-grant-*` headers as S3 sends them: `id="KEY", uri="GROUP", ...` per access.
+pub(crate) struct GrantHeaders<'a> {
+    pub read: Option<&'a String>,
+    pub write: Option<&'a String>,
+    pub read_acp: Option<&'a String>,
+    pub write_acp: Option<&'a String>,
+    pub full_control: Option<&'a String>,
 }
 
-/// The grants S3 would show for a canned ACL.
-fn grants(acl: Option<&String>) -> Vec<Grant> {
-    let mut g = vec![full_control()];
-    if public(acl) {
-        g.push(all_users_read());
+/// The `x-amz-grant-*` headers of any input that has them.
+macro_rules! grant_headers {
+    ($i:expr) => {
+        $crate::policy::GrantHeaders {
+            read: $i.grant_read.as_ref(),
+            write: None,
+            read_acp: $i.grant_read_acp.as_ref(),
+            write_acp: $i.grant_write_acp.as_ref(),
+            full_control: $i.grant_full_control.as_ref(),
+        }
+    };
+}
+pub(crate) use grant_headers;
+
+impl EdgeS3 {
+    /// Who a bucket's ACL names as owner: the key that created it, or the root key.
+    pub(crate) fn owner_of(&self, b: &Bucket) -> Owner {
+        let id = b
+            .settings
+            .get(OWNER)
+            .cloned()
+            .unwrap_or_else(|| self.root.access_key.clone());
+        Owner {
+            display_name: Some(self.display_name(&id)),
+            id: Some(id),
+        }
     }
-    g
+
+    /// A key's name for people: the catalog's name for it, "root" for the root key.
+    fn display_name(&self, id: &str) -> String {
+        if id == self.root.access_key {
+            return "root".into();
+        }
+        match self.archive.access_key(id) {
+            Ok(Some(k)) => k.name,
+            _ => id.to_string(),
+        }
+    }
+
+    fn known_key(&self, id: &str) -> bool {
+        id == self.root.access_key || matches!(self.archive.access_key(id), Ok(Some(_)))
+    }
+
+    /// A grantee as S3 shows it.
+    fn grantee(&self, g: &grants::Grantee) -> Grantee {
+        match g {
+            grants::Grantee::Key(id) => Grantee {
+                type_: Type::from_static(Type::CANONICAL_USER),
+                display_name: Some(self.display_name(id)),
+                id: Some(id.clone()),
+                email_address: None,
+                uri: None,
+            },
+            grants::Grantee::Group(uri) => Grantee {
+                type_: Type::from_static(Type::GROUP),
+                uri: Some(uri.clone()),
+                id: None,
+                display_name: None,
+                email_address: None,
+            },
+        }
+    }
+
+    /// The grant list S3 shows: the stored ACL as given (groups first), or for a canned
+    /// ACL its groups and the owner's full control.
+    fn shown_grants(
+        &self,
+        owner: &Owner,
+        stored: Option<Vec<grants::Grant>>,
+        canned: Option<&String>,
+    ) -> Vec<Grant> {
+        let list = stored.unwrap_or_else(|| {
+            let mut l = canned_grants(canned);
+            l.push(grants::Grant {
+                grantee: grants::Grantee::Key(owner.id.clone().unwrap_or_default()),
+                access: grants::Access::FullControl,
+            });
+            l
+        });
+        let (groups, keys): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .partition(|g| matches!(g.grantee, grants::Grantee::Group(_)));
+        groups
+            .iter()
+            .chain(keys.iter())
+            .map(|g| Grant {
+                grantee: Some(self.grantee(&g.grantee)),
+                permission: Some(Permission::from(g.access.name().to_string())),
+            })
+            .collect()
+    }
+
+    fn parse_grantee(
+        &self,
+        id: Option<&str>,
+        uri: Option<&str>,
+        email: Option<&str>,
+    ) -> S3Result<grants::Grantee> {
+        match (id, uri, email) {
+            (Some(id), None, None) if self.known_key(id) => Ok(grants::Grantee::Key(id.into())),
+            (Some(id), None, None) => Err(s3s::s3_error!(
+                InvalidArgument,
+                "no access key {id} to grant to (grantee ids are access key ids)"
+            )),
+            (None, Some(u), None) if u == grants::ALL_USERS || u == grants::AUTHENTICATED_USERS => {
+                Ok(grants::Grantee::Group(u.into()))
+            }
+            (None, Some(u), None) => Err(s3s::s3_error!(
+                InvalidArgument,
+                "unknown group {u}: AllUsers and AuthenticatedUsers are known"
+            )),
+            (None, None, Some(_)) => Err(s3s::s3_error!(
+                UnresolvableGrantByEmailAddress,
+                "access keys have no email addresses here: grant by id (the access key id)"
+            )),
+            _ => Err(s3s::s3_error!(
+                MalformedACLError,
+                "a grantee needs exactly one of ID, URI and EmailAddress"
+            )),
+        }
+    }
+
+    /// The grants an AccessControlPolicy body gives, the owner's own included (the
+    /// owner keeps owning whatever its grant says).
+    fn policy_grants(&self, p: &AccessControlPolicy) -> S3Result<Vec<grants::Grant>> {
+        let mut out = Vec::new();
+        for g in p.grants.iter().flatten() {
+            let gee = g
+                .grantee
+                .as_ref()
+                .ok_or_else(|| s3s::s3_error!(MalformedACLError, "a grant has no Grantee"))?;
+            let access = g
+                .permission
+                .as_ref()
+                .and_then(|p| grants::Access::parse(p.as_str()))
+                .ok_or_else(|| {
+                    s3s::s3_error!(
+                        MalformedACLError,
+                        "a grant's Permission is not an S3 permission"
+                    )
+                })?;
+            let grantee = self.parse_grantee(
+                gee.id.as_deref(),
+                gee.uri.as_deref(),
+                gee.email_address.as_deref(),
+            )?;
+            out.push(grants::Grant { grantee, access });
+        }
+        Ok(out)
+    }
+
+    /// The grants `x-amz-grant-*` headers give.
+    pub(crate) fn header_grants(&self, h: &GrantHeaders<'_>) -> S3Result<Vec<grants::Grant>> {
+        use grants::Access::*;
+        let mut out = Vec::new();
+        for (value, access) in [
+            (h.read, Read),
+            (h.write, Write),
+            (h.read_acp, ReadAcp),
+            (h.write_acp, WriteAcp),
+            (h.full_control, FullControl),
+        ] {
+            for item in value.iter().flat_map(|v| v.split(',')) {
+                let (kind, val) = item.trim().split_once('=').ok_or_else(|| {
+                    s3s::s3_error!(
+                        InvalidArgument,
+                        "a grant header lists id=\"KEY\" or uri=\"GROUP\" items"
+                    )
+                })?;
+                let val = val.trim().trim_matches('"');
+                let grantee = match kind.trim().to_ascii_lowercase().as_str() {
+                    "id" => self.parse_grantee(Some(val), None, None)?,
+                    "uri" => self.parse_grantee(None, Some(val), None)?,
+                    "emailaddress" => self.parse_grantee(None, None, Some(val))?,
+                    other => {
+                        return Err(s3s::s3_error!(
+                            InvalidArgument,
+                            "unknown grantee type {other}"
+                        ));
+                    }
+                };
+                out.push(grants::Grant { grantee, access });
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a PutBucketAcl / PutObjectAcl asks for: a canned ACL, or grants (a body or
+    /// headers), as (canned ACL to keep, grants to keep).
+    fn requested(
+        &self,
+        canned: Option<&str>,
+        policy: Option<&AccessControlPolicy>,
+        headers: &GrantHeaders<'_>,
+    ) -> S3Result<(&'static str, Vec<grants::Grant>)> {
+        let from_headers = self.header_grants(headers)?;
+        match (canned, policy) {
+            (Some(_), Some(_)) => Err(s3s::s3_error!(
+                InvalidRequest,
+                "give a canned ACL or an AccessControlPolicy, not both"
+            )),
+            (Some(_), None) if !from_headers.is_empty() => Err(s3s::s3_error!(
+                InvalidRequest,
+                "give a canned ACL or x-amz-grant-* headers, not both"
+            )),
+            (Some(a), None) => Ok((canned_acl(a)?, Vec::new())),
+            (None, Some(p)) => {
+                let g = self.policy_grants(p)?;
+                Ok((canned_of(&g), g))
+            }
+            (None, None) if !from_headers.is_empty() => {
+                Ok((canned_of(&from_headers), from_headers))
+            }
+            (None, None) => Err(s3s::s3_error!(
+                MissingSecurityHeader,
+                "give a canned ACL (x-amz-acl), x-amz-grant-* headers or an AccessControlPolicy"
+            )),
+        }
+    }
 }
 
 impl EdgeS3 {
@@ -315,9 +515,14 @@ impl EdgeS3 {
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
         let b = self.archive.bucket(&req.input.bucket).s3()?;
+        let owner = self.owner_of(&b);
+        let stored = b
+            .settings
+            .get(grants::BUCKET_SETTING)
+            .map(|g| grants::parse(Some(g)));
         Ok(S3Response::new(GetBucketAclOutput {
-            grants: Some(grants(b.settings.get(ACL))),
-            owner: Some(owner()),
+            grants: Some(self.shown_grants(&owner, stored, b.settings.get(ACL))),
+            owner: Some(owner),
         }))
     }
 
@@ -326,13 +531,21 @@ impl EdgeS3 {
         req: S3Request<PutBucketAclInput>,
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let i = req.input;
-        let acl = requested_acl(
+        let mut headers = grant_headers!(i);
+        headers.write = i.grant_write.as_ref();
+        let (acl, granted) = self.requested(
             i.acl.as_ref().map(|a| a.as_str()),
-            i.access_control_policy.is_some(),
+            i.access_control_policy.as_ref(),
+            &headers,
         )?;
+        let stored = (!granted.is_empty()).then(|| grants::store(&granted));
         self.archive
             .update_bucket_settings(&i.bucket, move |s| {
                 s.insert(ACL.into(), acl.into());
+                match &stored {
+                    Some(g) => s.insert(grants::BUCKET_SETTING.into(), g.clone()),
+                    None => s.remove(grants::BUCKET_SETTING),
+                };
             })
             .await
             .s3()?;
@@ -346,10 +559,15 @@ impl EdgeS3 {
         let i = &req.input;
         let sel = crate::version_sel(&i.version_id);
         let v = self.archive.head(&i.bucket, &i.key, &sel).s3()?;
-        let grants = grants(v.meta.get(crate::headers::ACL));
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        let owner = self.owner_of(&b);
+        let stored = v
+            .meta
+            .get(grants::OBJECT_META)
+            .map(|g| grants::parse(Some(g)));
         Ok(S3Response::new(GetObjectAclOutput {
-            grants: Some(grants),
-            owner: Some(owner()),
+            grants: Some(self.shown_grants(&owner, stored, v.meta.get(crate::headers::ACL))),
+            owner: Some(owner),
             ..Default::default()
         }))
     }
@@ -359,14 +577,22 @@ impl EdgeS3 {
         req: S3Request<PutObjectAclInput>,
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
         let i = req.input;
-        let acl = requested_acl(
+        let mut headers = grant_headers!(i);
+        headers.write = i.grant_write.as_ref();
+        let (acl, granted) = self.requested(
             i.acl.as_ref().map(|a| a.as_str()),
-            i.access_control_policy.is_some(),
+            i.access_control_policy.as_ref(),
+            &headers,
         )?;
+        let stored = (!granted.is_empty()).then(|| grants::store(&granted));
         let sel = crate::version_sel(&i.version_id);
         self.archive
             .update_meta(&i.bucket, &i.key, sel, move |m| {
                 m.insert(crate::headers::ACL.into(), acl.into());
+                match &stored {
+                    Some(g) => m.insert(grants::OBJECT_META.into(), g.clone()),
+                    None => m.remove(grants::OBJECT_META),
+                };
             })
             .await
             .s3()?;
