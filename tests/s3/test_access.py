@@ -246,3 +246,62 @@ def test_authenticated_read_buckets_are_listed_for_every_key(node, s3):
     with pytest.raises(ClientError) as e:
         c.put_object(Bucket="auth-read", Key="memo", Body=b"x")
     assert code(e) == "AccessDenied"
+
+
+def test_acl_grants_share_with_other_keys_over_every_gateway(node, s3, aws):
+    """ACL grants name access keys as S3 account ids: a READ grant on a bucket lets that
+    key list and read it (over S3 and WebDAV alike), an object READ grant lets it read
+    one object, READ_ACP/WRITE_ACP let it see or change the ACL, and nothing else."""
+    reader, reader_secret = new_key(node, "acl-reader")
+    stranger, stranger_secret = new_key(node, "acl-stranger")
+    r = client(node.endpoint, reader, reader_secret)
+    x = client(node.endpoint, stranger, stranger_secret)
+    s3.create_bucket(Bucket="acl-shared")
+    s3.put_object(Bucket="acl-shared", Key="doc.txt", Body=b"shared")
+    with pytest.raises(ClientError):
+        r.list_objects_v2(Bucket="acl-shared")
+
+    # A bucket READ grant through the aws CLI's grant header.
+    aws("s3api", "put-bucket-acl", "--bucket", "acl-shared", "--grant-read", f"id={reader}")
+    assert [o["Key"] for o in r.list_objects_v2(Bucket="acl-shared")["Contents"]] == ["doc.txt"]
+    assert r.get_object(Bucket="acl-shared", Key="doc.txt")["Body"].read() == b"shared"
+    dav = httpx.get(f"{node.dav}/acl-shared/doc.txt", auth=(reader, reader_secret))
+    assert dav.status_code == 200 and dav.content == b"shared"
+    acl = s3.get_bucket_acl(Bucket="acl-shared")
+    assert {(g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"]} == {(reader, "READ")}
+    # Reading is not writing, nor seeing the ACL; strangers get nothing.
+    with pytest.raises(ClientError) as e:
+        r.put_object(Bucket="acl-shared", Key="new", Body=b"x")
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        r.get_bucket_acl(Bucket="acl-shared")
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        x.get_object(Bucket="acl-shared", Key="doc.txt")
+    assert code(e) == "AccessDenied"
+
+    # An object grant (an AccessControlPolicy body) opens that object only.
+    s3.put_object(Bucket="acl-shared", Key="other.txt", Body=b"other")
+    owner = s3.get_object_acl(Bucket="acl-shared", Key="other.txt")["Owner"]
+    s3.put_object_acl(Bucket="acl-shared", Key="other.txt", AccessControlPolicy={
+        "Owner": owner,
+        "Grants": [{"Grantee": {"ID": owner["ID"], "Type": "CanonicalUser"}, "Permission": "FULL_CONTROL"},
+                   {"Grantee": {"ID": stranger, "Type": "CanonicalUser"}, "Permission": "READ"},
+                   {"Grantee": {"ID": stranger, "Type": "CanonicalUser"}, "Permission": "READ_ACP"}]})
+    assert x.get_object(Bucket="acl-shared", Key="other.txt")["Body"].read() == b"other"
+    assert len(x.get_object_acl(Bucket="acl-shared", Key="other.txt")["Grants"]) == 3
+    with pytest.raises(ClientError) as e:
+        x.get_object(Bucket="acl-shared", Key="doc.txt")
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        x.put_object_acl(Bucket="acl-shared", Key="other.txt", ACL="public-read")
+    assert code(e) == "AccessDenied"
+
+    # Grants to unknown keys or by email are refused with the reason; a canned ACL
+    # replaces the grants.
+    for grant in ("id=NOSUCHKEY", "emailAddress=someone@example.com"):
+        p = aws("s3api", "put-bucket-acl", "--bucket", "acl-shared", "--grant-read", grant, check=False)
+        assert p.returncode != 0 and ("InvalidArgument" in p.stderr or "Unresolvable" in p.stderr), p.stderr
+    s3.put_bucket_acl(Bucket="acl-shared", ACL="private")
+    with pytest.raises(ClientError):
+        r.list_objects_v2(Bucket="acl-shared")
