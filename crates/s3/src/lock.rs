@@ -45,6 +45,14 @@ fn ns_of(t: &Timestamp) -> u64 {
     u64::try_from(t.unix_timestamp_nanos()).unwrap_or(0)
 }
 
+fn hold_status(on: bool) -> ObjectLockLegalHoldStatus {
+    ObjectLockLegalHoldStatus::from_static(if on {
+        ObjectLockLegalHoldStatus::ON
+    } else {
+        ObjectLockLegalHoldStatus::OFF
+    })
+}
+
 fn hold_on(status: &str) -> S3Result<bool> {
     match status {
         ObjectLockLegalHoldStatus::ON => Ok(true),
@@ -103,13 +111,7 @@ pub(crate) fn headers_of(meta: &BTreeMap<String, String>) -> LockHeaders {
     LockHeaders {
         mode: r.map(|r| ObjectLockMode::from(r.mode.name().to_string())),
         until: r.map(|r| crate::timestamp(r.until_ns)),
-        hold: archive::lock::legal_hold(meta).map(|on| {
-            ObjectLockLegalHoldStatus::from_static(if on {
-                ObjectLockLegalHoldStatus::ON
-            } else {
-                ObjectLockLegalHoldStatus::OFF
-            })
-        }),
+        hold: archive::lock::legal_hold(meta).map(hold_status),
     }
 }
 
@@ -158,6 +160,21 @@ impl EdgeS3 {
         Ok(archive::lock::bucket_lock(
             &self.archive.bucket(bucket).s3()?,
         ))
+    }
+
+    /// The version a retention or legal hold request names, in a bucket with lock on.
+    fn version_in_locked_bucket(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &Option<String>,
+    ) -> S3Result<archive::Version> {
+        if self.locked_bucket(bucket)?.is_none() {
+            return Err(not_locked());
+        }
+        self.archive
+            .head(bucket, key, &crate::version_sel(version_id))
+            .s3()
     }
 
     /// A request that asks to bypass governance must come from an owner of the bucket
@@ -294,13 +311,7 @@ impl EdgeS3 {
         req: S3Request<GetObjectRetentionInput>,
     ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
         let i = &req.input;
-        if self.locked_bucket(&i.bucket)?.is_none() {
-            return Err(not_locked());
-        }
-        let v = self
-            .archive
-            .head(&i.bucket, &i.key, &crate::version_sel(&i.version_id))
-            .s3()?;
+        let v = self.version_in_locked_bucket(&i.bucket, &i.key, &i.version_id)?;
         let r = archive::lock::retention(&v.meta).ok_or_else(|| {
             s3_error!(
                 NoSuchObjectLockConfiguration,
@@ -347,13 +358,7 @@ impl EdgeS3 {
         req: S3Request<GetObjectLegalHoldInput>,
     ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
         let i = &req.input;
-        if self.locked_bucket(&i.bucket)?.is_none() {
-            return Err(not_locked());
-        }
-        let v = self
-            .archive
-            .head(&i.bucket, &i.key, &crate::version_sel(&i.version_id))
-            .s3()?;
+        let v = self.version_in_locked_bucket(&i.bucket, &i.key, &i.version_id)?;
         let hold = archive::lock::legal_hold(&v.meta).ok_or_else(|| {
             s3_error!(
                 NoSuchObjectLockConfiguration,
@@ -362,11 +367,7 @@ impl EdgeS3 {
         })?;
         Ok(S3Response::new(GetObjectLegalHoldOutput {
             legal_hold: Some(ObjectLockLegalHold {
-                status: Some(ObjectLockLegalHoldStatus::from_static(if hold {
-                    ObjectLockLegalHoldStatus::ON
-                } else {
-                    ObjectLockLegalHoldStatus::OFF
-                })),
+                status: Some(hold_status(hold)),
             }),
         }))
     }
