@@ -305,3 +305,46 @@ def test_acl_grants_share_with_other_keys_over_every_gateway(node, s3, aws):
     s3.put_bucket_acl(Bucket="acl-shared", ACL="private")
     with pytest.raises(ClientError):
         r.list_objects_v2(Bucket="acl-shared")
+
+
+def test_public_access_block_and_ownership_controls_guard_acls(node, s3, aws):
+    """The aws CLI's guards against publishing by mistake: a public access block refuses
+    public ACLs and policies and makes existing ones give nothing; BucketOwnerEnforced
+    turns ACLs off altogether."""
+    anon = httpx.Client()
+    s3.create_bucket(Bucket="guarded", ACL="public-read")
+    s3.put_object(Bucket="guarded", Key="doc.txt", Body=b"doc", ACL="public-read")
+    assert anon.get(f"{node.endpoint}/guarded/doc.txt").status_code == 200
+
+    aws("s3api", "put-public-access-block", "--bucket", "guarded", "--public-access-block-configuration",
+        "BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true")
+    got = json.loads(aws("s3api", "get-public-access-block", "--bucket", "guarded").stdout)
+    assert all(got["PublicAccessBlockConfiguration"].values())
+    # What was public is not any more; making anything public is refused.
+    assert anon.get(f"{node.endpoint}/guarded/doc.txt").status_code == 403
+    assert anon.get(f"{node.endpoint}/guarded").status_code == 403
+    for call in (lambda: s3.put_bucket_acl(Bucket="guarded", ACL="public-read"),
+                 lambda: s3.put_object(Bucket="guarded", Key="x", Body=b"x", ACL="public-read"),
+                 lambda: s3.put_bucket_policy(Bucket="guarded", Policy=json.dumps({"Statement": [
+                     {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                      "Resource": "arn:aws:s3:::guarded/*"}]}))):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDenied"
+    aws("s3api", "delete-public-access-block", "--bucket", "guarded")
+    assert anon.get(f"{node.endpoint}/guarded/doc.txt").status_code == 200
+    p = aws("s3api", "get-public-access-block", "--bucket", "guarded", check=False)
+    assert "NoSuchPublicAccessBlockConfiguration" in p.stderr
+
+    # BucketOwnerEnforced: ACLs no longer count and cannot be set (but private).
+    reader, _ = new_key(node, "guarded-reader")
+    s3.put_bucket_acl(Bucket="guarded", GrantRead=f"id={reader}")
+    aws("s3api", "put-bucket-ownership-controls", "--bucket", "guarded", "--ownership-controls",
+        "Rules=[{ObjectOwnership=BucketOwnerEnforced}]")
+    got = json.loads(aws("s3api", "get-bucket-ownership-controls", "--bucket", "guarded").stdout)
+    assert got["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert anon.get(f"{node.endpoint}/guarded/doc.txt").status_code == 403
+    with pytest.raises(ClientError) as e:
+        s3.put_object_acl(Bucket="guarded", Key="doc.txt", ACL="public-read")
+    assert code(e) == "AccessControlListNotSupported"
+    s3.put_object(Bucket="guarded", Key="private.txt", Body=b"p", ACL="private")

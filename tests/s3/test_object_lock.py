@@ -90,6 +90,10 @@ def test_compliance_retention_survives_every_gateway_and_the_root_key(node, s3, 
         s3.delete_bucket(Bucket="worm")
     assert code(e) == "BucketNotEmpty"
 
+    # The CLI (through the admin API) shows the bucket's lock.
+    line = next(l for l in node.cli("bucket", "ls").splitlines() if l.startswith("worm "))
+    assert "object lock COMPLIANCE 1 days" in line, line
+
     # The ledger holds the lock configuration and the version's retention.
     recs = ledger_records(node)
     assert any(r["kind"] == "object_lock_set" and r["bucket"] == "worm" and r["mode"] == "COMPLIANCE"

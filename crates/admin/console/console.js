@@ -260,7 +260,7 @@ async function bucketsPage() {
     out.append(el("p", { text: session.admin ? "No buckets yet." : "This key has no grant on any bucket." }));
     return out;
   }
-  out.append(table(["Bucket", "Versioning", "Policy", "Created", "Actions"], buckets.map(b => {
+  out.append(table(["Bucket", "Versioning", "Policy", "Object lock", "Lifecycle", "Created", "Actions"], buckets.map(b => {
     const owner = may(b.name, "owner");
     const sel = el("select", { "aria-label": "Versioning of " + b.name, disabled: !owner },
       ["enabled", "suspended"].concat(b.versioning === "off" ? ["off"] : []).map(v =>
@@ -271,7 +271,10 @@ async function bucketsPage() {
     }));
     return el("tr", {},
       el("th", { scope: "row" }, el("a", { href: "#/objects/" + encodeURIComponent(b.name), text: b.name })),
-      el("td", {}, sel), el("td", { text: b.policy }), el("td", { text: b.created }),
+      el("td", {}, sel), el("td", { text: b.policy }),
+      el("td", { text: b.object_lock || "off" }),
+      el("td", { text: b.lifecycle_rules ? b.lifecycle_rules + (b.lifecycle_rules === 1 ? " rule" : " rules") : "none" }),
+      el("td", { text: b.created }),
       el("td", {}, owner && el("a", { href: "#/policy/" + encodeURIComponent(b.name),
                                      "aria-label": "Access policy of " + b.name, text: "Access policy" }),
         " ", owner && el("button", { type: "button", class: "danger", "aria-label": "Delete bucket " + b.name,

@@ -33,6 +33,15 @@ fn info(b: &Bucket) -> BucketInfo {
         created: rfc3339(b.created_ns),
         versioning: versioning_name(b.versioning).into(),
         policy: b.policy.to_string(),
+        object_lock: archive::lock::bucket_lock(b).map(|l| match l.default {
+            Some(d) => match (d.days, d.years) {
+                (Some(n), _) => format!("{} {n} days", d.mode.name()),
+                (_, Some(n)) => format!("{} {n} years", d.mode.name()),
+                _ => d.mode.name().to_string(),
+            },
+            None => "on".into(),
+        }),
+        lifecycle_rules: archive::lifecycle::Lifecycle::of(b).map_or(0, |l| l.rules.len()),
     }
 }
 

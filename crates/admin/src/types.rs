@@ -22,6 +22,11 @@ pub struct BucketInfo {
     pub versioning: String,
     /// Its redundancy policy (e.g. "ec:4+2").
     pub policy: String,
+    /// Object lock: None when off, else "on" or the default retention
+    /// ("COMPLIANCE 30 days").
+    pub object_lock: Option<String>,
+    /// How many lifecycle rules it has.
+    pub lifecycle_rules: usize,
 }
 
 /// One object version as the admin API shows it.

@@ -120,3 +120,69 @@ pub fn bucket_permission(grants: &[Grant], key: &str) -> Option<Permission> {
         None
     }
 }
+
+/// Bucket setting: S3's object ownership (`BucketOwnerEnforced` turns ACLs off).
+pub const OWNERSHIP_SETTING: &str = "ownership";
+/// Bucket setting: the public access block (JSON `PublicAccessBlock`).
+pub const PUBLIC_ACCESS_BLOCK_SETTING: &str = "public-access-block";
+/// The object ownership that turns ACLs off.
+pub const OWNER_ENFORCED: &str = "BucketOwnerEnforced";
+
+/// S3's public access block: guards against making a bucket public by mistake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAccessBlock {
+    /// Refuse ACLs that make anything public.
+    pub block_public_acls: bool,
+    /// Public ACLs already set give nothing.
+    pub ignore_public_acls: bool,
+    /// Refuse bucket policies that make anything public.
+    pub block_public_policy: bool,
+    /// Public policy statements give nothing to anonymous clients or other keys.
+    pub restrict_public_buckets: bool,
+}
+
+/// The bucket's public access block (all off when none is set).
+pub fn public_access_block(b: &crate::Bucket) -> PublicAccessBlock {
+    b.settings
+        .get(PUBLIC_ACCESS_BLOCK_SETTING)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Which ACLs of a bucket (and its objects) count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AclsApply {
+    /// Grants to access keys.
+    pub keys: bool,
+    /// Public ones: canned public ACLs and grants to the AllUsers and
+    /// AuthenticatedUsers groups.
+    pub public: bool,
+}
+
+/// Which ACLs count in `b`: none when object ownership is BucketOwnerEnforced, no
+/// public ones when the public access block ignores them.
+pub fn acls_apply(b: &crate::Bucket) -> AclsApply {
+    let enforced = b.settings.get(OWNERSHIP_SETTING).map(String::as_str) == Some(OWNER_ENFORCED);
+    AclsApply {
+        keys: !enforced,
+        public: !enforced && !public_access_block(b).ignore_public_acls,
+    }
+}
+
+/// Whether grants make anything public (to a group).
+pub fn any_public(grants: &[Grant]) -> bool {
+    grants
+        .iter()
+        .any(|g| matches!(g.grantee, Grantee::Group(_)))
+}
+
+/// The grants that count under `apply`.
+pub fn effective(grants: Vec<Grant>, apply: AclsApply) -> Vec<Grant> {
+    grants
+        .into_iter()
+        .filter(|g| match g.grantee {
+            Grantee::Key(_) => apply.keys,
+            Grantee::Group(_) => apply.public,
+        })
+        .collect()
+}

@@ -447,12 +447,13 @@ impl Archive {
         if b.settings.get(settings::OWNER) == Some(&key.access_key) {
             return Some(Permission::Owner);
         }
+        let apply = grants::acls_apply(b);
         let granted = grants::bucket_permission(
-            &grants::parse(b.settings.get(grants::BUCKET_SETTING)),
+            &grants::effective(grants::parse(b.settings.get(grants::BUCKET_SETTING)), apply),
             &key.access_key,
         );
-        let authenticated = (b.settings.get(settings::ACL).map(String::as_str)
-            == Some("authenticated-read"))
+        let authenticated = (apply.public
+            && b.settings.get(settings::ACL).map(String::as_str) == Some("authenticated-read"))
         .then_some(Permission::Read);
         granted.max(authenticated)
     }

@@ -270,7 +270,8 @@ impl S3Access for EdgeAccess {
             "GetObject" | "HeadObject" => Some((false, Access::Read)),
             _ => None,
         };
-        if let Some((on_bucket, want)) = granted {
+        let apply = bucket_rec.as_ref().map(grants::acls_apply);
+        if let (Some((on_bucket, want)), Some(apply)) = (granted, apply) {
             let list = if on_bucket {
                 grants::parse(
                     bucket_rec
@@ -283,7 +284,7 @@ impl S3Access for EdgeAccess {
                     .and_then(|k| self.archive.head(&bucket, k, &sel).ok());
                 grants::parse(v.as_ref().and_then(|v| v.meta.get(grants::OBJECT_META)))
             };
-            if grants::allows(&list, Some(&access_key), want) {
+            if grants::allows(&grants::effective(list, apply), Some(&access_key), want) {
                 return Ok(());
             }
         }

@@ -7,6 +7,9 @@ use s3s::{S3Request, S3Response, S3Result};
 use crate::EdgeS3;
 use crate::error::OrS3;
 
+/// Bucket setting: the LocationConstraint the bucket was created with.
+const LOCATION: &str = "location";
+
 impl EdgeS3 {
     pub(crate) async fn list_buckets_op(
         &self,
@@ -66,6 +69,16 @@ impl EdgeS3 {
                 archive::grants::BUCKET_SETTING.to_string(),
                 archive::grants::store(&granted),
             );
+        }
+        // The region a client names is kept and answered by GetBucketLocation.
+        if let Some(l) = req
+            .input
+            .create_bucket_configuration
+            .as_ref()
+            .and_then(|c| c.location_constraint.as_ref())
+            .filter(|l| !l.as_str().is_empty())
+        {
+            settings.insert(LOCATION.to_string(), l.as_str().to_string());
         }
         // Object lock needs versioning, for good (S3 turns it on with the lock).
         let locked = req.input.object_lock_enabled_for_bucket == Some(true);
@@ -135,8 +148,13 @@ impl EdgeS3 {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.archive.bucket(&req.input.bucket).s3()?;
-        Ok(S3Response::new(GetBucketLocationOutput::default()))
+        let b = self.archive.bucket(&req.input.bucket).s3()?;
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: b
+                .settings
+                .get(LOCATION)
+                .map(|l| BucketLocationConstraint::from(l.clone())),
+        }))
     }
 
     pub(crate) async fn get_bucket_versioning_op(

@@ -15,6 +15,7 @@ mod list;
 mod lock;
 mod multipart;
 mod objects;
+mod ownership;
 mod policy;
 mod request_id;
 mod sig_v2;
@@ -482,5 +483,41 @@ impl s3s::S3 for EdgeS3 {
         req: s3s::S3Request<s3s::dto::DeleteBucketEncryptionInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketEncryptionOutput>> {
         self.delete_bucket_encryption_op(req).await
+    }
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketOwnershipControlsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketOwnershipControlsOutput>> {
+        self.put_bucket_ownership_controls_op(req).await
+    }
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketOwnershipControlsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketOwnershipControlsOutput>> {
+        self.get_bucket_ownership_controls_op(req).await
+    }
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteBucketOwnershipControlsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeleteBucketOwnershipControlsOutput>> {
+        self.delete_bucket_ownership_controls_op(req).await
+    }
+    async fn put_public_access_block(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutPublicAccessBlockInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutPublicAccessBlockOutput>> {
+        self.put_public_access_block_op(req).await
+    }
+    async fn get_public_access_block(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetPublicAccessBlockInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetPublicAccessBlockOutput>> {
+        self.get_public_access_block_op(req).await
+    }
+    async fn delete_public_access_block(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeletePublicAccessBlockInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::DeletePublicAccessBlockOutput>> {
+        self.delete_public_access_block_op(req).await
     }
 }

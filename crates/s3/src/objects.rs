@@ -267,6 +267,10 @@ impl EdgeS3 {
         let customer_key = sse::customer_key(sse::customer_headers!(input))?;
         let key_md5 = input.sse_customer_key_md5.clone();
         let b = self.archive.bucket(&input.bucket).s3()?;
+        if input.acl.is_some() || !granted.is_empty() {
+            let canned = meta.get(headers::ACL).map_or("private", String::as_str);
+            crate::ownership::check_acl_write(&b, canned, &granted)?;
+        }
         sse::write_meta(
             &mut meta,
             input.server_side_encryption.as_ref(),

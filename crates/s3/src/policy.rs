@@ -59,6 +59,9 @@ fn public(acl: Option<&String>) -> bool {
 /// What the bucket's ACLs say about `op` for everyone: a public bucket may be listed,
 /// a public object read.
 pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -> bool {
+    if !grants::acls_apply(b).public {
+        return false;
+    }
     match action(op).as_str() {
         "s3:GetObject" | "s3:GetObjectTagging" => public(object_acl),
         "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => {
@@ -86,16 +89,21 @@ pub(crate) fn policy_decision(
         Some(k) if !action.starts_with("s3:listbucket") => format!("arn:aws:s3:::{}/{k}", b.name),
         _ => format!("arn:aws:s3:::{}", b.name),
     };
-    let names = |v: &Value| {
+    // With RestrictPublicBuckets, statements open to everyone (`*`) allow nothing; their
+    // denials still hold.
+    let restricted = grants::public_access_block(b).restrict_public_buckets;
+    let names = |v: &Value, star: bool| {
         strings(v)
             .iter()
-            .any(|s| s == "*" || Some(s.as_str()) == principal)
+            .any(|s| (star && s == "*") || Some(s.as_str()) == principal)
     };
     let mut decision = None;
     for st in statements(&policy) {
+        let allow = st.get("Effect").and_then(Value::as_str) == Some("Allow");
+        let star = !(allow && restricted);
         let who = match st.get("Principal") {
-            Some(Value::String(s)) => s == "*",
-            Some(Value::Object(m)) => m.get("AWS").is_some_and(names),
+            Some(Value::String(s)) => star && s == "*",
+            Some(Value::Object(m)) => m.get("AWS").is_some_and(|v| names(v, star)),
             _ => false,
         };
         let matches =
@@ -191,6 +199,23 @@ pub fn check_policy(text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a policy allows anything to everyone (principal `*`).
+pub(crate) fn is_public(text: &str) -> bool {
+    let Ok(policy) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    statements(&policy).iter().any(|st| {
+        st.get("Effect").and_then(Value::as_str) == Some("Allow")
+            && match st.get("Principal") {
+                Some(Value::String(s)) => s == "*",
+                Some(Value::Object(m)) => m
+                    .get("AWS")
+                    .is_some_and(|v| strings(v).iter().any(|s| s == "*")),
+                _ => false,
+            }
+    })
 }
 
 fn validate_policy(text: &str) -> S3Result<()> {
@@ -487,6 +512,8 @@ impl EdgeS3 {
     ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
         let i = req.input;
         validate_policy(&i.policy)?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        crate::ownership::check_policy_write(&b, &i.policy)?;
         let p = i.policy;
         self.archive
             .update_bucket_settings(&i.bucket, move |s| {
@@ -538,6 +565,8 @@ impl EdgeS3 {
             i.access_control_policy.as_ref(),
             &headers,
         )?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        crate::ownership::check_acl_write(&b, acl, &granted)?;
         let stored = (!granted.is_empty()).then(|| grants::store(&granted));
         self.archive
             .update_bucket_settings(&i.bucket, move |s| {
@@ -584,6 +613,8 @@ impl EdgeS3 {
             i.access_control_policy.as_ref(),
             &headers,
         )?;
+        let b = self.archive.bucket(&i.bucket).s3()?;
+        crate::ownership::check_acl_write(&b, acl, &granted)?;
         let stored = (!granted.is_empty()).then(|| grants::store(&granted));
         let sel = crate::version_sel(&i.version_id);
         self.archive

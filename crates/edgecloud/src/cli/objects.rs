@@ -81,8 +81,15 @@ pub async fn bucket(c: &Client, cmd: BucketCmd) -> anyhow::Result<()> {
         BucketCmd::List => {
             let list: Vec<BucketInfo> = c.json(c.request(Method::GET, &["buckets"])).await?;
             for b in list {
+                let mut extra = String::new();
+                if let Some(l) = &b.object_lock {
+                    extra.push_str(&format!("  object lock {l}"));
+                }
+                if b.lifecycle_rules > 0 {
+                    extra.push_str(&format!("  lifecycle {} rule(s)", b.lifecycle_rules));
+                }
                 println!(
-                    "{:<30} {:<12} {:<10} {}",
+                    "{:<30} {:<12} {:<10} {}{extra}",
                     b.name, b.policy, b.versioning, b.created
                 );
             }
