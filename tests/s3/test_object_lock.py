@@ -91,7 +91,7 @@ def test_compliance_retention_survives_every_gateway_and_the_root_key(node, s3, 
     assert code(e) == "BucketNotEmpty"
 
     # The CLI (through the admin API) shows the bucket's lock.
-    line = next(l for l in node.cli("bucket", "ls").splitlines() if l.startswith("worm "))
+    line = next(l for l in node.cli("bucket", "list").splitlines() if l.startswith("worm "))
     assert "object lock COMPLIANCE 1 days" in line, line
 
     # The ledger holds the lock configuration and the version's retention.
