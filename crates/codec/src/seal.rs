@@ -1,9 +1,11 @@
 //! Sealing: optional zstd compression, then AES-256-GCM.
 //!
 //! Each chunk is encrypted under its own key, derived from the bucket data key and the
-//! chunk id, with a random 96-bit nonce; since a chunk key only ever encrypts one
-//! plaintext, the GCM nonce-reuse bound never comes near. The chunk id is the AAD, so a
-//! sealed chunk cannot be passed off as another.
+//! chunk id, with a 96-bit nonce that is a keyed hash of the bytes sealed (SIV-style):
+//! the same chunk always seals to the same bytes (so shards of repeated writes agree),
+//! and a chunk key only ever encrypts one plaintext, so the GCM nonce-reuse bound never
+//! comes near. The chunk id is the AAD, so a sealed chunk cannot be passed off as another.
+//! Chunks sealed before this (random nonces) open the same way.
 //!
 //! Format v1: `[version=1][flags][nonce: 12][ciphertext][tag: 16]`, flags bit 0 = zstd.
 
@@ -85,10 +87,18 @@ pub fn seal(key: &DataKey, id: &ChunkId, plain: &[u8], level: i32) -> Vec<u8> {
         Some(c) => (FLAG_ZSTD, c),
         None => (0, plain),
     };
+    // The nonce is a keyed hash of what is sealed (as in SIV): sealing the same chunk
+    // twice gives the same bytes, so the shards of two writes of one chunk (a retried
+    // write, or one on each side of a network partition) are interchangeable and a
+    // reader mixing them still decodes; different bytes never share a nonce under a key.
+    let mut h = blake3::Hasher::new_derive_key("edgecloud 2026 chunk nonce v1");
+    h.update(key.as_bytes());
+    h.update(id);
+    let mut nk = blake3::Hasher::new_keyed(h.finalize().as_bytes());
+    nk.update(&[flags]);
+    nk.update(body);
     let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .expect("the OS random source failed");
+    nonce.copy_from_slice(&nk.finalize().as_bytes()[..NONCE_LEN]);
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
     out.push(FORMAT_V1);
     out.push(flags);
