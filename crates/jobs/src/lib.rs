@@ -997,6 +997,11 @@ impl Jobs {
             },
             None => self.code.put(&req.spec.code),
         }
+        // This node's replica of the catalog may trail the one that listed the inputs:
+        // catch up first, so the pinned versions are here to read.
+        self.archive.catalog().read_barrier().await.map_err(|e| {
+            JobError::Input(format!("this node cannot catch up with the catalog: {e}"))
+        })?;
         let _slot = self.slot("").acquire_owned().await;
         run_task(
             &self.archive,
