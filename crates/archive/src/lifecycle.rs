@@ -351,9 +351,13 @@ impl Archive {
                 .await
             {
                 Ok(_) => *counter += 1,
-                Err(crate::ArchiveError::Catalog(
-                    catalog::CatalogError::Locked(_) | catalog::CatalogError::NoSuchVersion { .. },
-                )) => report.locked += u64::from(!matches!(action, Action::Expire)),
+                Err(crate::ArchiveError::Catalog(catalog::CatalogError::Locked(_))) => {
+                    report.locked += 1;
+                }
+                // Gone meanwhile (another change removed it first): nothing to do.
+                Err(crate::ArchiveError::Catalog(catalog::CatalogError::NoSuchVersion {
+                    ..
+                })) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -259,7 +259,15 @@ impl S3Access for EdgeAccess {
         if decision == Some(false) {
             return Err(denied());
         }
-        // ACL grants to this key: on the ACL itself (READ_ACP, WRITE_ACP), and reading
+        if self
+            .key_permission(&access_key, &bucket, bucket_rec.as_ref())?
+            .is_some_and(|p| p >= level)
+            || decision == Some(true)
+        {
+            return Ok(());
+        }
+        // Else ACL grants to this key (looked up only now: reading an object's grants
+        // costs a catalog read): on the ACL itself (READ_ACP, WRITE_ACP), and reading
         // an object whose ACL grants it READ.
         use archive::grants::{self, Access};
         let granted = match op {
@@ -287,13 +295,6 @@ impl S3Access for EdgeAccess {
             if grants::allows(&grants::effective(list, apply), Some(&access_key), want) {
                 return Ok(());
             }
-        }
-        if self
-            .key_permission(&access_key, &bucket, bucket_rec.as_ref())?
-            .is_some_and(|p| p >= level)
-            || decision == Some(true)
-        {
-            return Ok(());
         }
         // Data public to everyone is public to other keys too.
         let public = bucket_rec.as_ref().is_some_and(|b| {

@@ -69,6 +69,9 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, arch
             domain: d.to_ascii_lowercase(),
         });
     }
+    let v2_domain = cfg.domain.as_ref().map(|d| DomainHost {
+        domain: d.to_ascii_lowercase(),
+    });
     // s3s turns every S3 failure into an S3 error response; what reaches this handler
     // is an internal fault, answered with a plain 500.
     let svc = axum::error_handling::HandleError::new(b.build(), |e: s3s::HttpError| async move {
@@ -79,7 +82,6 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, arch
         )
     });
     let domain = cfg.domain;
-    let v2_domain = domain.clone();
     Ok(axum::Router::new()
         .fallback_service(svc)
         .layer(axum::middleware::from_fn(move |req, next| {
@@ -94,7 +96,8 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, arch
 /// Virtual-hosted style under one domain: `bucket.DOMAIN[:port]` names a bucket; any
 /// other host (the bare domain, an IP, localhost) means path style. s3s's own
 /// `SingleDomain` does not expect a port in the Host header.
-struct DomainHost {
+#[derive(Clone)]
+pub(crate) struct DomainHost {
     domain: String,
 }
 

@@ -106,6 +106,17 @@ pub(crate) struct LockHeaders {
     pub hold: Option<ObjectLockLegalHoldStatus>,
 }
 
+/// Copies a version's lock headers into a GET or HEAD output (same field names).
+macro_rules! set_lock_headers {
+    ($out:expr, $meta:expr) => {{
+        let lock = $crate::lock::headers_of($meta);
+        $out.object_lock_mode = lock.mode;
+        $out.object_lock_retain_until_date = lock.until;
+        $out.object_lock_legal_hold_status = lock.hold;
+    }};
+}
+pub(crate) use set_lock_headers;
+
 pub(crate) fn headers_of(meta: &BTreeMap<String, String>) -> LockHeaders {
     let r = archive::lock::retention(meta);
     LockHeaders {

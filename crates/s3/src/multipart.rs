@@ -176,14 +176,7 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             ..Default::default()
         });
-        let a = crate::sse::answer(
-            &v.meta,
-            &crate::sse::CustomerHeaders {
-                algorithm: None,
-                key: None,
-                key_md5: None,
-            },
-        );
+        let a = crate::sse::answer(&v.meta, &Default::default());
         resp.output.server_side_encryption = a.server_side_encryption;
         resp.output.ssekms_key_id = a.ssekms_key_id;
         crate::objects::ledger_header(&mut resp.headers, &v);

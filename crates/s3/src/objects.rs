@@ -317,9 +317,8 @@ impl EdgeS3 {
         });
         set_checksums!(resp.output, sums);
         let given = sse::CustomerHeaders {
-            algorithm: None,
-            key: None,
             key_md5: key_md5.as_ref(),
+            ..Default::default()
         };
         sse::set_answer!(resp.output, sse::answer(&v.meta, &given));
         ledger_header(&mut resp.headers, &v);
@@ -394,10 +393,7 @@ impl EdgeS3 {
             tag_count: headers::tag_count(&v.meta),
             ..Default::default()
         };
-        let lock = crate::lock::headers_of(&v.meta);
-        out.object_lock_mode = lock.mode;
-        out.object_lock_retain_until_date = lock.until;
-        out.object_lock_legal_hold_status = lock.hold;
+        crate::lock::set_lock_headers!(out, &v.meta);
         sse::set_answer!(out, sse::answer(&v.meta, &sse::customer_headers!(input)));
         set_checksums!(out, sums);
         Ok(S3Response::new(out))
@@ -459,10 +455,7 @@ impl EdgeS3 {
             parts_count: parts_count(&v, i.part_number),
             ..Default::default()
         });
-        let lock = crate::lock::headers_of(&v.meta);
-        resp.output.object_lock_mode = lock.mode;
-        resp.output.object_lock_retain_until_date = lock.until;
-        resp.output.object_lock_legal_hold_status = lock.hold;
+        crate::lock::set_lock_headers!(resp.output, &v.meta);
         sse::set_answer!(
             resp.output,
             sse::answer(&v.meta, &sse::customer_headers!(i))

@@ -18,26 +18,27 @@ fn is_v2(req: &Request<Body>) -> bool {
     header || query
 }
 
-/// Whether the Host names a bucket under the virtual-hosted-style domain.
-fn virtual_host(req: &Request<Body>, domain: Option<&str>) -> bool {
+/// Whether the Host names a bucket under the virtual-hosted-style domain (as the
+/// gateway's own host parsing reads it).
+fn virtual_host(req: &Request<Body>, domain: Option<&crate::DomainHost>) -> bool {
+    use s3s::host::S3Host;
     let (Some(d), Some(host)) = (domain, req.headers().get("host")) else {
         return false;
     };
-    let host = host.to_str().unwrap_or("");
-    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
-    name.len() > d.len() + 1
-        && name[name.len() - d.len()..].eq_ignore_ascii_case(d)
-        && name.as_bytes()[name.len() - d.len() - 1] == b'.'
+    host.to_str()
+        .ok()
+        .and_then(|h| d.parse_host_header(h).ok())
+        .is_some_and(|vh| vh.bucket().is_some())
 }
 
 pub(crate) async fn middleware(
-    domain: Option<String>,
+    domain: Option<crate::DomainHost>,
     mut req: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response<Body> {
     let path = req.uri().path();
     let one_segment = path.len() > 1 && !path[1..].contains('/');
-    if one_segment && is_v2(&req) && !virtual_host(&req, domain.as_deref()) {
+    if one_segment && is_v2(&req) && !virtual_host(&req, domain.as_ref()) {
         let pq = match req.uri().query() {
             Some(q) => format!("{path}/?{q}"),
             None => format!("{path}/"),

@@ -27,6 +27,7 @@ const BUCKET_DEFAULT: &str = "encryption";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The SSE-C headers of a request as given.
+#[derive(Default)]
 pub(crate) struct CustomerHeaders<'a> {
     pub algorithm: Option<&'a String>,
     pub key: Option<&'a String>,
