@@ -7,7 +7,9 @@
 //!   and a lower one per client address, so one flooding host cannot take them all
 //!   (`Admission`);
 //! - a client that never finishes its TLS handshake, or a request's headers, or sits on
-//!   an idle keep-alive connection, is cut off after a timeout.
+//!   an idle keep-alive connection, is cut off after a timeout;
+//! - a request sent with `Expect: 100-continue` and refused before its body was asked
+//!   for closes its connection (`close_after_refused_continue`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -199,6 +201,7 @@ async fn serve_connection<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let app = app.layer(axum::middleware::from_fn(close_after_refused_continue));
     let svc = hyper_util::service::TowerToHyperService::new(app);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -209,9 +212,80 @@ async fn serve_connection<IO>(
     }
 }
 
+/// A client that sent `Expect: 100-continue` and got a refusal instead of `100 Continue`
+/// does not send its body (RFC 9110, 10.1.1), but hyper, which drains an unread body to
+/// keep the connection, may then read the start of the client's next request as that
+/// body and parse the rest as a request with a clipped method ("OST /b/k": boto3 saw
+/// SignatureDoesNotMatch). Closing the connection after such an answer leaves nothing
+/// to misread; the client opens a new one.
+async fn close_after_refused_continue(
+    req: axum::http::Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let expects_continue = req
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut resp = next.run(req).await;
+    if expects_continue && !resp.status().is_success() {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused `Expect: 100-continue` request: the answer says `Connection: close` and
+    /// the server closes, so bytes that follow are never read as this request's body.
+    #[tokio::test]
+    async fn a_refused_expect_continue_request_closes_its_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::BAD_REQUEST });
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let listener = Listener {
+            what: "test",
+            tcp,
+            tls: None,
+        };
+        let server = serve_app(listener, app, stop);
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(
+            b"PUT /b/k HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 400"), "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+        assert!(
+            read.is_ok(),
+            "the server closed the connection after answering"
+        );
+        // A refusal of a request that did not wait for `100 Continue` keeps its connection.
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&buf[..n])
+                .to_ascii_lowercase()
+                .contains("connection: close")
+        );
+        stop_tx.send(true).unwrap();
+        drop(c);
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn one_address_gets_a_quarter_and_the_others_still_get_in() {
