@@ -1,8 +1,9 @@
 //! Who may do what. Authentication: SigV4 secrets come from the root key (given at
 //! start) or the catalog's access keys (`edgecloud key create`). Authorization: every
 //! S3 operation needs a permission level in its bucket (read < write < owner); the root
-//! key and admin keys may do everything; anonymous requests may only read buckets made
-//! public (canned ACL `public-read` or a bucket policy granting `*` read).
+//! key and admin keys may do everything; anonymous requests may only do what a bucket's
+//! owner made public (canned ACLs `public-read` and `public-read-write`, or a bucket
+//! policy for `*`), and never delete a version.
 
 use archive::{Archive, Permission};
 use s3s::access::{S3Access, S3AccessContext};
@@ -86,6 +87,7 @@ fn need(op: &str) -> Need {
         | "GetObjectLegalHold"
         | "GetObjectLockConfiguration" => Need::In(Read),
         "PutObject"
+        | "PostObject"
         | "DeleteObject"
         | "DeleteObjects"
         | "CopyObject"
@@ -179,6 +181,15 @@ impl S3Access for EdgeAccess {
             S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
         let bucket_rec = bucket.as_deref().and_then(|b| self.archive.bucket(b).ok());
+        // As S3: a bucket that does not exist is no secret (CreateBucket would say so).
+        if let Some(b) = bucket.as_deref()
+            && bucket_rec.is_none()
+            && op != "CreateBucket"
+            && let Err(e @ archive::ArchiveError::Catalog(archive::CatalogError::NoSuchBucket(_))) =
+                self.archive.bucket(b)
+        {
+            return Err(crate::error::s3_error(e));
+        }
         // The ACL of the version the request reads (`versionId`, as-of, or the latest):
         // publishing the current version must not publish the old ones.
         let sel = crate::objects::selection_in(cx.uri(), cx.headers(), None)?;
@@ -210,6 +221,14 @@ impl S3Access for EdgeAccess {
                 }
         };
         let Some(cred) = cx.credentials() else {
+            // Anonymous clients own no buckets: their ListBuckets is empty.
+            if op == "ListBuckets" {
+                return Ok(());
+            }
+            // Deleting a version destroys history: never for anonymous clients.
+            if op == "DeleteObject" && matches!(sel, archive::VersionSel::Id(_)) {
+                return Err(denied());
+            }
             let public = bucket_rec.as_ref().is_some_and(|b| {
                 policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref())
             });
@@ -298,7 +317,7 @@ impl S3Access for EdgeAccess {
         }
         // Data public to everyone is public to other keys too.
         let public = bucket_rec.as_ref().is_some_and(|b| {
-            level == Permission::Read && policy::public_by_acl(b, op, object_acl().as_ref())
+            level <= Permission::Write && policy::public_by_acl(b, op, object_acl().as_ref())
         });
         if public || missing_but_listable(Some(&access_key)) {
             Ok(())
@@ -336,3 +355,12 @@ impl crate::EdgeS3 {
         }
     }
 }
+
+/// Who the audit log names for a request's change: its access key, or `@anonymous`
+/// (a write to a bucket its owner opened to everyone).
+pub(crate) fn actor(credentials: Option<&s3s::auth::Credentials>) -> Option<String> {
+    Some(credentials.map_or_else(|| ANONYMOUS_ACTOR.to_string(), |c| c.access_key.clone()))
+}
+
+/// The audit log's actor for anonymous writes.
+pub(crate) const ANONYMOUS_ACTOR: &str = "@anonymous";

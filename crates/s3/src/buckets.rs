@@ -128,7 +128,7 @@ impl EdgeS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let actor = crate::access::actor(req.credentials.as_ref());
         self.archive
             .delete_bucket_as(&req.input.bucket, actor)
             .await

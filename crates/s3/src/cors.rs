@@ -100,7 +100,8 @@ fn requested_headers(h: &HeaderMap) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+/// An S3 error answer made before s3s sees the request.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );

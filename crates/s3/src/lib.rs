@@ -17,6 +17,7 @@ mod multipart;
 mod objects;
 mod ownership;
 mod policy;
+mod presigned;
 mod request_id;
 mod sig_v2;
 pub mod sign;
@@ -87,6 +88,7 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, arch
         .layer(axum::middleware::from_fn(move |req, next| {
             sig_v2::middleware(v2_domain.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn(presigned::middleware))
         .layer(axum::middleware::from_fn(move |req, next| {
             cors::middleware(archive.clone(), domain.clone(), req, next)
         }))

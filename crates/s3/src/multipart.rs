@@ -127,7 +127,7 @@ impl EdgeS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let actor = crate::access::actor(req.credentials.as_ref());
         let i = req.input;
         let parts = i
             .multipart_upload

@@ -213,7 +213,7 @@ impl EdgeS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let expected = crate::checksum::expected(&req.headers, req.trailing_headers.clone())?;
-        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let actor = crate::access::actor(req.credentials.as_ref());
         let input = req.input;
         check_put_size(input.content_length)?;
         let body = input
@@ -471,7 +471,7 @@ impl EdgeS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let actor = crate::access::actor(req.credentials.as_ref());
         let bypass = self.bypass(
             &req,
             &req.input.bucket,
@@ -518,7 +518,7 @@ impl EdgeS3 {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let actor = crate::access::actor(req.credentials.as_ref());
         let bypass = self.bypass(
             &req,
             &req.input.bucket,
@@ -708,7 +708,7 @@ impl EdgeS3 {
         } else {
             src.content_type.clone()
         };
-        let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let actor = crate::access::actor(req.credentials.as_ref());
         let src_customer_key = sse::customer_key(sse::CustomerHeaders {
             algorithm: i.copy_source_sse_customer_algorithm.as_ref(),
             key: i.copy_source_sse_customer_key.as_ref(),

@@ -1,10 +1,12 @@
 //! Sharing beyond a key's own permissions (`access.rs`): canned ACLs (on buckets:
-//! anyone may list; on objects: anyone may read) and bucket policies whose statements
-//! name principal `*` or access keys. Public data is public to other keys too, as in S3;
-//! anonymous clients only ever get reads. An explicit Deny in a policy wins over
-//! everything but the root key. ACL grants name access key ids as S3's canonical
-//! users (`archive::grants`); groups AllUsers and AuthenticatedUsers work as the canned
-//! ACLs do (anonymous clients still only read).
+//! `public-read` lets anyone list, `public-read-write` also write objects; on objects:
+//! anyone may read) and bucket policies whose statements name principal `*` or access
+//! keys. Public data is public to other keys too, as in S3. Anonymous clients get reads,
+//! and object writes only where the owner opened the bucket to them explicitly; such a
+//! write never destroys history (deleting a version needs the owner), and the public
+//! access block closes it. An explicit Deny in a policy wins over everything but the
+//! root key. ACL grants name access key ids as S3's canonical users
+//! (`archive::grants`); groups AllUsers and AuthenticatedUsers work as the canned ACLs do.
 
 use archive::{Bucket, grants};
 use s3s::dto::*;
@@ -31,14 +33,15 @@ fn action(op: &str) -> String {
         | "UploadPart"
         | "UploadPartCopy"
         | "CompleteMultipartUpload"
-        | "CopyObject" => "PutObject",
+        | "CopyObject"
+        | "PostObject" => "PutObject",
         "DeleteObjects" => "DeleteObject",
         other => other,
     };
     format!("s3:{a}")
 }
 
-/// Actions anonymous clients may ever be given: reads only.
+/// Actions anonymous clients may ever be given: reads.
 fn is_read(action: &str) -> bool {
     matches!(
         action,
@@ -52,12 +55,24 @@ fn is_read(action: &str) -> bool {
     )
 }
 
+/// Object writes that a bucket open to everyone allows (`public-read-write`, or a
+/// policy for `*`): adding versions and delete markers, never configuring anything.
+fn is_object_write(action: &str) -> bool {
+    matches!(
+        action,
+        "s3:PutObject"
+            | "s3:DeleteObject"
+            | "s3:AbortMultipartUpload"
+            | "s3:ListMultipartUploadParts"
+    )
+}
+
 fn public(acl: Option<&String>) -> bool {
     acl.is_some_and(|a| a == "public-read" || a == "public-read-write")
 }
 
 /// What the bucket's ACLs say about `op` for everyone: a public bucket may be listed,
-/// a public object read.
+/// a public object read, and a `public-read-write` bucket written to.
 pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -> bool {
     if !grants::acls_apply(b).public {
         return false;
@@ -66,6 +81,9 @@ pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -
         "s3:GetObject" | "s3:GetObjectTagging" => public(object_acl),
         "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => {
             public(b.settings.get(ACL))
+        }
+        a if is_object_write(a) => {
+            b.settings.get(ACL).map(String::as_str) == Some("public-read-write")
         }
         _ => false,
     }
@@ -123,14 +141,16 @@ pub(crate) fn policy_decision(
     decision
 }
 
-/// Anonymous requests: reads that an ACL or the policy make public, never writes.
+/// Anonymous requests: reads that an ACL or the policy make public, and object writes
+/// to a bucket its owner opened to everyone.
 pub(crate) fn allows_anonymous(
     b: &Bucket,
     op: &str,
     key: Option<&str>,
     object_acl: Option<&String>,
 ) -> bool {
-    if !is_read(&action(op)) {
+    let a = action(op);
+    if !is_read(&a) && !is_object_write(&a) {
         return false;
     }
     match policy_decision(b, op, key, None) {
@@ -224,13 +244,19 @@ fn validate_policy(text: &str) -> S3Result<()> {
 
 /// The grants of a canned ACL besides the owner's: groups for the public ones.
 fn canned_grants(acl: Option<&String>) -> Vec<grants::Grant> {
-    let group = |uri: &str| grants::Grant {
+    let group = |uri: &str, access| grants::Grant {
         grantee: grants::Grantee::Group(uri.into()),
-        access: grants::Access::Read,
+        access,
     };
     match acl.map(String::as_str) {
-        Some("public-read") | Some("public-read-write") => vec![group(grants::ALL_USERS)],
-        Some("authenticated-read") => vec![group(grants::AUTHENTICATED_USERS)],
+        Some("public-read") => vec![group(grants::ALL_USERS, grants::Access::Read)],
+        Some("public-read-write") => vec![
+            group(grants::ALL_USERS, grants::Access::Read),
+            group(grants::ALL_USERS, grants::Access::Write),
+        ],
+        Some("authenticated-read") => {
+            vec![group(grants::AUTHENTICATED_USERS, grants::Access::Read)]
+        }
         _ => Vec::new(),
     }
 }
@@ -238,7 +264,10 @@ fn canned_grants(acl: Option<&String>) -> Vec<grants::Grant> {
 /// The canned ACL that keeps the public-ness of explicit grants: what the anonymous
 /// and authenticated-read checks read.
 pub(crate) fn canned_of(g: &[grants::Grant]) -> &'static str {
-    if grants::allows(g, None, grants::Access::Read) {
+    let everyone = |want| grants::allows(g, None, want);
+    if everyone(grants::Access::Read) && everyone(grants::Access::Write) {
+        "public-read-write"
+    } else if everyone(grants::Access::Read) {
         "public-read"
     } else if grants::allows(g, Some(""), grants::Access::Read) {
         "authenticated-read"
@@ -247,8 +276,8 @@ pub(crate) fn canned_of(g: &[grants::Grant]) -> &'static str {
     }
 }
 
-/// The canned ACLs we keep. `public-read-write` gives anonymous clients reads only:
-/// anonymous writes are never allowed. `authenticated-read` lets every access key read.
+/// The canned ACLs we keep. `public-read-write` lets anyone list the bucket and write
+/// objects in it (never delete versions); `authenticated-read` lets every access key read.
 pub(crate) fn canned_acl(acl: &str) -> S3Result<&'static str> {
     match acl {
         "private" | "bucket-owner-full-control" | "bucket-owner-read" => Ok("private"),
