@@ -150,6 +150,64 @@ fn copy_source(headers: &http::HeaderMap) -> Option<(String, String)> {
     Some((percent_decode(bucket), percent_decode(key)))
 }
 
+/// The values a request has for a policy condition key (`conditions.rs`): its
+/// `x-amz-*` headers, the tags it sets, the tags of the version it addresses, and list
+/// parameters.
+fn condition_values<'v>(
+    name: &str,
+    headers: &http::HeaderMap,
+    query: &str,
+    version: impl FnOnce() -> Option<&'v archive::Version>,
+) -> Option<Vec<String>> {
+    let one = |v: String| Some(vec![v]);
+    let header = |h: &str| headers.get(h)?.to_str().ok().map(str::to_string);
+    let tags_of = |encoded: &str| {
+        form_urlencoded::parse(encoded.as_bytes())
+            .into_owned()
+            .collect::<Vec<_>>()
+    };
+    if let Some(tag) = name.strip_prefix("s3:existingobjecttag/") {
+        let tags = tags_of(version()?.meta.get(crate::headers::TAGGING)?);
+        return tags
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(tag))
+            .and_then(|(_, v)| one(v));
+    }
+    if let Some(tag) = name.strip_prefix("s3:requestobjecttag/") {
+        let tags = tags_of(&header("x-amz-tagging")?);
+        return tags
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(tag))
+            .and_then(|(_, v)| one(v));
+    }
+    match name {
+        "s3:requestobjecttagkeys" => Some(
+            tags_of(&header("x-amz-tagging")?)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        ),
+        "s3:x-amz-copy-source" => {
+            let (bucket, key) = copy_source(headers)?;
+            one(format!("{bucket}/{key}"))
+        }
+        "s3:prefix" | "s3:delimiter" | "s3:max-keys" | "s3:versionid" => {
+            let param = match name {
+                "s3:versionid" => "versionId",
+                other => &other[3..],
+            };
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == param)
+                .and_then(|(_, v)| one(v.into_owned()))
+        }
+        _ => name
+            .strip_prefix("s3:")
+            .filter(|h| h.starts_with("x-amz-"))
+            .and_then(header)
+            .and_then(one),
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
@@ -193,15 +251,20 @@ impl S3Access for EdgeAccess {
         // The ACL of the version the request reads (`versionId`, as-of, or the latest):
         // publishing the current version must not publish the old ones.
         let sel = crate::objects::selection_in(cx.uri(), cx.headers(), None)?;
-        let object_acl = || {
-            let (b, k) = (bucket.as_deref()?, key.as_deref()?);
-            self.archive
-                .head(b, k, &sel)
-                .ok()?
-                .meta
-                .get(crate::headers::ACL)
-                .cloned()
+        // The version the request addresses, read once and only when a check needs it.
+        let addressed = std::cell::OnceCell::new();
+        let version = || {
+            addressed
+                .get_or_init(|| {
+                    let (b, k) = (bucket.as_deref()?, key.as_deref()?);
+                    self.archive.head(b, k, &sel).ok()
+                })
+                .as_ref()
         };
+        let object_acl = || version()?.meta.get(crate::headers::ACL).cloned();
+        let (headers, query) = (cx.headers(), cx.uri().query().unwrap_or(""));
+        let facts = |name: &str| condition_values(name, headers, query, version);
+        let no_facts = |_: &str| None;
         // As S3: who may list a bucket learns that a key is missing (404), others get 403.
         let missing_but_listable = |principal: Option<&str>| {
             let (Some(b), Some(k)) = (bucket_rec.as_ref(), key.as_deref()) else {
@@ -213,9 +276,10 @@ impl S3Access for EdgeAccess {
                     .head(&b.name, k, &archive::VersionSel::Latest)
                     .is_err()
                 && match principal {
-                    None => policy::allows_anonymous(b, "ListObjects", None, None),
+                    None => policy::allows_anonymous(b, "ListObjects", None, None, &no_facts),
                     Some(p) => {
-                        policy::policy_decision(b, "ListObjects", None, Some(p)) == Some(true)
+                        policy::policy_decision(b, "ListObjects", None, Some(p), &no_facts)
+                            == Some(true)
                             || policy::public_by_acl(b, "ListObjects", None)
                     }
                 }
@@ -230,7 +294,7 @@ impl S3Access for EdgeAccess {
                 return Err(denied());
             }
             let public = bucket_rec.as_ref().is_some_and(|b| {
-                policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref())
+                policy::allows_anonymous(b, op, key.as_deref(), object_acl().as_ref(), &facts)
             });
             return if public || missing_but_listable(None) {
                 Ok(())
@@ -263,7 +327,13 @@ impl S3Access for EdgeAccess {
             // any other read.
             let src_rec = self.archive.bucket(&src).ok();
             let decision = src_rec.as_ref().and_then(|b| {
-                policy::policy_decision(b, "GetObject", Some(&src_key), Some(&access_key))
+                policy::policy_decision(
+                    b,
+                    "GetObject",
+                    Some(&src_key),
+                    Some(&access_key),
+                    &no_facts,
+                )
             });
             let readable = self
                 .key_permission(&access_key, &src, src_rec.as_ref())?
@@ -272,9 +342,9 @@ impl S3Access for EdgeAccess {
                 return Err(denied());
             }
         }
-        let decision = bucket_rec
-            .as_ref()
-            .and_then(|b| policy::policy_decision(b, op, key.as_deref(), Some(&access_key)));
+        let decision = bucket_rec.as_ref().and_then(|b| {
+            policy::policy_decision(b, op, key.as_deref(), Some(&access_key), &facts)
+        });
         if decision == Some(false) {
             return Err(denied());
         }

@@ -7,6 +7,7 @@
 mod access;
 mod buckets;
 mod checksum;
+mod conditions;
 mod cors;
 mod error;
 mod headers;
@@ -512,6 +513,12 @@ impl s3s::S3 for EdgeS3 {
         req: s3s::S3Request<s3s::dto::PutPublicAccessBlockInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutPublicAccessBlockOutput>> {
         self.put_public_access_block_op(req).await
+    }
+    async fn get_bucket_policy_status(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketPolicyStatusInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketPolicyStatusOutput>> {
+        self.get_bucket_policy_status_op(req).await
     }
     async fn get_public_access_block(
         &self,

@@ -169,6 +169,30 @@ impl EdgeS3 {
         }))
     }
 
+    /// GetBucketPolicyStatus: public when its policy allows anything to everyone
+    /// (`policy::is_public`) or its ACL gives anything to a group, as far as the public
+    /// access block lets them count.
+    pub(crate) async fn get_bucket_policy_status_op(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        let b = self.archive.bucket(&req.input.bucket).s3()?;
+        let block = grants::public_access_block(&b);
+        let by_policy = !block.restrict_public_buckets
+            && b.settings
+                .get(crate::policy::POLICY)
+                .is_some_and(|p| crate::policy::is_public(p));
+        let by_acl = grants::acls_apply(&b).public
+            && b.settings
+                .get(crate::policy::ACL)
+                .is_some_and(|a| canned_is_public(a));
+        Ok(S3Response::new(GetBucketPolicyStatusOutput {
+            policy_status: Some(PolicyStatus {
+                is_public: Some(by_policy || by_acl),
+            }),
+        }))
+    }
+
     pub(crate) async fn delete_public_access_block_op(
         &self,
         req: S3Request<DeletePublicAccessBlockInput>,

@@ -14,6 +14,7 @@ use s3s::{S3Request, S3Response, S3Result};
 use serde_json::Value;
 
 use crate::EdgeS3;
+use crate::conditions::Facts;
 use crate::error::OrS3;
 
 /// Bucket settings keys.
@@ -92,11 +93,13 @@ pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -
 /// What the bucket policy says about `op` on `key` for `principal` (an access key, or
 /// None for anonymous): Some(true) allowed, Some(false) explicitly denied, None silent.
 /// Principals: `*` (everyone) or access keys, as `"AWS": "KEY"` or a list of them.
+/// A statement's Condition is judged on `facts` (`conditions.rs`).
 pub(crate) fn policy_decision(
     b: &Bucket,
     op: &str,
     key: Option<&str>,
     principal: Option<&str>,
+    facts: Facts,
 ) -> Option<bool> {
     let policy = b
         .settings
@@ -132,9 +135,14 @@ pub(crate) fn policy_decision(
             }) && st
                 .get("Resource")
                 .is_some_and(|r| strings(r).iter().any(|p| glob(p, &resource)));
+        if !matches {
+            continue;
+        }
+        // A condition that cannot be judged: an Allow does not apply, a Deny does.
+        let holds = crate::conditions::holds(st.get("Condition"), facts);
         match st.get("Effect").and_then(Value::as_str) {
-            Some("Deny") if matches => return Some(false),
-            Some("Allow") if matches => decision = Some(true),
+            Some("Deny") if holds != Some(false) => return Some(false),
+            Some("Allow") if holds == Some(true) => decision = Some(true),
             _ => {}
         }
     }
@@ -148,12 +156,13 @@ pub(crate) fn allows_anonymous(
     op: &str,
     key: Option<&str>,
     object_acl: Option<&String>,
+    facts: Facts,
 ) -> bool {
     let a = action(op);
     if !is_read(&a) && !is_object_write(&a) {
         return false;
     }
-    match policy_decision(b, op, key, None) {
+    match policy_decision(b, op, key, None, facts) {
         Some(d) => d,
         None => public_by_acl(b, op, object_acl),
     }
@@ -179,7 +188,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// `*` matches any run of characters, `?` any one (IAM's wildcards).
-fn glob(pattern: &str, s: &str) -> bool {
+pub(crate) fn glob(pattern: &str, s: &str) -> bool {
     let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
     let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
     while si < s.len() {
@@ -221,20 +230,26 @@ pub fn check_policy(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a policy allows anything to everyone (principal `*`).
+/// Whether a policy allows anything to everyone: an Allow statement for principal `*`
+/// (or with NotPrincipal) and without conditions. As S3 judges it, a condition (a
+/// source address, say) narrows a statement to someone in particular.
 pub(crate) fn is_public(text: &str) -> bool {
     let Ok(policy) = serde_json::from_str::<Value>(text) else {
         return false;
     };
     statements(&policy).iter().any(|st| {
+        let everyone = match st.get("Principal") {
+            Some(Value::String(s)) => s == "*",
+            Some(Value::Object(m)) => m
+                .get("AWS")
+                .is_some_and(|v| strings(v).iter().any(|s| s == "*")),
+            _ => st.get("NotPrincipal").is_some(),
+        };
         st.get("Effect").and_then(Value::as_str) == Some("Allow")
-            && match st.get("Principal") {
-                Some(Value::String(s)) => s == "*",
-                Some(Value::Object(m)) => m
-                    .get("AWS")
-                    .is_some_and(|v| strings(v).iter().any(|s| s == "*")),
-                _ => false,
-            }
+            && everyone
+            && st
+                .get("Condition")
+                .is_none_or(|c| c.as_object().is_some_and(|m| m.is_empty()))
     })
 }
 
