@@ -2,6 +2,7 @@
 public buckets (canned ACL and bucket policy), CORS, and virtual-hosted-style requests."""
 import json
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -101,7 +102,7 @@ def test_anonymous_access_only_to_public_buckets(endpoint, s3):
     assert httpx.get(f"{endpoint}/public-acl/hidden").content == b"private"
     grants = s3.get_bucket_acl(Bucket="public-acl")["Grants"]
     assert any(g["Grantee"].get("URI", "").endswith("AllUsers") and g["Permission"] == "READ" for g in grants)
-    # anonymous writes are never allowed
+    # public-read opens reads only
     assert httpx.put(f"{endpoint}/public-acl/evil", content=b"x").status_code == 403
     assert httpx.delete(f"{endpoint}/public-acl/doc").status_code == 403
     assert s3.get_object(Bucket="public-acl", Key="doc")["Body"].read() == b"hello"
@@ -348,3 +349,93 @@ def test_public_access_block_and_ownership_controls_guard_acls(node, s3, aws):
         s3.put_object_acl(Bucket="guarded", Key="doc.txt", ACL="public-read")
     assert code(e) == "AccessControlListNotSupported"
     s3.put_object(Bucket="guarded", Key="private.txt", Body=b"p", ACL="private")
+
+
+def test_a_bucket_opened_to_everyone_takes_anonymous_writes_but_keeps_its_history(node, s3, endpoint):
+    """public-read-write (as S3): anyone may add objects and delete markers, never delete a
+    version or change the bucket; each write is in the ledger as @anonymous; the public
+    access block closes it again."""
+    from test_object_lock import ledger_records
+    s3.create_bucket(Bucket="dropbox", ACL="public-read-write")
+    s3.put_bucket_versioning(Bucket="dropbox", VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket="dropbox", Key="doc", Body=b"v1")["VersionId"]
+    r = httpx.put(f"{endpoint}/dropbox/doc", content=b"v2 from anyone")
+    assert r.status_code == 200, r.text
+    assert s3.get_object(Bucket="dropbox", Key="doc")["Body"].read() == b"v2 from anyone"
+    grants = s3.get_bucket_acl(Bucket="dropbox")["Grants"]
+    assert {g["Permission"] for g in grants if g["Grantee"].get("URI", "").endswith("AllUsers")} == {"READ", "WRITE"}
+    # a delete marker is fine, deleting a version (history) is not
+    assert httpx.delete(f"{endpoint}/dropbox/doc?versionId={first}").status_code == 403
+    assert httpx.delete(f"{endpoint}/dropbox/doc").status_code == 204
+    assert s3.get_object(Bucket="dropbox", Key="doc", VersionId=first)["Body"].read() == b"v1"
+    # nothing about the bucket itself
+    assert httpx.put(f"{endpoint}/dropbox?acl", headers={"x-amz-acl": "private"}).status_code == 403
+    assert httpx.delete(f"{endpoint}/dropbox?policy").status_code == 403
+    anonymous = [r for r in ledger_records(node) if r.get("actor") == "@anonymous"]
+    assert [(r["kind"], r["key"]) for r in anonymous if r["kind"] == "version_written"] == [("version_written", "doc")]
+    # the public access block closes it
+    s3.put_public_access_block(Bucket="dropbox", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": False, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": False})
+    assert httpx.put(f"{endpoint}/dropbox/late", content=b"x").status_code == 403
+    # a bucket that does not exist is no secret
+    assert b"NoSuchBucket" in httpx.get(f"{endpoint}/no-such-bucket-here/k").content
+
+
+def test_policy_conditions_decide_whether_a_statement_applies(node, s3, endpoint):
+    """A statement applies only when its Condition holds; a condition the server cannot
+    judge (a source address) keeps an Allow from applying."""
+    s3.create_bucket(Bucket="conditional")
+    s3.put_object(Bucket="conditional", Key="open", Body=b"o", Tagging="security=public")
+    s3.put_object(Bucket="conditional", Key="closed", Body=b"c", Tagging="security=private")
+    s3.put_bucket_policy(Bucket="conditional", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::conditional/*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/security": "public"}}},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": "arn:aws:s3:::conditional/*",
+         "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}},
+    ]}))
+    assert httpx.get(f"{endpoint}/conditional/open").content == b"o"
+    assert httpx.get(f"{endpoint}/conditional/closed").status_code == 403
+    assert httpx.put(f"{endpoint}/conditional/new", content=b"x").status_code == 403
+    assert s3.get_bucket_policy_status(Bucket="conditional")["PolicyStatus"]["IsPublic"] is False
+    # a key with no permission of its own, allowed to upload by the policy, but never
+    # with a public-read ACL (a Deny with a condition)
+    access, secret = new_key(node, "uploader")
+    c = client(node.endpoint, access, secret)
+    s3.put_bucket_policy(Bucket="conditional", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": access}, "Action": "s3:PutObject",
+         "Resource": "arn:aws:s3:::conditional/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": "arn:aws:s3:::conditional/*",
+         "Condition": {"StringEquals": {"s3:x-amz-acl": "public-read"}}}]}))
+    c.put_object(Bucket="conditional", Key="mine", Body=b"m")
+    with pytest.raises(ClientError) as e:
+        c.put_object(Bucket="conditional", Key="published", Body=b"p", ACL="public-read")
+    assert code(e) == "AccessDenied"
+    # what a key wrote into a bucket it does not own, it may read back (ObjectWriter), and
+    # nothing else
+    assert c.get_object(Bucket="conditional", Key="mine")["Body"].read() == b"m"
+    with pytest.raises(ClientError) as e:
+        c.get_object(Bucket="conditional", Key="open")
+    assert code(e) == "AccessDenied"
+
+
+def test_signed_requests_expire(node, s3, endpoint):
+    """SigV2 requests carry their date: an old or invalid one is refused (no replay);
+    presigned V4 URLs live at most a week."""
+    import base64, hashlib, hmac
+    from email.utils import formatdate
+    from conftest import ACCESS, SECRET
+    s3.create_bucket(Bucket="dated")
+    s3.put_object(Bucket="dated", Key="k", Body=b"k")
+
+    def v2_get(date):
+        sig = base64.b64encode(hmac.new(SECRET.encode(), f"GET\n\n\n{date}\n/dated/k".encode(), hashlib.sha1).digest()).decode()
+        return httpx.get(f"{endpoint}/dated/k", headers={"Date": date, "Authorization": f"AWS {ACCESS}:{sig}"})
+    assert v2_get(formatdate(usegmt=True)).content == b"k"
+    old = v2_get(formatdate(time.time() - 3600, usegmt=True))
+    assert old.status_code == 403 and b"RequestTimeTooSkewed" in old.content
+    assert b"AccessDenied" in v2_get("yesterday").content
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "dated", "Key": "k"}, ExpiresIn=8 * 24 * 3600)
+    assert httpx.get(url).status_code == 403

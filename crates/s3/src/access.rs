@@ -285,10 +285,6 @@ impl S3Access for EdgeAccess {
                 }
         };
         let Some(cred) = cx.credentials() else {
-            // Anonymous clients own no buckets: their ListBuckets is empty.
-            if op == "ListBuckets" {
-                return Ok(());
-            }
             // Deleting a version destroys history: never for anonymous clients.
             if op == "DeleteObject" && matches!(sel, archive::VersionSel::Id(_)) {
                 return Err(denied());

@@ -38,13 +38,15 @@ impl EdgeS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        archive::validate_bucket_name(&req.input.bucket)
+            .map_err(|e| s3s::s3_error!(InvalidBucketName, "{e}"))?;
         // S3 buckets start unversioned; the history of overwrites is still kept for
         // as-of reads (see docs/architecture.md).
         let acl = req
             .input
             .acl
             .as_ref()
-            .map(|a| crate::policy::canned_acl(a.as_str()))
+            .map(|a| crate::policy::bucket_canned_acl(a.as_str()))
             .transpose()?;
         // The key that creates a bucket owns it (the root key owns everything anyway);
         // owner and ACL are set in the same commit as the bucket.

@@ -15,6 +15,9 @@ pub(crate) const CONTENT_LANGUAGE: &str = ":content-language";
 pub(crate) const EXPIRES: &str = ":expires";
 /// Tags as a URL query string, the form of the `x-amz-tagging` header.
 pub(crate) const TAGGING: &str = ":tagging";
+/// The access key (or `@anonymous`) that started a multipart upload: its Initiator and
+/// Owner in ListMultipartUploads. Kept in the completed object's metadata.
+pub(crate) const INITIATOR: &str = ":initiator";
 /// The object's canned ACL (`public-read` makes it readable anonymously).
 pub(crate) const ACL: &str = ":acl";
 /// `:checksum-crc32` etc.: the full-object checksum the client sent, base64.
@@ -125,7 +128,12 @@ impl ResponseHeaders {
             content_disposition: get(CONTENT_DISPOSITION),
             content_encoding: get(CONTENT_ENCODING),
             content_language: get(CONTENT_LANGUAGE),
-            content_type: v.content_type.clone(),
+            // What S3 answers for an object stored without a Content-Type.
+            content_type: Some(
+                v.content_type
+                    .clone()
+                    .unwrap_or_else(|| "binary/octet-stream".into()),
+            ),
             expires: get(EXPIRES).and_then(|s| parse_http_date(&s)),
         }
     }
@@ -205,19 +213,9 @@ pub(crate) fn decode_tags(s: &str) -> Vec<Tag> {
     tags
 }
 
-/// Tags from an `x-amz-tagging` header (a URL query string), or from the `tagging`
-/// field of a browser POST upload (a `<Tagging>` document), validated.
+/// Tags from an `x-amz-tagging` header, validated.
 pub(crate) fn parse_tagging_header(h: &str) -> S3Result<Vec<Tag>> {
-    let tags = if h.trim_start().starts_with('<') {
-        use s3s::xml::Deserialize;
-        let mut d = s3s::xml::Deserializer::new(h.trim().as_bytes());
-        let tagging = s3s::dto::Tagging::deserialize(&mut d).map_err(|_| {
-            s3s::s3_error!(MalformedXML, "the tagging field is not a Tagging document")
-        })?;
-        tagging.tag_set
-    } else {
-        decode_tags(h)
-    };
+    let tags = decode_tags(h);
     validate_tags(&tags, 10)?;
     Ok(tags)
 }
@@ -226,20 +224,4 @@ pub(crate) fn tag_count(meta: &BTreeMap<String, String>) -> Option<i32> {
     meta.get(TAGGING)
         .map(|s| decode_tags(s).len() as i32)
         .filter(|n| *n > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_come_as_a_query_string_or_a_tagging_document() {
-        let from_header = parse_tagging_header("b=2&a=1").unwrap();
-        let xml = "<Tagging><TagSet><Tag><Key>b</Key><Value>2</Value></Tag>\
-                   <Tag><Key>a</Key><Value>1</Value></Tag></TagSet></Tagging>";
-        let mut from_post = parse_tagging_header(xml).unwrap();
-        from_post.sort_by(|x, y| x.key.cmp(&y.key));
-        assert_eq!(from_header, from_post);
-        assert!(parse_tagging_header("<Tagging><TagSet>").is_err());
-    }
 }

@@ -13,9 +13,14 @@ impl EdgeS3 {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let initiator = crate::access::actor(req.credentials.as_ref());
         let i = req.input;
         let stored = crate::headers::stored_headers!(i);
         let mut meta = crate::headers::object_meta(i.metadata, stored);
+        self.store_object_grants(&mut meta, Vec::new(), initiator.as_deref(), &i.bucket);
+        if let Some(who) = initiator {
+            meta.insert(crate::headers::INITIATOR.into(), who);
+        }
         if let Some(t) = &i.tagging {
             meta.insert(
                 crate::headers::TAGGING.into(),
@@ -254,11 +259,23 @@ impl EdgeS3 {
         let uploads: Vec<MultipartUpload> = all
             .iter()
             .take(max)
-            .map(|u| MultipartUpload {
-                key: Some(u.key.clone()),
-                upload_id: Some(u.upload_id.clone()),
-                initiated: Some(crate::timestamp(u.created_ns)),
-                ..Default::default()
+            .map(|u| {
+                // Who started it owns it (uploads from before this was kept name no one).
+                let who = u.meta.get(crate::headers::INITIATOR);
+                MultipartUpload {
+                    key: Some(u.key.clone()),
+                    upload_id: Some(u.upload_id.clone()),
+                    initiated: Some(crate::timestamp(u.created_ns)),
+                    initiator: who.map(|id| Initiator {
+                        id: Some(id.clone()),
+                        display_name: Some(self.display_name(id)),
+                    }),
+                    owner: who.map(|id| Owner {
+                        id: Some(id.clone()),
+                        display_name: Some(self.display_name(id)),
+                    }),
+                    ..Default::default()
+                }
             })
             .collect();
         Ok(S3Response::new(ListMultipartUploadsOutput {

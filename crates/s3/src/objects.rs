@@ -253,11 +253,8 @@ impl EdgeS3 {
                 headers::ACL.into(),
                 crate::policy::canned_of(&granted).into(),
             );
-            meta.insert(
-                archive::grants::OBJECT_META.into(),
-                archive::grants::store(&granted),
-            );
         }
+        self.store_object_grants(&mut meta, granted.clone(), actor.as_deref(), &input.bucket);
         crate::lock::write_meta(
             &mut meta,
             input.object_lock_mode.as_ref(),
@@ -709,6 +706,7 @@ impl EdgeS3 {
             src.content_type.clone()
         };
         let actor = crate::access::actor(req.credentials.as_ref());
+        self.store_object_grants(&mut meta, Vec::new(), actor.as_deref(), &i.bucket);
         let src_customer_key = sse::customer_key(sse::CustomerHeaders {
             algorithm: i.copy_source_sse_customer_algorithm.as_ref(),
             key: i.copy_source_sse_customer_key.as_ref(),

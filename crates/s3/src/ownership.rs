@@ -18,18 +18,20 @@ fn not_found(code: &'static str, msg: &'static str) -> s3s::S3Error {
 
 /// Whether a canned ACL makes anything public.
 fn canned_is_public(acl: &str) -> bool {
-    acl != "private"
+    matches!(acl, "public-read" | "public-read-write" | "authenticated-read")
 }
 
 /// Refuses an ACL the bucket's guards block: any but private when ACLs are off
-/// (BucketOwnerEnforced), a public one under BlockPublicAcls.
+/// (BucketOwnerEnforced; S3 still takes bucket-owner-full-control there, which says what
+/// holds anyway), a public one under BlockPublicAcls.
 pub(crate) fn check_acl_write(
     b: &archive::Bucket,
     canned: &str,
     granted: &[grants::Grant],
 ) -> S3Result<()> {
     let enforced = b.settings.get(OWNERSHIP_SETTING).map(String::as_str) == Some(OWNER_ENFORCED);
-    if enforced && (canned != "private" || !granted.is_empty()) {
+    let says_nothing = matches!(canned, "private" | "bucket-owner-full-control");
+    if enforced && (!says_nothing || !granted.is_empty()) {
         return Err(s3_error!(
             AccessControlListNotSupported,
             "The bucket does not allow ACLs (object ownership is BucketOwnerEnforced)"

@@ -49,6 +49,7 @@ fn is_read(action: &str) -> bool {
         "s3:GetObject"
             | "s3:ListBucket"
             | "s3:ListBucketVersions"
+            | "s3:ListBucketMultipartUploads"
             | "s3:GetObjectTagging"
             | "s3:GetBucketLocation"
             | "s3:GetObjectAcl"
@@ -80,9 +81,10 @@ pub(crate) fn public_by_acl(b: &Bucket, op: &str, object_acl: Option<&String>) -
     }
     match action(op).as_str() {
         "s3:GetObject" | "s3:GetObjectTagging" => public(object_acl),
-        "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetBucketLocation" => {
-            public(b.settings.get(ACL))
-        }
+        "s3:ListBucket"
+        | "s3:ListBucketVersions"
+        | "s3:ListBucketMultipartUploads"
+        | "s3:GetBucketLocation" => public(b.settings.get(ACL)),
         a if is_object_write(a) => {
             b.settings.get(ACL).map(String::as_str) == Some("public-read-write")
         }
@@ -292,14 +294,26 @@ pub(crate) fn canned_of(g: &[grants::Grant]) -> &'static str {
 }
 
 /// The canned ACLs we keep. `public-read-write` lets anyone list the bucket and write
-/// objects in it (never delete versions); `authenticated-read` lets every access key read.
+/// objects in it (never delete versions); `authenticated-read` lets every access key read;
+/// `bucket-owner-read` and `bucket-owner-full-control` (objects only) name the bucket's
+/// owner in the object's ACL, whose control it has anyway.
 pub(crate) fn canned_acl(acl: &str) -> S3Result<&'static str> {
     match acl {
-        "private" | "bucket-owner-full-control" | "bucket-owner-read" => Ok("private"),
+        "private" => Ok("private"),
+        "bucket-owner-read" => Ok("bucket-owner-read"),
+        "bucket-owner-full-control" => Ok("bucket-owner-full-control"),
         "public-read" => Ok("public-read"),
         "public-read-write" => Ok("public-read-write"),
         "authenticated-read" => Ok("authenticated-read"),
         _ => Err(s3s::s3_error!(InvalidArgument, "unknown canned ACL {acl}")),
+    }
+}
+
+/// A canned ACL on a bucket: the bucket-owner ones mean nothing there (S3 ignores them).
+pub(crate) fn bucket_canned_acl(acl: &str) -> S3Result<&'static str> {
+    match canned_acl(acl)? {
+        "bucket-owner-read" | "bucket-owner-full-control" => Ok("private"),
+        other => Ok(other),
     }
 }
 
@@ -341,9 +355,37 @@ impl EdgeS3 {
     }
 
     /// A key's name for people: the catalog's name for it, "root" for the root key.
-    fn display_name(&self, id: &str) -> String {
+    /// Stores a new object's ACL grants (`granted`, from its `x-amz-grant-*` headers) in
+    /// its metadata, plus, as S3's ObjectWriter ownership does, full control for a key
+    /// that writes into a bucket it does not own: it may read back what it wrote and
+    /// read or change its ACL. BucketOwnerEnforced ignores that grant with every other.
+    pub(crate) fn store_object_grants(
+        &self,
+        meta: &mut std::collections::BTreeMap<String, String>,
+        mut granted: Vec<grants::Grant>,
+        writer: Option<&str>,
+        bucket: &str,
+    ) {
+        if let Some(w) = writer
+            && w != crate::access::ANONYMOUS_ACTOR
+            && !self.owns(Some(w), bucket)
+        {
+            granted.push(grants::Grant {
+                grantee: grants::Grantee::Key(w.to_string()),
+                access: grants::Access::FullControl,
+            });
+        }
+        if !granted.is_empty() {
+            meta.insert(grants::OBJECT_META.into(), grants::store(&granted));
+        }
+    }
+
+    pub(crate) fn display_name(&self, id: &str) -> String {
         if id == self.root.access_key {
             return "root".into();
+        }
+        if id == crate::access::ANONYMOUS_ACTOR {
+            return "anonymous".into();
         }
         match self.archive.access_key(id) {
             Ok(Some(k)) => k.name,
@@ -383,14 +425,28 @@ impl EdgeS3 {
         stored: Option<Vec<grants::Grant>>,
         canned: Option<&String>,
     ) -> Vec<Grant> {
-        let list = stored.unwrap_or_else(|| {
-            let mut l = canned_grants(canned);
-            l.push(grants::Grant {
-                grantee: grants::Grantee::Key(owner.id.clone().unwrap_or_default()),
+        let owner_id = owner.id.clone().unwrap_or_default();
+        let mut list = stored.unwrap_or_else(|| {
+            vec![grants::Grant {
+                grantee: grants::Grantee::Key(owner_id.clone()),
                 access: grants::Access::FullControl,
-            });
-            l
+            }]
         });
+        // The canned ACL's grants, where the stored ones do not already say them.
+        let bucket_owner = |access| grants::Grant {
+            grantee: grants::Grantee::Key(owner_id.clone()),
+            access,
+        };
+        let from_canned = match canned.map(String::as_str) {
+            Some("bucket-owner-read") => vec![bucket_owner(grants::Access::Read)],
+            Some("bucket-owner-full-control") => vec![bucket_owner(grants::Access::FullControl)],
+            _ => canned_grants(canned),
+        };
+        for g in from_canned {
+            if !list.contains(&g) {
+                list.push(g);
+            }
+        }
         let (groups, keys): (Vec<_>, Vec<_>) = list
             .into_iter()
             .partition(|g| matches!(g.grantee, grants::Grantee::Group(_)));
@@ -609,6 +665,7 @@ impl EdgeS3 {
             i.access_control_policy.as_ref(),
             &headers,
         )?;
+        let acl = bucket_canned_acl(acl)?;
         let b = self.archive.bucket(&i.bucket).s3()?;
         crate::ownership::check_acl_write(&b, acl, &granted)?;
         let stored = (!granted.is_empty()).then(|| grants::store(&granted));

@@ -16,17 +16,22 @@ use axum::http::{Request, Response, StatusCode, Uri};
 /// How far a signed request's date may be from the server's clock, as S3 allows.
 const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
-/// An HTTP date (RFC 1123, as clients send it), ignoring the weekday as S3 does (a
-/// wrong weekday is a wrong request, not an invalid date). Dates before 1970: None.
+/// An HTTP date (RFC 1123 with `GMT`, or RFC 2822 with a numeric zone as s3cmd sends),
+/// ignoring the weekday as S3 does (a wrong weekday is a wrong request, not an invalid
+/// date). Dates before 1970: None.
 fn parse_date(text: &str) -> Option<SystemTime> {
     let text = text.trim();
     let rest = text.split_once(", ").map_or(text, |(_, r)| r);
-    let format = time::macros::format_description!(
+    let gmt = time::macros::format_description!(
         "[day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    let at = time::PrimitiveDateTime::parse(rest, format)
-        .ok()?
-        .assume_utc();
+    let zoned = time::macros::format_description!(
+        "[day] [month repr:short] [year] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+    );
+    let at = match time::PrimitiveDateTime::parse(rest, gmt) {
+        Ok(t) => t.assume_utc(),
+        Err(_) => time::OffsetDateTime::parse(rest, zoned).ok()?,
+    };
     let secs = u64::try_from(at.unix_timestamp()).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
@@ -130,6 +135,10 @@ mod tests {
         let now = parse_date("Sun, 06 Dec 2026 22:00:00 GMT").unwrap();
         assert_eq!(parse_date("Tue, 07 Jul 1950 21:53:04 GMT"), None);
         assert_eq!(parse_date("Bad Date"), None);
+        assert_eq!(
+            parse_date("Sun, 06 Dec 2026 23:00:00 +0100"),
+            parse_date("Sun, 06 Dec 2026 22:00:00 GMT")
+        );
         let ok = with_headers(&[("date", "Sun, 06 Dec 2026 22:10:00 GMT")]);
         assert_eq!(code(check_date(&ok, now)), None);
         // x-amz-date wins over Date.
