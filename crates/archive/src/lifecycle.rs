@@ -108,6 +108,24 @@ impl Lifecycle {
             .get(SETTING)
             .and_then(|s| serde_json::from_str(s).ok())
     }
+
+    /// When the current version `v` expires (ns since the epoch) and by which rule's id:
+    /// the earliest enabled expiration that matches it, as a pass would act on it. What
+    /// S3 answers in `x-amz-expiration`.
+    pub fn expiry(&self, v: &Version, day: Duration) -> Option<(u64, Option<&str>)> {
+        self.rules
+            .iter()
+            .filter(|r| !v.delete_marker && r.matches(v))
+            .filter_map(|r| {
+                let at = match (r.expire_days, r.expire_at_ns) {
+                    (Some(d), _) => due(v.mtime_ns, d, day),
+                    (None, Some(t)) => t,
+                    (None, None) => return None,
+                };
+                Some((at, r.id.as_deref()))
+            })
+            .min_by_key(|(at, _)| *at)
+    }
 }
 
 impl Rule {
@@ -495,6 +513,50 @@ mod tests {
             plan(&[tagged], &[with_tag], 100 * D, DAY),
             vec![Action::Expire]
         );
+    }
+
+    #[test]
+    fn a_version_says_when_it_expires_by_the_earliest_rule() {
+        let by_days = Rule {
+            id: Some("days".into()),
+            expire_days: Some(2),
+            ..rule()
+        };
+        let by_date = Rule {
+            id: Some("date".into()),
+            expire_at_ns: Some(10 * D),
+            ..rule()
+        };
+        let lc = Lifecycle {
+            rules: vec![by_date.clone(), by_days.clone()],
+        };
+        let written = Version {
+            mtime_ns: D + D / 2,
+            ..v("v1", 0, false)
+        };
+        // The same instant a pass would act on it: the day boundary after 2 days.
+        assert_eq!(lc.expiry(&written, DAY), Some((4 * D, Some("days"))));
+        assert_eq!(
+            plan(
+                std::slice::from_ref(&by_days),
+                std::slice::from_ref(&written),
+                4 * D,
+                DAY
+            ),
+            vec![Action::Expire]
+        );
+        let late = Version {
+            mtime_ns: 9 * D,
+            ..v("v1", 0, false)
+        };
+        assert_eq!(lc.expiry(&late, DAY), Some((10 * D, Some("date"))));
+        // Rules that do not match, and delete markers, say nothing.
+        let other = Version {
+            key: "tmp/x".into(),
+            ..written.clone()
+        };
+        assert_eq!(lc.expiry(&other, DAY), None);
+        assert_eq!(lc.expiry(&v("m", 1, true), DAY), None);
     }
 
     #[test]

@@ -458,6 +458,7 @@ impl Node {
                     secret: s3_secret,
                 },
                 domain: cfg.domain.clone(),
+                lifecycle_day: cfg.lifecycle.day,
             },
         )
         .map_err(|e| NodeError::startup("cannot build the S3 gateway", e))?;

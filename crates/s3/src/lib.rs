@@ -35,6 +35,7 @@ pub use policy::{POLICY as POLICY_SETTING, check_policy};
 pub struct EdgeS3 {
     archive: Archive,
     root: RootKey,
+    lifecycle_day: std::time::Duration,
 }
 
 /// How the S3 gateway answers.
@@ -44,6 +45,9 @@ pub struct GatewayConfig {
     /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN/key`); path style
     /// always works.
     pub domain: Option<String>,
+    /// The length of a lifecycle day (shortened only by tests), for the expiry dates
+    /// answered in `x-amz-expiration`.
+    pub lifecycle_day: std::time::Duration,
 }
 
 /// The S3 gateway as an HTTP router: CORS in front, then s3s (SigV4, routing, XML)
@@ -52,6 +56,7 @@ pub fn router(archive: Archive, cfg: GatewayConfig) -> Result<axum::Router, arch
     let mut b = S3ServiceBuilder::new(EdgeS3 {
         archive: archive.clone(),
         root: cfg.root.clone(),
+        lifecycle_day: cfg.lifecycle_day,
     });
     b.set_auth(access::EdgeAuth {
         archive: archive.clone(),

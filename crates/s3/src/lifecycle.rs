@@ -142,6 +142,23 @@ fn convert(r: &LifecycleRule) -> S3Result<Rule> {
 }
 
 impl EdgeS3 {
+    /// `x-amz-expiration` for a bucket's current version: when a lifecycle pass will
+    /// expire it, and by which rule (as S3 writes it: `expiry-date="HTTP date",
+    /// rule-id="ID"`).
+    pub(crate) fn expiration(&self, b: &archive::Bucket, v: &archive::Version) -> Option<String> {
+        let rules = archive::lifecycle::Lifecycle::of(b)?;
+        let (at_ns, id) = rules.expiry(v, self.lifecycle_day)?;
+        let at = time::OffsetDateTime::from_unix_timestamp((at_ns / 1_000_000_000) as i64).ok()?;
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let date = at.format(format).ok()?;
+        Some(format!(
+            "expiry-date=\"{date}\", rule-id=\"{}\"",
+            id.unwrap_or_default()
+        ))
+    }
+
     pub(crate) async fn put_bucket_lifecycle_configuration_op(
         &self,
         req: S3Request<PutBucketLifecycleConfigurationInput>,

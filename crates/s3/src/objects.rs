@@ -310,6 +310,7 @@ impl EdgeS3 {
         let mut resp = S3Response::new(PutObjectOutput {
             e_tag: Some(crate::etag(&v.etag)),
             version_id: crate::version_id(&v, &b),
+            expiration: self.expiration(&b, &v),
             ..Default::default()
         });
         set_checksums!(resp.output, sums);
@@ -331,6 +332,7 @@ impl EdgeS3 {
         let input = &req.input;
         let customer_key = sse::customer_key(sse::customer_headers!(input))?;
         let head = self.archive.head(&input.bucket, &input.key, &sel).s3()?;
+        let latest = matches!(sel, VersionSel::Latest);
         check_conditions(
             &head,
             input.if_match.as_ref(),
@@ -388,6 +390,7 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             parts_count: parts_count(&v, input.part_number),
             tag_count: headers::tag_count(&v.meta),
+            expiration: latest.then(|| self.expiration(&b, &v)).flatten(),
             ..Default::default()
         };
         crate::lock::set_lock_headers!(out, &v.meta);
@@ -450,6 +453,9 @@ impl EdgeS3 {
             version_id: crate::version_id(&v, &b),
             accept_ranges: Some("bytes".into()),
             parts_count: parts_count(&v, i.part_number),
+            expiration: matches!(sel, VersionSel::Latest)
+                .then(|| self.expiration(&b, &v))
+                .flatten(),
             ..Default::default()
         });
         crate::lock::set_lock_headers!(resp.output, &v.meta);

@@ -18,7 +18,10 @@ fn not_found(code: &'static str, msg: &'static str) -> s3s::S3Error {
 
 /// Whether a canned ACL makes anything public.
 fn canned_is_public(acl: &str) -> bool {
-    matches!(acl, "public-read" | "public-read-write" | "authenticated-read")
+    matches!(
+        acl,
+        "public-read" | "public-read-write" | "authenticated-read"
+    )
 }
 
 /// Refuses an ACL the bucket's guards block: any but private when ACLs are off

@@ -31,6 +31,7 @@ fn env() -> &'static testkit::RouterEnv {
             let cfg = s3::GatewayConfig {
                 root,
                 domain: Some("s3.fuzz".into()),
+                lifecycle_day: std::time::Duration::from_secs(86_400),
             };
             s3::router(a.clone(), cfg).unwrap()
         })

@@ -773,6 +773,7 @@ async fn s3_gateway_for_bench(a: &Archive) -> anyhow::Result<crate::bench::net::
                 secret: secret_key.clone(),
             },
             domain: None,
+            lifecycle_day: std::time::Duration::from_secs(86_400),
         },
     )
     .map_err(anyhow::Error::msg)?;
