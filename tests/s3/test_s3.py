@@ -691,3 +691,31 @@ def test_writes_carry_their_ledger_index(s3):
     assert int(c["ResponseMetadata"]["HTTPHeaders"]["x-edgecloud-ledger-index"]) > idx[-1]
     # the index is not user metadata
     assert s3.head_object(Bucket="ledgered", Key="k0")["Metadata"] == {}
+
+
+def test_get_object_attributes_tells_size_etag_checksum_and_parts(s3):
+    s3.create_bucket(Bucket="attrs")
+    put = s3.put_object(Bucket="attrs", Key="one", Body=b"hello", ChecksumAlgorithm="SHA256")
+    a = s3.get_object_attributes(Bucket="attrs", Key="one",
+                                 ObjectAttributes=["ETag", "ObjectSize", "Checksum", "StorageClass"])
+    assert a["ETag"].strip('"') == put["ETag"].strip('"') and a["ObjectSize"] == 5 and a["StorageClass"] == "STANDARD"
+    assert a["Checksum"]["ChecksumSHA256"] == put["ChecksumSHA256"]
+    assert "ObjectParts" not in s3.get_object_attributes(Bucket="attrs", Key="one", ObjectAttributes=["ObjectParts"])
+    # a multipart object lists its parts, a page at a time
+    up = s3.create_multipart_upload(Bucket="attrs", Key="mp")["UploadId"]
+    sizes = [5 << 20, 5 << 20, 1234]
+    parts = [{"PartNumber": n + 1, "ETag": s3.upload_part(Bucket="attrs", Key="mp", UploadId=up, PartNumber=n + 1,
+                                                         Body=b"x" * size)["ETag"]} for n, size in enumerate(sizes)]
+    s3.complete_multipart_upload(Bucket="attrs", Key="mp", UploadId=up, MultipartUpload={"Parts": parts})
+    page = s3.get_object_attributes(Bucket="attrs", Key="mp", ObjectAttributes=["ObjectParts", "ObjectSize"],
+                                    MaxParts=2)
+    assert page["ObjectSize"] == sum(sizes)
+    p = page["ObjectParts"]
+    assert (p["TotalPartsCount"], p["IsTruncated"], p["NextPartNumberMarker"]) == (3, True, 2)
+    assert [(x["PartNumber"], x["Size"]) for x in p["Parts"]] == [(1, 5 << 20), (2, 5 << 20)]
+    rest = s3.get_object_attributes(Bucket="attrs", Key="mp", ObjectAttributes=["ObjectParts"],
+                                    MaxParts=2, PartNumberMarker=2)["ObjectParts"]
+    assert [(x["PartNumber"], x["Size"]) for x in rest["Parts"]] == [(3, 1234)] and not rest["IsTruncated"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object_attributes(Bucket="attrs", Key="missing", ObjectAttributes=["ETag"])
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"

@@ -249,6 +249,12 @@ impl s3s::S3 for EdgeS3 {
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::HeadObjectOutput>> {
         self.head_object_op(req).await
     }
+    async fn get_object_attributes(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectAttributesInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectAttributesOutput>> {
+        self.get_object_attributes_op(req).await
+    }
     async fn delete_object(
         &self,
         req: s3s::S3Request<s3s::dto::DeleteObjectInput>,
