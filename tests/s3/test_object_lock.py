@@ -5,6 +5,7 @@ version. Each lock change is a ledger record."""
 import datetime
 import json
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -140,3 +141,53 @@ def test_governance_yields_only_to_owners_and_legal_hold_to_nobody(node, s3):
     with pytest.raises(ClientError) as e:
         s3.put_object_lock_configuration(Bucket="nolock", ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
     assert code(e) == "InvalidBucketState"
+
+
+def test_restic_backups_in_a_locked_bucket_survive_an_attacker_with_the_owners_key(node, s3, aws, tmp_path):
+    """The ransomware case object lock is for: restic backs up into a bucket with a
+    default GOVERNANCE retention; an attacker holding the owner's key deletes every
+    object and tries to delete every version. The versions stay; removing the delete
+    markers brings the repository back, and restic restores every file."""
+    import os
+    import random
+    aws("s3api", "create-bucket", "--bucket", "restic-locked", "--object-lock-enabled-for-bucket")
+    aws("s3api", "put-object-lock-configuration", "--bucket", "restic-locked", "--object-lock-configuration",
+        '{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":1}}}')
+    src = tmp_path / "src"
+    src.mkdir()
+    rnd = random.Random(7)
+    for i in range(20):
+        (src / f"file{i}.bin").write_bytes(rnd.randbytes(rnd.randint(1, 300_000)))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, RESTIC_PASSWORD="correct horse",
+               RESTIC_REPOSITORY=f"s3:{node.endpoint}/restic-locked", RESTIC_CACHE_DIR=str(tmp_path / "cache"))
+
+    def restic(*args):
+        p = subprocess.run(["restic", "-q", *args], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+    restic("init")
+    restic("backup", str(src))
+
+    # The attack: every object deleted, then every version, with the owner's key.
+    time.sleep(1.1)  # delete markers are dated to the second
+    attack = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    aws("s3", "rm", "--recursive", "s3://restic-locked/")
+    assert s3.list_objects_v2(Bucket="restic-locked").get("KeyCount") == 0
+    listed = s3.list_object_versions(Bucket="restic-locked")
+    assert len(listed["Versions"]) >= 4
+    for v in listed["Versions"]:
+        p = aws("s3api", "delete-object", "--bucket", "restic-locked", "--key", v["Key"],
+                "--version-id", v["VersionId"], check=False)
+        assert p.returncode != 0 and "AccessDenied" in p.stderr, p.stderr
+
+    # The recovery: remove the attack's delete markers (they are not locked); restic's
+    # own (its lock files) stay.
+    for m in listed["DeleteMarkers"]:
+        if m["LastModified"] >= attack:
+            s3.delete_object(Bucket="restic-locked", Key=m["Key"], VersionId=m["VersionId"])
+    restic("check")
+    out = tmp_path / "restored"
+    restic("restore", "latest", "--target", str(out))
+    for f in src.iterdir():
+        assert (out / str(src).lstrip("/") / f.name).read_bytes() == f.read_bytes()

@@ -719,3 +719,37 @@ def test_get_object_attributes_tells_size_etag_checksum_and_parts(s3):
     with pytest.raises(ClientError) as e:
         s3.get_object_attributes(Bucket="attrs", Key="missing", ObjectAttributes=["ETag"])
     assert e.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_browser_form_uploads_with_curl(s3, endpoint):
+    """An HTML form POST (multipart/form-data, as a browser sends it), made by curl: a
+    policy signed with SigV4 by boto3 allows one key prefix and a size range; a changed
+    field, a file too big or a bad signature is refused and stores nothing."""
+    s3.create_bucket(Bucket="forms")
+    post = s3.generate_presigned_post("forms", "uploads/${filename}", ExpiresIn=300, Conditions=[
+        ["starts-with", "$key", "uploads/"], ["content-length-range", 1, 1000],
+        {"success_action_status": "201"}], Fields={"success_action_status": "201"})
+
+    def form(fields, content, name="note.txt"):
+        args = ["curl", "-s", "-w", "\n%{http_code}"]
+        for k, v in fields.items():
+            args += ["-F", f"{k}={v}"]
+        args += ["-F", f"file=@-;filename={name}", post["url"]]
+        out = subprocess.run(args, input=content, capture_output=True).stdout.decode()
+        body, _, status = out.rpartition("\n")
+        return int(status), body
+
+    fields = dict(post["fields"], key="uploads/note.txt")
+    status, body = form(fields, b"hello from a form")
+    assert status == 201 and "<Key>uploads/note.txt</Key>" in body, body
+    assert s3.get_object(Bucket="forms", Key="uploads/note.txt")["Body"].read() == b"hello from a form"
+    # Outside the policy: another prefix, a file too large, a forged signature.
+    status, _ = form(dict(fields, key="elsewhere/x"), b"x")
+    assert status in (400, 403)
+    status, _ = form(dict(fields, key="uploads/big"), b"x" * 5000)
+    assert status == 400
+    sig = "x-amz-signature" if "x-amz-signature" in fields else "signature"
+    status, _ = form(dict(fields, key="uploads/forged", **{sig: "0" * 64}), b"x")
+    assert status == 403
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket="forms")["Contents"]]
+    assert listed == ["uploads/note.txt"]
