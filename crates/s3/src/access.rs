@@ -151,8 +151,8 @@ fn copy_source(headers: &http::HeaderMap) -> Option<(String, String)> {
 }
 
 /// The values a request has for a policy condition key (`conditions.rs`): its
-/// `x-amz-*` headers, the tags it sets, the tags of the version it addresses, and list
-/// parameters.
+/// `x-amz-*` headers, Referer and User-Agent, the tags it sets, the tags of the version
+/// it addresses, and list parameters.
 fn condition_values<'v>(
     name: &str,
     headers: &http::HeaderMap,
@@ -187,6 +187,8 @@ fn condition_values<'v>(
                 .map(|(k, _)| k)
                 .collect(),
         ),
+        "aws:referer" => header("referer").and_then(one),
+        "aws:useragent" => header("user-agent").and_then(one),
         "s3:x-amz-copy-source" => {
             let (bucket, key) = copy_source(headers)?;
             one(format!("{bucket}/{key}"))
