@@ -419,6 +419,21 @@ def test_policy_conditions_decide_whether_a_statement_applies(node, s3, endpoint
     with pytest.raises(ClientError) as e:
         c.get_object(Bucket="conditional", Key="open")
     assert code(e) == "AccessDenied"
+    # A Deny on objects by their tags holds for a copy's source too.
+    s3.put_bucket_policy(Bucket="conditional", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": access}, "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": "arn:aws:s3:::conditional/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::conditional/*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/security": "private"}}}]}))
+    assert c.get_object(Bucket="conditional", Key="open")["Body"].read() == b"o"
+    for call in (lambda: c.get_object(Bucket="conditional", Key="closed"),
+                 lambda: c.copy_object(Bucket="conditional", Key="stolen",
+                                       CopySource={"Bucket": "conditional", "Key": "closed"})):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDenied"
+    c.copy_object(Bucket="conditional", Key="copied", CopySource={"Bucket": "conditional", "Key": "open"})
 
 
 def test_signed_requests_expire(node, s3, endpoint):

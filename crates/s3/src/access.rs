@@ -210,6 +210,15 @@ fn condition_values<'v>(
     }
 }
 
+/// The `versionId` of an `x-amz-copy-source` header, if it names one.
+fn copy_source_version(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("x-amz-copy-source")?.to_str().ok()?;
+    let (_, query) = v.split_once('?')?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "versionId")
+        .map(|(_, v)| v.into_owned())
+}
+
 fn percent_decode(s: &str) -> String {
     form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
@@ -266,7 +275,6 @@ impl S3Access for EdgeAccess {
         let object_acl = || version()?.meta.get(crate::headers::ACL).cloned();
         let (headers, query) = (cx.headers(), cx.uri().query().unwrap_or(""));
         let facts = |name: &str| condition_values(name, headers, query, version);
-        let no_facts = |_: &str| None;
         // As S3: who may list a bucket learns that a key is missing (404), others get 403.
         let missing_but_listable = |principal: Option<&str>| {
             let (Some(b), Some(k)) = (bucket_rec.as_ref(), key.as_deref()) else {
@@ -278,9 +286,9 @@ impl S3Access for EdgeAccess {
                     .head(&b.name, k, &archive::VersionSel::Latest)
                     .is_err()
                 && match principal {
-                    None => policy::allows_anonymous(b, "ListObjects", None, None, &no_facts),
+                    None => policy::allows_anonymous(b, "ListObjects", None, None, &facts),
                     Some(p) => {
-                        policy::policy_decision(b, "ListObjects", None, Some(p), &no_facts)
+                        policy::policy_decision(b, "ListObjects", None, Some(p), &facts)
                             == Some(true)
                             || policy::public_by_acl(b, "ListObjects", None)
                     }
@@ -322,15 +330,26 @@ impl S3Access for EdgeAccess {
             && let Some((src, src_key)) = copy_source(cx.headers())
         {
             // Reading the source is a GetObject there: its policy's Deny wins, as on
-            // any other read.
+            // any other read, with its conditions judged on the source version (its
+            // tags) and this request's headers.
             let src_rec = self.archive.bucket(&src).ok();
+            let src_sel = copy_source_version(cx.headers())
+                .map_or(archive::VersionSel::Latest, archive::VersionSel::Id);
+            let src_version = std::cell::OnceCell::new();
+            let src_facts = |name: &str| {
+                condition_values(name, headers, "", || {
+                    src_version
+                        .get_or_init(|| self.archive.head(&src, &src_key, &src_sel).ok())
+                        .as_ref()
+                })
+            };
             let decision = src_rec.as_ref().and_then(|b| {
                 policy::policy_decision(
                     b,
                     "GetObject",
                     Some(&src_key),
                     Some(&access_key),
-                    &no_facts,
+                    &src_facts,
                 )
             });
             let readable = self
