@@ -274,6 +274,30 @@ impl Archive {
             .next()
     }
 
+    /// The first `needed` shards of a chunk in read order, when every one of them is on
+    /// this node's disks: (index, disk, key) each.
+    fn local_shards(
+        &self,
+        id: &ChunkId,
+        policy: Redundancy,
+    ) -> Option<Vec<(usize, usize, ShardKey)>> {
+        let t = self.topology();
+        let placed = t.place(id, policy, &|_| true);
+        (0..policy.needed())
+            .map(|i| match t.locs[placed[i]] {
+                Loc::Local(disk) => Some((
+                    i,
+                    disk,
+                    ShardKey {
+                        chunk: *id,
+                        index: i as u8,
+                    },
+                )),
+                Loc::Remote { .. } => None,
+            })
+            .collect()
+    }
+
     /// Gathers `needed` verified shards of a chunk: data shards and this site first,
     /// more when some fail, and a search of every node as the last resort.
     pub(crate) async fn gather_shards(
@@ -302,61 +326,10 @@ impl Archive {
         // chunk waits for the fastest `needed` shards, not for the slowest.
         let mut pending = futures::stream::FuturesUnordered::new();
         let mut next = needed.min(n);
-        let mut have = 0;
-        // This node's shards of the first wave are read in one blocking call: a hand-off
-        // to the blocking pool per shard cost more than the reads themselves (perf of a
-        // large GET: a third of the CPU in task switches; docs/benchmarks.md).
-        let (local, remote): (Vec<usize>, Vec<usize>) = order[..next]
-            .iter()
-            .partition(|&&i| matches!(t.locs[placed[i]], Loc::Local(_)));
-        for i in remote {
+        for &i in &order[..next] {
             pending.push(read(i));
         }
-        if !local.is_empty() {
-            let store = self.inner.store.clone();
-            let keys: Vec<(usize, usize, ShardKey)> = local
-                .iter()
-                .filter_map(|&i| match t.locs[placed[i]] {
-                    Loc::Local(d) => Some((
-                        i,
-                        d,
-                        ShardKey {
-                            chunk: *id,
-                            index: i as u8,
-                        },
-                    )),
-                    Loc::Remote { .. } => None,
-                })
-                .collect();
-            let read_all = move || {
-                keys.into_iter()
-                    .map(|(i, d, key)| (i, read_local(&store, d, &key)))
-                    .collect::<Vec<_>>()
-            };
-            let results = tokio::task::spawn_blocking(read_all)
-                .await
-                .unwrap_or_else(|e| {
-                    let failed = || Err(ShardReadError::Other(e.to_string()));
-                    local.iter().map(|&i| (i, failed())).collect()
-                });
-            for (i, r) in results {
-                match r {
-                    Ok(s) => {
-                        crate::read_tally::count(crate::read_tally::Origin::Local, s.len());
-                        shards[i] = Some(s);
-                        have += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(chunk = %codec::hex(id), shard = i, error = %e, "shard unreadable; using others");
-                        errors.push(e.to_string());
-                        if next < n {
-                            pending.push(read(order[next]));
-                            next += 1;
-                        }
-                    }
-                }
-            }
-        }
+        let mut have = 0;
         let hedge = tokio::time::sleep(HEDGE_AFTER);
         tokio::pin!(hedge);
         while have < needed && !pending.is_empty() {
@@ -421,6 +394,33 @@ impl Archive {
             .ok_or_else(|| loss("no catalog record for this chunk".into()))?;
         if let Some(sealed) = rec.inline {
             return codec::open(key, &r.id, sealed).map_err(|e| loss(e.to_string()));
+        }
+        // All the shards it needs on this node's disks (one node, or a chunk placed here):
+        // read, join and open it in one blocking call. A hand-off to the blocking pool
+        // per step cost more than the work at 64 KiB chunks (perf of a large GET;
+        // docs/benchmarks.md). Anything amiss falls back to the general path below.
+        if let Some(wanted) = self.local_shards(&r.id, rec.policy) {
+            let (store, key, policy, len) = (
+                self.inner.store.clone(),
+                key.clone(),
+                rec.policy,
+                rec.sealed_len as usize,
+            );
+            let n = policy.shard_count();
+            let whole = tokio::task::spawn_blocking(move || {
+                let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+                for (i, disk, shard) in wanted {
+                    let data = read_local(&store, disk, &shard).ok()?;
+                    crate::read_tally::count(crate::read_tally::Origin::Local, data.len());
+                    shards[i] = Some(data);
+                }
+                let sealed = codec::join_shards(policy, shards, len).ok()?;
+                codec::open(&key, &r.id, sealed).ok()
+            })
+            .await;
+            if let Ok(Some(bytes)) = whole {
+                return Ok(bytes);
+            }
         }
         let (shards, errors) = self.gather_shards(&r.id, rec.policy).await;
         let key = key.clone();
