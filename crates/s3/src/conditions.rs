@@ -46,7 +46,9 @@ fn values(v: &Value) -> Vec<String> {
 
 /// One operator on one key.
 fn one(operator: &str, key: &str, wanted: &[String], facts: Facts) -> Option<bool> {
-    // Set operators on single-valued keys work as the plain ones.
+    // Set operators on single-valued keys work as the plain ones, but for a key the
+    // request lacks: ForAllValues holds over an empty set, as IAM has it.
+    let for_all = operator.starts_with("ForAllValues:");
     let op = operator
         .strip_prefix("ForAnyValue:")
         .or_else(|| operator.strip_prefix("ForAllValues:"))
@@ -85,7 +87,7 @@ fn one(operator: &str, key: &str, wanted: &[String], facts: Facts) -> Option<boo
     }
     let Some(have) = have else {
         // A missing key: negated operators hold, as do `...IfExists` ones.
-        return Some(if_exists || op.contains("Not"));
+        return Some(for_all || if_exists || op.contains("Not"));
     };
     let any = |f: &dyn Fn(&str, &str) -> bool| have.iter().any(|h| wanted.iter().any(|w| f(h, w)));
     let num = |s: &str| s.trim().parse::<f64>().ok();
@@ -174,6 +176,14 @@ mod tests {
         // Every key of every operator must hold.
         assert_eq!(
             check(r#"{"StringEquals": {"s3:x-amz-acl": "public-read", "s3:max-keys": "11"}}"#),
+            Some(false)
+        );
+        assert_eq!(
+            check(r#"{"ForAllValues:StringEquals": {"s3:requestobjecttagkeys": "a"}}"#),
+            Some(true)
+        );
+        assert_eq!(
+            check(r#"{"ForAnyValue:StringEquals": {"s3:requestobjecttagkeys": "a"}}"#),
             Some(false)
         );
         // What cannot be judged here.
