@@ -409,16 +409,19 @@ impl Archive {
             let n = policy.shard_count();
             let whole = tokio::task::spawn_blocking(move || {
                 let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+                let mut read = 0;
                 for (i, disk, shard) in wanted {
                     let data = read_local(&store, disk, &shard).ok()?;
-                    crate::read_tally::count(crate::read_tally::Origin::Local, data.len());
+                    read += data.len();
                     shards[i] = Some(data);
                 }
                 let sealed = codec::join_shards(policy, shards, len).ok()?;
-                codec::open(&key, &r.id, sealed).ok()
+                codec::open(&key, &r.id, sealed).ok().map(|b| (b, read))
             })
             .await;
-            if let Ok(Some(bytes)) = whole {
+            if let Ok(Some((bytes, read))) = whole {
+                // Counted here: the tally of a job's task lives in its async context.
+                crate::read_tally::count(crate::read_tally::Origin::Local, read);
                 return Ok(bytes);
             }
         }
