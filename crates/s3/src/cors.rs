@@ -10,7 +10,7 @@ use s3s::{S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
 
 use crate::EdgeS3;
-use crate::error::OrS3;
+use crate::error::{OrS3, answer as error};
 
 const CORS: &str = "cors";
 
@@ -98,18 +98,6 @@ fn requested_headers(h: &HeaderMap) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// An S3 error answer made before s3s sees the request.
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    );
-    let mut r = Response::new(Body::from(xml));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/xml"));
-    r
 }
 
 /// Which bucket a request addresses: the host's first label under `domain`

@@ -45,3 +45,22 @@ impl<T> OrS3<T> for Result<T, ArchiveError> {
         self.map_err(s3_error)
     }
 }
+
+/// An S3 error answer made by a middleware, before s3s sees the request (CORS,
+/// SigV2 dates, presigned lifetimes).
+pub(crate) fn answer(
+    status: axum::http::StatusCode,
+    code: &str,
+    message: &str,
+) -> axum::http::Response<axum::body::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut r = axum::http::Response::new(axum::body::Body::from(xml));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/xml"),
+    );
+    r
+}

@@ -16,7 +16,7 @@ fn check(query: &str) -> Result<(), Response<Body>> {
         return Ok(());
     };
     let refuse = |message| {
-        Err(crate::cors::error(
+        Err(crate::error::answer(
             StatusCode::FORBIDDEN,
             "AccessDenied",
             message,

@@ -94,7 +94,7 @@ pub(crate) async fn middleware(
     if is_v2_header(&req)
         && let Err((code, message)) = check_date(&req, SystemTime::now())
     {
-        return crate::cors::error(StatusCode::FORBIDDEN, code, message);
+        return crate::error::answer(StatusCode::FORBIDDEN, code, message);
     }
     let path = req.uri().path();
     let one_segment = path.len() > 1 && !path[1..].contains('/');
