@@ -25,6 +25,9 @@ pub(crate) struct Topology {
     pub sites: usize,
     pub nodes: usize,
     pub my_site: u32,
+    /// Spots of nodes that are down: still the home of their shards, which placement
+    /// substitutes until the node is back or removed.
+    pub away: Vec<bool>,
 }
 
 impl Topology {
@@ -46,6 +49,7 @@ impl Topology {
             sites: 1,
             nodes: 1,
             my_site: 0,
+            away: vec![false; disks],
         }
     }
 
@@ -73,10 +77,13 @@ impl Topology {
             .zip(&spots)
             .find(|(r, _)| &r.node == me)
             .map_or(0, |(_, s)| s.site);
+        // Caps count the nodes shards have homes on, down ones included, so that a node
+        // going down changes no other shard's home.
         let active = layout
             .members()
-            .filter(|n| n.state == NodeState::Active)
+            .filter(|n| matches!(n.state, NodeState::Active | NodeState::Down))
             .count();
+        let away = refs.iter().map(|r| layout.is_away(&r.node)).collect();
         Topology {
             epoch: layout.epoch,
             spots,
@@ -84,6 +91,7 @@ impl Topology {
             sites: layout.sites().len().max(1),
             nodes: active.max(1),
             my_site,
+            away,
         }
     }
 
@@ -103,7 +111,7 @@ impl Topology {
             n,
             placement::domain_cap(n, m, self.sites),
             placement::domain_cap(n, m, self.nodes),
-            usable,
+            &|s| !self.away[s] && usable(s),
         )
     }
 
@@ -112,7 +120,7 @@ impl Topology {
         let targets: Vec<placement::Target> = self.spots.iter().map(|s| s.target.clone()).collect();
         placement::rank(id, &targets)
             .into_iter()
-            .filter(|&i| usable(i) && self.spots[i].target.weight > 0.0)
+            .filter(|&i| !self.away[i] && usable(i) && self.spots[i].target.weight > 0.0)
             .collect()
     }
 

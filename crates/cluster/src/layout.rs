@@ -105,15 +105,18 @@ impl Layout {
         s
     }
 
-    /// Every disk of every member, with its placement spot. Disks of nodes that are not
-    /// active get weight 0: they keep what they hold (readable) but take no new shards.
+    /// Every disk of every member, with its placement spot. Disks of draining nodes get
+    /// weight 0: they keep what they hold (readable) but take no new shards. A node that
+    /// is down keeps its weight: it is expected back, so its shards keep their home
+    /// there, and placement gives each a substitute while it is away
+    /// (`placement::place_spread`'s `usable`; see `Layout::is_away`).
     pub fn spots(&self) -> (Vec<placement::Spot>, Vec<DiskRef>) {
         let sites = self.sites();
         let (mut spots, mut refs) = (Vec::new(), Vec::new());
         for n in self.members() {
             let site = sites.iter().position(|s| s == &n.site).unwrap_or(0) as u32;
             for (d, disk) in n.disks.iter().enumerate() {
-                let weight = if n.state == NodeState::Active {
+                let weight = if matches!(n.state, NodeState::Active | NodeState::Down) {
                     disk.weight
                 } else {
                     0.0
@@ -134,6 +137,11 @@ impl Layout {
             }
         }
         (spots, refs)
+    }
+
+    /// Whether a member is down: its disks are homes for shards but cannot take them now.
+    pub fn is_away(&self, id: &NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.state == NodeState::Down)
     }
 
     /// The redundancy new buckets get on this layout: survive one site when there are

@@ -77,7 +77,11 @@ pub fn domain_cap(shards: usize, parity: usize, domains: usize) -> usize {
 /// shards per site and `node_cap` per node, never two on one disk. If the caps cannot be
 /// met (too few sites or nodes left), they are relaxed step by step: first the node cap,
 /// then the site cap; with fewer disks than shards, disks are reused last of all.
-/// `usable` says which spots may take shards now (e.g. not on a node that is down).
+///
+/// `usable` says which spots may take shards now (a node that is down or silent). Each
+/// shard keeps its home (the spot it has when every spot answers) if that is usable, and
+/// only a shard whose home is not gets a substitute: losing a node re-homes exactly the
+/// shards it held, so repair writes one shard per lost shard and moves nothing else.
 pub fn place_spread(
     chunk: &ChunkId,
     spots: &[Spot],
@@ -89,19 +93,55 @@ pub fn place_spread(
     let targets: Vec<Target> = spots.iter().map(|s| s.target.clone()).collect();
     let ranked: Vec<usize> = rank(chunk, &targets)
         .into_iter()
-        .filter(|&i| usable(i) && spots[i].target.weight > 0.0)
+        .filter(|&i| spots[i].target.weight > 0.0)
         .collect();
-    if ranked.is_empty() {
+    let home = choose_spread(&ranked, spots, shards, site_cap, node_cap, &mut Vec::new());
+    let mut kept: Vec<Option<usize>> = (0..shards)
+        .map(|i| home.get(i).copied().filter(|&s| usable(s)))
+        .collect();
+    if kept.iter().all(Option::is_some) {
+        return kept.into_iter().flatten().collect();
+    }
+    let live: Vec<usize> = ranked.into_iter().filter(|&i| usable(i)).collect();
+    if live.is_empty() {
         return Vec::new();
     }
-    let mut chosen: Vec<usize> = Vec::with_capacity(shards);
+    // Substitutes for the homes that are away, chosen under the same caps counted over
+    // the shards that stay.
+    let mut taken: Vec<usize> = kept.iter().flatten().copied().collect();
+    let wanted = kept.iter().filter(|k| k.is_none()).count();
+    let mut substitutes =
+        choose_spread(&live, spots, taken.len() + wanted, site_cap, node_cap, &mut taken)
+            .into_iter();
+    for k in kept.iter_mut().filter(|k| k.is_none()) {
+        *k = substitutes.next();
+    }
+    // Fewer usable disks than shards: reuse them, as a full layout would.
+    let distinct: Vec<usize> = kept.iter().flatten().copied().collect();
+    (0..shards)
+        .map(|p| kept[p].unwrap_or_else(|| distinct[p % distinct.len()]))
+        .collect()
+}
+
+/// Distinct spots from `ranked`, best first, added to `chosen` until it holds `want`,
+/// under the caps (relaxed step by step when they cannot be met); returns the added
+/// ones. Fewer come back when there are not enough distinct spots.
+fn choose_spread(
+    ranked: &[usize],
+    spots: &[Spot],
+    want: usize,
+    site_cap: usize,
+    node_cap: usize,
+    chosen: &mut Vec<usize>,
+) -> Vec<usize> {
+    let before = chosen.len();
     for (site_cap, node_cap) in [
         (site_cap, node_cap),
         (site_cap, usize::MAX),
         (usize::MAX, usize::MAX),
     ] {
-        for &i in &ranked {
-            if chosen.len() == shards {
+        for &i in ranked {
+            if chosen.len() >= want {
                 break;
             }
             let count =
@@ -115,11 +155,7 @@ pub fn place_spread(
             chosen.push(i);
         }
     }
-    let distinct = chosen.len();
-    while chosen.len() < shards {
-        chosen.push(chosen[chosen.len() % distinct]);
-    }
-    chosen
+    chosen[before..].to_vec()
 }
 
 #[cfg(test)]
@@ -218,6 +254,36 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), 4);
         assert!(p.iter().all(|&i| spots[i].site != 2));
+    }
+
+    #[test]
+    fn a_node_away_re_homes_only_the_shards_it_held() {
+        // Two disks per node: a substitute may land on a node already holding a shard
+        // only when the caps allow nothing else.
+        let spots = cluster(3, 2, 2);
+        let caps = (domain_cap(6, 2, 3), domain_cap(6, 2, 6));
+        let mut moved = 0;
+        for i in 0..3000u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let home = place_spread(&id, &spots, 6, caps.0, caps.1, &|_| true);
+            let away = |s: usize| spots[s].node != 3;
+            let p = place_spread(&id, &spots, 6, caps.0, caps.1, &away);
+            assert_eq!(p.len(), 6);
+            for (h, s) in home.iter().zip(&p) {
+                if away(*h) {
+                    assert_eq!(h, s, "a shard whose node answers stays home");
+                } else {
+                    assert!(away(*s));
+                    moved += 1;
+                }
+            }
+            for site in 0..3 {
+                assert!(p.iter().filter(|&&s| spots[s].site == site).count() <= 2);
+            }
+        }
+        // Node 3 holds one shard of every chunk (one per node on six nodes).
+        assert_eq!(moved, 3000);
     }
 
     #[test]
