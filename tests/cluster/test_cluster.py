@@ -442,9 +442,10 @@ def test_job_tasks_run_on_the_nodes_holding_their_data_and_survive_a_killed_node
     where = re.search(r"where\s+(\d+) tasks on the nodes holding their data, (\d+) rerun here, "
                       r"(\d+) copied here for being slow", out)
     assert where, out
-    # Some tasks run where their data is. Not "most": runs place 5-6 of the 12 here, more
-    # than the 1 in 6 an even spread gives (docs/status.md, issue 20: to find out why).
-    assert int(where.group(1)) >= 2, out
+    # Most tasks run where their data is: 8-9 of 12 on other nodes in runs. This node
+    # holds data shards of most objects, so it takes its share and some overflow (each
+    # node has 2 slots: a task whose best holder is busy goes to its next holder).
+    assert int(where.group(1)) >= 6, out
     # Measured in the read path: each task read some shards from its own node's disks.
     read = re.search(r"read\s+(\d+) shard bytes: ([\d.]+)% local, ([\d.]+)% in the site, "
                      r"([\d.]+)% across sites", out)

@@ -897,72 +897,88 @@ impl Jobs {
         if job.cancel.load(Ordering::Relaxed) {
             return Err(JobError::Cancelled);
         }
-        if let Some((node, addr, _slot)) = self.place(job, &input).await {
-            let req = TaskRequest {
-                spec: job.spec.clone(),
-                as_of_ns: job.as_of_ns,
-                key: input.key.clone(),
-                version_id: input.version_id.clone(),
-                etag: input.etag.clone(),
-                code_sha256: None,
-            };
-            let started = std::time::Instant::now();
-            let remote = self.remote(&addr, &req);
-            tokio::pin!(remote);
-            // A task much slower than those done so far (a frozen or overloaded node) gets
-            // a speculative copy here; whichever finishes first counts. Every copy reads
-            // the same pinned version, so the result is the same.
-            let answer = tokio::select! {
-                r = &mut remote => Some(r),
-                _ = tokio::time::sleep(job.speculate_after()) => None,
-            };
-            let answer = match answer {
-                Some(r) => r,
-                None => {
-                    job.update(|i| i.tasks_speculative += 1);
-                    tracing::info!(job = %job.snapshot().id, key = %input.key, node = %node,
+        let mut here_slot = None;
+        match self.place(job, &input).await {
+            Placed::Here(slot) => here_slot = slot,
+            Placed::There {
+                node,
+                addr,
+                slot: _slot,
+            } => {
+                let req = TaskRequest {
+                    spec: job.spec.clone(),
+                    as_of_ns: job.as_of_ns,
+                    key: input.key.clone(),
+                    version_id: input.version_id.clone(),
+                    etag: input.etag.clone(),
+                    code_sha256: None,
+                };
+                let started = std::time::Instant::now();
+                let remote = self.remote(&addr, &req);
+                tokio::pin!(remote);
+                // A task much slower than those done so far (a frozen or overloaded node) gets
+                // a speculative copy here; whichever finishes first counts. Every copy reads
+                // the same pinned version, so the result is the same.
+                let answer = tokio::select! {
+                    r = &mut remote => Some(r),
+                    _ = tokio::time::sleep(job.speculate_after()) => None,
+                };
+                let answer = match answer {
+                    Some(r) => r,
+                    None => {
+                        job.update(|i| i.tasks_speculative += 1);
+                        tracing::info!(job = %job.snapshot().id, key = %input.key, node = %node,
                         "task slow: a speculative copy runs here");
-                    let copy = self.local(job, &input);
-                    tokio::pin!(copy);
-                    tokio::select! {
-                        r = &mut remote => match r {
-                            Ok(Ok(r)) => Ok(Ok(r)),
-                            // The slow node failed after all: the copy decides.
-                            _ => Ok(copy.await),
-                        },
-                        l = &mut copy => {
-                            let r = l?;
-                            job.record_time(started.elapsed());
-                            return Ok(self.done(input.clone(), r));
+                        let copy = self.local(job, &input, None);
+                        tokio::pin!(copy);
+                        tokio::select! {
+                            r = &mut remote => match r {
+                                Ok(Ok(r)) => Ok(Ok(r)),
+                                // The slow node failed after all: the copy decides.
+                                _ => Ok(copy.await),
+                            },
+                            l = &mut copy => {
+                                let r = l?;
+                                job.record_time(started.elapsed());
+                                return Ok(self.done(input.clone(), r));
+                            }
                         }
                     }
-                }
-            };
-            match answer {
-                Ok(Ok(r)) => {
-                    job.record_time(started.elapsed());
-                    job.update(|i| i.tasks_remote += 1);
-                    let mut done = self.done(input, r);
-                    done.ran_on = addr.clone();
-                    return Ok(done);
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(unreachable) => {
-                    tracing::warn!(job = %job.snapshot().id, key = %input.key, node = %node,
+                };
+                match answer {
+                    Ok(Ok(r)) => {
+                        job.record_time(started.elapsed());
+                        job.update(|i| i.tasks_remote += 1);
+                        let mut done = self.done(input, r);
+                        done.ran_on = addr.clone();
+                        return Ok(done);
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(unreachable) => {
+                        tracing::warn!(job = %job.snapshot().id, key = %input.key, node = %node,
                         "task rerun here: {unreachable}");
-                    job.update(|i| i.tasks_rerun += 1);
+                        job.update(|i| i.tasks_rerun += 1);
+                    }
                 }
             }
         }
         let started = std::time::Instant::now();
-        let r = self.local(job, &input).await?;
+        let r = self.local(job, &input, here_slot).await?;
         job.record_time(started.elapsed());
         Ok(self.done(input, r))
     }
 
-    /// Runs a task on this node (waiting for one of its slots).
-    async fn local(&self, job: &Arc<Job>, input: &Input) -> Result<TaskResult, JobError> {
-        let _slot = self.slot("").acquire_owned().await;
+    /// Runs a task on this node, in the slot `place` took, or waiting for one.
+    async fn local(
+        &self,
+        job: &Arc<Job>,
+        input: &Input,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<TaskResult, JobError> {
+        let _slot = match slot {
+            Some(s) => Ok(s),
+            None => self.slot("").acquire_owned().await,
+        };
         let r = run_task(
             &self.archive,
             &job.spec,
@@ -1015,7 +1031,7 @@ impl Jobs {
         .await
     }
 
-    /// A semaphore of `parallelism` task slots per node ("" is this node).
+    /// A semaphore of `parallelism` task slots per node ("" is this node: `slot_name`).
     fn slot(&self, node: &str) -> Arc<tokio::sync::Semaphore> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
@@ -1047,48 +1063,65 @@ impl Jobs {
         out
     }
 
-    /// Where a task runs, with a slot held there (None: here). Delay scheduling: the node
-    /// holding most of its data if it has a free slot within `locality_wait`; else the
-    /// next holder with a free slot; else this node, if it holds some of the data or is
-    /// free; else, after all, the first holder as soon as it has a slot.
-    async fn place(
-        &self,
-        job: &Job,
-        input: &Input,
-    ) -> Option<(cluster::NodeId, String, tokio::sync::OwnedSemaphorePermit)> {
+    /// Where a task runs, with a slot held there. Delay scheduling: a node holding its
+    /// data with a free slot, most data first; else the first holder to free a slot
+    /// within `locality_wait` (about one task's time); else, after all, any node with a
+    /// free slot (this one first); else the node holding most, as soon as it frees one.
+    /// Slots are taken, not just looked at, so tasks that give up at the same moment
+    /// spread instead of piling onto this node.
+    async fn place(&self, job: &Job, input: &Input) -> Placed {
         let holders = self.holders(input);
-        let (best, _) = holders.first()?.clone();
-        let (node, addr) = best?; // this node holds most: run here
-        let slot = self.slot(&node.to_string());
-        if let Ok(permit) = slot.clone().try_acquire_owned() {
-            return Some((node, addr, permit));
+        if holders.is_empty() {
+            return Placed::Here(None); // one node, or data every node has (inline)
         }
-        if let Ok(Ok(permit)) =
-            tokio::time::timeout(job.locality_wait(), slot.clone().acquire_owned()).await
-        {
-            return Some((node, addr, permit));
-        }
-        for (other, _) in &holders[1..] {
-            match other {
-                Some((n, a)) => {
-                    if let Ok(permit) = self.slot(&n.to_string()).try_acquire_owned() {
-                        job.update(|i| i.tasks_moved += 1);
-                        return Some((n.clone(), a.clone(), permit));
-                    }
-                }
-                None if self.slot("").available_permits() > 0 => {
-                    job.update(|i| i.tasks_moved += 1);
-                    return None;
-                }
-                None => {}
+        let moved = |rank: usize| {
+            if rank > 0 {
+                job.update(|i| i.tasks_moved += 1);
+            }
+        };
+        for (rank, (holder, _)) in holders.iter().enumerate() {
+            if let Ok(permit) = self.slot(&slot_name(holder)).try_acquire_owned() {
+                moved(rank);
+                return Placed::on(holder, permit);
             }
         }
-        if self.slot("").available_permits() > 0 {
-            job.update(|i| i.tasks_moved += 1);
-            return None;
+        let waits = holders.iter().map(|(holder, _)| {
+            let slot = self.slot(&slot_name(holder));
+            Box::pin(async move { slot.acquire_owned().await })
+        });
+        if let Ok((Ok(permit), rank, _)) =
+            tokio::time::timeout(job.locality_wait(), futures::future::select_all(waits)).await
+        {
+            moved(rank);
+            return Placed::on(&holders[rank].0, permit);
         }
-        let permit = slot.acquire_owned().await.ok()?;
-        Some((node, addr, permit))
+        job.update(|i| i.tasks_moved += 1);
+        if let Ok(permit) = self.slot("").try_acquire_owned() {
+            return Placed::Here(Some(permit));
+        }
+        for node in self.other_active_nodes() {
+            if let Ok(permit) = self.slot(&node.0.to_string()).try_acquire_owned() {
+                return Placed::on(&Some(node), permit);
+            }
+        }
+        let best = &holders[0].0;
+        match self.slot(&slot_name(best)).acquire_owned().await {
+            Ok(permit) => Placed::on(best, permit),
+            Err(_) => Placed::Here(None),
+        }
+    }
+
+    /// The other active nodes of the cluster, with their node-to-node address.
+    fn other_active_nodes(&self) -> Vec<(cluster::NodeId, String)> {
+        let Some(m) = self.archive.cluster() else {
+            return Vec::new();
+        };
+        m.layout()
+            .nodes
+            .iter()
+            .filter(|n| n.state == cluster::NodeState::Active && &n.id != m.me())
+            .map(|n| (n.id.clone(), n.rpc_addr.clone()))
+            .collect()
     }
 
     /// Sends a task to the node at `addr`; Err is "could not reach it".
@@ -1361,6 +1394,41 @@ async fn stream_task(
         bytes,
         ..Default::default()
     })
+}
+
+/// Where `place` put a task, with the slot it holds there.
+enum Placed {
+    /// On this node; `None` when no slot was taken yet (the task waits for one).
+    Here(Option<tokio::sync::OwnedSemaphorePermit>),
+    /// On another node.
+    There {
+        node: cluster::NodeId,
+        addr: String,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    },
+}
+
+impl Placed {
+    fn on(
+        holder: &Option<(cluster::NodeId, String)>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Placed {
+        match holder {
+            None => Placed::Here(Some(slot)),
+            Some((node, addr)) => Placed::There {
+                node: node.clone(),
+                addr: addr.clone(),
+                slot,
+            },
+        }
+    }
+}
+
+/// The name of a node's task slots: "" for this node.
+fn slot_name(holder: &Option<(cluster::NodeId, String)>) -> String {
+    holder
+        .as_ref()
+        .map_or(String::new(), |(node, _)| node.to_string())
 }
 
 /// One input version, as listed at the job's instant.
