@@ -122,7 +122,7 @@ impl Archive {
         }
     }
 
-    fn client(&self) -> &cluster::Client {
+    pub(crate) fn client(&self) -> &cluster::Client {
         self.inner
             .cluster
             .get()
@@ -462,7 +462,7 @@ pub(crate) enum ShardReadError {
 }
 
 /// A shard from a local disk, or from another local disk that has it.
-fn read_local(
+pub(crate) fn read_local(
     store: &shards::ShardStore,
     disk: usize,
     key: &ShardKey,

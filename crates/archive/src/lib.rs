@@ -20,6 +20,7 @@ mod range;
 mod read_tally;
 mod repair;
 mod scrub;
+mod shard_batches;
 pub mod sse_c;
 mod topology;
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use catalog::ChunkRecord;
-use codec::ChunkId;
+use codec::{ChunkId, Redundancy};
 use futures::StreamExt;
 use shards::{ShardKey, ShardMeta};
 
@@ -81,9 +81,44 @@ impl Presence {
     }
 }
 
-/// Chunks checked at once by a scrub or repair pass: repair is bound by the fsyncs of
-/// the nodes it writes to, and more writes in flight share each group commit.
-const SCRUB_PARALLELISM: usize = 64;
+/// Chunks a scrub or repair pass checks together: each step of a batch is one request
+/// per node, and its writes on a node share one group commit.
+const SCRUB_BATCH: usize = 64;
+/// Batches in flight at once: while one waits on reads, another decodes or writes.
+/// Memory: about 4 x 64 chunks' shards (~40 MiB at 64 KiB chunks).
+const SCRUB_BATCHES_AT_ONCE: usize = 4;
+
+/// One chunk as a batch checks it.
+struct Check {
+    id: ChunkId,
+    rec: ChunkRecord,
+    /// Where each shard belongs.
+    placed: Vec<usize>,
+    states: Vec<ShardState>,
+    /// Shards read (sources for a rebuild, or a stray copy of a bad shard), then the
+    /// restored ones: index -> data.
+    data: HashMap<usize, Vec<u8>>,
+    /// Shards written back to their place in this pass.
+    repaired: Vec<usize>,
+    /// Too few shards to rebuild: data lost.
+    lost: bool,
+}
+
+impl Check {
+    fn key(&self, i: usize) -> ShardKey {
+        ShardKey {
+            chunk: self.id,
+            index: i as u8,
+        }
+    }
+
+    /// The shards missing or corrupt at their place.
+    fn bad(&self) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|&i| matches!(self.states[i], ShardState::Missing | ShardState::Corrupt))
+            .collect()
+    }
+}
 
 impl ScrubReport {
     /// Adds the counts of one chunk's check.
@@ -176,148 +211,266 @@ impl Archive {
     async fn delete_shard_at(&self, t: &Topology, spot: usize, key: ShardKey) -> Result<()> {
         match &t.locs[spot] {
             Loc::Local(d) => Ok(self.inner.store.disk(*d).delete(key).await?),
-            Loc::Remote { addr, disk, .. } => {
-                let m = self
-                    .inner
-                    .cluster
-                    .get()
-                    .expect("remote spots exist only in a cluster");
-                m.client()
-                    .delete_shard(addr, Some(*disk), &key)
-                    .await
-                    .map_err(crate::ArchiveError::from)
-            }
+            Loc::Remote { addr, disk, .. } => self
+                .client()
+                .delete_shard(addr, Some(*disk), &key)
+                .await
+                .map_err(crate::ArchiveError::from),
         }
     }
 
-    /// Checks one chunk: every shard where placement puts it (local shards are read and
-    /// verified; other nodes verify their own). A missing or corrupt shard is copied
-    /// from a stray copy or rebuilt from the others; stray copies are then removed.
-    async fn scrub_chunk(
+    /// Checks a batch of chunks: every shard where placement puts it (local shards are
+    /// read and verified in a full scrub; other nodes verify their own). A missing or
+    /// corrupt shard is copied from a stray copy or rebuilt from the others; stray copies
+    /// are then removed. Each step moves the whole batch's shards at once, a request per
+    /// node (`shard_batches`).
+    async fn scrub_batch(
         &self,
-        id: ChunkId,
-        rec: &ChunkRecord,
+        batch: Vec<(ChunkId, ChunkRecord)>,
         t: &Topology,
         presence: &Presence,
         opts: &ScrubOptions,
-        report: &mut ScrubReport,
-    ) -> Result<()> {
-        let policy = rec.policy;
-        let placed = t.place(&id, policy, &|_| true);
-        let n = policy.shard_count();
-        let key = |i: usize| ShardKey {
-            chunk: id,
-            index: i as u8,
-        };
-        let mut states = Vec::with_capacity(n);
-        for (i, &spot) in placed.iter().enumerate() {
-            report.shards_checked += 1;
-            let state = match &t.locs[spot] {
-                Loc::Local(_) if opts.repair_only => match presence.has(&key(i), spot) {
-                    true => ShardState::Ok,
-                    false => ShardState::Missing,
-                },
-                Loc::Local(_) => match self.read_shard_at(t, spot, key(i)).await {
-                    Ok(data) => {
-                        report.bytes_read += data.len() as u64;
-                        ShardState::Ok
-                    }
-                    Err(ShardReadError::Missing) => ShardState::Missing,
-                    Err(e) => {
-                        tracing::warn!(shard = %key(i), error = %e, "scrub: corrupt shard");
-                        ShardState::Corrupt
-                    }
-                },
-                Loc::Remote { .. } if !self.spot_reachable(t, presence, spot) => {
-                    ShardState::Unknown
+    ) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let mut checks: Vec<Check> = batch
+            .into_iter()
+            .map(|(id, rec)| {
+                let placed = t.place(&id, rec.policy, &|_| true);
+                Check {
+                    states: Vec::with_capacity(placed.len()),
+                    placed,
+                    id,
+                    rec,
+                    data: HashMap::new(),
+                    repaired: Vec::new(),
+                    lost: false,
                 }
-                Loc::Remote { .. } if presence.has(&key(i), spot) => ShardState::Ok,
-                Loc::Remote { .. } => ShardState::Missing,
-            };
-            // The listing predates chunks written during the pass: look before repairing.
-            let state = match state {
-                ShardState::Missing if self.read_shard_at(t, spot, key(i)).await.is_ok() => {
+            })
+            .collect();
+        // 1. The state of every shard at its place: the listings say, and a full scrub
+        //    reads this node's shards to verify them.
+        let mut verify = Vec::new();
+        for (c, check) in checks.iter_mut().enumerate() {
+            for (i, &spot) in check.placed.iter().enumerate() {
+                report.shards_checked += 1;
+                let key = check.key(i);
+                let state = match &t.locs[spot] {
+                    Loc::Local(_) if !opts.repair_only => {
+                        verify.push(((c, i), (spot, key)));
+                        ShardState::Unknown
+                    }
+                    Loc::Local(_) if presence.has(&key, spot) => ShardState::Ok,
+                    Loc::Local(_) => ShardState::Missing,
+                    Loc::Remote { .. } if !self.spot_reachable(t, presence, spot) => {
+                        ShardState::Unknown
+                    }
+                    Loc::Remote { .. } if presence.has(&key, spot) => ShardState::Ok,
+                    Loc::Remote { .. } => ShardState::Missing,
+                };
+                check.states.push(state);
+            }
+        }
+        let (at, wanted): (Vec<_>, Vec<_>) = verify.into_iter().unzip();
+        for ((c, i), r) in at.into_iter().zip(self.read_shards_at(t, &wanted).await) {
+            checks[c].states[i] = match r {
+                Ok(data) => {
+                    report.bytes_read += data.len() as u64;
                     ShardState::Ok
                 }
-                s => s,
+                Err(ShardReadError::Missing) => ShardState::Missing,
+                Err(e) => {
+                    tracing::warn!(shard = %checks[c].key(i), error = %e, "scrub: corrupt shard");
+                    ShardState::Corrupt
+                }
             };
-            match state {
-                ShardState::Missing => report.shards_missing += 1,
-                ShardState::Corrupt => report.shards_corrupt += 1,
-                _ => {}
-            }
-            states.push(state);
         }
-        let bad: Vec<usize> = (0..n)
-            .filter(|&i| matches!(states[i], ShardState::Missing | ShardState::Corrupt))
-            .collect();
-        let meta = ShardMeta {
-            policy,
-            sealed_len: rec.sealed_len,
-            written_ms: 0,
-        };
-        let mut rebuilt: Option<Vec<Vec<u8>>> = None;
-        let mut repaired_here = Vec::new();
-        for &i in &bad {
-            // A copy somewhere else (written while its place was away) moves back;
-            // otherwise the shard is rebuilt from the others.
-            let mut data = None;
-            for &(s, _) in presence.at.get(&key(i)).into_iter().flatten() {
-                if s != placed[i]
-                    && self.spot_reachable(t, presence, s)
-                    && let Ok(d) = self.read_shard_at(t, s, key(i)).await
-                {
-                    data = Some(d);
-                    break;
+        // The listings predate chunks written during the pass: look before repairing.
+        let mut recheck = Vec::new();
+        for (c, check) in checks.iter().enumerate() {
+            for (i, state) in check.states.iter().enumerate() {
+                if matches!(state, ShardState::Missing) {
+                    recheck.push(((c, i), (check.placed[i], check.key(i))));
                 }
             }
-            let data = match data {
-                Some(d) => d,
-                None => {
-                    if rebuilt.is_none() {
-                        let (shards, _) = self.gather_shards(&id, policy).await;
-                        match codec::redundancy::rebuild_all(
-                            policy,
-                            shards,
-                            rec.sealed_len as usize,
-                        ) {
-                            Ok(r) => rebuilt = Some(r),
-                            Err(e) => {
-                                tracing::error!(chunk = %codec::hex(&id), error = %e, "scrub: chunk cannot be rebuilt");
-                                report.chunks_unrecoverable.push(codec::hex(&id));
-                                return Ok(());
-                            }
+        }
+        let (at, wanted): (Vec<_>, Vec<_>) = recheck.into_iter().unzip();
+        for ((c, i), r) in at.into_iter().zip(self.read_shards_at(t, &wanted).await) {
+            if r.is_ok() {
+                checks[c].states[i] = ShardState::Ok;
+            }
+        }
+        for check in &checks {
+            for state in &check.states {
+                match state {
+                    ShardState::Missing => report.shards_missing += 1,
+                    ShardState::Corrupt => report.shards_corrupt += 1,
+                    _ => {}
+                }
+            }
+        }
+        // 2. What each bad shard is made from: a copy away from its place (written while
+        //    the place was away) moves back; otherwise the chunk is rebuilt from `needed`
+        //    shards at their places, nearest and data shards first.
+        let mut reads = Vec::new();
+        for (c, check) in checks.iter().enumerate() {
+            let bad = check.bad();
+            let mut rebuild = false;
+            for &i in &bad {
+                let key = check.key(i);
+                let stray = presence
+                    .at
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .find(|&&(s, _)| s != check.placed[i] && self.spot_reachable(t, presence, s));
+                match stray {
+                    Some(&(s, _)) => reads.push(((c, i), (s, key))),
+                    None => rebuild = true,
+                }
+            }
+            if rebuild {
+                let needed = check.rec.policy.needed();
+                let mut sources: Vec<usize> = (0..check.placed.len())
+                    .filter(|&j| matches!(check.states[j], ShardState::Ok) && !bad.contains(&j))
+                    .collect();
+                sources.sort_by_key(|&j| {
+                    let spot = check.placed[j];
+                    let local = matches!(t.locs[spot], Loc::Local(_));
+                    (!local, t.spots[spot].site != t.my_site, j >= needed, j)
+                });
+                for j in sources.into_iter().take(needed) {
+                    reads.push(((c, j), (check.placed[j], check.key(j))));
+                }
+            }
+        }
+        let (at, wanted): (Vec<_>, Vec<_>) = reads.into_iter().unzip();
+        for ((c, i), r) in at.into_iter().zip(self.read_shards_at(t, &wanted).await) {
+            if let Ok(data) = r {
+                checks[c].data.insert(i, data);
+            }
+        }
+        // 3. Rebuild (on the blocking pool, the whole batch at once); a chunk whose
+        //    sources were not all readable gathers its shards the careful way (hedged
+        //    reads, then a search of every node).
+        for check in checks.iter_mut() {
+            let bad = check.bad();
+            let short = bad.iter().any(|i| !check.data.contains_key(i));
+            let have = check.data.keys().filter(|i| !bad.contains(i)).count();
+            if short && have < check.rec.policy.needed() {
+                let (shards, _) = self.gather_shards(&check.id, check.rec.policy).await;
+                for (j, s) in shards.into_iter().enumerate() {
+                    if let Some(s) = s
+                        && !bad.contains(&j)
+                    {
+                        check.data.insert(j, s);
+                    }
+                }
+            }
+        }
+        let todo: Vec<(usize, Redundancy, usize, Vec<Option<Vec<u8>>>)> = checks
+            .iter()
+            .enumerate()
+            .filter_map(|(c, check)| {
+                let bad = check.bad();
+                if !bad.iter().any(|i| !check.data.contains_key(i)) {
+                    return None; // nothing to rebuild: every bad shard has a copy
+                }
+                let shards = (0..check.placed.len())
+                    .map(|j| match bad.contains(&j) {
+                        true => None,
+                        false => check.data.get(&j).cloned(),
+                    })
+                    .collect();
+                Some((c, check.rec.policy, check.rec.sealed_len as usize, shards))
+            })
+            .collect();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            todo.into_iter()
+                .map(|(c, policy, len, shards)| {
+                    (c, codec::redundancy::rebuild_all(policy, shards, len))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|source| crate::ArchiveError::Task {
+            what: "repair decoder",
+            source,
+        })?;
+        for (c, r) in rebuilt {
+            let check = &mut checks[c];
+            match r {
+                Ok(all) => {
+                    for i in check.bad() {
+                        if !check.data.contains_key(&i) {
+                            check.data.insert(i, all[i].clone());
                         }
                     }
-                    rebuilt.as_ref().expect("just rebuilt")[i].clone()
                 }
-            };
-            report.bytes_read += data.len() as u64; // repair traffic counts toward the rate
-            if let Err(e) = self.write_shard_at(t, placed[i], key(i), meta, data).await {
-                tracing::warn!(shard = %key(i), error = %e, "scrub: cannot write the repaired shard");
-                continue;
+                Err(e) => {
+                    tracing::error!(chunk = %codec::hex(&check.id), error = %e, "scrub: chunk cannot be rebuilt");
+                    report.chunks_unrecoverable.push(codec::hex(&check.id));
+                    check.lost = true;
+                }
             }
-            states[i] = ShardState::Ok;
-            repaired_here.push(i);
-            report.shards_repaired += 1;
         }
-        // Copies away from their place, once the placed copy is known good.
-        for (i, &spot) in placed.iter().enumerate() {
-            // Only when the copy at its place is known (a local read may have been
-            // served from another disk of this node: that copy is not a stray).
-            let at_home = presence.has(&key(i), spot) || repaired_here.contains(&i);
-            if !matches!(states[i], ShardState::Ok) || !at_home {
+        // 4. Write every restored shard to its place.
+        let mut writes = Vec::new();
+        let mut wrote = Vec::new();
+        for (c, check) in checks.iter_mut().enumerate() {
+            if check.lost {
                 continue;
             }
-            for &(s, _) in presence.at.get(&key(i)).into_iter().flatten() {
-                if s == spot || !self.spot_reachable(t, presence, s) {
+            let meta = ShardMeta {
+                policy: check.rec.policy,
+                sealed_len: check.rec.sealed_len,
+                written_ms: 0,
+            };
+            for i in check.bad() {
+                if let Some(data) = check.data.remove(&i) {
+                    report.bytes_read += data.len() as u64; // repair traffic counts toward the rate
+                    writes.push((check.placed[i], check.key(i), meta, data));
+                    wrote.push((c, i));
+                }
+            }
+        }
+        for ((c, i), r) in wrote.into_iter().zip(self.write_shards_at(t, writes).await) {
+            match r {
+                Ok(()) => {
+                    checks[c].states[i] = ShardState::Ok;
+                    checks[c].repaired.push(i);
+                    report.shards_repaired += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %checks[c].key(i), error = %e, "scrub: cannot write the repaired shard")
+                }
+            }
+        }
+        // 5. Copies away from their place, once the placed copy is known good (a local
+        //    read may have been served from another disk of this node: not a stray).
+        let mut strays = Vec::new();
+        for check in checks.iter().filter(|c| !c.lost) {
+            for (i, &spot) in check.placed.iter().enumerate() {
+                let key = check.key(i);
+                let at_home = presence.has(&key, spot) || check.repaired.contains(&i);
+                if !matches!(check.states[i], ShardState::Ok) || !at_home {
                     continue;
                 }
-                self.delete_shard_at(t, s, key(i)).await?;
-                report.stray_shards_removed += 1;
+                for &(s, _) in presence.at.get(&key).into_iter().flatten() {
+                    if s != spot && self.spot_reachable(t, presence, s) {
+                        strays.push((s, key));
+                    }
+                }
             }
         }
-        Ok(())
+        for ((_, key), r) in strays.iter().zip(self.delete_shards_at(t, &strays).await) {
+            match r {
+                Ok(()) => report.stray_shards_removed += 1,
+                Err(e) => {
+                    tracing::warn!(shard = %key, error = %e, "scrub: cannot remove a stray copy")
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// How many shards of a chunk are missing from their place, if any shard is away
@@ -349,8 +502,8 @@ impl Archive {
         (missing > 0 || away).then_some(missing)
     }
 
-    /// Checks chunks a few at a time (repair is mostly waiting on other nodes), within
-    /// the read rate.
+    /// Checks chunks in batches, a few batches at a time (repair is mostly waiting on
+    /// other nodes), within the read rate.
     async fn check_chunks(
         &self,
         chunks: Vec<(ChunkId, ChunkRecord)>,
@@ -360,13 +513,13 @@ impl Archive {
         report: &mut ScrubReport,
         started: Instant,
     ) -> Result<()> {
-        let checks = chunks.into_iter().map(|(id, rec)| async move {
-            let mut r = ScrubReport::default();
-            self.scrub_chunk(id, &rec, t, presence, opts, &mut r)
-                .await?;
-            Ok::<_, crate::ArchiveError>(r)
+        let mut chunks = chunks.into_iter();
+        let batches = std::iter::from_fn(|| {
+            let batch: Vec<_> = chunks.by_ref().take(SCRUB_BATCH).collect();
+            (!batch.is_empty()).then_some(batch)
         });
-        let mut results = futures::stream::iter(checks).buffer_unordered(SCRUB_PARALLELISM);
+        let checks = batches.map(|batch| self.scrub_batch(batch, t, presence, opts));
+        let mut results = futures::stream::iter(checks).buffer_unordered(SCRUB_BATCHES_AT_ONCE);
         while let Some(r) = results.next().await {
             report.add(&r?);
             if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {

@@ -14,6 +14,7 @@ use shards::{ShardKey, ShardMeta};
 use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo};
 use crate::mutual_tls::NodeTls;
+use crate::shard_batch::{self, Fetched, PutHeader, ShardRef};
 
 /// Why a node-to-node request failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,8 @@ pub struct Client {
 
 /// Shard requests in flight to one node at most.
 const SHARD_REQUESTS_PER_NODE: usize = 16;
+/// Shards per batch request (of 16-64 KiB each, typically).
+const GET_BATCH: usize = 256;
 
 fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
     let disk = disk.map_or("any".to_string(), |d| d.to_string());
@@ -255,6 +258,119 @@ impl Client {
         self.send(addr, self.http.delete(shard_url(addr, disk, key)))
             .await
             .map(|_| ())
+    }
+
+    /// Many verified shards from a node, a few hundred per request (`shard_batch`):
+    /// one answer per shard, in order.
+    pub async fn get_shards(
+        &self,
+        addr: &str,
+        refs: &[ShardRef],
+    ) -> Result<Vec<Fetched>, RpcError> {
+        let asks = refs.chunks(GET_BATCH).map(|group| async move {
+            let _slot = self.slot(addr).await;
+            let req = self
+                .http
+                .post(format!("https://{addr}/v1/shard-batch/get"))
+                .json(group);
+            let body =
+                self.send(addr, req)
+                    .await?
+                    .bytes()
+                    .await
+                    .map_err(|e| RpcError::Unreachable {
+                        addr: addr.to_string(),
+                        reason: error_chain(&e),
+                    })?;
+            shard_batch::decode_fetched(&body, group.len()).map_err(|reason| RpcError::Refused {
+                addr: addr.to_string(),
+                reason,
+            })
+        });
+        let mut out = Vec::with_capacity(refs.len());
+        for r in futures::future::join_all(asks).await {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// Writes many shards to a node, durably, in requests of up to
+    /// `shard_batch::BATCH_BYTES`: per shard Ok or why it was not written.
+    pub async fn put_shards(
+        &self,
+        addr: &str,
+        shards: &[(PutHeader, &[u8])],
+    ) -> Result<Vec<Result<(), String>>, RpcError> {
+        let mut groups: Vec<&[(PutHeader, &[u8])]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, (_, data)) in shards.iter().enumerate() {
+            if i > start
+                && (bytes + data.len() > shard_batch::BATCH_BYTES || i - start >= GET_BATCH)
+            {
+                groups.push(&shards[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += data.len();
+        }
+        if start < shards.len() {
+            groups.push(&shards[start..]);
+        }
+        let puts = groups.into_iter().map(|group| async move {
+            let _slot = self.slot(addr).await;
+            let req = self
+                .http
+                .post(format!("https://{addr}/v1/shard-batch/put"))
+                .body(shard_batch::encode_puts(group));
+            self.batch_answers(addr, req, group.len()).await
+        });
+        let mut out = Vec::with_capacity(shards.len());
+        for r in futures::future::join_all(puts).await {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// Removes many shards from a node: per shard Ok or why not.
+    pub async fn delete_shards(
+        &self,
+        addr: &str,
+        refs: &[ShardRef],
+    ) -> Result<Vec<Result<(), String>>, RpcError> {
+        let mut out = Vec::with_capacity(refs.len());
+        for group in refs.chunks(shard_batch::MAX_BATCH) {
+            let _slot = self.slot(addr).await;
+            let req = self
+                .http
+                .post(format!("https://{addr}/v1/shard-batch/delete"))
+                .json(group);
+            out.extend(self.batch_answers(addr, req, group.len()).await?);
+        }
+        Ok(out)
+    }
+
+    async fn batch_answers(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+        expected: usize,
+    ) -> Result<Vec<Result<(), String>>, RpcError> {
+        let bad = |reason: String| RpcError::Refused {
+            addr: addr.to_string(),
+            reason,
+        };
+        let answers: Vec<Option<String>> = self
+            .send(addr, req)
+            .await?
+            .json()
+            .await
+            .map_err(|e| bad(error_chain(&e)))?;
+        if answers.len() != expected {
+            return Err(bad(format!(
+                "{} answers for {expected} shards",
+                answers.len()
+            )));
+        }
+        Ok(answers.into_iter().map(|a| a.map_or(Ok(()), Err)).collect())
     }
 
     /// Every shard a node holds, with the disk it is on.

@@ -7,6 +7,7 @@
 //! - `layout`: sites, nodes, disks, states; placement spots and default policies.
 //! - `membership`: joining, layout pushes, heartbeats and failure detection.
 //! - `rpc` / `client`: the node-to-node API (shards, health, join, layout).
+//! - `shard_batch`: many shards per request (repair, rebalance, scrubs).
 //! - `server`: the one HTTP server loop behind every HTTP listener of the node (limits,
 //!   timeouts, accept errors).
 
@@ -20,6 +21,7 @@ pub mod mutual_tls;
 pub mod rpc;
 pub mod scrubber;
 pub mod server;
+pub mod shard_batch;
 
 pub use client::{Client, DiskHealth, NodeHealth, RpcError, ShardEntry};
 pub use error::ClusterError;
@@ -27,3 +29,4 @@ pub use identity::{ClusterSecret, NodeId, NodeKey};
 pub use layout::{DiskInfo, DiskRef, Layout, NodeInfo, NodeState};
 pub use membership::{ClusterStatus, LayoutStore, Membership, NodeStatus, StartOptions};
 pub use mutual_tls::NodeTls;
+pub use shard_batch::{Fetched, PutHeader, ShardRef};

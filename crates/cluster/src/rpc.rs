@@ -57,6 +57,12 @@ pub fn router(state: RpcState) -> Router {
             "/v1/shards/{disk}/{chunk}/{index}",
             put(put_shard).get(get_shard).delete(delete_shard),
         )
+        .route("/v1/shard-batch/get", post(crate::shard_batch::get_shards))
+        .route("/v1/shard-batch/put", post(crate::shard_batch::put_shards))
+        .route(
+            "/v1/shard-batch/delete",
+            post(crate::shard_batch::delete_shards),
+        )
         .route("/v1/repair", post(request_repair))
         .route("/v1/layout", put(push_layout).get(get_layout));
     for_members(members, state.membership.clone())

@@ -103,6 +103,9 @@ fn path() -> impl Strategy<Value = String> {
         Just("/v1/join".to_string()),
         Just("/v1/repair".to_string()),
         Just("/v1/layout".to_string()),
+        Just("/v1/shard-batch/get".to_string()),
+        Just("/v1/shard-batch/put".to_string()),
+        Just("/v1/shard-batch/delete".to_string()),
         "/v1/[a-z/]{0,20}",
     ]
 }
@@ -115,6 +118,22 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just(br#"{"id":"x","seq":0,"public_key":"00","site":"a","rpc_addr":"127.0.0.1:9","disks":[],"state":"Active"}"#.to_vec()),
         "\\{[ -~]{0,200}".prop_map(String::into_bytes),
         (1usize..10_000).prop_map(|d| "[".repeat(d).into_bytes()),
+        // Shard batches: lists of shards to get or delete, and framed puts (a frame is a
+        // tag byte, a u32 length, the bytes), well formed or not.
+        (segment(), segment(), 0u8..9).prop_map(|(d, c, i)| {
+            format!(r#"[{{"disk":{d:?},"chunk":{c:?},"index":{i}}},{{"disk":0,"chunk":"{}","index":{i}}}]"#, "7".repeat(64)).into_bytes()
+        }),
+        (0u32..9, segment(), 0u8..9, 0u32..70_000, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(d, c, i, sealed, claimed, data)| {
+                let header = format!(r#"{{"disk":{d},"chunk":{c:?},"index":{i},"policy":"ec:4+2","sealed_len":{sealed}}}"#);
+                let mut out = vec![0u8];
+                out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+                out.extend_from_slice(header.as_bytes());
+                out.push(1);
+                out.extend_from_slice(&claimed.min(data.len() as u32 + 1).to_le_bytes());
+                out.extend_from_slice(&data);
+                out
+            }),
     ]
 }
 
