@@ -400,9 +400,10 @@ impl Archive {
             let check = &mut checks[c];
             match r {
                 Ok(all) => {
-                    for i in check.bad() {
-                        if !check.data.contains_key(&i) {
-                            check.data.insert(i, all[i].clone());
+                    let bad = check.bad();
+                    for (i, shard) in all.into_iter().enumerate() {
+                        if bad.contains(&i) {
+                            check.data.entry(i).or_insert(shard);
                         }
                     }
                 }

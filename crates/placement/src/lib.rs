@@ -110,9 +110,15 @@ pub fn place_spread(
     // the shards that stay.
     let mut taken: Vec<usize> = kept.iter().flatten().copied().collect();
     let wanted = kept.iter().filter(|k| k.is_none()).count();
-    let mut substitutes =
-        choose_spread(&live, spots, taken.len() + wanted, site_cap, node_cap, &mut taken)
-            .into_iter();
+    let mut substitutes = choose_spread(
+        &live,
+        spots,
+        taken.len() + wanted,
+        site_cap,
+        node_cap,
+        &mut taken,
+    )
+    .into_iter();
     for k in kept.iter_mut().filter(|k| k.is_none()) {
         *k = substitutes.next();
     }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod files;
 pub mod jobs;
 pub mod net;
+pub mod repair_sim;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,7 +34,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE")]
     pub chunk_avg: Option<String>,
     /// Only these sections: codec, large, small, ledger (ledger-cost: only its cost on
-    /// puts), jobs, dedup (comma-separated)
+    /// puts), jobs, repair-sim (repair of a lost node in clusters of 6-100 nodes,
+    /// computed from the placement code), dedup (comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// With the jobs section: also run a word count and a group-by over every file of
@@ -204,6 +206,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         if let Some(tree) = &a.jobs_corpus {
             crate::bench::jobs::corpus(&dir.join("jobs-corpus"), tree).await?;
         }
+    }
+    if want("repair-sim") {
+        crate::bench::repair_sim::run(a.quick);
     }
     if want("dedup") {
         let avg = match &a.chunk_avg {
