@@ -1,7 +1,8 @@
 //! What one node asks another over the node-to-node API (mutual TLS, members only): the
 //! leading node's repair progress (so that `cluster status` reads the same on every
-//! node), a voter's cosignature of another node's ledger checkpoint, and a compute
-//! job's task run on the node that holds its data.
+//! node), a voter's cosignature of another node's ledger checkpoint, a compute job's
+//! task run on the node that holds its data, and shards a repair pass asks this node
+//! to rebuild onto its own disks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub fn routes(
         .route(REPAIR_STATE, post(repair_state))
         .route(COSIGN, post(cosign))
         .route(jobs::TASK_PATH, post(run_task))
+        .route(archive::REBUILD_PATH, post(rebuild))
         .with_state(PeerState {
             archive,
             auditor,
@@ -60,6 +62,30 @@ async fn run_task(
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("not a task: {e}")))?;
     let result = s.jobs.run_placed_task(req).await;
     Ok(Json(jobs::TaskReply { result }))
+}
+
+/// Shards placed on this node that the node running a repair pass asks it to rebuild:
+/// one answer per shard (`null` when written).
+async fn rebuild(
+    State(s): State<PeerState>,
+    body: Bytes,
+) -> Result<Json<Vec<Option<String>>>, (StatusCode, String)> {
+    let items: Vec<archive::RebuildItem> = serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("not a list of shards: {e}"),
+        )
+    })?;
+    if items.len() > cluster::shard_batch::MAX_BATCH {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "more than {} shards in one request",
+                cluster::shard_batch::MAX_BATCH
+            ),
+        ));
+    }
+    Ok(Json(s.archive.rebuild_here(items).await))
 }
 
 /// Another node's checkpoint: cosigned if this node's replica of the log agrees.

@@ -2,7 +2,7 @@
 //! or corrupt from the intact ones, and collect garbage (unreferenced chunks, orphan
 //! shards, expired history) once its grace period has passed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use catalog::ChunkRecord;
@@ -85,8 +85,25 @@ impl Presence {
 /// per node, and its writes on a node share one group commit.
 const SCRUB_BATCH: usize = 64;
 /// Batches in flight at once: while one waits on reads, another decodes or writes.
-/// Memory: about 4 x 64 chunks' shards (~40 MiB at 64 KiB chunks).
-const SCRUB_BATCHES_AT_ONCE: usize = 4;
+/// Memory: about 8 x 64 chunks' shards (~80 MiB at 64 KiB chunks).
+const SCRUB_BATCHES_AT_ONCE: usize = 8;
+
+/// The node-to-node path where a node rebuilds shards placed on it
+/// (`Archive::rebuild_here`), asked by the node running a repair pass.
+pub const REBUILD_PATH: &str = "/v1/repair/rebuild";
+/// How long a repair pass waits for a node's rebuilds before doing them itself.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One shard a node is asked to rebuild onto its own disk.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RebuildItem {
+    /// The chunk id (hex).
+    pub chunk: String,
+    /// The shard to rebuild (placed on the asked node).
+    pub index: u8,
+    /// Shards of the chunk not to read (missing or corrupt at their place).
+    pub skip: Vec<u8>,
+}
 
 /// One chunk as a batch checks it.
 struct Check {
@@ -102,6 +119,9 @@ struct Check {
     repaired: Vec<usize>,
     /// Too few shards to rebuild: data lost.
     lost: bool,
+    /// Restore only this shard (a rebuild asked of this node: the other bad ones are
+    /// other nodes' to restore).
+    only: Option<usize>,
 }
 
 impl Check {
@@ -117,6 +137,14 @@ impl Check {
         (0..self.states.len())
             .filter(|&i| matches!(self.states[i], ShardState::Missing | ShardState::Corrupt))
             .collect()
+    }
+
+    /// The bad shards to restore here: all of them, or the one asked for.
+    fn to_restore(&self) -> Vec<usize> {
+        match self.only {
+            Some(i) => vec![i],
+            None => self.bad(),
+        }
     }
 }
 
@@ -244,6 +272,7 @@ impl Archive {
                     data: HashMap::new(),
                     repaired: Vec::new(),
                     lost: false,
+                    only: None,
                 }
             })
             .collect();
@@ -308,6 +337,52 @@ impl Archive {
                 }
             }
         }
+        // 2-4. Shards whose new home is another node are rebuilt there (reads spread
+        //    over the cluster instead of all coming here); the rest, and any that node
+        //    could not rebuild, here.
+        self.delegate_rebuilds(t, presence, &mut checks, &mut report)
+            .await;
+        self.restore(t, Some(presence), &mut checks, &mut report)
+            .await?;
+        // 5. Copies away from their place, once the placed copy is known good (a local
+        //    read may have been served from another disk of this node: not a stray).
+        let mut strays = Vec::new();
+        for check in checks.iter().filter(|c| !c.lost) {
+            for (i, &spot) in check.placed.iter().enumerate() {
+                let key = check.key(i);
+                let at_home = presence.has(&key, spot) || check.repaired.contains(&i);
+                if !matches!(check.states[i], ShardState::Ok) || !at_home {
+                    continue;
+                }
+                for &(s, _) in presence.at.get(&key).into_iter().flatten() {
+                    if s != spot && self.spot_reachable(t, presence, s) {
+                        strays.push((s, key));
+                    }
+                }
+            }
+        }
+        for ((_, key), r) in strays.iter().zip(self.delete_shards_at(t, &strays).await) {
+            match r {
+                Ok(()) => report.stray_shards_removed += 1,
+                Err(e) => {
+                    tracing::warn!(shard = %key, error = %e, "scrub: cannot remove a stray copy")
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Restores the bad shards of `checks` (missing or corrupt at their place): a copy
+    /// away from its place moves back (with `presence`: where shards were listed);
+    /// otherwise the chunk is rebuilt from `needed` others, this node's and this site's
+    /// first. Each step reads or writes the whole batch at once.
+    async fn restore(
+        &self,
+        t: &Topology,
+        presence: Option<&Presence>,
+        checks: &mut [Check],
+        report: &mut ScrubReport,
+    ) -> Result<()> {
         // 2. What each bad shard is made from: a copy away from its place (written while
         //    the place was away) moves back; otherwise the chunk is rebuilt from `needed`
         //    shards at their places, nearest and data shards first.
@@ -315,14 +390,14 @@ impl Archive {
         for (c, check) in checks.iter().enumerate() {
             let bad = check.bad();
             let mut rebuild = false;
-            for &i in &bad {
+            for i in check.to_restore() {
                 let key = check.key(i);
-                let stray = presence
-                    .at
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .find(|&&(s, _)| s != check.placed[i] && self.spot_reachable(t, presence, s));
+                let stray = presence.and_then(|p| {
+                    p.at.get(&key)
+                        .into_iter()
+                        .flatten()
+                        .find(|&&(s, _)| s != check.placed[i] && self.spot_reachable(t, p, s))
+                });
                 match stray {
                     Some(&(s, _)) => reads.push(((c, i), (s, key))),
                     None => rebuild = true,
@@ -354,7 +429,10 @@ impl Archive {
         //    reads, then a search of every node).
         for check in checks.iter_mut() {
             let bad = check.bad();
-            let short = bad.iter().any(|i| !check.data.contains_key(i));
+            let short = check
+                .to_restore()
+                .iter()
+                .any(|i| !check.data.contains_key(i));
             let have = check.data.keys().filter(|i| !bad.contains(i)).count();
             if short && have < check.rec.policy.needed() {
                 let (shards, _) = self.gather_shards(&check.id, check.rec.policy).await;
@@ -372,7 +450,11 @@ impl Archive {
             .enumerate()
             .filter_map(|(c, check)| {
                 let bad = check.bad();
-                if !bad.iter().any(|i| !check.data.contains_key(i)) {
+                if !check
+                    .to_restore()
+                    .iter()
+                    .any(|i| !check.data.contains_key(i))
+                {
                     return None; // nothing to rebuild: every bad shard has a copy
                 }
                 let shards = (0..check.placed.len())
@@ -400,9 +482,9 @@ impl Archive {
             let check = &mut checks[c];
             match r {
                 Ok(all) => {
-                    let bad = check.bad();
+                    let wanted = check.to_restore();
                     for (i, shard) in all.into_iter().enumerate() {
-                        if bad.contains(&i) {
+                        if wanted.contains(&i) {
                             check.data.entry(i).or_insert(shard);
                         }
                     }
@@ -426,7 +508,7 @@ impl Archive {
                 sealed_len: check.rec.sealed_len,
                 written_ms: 0,
             };
-            for i in check.bad() {
+            for i in check.to_restore() {
                 if let Some(data) = check.data.remove(&i) {
                     report.bytes_read += data.len() as u64; // repair traffic counts toward the rate
                     writes.push((check.placed[i], check.key(i), meta, data));
@@ -446,32 +528,161 @@ impl Archive {
                 }
             }
         }
-        // 5. Copies away from their place, once the placed copy is known good (a local
-        //    read may have been served from another disk of this node: not a stray).
-        let mut strays = Vec::new();
-        for check in checks.iter().filter(|c| !c.lost) {
-            for (i, &spot) in check.placed.iter().enumerate() {
-                let key = check.key(i);
-                let at_home = presence.has(&key, spot) || check.repaired.contains(&i);
-                if !matches!(check.states[i], ShardState::Ok) || !at_home {
+        Ok(())
+    }
+
+    /// Asks each node that is the new home of bad shards (with no copy elsewhere to move
+    /// back) to rebuild them itself, a request per node (`REBUILD_PATH`): the sources
+    /// then flow to many nodes rather than all to this one, so repair grows with the
+    /// cluster (`bench --only repair-sim`). What a node could not rebuild stays bad, for
+    /// `restore` here.
+    async fn delegate_rebuilds(
+        &self,
+        t: &Topology,
+        presence: &Presence,
+        checks: &mut [Check],
+        report: &mut ScrubReport,
+    ) {
+        let Some(m) = self.inner.cluster.get() else {
+            return;
+        };
+        let mut asks: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+        for (c, check) in checks.iter().enumerate() {
+            for i in check.bad() {
+                let spot = check.placed[i];
+                let has_copy = presence
+                    .at
+                    .get(&check.key(i))
+                    .is_some_and(|v| v.iter().any(|&(s, _)| s != spot));
+                if let Loc::Remote { addr, .. } = &t.locs[spot]
+                    && !has_copy
+                    && self.spot_reachable(t, presence, spot)
+                {
+                    asks.entry(addr.clone()).or_default().push((c, i));
+                }
+            }
+        }
+        let checks_ref = &*checks;
+        let calls = asks.into_iter().map(|(addr, wanted)| async move {
+            let items: Vec<RebuildItem> = wanted
+                .iter()
+                .map(|&(c, i)| {
+                    let check = &checks_ref[c];
+                    RebuildItem {
+                        chunk: codec::hex(&check.id),
+                        index: i as u8,
+                        skip: check.bad().into_iter().map(|j| j as u8).collect(),
+                    }
+                })
+                .collect();
+            let body = serde_json::to_vec(&items).expect("rebuild items serialize");
+            let answer = m
+                .client()
+                .call(&addr, REBUILD_PATH, body, REBUILD_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<Vec<Option<String>>>(&b).map_err(|e| e.to_string())
+                });
+            (addr, wanted, answer)
+        });
+        for (addr, wanted, answer) in futures::future::join_all(calls).await {
+            let answers = match answer {
+                Ok(a) if a.len() == wanted.len() => a,
+                Ok(a) => {
+                    tracing::warn!(node = %addr, "repair: {} answers for {} rebuilds; rebuilding here", a.len(), wanted.len());
                     continue;
                 }
-                for &(s, _) in presence.at.get(&key).into_iter().flatten() {
-                    if s != spot && self.spot_reachable(t, presence, s) {
-                        strays.push((s, key));
+                Err(e) => {
+                    tracing::warn!(node = %addr, error = %e, "repair: a node could not take its rebuilds; rebuilding here");
+                    continue;
+                }
+            };
+            for ((c, i), a) in wanted.into_iter().zip(answers) {
+                let check = &mut checks[c];
+                match a {
+                    None => {
+                        check.states[i] = ShardState::Ok;
+                        check.repaired.push(i);
+                        report.shards_repaired += 1;
+                        // Repair traffic counts toward the rate: the shard written there.
+                        report.bytes_read += u64::from(check.rec.sealed_len)
+                            .div_ceil(check.rec.policy.needed().max(1) as u64);
+                    }
+                    Some(e) => {
+                        tracing::warn!(node = %addr, shard = %check.key(i), error = %e, "repair: rebuilding here instead")
                     }
                 }
             }
         }
-        for ((_, key), r) in strays.iter().zip(self.delete_shards_at(t, &strays).await) {
-            match r {
-                Ok(()) => report.stray_shards_removed += 1,
-                Err(e) => {
-                    tracing::warn!(shard = %key, error = %e, "scrub: cannot remove a stray copy")
+    }
+
+    /// Rebuilds shards placed on this node's disks, asked by the node running a repair
+    /// pass (`REBUILD_PATH`): reads `needed` other shards of each chunk (this node's and
+    /// this site's first, never those in `skip`), decodes, writes here. One answer per
+    /// item: `None` when written, else why not.
+    pub async fn rebuild_here(&self, items: Vec<RebuildItem>) -> Vec<Option<String>> {
+        let t = self.topology();
+        let mut answers: Vec<Option<String>> = vec![None; items.len()];
+        let mut checks = Vec::new();
+        let mut of_check = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            let check = (|| {
+                let id: ChunkId = codec::unhex(&item.chunk)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("bad chunk id")?;
+                let rec = self
+                    .inner
+                    .catalog
+                    .chunk(&id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no record of that chunk here yet")?;
+                let placed = t.place(&id, rec.policy, &|_| true);
+                let index = item.index as usize;
+                if !matches!(placed.get(index).map(|&s| &t.locs[s]), Some(Loc::Local(_))) {
+                    return Err("that shard is not placed on this node".to_string());
                 }
+                let states = (0..placed.len())
+                    .map(|j| match j == index || item.skip.contains(&(j as u8)) {
+                        true => ShardState::Missing,
+                        false => ShardState::Ok,
+                    })
+                    .collect();
+                Ok(Check {
+                    id,
+                    rec,
+                    placed,
+                    states,
+                    data: HashMap::new(),
+                    repaired: Vec::new(),
+                    lost: false,
+                    only: Some(index),
+                })
+            })();
+            match check {
+                Ok(c) => {
+                    checks.push(c);
+                    of_check.push(n);
+                }
+                Err(e) => answers[n] = Some(e),
             }
         }
-        Ok(report)
+        let mut report = ScrubReport::default();
+        if let Err(e) = self.restore(&t, None, &mut checks, &mut report).await {
+            for &n in &of_check {
+                answers[n] = Some(e.to_string());
+            }
+            return answers;
+        }
+        for (check, n) in checks.iter().zip(of_check) {
+            if !check.only.is_some_and(|i| check.repaired.contains(&i)) {
+                answers[n] = Some(match check.lost {
+                    true => "too few shards to rebuild from".into(),
+                    false => "could not write the rebuilt shard".into(),
+                });
+            }
+        }
+        answers
     }
 
     /// How many shards of a chunk are missing from their place, if any shard is away

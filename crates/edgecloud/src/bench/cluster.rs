@@ -373,6 +373,9 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
     nodes[victim].kill();
     let killed = Instant::now();
     let mut down_at = None;
+    // Each repair pass as it ends: (started, seconds after the kill; how long; shards).
+    let mut passes: Vec<(f64, f64, u64)> = Vec::new();
+    let mut passes_seen = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let v = cluster_view(&admin, &nodes[0]).await?;
@@ -381,6 +384,15 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
             down_at = Some(Instant::now());
         }
         let r = &v["repair"];
+        let count = r["passes"].as_u64().unwrap_or(0);
+        if passes_seen.is_some_and(|seen| count > seen) {
+            passes.push((
+                r["last_started"].as_f64().unwrap_or(0.0) - killed_at,
+                r["last_seconds"].as_f64().unwrap_or(0.0),
+                r["report"]["shards_repaired"].as_u64().unwrap_or(0),
+            ));
+        }
+        passes_seen = Some(count);
         if down_at.is_some()
             && r["last_started"].as_f64().unwrap_or(0.0) > killed_at
             && r["running"] == false
@@ -408,5 +420,13 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
             killed.elapsed().as_secs_f64()
         ),
     );
+    for (started, took, shards) in passes {
+        crate::bench::row(
+            "  a repair pass",
+            format!(
+                "{took:8.1} s    (started {started:.1} s after the kill; {shards} shards rebuilt or moved)"
+            ),
+        );
+    }
     Ok(())
 }
