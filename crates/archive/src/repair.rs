@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::{Archive, ScrubOptions, ScrubReport};
 
+/// How long a first pass waits for a burst of triggers (a site going down) to settle.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The pause before the pass that confirms one which changed something.
+const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 /// A pass that left chunks short of full redundancy is retried after this long.
 const RETRY_UNHEALTHY: Duration = Duration::from_secs(5);
 /// How often an idle worker checks whether its node has become the leader.
@@ -130,9 +134,12 @@ impl Archive {
             if owed.is_none() && !became_leader && !(unhealthy && leads) {
                 continue;
             }
+            let mut settle = SETTLE;
             loop {
-                // Let a burst of triggers (a site going down) settle into one pass.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Let a burst of triggers (a site going down) settle into one pass; a
+                // confirming pass after one that changed something needs no such wait.
+                tokio::time::sleep(settle).await;
+                settle = CONFIRM_AFTER;
                 // One node repairs at a time: the one leading the catalog, confirmed by
                 // a majority (a leader cut off from the others may still think it leads).
                 if !m.confirm_leads().await {

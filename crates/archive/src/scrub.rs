@@ -85,8 +85,9 @@ impl Presence {
 /// per node, and its writes on a node share one group commit.
 const SCRUB_BATCH: usize = 64;
 /// Batches in flight at once: while one waits on reads, another decodes or writes.
-/// Memory: about 8 x 64 chunks' shards (~80 MiB at 64 KiB chunks).
-const SCRUB_BATCHES_AT_ONCE: usize = 8;
+/// Memory: up to 16 x 64 chunks' shards when this node rebuilds them all (~160 MiB at
+/// 64 KiB chunks); most rebuilds happen at the shards' new homes.
+const SCRUB_BATCHES_AT_ONCE: usize = 16;
 
 /// The node-to-node path where a node rebuilds shards placed on it
 /// (`Archive::rebuild_here`), asked by the node running a repair pass.
@@ -314,10 +315,13 @@ impl Archive {
             };
         }
         // The listings predate chunks written during the pass: look before repairing.
+        // (A shard another node will be asked to rebuild is looked for by that node.)
         let mut recheck = Vec::new();
         for (c, check) in checks.iter().enumerate() {
             for (i, state) in check.states.iter().enumerate() {
-                if matches!(state, ShardState::Missing) {
+                if matches!(state, ShardState::Missing)
+                    && !self.delegable(t, presence, &check.placed, &check.key(i))
+                {
                     recheck.push(((c, i), (check.placed[i], check.key(i))));
                 }
             }
@@ -531,6 +535,26 @@ impl Archive {
         Ok(())
     }
 
+    /// Whether a shard missing at its place is for its node to rebuild: the place is on
+    /// another node that answers, and no copy of the shard is anywhere else (one would
+    /// be moved home instead).
+    fn delegable(
+        &self,
+        t: &Topology,
+        presence: &Presence,
+        placed: &[usize],
+        key: &ShardKey,
+    ) -> bool {
+        let spot = placed[key.index as usize];
+        let has_copy = presence
+            .at
+            .get(key)
+            .is_some_and(|v| v.iter().any(|&(s, _)| s != spot));
+        matches!(t.locs[spot], Loc::Remote { .. })
+            && !has_copy
+            && self.spot_reachable(t, presence, spot)
+    }
+
     /// Asks each node that is the new home of bad shards (with no copy elsewhere to move
     /// back) to rebuild them itself, a request per node (`REBUILD_PATH`): the sources
     /// then flow to many nodes rather than all to this one, so repair grows with the
@@ -549,14 +573,8 @@ impl Archive {
         let mut asks: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         for (c, check) in checks.iter().enumerate() {
             for i in check.bad() {
-                let spot = check.placed[i];
-                let has_copy = presence
-                    .at
-                    .get(&check.key(i))
-                    .is_some_and(|v| v.iter().any(|&(s, _)| s != spot));
-                if let Loc::Remote { addr, .. } = &t.locs[spot]
-                    && !has_copy
-                    && self.spot_reachable(t, presence, spot)
+                if let Loc::Remote { addr, .. } = &t.locs[check.placed[i]]
+                    && self.delegable(t, presence, &check.placed, &check.key(i))
                 {
                     asks.entry(addr.clone()).or_default().push((c, i));
                 }
@@ -642,13 +660,20 @@ impl Archive {
                 if !matches!(placed.get(index).map(|&s| &t.locs[s]), Some(Loc::Local(_))) {
                     return Err("that shard is not placed on this node".to_string());
                 }
+                let key = ShardKey {
+                    chunk: id,
+                    index: item.index,
+                };
+                if !self.inner.store.locate(&key).is_empty() {
+                    return Ok(None); // written after the asking node listed shards
+                }
                 let states = (0..placed.len())
                     .map(|j| match j == index || item.skip.contains(&(j as u8)) {
                         true => ShardState::Missing,
                         false => ShardState::Ok,
                     })
                     .collect();
-                Ok(Check {
+                Ok(Some(Check {
                     id,
                     rec,
                     placed,
@@ -657,13 +682,14 @@ impl Archive {
                     repaired: Vec::new(),
                     lost: false,
                     only: Some(index),
-                })
+                }))
             })();
             match check {
-                Ok(c) => {
+                Ok(Some(c)) => {
                     checks.push(c);
                     of_check.push(n);
                 }
+                Ok(None) => {}
                 Err(e) => answers[n] = Some(e),
             }
         }
@@ -731,7 +757,12 @@ impl Archive {
             (!batch.is_empty()).then_some(batch)
         });
         let checks = batches.map(|batch| self.scrub_batch(batch, t, presence, opts));
-        let mut results = futures::stream::iter(checks).buffer_unordered(SCRUB_BATCHES_AT_ONCE);
+        // A full scrub reads every local shard of its batches: fewer at once.
+        let at_once = match opts.repair_only {
+            true => SCRUB_BATCHES_AT_ONCE,
+            false => SCRUB_BATCHES_AT_ONCE / 4,
+        };
+        let mut results = futures::stream::iter(checks).buffer_unordered(at_once);
         while let Some(r) = results.next().await {
             report.add(&r?);
             if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {

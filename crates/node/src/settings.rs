@@ -49,6 +49,8 @@ pub mod defaults {
     pub const SCRUB_INTERVAL: &str = "24h";
     /// Background scrub read rate, MB/s.
     pub const SCRUB_RATE: u64 = 50;
+    /// Repair rate after a loss, MB/s (0: as fast as disks and network allow).
+    pub const REPAIR_RATE: u64 = 0;
     /// How long unreferenced data waits before it is deleted.
     pub const GC_GRACE: &str = "1h";
     /// The largest object.
@@ -172,6 +174,12 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_SCRUB_RATE", value_name = "MB/S")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrub_rate: Option<u64>,
+    /// Repair rate after a node, disk or site is lost, in MB/s of shards rebuilt or moved;
+    /// 0 is as fast as disks and network allow, since data is short of redundancy until
+    /// repair ends. Set a limit if clients must keep their speed meanwhile [default: 0]
+    #[arg(long, env = "EDGECLOUD_REPAIR_RATE", value_name = "MB/S")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_rate: Option<u64>,
     /// Unreferenced data is deleted only after this long [default: 1h]
     #[arg(long, env = "EDGECLOUD_GC_GRACE", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -316,8 +324,10 @@ pub struct NodeConfig {
     pub master_key_file: PathBuf,
     /// How often the background scrubber runs.
     pub scrub_interval: Duration,
-    /// Background scrub and repair rate, bytes per second.
+    /// Background scrub rate, bytes per second.
     pub scrub_bytes_per_sec: u64,
+    /// Repair rate, bytes per second (0: no limit).
+    pub repair_bytes_per_sec: u64,
     /// Serve the ledger's public parts without the admin token.
     pub public_ledger: bool,
     /// This node's site.
@@ -408,6 +418,7 @@ impl NodeSettings {
                 .unwrap_or_else(|| data.join(crate::secrets::MASTER_KEY)),
             scrub_interval: parse_duration(&or(self.scrub_interval, d::SCRUB_INTERVAL))?,
             scrub_bytes_per_sec: self.scrub_rate.unwrap_or(d::SCRUB_RATE) * 1_000_000,
+            repair_bytes_per_sec: self.repair_rate.unwrap_or(d::REPAIR_RATE) * 1_000_000,
             public_ledger: self.public_ledger,
             site: or(self.site, d::SITE),
             join: self.join,
