@@ -29,6 +29,22 @@ fn by_node(t: &Topology, spots: impl Iterator<Item = usize>) -> Groups {
     groups
 }
 
+/// Each node's answers put back in the order of the items asked (`Err(missing)` for an
+/// item no node answered).
+fn in_order(
+    n: usize,
+    missing: &str,
+    answered: Vec<(Vec<(usize, usize)>, Vec<Result<(), String>>)>,
+) -> Vec<Result<(), String>> {
+    let mut out: Vec<Result<(), String>> = vec![Err(missing.to_string()); n];
+    for (positions, answers) in answered {
+        for ((p, _), a) in positions.into_iter().zip(answers) {
+            out[p] = a;
+        }
+    }
+    out
+}
+
 impl Archive {
     /// Reads each (spot, shard), verified; a local spot also looks on this node's other
     /// disks. One answer per item, in order.
@@ -148,13 +164,11 @@ impl Archive {
             };
             (positions, answers)
         });
-        let mut out: Vec<Result<(), String>> = vec![Err("not written".into()); items.len()];
-        for (positions, answers) in futures::future::join_all(writes).await {
-            for ((p, _), a) in positions.into_iter().zip(answers) {
-                out[p] = a;
-            }
-        }
-        out
+        in_order(
+            items.len(),
+            "not written",
+            futures::future::join_all(writes).await,
+        )
     }
 
     /// Removes each (spot, shard). One answer per item, in order.
@@ -190,12 +204,10 @@ impl Archive {
             };
             (positions, answers)
         });
-        let mut out: Vec<Result<(), String>> = vec![Err("not deleted".into()); items.len()];
-        for (positions, answers) in futures::future::join_all(deletes).await {
-            for ((p, _), a) in positions.into_iter().zip(answers) {
-                out[p] = a;
-            }
-        }
-        out
+        in_order(
+            items.len(),
+            "not deleted",
+            futures::future::join_all(deletes).await,
+        )
     }
 }

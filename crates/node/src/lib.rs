@@ -352,7 +352,9 @@ impl Node {
         )));
         background.push(tokio::spawn(membership.clone().monitor()));
         background.push(tokio::spawn(
-            archive.clone().repair_worker(Some(cfg.repair_bytes_per_sec)),
+            archive
+                .clone()
+                .repair_worker(Some(cfg.repair_bytes_per_sec)),
         ));
         background.push(tokio::spawn(cluster::scrubber::run(
             archive.store(),
