@@ -229,8 +229,7 @@ impl Archive {
             Loc::Remote { addr, disk, .. } => {
                 match self.client().get_shard(addr, Some(*disk), &key).await {
                     Ok(d) => {
-                        let site = t.spots[spot].site == t.my_site;
-                        count(if site { Origin::Site } else { Origin::Cross }, d.len());
+                        count(t.origin(spot), d.len());
                         Ok(d)
                     }
                     Err(cluster::RpcError::Missing) => Err(ShardReadError::Missing),

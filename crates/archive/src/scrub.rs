@@ -320,7 +320,9 @@ impl Archive {
         for (c, check) in checks.iter().enumerate() {
             for (i, state) in check.states.iter().enumerate() {
                 if matches!(state, ShardState::Missing)
-                    && !self.delegable(t, presence, &check.placed, &check.key(i))
+                    && self
+                        .rebuilder(t, presence, &check.placed, &check.key(i))
+                        .is_none()
                 {
                     recheck.push(((c, i), (check.placed[i], check.key(i))));
                 }
@@ -449,8 +451,9 @@ impl Archive {
                 }
             }
         }
+        // The sources move into the decoder: only restored shards are written after it.
         let todo: Vec<(usize, Redundancy, usize, Vec<Option<Vec<u8>>>)> = checks
-            .iter()
+            .iter_mut()
             .enumerate()
             .filter_map(|(c, check)| {
                 let bad = check.bad();
@@ -464,7 +467,7 @@ impl Archive {
                 let shards = (0..check.placed.len())
                     .map(|j| match bad.contains(&j) {
                         true => None,
-                        false => check.data.get(&j).cloned(),
+                        false => check.data.remove(&j),
                     })
                     .collect();
                 Some((c, check.rec.policy, check.rec.sealed_len as usize, shards))
@@ -535,24 +538,27 @@ impl Archive {
         Ok(())
     }
 
-    /// Whether a shard missing at its place is for its node to rebuild: the place is on
-    /// another node that answers, and no copy of the shard is anywhere else (one would
-    /// be moved home instead).
-    fn delegable(
+    /// The address of the node that is to rebuild a shard missing at its place, if that
+    /// is another node: its place is there, the node answers, and no copy of the shard is
+    /// anywhere else (one would be moved home instead).
+    fn rebuilder<'t>(
         &self,
-        t: &Topology,
+        t: &'t Topology,
         presence: &Presence,
         placed: &[usize],
         key: &ShardKey,
-    ) -> bool {
+    ) -> Option<&'t str> {
         let spot = placed[key.index as usize];
         let has_copy = presence
             .at
             .get(key)
             .is_some_and(|v| v.iter().any(|&(s, _)| s != spot));
-        matches!(t.locs[spot], Loc::Remote { .. })
-            && !has_copy
-            && self.spot_reachable(t, presence, spot)
+        match &t.locs[spot] {
+            Loc::Remote { addr, .. } if !has_copy && self.spot_reachable(t, presence, spot) => {
+                Some(addr)
+            }
+            _ => None,
+        }
     }
 
     /// Asks each node that is the new home of bad shards (with no copy elsewhere to move
@@ -573,10 +579,8 @@ impl Archive {
         let mut asks: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         for (c, check) in checks.iter().enumerate() {
             for i in check.bad() {
-                if let Loc::Remote { addr, .. } = &t.locs[check.placed[i]]
-                    && self.delegable(t, presence, &check.placed, &check.key(i))
-                {
-                    asks.entry(addr.clone()).or_default().push((c, i));
+                if let Some(addr) = self.rebuilder(t, presence, &check.placed, &check.key(i)) {
+                    asks.entry(addr.to_string()).or_default().push((c, i));
                 }
             }
         }
@@ -751,18 +755,15 @@ impl Archive {
         report: &mut ScrubReport,
         started: Instant,
     ) -> Result<()> {
-        let mut chunks = chunks.into_iter();
-        let batches = std::iter::from_fn(|| {
-            let batch: Vec<_> = chunks.by_ref().take(SCRUB_BATCH).collect();
-            (!batch.is_empty()).then_some(batch)
-        });
-        let checks = batches.map(|batch| self.scrub_batch(batch, t, presence, opts));
         // A full scrub reads every local shard of its batches: fewer at once.
         let at_once = match opts.repair_only {
             true => SCRUB_BATCHES_AT_ONCE,
             false => SCRUB_BATCHES_AT_ONCE / 4,
         };
-        let mut results = futures::stream::iter(checks).buffer_unordered(at_once);
+        let mut results = futures::stream::iter(chunks)
+            .chunks(SCRUB_BATCH)
+            .map(|batch| self.scrub_batch(batch, t, presence, opts))
+            .buffer_unordered(at_once);
         while let Some(r) = results.next().await {
             report.add(&r?);
             if let Some(rate) = opts.rate_bytes_per_sec.filter(|r| *r > 0) {

@@ -10,7 +10,7 @@ use shards::{ShardKey, ShardMeta};
 
 use crate::Archive;
 use crate::chunks::ShardReadError;
-use crate::read_tally::{Origin, count};
+use crate::read_tally::count;
 use crate::topology::{Loc, Topology};
 
 /// The positions of `spots` grouped by where they are, this node (`None`) or another
@@ -29,20 +29,22 @@ fn by_node(t: &Topology, spots: impl Iterator<Item = usize>) -> Groups {
     groups
 }
 
-/// Each node's answers put back in the order of the items asked (`Err(missing)` for an
+/// Each node's answers put back in the order of the items asked (`missing()` for an
 /// item no node answered).
-fn in_order(
+fn in_order<T>(
     n: usize,
-    missing: &str,
-    answered: Vec<(Vec<(usize, usize)>, Vec<Result<(), String>>)>,
-) -> Vec<Result<(), String>> {
-    let mut out: Vec<Result<(), String>> = vec![Err(missing.to_string()); n];
+    missing: impl Fn() -> T,
+    answered: Vec<(Vec<(usize, usize)>, Vec<T>)>,
+) -> Vec<T> {
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
     for (positions, answers) in answered {
         for ((p, _), a) in positions.into_iter().zip(answers) {
-            out[p] = a;
+            out[p] = Some(a);
         }
     }
-    out
+    out.into_iter()
+        .map(|a| a.unwrap_or_else(&missing))
+        .collect()
 }
 
 impl Archive {
@@ -97,24 +99,17 @@ impl Archive {
             };
             (positions, answers)
         });
-        let mut out: Vec<Option<Result<Vec<u8>, ShardReadError>>> =
-            (0..items.len()).map(|_| None).collect();
-        for (positions, answers) in futures::future::join_all(reads).await {
-            for ((p, _), a) in positions.into_iter().zip(answers) {
-                if let Ok(d) = &a {
-                    let origin = match t.locs[items[p].0] {
-                        Loc::Local(_) => Origin::Local,
-                        Loc::Remote { .. } if t.spots[items[p].0].site == t.my_site => Origin::Site,
-                        Loc::Remote { .. } => Origin::Cross,
-                    };
-                    count(origin, d.len());
-                }
-                out[p] = Some(a);
+        let out = in_order(
+            items.len(),
+            || Err(ShardReadError::Other("not read".into())),
+            futures::future::join_all(reads).await,
+        );
+        for ((spot, _), a) in items.iter().zip(&out) {
+            if let Ok(d) = a {
+                count(t.origin(*spot), d.len());
             }
         }
-        out.into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(ShardReadError::Other("not read".into()))))
-            .collect()
+        out
     }
 
     /// Writes each (spot, shard, meta, data) durably. One answer per item, in order.
@@ -166,7 +161,7 @@ impl Archive {
         });
         in_order(
             items.len(),
-            "not written",
+            || Err("not written".into()),
             futures::future::join_all(writes).await,
         )
     }
@@ -206,7 +201,7 @@ impl Archive {
         });
         in_order(
             items.len(),
-            "not deleted",
+            || Err("not deleted".into()),
             futures::future::join_all(deletes).await,
         )
     }

@@ -124,6 +124,16 @@ impl Topology {
             .collect()
     }
 
+    /// Where a read from `spot` comes from, for the job read tally.
+    pub fn origin(&self, spot: usize) -> crate::read_tally::Origin {
+        use crate::read_tally::Origin;
+        match &self.locs[spot] {
+            Loc::Local(_) => Origin::Local,
+            Loc::Remote { .. } if self.spots[spot].site == self.my_site => Origin::Site,
+            Loc::Remote { .. } => Origin::Cross,
+        }
+    }
+
     pub fn node_of(&self, spot: usize) -> Option<&NodeId> {
         match &self.locs[spot] {
             Loc::Local(_) => None,
