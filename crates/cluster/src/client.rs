@@ -139,6 +139,8 @@ pub struct Client {
 const SHARD_REQUESTS_PER_NODE: usize = 16;
 /// Shards per batch request (of 16-64 KiB each, typically).
 const GET_BATCH: usize = 256;
+/// How long a batch request may take (the client's default for other requests).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn shard_url(addr: &str, disk: Option<u32>, key: &ShardKey) -> String {
     let disk = disk.map_or("any".to_string(), |d| d.to_string());
@@ -267,31 +269,15 @@ impl Client {
         addr: &str,
         refs: &[ShardRef],
     ) -> Result<Vec<Fetched>, RpcError> {
-        let asks = refs.chunks(GET_BATCH).map(|group| async move {
-            let _slot = self.slot(addr).await;
-            let req = self
-                .http
-                .post(format!("https://{addr}/v1/shard-batch/get"))
-                .json(group);
-            let body =
-                self.send(addr, req)
-                    .await?
-                    .bytes()
-                    .await
-                    .map_err(|e| RpcError::Unreachable {
-                        addr: addr.to_string(),
-                        reason: error_chain(&e),
-                    })?;
-            shard_batch::decode_fetched(&body, group.len()).map_err(|reason| RpcError::Refused {
+        concat(refs.chunks(GET_BATCH).map(|group| async move {
+            let body = serde_json::to_vec(group).expect("shard refs serialize");
+            let answer = self.post_batch(addr, "/v1/shard-batch/get", body).await?;
+            shard_batch::decode_fetched(&answer, group.len()).map_err(|reason| RpcError::Refused {
                 addr: addr.to_string(),
                 reason,
             })
-        });
-        let mut out = Vec::with_capacity(refs.len());
-        for r in futures::future::join_all(asks).await {
-            out.extend(r?);
-        }
-        Ok(out)
+        }))
+        .await
     }
 
     /// Writes many shards to a node, durably, in requests of up to
@@ -315,19 +301,12 @@ impl Client {
         if start < shards.len() {
             groups.push(&shards[start..]);
         }
-        let puts = groups.into_iter().map(|group| async move {
-            let _slot = self.slot(addr).await;
-            let req = self
-                .http
-                .post(format!("https://{addr}/v1/shard-batch/put"))
-                .body(shard_batch::encode_puts(group));
-            self.batch_answers(addr, req, group.len()).await
-        });
-        let mut out = Vec::with_capacity(shards.len());
-        for r in futures::future::join_all(puts).await {
-            out.extend(r?);
-        }
-        Ok(out)
+        concat(groups.into_iter().map(|group| async move {
+            let body = shard_batch::encode_puts(group);
+            let answer = self.post_batch(addr, "/v1/shard-batch/put", body).await?;
+            batch_answers(addr, &answer, group.len())
+        }))
+        .await
     }
 
     /// Removes many shards from a node: per shard Ok or why not.
@@ -336,41 +315,25 @@ impl Client {
         addr: &str,
         refs: &[ShardRef],
     ) -> Result<Vec<Result<(), String>>, RpcError> {
-        let mut out = Vec::with_capacity(refs.len());
-        for group in refs.chunks(shard_batch::MAX_BATCH) {
-            let _slot = self.slot(addr).await;
-            let req = self
-                .http
-                .post(format!("https://{addr}/v1/shard-batch/delete"))
-                .json(group);
-            out.extend(self.batch_answers(addr, req, group.len()).await?);
-        }
-        Ok(out)
+        concat(refs.chunks(shard_batch::MAX_BATCH).map(|group| async move {
+            let body = serde_json::to_vec(group).expect("shard refs serialize");
+            let answer = self
+                .post_batch(addr, "/v1/shard-batch/delete", body)
+                .await?;
+            batch_answers(addr, &answer, group.len())
+        }))
+        .await
     }
 
-    async fn batch_answers(
+    /// POSTs one shard batch to a node, in one of its shard-request slots.
+    async fn post_batch(
         &self,
         addr: &str,
-        req: reqwest::RequestBuilder,
-        expected: usize,
-    ) -> Result<Vec<Result<(), String>>, RpcError> {
-        let bad = |reason: String| RpcError::Refused {
-            addr: addr.to_string(),
-            reason,
-        };
-        let answers: Vec<Option<String>> = self
-            .send(addr, req)
-            .await?
-            .json()
-            .await
-            .map_err(|e| bad(error_chain(&e)))?;
-        if answers.len() != expected {
-            return Err(bad(format!(
-                "{} answers for {expected} shards",
-                answers.len()
-            )));
-        }
-        Ok(answers.into_iter().map(|a| a.map_or(Ok(()), Err)).collect())
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<bytes::Bytes, RpcError> {
+        let _slot = self.slot(addr).await;
+        self.call(addr, path, body, BATCH_TIMEOUT).await
     }
 
     /// Every shard a node holds, with the disk it is on.
@@ -466,6 +429,38 @@ impl Client {
             .json(layout);
         self.send(addr, req).await.map(|_| ())
     }
+}
+
+/// The answers of a node's batch requests, in the order of the requests.
+async fn concat<T>(
+    requests: impl Iterator<Item = impl std::future::Future<Output = Result<Vec<T>, RpcError>>>,
+) -> Result<Vec<T>, RpcError> {
+    let mut out = Vec::new();
+    for r in futures::future::join_all(requests).await {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// A put or delete batch's answer: per shard Ok, or why not.
+fn batch_answers(
+    addr: &str,
+    body: &[u8],
+    expected: usize,
+) -> Result<Vec<Result<(), String>>, RpcError> {
+    let bad = |reason: String| RpcError::Refused {
+        addr: addr.to_string(),
+        reason,
+    };
+    let answers: Vec<Option<String>> =
+        serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if answers.len() != expected {
+        return Err(bad(format!(
+            "{} answers for {expected} shards",
+            answers.len()
+        )));
+    }
+    Ok(answers.into_iter().map(|a| a.map_or(Ok(()), Err)).collect())
 }
 
 /// The error with its causes: a TLS refusal hides under "error sending request".

@@ -20,6 +20,7 @@ use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo};
 use crate::membership::Membership;
 use crate::mutual_tls::{NodeTls, peer_node_id};
+use crate::shard_batch::Fetched;
 
 /// Who is calling: the node id of its certificate and its address.
 #[derive(Clone, Debug)]
@@ -149,17 +150,63 @@ fn shard_key(chunk: &str, index: u8) -> Result<ShardKey, Refusal> {
 
 /// The disks a request names: one ("0", "1", ...) or every disk ("any").
 fn disks_named(state: &RpcState, disk: &str) -> Result<Vec<usize>, Refusal> {
-    let n = state.store.disks().len();
-    if disk == "any" {
-        return Ok((0..n).collect());
+    let named = match disk {
+        "any" => Some(None),
+        d => d.parse::<usize>().ok().map(Some),
+    };
+    named
+        .and_then(|d| disks_of(&state.store, d))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no disk {disk:?} on this node ({} disks)",
+                    state.store.disks().len()
+                ),
+            )
+        })
+}
+
+/// One disk of this node, or every disk (`None`); None when it has no such disk.
+pub(crate) fn disks_of(store: &ShardStore, disk: Option<usize>) -> Option<Vec<usize>> {
+    let n = store.disks().len();
+    match disk {
+        None => Some((0..n).collect()),
+        Some(d) if d < n => Some(vec![d]),
+        Some(_) => None,
     }
-    match disk.parse::<usize>() {
-        Ok(d) if d < n => Ok(vec![d]),
-        _ => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!("no disk {disk:?} on this node ({n} disks)"),
-        )),
+}
+
+/// A shard's metadata from what a write names; Err when the index is beyond the policy.
+pub(crate) fn shard_meta(
+    policy: codec::Redundancy,
+    sealed_len: u32,
+    index: u8,
+) -> Result<ShardMeta, &'static str> {
+    if index as usize >= policy.shard_count() {
+        return Err("shard index beyond the policy");
     }
+    Ok(ShardMeta {
+        policy,
+        sealed_len,
+        written_ms: 0,
+    })
+}
+
+/// A shard from the first of `disks` that holds it, verified.
+pub(crate) fn read_any(store: &ShardStore, disks: &[usize], key: &ShardKey) -> Fetched {
+    let mut found = Fetched::Missing;
+    for &d in disks {
+        if !store.disk(d).contains(key) {
+            continue;
+        }
+        match store.disk(d).read(key) {
+            Ok((_, data)) => return Fetched::Data(data),
+            Err(e) if e.is_missing() => {}
+            Err(e) => found = Fetched::Corrupt(e.to_string()),
+        }
+    }
+    found
 }
 
 async fn put_shard(
@@ -185,17 +232,8 @@ async fn put_shard(
                 "missing or bad x-edgecloud-sealed-len",
             )
         })?;
-    if index as usize >= policy.shard_count() {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "shard index beyond the policy",
-        ));
-    }
-    let meta = ShardMeta {
-        policy,
-        sealed_len,
-        written_ms: 0,
-    };
+    let meta =
+        shard_meta(policy, sealed_len, index).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
     state
         .store
         .disk(d)
@@ -212,26 +250,13 @@ async fn get_shard(
     let key = shard_key(&chunk, index)?;
     let disks = disks_named(&state, &disk)?;
     let store = state.store.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let mut corrupt = None;
-        for d in disks {
-            if !store.disk(d).contains(&key) {
-                continue;
-            }
-            match store.disk(d).read(&key) {
-                Ok((_, data)) => return Ok(data),
-                Err(e) if e.is_missing() => {}
-                Err(e) => corrupt = Some(e.to_string()),
-            }
-        }
-        Err(corrupt)
-    })
-    .await
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let found = tokio::task::spawn_blocking(move || read_any(&store, &disks, &key))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match found {
-        Ok(data) => Ok(data.into_response()),
-        Err(None) => Ok((StatusCode::NOT_FOUND, "no such shard").into_response()),
-        Err(Some(reason)) => Ok((StatusCode::UNPROCESSABLE_ENTITY, reason).into_response()),
+        Fetched::Data(data) => Ok(data.into_response()),
+        Fetched::Missing => Ok((StatusCode::NOT_FOUND, "no such shard").into_response()),
+        Fetched::Corrupt(reason) => Ok((StatusCode::UNPROCESSABLE_ENTITY, reason).into_response()),
     }
 }
 

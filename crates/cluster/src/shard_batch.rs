@@ -14,10 +14,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use shards::{ShardKey, ShardMeta};
+use shards::ShardKey;
 
 use crate::client::{parse_chunk, parse_policy};
-use crate::rpc::RpcState;
+use crate::rpc::{RpcState, disks_of, read_any, shard_meta};
 
 /// Shards in one batch request at most (a larger batch is refused).
 pub const MAX_BATCH: usize = 1024;
@@ -170,12 +170,26 @@ fn refusal(msg: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
 
-fn disk_ok(state: &RpcState, d: u32) -> Result<usize, String> {
-    let n = state.store.disks().len();
-    match d as usize {
-        d if d < n => Ok(d),
-        _ => Err(format!("no disk {d} on this node ({n} disks)")),
+/// The disks and key of each shard a list names; Err (the whole batch refused) at the
+/// first a node could not hold.
+fn resolve(state: &RpcState, refs: &[ShardRef]) -> Result<Vec<(Vec<usize>, ShardKey)>, String> {
+    if refs.len() > MAX_BATCH {
+        return Err(format!("more than {MAX_BATCH} shards in one batch"));
     }
+    refs.iter()
+        .map(|r| {
+            let disks = disks_of(&state.store, r.disk.map(|d| d as usize))
+                .ok_or_else(|| no_disk(state, r.disk.unwrap_or_default()))?;
+            Ok((disks, r.key()?))
+        })
+        .collect()
+}
+
+fn no_disk(state: &RpcState, d: u32) -> String {
+    format!(
+        "no disk {d} on this node ({} disks)",
+        state.store.disks().len()
+    )
 }
 
 /// `POST /v1/shard-batch/get`: each named shard, verified, in order.
@@ -183,45 +197,15 @@ pub(crate) async fn get_shards(
     State(state): State<RpcState>,
     Json(refs): Json<Vec<ShardRef>>,
 ) -> Response {
-    if refs.len() > MAX_BATCH {
-        return refusal(format!("more than {MAX_BATCH} shards in one batch"));
-    }
-    let mut wanted = Vec::with_capacity(refs.len());
-    for r in &refs {
-        let disks = match r.disk {
-            None => None,
-            Some(d) => match disk_ok(&state, d) {
-                Ok(d) => Some(d),
-                Err(e) => return refusal(e),
-            },
-        };
-        match r.key() {
-            Ok(k) => wanted.push((disks, k)),
-            Err(e) => return refusal(e),
-        }
-    }
+    let wanted = match resolve(&state, &refs) {
+        Ok(w) => w,
+        Err(e) => return refusal(e),
+    };
     let store = state.store.clone();
     let read = tokio::task::spawn_blocking(move || {
         let items: Vec<Fetched> = wanted
             .iter()
-            .map(|(disk, key)| {
-                let disks: Vec<usize> = match disk {
-                    Some(d) => vec![*d],
-                    None => (0..store.disks().len()).collect(),
-                };
-                let mut found = Fetched::Missing;
-                for d in disks {
-                    if !store.disk(d).contains(key) {
-                        continue;
-                    }
-                    match store.disk(d).read(key) {
-                        Ok((_, data)) => return Fetched::Data(data),
-                        Err(e) if e.is_missing() => {}
-                        Err(e) => found = Fetched::Corrupt(e.to_string()),
-                    }
-                }
-                found
-            })
+            .map(|(disks, key)| read_any(&store, disks, key))
             .collect();
         encode_fetched(&items)
     });
@@ -249,20 +233,16 @@ pub(crate) async fn put_shards(State(state): State<RpcState>, body: Bytes) -> Re
             Err(e) => return refusal(format!("bad shard header: {e}")),
         };
         let parsed = (|| {
-            let d = disk_ok(&state, h.disk)?;
+            let d = match disks_of(&state.store, Some(h.disk as usize)).as_deref() {
+                Some(&[d]) => d,
+                _ => return Err(no_disk(&state, h.disk)),
+            };
             let chunk = parse_chunk(&h.chunk).ok_or("bad chunk id")?;
             let policy = parse_policy(&h.policy).ok_or("bad policy")?;
-            if h.index as usize >= policy.shard_count() {
-                return Err("shard index beyond the policy".to_string());
-            }
+            let meta = shard_meta(policy, h.sealed_len, h.index)?;
             let key = ShardKey {
                 chunk,
                 index: h.index,
-            };
-            let meta = ShardMeta {
-                policy,
-                sealed_len: h.sealed_len,
-                written_ms: 0,
             };
             Ok((d, key, meta))
         })();
@@ -291,23 +271,10 @@ pub(crate) async fn delete_shards(
     State(state): State<RpcState>,
     Json(refs): Json<Vec<ShardRef>>,
 ) -> Response {
-    if refs.len() > MAX_BATCH {
-        return refusal(format!("more than {MAX_BATCH} shards in one batch"));
-    }
-    let mut doomed = Vec::with_capacity(refs.len());
-    for r in &refs {
-        let disks: Vec<usize> = match r.disk {
-            None => (0..state.store.disks().len()).collect(),
-            Some(d) => match disk_ok(&state, d) {
-                Ok(d) => vec![d],
-                Err(e) => return refusal(e),
-            },
-        };
-        match r.key() {
-            Ok(k) => doomed.push((disks, k)),
-            Err(e) => return refusal(e),
-        }
-    }
+    let doomed = match resolve(&state, &refs) {
+        Ok(d) => d,
+        Err(e) => return refusal(e),
+    };
     let store = &state.store;
     let results: Vec<Option<String>> =
         futures::future::join_all(doomed.into_iter().map(|(disks, key)| async move {
