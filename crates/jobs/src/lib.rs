@@ -994,14 +994,21 @@ impl Jobs {
 
     /// How many nodes can run tasks (1 outside a cluster).
     fn nodes(&self) -> usize {
-        self.archive.cluster().map_or(1, |m| {
-            m.layout()
-                .nodes
-                .iter()
-                .filter(|n| n.state == cluster::NodeState::Active)
-                .count()
-                .max(1)
-        })
+        self.active_nodes().len().max(1)
+    }
+
+    /// The active nodes of the cluster (this one too) with their node-to-node address;
+    /// none outside a cluster.
+    fn active_nodes(&self) -> Vec<(cluster::NodeId, String)> {
+        let Some(m) = self.archive.cluster() else {
+            return Vec::new();
+        };
+        m.layout()
+            .nodes
+            .iter()
+            .filter(|n| n.state == cluster::NodeState::Active)
+            .map(|n| (n.id.clone(), n.rpc_addr.clone()))
+            .collect()
     }
 
     /// Runs a task another node placed here (the node-to-node `TASK_PATH`).
@@ -1043,20 +1050,19 @@ impl Jobs {
     /// The active nodes holding the input's data shards, most bytes first (None in the
     /// placement is this node).
     fn holders(&self, input: &Input) -> Vec<(Option<(cluster::NodeId, String)>, u64)> {
-        let Some(m) = self.archive.cluster() else {
+        if self.archive.cluster().is_none() {
             return Vec::new();
-        };
-        let layout = m.layout();
+        }
+        let active = self.active_nodes();
         let mut out: Vec<_> = input
             .placement
             .iter()
             .filter_map(|(node, bytes)| match node {
                 None => Some((None, *bytes)),
-                Some(node) => layout
-                    .nodes
+                Some(node) => active
                     .iter()
-                    .find(|n| &n.id == node && n.state == cluster::NodeState::Active)
-                    .map(|n| (Some((node.clone(), n.rpc_addr.clone())), *bytes)),
+                    .find(|(id, _)| id == node)
+                    .map(|found| (Some(found.clone()), *bytes)),
             })
             .collect();
         out.sort_by_key(|h| std::cmp::Reverse(h.1));
@@ -1116,12 +1122,9 @@ impl Jobs {
         let Some(m) = self.archive.cluster() else {
             return Vec::new();
         };
-        m.layout()
-            .nodes
-            .iter()
-            .filter(|n| n.state == cluster::NodeState::Active && &n.id != m.me())
-            .map(|n| (n.id.clone(), n.rpc_addr.clone()))
-            .collect()
+        let mut nodes = self.active_nodes();
+        nodes.retain(|(id, _)| id != m.me());
+        nodes
     }
 
     /// Sends a task to the node at `addr`; Err is "could not reach it".

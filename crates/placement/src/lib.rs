@@ -273,14 +273,14 @@ mod tests {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
             let home = place_spread(&id, &spots, 6, caps.0, caps.1, &|_| true);
-            let away = |s: usize| spots[s].node != 3;
-            let p = place_spread(&id, &spots, 6, caps.0, caps.1, &away);
+            let answers = |s: usize| spots[s].node != 3;
+            let p = place_spread(&id, &spots, 6, caps.0, caps.1, &answers);
             assert_eq!(p.len(), 6);
             for (h, s) in home.iter().zip(&p) {
-                if away(*h) {
+                if answers(*h) {
                     assert_eq!(h, s, "a shard whose node answers stays home");
                 } else {
-                    assert!(away(*s));
+                    assert!(answers(*s));
                     moved += 1;
                 }
             }
