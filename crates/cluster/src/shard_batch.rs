@@ -170,9 +170,11 @@ fn refusal(msg: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
 
-/// The disks and key of each shard a list names; Err (the whole batch refused) at the
-/// first a node could not hold.
-fn resolve(state: &RpcState, refs: &[ShardRef]) -> Result<Vec<(Vec<usize>, ShardKey)>, String> {
+/// The disks and key of each shard a JSON list names; Err (the whole batch refused) at
+/// the first a node could not hold. (The body is read as JSON whatever its content type.)
+fn resolve(state: &RpcState, body: &[u8]) -> Result<Vec<(Vec<usize>, ShardKey)>, String> {
+    let refs: Vec<ShardRef> =
+        serde_json::from_slice(body).map_err(|e| format!("not a list of shards: {e}"))?;
     if refs.len() > MAX_BATCH {
         return Err(format!("more than {MAX_BATCH} shards in one batch"));
     }
@@ -193,11 +195,8 @@ fn no_disk(state: &RpcState, d: u32) -> String {
 }
 
 /// `POST /v1/shard-batch/get`: each named shard, verified, in order.
-pub(crate) async fn get_shards(
-    State(state): State<RpcState>,
-    Json(refs): Json<Vec<ShardRef>>,
-) -> Response {
-    let wanted = match resolve(&state, &refs) {
+pub(crate) async fn get_shards(State(state): State<RpcState>, body: Bytes) -> Response {
+    let wanted = match resolve(&state, &body) {
         Ok(w) => w,
         Err(e) => return refusal(e),
     };
@@ -267,11 +266,8 @@ pub(crate) async fn put_shards(State(state): State<RpcState>, body: Bytes) -> Re
 
 /// `POST /v1/shard-batch/delete`: removes each shard from its disk (or from every disk
 /// holding it); answers per shard `null` (gone) or why not.
-pub(crate) async fn delete_shards(
-    State(state): State<RpcState>,
-    Json(refs): Json<Vec<ShardRef>>,
-) -> Response {
-    let doomed = match resolve(&state, &refs) {
+pub(crate) async fn delete_shards(State(state): State<RpcState>, body: Bytes) -> Response {
+    let doomed = match resolve(&state, &body) {
         Ok(d) => d,
         Err(e) => return refusal(e),
     };
