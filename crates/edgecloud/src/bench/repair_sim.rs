@@ -7,12 +7,8 @@
 //! node sets the time, so the rate is lost bytes / the busiest node's bytes, in units of
 //! one node's speed.
 
-use placement::{Spot, Target, domain_cap, place_spread};
-
-/// The policy `Layout::default_policy` picks for `sites` sites (k + 2 parity).
-fn policy_for(sites: usize) -> (usize, usize) {
-    ((2 * sites - 2).min(8), 2)
-}
+use cluster::{DiskInfo, Layout, NodeId, NodeInfo, NodeState};
+use placement::{domain_cap, place_spread};
 
 struct Sim {
     nodes: usize,
@@ -26,19 +22,32 @@ struct Sim {
     spread_busiest: f64,
 }
 
+/// A layout of `nodes` nodes of one disk each, spread evenly over `sites` sites.
+fn layout(nodes: usize, sites: usize) -> Layout {
+    Layout {
+        epoch: 1,
+        catalog_node: NodeId(format!("{:016x}", 0)),
+        nodes: (0..nodes)
+            .map(|i| NodeInfo {
+                id: NodeId(format!("{i:016x}")),
+                seq: i as u32,
+                public_key: String::new(),
+                site: format!("site-{:03}", i % sites),
+                rpc_addr: String::new(),
+                disks: vec![DiskInfo { weight: 1.0 }],
+                state: NodeState::Active,
+            })
+            .collect(),
+    }
+}
+
 fn simulate(nodes: usize, sites: usize, chunks: u32) -> Sim {
-    let (k, m) = policy_for(sites);
-    let n = k + m;
-    let spots: Vec<Spot> = (0..nodes)
-        .map(|i| Spot {
-            target: Target {
-                id: (i as u64) << 16,
-                weight: 1.0,
-            },
-            node: i as u32,
-            site: (i % sites) as u32,
-        })
-        .collect();
+    // The spots and the policy a real cluster of this shape gets.
+    let layout = layout(nodes, sites);
+    let (spots, _) = layout.spots();
+    let policy = layout.default_policy();
+    let (n, k) = (policy.shard_count(), policy.needed());
+    let m = n - k;
     let (site_cap, node_cap) = (domain_cap(n, m, sites), domain_cap(n, m, nodes));
     let lost_node = nodes - 1;
     let leader = 0;
