@@ -69,7 +69,7 @@ async fn run_task(
 async fn rebuild(
     State(s): State<PeerState>,
     body: Bytes,
-) -> Result<Json<Vec<Option<String>>>, (StatusCode, String)> {
+) -> Result<Json<Vec<archive::RebuildAnswer>>, (StatusCode, String)> {
     let items: Vec<archive::RebuildItem> = serde_json::from_slice(&body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,

@@ -43,7 +43,7 @@ pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
 pub use read_tally::{ReadTally, tally_reads};
 pub use repair::RepairState;
-pub use scrub::{REBUILD_PATH, RebuildItem, ScrubOptions, ScrubReport};
+pub use scrub::{REBUILD_PATH, RebuildAnswer, RebuildItem, ScrubOptions, ScrubReport};
 pub use sse_c::CustomerKey;
 
 /// Names of gateway settings kept in `Bucket::settings` that decide access.

@@ -106,6 +106,18 @@ pub struct RebuildItem {
     pub skip: Vec<u8>,
 }
 
+/// What a node did with one shard it was asked to rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebuildAnswer {
+    /// Rebuilt from other shards and written at its place.
+    Rebuilt,
+    /// Already at its place: written after the asking node listed shards.
+    Present,
+    /// Not rebuilt, and why.
+    Failed(String),
+}
+
 /// One chunk as a batch checks it.
 struct Check {
     id: ChunkId,
@@ -314,16 +326,17 @@ impl Archive {
                 }
             };
         }
-        // The listings predate chunks written during the pass: look before repairing.
-        // (A shard another node will be asked to rebuild is looked for by that node.)
+        // 2. Shards whose new home is another node are rebuilt there (reads spread over
+        //    the cluster instead of all coming here); that node first looks whether the
+        //    shard is there already.
+        self.delegate_rebuilds(t, presence, &mut checks, &mut report)
+            .await;
+        // 3. The listings predate chunks written during the pass: look for the other
+        //    missing shards before rebuilding them here.
         let mut recheck = Vec::new();
         for (c, check) in checks.iter().enumerate() {
             for (i, state) in check.states.iter().enumerate() {
-                if matches!(state, ShardState::Missing)
-                    && self
-                        .rebuilder(t, presence, &check.placed, &check.key(i))
-                        .is_none()
-                {
+                if matches!(state, ShardState::Missing) {
                     recheck.push(((c, i), (check.placed[i], check.key(i))));
                 }
             }
@@ -343,11 +356,7 @@ impl Archive {
                 }
             }
         }
-        // 2-4. Shards whose new home is another node are rebuilt there (reads spread
-        //    over the cluster instead of all coming here); the rest, and any that node
-        //    could not rebuild, here.
-        self.delegate_rebuilds(t, presence, &mut checks, &mut report)
-            .await;
+        // 4. The rest here: moved back from a copy elsewhere, or rebuilt.
         self.restore(t, Some(presence), &mut checks, &mut report)
             .await?;
         // 5. Copies away from their place, once the placed copy is known good (a local
@@ -604,7 +613,7 @@ impl Archive {
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|b| {
-                    serde_json::from_slice::<Vec<Option<String>>>(&b).map_err(|e| e.to_string())
+                    serde_json::from_slice::<Vec<RebuildAnswer>>(&b).map_err(|e| e.to_string())
                 });
             (addr, wanted, answer)
         });
@@ -623,15 +632,17 @@ impl Archive {
             for ((c, i), a) in wanted.into_iter().zip(answers) {
                 let check = &mut checks[c];
                 match a {
-                    None => {
+                    RebuildAnswer::Rebuilt => {
                         check.states[i] = ShardState::Ok;
                         check.repaired.push(i);
+                        report.shards_missing += 1;
                         report.shards_repaired += 1;
                         // Repair traffic counts toward the rate: the shard written there.
                         report.bytes_read += u64::from(check.rec.sealed_len)
                             .div_ceil(check.rec.policy.needed().max(1) as u64);
                     }
-                    Some(e) => {
+                    RebuildAnswer::Present => check.states[i] = ShardState::Ok,
+                    RebuildAnswer::Failed(e) => {
                         tracing::warn!(node = %addr, shard = %check.key(i), error = %e, "repair: rebuilding here instead")
                     }
                 }
@@ -643,9 +654,9 @@ impl Archive {
     /// pass (`REBUILD_PATH`): reads `needed` other shards of each chunk (this node's and
     /// this site's first, never those in `skip`), decodes, writes here. One answer per
     /// item: `None` when written, else why not.
-    pub async fn rebuild_here(&self, items: Vec<RebuildItem>) -> Vec<Option<String>> {
+    pub async fn rebuild_here(&self, items: Vec<RebuildItem>) -> Vec<RebuildAnswer> {
         let t = self.topology();
-        let mut answers: Vec<Option<String>> = vec![None; items.len()];
+        let mut answers = vec![RebuildAnswer::Rebuilt; items.len()];
         let mut checks = Vec::new();
         let mut of_check = Vec::new();
         for (n, item) in items.iter().enumerate() {
@@ -653,6 +664,15 @@ impl Archive {
                 let id: ChunkId = codec::unhex(&item.chunk)
                     .and_then(|b| b.try_into().ok())
                     .ok_or("bad chunk id")?;
+                let key = ShardKey {
+                    chunk: id,
+                    index: item.index,
+                };
+                // Looked for first: a chunk written after the asking node listed shards
+                // may not have reached this node's catalog yet, but its shard is here.
+                if !self.inner.store.locate(&key).is_empty() {
+                    return Ok(None);
+                }
                 let rec = self
                     .inner
                     .catalog
@@ -663,13 +683,6 @@ impl Archive {
                 let index = item.index as usize;
                 if !matches!(placed.get(index).map(|&s| &t.locs[s]), Some(Loc::Local(_))) {
                     return Err("that shard is not placed on this node".to_string());
-                }
-                let key = ShardKey {
-                    chunk: id,
-                    index: item.index,
-                };
-                if !self.inner.store.locate(&key).is_empty() {
-                    return Ok(None); // written after the asking node listed shards
                 }
                 let states = (0..placed.len())
                     .map(|j| match j == index || item.skip.contains(&(j as u8)) {
@@ -693,20 +706,20 @@ impl Archive {
                     checks.push(c);
                     of_check.push(n);
                 }
-                Ok(None) => {}
-                Err(e) => answers[n] = Some(e),
+                Ok(None) => answers[n] = RebuildAnswer::Present,
+                Err(e) => answers[n] = RebuildAnswer::Failed(e),
             }
         }
         let mut report = ScrubReport::default();
         if let Err(e) = self.restore(&t, None, &mut checks, &mut report).await {
             for &n in &of_check {
-                answers[n] = Some(e.to_string());
+                answers[n] = RebuildAnswer::Failed(e.to_string());
             }
             return answers;
         }
         for (check, n) in checks.iter().zip(of_check) {
             if !check.only.is_some_and(|i| check.repaired.contains(&i)) {
-                answers[n] = Some(match check.lost {
+                answers[n] = RebuildAnswer::Failed(match check.lost {
                     true => "too few shards to rebuild from".into(),
                     false => "could not write the rebuilt shard".into(),
                 });
