@@ -38,7 +38,7 @@ pub use catalog::{
 pub use codec::{ChunkParams, DataKey, Redundancy};
 pub use error::ArchiveError;
 pub use get::ObjectStream;
-pub use names::{validate_bucket_name, validate_key};
+pub use names::{SYSTEM_BUCKETS, validate_bucket_name, validate_key};
 pub use put::{LateMeta, PutOptions, md5_hex};
 pub use range::{ByteRange, parse_instant};
 pub use read_tally::{ReadTally, tally_reads};
@@ -303,6 +303,51 @@ impl Archive {
     /// Creates a bucket with initial gateway settings (owner, ACL) in one commit, on
     /// behalf of an access key (recorded in the audit log).
     pub async fn create_bucket_as(
+        &self,
+        name: &str,
+        policy: Option<Redundancy>,
+        versioning: Versioning,
+        settings: std::collections::BTreeMap<String, String>,
+        actor: Option<String>,
+    ) -> Result<Bucket> {
+        if SYSTEM_BUCKETS.contains(&name) {
+            return Err(ArchiveError::InvalidName(format!(
+                "bucket {name:?} is kept by edgecloud itself: pick another name"
+            )));
+        }
+        self.create_bucket_unchecked(name, policy, versioning, settings, actor)
+            .await
+    }
+
+    /// Creates one of [`SYSTEM_BUCKETS`] (unversioned, default redundancy) if it does
+    /// not exist yet, and returns it.
+    pub async fn system_bucket(&self, name: &str) -> Result<Bucket> {
+        debug_assert!(SYSTEM_BUCKETS.contains(&name));
+        match self.bucket(name) {
+            Ok(b) => Ok(b),
+            Err(ArchiveError::Catalog(catalog::CatalogError::NoSuchBucket(_))) => {
+                let created = self
+                    .create_bucket_unchecked(
+                        name,
+                        None,
+                        Versioning::Unversioned,
+                        Default::default(),
+                        Some("edgecloud".into()),
+                    )
+                    .await;
+                match created {
+                    // Another caller created it first.
+                    Err(ArchiveError::Catalog(catalog::CatalogError::BucketExists(_))) => {
+                        self.bucket(name)
+                    }
+                    other => other,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_bucket_unchecked(
         &self,
         name: &str,
         policy: Option<Redundancy>,

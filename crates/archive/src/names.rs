@@ -2,6 +2,10 @@
 
 use crate::ArchiveError;
 
+/// Buckets edgecloud keeps for itself (container images): users cannot create them,
+/// and the services that own them create them on first use.
+pub const SYSTEM_BUCKETS: &[&str] = &["edgecloud-images"];
+
 /// S3 bucket naming: 3-63 chars of lowercase letters, digits, '-' and '.', starting and
 /// ending with a letter or digit, whose dot-separated labels are DNS labels (none empty,
 /// none starting or ending with '-'), and not an IPv4 address: the name must work as a
