@@ -8,6 +8,7 @@ mod access_keys;
 mod buckets;
 pub mod console;
 mod error;
+mod images;
 pub mod invites;
 pub mod jobs;
 pub mod ledger;
@@ -59,6 +60,8 @@ pub struct AdminState {
     pub inviter: Option<std::sync::Arc<invites::Inviter>>,
     /// Runs compute jobs (None: this node runs none).
     pub jobs: Option<std::sync::Arc<::jobs::Jobs>>,
+    /// Keeps container images (None: this node keeps none).
+    pub images: Option<::images::ImageStore>,
     /// The web console's live sessions.
     pub sessions: std::sync::Arc<session::Sessions>,
     /// The admin API is served over TLS: session cookies are marked `Secure`.
@@ -154,6 +157,17 @@ pub fn router(state: AdminState) -> Router {
                 )),
         )
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route(
+            "/v1/images",
+            // The body streams to a spool file: an image is as large as it is.
+            post(images::import)
+                .get(images::list)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/images/{*reference}",
+            get(images::inspect).delete(images::remove),
+        )
         .route("/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/v1/status", get(ops::status))
         .route("/v1/scrub", post(ops::scrub).get(ops::scrub_state))

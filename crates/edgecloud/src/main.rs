@@ -96,6 +96,10 @@ pub enum Command {
     /// Compute next to the data: run map/reduce code over a bucket, watch it, cancel it.
     #[command(subcommand)]
     Job(cli::job::JobCmd),
+    /// Container images: import `docker save` tarballs and OCI layouts (every file
+    /// stored once across images), list, inspect, remove.
+    #[command(subcommand)]
+    Image(cli::image::ImageCmd),
     /// The audit log: status, proof bundles, offline checks, history verification.
     #[command(subcommand)]
     Ledger(cli::ledger::LedgerCmd),
@@ -168,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Key(cmd) => cli::key::run(&client()?, cmd).await,
         Command::Job(cmd) => cli::job::run(&client()?, cmd).await,
+        Command::Image(cmd) => cli::image::run(&client()?, cmd).await,
         Command::Cluster(cmd) => cli::cluster::run(&client()?, cmd).await,
         Command::Put(a) => cli::objects::put(&client()?, a).await,
         Command::Get(a) => cli::objects::get(&client()?, a).await,

@@ -213,6 +213,29 @@ impl ImageStore {
         actor: Option<String>,
     ) -> Result<Imported> {
         let mut file = std::fs::File::open(path)?;
+        // `docker save | gzip` (or zstd): unpack next to it first, layers are read by offset.
+        let mut magic = [0u8; 4];
+        let n = file.read(&mut magic)?;
+        file.seek(SeekFrom::Start(0))?;
+        if n == 4 && (magic.starts_with(&[0x1f, 0x8b]) || magic == [0x28, 0xb5, 0x2f, 0xfd]) {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let mut plain = tempfile::tempfile_in(dir)?;
+            let reader = std::io::BufReader::new(file);
+            if magic.starts_with(&[0x1f, 0x8b]) {
+                std::io::copy(
+                    &mut flate2::bufread::MultiGzDecoder::new(reader),
+                    &mut plain,
+                )
+            } else {
+                std::io::copy(
+                    &mut zstd::stream::read::Decoder::with_buffer(reader)?,
+                    &mut plain,
+                )
+            }
+            .map_err(|e| ImageError::NotAnImage(format!("cannot decompress it: {e}")))?;
+            plain.seek(SeekFrom::Start(0))?;
+            file = plain;
+        }
         let contents = tarball::scan(&mut file)?;
         let mut plans = tarball::plan(&contents)?;
         if plans.is_empty() {
@@ -234,7 +257,9 @@ impl ImageStore {
             seen: HashSet::new(),
             stats: Imported::default(),
         };
-        let mut images = Vec::new();
+        // Every layer of every image is read and checked, and every tree built, before
+        // any image is named: a file that fails anywhere imports nothing.
+        let mut ready = Vec::new();
         for plan in plans {
             let names = plan
                 .names
@@ -243,9 +268,13 @@ impl ImageStore {
                 .collect::<Result<Vec<_>>>()?;
             let id = format!("sha256:{}", plan.config_digest);
             let image_key = format!("images/{}.json", plan.config_digest);
+            let mut new_tree = None;
             let image = match handle.block_on(self.get_json::<Image>(&image_key))? {
                 Some(mut known) => {
                     sink.stats.layers_known += known.layers.len() as u64;
+                    if known.manifest_digest.is_none() {
+                        known.manifest_digest = plan.manifest_digest.map(|d| format!("sha256:{d}"));
+                    }
                     for n in &names {
                         if !known.names.contains(n) {
                             known.names.push(n.clone());
@@ -266,8 +295,7 @@ impl ImageStore {
                         layers.push(record.info);
                     }
                     let (files, size) = tree.file_totals();
-                    let tree_key = format!("trees/{}.json", plan.config_digest);
-                    handle.block_on(self.put_json(&tree_key, &tree.into_entries(), &actor))?;
+                    new_tree = Some(tree.into_entries());
                     Image {
                         id: id.clone(),
                         names: names.clone(),
@@ -280,9 +308,17 @@ impl ImageStore {
                     }
                 }
             };
-            handle.block_on(self.put_json(&image_key, &image, &actor))?;
+            ready.push((image, new_tree, names));
+        }
+        let mut images = Vec::new();
+        for (image, new_tree, names) in ready {
+            let hex = image.id.trim_start_matches("sha256:").to_string();
+            if let Some(entries) = new_tree {
+                handle.block_on(self.put_json(&format!("trees/{hex}.json"), &entries, &actor))?;
+            }
+            handle.block_on(self.put_json(&format!("images/{hex}.json"), &image, &actor))?;
             for name in &names {
-                handle.block_on(self.point_tag(name, &id, &actor))?;
+                handle.block_on(self.point_tag(name, &image.id, &actor))?;
             }
             images.push(image);
         }

@@ -35,19 +35,36 @@ pub struct Contents {
 pub fn scan<F: Read + Seek>(file: F) -> Result<Contents> {
     let mut tar = tar::Archive::new(file);
     let mut c = Contents::default();
+    let mut links = Vec::new();
     for entry in tar
         .entries_with_seek()
         .map_err(|e| ImageError::NotAnImage(format!("not a tar file: {e}")))?
     {
         let mut entry =
             entry.map_err(|e| ImageError::NotAnImage(format!("not a tar file: {e}")))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
         let raw = entry.path_bytes();
         let Ok(Some(path)) = clean_path(&String::from_utf8_lossy(&raw)) else {
             continue;
         };
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Symlink {
+            // docker save links a layer's `DIR/layer.tar` to a blob another item holds.
+            if let Ok(Some(target)) = entry
+                .link_name_bytes()
+                .map(|t| {
+                    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                    clean_path(&format!("{dir}/{}", String::from_utf8_lossy(&t)))
+                })
+                .transpose()
+                .map(Option::flatten)
+            {
+                links.push((path, target));
+            }
+            continue;
+        }
+        if kind != tar::EntryType::Regular && kind != tar::EntryType::Continuous {
+            continue;
+        }
         let m = Member {
             offset: entry.raw_file_position(),
             size: entry.size(),
@@ -64,6 +81,14 @@ pub fn scan<F: Read + Seek>(file: F) -> Result<Contents> {
             }
         }
         c.members.insert(path, m);
+    }
+    for (link, target) in links {
+        if let Some(m) = c.members.get(&target).copied() {
+            c.members.insert(link.clone(), m);
+        }
+        if let Some(body) = c.json.get(&target).cloned() {
+            c.json.insert(link, body);
+        }
     }
     Ok(c)
 }
@@ -232,11 +257,8 @@ pub fn plan(c: &Contents) -> Result<Vec<ImagePlan>> {
             let mut names: Vec<String> = Vec::new();
             if let Some(n) = d.annotations.get("io.containerd.image.name") {
                 names.push(n.clone());
-            } else if let Some(n) = d.annotations.get("org.opencontainers.image.ref.name")
-                && n.contains([':', '/'])
-            {
-                // A bare ref name ("latest") is a tag without a repository: Docker loads
-                // such an image untagged, and so do we (`--tag` names it).
+            } else if let Some(n) = d.annotations.get("org.opencontainers.image.ref.name") {
+                // umoci and skopeo write `oci:DIR:NAME` as a bare ref name: NAME:latest.
                 names.push(n.clone());
             }
             oci_images(c, &d, names, 0, &mut images)?;

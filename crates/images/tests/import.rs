@@ -212,14 +212,14 @@ async fn images_share_their_files_and_removal_frees_only_what_no_image_holds() {
     let again = store.import(&path, None, None).await.unwrap();
     assert_eq!((again.layers_read, again.files_stored), (0, 0));
 
-    // An image that shares the base layer reads only its own.
+    // An image that shares the base layer reads only its own (`docker save | gzip`).
     let v2 = docker_save(&[(
         "app:2",
         vec![base.clone(), layer(&[("srv/v2", b"2")])],
         "/srv/app",
     )]);
     let got = store
-        .import(&write(t.dir.path(), "v2.tar", &v2), None, None)
+        .import(&write(t.dir.path(), "v2.tar.gz", &gzip(&v2)), None, None)
         .await
         .unwrap();
     assert_eq!((got.layers_read, got.layers_known), (1, 1));
@@ -297,13 +297,13 @@ async fn an_oci_layout_is_checked_digest_by_digest() {
     let after = store.usage().await.unwrap();
     assert_eq!((after.images, after.files), (before.images, before.files));
 
-    // A bare ref name is a tag without a repository: untagged unless `--tag` names it.
-    let (plain, _) = oci_layout(&[layer(&[("hello", b"hi")])], "latest", false);
+    // A bare ref name (`oci:DIR:hello`) is a repository: hello:latest; `--tag` adds one.
+    let (plain, _) = oci_layout(&[layer(&[("hello", b"hi")])], "hello", false);
     let p = write(t.dir.path(), "plain.tar", &plain);
     let got = store.import(&p, None, None).await.unwrap();
-    assert!(got.images[0].names.is_empty());
+    assert_eq!(got.images[0].names, ["hello:latest"]);
     let got = store.import(&p, Some("hello:1"), None).await.unwrap();
-    assert_eq!(got.images[0].names, ["hello:1"]);
+    assert_eq!(got.images[0].names, ["hello:latest", "hello:1"]);
     assert!(store.find("hello:1").await.is_ok());
     assert!(
         store.find(&got.images[0].id[7..19]).await.is_ok(),

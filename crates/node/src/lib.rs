@@ -492,6 +492,7 @@ impl Node {
                     public_ledger: cfg.public_ledger,
                     inviter: Some(inviter),
                     jobs: Some(jobs.clone()),
+                    images: Some(images::ImageStore::new(archive.clone())),
                     sessions: Default::default(),
                     secure_cookies: tls.is_some(),
                 }),

@@ -19,7 +19,7 @@ fn split_path(p: &str) -> (&str, &str) {
     }
 }
 
-fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     let pb = match len {
         Some(n) => ProgressBar::new(n),
         None => ProgressBar::new_spinner(),

@@ -1,0 +1,211 @@
+//! Container images over HTTP (`edgecloud image`): import a `docker save` tarball or
+//! an OCI layout (as a tar) streamed in the body, list, inspect, remove.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use images::{ImageError, ImageStore};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::AdminState;
+use crate::session::Principal;
+use crate::types::ErrorBody;
+
+/// An image-store error as an answer: a status and a body that says what to do.
+fn problem(e: ImageError) -> Response {
+    use ImageError as E;
+    let (status, code) = match &e {
+        E::Archive(a) => return crate::ApiError(clone_archive_error(a, &e)).into_response(),
+        E::NotAnImage(_) => (StatusCode::BAD_REQUEST, "InvalidImage"),
+        E::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "DigestMismatch"),
+        E::HostileLayer { .. } => (StatusCode::BAD_REQUEST, "RefusedLayer"),
+        E::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
+        E::NoSuchImage(_) => (StatusCode::NOT_FOUND, "NoSuchImage"),
+        E::Ambiguous(_) => (StatusCode::CONFLICT, "AmbiguousImage"),
+        E::Io(_) | E::Corrupt { .. } | E::Task(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+        }
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %e, "image request failed");
+    }
+    let body = ErrorBody {
+        error: code.into(),
+        message: e.to_string(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The archive error inside an image error, for the archive's own status mapping.
+fn clone_archive_error(a: &archive::ArchiveError, whole: &ImageError) -> archive::ArchiveError {
+    match a {
+        archive::ArchiveError::Catalog(c) => archive::ArchiveError::Catalog(c.clone()),
+        _ => archive::ArchiveError::Invalid(whole.to_string()),
+    }
+}
+
+fn store_of(s: &AdminState) -> Result<&ImageStore, Response> {
+    s.images.as_ref().ok_or_else(|| {
+        let body = ErrorBody {
+            error: "NotImplemented".into(),
+            message: "this node keeps no images".into(),
+        };
+        (StatusCode::NOT_IMPLEMENTED, Json(body)).into_response()
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ImportQuery {
+    /// Name the (single) image in the file.
+    tag: Option<String>,
+}
+
+/// `POST /v1/images`: the body is spooled to a file under the data directory (a
+/// `docker save` tarball may list its manifest last, and layers are read by offset),
+/// then imported.
+pub(crate) async fn import(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ImportQuery>,
+    body: Body,
+) -> Response {
+    let store = match store_of(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    let spool = match spool(&s, body).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match store
+        .import(spool.path(), q.tag.as_deref(), Some(who.actor()))
+        .await
+    {
+        Ok(done) => (StatusCode::CREATED, Json(done)).into_response(),
+        Err(e) => problem(e),
+    }
+}
+
+/// Writes the request body to a temporary file (removed when the answer is sent).
+async fn spool(s: &AdminState, body: Body) -> Result<tempfile::NamedTempFile, Response> {
+    let internal = |what: &str, e: std::io::Error| {
+        tracing::error!("spooling an image upload: {what}: {e}");
+        problem(ImageError::Io(std::io::Error::other(format!(
+            "{what}: {e}"
+        ))))
+    };
+    let dir = s.archive.config().data_dir.join("tmp");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| internal("creating DATA/tmp", e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("image-upload-")
+        .tempfile_in(&dir)
+        .map_err(|e| internal("creating a spool file", e))?;
+    let std_file = tmp
+        .reopen()
+        .map_err(|e| internal("opening the spool file", e))?;
+    let mut file = tokio::fs::File::from_std(std_file);
+    let mut stream = body.into_data_stream();
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| {
+            let body = ErrorBody {
+                error: "IncompleteBody".into(),
+                message: format!("the upload was cut short: {e}"),
+            };
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        })?;
+        file.write_all(&piece)
+            .await
+            .map_err(|e| internal("writing the spool file", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| internal("writing the spool file", e))?;
+    Ok(tmp)
+}
+
+/// `GET /v1/images`'s answer.
+#[derive(Serialize)]
+pub(crate) struct Listing {
+    images: Vec<images::Image>,
+    usage: images::Usage,
+}
+
+/// `GET /v1/images`: every image, newest first, and what the store holds.
+pub(crate) async fn list(State(s): State<AdminState>) -> Response {
+    let store = match store_of(&s) {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let listing = async {
+        Ok::<_, ImageError>(Listing {
+            images: store.list().await?,
+            usage: store.usage().await?,
+        })
+    };
+    match listing.await {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => problem(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InspectQuery {
+    /// Also list the image's root file system.
+    #[serde(default)]
+    files: bool,
+}
+
+/// `GET /v1/images/{reference}`'s answer.
+#[derive(Serialize)]
+pub(crate) struct Inspected {
+    #[serde(flatten)]
+    image: images::Image,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree: Option<Vec<images::layer::Entry>>,
+}
+
+/// `GET /v1/images/{reference}`: an image by name, id or id prefix.
+pub(crate) async fn inspect(
+    State(s): State<AdminState>,
+    Path(reference): Path<String>,
+    Query(q): Query<InspectQuery>,
+) -> Response {
+    let store = match store_of(&s) {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let found = async {
+        let image = store.find(&reference).await?;
+        let tree = match q.files {
+            true => Some(store.tree(&image).await?.into_entries()),
+            false => None,
+        };
+        Ok::<_, ImageError>(Inspected { image, tree })
+    };
+    match found.await {
+        Ok(i) => Json(i).into_response(),
+        Err(e) => problem(e),
+    }
+}
+
+/// `DELETE /v1/images/{reference}`: removes a name, or the image and what only it held.
+pub(crate) async fn remove(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    Path(reference): Path<String>,
+) -> Response {
+    let store = match store_of(&s) {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    match store.remove(&reference, Some(who.actor())).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => problem(e),
+    }
+}
