@@ -12,39 +12,7 @@ import tarfile
 import pytest
 
 from conftest import BIN, Node
-
-
-def sh(*args, cwd=None):
-    subprocess.run(args, check=True, cwd=cwd, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory):
-    """An OCI layout with `base` (busybox, /etc/motd), `localhost/app:1` (base, motd
-    deleted, a config added) and `other` (its own layer holding the same busybox)."""
-    d = tmp_path_factory.mktemp("images")
-    sh("umoci", "init", "--layout", "oci", cwd=d)
-    sh("umoci", "new", "--image", "oci:base", cwd=d)
-    sh("umoci", "unpack", "--image", "oci:base", "b1", cwd=d)
-    root = d / "b1" / "rootfs"
-    (root / "bin").mkdir()
-    (root / "etc").mkdir()
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    os.symlink("busybox", root / "bin" / "sh")
-    (root / "etc" / "motd").write_text("welcome\n")
-    sh("umoci", "repack", "--image", "oci:base", "b1", cwd=d)
-    sh("umoci", "config", "--image", "oci:base", "--config.cmd", "/bin/sh", cwd=d)
-    sh("umoci", "tag", "--image", "oci:base", "localhost/app:1", cwd=d)
-    sh("umoci", "unpack", "--image", "oci:localhost/app:1", "b2", cwd=d)
-    (d / "b2" / "rootfs" / "etc" / "motd").unlink()
-    (d / "b2" / "rootfs" / "etc" / "app.conf").write_text("port=80\n")
-    sh("umoci", "repack", "--image", "oci:localhost/app:1", "b2", cwd=d)
-    sh("umoci", "new", "--image", "oci:other", cwd=d)
-    sh("umoci", "unpack", "--image", "oci:other", "b3", cwd=d)
-    (d / "b3" / "rootfs" / "usr" / "bin").mkdir(parents=True)
-    shutil.copy("/bin/busybox", d / "b3" / "rootfs" / "usr" / "bin" / "busybox")
-    sh("umoci", "repack", "--image", "oci:other", "b3", cwd=d)
-    return d
+from images_here import layout, sh  # noqa: F401 (layout is a fixture)
 
 
 @pytest.fixture
@@ -108,7 +76,7 @@ def test_a_docker_save_tarball_and_an_oci_layout_share_their_files(node, layout,
     assert out.count("Deleted:") == 2, out
     ls = listing(node)
     assert [i["names"] for i in ls["images"]] == [["base:latest"]]
-    assert ls["usage"]["files"] == 2, "busybox and motd stay for base"
+    assert ls["usage"]["files"] == 3, "busybox, motd and index.html stay for base"
     err = cli(node, "image", "inspect", "other", ok=False)
     assert "no image" in err and "NoSuchImage" in err
     # The system bucket is not a user's to create.

@@ -7,6 +7,7 @@
 mod access_keys;
 mod buckets;
 pub mod console;
+mod containers;
 mod error;
 mod images;
 pub mod invites;
@@ -62,6 +63,8 @@ pub struct AdminState {
     pub jobs: Option<std::sync::Arc<::jobs::Jobs>>,
     /// Keeps container images (None: this node keeps none).
     pub images: Option<::images::ImageStore>,
+    /// Runs containers (None: this node runs none).
+    pub containers: Option<::containers::Containers>,
     /// The web console's live sessions.
     pub sessions: std::sync::Arc<session::Sessions>,
     /// The admin API is served over TLS: session cookies are marked `Secure`.
@@ -164,6 +167,16 @@ pub fn router(state: AdminState) -> Router {
                 .get(images::list)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route(
+            "/v1/containers",
+            post(containers::run).get(containers::list),
+        )
+        .route(
+            "/v1/containers/{reference}",
+            get(containers::get).delete(containers::remove),
+        )
+        .route("/v1/containers/{reference}/stop", post(containers::stop))
+        .route("/v1/containers/{reference}/logs", get(containers::logs))
         .route(
             "/v1/images/{*reference}",
             get(images::inspect).delete(images::remove),

@@ -96,6 +96,34 @@ pub enum Command {
     /// Compute next to the data: run map/reduce code over a bucket, watch it, cancel it.
     #[command(subcommand)]
     Job(cli::job::JobCmd),
+    /// Run a command in a new container from an image in the store.
+    Run(cli::container::RunArgs),
+    /// List the containers of the node (running ones; -a for all).
+    Ps {
+        /// Exited ones too.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Print a container's output (-f: until it ends).
+    Logs {
+        /// The container: name, id or id prefix.
+        reference: String,
+        /// Keep printing until the container ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after --time seconds.
+    Stop {
+        /// The containers: names, ids or id prefixes.
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+    },
+    /// Containers: run, ps, logs, stop, rm, inspect.
+    #[command(subcommand)]
+    Container(cli::container::ContainerCmd),
     /// Container images: import `docker save` tarballs and OCI layouts (every file
     /// stored once across images), list, inspect, remove.
     #[command(subcommand)]
@@ -173,6 +201,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(cmd) => cli::key::run(&client()?, cmd).await,
         Command::Job(cmd) => cli::job::run(&client()?, cmd).await,
         Command::Image(cmd) => cli::image::run(&client()?, cmd).await,
+        Command::Container(cmd) => cli::container::run(&client()?, cmd).await,
+        Command::Run(a) => {
+            cli::container::run(&client()?, cli::container::ContainerCmd::Run(a)).await
+        }
+        Command::Ps { all } => {
+            cli::container::run(&client()?, cli::container::ContainerCmd::Ps { all }).await
+        }
+        Command::Logs { reference, follow } => {
+            let cmd = cli::container::ContainerCmd::Logs { reference, follow };
+            cli::container::run(&client()?, cmd).await
+        }
+        Command::Stop { references, time } => {
+            let cmd = cli::container::ContainerCmd::Stop { references, time };
+            cli::container::run(&client()?, cmd).await
+        }
         Command::Cluster(cmd) => cli::cluster::run(&client()?, cmd).await,
         Command::Put(a) => cli::objects::put(&client()?, a).await,
         Command::Get(a) => cli::objects::get(&client()?, a).await,

@@ -453,6 +453,17 @@ impl ImageStore {
         Ok(tree::Tree::from_entries(entries))
     }
 
+    /// The bytes of the file whose SHA-256 is `digest` (hex), as a stream.
+    pub async fn read_file(&self, digest: &str) -> Result<archive::ObjectStream> {
+        let key = format!("files/{digest}");
+        let (_, _, stream) = self
+            .inner
+            .archive
+            .get(BUCKET, &key, &VersionSel::Latest, None)
+            .await?;
+        Ok(stream)
+    }
+
     /// Removes a name; the image goes when it is removed by id or its last name goes,
     /// and with it every file and layer no other image holds.
     pub async fn remove(&self, reference: &str, actor: Option<String>) -> Result<Removed> {

@@ -300,6 +300,15 @@ impl Node {
             path: jobs_dir,
             source,
         })?;
+        let image_store = images::ImageStore::new(archive.clone());
+        // Containers need root and overlayfs; a node without them still serves the rest.
+        let containers = match containers::Containers::open(&data, image_store.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("containers are off on this node: {e}");
+                None
+            }
+        };
         let rpc_task = cluster::rpc::serve(
             rpc_listener,
             cluster::rpc::router(cluster::rpc::RpcState {
@@ -492,7 +501,8 @@ impl Node {
                     public_ledger: cfg.public_ledger,
                     inviter: Some(inviter),
                     jobs: Some(jobs.clone()),
-                    images: Some(images::ImageStore::new(archive.clone())),
+                    images: Some(image_store.clone()),
+                    containers: containers.clone(),
                     sessions: Default::default(),
                     secure_cookies: tls.is_some(),
                 }),

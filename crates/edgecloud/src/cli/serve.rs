@@ -24,13 +24,17 @@ pub async fn run(flags: NodeSettings, file: NodeSettings, data: PathBuf) -> anyh
 }
 
 /// Log lines to standard error: `EDGECLOUD_LOG` filters them (default: info, Raft's
-/// own at warn), as text (coloured only on a terminal) or JSON.
+/// own at warn, the container runtime's at error), as text (coloured only on a terminal) or JSON.
 fn init_logs(format: node::LogFormat) {
     use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+                // libcontainer logs from inside a container's process too, where standard
+                // error is the container's log: only its errors are shown.
+                .unwrap_or_else(|_| {
+                    "info,openraft=warn,libcontainer=error,libcgroups=error".into()
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());

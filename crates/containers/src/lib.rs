@@ -1,0 +1,524 @@
+//! Containers run from the images in the store (crates/images), in this process.
+//!
+//! `run` unpacks the image once per node (`rootfs::unpack`), mounts an overlay whose
+//! upper directory takes the container's writes, writes an OCI runtime spec
+//! (`spec::runtime_spec`: Docker's default capabilities, masked paths, cgroup limits,
+//! its own namespaces), and starts it with youki's libcontainer (`runtime`), stdout
+//! and stderr to a log file. A thread per container waits for its init and applies the
+//! restart policy. Records live in `DATA/containers/run/<id>/record.json`, so a node that
+//! restarts finds its containers: those still running are adopted, those a policy
+//! restarts are started again.
+
+mod error;
+pub mod rootfs;
+pub mod runtime;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use images::ImageStore;
+use serde::{Deserialize, Serialize};
+
+pub use error::{ContainerError, Result};
+
+/// What `edgecloud run` asks for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default)]
+pub struct RunSpec {
+    /// The image: a name, `sha256:ID` or an id prefix.
+    pub image: String,
+    /// The container's name (unique on the node) [default: none; the id names it].
+    pub name: Option<String>,
+    /// The command and its arguments [default: the image's Cmd].
+    pub command: Vec<String>,
+    /// `K=V` added to (and overriding) the image's environment.
+    pub env: Vec<String>,
+    /// Memory limit, bytes.
+    pub memory: Option<u64>,
+    /// CPU limit, in CPUs (1.5 = one and a half).
+    pub cpus: Option<f64>,
+    /// Share the node's network instead of a namespace of its own (loopback only).
+    pub host_network: bool,
+    /// `no` (default), `always`, `unless-stopped` or `on-failure[:MAX]`.
+    pub restart: String,
+    /// Remove the container when it exits.
+    pub remove: bool,
+}
+
+/// Where a container is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its process runs.
+    Running,
+    /// Its process has ended.
+    Exited,
+}
+
+/// A container, as `ps` and `inspect` show it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ContainerInfo {
+    /// 64 hex digits.
+    pub id: String,
+    /// Its name, when given.
+    pub name: Option<String>,
+    /// The image as `run` named it.
+    pub image: String,
+    /// The image's id.
+    pub image_id: String,
+    /// argv of its process.
+    pub command: Vec<String>,
+    /// Running or exited.
+    pub state: State,
+    /// Its init's pid on the node, while running.
+    pub pid: Option<i32>,
+    /// The exit code of the last run (128 + signal when killed by one).
+    pub exit_code: Option<i32>,
+    /// Created, seconds since the epoch.
+    pub created: u64,
+    /// Last started.
+    pub started: u64,
+    /// Last ended.
+    pub finished: Option<u64>,
+    /// Times the restart policy started it again.
+    pub restarts: u32,
+    /// Whether it was stopped by `stop` (policies other than `always` leave it so).
+    pub stopped_by_user: bool,
+    /// What it was run with.
+    pub spec: RunSpec,
+}
+
+/// The restart policy of a spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Restart {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure(Option<u32>),
+}
+
+impl Restart {
+    fn parse(s: &str) -> Result<Restart> {
+        Ok(match s {
+            "" | "no" => Restart::No,
+            "always" => Restart::Always,
+            "unless-stopped" => Restart::UnlessStopped,
+            "on-failure" => Restart::OnFailure(None),
+            other => match other.strip_prefix("on-failure:").map(str::parse) {
+                Some(Ok(n)) => Restart::OnFailure(Some(n)),
+                _ => {
+                    return Err(ContainerError::Invalid(format!(
+                        "restart policy {other:?}: use no, always, unless-stopped or on-failure[:MAX]"
+                    )));
+                }
+            },
+        })
+    }
+
+    /// Whether a container that ended so is started again.
+    fn again(self, c: &ContainerInfo) -> bool {
+        match self {
+            Restart::No => false,
+            Restart::Always => true,
+            Restart::UnlessStopped => !c.stopped_by_user,
+            Restart::OnFailure(max) => {
+                !c.stopped_by_user && c.exit_code != Some(0) && max.is_none_or(|m| c.restarts < m)
+            }
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The containers of this node.
+#[derive(Clone)]
+pub struct Containers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `DATA/containers`.
+    dir: PathBuf,
+    images: ImageStore,
+    table: Mutex<BTreeMap<String, ContainerInfo>>,
+    /// One record write at a time.
+    saving: Mutex<()>,
+    /// One unpack of an image at a time.
+    unpacking: tokio::sync::Mutex<()>,
+}
+
+impl Containers {
+    /// The containers kept under `data_dir/containers`, running from `images`. Records
+    /// of containers still running are adopted; those a policy restarts are started.
+    pub fn open(data_dir: &Path, images: ImageStore) -> Result<Self> {
+        let dir = data_dir.join("containers");
+        for sub in ["run", "images", "state"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let this = Containers {
+            inner: Arc::new(Inner {
+                dir,
+                images,
+                table: Mutex::new(BTreeMap::new()),
+                saving: Mutex::new(()),
+                unpacking: tokio::sync::Mutex::new(()),
+            }),
+        };
+        for entry in std::fs::read_dir(this.inner.dir.join("run"))?.flatten() {
+            let record = entry.path().join("record.json");
+            let Ok(text) = std::fs::read(&record) else {
+                continue;
+            };
+            let Ok(mut c) = serde_json::from_slice::<ContainerInfo>(&text) else {
+                tracing::warn!("unreadable container record {}", record.display());
+                continue;
+            };
+            let alive = c
+                .pid
+                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if c.state == State::Running && !alive {
+                c.state = State::Exited;
+                c.pid = None;
+                c.finished.get_or_insert(now());
+            }
+            let id = c.id.clone();
+            let policy = Restart::parse(&c.spec.restart).unwrap_or(Restart::No);
+            let again = c.state == State::Exited && policy.again(&c) && c.finished.is_some();
+            this.table().insert(id.clone(), c.clone());
+            if alive && c.state == State::Running {
+                this.watch(id.clone(), c.pid.unwrap_or_default());
+            } else if again && let Err(e) = this.restart_now(&id) {
+                tracing::warn!(container = %id, "restarting after the node's restart: {e}");
+            }
+        }
+        Ok(this)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ContainerInfo>> {
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.inner.dir.join("run").join(id)
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.inner.dir.join("state")
+    }
+
+    /// Writes the container's record as the table holds it now. The waiting thread and
+    /// a request may save at once: one at a time, each writing the latest state.
+    fn save(&self, c: &ContainerInfo) -> Result<()> {
+        let _one_at_a_time = self.inner.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = self.table().get(&c.id).cloned() else {
+            return Ok(()); // removed meanwhile
+        };
+        let path = self.run_dir(&c.id).join("record.json");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&current).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)?;
+        Ok(())
+    }
+
+    /// Creates and starts a container.
+    pub async fn run(&self, spec: RunSpec) -> Result<ContainerInfo> {
+        let policy = Restart::parse(&spec.restart)?;
+        if spec.remove && policy != Restart::No {
+            return Err(ContainerError::Invalid(
+                "--rm and a restart policy contradict each other: pick one".into(),
+            ));
+        }
+        if let Some(n) = &spec.name {
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !ok {
+                return Err(ContainerError::Invalid(format!(
+                    "name {n:?}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
+                )));
+            }
+            if self.table().values().any(|c| c.name.as_ref() == Some(n)) {
+                return Err(ContainerError::Conflict(format!(
+                    "a container named {n:?} exists: remove it or pick another name"
+                )));
+            }
+        }
+        if spec.cpus.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
+            return Err(ContainerError::Invalid("--cpus must be above 0".into()));
+        }
+        if spec.memory.is_some_and(|m| m < 6 << 20) {
+            return Err(ContainerError::Invalid(
+                "--memory must be at least 6 MB".into(),
+            ));
+        }
+        let image = self.inner.images.find(&spec.image).await?;
+        let lower = {
+            let _one = self.inner.unpacking.lock().await;
+            rootfs::unpack(&self.inner.images, &image, &self.inner.dir.join("images")).await?
+        };
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = self.run_dir(&id);
+        std::fs::create_dir_all(&dir)?;
+        let merged = dir.join("rootfs");
+        rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &merged)?;
+        let process = spec::ImageProcess::of(&image.config);
+        let hostname = spec.name.clone().unwrap_or_else(|| id[..12].to_string());
+        let prepared = (|| {
+            let input = spec::SpecInput {
+                id: &id,
+                hostname: &hostname,
+                rootfs: &merged,
+                args: spec::command_line(&process, &spec)?,
+                env: spec::environment(&process, &spec, &hostname),
+                cwd: process.working_dir.clone().unwrap_or_else(|| "/".into()),
+                user: spec::resolve_user(process.user.as_deref(), &merged)?,
+                run: &spec,
+            };
+            let config = spec::runtime_spec(&input);
+            let bundle = dir.join("bundle");
+            std::fs::create_dir_all(&bundle)?;
+            std::fs::write(
+                bundle.join("config.json"),
+                serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
+            )?;
+            Ok::<_, ContainerError>(input.args)
+        })();
+        let args = match prepared {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = rootfs::unmount(&merged);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let c = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            image_id: image.id.clone(),
+            command: args,
+            state: State::Exited,
+            pid: None,
+            exit_code: None,
+            created: now(),
+            started: now(),
+            finished: None,
+            restarts: 0,
+            stopped_by_user: false,
+            spec,
+        };
+        self.table().insert(id.clone(), c.clone());
+        self.save(&c)?;
+        let (this, starting) = (self.clone(), id.clone());
+        let started = tokio::task::spawn_blocking(move || this.start(&starting, false))
+            .await
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        if started.is_err() {
+            // A container that never started leaves nothing behind.
+            let _ = self.remove_now(&id);
+        }
+        started
+    }
+
+    /// Starts (or, as a restart, starts again) the container's process; blocking.
+    fn start(&self, id: &str, restart: bool) -> Result<ContainerInfo> {
+        let dir = self.run_dir(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("log"))?;
+        // A previous run's runtime state (a restart) goes first.
+        runtime::delete(&self.state_root(), id)?;
+        let pid = runtime::create_and_start(id, &dir.join("bundle"), &self.state_root(), log)?;
+        let c = {
+            let mut t = self.table();
+            let c = t
+                .get_mut(id)
+                .ok_or_else(|| ContainerError::NotFound(id.into()))?;
+            c.state = State::Running;
+            c.pid = Some(pid);
+            c.restarts += u32::from(restart);
+            c.started = now();
+            c.finished = None;
+            c.clone()
+        };
+        self.save(&c)?;
+        self.watch(id.to_string(), pid);
+        Ok(c)
+    }
+
+    fn restart_now(&self, id: &str) -> Result<ContainerInfo> {
+        self.start(id, true)
+    }
+
+    /// A thread that waits for the container's init, records how it ended and applies
+    /// the restart policy (or `--rm`).
+    fn watch(&self, id: String, pid: i32) {
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("container-{}", &id[..12.min(id.len())]))
+            .spawn(move || {
+                let code = runtime::wait(pid);
+                let ended = {
+                    let mut t = this.table();
+                    let Some(c) = t.get_mut(&id) else { return };
+                    c.state = State::Exited;
+                    c.pid = None;
+                    c.exit_code = Some(code);
+                    c.finished = Some(now());
+                    c.clone()
+                };
+                if let Err(e) = this.save(&ended) {
+                    tracing::warn!(container = %id, "saving its record: {e}");
+                }
+                let policy = Restart::parse(&ended.spec.restart).unwrap_or(Restart::No);
+                if ended.spec.remove {
+                    if let Err(e) = this.remove_now(&id) {
+                        tracing::warn!(container = %id, "removing it (--rm): {e}");
+                    }
+                } else if policy.again(&ended) {
+                    // Docker's back-off starts at 100 ms; a crash loop should not spin.
+                    let wait = Duration::from_millis(100 << ended.restarts.min(8));
+                    std::thread::sleep(wait);
+                    let still_wanted = this
+                        .table()
+                        .get(&id)
+                        .is_some_and(|c| c.state == State::Exited && policy.again(c));
+                    if still_wanted && let Err(e) = this.restart_now(&id) {
+                        tracing::warn!(container = %id, "restarting: {e}");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a thread to wait for a container: {e}");
+        }
+    }
+
+    /// The containers, newest first; exited ones too when `all`.
+    pub fn list(&self, all: bool) -> Vec<ContainerInfo> {
+        let mut v: Vec<ContainerInfo> = self
+            .table()
+            .values()
+            .filter(|c| all || c.state == State::Running)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// A container by name, id, or id prefix.
+    pub fn get(&self, reference: &str) -> Result<ContainerInfo> {
+        let t = self.table();
+        if let Some(c) = t.values().find(|c| c.name.as_deref() == Some(reference)) {
+            return Ok(c.clone());
+        }
+        let found: Vec<&ContainerInfo> = t
+            .values()
+            .filter(|c| !reference.is_empty() && c.id.starts_with(reference))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ContainerError::NotFound(format!(
+                "no container {reference:?} (`edgecloud ps -a` lists them)"
+            ))),
+            _ => Err(ContainerError::Invalid(format!(
+                "{reference:?} names more than one container: give more of the id"
+            ))),
+        }
+    }
+
+    /// The file holding the container's output.
+    pub fn log_path(&self, reference: &str) -> Result<PathBuf> {
+        Ok(self.run_dir(&self.get(reference)?.id).join("log"))
+    }
+
+    /// Stops a container: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&self, reference: &str, grace: Duration) -> Result<ContainerInfo> {
+        let id = self.get(reference)?.id;
+        if let Some(c) = self.table().get_mut(&id) {
+            c.stopped_by_user = true;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        if self.get(&id)?.state == State::Running {
+            self.signal(&id, libc::SIGTERM).await?;
+        }
+        while tokio::time::Instant::now() < deadline {
+            if self.get(&id)?.state == State::Exited {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.get(&id)?.state == State::Running {
+            self.signal(&id, libc::SIGKILL).await?;
+        }
+        let c = self.wait_exited(&id).await?;
+        self.save(&c)?;
+        Ok(c)
+    }
+
+    async fn signal(&self, id: &str, signal: i32) -> Result<()> {
+        let (root, id) = (self.state_root(), id.to_string());
+        tokio::task::spawn_blocking(move || runtime::kill(&root, &id, signal))
+            .await
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?
+    }
+
+    async fn wait_exited(&self, id: &str) -> Result<ContainerInfo> {
+        for _ in 0..500 {
+            let c = self.get(id)?;
+            if c.state == State::Exited {
+                return Ok(c);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ContainerError::Runtime(format!(
+            "container {id} did not end 10 s after SIGKILL"
+        )))
+    }
+
+    /// Removes a container: its runtime state, overlay, upper directory and log. A
+    /// running one only with `force` (it is killed).
+    pub async fn remove(&self, reference: &str, force: bool) -> Result<ContainerInfo> {
+        let c = self.get(reference)?;
+        if c.state == State::Running {
+            if !force {
+                return Err(ContainerError::Conflict(format!(
+                    "container {} is running: stop it first, or remove it with --force",
+                    c.name.as_deref().unwrap_or(&c.id[..12])
+                )));
+            }
+            self.stop(&c.id, Duration::ZERO).await?;
+        }
+        let this = self.clone();
+        let id = c.id.clone();
+        tokio::task::spawn_blocking(move || this.remove_now(&id))
+            .await
+            .map_err(|e| ContainerError::Runtime(e.to_string()))??;
+        Ok(c)
+    }
+
+    fn remove_now(&self, id: &str) -> Result<()> {
+        runtime::delete(&self.state_root(), id)?;
+        let dir = self.run_dir(id);
+        rootfs::unmount(&dir.join("rootfs"))?;
+        self.table().remove(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

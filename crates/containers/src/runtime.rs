@@ -1,0 +1,151 @@
+//! The OCI runtime in this process: youki's libcontainer creates and starts the
+//! container (no runtime binary, no shim process per container); the container's init
+//! is this process's child, so waiting for it is a `waitpid`.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+
+use crate::{ContainerError, Result};
+
+fn runtime_error(what: &str, e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Runtime(format!("{what}: {e}"))
+}
+
+/// Creates and starts container `id` from the bundle (`config.json`) in `bundle`, its
+/// state under `state_root`, stdout and stderr to `log`; returns the init's pid.
+pub fn create_and_start(
+    id: &str,
+    bundle: &Path,
+    state_root: &Path,
+    log: std::fs::File,
+) -> Result<i32> {
+    let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    let stderr: OwnedFd = log.try_clone()?.into();
+    let stdout: OwnedFd = log.into();
+    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(DefaultExecutor {})
+        .with_root_path(state_root)
+        .map_err(|e| runtime_error("the state directory", e))?
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| runtime_error("creating the container", e))?;
+    reap_intermediates();
+    container
+        .start()
+        .map_err(|e| runtime_error("starting the container", e))?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| ContainerError::Runtime("the container has no process".into()))?;
+    Ok(pid.as_raw())
+}
+
+/// libcontainer's intermediate process (named `youki:[1:INTER]`) exits once it has
+/// forked the container's init; nobody else waits for it, so this process does.
+fn reap_intermediates() {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ..."; comm may hold spaces, so split after its ')'.
+        let Some((comm_part, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1);
+        if comm_part.ends_with("youki:[1:INTER]") && ppid == Some(me.as_str()) {
+            let mut status = 0;
+            // SAFETY: waiting for a child of this process by pid.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+    }
+}
+
+/// Waits for `pid` (a child of this process) to end; its exit code, or 128 + the
+/// signal that killed it.
+pub fn wait(pid: i32) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for a child of this process by pid.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                return 128 + libc::WTERMSIG(status);
+            }
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        // Not our child (adopted after a restart): poll until it is gone.
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        return -1;
+    }
+}
+
+fn load(state_root: &Path, id: &str) -> Result<Option<Container>> {
+    let dir = state_root.join(id);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Container::load(dir)
+        .map(Some)
+        .map_err(|e| runtime_error("loading the container's state", e))
+}
+
+/// Sends `signal` to every process of container `id`.
+pub fn kill(state_root: &Path, id: &str, signal: i32) -> Result<()> {
+    let Some(mut c) = load(state_root, id)? else {
+        return Ok(());
+    };
+    let sig = Signal::try_from(signal).map_err(|e| runtime_error("the signal", e))?;
+    let gone = |c: &Container| {
+        c.pid()
+            .is_none_or(|p| !Path::new(&format!("/proc/{}", p.as_raw())).exists())
+    };
+    if gone(&c) {
+        return Ok(()); // it ended on its own meanwhile
+    }
+    match c.kill(sig, true) {
+        Ok(()) => Ok(()),
+        // It ended between the look and the signal: nothing left to signal.
+        Err(_) if gone(&c) => Ok(()),
+        Err(libcontainer::error::LibcontainerError::IncorrectStatus(_)) => Ok(()),
+        Err(e) => Err(runtime_error("signalling the container", e)),
+    }
+}
+
+/// Deletes container `id`'s runtime state and cgroup (killing what is left).
+pub fn delete(state_root: &Path, id: &str) -> Result<()> {
+    let Some(mut c) = load(state_root, id)? else {
+        return Ok(());
+    };
+    c.delete(true)
+        .map_err(|e| runtime_error("deleting the container", e))
+}

@@ -1,0 +1,217 @@
+//! Containers started for real (root, overlayfs): a busybox image built here, imported
+//! into a real archive, run with libcontainer; output, exit codes, environment, limits,
+//! stop, restart policies and removal.
+#![allow(clippy::unwrap_used)] // a panic is how a test reports
+
+use std::time::Duration;
+
+use containers::{Containers, RunSpec, State};
+use images::ImageStore;
+
+/// A `docker save` tarball of one layer holding busybox and its `sh` link.
+fn busybox_image(dir: &std::path::Path) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let hex = |d: &[u8]| -> String {
+        Sha256::digest(d)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dirh = tar::Header::new_gnu();
+    dirh.set_entry_type(tar::EntryType::Directory);
+    dirh.set_mode(0o755);
+    dirh.set_size(0);
+    for d in ["bin", "etc", "tmp"] {
+        layer
+            .append_data(&mut dirh.clone(), d, std::io::empty())
+            .unwrap();
+    }
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    layer
+        .append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
+    for tool in ["sh", "echo", "sleep", "cat", "env", "id", "hostname", "ip"] {
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_size(0);
+        l.set_mode(0o777);
+        layer
+            .append_link(&mut l, format!("bin/{tool}"), "busybox")
+            .unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
+    let mut p = tar::Header::new_gnu();
+    p.set_mode(0o644);
+    p.set_size(passwd.len() as u64);
+    layer
+        .append_data(&mut p, "etc/passwd", &passwd[..])
+        .unwrap();
+    let layer = layer.into_inner().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["FROM_IMAGE=yes"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex(&layer))]},
+    }))
+    .unwrap();
+    let cfg_name = format!("{}.json", hex(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": cfg_name, "RepoTags": ["busybox:test"], "Layers": ["l/layer.tar"]}]))
+    .unwrap();
+    let mut outer = tar::Builder::new(Vec::new());
+    for (name, body) in [
+        (cfg_name.as_str(), &config),
+        ("l/layer.tar", &layer),
+        ("manifest.json", &manifest),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        outer.append_data(&mut h, name, &body[..]).unwrap();
+    }
+    let path = dir.join("busybox.tar");
+    std::fs::write(&path, outer.into_inner().unwrap()).unwrap();
+    path
+}
+
+async fn wait_exit(c: &Containers, id: &str) -> containers::ContainerInfo {
+    for _ in 0..500 {
+        let info = c.get(id).unwrap();
+        if info.state == State::Exited {
+            return info;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("container {id} did not exit");
+}
+
+fn log(c: &Containers, id: &str) -> String {
+    std::fs::read_to_string(c.log_path(id).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_from_the_store_and_end_as_asked() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: containers need root and /bin/busybox (busybox-static)");
+        return;
+    }
+    let t = testkit::archive_with_bucket(9, "data").await;
+    let store = ImageStore::new(t.archive.clone());
+    store
+        .import(&busybox_image(t.dir.path()), None, None)
+        .await
+        .unwrap();
+    let node = t.dir.path().join("node");
+    let c = Containers::open(&node, store.clone()).unwrap();
+    let run = |command: &[&str]| RunSpec {
+        image: "busybox:test".into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+
+    // Output, the environment (image's, then -e), the host name, the exit code.
+    let mut spec = run(&[
+        "sh",
+        "-c",
+        "echo hello; echo \"$FROM_IMAGE $MINE\"; hostname; exit 3",
+    ]);
+    spec.env = vec!["MINE=set".into()];
+    spec.name = Some("first".into());
+    let first = c.run(spec).await.unwrap();
+    let done = wait_exit(&c, &first.id).await;
+    assert_eq!(done.exit_code, Some(3));
+    assert_eq!(log(&c, "first"), "hello\nyes set\nfirst\n");
+
+    // Its own namespaces: pid 1 inside; only loopback in its network namespace.
+    let ns = c
+        .run(run(&["sh", "-c", "echo $$; ls /sys/class/net"]))
+        .await
+        .unwrap();
+    wait_exit(&c, &ns.id).await;
+    assert_eq!(log(&c, &ns.id), "1\nlo\n");
+
+    // Writes go to the container's upper directory, never to the image.
+    let w = c
+        .run(run(&[
+            "sh",
+            "-c",
+            "echo x > /etc/passwd && cat /etc/passwd",
+        ]))
+        .await
+        .unwrap();
+    wait_exit(&c, &w.id).await;
+    assert_eq!(log(&c, &w.id), "x\n");
+    let r = c.run(run(&["cat", "/etc/passwd"])).await.unwrap();
+    wait_exit(&c, &r.id).await;
+    assert!(
+        log(&c, &r.id).starts_with("root:x:0:0"),
+        "{}",
+        log(&c, &r.id)
+    );
+
+    // Limits land in its cgroup.
+    let mut limited = run(&["sleep", "30"]);
+    limited.memory = Some(64 << 20);
+    limited.name = Some("limited".into());
+    let l = c.run(limited).await.unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", l.pid.unwrap()))
+        .unwrap_or_else(|e| panic!("{e}: {:?} {}", c.get(&l.id), log(&c, &l.id)));
+    assert!(cgroup.contains("/edgecloud/"), "{cgroup}");
+    // Stop: pid 1 ignores SIGTERM without a handler, so the grace ends in SIGKILL.
+    let stopped = c.stop("limited", Duration::from_millis(200)).await.unwrap();
+    assert_eq!(stopped.exit_code, Some(137));
+
+    // A restart policy starts it again; stop ends that.
+    let mut again = run(&["sh", "-c", "echo run; exit 1"]);
+    again.restart = "on-failure:2".into();
+    let a = c.run(again).await.unwrap();
+    for _ in 0..300 {
+        if c.get(&a.id).unwrap().restarts == 2 && c.get(&a.id).unwrap().state == State::Exited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = c.get(&a.id).unwrap();
+    assert_eq!((a.restarts, a.state), (2, State::Exited));
+    assert_eq!(log(&c, &a.id), "run\nrun\nrun\n");
+
+    // Names are unique; a running container is removed only with force.
+    let dup = c
+        .run(RunSpec {
+            name: Some("first".into()),
+            ..run(&["true"])
+        })
+        .await;
+    assert!(dup.unwrap_err().to_string().contains("exists"));
+    let long = c
+        .run(RunSpec {
+            name: Some("long".into()),
+            ..run(&["sleep", "30"])
+        })
+        .await
+        .unwrap();
+    assert!(
+        c.remove("long", false)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("running")
+    );
+    c.remove("long", true).await.unwrap();
+    assert!(!node.join("containers/run").join(&long.id).exists());
+    assert!(c.get("long").is_err());
+
+    // The node restarts: records come back.
+    drop(c);
+    let c = Containers::open(&node, store).unwrap();
+    assert_eq!(c.get("first").unwrap().exit_code, Some(3));
+    for info in c.list(true) {
+        c.remove(&info.id, true).await.unwrap();
+    }
+    assert!(c.list(true).is_empty());
+}

@@ -1,0 +1,226 @@
+//! `edgecloud run`, `ps`, `logs`, `stop` and `edgecloud container ...`: containers from
+//! the node's images, run by the node itself (crates/containers). Like Docker's, but
+//! `rm` and `inspect` live under `container`, since `edgecloud rm` deletes objects.
+
+use anyhow::{Context, bail};
+use containers::{ContainerInfo, RunSpec, State};
+use futures::StreamExt;
+use reqwest::Method;
+use std::io::Write;
+
+use crate::cli::client::Client;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Start it and print its id, without waiting for it.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// A name for it (unique on the node).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable K=V (repeatable).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Memory limit: bytes, or with k, m or g (e.g. 256m).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:MAX].
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Remove it when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// none: a network namespace of its own with loopback only; host: the node's
+    /// network.
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    pub network: String,
+    /// The image: NAME[:TAG], sha256:ID or an id prefix (`edgecloud image ls`).
+    pub image: String,
+    /// The command and its arguments [default: the image's].
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ContainerCmd {
+    /// Run a command in a new container (same as `edgecloud run`).
+    Run(RunArgs),
+    /// List containers (same as `edgecloud ps`).
+    Ps {
+        /// Exited ones too.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Print a container's output (same as `edgecloud logs`).
+    Logs {
+        /// The container: name, id or id prefix.
+        reference: String,
+        /// Keep printing until the container ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after --time seconds.
+    Stop {
+        /// The containers: names, ids or id prefixes.
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+    },
+    /// Remove containers (their writes and logs go with them).
+    Rm {
+        /// The containers: names, ids or id prefixes.
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// Kill and remove a running one.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show a container as JSON.
+    Inspect {
+        /// The container: name, id or id prefix.
+        reference: String,
+    },
+}
+
+/// `256m`, `1g`, `4096` as bytes.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("memory {s:?}: use bytes or a number with k, m or g"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+pub async fn run(c: &Client, cmd: ContainerCmd) -> anyhow::Result<()> {
+    match cmd {
+        ContainerCmd::Run(a) => run_container(c, a).await,
+        ContainerCmd::Ps { all } => {
+            let mut req = c.request(Method::GET, &["containers"]);
+            if all {
+                req = req.query(&[("all", "true")]);
+            }
+            let list: Vec<ContainerInfo> = c.json(req).await?;
+            println!(
+                "{:<12}  {:<24}  {:<30}  {:<14}  NAME",
+                "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
+            );
+            for i in list {
+                let mut command = i.command.join(" ");
+                if command.len() > 30 {
+                    command.truncate(27);
+                    command.push_str("...");
+                }
+                let status = match (i.state, i.exit_code) {
+                    (State::Running, _) => "running".to_string(),
+                    (State::Exited, Some(code)) => format!("exited ({code})"),
+                    (State::Exited, None) => "exited".to_string(),
+                };
+                println!(
+                    "{:<12}  {:<24}  {:<30}  {:<14}  {}",
+                    short(&i.id),
+                    i.image,
+                    command,
+                    status,
+                    i.name.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        ContainerCmd::Logs { reference, follow } => print_logs(c, &reference, follow).await,
+        ContainerCmd::Stop { references, time } => {
+            for r in references {
+                let time = time.to_string();
+                let req = c
+                    .request(Method::POST, &["containers", &r, "stop"])
+                    .query(&[("time", time.as_str())]);
+                let info: ContainerInfo = c.json(req).await?;
+                println!("{}", info.name.unwrap_or(info.id));
+            }
+            Ok(())
+        }
+        ContainerCmd::Rm { references, force } => {
+            for r in references {
+                let mut req = c.request(Method::DELETE, &["containers", &r]);
+                if force {
+                    req = req.query(&[("force", "true")]);
+                }
+                let info: ContainerInfo = c.json(req).await?;
+                println!("{}", info.name.unwrap_or(info.id));
+            }
+            Ok(())
+        }
+        ContainerCmd::Inspect { reference } => {
+            let v: serde_json::Value = c
+                .json(c.request(Method::GET, &["containers", &reference]))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+    }
+}
+
+async fn print_logs(c: &Client, reference: &str, follow: bool) -> anyhow::Result<()> {
+    let mut req = c.request(Method::GET, &["containers", reference, "logs"]);
+    if follow {
+        req = req.query(&[("follow", "true")]);
+    }
+    let resp = c.send(req).await?;
+    let mut body = resp.bytes_stream();
+    let mut out = std::io::stdout();
+    while let Some(piece) = body.next().await {
+        out.write_all(&piece.context("the node ended the log early")?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
+    let spec = RunSpec {
+        image: a.image,
+        name: a.name,
+        command: a.command,
+        env: a.env,
+        memory: a.memory.as_deref().map(parse_size).transpose()?,
+        cpus: a.cpus,
+        host_network: a.network == "host",
+        restart: a.restart,
+        // Attached, this command removes it once it has its exit code.
+        remove: a.rm && a.detach,
+    };
+    let info: ContainerInfo = c
+        .json(c.request(Method::POST, &["containers"]).json(&spec))
+        .await?;
+    if a.detach {
+        println!("{}", info.id);
+        return Ok(());
+    }
+    print_logs(c, &info.id, true).await?;
+    let done: ContainerInfo = c
+        .json(c.request(Method::GET, &["containers", &info.id]))
+        .await?;
+    if a.rm {
+        c.send(c.request(Method::DELETE, &["containers", &info.id]))
+            .await?;
+    }
+    match done.exit_code {
+        Some(0) => Ok(()),
+        Some(code) if done.state == State::Exited => std::process::exit(code.clamp(1, 255)),
+        _ => bail!("the container {} did not end", short(&info.id)),
+    }
+}

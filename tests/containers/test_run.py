@@ -1,0 +1,159 @@
+"""`edgecloud run`, `ps`, `logs`, `stop`, `container rm|inspect` on a real node (root,
+overlayfs, youki's libcontainer in the node's process): output and exit codes, the
+environment, dropped capabilities, cgroup limits, a web server answering, restart
+policies, and containers that outlive a restart of the node."""
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BIN, Node, free_port
+from images_here import layout, sh  # noqa: F401 (layout is a fixture)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+# Docker's default capability set, as the bit mask /proc/PID/status prints.
+DOCKER_CAPS = 0x00000000A80425FB
+
+
+@pytest.fixture
+def node(tmp_path, layout):
+    (tmp_path / "node").mkdir()
+    n = Node(tmp_path / "node")
+    cli(n, "image", "import", str(layout / "oci"))
+    yield n
+    subprocess.run([BIN, "--data", str(n.data), "--admin", n.admin, "container", "rm", "-f",
+                    *[c["id"] for c in ps(n, all=True)]], capture_output=True)
+    n.stop()
+
+
+def run_cli(node, *args):
+    return subprocess.run([BIN, "--data", str(node.data), "--admin", node.admin, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def cli(node, *args):
+    p = run_cli(node, *args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def ps(node, all=False):
+    p = subprocess.run(["curl", "-sf", "-H", f"Authorization: Bearer {token(node)}",
+                        f"{node.admin}/v1/containers" + ("?all=true" if all else "")],
+                       capture_output=True, text=True)
+    return json.loads(p.stdout) if p.returncode == 0 else []
+
+
+def token(node):
+    return (node.data / "admin.token").read_text().strip()
+
+
+def wait_for(what, check, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
+    assert cli(node, "run", "base", "echo", "hello") == "hello\n"
+    p = run_cli(node, "run", "--rm", "-e", "GREETING=hi there", "base",
+                "sh", "-c", 'echo "$GREETING"; echo $$; hostname; exit 7')
+    assert p.returncode == 7, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "hi there" and lines[1] == "1", lines  # pid 1: its own pid namespace
+    assert all(c["exit_code"] != 7 for c in ps(node, all=True)), "--rm removed it"
+    # Capabilities beyond Docker's default set are dropped; no new privileges.
+    status = cli(node, "run", "--rm", "base", "cat", "/proc/self/status")
+    caps = dict(l.split(":\t") for l in status.splitlines() if l.startswith("Cap"))
+    assert int(caps["CapEff"], 16) == DOCKER_CAPS, caps
+    assert int(caps["CapBnd"], 16) == DOCKER_CAPS, caps
+    assert "NoNewPrivs:\t1" in status
+    # Its own network namespace: loopback only.
+    assert cli(node, "run", "--rm", "base", "ls", "/sys/class/net").split() == ["lo"]
+    # A memory limit lands in its cgroup (v1 or v2, whichever the host has).
+    out = cli(node, "run", "--rm", "--memory", "64m", "base", "sh", "-c",
+              "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
+              " || cat /sys/fs/cgroup/memory.max")
+    assert out.strip() == str(64 << 20), out
+    # Writes stay in the container; the image is untouched.
+    cli(node, "run", "--name", "writer", "base", "sh", "-c", "echo changed > /etc/motd")
+    assert cli(node, "run", "--rm", "base", "cat", "/etc/motd") == "welcome\n"
+    # Bad requests get clear errors.
+    p = run_cli(node, "run", "no-such-image", "true")
+    assert p.returncode != 0 and "no image" in p.stderr, p.stderr
+    p = run_cli(node, "run", "--name", "writer", "base", "true")
+    assert p.returncode != 0 and "exists" in p.stderr, p.stderr
+    p = run_cli(node, "run", "--restart", "sometimes", "base", "true")
+    assert p.returncode != 0 and "restart policy" in p.stderr, p.stderr
+
+
+def test_a_web_server_answers_and_stops_and_a_policy_restarts(node):
+    port = free_port()
+    cid = cli(node, "run", "-d", "--name", "web", "--network", "host", "base",
+              "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www").strip()
+    assert len(cid) == 64
+
+    def answers():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+        except OSError:
+            return None
+    wait_for("the web server", answers)
+    assert answers() == b"<h1>served from the store</h1>\n"
+    table = cli(node, "ps")
+    assert "web" in table and "running" in table and cid[:12] in table
+    info = json.loads(cli(node, "container", "inspect", "web"))
+    assert info["state"] == "running" and info["image_id"].startswith("sha256:")
+    # httpd as pid 1 ignores SIGTERM: the grace ends in SIGKILL.
+    cli(node, "stop", "--time", "1", "web")
+    info = json.loads(cli(node, "container", "inspect", cid[:12]))
+    assert (info["state"], info["exit_code"]) == ("exited", 137), info
+    assert answers() is None
+    p = run_cli(node, "container", "rm", "web")
+    assert p.returncode == 0
+    assert "web" not in cli(node, "ps", "-a")
+
+    # on-failure:2 runs it three times in all; logs holds every run's output.
+    cli(node, "run", "-d", "--name", "flaky", "--restart", "on-failure:2", "base",
+        "sh", "-c", "echo attempt; exit 1")
+    wait_for("two restarts", lambda: any(
+        c["name"] == "flaky" and c["restarts"] == 2 and c["state"] == "exited"
+        for c in ps(node, all=True)))
+    assert cli(node, "logs", "flaky") == "attempt\n" * 3
+    # A running container is removed only with --force.
+    cli(node, "run", "-d", "--name", "sleeper", "base", "sleep", "300")
+    p = run_cli(node, "container", "rm", "sleeper")
+    assert p.returncode != 0 and "--force" in p.stderr
+    cli(node, "container", "rm", "--force", "sleeper")
+    # logs -f follows until the container ends.
+    cli(node, "run", "-d", "--name", "counter", "base", "sh", "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.2; done")
+    assert cli(node, "logs", "-f", "counter") == "1\n2\n3\n"
+
+
+def test_containers_outlive_a_restart_of_the_node(tmp_path, layout):
+    data = tmp_path / "node"
+    data.mkdir()
+    n = Node(data)
+    cli(n, "image", "import", str(layout / "oci"))
+    cli(n, "run", "-d", "--name", "survivor", "base", "sleep", "300")
+    pid = ps(n)[0]["pid"]
+    n.stop()
+    assert os.path.exists(f"/proc/{pid}"), "the container kept running"
+    n = Node(data)
+    try:
+        [c] = ps(n)
+        assert (c["name"], c["state"], c["pid"]) == ("survivor", "running", pid)
+        cli(n, "stop", "--time", "0", "survivor")
+        wait_for("the container to end", lambda: not os.path.exists(f"/proc/{pid}"))
+        assert ps(n, all=True)[0]["state"] == "exited"
+        cli(n, "container", "rm", "survivor")
+    finally:
+        n.stop()
