@@ -40,6 +40,10 @@ The same keys (user name = access key, password = secret) open the same buckets 
 WebDAV (port 9401), FTP (9421) and, with --nfs-key, NFS v3 (9402); every bucket has a \
 read-only .snapshots/ folder of past instants. A bucket as a local folder:
     edgecloud mount photos /mnt/photos
+Containers from `docker save` tarballs or OCI layouts (every file stored once):
+    edgecloud image import app.tar
+    edgecloud run -d --name web --restart unless-stopped app:1
+    edgecloud ps; edgecloud logs -f web; edgecloud stop web
 
 Client commands talk to the node's admin API (default http://127.0.0.1:9410) with the \
 token `serve` writes to DATA/admin.token. Every flag has an environment variable \
