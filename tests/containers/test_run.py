@@ -1,6 +1,6 @@
 """`edgecloud run`, `ps`, `logs`, `stop`, `container rm|inspect` on a real node (root,
 overlayfs, youki's libcontainer in the node's process): output and exit codes, the
-environment, dropped capabilities, cgroup limits, a web server answering, restart
+environment, dropped capabilities, seccomp, cgroup limits, a web server answering, restart
 policies, and containers that outlive a restart of the node."""
 import json
 import os
@@ -75,6 +75,7 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
     assert int(caps["CapEff"], 16) == DOCKER_CAPS, caps
     assert int(caps["CapBnd"], 16) == DOCKER_CAPS, caps
     assert "NoNewPrivs:\t1" in status
+    assert "Seccomp:\t2" in status, "Docker's default seccomp profile filters its calls"
     # Its own network namespace: loopback only.
     assert cli(node, "run", "--rm", "base", "ls", "/sys/class/net").split() == ["lo"]
     # A memory limit lands in its cgroup (v1 or v2, whichever the host has).
