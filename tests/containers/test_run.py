@@ -1,6 +1,7 @@
 """`edgecloud run`, `ps`, `logs`, `stop`, `container rm|inspect` on a real node (root,
 overlayfs, youki's libcontainer in the node's process): output and exit codes, the
-environment, dropped capabilities, seccomp, cgroup limits, a web server answering, restart
+environment, dropped capabilities, seccomp, cgroup limits, a web server answering
+through a published port, exec, restart
 policies, and containers that outlive a restart of the node."""
 import json
 import os
@@ -76,8 +77,10 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
     assert int(caps["CapBnd"], 16) == DOCKER_CAPS, caps
     assert "NoNewPrivs:\t1" in status
     assert "Seccomp:\t2" in status, "Docker's default seccomp profile filters its calls"
-    # Its own network namespace: loopback only.
+    # Its own network namespace: loopback only; or the node's, with --network host.
     assert cli(node, "run", "--rm", "base", "ls", "/sys/class/net").split() == ["lo"]
+    host = cli(node, "run", "--rm", "--network", "host", "base", "ls", "/sys/class/net")
+    assert host.split() == sorted(os.listdir("/sys/class/net"))
     # A memory limit lands in its cgroup (v1 or v2, whichever the host has).
     out = cli(node, "run", "--rm", "--memory", "64m", "base", "sh", "-c",
               "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
@@ -97,8 +100,9 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
 
 def test_a_web_server_answers_and_stops_and_a_policy_restarts(node):
     port = free_port()
-    cid = cli(node, "run", "-d", "--name", "web", "--network", "host", "base",
-              "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www").strip()
+    # Published through the node (a veth pair into the container's own namespace).
+    cid = cli(node, "run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8080", "base",
+              "httpd", "-f", "-p", "8080", "-h", "/www").strip()
     assert len(cid) == 64
 
     def answers():
@@ -112,11 +116,21 @@ def test_a_web_server_answers_and_stops_and_a_policy_restarts(node):
     assert "web" in table and "running" in table and cid[:12] in table
     info = json.loads(cli(node, "container", "inspect", "web"))
     assert info["state"] == "running" and info["image_id"].startswith("sha256:")
+    assert info["address"].startswith("10.89.") and info["spec"]["network"] == "bridge"
+    # The node reaches it at its own address too.
+    assert urllib.request.urlopen(f"http://{info['address']}:8080/", timeout=5).read() \
+        == b"<h1>served from the store</h1>\n"
+    # exec: a command inside it, its output and exit code.
+    assert cli(node, "exec", "web", "cat", "/www/index.html") == "<h1>served from the store</h1>\n"
+    p = run_cli(node, "exec", "-e", "CODE=5", "web", "sh", "-c", "echo $CODE; exit $CODE")
+    assert (p.returncode, p.stdout) == (5, "5\n"), p.stderr
     # httpd as pid 1 ignores SIGTERM: the grace ends in SIGKILL.
     cli(node, "stop", "--time", "1", "web")
     info = json.loads(cli(node, "container", "inspect", cid[:12]))
     assert (info["state"], info["exit_code"]) == ("exited", 137), info
     assert answers() is None
+    p = run_cli(node, "exec", "web", "true")
+    assert p.returncode != 0 and "not running" in p.stderr
     p = run_cli(node, "container", "rm", "web")
     assert p.returncode == 0
     assert "web" not in cli(node, "ps", "-a")

@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use containers::{ContainerError, Containers, RunSpec, State as RunState};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use crate::AdminState;
+use crate::session::Principal;
 use crate::types::ErrorBody;
 
 fn problem(e: ContainerError) -> Response {
@@ -46,7 +47,11 @@ fn service(s: &AdminState) -> Result<&Containers, Response> {
 }
 
 /// `POST /v1/containers`: creates and starts a container.
-pub(crate) async fn run(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+pub(crate) async fn run(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Response {
     let c = match service(&s) {
         Ok(c) => c,
         Err(r) => return r,
@@ -59,7 +64,7 @@ pub(crate) async fn run(State(s): State<AdminState>, body: axum::body::Bytes) ->
             )));
         }
     };
-    match c.run(spec).await {
+    match c.run(spec, Some(who.actor())).await {
         Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
         Err(e) => problem(e),
     }
@@ -197,4 +202,33 @@ pub(crate) async fn logs(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// `POST /v1/containers/{reference}/exec`'s body.
+#[derive(Deserialize)]
+pub(crate) struct ExecBody {
+    command: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+/// `POST /v1/containers/{reference}/exec`: runs a command in a running container and
+/// answers its exit code and output when it ends.
+pub(crate) async fn exec(
+    State(s): State<AdminState>,
+    Path(r): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let c = match service(&s) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let b: ExecBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return problem(ContainerError::Invalid(format!("not a command: {e}"))),
+    };
+    match c.exec(&r, b.command, b.env).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => problem(e),
+    }
 }

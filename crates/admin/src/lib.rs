@@ -177,6 +177,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/containers/{reference}/stop", post(containers::stop))
         .route("/v1/containers/{reference}/logs", get(containers::logs))
+        .route("/v1/containers/{reference}/exec", post(containers::exec))
         .route(
             "/v1/images/{*reference}",
             get(images::inspect).delete(images::remove),

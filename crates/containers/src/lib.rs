@@ -10,6 +10,7 @@
 //! restarts are started again.
 
 mod error;
+pub mod network;
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;
@@ -40,12 +41,30 @@ pub struct RunSpec {
     pub memory: Option<u64>,
     /// CPU limit, in CPUs (1.5 = one and a half).
     pub cpus: Option<f64>,
-    /// Share the node's network instead of a namespace of its own (loopback only).
-    pub host_network: bool,
+    /// `none` (a network namespace with loopback only; the default without `publish`),
+    /// `bridge` (its own namespace joined to the node by a veth pair; the default with
+    /// `publish`) or `host` (the node's network).
+    pub network: String,
+    /// Ports the node publishes: `HOST:CTR` or `IP:HOST:CTR` (TCP).
+    pub publish: Vec<String>,
     /// `no` (default), `always`, `unless-stopped` or `on-failure[:MAX]`.
     pub restart: String,
     /// Remove the container when it exits.
     pub remove: bool,
+}
+
+/// The most output `exec` returns (the rest is read and dropped).
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+
+/// What `exec` ran into.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Executed {
+    /// The command's exit code (128 + signal when a signal ended it).
+    pub exit_code: i32,
+    /// Its standard output and error, as one text.
+    pub output: String,
+    /// Whether output beyond [`MAX_EXEC_OUTPUT`] was dropped.
+    pub truncated: bool,
 }
 
 /// Where a container is in its life.
@@ -89,6 +108,12 @@ pub struct ContainerInfo {
     pub stopped_by_user: bool,
     /// What it was run with.
     pub spec: RunSpec,
+    /// Its network slot (`network::addresses`), with a network of its own.
+    #[serde(default)]
+    pub network_slot: Option<u32>,
+    /// Its address, with a network of its own.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// The restart policy of a spec.
@@ -152,6 +177,10 @@ struct Inner {
     saving: Mutex<()>,
     /// One unpack of an image at a time.
     unpacking: tokio::sync::Mutex<()>,
+    /// Published ports' proxies, by container.
+    proxies: Mutex<BTreeMap<String, Vec<tokio::task::JoinHandle<()>>>>,
+    /// The runtime the proxies run on.
+    handle: tokio::runtime::Handle,
 }
 
 impl Containers {
@@ -168,6 +197,10 @@ impl Containers {
                 images,
                 table: Mutex::new(BTreeMap::new()),
                 saving: Mutex::new(()),
+                proxies: Mutex::new(BTreeMap::new()),
+                handle: tokio::runtime::Handle::try_current().map_err(|_| {
+                    ContainerError::Runtime("containers need a tokio runtime".into())
+                })?,
                 unpacking: tokio::sync::Mutex::new(()),
             }),
         };
@@ -192,6 +225,11 @@ impl Containers {
             let policy = Restart::parse(&c.spec.restart).unwrap_or(Restart::No);
             let again = c.state == State::Exited && policy.again(&c) && c.finished.is_some();
             this.table().insert(id.clone(), c.clone());
+            if (alive || again)
+                && let Err(e) = this.publish(&c)
+            {
+                tracing::warn!(container = %id, "publishing its ports again: {e}");
+            }
             if alive && c.state == State::Running {
                 this.watch(id.clone(), c.pid.unwrap_or_default());
             } else if again && let Err(e) = this.restart_now(&id) {
@@ -230,8 +268,8 @@ impl Containers {
         Ok(())
     }
 
-    /// Creates and starts a container.
-    pub async fn run(&self, spec: RunSpec) -> Result<ContainerInfo> {
+    /// Creates and starts a container; `actor` (who asked) goes into its ledger record.
+    pub async fn run(&self, spec: RunSpec, actor: Option<String>) -> Result<ContainerInfo> {
         let policy = Restart::parse(&spec.restart)?;
         if spec.remove && policy != Restart::No {
             return Err(ContainerError::Invalid(
@@ -262,6 +300,27 @@ impl Containers {
             return Err(ContainerError::Invalid(
                 "--memory must be at least 6 MB".into(),
             ));
+        }
+        let published = spec
+            .publish
+            .iter()
+            .map(|p| network::parse_publish(p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut spec = spec;
+        match (spec.network.as_str(), published.is_empty()) {
+            ("" | "none", true) => spec.network = "none".into(),
+            ("" | "bridge", _) => spec.network = "bridge".into(),
+            ("host", true) => {}
+            ("none" | "host", false) => {
+                return Err(ContainerError::Invalid(
+                    "published ports need the bridge network (with --network host the container listens on the node itself)".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(ContainerError::Invalid(format!(
+                    "network {other:?}: use none, bridge or host"
+                )));
+            }
         }
         let image = self.inner.images.find(&spec.image).await?;
         let lower = {
@@ -320,9 +379,65 @@ impl Containers {
             restarts: 0,
             stopped_by_user: false,
             spec,
+            network_slot: None,
+            address: None,
         };
-        self.table().insert(id.clone(), c.clone());
+        // Every deployment is in the audit log, with its image's digests, before it runs.
+        let command_sha256 = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(c.command.join("\0").as_bytes());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let recorded = self
+            .inner
+            .images
+            .archive()
+            .record(
+                ledger::record::Change::ContainerStarted {
+                    container_id: c.id.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    image_id: c.image_id.clone(),
+                    manifest_digest: image.manifest_digest.clone(),
+                    command_sha256,
+                },
+                actor,
+            )
+            .await;
+        if let Err(e) = recorded {
+            let _ = rootfs::unmount(&merged);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ContainerError::Runtime(format!(
+                "recording the deployment in the audit log: {e}"
+            )));
+        }
+        let c = {
+            let mut t = self.table();
+            let mut c = c;
+            if c.spec.network == "bridge" {
+                let used: std::collections::BTreeSet<u32> =
+                    t.values().filter_map(|o| o.network_slot).collect();
+                let slot = (1..network::SLOTS)
+                    .find(|s| !used.contains(s))
+                    .ok_or_else(|| {
+                        ContainerError::Conflict(
+                            "no network addresses left: remove containers".into(),
+                        )
+                    })?;
+                c.network_slot = Some(slot);
+                c.address = Some(network::addresses(slot).1.to_string());
+            }
+            t.insert(id.clone(), c.clone());
+            c
+        };
         self.save(&c)?;
+        if let Err(e) = self.publish(&c) {
+            let _ = self.remove_now(&id);
+            return Err(e);
+        }
         let (this, starting) = (self.clone(), id.clone());
         let started = tokio::task::spawn_blocking(move || this.start(&starting, false))
             .await
@@ -343,7 +458,13 @@ impl Containers {
             .open(dir.join("log"))?;
         // A previous run's runtime state (a restart) goes first.
         runtime::delete(&self.state_root(), id)?;
-        let pid = runtime::create_and_start(id, &dir.join("bundle"), &self.state_root(), log)?;
+        let slot = self.table().get(id).and_then(|c| c.network_slot);
+        let connect = |pid: i32| match slot {
+            Some(slot) => network::connect(id, pid, slot),
+            None => Ok(()),
+        };
+        let pid =
+            runtime::create_and_start(id, &dir.join("bundle"), &self.state_root(), log, &connect)?;
         let c = {
             let mut t = self.table();
             let c = t
@@ -441,6 +562,65 @@ impl Containers {
         }
     }
 
+    /// Runs `command` in a running container and waits for it: its exit code and
+    /// output (standard output and error together; the first [`MAX_EXEC_OUTPUT`]
+    /// bytes).
+    pub async fn exec(
+        &self,
+        reference: &str,
+        command: Vec<String>,
+        env: Vec<String>,
+    ) -> Result<Executed> {
+        let c = self.get(reference)?;
+        if c.state != State::Running {
+            return Err(ContainerError::Conflict(format!(
+                "container {} is not running: start a new one with `edgecloud run`",
+                c.name.as_deref().unwrap_or(&c.id[..12])
+            )));
+        }
+        if command.is_empty() {
+            return Err(ContainerError::Invalid("give the command to run".into()));
+        }
+        let mut vars = std::collections::HashMap::new();
+        for kv in env {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => vars.insert(k.to_string(), v.to_string()),
+                _ => {
+                    return Err(ContainerError::Invalid(format!(
+                        "environment {kv:?}: use K=V"
+                    )));
+                }
+            };
+        }
+        let state_root = self.state_root();
+        tokio::task::spawn_blocking(move || {
+            let (read, write) = std::io::pipe()?;
+            let pid = runtime::exec(&state_root, &c.id, command, vars, write.into())?;
+            // The pipe ends when every holder of its write end has ended.
+            let mut output = Vec::new();
+            let mut truncated = false;
+            let mut read = read;
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut read, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_EXEC_OUTPUT.saturating_sub(output.len());
+                truncated |= n > room;
+                output.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let exit_code = runtime::wait(pid);
+            Ok(Executed {
+                exit_code,
+                output: String::from_utf8_lossy(&output).into_owned(),
+                truncated,
+            })
+        })
+        .await
+        .map_err(|e| ContainerError::Runtime(e.to_string()))?
+    }
+
     /// The file holding the container's output.
     pub fn log_path(&self, reference: &str) -> Result<PathBuf> {
         Ok(self.run_dir(&self.get(reference)?.id).join("log"))
@@ -511,7 +691,36 @@ impl Containers {
         Ok(c)
     }
 
+    /// Starts the proxies of the container's published ports.
+    fn publish(&self, c: &ContainerInfo) -> Result<()> {
+        let Some(slot) = c.network_slot else {
+            return Ok(());
+        };
+        let to = network::addresses(slot).1;
+        let mut tasks = Vec::new();
+        for p in &c.spec.publish {
+            match network::proxy(&self.inner.handle, network::parse_publish(p)?, to) {
+                Ok(t) => tasks.push(t),
+                Err(e) => {
+                    tasks.iter().for_each(|t| t.abort());
+                    return Err(e);
+                }
+            }
+        }
+        self.proxies_lock().insert(c.id.clone(), tasks);
+        Ok(())
+    }
+
+    fn proxies_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<tokio::task::JoinHandle<()>>>> {
+        self.inner.proxies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn remove_now(&self, id: &str) -> Result<()> {
+        for task in self.proxies_lock().remove(id).unwrap_or_default() {
+            task.abort();
+        }
         runtime::delete(&self.state_root(), id)?;
         let dir = self.run_dir(id);
         rootfs::unmount(&dir.join("rootfs"))?;

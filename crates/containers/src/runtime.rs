@@ -24,6 +24,7 @@ pub fn create_and_start(
     bundle: &Path,
     state_root: &Path,
     log: std::fs::File,
+    before_start: &dyn Fn(i32) -> Result<()>,
 ) -> Result<i32> {
     let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let stderr: OwnedFd = log.try_clone()?.into();
@@ -41,6 +42,14 @@ pub fn create_and_start(
         .build()
         .map_err(|e| runtime_error("creating the container", e))?;
     reap_intermediates();
+    let created = container
+        .pid()
+        .ok_or_else(|| ContainerError::Runtime("the container has no process".into()))?;
+    // Created, not started: its namespaces exist and its command has not run yet.
+    if let Err(e) = before_start(created.as_raw()) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     container
         .start()
         .map_err(|e| runtime_error("starting the container", e))?;
@@ -148,4 +157,36 @@ pub fn delete(state_root: &Path, id: &str) -> Result<()> {
     };
     c.delete(true)
         .map_err(|e| runtime_error("deleting the container", e))
+}
+
+/// Runs `args` inside running container `id` (its namespaces, cgroup, root, and the
+/// same capabilities and seccomp profile), standard output and error to `output`;
+/// returns the process's pid (a child of this process).
+pub fn exec(
+    state_root: &Path,
+    id: &str,
+    args: Vec<String>,
+    env: std::collections::HashMap<String, String>,
+    output: OwnedFd,
+) -> Result<i32> {
+    let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    let stderr = output.try_clone()?;
+    let mut tenant = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(DefaultExecutor {})
+        .with_root_path(state_root)
+        .map_err(|e| runtime_error("the state directory", e))?
+        .with_stdin(stdin)
+        .with_stdout(output)
+        .with_stderr(stderr)
+        .as_tenant()
+        .with_container_args(args)
+        .with_detach(true);
+    if !env.is_empty() {
+        tenant = tenant.with_env(env);
+    }
+    let pid = tenant
+        .build()
+        .map_err(|e| runtime_error("running the command in the container", e))?;
+    reap_intermediates();
+    Ok(pid.as_raw())
 }

@@ -210,7 +210,7 @@ pub fn runtime_spec(i: &SpecInput<'_>) -> Value {
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
-    if !i.run.host_network {
+    if i.run.network != "host" {
         namespaces.push(json!({"type": "network"}));
     }
     let mut mounts = vec![
@@ -228,7 +228,7 @@ pub fn runtime_spec(i: &SpecInput<'_>) -> Value {
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
-    if i.run.host_network {
+    if i.run.network == "host" {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             if Path::new(f).exists() {
                 mounts.push(json!({"destination": f, "type": "bind", "source": f,

@@ -34,7 +34,9 @@ fn busybox_image(dir: &std::path::Path) -> std::path::PathBuf {
     layer
         .append_data(&mut h, "bin/busybox", &busybox[..])
         .unwrap();
-    for tool in ["sh", "echo", "sleep", "cat", "env", "id", "hostname", "ip"] {
+    for tool in [
+        "sh", "echo", "sleep", "cat", "env", "id", "hostname", "ip", "nc", "ls",
+    ] {
         let mut l = tar::Header::new_gnu();
         l.set_entry_type(tar::EntryType::Symlink);
         l.set_size(0);
@@ -121,14 +123,37 @@ async fn containers_run_from_the_store_and_end_as_asked() {
     ]);
     spec.env = vec!["MINE=set".into()];
     spec.name = Some("first".into());
-    let first = c.run(spec).await.unwrap();
+    let first = c.run(spec, None).await.unwrap();
     let done = wait_exit(&c, &first.id).await;
     assert_eq!(done.exit_code, Some(3));
+    // The deployment is in the audit log with the image's digest.
+    let size = t.archive.catalog().ledger_size().unwrap();
+    let entry = t.archive.catalog().ledger_entry(size - 1).unwrap().unwrap();
+    match ledger::record::Record::from_bytes(&entry).unwrap().change {
+        ledger::record::Change::ContainerStarted {
+            container_id,
+            name,
+            image,
+            image_id,
+            ..
+        } => {
+            assert_eq!(
+                (container_id, name, image),
+                (
+                    first.id.clone(),
+                    Some("first".into()),
+                    "busybox:test".into()
+                )
+            );
+            assert_eq!(image_id, first.image_id);
+        }
+        other => panic!("the last record is {other:?}"),
+    }
     assert_eq!(log(&c, "first"), "hello\nyes set\nfirst\n");
 
     // Its own namespaces: pid 1 inside; only loopback in its network namespace.
     let ns = c
-        .run(run(&["sh", "-c", "echo $$; ls /sys/class/net"]))
+        .run(run(&["sh", "-c", "echo $$; ls /sys/class/net"]), None)
         .await
         .unwrap();
     wait_exit(&c, &ns.id).await;
@@ -136,16 +161,15 @@ async fn containers_run_from_the_store_and_end_as_asked() {
 
     // Writes go to the container's upper directory, never to the image.
     let w = c
-        .run(run(&[
-            "sh",
-            "-c",
-            "echo x > /etc/passwd && cat /etc/passwd",
-        ]))
+        .run(
+            run(&["sh", "-c", "echo x > /etc/passwd && cat /etc/passwd"]),
+            None,
+        )
         .await
         .unwrap();
     wait_exit(&c, &w.id).await;
     assert_eq!(log(&c, &w.id), "x\n");
-    let r = c.run(run(&["cat", "/etc/passwd"])).await.unwrap();
+    let r = c.run(run(&["cat", "/etc/passwd"]), None).await.unwrap();
     wait_exit(&c, &r.id).await;
     assert!(
         log(&c, &r.id).starts_with("root:x:0:0"),
@@ -153,11 +177,115 @@ async fn containers_run_from_the_store_and_end_as_asked() {
         log(&c, &r.id)
     );
 
+    // A published port: the node proxies it to the container's own address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let served = c
+        .run(
+            RunSpec {
+                publish: vec![format!("127.0.0.1:{port}:80")],
+                ..run(&["sh", "-c", "ls /sys/class/net; echo served | nc -l -p 80"])
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (served.spec.network.as_str(), served.address.is_some()),
+        ("bridge", true)
+    );
+    let mut answer = String::new();
+    for _ in 0..100 {
+        use std::io::Read;
+        answer.clear();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.read_to_string(&mut answer);
+            if !answer.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, "served\n");
+    wait_exit(&c, &served.id).await;
+    assert_eq!(log(&c, &served.id), "eth0\nlo\n");
+    let taken = c
+        .run(
+            RunSpec {
+                publish: vec![format!("127.0.0.1:{port}:80")],
+                ..run(&["true"])
+            },
+            None,
+        )
+        .await;
+    assert!(
+        taken.unwrap_err().to_string().contains("cannot listen"),
+        "the port is still published"
+    );
+    c.remove(&served.id, false).await.unwrap();
+    let bad = c
+        .run(
+            RunSpec {
+                publish: vec!["80".into()],
+                ..run(&["true"])
+            },
+            None,
+        )
+        .await;
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("HOST_PORT:CONTAINER_PORT")
+    );
+
+    // A command runs inside a running container: its root, its pid namespace.
+    let host = c
+        .run(
+            RunSpec {
+                name: Some("host".into()),
+                ..run(&["sleep", "30"])
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let done = c
+        .exec(
+            "host",
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo $X; cat /etc/passwd | head -1; exit 4".into(),
+            ],
+            vec!["X=inside".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.exit_code, 4);
+    assert_eq!(done.output, "inside\nroot:x:0:0:root:/root:/bin/sh\n");
+    let init = c
+        .exec("host", vec!["cat".into(), "/proc/1/cmdline".into()], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        init.output, "sleep\u{0}30\u{0}",
+        "pid 1 is the container's own process"
+    );
+    c.remove(&host.id, true).await.unwrap();
+    assert!(
+        c.exec(&host.id[..12], vec!["true".into()], vec![])
+            .await
+            .is_err()
+    );
+
     // Limits land in its cgroup.
     let mut limited = run(&["sleep", "30"]);
     limited.memory = Some(64 << 20);
     limited.name = Some("limited".into());
-    let l = c.run(limited).await.unwrap();
+    let l = c.run(limited, None).await.unwrap();
     let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", l.pid.unwrap()))
         .unwrap_or_else(|e| panic!("{e}: {:?} {}", c.get(&l.id), log(&c, &l.id)));
     assert!(cgroup.contains("/edgecloud/"), "{cgroup}");
@@ -168,7 +296,7 @@ async fn containers_run_from_the_store_and_end_as_asked() {
     // A restart policy starts it again; stop ends that.
     let mut again = run(&["sh", "-c", "echo run; exit 1"]);
     again.restart = "on-failure:2".into();
-    let a = c.run(again).await.unwrap();
+    let a = c.run(again, None).await.unwrap();
     for _ in 0..300 {
         if c.get(&a.id).unwrap().restarts == 2 && c.get(&a.id).unwrap().state == State::Exited {
             break;
@@ -182,17 +310,23 @@ async fn containers_run_from_the_store_and_end_as_asked() {
 
     // Names are unique; a running container is removed only with force.
     let dup = c
-        .run(RunSpec {
-            name: Some("first".into()),
-            ..run(&["true"])
-        })
+        .run(
+            RunSpec {
+                name: Some("first".into()),
+                ..run(&["true"])
+            },
+            None,
+        )
         .await;
     assert!(dup.unwrap_err().to_string().contains("exists"));
     let long = c
-        .run(RunSpec {
-            name: Some("long".into()),
-            ..run(&["sleep", "30"])
-        })
+        .run(
+            RunSpec {
+                name: Some("long".into()),
+                ..run(&["sleep", "30"])
+            },
+            None,
+        )
         .await
         .unwrap();
     assert!(

@@ -125,7 +125,9 @@ pub enum Command {
         #[arg(short, long, default_value_t = 10)]
         time: u64,
     },
-    /// Containers: run, ps, logs, stop, rm, inspect.
+    /// Run a command in a running container; its exit code is edgecloud's.
+    Exec(cli::container::ExecArgs),
+    /// Containers: run, ps, logs, stop, exec, rm, inspect.
     #[command(subcommand)]
     Container(cli::container::ContainerCmd),
     /// Container images: import `docker save` tarballs and OCI layouts (every file
@@ -206,6 +208,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => cli::job::run(&client()?, cmd).await,
         Command::Image(cmd) => cli::image::run(&client()?, cmd).await,
         Command::Container(cmd) => cli::container::run(&client()?, cmd).await,
+        Command::Exec(a) => {
+            cli::container::run(&client()?, cli::container::ContainerCmd::Exec(a)).await
+        }
         Command::Run(a) => {
             cli::container::run(&client()?, cli::container::ContainerCmd::Run(a)).await
         }

@@ -179,6 +179,11 @@ impl ImageStore {
         }
     }
 
+    /// The archive the images are kept in.
+    pub fn archive(&self) -> &Archive {
+        &self.inner.archive
+    }
+
     /// Imports the `docker save` tarball or OCI layout tar at `path`. `tag` names the
     /// image (the file must then hold exactly one). `actor` is recorded in the ledger.
     pub async fn import(

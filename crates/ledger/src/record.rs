@@ -154,6 +154,23 @@ pub enum Change {
         /// The rules as stored (JSON); None when they were removed.
         rules: Option<String>,
     },
+    /// A container was deployed (`edgecloud run`): which image, by digest, and what it
+    /// runs. The command is identified by its SHA-256 (it may carry secrets), the
+    /// environment not at all.
+    ContainerStarted {
+        /// The container's id.
+        container_id: String,
+        /// Its name, when given.
+        name: Option<String>,
+        /// The image as it was named (`web:1`).
+        image: String,
+        /// The image's id (`sha256:` and its config's digest).
+        image_id: String,
+        /// The image manifest's digest, when it came with one.
+        manifest_digest: Option<String>,
+        /// SHA-256 (hex) of the command line, its arguments joined by NUL.
+        command_sha256: String,
+    },
 }
 
 /// One part of a multipart object: its plaintext size and SHA-256 (hex).
@@ -345,6 +362,23 @@ impl Record {
                 j.key("rules");
                 j.opt_str(rules.as_deref());
             }
+            Change::ContainerStarted {
+                container_id,
+                name,
+                image,
+                image_id,
+                manifest_digest,
+                command_sha256,
+            } => {
+                j.field("container_id", container_id);
+                j.key("name");
+                j.opt_str(name.as_deref());
+                j.field("image", image);
+                j.field("image_id", image_id);
+                j.key("manifest_digest");
+                j.opt_str(manifest_digest.as_deref());
+                j.field("command_sha256", command_sha256);
+            }
         }
         j.0.push(b'}');
     }
@@ -373,6 +407,7 @@ impl Change {
             Change::RetentionSet { .. } => "retention_set",
             Change::LegalHoldSet { .. } => "legal_hold_set",
             Change::LifecycleSet { .. } => "lifecycle_set",
+            Change::ContainerStarted { .. } => "container_started",
         }
     }
 }
@@ -692,6 +727,22 @@ mod tests {
             }),
             (s(), proptest::option::of(s()))
                 .prop_map(|(bucket, rules)| Change::LifecycleSet { bucket, rules }),
+            (
+                (s(), proptest::option::of(s()), s()),
+                (s(), proptest::option::of(s()), s())
+            )
+                .prop_map(
+                    |((container_id, name, image), (image_id, manifest_digest, command_sha256))| {
+                        Change::ContainerStarted {
+                            container_id,
+                            name,
+                            image,
+                            image_id,
+                            manifest_digest,
+                            command_sha256,
+                        }
+                    }
+                ),
         ]
     }
 

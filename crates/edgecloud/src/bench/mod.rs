@@ -4,6 +4,7 @@
 //! figures; asserts nothing (figures depend on the machine).
 
 pub mod cluster;
+pub mod containers;
 pub mod files;
 pub mod jobs;
 pub mod net;
@@ -35,7 +36,8 @@ pub struct BenchArgs {
     pub chunk_avg: Option<String>,
     /// Only these sections: codec, large, small, ledger (ledger-cost: only its cost on
     /// puts), jobs, repair-sim (repair of a lost node in clusters of 6-100 nodes,
-    /// computed from the placement code), dedup (comma-separated)
+    /// computed from the placement code), dedup, containers (against crun and runc;
+    /// needs root) (comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// With the jobs section: also run a word count and a group-by over every file of
@@ -200,6 +202,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if want("ledger") || want("ledger-cost") {
         ledger_put_overhead(&dir.join("ledger-cost"), a.quick).await?;
+    }
+    if want("containers") {
+        crate::bench::containers::run(&dir.join("containers"), a.quick).await?;
     }
     if want("jobs") {
         crate::bench::jobs::run(&dir.join("jobs"), a.quick).await?;

@@ -33,14 +33,31 @@ pub struct RunArgs {
     /// Remove it when it exits.
     #[arg(long)]
     pub rm: bool,
-    /// none: a network namespace of its own with loopback only; host: the node's
-    /// network.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
-    pub network: String,
+    /// none: a network namespace of its own, loopback only; bridge: its own namespace
+    /// joined to the node by a veth pair (an address in 10.89.0.0/16); host: the node's
+    /// network [default: bridge with --publish, else none]
+    #[arg(long, value_parser = ["none", "bridge", "host"])]
+    pub network: Option<String>,
+    /// Publish a container port on the node: HOST_PORT:CONTAINER_PORT or
+    /// IP:HOST_PORT:CONTAINER_PORT (TCP; the node proxies it). Repeatable.
+    #[arg(short, long, value_name = "[IP:]HOST:CTR")]
+    pub publish: Vec<String>,
     /// The image: NAME[:TAG], sha256:ID or an id prefix (`edgecloud image ls`).
     pub image: String,
     /// The command and its arguments [default: the image's].
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// Set an environment variable K=V (repeatable).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// The container: name, id or id prefix.
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
 }
 
@@ -80,6 +97,8 @@ pub enum ContainerCmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Run a command in a running container (same as `edgecloud exec`).
+    Exec(ExecArgs),
     /// Show a container as JSON.
     Inspect {
         /// The container: name, id or id prefix.
@@ -165,6 +184,24 @@ pub async fn run(c: &Client, cmd: ContainerCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ContainerCmd::Exec(a) => {
+            let body = serde_json::json!({"command": a.command, "env": a.env});
+            let done: containers::Executed = c
+                .json(
+                    c.request(Method::POST, &["containers", &a.container, "exec"])
+                        .json(&body),
+                )
+                .await?;
+            print!("{}", done.output);
+            std::io::stdout().flush()?;
+            if done.truncated {
+                eprintln!("(output cut at {} bytes)", containers::MAX_EXEC_OUTPUT);
+            }
+            match done.exit_code {
+                0 => Ok(()),
+                code => std::process::exit(code.clamp(1, 255)),
+            }
+        }
         ContainerCmd::Inspect { reference } => {
             let v: serde_json::Value = c
                 .json(c.request(Method::GET, &["containers", &reference]))
@@ -198,7 +235,8 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         env: a.env,
         memory: a.memory.as_deref().map(parse_size).transpose()?,
         cpus: a.cpus,
-        host_network: a.network == "host",
+        network: a.network.unwrap_or_default(),
+        publish: a.publish,
         restart: a.restart,
         // Attached, this command removes it once it has its exit code.
         remove: a.rm && a.detach,

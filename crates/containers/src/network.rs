@@ -1,0 +1,177 @@
+//! A container's own network: a veth pair from the node into the container's network
+//! namespace, a /30 of 10.89.0.0/16 each (the node's end `.1`, the container's `.2`), and
+//! published ports (`-p HOST:CTR`) proxied by the node itself (no NAT rules, no proxy
+//! process), so they work on loopback too.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+
+use crate::{ContainerError, Result};
+
+/// How many /30 networks 10.89.0.0/16 holds.
+pub const SLOTS: u32 = 1 << 14;
+
+/// The node's and the container's addresses of network slot `slot` (1-based).
+pub fn addresses(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(Ipv4Addr::new(10, 89, 0, 0)) + slot * 4;
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+/// One published port: where the node listens, and the container's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The node's address and port.
+    pub host: SocketAddr,
+    /// The port in the container.
+    pub container: u16,
+}
+
+/// Parses `HOST:CTR` (all addresses), `IP:HOST:CTR`, as Docker's `-p` (TCP).
+pub fn parse_publish(spec: &str) -> Result<Published> {
+    let bad = || {
+        ContainerError::Invalid(format!(
+            "publish {spec:?}: use HOST_PORT:CONTAINER_PORT or IP:HOST_PORT:CONTAINER_PORT"
+        ))
+    };
+    let spec_tcp = spec.strip_suffix("/tcp").unwrap_or(spec);
+    let (host, ctr) = spec_tcp.rsplit_once(':').ok_or_else(bad)?;
+    let container: u16 = ctr.parse().map_err(|_| bad())?;
+    let host: SocketAddr = match host.rsplit_once(':') {
+        Some((ip, port)) => {
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            SocketAddr::new(
+                ip.parse().map_err(|_| bad())?,
+                port.parse().map_err(|_| bad())?,
+            )
+        }
+        None => SocketAddr::new(
+            Ipv4Addr::UNSPECIFIED.into(),
+            host.parse().map_err(|_| bad())?,
+        ),
+    };
+    if container == 0 || host.port() == 0 {
+        return Err(bad());
+    }
+    Ok(Published { host, container })
+}
+
+fn ip(args: &[&str], netns_of: Option<i32>) -> Result<()> {
+    let mut cmd = match netns_of {
+        Some(pid) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/proc/{pid}/ns/net")).arg("ip");
+            c
+        }
+        None => Command::new("ip"),
+    };
+    let out = cmd.args(args).output().map_err(|e| {
+        ContainerError::Runtime(format!(
+            "running `ip` (iproute2) for the container's network: {e}"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(ContainerError::Runtime(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Connects the network namespace of process `pid` (the container's init, created but
+/// not started) to the node: a veth pair, addresses of `slot`, the node as its route.
+pub fn connect(id: &str, pid: i32, slot: u32) -> Result<()> {
+    let (node_ip, ctr_ip) = addresses(slot);
+    let host_end = format!("ec{}h", &id[..8]);
+    let ctr_end = format!("ec{}c", &id[..8]);
+    // A previous run's pair (a restart) went with its namespace; a stale host end
+    // (a crash mid-setup) goes now.
+    let _ = ip(&["link", "del", &host_end], None);
+    ip(
+        &[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &ctr_end,
+        ],
+        None,
+    )?;
+    ip(&["link", "set", &ctr_end, "netns", &pid.to_string()], None)?;
+    ip(
+        &["addr", "add", &format!("{node_ip}/30"), "dev", &host_end],
+        None,
+    )?;
+    ip(&["link", "set", &host_end, "up"], None)?;
+    let inside = Some(pid);
+    ip(&["link", "set", &ctr_end, "name", "eth0"], inside)?;
+    ip(
+        &["addr", "add", &format!("{ctr_ip}/30"), "dev", "eth0"],
+        inside,
+    )?;
+    ip(&["link", "set", "eth0", "up"], inside)?;
+    ip(&["link", "set", "lo", "up"], inside)?;
+    ip(
+        &["route", "add", "default", "via", &node_ip.to_string()],
+        inside,
+    )?;
+    Ok(())
+}
+
+/// Binds `p.host` now (so a port in use fails the request that asked for it) and
+/// proxies every TCP connection to the container's port, until the task is aborted.
+pub fn proxy(
+    handle: &tokio::runtime::Handle,
+    p: Published,
+    to: Ipv4Addr,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let refused = |e: std::io::Error| {
+        ContainerError::Conflict(format!(
+            "cannot listen on {} for the container: {e}",
+            p.host
+        ))
+    };
+    let listener = std::net::TcpListener::bind(p.host).map_err(refused)?;
+    listener.set_nonblocking(true).map_err(refused)?;
+    let target = SocketAddr::new(to.into(), p.container);
+    Ok(handle.spawn(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs_read_as_docker_reads_them() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (p.host.to_string(), p.container),
+            ("0.0.0.0:8080".into(), 80)
+        );
+        let p = parse_publish("127.0.0.1:18080:8080/tcp").unwrap();
+        assert_eq!(
+            (p.host.to_string(), p.container),
+            ("127.0.0.1:18080".into(), 8080)
+        );
+        for bad in ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/udp"] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            addresses(1),
+            (Ipv4Addr::new(10, 89, 0, 5), Ipv4Addr::new(10, 89, 0, 6))
+        );
+        assert_eq!(addresses(SLOTS - 1).1, Ipv4Addr::new(10, 89, 255, 254));
+    }
+}

@@ -1,0 +1,249 @@
+//! `edgecloud bench --only containers`: containers run by this process (as a node runs
+//! them, youki's libcontainer in process) against crun and runc on the same root file
+//! system: create → start → wait → delete of `/bin/true`; the first start of an image
+//! never seen on this node (today: unpacked whole); this process's memory per idle
+//! container. Needs root and /bin/busybox (busybox-static); skipped without them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use archive::ChunkParams;
+use containers::{Containers, RunSpec, State};
+use images::ImageStore;
+use sha2::Digest;
+
+use crate::bench::{Rng, bench_archive, row};
+
+fn hex(d: &[u8]) -> String {
+    sha2::Sha256::digest(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `docker save` tarball named `tag`: busybox with `true`, `sh` and `sleep`, and
+/// `extra` bytes of random files (256 KiB each) under /data.
+fn image_tarball(dir: &Path, tag: &str, extra: usize, seed: u64) -> anyhow::Result<PathBuf> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let busybox = std::fs::read("/bin/busybox")?;
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    layer.append_data(&mut h, "bin/busybox", &busybox[..])?;
+    for tool in ["true", "sh", "sleep"] {
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_size(0);
+        l.set_mode(0o777);
+        layer.append_link(&mut l, format!("bin/{tool}"), "busybox")?;
+    }
+    let mut rng = Rng::new(seed);
+    let piece = 256 << 10;
+    for i in 0..extra.div_ceil(piece) {
+        let mut data = vec![0u8; piece];
+        rng.fill(&mut data);
+        let mut f = tar::Header::new_gnu();
+        f.set_mode(0o644);
+        f.set_size(data.len() as u64);
+        layer.append_data(&mut f, format!("data/{i:05}.bin"), &data[..])?;
+    }
+    let layer = layer.into_inner()?;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex(&layer))]},
+    }))?;
+    let cfg_name = format!("{}.json", hex(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": cfg_name, "RepoTags": [tag], "Layers": ["l/layer.tar"]}]))?;
+    let mut outer = tar::Builder::new(Vec::new());
+    for (name, body) in [
+        (cfg_name.as_str(), &config),
+        ("l/layer.tar", &layer),
+        ("manifest.json", &manifest),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        outer.append_data(&mut h, name, &body[..])?;
+    }
+    let path = dir.join(format!("{}.tar", tag.replace(':', "-")));
+    std::fs::write(&path, outer.into_inner()?)?;
+    Ok(path)
+}
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+async fn wait_exited(c: &Containers, id: &str) -> anyhow::Result<()> {
+    for _ in 0..5000 {
+        if c.get(id)?.state == State::Exited {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    anyhow::bail!("container {id} did not exit")
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
+    println!("containers:");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/bin/busybox").exists() {
+        row(
+            "skipped",
+            "needs root and /bin/busybox (busybox-static)".into(),
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let archive = bench_archive(dir, 1, ChunkParams::default())?;
+    let store = ImageStore::new(archive);
+    store
+        .import(&image_tarball(dir, "bench-true:1", 0, 1)?, None, None)
+        .await?;
+    let node = dir.join("node");
+    let c = Containers::open(&node, store.clone())?;
+    let spec = |image: &str, command: &[&str]| RunSpec {
+        image: image.into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let runs = if quick { 10 } else { 50 };
+
+    // Ours: the whole of `edgecloud run --rm IMAGE true` on the node (overlay, spec,
+    // record, libcontainer create and start, wait, delete, unmount).
+    let warm = c.run(spec("bench-true:1", &["true"]), None).await?;
+    wait_exited(&c, &warm.id).await?;
+    c.remove(&warm.id, false).await?;
+    let mut ours = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let info = c.run(spec("bench-true:1", &["true"]), None).await?;
+        wait_exited(&c, &info.id).await?;
+        c.remove(&info.id, false).await?;
+        ours.push(t.elapsed());
+    }
+    let ours_ms = median_ms(ours);
+    row(
+        "create → start → wait → delete of /bin/true",
+        format!("{ours_ms:8.1} ms  (edgecloud, median of {runs}; overlay and record included)"),
+    );
+
+    // crun and runc on the same unpacked root file system, each `run` a process.
+    let image = store.find("bench-true:1").await?;
+    let rootfs = node
+        .join("containers/images")
+        .join(image.id.trim_start_matches("sha256:"));
+    for runtime in ["crun", "runc"] {
+        let Some(bin) = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(runtime))
+            .find(|p| p.exists())
+        else {
+            row(runtime, "not installed (apt-get install crun runc)".into());
+            continue;
+        };
+        let bundle = dir.join(format!("bundle-{runtime}"));
+        std::fs::create_dir_all(&bundle)?;
+        let run_spec = spec("bench-true:1", &["true"]);
+        let config = containers::spec::runtime_spec(&containers::spec::SpecInput {
+            id: &format!("bench-{runtime}"),
+            hostname: runtime,
+            rootfs: &rootfs,
+            args: vec!["/bin/true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: (0, 0),
+            run: &run_spec,
+        });
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config)?)?;
+        let mut times = Vec::new();
+        let mut failed = None;
+        for i in 0..=runs {
+            let t = Instant::now();
+            let out = std::process::Command::new(&bin)
+                .args(["run", "-b"])
+                .arg(&bundle)
+                .arg(format!("bench-{runtime}-{i}"))
+                .stdin(std::process::Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                failed = Some(String::from_utf8_lossy(&out.stderr).trim().to_string());
+                break;
+            }
+            if i > 0 {
+                times.push(t.elapsed()); // the first run warms the page cache
+            }
+        }
+        match failed {
+            Some(why) => row(runtime, format!("failed: {why}")),
+            None => {
+                let ms = median_ms(times);
+                row(
+                    &format!("  the same with {runtime} run"),
+                    format!("{ms:8.1} ms  (edgecloud / {runtime}: {:.2}x)", ours_ms / ms),
+                );
+            }
+        }
+    }
+
+    // An image never seen on this node: today it is unpacked whole before it starts.
+    let size = if quick { 16 << 20 } else { 100 << 20 };
+    store
+        .import(&image_tarball(dir, "bench-big:1", size, 2)?, None, None)
+        .await?;
+    let t = Instant::now();
+    let first = c.run(spec("bench-big:1", &["true"]), None).await?;
+    let first_start = t.elapsed();
+    wait_exited(&c, &first.id).await?;
+    c.remove(&first.id, false).await?;
+    let t = Instant::now();
+    let second = c.run(spec("bench-big:1", &["true"]), None).await?;
+    let second_start = t.elapsed();
+    wait_exited(&c, &second.id).await?;
+    c.remove(&second.id, false).await?;
+    row(
+        &format!("first start of an unseen {} MiB image", size >> 20),
+        format!(
+            "{:8.2} s   (100% of its bytes read; the next start {:.1} ms)",
+            first_start.as_secs_f64(),
+            second_start.as_secs_f64() * 1e3
+        ),
+    );
+
+    // Memory: this process (the node's part) per idle container.
+    let idle = if quick { 5 } else { 20 };
+    let before = rss_kib();
+    let mut ids = Vec::new();
+    for _ in 0..idle {
+        ids.push(
+            c.run(spec("bench-true:1", &["sleep", "3600"]), None)
+                .await?
+                .id,
+        );
+    }
+    let after = rss_kib();
+    row(
+        &format!("node memory per idle container ({idle})"),
+        format!(
+            "{:8.1} KiB (no shim process; the container's own process aside)",
+            after.saturating_sub(before) as f64 / idle as f64
+        ),
+    );
+    for id in ids {
+        c.remove(&id, true).await?;
+    }
+    Ok(())
+}
