@@ -98,7 +98,7 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
     assert p.returncode != 0 and "restart policy" in p.stderr, p.stderr
 
 
-def test_a_web_server_answers_and_stops_and_a_policy_restarts(node):
+def test_a_web_server_answers_and_stops_and_a_policy_restarts(node, layout):
     port = free_port()
     # Published through the node (a veth pair into the container's own namespace).
     cid = cli(node, "run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8080", "base",
@@ -131,9 +131,17 @@ def test_a_web_server_answers_and_stops_and_a_policy_restarts(node):
     assert answers() is None
     p = run_cli(node, "exec", "web", "true")
     assert p.returncode != 0 and "not running" in p.stderr
+    p = run_cli(node, "image", "rm", "base")
+    assert p.returncode != 0 and "used by container web" in p.stderr, p.stderr
     p = run_cli(node, "container", "rm", "web")
     assert p.returncode == 0
     assert "web" not in cli(node, "ps", "-a")
+    # Now it goes, with the node's unpacked copy of it.
+    unpacked = node.data / "containers" / "images" / info["image_id"][7:]
+    assert unpacked.is_dir()
+    cli(node, "image", "rm", info["image_id"])
+    assert not unpacked.exists()
+    cli(node, "image", "import", str(layout / "oci"))
 
     # on-failure:2 runs it three times in all; logs holds every run's output.
     cli(node, "run", "-d", "--name", "flaky", "--restart", "on-failure:2", "base",

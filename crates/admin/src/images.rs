@@ -204,8 +204,41 @@ pub(crate) async fn remove(
         Ok(st) => st,
         Err(r) => return r,
     };
+    // An image a container was made from stays (as `docker rmi` refuses): its files
+    // are what the container would start from again.
+    if let Some(containers) = &s.containers {
+        let image = match store.find(&reference).await {
+            Ok(i) => i,
+            Err(e) => return problem(e),
+        };
+        let untag_only = images::reference::canonical(&reference)
+            .is_ok_and(|n| image.names.contains(&n) && image.names.len() > 1);
+        let users: Vec<String> = containers
+            .list(true)
+            .into_iter()
+            .filter(|c| c.image_id == image.id)
+            .map(|c| c.name.unwrap_or_else(|| c.id[..12].to_string()))
+            .collect();
+        if !untag_only && !users.is_empty() {
+            let body = ErrorBody {
+                error: "ImageInUse".into(),
+                message: format!(
+                    "image {reference} is used by container {}: remove it first (`edgecloud container rm`)",
+                    users.join(", ")
+                ),
+            };
+            return (StatusCode::CONFLICT, Json(body)).into_response();
+        }
+    }
     match store.remove(&reference, Some(who.actor())).await {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => {
+            if let (Some(id), Some(containers)) = (&r.deleted, &s.containers)
+                && let Err(e) = containers.forget_image(id).await
+            {
+                tracing::warn!("removing the unpacked copy of {id}: {e}");
+            }
+            Json(r).into_response()
+        }
         Err(e) => problem(e),
     }
 }

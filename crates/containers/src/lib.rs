@@ -191,6 +191,9 @@ impl Containers {
         for sub in ["run", "images", "state"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
+        // The runtime spec's root and the overlay take absolute paths; the data
+        // directory is often relative (./edgecloud-data by default).
+        let dir = std::fs::canonicalize(&dir)?;
         let this = Containers {
             inner: Arc::new(Inner {
                 dir,
@@ -526,6 +529,26 @@ impl Containers {
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start a thread to wait for a container: {e}");
+        }
+    }
+
+    /// Removes the node's unpacked copy of an image (after `image rm`); refused while a
+    /// container was made from it.
+    pub async fn forget_image(&self, image_id: &str) -> Result<()> {
+        if self.table().values().any(|c| c.image_id == image_id) {
+            return Err(ContainerError::Conflict(format!(
+                "image {image_id} is used by a container"
+            )));
+        }
+        let _one = self.inner.unpacking.lock().await;
+        let dir = self
+            .inner
+            .dir
+            .join("images")
+            .join(image_id.trim_start_matches("sha256:"));
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
         }
     }
 

@@ -60,29 +60,16 @@ pub fn create_and_start(
 }
 
 /// libcontainer's intermediate process (named `youki:[1:INTER]`) exits once it has
-/// forked the container's init; nobody else waits for it, so this process does.
+/// forked the container's init; nobody else waits for it, so this process does. It is
+/// a child of the calling thread, which the kernel lists in `/proc/thread-self/children`
+/// (cheaper than a scan of /proc).
 fn reap_intermediates() {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(children) = std::fs::read_to_string("/proc/thread-self/children") else {
         return;
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ..."; comm may hold spaces, so split after its ')'.
-        let Some((comm_part, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1);
-        if comm_part.ends_with("youki:[1:INTER]") && ppid == Some(me.as_str()) {
+    for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end() == "youki:[1:INTER]" {
             let mut status = 0;
             // SAFETY: waiting for a child of this process by pid.
             unsafe { libc::waitpid(pid, &mut status, 0) };

@@ -127,18 +127,29 @@ pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
     let warm = c.run(spec("bench-true:1", &["true"]), None).await?;
     wait_exited(&c, &warm.id).await?;
     c.remove(&warm.id, false).await?;
-    let mut ours = Vec::new();
+    let (mut ours, mut starts, mut removals) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let t = Instant::now();
         let info = c.run(spec("bench-true:1", &["true"]), None).await?;
+        starts.push(t.elapsed());
         wait_exited(&c, &info.id).await?;
+        let r = Instant::now();
         c.remove(&info.id, false).await?;
+        removals.push(r.elapsed());
         ours.push(t.elapsed());
     }
     let ours_ms = median_ms(ours);
     row(
         "create → start → wait → delete of /bin/true",
         format!("{ours_ms:8.1} ms  (edgecloud, median of {runs}; overlay and record included)"),
+    );
+    row(
+        "  of which run (to started) / remove",
+        format!(
+            "{:8.1} ms / {:.1} ms",
+            median_ms(starts),
+            median_ms(removals)
+        ),
     );
 
     // crun and runc on the same unpacked root file system, each `run` a process.
