@@ -67,7 +67,10 @@ fn reap_intermediates() {
     let Ok(children) = std::fs::read_to_string("/proc/thread-self/children") else {
         return;
     };
-    for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    for pid in children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if comm.trim_end() == "youki:[1:INTER]" {
             let mut status = 0;
