@@ -86,6 +86,10 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
               "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
               " || cat /sys/fs/cgroup/memory.max")
     assert out.strip() == str(64 << 20), out
+    out = cli(node, "run", "--rm", "--cpus", "1.5", "base", "sh", "-c",
+              "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null"
+              " || cut -d' ' -f1 /sys/fs/cgroup/cpu.max")
+    assert out.strip() == "150000", out
     # Writes stay in the container; the image is untouched.
     cli(node, "run", "--name", "writer", "base", "sh", "-c", "echo changed > /etc/motd")
     assert cli(node, "run", "--rm", "base", "cat", "/etc/motd") == "welcome\n"
