@@ -1,8 +1,8 @@
 """`edgecloud run`, `ps`, `logs`, `stop`, `container rm|inspect` on a real node (root,
 overlayfs, youki's libcontainer in the node's process): output and exit codes, the
 environment, dropped capabilities, seccomp, cgroup limits, a web server answering
-through a published port, exec, restart
-policies, and containers that outlive a restart of the node."""
+through a published port, exec, restart policies, bucket volumes, and containers that
+outlive a restart of the node."""
 import json
 import os
 import subprocess
@@ -163,6 +163,32 @@ def test_a_web_server_answers_and_stops_and_a_policy_restarts(node, layout):
     cli(node, "run", "-d", "--name", "counter", "base", "sh", "-c",
         "for i in 1 2 3; do echo $i; sleep 0.2; done")
     assert cli(node, "logs", "-f", "counter") == "1\n2\n3\n"
+
+
+def test_a_bucket_volume_keeps_what_containers_write(node):
+    cli(node, "bucket", "create", "vols")
+    cli(node, "run", "--rm", "-v", "vols/db:/data", "base", "sh", "-c",
+        "echo persisted > /data/state.txt && mkdir -p /data/sub && echo 2 > /data/sub/n")
+    # The files are the bucket's objects now, and outlive the container.
+    assert cli(node, "get", "vols/db/state.txt", "-") == "persisted\n"
+    assert cli(node, "get", "vols/db/sub/n", "-") == "2\n"
+    # Another container sees them; read-only means read-only.
+    assert cli(node, "run", "--rm", "-v", "vols/db:/data:ro", "base",
+               "cat", "/data/state.txt") == "persisted\n"
+    p = run_cli(node, "run", "--rm", "-v", "vols/db:/data:ro", "base", "sh", "-c",
+                "echo x > /data/other")
+    assert p.returncode != 0
+    # A second write is a new version of the same object.
+    cli(node, "run", "--rm", "-v", "vols:/v", "base", "sh", "-c",
+        "echo changed > /v/db/state.txt")
+    assert cli(node, "get", "vols/db/state.txt", "-") == "changed\n"
+    versions = cli(node, "versions", "vols/db/state.txt")
+    assert versions.count("state.txt") >= 2, versions
+    # Bad volumes get clear errors.
+    p = run_cli(node, "run", "--rm", "-v", "nosuchbucket:/data", "base", "true")
+    assert p.returncode != 0 and "create it with" in p.stderr, p.stderr
+    p = run_cli(node, "run", "--rm", "-v", "vols:relative", "base", "true")
+    assert p.returncode != 0 and "absolute" in p.stderr, p.stderr
 
 
 def test_containers_outlive_a_restart_of_the_node(tmp_path, layout):

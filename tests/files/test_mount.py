@@ -92,6 +92,11 @@ def test_posix_operations_and_versions(mounted, s3):
     assert s3.get_object(Bucket="mount-ops", Key="notes/a.txt")["Body"].read() == b"SECOND"
     versions = s3.list_object_versions(Bucket="mount-ops", Prefix="notes/a.txt")["Versions"]
     assert len(versions) >= 3
+    # A shorter rewrite (open with O_TRUNC, as `echo x > f`) leaves no old tail.
+    f.write_text("3rd")
+    assert f.read_text() == "3rd"
+    assert s3.get_object(Bucket="mount-ops", Key="notes/a.txt")["Body"].read() == b"3rd"
+    f.write_text("SECOND")
     (mnt / "notes" / "a.txt").rename(mnt / "notes" / "b.txt")
     assert sorted(os.listdir(mnt / "notes")) == ["b.txt"]
     with pytest.raises(OSError) as e:

@@ -14,6 +14,7 @@ pub mod network;
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub struct RunSpec {
     pub network: String,
     /// Ports the node publishes: `HOST:CTR` or `IP:HOST:CTR` (TCP).
     pub publish: Vec<String>,
+    /// Buckets bound into the container: `BUCKET[/PREFIX]:/path[:ro]`.
+    pub volumes: Vec<String>,
     /// `no` (default), `always`, `unless-stopped` or `on-failure[:MAX]`.
     pub restart: String,
     /// Remove the container when it exits.
@@ -181,6 +184,8 @@ struct Inner {
     proxies: Mutex<BTreeMap<String, Vec<tokio::task::JoinHandle<()>>>>,
     /// The runtime the proxies run on.
     handle: tokio::runtime::Handle,
+    /// How volumes reach the node's buckets (None: no volumes on this node).
+    volume_source: Mutex<Option<volumes::VolumeSource>>,
 }
 
 impl Containers {
@@ -201,6 +206,7 @@ impl Containers {
                 table: Mutex::new(BTreeMap::new()),
                 saving: Mutex::new(()),
                 proxies: Mutex::new(BTreeMap::new()),
+                volume_source: Mutex::new(None),
                 handle: tokio::runtime::Handle::try_current().map_err(|_| {
                     ContainerError::Runtime("containers need a tokio runtime".into())
                 })?,
@@ -325,6 +331,26 @@ impl Containers {
                 )));
             }
         }
+        for v in &spec.volumes {
+            let v = volumes::parse(v)?;
+            if self
+                .inner
+                .volume_source
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+            {
+                return Err(ContainerError::Invalid(
+                    "this node serves no volumes".into(),
+                ));
+            }
+            if self.inner.images.archive().bucket(&v.bucket).is_err() {
+                return Err(ContainerError::Invalid(format!(
+                    "volume {}: no such bucket (create it with `edgecloud bucket create {}`)",
+                    v.bucket, v.bucket
+                )));
+            }
+        }
         let image = self.inner.images.find(&spec.image).await?;
         let lower = {
             let _one = self.inner.unpacking.lock().await;
@@ -349,6 +375,7 @@ impl Containers {
                 cwd: process.working_dir.clone().unwrap_or_else(|| "/".into()),
                 user: spec::resolve_user(process.user.as_deref(), &merged)?,
                 run: &spec,
+                binds: self.volume_binds(&id, &spec)?,
             };
             let config = spec::runtime_spec(&input);
             let bundle = dir.join("bundle");
@@ -461,6 +488,12 @@ impl Containers {
             .open(dir.join("log"))?;
         // A previous run's runtime state (a restart) goes first.
         runtime::delete(&self.state_root(), id)?;
+        let spec = self
+            .table()
+            .get(id)
+            .map(|c| c.spec.clone())
+            .ok_or_else(|| ContainerError::NotFound(id.into()))?;
+        self.mount_volumes(id, &spec)?;
         let slot = self.table().get(id).and_then(|c| c.network_slot);
         let connect = |pid: i32| match slot {
             Some(slot) => network::connect(id, pid, slot),
@@ -530,6 +563,83 @@ impl Containers {
         if let Err(e) = spawned {
             tracing::error!("cannot start a thread to wait for a container: {e}");
         }
+    }
+
+    /// Lets containers have bucket volumes, reached through `source`.
+    pub fn set_volume_source(&self, source: volumes::VolumeSource) {
+        *self
+            .inner
+            .volume_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Where each volume of `spec` is bound from (in the container's folder) and to.
+    fn volume_binds(&self, id: &str, spec: &RunSpec) -> Result<Vec<(PathBuf, String, bool)>> {
+        let dir = self.run_dir(id).join("volumes");
+        spec.volumes
+            .iter()
+            .enumerate()
+            .map(|(n, v)| {
+                let v = volumes::parse(v)?;
+                let mut from = dir.join(n.to_string());
+                if !v.prefix.is_empty() {
+                    from = from.join(&v.prefix);
+                }
+                Ok((from, v.target, v.read_only))
+            })
+            .collect()
+    }
+
+    /// Mounts the container's volumes (those not mounted: a first start, or a start
+    /// after the node restarted) and returns what to bind where.
+    fn mount_volumes(&self, id: &str, spec: &RunSpec) -> Result<Vec<(PathBuf, String, bool)>> {
+        if spec.volumes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let source = self
+            .inner
+            .volume_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| ContainerError::Invalid("this node serves no volumes".into()))?;
+        let dir = self.run_dir(id);
+        let mut binds = Vec::new();
+        for (n, v) in spec.volumes.iter().enumerate() {
+            let v = volumes::parse(v)?;
+            let at = dir.join("volumes").join(n.to_string());
+            let cache = dir.join("volume-cache").join(n.to_string());
+            let from = volumes::mount(&source, &v, &at, &cache)?;
+            binds.push((from, v.target.clone(), v.read_only));
+        }
+        Ok(binds)
+    }
+
+    /// Unmounts the container's volumes; an error if one stays mounted (its folder must
+    /// then not be deleted: that would delete the bucket's files).
+    fn unmount_volumes(&self, id: &str) -> Result<()> {
+        let dir = self.run_dir(id).join("volumes");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let at = e.path();
+            rootfs::unmount(&at)?;
+            for _ in 0..100 {
+                if !volumes::is_mounted(&at) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if volumes::is_mounted(&at) {
+                return Err(ContainerError::Runtime(format!(
+                    "volume {} is still mounted",
+                    at.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Removes the node's unpacked copy of an image (after `image rm`); refused while a
@@ -747,6 +857,7 @@ impl Containers {
         runtime::delete(&self.state_root(), id)?;
         let dir = self.run_dir(id);
         rootfs::unmount(&dir.join("rootfs"))?;
+        self.unmount_volumes(id)?;
         self.table().remove(id);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

@@ -186,6 +186,8 @@ pub struct SpecInput<'a> {
     pub user: (u32, u32),
     /// What `run` asked for (limits, network).
     pub run: &'a RunSpec,
+    /// Folders of the node bound into the container: from, to, read-only.
+    pub binds: Vec<(std::path::PathBuf, String, bool)>,
 }
 
 /// The runtime spec, as runc's `spec` writes it, with the container's process,
@@ -235,6 +237,11 @@ pub fn runtime_spec(i: &SpecInput<'_>) -> Value {
                                    "options": ["rbind", "ro"]}));
             }
         }
+    }
+    for (from, to, read_only) in &i.binds {
+        let mode = if *read_only { "ro" } else { "rw" };
+        mounts.push(json!({"destination": to, "type": "bind", "source": from,
+                           "options": ["rbind", mode]}));
     }
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
     if let Some(bytes) = i.run.memory {

@@ -3,6 +3,14 @@
 use super::*;
 
 impl Filesystem for EdgeFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // open(O_TRUNC) arrives with O_TRUNC (which `open` honours) instead of a separate
+        // truncate the kernel may send before the open: without this, `echo a > f` over
+        // a longer f left f's old tail behind.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self
             .path(parent)

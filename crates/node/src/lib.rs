@@ -454,6 +454,22 @@ impl Node {
             .collect(),
         };
 
+        // Container volumes mount the node's buckets through its own WebDAV gateway.
+        if let Some(c) = &containers {
+            if tls.is_none() {
+                let mut dav = summary.dav;
+                if dav.ip().is_unspecified() {
+                    dav.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                c.set_volume_source(containers::volumes::VolumeSource {
+                    url: format!("http://{dav}"),
+                    access_key: access.clone(),
+                    secret: s3_secret.clone(),
+                });
+            } else {
+                tracing::info!("container volumes are off: they do not mount over TLS yet");
+            }
+        }
         let files = files::Files::new(
             archive.clone(),
             files::RootKey {

@@ -178,6 +178,7 @@ pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
             cwd: "/".into(),
             user: (0, 0),
             run: &run_spec,
+            binds: Vec::new(),
         });
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config)?)?;
         let mut times = Vec::new();

@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// IP:HOST_PORT:CONTAINER_PORT (TCP; the node proxies it). Repeatable.
     #[arg(short, long, value_name = "[IP:]HOST:CTR")]
     pub publish: Vec<String>,
+    /// Bind a bucket (or a folder in it) into the container: BUCKET[/PREFIX]:/PATH[:ro].
+    /// What the container writes there becomes versions of the bucket's objects and
+    /// outlives the container. Repeatable.
+    #[arg(short, long = "volume", value_name = "BUCKET[/PREFIX]:/PATH[:ro]")]
+    pub volume: Vec<String>,
     /// The image: NAME[:TAG], sha256:ID or an id prefix (`edgecloud image ls`).
     pub image: String,
     /// The command and its arguments [default: the image's].
@@ -237,6 +242,7 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         cpus: a.cpus,
         network: a.network.unwrap_or_default(),
         publish: a.publish,
+        volumes: a.volume,
         restart: a.restart,
         // Attached, this command removes it once it has its exit code.
         remove: a.rm && a.detach,
