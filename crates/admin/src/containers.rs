@@ -12,10 +12,11 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use crate::AdminState;
+use crate::error::problem;
 use crate::session::Principal;
-use crate::types::ErrorBody;
 
-fn problem(e: ContainerError) -> Response {
+/// A container-service error as an answer.
+fn container_problem(e: ContainerError) -> Response {
     use ContainerError as E;
     let (status, code) = match &e {
         E::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidArgument"),
@@ -27,22 +28,17 @@ fn problem(e: ContainerError) -> Response {
     if status.is_server_error() {
         tracing::error!(error = %e, "container request failed");
     }
-    let body = ErrorBody {
-        error: code.into(),
-        message: e.to_string(),
-    };
-    (status, Json(body)).into_response()
+    problem(status, code, e.to_string())
 }
 
 fn service(s: &AdminState) -> Result<&Containers, Response> {
     s.containers.as_ref().ok_or_else(|| {
-        let body = ErrorBody {
-            error: "NotImplemented".into(),
-            message:
-                "this node runs no containers (they need root and overlayfs; see the node's log)"
-                    .into(),
-        };
-        (StatusCode::NOT_IMPLEMENTED, Json(body)).into_response()
+        problem(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "this node runs no containers (they need root and overlayfs; see the node's log)"
+                .into(),
+        )
     })
 }
 
@@ -59,14 +55,14 @@ pub(crate) async fn run(
     let spec: RunSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
         Err(e) => {
-            return problem(ContainerError::Invalid(format!(
+            return container_problem(ContainerError::Invalid(format!(
                 "not a container spec: {e}"
             )));
         }
     };
     match c.run(spec, Some(who.actor())).await {
         Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
-        Err(e) => problem(e),
+        Err(e) => container_problem(e),
     }
 }
 
@@ -92,7 +88,7 @@ pub(crate) async fn get(State(s): State<AdminState>, Path(r): Path<String>) -> R
     };
     match c.get(&r) {
         Ok(info) => Json(info).into_response(),
-        Err(e) => problem(e),
+        Err(e) => container_problem(e),
     }
 }
 
@@ -115,7 +111,7 @@ pub(crate) async fn stop(
     let grace = Duration::from_secs(q.time.unwrap_or(10).min(3600));
     match c.stop(&r, grace).await {
         Ok(info) => Json(info).into_response(),
-        Err(e) => problem(e),
+        Err(e) => container_problem(e),
     }
 }
 
@@ -137,7 +133,7 @@ pub(crate) async fn remove(
     };
     match c.remove(&r, q.force).await {
         Ok(info) => Json(info).into_response(),
-        Err(e) => problem(e),
+        Err(e) => container_problem(e),
     }
 }
 
@@ -163,12 +159,12 @@ pub(crate) async fn logs(
         .and_then(|info| Ok((info.id.clone(), c.log_path(&info.id)?)))
     {
         Ok(p) => p,
-        Err(e) => return problem(e),
+        Err(e) => return container_problem(e),
     };
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return problem(e.into()),
+        Err(e) => return container_problem(e.into()),
     };
     let follow = q.follow;
     // State: the file, and whether the container had ended at the last empty read.
@@ -225,10 +221,10 @@ pub(crate) async fn exec(
     };
     let b: ExecBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return problem(ContainerError::Invalid(format!("not a command: {e}"))),
+        Err(e) => return container_problem(ContainerError::Invalid(format!("not a command: {e}"))),
     };
     match c.exec(&r, b.command, b.env).await {
         Ok(done) => Json(done).into_response(),
-        Err(e) => problem(e),
+        Err(e) => container_problem(e),
     }
 }

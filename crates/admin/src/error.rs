@@ -6,6 +6,15 @@ use axum::response::{IntoResponse, Response};
 
 use crate::types::ErrorBody;
 
+/// An answer with `status` and the JSON error body every route uses.
+pub(crate) fn problem(status: StatusCode, error: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: error.into(),
+        message,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 /// An archive error as the admin API answers it: a status code and a JSON body.
 pub struct ApiError(pub ArchiveError);
 
@@ -57,13 +66,6 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "admin request failed");
         }
-        (
-            status,
-            axum::Json(ErrorBody {
-                error: code.into(),
-                message: self.0.to_string(),
-            }),
-        )
-            .into_response()
+        problem(status, code, self.0.to_string())
     }
 }

@@ -12,49 +12,41 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::AdminState;
+use crate::error::problem;
 use crate::session::Principal;
-use crate::types::ErrorBody;
 
-/// An image-store error as an answer: a status and a body that says what to do.
-fn problem(e: ImageError) -> Response {
+/// An image-store error as an answer: a status and a body that says what to do;
+/// archive errors answer as the archive's own routes do.
+fn image_problem(e: ImageError) -> Response {
     use ImageError as E;
+    let e = match e {
+        E::Archive(a) => return crate::ApiError(a).into_response(),
+        other => other,
+    };
     let (status, code) = match &e {
-        E::Archive(a) => return crate::ApiError(clone_archive_error(a, &e)).into_response(),
         E::NotAnImage(_) => (StatusCode::BAD_REQUEST, "InvalidImage"),
         E::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "DigestMismatch"),
         E::HostileLayer { .. } => (StatusCode::BAD_REQUEST, "RefusedLayer"),
         E::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
         E::NoSuchImage(_) => (StatusCode::NOT_FOUND, "NoSuchImage"),
         E::Ambiguous(_) => (StatusCode::CONFLICT, "AmbiguousImage"),
-        E::Io(_) | E::Corrupt { .. } | E::Task(_) => {
+        E::Archive(_) | E::Io(_) | E::Corrupt { .. } | E::Task(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
         }
     };
     if status.is_server_error() {
         tracing::error!(error = %e, "image request failed");
     }
-    let body = ErrorBody {
-        error: code.into(),
-        message: e.to_string(),
-    };
-    (status, Json(body)).into_response()
-}
-
-/// The archive error inside an image error, for the archive's own status mapping.
-fn clone_archive_error(a: &archive::ArchiveError, whole: &ImageError) -> archive::ArchiveError {
-    match a {
-        archive::ArchiveError::Catalog(c) => archive::ArchiveError::Catalog(c.clone()),
-        _ => archive::ArchiveError::Invalid(whole.to_string()),
-    }
+    problem(status, code, e.to_string())
 }
 
 fn store_of(s: &AdminState) -> Result<&ImageStore, Response> {
     s.images.as_ref().ok_or_else(|| {
-        let body = ErrorBody {
-            error: "NotImplemented".into(),
-            message: "this node keeps no images".into(),
-        };
-        (StatusCode::NOT_IMPLEMENTED, Json(body)).into_response()
+        problem(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "this node keeps no images".into(),
+        )
     })
 }
 
@@ -86,7 +78,7 @@ pub(crate) async fn import(
         .await
     {
         Ok(done) => (StatusCode::CREATED, Json(done)).into_response(),
-        Err(e) => problem(e),
+        Err(e) => image_problem(e),
     }
 }
 
@@ -94,7 +86,7 @@ pub(crate) async fn import(
 async fn spool(s: &AdminState, body: Body) -> Result<tempfile::NamedTempFile, Response> {
     let internal = |what: &str, e: std::io::Error| {
         tracing::error!("spooling an image upload: {what}: {e}");
-        problem(ImageError::Io(std::io::Error::other(format!(
+        image_problem(ImageError::Io(std::io::Error::other(format!(
             "{what}: {e}"
         ))))
     };
@@ -113,11 +105,8 @@ async fn spool(s: &AdminState, body: Body) -> Result<tempfile::NamedTempFile, Re
     let mut stream = body.into_data_stream();
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| {
-            let body = ErrorBody {
-                error: "IncompleteBody".into(),
-                message: format!("the upload was cut short: {e}"),
-            };
-            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+            let why = format!("the upload was cut short: {e}");
+            problem(StatusCode::BAD_REQUEST, "IncompleteBody", why)
         })?;
         file.write_all(&piece)
             .await
@@ -150,7 +139,7 @@ pub(crate) async fn list(State(s): State<AdminState>) -> Response {
     };
     match listing.await {
         Ok(l) => Json(l).into_response(),
-        Err(e) => problem(e),
+        Err(e) => image_problem(e),
     }
 }
 
@@ -190,7 +179,7 @@ pub(crate) async fn inspect(
     };
     match found.await {
         Ok(i) => Json(i).into_response(),
-        Err(e) => problem(e),
+        Err(e) => image_problem(e),
     }
 }
 
@@ -209,7 +198,7 @@ pub(crate) async fn remove(
     if let Some(containers) = &s.containers {
         let image = match store.find(&reference).await {
             Ok(i) => i,
-            Err(e) => return problem(e),
+            Err(e) => return image_problem(e),
         };
         let untag_only = images::reference::canonical(&reference)
             .is_ok_and(|n| image.names.contains(&n) && image.names.len() > 1);
@@ -220,14 +209,11 @@ pub(crate) async fn remove(
             .map(|c| c.name.unwrap_or_else(|| c.id[..12].to_string()))
             .collect();
         if !untag_only && !users.is_empty() {
-            let body = ErrorBody {
-                error: "ImageInUse".into(),
-                message: format!(
-                    "image {reference} is used by container {}: remove it first (`edgecloud container rm`)",
-                    users.join(", ")
-                ),
-            };
-            return (StatusCode::CONFLICT, Json(body)).into_response();
+            let why = format!(
+                "image {reference} is used by container {}: remove it first (`edgecloud container rm`)",
+                users.join(", ")
+            );
+            return problem(StatusCode::CONFLICT, "ImageInUse", why);
         }
     }
     match store.remove(&reference, Some(who.actor())).await {
@@ -239,6 +225,6 @@ pub(crate) async fn remove(
             }
             Json(r).into_response()
         }
-        Err(e) => problem(e),
+        Err(e) => image_problem(e),
     }
 }

@@ -10,19 +10,8 @@ use jobs::{JobInfo, JobSpec, Jobs};
 use serde::{Deserialize, Serialize};
 
 use crate::AdminState;
+use crate::error::problem;
 use crate::session::Principal;
-use crate::types::ErrorBody;
-
-fn problem(status: StatusCode, error: &str, message: String) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: error.into(),
-            message,
-        }),
-    )
-        .into_response()
-}
 
 fn jobs_of(s: &AdminState) -> Result<&Arc<Jobs>, Response> {
     s.jobs.as_ref().ok_or_else(|| {

@@ -103,28 +103,11 @@ pub enum Command {
     /// Run a command in a new container from an image in the store.
     Run(cli::container::RunArgs),
     /// List the containers of the node (running ones; -a for all).
-    Ps {
-        /// Exited ones too.
-        #[arg(short, long)]
-        all: bool,
-    },
+    Ps(cli::container::PsArgs),
     /// Print a container's output (-f: until it ends).
-    Logs {
-        /// The container: name, id or id prefix.
-        reference: String,
-        /// Keep printing until the container ends.
-        #[arg(short, long)]
-        follow: bool,
-    },
+    Logs(cli::container::LogsArgs),
     /// Stop containers: SIGTERM, then SIGKILL after --time seconds.
-    Stop {
-        /// The containers: names, ids or id prefixes.
-        #[arg(required = true)]
-        references: Vec<String>,
-        /// Seconds to wait before SIGKILL.
-        #[arg(short, long, default_value_t = 10)]
-        time: u64,
-    },
+    Stop(cli::container::StopArgs),
     /// Run a command in a running container; its exit code is edgecloud's.
     Exec(cli::container::ExecArgs),
     /// Containers: run, ps, logs, stop, exec, rm, inspect.
@@ -182,6 +165,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    use cli::container::ContainerCmd;
     let file = node::ConfigFile::load(cli.config.as_deref())?;
     let data = cli
         .data
@@ -208,23 +192,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => cli::job::run(&client()?, cmd).await,
         Command::Image(cmd) => cli::image::run(&client()?, cmd).await,
         Command::Container(cmd) => cli::container::run(&client()?, cmd).await,
-        Command::Exec(a) => {
-            cli::container::run(&client()?, cli::container::ContainerCmd::Exec(a)).await
-        }
-        Command::Run(a) => {
-            cli::container::run(&client()?, cli::container::ContainerCmd::Run(a)).await
-        }
-        Command::Ps { all } => {
-            cli::container::run(&client()?, cli::container::ContainerCmd::Ps { all }).await
-        }
-        Command::Logs { reference, follow } => {
-            let cmd = cli::container::ContainerCmd::Logs { reference, follow };
-            cli::container::run(&client()?, cmd).await
-        }
-        Command::Stop { references, time } => {
-            let cmd = cli::container::ContainerCmd::Stop { references, time };
-            cli::container::run(&client()?, cmd).await
-        }
+        Command::Exec(a) => cli::container::run(&client()?, ContainerCmd::Exec(a)).await,
+        Command::Run(a) => cli::container::run(&client()?, ContainerCmd::Run(a)).await,
+        Command::Ps(a) => cli::container::run(&client()?, ContainerCmd::Ps(a)).await,
+        Command::Logs(a) => cli::container::run(&client()?, ContainerCmd::Logs(a)).await,
+        Command::Stop(a) => cli::container::run(&client()?, ContainerCmd::Stop(a)).await,
         Command::Cluster(cmd) => cli::cluster::run(&client()?, cmd).await,
         Command::Put(a) => cli::objects::put(&client()?, a).await,
         Command::Get(a) => cli::objects::get(&client()?, a).await,

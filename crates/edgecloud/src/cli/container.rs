@@ -66,33 +66,42 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// Exited ones too.
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The container: name, id or id prefix.
+    pub reference: String,
+    /// Keep printing until the container ends.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(clap::Args)]
+pub struct StopArgs {
+    /// The containers: names, ids or id prefixes.
+    #[arg(required = true)]
+    pub references: Vec<String>,
+    /// Seconds to wait before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+}
+
 #[derive(clap::Subcommand)]
 pub enum ContainerCmd {
     /// Run a command in a new container (same as `edgecloud run`).
     Run(RunArgs),
     /// List containers (same as `edgecloud ps`).
-    Ps {
-        /// Exited ones too.
-        #[arg(short, long)]
-        all: bool,
-    },
+    Ps(PsArgs),
     /// Print a container's output (same as `edgecloud logs`).
-    Logs {
-        /// The container: name, id or id prefix.
-        reference: String,
-        /// Keep printing until the container ends.
-        #[arg(short, long)]
-        follow: bool,
-    },
+    Logs(LogsArgs),
     /// Stop containers: SIGTERM, then SIGKILL after --time seconds.
-    Stop {
-        /// The containers: names, ids or id prefixes.
-        #[arg(required = true)]
-        references: Vec<String>,
-        /// Seconds to wait before SIGKILL.
-        #[arg(short, long, default_value_t = 10)]
-        time: u64,
-    },
+    Stop(StopArgs),
     /// Remove containers (their writes and logs go with them).
     Rm {
         /// The containers: names, ids or id prefixes.
@@ -134,7 +143,7 @@ fn short(id: &str) -> &str {
 pub async fn run(c: &Client, cmd: ContainerCmd) -> anyhow::Result<()> {
     match cmd {
         ContainerCmd::Run(a) => run_container(c, a).await,
-        ContainerCmd::Ps { all } => {
+        ContainerCmd::Ps(PsArgs { all }) => {
             let mut req = c.request(Method::GET, &["containers"]);
             if all {
                 req = req.query(&[("all", "true")]);
@@ -166,8 +175,10 @@ pub async fn run(c: &Client, cmd: ContainerCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ContainerCmd::Logs { reference, follow } => print_logs(c, &reference, follow).await,
-        ContainerCmd::Stop { references, time } => {
+        ContainerCmd::Logs(LogsArgs { reference, follow }) => {
+            print_logs(c, &reference, follow).await
+        }
+        ContainerCmd::Stop(StopArgs { references, time }) => {
             for r in references {
                 let time = time.to_string();
                 let req = c
