@@ -3,8 +3,10 @@ overlayfs, youki's libcontainer in the node's process): output and exit codes, t
 environment, dropped capabilities, seccomp, cgroup limits, a web server answering
 through a published port, exec, restart policies, bucket volumes, and containers that
 outlive a restart of the node."""
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -29,6 +31,17 @@ def node(tmp_path, layout):
     subprocess.run([BIN, "--data", str(n.data), "--admin", n.admin, "container", "rm", "-f",
                     *[c["id"] for c in ps(n, all=True)]], capture_output=True)
     n.stop()
+    unmount_all(n.data)
+
+
+def unmount_all(data):
+    """Takes off what the node mounted under `data` (lazy roots outlive the node, as
+    they must for its containers; their processes end when unmounted)."""
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for p in sorted(points, key=len, reverse=True):
+        if p.startswith(str(data) + "/"):
+            subprocess.run(["umount", "-l", p], capture_output=True)
 
 
 def run_cli(node, *args):
@@ -140,11 +153,11 @@ def test_a_web_server_answers_and_stops_and_a_policy_restarts(node, layout):
     p = run_cli(node, "container", "rm", "web")
     assert p.returncode == 0
     assert "web" not in cli(node, "ps", "-a")
-    # Now it goes, with the node's unpacked copy of it.
-    unpacked = node.data / "containers" / "images" / info["image_id"][7:]
-    assert unpacked.is_dir()
+    # Now it goes, and its lazy root with it.
+    root = node.data / "containers" / "lazy" / info["image_id"][7:]
+    assert os.path.ismount(root)
     cli(node, "image", "rm", info["image_id"])
-    assert not unpacked.exists()
+    assert not os.path.ismount(root) and not root.exists()
     cli(node, "image", "import", str(layout / "oci"))
 
     # on-failure:2 runs it three times in all; logs holds every run's output.
@@ -204,9 +217,68 @@ def test_containers_outlive_a_restart_of_the_node(tmp_path, layout):
     try:
         [c] = ps(n)
         assert (c["name"], c["state"], c["pid"]) == ("survivor", "running", pid)
+        # Its lazy root lived on with it, and fetches through the new node a file
+        # nothing had read before.
+        assert cli(n, "exec", "survivor", "cat", "/www/index.html") \
+            == "<h1>served from the store</h1>\n"
         cli(n, "stop", "--time", "0", "survivor")
         wait_for("the container to end", lambda: not os.path.exists(f"/proc/{pid}"))
         assert ps(n, all=True)[0]["state"] == "exited"
         cli(n, "container", "rm", "survivor")
     finally:
         n.stop()
+        unmount_all(data)
+
+
+def file_digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_a_lazy_root_reads_only_what_the_container_opens_and_prefetches_it_later(
+        tmp_path, layout):
+    # `big`: base, and 24 MiB of data the container never reads at start.
+    d = tmp_path / "images"
+    shutil.copytree(layout / "oci", d / "oci")
+    sh("umoci", "unpack", "--image", "oci:base", "u", cwd=d)
+    (d / "u" / "rootfs" / "data").mkdir()
+    (d / "u" / "rootfs" / "data" / "big.bin").write_bytes(os.urandom(24 << 20))
+    sh("umoci", "repack", "--image", "oci:base", "u", cwd=d)
+    sh("umoci", "tag", "--image", "oci:base", "big", cwd=d)
+    big = d / "u" / "rootfs" / "data" / "big.bin"
+    (tmp_path / "node").mkdir()
+    n = Node(tmp_path / "node")
+    files = n.data / "containers" / "files"
+    try:
+        cli(n, "image", "import", str(d / "oci"))
+        image = json.loads(cli(n, "image", "inspect", "big"))
+        assert cli(n, "run", "big", "cat", "/etc/motd") == "welcome\n"
+        here = set(os.listdir(files))
+        # busybox and motd were fetched; the big file was not.
+        assert file_digest("/bin/busybox") in here and file_digest(big) not in here
+        fetched = sum(os.path.getsize(files / f) for f in here)
+        assert fetched < image["size"] / 10, (fetched, image["size"])
+        # Reading it fetches it, checked against its digest.
+        out = cli(n, "run", "--rm", "big", "sha256sum", "/data/big.bin")
+        assert out.split()[0] == file_digest(big)
+        assert file_digest(files / file_digest(big)) == file_digest(big)
+        # The lazy root is one process per image, whatever the containers.
+        hex_id = image["id"][7:]
+        root = n.data / "containers" / "lazy" / hex_id
+        assert os.path.ismount(root)
+        # Its first start (the motd container, which has ended) was recorded: a lazy
+        # root mounted anew (its process killed, the node's copies gone) fetches ahead
+        # what that start read, motd among them, though this container reads no motd.
+        reads = n.data / "containers" / "lazy" / f"{hex_id}.reads"
+        assert file_digest(d / "u" / "rootfs" / "etc" / "motd") in reads.read_text()
+        subprocess.run(["pkill", "-f", f"lazy-root .*{hex_id}"], check=True)
+        wait_for("the lazy root to end", lambda: not os.path.ismount(root))
+        for f in os.listdir(files):
+            os.remove(files / f)
+        cli(n, "container", "rm", "-f", *[c["id"] for c in ps(n, all=True)])
+        assert cli(n, "run", "--rm", "big", "true") == ""
+        motd = file_digest(d / "u" / "rootfs" / "etc" / "motd")
+        wait_for("motd fetched ahead", lambda: motd in os.listdir(files))
+        assert file_digest(big) not in os.listdir(files)
+    finally:
+        n.stop()
+        unmount_all(n.data)

@@ -1,7 +1,9 @@
 //! Containers run from the images in the store (crates/images), in this process.
 //!
-//! `run` unpacks the image once per node (`rootfs::unpack`), mounts an overlay whose
-//! upper directory takes the container's writes, writes an OCI runtime spec
+//! `run` mounts the image's lazy root (`lazy_root`: its files fetched from the store
+//! when first read, by a process that outlives the node's restarts) or, in a node
+//! without lazy roots, unpacks the image once (`rootfs::unpack`); then it mounts an
+//! overlay whose upper directory takes the container's writes, writes an OCI runtime spec
 //! (`spec::runtime_spec`: Docker's default capabilities, masked paths, cgroup limits,
 //! its own namespaces), and starts it with youki's libcontainer (`runtime`), stdout
 //! and stderr to a log file. A thread per container waits for its init and applies the
@@ -10,6 +12,8 @@
 //! restarts are started again.
 
 mod error;
+pub mod file_cache;
+pub mod lazy_root;
 pub mod network;
 pub mod rootfs;
 pub mod runtime;
@@ -117,6 +121,9 @@ pub struct ContainerInfo {
     /// Its address, with a network of its own.
     #[serde(default)]
     pub address: Option<String>,
+    /// Whether its root's lower layer is the image's lazy root (else the unpacked image).
+    #[serde(default)]
+    pub lazy_root: bool,
 }
 
 /// The restart policy of a spec.
@@ -186,14 +193,33 @@ struct Inner {
     handle: tokio::runtime::Handle,
     /// How volumes reach the node's buckets (None: no volumes on this node).
     volume_source: Mutex<Option<volumes::VolumeSource>>,
+    /// Lazy roots, when on (None: images are unpacked).
+    lazy: Mutex<Option<Lazy>>,
+    /// Images whose first start's reads are still to be recorded.
+    first_start: Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// What lazy roots need on the node's side.
+#[derive(Clone)]
+struct Lazy {
+    /// The program that serves them (`PROGRAM lazy-root ...`): the edgecloud binary.
+    program: PathBuf,
+    /// The node's copies of image files, which they read.
+    files: file_cache::FileCache,
+    /// Where they ask for files.
+    socket: PathBuf,
+}
+
+/// How long after an image's first start the files it read are recorded (or when its
+/// first container ends, if sooner): what a service reads to come up.
+const FIRST_START_WINDOW: Duration = Duration::from_secs(10);
 
 impl Containers {
     /// The containers kept under `data_dir/containers`, running from `images`. Records
     /// of containers still running are adopted; those a policy restarts are started.
     pub fn open(data_dir: &Path, images: ImageStore) -> Result<Self> {
         let dir = data_dir.join("containers");
-        for sub in ["run", "images", "state"] {
+        for sub in ["run", "images", "state", "lazy"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         // The runtime spec's root and the overlay take absolute paths; the data
@@ -211,6 +237,8 @@ impl Containers {
                     ContainerError::Runtime("containers need a tokio runtime".into())
                 })?,
                 unpacking: tokio::sync::Mutex::new(()),
+                lazy: Mutex::new(None),
+                first_start: Mutex::new(Default::default()),
             }),
         };
         for entry in std::fs::read_dir(this.inner.dir.join("run"))?.flatten() {
@@ -352,10 +380,7 @@ impl Containers {
             }
         }
         let image = self.inner.images.find(&spec.image).await?;
-        let lower = {
-            let _one = self.inner.unpacking.lock().await;
-            rootfs::unpack(&self.inner.images, &image, &self.inner.dir.join("images")).await?
-        };
+        let (lower, lazy_root) = self.lower(&image).await?;
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| ContainerError::Runtime(e.to_string()))?;
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
@@ -411,6 +436,7 @@ impl Containers {
             spec,
             network_slot: None,
             address: None,
+            lazy_root,
         };
         // Every deployment is in the audit log, with its image's digests, before it runs.
         let command_sha256 = {
@@ -475,8 +501,181 @@ impl Containers {
         if started.is_err() {
             // A container that never started leaves nothing behind.
             let _ = self.remove_now(&id);
+        } else if lazy_root {
+            let (this, image_id) = (self.clone(), image.id.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(FIRST_START_WINDOW).await;
+                this.record_first_start(&image_id).await;
+            });
         }
         started
+    }
+
+    /// The lower layer of a container's root from `image`, and whether it is lazy.
+    async fn lower(&self, image: &images::Image) -> Result<(PathBuf, bool)> {
+        let lazy = self.lazy();
+        let _one = self.inner.unpacking.lock().await;
+        match lazy {
+            Some(lazy) => Ok((self.lazy_root(&lazy, image).await?, true)),
+            None => {
+                let dir = self.inner.dir.join("images");
+                Ok((rootfs::unpack(&self.inner.images, image, &dir).await?, false))
+            }
+        }
+    }
+
+    fn lazy(&self) -> Option<Lazy> {
+        self.inner
+            .lazy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves images through lazy roots run by `program` (the edgecloud binary, whose
+    /// `lazy-root` command serves one) from now on.
+    pub fn enable_lazy_roots(&self, program: PathBuf) -> Result<()> {
+        let files = file_cache::FileCache::new(
+            self.inner.dir.join("files"),
+            self.inner.images.clone(),
+        )?;
+        let mut socket = self.inner.dir.join("fetch.sock");
+        if socket.as_os_str().len() > 100 {
+            // Unix socket paths end at 108 bytes: a deep data directory gets one in /tmp.
+            use sha2::Digest;
+            let hash = sha2::Sha256::digest(self.inner.dir.as_os_str().as_encoded_bytes());
+            let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+            socket = std::env::temp_dir().join(format!("edgecloud-fetch-{hex}.sock"));
+        }
+        let _guard = self.inner.handle.enter();
+        files.listen(&socket)?;
+        *self.inner.lazy.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lazy {
+            program,
+            files,
+            socket,
+        });
+        Ok(())
+    }
+
+    /// The image's lazy root, mounted unless it is; a first mount on this node fetches
+    /// ahead what the image's first start read (recorded on whichever node ran it).
+    async fn lazy_root(&self, lazy: &Lazy, image: &images::Image) -> Result<PathBuf> {
+        let hex = image.id.trim_start_matches("sha256:");
+        let dir = self.inner.dir.join("lazy");
+        let opts = lazy_root::Options {
+            tree: dir.join(format!("{hex}.tree.json")),
+            cache: lazy.files.path(""),
+            socket: lazy.socket.clone(),
+            reads: dir.join(format!("{hex}.reads")),
+            mountpoint: dir.join(hex),
+        };
+        if lazy_root::is_mounted(&opts.mountpoint) {
+            return Ok(opts.mountpoint);
+        }
+        let tree = self.inner.images.tree(image).await?;
+        let sizes: std::collections::HashMap<&str, u64> = tree
+            .entries()
+            .filter_map(|e| Some((e.digest.as_deref()?, e.size)))
+            .collect();
+        let first = self.inner.images.first_reads(image).await?;
+        if first.is_empty() {
+            self.inner
+                .first_start
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(image.id.clone());
+        } else {
+            let ahead: Vec<(String, u64)> = first
+                .iter()
+                .filter_map(|d| Some((d.clone(), *sizes.get(d.as_str())?)))
+                .collect();
+            let files = lazy.files.clone();
+            tokio::spawn(async move {
+                let n = files.prefetch(ahead).await;
+                tracing::debug!("prefetched {n} image files");
+            });
+        }
+        let entries: Vec<&images::layer::Entry> = tree.entries().collect();
+        std::fs::write(
+            &opts.tree,
+            serde_json::to_vec(&entries).map_err(std::io::Error::other)?,
+        )?;
+        let (program, log) = (lazy.program.clone(), dir.join(format!("{hex}.log")));
+        let mountpoint = opts.mountpoint.clone();
+        tokio::task::spawn_blocking(move || lazy_root::spawn(&program, &opts, &log))
+            .await
+            .map_err(|e| ContainerError::Runtime(e.to_string()))??;
+        Ok(mountpoint)
+    }
+
+    /// Keeps the files the image's first start read as its record in the store (once).
+    async fn record_first_start(&self, image_id: &str) {
+        let pending = self
+            .inner
+            .first_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(image_id);
+        if !pending {
+            return;
+        }
+        let hex = image_id.trim_start_matches("sha256:");
+        let reads = self.inner.dir.join("lazy").join(format!("{hex}.reads"));
+        let digests: Vec<String> = std::fs::read_to_string(reads)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let recorded = async {
+            let image = self.inner.images.find(image_id).await?;
+            self.inner.images.record_first_reads(&image, digests).await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(image = %image_id, "recording what its first start read: {e}");
+        }
+    }
+
+    /// Mounts a container's root again if it is gone (the machine restarted, or its
+    /// lazy root's process was killed); blocking.
+    fn ensure_root(&self, id: &str) -> Result<()> {
+        let dir = self.run_dir(id);
+        let merged = dir.join("rootfs");
+        let mounted = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(p), std::fs::metadata(&dir)) {
+                (Ok(m), Ok(d)) => m.dev() != d.dev(),
+                _ => false,
+            }
+        };
+        let Some(c) = self.table().get(id).cloned() else {
+            return Err(ContainerError::NotFound(id.into()));
+        };
+        let lower_alive = !c.lazy_root || {
+            let hex = c.image_id.trim_start_matches("sha256:");
+            lazy_root::is_mounted(&self.inner.dir.join("lazy").join(hex))
+        };
+        if lower_alive && mounted(&merged) {
+            return Ok(());
+        }
+        rootfs::unmount(&merged)?;
+        let handle = self.inner.handle.clone();
+        let lower = tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let image = self.inner.images.find(&c.image_id).await?;
+                let _one = self.inner.unpacking.lock().await;
+                match (c.lazy_root, self.lazy()) {
+                    (true, Some(lazy)) => self.lazy_root(&lazy, &image).await,
+                    (true, None) => Err(ContainerError::Runtime(
+                        "the container ran on a lazy root, and lazy roots are off".into(),
+                    )),
+                    (false, _) => {
+                        let dir = self.inner.dir.join("images");
+                        rootfs::unpack(&self.inner.images, &image, &dir).await
+                    }
+                }
+            })
+        })?;
+        rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &merged)
     }
 
     /// Starts (or, as a restart, starts again) the container's process; blocking.
@@ -488,6 +687,7 @@ impl Containers {
             .open(dir.join("log"))?;
         // A previous run's runtime state (a restart) goes first.
         runtime::delete(&self.state_root(), id)?;
+        self.ensure_root(id)?;
         let spec = self
             .table()
             .get(id)
@@ -541,6 +741,12 @@ impl Containers {
                 };
                 if let Err(e) = this.save(&ended) {
                     tracing::warn!(container = %id, "saving its record: {e}");
+                }
+                if ended.lazy_root {
+                    let (first, image_id) = (this.clone(), ended.image_id.clone());
+                    this.inner.handle.spawn(async move {
+                        first.record_first_start(&image_id).await;
+                    });
                 }
                 let policy = Restart::parse(&ended.spec.restart).unwrap_or(Restart::No);
                 if ended.spec.remove {
@@ -642,8 +848,9 @@ impl Containers {
         Ok(())
     }
 
-    /// Removes the node's unpacked copy of an image (after `image rm`); refused while a
-    /// container was made from it.
+    /// Removes the node's unpacked copy or lazy root of an image (after `image rm`);
+    /// refused while a container was made from it. The node's copies of its files stay
+    /// (`DATA/containers/files`): other images may hold them.
     pub async fn forget_image(&self, image_id: &str) -> Result<()> {
         if self.table().values().any(|c| c.image_id == image_id) {
             return Err(ContainerError::Conflict(format!(
@@ -651,11 +858,19 @@ impl Containers {
             )));
         }
         let _one = self.inner.unpacking.lock().await;
-        let dir = self
-            .inner
-            .dir
-            .join("images")
-            .join(image_id.trim_start_matches("sha256:"));
+        let hex = image_id.trim_start_matches("sha256:");
+        // Its lazy root's process ends when the root is unmounted.
+        let lazy = self.inner.dir.join("lazy");
+        rootfs::unmount(&lazy.join(hex))?;
+        for leftover in [
+            lazy.join(hex),
+            lazy.join(format!("{hex}.tree.json")),
+            lazy.join(format!("{hex}.reads")),
+            lazy.join(format!("{hex}.log")),
+        ] {
+            let _ = std::fs::remove_dir(&leftover).or_else(|_| std::fs::remove_file(&leftover));
+        }
+        let dir = self.inner.dir.join("images").join(hex);
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

@@ -349,3 +349,91 @@ async fn containers_run_from_the_store_and_end_as_asked() {
     }
     assert!(c.list(true).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_cache_keeps_checked_copies_and_answers_lazy_roots() {
+    use containers::file_cache::FileCache;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = testkit::archive_with_bucket(9, "data").await;
+    let store = ImageStore::new(t.archive.clone());
+    store
+        .import(&busybox_image(t.dir.path()), None, None)
+        .await
+        .unwrap();
+    let image = store.find("busybox:test").await.unwrap();
+    let tree = store.tree(&image).await.unwrap();
+    let file = |path: &str| {
+        let e = tree.get(path).unwrap();
+        (e.digest.clone().unwrap(), e.size)
+    };
+    let (busybox, busybox_size) = file("bin/busybox");
+    let (passwd, passwd_size) = file("etc/passwd");
+    let cache = FileCache::new(t.dir.path().join("files"), store.clone()).unwrap();
+
+    // Fetched once, checked, then served from here.
+    assert!(cache.ensure(&busybox, busybox_size).await.unwrap());
+    assert!(!cache.ensure(&busybox, busybox_size).await.unwrap());
+    assert_eq!(
+        std::fs::read(cache.path(&busybox)).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    // A copy that does not match what was asked for is refused and leaves nothing.
+    let e = cache.ensure(&passwd, passwd_size + 1).await.unwrap_err();
+    assert!(e.to_string().contains("reads back"), "{e}");
+    assert_eq!(std::fs::read_dir(t.dir.path().join("files")).unwrap().count(), 1);
+    // Names that are not digests never become paths.
+    for bad in ["../../etc/shadow", "", &busybox.to_uppercase()] {
+        assert!(cache.ensure(bad, 1).await.is_err(), "{bad:?}");
+    }
+
+    // The socket lazy roots ask on: one line in, one out; garbage gets an error.
+    let socket = t.dir.path().join("fetch.sock");
+    let server = cache.listen(&socket).unwrap();
+    let ask = |line: Vec<u8>| {
+        let socket = socket.clone();
+        async move {
+            let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            // An oversized line is answered (and the socket closed) before it is all
+            // sent: the write may then fail, and so may the read.
+            let _ = s.write_all(&line).await;
+            let _ = s.shutdown().await;
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer).await;
+            answer
+        }
+    };
+    assert_eq!(ask(format!("{passwd} {passwd_size}\n").into()).await, "ok\n");
+    assert_eq!(
+        std::fs::read(cache.path(&passwd)).unwrap().len() as u64,
+        passwd_size
+    );
+    for hostile in [
+        b"no space\n".to_vec(),
+        format!("{passwd} many\n").into_bytes(),
+        b"../../x 1\n".to_vec(),
+    ] {
+        let answer = ask(hostile).await;
+        assert!(answer.starts_with("error: "), "{answer}");
+    }
+    let answer = ask(vec![b'a'; 100_000]).await;
+    assert!(answer.is_empty() || answer.starts_with("error: "), "{answer}");
+    assert_eq!(ask(format!("{passwd} {passwd_size}\n").into()).await, "ok\n");
+    server.abort();
+
+    // What a first start read is kept for later starts, only the image's own files.
+    std::fs::remove_file(cache.path(&busybox)).unwrap();
+    assert_eq!(
+        cache
+            .prefetch(vec![
+                (busybox.clone(), busybox_size),
+                (passwd.clone(), passwd_size)
+            ])
+            .await,
+        1
+    );
+    store
+        .record_first_reads(&image, vec![passwd.clone(), "f".repeat(64), passwd.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.first_reads(&image).await.unwrap(), vec![passwd]);
+}

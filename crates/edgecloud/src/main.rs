@@ -139,12 +139,25 @@ pub enum Command {
     /// Mount a bucket as a local folder (FUSE) until `umount DIR`: reads come from a
     /// local cache, each written file becomes a new version when closed.
     Mount(cli::mount::MountArgs),
+    /// (Internal) Serve an image's lazy root file system for the node's containers.
+    #[command(hide = true)]
+    LazyRoot(cli::container::LazyRootArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every TLS client and server here uses ring (reqwest is built without a provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::LazyRoot(args) = &cli.command {
+        // A FUSE server of its own, started by the node: no async runtime needed.
+        return match cli::container::lazy_root(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -206,5 +219,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scrub(a) => cli::objects::scrub(&client()?, a).await,
         Command::Status => cli::objects::status(&client()?).await,
         Command::Mount(a) => cli::mount::run(a, &data).await,
+        Command::LazyRoot(a) => cli::container::lazy_root(&a),
     }
 }

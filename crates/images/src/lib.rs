@@ -11,6 +11,7 @@
 //! | `images/<config sha256>.json` | an [`Image`]: names, config, layers, manifest digest |
 //! | `trees/<config sha256>.json` | the image's root file system, layers applied ([`tree::Tree`]) |
 //! | `tags/<name:tag>` | the id an image name points at |
+//! | `first-reads/<config sha256>.json` | the files its first start read, in order: later starts, on any node, fetch them ahead ([`ImageStore::first_reads`]) |
 //!
 //! Every digest is checked on import: OCI manifests against their descriptors, configs
 //! and blobs against the digests that name them, and each layer's uncompressed bytes
@@ -469,6 +470,26 @@ impl ImageStore {
         Ok(stream)
     }
 
+    /// The files (SHA-256, hex) the image's first start read, in the order it read them;
+    /// empty before any start recorded them.
+    pub async fn first_reads(&self, image: &Image) -> Result<Vec<String>> {
+        let key = first_reads_key(image);
+        Ok(self.get_json(&key).await?.unwrap_or_default())
+    }
+
+    /// Records the files an image's first start read (see [`Self::first_reads`]); a
+    /// digest that is not a file of the image is left out.
+    pub async fn record_first_reads(&self, image: &Image, digests: Vec<String>) -> Result<()> {
+        let tree = self.tree(image).await?;
+        let ours: HashSet<&str> = tree.entries().filter_map(|e| e.digest.as_deref()).collect();
+        let mut seen = HashSet::new();
+        let kept: Vec<String> = digests
+            .into_iter()
+            .filter(|d| ours.contains(d.as_str()) && seen.insert(d.clone()))
+            .collect();
+        self.put_json(&first_reads_key(image), &kept, &None).await
+    }
+
     /// Removes a name; the image goes when it is removed by id or its last name goes,
     /// and with it every file and layer no other image holds.
     pub async fn remove(&self, reference: &str, actor: Option<String>) -> Result<Removed> {
@@ -498,6 +519,7 @@ impl ImageStore {
             image.id.trim_start_matches("sha256:")
         ))
         .await?;
+        self.delete(&first_reads_key(&image)).await?;
         out.deleted = Some(image.id);
         let (files, bytes) = self.collect_garbage().await?;
         (out.files_freed, out.bytes_freed) = (files, bytes);
@@ -658,6 +680,10 @@ impl ImageStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+fn first_reads_key(image: &Image) -> String {
+    format!("first-reads/{}.json", image.id.trim_start_matches("sha256:"))
 }
 
 /// Keeps an import's files in the store, each once.

@@ -303,7 +303,14 @@ impl Node {
         let image_store = images::ImageStore::new(archive.clone());
         // Containers need root and overlayfs; a node without them still serves the rest.
         let containers = match containers::Containers::open(&data, image_store.clone()) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                if let Some(program) = &cfg.lazy_root_program
+                    && let Err(e) = c.enable_lazy_roots(program.clone())
+                {
+                    tracing::warn!("lazy image roots are off (images are unpacked): {e}");
+                }
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!("containers are off on this node: {e}");
                 None

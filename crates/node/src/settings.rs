@@ -342,6 +342,9 @@ pub struct NodeConfig {
     pub down_after: Duration,
     /// How bucket lifecycle rules run.
     pub lifecycle: archive::lifecycle::LifecycleOptions,
+    /// The program whose `lazy-root` command serves containers' lazy root file systems
+    /// (the edgecloud binary; `serve` sets it). None: images are unpacked instead.
+    pub lazy_root_program: Option<PathBuf>,
 }
 
 impl NodeSettings {
@@ -429,6 +432,7 @@ impl NodeSettings {
                 day: parse_duration(&or(self.lifecycle_day, d::LIFECYCLE_DAY))?,
                 rate_per_sec: self.lifecycle_rate.unwrap_or(d::LIFECYCLE_RATE).max(1),
             },
+            lazy_root_program: None,
         })
     }
 }

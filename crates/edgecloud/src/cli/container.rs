@@ -7,6 +7,7 @@ use containers::{ContainerInfo, RunSpec, State};
 use futures::StreamExt;
 use reqwest::Method;
 use std::io::Write;
+use std::path::PathBuf;
 
 use crate::cli::client::Client;
 
@@ -278,4 +279,35 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         Some(code) if done.state == State::Exited => std::process::exit(code.clamp(1, 255)),
         _ => bail!("the container {} did not end", short(&info.id)),
     }
+}
+
+/// What the node starts `edgecloud lazy-root` with (see `containers::lazy_root`).
+#[derive(clap::Args)]
+pub struct LazyRootArgs {
+    /// The image's tree (JSON)
+    #[arg(long)]
+    tree: PathBuf,
+    /// The node's copies of image files
+    #[arg(long)]
+    cache: PathBuf,
+    /// The node's fetch socket
+    #[arg(long)]
+    socket: PathBuf,
+    /// Where first opens are logged
+    #[arg(long)]
+    reads: PathBuf,
+    /// Where to mount it
+    mountpoint: PathBuf,
+}
+
+/// Serves a lazy root until it is unmounted.
+pub fn lazy_root(a: &LazyRootArgs) -> anyhow::Result<()> {
+    containers::lazy_root::serve(&containers::lazy_root::Options {
+        tree: a.tree.clone(),
+        cache: a.cache.clone(),
+        socket: a.socket.clone(),
+        reads: a.reads.clone(),
+        mountpoint: a.mountpoint.clone(),
+    })?;
+    Ok(())
 }

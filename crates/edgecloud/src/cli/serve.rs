@@ -14,7 +14,9 @@ pub async fn run(flags: NodeSettings, file: NodeSettings, data: PathBuf) -> anyh
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
     raise_open_files_limit();
-    let config = settings.resolve(&data)?;
+    let mut config = settings.resolve(&data)?;
+    // Containers' lazy roots are served by this binary's `lazy-root` command.
+    config.lazy_root_program = std::env::current_exe().ok();
     let node = Node::open(config).await?;
     print_summary(node.summary());
     shutdown_signal().await;
