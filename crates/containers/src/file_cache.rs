@@ -35,7 +35,10 @@ struct Inner {
 
 /// Whether `digest` names a file: 64 lowercase hex digits (it becomes a path).
 pub fn is_digest(digest: &str) -> bool {
-    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl FileCache {

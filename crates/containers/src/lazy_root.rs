@@ -99,7 +99,9 @@ impl LazyRoot {
         for e in entries {
             if matches!(e.kind, Kind::Whiteout | Kind::Opaque)
                 || e.path.is_empty()
-                || e.path.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+                || e.path
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
             {
                 continue;
             }
@@ -385,7 +387,12 @@ impl Filesystem for LazyRoot {
             .enumerate()
             .skip(offset as usize)
         {
-            if reply.add(INodeNo(child), (i + 1) as u64, kind, OsStr::from_bytes(name)) {
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
         }

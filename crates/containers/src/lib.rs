@@ -519,7 +519,10 @@ impl Containers {
             Some(lazy) => Ok((self.lazy_root(&lazy, image).await?, true)),
             None => {
                 let dir = self.inner.dir.join("images");
-                Ok((rootfs::unpack(&self.inner.images, image, &dir).await?, false))
+                Ok((
+                    rootfs::unpack(&self.inner.images, image, &dir).await?,
+                    false,
+                ))
             }
         }
     }
@@ -535,10 +538,8 @@ impl Containers {
     /// Serves images through lazy roots run by `program` (the edgecloud binary, whose
     /// `lazy-root` command serves one) from now on.
     pub fn enable_lazy_roots(&self, program: PathBuf) -> Result<()> {
-        let files = file_cache::FileCache::new(
-            self.inner.dir.join("files"),
-            self.inner.images.clone(),
-        )?;
+        let files =
+            file_cache::FileCache::new(self.inner.dir.join("files"), self.inner.images.clone())?;
         let mut socket = self.inner.dir.join("fetch.sock");
         if socket.as_os_str().len() > 100 {
             // Unix socket paths end at 108 bytes: a deep data directory gets one in /tmp.

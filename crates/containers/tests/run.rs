@@ -380,7 +380,12 @@ async fn the_file_cache_keeps_checked_copies_and_answers_lazy_roots() {
     // A copy that does not match what was asked for is refused and leaves nothing.
     let e = cache.ensure(&passwd, passwd_size + 1).await.unwrap_err();
     assert!(e.to_string().contains("reads back"), "{e}");
-    assert_eq!(std::fs::read_dir(t.dir.path().join("files")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(t.dir.path().join("files"))
+            .unwrap()
+            .count(),
+        1
+    );
     // Names that are not digests never become paths.
     for bad in ["../../etc/shadow", "", &busybox.to_uppercase()] {
         assert!(cache.ensure(bad, 1).await.is_err(), "{bad:?}");
@@ -402,7 +407,10 @@ async fn the_file_cache_keeps_checked_copies_and_answers_lazy_roots() {
             answer
         }
     };
-    assert_eq!(ask(format!("{passwd} {passwd_size}\n").into()).await, "ok\n");
+    assert_eq!(
+        ask(format!("{passwd} {passwd_size}\n").into()).await,
+        "ok\n"
+    );
     assert_eq!(
         std::fs::read(cache.path(&passwd)).unwrap().len() as u64,
         passwd_size
@@ -416,8 +424,14 @@ async fn the_file_cache_keeps_checked_copies_and_answers_lazy_roots() {
         assert!(answer.starts_with("error: "), "{answer}");
     }
     let answer = ask(vec![b'a'; 100_000]).await;
-    assert!(answer.is_empty() || answer.starts_with("error: "), "{answer}");
-    assert_eq!(ask(format!("{passwd} {passwd_size}\n").into()).await, "ok\n");
+    assert!(
+        answer.is_empty() || answer.starts_with("error: "),
+        "{answer}"
+    );
+    assert_eq!(
+        ask(format!("{passwd} {passwd_size}\n").into()).await,
+        "ok\n"
+    );
     server.abort();
 
     // What a first start read is kept for later starts, only the image's own files.

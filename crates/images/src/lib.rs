@@ -683,7 +683,10 @@ impl ImageStore {
 }
 
 fn first_reads_key(image: &Image) -> String {
-    format!("first-reads/{}.json", image.id.trim_start_matches("sha256:"))
+    format!(
+        "first-reads/{}.json",
+        image.id.trim_start_matches("sha256:")
+    )
 }
 
 /// Keeps an import's files in the store, each once.
