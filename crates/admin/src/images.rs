@@ -30,6 +30,7 @@ fn image_problem(e: ImageError) -> Response {
         E::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
         E::NoSuchImage(_) => (StatusCode::NOT_FOUND, "NoSuchImage"),
         E::Ambiguous(_) => (StatusCode::CONFLICT, "AmbiguousImage"),
+        E::Registry(_) => (StatusCode::BAD_GATEWAY, "RegistryError"),
         E::Archive(_) | E::Io(_) | E::Corrupt { .. } | E::Task(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
         }
@@ -123,6 +124,42 @@ async fn spool(s: &AdminState, body: Body) -> Result<tempfile::NamedTempFile, Re
 pub(crate) struct Listing {
     images: Vec<images::Image>,
     usage: images::Usage,
+}
+
+/// What `POST /v1/image-pulls` takes.
+#[derive(Deserialize)]
+pub(crate) struct PullRequest {
+    /// `NAME[:TAG][@sha256:DIGEST]`; Docker Hub when no registry host is named.
+    reference: String,
+    /// A login for the registry.
+    username: Option<String>,
+    password: Option<String>,
+    /// Plain HTTP (a registry on the local network without TLS).
+    #[serde(default)]
+    insecure: bool,
+}
+
+/// `POST /v1/image-pulls`: pulls an image from its registry into the store.
+pub(crate) async fn pull(
+    State(s): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    Json(req): Json<PullRequest>,
+) -> Response {
+    let store = match store_of(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    let login = req.username.map(|username| ::images::registry::Login {
+        username,
+        password: req.password.unwrap_or_default(),
+    });
+    match store
+        .pull(&req.reference, login, req.insecure, Some(who.actor()))
+        .await
+    {
+        Ok(done) => (StatusCode::CREATED, Json(done)).into_response(),
+        Err(e) => image_problem(e),
+    }
 }
 
 /// `GET /v1/images`: every image, newest first, and what the store holds.

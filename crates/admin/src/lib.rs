@@ -167,6 +167,7 @@ pub fn router(state: AdminState) -> Router {
                 .get(images::list)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route("/v1/image-pulls", post(images::pull))
         .route(
             "/v1/containers",
             post(containers::run).get(containers::list),

@@ -53,6 +53,9 @@ pub enum ImageError {
     /// The blocking import task failed.
     #[error("the import task failed: {0}")]
     Task(String),
+    /// A registry could not be reached, refused the login, or answered nonsense.
+    #[error("pulling: {0}")]
+    Registry(String),
 }
 
 /// The image store's results.

@@ -21,6 +21,7 @@
 mod error;
 pub mod layer;
 pub mod reference;
+pub mod registry;
 pub mod tarball;
 pub mod tree;
 
@@ -209,6 +210,36 @@ impl ImageStore {
             }
         }
         done
+    }
+
+    /// Pulls `reference` (`NAME[:TAG][@DIGEST]`, Docker Hub when no registry is named)
+    /// from its registry and imports it under that name. `insecure` speaks plain HTTP.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        login: Option<registry::Login>,
+        insecure: bool,
+        actor: Option<String>,
+    ) -> Result<Imported> {
+        let source = registry::parse(reference)?;
+        let tmp = self.inner.archive.config().data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let work = tempfile::Builder::new().prefix("pull-").tempdir_in(&tmp)?;
+        let layout = work.path().join("layout");
+        registry::fetch_layout(&source, login, insecure, &layout).await?;
+        // One tar of the layout, as `image import DIR` sends it.
+        let tar_path = work.path().join("layout.tar");
+        let (from, to) = (layout.clone(), tar_path.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut b = tar::Builder::new(std::fs::File::create(&to)?);
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &from)?;
+            b.into_inner()?.sync_all()
+        })
+        .await
+        .map_err(|e| ImageError::Task(e.to_string()))??;
+        std::fs::remove_dir_all(&layout)?;
+        self.import(&tar_path, Some(&source.name), actor).await
     }
 
     fn import_blocking(

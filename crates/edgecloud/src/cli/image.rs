@@ -26,6 +26,25 @@ pub enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pull NAME[:TAG][@sha256:DIGEST] from its registry (Docker Hub when no registry
+    /// host is named; this machine's platform from a multi-platform image), then store
+    /// it as `import` does. The node does the pulling: it must reach the registry.
+    Pull {
+        reference: String,
+        /// Log in to the registry as USER (the password from --password-stdin or
+        /// EDGECLOUD_REGISTRY_PASSWORD)
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Read the registry password from standard input
+        #[arg(long, requires = "user")]
+        password_stdin: bool,
+        /// Speak plain HTTP to the registry (one on the local network without TLS)
+        #[arg(long)]
+        insecure: bool,
+        /// Print the node's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the images, newest first, and what the store holds.
     Ls {
         /// Print the node's answer as JSON.
@@ -55,6 +74,35 @@ fn short_id(id: &str) -> &str {
 pub async fn run(c: &Client, cmd: ImageCmd) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Import { path, tag, json } => import(c, path, tag, json).await,
+        ImageCmd::Pull {
+            reference,
+            user,
+            password_stdin,
+            insecure,
+            json,
+        } => {
+            let password = if password_stdin {
+                let mut p = String::new();
+                std::io::stdin()
+                    .read_line(&mut p)
+                    .context("reading the password from standard input")?;
+                Some(p.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                std::env::var("EDGECLOUD_REGISTRY_PASSWORD").ok()
+            };
+            let body = serde_json::json!({
+                "reference": reference, "username": user, "password": password,
+                "insecure": insecure,
+            });
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!("pulling {reference}"));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+            let done: serde_json::Value = c
+                .json(c.request(Method::POST, &["image-pulls"]).json(&body))
+                .await?;
+            spinner.finish_and_clear();
+            print_imported(done, json)
+        }
         ImageCmd::Ls { json } => {
             let v: serde_json::Value = c.json(c.request(Method::GET, &["images"])).await?;
             if json {
@@ -170,6 +218,11 @@ async fn import(c: &Client, path: PathBuf, tag: Option<String>, json: bool) -> a
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let done: serde_json::Value = c.json(req).await?;
     spinner.finish_and_clear();
+    print_imported(done, json)
+}
+
+/// What an import or a pull stored.
+fn print_imported(done: serde_json::Value, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&done)?);
         return Ok(());
