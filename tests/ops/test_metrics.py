@@ -110,6 +110,9 @@ def test_the_admin_api_matches_its_openapi_document(fresh, tmp_path):
     p = subprocess.run(
         ["st", "run", f"{fresh.admin}/openapi.yaml", "--url", fresh.admin,
          "-H", f"Authorization: Bearer {token}", "--max-examples", "25", "--seed", "1",
+         # A pull contacts the registry its reference names (502 when there is none):
+         # tests/containers/test_pull.py drives it against a real registry instead.
+         "--exclude-path", "/v1/image-pulls",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
          "--no-color"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
