@@ -291,3 +291,47 @@ def test_a_lazy_root_reads_only_what_the_container_opens_and_prefetches_it_later
     finally:
         n.stop()
         unmount_all(n.data)
+
+
+def test_compose_starts_services_in_order_and_they_reach_one_another_by_name(node, tmp_path):
+    port = free_port()
+    shop = tmp_path / "Shop"
+    shop.mkdir()
+    (shop / "docker-compose.yml").write_text(f"""
+services:
+  client:
+    image: base
+    command: ["sh", "-c", "sleep 600"]
+    depends_on: [web]
+    environment:
+      TARGET: web
+  web:
+    image: base
+    command: httpd -f -p 8080 -h /www
+    ports: ["127.0.0.1:{port}:8080"]
+    restart: unless-stopped
+""")
+    f = str(shop / "docker-compose.yml")
+    out = cli(node, "compose", "up", "-f", f)
+    lines = out.splitlines()
+    assert lines[0].startswith("shop-web-1: started") and \
+        lines[1].startswith("shop-client-1: started"), out
+    # The client reaches the web server by its service name, through the node.
+    page = cli(node, "exec", "shop-client-1", "sh", "-c", "wget -qO- http://$TARGET:8080/")
+    assert page == "<h1>served from the store</h1>\n"
+    # A name added later reaches the containers already running.
+    assert "client" in cli(node, "exec", "shop-web-1", "cat", "/etc/hosts")
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read() \
+        == b"<h1>served from the store</h1>\n"
+    table = cli(node, "compose", "ps", "-f", f)
+    assert "shop-web-1" in table and "shop-client-1" in table
+    # Up again: running services are left alone.
+    assert cli(node, "compose", "up", "-f", f).count("left as it is") == 2
+    # Down: dependants first.
+    out = cli(node, "compose", "down", "-f", f)
+    assert out.splitlines() == ["shop-client-1: removed", "shop-web-1: removed"], out
+    assert "shop-" not in cli(node, "ps", "-a")
+    # What compose cannot do is refused by name, before anything runs.
+    (shop / "docker-compose.yml").write_text("services:\n  a:\n    build: .\n")
+    p = run_cli(node, "compose", "up", "-f", f)
+    assert p.returncode != 0 and "`build` is not supported" in p.stderr, p.stderr

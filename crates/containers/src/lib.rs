@@ -11,6 +11,7 @@
 //! restarts finds its containers: those still running are adopted, those a policy
 //! restarts are started again.
 
+pub mod compose;
 mod error;
 pub mod file_cache;
 pub mod lazy_root;
@@ -58,6 +59,9 @@ pub struct RunSpec {
     pub restart: String,
     /// Remove the container when it exits.
     pub remove: bool,
+    /// More names other containers of the node reach it by (a compose service's name).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// The most output `exec` returns (the rest is read and dropped).
@@ -313,22 +317,26 @@ impl Containers {
                 "--rm and a restart policy contradict each other: pick one".into(),
             ));
         }
-        if let Some(n) = &spec.name {
-            let ok = !n.is_empty()
+        let name_ok = |n: &str| {
+            !n.is_empty()
                 && n.len() <= 64
                 && n.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-            if !ok {
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        for n in spec.name.iter().chain(&spec.aliases) {
+            if !name_ok(n) {
                 return Err(ContainerError::Invalid(format!(
                     "name {n:?}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
                 )));
             }
-            if self.table().values().any(|c| c.name.as_ref() == Some(n)) {
-                return Err(ContainerError::Conflict(format!(
-                    "a container named {n:?} exists: remove it or pick another name"
-                )));
-            }
+        }
+        if let Some(n) = &spec.name
+            && self.table().values().any(|c| c.name.as_ref() == Some(n))
+        {
+            return Err(ContainerError::Conflict(format!(
+                "a container named {n:?} exists: remove it or pick another name"
+            )));
         }
         if spec.cpus.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
             return Err(ContainerError::Invalid("--cpus must be above 0".into()));
@@ -400,7 +408,14 @@ impl Containers {
                 cwd: process.working_dir.clone().unwrap_or_else(|| "/".into()),
                 user: spec::resolve_user(process.user.as_deref(), &merged)?,
                 run: &spec,
-                binds: self.volume_binds(&id, &spec)?,
+                binds: {
+                    let mut binds = self.volume_binds(&id, &spec)?;
+                    if spec.network == "bridge" {
+                        // Names of the node's other containers (see `write_hosts_files`).
+                        binds.push((dir.join("hosts"), "/etc/hosts".into(), true));
+                    }
+                    binds
+                },
             };
             let config = spec::runtime_spec(&input);
             let bundle = dir.join("bundle");
@@ -695,6 +710,7 @@ impl Containers {
             .map(|c| c.spec.clone())
             .ok_or_else(|| ContainerError::NotFound(id.into()))?;
         self.mount_volumes(id, &spec)?;
+        self.write_hosts_files(Some(id));
         let slot = self.table().get(id).and_then(|c| c.network_slot);
         let connect = |pid: i32| match slot {
             Some(slot) => network::connect(id, pid, slot),
@@ -743,6 +759,7 @@ impl Containers {
                 if let Err(e) = this.save(&ended) {
                     tracing::warn!(container = %id, "saving its record: {e}");
                 }
+                this.write_hosts_files(None);
                 if ended.lazy_root {
                     let (first, image_id) = (this.clone(), ended.image_id.clone());
                     this.inner.handle.spawn(async move {
@@ -769,6 +786,45 @@ impl Containers {
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start a thread to wait for a container: {e}");
+        }
+    }
+
+    /// Rewrites the `/etc/hosts` of every bridge container: itself, and each running
+    /// bridge container of the node (and `starting`) by name, aliases and short id. The
+    /// files are bound into the containers, so they are written in place (same inode)
+    /// and a container sees names come and go while it runs.
+    fn write_hosts_files(&self, starting: Option<&str>) {
+        let table = self.table().clone();
+        let bridged: Vec<&ContainerInfo> = table.values().filter(|c| c.address.is_some()).collect();
+        let mut names = String::new();
+        for c in &bridged {
+            if c.state == State::Running || Some(c.id.as_str()) == starting {
+                let mut line = format!("{}\t", c.address.as_deref().unwrap_or_default());
+                if let Some(n) = &c.name {
+                    line.push_str(&format!("{n} "));
+                }
+                for a in &c.spec.aliases {
+                    line.push_str(&format!("{a} "));
+                }
+                line.push_str(&c.id[..12]);
+                names.push_str(&line);
+                names.push('\n');
+            }
+        }
+        for c in bridged {
+            let path = self.run_dir(&c.id).join("hosts");
+            let body = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{names}");
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes()));
+            if let Err(e) = written
+                && self.run_dir(&c.id).exists()
+            {
+                tracing::warn!(container = %c.id, "writing its /etc/hosts: {e}");
+            }
         }
     }
 

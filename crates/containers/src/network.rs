@@ -1,5 +1,7 @@
 //! A container's own network: a veth pair from the node into the container's network
-//! namespace, a /30 of 10.89.0.0/16 each (the node's end `.1`, the container's `.2`), and
+//! namespace, a /30 of 10.89.0.0/16 each (the node's end `.1`, the container's `.2`),
+//! routed by the node to the other containers' (which find one another by name in
+//! their `/etc/hosts`, kept by the node), and
 //! published ports (`-p HOST:CTR`) proxied by the node itself (no NAT rules, no proxy
 //! process), so they work on loopback too.
 
@@ -83,6 +85,16 @@ fn ip(args: &[&str], netns_of: Option<i32>) -> Result<()> {
 /// not started) to the node: a veth pair, addresses of `slot`, the node as its route.
 pub fn connect(id: &str, pid: i32, slot: u32) -> Result<()> {
     let (node_ip, ctr_ip) = addresses(slot);
+    // Containers reach one another through the node, which routes between their /30s
+    // (as Docker's bridge does, it turns forwarding on; there is still no NAT out).
+    let forward = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(forward).is_ok_and(|v| v.trim() != "1") {
+        std::fs::write(forward, "1").map_err(|e| {
+            ContainerError::Runtime(format!(
+                "turning on IPv4 forwarding for container networks: {e}"
+            ))
+        })?;
+    }
     let host_end = format!("ec{}h", &id[..8]);
     let ctr_end = format!("ec{}c", &id[..8]);
     // A previous run's pair (a restart) went with its namespace; a stale host end

@@ -113,6 +113,10 @@ pub enum Command {
     /// Containers: run, ps, logs, stop, exec, rm, inspect.
     #[command(subcommand)]
     Container(cli::container::ContainerCmd),
+    /// Run the services of a docker-compose.yml (its common subset) as containers:
+    /// up, down, ps.
+    #[command(subcommand)]
+    Compose(cli::compose::ComposeCmd),
     /// Container images: import `docker save` tarballs and OCI layouts (every file
     /// stored once across images), list, inspect, remove.
     #[command(subcommand)]
@@ -211,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(a) => cli::container::run(&client()?, ContainerCmd::Logs(a)).await,
         Command::Stop(a) => cli::container::run(&client()?, ContainerCmd::Stop(a)).await,
         Command::Cluster(cmd) => cli::cluster::run(&client()?, cmd).await,
+        Command::Compose(cmd) => cli::compose::run(&client()?, cmd).await,
         Command::Put(a) => cli::objects::put(&client()?, a).await,
         Command::Get(a) => cli::objects::get(&client()?, a).await,
         Command::Ls(a) => cli::objects::ls(&client()?, a).await,

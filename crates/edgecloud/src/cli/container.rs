@@ -150,30 +150,7 @@ pub async fn run(c: &Client, cmd: ContainerCmd) -> anyhow::Result<()> {
                 req = req.query(&[("all", "true")]);
             }
             let list: Vec<ContainerInfo> = c.json(req).await?;
-            println!(
-                "{:<12}  {:<24}  {:<30}  {:<14}  NAME",
-                "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
-            );
-            for i in list {
-                let mut command = i.command.join(" ");
-                if command.len() > 30 {
-                    command.truncate(27);
-                    command.push_str("...");
-                }
-                let status = match (i.state, i.exit_code) {
-                    (State::Running, _) => "running".to_string(),
-                    (State::Exited, Some(code)) => format!("exited ({code})"),
-                    (State::Exited, None) => "exited".to_string(),
-                };
-                println!(
-                    "{:<12}  {:<24}  {:<30}  {:<14}  {}",
-                    short(&i.id),
-                    i.image,
-                    command,
-                    status,
-                    i.name.unwrap_or_default()
-                );
-            }
+            print_table(list);
             Ok(())
         }
         ContainerCmd::Logs(LogsArgs { reference, follow }) => {
@@ -258,6 +235,7 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         restart: a.restart,
         // Attached, this command removes it once it has its exit code.
         remove: a.rm && a.detach,
+        aliases: Vec::new(),
     };
     let info: ContainerInfo = c
         .json(c.request(Method::POST, &["containers"]).json(&spec))
@@ -310,4 +288,32 @@ pub fn lazy_root(a: &LazyRootArgs) -> anyhow::Result<()> {
         mountpoint: a.mountpoint.clone(),
     })?;
     Ok(())
+}
+
+/// Containers as `ps` prints them.
+pub(crate) fn print_table(list: Vec<ContainerInfo>) {
+    println!(
+        "{:<12}  {:<24}  {:<30}  {:<14}  NAME",
+        "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
+    );
+    for i in list {
+        let mut command = i.command.join(" ");
+        if command.len() > 30 {
+            command.truncate(27);
+            command.push_str("...");
+        }
+        let status = match (i.state, i.exit_code) {
+            (State::Running, _) => "running".to_string(),
+            (State::Exited, Some(code)) => format!("exited ({code})"),
+            (State::Exited, None) => "exited".to_string(),
+        };
+        println!(
+            "{:<12}  {:<24}  {:<30}  {:<14}  {}",
+            short(&i.id),
+            i.image,
+            command,
+            status,
+            i.name.unwrap_or_default()
+        );
+    }
 }

@@ -5,6 +5,7 @@
 pub mod admin_tls;
 pub mod client;
 pub mod cluster;
+pub mod compose;
 pub mod container;
 pub mod image;
 pub mod job;
