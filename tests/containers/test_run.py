@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN, Node, free_port
-from images_here import layout, sh  # noqa: F401 (layout is a fixture)
+from images_here import debian_redis, layout, sh  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
@@ -92,6 +92,8 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
     assert "Seccomp:\t2" in status, "Docker's default seccomp profile filters its calls"
     # Its own network namespace: loopback only; or the node's, with --network host.
     assert cli(node, "run", "--rm", "base", "ls", "/sys/class/net").split() == ["lo"]
+    flags = cli(node, "run", "--rm", "base", "cat", "/sys/class/net/lo/flags")
+    assert int(flags, 16) & 1, "loopback is up (IFF_UP), so 127.0.0.1 answers" 
     host = cli(node, "run", "--rm", "--network", "host", "base", "ls", "/sys/class/net")
     assert host.split() == sorted(os.listdir("/sys/class/net"))
     # A memory limit lands in its cgroup (v1 or v2, whichever the host has).
@@ -335,3 +337,32 @@ services:
     (shop / "docker-compose.yml").write_text("services:\n  a:\n    build: .\n")
     p = run_cli(node, "compose", "up", "-f", f)
     assert p.returncode != 0 and "`build` is not supported" in p.stderr, p.stderr
+
+
+def test_redis_on_debian_keeps_its_data_on_a_bucket_volume(node, debian_redis):
+    """A Debian image (debootstrap) with Redis from Debian's packages: its data lives
+    in a bucket, so it outlives the container; its lazy root fetched a fraction of it."""
+    cli(node, "image", "import", debian_redis)
+    image = json.loads(cli(node, "image", "inspect", "debian-redis:12"))
+    files = node.data / "containers" / "files"
+    before = sum(os.path.getsize(files / f) for f in os.listdir(files)) \
+        if files.exists() else 0
+    cli(node, "bucket", "create", "redisdata")
+    cli(node, "run", "-d", "--name", "redis", "-v", "redisdata/r1:/data", "debian-redis:12",
+        "redis-server", "--dir", "/data", "--save", "", "--appendonly", "no")
+    wait_for("redis to answer", lambda: run_cli(
+        node, "exec", "redis", "redis-cli", "PING").stdout == "PONG\n")
+    assert cli(node, "exec", "redis", "redis-cli", "SET", "visits", "41") == "OK\n"
+    assert cli(node, "exec", "redis", "redis-cli", "INCR", "visits") == "42\n"
+    assert cli(node, "exec", "redis", "redis-cli", "SAVE") == "OK\n"
+    fetched = sum(os.path.getsize(files / f) for f in os.listdir(files)) - before
+    print(f"debian-redis: {image['size']} bytes, its lazy root fetched {fetched}")
+    assert fetched < image["size"] / 4, (fetched, image["size"])
+    cli(node, "container", "rm", "--force", "redis")
+    # The dump is a versioned object of the bucket; a new container finds it.
+    assert "r1/dump.rdb" in cli(node, "ls", "redisdata/r1/")
+    cli(node, "run", "-d", "--name", "redis2", "-v", "redisdata/r1:/data",
+        "debian-redis:12", "redis-server", "--dir", "/data", "--save", "")
+    wait_for("redis to answer", lambda: run_cli(
+        node, "exec", "redis2", "redis-cli", "PING").stdout == "PONG\n")
+    assert cli(node, "exec", "redis2", "redis-cli", "GET", "visits") == "42\n"

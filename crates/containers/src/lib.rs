@@ -712,8 +712,11 @@ impl Containers {
         self.mount_volumes(id, &spec)?;
         self.write_hosts_files(Some(id));
         let slot = self.table().get(id).and_then(|c| c.network_slot);
+        let own_namespace = spec.network != "host";
         let connect = |pid: i32| match slot {
             Some(slot) => network::connect(id, pid, slot),
+            // `none`: a namespace of its own with loopback up, as Docker's.
+            None if own_namespace => network::loopback_up(pid),
             None => Ok(()),
         };
         let pid =

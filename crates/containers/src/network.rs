@@ -81,6 +81,11 @@ fn ip(args: &[&str], netns_of: Option<i32>) -> Result<()> {
     Ok(())
 }
 
+/// Brings up loopback in the network namespace of process `pid`.
+pub fn loopback_up(pid: i32) -> Result<()> {
+    ip(&["link", "set", "lo", "up"], Some(pid))
+}
+
 /// Connects the network namespace of process `pid` (the container's init, created but
 /// not started) to the node: a veth pair, addresses of `slot`, the node as its route.
 pub fn connect(id: &str, pid: i32, slot: u32) -> Result<()> {
