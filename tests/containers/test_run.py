@@ -107,6 +107,10 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
     assert out.strip() == "150000", out
     # Writes stay in the container; the image is untouched.
     cli(node, "run", "--name", "writer", "base", "sh", "-c", "echo changed > /etc/motd")
+    # An ended container keeps nothing mounted (its root is mounted again if it starts).
+    writer = json.loads(cli(node, "container", "inspect", "writer"))
+    rootfs = str(node.data / "containers" / "run" / writer["id"] / "rootfs")
+    wait_for("its root unmounted", lambda: rootfs not in open("/proc/mounts").read())
     assert cli(node, "run", "--rm", "base", "cat", "/etc/motd") == "welcome\n"
     # Bad requests get clear errors.
     p = run_cli(node, "run", "no-such-image", "true")

@@ -785,6 +785,14 @@ impl Containers {
                     if still_wanted && let Err(e) = this.restart_now(&id) {
                         tracing::warn!(container = %id, "restarting: {e}");
                     }
+                } else {
+                    // Nothing runs in it: its root and volumes are mounted again if it
+                    // starts again (`ensure_root`, `mount_volumes`).
+                    let unmounted = rootfs::unmount(&this.run_dir(&id).join("rootfs"))
+                        .and_then(|()| this.unmount_volumes(&id));
+                    if let Err(e) = unmounted {
+                        tracing::warn!(container = %id, "unmounting after it ended: {e}");
+                    }
                 }
             });
         if let Err(e) = spawned {
