@@ -81,6 +81,25 @@ fn ip(args: &[&str], netns_of: Option<i32>) -> Result<()> {
     Ok(())
 }
 
+/// Where Docker runs too, it sets the FORWARD policy to DROP: one rule lets the
+/// containers' network through (added once; skipped where iptables is missing).
+fn allow_forwarding_between_containers() {
+    let rule = ["FORWARD", "-s", NETWORK, "-d", NETWORK, "-j", "ACCEPT"];
+    let iptables = |op: &str| {
+        Command::new("iptables")
+            .arg(op)
+            .args(rule)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !iptables("-C") && !iptables("-I") {
+        tracing::debug!("no iptables rule for the containers' network (no iptables?)");
+    }
+}
+
+/// The containers' network.
+const NETWORK: &str = "10.89.0.0/16";
+
 /// Brings up loopback in the network namespace of process `pid`.
 pub fn loopback_up(pid: i32) -> Result<()> {
     ip(&["link", "set", "lo", "up"], Some(pid))
@@ -100,6 +119,7 @@ pub fn connect(id: &str, pid: i32, slot: u32) -> Result<()> {
             ))
         })?;
     }
+    allow_forwarding_between_containers();
     let host_end = format!("ec{}h", &id[..8]);
     let ctr_end = format!("ec{}c", &id[..8]);
     // A previous run's pair (a restart) went with its namespace; a stale host end

@@ -221,6 +221,8 @@ pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
 
     // An image never seen on this node, with `size` bytes its start does not read.
     let size = if quick { 16 << 20 } else { 100 << 20 };
+    docker_rows(dir, runs, ours_ms, size).await?;
+
     for (tag, seed) in [("bench-big:1", 2), ("bench-big:2", 3)] {
         store
             .import(&image_tarball(dir, tag, size, seed)?, None, None)
@@ -295,6 +297,121 @@ pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
             node.forget_image(&img.id).await?;
         }
     }
+    Ok(())
+}
+
+/// Docker side by side, when a Docker daemon answers here (it is not started for the
+/// bench): `docker run --rm` of `/bin/true` from the same image, the first start of an
+/// unseen image (`docker load` and run), and the bytes five related images take (each
+/// one layer: the same busybox and 1 MiB of its own) in Docker's overlay2 store and in
+/// the image store.
+async fn docker_rows(dir: &Path, runs: usize, ours_ms: f64, size: usize) -> anyhow::Result<()> {
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    match docker(&["info", "--format", "{{.Driver}}"]) {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            row(
+                "  the same with docker run --rm",
+                "skipped: no Docker daemon answers (apt-get install docker.io; dockerd)".into(),
+            );
+            return Ok(());
+        }
+    }
+    let run_ok = |args: &[&str]| -> anyhow::Result<()> {
+        let o = docker(args)?;
+        anyhow::ensure!(
+            o.status.success(),
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        Ok(())
+    };
+    let tar = image_tarball(dir, "bench-docker-true:1", 0, 1)?;
+    run_ok(&["load", "-q", "-i", &tar.to_string_lossy()])?;
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let t = Instant::now();
+        run_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bench-docker-true:1",
+            "/bin/true",
+        ])?;
+        if i > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    let ms = median_ms(times);
+    row(
+        "  the same with docker run --rm",
+        format!("{ms:8.1} ms  (edgecloud / docker: {:.2}x)", ours_ms / ms),
+    );
+    let big = image_tarball(dir, "bench-docker-big:1", size, 7)?;
+    let t = Instant::now();
+    run_ok(&["load", "-q", "-i", &big.to_string_lossy()])?;
+    run_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bench-docker-big:1",
+        "/bin/true",
+    ])?;
+    row(
+        &format!(
+            "  docker: first start of an unseen {} MiB image",
+            size >> 20
+        ),
+        format!(
+            "{:8.3} s   (docker load, then run: every byte read)",
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    // Five related images, in Docker and in the image store.
+    let overlay = || {
+        let o = std::process::Command::new("du")
+            .args(["-sb", "/var/lib/docker/overlay2"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    let archive = bench_archive(&dir.join("five"), 1, ChunkParams::default())?;
+    let store = ImageStore::new(archive);
+    let before = overlay().unwrap_or(0);
+    let mut tags = Vec::new();
+    for n in 0..5u64 {
+        let tag = format!("bench-related:{n}");
+        let tar = image_tarball(dir, &tag, 1 << 20, 100 + n)?;
+        run_ok(&["load", "-q", "-i", &tar.to_string_lossy()])?;
+        store.import(&tar, None, None).await?;
+        tags.push(tag);
+    }
+    let docker_bytes = overlay().unwrap_or(0).saturating_sub(before);
+    let ours = store.usage().await?.stored_bytes;
+    row(
+        "five related images: bytes stored",
+        format!(
+            "{:8.1} MB edgecloud, {:.1} MB docker ({:.2}x; busybox once, against once per image)",
+            ours as f64 / 1e6,
+            docker_bytes as f64 / 1e6,
+            ours as f64 / docker_bytes.max(1) as f64
+        ),
+    );
+    let mut rmi = vec!["rmi", "-f", "bench-docker-true:1", "bench-docker-big:1"];
+    rmi.extend(tags.iter().map(String::as_str));
+    run_ok(&rmi)?;
     Ok(())
 }
 
