@@ -512,3 +512,66 @@ pub fn spawn(program: &Path, opts: &Options, log: &Path) -> Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(path: &str, kind: Kind, link: Option<&str>) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            size: if kind == Kind::File { 10 } else { 0 },
+            digest: (kind == Kind::File).then(|| "a".repeat(64)),
+            link: link.map(str::to_string),
+            device: None,
+        }
+    }
+
+    #[test]
+    fn the_tree_becomes_inodes_with_hard_links_shared_and_bad_paths_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            tree: dir.path().join("t"),
+            cache: dir.path().join("files"),
+            socket: dir.path().join("s"),
+            reads: dir.path().join("reads"),
+            mountpoint: dir.path().join("m"),
+        };
+        let fs = LazyRoot::new(
+            vec![
+                entry("bin", Kind::Dir, None),
+                entry("bin/busybox", Kind::File, None),
+                entry("bin/ls", Kind::Symlink, Some("busybox")),
+                entry("bin/sh", Kind::Hardlink, Some("bin/busybox")),
+                entry("bin/gone", Kind::Whiteout, None),
+                entry("bin/../../escape", Kind::File, None),
+                entry("bin/dangling", Kind::Hardlink, Some("no/such")),
+            ],
+            &opts,
+        )
+        .unwrap();
+        let bin = fs.nodes[0].children[b"bin".as_slice()];
+        let children = &fs.node(INodeNo(bin)).unwrap().children;
+        let names: Vec<&[u8]> = children.keys().map(Vec::as_slice).collect();
+        assert_eq!(names, [b"busybox".as_slice(), b"ls", b"sh"]);
+        let (busybox, sh) = (children[b"busybox".as_slice()], children[b"sh".as_slice()]);
+        assert_eq!(busybox, sh, "a hard link is its target's inode");
+        let n = fs.node(INodeNo(busybox)).unwrap();
+        let attr = fs.attr(busybox, n);
+        assert_eq!(
+            (attr.nlink, attr.size, attr.kind),
+            (2, 10, FileType::RegularFile)
+        );
+        let ls = children[b"ls".as_slice()];
+        let attr = fs.attr(ls, fs.node(INodeNo(ls)).unwrap());
+        assert_eq!((attr.kind, attr.size), (FileType::Symlink, 7));
+        assert_eq!(fs.total_bytes, 10);
+        assert!(fs.node(INodeNo(0)).is_err() && fs.node(INodeNo(99)).is_err());
+    }
+}
