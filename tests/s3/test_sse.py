@@ -49,7 +49,9 @@ def test_sse_c_objects_need_their_key_everywhere(node, s3, aws, tmp_path):
     for root, _, files in os.walk(node.data):
         for f in files:
             path = os.path.join(root, f)
-            if os.path.islink(path):
+            # Only regular files hold bytes (the data directory also holds a Unix
+            # socket, which cannot be opened).
+            if os.path.islink(path) or not os.path.isfile(path):
                 continue
             with open(path, "rb") as fh:
                 data = fh.read()
