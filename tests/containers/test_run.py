@@ -294,6 +294,12 @@ def test_a_lazy_root_reads_only_what_the_container_opens_and_prefetches_it_later
         motd = file_digest(d / "u" / "rootfs" / "etc" / "motd")
         wait_for("motd fetched ahead", lambda: motd in os.listdir(files))
         assert file_digest(big) not in os.listdir(files)
+        # Removing the image drops the node's copies of files no other image holds.
+        cli(n, "run", "--rm", "big", "sha256sum", "/data/big.bin")
+        assert file_digest(big) in os.listdir(files)
+        cli(n, "image", "rm", image["id"])
+        left = os.listdir(files)
+        assert file_digest(big) not in left and file_digest("/bin/busybox") in left, left
     finally:
         n.stop()
         unmount_all(n.data)

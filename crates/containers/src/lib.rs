@@ -917,8 +917,8 @@ impl Containers {
     }
 
     /// Removes the node's unpacked copy or lazy root of an image (after `image rm`);
-    /// refused while a container was made from it. The node's copies of its files stay
-    /// (`DATA/containers/files`): other images may hold them.
+    /// refused while a container was made from it. The node's copies of files that no
+    /// image in the store holds any more are deleted (`drop_unheld_copies`).
     pub async fn forget_image(&self, image_id: &str) -> Result<()> {
         if self.table().values().any(|c| c.image_id == image_id) {
             return Err(ContainerError::Conflict(format!(
@@ -940,9 +940,39 @@ impl Containers {
         }
         let dir = self.inner.dir.join("images").join(hex);
         match tokio::fs::remove_dir_all(&dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
+        self.drop_unheld_copies().await
+    }
+
+    /// Deletes the node's copies (`DATA/containers/files`) of files no image in the
+    /// store holds. A copy deleted while another image is being pulled or imported is
+    /// fetched again when read: they are a cache.
+    async fn drop_unheld_copies(&self) -> Result<()> {
+        let Some(lazy) = self.lazy() else {
+            return Ok(());
+        };
+        let mut held = std::collections::HashSet::new();
+        for image in self.inner.images.list().await? {
+            let tree = self.inner.images.tree(&image).await?;
+            held.extend(tree.entries().filter_map(|e| e.digest.clone()));
+        }
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for e in std::fs::read_dir(lazy.files.path(""))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Fetches in progress are `.<digest>.<n>.partial`.
+            if name.starts_with('.') || held.contains(&name) {
+                continue;
+            }
+            bytes += e.metadata().map_or(0, |m| m.len());
+            std::fs::remove_file(e.path())?;
+            files += 1;
+        }
+        if files > 0 {
+            tracing::info!(files, bytes, "dropped the node's copies of files no image holds");
+        }
+        Ok(())
     }
 
     /// The containers, newest first; exited ones too when `all`.
