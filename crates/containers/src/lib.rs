@@ -970,7 +970,11 @@ impl Containers {
             files += 1;
         }
         if files > 0 {
-            tracing::info!(files, bytes, "dropped the node's copies of files no image holds");
+            tracing::info!(
+                files,
+                bytes,
+                "dropped the node's copies of files no image holds"
+            );
         }
         Ok(())
     }
