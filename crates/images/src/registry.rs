@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::layer::hex_of;
+use crate::tarball::{OciDoc, host_platform, sha256_hex};
 use crate::{ImageError, Result, reference};
 
 /// What a manifest request accepts: indexes and manifests, OCI's and Docker's.
@@ -287,38 +288,9 @@ fn challenge_param(params: &str, key: &str) -> Option<String> {
     None
 }
 
+/// The hex of a `sha256:` digest a registry named (others are refused, as on import).
 fn digest_hex(digest: &str) -> Result<String> {
-    match digest.strip_prefix("sha256:") {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Ok(h.to_ascii_lowercase())
-        }
-        _ => Err(fail(format!("digest {digest:?}: only sha256 is supported"))),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-}
-
-#[derive(Deserialize)]
-struct Document {
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Option<Vec<Descriptor>>,
+    sha256_hex(digest).map_err(|_| fail(format!("digest {digest:?}: only sha256 is supported")))
 }
 
 /// Fetches `source` into an OCI image layout in `dir` (which must exist and be empty),
@@ -361,32 +333,28 @@ pub async fn fetch_layout(
                 actual: digest,
             });
         }
-        let doc: Document = serde_json::from_slice(&body)
+        let doc: OciDoc = serde_json::from_slice(&body)
             .map_err(|e| ImageError::NotAnImage(format!("the manifest: {e}")))?;
         let Some(manifests) = doc.manifests else {
             break (body, media_type, digest);
         };
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
+        let (os, arch) = host_platform();
         let pick = manifests
             .iter()
             .find(|m| {
                 m.platform
                     .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+                    .is_some_and(|p| p.os == os && p.architecture == arch)
             })
             .ok_or_else(|| {
-                ImageError::NotAnImage(format!("{} has no image for linux/{arch}", source.name))
+                ImageError::NotAnImage(format!("{} has no image for {os}/{arch}", source.name))
             })?;
         if reference == pick.digest {
             return Err(ImageError::NotAnImage("an index that names itself".into()));
         }
         reference = pick.digest.clone();
     };
-    let doc: Document = serde_json::from_slice(&manifest)
+    let doc: OciDoc = serde_json::from_slice(&manifest)
         .map_err(|e| ImageError::NotAnImage(format!("the manifest: {e}")))?;
     let (Some(config), Some(layers)) = (doc.config, doc.layers) else {
         return Err(ImageError::NotAnImage(format!(

@@ -128,41 +128,41 @@ struct SaveItem {
     config: String,
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
-    layers: Vec<String>,
+    pub(crate) layers: Vec<String>,
 }
 
 /// An OCI descriptor.
 #[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default)]
-    annotations: HashMap<String, String>,
+    pub(crate) annotations: HashMap<String, String>,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
 }
 
 #[derive(Deserialize, Clone)]
-struct Platform {
-    architecture: String,
-    os: String,
+pub(crate) struct Platform {
+    pub(crate) architecture: String,
+    pub(crate) os: String,
 }
 
 /// An OCI index or image manifest (whichever fields it has).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OciDoc {
+pub(crate) struct OciDoc {
     #[serde(default)]
-    media_type: Option<String>,
+    pub(crate) media_type: Option<String>,
     #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
+    pub(crate) manifests: Option<Vec<Descriptor>>,
     #[serde(default)]
-    config: Option<Descriptor>,
+    pub(crate) config: Option<Descriptor>,
     #[serde(default)]
-    layers: Option<Vec<Descriptor>>,
+    pub(crate) layers: Option<Vec<Descriptor>>,
 }
 
 /// The config fields the import needs.
@@ -177,7 +177,7 @@ struct Rootfs {
 }
 
 /// This machine's platform in OCI words.
-fn host_platform() -> (&'static str, &'static str) {
+pub(crate) fn host_platform() -> (&'static str, &'static str) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -191,7 +191,7 @@ fn host_platform() -> (&'static str, &'static str) {
 }
 
 /// The hex of a `sha256:HEX` digest; other algorithms are refused.
-fn sha256_hex(digest: &str) -> Result<String> {
+pub(crate) fn sha256_hex(digest: &str) -> Result<String> {
     match digest.strip_prefix("sha256:") {
         Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Ok(h.to_ascii_lowercase())
