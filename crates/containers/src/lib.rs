@@ -388,7 +388,8 @@ impl Containers {
             }
         }
         let image = self.inner.images.find(&spec.image).await?;
-        let (lower, lazy_root) = self.lower(&image).await?;
+        let lazy_root = self.lazy().is_some();
+        let lower = self.lower(&image, lazy_root).await?;
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| ContainerError::Runtime(e.to_string()))?;
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
@@ -526,18 +527,18 @@ impl Containers {
         started
     }
 
-    /// The lower layer of a container's root from `image`, and whether it is lazy.
-    async fn lower(&self, image: &images::Image) -> Result<(PathBuf, bool)> {
-        let lazy = self.lazy();
+    /// The lower layer of a container's root from `image`: its lazy root (`lazy`), or
+    /// the image unpacked on this node.
+    async fn lower(&self, image: &images::Image, lazy: bool) -> Result<PathBuf> {
         let _one = self.inner.unpacking.lock().await;
-        match lazy {
-            Some(lazy) => Ok((self.lazy_root(&lazy, image).await?, true)),
-            None => {
+        match (lazy, self.lazy()) {
+            (true, Some(l)) => self.lazy_root(&l, image).await,
+            (true, None) => Err(ContainerError::Runtime(
+                "the container ran on a lazy root, and lazy roots are off".into(),
+            )),
+            (false, _) => {
                 let dir = self.inner.dir.join("images");
-                Ok((
-                    rootfs::unpack(&self.inner.images, image, &dir).await?,
-                    false,
-                ))
+                rootfs::unpack(&self.inner.images, image, &dir).await
             }
         }
     }
@@ -678,17 +679,7 @@ impl Containers {
         let lower = tokio::task::block_in_place(|| {
             handle.block_on(async {
                 let image = self.inner.images.find(&c.image_id).await?;
-                let _one = self.inner.unpacking.lock().await;
-                match (c.lazy_root, self.lazy()) {
-                    (true, Some(lazy)) => self.lazy_root(&lazy, &image).await,
-                    (true, None) => Err(ContainerError::Runtime(
-                        "the container ran on a lazy root, and lazy roots are off".into(),
-                    )),
-                    (false, _) => {
-                        let dir = self.inner.dir.join("images");
-                        rootfs::unpack(&self.inner.images, &image, &dir).await
-                    }
-                }
+                self.lower(&image, c.lazy_root).await
             })
         })?;
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &merged)

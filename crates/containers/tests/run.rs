@@ -79,6 +79,17 @@ fn busybox_image(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// An archive whose image store holds `busybox:test`.
+async fn busybox_store() -> (testkit::TestArchive, ImageStore) {
+    let t = testkit::archive_with_bucket(9, "data").await;
+    let store = ImageStore::new(t.archive.clone());
+    store
+        .import(&busybox_image(t.dir.path()), None, None)
+        .await
+        .unwrap();
+    (t, store)
+}
+
 async fn wait_exit(c: &Containers, id: &str) -> containers::ContainerInfo {
     for _ in 0..500 {
         let info = c.get(id).unwrap();
@@ -101,12 +112,7 @@ async fn containers_run_from_the_store_and_end_as_asked() {
         eprintln!("skipped: containers need root and /bin/busybox (busybox-static)");
         return;
     }
-    let t = testkit::archive_with_bucket(9, "data").await;
-    let store = ImageStore::new(t.archive.clone());
-    store
-        .import(&busybox_image(t.dir.path()), None, None)
-        .await
-        .unwrap();
+    let (t, store) = busybox_store().await;
     let node = t.dir.path().join("node");
     let c = Containers::open(&node, store.clone()).unwrap();
     let run = |command: &[&str]| RunSpec {
@@ -354,12 +360,7 @@ async fn containers_run_from_the_store_and_end_as_asked() {
 async fn the_file_cache_keeps_checked_copies_and_answers_lazy_roots() {
     use containers::file_cache::FileCache;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let t = testkit::archive_with_bucket(9, "data").await;
-    let store = ImageStore::new(t.archive.clone());
-    store
-        .import(&busybox_image(t.dir.path()), None, None)
-        .await
-        .unwrap();
+    let (t, store) = busybox_store().await;
     let image = store.find("busybox:test").await.unwrap();
     let tree = store.tree(&image).await.unwrap();
     let file = |path: &str| {
