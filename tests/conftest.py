@@ -13,6 +13,17 @@ ACCESS, SECRET = "TESTACCESSKEY", "test-secret-key-1234567890"
 BIN = os.environ.get("EDGECLOUD_BIN", "/var/tmp/edgecloud-target/debug/edgecloud")
 
 
+def unmount_all(data):
+    """Takes off what a node mounted under `data` (lazy roots of container images
+    outlive the node, as they must for its containers; their processes end when
+    unmounted)."""
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for p in sorted(points, key=len, reverse=True):
+        if p.startswith(str(data) + "/"):
+            subprocess.run(["umount", "-l", p], capture_output=True)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,7 +23,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import ACCESS, BIN, SECRET, assert_accessible, console_login, scrape_metrics, screenshot
+from conftest import (ACCESS, BIN, SECRET, assert_accessible, console_login, scrape_metrics,
+                      screenshot, unmount_all)
+from images_here import layout  # noqa: F401 (a fixture)
 
 SITES = {1: "s1", 2: "s1", 3: "s2", 4: "s2", 5: "s3", 6: "s3", 7: "s4", 8: "s4", 9: "s4"}
 
@@ -195,6 +197,7 @@ def cluster(tmp_path_factory):
     finally:
         c.stop()
         reset_firewall()
+        unmount_all(c.root)
 
 
 def s3client(node=None, read_timeout=60):
@@ -397,6 +400,111 @@ def test_the_console_shows_the_cluster_map(cluster, browser):
     assert_accessible(page, "cluster map")
     screenshot(page, "cluster-map")
     page.close()
+
+
+def node_of(cluster, node_id):
+    """The index of the node with this id."""
+    addr = next(n["rpc_addr"] for n in cluster.status()["status"]["nodes"] if n["id"] == node_id)
+    return next(i for i, n in cluster.nodes.items() if f"{n.ip}:9420" == addr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+def test_containers_are_placed_by_site_node_and_room_and_reached_from_any_node(cluster, layout):
+    """`run --site/--node` in the 6-node cluster: a web server placed in site s2 answers
+    on its published port and is listed, logged, exec'd, stopped and removed through
+    other nodes; memory is booked (two containers asking for over half a node's memory
+    go to the two nodes of a site, a third is refused with the reason); a compose
+    project runs on one node; a name is unique in the cluster."""
+    def ok(*args, node=None):
+        p = cluster.cli(*args, node=node)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout
+
+    ok("image", "import", str(layout / "oci"))
+    made = []
+    try:
+        cid = ok("run", "-d", "--name", "web", "--site", "s2", "-p", "18480:8080", "base",
+                 "sh", "-c", "echo started; exec httpd -f -p 8080 -h /www").strip()
+        made.append(cid)
+        info = json.loads(ok("container", "inspect", "web", node=5))
+        assert info["site"] == "s2" and info["state"] == "running", info
+        where = node_of(cluster, info["node"])
+        assert cluster.nodes[where].site == "s2"
+        # Published on the node it runs on (here every node is on this machine).
+        deadline = time.time() + 20
+        while True:
+            try:
+                body = subprocess.run(["curl", "-sf", "http://127.0.0.1:18480/"],
+                                      capture_output=True, timeout=5).stdout
+                if body:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
+            assert time.time() < deadline, "the placed web server did not answer"
+            time.sleep(0.2)
+        assert body == b"<h1>served from the store</h1>\n"
+        table = ok("ps", node=6)
+        assert "web" in table and info["node"] in table and "NODE" in table, table
+        assert ok("logs", "web", node=1) == "started\n"
+        assert ok("exec", "web", "cat", "/etc/motd", node=2) == "welcome\n"
+        # A name is the cluster's: another node refuses it.
+        p = cluster.cli("run", "-d", "--name", "web", "--site", "s3", "base", "true", node=3)
+        assert p.returncode != 0 and "taken" in p.stderr, p.stderr
+
+        # --node by the host of its address; then memory booking in site s3.
+        pinned = ok("run", "-d", "--node", cluster.nodes[4].ip, "base", "sleep", "300").strip()
+        made.append(pinned)
+        assert node_of(cluster, json.loads(ok("container", "inspect", pinned))["node"]) == 4
+        total = next(n["capacity"]["memory_total"] for n in cluster.status()["status"]["nodes"]
+                     if n["site"] == "s3")
+        big = f"{(total // 2 + (1 << 30)) >> 20}m"
+        placed = []
+        for _ in range(2):
+            c = ok("run", "-d", "--site", "s3", "--memory", big, "base", "sleep", "300").strip()
+            made.append(c)
+            placed.append(node_of(cluster, json.loads(ok("container", "inspect", c))["node"]))
+        assert sorted(placed) == [5, 6], placed
+        p = cluster.cli("run", "-d", "--site", "s3", "--memory", big, "base", "true")
+        assert p.returncode != 0 and "no node in site s3 has room" in p.stderr, p.stderr
+        p = cluster.cli("run", "-d", "--site", "s9", "base", "true")
+        assert p.returncode != 0 and "no active node matches site s9" in p.stderr, p.stderr
+        # The heartbeats report the booking.
+        deadline = time.time() + 10
+        while True:
+            booked = {n["rpc_addr"]: n["capacity"]["load"]["memory_reserved"]
+                      for n in cluster.status()["status"]["nodes"] if n["site"] == "s3"}
+            if all(v >= total // 2 for v in booked.values()):
+                break
+            assert time.time() < deadline, booked
+            time.sleep(0.5)
+        assert "CONTAINERS, TASKS, MEMORY RESERVED" in cluster.table()
+
+        # Stop and remove through a node that does not run it.
+        other = next(i for i in cluster.nodes if i != where)
+        ok("stop", "-t", "1", "web", node=other)
+        assert json.loads(ok("container", "inspect", "web"))["state"] == "exited"
+        ok("container", "rm", "web", node=other)
+        made.remove(cid)
+        p = cluster.cli("container", "inspect", "web")
+        assert p.returncode != 0 and "on any node" in p.stderr, p.stderr
+    finally:
+        if made:
+            cluster.cli("container", "rm", "-f", *made)
+
+    # A compose project's services reach one another through one node: they share it.
+    project = layout.parent / "compose-cluster"
+    project.mkdir(exist_ok=True)
+    (project / "docker-compose.yml").write_text(
+        "services:\n  a:\n    image: base\n    command: sleep 300\n"
+        "  b:\n    image: base\n    command: sleep 300\n    depends_on: [a]\n")
+    compose = str(project / "docker-compose.yml")
+    try:
+        out = ok("compose", "up", "-f", compose, "--site", "s1")
+        nodes = {line.rsplit(" ", 1)[1] for line in out.splitlines() if "on node" in line}
+        assert len(nodes) == 1, out
+        assert cluster.nodes[node_of(cluster, nodes.pop())].site == "s1"
+    finally:
+        ok("compose", "down", "-f", compose)
 
 
 JOB_WORD_COUNT = """

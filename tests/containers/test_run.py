@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, Node, free_port
+from conftest import BIN, Node, free_port, unmount_all
 from images_here import debian_redis, layout, sh  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
@@ -32,16 +32,6 @@ def node(tmp_path, layout):
                     *[c["id"] for c in ps(n, all=True)]], capture_output=True)
     n.stop()
     unmount_all(n.data)
-
-
-def unmount_all(data):
-    """Takes off what the node mounted under `data` (lazy roots outlive the node, as
-    they must for its containers; their processes end when unmounted)."""
-    with open("/proc/mounts") as f:
-        points = [line.split()[1] for line in f]
-    for p in sorted(points, key=len, reverse=True):
-        if p.startswith(str(data) + "/"):
-            subprocess.run(["umount", "-l", p], capture_output=True)
 
 
 def run_cli(node, *args):

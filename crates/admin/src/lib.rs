@@ -7,7 +7,7 @@
 mod access_keys;
 mod buckets;
 pub mod console;
-mod containers;
+pub mod containers;
 mod error;
 mod images;
 pub mod invites;

@@ -1,7 +1,8 @@
 //! What one node asks another over the node-to-node API (mutual TLS, members only): the
 //! leading node's repair progress (so that `cluster status` reads the same on every
 //! node), a voter's cosignature of another node's ledger checkpoint, a compute job's
-//! task run on the node that holds its data, and shards a repair pass asks this node
+//! task run on the node that holds its data, a container request for the node that runs
+//! (or is to run) the container, and shards a repair pass asks this node
 //! to rebuild onto its own disks.
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ struct PeerState {
     archive: Archive,
     auditor: Arc<Auditor>,
     jobs: Arc<jobs::Jobs>,
+    containers: Option<containers::Containers>,
 }
 
 /// Routes merged into the node-to-node server, for members only
@@ -34,6 +36,7 @@ pub fn routes(
     archive: Archive,
     auditor: Arc<Auditor>,
     jobs: Arc<jobs::Jobs>,
+    containers: Option<containers::Containers>,
     membership: Arc<cluster::Membership>,
 ) -> Router {
     let r = Router::new()
@@ -41,10 +44,12 @@ pub fn routes(
         .route(COSIGN, post(cosign))
         .route(jobs::TASK_PATH, post(run_task))
         .route(archive::REBUILD_PATH, post(rebuild))
+        .route(crate::containers::PEER_PATH, post(container_call))
         .with_state(PeerState {
             archive,
             auditor,
             jobs,
+            containers,
         });
     cluster::rpc::for_members(r, membership)
 }
@@ -62,6 +67,21 @@ async fn run_task(
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("not a task: {e}")))?;
     let result = s.jobs.run_placed_task(req).await;
     Ok(Json(jobs::TaskReply { result }))
+}
+
+/// A container request another node handed here (it checked the user's token).
+async fn container_call(
+    State(s): State<PeerState>,
+    body: Bytes,
+) -> Result<Json<crate::containers::Answer>, (StatusCode, String)> {
+    let call: crate::containers::Call = serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("not a container call: {e}"),
+        )
+    })?;
+    let answer = crate::containers::answer_here(&s.archive, s.containers.as_ref(), call).await;
+    Ok(Json(answer))
 }
 
 /// Shards placed on this node that the node running a repair pass asks it to rebuild:

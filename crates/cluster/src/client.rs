@@ -59,6 +59,10 @@ pub struct NodeHealth {
     pub epoch: u64,
     /// Its shard disks.
     pub disks: Vec<DiskHealth>,
+    /// Its CPUs and memory and what its containers and tasks hold (None from a node
+    /// that does not report them).
+    #[serde(default)]
+    pub capacity: Option<crate::capacity::Capacity>,
 }
 
 /// One disk as a heartbeat reports it.

@@ -5,12 +5,15 @@
 //! - `invite`: one-time invitation tokens, traded for the secret.
 //! - `tls`: the cluster authority derived from the secret; each node's certificate.
 //! - `layout`: sites, nodes, disks, states; placement spots and default policies.
+//! - `capacity`: each node's CPUs, memory and load, and the ranking that places
+//!   containers and job tasks by them.
 //! - `membership`: joining, layout pushes, heartbeats and failure detection.
 //! - `rpc` / `client`: the node-to-node API (shards, health, join, layout).
 //! - `shard_batch`: many shards per request (repair, rebalance, scrubs).
 //! - `server`: the one HTTP server loop behind every HTTP listener of the node (limits,
 //!   timeouts, accept errors).
 
+pub mod capacity;
 pub mod client;
 mod error;
 pub mod identity;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use futures::future::BoxFuture;
 
+use crate::capacity::{Candidate, Capacity, Load, Need, Placements};
 use crate::client::{Client, DiskHealth, NodeHealth, RpcError};
 use crate::identity::NodeId;
 use crate::layout::{Layout, NodeInfo, NodeState};
@@ -59,6 +60,8 @@ pub trait LayoutStore: Send + Sync + 'static {
 struct PeerView {
     last_ok: Option<Instant>,
     health: Option<NodeHealth>,
+    /// When the heartbeat that brought `health` was sent.
+    health_asked: Option<Instant>,
     error: Option<String>,
     /// A shard request to it timed out: avoid it until a heartbeat answers again.
     failed_at: Option<Instant>,
@@ -78,7 +81,14 @@ pub struct Membership {
     /// Wakes the repair worker: a layout change, a degraded write, a node's scrubber.
     repair: tokio::sync::Notify,
     store: std::sync::OnceLock<Arc<dyn LayoutStore>>,
+    /// What this node's services hold (containers, tasks), for heartbeats.
+    load: std::sync::OnceLock<LoadSource>,
+    /// Work placed on other nodes since their last heartbeat.
+    placements: Placements,
 }
+
+/// Counts what runs on this node (set by the node, which has the services).
+pub type LoadSource = Arc<dyn Fn() -> Load + Send + Sync>;
 
 /// What `edgecloud cluster status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +121,9 @@ pub struct NodeStatus {
     pub disk_health: Vec<DiskHealth>,
     /// The last heartbeat's error, if it failed.
     pub error: Option<String>,
+    /// Its CPUs, memory and load, as it last reported them.
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
 }
 
 const LAYOUT_FILE: &str = "cluster/layout.json";
@@ -229,6 +242,8 @@ impl Membership {
             changing: tokio::sync::Mutex::new(()),
             repair: tokio::sync::Notify::new(),
             store: std::sync::OnceLock::new(),
+            load: std::sync::OnceLock::new(),
+            placements: Placements::default(),
         }))
     }
 
@@ -255,6 +270,66 @@ impl Membership {
     /// Keeps the layout in `store` from now on (call once, before serving).
     pub fn use_store(&self, store: Arc<dyn LayoutStore>) {
         let _ = self.store.set(store);
+    }
+
+    /// Counts this node's load with `source` from now on (call once).
+    pub fn count_load(&self, source: LoadSource) {
+        let _ = self.load.set(source);
+    }
+
+    /// This node's size and load, measured now.
+    pub fn local_capacity(&self) -> Capacity {
+        Capacity::measure(self.load.get().map(|f| f()).unwrap_or_default())
+    }
+
+    /// The active nodes that answer heartbeats, with their size and load (their last
+    /// heartbeat's, plus what was placed there since): where work may go.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let layout = self.layout();
+        let local = self.local_capacity();
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        layout
+            .members()
+            .filter(|n| n.state == NodeState::Active)
+            .filter_map(|n| {
+                let capacity = if n.id == self.me {
+                    local.clone()
+                } else {
+                    let v = peers.get(&n.id)?;
+                    if v.failed_at.is_some()
+                        || v.last_ok.is_none_or(|t| t.elapsed() > 3 * HEARTBEAT)
+                    {
+                        return None;
+                    }
+                    let mut c = v.health.as_ref()?.capacity.clone()?;
+                    self.placements
+                        .add_since(&n.id, v.health_asked, &mut c.load);
+                    c
+                };
+                Some(Candidate {
+                    id: n.id.clone(),
+                    site: n.site.clone(),
+                    rpc_addr: n.rpc_addr.clone(),
+                    me: n.id == self.me,
+                    capacity,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `place`, which hands work to another node, and counts the work into that
+    /// node's load until a heartbeat sent after it took it (not at all if it failed).
+    pub async fn place_on<T, E, F>(&self, node: &NodeId, need: &Need, place: F) -> Result<T, E>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let token = self.placements.placed(node, need);
+        let r = place.await;
+        match &r {
+            Ok(_) => self.placements.taken(token),
+            Err(_) => self.placements.failed(token),
+        }
+        r
     }
 
     /// Does this node coordinate the cluster (mark nodes down, run repair and garbage
@@ -578,8 +653,9 @@ impl Membership {
             let checks = layout.members().filter(|n| n.id != self.me).map(|n| {
                 let (client, n) = (self.client.clone(), n.clone());
                 async move {
+                    let asked = Instant::now();
                     let r = client.health(&n.rpc_addr, HEARTBEAT * 2).await;
-                    (n, r)
+                    (n, asked, r)
                 }
             });
             let results = futures::future::join_all(checks).await;
@@ -587,7 +663,7 @@ impl Membership {
             let mut came_back = Vec::new();
             {
                 let mut peers = self.peers.lock().expect("peers lock");
-                for (n, r) in results {
+                for (n, asked, r) in results {
                     let v = peers.entry(n.id.clone()).or_default();
                     match r {
                         Ok(h) => {
@@ -601,6 +677,7 @@ impl Membership {
                             v.last_ok = Some(Instant::now());
                             v.failed_at = None;
                             v.health = Some(h);
+                            v.health_asked = Some(asked);
                             v.error = None;
                             if n.state == NodeState::Down {
                                 came_back.push(n.id.clone());
@@ -666,6 +743,7 @@ impl Membership {
     /// The cluster as `cluster status` shows it, with this node's disks.
     pub fn status(&self, local_disks: Vec<DiskHealth>) -> ClusterStatus {
         let l = self.layout();
+        let local = self.local_capacity();
         let peers = self.peers.lock().expect("peers lock");
         let nodes = l
             .nodes
@@ -685,6 +763,11 @@ impl Membership {
                     suspected: !me
                         && n.state == NodeState::Active
                         && seen.is_none_or(|ms| ms > 3 * HEARTBEAT.as_millis() as u64),
+                    capacity: if me {
+                        Some(local.clone())
+                    } else {
+                        v.health.as_ref().and_then(|h| h.capacity.clone())
+                    },
                     disk_health: if me {
                         local_disks.clone()
                     } else {

@@ -132,13 +132,16 @@ pub fn fs_space(path: &std::path::Path) -> (u64, u64) {
 
 async fn health(State(state): State<RpcState>) -> Result<Json<NodeHealth>, Refusal> {
     let store = state.store.clone();
-    let disks = tokio::task::spawn_blocking(move || local_disks(&store))
-        .await
-        .unwrap_or_default();
+    let membership = state.membership.clone();
+    let (disks, capacity) =
+        tokio::task::spawn_blocking(move || (local_disks(&store), membership.local_capacity()))
+            .await
+            .unwrap_or_default();
     Ok(Json(NodeHealth {
         id: state.membership.me().clone(),
         epoch: state.membership.layout().epoch,
         disks,
+        capacity: Some(capacity),
     }))
 }
 

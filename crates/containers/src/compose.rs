@@ -263,6 +263,8 @@ fn service_spec(project: &str, service: &str, s: Service) -> Result<(RunSpec, Ve
         restart: s.restart.unwrap_or_default(),
         remove: false,
         aliases: vec![service.to_string()],
+        site: None,
+        node: None,
     };
     Ok((spec, deps))
 }

@@ -62,6 +62,13 @@ pub struct RunSpec {
     /// More names other containers of the node reach it by (a compose service's name).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// In a cluster: run it on a node of this site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// In a cluster: run it on this node (id, id prefix, or HOST[:PORT] of its
+    /// node-to-node address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The most output `exec` returns (the rest is read and dropped).
@@ -128,6 +135,12 @@ pub struct ContainerInfo {
     /// Whether its root's lower layer is the image's lazy root (else the unpacked image).
     #[serde(default)]
     pub lazy_root: bool,
+    /// In a cluster: the id of the node it runs on (filled in by the node that answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In a cluster: that node's site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// The restart policy of a spec.
@@ -453,6 +466,8 @@ impl Containers {
             network_slot: None,
             address: None,
             lazy_root,
+            node: None,
+            site: None,
         };
         // Every deployment is in the audit log, with its image's digests, before it runs.
         let command_sha256 = {
@@ -490,8 +505,10 @@ impl Containers {
             let mut t = self.table();
             let mut c = c;
             if c.spec.network == "bridge" {
-                let used: std::collections::BTreeSet<u32> =
+                let mut used: std::collections::BTreeSet<u32> =
                     t.values().filter_map(|o| o.network_slot).collect();
+                // Another node on this machine (a test cluster) has its own table.
+                used.extend(network::slots_in_use_on_this_machine());
                 let slot = (1..network::SLOTS)
                     .find(|s| !used.contains(s))
                     .ok_or_else(|| {

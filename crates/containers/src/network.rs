@@ -19,6 +19,25 @@ pub fn addresses(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
 
+/// Network slots whose node address is on an interface of this machine already: taken
+/// by another node running on the same machine (several nodes of a test cluster).
+pub fn slots_in_use_on_this_machine() -> Vec<u32> {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let base = u32::from(Ipv4Addr::new(10, 89, 0, 0));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.split_once('/')?.0.parse::<Ipv4Addr>().ok())
+        .filter_map(|a| u32::from(a).checked_sub(base))
+        .filter(|off| *off < SLOTS * 4 && off % 4 == 1)
+        .map(|off| off / 4)
+        .collect()
+}
+
 /// One published port: where the node listens, and the container's port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {

@@ -1102,12 +1102,9 @@ impl Jobs {
             return Placed::on(&holders[rank].0, permit);
         }
         job.update(|i| i.tasks_moved += 1);
-        if let Ok(permit) = self.slot("").try_acquire_owned() {
-            return Placed::Here(Some(permit));
-        }
-        for node in self.other_active_nodes() {
-            if let Ok(permit) = self.slot(&node.0.to_string()).try_acquire_owned() {
-                return Placed::on(&Some(node), permit);
+        for node in self.by_room() {
+            if let Ok(permit) = self.slot(&slot_name(&node)).try_acquire_owned() {
+                return Placed::on(&node, permit);
             }
         }
         let best = &holders[0].0;
@@ -1117,14 +1114,30 @@ impl Jobs {
         }
     }
 
-    /// The other active nodes of the cluster, with their node-to-node address.
-    fn other_active_nodes(&self) -> Vec<(cluster::NodeId, String)> {
+    /// The active nodes (None: this one), most room first, as the containers'
+    /// scheduler ranks them (`cluster::capacity`): a task that gives up on locality
+    /// goes where containers and other tasks leave the most CPU and memory.
+    fn by_room(&self) -> Vec<Option<(cluster::NodeId, String)>> {
         let Some(m) = self.archive.cluster() else {
-            return Vec::new();
+            return vec![None];
         };
-        let mut nodes = self.active_nodes();
-        nodes.retain(|(id, _)| id != m.me());
-        nodes
+        let task = cluster::capacity::Need {
+            cpus: Some(1.0),
+            memory: None,
+        };
+        match cluster::capacity::rank(&m.candidates(), &task, &Default::default()) {
+            Ok(ranked) => ranked
+                .into_iter()
+                .map(|c| (!c.me).then_some((c.id, c.rpc_addr)))
+                .collect(),
+            Err(_) => vec![None],
+        }
+    }
+
+    /// Job tasks running on this node now (its own jobs' and those placed here).
+    pub fn tasks_running_here(&self) -> u32 {
+        let free = self.slot("").available_permits();
+        self.parallelism.saturating_sub(free) as u32
     }
 
     /// Sends a task to the node at `addr`; Err is "could not reach it".

@@ -316,6 +316,23 @@ impl Node {
                 None
             }
         };
+        // Heartbeats report what containers and job tasks hold of this node, for the
+        // schedulers of every node (`cluster::capacity`).
+        {
+            let (containers, jobs) = (containers.clone(), jobs.clone());
+            membership.count_load(Arc::new(move || {
+                let mut load = cluster::capacity::Load {
+                    tasks: jobs.tasks_running_here(),
+                    ..Default::default()
+                };
+                for c in containers.iter().flat_map(|c| c.list(false)) {
+                    load.containers += 1;
+                    load.cpus_reserved += c.spec.cpus.unwrap_or(cluster::capacity::DEFAULT_CPUS);
+                    load.memory_reserved += c.spec.memory.unwrap_or(0);
+                }
+                load
+            }));
+        }
         let rpc_task = cluster::rpc::serve(
             rpc_listener,
             cluster::rpc::router(cluster::rpc::RpcState {
@@ -328,6 +345,7 @@ impl Node {
                 archive.clone(),
                 auditor.clone(),
                 jobs.clone(),
+                containers.clone(),
                 membership.clone(),
             )),
             admin::invites::guest_routes(archive.clone(), inviter.clone()),

@@ -152,8 +152,8 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             s.me
         );
         println!(
-            "{:<17} {:<10} {:<22} {:<10} {:<8} {:>7} {:>6} {:>8} {:>22}",
-            "NODE", "SITE", "ADDRESS", "STATE", "ROLE", "SEEN", "DISKS", "SHARDS", "FREE / TOTAL"
+            "{:<17} {:<10} {:<22} {:<10} {:<8} {:>7} {:>6} {:>8} {:>22}  CONTAINERS, TASKS, MEMORY RESERVED",
+            "NODE", "SITE", "ADDRESS", "STATE", "ROLE", "SEEN", "DISKS", "SHARDS", "FREE / TOTAL",
         );
         for n in &s.nodes {
             let state = if n.suspected {
@@ -168,8 +168,17 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             let free: u64 = n.disk_health.iter().map(|d| d.bytes_free).sum();
             let total: u64 = n.disk_health.iter().map(|d| d.bytes_total).sum();
             let bad = n.disk_health.iter().filter(|d| !d.ok).count();
+            let work = n.capacity.as_ref().map_or("-".to_string(), |c| {
+                format!(
+                    "{}, {}, {} of {}",
+                    c.load.containers,
+                    c.load.tasks,
+                    gib(c.load.memory_reserved),
+                    gib(c.memory_total)
+                )
+            });
             println!(
-                "{:<17} {:<10} {:<22} {:<10} {:<8} {:>7} {:>6} {:>8} {:>22}",
+                "{:<17} {:<10} {:<22} {:<10} {:<8} {:>7} {:>6} {:>8} {:>22}  {}",
                 n.info.id.0,
                 n.info.site,
                 n.info.rpc_addr,
@@ -183,6 +192,7 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
                 },
                 shards,
                 format!("{} / {}", gib(free), gib(total)),
+                work,
             );
             if let Some(e) = &n.error {
                 println!("{:<17} last error: {e}", "");

@@ -1,6 +1,8 @@
 //! `edgecloud compose up|down|ps`: the services of a `docker-compose.yml` (the common
 //! subset, `containers::compose`) as containers of the node, named
-//! `PROJECT-SERVICE-1`, reaching one another by service name.
+//! `PROJECT-SERVICE-1`, reaching one another by service name. In a cluster a project's
+//! services run on one node (the one the first service is placed on), since they reach
+//! one another through that node.
 
 use std::path::PathBuf;
 
@@ -22,11 +24,26 @@ pub struct ProjectArgs {
     project: Option<String>,
 }
 
+/// `compose up`: the project, and where in a cluster it runs.
+#[derive(clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// In a cluster: run the project on a node of this site
+    #[arg(long)]
+    site: Option<String>,
+    /// In a cluster: run the project on this node (id, id prefix or host, as `cluster
+    /// status` lists them) [default: the node with most room]
+    #[arg(long)]
+    node: Option<String>,
+}
+
 #[derive(clap::Subcommand)]
 pub enum ComposeCmd {
     /// Start the file's services, each after those it depends on; a service already
-    /// running is left as it is, an ended one is started anew.
-    Up(ProjectArgs),
+    /// running is left as it is, an ended one is started anew. In a cluster they all
+    /// run on one node.
+    Up(UpArgs),
     /// Stop and remove the file's services, dependants first.
     Down(ProjectArgs),
     /// List the containers of the file's services.
@@ -77,12 +94,17 @@ async fn existing(c: &Client, name: &str) -> anyhow::Result<Option<ContainerInfo
 pub async fn run(c: &Client, cmd: ComposeCmd) -> anyhow::Result<()> {
     match cmd {
         ComposeCmd::Up(a) => {
-            let project = load(&a)?;
-            for (service, spec) in project.services {
+            let project = load(&a.project)?;
+            // The node of the first service (None outside a cluster) takes the rest.
+            let mut node = a.node;
+            for (service, mut spec) in project.services {
                 let name = spec.name.clone().unwrap_or_default();
+                spec.site = a.site.clone();
+                spec.node = node.clone();
                 match existing(c, &name).await? {
                     Some(i) if i.state == State::Running => {
                         println!("{name}: running (left as it is)");
+                        node = node.or(i.node);
                         continue;
                     }
                     Some(_) => {
@@ -95,7 +117,11 @@ pub async fn run(c: &Client, cmd: ComposeCmd) -> anyhow::Result<()> {
                     .json(c.request(Method::POST, &["containers"]).json(&spec))
                     .await
                     .with_context(|| format!("service {service}"))?;
-                println!("{name}: started ({})", &info.id[..12]);
+                match &info.node {
+                    Some(n) => println!("{name}: started ({}) on node {n}", &info.id[..12]),
+                    None => println!("{name}: started ({})", &info.id[..12]),
+                }
+                node = node.or(info.node);
             }
             Ok(())
         }

@@ -48,6 +48,14 @@ pub struct RunArgs {
     /// outlives the container. Repeatable.
     #[arg(short, long = "volume", value_name = "BUCKET[/PREFIX]:/PATH[:ro]")]
     pub volume: Vec<String>,
+    /// In a cluster: run it on a node of this site (the one with most room).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// In a cluster: run it on this node (its id, an id prefix of 4+ characters, or
+    /// the host of its node-to-node address, as `cluster status` lists them)
+    /// [default: the node with most room]
+    #[arg(long)]
+    pub node: Option<String>,
     /// The image: NAME[:TAG], sha256:ID or an id prefix (`edgecloud image ls`).
     pub image: String,
     /// The command and its arguments [default: the image's].
@@ -149,8 +157,20 @@ pub async fn run(c: &Client, cmd: ContainerCmd) -> anyhow::Result<()> {
             if all {
                 req = req.query(&[("all", "true")]);
             }
-            let list: Vec<ContainerInfo> = c.json(req).await?;
+            let resp = c.send(req).await?;
+            let unreached = resp
+                .headers()
+                .get(admin::containers::UNREACHABLE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let list: Vec<ContainerInfo> = resp
+                .json()
+                .await
+                .context("the node sent a reply this CLI cannot read")?;
             print_table(list);
+            if let Some(nodes) = unreached {
+                eprintln!("(not listed: the containers of nodes that did not answer: {nodes})");
+            }
             Ok(())
         }
         ContainerCmd::Logs(LogsArgs { reference, follow }) => {
@@ -236,6 +256,8 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         // Attached, this command removes it once it has its exit code.
         remove: a.rm && a.detach,
         aliases: Vec::new(),
+        site: a.site,
+        node: a.node,
     };
     let info: ContainerInfo = c
         .json(c.request(Method::POST, &["containers"]).json(&spec))
@@ -290,10 +312,12 @@ pub fn lazy_root(a: &LazyRootArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Containers as `ps` prints them.
+/// Containers as `ps` prints them (with their nodes, in a cluster).
 pub(crate) fn print_table(list: Vec<ContainerInfo>) {
+    let nodes = list.iter().any(|i| i.node.is_some());
+    let node_header = if nodes { "NODE              " } else { "" };
     println!(
-        "{:<12}  {:<24}  {:<30}  {:<14}  NAME",
+        "{:<12}  {:<24}  {:<30}  {:<14}  {node_header}NAME",
         "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
     );
     for i in list {
@@ -307,8 +331,12 @@ pub(crate) fn print_table(list: Vec<ContainerInfo>) {
             (State::Exited, Some(code)) => format!("exited ({code})"),
             (State::Exited, None) => "exited".to_string(),
         };
+        let node = match (nodes, &i.node) {
+            (false, _) => String::new(),
+            (true, n) => format!("{:<16}  ", n.as_deref().unwrap_or("-")),
+        };
         println!(
-            "{:<12}  {:<24}  {:<30}  {:<14}  {}",
+            "{:<12}  {:<24}  {:<30}  {:<14}  {node}{}",
             short(&i.id),
             i.image,
             command,
