@@ -447,9 +447,11 @@ def test_containers_are_placed_by_site_node_and_room_and_reached_from_any_node(c
         assert "web" in table and info["node"] in table and "NODE" in table, table
         assert ok("logs", "web", node=1) == "started\n"
         assert ok("exec", "web", "cat", "/etc/motd", node=2) == "welcome\n"
-        # A name is the cluster's: another node refuses it.
-        p = cluster.cli("run", "-d", "--name", "web", "--site", "s3", "base", "true", node=3)
-        assert p.returncode != 0 and "taken" in p.stderr, p.stderr
+        # A name is the cluster's: refused through the node that has it and through another.
+        for asked in (where, 1):
+            p = cluster.cli("run", "-d", "--name", "web", "--site", "s3", "base", "true",
+                            node=asked)
+            assert p.returncode != 0 and "taken" in p.stderr, p.stderr
 
         # --node by the host of its address; then memory booking in site s3.
         pinned = ok("run", "-d", "--node", cluster.nodes[4].ip, "base", "sleep", "300").strip()

@@ -366,7 +366,15 @@ async fn run_in_cluster(
         let get = Call::Get {
             reference: name.clone(),
         };
-        for ((id, _), answer) in ask_others(s, &get).await {
+        let mut answers = ask_others(s, &get).await;
+        if let Some(c) = &s.containers {
+            let me = m.me().to_string();
+            answers.push((
+                (me, String::new()),
+                c.get(name).map_err(Failure::from).and_then(to_value),
+            ));
+        }
+        for ((id, _), answer) in answers {
             if let Ok(v) = answer
                 && v.get("name").and_then(Value::as_str) == Some(name)
             {
