@@ -24,6 +24,16 @@ def unmount_all(data):
             subprocess.run(["umount", "-l", p], capture_output=True)
 
 
+def open_to_search(path):
+    """Lets other users search (not list) `path` and the folders above it, as a
+    container in a user namespace of its own needs to reach its root file system
+    (pytest makes its folders 0700)."""
+    p = os.path.abspath(path)
+    while p != "/":
+        os.chmod(p, os.stat(p).st_mode | 0o001)
+        p = os.path.dirname(p)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

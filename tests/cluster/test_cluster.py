@@ -24,7 +24,7 @@ import pytest
 from botocore.config import Config
 
 from conftest import (ACCESS, BIN, SECRET, assert_accessible, console_login, scrape_metrics,
-                      screenshot, unmount_all)
+                      open_to_search, screenshot, unmount_all)
 from images_here import layout  # noqa: F401 (a fixture)
 
 SITES = {1: "s1", 2: "s1", 3: "s2", 4: "s2", 5: "s3", 6: "s3", 7: "s4", 8: "s4", 9: "s4"}
@@ -191,7 +191,9 @@ CLUSTER = None
 def cluster(tmp_path_factory):
     global CLUSTER
     reset_firewall()
-    c = CLUSTER = Cluster(tmp_path_factory.mktemp("cluster"))
+    root = tmp_path_factory.mktemp("cluster")
+    open_to_search(root)  # containers in user namespaces reach their roots in it
+    c = CLUSTER = Cluster(root)
     try:
         yield c
     finally:
@@ -428,6 +430,7 @@ def test_containers_are_placed_by_site_node_and_room_and_reached_from_any_node(c
         made.append(cid)
         info = json.loads(ok("container", "inspect", "web", node=5))
         assert info["site"] == "s2" and info["state"] == "running", info
+        assert info["user_namespace"] == 1610612736, "its root is no root of the node"
         where = node_of(cluster, info["node"])
         assert cluster.nodes[where].site == "s2"
         # Published on the node it runs on (here every node is on this machine).
@@ -451,7 +454,7 @@ def test_containers_are_placed_by_site_node_and_room_and_reached_from_any_node(c
         for asked in (where, 1):
             p = cluster.cli("run", "-d", "--name", "web", "--site", "s3", "base", "true",
                             node=asked)
-            assert p.returncode != 0 and "taken" in p.stderr, p.stderr
+            assert p.returncode != 0 and "exists on node" in p.stderr, p.stderr
 
         # --node by the host of its address; then memory booking in site s3.
         pinned = ok("run", "-d", "--node", cluster.nodes[4].ip, "base", "sleep", "300").strip()

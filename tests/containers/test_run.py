@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, Node, free_port, unmount_all
+from conftest import BIN, Node, free_port, open_to_search, unmount_all
 from images_here import debian_redis, layout, sh  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
@@ -25,6 +25,7 @@ DOCKER_CAPS = 0x00000000A80425FB
 @pytest.fixture
 def node(tmp_path, layout):
     (tmp_path / "node").mkdir()
+    open_to_search(tmp_path)
     n = Node(tmp_path / "node")
     cli(n, "image", "import", str(layout / "oci"))
     yield n
@@ -95,6 +96,11 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
               "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null"
               " || cut -d' ' -f1 /sys/fs/cgroup/cpu.max")
     assert out.strip() == "150000", out
+    # Its root is an unprivileged user of the node (a user namespace of its own).
+    assert cli(node, "run", "--rm", "base", "cat", "/proc/self/uid_map").split() == \
+        ["0", "1610612736", "65536"]
+    assert cli(node, "run", "--rm", "--userns", "host", "base", "cat",
+               "/proc/self/uid_map").split() == ["0", "0", "4294967295"]
     # Writes stay in the container; the image is untouched.
     cli(node, "run", "--name", "writer", "base", "sh", "-c", "echo changed > /etc/motd")
     # An ended container keeps nothing mounted (its root is mounted again if it starts).
@@ -149,8 +155,9 @@ def test_a_web_server_answers_and_stops_and_a_policy_restarts(node, layout):
     p = run_cli(node, "container", "rm", "web")
     assert p.returncode == 0
     assert "web" not in cli(node, "ps", "-a")
-    # Now it goes, and its lazy root with it.
-    root = node.data / "containers" / "lazy" / info["image_id"][7:]
+    # Now it goes, and its lazy root with it (one for containers in user namespaces).
+    assert info["user_namespace"] == 1610612736
+    root = node.data / "containers" / "lazy" / (info["image_id"][7:] + "-u1610612736")
     assert os.path.ismount(root)
     cli(node, "image", "rm", info["image_id"])
     assert not os.path.ismount(root) and not root.exists()

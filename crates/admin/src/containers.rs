@@ -382,7 +382,7 @@ async fn run_in_cluster(
                     StatusCode::CONFLICT,
                     "Conflict",
                     format!(
-                        "the name {name:?} is taken by a container on node {id}: remove it or pick another name"
+                        "a container named {name:?} exists on node {id}: remove it or pick another name"
                     ),
                 ));
             }

@@ -1,6 +1,6 @@
 //! `docker-compose.yml`, the common subset: services with `image`, `command`,
 //! `environment`, `ports`, `volumes`, `depends_on`, `restart`, `container_name`,
-//! `mem_limit` and `cpus`, turned into run specs in the order their dependencies ask.
+//! `mem_limit`, `cpus` and `userns_mode`, turned into run specs in the order their dependencies ask.
 //! A key outside the subset is refused by name rather than ignored, since ignoring
 //! `build:` or `networks:` would run something other than what the file says.
 
@@ -22,6 +22,7 @@ const SERVICE_KEYS: &[&str] = &[
     "container_name",
     "mem_limit",
     "cpus",
+    "userns_mode",
 ];
 
 /// A compose file's project: its services as run specs, dependencies first.
@@ -88,6 +89,7 @@ struct Service {
     container_name: Option<String>,
     mem_limit: Option<Scalar>,
     cpus: Option<Scalar>,
+    userns_mode: Option<String>,
 }
 
 fn invalid(why: String) -> ContainerError {
@@ -263,6 +265,7 @@ fn service_spec(project: &str, service: &str, s: Service) -> Result<(RunSpec, Ve
         restart: s.restart.unwrap_or_default(),
         remove: false,
         aliases: vec![service.to_string()],
+        userns: s.userns_mode.unwrap_or_default(),
         site: None,
         node: None,
     };
@@ -310,6 +313,7 @@ services:
     volumes: ["pgdata/db1:/var/lib/postgresql/data"]
     mem_limit: 256m
     cpus: 1.5
+    userns_mode: host
   cache:
     image: redis:7
     depends_on:
@@ -332,6 +336,7 @@ services:
         assert_eq!(web.aliases, ["web"]);
         let db = &p.services[0].1;
         assert_eq!((db.memory, db.cpus), (Some(256 << 20), Some(1.5)));
+        assert_eq!((db.userns.as_str(), web.userns.as_str()), ("host", ""));
         assert_eq!(db.volumes, ["pgdata/db1:/var/lib/postgresql/data"]);
         assert_eq!(p.services[1].1.name.as_deref(), Some("the-cache"));
     }

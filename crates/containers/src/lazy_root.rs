@@ -53,6 +53,9 @@ pub struct Options {
     pub reads: PathBuf,
     /// Where to mount.
     pub mountpoint: PathBuf,
+    /// Added to every owner's uid and gid (below 65536): the first host id of the
+    /// user namespace its containers run in (0: none).
+    pub id_shift: u32,
 }
 
 /// One path of the tree.
@@ -73,6 +76,7 @@ struct LazyRoot {
     open: Mutex<HashMap<u64, std::sync::Arc<File>>>,
     next_fh: AtomicU64,
     total_bytes: u64,
+    id_shift: u32,
 }
 
 impl LazyRoot {
@@ -155,7 +159,22 @@ impl LazyRoot {
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             total_bytes,
+            id_shift: opts.id_shift,
         })
+    }
+
+    /// An owner id as the containers' user namespace maps it: ids inside it are
+    /// `id_shift` + id on the node; an id beyond its 65536 shows as its nobody.
+    fn shifted(&self, id: u64) -> u32 {
+        if self.id_shift == 0 {
+            return id as u32;
+        }
+        let id = if id < USERNS_SIZE as u64 {
+            id as u32
+        } else {
+            65534
+        };
+        self.id_shift + id
     }
 
     fn node(&self, ino: INodeNo) -> std::result::Result<&Node, Errno> {
@@ -199,8 +218,8 @@ impl LazyRoot {
             kind,
             perm: (e.mode & 0o7777) as u16,
             nlink: n.nlink,
-            uid: e.uid as u32,
-            gid: e.gid as u32,
+            uid: self.shifted(e.uid),
+            gid: self.shifted(e.gid),
             rdev,
             flags: 0,
             blksize: 4096,
@@ -405,6 +424,9 @@ impl Filesystem for LazyRoot {
     }
 }
 
+/// How many ids a container's user namespace maps (0-65535 inside).
+pub const USERNS_SIZE: u32 = 65536;
+
 /// Serves the lazy root until it is unmounted (the `edgecloud lazy-root` command).
 pub fn serve(opts: &Options) -> Result<()> {
     let text = std::fs::read(&opts.tree)?;
@@ -466,6 +488,8 @@ pub fn spawn(program: &Path, opts: &Options, log: &Path) -> Result<()> {
         .arg(&opts.socket)
         .arg("--reads")
         .arg(&opts.reads)
+        .arg("--id-shift")
+        .arg(opts.id_shift.to_string())
         .arg(&opts.mountpoint)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -542,6 +566,7 @@ mod tests {
             socket: dir.path().join("s"),
             reads: dir.path().join("reads"),
             mountpoint: dir.path().join("m"),
+            id_shift: 100_000,
         };
         let fs = LazyRoot::new(
             vec![
@@ -572,6 +597,9 @@ mod tests {
         let attr = fs.attr(ls, fs.node(INodeNo(ls)).unwrap());
         assert_eq!((attr.kind, attr.size), (FileType::Symlink, 7));
         assert_eq!(fs.total_bytes, 10);
+        // Owners as the containers' user namespace maps them.
+        assert_eq!(fs.attr(1, &fs.nodes[0]).uid, 100_000);
+        assert_eq!((fs.shifted(33), fs.shifted(70_000)), (100_033, 165_534));
         assert!(fs.node(INodeNo(0)).is_err() && fs.node(INodeNo(99)).is_err());
     }
 }

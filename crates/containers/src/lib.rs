@@ -62,6 +62,11 @@ pub struct RunSpec {
     /// More names other containers of the node reach it by (a compose service's name).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// `host` runs it without a user namespace of its own (its root is the node's
+    /// root); by default its root is an unprivileged user of the node, where the
+    /// kernel allows it (see [`USERNS_BASE`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub userns: String,
     /// In a cluster: run it on a node of this site.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -69,6 +74,47 @@ pub struct RunSpec {
     /// node-to-node address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// The node's uid and gid of the root of a container in a user namespace of its own:
+/// ids 0-65535 in the container are this and up on the node. In the range systemd
+/// leaves to containers (524288-1879048191, docs/decisions.md), clear of the
+/// subordinate ids `/etc/subuid` gives users.
+pub const USERNS_BASE: u32 = 0x6000_0000;
+
+/// Why containers cannot have user namespaces of their own on this node, if they
+/// cannot: the kernel gives none, or their root (an unprivileged user of the node)
+/// could not reach its root file system and volumes under `dir` (each folder on the
+/// way must let others search it, as Docker's userns-remap requires too).
+fn users_cannot_reach(dir: &Path) -> Option<String> {
+    let kernel = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+        && Path::new("/proc/self/ns/user").exists();
+    if !kernel {
+        return Some("this kernel gives no user namespaces".into());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // Ours: searchable, not listable, by others.
+    for own in [dir.to_path_buf(), dir.join("run")] {
+        if let Err(e) = std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o711)) {
+            return Some(format!("cannot open {} to containers: {e}", own.display()));
+        }
+    }
+    for folder in dir.ancestors().skip(1) {
+        match std::fs::metadata(folder) {
+            Ok(m) if m.permissions().mode() & 0o001 != 0 => {}
+            _ => {
+                return Some(format!(
+                    "{} is closed to other users (`chmod o+x {}` opens it to search, not to listing)",
+                    folder.display(),
+                    folder.display()
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The most output `exec` returns (the rest is read and dropped).
@@ -135,6 +181,10 @@ pub struct ContainerInfo {
     /// Whether its root's lower layer is the image's lazy root (else the unpacked image).
     #[serde(default)]
     pub lazy_root: bool,
+    /// The node's uid and gid of its root, when it runs in a user namespace of its own
+    /// (ids 0-65535 inside are this and up on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<u32>,
     /// In a cluster: the id of the node it runs on (filled in by the node that answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -214,6 +264,8 @@ struct Inner {
     lazy: Mutex<Option<Lazy>>,
     /// Images whose first start's reads are still to be recorded.
     first_start: Mutex<std::collections::BTreeSet<String>>,
+    /// Why containers here get no user namespace of their own (None: they do).
+    no_user_namespaces: Option<String>,
 }
 
 /// What lazy roots need on the node's side.
@@ -236,12 +288,21 @@ impl Containers {
     /// of containers still running are adopted; those a policy restarts are started.
     pub fn open(data_dir: &Path, images: ImageStore) -> Result<Self> {
         let dir = data_dir.join("containers");
-        for sub in ["run", "images", "state", "lazy"] {
+        for sub in ["run", "images", "state", "lazy", "files"] {
             std::fs::create_dir_all(dir.join(sub))?;
+            if sub != "run" {
+                use std::os::unix::fs::PermissionsExt;
+                let private = std::fs::Permissions::from_mode(0o700);
+                std::fs::set_permissions(dir.join(sub), private)?;
+            }
         }
         // The runtime spec's root and the overlay take absolute paths; the data
         // directory is often relative (./edgecloud-data by default).
         let dir = std::fs::canonicalize(&dir)?;
+        let no_user_namespaces = users_cannot_reach(&dir);
+        if let Some(why) = &no_user_namespaces {
+            tracing::warn!("containers run without user namespaces of their own: {why}");
+        }
         let this = Containers {
             inner: Arc::new(Inner {
                 dir,
@@ -256,6 +317,7 @@ impl Containers {
                 unpacking: tokio::sync::Mutex::new(()),
                 lazy: Mutex::new(None),
                 first_start: Mutex::new(Default::default()),
+                no_user_namespaces,
             }),
         };
         for entry in std::fs::read_dir(this.inner.dir.join("run"))?.flatten() {
@@ -402,14 +464,44 @@ impl Containers {
         }
         let image = self.inner.images.find(&spec.image).await?;
         let lazy_root = self.lazy().is_some();
-        let lower = self.lower(&image, lazy_root).await?;
+        let user_namespace = match spec.userns.as_str() {
+            "host" => None,
+            "" | "private" => {
+                (lazy_root && spec.network != "host" && self.inner.no_user_namespaces.is_none())
+                    .then_some(USERNS_BASE)
+            }
+            other => {
+                return Err(ContainerError::Invalid(format!(
+                    "userns {other:?}: leave it out (a user namespace of its own) or use host"
+                )));
+            }
+        };
+        let lower = self.lower(&image, lazy_root, user_namespace).await?;
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| ContainerError::Runtime(e.to_string()))?;
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let dir = self.run_dir(&id);
         std::fs::create_dir_all(&dir)?;
+        {
+            // The node's alone, or passable by the container's root group only.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = match user_namespace {
+                Some(root) => {
+                    std::os::unix::fs::chown(&dir, None, Some(root))?;
+                    0o710
+                }
+                None => 0o700,
+            };
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+        }
         let merged = dir.join("rootfs");
-        rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &merged)?;
+        let upper = dir.join("upper");
+        if let Some(root) = user_namespace {
+            // Its root owns the top of its root file system (what it writes goes here).
+            std::fs::create_dir_all(&upper)?;
+            std::os::unix::fs::chown(&upper, Some(root), Some(root))?;
+        }
+        rootfs::mount_overlay(&lower, &upper, &dir.join("work"), &merged)?;
         let process = spec::ImageProcess::of(&image.config);
         let hostname = spec.name.clone().unwrap_or_else(|| id[..12].to_string());
         let prepared = (|| {
@@ -422,6 +514,7 @@ impl Containers {
                 cwd: process.working_dir.clone().unwrap_or_else(|| "/".into()),
                 user: spec::resolve_user(process.user.as_deref(), &merged)?,
                 run: &spec,
+                user_namespace,
                 binds: {
                     let mut binds = self.volume_binds(&id, &spec)?;
                     if spec.network == "bridge" {
@@ -466,6 +559,7 @@ impl Containers {
             network_slot: None,
             address: None,
             lazy_root,
+            user_namespace,
             node: None,
             site: None,
         };
@@ -546,10 +640,15 @@ impl Containers {
 
     /// The lower layer of a container's root from `image`: its lazy root (`lazy`), or
     /// the image unpacked on this node.
-    async fn lower(&self, image: &images::Image, lazy: bool) -> Result<PathBuf> {
+    async fn lower(
+        &self,
+        image: &images::Image,
+        lazy: bool,
+        user_namespace: Option<u32>,
+    ) -> Result<PathBuf> {
         let _one = self.inner.unpacking.lock().await;
         match (lazy, self.lazy()) {
-            (true, Some(l)) => self.lazy_root(&l, image).await,
+            (true, Some(l)) => self.lazy_root(&l, image, user_namespace).await,
             (true, None) => Err(ContainerError::Runtime(
                 "the container ran on a lazy root, and lazy roots are off".into(),
             )),
@@ -591,9 +690,25 @@ impl Containers {
         Ok(())
     }
 
+    /// Where the image's lazy root is mounted: one for containers in the node's user
+    /// namespace, one for those in their own (owners shifted).
+    fn lazy_mountpoint(&self, image_id: &str, user_namespace: Option<u32>) -> PathBuf {
+        let hex = image_id.trim_start_matches("sha256:");
+        let dir = self.inner.dir.join("lazy");
+        match user_namespace {
+            None => dir.join(hex),
+            Some(root) => dir.join(format!("{hex}-u{root}")),
+        }
+    }
+
     /// The image's lazy root, mounted unless it is; a first mount on this node fetches
     /// ahead what the image's first start read (recorded on whichever node ran it).
-    async fn lazy_root(&self, lazy: &Lazy, image: &images::Image) -> Result<PathBuf> {
+    async fn lazy_root(
+        &self,
+        lazy: &Lazy,
+        image: &images::Image,
+        user_namespace: Option<u32>,
+    ) -> Result<PathBuf> {
         let hex = image.id.trim_start_matches("sha256:");
         let dir = self.inner.dir.join("lazy");
         let opts = lazy_root::Options {
@@ -601,7 +716,8 @@ impl Containers {
             cache: lazy.files.path(""),
             socket: lazy.socket.clone(),
             reads: dir.join(format!("{hex}.reads")),
-            mountpoint: dir.join(hex),
+            mountpoint: self.lazy_mountpoint(&image.id, user_namespace),
+            id_shift: user_namespace.unwrap_or(0),
         };
         if lazy_root::is_mounted(&opts.mountpoint) {
             return Ok(opts.mountpoint);
@@ -684,10 +800,8 @@ impl Containers {
         let Some(c) = self.table().get(id).cloned() else {
             return Err(ContainerError::NotFound(id.into()));
         };
-        let lower_alive = !c.lazy_root || {
-            let hex = c.image_id.trim_start_matches("sha256:");
-            lazy_root::is_mounted(&self.inner.dir.join("lazy").join(hex))
-        };
+        let lower_alive = !c.lazy_root
+            || lazy_root::is_mounted(&self.lazy_mountpoint(&c.image_id, c.user_namespace));
         if lower_alive && mounted(&merged) {
             return Ok(());
         }
@@ -696,7 +810,7 @@ impl Containers {
         let lower = tokio::task::block_in_place(|| {
             handle.block_on(async {
                 let image = self.inner.images.find(&c.image_id).await?;
-                self.lower(&image, c.lazy_root).await
+                self.lower(&image, c.lazy_root, c.user_namespace).await
             })
         })?;
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &merged)
@@ -705,10 +819,6 @@ impl Containers {
     /// Starts (or, as a restart, starts again) the container's process; blocking.
     fn start(&self, id: &str, restart: bool) -> Result<ContainerInfo> {
         let dir = self.run_dir(id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("log"))?;
         // A previous run's runtime state (a restart) goes first.
         runtime::delete(&self.state_root(), id)?;
         self.ensure_root(id)?;
@@ -727,8 +837,20 @@ impl Containers {
             None if own_namespace => network::loopback_up(pid),
             None => Ok(()),
         };
-        let pid =
-            runtime::create_and_start(id, &dir.join("bundle"), &self.state_root(), log, &connect)?;
+        if self
+            .table()
+            .get(id)
+            .is_some_and(|c| c.user_namespace.is_some())
+        {
+            runtime::open_v1_cgroups(id)?;
+        }
+        let pid = runtime::create_and_start(
+            id,
+            &dir.join("bundle"),
+            &self.state_root(),
+            &dir.join("log"),
+            &connect,
+        )?;
         let c = {
             let mut t = self.table();
             let c = t
@@ -833,12 +955,17 @@ impl Containers {
         for c in bridged {
             let path = self.run_dir(&c.id).join("hosts");
             let body = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{names}");
+            // Readable by a container's root in a user namespace (the node's umask is 077).
             let written = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
                 .truncate(true)
                 .open(&path)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes()));
+                .and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes()))
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                });
             if let Err(e) = written
                 && self.run_dir(&c.id).exists()
             {
@@ -887,12 +1014,20 @@ impl Containers {
             .clone()
             .ok_or_else(|| ContainerError::Invalid("this node serves no volumes".into()))?;
         let dir = self.run_dir(id);
+        // Passable by a container's root in a user namespace (the node's umask is 077).
+        std::fs::create_dir_all(dir.join("volumes"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let passable = std::fs::Permissions::from_mode(0o711);
+            std::fs::set_permissions(dir.join("volumes"), passable)?;
+        }
         let mut binds = Vec::new();
         for (n, v) in spec.volumes.iter().enumerate() {
             let v = volumes::parse(v)?;
             let at = dir.join("volumes").join(n.to_string());
             let cache = dir.join("volume-cache").join(n.to_string());
-            let from = volumes::mount(&source, &v, &at, &cache)?;
+            let owner = self.table().get(id).and_then(|c| c.user_namespace);
+            let from = volumes::mount(&source, &v, &at, &cache, owner)?;
             binds.push((from, v.target.clone(), v.read_only));
         }
         Ok(binds)
@@ -935,11 +1070,15 @@ impl Containers {
         }
         let _one = self.inner.unpacking.lock().await;
         let hex = image_id.trim_start_matches("sha256:");
-        // Its lazy root's process ends when the root is unmounted.
+        // Its lazy roots' processes end when the roots are unmounted.
         let lazy = self.inner.dir.join("lazy");
-        rootfs::unmount(&lazy.join(hex))?;
+        let roots = [None, Some(USERNS_BASE)].map(|ns| self.lazy_mountpoint(image_id, ns));
+        for root in &roots {
+            rootfs::unmount(root)?;
+        }
         for leftover in [
-            lazy.join(hex),
+            roots[0].clone(),
+            roots[1].clone(),
             lazy.join(format!("{hex}.tree.json")),
             lazy.join(format!("{hex}.reads")),
             lazy.join(format!("{hex}.log")),
@@ -1180,6 +1319,7 @@ impl Containers {
             task.abort();
         }
         runtime::delete(&self.state_root(), id)?;
+        runtime::close_v1_cgroups(id);
         let dir = self.run_dir(id);
         rootfs::unmount(&dir.join("rootfs"))?;
         self.unmount_volumes(id)?;

@@ -17,15 +17,98 @@ fn runtime_error(what: &str, e: impl std::fmt::Display) -> ContainerError {
     ContainerError::Runtime(format!("{what}: {e}"))
 }
 
+/// The errors libcontainer logged from inside the container's process (to its log,
+/// which is that process's standard error) after byte `from`: what a failed create
+/// says about why.
+fn logged_errors(log: &Path, from: u64) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(log) {
+        let _ = f.seek(std::io::SeekFrom::Start(from));
+        let _ = f.take(64 << 10).read_to_string(&mut text);
+    }
+    let errors: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(|l| {
+            // Without the colour codes and the timestamp.
+            let plain: String = l
+                .split('\x1b')
+                .enumerate()
+                .map(|(n, part)| {
+                    if n == 0 {
+                        part
+                    } else {
+                        part.split_once('m').map_or("", |p| p.1)
+                    }
+                })
+                .collect();
+            plain
+                .split_once(" ERROR ")
+                .map_or(plain.clone(), |p| p.1.trim().to_string())
+        })
+        .collect();
+    match errors.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", errors.join("; ")),
+    }
+}
+
+/// Makes the container's cgroup folders in every cgroup v1 hierarchy passable by
+/// others (0755), before libcontainer creates them with the node's umask (077): a
+/// container in a user namespace binds its own cgroups at `/sys/fs/cgroup` from inside
+/// it, as an unprivileged user of the node. Nothing to do on a cgroup v2 host.
+pub fn open_v1_cgroups(id: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for hierarchy in v1_controller_hierarchies()? {
+        let parent = hierarchy.join("edgecloud");
+        for dir in [parent.clone(), parent.join(id)] {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes what is left of the container's v1 cgroup folders (empty ones only; the
+/// kernel refuses the rest), once libcontainer has deleted the container.
+pub fn close_v1_cgroups(id: &str) {
+    for hierarchy in v1_controller_hierarchies().unwrap_or_default() {
+        let _ = std::fs::remove_dir(hierarchy.join("edgecloud").join(id));
+    }
+}
+
+/// Where the cgroup v1 hierarchies with controllers are mounted (not named ones such
+/// as `name=systemd`, which libcontainer does not manage).
+fn v1_controller_hierarchies() -> Result<Vec<std::path::PathBuf>> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    Ok(mounts
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let named = f
+                .get(3)
+                .is_some_and(|o| o.split(',').any(|o| o.starts_with("name=")));
+            (f.len() > 3 && f[2] == "cgroup" && !named).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .collect())
+}
+
 /// Creates and starts container `id` from the bundle (`config.json`) in `bundle`, its
-/// state under `state_root`, stdout and stderr to `log`; returns the init's pid.
+/// state under `state_root`, stdout and stderr to the file `log`; returns the init's
+/// pid.
 pub fn create_and_start(
     id: &str,
     bundle: &Path,
     state_root: &Path,
-    log: std::fs::File,
+    log_path: &Path,
     before_start: &dyn Fn(i32) -> Result<()>,
 ) -> Result<i32> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    let logged_before = log.metadata()?.len();
     let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let stderr: OwnedFd = log.try_clone()?.into();
     let stdout: OwnedFd = log.into();
@@ -40,7 +123,10 @@ pub fn create_and_start(
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| runtime_error("creating the container", e))?;
+        .map_err(|e| {
+            let why = logged_errors(log_path, logged_before);
+            runtime_error("creating the container", format!("{e}{why}"))
+        })?;
     reap_intermediates();
     let created = container
         .pid()

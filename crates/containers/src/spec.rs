@@ -168,6 +168,17 @@ fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
     })
 }
 
+/// Whether the node has cgroup v2 only (`/sys/fs/cgroup` is cgroup2, not a tmpfs of
+/// v1 hierarchies).
+fn unified_cgroups() -> bool {
+    let Ok(c) = std::ffi::CString::new("/sys/fs/cgroup") else {
+        return false;
+    };
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path and s a properly sized out-parameter.
+    unsafe { libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type == libc::CGROUP2_SUPER_MAGIC }
+}
+
 /// Everything the runtime needs to know to build `config.json`.
 pub struct SpecInput<'a> {
     /// The container's id (its cgroup's name).
@@ -186,6 +197,8 @@ pub struct SpecInput<'a> {
     pub user: (u32, u32),
     /// What `run` asked for (limits, network).
     pub run: &'a RunSpec,
+    /// The node's id of its root, when it has a user namespace of its own.
+    pub user_namespace: Option<u32>,
     /// Folders of the node bound into the container: from, to, read-only.
     pub binds: Vec<(std::path::PathBuf, String, bool)>,
 }
@@ -205,15 +218,27 @@ pub fn runtime_spec(i: &SpecInput<'_>) -> Value {
         0 => limit.rlim_max,
         _ => 1024,
     };
+    // A user namespace may mount cgroup v2 in its cgroup namespace, but no v1
+    // hierarchy: on a v1 or hybrid host such a container has no cgroup namespace, and
+    // libcontainer binds its own cgroups' folders at /sys/fs/cgroup instead.
+    let cgroup_namespace = i.user_namespace.is_none() || unified_cgroups();
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
     ];
+    if cgroup_namespace {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     if i.run.network != "host" {
         namespaces.push(json!({"type": "network"}));
+    }
+    let mut id_maps = json!([]);
+    if let Some(root) = i.user_namespace {
+        namespaces.push(json!({"type": "user"}));
+        id_maps =
+            json!([{"containerID": 0, "hostID": root, "size": crate::lazy_root::USERNS_SIZE}]);
     }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
@@ -268,6 +293,8 @@ pub fn runtime_spec(i: &SpecInput<'_>) -> Value {
         "mounts": mounts,
         "linux": {
             "cgroupsPath": format!("/edgecloud/{}", i.id),
+            "uidMappings": id_maps,
+            "gidMappings": id_maps,
             "resources": resources,
             "namespaces": namespaces,
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",

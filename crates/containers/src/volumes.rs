@@ -82,7 +82,13 @@ pub fn is_mounted(dir: &Path) -> bool {
 
 /// Mounts `v.bucket` at `dir` (unless it is mounted) with a cache in `cache`, and
 /// returns the folder to bind into the container (`v.prefix` in it, made if missing).
-pub fn mount(source: &VolumeSource, v: &Volume, dir: &Path, cache: &Path) -> Result<PathBuf> {
+pub fn mount(
+    source: &VolumeSource,
+    v: &Volume,
+    dir: &Path,
+    cache: &Path,
+    owner: Option<u32>,
+) -> Result<PathBuf> {
     if !is_mounted(dir) {
         // A mount left by an earlier node process no longer answers: drop it first.
         let _ = crate::rootfs::unmount(dir);
@@ -95,6 +101,8 @@ pub fn mount(source: &VolumeSource, v: &Volume, dir: &Path, cache: &Path) -> Res
             cache_dir: cache.to_path_buf(),
             // Processes in the container run as any user.
             allow_other: true,
+            // In a user namespace, the container's root owns its volumes.
+            owner: owner.map(|id| (id, id)),
         };
         let at = dir.to_path_buf();
         let (done_tx, done_rx) = std::sync::mpsc::channel();

@@ -25,7 +25,9 @@ pub(crate) struct Open {
 }
 
 impl State {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(owner: Option<(u32, u32)>) -> Self {
+        // SAFETY: getuid and getgid cannot fail.
+        let (uid, gid) = owner.unwrap_or_else(|| unsafe { (libc::getuid(), libc::getgid()) });
         let mut s = State {
             paths: HashMap::new(),
             inodes: HashMap::new(),
@@ -34,8 +36,8 @@ impl State {
             cached: HashMap::new(),
             open: HashMap::new(),
             next_fh: 1,
-            uid: unsafe { libc::getuid() },
-            gid: unsafe { libc::getgid() },
+            uid,
+            gid,
         };
         s.paths.insert(1, String::new());
         s.inodes.insert(String::new(), 1);

@@ -45,6 +45,9 @@ pub struct Options {
     /// Let other users of this machine use the mount (FUSE's allow_other), e.g. for
     /// Samba serving it as another user. Off: only the user who mounted it.
     pub allow_other: bool,
+    /// The owner (uid, gid) its files show [default: the user who mounted it]; a
+    /// container in a user namespace gets its own root.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Mounts and serves until the folder is unmounted (`umount DIR` or `fusermount -u DIR`).
@@ -73,7 +76,7 @@ pub fn mount(opts: Options, dir: &std::path::Path) -> std::io::Result<()> {
         dav,
         rt,
         cache: opts.cache_dir,
-        state: Mutex::new(State::new()),
+        state: Mutex::new(State::new(opts.owner)),
     };
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![

@@ -144,10 +144,14 @@ fn node_info(
 }
 
 /// Creates the data directory, private to this user: it holds secrets and plaintext.
+/// Others may pass through it but not list it (mode 0711, as Docker's /var/lib/docker):
+/// a container's root, an unprivileged user of the node in its own user namespace,
+/// reaches its root file system in `containers/run/ID` (0710, its group only);
+/// everything else in it is this user's alone (files 0600, folders 0700).
 fn private_dir(data: &Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(data).map_err(NodeError::file("create the data directory", data))?;
-    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o711))
         .map_err(NodeError::file("make private to this user", data))
 }
 

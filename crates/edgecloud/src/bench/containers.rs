@@ -186,6 +186,7 @@ pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
             cwd: "/".into(),
             user: (0, 0),
             run: &run_spec,
+            user_namespace: None,
             binds: Vec::new(),
         });
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config)?)?;

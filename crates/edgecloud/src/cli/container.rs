@@ -48,6 +48,11 @@ pub struct RunArgs {
     /// outlives the container. Repeatable.
     #[arg(short, long = "volume", value_name = "BUCKET[/PREFIX]:/PATH[:ro]")]
     pub volume: Vec<String>,
+    /// host: run it in the node's user namespace, its root the node's root [default: a
+    /// user namespace of its own, its root an unprivileged user of the node, where the
+    /// kernel allows it and the network is not host]
+    #[arg(long, value_parser = ["host"])]
+    pub userns: Option<String>,
     /// In a cluster: run it on a node of this site (the one with most room).
     #[arg(long)]
     pub site: Option<String>,
@@ -256,6 +261,7 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         // Attached, this command removes it once it has its exit code.
         remove: a.rm && a.detach,
         aliases: Vec::new(),
+        userns: a.userns.unwrap_or_default(),
         site: a.site,
         node: a.node,
     };
@@ -296,6 +302,9 @@ pub struct LazyRootArgs {
     /// Where first opens are logged
     #[arg(long)]
     reads: PathBuf,
+    /// Added to owners' ids (the containers' user namespace)
+    #[arg(long, default_value_t = 0)]
+    id_shift: u32,
     /// Where to mount it
     mountpoint: PathBuf,
 }
@@ -308,6 +317,7 @@ pub fn lazy_root(a: &LazyRootArgs) -> anyhow::Result<()> {
         socket: a.socket.clone(),
         reads: a.reads.clone(),
         mountpoint: a.mountpoint.clone(),
+        id_shift: a.id_shift,
     })?;
     Ok(())
 }

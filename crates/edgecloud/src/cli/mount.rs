@@ -78,6 +78,7 @@ pub async fn run(a: MountArgs, data: &Path) -> anyhow::Result<()> {
         secret,
         cache_dir: cache.clone(),
         allow_other: a.allow_other,
+        owner: None,
     };
     eprintln!(
         "mounting bucket {} on {} (unmount with: umount {})",
