@@ -667,6 +667,12 @@ impl Containers {
             .clone()
     }
 
+    /// Why containers here get no user namespace of their own (None: they do, unless
+    /// they ask for the node's, or use its network or an unpacked root).
+    pub fn no_user_namespaces(&self) -> Option<&str> {
+        self.inner.no_user_namespaces.as_deref()
+    }
+
     /// Serves images through lazy roots run by `program` (the edgecloud binary, whose
     /// `lazy-root` command serves one) from now on.
     pub fn enable_lazy_roots(&self, program: PathBuf) -> Result<()> {

@@ -180,6 +180,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 .prefix("edgecloud-bench-")
                 .tempdir_in("/var/tmp")
                 .or_else(|_| tempfile::tempdir())?;
+            // Passable (not listable) by others, as a node's data folder is: containers
+            // in user namespaces reach their roots in it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))?;
             tmp.path().to_path_buf()
         }
     };
