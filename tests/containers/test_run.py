@@ -210,6 +210,7 @@ def test_a_bucket_volume_keeps_what_containers_write(node):
 def test_containers_outlive_a_restart_of_the_node(tmp_path, layout):
     data = tmp_path / "node"
     data.mkdir()
+    open_to_search(tmp_path)  # so in a user namespace of its own
     n = Node(data)
     cli(n, "image", "import", str(layout / "oci"))
     cli(n, "run", "-d", "--name", "survivor", "base", "sleep", "300")
@@ -220,6 +221,12 @@ def test_containers_outlive_a_restart_of_the_node(tmp_path, layout):
     try:
         [c] = ps(n)
         assert (c["name"], c["state"], c["pid"]) == ("survivor", "running", pid)
+        assert c["user_namespace"] == 1610612736
+        # exec joins its user namespace: root inside, owning what it writes in its root.
+        assert cli(n, "exec", "survivor", "sh", "-c", "echo x > /made && stat -c %u /made; id -u") \
+            == "0\n0\n"
+        with open(f"/proc/{pid}/status") as f:
+            assert "\nUid:\t1610612736\t" in f.read(), "an unprivileged user of the node"
         # Its lazy root lived on with it, and fetches through the new node a file
         # nothing had read before.
         assert cli(n, "exec", "survivor", "cat", "/www/index.html") \
