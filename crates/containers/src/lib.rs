@@ -245,6 +245,18 @@ pub struct Containers {
     inner: Arc<Inner>,
 }
 
+/// A [`Containers`] that does not keep the node's containers service alive (for those
+/// it keeps alive in turn, such as the cluster's heartbeats).
+#[derive(Clone)]
+pub struct WeakContainers(std::sync::Weak<Inner>);
+
+impl WeakContainers {
+    /// The service, while the node has it.
+    pub fn upgrade(&self) -> Option<Containers> {
+        self.0.upgrade().map(|inner| Containers { inner })
+    }
+}
+
 struct Inner {
     /// `DATA/containers`.
     dir: PathBuf,
@@ -665,6 +677,11 @@ impl Containers {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// A handle that does not keep the service alive.
+    pub fn downgrade(&self) -> WeakContainers {
+        WeakContainers(Arc::downgrade(&self.inner))
     }
 
     /// Why containers here get no user namespace of their own (None: they do, unless

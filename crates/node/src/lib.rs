@@ -321,15 +321,18 @@ impl Node {
             }
         };
         // Heartbeats report what containers and job tasks hold of this node, for the
-        // schedulers of every node (`cluster::capacity`).
+        // schedulers of every node (`cluster::capacity`). Weak handles: the membership
+        // lives as long as the archive, which the services hold.
         {
-            let (containers, jobs) = (containers.clone(), jobs.clone());
+            let containers = containers.as_ref().map(|c| c.downgrade());
+            let jobs = Arc::downgrade(&jobs);
             membership.count_load(Arc::new(move || {
                 let mut load = cluster::capacity::Load {
-                    tasks: jobs.tasks_running_here(),
+                    tasks: jobs.upgrade().map_or(0, |j| j.tasks_running_here()),
                     ..Default::default()
                 };
-                for c in containers.iter().flat_map(|c| c.list(false)) {
+                let running = containers.iter().filter_map(|c| c.upgrade());
+                for c in running.flat_map(|c| c.list(false)) {
                     load.containers += 1;
                     load.cpus_reserved += c.spec.cpus.unwrap_or(cluster::capacity::DEFAULT_CPUS);
                     load.memory_reserved += c.spec.memory.unwrap_or(0);
