@@ -143,13 +143,36 @@ pub enum Command {
     /// Mount a bucket as a local folder (FUSE) until `umount DIR`: reads come from a
     /// local cache, each written file becomes a new version when closed.
     Mount(cli::mount::MountArgs),
+    /// The image a stateless node boots over the network: build.
+    #[command(subcommand)]
+    NodeImage(cli::node_image::NodeImageCmd),
+    /// Run as PID 1 of a booted node image (what the image's /init does): mount the
+    /// kernel's file systems, load modules, bring up the network, run the node.
+    Init,
     /// (Internal) Serve an image's lazy root file system for the node's containers.
     #[command(hide = true)]
     LazyRoot(cli::container::LazyRootArgs),
 }
 
 fn main() -> ExitCode {
+    // The kernel starts /init with no arguments: so started, as PID 1, this binary is
+    // the node's init (`edgecloud serve` as PID 1 of a container is not).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let as_init = match args.as_slice() {
+        [name] => name.to_string_lossy().ends_with("init"),
+        [_, command] => command == "init",
+        _ => false,
+    };
+    if std::process::id() == 1 && as_init {
+        netboot::init::run();
+    }
     let cli = Cli::parse();
+    if let Command::Init = &cli.command {
+        eprintln!(
+            "error: edgecloud init runs only as PID 1 of a booted node image (docs/netboot.md)"
+        );
+        return ExitCode::FAILURE;
+    }
     // Every TLS client and server here uses ring (reqwest is built without a provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Command::LazyRoot(args) = &cli.command {
@@ -225,5 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => cli::objects::status(&client()?).await,
         Command::Mount(a) => cli::mount::run(a, &data).await,
         Command::LazyRoot(a) => cli::container::lazy_root(&a),
+        Command::NodeImage(cmd) => cli::node_image::run(cmd),
+        Command::Init => unreachable!("handled before the runtime starts"),
     }
 }

@@ -12,5 +12,6 @@ pub mod job;
 pub mod key;
 pub mod ledger;
 pub mod mount;
+pub mod node_image;
 pub mod objects;
 pub mod serve;

@@ -1,0 +1,112 @@
+//! `edgecloud node-image build` and `edgecloud init` (crates/netboot): the image a
+//! stateless node boots, and the binary as its PID 1.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+#[derive(clap::Subcommand)]
+pub enum NodeImageCmd {
+    /// Build a kernel and an initramfs that boot into edgecloud: OUT/vmlinuz,
+    /// OUT/initramfs.img and OUT/manifest.json (hashes; the same inputs give the same
+    /// bytes). Boot them with iPXE, PXELINUX or `qemu -kernel -initrd`
+    /// (docs/netboot.md).
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// Where the image goes
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A Debian linux-image-*.deb to take the kernel and modules from [default: the
+    /// current linux-image-amd64, fetched with apt-get download]
+    #[arg(long, value_name = "FILE")]
+    kernel_deb: Option<PathBuf>,
+    /// The edgecloud binary to put in the image [default: this one]
+    #[arg(long, value_name = "FILE")]
+    binary: Option<PathBuf>,
+    /// A kernel module to load at boot, with what it needs; repeatable [default:
+    /// network and disk drivers for common hardware and VMs, overlay, fuse, veth]
+    #[arg(long = "module", value_name = "NAME")]
+    modules: Vec<String>,
+}
+
+/// The current linux-image-amd64's package, downloaded into `dir` with apt.
+fn fetch_kernel_deb(dir: &Path) -> anyhow::Result<PathBuf> {
+    let depends = Command::new("apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()
+        .context("running apt-cache (give --kernel-deb on a machine without apt)")?;
+    let text = String::from_utf8_lossy(&depends.stdout);
+    let Some(package) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
+        .map(|v| format!("linux-image-{v}"))
+    else {
+        bail!("apt knows no linux-image-amd64 package: give --kernel-deb");
+    };
+    std::fs::create_dir_all(dir)?;
+    eprintln!("fetching {package} with apt-get download ...");
+    let got = Command::new("apt-get")
+        .args(["download", &package])
+        .current_dir(dir)
+        .status()
+        .context("running apt-get download")?;
+    if !got.success() {
+        bail!("apt-get download {package} failed: give --kernel-deb");
+    }
+    std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .with_context(|| {
+            format!(
+                "apt-get download left no {package}_*.deb in {}",
+                dir.display()
+            )
+        })
+}
+
+pub fn run(cmd: NodeImageCmd) -> anyhow::Result<()> {
+    match cmd {
+        NodeImageCmd::Build(a) => {
+            let kernel_deb = match a.kernel_deb {
+                Some(k) => k,
+                None => fetch_kernel_deb(&a.out.join("kernel-package"))?,
+            };
+            let binary = match a.binary {
+                Some(b) => b,
+                None => std::env::current_exe()?,
+            };
+            eprintln!(
+                "building from {} and {} ...",
+                kernel_deb.display(),
+                binary.display()
+            );
+            let m = netboot::image::build(&netboot::image::BuildOptions {
+                kernel_deb,
+                binary,
+                out: a.out.clone(),
+                modules: a.modules,
+            })?;
+            println!(
+                "kernel     {} (sha256 {})",
+                m.kernel_version, m.kernel_sha256
+            );
+            println!(
+                "initramfs  {:.1} MiB (sha256 {})",
+                m.initramfs_bytes as f64 / (1 << 20) as f64,
+                m.initramfs_sha256
+            );
+            println!("modules    {}", m.modules.join(" "));
+            println!("image      sha256 {}", m.image_sha256);
+            println!("written to {}", a.out.display());
+            Ok(())
+        }
+    }
+}

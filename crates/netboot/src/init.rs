@@ -1,0 +1,416 @@
+//! `edgecloud init`: the edgecloud binary as PID 1 of a booted node image. It mounts
+//! the kernel's file systems, loads the image's modules, brings the network up (DHCP,
+//! or an address from the kernel command line), starts `edgecloud serve` as its child,
+//! reaps every process that ends, starts the node again if it dies, and on SIGTERM,
+//! SIGINT (Ctrl-Alt-Del) or SIGPWR stops the node and powers the machine off.
+//!
+//! Kernel command line (all optional):
+//! - `edgecloud.serve="--site s1 --join 10.0.0.1:9420"`: more `serve` arguments;
+//! - `edgecloud.env.NAME=VALUE`: an environment variable for the node;
+//! - `edgecloud.ip=10.0.2.15/24` and `edgecloud.gateway=10.0.2.2`: no DHCP;
+//! - `edgecloud.on_exit=poweroff`: power off when the node ends, instead of starting it
+//!   again.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{NetbootError, Result, dhcp, image, net};
+
+/// Where the node keeps its data directory: memory only (see docs/netboot.md).
+pub const DATA: &str = "/run/edgecloud";
+
+/// What the kernel command line asks of the node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BootParams {
+    /// More `edgecloud serve` arguments.
+    pub serve: Vec<String>,
+    /// Environment for the node.
+    pub env: Vec<(String, String)>,
+    /// A fixed address instead of DHCP.
+    pub ip: Option<(Ipv4Addr, u8)>,
+    /// The gateway with a fixed address.
+    pub gateway: Option<Ipv4Addr>,
+    /// Power off when the node ends.
+    pub poweroff_on_exit: bool,
+}
+
+/// Splits a kernel command line into words, keeping "double-quoted" parts together.
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Reads the `edgecloud.*` parameters of a kernel command line; others are the
+/// kernel's. A malformed one is an error that names it.
+pub fn parse_cmdline(line: &str) -> Result<BootParams> {
+    let mut p = BootParams::default();
+    let bad = |w: &str, why: &str| NetbootError::Boot(format!("kernel parameter {w}: {why}"));
+    for w in words(line) {
+        let Some(rest) = w.strip_prefix("edgecloud.") else {
+            continue;
+        };
+        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        match key {
+            "serve" => p.serve = value.split_whitespace().map(str::to_string).collect(),
+            "ip" => {
+                let (ip, prefix) = value.split_once('/').unwrap_or((value, "24"));
+                let ip = ip.parse().map_err(|_| bad(&w, "use ADDRESS/PREFIX"))?;
+                let prefix: u8 = prefix.parse().map_err(|_| bad(&w, "use ADDRESS/PREFIX"))?;
+                if prefix > 32 {
+                    return Err(bad(&w, "the prefix is 0 to 32"));
+                }
+                p.ip = Some((ip, prefix));
+            }
+            "gateway" => p.gateway = Some(value.parse().map_err(|_| bad(&w, "an IPv4 address"))?),
+            "on_exit" => match value {
+                "poweroff" => p.poweroff_on_exit = true,
+                "restart" => p.poweroff_on_exit = false,
+                _ => return Err(bad(&w, "poweroff or restart")),
+            },
+            k => match k.strip_prefix("env.") {
+                Some(name) if !name.is_empty() => p.env.push((name.to_string(), value.to_string())),
+                _ => return Err(bad(&w, "unknown; see docs/netboot.md")),
+            },
+        }
+    }
+    Ok(p)
+}
+
+/// A line on the console, where the machine's operator sees it.
+fn say(msg: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "edgecloud init: {msg}");
+    let _ = out.flush();
+}
+
+fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<()> {
+    std::fs::create_dir_all(target)?;
+    let c = |s: &str| CString::new(s).map_err(|e| NetbootError::Boot(e.to_string()));
+    let (s, t, f, d) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
+    // SAFETY: every pointer is a NUL-terminated string alive for the call.
+    let r = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(NetbootError::Boot(format!(
+                "mounting {fstype} on {target}: {e}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn mount_kernel_file_systems() -> Result<()> {
+    let (nosuid, nodev, noexec) = (libc::MS_NOSUID, libc::MS_NODEV, libc::MS_NOEXEC);
+    mount("proc", "/proc", "proc", nosuid | nodev | noexec, "")?;
+    mount("sysfs", "/sys", "sysfs", nosuid | nodev | noexec, "")?;
+    mount("devtmpfs", "/dev", "devtmpfs", nosuid, "mode=0755")?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        nosuid | noexec,
+        "gid=5,mode=0620,ptmxmode=0666",
+    )?;
+    mount("tmpfs", "/dev/shm", "tmpfs", nosuid | nodev, "mode=1777")?;
+    mount("tmpfs", "/run", "tmpfs", nosuid | nodev, "mode=0755")?;
+    mount("tmpfs", "/tmp", "tmpfs", nosuid | nodev, "mode=1777")?;
+    mount(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nosuid | nodev | noexec,
+        "",
+    )?;
+    Ok(())
+}
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid out-parameter.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    u.release
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8 as char)
+        .collect()
+}
+
+/// Loads the image's modules in their order; returns how many it loaded.
+fn load_modules() -> Result<usize> {
+    let base = format!("/lib/modules/{}", kernel_release());
+    let order = match std::fs::read_to_string(format!("{base}/{}", image::LOAD_ORDER)) {
+        Ok(o) => o,
+        Err(_) => return Ok(0), // an image for another kernel, or without modules
+    };
+    let mut loaded = 0;
+    for path in order.lines().filter(|l| !l.is_empty()) {
+        let file = std::fs::File::open(format!("{base}/{path}"))?;
+        let none = c"";
+        // SAFETY: finit_module takes an open file, a NUL-terminated parameter string
+        // and flags; both outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                none.as_ptr(),
+                0,
+            )
+        };
+        let e = std::io::Error::last_os_error();
+        if r == 0 {
+            loaded += 1;
+        } else if e.raw_os_error() != Some(libc::EEXIST) {
+            say(&format!("module {path}: {e}"));
+        }
+    }
+    Ok(loaded)
+}
+
+/// Brings up loopback and the first Ethernet interface that gets an address; returns
+/// the address.
+fn network(p: &BootParams) -> Result<Ipv4Addr> {
+    net::up("lo")?;
+    net::address("lo", Ipv4Addr::LOCALHOST, 8)?;
+    // Drivers register their interfaces as modules load; give them a moment.
+    let mut interfaces = Vec::new();
+    for _ in 0..50 {
+        interfaces = net::ethernet_interfaces();
+        if !interfaces.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut last =
+        NetbootError::Network("no Ethernet interface (is its driver in the image?)".into());
+    for iface in interfaces {
+        net::up(&iface)?;
+        let lease = match p.ip {
+            Some((ip, prefix)) => Ok(dhcp::Lease {
+                address: ip,
+                prefix,
+                router: p.gateway,
+                dns: Vec::new(),
+                server: Ipv4Addr::UNSPECIFIED,
+            }),
+            None => dhcp::lease(&iface, net::mac(&iface)?, Duration::from_secs(15)),
+        };
+        match lease {
+            Ok(l) => {
+                net::address(&iface, l.address, l.prefix)?;
+                if let Some(gw) = l.router {
+                    net::default_route(gw)?;
+                }
+                if !l.dns.is_empty() {
+                    let body: String = l.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+                    let _ = std::fs::write("/etc/resolv.conf", body);
+                }
+                say(&format!(
+                    "{iface}: {}/{} via {}",
+                    l.address,
+                    l.prefix,
+                    l.router.map_or("no router".into(), |r| r.to_string())
+                ));
+                return Ok(l.address);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset and sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        set
+    }
+}
+
+fn start_node(address: Ipv4Addr, p: &BootParams) -> Result<u32> {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("edgecloud")
+        .arg("serve")
+        .arg("--data")
+        .arg(DATA)
+        .arg("--bind")
+        .arg(address.to_string())
+        .args(&p.serve)
+        .envs(p.env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: sigprocmask is async-signal-safe: the node gets the signals init blocks.
+    unsafe {
+        cmd.pre_exec(|| {
+            let empty = signal_set(&[]);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| NetbootError::Boot(format!("starting edgecloud serve: {e}")))?;
+    say(&format!("node started (pid {})", child.id()));
+    Ok(child.id())
+}
+
+fn power_off(node: Option<u32>) -> ! {
+    if let Some(pid) = node {
+        say("stopping the node");
+        // SAFETY: kill sends a signal; the pid is our child's.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        for _ in 0..200 {
+            let mut status = 0;
+            // SAFETY: waitpid with WNOHANG on our child.
+            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if r == pid as libc::pid_t || r < 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    say("powering off");
+    // SAFETY: sync and reboot take no pointers; PID 1 may power the machine off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Runs as PID 1; never returns (the machine powers off).
+pub fn run() -> ! {
+    say("starting");
+    if let Err(e) = mount_kernel_file_systems() {
+        say(&format!("{e}"));
+    }
+    match load_modules() {
+        Ok(n) => say(&format!("{n} kernel modules loaded")),
+        Err(e) => say(&format!("loading modules: {e}")),
+    }
+    // Ctrl-Alt-Del comes to init as SIGINT instead of rebooting at once.
+    // SAFETY: reboot with CAD_OFF only changes what Ctrl-Alt-Del does.
+    unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let params = match parse_cmdline(&cmdline) {
+        Ok(p) => p,
+        Err(e) => {
+            say(&format!("{e}; booting with defaults"));
+            BootParams::default()
+        }
+    };
+    let address = loop {
+        match network(&params) {
+            Ok(a) => break a,
+            Err(e) => {
+                say(&format!("{e}; trying again in 5 s"));
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    };
+    let watched = [
+        libc::SIGCHLD,
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGPWR,
+        libc::SIGUSR2,
+    ];
+    let set = signal_set(&watched);
+    // SAFETY: blocking signals to take them with sigtimedwait below.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let mut node = start_node(address, &params).ok();
+    let mut restart_at: Option<std::time::Instant> = None;
+    loop {
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: set and timeout are valid; the info out-parameter may be null.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+        match sig {
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR | libc::SIGUSR2 => power_off(node),
+            libc::SIGCHLD => loop {
+                let mut status = 0;
+                // SAFETY: reaping any ended child of PID 1 (orphans come here too).
+                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                if Some(pid as u32) == node {
+                    say(&format!("the node ended (status {status})"));
+                    node = None;
+                    if params.poweroff_on_exit {
+                        power_off(None);
+                    }
+                    restart_at = Some(std::time::Instant::now() + Duration::from_secs(2));
+                }
+            },
+            _ => {}
+        }
+        if node.is_none() && restart_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            restart_at = None;
+            node = start_node(address, &params).ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_command_line_gives_the_nodes_settings() {
+        let p = parse_cmdline(
+            "BOOT_IMAGE=vmlinuz console=ttyS0 quiet edgecloud.serve=\"--site s2 --join 10.0.2.2:9420\" \
+             edgecloud.env.EDGECLOUD_ACCESS_KEY=AK edgecloud.ip=10.0.2.15/24 \
+             edgecloud.gateway=10.0.2.2 edgecloud.on_exit=poweroff\n",
+        )
+        .unwrap();
+        assert_eq!(p.serve, ["--site", "s2", "--join", "10.0.2.2:9420"]);
+        assert_eq!(
+            p.env,
+            [("EDGECLOUD_ACCESS_KEY".to_string(), "AK".to_string())]
+        );
+        assert_eq!(p.ip, Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
+        assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert!(p.poweroff_on_exit);
+        assert_eq!(
+            parse_cmdline("console=ttyS0").unwrap(),
+            BootParams::default()
+        );
+        for bad in [
+            "edgecloud.ip=10.0.2/24",
+            "edgecloud.ip=10.0.2.1/33",
+            "edgecloud.colour=red",
+        ] {
+            let e = parse_cmdline(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{e}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+"""A node image booted in a VM: `edgecloud node-image build` makes a kernel and an
+initramfs from Debian's kernel package and this build's binary; qemu boots them
+(`-kernel/-initrd`, KVM where /dev/kvm is) with a virtio network card on qemu's user
+network; the node gets its address by DHCP, serves S3 (reached through a forwarded
+port), and powers off cleanly when the machine is asked to (Ctrl-Alt-Del)."""
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import ACCESS, BIN, SECRET, free_port
+
+KERNELS = "/var/tmp/edgecloud-tools/kernel"
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None
+                                or not glob.glob(f"{KERNELS}/linux-image-*.deb"),
+                                reason="needs qemu-system-x86 and a kernel package (scripts/setup)")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    out = tmp_path_factory.mktemp("node-image")
+    deb = sorted(glob.glob(f"{KERNELS}/linux-image-*.deb"))[-1]
+    p = subprocess.run([BIN, "node-image", "build", "--out", str(out), "--kernel-deb", deb],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "image      sha256" in p.stdout
+    return out
+
+
+KVM = None
+
+
+def kvm_works(image, tmp):
+    """Whether a guest runs under KVM here: /dev/kvm can be there while nested
+    virtualisation does not run the guest (this CI machine); then the tests boot under
+    TCG (software emulation), slower but the same."""
+    global KVM
+    if KVM is None:
+        KVM = False
+        if os.access("/dev/kvm", os.W_OK):
+            log = tmp / "kvm-probe.log"
+            p = subprocess.Popen(["qemu-system-x86_64", "-enable-kvm", "-m", "256", "-display", "none",
+                                  "-serial", f"file:{log}", "-kernel", str(image / "vmlinuz"),
+                                  "-append", "console=ttyS0 panic=-1", "-no-reboot"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 5
+            while time.time() < deadline and not KVM:
+                KVM = log.exists() and log.stat().st_size > 0
+                time.sleep(0.2)
+            p.kill()
+            p.wait()
+    return KVM
+
+
+class VM:
+    def __init__(self, image, tmp, append=""):
+        self.s3_port = free_port()
+        self.monitor = tmp / "monitor.sock"
+        self.console = tmp / "console.log"
+        kvm = ["-enable-kvm", "-cpu", "host"] if kvm_works(image, tmp) else []
+        cmdline = ("console=ttyS0 panic=-1 "
+                   f"edgecloud.env.EDGECLOUD_ACCESS_KEY={ACCESS} "
+                   f"edgecloud.env.EDGECLOUD_SECRET_KEY={SECRET} " + append)
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            ["qemu-system-x86_64", *kvm, "-m", "1024", "-smp", "2", "-no-reboot",
+             "-display", "none", "-serial", f"file:{self.console}",
+             "-monitor", f"unix:{self.monitor},server,nowait",
+             "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initramfs.img"),
+             "-append", cmdline,
+             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400",
+             "-device", "virtio-net-pci,netdev=n0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def log(self):
+        return self.console.read_text(errors="replace") if self.console.exists() else ""
+
+    def wait_for_s3(self, timeout=120):
+        """Seconds from power-on until S3 answers an HTTP request."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                with socket.create_connection(("127.0.0.1", self.s3_port), timeout=1) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    s.settimeout(2)
+                    if s.recv(12).startswith(b"HTTP/1.1"):
+                        return time.time() - self.started
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("S3 did not answer:\n" + self.log()[-4000:])
+
+    def monitor_command(self, cmd):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.monitor))
+            s.sendall(cmd.encode() + b"\n")
+            time.sleep(0.5)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_a_node_image_is_reproducible_and_small(image, tmp_path):
+    manifest = json.loads((image / "manifest.json").read_text())
+    assert manifest["initramfs_bytes"] < 40 << 20, "the initramfs target is 40 MB"
+    assert "virtio_net" in manifest["modules"] and "virtio_pci" in manifest["modules"]
+    deb = sorted(glob.glob(f"{KERNELS}/linux-image-*.deb"))[-1]
+    again = tmp_path / "again"
+    p = subprocess.run([BIN, "node-image", "build", "--out", str(again), "--kernel-deb", deb],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    for f in ("vmlinuz", "initramfs.img", "manifest.json"):
+        assert (image / f).read_bytes() == (again / f).read_bytes(), f"{f} differs"
+
+
+def test_a_booted_node_gets_an_address_serves_s3_and_powers_off(image, tmp_path):
+    import boto3
+    from botocore.config import Config
+    vm = VM(image, tmp_path)
+    try:
+        seconds = vm.wait_for_s3()
+        print(f"power-on to S3 answering: {seconds:.1f} s ({'KVM' if KVM else 'TCG'})")
+        log = vm.log()
+        assert "edgecloud init: starting" in log
+        assert "kernel modules loaded" in log and "eth0: 10.0.2.15/24 via 10.0.2.2" in log, log
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{vm.s3_port}",
+                          aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
+                          region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 2}))
+        s3.create_bucket(Bucket="booted")
+        s3.put_object(Bucket="booted", Key="hello.txt", Body=b"from a netbooted node\n")
+        assert s3.get_object(Bucket="booted", Key="hello.txt")["Body"].read() \
+            == b"from a netbooted node\n"
+        # Ctrl-Alt-Del reaches init as SIGINT: it stops the node and powers off.
+        vm.monitor_command("sendkey ctrl-alt-delete")
+        vm.proc.wait(timeout=60)
+        log = vm.log()
+        assert "stopping the node" in log and "powering off" in log, log[-3000:]
+    finally:
+        vm.kill()
+
+
+def test_bad_boot_parameters_are_named_and_the_node_still_boots(image, tmp_path):
+    vm = VM(image, tmp_path, append="edgecloud.colour=red")
+    try:
+        vm.wait_for_s3()
+        assert "kernel parameter edgecloud.colour=red: unknown" in vm.log()
+    finally:
+        vm.kill()
