@@ -272,15 +272,18 @@ fn service_spec(project: &str, service: &str, s: Service) -> Result<(RunSpec, Ve
     Ok((spec, deps))
 }
 
-/// `512m`, `1g`, `1048576` (bytes), as Compose's mem_limit.
+/// `512m`, `1.5g`, `1048576` (bytes): a memory size as Docker's `--memory` and
+/// Compose's `mem_limit` take it.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+    let (number, unit) = match t
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+    {
         Some((i, _)) => t.split_at(i),
         None => (t, ""),
     };
-    let n: u64 = digits.parse().ok()?;
     let mult: u64 = match unit {
         "" => 1,
         "k" => 1 << 10,
@@ -288,7 +291,13 @@ pub fn parse_size(text: &str) -> Option<u64> {
         "g" => 1 << 30,
         _ => return None,
     };
-    n.checked_mul(mult)
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    // As Docker, a fraction of a unit: 1.5g.
+    let n: f64 = number.parse().ok()?;
+    let bytes = n * mult as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 #[cfg(test)]
@@ -320,6 +329,17 @@ services:
       db: {condition: service_started}
     container_name: the-cache
 "#;
+
+    #[test]
+    fn memory_sizes_read_as_docker_reads_them() {
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("1.5g"), Some(3 << 29));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size(" 2GB "), Some(2 << 30));
+        for bad in ["", "m", "-1m", "1.2.3g", "5t", "1e400"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn services_come_out_dependencies_first_with_their_settings() {

@@ -134,20 +134,10 @@ pub enum ContainerCmd {
     },
 }
 
-/// `256m`, `1g`, `4096` as bytes.
+/// `256m`, `1.5g`, `4096` as bytes.
 fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("memory {s:?}: use bytes or a number with k, m or g"))?;
-    Ok((n * mult as f64) as u64)
+    containers::compose::parse_size(s)
+        .with_context(|| format!("memory {s:?}: use bytes or a number with k, m or g"))
 }
 
 fn short(id: &str) -> &str {
