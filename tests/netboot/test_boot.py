@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ACCESS, BIN, SECRET, free_port
+from conftest import ACCESS, BIN, SECRET, Node, free_port
 
 KERNELS = "/var/tmp/edgecloud-tools/kernel"
 
@@ -59,7 +59,10 @@ def kvm_works(image, tmp):
 
 
 class VM:
-    def __init__(self, image, tmp, append=""):
+    """A VM booting the image: from `-kernel/-initrd`, or with `boot_url` over the
+    network (qemu's iPXE ROM asks qemu's DHCP, which names `boot_url` as the boot file)."""
+
+    def __init__(self, image, tmp, append="", boot_url=None):
         self.s3_port = free_port()
         self.monitor = tmp / "monitor.sock"
         self.console = tmp / "console.log"
@@ -67,15 +70,19 @@ class VM:
         cmdline = ("console=ttyS0 panic=-1 "
                    f"edgecloud.env.EDGECLOUD_ACCESS_KEY={ACCESS} "
                    f"edgecloud.env.EDGECLOUD_SECRET_KEY={SECRET} " + append)
+        if boot_url:
+            boot = ["-boot", "n"]
+            netdev = f"user,id=n0,bootfile={boot_url},hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
+        else:
+            boot = ["-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initramfs.img"),
+                    "-append", cmdline]
+            netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
         self.started = time.time()
         self.proc = subprocess.Popen(
             ["qemu-system-x86_64", *kvm, "-m", "1024", "-smp", "2", "-no-reboot",
              "-display", "none", "-serial", f"file:{self.console}",
-             "-monitor", f"unix:{self.monitor},server,nowait",
-             "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initramfs.img"),
-             "-append", cmdline,
-             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400",
-             "-device", "virtio-net-pci,netdev=n0"],
+             "-monitor", f"unix:{self.monitor},server,nowait", *boot,
+             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def log(self):
@@ -156,3 +163,41 @@ def test_bad_boot_parameters_are_named_and_the_node_still_boots(image, tmp_path)
         assert "kernel parameter edgecloud.colour=red: unknown" in vm.log()
     finally:
         vm.kill()
+
+
+def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, tmp_path):
+    """`serve --boot-image`: the node serves /boot.ipxe, the kernel and the initramfs; a
+    VM with no disk and no kernel given boots from its network card (iPXE), runs the
+    image it was served and answers S3."""
+    port = free_port()
+    args = ("console=ttyS0 panic=-1 "
+            f"edgecloud.env.EDGECLOUD_ACCESS_KEY={ACCESS} edgecloud.env.EDGECLOUD_SECRET_KEY={SECRET}")
+    (tmp_path / "host").mkdir()
+    host = Node(tmp_path / "host", "--boot-image", str(image), "--boot-listen", f"127.0.0.1:{port}",
+                "--boot-args", args)
+    try:
+        manifest = json.loads((image / "manifest.json").read_text())
+        p = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/boot.ipxe"],
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0 and p.stdout.startswith("#!ipxe\n"), p
+        assert f"edgecloud.image={manifest['image_sha256']}" in p.stdout
+        kernel = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/vmlinuz"],
+                                capture_output=True, timeout=10).stdout
+        assert kernel == (image / "vmlinuz").read_bytes()
+        # qemu's user network reaches the host's loopback at 10.0.2.2.
+        vm = VM(image, tmp_path, boot_url=f"http://10.0.2.2:{port}/boot.ipxe")
+        try:
+            seconds = vm.wait_for_s3(timeout=240)
+            print(f"power-on to S3 answering, booted over the network: {seconds:.1f} s")
+            assert f"booted image sha256 {manifest['image_sha256']}" in vm.log()
+        finally:
+            vm.kill()
+    finally:
+        host.stop()
+    # A folder that holds no image fails the start, saying what to do.
+    p = subprocess.run([BIN, "serve", "--data", str(tmp_path / "other"), "--boot-image", str(tmp_path),
+                        "--bind", "127.0.0.1", "--s3-listen", "127.0.0.1:0", "--dav-listen", "127.0.0.1:0",
+                        "--ftp-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0",
+                        "--admin-listen", "127.0.0.1:0", "--boot-listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "node-image build" in p.stderr, p.stderr

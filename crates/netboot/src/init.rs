@@ -9,7 +9,8 @@
 //! - `edgecloud.env.NAME=VALUE`: an environment variable for the node;
 //! - `edgecloud.ip=10.0.2.15/24` and `edgecloud.gateway=10.0.2.2`: no DHCP;
 //! - `edgecloud.on_exit=poweroff`: power off when the node ends, instead of starting it
-//!   again.
+//!   again;
+//! - `edgecloud.image=SHA256`: the image's hash (the boot server adds it), logged.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -36,6 +37,8 @@ pub struct BootParams {
     pub gateway: Option<Ipv4Addr>,
     /// Power off when the node ends.
     pub poweroff_on_exit: bool,
+    /// The image's hash, as the boot server named it.
+    pub image: Option<String>,
 }
 
 /// Splits a kernel command line into words, keeping "double-quoted" parts together.
@@ -79,6 +82,7 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams> {
                 }
                 p.ip = Some((ip, prefix));
             }
+            "image" => p.image = Some(value.to_string()),
             "gateway" => p.gateway = Some(value.parse().map_err(|_| bad(&w, "an IPv4 address"))?),
             "on_exit" => match value {
                 "poweroff" => p.poweroff_on_exit = true,
@@ -325,6 +329,9 @@ pub fn run() -> ! {
             BootParams::default()
         }
     };
+    if let Some(image) = &params.image {
+        say(&format!("booted image sha256 {image}"));
+    }
     let address = loop {
         match network(&params) {
             Ok(a) => break a,

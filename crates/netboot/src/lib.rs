@@ -4,9 +4,11 @@
 //! - `image`: `edgecloud node-image build`, a reproducible kernel + initramfs.
 //! - `init`: edgecloud as PID 1 (mounts, modules, network, the node, power off).
 //! - `dhcp`, `net`: the network as PID 1 brings it up, without tools in the image.
+//! - `boot_server`: the iPXE script, kernel and initramfs, served by a node.
 //!
 //! docs/netboot.md has how to boot one and what it keeps where.
 
+pub mod boot_server;
 pub mod dhcp;
 pub mod image;
 pub mod init;

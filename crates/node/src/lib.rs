@@ -68,6 +68,8 @@ pub struct Summary {
     pub ftp: SocketAddr,
     /// The NFS gateway's address and the access key it acts as, when on.
     pub nfs: Option<(String, String)>,
+    /// The boot server's address, with --boot-image.
+    pub boot: Option<String>,
     /// S3, WebDAV, the admin API and FTP speak TLS.
     pub tls: bool,
     /// The S3 root access key id.
@@ -426,6 +428,15 @@ impl Node {
                 .map_err(cannot_listen(&cfg.listen.nfs, "nfs-listen"))?;
         }
         let ftp_listener = bind(&cfg.listen.ftp, "ftp-listen").await?;
+        // The boot server: its image is checked now, so a wrong folder fails the start.
+        let boot = match &cfg.boot_image {
+            Some(dir) => {
+                let app = netboot::boot_server::router(dir.clone(), &cfg.boot_args)
+                    .map_err(|e| NodeError::Settings(format!("--boot-image: {e}")))?;
+                Some((bind(&cfg.listen.boot, "boot-listen").await?, app))
+            }
+            None => None,
+        };
         background.push(background::publish_ledger(
             auditor.clone(),
             client.clone(),
@@ -448,6 +459,10 @@ impl Node {
             dav: local_addr(&dav_listener)?,
             ftp: local_addr(&ftp_listener)?,
             nfs: cfg.nfs_key.clone().map(|k| (cfg.listen.nfs.clone(), k)),
+            boot: match &boot {
+                Some((l, _)) => Some(local_addr(l)?.to_string()),
+                None => None,
+            },
             tls: tls.is_some(),
             access_key: access.clone(),
             credentials_file: data.join(secrets::S3_CREDENTIALS),
@@ -622,6 +637,18 @@ impl Node {
             )),
         ));
         servers.push(("node-to-node", rpc_task));
+        if let Some((tcp, app)) = boot {
+            // Plain HTTP: iPXE fetches over it; the image holds no secrets.
+            let plain = cluster::server::Listener {
+                what: "boot",
+                tcp,
+                tls: None,
+            };
+            servers.push((
+                "boot",
+                cluster::server::serve_app(plain, app, stop_rx.clone()),
+            ));
+        }
         Ok(Node {
             archive,
             auditor,

@@ -31,6 +31,10 @@ pub mod defaults {
     pub const DAV_PORT: u16 = 9401;
     /// NFS v3 port.
     pub const NFS_PORT: u16 = 9402;
+    /// Boot server port (with --boot-image).
+    pub const BOOT_PORT: u16 = 9403;
+    /// The kernel command line booting nodes get.
+    pub const BOOT_ARGS: &str = "console=ttyS0";
     /// Admin API port.
     pub const ADMIN_PORT: u16 = 9410;
     /// Node-to-node port.
@@ -126,6 +130,21 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_NFS_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nfs_listen: Option<String>,
+    /// Serve this node image (a folder `edgecloud node-image build` wrote) to machines
+    /// that boot over the network: an iPXE script at /boot.ipxe, the kernel and the
+    /// initramfs over HTTP (docs/netboot.md) [default: off]
+    #[arg(long, env = "EDGECLOUD_BOOT_IMAGE", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_image: Option<PathBuf>,
+    /// Address of the boot server, with --boot-image [default: 0.0.0.0:9403]
+    #[arg(long, env = "EDGECLOUD_BOOT_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_listen: Option<String>,
+    /// The kernel command line the boot script gives booting nodes, e.g.
+    /// `console=ttyS0 edgecloud.serve="--site lab"` [default: console=ttyS0]
+    #[arg(long, env = "EDGECLOUD_BOOT_ARGS", value_name = "ARGS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_args: Option<String>,
     /// Address of the WebDAV gateway [default: 0.0.0.0:9401]
     #[arg(long, env = "EDGECLOUD_DAV_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -272,6 +291,8 @@ pub struct Addresses {
     pub ftp: String,
     /// NFS v3 gateway (only with `NodeConfig::nfs_key`).
     pub nfs: String,
+    /// Boot server (only with `NodeConfig::boot_image`).
+    pub boot: String,
     /// Admin API.
     pub admin: String,
     /// Node-to-node API (mutual TLS).
@@ -318,6 +339,10 @@ pub struct NodeConfig {
     pub tls_self_signed: bool,
     /// The access key NFS acts as; None keeps NFS off.
     pub nfs_key: Option<String>,
+    /// The node image the boot server serves; None keeps it off.
+    pub boot_image: Option<PathBuf>,
+    /// The kernel command line of the boot script.
+    pub boot_args: String,
     /// Base domain for virtual-hosted-style S3.
     pub domain: Option<String>,
     /// The master key file.
@@ -397,6 +422,7 @@ impl NodeSettings {
                 dav: listen(self.dav_listen, d::HOST, d::DAV_PORT),
                 ftp: listen(self.ftp_listen, d::HOST, d::FTP_PORT),
                 nfs: listen(self.nfs_listen, d::HOST, d::NFS_PORT),
+                boot: listen(self.boot_listen, d::HOST, d::BOOT_PORT),
                 admin: listen(self.admin_listen, d::ADMIN_HOST, d::ADMIN_PORT),
                 rpc: listen(self.rpc_listen, d::HOST, d::RPC_PORT),
                 local_ip: self.bind.as_deref().and_then(|b| b.parse().ok()),
@@ -415,6 +441,8 @@ impl NodeSettings {
             tls,
             tls_self_signed: self.tls_self_signed,
             nfs_key: self.nfs_key,
+            boot_image: self.boot_image,
+            boot_args: or(self.boot_args, d::BOOT_ARGS),
             domain: self.domain,
             master_key_file: self
                 .master_key_file

@@ -86,6 +86,11 @@ fn print_summary(s: &node::Summary) {
     if let Some((addr, key)) = &s.nfs {
         eprintln!("  nfs:     {addr} (v3, as access key {key}; mount /BUCKET)");
     }
+    if let Some(addr) = &s.boot {
+        eprintln!(
+            "  boot:    http://{addr}/boot.ipxe (the node image for machines booting over the network)"
+        );
+    }
     for warning in &s.cleartext {
         eprintln!("  warning: {warning}");
     }

@@ -1,0 +1,110 @@
+//! The boot server in a node (`serve --boot-image DIR`): machines that boot over the
+//! network get an iPXE script at `/boot.ipxe`, which loads the image's kernel and
+//! initramfs from the same server (paths relative to the script, so it works behind
+//! any address), with the node's `--boot-args` and the image's hash on the kernel
+//! command line. Point DHCP's boot file at `http://NODE:9403/boot.ipxe` (iPXE), or
+//! chainload iPXE first.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::image::Manifest;
+
+#[derive(Clone)]
+struct Served {
+    dir: PathBuf,
+    script: String,
+}
+
+/// The iPXE script for an image with `manifest`, giving the kernel `args`.
+pub fn script(manifest: &Manifest, args: &str) -> String {
+    format!(
+        "#!ipxe\n\
+         echo edgecloud node image {image} (kernel {kernel})\n\
+         kernel vmlinuz initrd=initramfs.img {args} edgecloud.image={image}\n\
+         initrd initramfs.img\n\
+         boot\n",
+        image = manifest.image_sha256,
+        kernel = manifest.kernel_version,
+    )
+}
+
+/// The routes for the image in `dir` (its `manifest.json` read now: a folder that is
+/// no image is refused at start, not when a machine boots).
+pub fn router(dir: PathBuf, args: &str) -> crate::Result<Router> {
+    let text = std::fs::read(dir.join("manifest.json")).map_err(|e| {
+        crate::NetbootError::Image(format!(
+            "{} is no node image (no manifest.json: {e}); make one with `edgecloud node-image build --out {}`",
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| crate::NetbootError::Image(format!("{}/manifest.json: {e}", dir.display())))?;
+    let served = Served {
+        script: script(&manifest, args),
+        dir,
+    };
+    Ok(Router::new()
+        .route("/boot.ipxe", get(boot_script))
+        .route("/vmlinuz", get(|s| file(s, "vmlinuz")))
+        .route("/initramfs.img", get(|s| file(s, "initramfs.img")))
+        .route("/manifest.json", get(|s| file(s, "manifest.json")))
+        .with_state(served))
+}
+
+async fn boot_script(State(s): State<Served>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], s.script).into_response()
+}
+
+/// One of the image's files, streamed.
+async fn file(State(s): State<Served>, name: &'static str) -> Response {
+    match tokio::fs::File::open(s.dir.join(name)).await {
+        Ok(f) => {
+            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::NOT_FOUND, format!("{name}: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_loads_the_kernel_and_initramfs_with_the_args_and_the_hash() {
+        let m = Manifest {
+            kernel_version: "6.1.0-57-amd64".into(),
+            kernel_sha256: "k".into(),
+            initramfs_sha256: "i".into(),
+            initramfs_bytes: 1,
+            binary_sha256: "b".into(),
+            modules: vec![],
+            built_in: vec![],
+            libraries: vec![],
+            image_sha256: "abc123".into(),
+        };
+        let s = script(&m, "console=ttyS0 edgecloud.serve=\"--site lab\"");
+        assert!(s.starts_with("#!ipxe\n"));
+        assert!(s.contains(
+            "\nkernel vmlinuz initrd=initramfs.img console=ttyS0 edgecloud.serve=\"--site lab\" edgecloud.image=abc123\n"
+        ));
+        assert!(s.contains("\ninitrd initramfs.img\nboot\n"));
+        assert!(router(PathBuf::from("/nonexistent"), "").is_err());
+    }
+}
