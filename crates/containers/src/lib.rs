@@ -1044,12 +1044,12 @@ impl Containers {
             let passable = std::fs::Permissions::from_mode(0o711);
             std::fs::set_permissions(dir.join("volumes"), passable)?;
         }
+        let owner = self.table().get(id).and_then(|c| c.user_namespace);
         let mut binds = Vec::new();
         for (n, v) in spec.volumes.iter().enumerate() {
             let v = volumes::parse(v)?;
             let at = dir.join("volumes").join(n.to_string());
             let cache = dir.join("volume-cache").join(n.to_string());
-            let owner = self.table().get(id).and_then(|c| c.user_namespace);
             let from = volumes::mount(&source, &v, &at, &cache, owner)?;
             binds.push((from, v.target.clone(), v.read_only));
         }

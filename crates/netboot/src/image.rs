@@ -234,7 +234,10 @@ pub fn initramfs(kernel: &Kernel, binary: &[u8], libs: &[(String, Vec<u8>)]) -> 
 /// Builds the image into `opts.out`: `vmlinuz`, `initramfs.img`, `manifest.json`.
 pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     let wanted: Vec<&str> = if opts.modules.is_empty() {
-        kernel::NODE_MODULES.to_vec()
+        kernel::NODE_MODULES
+            .iter()
+            .map(|(module, _)| *module)
+            .collect()
     } else {
         opts.modules.iter().map(String::as_str).collect()
     };

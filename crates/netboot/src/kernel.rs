@@ -12,21 +12,22 @@ use std::process::{Command, Stdio};
 use crate::{NetbootError, Result};
 
 /// Modules a node loads at boot, when the kernel has them as modules: network cards
-/// (virtio, Intel), disks (virtio, NVMe, SATA, SCSI), and what containers use.
-pub const NODE_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_net",
-    "virtio_blk",
-    "virtio_scsi",
-    "e1000",
-    "e1000e",
-    "nvme",
-    "ahci",
-    "sd_mod",
-    "ext4",
-    "overlay",
-    "fuse",
-    "veth",
+/// (virtio, Intel), disks (virtio, NVMe, SATA, SCSI), and what containers use; each
+/// with the configuration option that builds it into the kernel instead.
+pub const NODE_MODULES: &[(&str, &str)] = &[
+    ("virtio_pci", "CONFIG_VIRTIO_PCI"),
+    ("virtio_net", "CONFIG_VIRTIO_NET"),
+    ("virtio_blk", "CONFIG_VIRTIO_BLK"),
+    ("virtio_scsi", "CONFIG_SCSI_VIRTIO"),
+    ("e1000", "CONFIG_E1000"),
+    ("e1000e", "CONFIG_E1000E"),
+    ("nvme", "CONFIG_BLK_DEV_NVME"),
+    ("ahci", "CONFIG_SATA_AHCI"),
+    ("sd_mod", "CONFIG_BLK_DEV_SD"),
+    ("ext4", "CONFIG_EXT4_FS"),
+    ("overlay", "CONFIG_OVERLAY_FS"),
+    ("fuse", "CONFIG_FUSE_FS"),
+    ("veth", "CONFIG_VETH"),
 ];
 
 /// One kernel module as the image carries it.
@@ -63,29 +64,25 @@ fn normal(name: &str) -> String {
 /// The `key=value` strings of a module's `.modinfo` ELF section.
 pub fn modinfo(ko: &[u8]) -> Result<BTreeMap<String, String>> {
     let bad = |why: &str| NetbootError::Kernel(format!("not a kernel module: {why}"));
-    let u16_at = |o: usize| -> Result<u16> {
-        Ok(u16::from_le_bytes(
-            ko.get(o..o + 2)
-                .ok_or_else(|| bad("cut short"))?
-                .try_into()
-                .map_err(|_| bad("?"))?,
-        ))
+    // The field of N bytes at offset o (offsets come from the file: checked, never
+    // trusted to stay in it).
+    fn at<const N: usize>(ko: &[u8], o: usize) -> Option<[u8; N]> {
+        ko.get(o..o.checked_add(N)?)?.try_into().ok()
+    }
+    let u16_at = |o| {
+        at(ko, o)
+            .map(u16::from_le_bytes)
+            .ok_or_else(|| bad("cut short"))
     };
-    let u32_at = |o: usize| -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            ko.get(o..o + 4)
-                .ok_or_else(|| bad("cut short"))?
-                .try_into()
-                .map_err(|_| bad("?"))?,
-        ))
+    let u32_at = |o| {
+        at(ko, o)
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| bad("cut short"))
     };
-    let u64_at = |o: usize| -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            ko.get(o..o + 8)
-                .ok_or_else(|| bad("cut short"))?
-                .try_into()
-                .map_err(|_| bad("?"))?,
-        ))
+    let u64_at = |o| {
+        at(ko, o)
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| bad("cut short"))
     };
     if ko.get(..5) != Some(b"\x7fELF\x02") || ko.get(5) != Some(&1) {
         return Err(bad("not a 64-bit little-endian ELF file"));
@@ -95,16 +92,16 @@ pub fn modinfo(ko: &[u8]) -> Result<BTreeMap<String, String>> {
     let shnum = u16_at(0x3C)? as usize;
     let shstrndx = u16_at(0x3E)? as usize;
     let section = |i: usize| -> Result<(u32, usize, usize)> {
-        let h = shoff + i * shentsize;
+        let h = shoff.saturating_add(i.saturating_mul(shentsize));
         Ok((
             u32_at(h)?,
-            u64_at(h + 0x18)? as usize,
-            u64_at(h + 0x20)? as usize,
+            u64_at(h.saturating_add(0x18))? as usize,
+            u64_at(h.saturating_add(0x20))? as usize,
         ))
     };
     let (_, names_at, names_len) = section(shstrndx)?;
     let names = ko
-        .get(names_at..names_at + names_len)
+        .get(names_at..names_at.saturating_add(names_len))
         .ok_or_else(|| bad("section names out of the file"))?;
     for i in 0..shnum {
         let (name, at, len) = section(i)?;
@@ -113,7 +110,7 @@ pub fn modinfo(ko: &[u8]) -> Result<BTreeMap<String, String>> {
             continue;
         }
         let body = ko
-            .get(at..at + len)
+            .get(at..at.saturating_add(len))
             .ok_or_else(|| bad(".modinfo out of the file"))?;
         return Ok(body
             .split(|b| *b == 0)
@@ -207,23 +204,10 @@ pub fn from_deb(deb: &Path, wanted: &[&str]) -> Result<Kernel> {
     // Which asked-for modules are built in (CONFIG_X=y), judged by the config's
     // wording of the option that makes them: only to tell "built in" from "missing".
     let built_in_option = |name: &str| {
-        let options: &[&str] = match name {
-            "virtio_pci" => &["CONFIG_VIRTIO_PCI=y"],
-            "virtio_net" => &["CONFIG_VIRTIO_NET=y"],
-            "virtio_blk" => &["CONFIG_VIRTIO_BLK=y"],
-            "virtio_scsi" => &["CONFIG_SCSI_VIRTIO=y"],
-            "e1000" => &["CONFIG_E1000=y"],
-            "e1000e" => &["CONFIG_E1000E=y"],
-            "nvme" => &["CONFIG_BLK_DEV_NVME=y"],
-            "ahci" => &["CONFIG_SATA_AHCI=y"],
-            "sd_mod" => &["CONFIG_BLK_DEV_SD=y"],
-            "ext4" => &["CONFIG_EXT4_FS=y"],
-            "overlay" => &["CONFIG_OVERLAY_FS=y"],
-            "fuse" => &["CONFIG_FUSE_FS=y"],
-            "veth" => &["CONFIG_VETH=y"],
-            _ => &[],
-        };
-        options.iter().any(|o| config.lines().any(|l| l == *o))
+        NODE_MODULES
+            .iter()
+            .find(|(module, _)| *module == name)
+            .is_some_and(|(_, option)| config.lines().any(|l| l == format!("{option}=y")))
     };
     // Dependencies first, each module once, in a fixed order (reproducible images).
     let mut order: Vec<String> = Vec::new();
