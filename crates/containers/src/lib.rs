@@ -82,11 +82,12 @@ pub struct RunSpec {
 /// subordinate ids `/etc/subuid` gives users.
 pub const USERNS_BASE: u32 = 0x6000_0000;
 
-/// Why containers cannot have user namespaces of their own on this node, if they
+/// Opens `dir` and `dir/run` to passing through (0711) for containers' roots, and says
+/// why containers cannot have user namespaces of their own on this node, if they
 /// cannot: the kernel gives none, or their root (an unprivileged user of the node)
 /// could not reach its root file system and volumes under `dir` (each folder on the
 /// way must let others search it, as Docker's userns-remap requires too).
-fn users_cannot_reach(dir: &Path) -> Option<String> {
+fn open_for_user_namespaces(dir: &Path) -> Option<String> {
     let kernel = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -311,7 +312,7 @@ impl Containers {
         // The runtime spec's root and the overlay take absolute paths; the data
         // directory is often relative (./edgecloud-data by default).
         let dir = std::fs::canonicalize(&dir)?;
-        let no_user_namespaces = users_cannot_reach(&dir);
+        let no_user_namespaces = open_for_user_namespaces(&dir);
         if let Some(why) = &no_user_namespaces {
             tracing::warn!("containers run without user namespaces of their own: {why}");
         }
