@@ -3,6 +3,7 @@ overlayfs, youki's libcontainer in the node's process): output and exit codes, t
 environment, dropped capabilities, seccomp, cgroup limits, a web server answering
 through a published port, exec, restart policies, bucket volumes, and containers that
 outlive a restart of the node."""
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -115,6 +116,32 @@ def test_a_command_runs_in_its_own_container_and_its_exit_code_comes_back(node):
     assert p.returncode != 0 and "exists" in p.stderr, p.stderr
     p = run_cli(node, "run", "--restart", "sometimes", "base", "true")
     assert p.returncode != 0 and "restart policy" in p.stderr, p.stderr
+
+
+def test_containers_created_at_once_each_run_their_own_command(node):
+    """Several `run`s at once, with execs into a running container between them: each
+    runs its own command (libcontainer moves the node's working directory while it sets
+    a container up; the node sets up one at a time), and the node goes on starting
+    containers after."""
+    cli(node, "run", "-d", "--name", "steady", "base", "sleep", "300")
+
+    def one(i):
+        if i % 3 == 0:
+            return run_cli(node, "exec", "steady", "echo", f"exec{i}"), f"exec{i}\n"
+        return run_cli(node, "run", "--rm", "base", "echo", f"run{i}"), f"run{i}\n"
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        done = list(pool.map(one, range(18)))
+    for p, expected in done:
+        assert p.returncode == 0 and p.stdout == expected, (expected, p.stdout, p.stderr)
+    assert cli(node, "run", "--rm", "base", "echo", "after") == "after\n"
+    # The setup helpers' orphans (the containers' processes) came to the node, which
+    # reaped each: no zombie is left.
+    def zombies():
+        out = subprocess.run(["ps", "-o", "stat=,comm=", "--ppid", str(node.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [l for l in out.splitlines() if l.startswith("Z")]
+    wait_for("no zombie under the node", lambda: not zombies())
 
 
 def test_a_web_server_answers_and_stops_and_a_policy_restarts(node, layout):

@@ -279,6 +279,8 @@ struct Inner {
     first_start: Mutex<std::collections::BTreeSet<String>>,
     /// Why containers here get no user namespace of their own (None: they do).
     no_user_namespaces: Option<String>,
+    /// Who forks containers' processes.
+    setup: Mutex<runtime::Setup>,
 }
 
 /// What lazy roots need on the node's side.
@@ -331,6 +333,7 @@ impl Containers {
                 lazy: Mutex::new(None),
                 first_start: Mutex::new(Default::default()),
                 no_user_namespaces,
+                setup: Mutex::new(runtime::Setup::InProcess),
             }),
         };
         for entry in std::fs::read_dir(this.inner.dir.join("run"))?.flatten() {
@@ -691,6 +694,24 @@ impl Containers {
         self.inner.no_user_namespaces.as_deref()
     }
 
+    /// Has containers set up by `program` (the edgecloud binary, whose
+    /// `container-setup` command sets one up) from now on, in a process of its own
+    /// ([`runtime::Setup::Helper`]); this process becomes their subreaper.
+    pub fn set_up_by(&self, program: PathBuf) -> Result<()> {
+        runtime::become_subreaper()?;
+        *self.inner.setup.lock().unwrap_or_else(|p| p.into_inner()) =
+            runtime::Setup::Helper(program);
+        Ok(())
+    }
+
+    fn setup(&self) -> runtime::Setup {
+        self.inner
+            .setup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Serves images through lazy roots run by `program` (the edgecloud binary, whose
     /// `lazy-root` command serves one) from now on.
     pub fn enable_lazy_roots(&self, program: PathBuf) -> Result<()> {
@@ -869,6 +890,7 @@ impl Containers {
             runtime::open_v1_cgroups(id)?;
         }
         let pid = runtime::create_and_start(
+            &self.setup(),
             id,
             &dir.join("bundle"),
             &self.state_root(),
@@ -1213,10 +1235,10 @@ impl Containers {
                 }
             };
         }
-        let state_root = self.state_root();
+        let (state_root, setup) = (self.state_root(), self.setup());
         tokio::task::spawn_blocking(move || {
             let (read, write) = std::io::pipe()?;
-            let pid = runtime::exec(&state_root, &c.id, command, vars, write.into())?;
+            let pid = runtime::exec(&setup, &state_root, &c.id, command, vars, write.into())?;
             // The pipe ends when every holder of its write end has ended.
             let mut output = Vec::new();
             let mut truncated = false;

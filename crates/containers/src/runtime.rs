@@ -2,8 +2,12 @@
 //! container (no runtime binary, no shim process per container); the container's init
 //! is this process's child, so waiting for it is a `waitpid`.
 
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
@@ -15,6 +19,65 @@ use crate::{ContainerError, Result};
 
 fn runtime_error(what: &str, e: impl std::fmt::Display) -> ContainerError {
     ContainerError::Runtime(format!("{what}: {e}"))
+}
+
+/// libcontainer changes this process's working directory while it creates a container
+/// (to bind its notify socket by a short name) and starts one (to connect to it), then
+/// changes it back: two at once in one process would each come back to the other's
+/// folder, or connect to the other's socket. One at a time.
+static SETTING_UP: Mutex<()> = Mutex::new(());
+
+/// How long a container's setup processes (libcontainer's intermediate and init, before
+/// its command runs) may take. They take milliseconds; one forked while another thread
+/// of this process held a lock it then needs never finishes, so it is killed and the
+/// setup tried once more.
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `setup`, which forks libcontainer's processes from this thread and waits for
+/// them; if it takes longer than [`SETUP_PATIENCE`], kills those processes (so the
+/// wait ends with an error) and says so. Returns whether it had to.
+fn watched<T>(setup: impl FnOnce() -> T) -> (T, Option<String>) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || match finished.recv_timeout(SETUP_PATIENCE) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(kill_setup_processes(tid)),
+        _ => None,
+    });
+    let out = setup();
+    let _ = done.send(());
+    let killed = watchdog.join().unwrap_or(None);
+    (out, killed)
+}
+
+/// Kills every descendant of thread `tid` of this process (its setup processes) and
+/// describes what each was waiting in, for the log.
+fn kill_setup_processes(tid: i32) -> String {
+    fn children(pid: i32, tid: i32) -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+    let mut found = Vec::new();
+    let mut todo = children(std::process::id() as i32, tid);
+    while let Some(pid) = todo.pop() {
+        todo.extend(children(pid, pid));
+        found.push(pid);
+    }
+    let mut said = Vec::new();
+    for pid in found {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        said.push(format!(
+            "{} (pid {pid}) waiting in {wchan}",
+            comm.trim_end()
+        ));
+        // SAFETY: signalling a process by pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    said.join(", ")
 }
 
 /// The errors libcontainer logged from inside the container's process (to its log,
@@ -94,10 +157,240 @@ fn v1_controller_hierarchies() -> Result<Vec<std::path::PathBuf>> {
         .collect())
 }
 
+/// Who forks a container's processes.
+#[derive(Clone, Debug)]
+pub enum Setup {
+    /// A fresh process of `program` (this binary's `container-setup` command, see
+    /// [`setup_main`]) per container: it has one thread, so the processes libcontainer
+    /// forks from it inherit no lock. Forked from a node's many threads, one now and then
+    /// inherits a lock (the allocator's) that another thread held at that instant, and
+    /// waits for it forever: libcontainer forks with the raw clone3 call, which runs
+    /// none of the C library's fork handlers.
+    Helper(PathBuf),
+    /// This process, one container at a time, with a watchdog: for tests and tools
+    /// that run little else meanwhile.
+    InProcess,
+}
+
 /// Creates and starts container `id` from the bundle (`config.json`) in `bundle`, its
-/// state under `state_root`, stdout and stderr to the file `log`; returns the init's
-/// pid.
+/// state under `state_root`, stdout and stderr to the file `log`; `before_start` runs
+/// with the init's pid once its namespaces exist and before its command runs. Returns
+/// the init's pid, a child of this process.
 pub fn create_and_start(
+    setup: &Setup,
+    id: &str,
+    bundle: &Path,
+    state_root: &Path,
+    log_path: &Path,
+    before_start: &dyn Fn(i32) -> Result<()>,
+) -> Result<i32> {
+    if let Setup::Helper(program) = setup {
+        let (created, hung) =
+            watched(|| create_by_helper(program, id, bundle, state_root, log_path, before_start));
+        return match hung {
+            None => created,
+            Some(hung) => Err(ContainerError::Runtime(format!(
+                "the container's setup did not finish within {} s; its processes were killed: {hung}",
+                SETUP_PATIENCE.as_secs()
+            ))),
+        };
+    }
+    let _one = SETTING_UP.lock().unwrap_or_else(|p| p.into_inner());
+    let (first, hung) =
+        watched(|| create_and_start_now(id, bundle, state_root, log_path, before_start));
+    let Some(hung) = hung else { return first };
+    tracing::warn!(container = %id, "its setup hung and was killed: {hung}; trying once more");
+    // Its processes are gone; its cgroup folders stay, opened for it as they were.
+    let _ = std::fs::remove_dir_all(state_root.join(id));
+    let (again, hung) =
+        watched(|| create_and_start_now(id, bundle, state_root, log_path, before_start));
+    match hung {
+        None => again,
+        Some(hung) => Err(ContainerError::Runtime(format!(
+            "the container's setup did not finish within {} s, twice; its processes were killed: {hung}",
+            SETUP_PATIENCE.as_secs()
+        ))),
+    }
+}
+
+/// The node's side of `PROGRAM container-setup create`: the helper says `created PID`,
+/// is told `start` (or `stop`) once `before_start` ran, says `started PID` and ends;
+/// the init it leaves behind comes to this process, the subreaper ([`become_subreaper`]).
+fn create_by_helper(
+    program: &Path,
+    id: &str,
+    bundle: &Path,
+    state_root: &Path,
+    log_path: &Path,
+    before_start: &dyn Fn(i32) -> Result<()>,
+) -> Result<i32> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    let mut helper = Helper::spawn(
+        std::process::Command::new(program)
+            .args([
+                OsStr::new("container-setup"),
+                OsStr::new("create"),
+                OsStr::new(id),
+            ])
+            .args([bundle, state_root, log_path])
+            .stderr(log),
+    )?;
+    let created = helper.said("created")?;
+    if let Err(e) = before_start(created) {
+        let _ = helper.tell("stop");
+        let _ = helper.end();
+        return Err(e);
+    }
+    helper.tell("start")?;
+    let pid = helper.said("started")?;
+    helper.end()?;
+    Ok(pid)
+}
+
+/// A running `container-setup` helper and its standard input and output.
+struct Helper {
+    child: std::process::Child,
+    from: std::io::BufReader<std::process::ChildStdout>,
+    to: Option<std::process::ChildStdin>,
+}
+
+impl Helper {
+    fn spawn(command: &mut std::process::Command) -> Result<Helper> {
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| runtime_error("starting the container setup helper", e))?;
+        let (Some(from), to) = (child.stdout.take(), child.stdin.take()) else {
+            return Err(ContainerError::Runtime(
+                "the setup helper has no pipes".into(),
+            ));
+        };
+        Ok(Helper {
+            child,
+            from: std::io::BufReader::new(from),
+            to,
+        })
+    }
+
+    /// The pid in the helper's next line, which must be `WORD PID`; its error if it
+    /// says `error: ...`.
+    fn said(&mut self, word: &str) -> Result<i32> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.from.read_line(&mut line)?;
+        let line = line.trim_end();
+        if let Some(why) = line.strip_prefix("error: ") {
+            let _ = self.end();
+            return Err(ContainerError::Runtime(why.to_string()));
+        }
+        match line.strip_prefix(word).map(|pid| pid.trim().parse::<i32>()) {
+            Some(Ok(pid)) => Ok(pid),
+            _ => {
+                let ended = self.end().err().map(|e| e.to_string()).unwrap_or_default();
+                Err(ContainerError::Runtime(format!(
+                    "the container setup helper said {line:?}, not `{word} PID` {ended}"
+                )))
+            }
+        }
+    }
+
+    fn tell(&mut self, word: &str) -> Result<()> {
+        use std::io::Write;
+        let to = self
+            .to
+            .as_mut()
+            .ok_or_else(|| ContainerError::Runtime("the setup helper's input is closed".into()))?;
+        writeln!(to, "{word}")?;
+        Ok(())
+    }
+
+    /// Waits for the helper to end (its orphans are this process's once it has).
+    fn end(&mut self) -> Result<()> {
+        self.to = None;
+        let status = self.child.wait()?;
+        match status.success() {
+            true => Ok(()),
+            false => Err(ContainerError::Runtime(format!(
+                "(the setup helper ended: {status})"
+            ))),
+        }
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants: containers' inits, whose
+/// setup helper has ended, become its children, so it learns how they end.
+pub fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(runtime_error(
+            "becoming the containers' subreaper",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// The `container-setup` command (`args` after it), run by [`Setup::Helper`] in a
+/// process of its own: `create ID BUNDLE STATE_ROOT LOG` or
+/// `exec ID STATE_ROOT [K=V]... -- ARGS...` (output to file descriptor 3). Answers on
+/// standard output; returns the exit code.
+pub fn setup_main(args: &[std::ffi::OsString]) -> i32 {
+    let args: Vec<&Path> = args.iter().map(Path::new).collect();
+    let said = match args.as_slice() {
+        [cmd, id, bundle, state_root, log] if cmd.as_os_str() == "create" => {
+            let id = id.to_string_lossy();
+            let told = |pid: i32| -> Result<()> {
+                println!("created {pid}");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                match line.trim_end() {
+                    "start" => Ok(()),
+                    _ => Err(ContainerError::Runtime("the node called the start off".into())),
+                }
+            };
+            create_and_start_now(&id, bundle, state_root, log, &told)
+                .map(|pid| println!("started {pid}"))
+        }
+        [cmd, id, state_root, rest @ ..] if cmd.as_os_str() == "exec" => {
+            let split = rest.iter().position(|a| a.as_os_str() == "--");
+            match split {
+                Some(at) => {
+                    let env = rest[..at]
+                        .iter()
+                        .filter_map(|kv| kv.to_str()?.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    let command = rest[at + 1..]
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect();
+                    // SAFETY: the node hands the output to this process as descriptor 3.
+                    let output = unsafe { OwnedFd::from_raw_fd(3) };
+                    exec_now(state_root, &id.to_string_lossy(), command, env, output)
+                        .map(|pid| println!("pid {pid}"))
+                }
+                None => Err(ContainerError::Invalid("exec: no `--` before the command".into())),
+            }
+        }
+        _ => Err(ContainerError::Invalid(
+            "container-setup: use `create ID BUNDLE STATE_ROOT LOG` or `exec ID STATE_ROOT [K=V]... -- ARGS`".into(),
+        )),
+    };
+    match said {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("error: {e}");
+            1
+        }
+    }
+}
+
+fn create_and_start_now(
     id: &str,
     bundle: &Path,
     state_root: &Path,
@@ -239,6 +532,67 @@ pub fn delete(state_root: &Path, id: &str) -> Result<()> {
 /// same capabilities and seccomp profile), standard output and error to `output`;
 /// returns the process's pid (a child of this process).
 pub fn exec(
+    setup: &Setup,
+    state_root: &Path,
+    id: &str,
+    args: Vec<String>,
+    env: std::collections::HashMap<String, String>,
+    output: OwnedFd,
+) -> Result<i32> {
+    let Setup::Helper(program) = setup else {
+        let _one = SETTING_UP.lock().unwrap_or_else(|p| p.into_inner());
+        let (built, hung) = watched(|| exec_now(state_root, id, args, env, output));
+        return match hung {
+            None => built,
+            Some(hung) => Err(ContainerError::Runtime(format!(
+                "running the command in the container: its setup did not finish within {} s and was killed: {hung}",
+                SETUP_PATIENCE.as_secs()
+            ))),
+        };
+    };
+    let mut command = std::process::Command::new(program);
+    command
+        .args([
+            OsStr::new("container-setup"),
+            OsStr::new("exec"),
+            OsStr::new(id),
+        ])
+        .arg(state_root)
+        .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+        .arg("--")
+        .args(&args)
+        .stderr(std::process::Stdio::null());
+    let raw = output.as_raw_fd();
+    // SAFETY: between fork and exec, only dup2 and fcntl (async-signal-safe).
+    unsafe {
+        command.pre_exec(move || {
+            if raw == 3 {
+                // Already there: keep it open across exec.
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (ran, hung) = watched(|| {
+        let mut helper = Helper::spawn(&mut command)?;
+        drop(output); // the helper and the process it starts hold it now
+        let pid = helper.said("pid")?;
+        helper.end()?;
+        Ok(pid)
+    });
+    match hung {
+        None => ran,
+        Some(hung) => Err(ContainerError::Runtime(format!(
+            "running the command in the container: its setup did not finish within {} s and was killed: {hung}",
+            SETUP_PATIENCE.as_secs()
+        ))),
+    }
+}
+
+fn exec_now(
     state_root: &Path,
     id: &str,
     args: Vec<String>,

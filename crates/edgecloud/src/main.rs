@@ -152,6 +152,13 @@ pub enum Command {
     /// (Internal) Serve an image's lazy root file system for the node's containers.
     #[command(hide = true)]
     LazyRoot(cli::container::LazyRootArgs),
+    /// (Internal) Set up one container, or one process in a container, for the node.
+    #[command(hide = true)]
+    ContainerSetup {
+        /// `create ...` or `exec ...` (see `containers::runtime::setup_main`)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -175,6 +182,16 @@ fn main() -> ExitCode {
     }
     // Every TLS client and server here uses ring (reqwest is built without a provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::ContainerSetup { args } = &cli.command {
+        // One thread, no async runtime: what it forks inherits no lock (runtime::Setup).
+        // libcontainer's errors go to standard error, the container's log.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::ERROR)
+            .with_ansi(false)
+            .init();
+        return ExitCode::from(containers::runtime::setup_main(args) as u8);
+    }
     if let Command::LazyRoot(args) = &cli.command {
         // A FUSE server of its own, started by the node: no async runtime needed.
         return match cli::container::lazy_root(args) {
@@ -249,6 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mount(a) => cli::mount::run(a, &data).await,
         Command::LazyRoot(a) => cli::container::lazy_root(&a),
         Command::NodeImage(cmd) => cli::node_image::run(cmd),
-        Command::Init => unreachable!("handled before the runtime starts"),
+        Command::Init | Command::ContainerSetup { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

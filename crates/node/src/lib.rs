@@ -310,10 +310,13 @@ impl Node {
         // Containers need root and overlayfs; a node without them still serves the rest.
         let containers = match containers::Containers::open(&data, image_store.clone()) {
             Ok(c) => {
-                if let Some(program) = &cfg.lazy_root_program
-                    && let Err(e) = c.enable_lazy_roots(program.clone())
-                {
-                    tracing::warn!("lazy image roots are off (images are unpacked): {e}");
+                if let Some(program) = &cfg.helper_program {
+                    if let Err(e) = c.set_up_by(program.clone()) {
+                        tracing::warn!("containers are set up in the node's process: {e}");
+                    }
+                    if let Err(e) = c.enable_lazy_roots(program.clone()) {
+                        tracing::warn!("lazy image roots are off (images are unpacked): {e}");
+                    }
                 }
                 Some(c)
             }

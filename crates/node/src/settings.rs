@@ -367,9 +367,11 @@ pub struct NodeConfig {
     pub down_after: Duration,
     /// How bucket lifecycle rules run.
     pub lifecycle: archive::lifecycle::LifecycleOptions,
-    /// The program whose `lazy-root` command serves containers' lazy root file systems
-    /// (the edgecloud binary; `serve` sets it). None: images are unpacked instead.
-    pub lazy_root_program: Option<PathBuf>,
+    /// The program whose `container-setup` command sets containers up and whose
+    /// `lazy-root` command serves their lazy root file systems (the edgecloud binary;
+    /// `serve` sets it). None: containers are set up in the node's process and images
+    /// are unpacked.
+    pub helper_program: Option<PathBuf>,
 }
 
 impl NodeSettings {
@@ -460,7 +462,7 @@ impl NodeSettings {
                 day: parse_duration(&or(self.lifecycle_day, d::LIFECYCLE_DAY))?,
                 rate_per_sec: self.lifecycle_rate.unwrap_or(d::LIFECYCLE_RATE).max(1),
             },
-            lazy_root_program: None,
+            helper_program: None,
         })
     }
 }

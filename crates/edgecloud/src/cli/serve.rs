@@ -15,8 +15,9 @@ pub async fn run(flags: NodeSettings, file: NodeSettings, data: PathBuf) -> anyh
     unsafe { libc::umask(0o077) };
     raise_open_files_limit();
     let mut config = settings.resolve(&data)?;
-    // Containers' lazy roots are served by this binary's `lazy-root` command.
-    config.lazy_root_program = std::env::current_exe().ok();
+    // Containers are set up by this binary's `container-setup` command and their lazy
+    // roots served by its `lazy-root` command.
+    config.helper_program = std::env::current_exe().ok();
     let node = Node::open(config).await?;
     print_summary(node.summary());
     shutdown_signal().await;
