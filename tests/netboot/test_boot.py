@@ -62,7 +62,7 @@ class VM:
     """A VM booting the image: from `-kernel/-initrd`, or with `boot_url` over the
     network (qemu's iPXE ROM asks qemu's DHCP, which names `boot_url` as the boot file)."""
 
-    def __init__(self, image, tmp, append="", boot_url=None):
+    def __init__(self, image, tmp, append="", boot_url=None, disks=()):
         self.s3_port = free_port()
         self.monitor = tmp / "monitor.sock"
         self.console = tmp / "console.log"
@@ -82,7 +82,8 @@ class VM:
             ["qemu-system-x86_64", *kvm, "-m", "1024", "-smp", "2", "-no-reboot",
              "-display", "none", "-serial", f"file:{self.console}",
              "-monitor", f"unix:{self.monitor},server,nowait", *boot,
-             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"],
+             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+             *[a for d in disks for a in ("-drive", f"file={d},format=raw,if=virtio")]],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def log(self):
@@ -154,6 +155,87 @@ def test_a_booted_node_gets_an_address_serves_s3_and_powers_off(image, tmp_path)
         assert "stopping the node" in log and "powering off" in log, log[-3000:]
     finally:
         vm.kill()
+
+
+def ext_label(disk):
+    """The label of the ext2/3/4 file system on a disk image ('' if it holds none)."""
+    with open(disk, "rb") as f:
+        head = f.read(2048)
+    if head[1024 + 56:1024 + 58] != b"\x53\xef":
+        return ""
+    return head[1024 + 120:1024 + 136].rstrip(b"\0").decode()
+
+
+def test_a_blank_disk_is_formatted_and_a_reboot_finds_it_with_the_nodes_data(image, tmp_path):
+    """A node booted with a blank disk and a disk holding someone's file system formats
+    the blank one (ext4, labelled edgecloud-XXXXXX), keeps its data directory and shards
+    there, and leaves the other untouched. Powered off and booted again, with the disks
+    on the other slots, it finds its disk by the label, formats nothing, and is the
+    same node with the same objects; booted with `edgecloud.format=never` and a new
+    blank disk, it formats nothing."""
+    import boto3
+    from botocore.config import Config
+    blank, foreign = tmp_path / "blank.img", tmp_path / "foreign.img"
+    subprocess.run(["truncate", "-s", "256M", str(blank)], check=True)
+    subprocess.run(["truncate", "-s", "64M", str(foreign)], check=True)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "family-photos", str(foreign)],
+                   check=True)
+    foreign_before = foreign.read_bytes()
+
+    def boot(name, disks, append=""):
+        (tmp_path / name).mkdir()
+        vm = VM(image, tmp_path / name, disks=disks, append=append)
+        vm.wait_for_s3()
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{vm.s3_port}",
+                          aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
+                          region_name="us-east-1", config=Config(retries={"max_attempts": 2}))
+        return vm, s3
+
+    def power_off(vm):
+        vm.monitor_command("sendkey ctrl-alt-delete")
+        vm.proc.wait(timeout=60)
+        log = vm.log()
+        # Its disk unmounted cleanly before the power went (init says nothing went wrong).
+        assert "powering off" in log and "unmounting filesystem" in log, log[-3000:]
+        assert "edgecloud init: unmounting" not in log, log[-3000:]
+
+    vm, s3 = boot("first", [blank, foreign])
+    try:
+        log = vm.log()
+        label = ext_label(blank)
+        assert label.startswith("edgecloud-") and len(label) == 16, label
+        assert f"disk vda: formatted {label}" in log, log
+        assert 'disk vdb holds an ext2/3/4 file system labelled "family-photos": left alone' in log
+        assert f"the node's data is on {label}" in log
+        s3.create_bucket(Bucket="kept")
+        s3.put_object(Bucket="kept", Key="a.txt", Body=b"on the node's own disk\n" * 1000)
+        power_off(vm)
+    finally:
+        vm.kill()
+    assert foreign.read_bytes() == foreign_before, "a disk not ours is never written"
+
+    # Again, the disks swapped: found by label, nothing formatted, the same data.
+    vm, s3 = boot("second", [foreign, blank])
+    try:
+        log = vm.log()
+        assert f"disk vdb: found {label}" in log and "formatted" not in log, log
+        body = s3.get_object(Bucket="kept", Key="a.txt")["Body"].read()
+        assert body == b"on the node's own disk\n" * 1000
+        power_off(vm)
+    finally:
+        vm.kill()
+    assert ext_label(blank) == label
+
+    # With formatting off, a new blank disk stays blank.
+    other = tmp_path / "other.img"
+    subprocess.run(["truncate", "-s", "64M", str(other)], check=True)
+    vm, s3 = boot("third", [blank, other], append="edgecloud.format=never")
+    try:
+        assert "disk vdb is blank: not formatted (edgecloud.format=never)" in vm.log()
+        assert s3.head_object(Bucket="kept", Key="a.txt")["ContentLength"] == 23000
+    finally:
+        vm.kill()
+    assert ext_label(other) == ""
 
 
 def test_bad_boot_parameters_are_named_and_the_node_still_boots(image, tmp_path):

@@ -97,6 +97,7 @@ mod tests {
             modules: vec![],
             built_in: vec![],
             libraries: vec![],
+            tools: vec![],
             image_sha256: "abc123".into(),
         };
         let s = script(&m, "console=ttyS0 edgecloud.serve=\"--site lab\"");

@@ -1,6 +1,6 @@
 //! `edgecloud node-image build`: a kernel and an initramfs that holds the edgecloud
 //! binary (as `/init`), the shared libraries it links, the kernel modules a node loads,
-//! and nothing else. Built reproducibly: the same inputs give the same bytes (entries
+//! `mke2fs` to format blank disks (`disks`), and nothing else. Built reproducibly: the same inputs give the same bytes (entries
 //! in path order, owner root, mtime 0, inode numbers by position, zstd at a fixed level
 //! on one thread), so an image's hash names what it boots.
 
@@ -32,6 +32,8 @@ pub struct BuildOptions {
     pub out: PathBuf,
     /// Modules to load (with their dependencies) [default: `kernel::NODE_MODULES`].
     pub modules: Vec<String>,
+    /// e2fsprogs' `mke2fs`, put at `/sbin/mke2fs` (None: the node formats no disk).
+    pub mke2fs: Option<PathBuf>,
 }
 
 /// What was built, as `manifest.json` says.
@@ -51,8 +53,11 @@ pub struct Manifest {
     pub modules: Vec<String>,
     /// Asked-for modules the kernel has built in.
     pub built_in: Vec<String>,
-    /// Shared libraries the binary links, at their paths.
+    /// Shared libraries the binary and the tools link, at their paths.
     pub libraries: Vec<String>,
+    /// Programs besides edgecloud, at their paths (`/sbin/mke2fs`).
+    #[serde(default)]
+    pub tools: Vec<String>,
     /// SHA-256 over the kernel's and the initramfs's hashes: the image's name.
     pub image_sha256: String,
 }
@@ -243,11 +248,21 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     };
     let kernel = kernel::from_deb(&opts.kernel_deb, &wanted)?;
     let binary = stripped(&opts.binary)?;
-    let libs: Vec<(String, Vec<u8>)> = libraries(&opts.binary)?
+    let mut needed = libraries(&opts.binary)?;
+    let mut tools = Vec::new();
+    if let Some(mke2fs) = &opts.mke2fs {
+        needed.extend(libraries(mke2fs)?);
+        tools.push(("sbin/mke2fs".to_string(), std::fs::read(mke2fs)?));
+    }
+    needed.sort();
+    needed.dedup();
+    let libs: Vec<(String, Vec<u8>)> = needed
         .into_iter()
         .map(|(path, real)| Ok((path, std::fs::read(real)?)))
         .collect::<Result<_>>()?;
-    let archive = initramfs(&kernel, &binary, &libs)?;
+    // Tools are files at their paths, as libraries are.
+    let files: Vec<(String, Vec<u8>)> = libs.iter().chain(&tools).cloned().collect();
+    let archive = initramfs(&kernel, &binary, &files)?;
     let mut compressed = Vec::new();
     let mut z = zstd::Encoder::new(&mut compressed, ZSTD_LEVEL)?;
     z.include_checksum(true)?;
@@ -267,6 +282,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         modules: kernel.modules.iter().map(|m| m.name.clone()).collect(),
         built_in: kernel.built_in.clone(),
         libraries: libs.iter().map(|(p, _)| format!("/{p}")).collect(),
+        tools: tools.iter().map(|(p, _)| format!("/{p}")).collect(),
     };
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| NetbootError::Image(e.to_string()))?;

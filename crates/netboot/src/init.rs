@@ -10,7 +10,12 @@
 //! - `edgecloud.ip=10.0.2.15/24` and `edgecloud.gateway=10.0.2.2`: no DHCP;
 //! - `edgecloud.on_exit=poweroff`: power off when the node ends, instead of starting it
 //!   again;
-//! - `edgecloud.image=SHA256`: the image's hash (the boot server adds it), logged.
+//! - `edgecloud.image=SHA256`: the image's hash (the boot server adds it), logged;
+//! - `edgecloud.format=blank|never`: whether blank disks are formatted (see `disks`).
+//!
+//! Disks of the node's (`disks`) are mounted at `/disks/LABEL`; their `shards/` folders
+//! are the node's `--disk`s and one of them keeps its data directory (`node/`). Without
+//! one, the data directory is in memory.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -19,10 +24,15 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::disks::{self, FormatPolicy};
 use crate::{NetbootError, Result, dhcp, image, net};
 
-/// Where the node keeps its data directory: memory only (see docs/netboot.md).
+/// Where the node keeps its data directory when it has no disk: memory only (see
+/// docs/netboot.md).
 pub const DATA: &str = "/run/edgecloud";
+
+/// The disks mounted at boot, unmounted before power-off.
+static MOUNTED: std::sync::OnceLock<Vec<std::path::PathBuf>> = std::sync::OnceLock::new();
 
 /// What the kernel command line asks of the node.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,6 +49,8 @@ pub struct BootParams {
     pub poweroff_on_exit: bool,
     /// The image's hash, as the boot server named it.
     pub image: Option<String>,
+    /// Whether blank disks are formatted.
+    pub format: FormatPolicy,
 }
 
 /// Splits a kernel command line into words, keeping "double-quoted" parts together.
@@ -83,6 +95,9 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams> {
                 p.ip = Some((ip, prefix));
             }
             "image" => p.image = Some(value.to_string()),
+            "format" => {
+                p.format = FormatPolicy::parse(value).map_err(|e| bad(&w, &e.to_string()))?
+            }
             "gateway" => p.gateway = Some(value.parse().map_err(|_| bad(&w, "an IPv4 address"))?),
             "on_exit" => match value {
                 "poweroff" => p.poweroff_on_exit = true,
@@ -257,16 +272,72 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
-fn start_node(address: Ipv4Addr, p: &BootParams) -> Result<u32> {
+/// Where the node keeps its data, and its disks' shard folders.
+struct Storage {
+    data: std::path::PathBuf,
+    shards: Vec<std::path::PathBuf>,
+}
+
+/// Waits for the block devices to settle (virtio and NVMe disks appear a moment after
+/// their drivers load), then prepares the disks (`disks::prepare`) and says what it
+/// found.
+fn storage(p: &BootParams) -> Storage {
+    let places = disks::Places::default();
+    let (mut seen, mut stable_since) = (Vec::new(), std::time::Instant::now());
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let now = disks::block_devices(&places.sys_block);
+        if now != seen {
+            (seen, stable_since) = (now, std::time::Instant::now());
+        } else if stable_since.elapsed() >= Duration::from_millis(200) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mount_ext4 = |device: &std::path::Path, at: &std::path::Path| {
+        let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        mount(&text(device), &text(at), "ext4", libc::MS_NOATIME, "")
+    };
+    let (found, said) = disks::prepare(p.format, &places, &mount_ext4);
+    for line in said {
+        say(&line);
+    }
+    for d in &found {
+        let how = if d.formatted { "formatted" } else { "found" };
+        say(&format!("disk {}: {how} {}", d.name, d.label));
+    }
+    let _ = MOUNTED.set(found.iter().map(|d| d.mountpoint.clone()).collect());
+    let data = match disks::data_disk(&found) {
+        Some(d) => {
+            say(&format!("the node's data is on {}", d.label));
+            d.mountpoint.join(disks::NODE_DIR)
+        }
+        None => {
+            say("no disk of ours: the node's data is in memory");
+            DATA.into()
+        }
+    };
+    Storage {
+        data,
+        shards: found
+            .iter()
+            .map(|d| d.mountpoint.join(disks::SHARDS_DIR))
+            .collect(),
+    }
+}
+
+fn start_node(address: Ipv4Addr, p: &BootParams, storage: &Storage) -> Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("edgecloud")
         .arg("serve")
         .arg("--data")
-        .arg(DATA)
+        .arg(&storage.data)
         .arg("--bind")
-        .arg(address.to_string())
-        .args(&p.serve)
-        .envs(p.env.iter().map(|(k, v)| (k, v)));
+        .arg(address.to_string());
+    for shards in &storage.shards {
+        cmd.arg("--disk").arg(shards);
+    }
+    cmd.args(&p.serve).envs(p.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: sigprocmask is async-signal-safe: the node gets the signals init blocks.
     unsafe {
         cmd.pre_exec(|| {
@@ -295,6 +366,20 @@ fn power_off(node: Option<u32>) -> ! {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // SAFETY: sync takes no arguments.
+    unsafe { libc::sync() };
+    for at in MOUNTED.get().into_iter().flatten() {
+        if let Ok(c) = CString::new(at.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a NUL-terminated path alive for the call.
+            if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                say(&format!(
+                    "unmounting {}: {}",
+                    at.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
     }
     say("powering off");
@@ -351,7 +436,8 @@ pub fn run() -> ! {
     let set = signal_set(&watched);
     // SAFETY: blocking signals to take them with sigtimedwait below.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    let mut node = start_node(address, &params).ok();
+    let storage = storage(&params);
+    let mut node = start_node(address, &params, &storage).ok();
     let mut restart_at: Option<std::time::Instant> = None;
     loop {
         let timeout = libc::timespec {
@@ -382,7 +468,7 @@ pub fn run() -> ! {
         }
         if node.is_none() && restart_at.is_some_and(|t| std::time::Instant::now() >= t) {
             restart_at = None;
-            node = start_node(address, &params).ok();
+            node = start_node(address, &params, &storage).ok();
         }
     }
 }
@@ -396,7 +482,7 @@ mod tests {
         let p = parse_cmdline(
             "BOOT_IMAGE=vmlinuz console=ttyS0 quiet edgecloud.serve=\"--site s2 --join 10.0.2.2:9420\" \
              edgecloud.env.EDGECLOUD_ACCESS_KEY=AK edgecloud.ip=10.0.2.15/24 \
-             edgecloud.gateway=10.0.2.2 edgecloud.on_exit=poweroff\n",
+             edgecloud.gateway=10.0.2.2 edgecloud.on_exit=poweroff edgecloud.format=never\n",
         )
         .unwrap();
         assert_eq!(p.serve, ["--site", "s2", "--join", "10.0.2.2:9420"]);
@@ -407,6 +493,7 @@ mod tests {
         assert_eq!(p.ip, Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
         assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert!(p.poweroff_on_exit);
+        assert_eq!(p.format, FormatPolicy::Never);
         assert_eq!(
             parse_cmdline("console=ttyS0").unwrap(),
             BootParams::default()
@@ -415,6 +502,7 @@ mod tests {
             "edgecloud.ip=10.0.2/24",
             "edgecloud.ip=10.0.2.1/33",
             "edgecloud.colour=red",
+            "edgecloud.format=sometimes",
         ] {
             let e = parse_cmdline(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split('=').next().unwrap()), "{e}");

@@ -10,6 +10,7 @@
 
 pub mod boot_server;
 pub mod dhcp;
+pub mod disks;
 pub mod image;
 pub mod init;
 pub mod kernel;

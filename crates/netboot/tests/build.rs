@@ -28,12 +28,14 @@ fn an_image_is_reproducible_and_holds_what_the_node_needs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // Any dynamically linked program stands in for edgecloud here.
     let binary = PathBuf::from("/bin/ls");
+    let mke2fs = Some(PathBuf::from("/usr/sbin/mke2fs")).filter(|p| p.exists());
     let build = |out: &str| {
         netboot::image::build(&netboot::image::BuildOptions {
             kernel_deb: deb.clone(),
             binary: binary.clone(),
             out: tmp.path().join(out),
             modules: vec!["virtio_net".into(), "virtio_blk".into(), "e1000".into()],
+            mke2fs: mke2fs.clone(),
         })
         .expect("build")
     };
@@ -61,4 +63,13 @@ fn an_image_is_reproducible_and_holds_what_the_node_needs() {
         a.libraries
     );
     assert!(a.initramfs_bytes < 40 << 20);
+    if mke2fs.is_some() {
+        // The formatter comes with the libraries it links (libext2fs is its own).
+        assert_eq!(a.tools, vec!["/sbin/mke2fs"]);
+        assert!(
+            a.libraries.iter().any(|l| l.contains("libext2fs.so")),
+            "{:?}",
+            a.libraries
+        );
+    }
 }

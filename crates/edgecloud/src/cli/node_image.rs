@@ -31,6 +31,10 @@ pub struct BuildArgs {
     /// network and disk drivers for common hardware and VMs, overlay, fuse, veth]
     #[arg(long = "module", value_name = "NAME")]
     modules: Vec<String>,
+    /// e2fsprogs' mke2fs, with which a booted node formats blank disks [default:
+    /// /usr/sbin/mke2fs or /sbin/mke2fs; without one the image formats no disk]
+    #[arg(long, value_name = "FILE")]
+    mke2fs: Option<PathBuf>,
 }
 
 /// The current linux-image-amd64's package, downloaded into `dir` with apt.
@@ -88,11 +92,24 @@ pub fn run(cmd: NodeImageCmd) -> anyhow::Result<()> {
                 kernel_deb.display(),
                 binary.display()
             );
+            let mke2fs = a.mke2fs.or_else(|| {
+                let found = ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists());
+                if found.is_none() {
+                    eprintln!(
+                        "warning: no mke2fs here (install e2fsprogs): nodes booted from this image format no blank disk"
+                    );
+                }
+                found
+            });
             let m = netboot::image::build(&netboot::image::BuildOptions {
                 kernel_deb,
                 binary,
                 out: a.out.clone(),
                 modules: a.modules,
+                mke2fs,
             })?;
             println!(
                 "kernel     {} (sha256 {})",
