@@ -696,12 +696,10 @@ impl Containers {
 
     /// Has containers set up by `program` (the edgecloud binary, whose
     /// `container-setup` command sets one up) from now on, in a process of its own
-    /// ([`runtime::Setup::Helper`]); this process becomes their subreaper.
-    pub fn set_up_by(&self, program: PathBuf) -> Result<()> {
-        runtime::become_subreaper()?;
+    /// ([`runtime::Setup::Helper`]); their inits still become this process's children.
+    pub fn set_up_by(&self, program: PathBuf) {
         *self.inner.setup.lock().unwrap_or_else(|p| p.into_inner()) =
             runtime::Setup::Helper(program);
-        Ok(())
     }
 
     fn setup(&self) -> runtime::Setup {

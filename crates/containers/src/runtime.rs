@@ -215,7 +215,7 @@ pub fn create_and_start(
 
 /// The node's side of `PROGRAM container-setup create`: the helper says `created PID`,
 /// is told `start` (or `stop`) once `before_start` ran, says `started PID` and ends;
-/// the init it leaves behind comes to this process, the subreaper ([`become_subreaper`]).
+/// the init it leaves behind comes to this process ([`Adopting`]).
 fn create_by_helper(
     program: &Path,
     id: &str,
@@ -228,6 +228,7 @@ fn create_by_helper(
         .create(true)
         .append(true)
         .open(log_path)?;
+    let _adopting = Adopting::start()?;
     let mut helper = Helper::spawn(
         std::process::Command::new(program)
             .args([
@@ -321,14 +322,51 @@ impl Helper {
     }
 }
 
-/// Makes this process the reaper of its orphaned descendants: containers' inits, whose
-/// setup helper has ended, become its children, so it learns how they end.
-pub fn become_subreaper() -> Result<()> {
+/// How many setup helpers run now: while any does, this process is a subreaper.
+static ADOPTING: Mutex<usize> = Mutex::new(0);
+
+/// While it lives, this process is the reaper of its orphaned descendants
+/// (`PR_SET_CHILD_SUBREAPER`): the container's init, left by its setup helper, becomes
+/// its child, so it learns how the container ends. Only while a helper runs: an orphan
+/// of anything else (a sandbox killed mid-job, say) still goes to the system's init,
+/// which reaps it, and none waits here as a zombie.
+struct Adopting;
+
+impl Adopting {
+    fn start() -> Result<Adopting> {
+        let mut running = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
+        if *running == 0 {
+            set_subreaper(true)?;
+        }
+        *running += 1;
+        Ok(Adopting)
+    }
+}
+
+impl Drop for Adopting {
+    fn drop(&mut self) {
+        let mut running = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
+        *running -= 1;
+        if *running == 0 {
+            let _ = set_subreaper(false);
+        }
+    }
+}
+
+fn set_subreaper(on: bool) -> Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_CHILD_SUBREAPER,
+            libc::c_ulong::from(on),
+            0,
+            0,
+            0,
+        )
+    };
     if rc != 0 {
         return Err(runtime_error(
-            "becoming the containers' subreaper",
+            "adopting the container's process",
             std::io::Error::last_os_error(),
         ));
     }
@@ -577,6 +615,7 @@ pub fn exec(
         });
     }
     let (ran, hung) = watched(|| {
+        let _adopting = Adopting::start()?;
         let mut helper = Helper::spawn(&mut command)?;
         drop(output); // the helper and the process it starts hold it now
         let pid = helper.said("pid")?;

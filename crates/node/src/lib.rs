@@ -311,9 +311,7 @@ impl Node {
         let containers = match containers::Containers::open(&data, image_store.clone()) {
             Ok(c) => {
                 if let Some(program) = &cfg.helper_program {
-                    if let Err(e) = c.set_up_by(program.clone()) {
-                        tracing::warn!("containers are set up in the node's process: {e}");
-                    }
+                    c.set_up_by(program.clone());
                     if let Err(e) = c.enable_lazy_roots(program.clone()) {
                         tracing::warn!("lazy image roots are off (images are unpacked): {e}");
                     }

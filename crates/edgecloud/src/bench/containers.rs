@@ -118,7 +118,7 @@ pub(crate) async fn run(dir: &Path, quick: bool) -> anyhow::Result<()> {
     // As `edgecloud serve` does: lazy roots are served by this binary's `lazy-root`.
     let program = std::env::current_exe()?;
     let c = Containers::open(&node, store.clone())?;
-    c.set_up_by(program.clone())?;
+    c.set_up_by(program.clone());
     c.enable_lazy_roots(program.clone())?;
     let unpacked = Containers::open(&dir.join("node-unpacked"), store.clone())?;
     let spec = |image: &str, command: &[&str]| RunSpec {
