@@ -62,7 +62,8 @@ class VM:
     """A VM booting the image: from `-kernel/-initrd`, or with `boot_url` over the
     network (qemu's iPXE ROM asks qemu's DHCP, which names `boot_url` as the boot file)."""
 
-    def __init__(self, image, tmp, append="", boot_url=None, disks=()):
+    def __init__(self, image, tmp, append="", boot_url=None, disks=(), netns=None, netdev=None,
+                 mac=None, memory=1024):
         self.s3_port = free_port()
         self.monitor = tmp / "monitor.sock"
         self.console = tmp / "console.log"
@@ -76,13 +77,15 @@ class VM:
         else:
             boot = ["-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initramfs.img"),
                     "-append", cmdline]
-            netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
+            netdev = netdev or f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
+        nic = "virtio-net-pci,netdev=n0" + (f",mac={mac}" if mac else "")
         self.started = time.time()
         self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", *kvm, "-m", "1024", "-smp", "2", "-no-reboot",
+            [*(["ip", "netns", "exec", netns] if netns else []),
+             "qemu-system-x86_64", *kvm, "-m", str(memory), "-smp", "2", "-no-reboot",
              "-display", "none", "-serial", f"file:{self.console}",
              "-monitor", f"unix:{self.monitor},server,nowait", *boot,
-             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+             "-netdev", netdev, "-device", nic,
              *[a for d in disks for a in ("-drive", f"file={d},format=raw,if=virtio")]],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

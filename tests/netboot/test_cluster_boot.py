@@ -1,0 +1,271 @@
+"""Stateless nodes in a cluster: a host node and three VMs booted from the node image
+(`-kernel/-initrd`) on a bridge inside a network namespace of their own, each VM with a
+blank disk and a fixed address from the kernel command line, joining the host's
+cluster. A node powered off and booted again comes back as the same node with its disk
+and nothing to repair; one whose power is cut mid-write loses no acknowledged object; a
+fourth VM with a blank disk is formatted and takes shards."""
+import ctypes
+import glob
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import ACCESS, BIN, SECRET
+
+from test_boot import KERNELS, VM, image  # noqa: F401 (a fixture)
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None
+                       or not glob.glob(f"{KERNELS}/linux-image-*.deb"),
+                       reason="needs qemu-system-x86 and a kernel package (scripts/setup)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and tap devices need root"),
+]
+
+NS = f"ecboot{os.getpid()}"
+HOST = "10.77.0.1"
+CLONE_NEWNET = 0x40000000
+
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def in_netns(fn):
+    """Runs `fn` in a thread that has entered the namespace (a network namespace is a
+    thread's), and returns what it returns."""
+    out = {}
+
+    def run():
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/run/netns/{NS}") as f:
+            assert libc.setns(f.fileno(), CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 (handed to the caller)
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def s3():
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=f"http://{HOST}:9400", aws_access_key_id=ACCESS,
+                        aws_secret_access_key=SECRET, region_name="us-east-1",
+                        config=Config(retries={"max_attempts": 3}, connect_timeout=5,
+                                      read_timeout=60))
+
+
+class BootedCluster:
+    def __init__(self, root, image):
+        self.root, self.image = root, image
+        ip("netns", "add", NS)
+        ip("-n", NS, "link", "set", "lo", "up")
+        ip("-n", NS, "link", "add", "br0", "type", "bridge")
+        ip("-n", NS, "addr", "add", f"{HOST}/24", "dev", "br0")
+        ip("-n", NS, "link", "set", "br0", "up")
+        self.data = root / "host"
+        self.data.mkdir()
+        env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
+        self.host = subprocess.Popen(
+            ["ip", "netns", "exec", NS, BIN, "serve", "--data", str(self.data), "--bind", HOST,
+             "--site", "s0", "--disk", str(self.data / "d0"), "--scrub-interval", "5s",
+             "--nfs-key", ACCESS],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(root / "host.log", "w"))
+        deadline = time.time() + 30
+        while not (self.data / "cluster.secret").exists():
+            assert self.host.poll() is None and time.time() < deadline, (root / "host.log").read_text()
+            time.sleep(0.2)
+        self.secret = (self.data / "cluster.secret").read_text().strip()
+        self.vms = {}
+
+    def cli(self, *args):
+        return subprocess.run(["ip", "netns", "exec", NS, BIN, "--data", str(self.data),
+                               "--admin", f"http://{HOST}:9410", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def status(self):
+        p = self.cli("cluster", "status", "--json")
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    def wait(self, cond, what, timeout=240):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                s = self.status()
+                if cond(s):
+                    return s
+            except (AssertionError, json.JSONDecodeError):
+                pass
+            assert time.time() < deadline, f"timed out waiting for {what}:\n" + \
+                self.cli("cluster", "status").stdout + "".join(
+                    f"\n--- vm {i}\n{vm.log()[-2500:]}" for i, vm in self.vms.items())
+            time.sleep(1)
+
+    def boot(self, i, disk):
+        """Boots VM i (address 10.77.0.1i) with `disk`, joined to the host's cluster."""
+        tap = f"tap{i}"
+        if not os.path.exists(f"/sys/class/net/{tap}"):
+            subprocess.run(["ip", "-n", NS, "tuntap", "add", tap, "mode", "tap"],
+                           capture_output=True)
+            ip("-n", NS, "link", "set", tap, "master", "br0", "up")
+        tmp = self.root / f"vm{i}-{time.time_ns()}"
+        tmp.mkdir()
+        append = (f"edgecloud.ip=10.77.0.1{i}/24 edgecloud.gateway={HOST} "
+                  f'edgecloud.serve="--join {HOST}:9420 --site s{i} --scrub-interval 5s" '
+                  f"edgecloud.env.EDGECLOUD_CLUSTER_SECRET={self.secret}")
+        vm = self.vms[i] = VM(self.image, tmp, append=append, disks=[disk], netns=NS,
+                              netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
+                              mac=f"52:54:00:77:00:1{i}", memory=768)
+        return vm
+
+    def back(self, i):
+        """Waits until VM i's node serves and the host has heard from it since."""
+        vm = self.vms[i]
+        deadline = time.time() + 240
+        while "serving" not in vm.log():
+            assert vm.proc.poll() is None and time.time() < deadline, vm.log()[-3000:]
+            time.sleep(0.5)
+        return self.wait(lambda s: node_of(s, i)["state"] == "active"
+                         and (node_of(s, i).get("seen_ms_ago") or 10 ** 9) < 2000
+                         and node_of(s, i)["disk_health"], f"node {i} back")
+
+    def settled(self):
+        """Waits until a scrub pass finds every shard in place and every node reports the
+        same shard count twice, heartbeats apart; returns that status."""
+        last = None
+        deadline = time.time() + 240
+        while True:
+            s = self.status()
+            counts = {n["id"]: sum(d["shards"] for d in n["disk_health"])
+                      for n in s["status"]["nodes"]}
+            if s["repair"]["healthy"] and not s["repair"]["running"] and counts == last:
+                return s
+            assert time.time() < deadline, json.dumps(s["repair"])
+            last = counts
+            time.sleep(4)
+
+    def stop(self):
+        for vm in self.vms.values():
+            vm.kill()
+        if self.host.poll() is None:
+            self.host.terminate()
+            try:
+                self.host.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.host.kill()
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+def node_of(s, i):
+    """Node i in status `s` (a placeholder while it has not joined)."""
+    return next((n for n in s["status"]["nodes"] if n["rpc_addr"] == f"10.77.0.1{i}:9420"),
+                {"id": None, "state": None, "seen_ms_ago": None, "disk_health": []})
+
+
+def shards_on(s, i):
+    return sum(d["shards"] for d in node_of(s, i)["disk_health"])
+
+
+def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatted(image, tmp_path):
+    c = BootedCluster(tmp_path, image)
+    disks = {}
+    try:
+        for i in (1, 2, 3):
+            disks[i] = tmp_path / f"disk{i}.img"
+            subprocess.run(["truncate", "-s", "512M", str(disks[i])], check=True)
+            c.boot(i, disks[i])
+        s = c.wait(lambda s: len(s["status"]["nodes"]) == 4 and all(
+            n["state"] == "active" and n["disk_health"] for n in s["status"]["nodes"]),
+            "four active nodes, each reporting its disks")
+        ids = {i: node_of(s, i)["id"] for i in (1, 2, 3)}
+        for i in (1, 2, 3):
+            assert "formatted edgecloud-" in c.vms[i].log()
+
+        client = in_netns(s3)
+        in_netns(lambda: client.create_bucket(Bucket="booted"))
+        before = {f"k{n}": os.urandom(200_000) for n in range(12)}
+        for k, v in before.items():
+            in_netns(lambda k=k, v=v: client.put_object(Bucket="booted", Key=k, Body=v))
+        s = c.settled()
+        shards_before = shards_on(s, 1)
+        assert shards_before > 0, "node 1 holds shards"
+        repaired_before = s["repair"]["shards_repaired_total"]
+
+        # A clean power-off and boot: the same node, its shards, nothing repaired.
+        c.vms[1].monitor_command("sendkey ctrl-alt-delete")
+        c.vms[1].proc.wait(timeout=120)
+        c.boot(1, disks[1])
+        s = c.back(1)
+        assert len(s["status"]["nodes"]) == 4, "no new node: the same one, known by its disk"
+        assert node_of(s, 1)["id"] == ids[1]
+        assert f"found {ext_label(disks[1])}" in c.vms[1].log()
+        assert shards_on(s, 1) == shards_before
+        # A repair pass over every chunk finds nothing to do.
+        asked = time.time()
+        p = c.cli("cluster", "repair")
+        assert p.returncode == 0, p.stderr
+        c.wait(lambda s: s["repair"].get("last_started", 0) > asked and not s["repair"]["running"],
+               "a repair pass after the reboot")
+        s = c.settled()
+        assert shards_on(s, 1) == shards_before
+        assert s["repair"]["shards_repaired_total"] == repaired_before, "a reboot repairs nothing"
+
+        # Power cut mid-write: every acknowledged object is there after it comes back.
+        written, stop = {}, threading.Event()
+
+        def writer():
+            n = 0
+            while not stop.is_set():
+                k, v = f"w{n}", os.urandom(150_000)
+                try:
+                    client.put_object(Bucket="booted", Key=k, Body=v)
+                    written[k] = v
+                except Exception:  # noqa: BLE001 (an unacknowledged write may be lost)
+                    pass
+                n += 1
+
+        t = threading.Thread(target=lambda: in_netns(writer))
+        t.start()
+        time.sleep(3)
+        c.vms[2].kill()  # the power cord
+        time.sleep(3)
+        c.boot(2, disks[2])
+        s = c.back(2)
+        assert node_of(s, 2)["id"] == ids[2] and len(s["status"]["nodes"]) == 4
+        stop.set()
+        t.join()
+        assert len(written) > 3, "writes went on"
+        for k, v in {**before, **written}.items():
+            got = in_netns(lambda k=k: client.get_object(Bucket="booted", Key=k)["Body"].read())
+            assert got == v, k
+
+        # A fourth machine with a blank disk: formatted, joined, and given shards.
+        disks[4] = tmp_path / "disk4.img"
+        subprocess.run(["truncate", "-s", "512M", str(disks[4])], check=True)
+        c.boot(4, disks[4])
+        c.back(4)
+        assert "formatted edgecloud-" in c.vms[4].log()
+        for n in range(12):
+            in_netns(lambda n=n: client.put_object(Bucket="booted", Key=f"late{n}",
+                                                    Body=os.urandom(200_000)))
+        c.wait(lambda s: shards_on(s, 4) > 0, "shards on the fourth node")
+    finally:
+        c.stop()
+
+
+def ext_label(disk):
+    with open(disk, "rb") as f:
+        head = f.read(2048)
+    return head[1024 + 120:1024 + 136].rstrip(b"\0").decode()
