@@ -160,6 +160,39 @@ def test_a_booted_node_gets_an_address_serves_s3_and_powers_off(image, tmp_path)
         vm.kill()
 
 
+def ledger_records(admin, token):
+    """Every record of a node's audit log, read as a monitor reads it: the signed
+    checkpoint's size, then the published entry bundles (C2SP tlog-tiles)."""
+    import urllib.request
+
+    def fetch(path):
+        req = urllib.request.Request(f"{admin}/v1/ledger/{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+        return urllib.request.urlopen(req, timeout=10).read()
+
+    size = int(fetch("checkpoint").decode().splitlines()[1])
+    records = []
+    for n in range((size + 255) // 256):
+        width = min(256, size - n * 256)
+        b = fetch(f"tile/entries/{n:03d}" + ("" if width == 256 else f".p/{width}"))
+        i = 0
+        while i < len(b):
+            length = int.from_bytes(b[i:i + 2], "big")
+            records.append(json.loads(b[i + 2:i + 2 + length]))
+            i += 2 + length
+    return records
+
+
+def wait_for_record(admin, token, match, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        found = [r for r in ledger_records(admin, token) if match(r)]
+        if found:
+            return found
+        assert time.time() < deadline, "no such ledger record"
+        time.sleep(0.5)
+
+
 def ext_label(disk):
     """The label of the ext2/3/4 file system on a disk image ('' if it holds none)."""
     with open(disk, "rb") as f:
@@ -266,6 +299,11 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
                            capture_output=True, text=True, timeout=10)
         assert p.returncode == 0 and p.stdout.startswith("#!ipxe\n"), p
         assert f"edgecloud.image={manifest['image_sha256']}" in p.stdout
+        # What machines boot is in the serving node's audit log.
+        token = (tmp_path / "host" / "admin.token").read_text().strip()
+        served = wait_for_record(host.admin, token, lambda r: r["kind"] == "boot_image_served")
+        assert served[-1]["image_sha256"] == manifest["image_sha256"]
+        assert served[-1]["initramfs_sha256"] == manifest["initramfs_sha256"]
         kernel = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/vmlinuz"],
                                 capture_output=True, timeout=10).stdout
         assert kernel == (image / "vmlinuz").read_bytes()

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ACCESS, BIN, SECRET
 
-from test_boot import KERNELS, VM, image  # noqa: F401 (a fixture)
+from test_boot import KERNELS, VM, image, ledger_records  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None
@@ -88,6 +88,8 @@ class BootedCluster:
             time.sleep(0.2)
         self.secret = (self.data / "cluster.secret").read_text().strip()
         self.vms = {}
+        # As the boot server would name it on the command line.
+        self.image_sha256 = json.loads((image / "manifest.json").read_text())["image_sha256"]
 
     def cli(self, *args):
         return subprocess.run(["ip", "netns", "exec", NS, BIN, "--data", str(self.data),
@@ -124,7 +126,8 @@ class BootedCluster:
         tmp.mkdir()
         append = (f"edgecloud.ip=10.77.0.1{i}/24 edgecloud.gateway={HOST} "
                   f'edgecloud.serve="--join {HOST}:9420 --site s{i} --scrub-interval 5s" '
-                  f"edgecloud.env.EDGECLOUD_CLUSTER_SECRET={self.secret}")
+                  f"edgecloud.env.EDGECLOUD_CLUSTER_SECRET={self.secret} "
+                  f"edgecloud.image={self.image_sha256}")
         vm = self.vms[i] = VM(self.image, tmp, append=append, disks=[disk], netns=NS,
                               netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
                               mac=f"52:54:00:77:00:1{i}", memory=768)
@@ -261,6 +264,14 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
             in_netns(lambda n=n: client.put_object(Bucket="booted", Key=f"late{n}",
                                                     Body=os.urandom(200_000)))
         c.wait(lambda s: shards_on(s, 4) > 0, "shards on the fourth node")
+
+        # Each boot is in the cluster's audit log, with the image it booted.
+        token = (c.data / "admin.token").read_text().strip()
+        booted = in_netns(lambda: ledger_records(f"http://{HOST}:9410", token))
+        booted = [r for r in booted if r["kind"] == "node_booted"]
+        assert {r["image_sha256"] for r in booted} == {c.image_sha256}
+        assert {r["node_id"] for r in booted} == {*ids.values(), node_of(c.status(), 4)["id"]}
+        assert len(booted) == 6, "three first boots, two boots again, one fourth node"
     finally:
         c.stop()
 

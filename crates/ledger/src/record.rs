@@ -171,6 +171,25 @@ pub enum Change {
         /// SHA-256 (hex) of the command line, its arguments joined by NUL.
         command_sha256: String,
     },
+    /// A node started serving a node image to machines that boot from the network
+    /// (`serve --boot-image`), its files checked against its manifest.
+    BootImageServed {
+        /// The image's name: SHA-256 over its kernel's and initramfs's hashes.
+        image_sha256: String,
+        /// The kernel's version (`6.1.0-57-amd64`).
+        kernel_version: String,
+        /// SHA-256 of the kernel.
+        kernel_sha256: String,
+        /// SHA-256 of the initramfs.
+        initramfs_sha256: String,
+    },
+    /// A node started from a node image it booted (`edgecloud init` names it).
+    NodeBooted {
+        /// The node's id.
+        node_id: String,
+        /// The image it booted, as the boot server named it.
+        image_sha256: String,
+    },
 }
 
 /// One part of a multipart object: its plaintext size and SHA-256 (hex).
@@ -379,6 +398,24 @@ impl Record {
                 j.opt_str(manifest_digest.as_deref());
                 j.field("command_sha256", command_sha256);
             }
+            Change::BootImageServed {
+                image_sha256,
+                kernel_version,
+                kernel_sha256,
+                initramfs_sha256,
+            } => {
+                j.field("image_sha256", image_sha256);
+                j.field("kernel_version", kernel_version);
+                j.field("kernel_sha256", kernel_sha256);
+                j.field("initramfs_sha256", initramfs_sha256);
+            }
+            Change::NodeBooted {
+                node_id,
+                image_sha256,
+            } => {
+                j.field("node_id", node_id);
+                j.field("image_sha256", image_sha256);
+            }
         }
         j.0.push(b'}');
     }
@@ -408,6 +445,8 @@ impl Change {
             Change::LegalHoldSet { .. } => "legal_hold_set",
             Change::LifecycleSet { .. } => "lifecycle_set",
             Change::ContainerStarted { .. } => "container_started",
+            Change::BootImageServed { .. } => "boot_image_served",
+            Change::NodeBooted { .. } => "node_booted",
         }
     }
 }
@@ -743,6 +782,20 @@ mod tests {
                         }
                     }
                 ),
+            (s(), s(), s(), s()).prop_map(
+                |(image_sha256, kernel_version, kernel_sha256, initramfs_sha256)| {
+                    Change::BootImageServed {
+                        image_sha256,
+                        kernel_version,
+                        kernel_sha256,
+                        initramfs_sha256,
+                    }
+                }
+            ),
+            (s(), s()).prop_map(|(node_id, image_sha256)| Change::NodeBooted {
+                node_id,
+                image_sha256
+            }),
         ]
     }
 

@@ -5,7 +5,7 @@
 //! command line. Point DHCP's boot file at `http://NODE:9403/boot.ipxe` (iPXE), or
 //! chainload iPXE first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::Router;
 use axum::body::Body;
@@ -13,6 +13,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+
+use sha2::{Digest, Sha256};
 
 use crate::image::Manifest;
 
@@ -35,9 +37,10 @@ pub fn script(manifest: &Manifest, args: &str) -> String {
     )
 }
 
-/// The routes for the image in `dir` (its `manifest.json` read now: a folder that is
-/// no image is refused at start, not when a machine boots).
-pub fn router(dir: PathBuf, args: &str) -> crate::Result<Router> {
+/// The image in `dir`: its `manifest.json`, with the kernel's and the initramfs's
+/// SHA-256 checked against it (read at start: a folder that is no image, or whose files
+/// are not the ones its manifest names, is refused then, not when a machine boots).
+pub fn load(dir: &Path) -> crate::Result<Manifest> {
     let text = std::fs::read(dir.join("manifest.json")).map_err(|e| {
         crate::NetbootError::Image(format!(
             "{} is no node image (no manifest.json: {e}); make one with `edgecloud node-image build --out {}`",
@@ -47,16 +50,41 @@ pub fn router(dir: PathBuf, args: &str) -> crate::Result<Router> {
     })?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| crate::NetbootError::Image(format!("{}/manifest.json: {e}", dir.display())))?;
+    for (name, expected) in [
+        ("vmlinuz", &manifest.kernel_sha256),
+        ("initramfs.img", &manifest.initramfs_sha256),
+    ] {
+        let mut f = std::fs::File::open(dir.join(name))
+            .map_err(|e| crate::NetbootError::Image(format!("{}/{name}: {e}", dir.display())))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut f, &mut hasher)?;
+        let actual: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if &actual != expected {
+            return Err(crate::NetbootError::Image(format!(
+                "{}/{name} is not the file its manifest.json names (SHA-256 {actual}, not {expected}): build the image again",
+                dir.display()
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// The routes for the image in `dir`, described by `manifest` ([`load`]).
+pub fn router(dir: PathBuf, manifest: &Manifest, args: &str) -> Router {
     let served = Served {
-        script: script(&manifest, args),
+        script: script(manifest, args),
         dir,
     };
-    Ok(Router::new()
+    Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/vmlinuz", get(|s| file(s, "vmlinuz")))
         .route("/initramfs.img", get(|s| file(s, "initramfs.img")))
         .route("/manifest.json", get(|s| file(s, "manifest.json")))
-        .with_state(served))
+        .with_state(served)
 }
 
 async fn boot_script(State(s): State<Served>) -> Response {
@@ -106,6 +134,42 @@ mod tests {
             "\nkernel vmlinuz initrd=initramfs.img console=ttyS0 edgecloud.serve=\"--site lab\" edgecloud.image=abc123\n"
         ));
         assert!(s.contains("\ninitrd initramfs.img\nboot\n"));
-        assert!(router(PathBuf::from("/nonexistent"), "").is_err());
+        assert!(load(Path::new("/nonexistent")).is_err());
+    }
+
+    #[test]
+    fn an_image_whose_files_are_not_its_manifests_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let hex = |b: &[u8]| -> String {
+            Sha256::digest(b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect()
+        };
+        std::fs::write(t.path().join("vmlinuz"), b"kernel").unwrap();
+        std::fs::write(t.path().join("initramfs.img"), b"initramfs").unwrap();
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "kernel_version": "6.1.0-57-amd64", "kernel_sha256": hex(b"kernel"),
+            "initramfs_sha256": hex(b"initramfs"), "initramfs_bytes": 9,
+            "binary_sha256": "b", "modules": [], "built_in": [], "libraries": [],
+            "image_sha256": "abc"
+        }))
+        .unwrap();
+        let write = |m: &Manifest| {
+            std::fs::write(
+                t.path().join("manifest.json"),
+                serde_json::to_vec(m).unwrap(),
+            )
+            .unwrap()
+        };
+        write(&m);
+        assert_eq!(load(t.path()).unwrap(), m);
+        m.initramfs_sha256 = hex(b"another initramfs");
+        write(&m);
+        let e = load(t.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("initramfs.img is not the file its manifest.json names"),
+            "{e}"
+        );
     }
 }

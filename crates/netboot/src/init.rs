@@ -338,6 +338,9 @@ fn start_node(address: Ipv4Addr, p: &BootParams, storage: &Storage) -> Result<u3
         cmd.arg("--disk").arg(shards);
     }
     cmd.args(&p.serve).envs(p.env.iter().map(|(k, v)| (k, v)));
+    if let Some(image) = &p.image {
+        cmd.env("EDGECLOUD_BOOTED_IMAGE", image);
+    }
     // SAFETY: sigprocmask is async-signal-safe: the node gets the signals init blocks.
     unsafe {
         cmd.pre_exec(|| {

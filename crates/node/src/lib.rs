@@ -432,12 +432,33 @@ impl Node {
         // The boot server: its image is checked now, so a wrong folder fails the start.
         let boot = match &cfg.boot_image {
             Some(dir) => {
-                let app = netboot::boot_server::router(dir.clone(), &cfg.boot_args)
+                let manifest = netboot::boot_server::load(dir)
                     .map_err(|e| NodeError::Settings(format!("--boot-image: {e}")))?;
+                let app = netboot::boot_server::router(dir.clone(), &manifest, &cfg.boot_args);
+                // What machines will boot is in the audit log.
+                let served = ledger::record::Change::BootImageServed {
+                    image_sha256: manifest.image_sha256.clone(),
+                    kernel_version: manifest.kernel_version.clone(),
+                    kernel_sha256: manifest.kernel_sha256.clone(),
+                    initramfs_sha256: manifest.initramfs_sha256.clone(),
+                };
+                archive
+                    .record(served, None)
+                    .await
+                    .map_err(|e| NodeError::Settings(format!("--boot-image: recording it: {e}")))?;
                 Some((bind(&cfg.listen.boot, "boot-listen").await?, app))
             }
             None => None,
         };
+        if let Some(image) = &cfg.booted_image {
+            let booted = ledger::record::Change::NodeBooted {
+                node_id: membership.me().to_string(),
+                image_sha256: image.clone(),
+            };
+            if let Err(e) = archive.record(booted, None).await {
+                tracing::warn!("recording the image this node booted: {e}");
+            }
+        }
         background.push(background::publish_ledger(
             auditor.clone(),
             client.clone(),

@@ -145,6 +145,11 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_BOOT_ARGS", value_name = "ARGS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_args: Option<String>,
+    /// The SHA-256 of the node image this machine booted, recorded in the audit log
+    /// at start (`edgecloud init` sets it from the boot server's `edgecloud.image`)
+    #[arg(long, env = "EDGECLOUD_BOOTED_IMAGE", value_name = "SHA256")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booted_image: Option<String>,
     /// Address of the WebDAV gateway [default: 0.0.0.0:9401]
     #[arg(long, env = "EDGECLOUD_DAV_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -343,6 +348,8 @@ pub struct NodeConfig {
     pub boot_image: Option<PathBuf>,
     /// The kernel command line of the boot script.
     pub boot_args: String,
+    /// The node image this machine booted (None: not a booted node).
+    pub booted_image: Option<String>,
     /// Base domain for virtual-hosted-style S3.
     pub domain: Option<String>,
     /// The master key file.
@@ -445,6 +452,7 @@ impl NodeSettings {
             nfs_key: self.nfs_key,
             boot_image: self.boot_image,
             boot_args: or(self.boot_args, d::BOOT_ARGS),
+            booted_image: self.booted_image,
             domain: self.domain,
             master_key_file: self
                 .master_key_file
