@@ -202,6 +202,9 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
         for k, v in before.items():
             in_netns(lambda k=k, v=v: client.put_object(Bucket="booted", Key=k, Body=v))
         s = c.settled()
+        for i in (1, 2, 3):
+            rss = in_netns(lambda i=i: resident(f"http://10.77.0.1{i}:9410/metrics"))
+            print(f"node {i} (booted, idle, 12 objects stored): RSS {rss / 2**20:.1f} MiB")
         shards_before = shards_on(s, 1)
         assert shards_before > 0, "node 1 holds shards"
         repaired_before = s["repair"]["shards_repaired_total"]
@@ -274,6 +277,14 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
         assert len(booted) == 6, "three first boots, two boots again, one fourth node"
     finally:
         c.stop()
+
+
+def resident(metrics_url):
+    """`process_resident_memory_bytes` from a node's metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    line = next(l for l in text.splitlines() if l.startswith("process_resident_memory_bytes "))
+    return float(line.split()[1])
 
 
 def ext_label(disk):

@@ -59,6 +59,7 @@ def test_metrics_count_requests_bytes_and_state_without_a_token(fresh):
     assert value(after, "edgecloud_disk_ok") == 1
     assert value(after, "edgecloud_disk_size_bytes") > value(after, "edgecloud_disk_free_bytes") > 0
     assert value(after, "edgecloud_chunks") - value(before, "edgecloud_chunks") >= 3
+    assert 10 << 20 < value(after, "process_resident_memory_bytes") < 1 << 30
     assert value(after, "edgecloud_repair_queue_chunks") == 0  # nothing below full redundancy
     assert value(after, "edgecloud_raft_leader") == 1
     assert value(after, "edgecloud_raft_voters") == 1

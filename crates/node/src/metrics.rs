@@ -260,6 +260,18 @@ fn gauge(r: &mut Registry, name: &str, help: &str, value: i64) {
     r.register(name, help, g);
 }
 
+/// This process's resident memory: `VmRSS` of `/proc/self/status` (0 where there is
+/// none).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// `GET /metrics`: the Prometheus text format.
 pub async fn scrape(State(s): State<NodeState>) -> Response {
     let text = tokio::task::spawn_blocking(move || render(&s)).await;
@@ -314,6 +326,12 @@ fn render(s: &NodeState) -> Result<String, std::fmt::Error> {
         "edgecloud_disk_ok",
         "1 while the disk's folder is there (0: the disk is gone, its shards are rebuilt elsewhere)",
         ok,
+    );
+    gauge(
+        &mut r,
+        "process_resident_memory_bytes",
+        "The node process's resident memory (RSS)",
+        resident_bytes() as i64,
     );
     gauge(
         &mut r,
