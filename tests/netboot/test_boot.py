@@ -22,15 +22,37 @@ pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None
                                 reason="needs qemu-system-x86 and a kernel package (scripts/setup)")
 
 
+def build_args(out, deb, key):
+    return [BIN, "node-image", "build", "--out", str(out), "--kernel-deb", deb,
+            "--signing-key", str(key)]
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
+    """An image that boots only configurations signed with its key (`key` beside it)."""
     out = tmp_path_factory.mktemp("node-image")
+    key = out.parent / f"{out.name}.key"
+    p = subprocess.run([BIN, "node-image", "keygen", "--out", str(key)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
     deb = sorted(glob.glob(f"{KERNELS}/linux-image-*.deb"))[-1]
-    p = subprocess.run([BIN, "node-image", "build", "--out", str(out), "--kernel-deb", deb],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(build_args(out, deb, key), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "image      sha256" in p.stdout
+    public = json.loads((out / "manifest.json").read_text())["config_key"]
+    assert f"boots      configurations signed with {public} only" in p.stdout, p.stdout
     return out
+
+
+def signing_key(image):
+    return image.parent / f"{image.name}.key"
+
+
+def signed(image, cmdline):
+    p = subprocess.run([BIN, "node-image", "sign", "--key", str(signing_key(image)), cmdline],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
 
 
 KVM = None
@@ -63,7 +85,7 @@ class VM:
     network (qemu's iPXE ROM asks qemu's DHCP, which names `boot_url` as the boot file)."""
 
     def __init__(self, image, tmp, append="", boot_url=None, disks=(), netns=None, netdev=None,
-                 mac=None, memory=1024):
+                 mac=None, memory=1024, after_signing=""):
         self.s3_port = free_port()
         self.monitor = tmp / "monitor.sock"
         self.console = tmp / "console.log"
@@ -75,6 +97,9 @@ class VM:
             boot = ["-boot", "n"]
             netdev = f"user,id=n0,bootfile={boot_url},hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
         else:
+            # Signed as the boot server would (the image starts a node for nothing else);
+            # `after_signing` is what someone on the way adds.
+            cmdline = signed(image, cmdline) + after_signing
             boot = ["-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initramfs.img"),
                     "-append", cmdline]
             netdev = netdev or f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
@@ -126,8 +151,8 @@ def test_a_node_image_is_reproducible_and_small(image, tmp_path):
     assert "virtio_net" in manifest["modules"] and "virtio_pci" in manifest["modules"]
     deb = sorted(glob.glob(f"{KERNELS}/linux-image-*.deb"))[-1]
     again = tmp_path / "again"
-    p = subprocess.run([BIN, "node-image", "build", "--out", str(again), "--kernel-deb", deb],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(build_args(again, deb, signing_key(image)), capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stderr
     for f in ("vmlinuz", "initramfs.img", "manifest.json"):
         assert (image / f).read_bytes() == (again / f).read_bytes(), f"{f} differs"
@@ -274,6 +299,26 @@ def test_a_blank_disk_is_formatted_and_a_reboot_finds_it_with_the_nodes_data(ima
     assert ext_label(other) == ""
 
 
+def test_a_boot_configuration_changed_after_signing_starts_no_node(image, tmp_path):
+    """The image was built with a boot key: a command line changed on the way (here a
+    parameter added after signing) starts no node and touches no disk."""
+    disk = tmp_path / "blank.img"
+    subprocess.run(["truncate", "-s", "64M", str(disk)], check=True)
+    vm = VM(image, tmp_path, disks=[disk], after_signing=" edgecloud.format=never")
+    try:
+        deadline = time.time() + 120
+        while "does not match it" not in vm.log():
+            assert vm.proc.poll() is None and time.time() < deadline, vm.log()[-3000:]
+            time.sleep(0.5)
+        time.sleep(3)
+        log = vm.log()
+        assert "the node does not start" in log and "node started" not in log, log[-3000:]
+        assert "disk vda" not in log
+    finally:
+        vm.kill()
+    assert open(disk, "rb").read(1 << 20) == bytes(1 << 20), "the disk was not touched"
+
+
 def test_bad_boot_parameters_are_named_and_the_node_still_boots(image, tmp_path):
     vm = VM(image, tmp_path, append="edgecloud.colour=red")
     try:
@@ -292,13 +337,13 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
             f"edgecloud.env.EDGECLOUD_ACCESS_KEY={ACCESS} edgecloud.env.EDGECLOUD_SECRET_KEY={SECRET}")
     (tmp_path / "host").mkdir()
     host = Node(tmp_path / "host", "--boot-image", str(image), "--boot-listen", f"127.0.0.1:{port}",
-                "--boot-args", args)
+                "--boot-args", args, "--boot-key", str(signing_key(image)))
     try:
         manifest = json.loads((image / "manifest.json").read_text())
         p = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/boot.ipxe"],
                            capture_output=True, text=True, timeout=10)
         assert p.returncode == 0 and p.stdout.startswith("#!ipxe\n"), p
-        assert f"edgecloud.image={manifest['image_sha256']}" in p.stdout
+        assert f"edgecloud.image={manifest['image_sha256']} edgecloud.sig=" in p.stdout
         # What machines boot is in the serving node's audit log.
         token = (tmp_path / "host" / "admin.token").read_text().strip()
         served = wait_for_record(host.admin, token, lambda r: r["kind"] == "boot_image_served")
@@ -313,6 +358,7 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
             seconds = vm.wait_for_s3(timeout=240)
             print(f"power-on to S3 answering, booted over the network: {seconds:.1f} s")
             assert f"booted image sha256 {manifest['image_sha256']}" in vm.log()
+            assert "the boot configuration is signed with the image's key" in vm.log()
         finally:
             vm.kill()
     finally:
@@ -324,3 +370,10 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
                         "--admin-listen", "127.0.0.1:0", "--boot-listen", "127.0.0.1:0"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "node-image build" in p.stderr, p.stderr
+    # An image built with a key is not served without it.
+    p = subprocess.run([BIN, "serve", "--data", str(tmp_path / "other"), "--boot-image", str(image),
+                        "--bind", "127.0.0.1", "--s3-listen", "127.0.0.1:0", "--dav-listen", "127.0.0.1:0",
+                        "--ftp-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0",
+                        "--admin-listen", "127.0.0.1:0", "--boot-listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "give --boot-key" in p.stderr, p.stderr

@@ -14,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use ring::signature::Ed25519KeyPair;
 use sha2::{Digest, Sha256};
 
 use crate::image::Manifest;
@@ -24,17 +25,40 @@ struct Served {
     script: String,
 }
 
-/// The iPXE script for an image with `manifest`, giving the kernel `args`.
-pub fn script(manifest: &Manifest, args: &str) -> String {
+/// The iPXE script for an image with `manifest`, giving the kernel `args` (and the
+/// image's hash), signed with `key` when there is one (`signing`).
+pub fn script(manifest: &Manifest, args: &str, key: Option<&Ed25519KeyPair>) -> String {
+    let mut kernel_args = format!(
+        "initrd=initramfs.img {args} edgecloud.image={}",
+        manifest.image_sha256
+    );
+    if let Some(key) = key {
+        kernel_args = crate::signing::sign(key, &kernel_args);
+    }
     format!(
         "#!ipxe\n\
          echo edgecloud node image {image} (kernel {kernel})\n\
-         kernel vmlinuz initrd=initramfs.img {args} edgecloud.image={image}\n\
+         kernel vmlinuz {kernel_args}\n\
          initrd initramfs.img\n\
          boot\n",
         image = manifest.image_sha256,
         kernel = manifest.kernel_version,
     )
+}
+
+/// Whether `key` may serve the image of `manifest`: an image built with a boot key
+/// boots only configurations signed with it.
+pub fn check_key(manifest: &Manifest, key: Option<&Ed25519KeyPair>) -> crate::Result<()> {
+    let given = key.map(crate::signing::public_key);
+    match (&manifest.config_key, given) {
+        (Some(_), None) => Err(crate::NetbootError::Image(
+            "the image takes signed boot configurations only: give --boot-key, the key it was built with".into(),
+        )),
+        (Some(wanted), Some(given)) if *wanted != given => Err(crate::NetbootError::Image(format!(
+            "--boot-key is not the key the image was built with (its public key is {given}; the image's is {wanted})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The image in `dir`: its `manifest.json`, with the kernel's and the initramfs's
@@ -73,18 +97,25 @@ pub fn load(dir: &Path) -> crate::Result<Manifest> {
     Ok(manifest)
 }
 
-/// The routes for the image in `dir`, described by `manifest` ([`load`]).
-pub fn router(dir: PathBuf, manifest: &Manifest, args: &str) -> Router {
+/// The routes for the image in `dir`, described by `manifest` ([`load`]), its boot
+/// configuration signed with `key` ([`check_key`]).
+pub fn router(
+    dir: PathBuf,
+    manifest: &Manifest,
+    args: &str,
+    key: Option<&Ed25519KeyPair>,
+) -> crate::Result<Router> {
+    check_key(manifest, key)?;
     let served = Served {
-        script: script(manifest, args),
+        script: script(manifest, args, key),
         dir,
     };
-    Router::new()
+    Ok(Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/vmlinuz", get(|s| file(s, "vmlinuz")))
         .route("/initramfs.img", get(|s| file(s, "initramfs.img")))
         .route("/manifest.json", get(|s| file(s, "manifest.json")))
-        .with_state(served)
+        .with_state(served))
 }
 
 async fn boot_script(State(s): State<Served>) -> Response {
@@ -126,14 +157,34 @@ mod tests {
             built_in: vec![],
             libraries: vec![],
             tools: vec![],
+            config_key: None,
             image_sha256: "abc123".into(),
         };
-        let s = script(&m, "console=ttyS0 edgecloud.serve=\"--site lab\"");
+        let s = script(&m, "console=ttyS0 edgecloud.serve=\"--site lab\"", None);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "\nkernel vmlinuz initrd=initramfs.img console=ttyS0 edgecloud.serve=\"--site lab\" edgecloud.image=abc123\n"
         ));
         assert!(s.contains("\ninitrd initramfs.img\nboot\n"));
+        // Signed: the same line and the signature, which init accepts.
+        let (file, public) = crate::signing::generate().unwrap();
+        let key = crate::signing::key_from(&file).unwrap();
+        let signed = script(&m, "console=ttyS0", Some(&key));
+        let line = signed.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        let cmdline = line.strip_prefix("kernel vmlinuz ").unwrap();
+        crate::signing::verify(&public, cmdline).unwrap();
+        // An image built with a key is served only with that key.
+        let mut keyed = m.clone();
+        keyed.config_key = Some(public);
+        assert!(check_key(&keyed, Some(&key)).is_ok());
+        assert!(
+            check_key(&keyed, None)
+                .unwrap_err()
+                .to_string()
+                .contains("--boot-key")
+        );
+        let other = crate::signing::key_from(&crate::signing::generate().unwrap().0).unwrap();
+        assert!(check_key(&keyed, Some(&other)).is_err());
         assert!(load(Path::new("/nonexistent")).is_err());
     }
 

@@ -34,6 +34,9 @@ pub struct BuildOptions {
     pub modules: Vec<String>,
     /// e2fsprogs' `mke2fs`, put at `/sbin/mke2fs` (None: the node formats no disk).
     pub mke2fs: Option<PathBuf>,
+    /// The public boot key (base64) whose signature the image demands on its kernel
+    /// command line (`signing`); None: it takes any.
+    pub config_key: Option<String>,
 }
 
 /// What was built, as `manifest.json` says.
@@ -58,6 +61,10 @@ pub struct Manifest {
     /// Programs besides edgecloud, at their paths (`/sbin/mke2fs`).
     #[serde(default)]
     pub tools: Vec<String>,
+    /// The public key (base64) the image checks its boot configuration against; the
+    /// boot server must sign with its private half.
+    #[serde(default)]
+    pub config_key: Option<String>,
     /// SHA-256 over the kernel's and the initramfs's hashes: the image's name.
     pub image_sha256: String,
 }
@@ -260,8 +267,12 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         .into_iter()
         .map(|(path, real)| Ok((path, std::fs::read(real)?)))
         .collect::<Result<_>>()?;
-    // Tools are files at their paths, as libraries are.
-    let files: Vec<(String, Vec<u8>)> = libs.iter().chain(&tools).cloned().collect();
+    // Tools are files at their paths, as libraries are; so is the boot key.
+    let mut files: Vec<(String, Vec<u8>)> = libs.iter().chain(&tools).cloned().collect();
+    if let Some(key) = &opts.config_key {
+        let path = crate::signing::PUBLIC_KEY_PATH.to_string();
+        files.push((path, format!("{key}\n").into_bytes()));
+    }
     let archive = initramfs(&kernel, &binary, &files)?;
     let mut compressed = Vec::new();
     let mut z = zstd::Encoder::new(&mut compressed, ZSTD_LEVEL)?;
@@ -283,6 +294,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         built_in: kernel.built_in.clone(),
         libraries: libs.iter().map(|(p, _)| format!("/{p}")).collect(),
         tools: tools.iter().map(|(p, _)| format!("/{p}")).collect(),
+        config_key: opts.config_key.clone(),
     };
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| NetbootError::Image(e.to_string()))?;

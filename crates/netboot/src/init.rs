@@ -54,7 +54,7 @@ pub struct BootParams {
 }
 
 /// Splits a kernel command line into words, keeping "double-quoted" parts together.
-fn words(line: &str) -> Vec<String> {
+pub(crate) fn words(line: &str) -> Vec<String> {
     let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
     for c in line.chars() {
         match c {
@@ -95,6 +95,7 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams> {
                 p.ip = Some((ip, prefix));
             }
             "image" => p.image = Some(value.to_string()),
+            "sig" => {} // checked by `signing::verify`
             "format" => {
                 p.format = FormatPolicy::parse(value).map_err(|e| bad(&w, &e.to_string()))?
             }
@@ -420,6 +421,22 @@ pub fn run() -> ! {
     if let Some(image) = &params.image {
         say(&format!("booted image sha256 {image}"));
     }
+    // An image with a boot key starts a node only for a configuration signed with it.
+    let refused = match std::fs::read_to_string(format!("/{}", crate::signing::PUBLIC_KEY_PATH)) {
+        Ok(key) => match crate::signing::verify(&key, &cmdline) {
+            Ok(()) => {
+                say("the boot configuration is signed with the image's key");
+                false
+            }
+            Err(e) => {
+                say(&format!(
+                    "{e}; the node does not start (boot with a configuration from the cluster's boot server, or signed with `edgecloud node-image sign`)"
+                ));
+                true
+            }
+        },
+        Err(_) => false,
+    };
     let address = loop {
         match network(&params) {
             Ok(a) => break a,
@@ -439,8 +456,18 @@ pub fn run() -> ! {
     let set = signal_set(&watched);
     // SAFETY: blocking signals to take them with sigtimedwait below.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    let storage = storage(&params);
-    let mut node = start_node(address, &params, &storage).ok();
+    // Nothing of a refused configuration is acted on: no disk is touched.
+    let storage = match refused {
+        true => Storage {
+            data: DATA.into(),
+            shards: Vec::new(),
+        },
+        false => storage(&params),
+    };
+    let mut node = match refused {
+        true => None,
+        false => start_node(address, &params, &storage).ok(),
+    };
     let mut restart_at: Option<std::time::Instant> = None;
     loop {
         let timeout = libc::timespec {
@@ -469,7 +496,8 @@ pub fn run() -> ! {
             },
             _ => {}
         }
-        if node.is_none() && restart_at.is_some_and(|t| std::time::Instant::now() >= t) {
+        if !refused && node.is_none() && restart_at.is_some_and(|t| std::time::Instant::now() >= t)
+        {
             restart_at = None;
             node = start_node(address, &params, &storage).ok();
         }

@@ -15,6 +15,7 @@ pub mod image;
 pub mod init;
 pub mod kernel;
 pub mod net;
+pub mod signing;
 
 /// What can go wrong building or booting an image.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,7 @@ fn an_image_is_reproducible_and_holds_what_the_node_needs() {
             out: tmp.path().join(out),
             modules: vec!["virtio_net".into(), "virtio_blk".into(), "e1000".into()],
             mke2fs: mke2fs.clone(),
+            config_key: None,
         })
         .expect("build")
     };

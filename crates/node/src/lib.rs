@@ -434,7 +434,24 @@ impl Node {
             Some(dir) => {
                 let manifest = netboot::boot_server::load(dir)
                     .map_err(|e| NodeError::Settings(format!("--boot-image: {e}")))?;
-                let app = netboot::boot_server::router(dir.clone(), &manifest, &cfg.boot_args);
+                let key = match &cfg.boot_key {
+                    Some(file) => {
+                        let text = std::fs::read_to_string(file).map_err(|e| {
+                            NodeError::Settings(format!("--boot-key {}: {e}", file.display()))
+                        })?;
+                        Some(netboot::signing::key_from(&text).map_err(|e| {
+                            NodeError::Settings(format!("--boot-key {}: {e}", file.display()))
+                        })?)
+                    }
+                    None => None,
+                };
+                let app = netboot::boot_server::router(
+                    dir.clone(),
+                    &manifest,
+                    &cfg.boot_args,
+                    key.as_ref(),
+                )
+                .map_err(|e| NodeError::Settings(format!("--boot-image: {e}")))?;
                 // What machines will boot is in the audit log.
                 let served = ledger::record::Change::BootImageServed {
                     image_sha256: manifest.image_sha256.clone(),

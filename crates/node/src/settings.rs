@@ -145,6 +145,11 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_BOOT_ARGS", value_name = "ARGS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_args: Option<String>,
+    /// The key the boot server signs booting nodes' configuration with (`edgecloud
+    /// node-image keygen`); needed for an image built with `--signing-key`
+    #[arg(long, env = "EDGECLOUD_BOOT_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_key: Option<PathBuf>,
     /// The SHA-256 of the node image this machine booted, recorded in the audit log
     /// at start (`edgecloud init` sets it from the boot server's `edgecloud.image`)
     #[arg(long, env = "EDGECLOUD_BOOTED_IMAGE", value_name = "SHA256")]
@@ -348,6 +353,8 @@ pub struct NodeConfig {
     pub boot_image: Option<PathBuf>,
     /// The kernel command line of the boot script.
     pub boot_args: String,
+    /// The boot server's signing key file.
+    pub boot_key: Option<PathBuf>,
     /// The node image this machine booted (None: not a booted node).
     pub booted_image: Option<String>,
     /// Base domain for virtual-hosted-style S3.
@@ -453,6 +460,7 @@ impl NodeSettings {
             boot_image: self.boot_image,
             boot_args: or(self.boot_args, d::BOOT_ARGS),
             booted_image: self.booted_image,
+            boot_key: self.boot_key,
             domain: self.domain,
             master_key_file: self
                 .master_key_file

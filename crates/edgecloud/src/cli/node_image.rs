@@ -13,6 +13,24 @@ pub enum NodeImageCmd {
     /// bytes). Boot them with iPXE, PXELINUX or `qemu -kernel -initrd`
     /// (docs/netboot.md).
     Build(BuildArgs),
+    /// Make a key for signing boot configurations: FILE gets the private key (keep it
+    /// with the node that serves the image, `serve --boot-key FILE`); the public key is
+    /// printed, and `build --signing-key FILE` puts it in the image.
+    Keygen {
+        /// Where the private key goes (created, mode 0600; never overwritten)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print ARGS, a kernel command line, signed with the key in FILE (`edgecloud.sig=`
+    /// appended): for booting an image built with `--signing-key` without the boot
+    /// server (`qemu -append`, a PXE menu).
+    Sign {
+        /// The private key (`node-image keygen`)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The kernel command line
+        args: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -35,6 +53,16 @@ pub struct BuildArgs {
     /// /usr/sbin/mke2fs or /sbin/mke2fs; without one the image formats no disk]
     #[arg(long, value_name = "FILE")]
     mke2fs: Option<PathBuf>,
+    /// A boot signing key (`node-image keygen`): the image then starts a node only for
+    /// a kernel command line signed with it (the boot server signs with `--boot-key`)
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+}
+
+fn read_key(file: &Path) -> anyhow::Result<netboot::signing::SigningKey> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    netboot::signing::key_from(&text).with_context(|| file.display().to_string())
 }
 
 /// The current linux-image-amd64's package, downloaded into `dir` with apt.
@@ -78,6 +106,30 @@ fn fetch_kernel_deb(dir: &Path) -> anyhow::Result<PathBuf> {
 
 pub fn run(cmd: NodeImageCmd) -> anyhow::Result<()> {
     match cmd {
+        NodeImageCmd::Keygen { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let (private, public) = netboot::signing::generate()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| {
+                    format!(
+                        "creating {} (an existing key is never overwritten)",
+                        out.display()
+                    )
+                })?;
+            f.write_all(private.as_bytes())?;
+            eprintln!("private key written to {} (keep it secret)", out.display());
+            println!("{public}");
+            Ok(())
+        }
+        NodeImageCmd::Sign { key, args } => {
+            println!("{}", netboot::signing::sign(&read_key(&key)?, &args));
+            Ok(())
+        }
         NodeImageCmd::Build(a) => {
             let kernel_deb = match a.kernel_deb {
                 Some(k) => k,
@@ -104,12 +156,17 @@ pub fn run(cmd: NodeImageCmd) -> anyhow::Result<()> {
                 }
                 found
             });
+            let config_key = match &a.signing_key {
+                Some(file) => Some(netboot::signing::public_key(&read_key(file)?)),
+                None => None,
+            };
             let m = netboot::image::build(&netboot::image::BuildOptions {
                 kernel_deb,
                 binary,
                 out: a.out.clone(),
                 modules: a.modules,
                 mke2fs,
+                config_key,
             })?;
             println!(
                 "kernel     {} (sha256 {})",
@@ -122,6 +179,9 @@ pub fn run(cmd: NodeImageCmd) -> anyhow::Result<()> {
             );
             println!("modules    {}", m.modules.join(" "));
             println!("image      sha256 {}", m.image_sha256);
+            if let Some(key) = &m.config_key {
+                println!("boots      configurations signed with {key} only");
+            }
             println!("written to {}", a.out.display());
             Ok(())
         }
