@@ -336,8 +336,10 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
     args = ("console=ttyS0 panic=-1 "
             f"edgecloud.env.EDGECLOUD_ACCESS_KEY={ACCESS} edgecloud.env.EDGECLOUD_SECRET_KEY={SECRET}")
     (tmp_path / "host").mkdir()
+    tftp = free_port()
     host = Node(tmp_path / "host", "--boot-image", str(image), "--boot-listen", f"127.0.0.1:{port}",
-                "--boot-args", args, "--boot-key", str(signing_key(image)))
+                "--boot-args", args, "--boot-key", str(signing_key(image)),
+                "--boot-tftp-listen", f"127.0.0.1:{tftp}")
     try:
         manifest = json.loads((image / "manifest.json").read_text())
         p = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/boot.ipxe"],
@@ -352,6 +354,14 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
         kernel = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/vmlinuz"],
                                 capture_output=True, timeout=10).stdout
         assert kernel == (image / "vmlinuz").read_bytes()
+        # The same folder over TFTP (curl's client, with a larger block size), read only.
+        p = subprocess.run(["curl", "-sf", "--tftp-blksize", "1468",
+                            f"tftp://127.0.0.1:{tftp}/initramfs.img"], capture_output=True, timeout=60)
+        assert p.returncode == 0 and p.stdout == (image / "initramfs.img").read_bytes()
+        for path in ("/../manifest.json", "/no-such-file", "/%2e%2e/etc/passwd"):
+            p = subprocess.run(["curl", "-sf", "--path-as-is", f"tftp://127.0.0.1:{tftp}{path}"],
+                               capture_output=True, timeout=30)
+            assert p.returncode != 0 and not p.stdout, (path, p.returncode)
         # qemu's user network reaches the host's loopback at 10.0.2.2.
         vm = VM(image, tmp_path, boot_url=f"http://10.0.2.2:{port}/boot.ipxe")
         try:

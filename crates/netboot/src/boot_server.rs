@@ -118,6 +118,23 @@ pub fn router(
         .with_state(served))
 }
 
+/// Serves the image folder `dir` read-only over TFTP on `socket` (RFC 1350 with the
+/// block size, transfer size and window options), for firmware that fetches iPXE by
+/// TFTP before anything else: put iPXE's `undionly.kpxe` or `ipxe.efi` in the folder
+/// and point DHCP's boot file at it. Paths that leave the folder are refused. Runs
+/// until dropped.
+pub async fn serve_tftp(dir: PathBuf, socket: std::net::UdpSocket) -> crate::Result<()> {
+    let tftp = |e: async_tftp::Error| crate::NetbootError::Image(format!("TFTP: {e}"));
+    let server = async_tftp::server::TftpServerBuilder::with_dir_ro(&dir)
+        .map_err(tftp)?
+        .std_socket(socket)
+        .map_err(tftp)?
+        .build()
+        .await
+        .map_err(tftp)?;
+    server.serve().await.map_err(tftp)
+}
+
 async fn boot_script(State(s): State<Served>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain")], s.script).into_response()
 }

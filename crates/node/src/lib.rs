@@ -467,6 +467,16 @@ impl Node {
             }
             None => None,
         };
+        if let (Some(dir), Some(addr)) = (&cfg.boot_image, &cfg.boot_tftp_listen) {
+            let socket = std::net::UdpSocket::bind(addr.as_str())
+                .map_err(|e| NodeError::Settings(format!("--boot-tftp-listen {addr}: {e}")))?;
+            let dir = dir.clone();
+            background.push(tokio::spawn(async move {
+                if let Err(e) = netboot::boot_server::serve_tftp(dir, socket).await {
+                    tracing::error!("the TFTP boot server stopped: {e}");
+                }
+            }));
+        }
         if let Some(image) = &cfg.booted_image {
             let booted = ledger::record::Change::NodeBooted {
                 node_id: membership.me().to_string(),

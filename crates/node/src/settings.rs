@@ -140,6 +140,11 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_BOOT_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_listen: Option<String>,
+    /// Also serve the node image folder over TFTP at this address (UDP; port 69 is
+    /// TFTP's), for firmware that loads iPXE by TFTP first [default: off]
+    #[arg(long, env = "EDGECLOUD_BOOT_TFTP_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_tftp_listen: Option<String>,
     /// The kernel command line the boot script gives booting nodes, e.g.
     /// `console=ttyS0 edgecloud.serve="--site lab"` [default: console=ttyS0]
     #[arg(long, env = "EDGECLOUD_BOOT_ARGS", value_name = "ARGS")]
@@ -353,6 +358,8 @@ pub struct NodeConfig {
     pub boot_image: Option<PathBuf>,
     /// The kernel command line of the boot script.
     pub boot_args: String,
+    /// Where TFTP serves the node image (None: no TFTP).
+    pub boot_tftp_listen: Option<String>,
     /// The boot server's signing key file.
     pub boot_key: Option<PathBuf>,
     /// The node image this machine booted (None: not a booted node).
@@ -461,6 +468,7 @@ impl NodeSettings {
             boot_args: or(self.boot_args, d::BOOT_ARGS),
             booted_image: self.booted_image,
             boot_key: self.boot_key,
+            boot_tftp_listen: self.boot_tftp_listen,
             domain: self.domain,
             master_key_file: self
                 .master_key_file
