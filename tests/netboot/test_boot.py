@@ -373,17 +373,16 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
             vm.kill()
     finally:
         host.stop()
+    def serve_refused(boot_image, says):
+        p = subprocess.run([BIN, "serve", "--data", str(tmp_path / "other"), "--boot-image",
+                            str(boot_image), "--bind", "127.0.0.1", "--s3-listen", "127.0.0.1:0",
+                            "--dav-listen", "127.0.0.1:0", "--ftp-listen", "127.0.0.1:0",
+                            "--rpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                            "--boot-listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and says in p.stderr, p.stderr
+
     # A folder that holds no image fails the start, saying what to do.
-    p = subprocess.run([BIN, "serve", "--data", str(tmp_path / "other"), "--boot-image", str(tmp_path),
-                        "--bind", "127.0.0.1", "--s3-listen", "127.0.0.1:0", "--dav-listen", "127.0.0.1:0",
-                        "--ftp-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0",
-                        "--admin-listen", "127.0.0.1:0", "--boot-listen", "127.0.0.1:0"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and "node-image build" in p.stderr, p.stderr
+    serve_refused(tmp_path, "node-image build")
     # An image built with a key is not served without it.
-    p = subprocess.run([BIN, "serve", "--data", str(tmp_path / "other"), "--boot-image", str(image),
-                        "--bind", "127.0.0.1", "--s3-listen", "127.0.0.1:0", "--dav-listen", "127.0.0.1:0",
-                        "--ftp-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0",
-                        "--admin-listen", "127.0.0.1:0", "--boot-listen", "127.0.0.1:0"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and "give --boot-key" in p.stderr, p.stderr
+    serve_refused(image, "give --boot-key")

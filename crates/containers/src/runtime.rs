@@ -33,6 +33,23 @@ static SETTING_UP: Mutex<()> = Mutex::new(());
 /// setup tried once more.
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
+/// The error of a setup that [`watched`] had to kill: `what` it was doing, and the
+/// processes it killed.
+fn setup_hung(what: &str, hung: &str) -> ContainerError {
+    ContainerError::Runtime(format!(
+        "{what} did not finish within {} s; its processes were killed: {hung}",
+        SETUP_PATIENCE.as_secs()
+    ))
+}
+
+/// Appends to the container's log, `log_path`.
+fn open_log(log_path: &Path) -> Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?)
+}
+
 /// Runs `setup`, which forks libcontainer's processes from this thread and waits for
 /// them; if it takes longer than [`SETUP_PATIENCE`], kills those processes (so the
 /// wait ends with an error) and says so. Returns whether it had to.
@@ -189,10 +206,7 @@ pub fn create_and_start(
             watched(|| create_by_helper(program, id, bundle, state_root, log_path, before_start));
         return match hung {
             None => created,
-            Some(hung) => Err(ContainerError::Runtime(format!(
-                "the container's setup did not finish within {} s; its processes were killed: {hung}",
-                SETUP_PATIENCE.as_secs()
-            ))),
+            Some(hung) => Err(setup_hung("the container's setup", &hung)),
         };
     }
     let _one = SETTING_UP.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,10 +220,7 @@ pub fn create_and_start(
         watched(|| create_and_start_now(id, bundle, state_root, log_path, before_start));
     match hung {
         None => again,
-        Some(hung) => Err(ContainerError::Runtime(format!(
-            "the container's setup did not finish within {} s, twice; its processes were killed: {hung}",
-            SETUP_PATIENCE.as_secs()
-        ))),
+        Some(hung) => Err(setup_hung("the container's setup, tried twice,", &hung)),
     }
 }
 
@@ -224,10 +235,7 @@ fn create_by_helper(
     log_path: &Path,
     before_start: &dyn Fn(i32) -> Result<()>,
 ) -> Result<i32> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)?;
+    let log = open_log(log_path)?;
     let _adopting = Adopting::start()?;
     let mut helper = Helper::spawn(
         std::process::Command::new(program)
@@ -435,10 +443,7 @@ fn create_and_start_now(
     log_path: &Path,
     before_start: &dyn Fn(i32) -> Result<()>,
 ) -> Result<i32> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)?;
+    let log = open_log(log_path)?;
     let logged_before = log.metadata()?.len();
     let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let stderr: OwnedFd = log.try_clone()?.into();
@@ -582,10 +587,10 @@ pub fn exec(
         let (built, hung) = watched(|| exec_now(state_root, id, args, env, output));
         return match hung {
             None => built,
-            Some(hung) => Err(ContainerError::Runtime(format!(
-                "running the command in the container: its setup did not finish within {} s and was killed: {hung}",
-                SETUP_PATIENCE.as_secs()
-            ))),
+            Some(hung) => Err(setup_hung(
+                "the setup of the command in the container",
+                &hung,
+            )),
         };
     };
     let mut command = std::process::Command::new(program);
@@ -624,10 +629,10 @@ pub fn exec(
     });
     match hung {
         None => ran,
-        Some(hung) => Err(ContainerError::Runtime(format!(
-            "running the command in the container: its setup did not finish within {} s and was killed: {hung}",
-            SETUP_PATIENCE.as_secs()
-        ))),
+        Some(hung) => Err(setup_hung(
+            "the setup of the command in the container",
+            &hung,
+        )),
     }
 }
 
