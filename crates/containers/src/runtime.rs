@@ -13,8 +13,8 @@ use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 
+use crate::seccomp::Filtered;
 use crate::{ContainerError, Result};
 
 fn runtime_error(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -527,7 +527,7 @@ fn create_and_start_now(
     let stderr: OwnedFd = log.try_clone()?.into();
     let stdout: OwnedFd = log.into();
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(Filtered::of_bundle(bundle)?)
         .with_root_path(state_root)
         .map_err(|e| runtime_error("the state directory", e))?
         .with_stdin(stdin)
@@ -723,8 +723,10 @@ fn exec_now(
 ) -> Result<i32> {
     let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let stderr = output.try_clone()?;
+    let container = load(state_root, id)?
+        .ok_or_else(|| ContainerError::NotFound(format!("container {id} is not running")))?;
     let mut tenant = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(Filtered::of_bundle(container.bundle())?)
         .with_root_path(state_root)
         .map_err(|e| runtime_error("the state directory", e))?
         .with_stdin(stdin)
