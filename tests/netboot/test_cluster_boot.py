@@ -212,6 +212,20 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
         # A clean power-off and boot: the same node, its shards, nothing repaired.
         c.vms[1].monitor_command("sendkey ctrl-alt-delete")
         c.vms[1].proc.wait(timeout=120)
+        # Its disk, the node off, holds shards and the catalog but no secret: not the
+        # cluster secret, the master key, the S3 root key or the ledger key, and no
+        # key file (the node key is derived, the shared keys were fetched).
+        assert "secrets: in memory only" in c.vms[1].log()
+        secrets = {"cluster secret": c.secret, "S3 secret": SECRET,
+                   "master key": (c.data / "master.key").read_text().strip(),
+                   "ledger key": (c.data / "ledger.key").read_text().strip().split("+")[-1]}
+        assert not_on_disk(disks[1], secrets) == [], "secrets found on the data disk"
+        listing = subprocess.run(["debugfs", "-R", "ls -l /node", str(disks[1])],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "node.salt" in listing and "catalog.redb" in listing, listing
+        for name in ("node.key", "cluster.secret", "master.key", "s3-credentials",
+                     "ledger.key", "cosigner.key", "admin.token"):
+            assert name not in listing, f"{name} on the data disk:\n{listing}"
         c.boot(1, disks[1])
         s = c.back(1)
         assert len(s["status"]["nodes"]) == 4, "no new node: the same one, known by its disk"
@@ -277,6 +291,19 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
         assert len(booted) == 6, "three first boots, two boots again, one fourth node"
     finally:
         c.stop()
+
+
+def not_on_disk(disk, secrets):
+    """The names of `secrets` (name: text) whose bytes are anywhere in the image `disk`."""
+    wanted = {name: text.encode() for name, text in secrets.items()}
+    longest = max(len(b) for b in wanted.values())
+    found, tail = set(), b""
+    with open(disk, "rb") as f:
+        while block := f.read(64 << 20):
+            window = tail + block
+            found |= {name for name, b in wanted.items() if b in window}
+            tail = window[-longest:]
+    return sorted(found)
 
 
 def resident(metrics_url):

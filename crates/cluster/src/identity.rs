@@ -144,6 +144,14 @@ impl ClusterSecret {
         String::from_utf8_lossy(&self.0).into_owned()
     }
 
+    /// A 32-byte key for `purpose` from the secret and `salt` (not secret): what a node
+    /// that keeps no secret on its disks derives its own keys from.
+    pub fn derive(&self, purpose: &str, salt: &[u8]) -> [u8; 32] {
+        let mut material = self.0.clone();
+        material.extend_from_slice(salt);
+        blake3::derive_key(purpose, &material)
+    }
+
     /// The seed of the cluster authority's Ed25519 key.
     pub(crate) fn authority_seed(&self) -> [u8; 32] {
         blake3::derive_key("edgecloud 2026 cluster authority v1", &self.0)

@@ -30,7 +30,12 @@ fn key_id(name: &str, public: &VerifyingKey) -> u32 {
 
 /// A new cosigner key pair: (private key, public verifier key), both as text.
 pub fn generate_key(name: &str) -> (String, String) {
-    let sk = SigningKey::generate(&mut rand_core::OsRng);
+    key_from_seed(name, SigningKey::generate(&mut rand_core::OsRng).to_bytes())
+}
+
+/// The cosigner key pair made from a 32-byte seed, as [`generate_key`]'s text.
+pub fn key_from_seed(name: &str, seed: [u8; 32]) -> (String, String) {
+    let sk = SigningKey::from_bytes(&seed);
     let id = key_id(name, &sk.verifying_key());
     let mut private = vec![ALG];
     private.extend_from_slice(&sk.to_bytes());

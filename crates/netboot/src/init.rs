@@ -30,6 +30,10 @@ use crate::{NetbootError, Result, dhcp, image, net};
 /// Where the node keeps its data directory when it has no disk: memory only (see
 /// docs/netboot.md).
 pub const DATA: &str = "/run/edgecloud";
+/// The node's secret files: on the initramfs's root, which is memory. The node derives
+/// its key from the cluster secret and fetches the shared keys at every start, so no
+/// secret is ever written to a disk (`serve --secrets-dir`).
+const SECRETS: &str = "/run/edgecloud-secrets";
 
 /// The disks mounted at boot, unmounted before power-off.
 static MOUNTED: std::sync::OnceLock<Vec<std::path::PathBuf>> = std::sync::OnceLock::new();
@@ -51,6 +55,28 @@ pub struct BootParams {
     pub image: Option<String>,
     /// Whether blank disks are formatted.
     pub format: FormatPolicy,
+}
+
+impl BootParams {
+    /// Whether the node can take its secrets from the cluster at every start: it joins
+    /// (`--join`) with the cluster secret from the boot configuration, not an invitation
+    /// (a used one cannot be redeemed again after a reboot).
+    pub fn secrets_from_cluster(&self) -> bool {
+        let joins = self
+            .serve
+            .iter()
+            .any(|a| a == "--join" || a.starts_with("--join="))
+            || self.env.iter().any(|(k, _)| k == "EDGECLOUD_JOIN");
+        let secret = self
+            .env
+            .iter()
+            .any(|(k, _)| k == "EDGECLOUD_CLUSTER_SECRET")
+            || self
+                .serve
+                .iter()
+                .any(|a| a == "--secret-file" || a.starts_with("--secret-file="));
+        joins && secret
+    }
 }
 
 /// Splits a kernel command line into words, keeping "double-quoted" parts together.
@@ -335,6 +361,14 @@ fn start_node(address: Ipv4Addr, p: &BootParams, storage: &Storage) -> Result<u3
         .arg(&storage.data)
         .arg("--bind")
         .arg(address.to_string());
+    if p.secrets_from_cluster() {
+        say(
+            "secrets: in memory only (the node key derived, the shared keys fetched from the cluster)",
+        );
+        cmd.arg("--secrets-dir").arg(SECRETS);
+    } else {
+        say("secrets: on the data disk (no --join and cluster secret to fetch them with)");
+    }
     for shards in &storage.shards {
         cmd.arg("--disk").arg(shards);
     }
@@ -517,6 +551,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.serve, ["--site", "s2", "--join", "10.0.2.2:9420"]);
+        // Joining, but the secret from no boot parameter: secrets stay on the disk.
+        assert!(!p.secrets_from_cluster());
         assert_eq!(
             p.env,
             [("EDGECLOUD_ACCESS_KEY".to_string(), "AK".to_string())]
@@ -524,6 +560,14 @@ mod tests {
         assert_eq!(p.ip, Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
         assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert!(p.poweroff_on_exit);
+        let with_secret = parse_cmdline(
+            "edgecloud.serve=\"--join 10.0.2.2:9420\" edgecloud.env.EDGECLOUD_CLUSTER_SECRET=0123456789abcdef\n",
+        )
+        .unwrap();
+        assert!(
+            with_secret.secrets_from_cluster(),
+            "joins, with the secret: in memory"
+        );
         assert_eq!(p.format, FormatPolicy::Never);
         assert_eq!(
             parse_cmdline("console=ttyS0").unwrap(),

@@ -166,9 +166,15 @@ impl Node {
         private_dir(&data)?;
         // Whether this node ran before: then its keys must be there, never made anew.
         let has_data = data.join("catalog.redb").exists();
+        // The secret files: in the data directory, or elsewhere (memory, on a booted
+        // node), and then none of them on the node's disks.
+        let keys_dir = cfg.secrets_dir.clone().unwrap_or_else(|| data.clone());
+        if cfg.secrets_dir.is_some() {
+            private_dir(&keys_dir)?;
+        }
         let tls = match (&cfg.tls, cfg.tls_self_signed) {
             (Some(pair), _) => Some(pair.clone()),
-            (None, true) => Some(gateway_tls::self_signed(&data.join("tls"))?),
+            (None, true) => Some(gateway_tls::self_signed(&keys_dir.join("tls"))?),
             (None, false) => None,
         };
         let gateway_tls = match &tls {
@@ -180,8 +186,6 @@ impl Node {
 
         // The cluster: identity, secret, the node-to-node port, membership (a first
         // node founds a cluster of one; a joining one enters an existing one).
-        let node_key = cluster::NodeKey::load_or_create(&data.join(secrets::NODE_KEY))
-            .map_err(|e| NodeError::startup("cannot load or create the node key", e))?;
         let local_ip = cfg.listen.local_ip;
         let invite = cfg
             .invite
@@ -193,14 +197,36 @@ impl Node {
             .join
             .clone()
             .or_else(|| invite.as_ref().map(|i| i.addr.clone()));
+        if cfg.secrets_dir.is_some()
+            && (join.is_none()
+                || (cfg.secret_file.is_none()
+                    && std::env::var_os("EDGECLOUD_CLUSTER_SECRET").is_none()))
+        {
+            return Err(NodeError::Secrets(
+                "--secrets-dir keeps no key on this node's disks, so it fetches them from a member at every start: give --join HOST:PORT and the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET; an invitation works once only), or leave --secrets-dir out".into(),
+            ));
+        }
         let secret = secrets::cluster_secret(
             cfg.secret_file.as_deref(),
-            &data,
+            &keys_dir,
             join.is_some(),
             invite.as_ref(),
             local_ip,
         )
         .await?;
+        // Kept in the data directory, or (secrets elsewhere) derived from the cluster
+        // secret and the data directory's salt: the same data is the same node.
+        let (node_key, cosigner_seed) = match cfg.secrets_dir {
+            None => {
+                let key = cluster::NodeKey::load_or_create(&data.join(secrets::NODE_KEY))
+                    .map_err(|e| NodeError::startup("cannot load or create the node key", e))?;
+                (key, None)
+            }
+            Some(_) => {
+                let (node, cosigner) = secrets::derived_seeds(&secret, &data)?;
+                (cluster::NodeKey::from_seed(node), Some(cosigner))
+            }
+        };
         let node_tls = cluster::NodeTls::new(&secret, &node_key)
             .map_err(|e| NodeError::startup("cannot make the node's certificate", e))?;
         let client = cluster::Client::bound(&node_tls, local_ip)
@@ -219,7 +245,7 @@ impl Node {
         .await
         .map_err(|e| NodeError::startup("cannot join or found the cluster", e))?;
         secret
-            .save_if_absent(&data.join(secrets::CLUSTER_SECRET))
+            .save_if_absent(&keys_dir.join(secrets::CLUSTER_SECRET))
             .map_err(|e| NodeError::startup("cannot keep the cluster secret", e))?;
 
         // A node joining for the first time takes the cluster's master key, S3 root
@@ -230,8 +256,8 @@ impl Node {
         {
             let keys = handover::fetch(&client, addr).await?;
             secrets::keep_master_key(&cfg.master_key_file, &keys.master_key)?;
-            secrets::keep_s3_credentials(&data, &keys.s3_access_key, &keys.s3_secret)?;
-            secrets::keep_ledger_keys(&data, &keys.ledger_key, &keys.ledger_pub)?;
+            secrets::keep_s3_credentials(&keys_dir, &keys.s3_access_key, &keys.s3_secret)?;
+            secrets::keep_ledger_keys(&keys_dir, &keys.ledger_key, &keys.ledger_pub)?;
         }
         let master = secrets::master_key(&cfg.master_key_file, has_data)?;
         let master_hex = codec::hex(master.as_bytes());
@@ -246,7 +272,7 @@ impl Node {
         archive_cfg.history_retention = s.history;
         let archive = Archive::open(archive_cfg)?;
         archive.attach_cluster(membership.clone());
-        let (access, s3_secret) = secrets::s3_credentials(&data)?;
+        let (access, s3_secret) = secrets::s3_credentials(&keys_dir)?;
 
         // The catalog, replicated with Raft: the node-to-node server first (others
         // must reach this replica), then the replica; a founding node starts alone.
@@ -271,8 +297,8 @@ impl Node {
             let m = membership.clone();
             Arc::new(move |id: &cluster::NodeId| m.authorize(id))
         };
-        let (ledger_key, ledger_pub) = secrets::ledger_keys(&data, has_data)?;
-        let cosigner = secrets::cosigner_key(&data, membership.me())?;
+        let (ledger_key, ledger_pub) = secrets::ledger_keys(&keys_dir, has_data)?;
+        let cosigner = secrets::cosigner_key(&keys_dir, membership.me(), cosigner_seed)?;
         let auditor = Arc::new(
             archive::audit::Auditor::open(
                 &archive,
@@ -414,7 +440,7 @@ impl Node {
         membership.request_repair(); // a first pass: shards placed on an older layout
 
         // The gateways and the admin API.
-        let token = admin::load_or_create_token(&data)
+        let token = admin::load_or_create_token(&keys_dir)
             .map_err(NodeError::file("write the admin token in", &data))?;
         let admin_listener = bind(&cfg.listen.admin, "admin-listen").await?;
         let admin_url = gateway_tls::publish_admin_url(
@@ -503,7 +529,7 @@ impl Node {
             disks: cfg.disks.len(),
             default_policy: archive.default_policy().to_string(),
             admin_url,
-            token_file: data.join(admin::TOKEN_FILE),
+            token_file: keys_dir.join(admin::TOKEN_FILE),
             s3: local_addr(&s3_listener)?,
             dav: local_addr(&dav_listener)?,
             ftp: local_addr(&ftp_listener)?,
@@ -514,15 +540,15 @@ impl Node {
             },
             tls: tls.is_some(),
             access_key: access.clone(),
-            credentials_file: data.join(secrets::S3_CREDENTIALS),
+            credentials_file: keys_dir.join(secrets::S3_CREDENTIALS),
             ledger_entries: auditor.size(),
-            ledger_pub: data.join(secrets::LEDGER_PUB),
+            ledger_pub: keys_dir.join(secrets::LEDGER_PUB),
             node_id: membership.me().to_string(),
             site: me.map(|n| n.site.clone()).unwrap_or_default(),
             nodes: layout.members().count(),
             sites: layout.sites().len(),
             rpc_addr: me.map(|n| n.rpc_addr.clone()).unwrap_or_default(),
-            secret_file: data.join(secrets::CLUSTER_SECRET),
+            secret_file: keys_dir.join(secrets::CLUSTER_SECRET),
             cleartext: cleartext(&[
                 (
                     "S3",

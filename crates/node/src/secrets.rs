@@ -10,6 +10,12 @@
 //! | `s3-credentials` | the S3 root key, `ACCESS:SECRET` |
 //! | `ledger.key`, `ledger.pub` | the audit log's signing key (one per cluster) |
 //! | `cosigner.key`, `cosigner.pub` | this node's key as a voter cosigning checkpoints |
+//! | `admin.token` | the admin API's bearer token |
+//!
+//! They are in the data directory unless `--secrets-dir` puts them elsewhere (in memory,
+//! on a booted node). Then the node key and cosigner key are derived from the cluster
+//! secret and DATA/node.salt ([`derived_seeds`]), and the keys every member shares are
+//! fetched from a member at every start: the data directory holds no secret.
 
 use std::path::Path;
 
@@ -33,6 +39,38 @@ pub const LEDGER_PUB: &str = "ledger.pub";
 pub const COSIGNER_KEY: &str = "cosigner.key";
 /// This node's cosigner public key (what clients demanding cosignatures need).
 pub const COSIGNER_PUB: &str = "cosigner.pub";
+
+/// Random bytes, not secret: with the cluster secret they make the keys of a node that
+/// keeps its secrets out of its data directory, so the same data is the same node.
+pub const NODE_SALT: &str = "node.salt";
+
+/// The node key's and cosigner key's seeds of a node keeping its secrets out of `data`:
+/// derived from the cluster secret and `data/node.salt` (made on the first start).
+/// The salt alone, or a disk holding it, reveals neither key.
+pub fn derived_seeds(
+    secret: &cluster::ClusterSecret,
+    data: &Path,
+) -> Result<([u8; 32], [u8; 32]), NodeError> {
+    let path = data.join(NODE_SALT);
+    if !path.exists() {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| NodeError::Secrets(format!("no randomness: {e}")))?;
+        keep(&path, &format!("{}\n", codec::hex(&raw)))?;
+    }
+    let text = std::fs::read_to_string(&path).map_err(NodeError::file("read", &path))?;
+    let salt = codec::unhex(text.trim())
+        .filter(|s| s.len() == 32)
+        .ok_or_else(|| {
+            NodeError::Secrets(format!("{} must hold 64 hex characters", path.display()))
+        })?;
+    Ok((
+        secret.derive("edgecloud 2026 node key from the cluster secret v1", &salt),
+        secret.derive(
+            "edgecloud 2026 cosigner key from the cluster secret v1",
+            &salt,
+        ),
+    ))
+}
 
 fn keep(path: &Path, text: &str) -> Result<(), NodeError> {
     cluster::identity::create_private(path, text)
@@ -180,12 +218,20 @@ pub fn keep_ledger_keys(data: &Path, key: &str, public: &str) -> Result<(), Node
     std::fs::write(&pp, format!("{public}\n")).map_err(NodeError::file("write", &pp))
 }
 
-/// This node's cosigner key (created on first start): clients demanding a quorum of
-/// cosignatures need DATA/cosigner.pub, one per voter.
-pub fn cosigner_key(data: &Path, node: &cluster::NodeId) -> Result<String, NodeError> {
+/// This node's cosigner key (created on first start, from `seed` if given): clients
+/// demanding a quorum of cosignatures need DATA/cosigner.pub, one per voter.
+pub fn cosigner_key(
+    data: &Path,
+    node: &cluster::NodeId,
+    seed: Option<[u8; 32]>,
+) -> Result<String, NodeError> {
     let (cp, cpub) = (data.join(COSIGNER_KEY), data.join(COSIGNER_PUB));
     if !cp.exists() {
-        let (skey, vkey) = ledger::cosign::generate_key(&format!("edgecloud.local/voter-{node}"));
+        let name = format!("edgecloud.local/voter-{node}");
+        let (skey, vkey) = match seed {
+            Some(seed) => ledger::cosign::key_from_seed(&name, seed),
+            None => ledger::cosign::generate_key(&name),
+        };
         keep(&cp, &skey)?;
         std::fs::write(&cpub, format!("{vkey}\n")).map_err(NodeError::file("write", &cpub))?;
     }

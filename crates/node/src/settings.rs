@@ -194,6 +194,14 @@ pub struct NodeSettings {
     #[arg(long, env = "EDGECLOUD_MASTER_KEY_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_key_file: Option<PathBuf>,
+    /// Folder for the node's secret files (node key, cluster secret, master key, S3 root
+    /// key, ledger and cosigner keys, admin token). Point it at memory (a tmpfs; a booted
+    /// node's init does) to keep no secret on the node's disks: the node key is then
+    /// derived from the cluster secret and DATA/node.salt, and the shared keys are
+    /// fetched from the member --join names at every start [default: the data directory]
+    #[arg(long, env = "EDGECLOUD_SECRETS_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_dir: Option<PathBuf>,
     /// How often the background scrubber verifies every shard [default: 24h]
     #[arg(long, env = "EDGECLOUD_SCRUB_INTERVAL", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -368,6 +376,9 @@ pub struct NodeConfig {
     pub domain: Option<String>,
     /// The master key file.
     pub master_key_file: PathBuf,
+    /// Where the secret files are (None: in the data directory, the node key kept
+    /// there; Some: elsewhere, the node key derived, the shared keys fetched).
+    pub secrets_dir: Option<PathBuf>,
     /// How often the background scrubber runs.
     pub scrub_interval: Duration,
     /// Background scrub rate, bytes per second.
@@ -470,9 +481,11 @@ impl NodeSettings {
             boot_key: self.boot_key,
             boot_tftp_listen: self.boot_tftp_listen,
             domain: self.domain,
-            master_key_file: self
-                .master_key_file
-                .unwrap_or_else(|| data.join(crate::secrets::MASTER_KEY)),
+            master_key_file: self.master_key_file.unwrap_or_else(|| {
+                let dir = self.secrets_dir.as_deref().unwrap_or(data);
+                dir.join(crate::secrets::MASTER_KEY)
+            }),
+            secrets_dir: self.secrets_dir.filter(|d| d != data),
             scrub_interval: parse_duration(&or(self.scrub_interval, d::SCRUB_INTERVAL))?,
             scrub_bytes_per_sec: self.scrub_rate.unwrap_or(d::SCRUB_RATE) * 1_000_000,
             repair_bytes_per_sec: self.repair_rate.unwrap_or(d::REPAIR_RATE) * 1_000_000,

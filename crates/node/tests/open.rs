@@ -139,3 +139,85 @@ async fn a_node_without_its_master_key_refuses_to_start() {
         "a new master key was made"
     );
 }
+
+/// `--secrets-dir` elsewhere than the data directory: a node that joins keeps no secret
+/// in its data directory; emptied (a reboot, the folder in memory), it comes back as
+/// the same node with the cluster's keys fetched again. Without --join it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeping_its_secrets_elsewhere_leaves_none_in_its_data_and_rejoins_as_itself() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (founder_data, data, keys) = (
+        dir.path().join("founder"),
+        dir.path().join("data"),
+        dir.path().join("in-memory"),
+    );
+    let with_secrets_elsewhere = |join: Option<String>| {
+        let any = || Some("127.0.0.1:0".to_string());
+        NodeSettings {
+            s3_listen: any(),
+            dav_listen: any(),
+            ftp_listen: any(),
+            admin_listen: any(),
+            rpc_listen: any(),
+            secrets_dir: Some(keys.clone()),
+            secret_file: Some(founder_data.join("cluster.secret")),
+            site: Some("s2".into()),
+            join,
+            ..NodeSettings::default()
+        }
+        .resolve(&data)
+        .unwrap()
+    };
+    let alone = Node::open(with_secrets_elsewhere(None))
+        .await
+        .err()
+        .unwrap();
+    assert!(alone.to_string().contains("--join"), "{alone}");
+
+    let founder = Node::open(on_free_ports(&founder_data)).await.unwrap();
+    let join = Some(founder.summary().rpc_addr.clone());
+    let node = Node::open(with_secrets_elsewhere(join.clone()))
+        .await
+        .unwrap();
+    let id = node.summary().node_id.clone();
+    assert_ne!(id, founder.summary().node_id);
+    let master = std::fs::read_to_string(founder_data.join("master.key")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(keys.join("master.key"))
+            .unwrap()
+            .trim(),
+        master.trim()
+    );
+    let secret_files = [
+        "node.key",
+        "cluster.secret",
+        "master.key",
+        "s3-credentials",
+        "ledger.key",
+        "cosigner.key",
+        "admin.token",
+    ];
+    for name in secret_files {
+        assert!(!data.join(name).exists(), "{name} is in the data directory");
+    }
+    assert!(data.join("node.salt").exists() && data.join("catalog.redb").exists());
+    node.stop().await.unwrap();
+
+    // The secrets were in memory: gone. The same data is the same node again.
+    std::fs::remove_dir_all(&keys).unwrap();
+    let node = Node::open(with_secrets_elsewhere(join)).await.unwrap();
+    assert_eq!(
+        node.summary().node_id,
+        id,
+        "the same node, its key derived again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(keys.join("master.key"))
+            .unwrap()
+            .trim(),
+        master.trim()
+    );
+    node.stop().await.unwrap();
+    founder.stop().await.unwrap();
+}
