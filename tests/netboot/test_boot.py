@@ -357,6 +357,11 @@ def test_a_node_serves_the_image_and_a_machine_boots_it_over_the_network(image, 
                 "--boot-tftp-listen", f"127.0.0.1:{tftp}")
     try:
         manifest = json.loads((image / "manifest.json").read_text())
+        # The node checks the image's hashes before its boot server listens, after S3.
+        deadline = time.time() + 30
+        while subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode == 7:
+            assert time.time() < deadline, "the boot server did not start"
+            time.sleep(0.2)
         p = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/boot.ipxe"],
                            capture_output=True, text=True, timeout=10)
         assert p.returncode == 0 and p.stdout.startswith("#!ipxe\n"), p

@@ -18,7 +18,6 @@ pub mod lazy_root;
 pub mod network;
 pub mod rootfs;
 pub mod runtime;
-pub mod seccomp;
 pub mod spec;
 pub mod volumes;
 
@@ -541,10 +540,9 @@ impl Containers {
                     binds
                 },
             };
-            let mut config = spec::runtime_spec(&input);
+            let config = spec::runtime_spec(&input);
             let bundle = dir.join("bundle");
             std::fs::create_dir_all(&bundle)?;
-            seccomp::compile_into_bundle(&mut config, &bundle)?;
             std::fs::write(
                 bundle.join("config.json"),
                 serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,

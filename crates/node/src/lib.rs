@@ -508,9 +508,20 @@ impl Node {
                 node_id: membership.me().to_string(),
                 image_sha256: image.clone(),
             };
-            if let Err(e) = archive.record(booted, None).await {
-                tracing::warn!("recording the image this node booted: {e}");
-            }
+            // Just after joining, the catalog may not take a change yet (no leader
+            // known, a replica catching up): tried again for a minute, not lost.
+            let archive = archive.clone();
+            background.push(tokio::spawn(async move {
+                for attempt in 1..=60 {
+                    match archive.record(booted.clone(), None).await {
+                        Ok(_) => return,
+                        Err(e) if attempt == 60 => {
+                            tracing::warn!("recording the image this node booted: {e}")
+                        }
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                    }
+                }
+            }));
         }
         background.push(background::publish_ledger(
             auditor.clone(),
