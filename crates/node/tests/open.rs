@@ -7,7 +7,8 @@ use std::path::Path;
 
 use node::{Node, NodeSettings};
 
-fn on_free_ports(data: &Path) -> node::NodeConfig {
+/// Settings with every listener on a free port of 127.0.0.1, the rest default.
+fn free_ports() -> NodeSettings {
     let any = || Some("127.0.0.1:0".to_string());
     NodeSettings {
         s3_listen: any(),
@@ -17,8 +18,10 @@ fn on_free_ports(data: &Path) -> node::NodeConfig {
         rpc_listen: any(),
         ..NodeSettings::default()
     }
-    .resolve(data)
-    .unwrap()
+}
+
+fn on_free_ports(data: &Path) -> node::NodeConfig {
+    free_ports().resolve(data).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,18 +156,12 @@ async fn a_node_keeping_its_secrets_elsewhere_leaves_none_in_its_data_and_rejoin
         dir.path().join("in-memory"),
     );
     let with_secrets_elsewhere = |join: Option<String>| {
-        let any = || Some("127.0.0.1:0".to_string());
         NodeSettings {
-            s3_listen: any(),
-            dav_listen: any(),
-            ftp_listen: any(),
-            admin_listen: any(),
-            rpc_listen: any(),
             secrets_dir: Some(keys.clone()),
             secret_file: Some(founder_data.join("cluster.secret")),
             site: Some("s2".into()),
             join,
-            ..NodeSettings::default()
+            ..free_ports()
         }
         .resolve(&data)
         .unwrap()
