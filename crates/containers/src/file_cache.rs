@@ -45,6 +45,14 @@ impl FileCache {
     /// The copies kept in `dir`, fetched from `store`.
     pub fn new(dir: PathBuf, store: ImageStore) -> Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        // A fetch cut short by the node's stop leaves its temporary copy behind.
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".partial") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(FileCache {
             inner: Arc::new(Inner {
                 dir,
@@ -160,23 +168,30 @@ impl FileCache {
         fetched.iter().sum()
     }
 
-    /// Answers lazy roots' requests on the Unix socket at `path` until the task is
-    /// aborted (a stale socket file from an earlier run is replaced).
+    /// Answers lazy roots' requests on the Unix socket at `path` until the returned task
+    /// is aborted (a stale socket file from an earlier run is replaced). Aborting it
+    /// also ends the requests in flight without an answer, so that a node's stop is not
+    /// taken for a failed fetch: the lazy root asks again, and the next node answers.
     pub fn listen(&self, path: &Path) -> Result<tokio::task::JoinHandle<()>> {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
         let this = self.clone();
         Ok(tokio::spawn(async move {
+            let mut answering = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let this = this.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = this.answer(stream).await {
-                        tracing::debug!("a lazy root's request: {e}");
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let this = this.clone();
+                        answering.spawn(async move {
+                            if let Err(e) = this.answer(stream).await {
+                                tracing::debug!("a lazy root's request: {e}");
+                            }
+                        });
                     }
-                });
+                    // Reaps the answered ones (the set holds those still in flight).
+                    Some(_) = answering.join_next(), if !answering.is_empty() => {}
+                }
             }
         }))
     }

@@ -253,8 +253,13 @@ impl LazyRoot {
                             eprintln!("fetching {digest}: {}", answer.trim_end());
                             return Err(Errno::EIO);
                         }
-                        // The node went away mid-answer: ask again.
-                        _ => {}
+                        // The node went away mid-answer (it stops, say): ask again,
+                        // the next one answers.
+                        _ if Instant::now() < deadline => {}
+                        _ => {
+                            eprintln!("fetching {digest}: the node never answered");
+                            return Err(Errno::EIO);
+                        }
                     }
                 }
                 Err(_) if Instant::now() < deadline => {}

@@ -18,6 +18,7 @@ pub mod lazy_root;
 pub mod network;
 pub mod rootfs;
 pub mod runtime;
+pub mod seccomp;
 pub mod spec;
 pub mod volumes;
 
@@ -540,9 +541,10 @@ impl Containers {
                     binds
                 },
             };
-            let config = spec::runtime_spec(&input);
+            let mut config = spec::runtime_spec(&input);
             let bundle = dir.join("bundle");
             std::fs::create_dir_all(&bundle)?;
+            seccomp::compile_into_bundle(&mut config, &bundle)?;
             std::fs::write(
                 bundle.join("config.json"),
                 serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
@@ -711,8 +713,10 @@ impl Containers {
     }
 
     /// Serves images through lazy roots run by `program` (the edgecloud binary, whose
-    /// `lazy-root` command serves one) from now on.
-    pub fn enable_lazy_roots(&self, program: PathBuf) -> Result<()> {
+    /// `lazy-root` command serves one) from now on. Returns the task that answers the
+    /// lazy roots' fetches: the node aborts it when it stops (before its store closes),
+    /// and a lazy root then waits for the next node rather than failing a read.
+    pub fn enable_lazy_roots(&self, program: PathBuf) -> Result<tokio::task::JoinHandle<()>> {
         let files =
             file_cache::FileCache::new(self.inner.dir.join("files"), self.inner.images.clone())?;
         let mut socket = self.inner.dir.join("fetch.sock");
@@ -724,13 +728,13 @@ impl Containers {
             socket = std::env::temp_dir().join(format!("edgecloud-fetch-{hex}.sock"));
         }
         let _guard = self.inner.handle.enter();
-        files.listen(&socket)?;
+        let answering = files.listen(&socket)?;
         *self.inner.lazy.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lazy {
             program,
             files,
             socket,
         });
-        Ok(())
+        Ok(answering)
     }
 
     /// Where the image's lazy root is mounted: one for containers in the node's user

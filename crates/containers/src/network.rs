@@ -119,9 +119,46 @@ fn allow_forwarding_between_containers() {
 /// The containers' network.
 const NETWORK: &str = "10.89.0.0/16";
 
-/// Brings up loopback in the network namespace of process `pid`.
+/// Brings up loopback in the network namespace of process `pid`, with the ioctl that
+/// `ip link set lo up` makes, from a thread that joins that namespace (a thread's
+/// network namespace is its own): no process to start, which took longer than the
+/// rest of a container's start.
 pub fn loopback_up(pid: i32) -> Result<()> {
-    ip(&["link", "set", "lo", "up"], Some(pid))
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let failed = |e: std::io::Error| {
+        ContainerError::Runtime(format!("bringing up the container's loopback: {e}"))
+    };
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(failed)?;
+    let up = || -> std::io::Result<()> {
+        let check = |rc: libc::c_int| match rc {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        };
+        // SAFETY: setns with a namespace descriptor; it changes this thread only.
+        check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) })?;
+        // SAFETY: socket takes no pointers; the descriptor it returns is owned here.
+        let socket =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        check(socket)?;
+        // SAFETY: a descriptor just returned by socket and owned by nobody else.
+        let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+        // SAFETY: ifreq is plain data; all zeroes is a valid value.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (to, from) in request.ifr_name.iter_mut().zip(b"lo") {
+            *to = *from as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the ifreq passed.
+        check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) })?;
+        // SAFETY: the flags member is the one SIOCGIFFLAGS wrote.
+        unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: as above.
+        check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) })
+    };
+    std::thread::scope(|s| s.spawn(up).join())
+        .map_err(|_| {
+            ContainerError::Runtime("bringing up the container's loopback panicked".into())
+        })?
+        .map_err(failed)
 }
 
 /// Connects the network namespace of process `pid` (the container's init, created but
@@ -163,7 +200,7 @@ pub fn connect(id: &str, pid: i32, slot: u32) -> Result<()> {
         inside,
     )?;
     ip(&["link", "set", "eth0", "up"], inside)?;
-    ip(&["link", "set", "lo", "up"], inside)?;
+    loopback_up(pid)?;
     ip(
         &["route", "add", "default", "via", &node_ip.to_string()],
         inside,

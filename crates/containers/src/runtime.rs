@@ -13,8 +13,8 @@ use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 
+use crate::seccomp::Filtered;
 use crate::{ContainerError, Result};
 
 fn runtime_error(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -56,9 +56,19 @@ fn open_log(log_path: &Path) -> Result<std::fs::File> {
 fn watched<T>(setup: impl FnOnce() -> T) -> (T, Option<String>) {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
+    watched_from(children(std::process::id() as i32, tid), setup)
+}
+
+/// [`watched`], for a setup whose processes are `roots` and their descendants, found
+/// when the time is up (a helper started by another thread, which `watched` would
+/// not find among this thread's children).
+fn watched_from<T>(
+    roots: impl FnOnce() -> Vec<i32> + Send + 'static,
+    setup: impl FnOnce() -> T,
+) -> (T, Option<String>) {
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || match finished.recv_timeout(SETUP_PATIENCE) {
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(kill_setup_processes(tid)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(kill_setup_processes(roots())),
         _ => None,
     });
     let out = setup();
@@ -67,20 +77,24 @@ fn watched<T>(setup: impl FnOnce() -> T) -> (T, Option<String>) {
     (out, killed)
 }
 
-/// Kills every descendant of thread `tid` of this process (its setup processes) and
-/// describes what each was waiting in, for the log.
-fn kill_setup_processes(tid: i32) -> String {
-    fn children(pid: i32, tid: i32) -> Vec<i32> {
+/// What lists the children that thread `tid` of process `pid` forked, when called.
+fn children(pid: i32, tid: i32) -> impl FnOnce() -> Vec<i32> + Send + 'static {
+    move || {
         std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()
     }
+}
+
+/// Kills processes `roots` and their descendants (a setup's processes) and describes
+/// what each was waiting in, for the log.
+fn kill_setup_processes(roots: Vec<i32>) -> String {
     let mut found = Vec::new();
-    let mut todo = children(std::process::id() as i32, tid);
+    let mut todo = roots;
     while let Some(pid) = todo.pop() {
-        todo.extend(children(pid, pid));
+        todo.extend(children(pid, pid)());
         found.push(pid);
     }
     let mut said = Vec::new();
@@ -202,8 +216,12 @@ pub fn create_and_start(
     before_start: &dyn Fn(i32) -> Result<()>,
 ) -> Result<i32> {
     if let Setup::Helper(program) = setup {
-        let (created, hung) =
-            watched(|| create_by_helper(program, id, bundle, state_root, log_path, before_start));
+        let helper = Helper::for_create(program)?;
+        let pid = helper.child.id() as i32;
+        let (created, hung) = watched_from(
+            move || vec![pid],
+            || create_by_helper(helper, id, bundle, state_root, log_path, before_start),
+        );
         return match hung {
             None => created,
             Some(hung) => Err(setup_hung("the container's setup", &hung)),
@@ -224,29 +242,27 @@ pub fn create_and_start(
     }
 }
 
-/// The node's side of `PROGRAM container-setup create`: the helper says `created PID`,
-/// is told `start` (or `stop`) once `before_start` ran, says `started PID` and ends;
-/// the init it leaves behind comes to this process ([`Adopting`]).
+/// The node's side of `PROGRAM container-setup create`: the helper is told what to
+/// create (a line of JSON: `[ID, BUNDLE, STATE_ROOT, LOG]`), says `created PID`, is
+/// told `start` (or `stop`) once `before_start` ran, says `started PID` and ends; the
+/// init it leaves behind comes to this process ([`Adopting`]).
 fn create_by_helper(
-    program: &Path,
+    mut helper: Helper,
     id: &str,
     bundle: &Path,
     state_root: &Path,
     log_path: &Path,
     before_start: &dyn Fn(i32) -> Result<()>,
 ) -> Result<i32> {
-    let log = open_log(log_path)?;
     let _adopting = Adopting::start()?;
-    let mut helper = Helper::spawn(
-        std::process::Command::new(program)
-            .args([
-                OsStr::new("container-setup"),
-                OsStr::new("create"),
-                OsStr::new(id),
-            ])
-            .args([bundle, state_root, log_path])
-            .stderr(log),
-    )?;
+    let paths = [bundle, state_root, log_path].map(|p| {
+        p.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ContainerError::Invalid(format!("{}: not a UTF-8 path", p.display())))
+    });
+    let [bundle, state_root, log_path] = paths;
+    let request = serde_json::json!([id, bundle?, state_root?, log_path?]);
+    helper.tell(&request.to_string())?;
     let created = helper.said("created")?;
     if let Err(e) = before_start(created) {
         let _ = helper.tell("stop");
@@ -266,7 +282,48 @@ struct Helper {
     to: Option<std::process::ChildStdin>,
 }
 
+/// A `container-setup create` helper started ahead of the `run` that will use it: its
+/// start (the exec and loading of this binary, about 6 ms) is then off the way of a
+/// container's start. One per program; an idle one ends when its input does, so with
+/// this process.
+static SPARE: Mutex<Option<(PathBuf, Helper)>> = Mutex::new(None);
+
 impl Helper {
+    /// A `PROGRAM container-setup create` waiting to be told what to create: the spare
+    /// if there is one (and another started for the next caller), else a new one.
+    fn for_create(program: &Path) -> Result<Helper> {
+        let start = |program: &Path| {
+            Helper::spawn(
+                std::process::Command::new(program)
+                    .args(["container-setup", "create"])
+                    .stderr(std::process::Stdio::null()),
+            )
+        };
+        let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let waiting = spare.and_then(|(of, mut helper)| {
+            let alive = matches!(helper.child.try_wait(), Ok(None));
+            (of == program && alive).then_some(helper)
+        });
+        let helper = match waiting {
+            Some(helper) => helper,
+            None => start(program)?,
+        };
+        let program = program.to_path_buf();
+        std::thread::spawn(move || {
+            let Ok(next) = start(&program) else { return };
+            let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.is_none() {
+                *spare = Some((program, next));
+                return;
+            }
+            // Another caller's is there already: this one ends at the end of its input.
+            drop(spare);
+            let mut next = next;
+            let _ = next.end();
+        });
+        Ok(helper)
+    }
+
     fn spawn(command: &mut std::process::Command) -> Result<Helper> {
         let mut child = command
             .stdin(std::process::Stdio::piped())
@@ -382,26 +439,13 @@ fn set_subreaper(on: bool) -> Result<()> {
 }
 
 /// The `container-setup` command (`args` after it), run by [`Setup::Helper`] in a
-/// process of its own: `create ID BUNDLE STATE_ROOT LOG` or
-/// `exec ID STATE_ROOT [K=V]... -- ARGS...` (output to file descriptor 3). Answers on
-/// standard output; returns the exit code.
+/// process of its own: `create` (told what by a line of input, see
+/// [`create_by_helper`]) or `exec ID STATE_ROOT [K=V]... -- ARGS...` (output to file
+/// descriptor 3). Answers on standard output; returns the exit code.
 pub fn setup_main(args: &[std::ffi::OsString]) -> i32 {
     let args: Vec<&Path> = args.iter().map(Path::new).collect();
     let said = match args.as_slice() {
-        [cmd, id, bundle, state_root, log] if cmd.as_os_str() == "create" => {
-            let id = id.to_string_lossy();
-            let told = |pid: i32| -> Result<()> {
-                println!("created {pid}");
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                match line.trim_end() {
-                    "start" => Ok(()),
-                    _ => Err(ContainerError::Runtime("the node called the start off".into())),
-                }
-            };
-            create_and_start_now(&id, bundle, state_root, log, &told)
-                .map(|pid| println!("started {pid}"))
-        }
+        [cmd] if cmd.as_os_str() == "create" => create_as_told(),
         [cmd, id, state_root, rest @ ..] if cmd.as_os_str() == "exec" => {
             let split = rest.iter().position(|a| a.as_os_str() == "--");
             match split {
@@ -424,7 +468,7 @@ pub fn setup_main(args: &[std::ffi::OsString]) -> i32 {
             }
         }
         _ => Err(ContainerError::Invalid(
-            "container-setup: use `create ID BUNDLE STATE_ROOT LOG` or `exec ID STATE_ROOT [K=V]... -- ARGS`".into(),
+            "container-setup: use `create` (then a line `[ID, BUNDLE, STATE_ROOT, LOG]`) or `exec ID STATE_ROOT [K=V]... -- ARGS`".into(),
         )),
     };
     match said {
@@ -434,6 +478,40 @@ pub fn setup_main(args: &[std::ffi::OsString]) -> i32 {
             1
         }
     }
+}
+
+/// `container-setup create`: reads `[ID, BUNDLE, STATE_ROOT, LOG]`, makes the
+/// container's log its standard error (where libcontainer's errors go), creates it.
+fn create_as_told() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let [id, bundle, state_root, log]: [String; 4] = serde_json::from_str(&line)
+        .map_err(|e| ContainerError::Invalid(format!("container-setup create: {e}")))?;
+    let log_file = open_log(Path::new(&log))?;
+    // SAFETY: dup2 onto standard error of a descriptor this process owns.
+    if unsafe { libc::dup2(log_file.as_raw_fd(), 2) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    drop(log_file);
+    let told = |pid: i32| -> Result<()> {
+        println!("created {pid}");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        match line.trim_end() {
+            "start" => Ok(()),
+            _ => Err(ContainerError::Runtime(
+                "the node called the start off".into(),
+            )),
+        }
+    };
+    create_and_start_now(
+        &id,
+        Path::new(&bundle),
+        Path::new(&state_root),
+        Path::new(&log),
+        &told,
+    )
+    .map(|pid| println!("started {pid}"))
 }
 
 fn create_and_start_now(
@@ -449,7 +527,7 @@ fn create_and_start_now(
     let stderr: OwnedFd = log.try_clone()?.into();
     let stdout: OwnedFd = log.into();
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(Filtered::of_bundle(bundle)?)
         .with_root_path(state_root)
         .map_err(|e| runtime_error("the state directory", e))?
         .with_stdin(stdin)
@@ -645,8 +723,10 @@ fn exec_now(
 ) -> Result<i32> {
     let stdin: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let stderr = output.try_clone()?;
+    let container = load(state_root, id)?
+        .ok_or_else(|| ContainerError::NotFound(format!("container {id} is not running")))?;
     let mut tenant = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(Filtered::of_bundle(container.bundle())?)
         .with_root_path(state_root)
         .map_err(|e| runtime_error("the state directory", e))?
         .with_stdin(stdin)

@@ -36,7 +36,7 @@ pub const CAPABILITIES: &[&str] = &[
 const SECCOMP_PROFILE: &str = include_str!("seccomp-default.json");
 
 /// The profile with this machine's architectures (a 64-bit host's 32-bit ones too).
-fn seccomp() -> Value {
+pub fn seccomp_profile() -> Value {
     let mut profile: Value = serde_json::from_str(SECCOMP_PROFILE).unwrap_or(Value::Null);
     let arches: &[&str] = match std::env::consts::ARCH {
         "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -302,7 +302,7 @@ pub fn runtime_spec(i: &SpecInput<'_>) -> Value {
                             "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                               "/proc/sysrq-trigger"],
-            "seccomp": seccomp()
+            "seccomp": seccomp_profile()
         }
     })
 }
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_seccomp_profile_parses_and_refuses_what_docker_refuses() {
-        let p = seccomp();
+        let p = seccomp_profile();
         assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
         let allowed: Vec<&str> = p["syscalls"]
             .as_array()

@@ -338,8 +338,11 @@ impl Node {
             Ok(c) => {
                 if let Some(program) = &cfg.helper_program {
                     c.set_up_by(program.clone());
-                    if let Err(e) = c.enable_lazy_roots(program.clone()) {
-                        tracing::warn!("lazy image roots are off (images are unpacked): {e}");
+                    match c.enable_lazy_roots(program.clone()) {
+                        Ok(answering) => background.push(answering),
+                        Err(e) => {
+                            tracing::warn!("lazy image roots are off (images are unpacked): {e}")
+                        }
                     }
                 }
                 Some(c)
