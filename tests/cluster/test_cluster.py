@@ -1174,6 +1174,28 @@ def test_an_invitation_lets_a_node_join_once_without_the_secret(cluster, tmp_pat
                         "--data-binary", "x" * 100_000,
                         f"https://{issuer.ip}:9420/v1/invite/redeem"], capture_output=True, text=True)
     assert "cluster_secret" not in r.stdout
+    # A machine invitation (for machines booted over the network): a machine it does not
+    # list waits with a code that `cluster approve` lists; a wrong code approves nothing.
+    # (Approving and rebooting: crates/node/tests/open.rs.)
+    p = cluster.cli("cluster", "invite", "--machines", "--expires", "10m")
+    assert p.returncode == 0 and p.stdout.startswith("ecmac1_"), (p.stdout, p.stderr)
+    machine_token, machine_id = p.stdout.strip(), p.stderr.split()[2].rstrip(":")
+    n9 = ClusterNode(tmp_path, 9)
+    n9.start(invite=machine_token, wait=False)
+    try:
+        deadline = time.time() + 60
+        while "cluster approve" not in n9.log.read_text():
+            assert n9.proc.poll() is None and time.time() < deadline, n9.log.read_text()
+            time.sleep(0.2)
+        code = re.search(r"cluster approve ([0-9A-Z]{4}-[0-9A-Z]{4})", n9.log.read_text()).group(1)
+        waiting = cluster.cli("cluster", "approve").stdout
+        assert code in waiting and f"{n9.ip}:" in waiting, waiting
+        wrong = cluster.cli("cluster", "approve", "ZZZZ-ZZZZ")
+        assert wrong.returncode != 0 and "no machine waits" in wrong.stderr, wrong.stderr
+        assert n9.proc.poll() is None, "still waiting"
+    finally:
+        n9.kill()
+    assert cluster.cli("cluster", "invites", "--revoke", machine_id).returncode == 0
     # The node still serves, and the new member holds shards after a repair pass.
     s = cluster.healed()
     assert any(n["rpc_addr"] == f"{n8.ip}:9420" and n["state"] == "active" for n in s["status"]["nodes"])

@@ -6,8 +6,15 @@
 //! cluster table), so it is used at most once across the cluster: redeeming it is a
 //! compare-and-swap from "unused" to "used by ADDRESS at TIME", which only a majority
 //! can commit. The record stays, as the trace of who joined with which invitation.
+//!
+//! A machine invitation (`?machines=true`) is not used up: it admits the machines whose
+//! MAC addresses its record lists, at every boot. Another machine that asks with it
+//! waits, with a code, in this node's memory (`GET /v1/cluster/join-requests`) until
+//! an operator approves the code (`POST /v1/cluster/join-requests/CODE`), which adds
+//! its MACs to the record.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use archive::Archive;
@@ -28,7 +35,33 @@ pub struct Inviter {
     pub secret: cluster::ClusterSecret,
     /// This node's public key: the token pins it.
     pub node_key: [u8; 32],
+    /// Machines waiting for an operator's approval, by code.
+    pub waiting: Mutex<BTreeMap<String, WaitingMachine>>,
 }
+
+/// A machine that asked to join with a machine invitation and waits for approval.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WaitingMachine {
+    /// The code its console shows (what `cluster approve` takes).
+    pub code: String,
+    /// Its MAC addresses.
+    pub macs: Vec<String>,
+    /// The address it asked from.
+    pub from: String,
+    /// The id of the invitation it asked with.
+    pub invitation: String,
+    /// When it first asked (ms since the Unix epoch).
+    pub first_ms: u64,
+    /// When it last asked (ms since the Unix epoch).
+    pub last_ms: u64,
+    #[serde(skip)]
+    record: String,
+}
+
+/// A machine that stopped asking for this long is forgotten.
+const WAITING_FOR: Duration = Duration::from_secs(3600);
+/// At most this many machines wait at once (asking costs a guest nothing).
+const MAX_WAITING: usize = 64;
 
 /// An invitation is valid for an hour unless asked otherwise, and at most 30 days.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -45,6 +78,11 @@ pub(crate) struct InviteParams {
     /// The address (HOST:PORT of the node-to-node port) the new node should connect
     /// to, when this node's own is not reachable as it is (e.g. it listens on 0.0.0.0).
     addr: Option<String>,
+    /// A machine invitation: not used up; for machines that ask at every boot.
+    #[serde(default)]
+    machines: bool,
+    /// With `machines`: MAC addresses admitted without approval, comma-separated.
+    mac: Option<String>,
 }
 
 /// A new invitation, as `cluster invite` prints it.
@@ -100,8 +138,27 @@ pub(crate) async fn issue(
             "this node listens on {addr}, which another machine cannot dial: give the address it is reached at with --address HOST:9420"
         )));
     }
-    let inv =
+    let macs = p
+        .mac
+        .iter()
+        .flat_map(|m| m.split(','))
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| {
+            cluster::invite::normal_mac(m).ok_or_else(|| {
+                invalid(format!(
+                    "{m:?} is not a MAC address (write it as 52:54:00:12:34:56)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !macs.is_empty() && !p.machines {
+        return Err(invalid(
+            "MAC addresses go with a machine invitation (machines=true)",
+        ));
+    }
+    let mut inv =
         Invitation::new(addr.clone(), inviter.node_key).map_err(|e| invalid(e.to_string()))?;
+    inv.machines = p.machines;
     let created_ms = now_ms();
     let record = InviteRecord {
         issued_by: addr.clone(),
@@ -110,6 +167,8 @@ pub(crate) async fn issue(
         redeemed_by: None,
         redeemed_ms: None,
         revoked_ms: None,
+        machines: p.machines,
+        macs,
     };
     s.archive
         .catalog()
@@ -155,7 +214,8 @@ async fn redeem(
     State(s): State<GuestState>,
     Extension(guest): Extension<Guest>,
     Json(req): Json<RedeemRequest>,
-) -> Result<Json<RedeemAnswer>, Refusal> {
+) -> Result<axum::response::Response, Refusal> {
+    use axum::response::IntoResponse;
     let secret = codec::unhex(&req.secret)
         .filter(|b| b.len() == 32)
         .ok_or_else(|| {
@@ -194,6 +254,9 @@ async fn redeem(
             format!("unreadable invitation record: {e}"),
         )
     })?;
+    if record.machines {
+        return admit_machine(&s, &guest, req, name, current, record).await;
+    }
     let used = |r: &InviteRecord| {
         format!(
             "this invitation was already used (by {}); ask for a new one with `edgecloud cluster invite`",
@@ -241,7 +304,186 @@ async fn redeem(
     tracing::info!(from = %guest.addr, "invitation redeemed: the cluster secret was given");
     Ok(Json(RedeemAnswer {
         cluster_secret: s.inviter.secret.reveal(),
-    }))
+    })
+    .into_response())
+}
+
+/// A machine invitation's answer: the secret to a machine it admits (by MAC), 202 and
+/// a code to wait with to any other, until an operator approves the code.
+async fn admit_machine(
+    s: &GuestState,
+    guest: &Guest,
+    req: RedeemRequest,
+    name: String,
+    _raw: Vec<u8>,
+    record: InviteRecord,
+) -> Result<axum::response::Response, Refusal> {
+    use axum::response::IntoResponse;
+    if record.revoked_ms.is_some() {
+        return Err(refuse(
+            guest,
+            StatusCode::FORBIDDEN,
+            "this machine invitation was revoked; boot with a new one (`edgecloud cluster invite --machines`)".into(),
+        ));
+    }
+    let macs: Vec<String> = req
+        .macs
+        .iter()
+        .take(16)
+        .filter_map(|m| cluster::invite::normal_mac(m))
+        .collect();
+    if let Some(mac) = macs.iter().find(|m| record.macs.contains(m)) {
+        tracing::info!(from = %guest.addr, %mac, "a machine admitted by its invitation: the cluster secret was given");
+        let answer = RedeemAnswer {
+            cluster_secret: s.inviter.secret.reveal(),
+        };
+        return Ok(Json(answer).into_response());
+    }
+    let now = now_ms();
+    if now >= record.expires_ms {
+        return Err(refuse(
+            guest,
+            StatusCode::FORBIDDEN,
+            "this machine invitation no longer admits new machines (it expired); approve them with a new one".into(),
+        ));
+    }
+    let code = req
+        .code
+        .filter(|c| cluster::invite::is_code(c))
+        .ok_or_else(|| {
+            refuse(
+                guest,
+                StatusCode::BAD_REQUEST,
+                "a machine not admitted yet asks with a code (XXXX-XXXX) for the operator to approve".into(),
+            )
+        })?;
+    if macs.is_empty() {
+        return Err(refuse(
+            guest,
+            StatusCode::BAD_REQUEST,
+            "a machine is admitted by its MAC address, and this one sent none".into(),
+        ));
+    }
+    {
+        let mut waiting = s.inviter.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.retain(|_, w| now.saturating_sub(w.last_ms) < WAITING_FOR.as_millis() as u64);
+        let full = waiting.len() >= MAX_WAITING && !waiting.contains_key(&code);
+        if full {
+            return Err(refuse(
+                guest,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_WAITING} machines wait for approval already; try again later"),
+            ));
+        }
+        let entry = waiting.entry(code.clone()).or_insert_with(|| {
+            tracing::info!(from = %guest.addr, %code, macs = %macs.join(","), "a machine waits for approval: `edgecloud cluster approve {code}`");
+            WaitingMachine {
+                code: code.clone(),
+                macs: macs.clone(),
+                from: guest.addr.to_string(),
+                invitation: cluster::invite::record_id(&name).to_string(),
+                first_ms: now,
+                last_ms: now,
+                record: name.clone(),
+            }
+        });
+        if entry.macs != macs || entry.record != name {
+            return Err(refuse(
+                guest,
+                StatusCode::FORBIDDEN,
+                "another machine waits with this code; ask with a new one".into(),
+            ));
+        }
+        entry.last_ms = now;
+    }
+    let waiting = cluster::invite::Waiting {
+        approve_with: format!("edgecloud cluster approve {code}"),
+    };
+    Ok((StatusCode::ACCEPTED, Json(waiting)).into_response())
+}
+
+/// The machines waiting for approval at this node.
+pub(crate) async fn waiting(
+    State(s): State<AdminState>,
+) -> Result<Json<Vec<WaitingMachine>>, ApiError> {
+    let inviter = s
+        .inviter
+        .clone()
+        .ok_or_else(|| invalid("this node is not part of a cluster"))?;
+    let now = now_ms();
+    let waiting = inviter.waiting.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(
+        waiting
+            .values()
+            .filter(|w| now.saturating_sub(w.last_ms) < WAITING_FOR.as_millis() as u64)
+            .cloned()
+            .collect(),
+    ))
+}
+
+/// Approves a waiting machine: its MACs join its invitation's record (replicated), so
+/// it is admitted now and at every later boot.
+pub(crate) async fn approve(
+    State(s): State<AdminState>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Result<Json<WaitingMachine>, ApiError> {
+    let inviter = s
+        .inviter
+        .clone()
+        .ok_or_else(|| invalid("this node is not part of a cluster"))?;
+    let code = code.trim().to_ascii_uppercase();
+    let Some(machine) = inviter
+        .waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&code)
+        .cloned()
+    else {
+        return Err(invalid(format!(
+            "no machine waits with code {code} at this node; `edgecloud cluster approve` with no code lists those that do (a machine waits at the node its invitation names)"
+        )));
+    };
+    let catalog = s.archive.catalog();
+    catalog
+        .read_barrier()
+        .await
+        .map_err(|e| ApiError(e.into()))?;
+    let raw = catalog
+        .cluster_record(&machine.record)
+        .map_err(|e| ApiError(e.into()))?
+        .ok_or_else(|| invalid("the machine's invitation is gone"))?;
+    let mut record: InviteRecord =
+        serde_json::from_slice(&raw).map_err(|e| invalid(format!("unreadable invitation: {e}")))?;
+    if record.revoked_ms.is_some() {
+        return Err(invalid("the machine's invitation was revoked"));
+    }
+    for mac in &machine.macs {
+        if !record.macs.contains(mac) {
+            record.macs.push(mac.clone());
+        }
+    }
+    record
+        .redeemed_by
+        .get_or_insert_with(|| machine.from.clone());
+    record.redeemed_ms.get_or_insert_with(now_ms);
+    catalog
+        .execute(Command::PutClusterRecord {
+            name: machine.record.clone(),
+            expect: Some(raw),
+            value: serde_json::to_vec(&record).expect("record serializes"),
+        })
+        .await
+        .map_err(|e| match e {
+            CatalogError::Conflict => invalid("the invitation changed meanwhile; approve again"),
+            e => ApiError(e.into()),
+        })?;
+    inviter
+        .waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&code);
+    tracing::info!(%code, macs = %machine.macs.join(","), "machine approved");
+    Ok(Json(machine))
 }
 
 /// One invitation as `cluster invites` shows it (never its secret).

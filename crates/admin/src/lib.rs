@@ -196,6 +196,11 @@ pub fn router(state: AdminState) -> Router {
             "/v1/cluster/invites/{id}",
             axum::routing::delete(invites::revoke),
         )
+        .route(
+            "/v1/cluster/join-requests",
+            axum::routing::get(invites::waiting),
+        )
+        .route("/v1/cluster/join-requests/{code}", post(invites::approve))
         .route("/v1/cluster/nodes/{node}/drain", post(ops::drain))
         .route(
             "/v1/cluster/nodes/{node}",

@@ -8,6 +8,12 @@
 //! pinned key (so a man in the middle cannot hand it a cluster of its own), and trades
 //! the unused, unexpired token for the cluster secret. From then on it is like any node
 //! given the secret: it joins under mutual TLS and keeps the secret in its data folder.
+//!
+//! A machine invitation (`cluster invite --machines`, token `ecmac1_...`) is for
+//! machines booted over the network, which keep no secret on their disks and so ask at
+//! every start: it is not used up. A machine whose network address (MAC) the invitation
+//! lists gets the secret at once; any other shows a code on its console and waits until
+//! an operator runs `edgecloud cluster approve CODE`, which adds its MAC to the list.
 
 use crate::ClusterError;
 use std::sync::Arc;
@@ -19,6 +25,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "ecinv1_";
+/// A machine invitation's tokens: asked with at every boot, MAC-bound or approved.
+const MACHINES_PREFIX: &str = "ecmac1_";
 
 /// The node-to-node path a guest (a connection without a certificate) may call.
 pub const REDEEM_PATH: &str = "/v1/invite/redeem";
@@ -32,6 +40,8 @@ pub struct Invitation {
     pub node_key: [u8; 32],
     /// The one-time secret; the cluster stores only `secret_hash`.
     pub secret: [u8; 32],
+    /// A machine invitation (`ecmac1_`): used at every start, by the machines it admits.
+    pub machines: bool,
 }
 
 /// Never prints the one-time secret.
@@ -55,16 +65,22 @@ impl Invitation {
             addr,
             node_key,
             secret,
+            machines: false,
         })
     }
 
-    /// `ecinv1_` and base64url of: public key, secret, address.
+    /// `ecinv1_` (`ecmac1_` for machines) and base64url of: public key, secret, address.
     pub fn encode(&self) -> String {
         let mut raw = Vec::with_capacity(64 + self.addr.len());
         raw.extend_from_slice(&self.node_key);
         raw.extend_from_slice(&self.secret);
         raw.extend_from_slice(self.addr.as_bytes());
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+        let prefix = if self.machines {
+            MACHINES_PREFIX
+        } else {
+            PREFIX
+        };
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw))
     }
 
     /// Reads a token; says what is wrong with a damaged one.
@@ -74,10 +90,12 @@ impl Invitation {
                 "not an Edgecloud invitation token ({why}): copy the whole line that `edgecloud cluster invite` printed"
             ))
         };
+        let token = token.trim();
+        let machines = token.starts_with(MACHINES_PREFIX);
         let body = token
-            .trim()
             .strip_prefix(PREFIX)
-            .ok_or_else(|| bad("it does not start with ecinv1_"))?;
+            .or_else(|| token.strip_prefix(MACHINES_PREFIX))
+            .ok_or_else(|| bad("it does not start with ecinv1_ or ecmac1_"))?;
         let raw = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| bad("damaged base64"))?;
@@ -92,6 +110,7 @@ impl Invitation {
             addr,
             node_key: raw[..32].try_into().expect("32 bytes"),
             secret: raw[32..64].try_into().expect("32 bytes"),
+            machines,
         })
     }
 
@@ -126,11 +145,27 @@ pub struct InviteRecord {
     /// Set when an operator revoked the invitation before it was used.
     #[serde(default)]
     pub revoked_ms: Option<u64>,
+    /// A machine invitation: not used up; admits the machines in `macs`, and others
+    /// once an operator approves them.
+    #[serde(default)]
+    pub machines: bool,
+    /// The MAC addresses (lowercase, colon-separated) a machine invitation admits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<String>,
 }
 
 impl InviteRecord {
     /// "open", "used", "revoked" or "expired" at `now_ms`.
     pub fn state(&self, now_ms: u64) -> &'static str {
+        if self.machines {
+            // Admitted machines come back at every boot until it is revoked; expiry
+            // ends only the approval of new ones.
+            return match (self.revoked_ms, now_ms >= self.expires_ms) {
+                (Some(_), _) => "revoked",
+                (None, true) if self.macs.is_empty() => "expired",
+                _ => "open",
+            };
+        }
         if self.redeemed_by.is_some() {
             "used"
         } else if self.revoked_ms.is_some() {
@@ -151,10 +186,74 @@ pub fn record_id(record_name: &str) -> &str {
 }
 
 /// What a guest sends to redeem a token, and what it gets back.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 pub struct RedeemRequest {
     /// The one-time secret, hex.
     pub secret: String,
+    /// With a machine invitation: the asking machine's MAC addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<String>,
+    /// With a machine invitation: the code its console shows, which an operator
+    /// approves (`edgecloud cluster approve CODE`) if no MAC of it is admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// The answer (202 Accepted, JSON) to a machine that waits for an operator.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Waiting {
+    /// What the operator runs to let it in.
+    pub approve_with: String,
+}
+
+/// A fresh approval code: eight letters and digits that read unambiguously aloud
+/// and on a console (no 0/O, 1/I/L), as `XXXX-XXXX`; 40 random bits.
+pub fn new_code() -> Result<String, ClusterError> {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+    let mut raw = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| ClusterError::NoRandomness)?;
+    let chars: String = raw
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    Ok(format!("{}-{}", &chars[..4], &chars[4..]))
+}
+
+/// Whether `code` has the shape [`new_code`] gives.
+pub fn is_code(code: &str) -> bool {
+    code.len() == 9
+        && code.bytes().enumerate().all(|(i, b)| match i {
+            4 => b == b'-',
+            _ => b.is_ascii_uppercase() || b.is_ascii_digit(),
+        })
+}
+
+/// `aa:bb:cc:dd:ee:ff` in lowercase, or None if `mac` is no MAC address.
+pub fn normal_mac(mac: &str) -> Option<String> {
+    let mac = mac.trim().to_ascii_lowercase().replace('-', ":");
+    let parts: Vec<&str> = mac.split(':').collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then_some(mac)
+}
+
+/// This machine's MAC addresses (its network interfaces but loopback), sorted.
+pub fn machine_macs() -> Vec<String> {
+    let mut macs: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name() != "lo")
+        .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+        .filter_map(|m| normal_mac(&m))
+        .filter(|m| m != "00:00:00:00:00:00")
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
 }
 
 /// What a node that redeems an invitation gets.
@@ -247,7 +346,9 @@ impl ServerCertVerifier for PinnedKey {
 }
 
 /// Trades a token for the cluster secret at the node that issued it. `local` is the
-/// address to connect from (`--bind`).
+/// address to connect from (`--bind`). With a machine invitation it sends this
+/// machine's MACs and a code, and waits (saying so on standard error, which a booted
+/// machine's console shows) until an operator approves the code.
 pub async fn redeem(
     inv: &Invitation,
     local: Option<std::net::IpAddr>,
@@ -259,14 +360,17 @@ pub async fn redeem(
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
     let url = format!("https://{}{REDEEM_PATH}", inv.addr);
-    let resp = http
-        .post(&url)
-        .json(&RedeemRequest {
-            secret: codec::hex(&inv.secret),
-        })
-        .send()
-        .await
-        .map_err(|e| {
+    let mut request = RedeemRequest {
+        secret: codec::hex(&inv.secret),
+        ..Default::default()
+    };
+    if inv.machines {
+        request.macs = machine_macs();
+        request.code = Some(new_code()?);
+    }
+    let mut told = false;
+    loop {
+        let resp = http.post(&url).json(&request).send().await.map_err(|e| {
             // The TLS layer's reason (e.g. a key that is not the pinned one) is deep in
             // the chain; show all of it.
             let mut why = e.to_string();
@@ -280,16 +384,30 @@ pub async fn redeem(
                 inv.addr
             ))
         })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let msg = resp.text().await.unwrap_or_default();
-        return Err(ClusterError::Peer(format!(
-            "{} refused the invitation ({status}): {msg}",
-            inv.addr
-        )));
+        let status = resp.status();
+        if status == reqwest::StatusCode::ACCEPTED {
+            if !told {
+                let waiting: Waiting = resp.json().await?;
+                eprintln!(
+                    "waiting to be let into the cluster: on a member run\n  {}\n(this machine: {})",
+                    waiting.approve_with,
+                    request.macs.join(", ")
+                );
+                told = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            continue;
+        }
+        if !status.is_success() {
+            let msg = resp.text().await.unwrap_or_default();
+            return Err(ClusterError::Peer(format!(
+                "{} refused the invitation ({status}): {msg}",
+                inv.addr
+            )));
+        }
+        let answer: RedeemAnswer = resp.json().await?;
+        return crate::ClusterSecret::new(answer.cluster_secret);
     }
-    let answer: RedeemAnswer = resp.json().await?;
-    crate::ClusterSecret::new(answer.cluster_secret)
 }
 
 #[cfg(test)]
@@ -314,8 +432,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("base64"), "{e}");
+        let machines = Invitation {
+            machines: true,
+            ..inv.clone()
+        };
+        let t = machines.encode();
+        assert!(t.starts_with("ecmac1_"), "{t}");
+        assert_eq!(Invitation::decode(&t).unwrap(), machines);
         // A different secret is a different record.
         let other = Invitation::new(inv.addr.clone(), inv.node_key).unwrap();
         assert_ne!(other.record_name(), inv.record_name());
+    }
+
+    #[test]
+    fn codes_and_macs_have_one_shape() {
+        let code = new_code().unwrap();
+        assert!(is_code(&code), "{code}");
+        assert_ne!(new_code().unwrap(), code);
+        for bad in ["", "ABCD1234", "abcd-1234", "ABCD-12345", "ABCD_1234"] {
+            assert!(!is_code(bad), "{bad}");
+        }
+        assert_eq!(
+            normal_mac(" 52-54-00-AB-cd-01\n").as_deref(),
+            Some("52:54:00:ab:cd:01")
+        );
+        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:0g", "5254.00ab.cd01"] {
+            assert_eq!(normal_mac(bad), None, "{bad}");
+        }
+        assert!(
+            machine_macs()
+                .iter()
+                .all(|m| normal_mac(m).as_deref() == Some(m))
+        );
     }
 }

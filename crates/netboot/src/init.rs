@@ -59,9 +59,23 @@ pub struct BootParams {
 
 impl BootParams {
     /// Whether the node can take its secrets from the cluster at every start: it joins
-    /// (`--join`) with the cluster secret from the boot configuration, not an invitation
+    /// (`--join`) with the cluster secret from the boot configuration, or with a machine
+    /// invitation (`ecmac1_`, asked with at every boot); not with a one-time invitation
     /// (a used one cannot be redeemed again after a reboot).
     pub fn secrets_from_cluster(&self) -> bool {
+        let machine_invite = self
+            .serve
+            .iter()
+            .chain(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| k == "EDGECLOUD_INVITE")
+                    .map(|(_, v)| v),
+            )
+            .any(|a| a.trim_start_matches("--invite=").starts_with("ecmac1_"));
+        if machine_invite {
+            return true;
+        }
         let joins = self
             .serve
             .iter()
@@ -110,7 +124,7 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams> {
         };
         let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
         match key {
-            "serve" => p.serve = value.split_whitespace().map(str::to_string).collect(),
+            "serve" => p.serve.extend(value.split_whitespace().map(str::to_string)),
             "ip" => {
                 let (ip, prefix) = value.split_once('/').unwrap_or((value, "24"));
                 let ip = ip.parse().map_err(|_| bad(&w, "use ADDRESS/PREFIX"))?;
@@ -121,6 +135,11 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams> {
                 p.ip = Some((ip, prefix));
             }
             "image" => p.image = Some(value.to_string()),
+            // A machine invitation (or a one-time one): `serve --invite TOKEN`.
+            "invite" => {
+                p.serve.push("--invite".into());
+                p.serve.push(value.to_string());
+            }
             "sig" => {} // checked by `signing::verify`
             "format" => {
                 p.format = FormatPolicy::parse(value).map_err(|e| bad(&w, &e.to_string()))?
@@ -567,6 +586,18 @@ mod tests {
         assert!(
             with_secret.secrets_from_cluster(),
             "joins, with the secret: in memory"
+        );
+        let machine =
+            parse_cmdline("edgecloud.serve=\"--site s2\" edgecloud.invite=ecmac1_AAAA").unwrap();
+        assert_eq!(machine.serve, ["--site", "s2", "--invite", "ecmac1_AAAA"]);
+        assert!(
+            machine.secrets_from_cluster(),
+            "a machine invitation: in memory"
+        );
+        let once = parse_cmdline("edgecloud.serve=\"--invite ecinv1_AAAA\"").unwrap();
+        assert!(
+            !once.secrets_from_cluster(),
+            "a one-time invitation: on the disk"
         );
         assert_eq!(p.format, FormatPolicy::Never);
         assert_eq!(

@@ -197,13 +197,15 @@ impl Node {
             .join
             .clone()
             .or_else(|| invite.as_ref().map(|i| i.addr.clone()));
+        let machine_invite = invite.as_ref().is_some_and(|i| i.machines);
         if cfg.secrets_dir.is_some()
             && (join.is_none()
                 || (cfg.secret_file.is_none()
+                    && !machine_invite
                     && std::env::var_os("EDGECLOUD_CLUSTER_SECRET").is_none()))
         {
             return Err(NodeError::Secrets(
-                "--secrets-dir keeps no key on this node's disks, so it fetches them from a member at every start: give --join HOST:PORT and the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET; an invitation works once only), or leave --secrets-dir out".into(),
+                "--secrets-dir keeps no key on this node's disks, so it fetches them from a member at every start: give --join HOST:PORT and the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET), or a machine invitation (`edgecloud cluster invite --machines`; a plain one works once only), or leave --secrets-dir out".into(),
             ));
         }
         let secret = secrets::cluster_secret(
@@ -319,6 +321,7 @@ impl Node {
         let inviter = Arc::new(admin::invites::Inviter {
             secret: secret.clone(),
             node_key: node_key.public(),
+            waiting: Default::default(),
         });
         // Jobs run tasks for this node's admin API and for other nodes (next to the data).
         let jobs_dir = data.join("jobs");

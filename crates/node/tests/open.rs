@@ -218,3 +218,126 @@ async fn a_node_keeping_its_secrets_elsewhere_leaves_none_in_its_data_and_rejoin
     node.stop().await.unwrap();
     founder.stop().await.unwrap();
 }
+
+/// A machine invitation (for machines booted over the network, which keep their
+/// secrets in memory): a machine it does not list waits, with a code, until an operator
+/// approves the code; it then joins, and after a reboot (its secrets gone) it is let in
+/// again without anyone. A revoked invitation lets no one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_invitation_lets_an_approved_machine_in_at_every_boot() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (founder_data, data, keys) = (
+        dir.path().join("founder"),
+        dir.path().join("data"),
+        dir.path().join("in-memory"),
+    );
+    let founder = Node::open(on_free_ports(&founder_data)).await.unwrap();
+    let admin = founder.summary().admin_url.clone();
+    let token = std::fs::read_to_string(founder_data.join("admin.token")).unwrap();
+    let token = token.trim().to_string();
+    let http = reqwest::Client::new();
+    let issued: serde_json::Value = http
+        .post(format!("{admin}/v1/cluster/invites?machines=true&ttl=600"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let invite = issued["token"].as_str().unwrap().to_string();
+    assert!(invite.starts_with("ecmac1_"), "{invite}");
+    let machine = || {
+        NodeSettings {
+            secrets_dir: Some(keys.clone()),
+            invite: Some(invite.clone()),
+            site: Some("s2".into()),
+            ..free_ports()
+        }
+        .resolve(&data)
+        .unwrap()
+    };
+
+    // The operator's side: waits for the machine to show up, checks it, approves it.
+    let operator = {
+        let (http, admin, token) = (http.clone(), admin.clone(), token.clone());
+        tokio::spawn(async move {
+            let waiting = loop {
+                let list: Vec<serde_json::Value> = http
+                    .get(format!("{admin}/v1/cluster/join-requests"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if let Some(w) = list.into_iter().next() {
+                    break w;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            let approve = |code: &str| {
+                http.post(format!("{admin}/v1/cluster/join-requests/{code}"))
+                    .bearer_auth(&token)
+                    .send()
+            };
+            assert!(
+                approve("ZZZZ-ZZZZ")
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_client_error()
+            );
+            let unauthenticated = reqwest::Client::new()
+                .post(format!("{admin}/v1/cluster/join-requests/ZZZZ-ZZZZ"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(unauthenticated.status(), 401);
+            let code = waiting["code"].as_str().unwrap().to_string();
+            let approved = approve(&code).await.unwrap();
+            assert!(
+                approved.status().is_success(),
+                "{}",
+                approved.text().await.unwrap()
+            );
+            waiting
+        })
+    };
+    let node = Node::open(machine()).await.unwrap();
+    let waiting = operator.await.unwrap();
+    assert_eq!(
+        waiting["macs"],
+        serde_json::json!(cluster::invite::machine_macs()),
+        "it asked with this machine's MACs"
+    );
+    let id = node.summary().node_id.clone();
+    assert_ne!(id, founder.summary().node_id);
+    assert!(!data.join("cluster.secret").exists() && keys.join("cluster.secret").exists());
+    node.stop().await.unwrap();
+
+    // A reboot: the secrets in memory are gone; the approved machine is let in at once.
+    std::fs::remove_dir_all(&keys).unwrap();
+    let node = tokio::time::timeout(std::time::Duration::from_secs(60), Node::open(machine()))
+        .await
+        .expect("let in without a second approval")
+        .unwrap();
+    assert_eq!(node.summary().node_id, id, "the same node");
+    node.stop().await.unwrap();
+
+    // Revoked: no machine gets the secret any more.
+    let id = issued["id"].as_str().unwrap();
+    let revoked = http
+        .delete(format!("{admin}/v1/cluster/invites/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    std::fs::remove_dir_all(&keys).unwrap();
+    let refused = Node::open(machine()).await.err().unwrap();
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+    founder.stop().await.unwrap();
+}

@@ -35,6 +35,23 @@ pub enum ClusterCmd {
         /// should dial, if this node's own is not reachable as it is.
         #[arg(long, value_name = "HOST:PORT")]
         address: Option<String>,
+        /// A machine invitation, for machines booted over the network (put the token in
+        /// the boot arguments as edgecloud.invite=TOKEN): not used up, asked with at
+        /// every boot. A machine it lists (--mac) is let in at once; any other shows a
+        /// code on its console and waits for `edgecloud cluster approve CODE`. It
+        /// expires for new machines only; `cluster invites --revoke` ends it for all.
+        #[arg(long)]
+        machines: bool,
+        /// With --machines: a MAC address to let in without approval (repeatable).
+        #[arg(long, value_name = "MAC", requires = "machines")]
+        mac: Vec<String>,
+    },
+    /// Let a machine in that waits with a machine invitation: CODE is what its console
+    /// shows. Without CODE, list the machines waiting at this node. An approved machine
+    /// is let in at every later boot too (its MAC joins the invitation).
+    Approve {
+        /// The code the waiting machine shows (XXXX-XXXX).
+        code: Option<String>,
     },
     /// List the invitations issued (open, used, revoked, expired), or revoke an open one.
     Invites {
@@ -69,7 +86,12 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             println!("node {node} removed from the cluster");
             return Ok(());
         }
-        ClusterCmd::Invite { expires, address } => {
+        ClusterCmd::Invite {
+            expires,
+            address,
+            machines,
+            mac,
+        } => {
             let ttl = node::settings::parse_duration(&expires)?;
             let mut req = c
                 .request(Method::POST, &["cluster", "invites"])
@@ -77,8 +99,26 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             if let Some(a) = &address {
                 req = req.query(&[("addr", a)]);
             }
+            if machines {
+                req = req.query(&[("machines", "true".to_string()), ("mac", mac.join(","))]);
+            }
             let issued: admin::invites::Issued = c.json(req).await?;
             println!("{}", issued.token);
+            if machines {
+                eprintln!(
+                    "machine invitation {}: boot machines with edgecloud.invite={}. {} listed; any other waits for `edgecloud cluster approve CODE` for {}. (`edgecloud cluster invites --revoke {}` ends it)",
+                    issued.id,
+                    issued.token,
+                    if mac.is_empty() {
+                        "No machine is".to_string()
+                    } else {
+                        format!("{} machine(s)", mac.len())
+                    },
+                    humantime::format_duration(ttl),
+                    issued.id
+                );
+                return Ok(());
+            }
             eprintln!(
                 "invitation {}: valid once, for {}, to join through {}. On the new machine run:\n  edgecloud serve --site SITE --invite {}\n(`edgecloud cluster invites --revoke {}` withdraws it)",
                 issued.id,
@@ -121,9 +161,43 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
                     when(i.record.created_ms),
                     when(i.record.expires_ms),
                     i.record.issued_by,
-                    i.record.redeemed_by.as_deref().unwrap_or("-")
+                    match i.record.machines {
+                        true => format!("{} MAC(s) admitted", i.record.macs.len()),
+                        false => i.record.redeemed_by.unwrap_or_else(|| "-".into()),
+                    }
                 );
             }
+            return Ok(());
+        }
+        ClusterCmd::Approve { code: None } => {
+            let list: Vec<admin::invites::WaitingMachine> = c
+                .json(c.request(Method::GET, &["cluster", "join-requests"]))
+                .await?;
+            if list.is_empty() {
+                println!("no machine waits for approval at this node");
+                return Ok(());
+            }
+            println!("{:<10} {:<22} {:<13} MACS", "CODE", "FROM", "INVITATION");
+            for w in list {
+                println!(
+                    "{:<10} {:<22} {:<13} {}",
+                    w.code,
+                    w.from,
+                    w.invitation,
+                    w.macs.join(",")
+                );
+            }
+            return Ok(());
+        }
+        ClusterCmd::Approve { code: Some(code) } => {
+            let w: admin::invites::WaitingMachine = c
+                .json(c.request(Method::POST, &["cluster", "join-requests", &code]))
+                .await?;
+            println!(
+                "machine {} ({}) approved: it joins now, and at every later boot",
+                w.macs.join(","),
+                w.from
+            );
             return Ok(());
         }
         ClusterCmd::Repair => {
