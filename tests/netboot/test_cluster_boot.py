@@ -8,6 +8,7 @@ import ctypes
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -115,8 +116,9 @@ class BootedCluster:
                     f"\n--- vm {i}\n{vm.log()[-2500:]}" for i, vm in self.vms.items())
             time.sleep(1)
 
-    def boot(self, i, disk):
-        """Boots VM i (address 10.77.0.1i) with `disk`, joined to the host's cluster."""
+    def boot(self, i, disk, invite=None):
+        """Boots VM i (address 10.77.0.1i) with `disk`, joined to the host's cluster with
+        the cluster secret on its command line, or with a machine invitation `invite`."""
         tap = f"tap{i}"
         if not os.path.exists(f"/sys/class/net/{tap}"):
             subprocess.run(["ip", "-n", NS, "tuntap", "add", tap, "mode", "tap"],
@@ -124,9 +126,11 @@ class BootedCluster:
             ip("-n", NS, "link", "set", tap, "master", "br0", "up")
         tmp = self.root / f"vm{i}-{time.time_ns()}"
         tmp.mkdir()
+        joining = (f"edgecloud.invite={invite}" if invite else
+                   f"edgecloud.serve=\"--join {HOST}:9420\" "
+                   f"edgecloud.env.EDGECLOUD_CLUSTER_SECRET={self.secret}")
         append = (f"edgecloud.ip=10.77.0.1{i}/24 edgecloud.gateway={HOST} "
-                  f'edgecloud.serve="--join {HOST}:9420 --site s{i} --scrub-interval 5s" '
-                  f"edgecloud.env.EDGECLOUD_CLUSTER_SECRET={self.secret} "
+                  f'edgecloud.serve="--site s{i} --scrub-interval 5s" {joining} '
                   f"edgecloud.image={self.image_sha256}")
         vm = self.vms[i] = VM(self.image, tmp, append=append, disks=[disk], netns=NS,
                               netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
@@ -271,11 +275,25 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
             got = in_netns(lambda k=k: client.get_object(Bucket="booted", Key=k)["Body"].read())
             assert got == v, k
 
-        # A fourth machine with a blank disk: formatted, joined, and given shards.
+        # A fourth machine with a blank disk, booted with a machine invitation instead of
+        # the secret: it waits with a code until the operator approves it; then it is
+        # formatted, joined, and given shards.
+        p = c.cli("cluster", "invite", "--machines", "--expires", "1h")
+        assert p.returncode == 0 and p.stdout.startswith("ecmac1_"), p.stderr
         disks[4] = tmp_path / "disk4.img"
         subprocess.run(["truncate", "-s", "512M", str(disks[4])], check=True)
-        c.boot(4, disks[4])
+        vm4 = c.boot(4, disks[4], invite=p.stdout.strip())
+        deadline = time.time() + 240
+        while "cluster approve" not in vm4.log():
+            assert vm4.proc.poll() is None and time.time() < deadline, vm4.log()[-3000:]
+            time.sleep(0.5)
+        code = re.search(r"cluster approve ([0-9A-Z]{4}-[0-9A-Z]{4})", vm4.log()).group(1)
+        waiting = c.cli("cluster", "approve").stdout
+        assert code in waiting and "52:54:00:77:00:14" in waiting, waiting
+        p = c.cli("cluster", "approve", code)
+        assert p.returncode == 0, p.stderr
         c.back(4)
+        assert "secrets: in memory only" in vm4.log()
         assert "formatted edgecloud-" in c.vms[4].log()
         for n in range(12):
             in_netns(lambda n=n: client.put_object(Bucket="booted", Key=f"late{n}",
