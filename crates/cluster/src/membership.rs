@@ -153,6 +153,44 @@ fn explain(what: String, addr: &str, e: RpcError) -> ClusterError {
     }
 }
 
+/// A member restarting announces itself again (its address or disks may have
+/// changed) to the first member of its saved layout that answers (the catalog node
+/// first; not `skip`, which did not); if none does, it keeps the saved layout (the
+/// replicated catalog brings newer ones).
+async fn announce(
+    client: &Client,
+    me: &NodeInfo,
+    saved: Layout,
+    skip: Option<&str>,
+) -> Result<Layout, ClusterError> {
+    let others = saved
+        .members()
+        .filter(|n| n.id != me.id && n.state != NodeState::Removed);
+    let mut addrs: Vec<String> = saved
+        .node(&saved.catalog_node)
+        .filter(|n| n.id != me.id)
+        .map(|n| n.rpc_addr.clone())
+        .into_iter()
+        .collect();
+    addrs.extend(others.map(|n| n.rpc_addr.clone()));
+    addrs.dedup();
+    for addr in addrs.into_iter().filter(|a| Some(a.as_str()) != skip) {
+        match client.join(&addr, me).await {
+            Ok(newer) => return Ok(newer),
+            Err(e) if is_trust_failure(&e) || is_removal(&e) => {
+                return Err(explain(
+                    format!("the member at {addr} refused this node"),
+                    &addr,
+                    e,
+                ));
+            }
+            Err(e) => tracing::warn!("cannot announce this node to {addr}: {e}"),
+        }
+    }
+    tracing::warn!("no member answered; using the saved layout");
+    Ok(saved)
+}
+
 impl Membership {
     /// Loads or founds the layout (or joins through `opts.join`) and starts heartbeats.
     pub async fn start(
@@ -163,10 +201,26 @@ impl Membership {
         let saved = Layout::load(&path)?;
         let me = opts.me.id.clone();
         let layout = match (&opts.join, saved) {
-            (Some(addr), _) => client
-                .join(addr, &opts.me)
-                .await
-                .map_err(|e| explain(format!("cannot join the cluster at {addr}"), addr, e))?,
+            (Some(addr), saved) => match client.join(addr, &opts.me).await {
+                Ok(l) => l,
+                // A member whose `--join` node is down (a booted node always names it)
+                // announces itself to the others it knew instead, as a restart does.
+                Err(e)
+                    if !(is_trust_failure(&e) || is_removal(&e))
+                        && saved.as_ref().is_some_and(|l| l.node(&me).is_some()) =>
+                {
+                    tracing::warn!("cannot join through {addr} ({e}); asking the other members");
+                    let saved = saved.expect("checked above");
+                    announce(&client, &opts.me, saved, Some(addr.as_str())).await?
+                }
+                Err(e) => {
+                    return Err(explain(
+                        format!("cannot join the cluster at {addr}"),
+                        addr,
+                        e,
+                    ));
+                }
+            },
             (None, Some(l)) if l.catalog_node == me => {
                 let mut l = l;
                 if let Some(n) = l.node_mut(&me) {
@@ -177,43 +231,7 @@ impl Membership {
                 }
                 l
             }
-            (None, Some(l)) => {
-                // A member restarting: announce itself again (its address or disks may
-                // have changed) to the first member that answers; if none does, keep
-                // the saved layout (the replicated catalog brings newer ones).
-                let mut found = None;
-                let others = l
-                    .members()
-                    .filter(|n| n.id != me && n.state != NodeState::Removed);
-                let mut addrs: Vec<String> = l
-                    .node(&l.catalog_node)
-                    .filter(|n| n.id != me)
-                    .map(|n| n.rpc_addr.clone())
-                    .into_iter()
-                    .collect();
-                addrs.extend(others.map(|n| n.rpc_addr.clone()));
-                addrs.dedup();
-                for addr in addrs {
-                    match client.join(&addr, &opts.me).await {
-                        Ok(newer) => {
-                            found = Some(newer);
-                            break;
-                        }
-                        Err(e) if is_trust_failure(&e) || is_removal(&e) => {
-                            return Err(explain(
-                                format!("the member at {addr} refused this node"),
-                                &addr,
-                                e,
-                            ));
-                        }
-                        Err(e) => tracing::warn!("cannot announce this node to {addr}: {e}"),
-                    }
-                }
-                found.unwrap_or_else(|| {
-                    tracing::warn!("no member answered; using the saved layout");
-                    l
-                })
-            }
+            (None, Some(l)) => announce(&client, &opts.me, l, None).await?,
             (None, None) => {
                 let mut first = opts.me.clone();
                 first.seq = 0;

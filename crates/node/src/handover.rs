@@ -47,12 +47,39 @@ async fn give(
     Json(keys)
 }
 
-/// Asks the member at `addr` for the shared keys.
-pub async fn fetch(client: &cluster::Client, addr: &str) -> Result<SharedKeys, NodeError> {
-    let step = "cannot fetch the cluster's shared keys from the member it joins";
-    let body = client
-        .call(addr, PATH, Vec::new(), Duration::from_secs(10))
-        .await
-        .map_err(|e| NodeError::startup(step, e))?;
-    serde_json::from_slice(&body).map_err(|e| NodeError::startup(step, e))
+/// Asks for the shared keys: the member at `first` (the one `--join` names), then, if
+/// it does not answer, the other members the layout knows (a node whose keys live in
+/// memory fetches them at every start, and its `--join` member may be the one down).
+pub async fn fetch(
+    client: &cluster::Client,
+    first: &str,
+    membership: &cluster::Membership,
+) -> Result<SharedKeys, NodeError> {
+    let step = "cannot fetch the cluster's shared keys from any member";
+    let layout = membership.layout();
+    let mut addrs = vec![first.to_string()];
+    for n in layout.members() {
+        if &n.id != membership.me() && !addrs.contains(&n.rpc_addr) {
+            addrs.push(n.rpc_addr.clone());
+        }
+    }
+    let mut last = None;
+    for addr in addrs {
+        match client
+            .call(&addr, PATH, Vec::new(), Duration::from_secs(10))
+            .await
+        {
+            Ok(body) => {
+                return serde_json::from_slice(&body).map_err(|e| NodeError::startup(step, e));
+            }
+            Err(e) => {
+                tracing::warn!("cannot fetch the shared keys from {addr}: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(NodeError::startup(
+        step,
+        last.expect("at least the first member was asked"),
+    ))
 }

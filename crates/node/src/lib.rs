@@ -256,7 +256,7 @@ impl Node {
         if let Some(addr) = &join
             && !cfg.master_key_file.exists()
         {
-            let keys = handover::fetch(&client, addr).await?;
+            let keys = handover::fetch(&client, addr, &membership).await?;
             secrets::keep_master_key(&cfg.master_key_file, &keys.master_key)?;
             secrets::keep_s3_credentials(&keys_dir, &keys.s3_access_key, &keys.s3_secret)?;
             secrets::keep_ledger_keys(&keys_dir, &keys.ledger_key, &keys.ledger_pub)?;

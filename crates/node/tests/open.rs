@@ -341,3 +341,62 @@ async fn a_machine_invitation_lets_an_approved_machine_in_at_every_boot() {
     assert!(refused.to_string().contains("revoked"), "{refused}");
     founder.stop().await.unwrap();
 }
+
+/// A node keeping its secrets in memory fetches them at every start from the member
+/// `--join` names, or, when that one is down, from another member it knew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeping_its_secrets_elsewhere_starts_while_its_join_member_is_down() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let founder = Node::open(on_free_ports(&path("founder"))).await.unwrap();
+    let join = Some(founder.summary().rpc_addr.clone());
+    let secret_file = Some(path("founder").join("cluster.secret"));
+    let member = Node::open(
+        NodeSettings {
+            secret_file: secret_file.clone(),
+            join: join.clone(),
+            ..free_ports()
+        }
+        .resolve(&path("member"))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let in_memory = || {
+        NodeSettings {
+            secrets_dir: Some(path("in-memory")),
+            secret_file: secret_file.clone(),
+            join: join.clone(),
+            ..free_ports()
+        }
+        .resolve(&path("data"))
+        .unwrap()
+    };
+    let node = Node::open(in_memory()).await.unwrap();
+    let id = node.summary().node_id.clone();
+    // The other member learns of it through the replicated layout.
+    let layout = path("member").join("cluster/layout.json");
+    for _ in 0..300 {
+        if std::fs::read_to_string(&layout).is_ok_and(|l| l.contains(&id)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    node.stop().await.unwrap();
+    founder.stop().await.unwrap();
+
+    // Its secrets gone with the power, its --join member down: another member answers.
+    std::fs::remove_dir_all(path("in-memory")).unwrap();
+    let node = tokio::time::timeout(std::time::Duration::from_secs(120), Node::open(in_memory()))
+        .await
+        .expect("started without its --join member")
+        .unwrap();
+    assert_eq!(node.summary().node_id, id);
+    assert_eq!(
+        std::fs::read_to_string(path("in-memory").join("master.key")).unwrap(),
+        std::fs::read_to_string(path("founder").join("master.key")).unwrap()
+    );
+    node.stop().await.unwrap();
+    member.stop().await.unwrap();
+}
