@@ -60,6 +60,13 @@ pub struct WaitingMachine {
 
 /// A machine that stopped asking for this long is forgotten.
 const WAITING_FOR: Duration = Duration::from_secs(3600);
+
+impl WaitingMachine {
+    /// Whether it asked within [`WAITING_FOR`] of `now_ms` (else it is forgotten).
+    fn still_asking(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_ms) < WAITING_FOR.as_millis() as u64
+    }
+}
 /// At most this many machines wait at once (asking costs a guest nothing).
 const MAX_WAITING: usize = 64;
 
@@ -255,7 +262,7 @@ async fn redeem(
         )
     })?;
     if record.machines {
-        return admit_machine(&s, &guest, req, name, current, record).await;
+        return admit_machine(&s, &guest, req, name, record).await;
     }
     let used = |r: &InviteRecord| {
         format!(
@@ -315,7 +322,6 @@ async fn admit_machine(
     guest: &Guest,
     req: RedeemRequest,
     name: String,
-    _raw: Vec<u8>,
     record: InviteRecord,
 ) -> Result<axum::response::Response, Refusal> {
     use axum::response::IntoResponse;
@@ -366,7 +372,7 @@ async fn admit_machine(
     }
     {
         let mut waiting = s.inviter.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.retain(|_, w| now.saturating_sub(w.last_ms) < WAITING_FOR.as_millis() as u64);
+        waiting.retain(|_, w| w.still_asking(now));
         let full = waiting.len() >= MAX_WAITING && !waiting.contains_key(&code);
         if full {
             return Err(refuse(
@@ -402,20 +408,24 @@ async fn admit_machine(
     Ok((StatusCode::ACCEPTED, Json(waiting)).into_response())
 }
 
+/// This node's inviter: a node that is not part of a cluster has none.
+fn cluster_inviter(s: &AdminState) -> Result<Arc<Inviter>, ApiError> {
+    s.inviter
+        .clone()
+        .ok_or_else(|| invalid("this node is not part of a cluster"))
+}
+
 /// The machines waiting for approval at this node.
 pub(crate) async fn waiting(
     State(s): State<AdminState>,
 ) -> Result<Json<Vec<WaitingMachine>>, ApiError> {
-    let inviter = s
-        .inviter
-        .clone()
-        .ok_or_else(|| invalid("this node is not part of a cluster"))?;
+    let inviter = cluster_inviter(&s)?;
     let now = now_ms();
     let waiting = inviter.waiting.lock().unwrap_or_else(|p| p.into_inner());
     Ok(Json(
         waiting
             .values()
-            .filter(|w| now.saturating_sub(w.last_ms) < WAITING_FOR.as_millis() as u64)
+            .filter(|w| w.still_asking(now))
             .cloned()
             .collect(),
     ))
@@ -427,10 +437,7 @@ pub(crate) async fn approve(
     State(s): State<AdminState>,
     axum::extract::Path(code): axum::extract::Path<String>,
 ) -> Result<Json<WaitingMachine>, ApiError> {
-    let inviter = s
-        .inviter
-        .clone()
-        .ok_or_else(|| invalid("this node is not part of a cluster"))?;
+    let inviter = cluster_inviter(&s)?;
     let code = code.trim().to_ascii_uppercase();
     let Some(machine) = inviter
         .waiting

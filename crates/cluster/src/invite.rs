@@ -207,7 +207,7 @@ pub struct Waiting {
 }
 
 /// A fresh approval code: eight letters and digits that read unambiguously aloud
-/// and on a console (no 0/O, 1/I/L), as `XXXX-XXXX`; 40 random bits.
+/// and on a console (no 0/O, 1/I/L), as `XXXX-XXXX`; about 39 random bits.
 pub fn new_code() -> Result<String, ClusterError> {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
     let mut raw = [0u8; 8];

@@ -97,6 +97,23 @@ impl Layout {
         self.nodes.iter().filter(|n| n.state != NodeState::Removed)
     }
 
+    /// The node-to-node addresses of the members other than `me`, each once, the
+    /// catalog node's first (the one that decides the layout): whom a node asks when it
+    /// starts.
+    pub fn peer_addrs(&self, me: &NodeId) -> Vec<String> {
+        let catalog_first = self
+            .members()
+            .filter(|n| n.id == self.catalog_node)
+            .chain(self.members().filter(|n| n.id != self.catalog_node));
+        let mut addrs: Vec<String> = Vec::new();
+        for n in catalog_first.filter(|n| &n.id != me) {
+            if !addrs.contains(&n.rpc_addr) {
+                addrs.push(n.rpc_addr.clone());
+            }
+        }
+        addrs
+    }
+
     /// The sites of nodes not removed, sorted.
     pub fn sites(&self) -> Vec<String> {
         let mut s: Vec<String> = self.members().map(|n| n.site.clone()).collect();
@@ -248,6 +265,23 @@ mod tests {
             catalog_node: NodeId(format!("{:016x}", 0)),
             nodes,
         }
+    }
+
+    /// Whom a starting node asks: the catalog node first, itself and removed nodes
+    /// never, an address two entries share once.
+    #[test]
+    fn peers_are_asked_catalog_node_first_each_address_once() {
+        let mut l = layout(&["a", "a", "b", "b"]);
+        for (i, n) in l.nodes.iter_mut().enumerate() {
+            n.rpc_addr = format!("10.0.0.{i}:9420");
+        }
+        l.catalog_node = l.nodes[2].id.clone();
+        l.nodes[3].state = NodeState::Removed;
+        let me = l.nodes[1].id.clone();
+        assert_eq!(l.peer_addrs(&me), ["10.0.0.2:9420", "10.0.0.0:9420"]);
+        // A node that came back on another's old address is asked once.
+        l.nodes[0].rpc_addr = "10.0.0.2:9420".into();
+        assert_eq!(l.peer_addrs(&me), ["10.0.0.2:9420"]);
     }
 
     #[test]

@@ -163,17 +163,7 @@ async fn announce(
     saved: Layout,
     skip: Option<&str>,
 ) -> Result<Layout, ClusterError> {
-    let others = saved
-        .members()
-        .filter(|n| n.id != me.id && n.state != NodeState::Removed);
-    let mut addrs: Vec<String> = saved
-        .node(&saved.catalog_node)
-        .filter(|n| n.id != me.id)
-        .map(|n| n.rpc_addr.clone())
-        .into_iter()
-        .collect();
-    addrs.extend(others.map(|n| n.rpc_addr.clone()));
-    addrs.dedup();
+    let addrs = saved.peer_addrs(&me.id);
     for addr in addrs.into_iter().filter(|a| Some(a.as_str()) != skip) {
         match client.join(&addr, me).await {
             Ok(newer) => return Ok(newer),

@@ -56,13 +56,8 @@ pub async fn fetch(
     membership: &cluster::Membership,
 ) -> Result<SharedKeys, NodeError> {
     let step = "cannot fetch the cluster's shared keys from any member";
-    let layout = membership.layout();
-    let mut addrs = vec![first.to_string()];
-    for n in layout.members() {
-        if &n.id != membership.me() && !addrs.contains(&n.rpc_addr) {
-            addrs.push(n.rpc_addr.clone());
-        }
-    }
+    let others = membership.layout().peer_addrs(membership.me());
+    let addrs = std::iter::once(first.to_string()).chain(others.into_iter().filter(|a| a != first));
     let mut last = None;
     for addr in addrs {
         match client
