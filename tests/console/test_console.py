@@ -223,14 +223,15 @@ def test_the_console_clicked_through_in_chromium(node, browser, tmp_path):
 
     # Time slider: as of the moment between the two uploads, the first version is back.
     page.click("text=Hide old versions")
-    page.wait_for_selector("#as-of")
+    page.wait_for_selector("text=Show versions and delete markers")
     # Dragged to the left end (the bucket's creation): nothing was there yet.
     page.evaluate("""() => {
         const s = document.getElementById('as-of');
         s.value = 0;
         s.dispatchEvent(new Event('change'));
     }""")
-    page.wait_for_selector("#empty")
+    # The latest page is empty too (report.txt is deleted): wait for the past's own words.
+    page.wait_for_selector("text=Nothing was here at that time.")
     assert "as of" in page.inner_text("#as-of-text")
     page.goto(page.url.split("?")[0] + "?as_of=" + between)
     page.wait_for_selector("th:text-is('report.txt')")

@@ -85,10 +85,11 @@ def kvm_works(image, tmp):
 
 class VM:
     """A VM booting the image: from `-kernel/-initrd`, or with `boot_url` over the
-    network (qemu's iPXE ROM asks qemu's DHCP, which names `boot_url` as the boot file)."""
+    network (qemu's iPXE ROM asks qemu's DHCP, which names `boot_url` as the boot file),
+    or with `network_boot` from whatever DHCP server is on `netdev`'s network."""
 
     def __init__(self, image, tmp, append="", boot_url=None, disks=(), netns=None, netdev=None,
-                 mac=None, memory=1024, after_signing=""):
+                 mac=None, memory=1024, after_signing="", network_boot=False):
         self.s3_port = free_port()
         self.monitor = tmp / "monitor.sock"
         self.console = tmp / "console.log"
@@ -99,6 +100,8 @@ class VM:
         if boot_url:
             boot = ["-boot", "n"]
             netdev = f"user,id=n0,bootfile={boot_url},hostfwd=tcp:127.0.0.1:{self.s3_port}-:9400"
+        elif network_boot:
+            boot = ["-boot", "n"]  # iPXE asks the network's DHCP server (`netdev`'s) what to boot
         else:
             # Signed as the boot server would (the image starts a node for nothing else);
             # `after_signing` is what someone on the way adds.

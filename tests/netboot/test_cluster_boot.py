@@ -1,9 +1,16 @@
-"""Stateless nodes in a cluster: a host node and three VMs booted from the node image
-(`-kernel/-initrd`) on a bridge inside a network namespace of their own, each VM with a
-blank disk and a fixed address from the kernel command line, joining the host's
-cluster. A node powered off and booted again comes back as the same node with its disk
-and nothing to repair; one whose power is cut mid-write loses no acknowledged object; a
-fourth VM with a blank disk is formatted and takes shards."""
+"""Stateless nodes in a cluster: a host node and VMs on a bridge inside a network
+namespace of their own, as an operator would set them up. The host node serves the node
+image (`serve --boot-image`, the boot command line signed) with a machine invitation on
+the command line that lists three machines' MAC addresses; dnsmasq is the network's
+DHCP server, naming the host's /boot.ipxe as the boot file. Each VM, with a blank disk
+and no kernel given, boots from its network card through iPXE, gets its address from
+DHCP, is let in by its MAC and joins. A node powered off and booted again comes back as
+the same node with its disk and nothing to repair; one whose power is cut mid-write
+loses no acknowledged object; a fourth machine, not on the invitation's list, waits
+with a code until `cluster approve`, is formatted and takes shards.
+
+`EDGECLOUD_TEST_BOOT=kernel` boots the same command line by `-kernel/-initrd` instead
+(no iPXE; the addresses still come from DHCP)."""
 import ctypes
 import glob
 import json
@@ -18,17 +25,24 @@ import pytest
 
 from conftest import ACCESS, BIN, SECRET
 
-from test_boot import KERNELS, VM, image, ledger_records  # noqa: F401 (a fixture)
+from test_boot import KERNELS, VM, image, ledger_records, signing_key  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None
                        or not glob.glob(f"{KERNELS}/linux-image-*.deb"),
                        reason="needs qemu-system-x86 and a kernel package (scripts/setup)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and tap devices need root"),
+    pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="needs dnsmasq (scripts/setup)"),
 ]
 
 NS = f"ecboot{os.getpid()}"
 HOST = "10.77.0.1"
+BOOT_PORT = 8080
+IPXE = os.environ.get("EDGECLOUD_TEST_BOOT", "ipxe") != "kernel"
+
+
+def mac(i):
+    return f"52:54:00:77:00:1{i}"
 CLONE_NEWNET = 0x40000000
 
 
@@ -77,20 +91,56 @@ class BootedCluster:
         ip("-n", NS, "link", "set", "br0", "up")
         self.data = root / "host"
         self.data.mkdir()
-        env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
-        self.host = subprocess.Popen(
-            ["ip", "netns", "exec", NS, BIN, "serve", "--data", str(self.data), "--bind", HOST,
-             "--site", "s0", "--disk", str(self.data / "d0"), "--scrub-interval", "5s",
-             "--nfs-key", ACCESS],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(root / "host.log", "w"))
+        self.vms = {}
+        self.host = self.dhcp = None
+        self.start_host()
         deadline = time.time() + 30
         while not (self.data / "cluster.secret").exists():
             assert self.host.poll() is None and time.time() < deadline, (root / "host.log").read_text()
             time.sleep(0.2)
         self.secret = (self.data / "cluster.secret").read_text().strip()
-        self.vms = {}
-        # As the boot server would name it on the command line.
+        # As the boot server names it on the command line.
         self.image_sha256 = json.loads((image / "manifest.json").read_text())["image_sha256"]
+        # The network's DHCP server: fixed addresses by MAC, and the boot file for iPXE.
+        self.dhcp = subprocess.Popen(
+            ["ip", "netns", "exec", NS, "dnsmasq", "--keep-in-foreground", "--port=0",
+             "--interface=br0", "--bind-interfaces", "--user=root", "--group=root",
+             f"--dhcp-leasefile={root / 'dhcp.leases'}", "--pid-file=",
+             f"--log-facility={root / 'dnsmasq.log'}", "--log-dhcp",
+             "--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h",
+             *[f"--dhcp-host={mac(i)},10.77.0.1{i}" for i in range(1, 10)],
+             f"--dhcp-boot=http://{HOST}:{BOOT_PORT}/boot.ipxe"],
+            stdout=subprocess.DEVNULL, stderr=open(root / "dnsmasq.err", "w"))
+
+    def start_host(self, *extra):
+        env = dict(os.environ, EDGECLOUD_ACCESS_KEY=ACCESS, EDGECLOUD_SECRET_KEY=SECRET)
+        self.host = subprocess.Popen(
+            ["ip", "netns", "exec", NS, BIN, "serve", "--data", str(self.data), "--bind", HOST,
+             "--site", "s0", "--disk", str(self.data / "d0"), "--scrub-interval", "5s",
+             "--nfs-key", ACCESS, *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(self.root / "host.log", "a"))
+
+    def serve_boot(self, machines):
+        """Invites the machines with MACs `machines` and restarts the host node serving
+        the image with that invitation on the (signed) boot command line; returns it."""
+        p = self.cli("cluster", "invite", "--machines", "--expires", "1h",
+                     *[a for m in machines for a in ("--mac", m)])
+        assert p.returncode == 0 and p.stdout.startswith("ecmac1_"), p.stderr
+        self.args = (f'edgecloud.serve="--site booted --scrub-interval 5s" '
+                     f"edgecloud.invite={p.stdout.strip()}")
+        self.host.terminate()
+        self.host.wait(timeout=30)
+        self.start_host(
+            "--boot-image", str(self.image), "--boot-listen", f"{HOST}:{BOOT_PORT}",
+            "--boot-key", str(signing_key(self.image)),
+            "--boot-args", f"console=ttyS0 panic=-1 edgecloud.env.EDGECLOUD_ACCESS_KEY={ACCESS} "
+                           f"edgecloud.env.EDGECLOUD_SECRET_KEY={SECRET} {self.args}")
+        deadline = time.time() + 60
+        while in_netns(lambda: probe(f"http://{HOST}:{BOOT_PORT}/boot.ipxe")) != 200:
+            assert self.host.poll() is None and time.time() < deadline, \
+                (self.root / "host.log").read_text()[-3000:]
+            time.sleep(0.3)
+        return self.args
 
     def cli(self, *args):
         return subprocess.run(["ip", "netns", "exec", NS, BIN, "--data", str(self.data),
@@ -116,9 +166,10 @@ class BootedCluster:
                     f"\n--- vm {i}\n{vm.log()[-2500:]}" for i, vm in self.vms.items())
             time.sleep(1)
 
-    def boot(self, i, disk, invite=None):
-        """Boots VM i (address 10.77.0.1i) with `disk`, joined to the host's cluster with
-        the cluster secret on its command line, or with a machine invitation `invite`."""
+    def boot(self, i, disk):
+        """Powers on machine i (MAC 52:54:00:77:00:1i, address 10.77.0.1i by DHCP) with
+        `disk`: through iPXE from the host's boot server, or with `-kernel/-initrd` and
+        the same command line."""
         tap = f"tap{i}"
         if not os.path.exists(f"/sys/class/net/{tap}"):
             subprocess.run(["ip", "-n", NS, "tuntap", "add", tap, "mode", "tap"],
@@ -126,15 +177,14 @@ class BootedCluster:
             ip("-n", NS, "link", "set", tap, "master", "br0", "up")
         tmp = self.root / f"vm{i}-{time.time_ns()}"
         tmp.mkdir()
-        joining = (f"edgecloud.invite={invite}" if invite else
-                   f"edgecloud.serve=\"--join {HOST}:9420\" "
-                   f"edgecloud.env.EDGECLOUD_CLUSTER_SECRET={self.secret}")
-        append = (f"edgecloud.ip=10.77.0.1{i}/24 edgecloud.gateway={HOST} "
-                  f'edgecloud.serve="--site s{i} --scrub-interval 5s" {joining} '
-                  f"edgecloud.image={self.image_sha256}")
-        vm = self.vms[i] = VM(self.image, tmp, append=append, disks=[disk], netns=NS,
-                              netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
-                              mac=f"52:54:00:77:00:1{i}", memory=768)
+        netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no"
+        if IPXE:
+            vm = VM(self.image, tmp, disks=[disk], netns=NS, netdev=netdev, mac=mac(i),
+                    memory=768, network_boot=True)
+        else:
+            vm = VM(self.image, tmp, append=f"{self.args} edgecloud.image={self.image_sha256}",
+                    disks=[disk], netns=NS, netdev=netdev, mac=mac(i), memory=768)
+        self.vms[i] = vm
         return vm
 
     def back(self, i):
@@ -172,7 +222,22 @@ class BootedCluster:
                 self.host.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.host.kill()
+        if self.dhcp and self.dhcp.poll() is None:
+            self.dhcp.kill()
+            self.dhcp.wait()
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+def probe(url):
+    """The HTTP status of a GET of `url`, or None when nothing answers."""
+    import urllib.error
+    import urllib.request
+    try:
+        return urllib.request.urlopen(url, timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
 
 
 def node_of(s, i):
@@ -189,6 +254,7 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
     c = BootedCluster(tmp_path, image)
     disks = {}
     try:
+        c.serve_boot([mac(1), mac(2), mac(3)])
         for i in (1, 2, 3):
             disks[i] = tmp_path / f"disk{i}.img"
             subprocess.run(["truncate", "-s", "512M", str(disks[i])], check=True)
@@ -199,6 +265,9 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
         ids = {i: node_of(s, i)["id"] for i in (1, 2, 3)}
         for i in (1, 2, 3):
             assert "formatted edgecloud-" in c.vms[i].log()
+            if IPXE:  # the host's boot server logs what each machine fetched
+                assert f"boot server: initramfs.img machine=10.77.0.1{i}" in \
+                    (tmp_path / "host.log").read_text()
 
         client = in_netns(s3)
         in_netns(lambda: client.create_bucket(Bucket="booted"))
@@ -275,21 +344,19 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
             got = in_netns(lambda k=k: client.get_object(Bucket="booted", Key=k)["Body"].read())
             assert got == v, k
 
-        # A fourth machine with a blank disk, booted with a machine invitation instead of
-        # the secret: it waits with a code until the operator approves it; then it is
-        # formatted, joined, and given shards.
-        p = c.cli("cluster", "invite", "--machines", "--expires", "1h")
-        assert p.returncode == 0 and p.stdout.startswith("ecmac1_"), p.stderr
+        # A fourth machine with a blank disk, booted from the same command line but not on
+        # the invitation's list: it waits with a code until the operator approves it;
+        # then it is formatted, joined, and given shards.
         disks[4] = tmp_path / "disk4.img"
         subprocess.run(["truncate", "-s", "512M", str(disks[4])], check=True)
-        vm4 = c.boot(4, disks[4], invite=p.stdout.strip())
+        vm4 = c.boot(4, disks[4])
         deadline = time.time() + 240
         while "cluster approve" not in vm4.log():
             assert vm4.proc.poll() is None and time.time() < deadline, vm4.log()[-3000:]
             time.sleep(0.5)
         code = re.search(r"cluster approve ([0-9A-Z]{4}-[0-9A-Z]{4})", vm4.log()).group(1)
         waiting = c.cli("cluster", "approve").stdout
-        assert code in waiting and "52:54:00:77:00:14" in waiting, waiting
+        assert code in waiting and mac(4) in waiting, waiting
         p = c.cli("cluster", "approve", code)
         assert p.returncode == 0, p.stderr
         c.back(4)

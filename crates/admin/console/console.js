@@ -151,6 +151,14 @@ function stopPolling() {
   pollTimer = null;
 }
 
+// A page polls only while it is the latest navigation: a page dropped by
+// route() must not start a timer that outlives it.
+function startPolling(generation, fn, ms) {
+  if (generation !== routeGeneration) return;
+  stopPolling();
+  pollTimer = setInterval(() => fn().catch(() => stopPolling()), ms);
+}
+
 // Routes: #/cluster, #/buckets, #/objects/BUCKET?prefix=P, #/policy/BUCKET, #/keys, #/repair,
 // #/ledger?bucket=B&key=K.
 function parseHash() {
@@ -160,9 +168,14 @@ function parseHash() {
   return { parts, params: new URLSearchParams(query || "") };
 }
 
+// Each route() takes a number; a page that finishes loading after a later
+// navigation began is dropped, so a slow page never replaces a newer one.
+let routeGeneration = 0;
+
 async function route() {
   if (!session) return;
   stopPolling();
+  const generation = ++routeGeneration;
   const { parts, params } = parseHash();
   const name = parts[0] || (session.admin ? "cluster" : "buckets");
   for (const a of document.querySelectorAll("nav a")) {
@@ -174,13 +187,14 @@ async function route() {
   const page = document.getElementById("page");
   const render = pages[name] || bucketsPage;
   try {
-    const content = await render(parts.slice(1), params);
+    const content = await render(parts.slice(1), params, generation);
+    if (generation !== routeGeneration) return;
     page.replaceChildren(content);
     const h1 = page.querySelector("h1");
     if (h1) { h1.tabIndex = -1; h1.focus(); }
     document.title = (h1 ? h1.textContent + " · " : "") + "Edgecloud console";
   } catch (e) {
-    if (e.status !== 401) {
+    if (generation === routeGeneration && e.status !== 401) {
       page.replaceChildren(el("h1", { text: "Something went wrong" }), el("p", { text: e.message }));
     }
   }
@@ -506,7 +520,7 @@ function reduce(word, counts)
 end
 `;
 
-async function jobsPage() {
+async function jobsPage(_parts, _params, generation) {
   const [jobs, buckets] = await Promise.all([api("GET", "/v1/jobs"), api("GET", "/v1/buckets")]);
   const out = el("section", {}, el("h1", { text: "Jobs" }),
     el("p", { class: "muted", text: "Run Lua or JavaScript map/reduce code over a bucket's objects on the nodes that hold them; the result is a JSON-lines object and a ledger record." }));
@@ -547,7 +561,7 @@ async function jobsPage() {
     : el("p", { text: "No jobs yet." }));
   render(jobs);
   out.append(el("h2", { text: "Recent jobs" }), body);
-  pollTimer = setInterval(() => api("GET", "/v1/jobs").then(render, () => stopPolling()), 1000);
+  startPolling(generation, () => api("GET", "/v1/jobs").then(render), 1000);
   return out;
 }
 
@@ -627,7 +641,7 @@ function passReport(title, st, id) {
       el("td", { class: "num", text: bytes(r.bytes_read || 0) }))]));
 }
 
-async function repairPage() {
+async function repairPage(_parts, _params, generation) {
   const out = el("section", {}, el("h1", { text: "Repair and scrub" }),
     el("p", { class: "muted", text: "Repair rebuilds shards that are missing or away from where the layout places them; it runs by itself after failures. A scrub reads and checks every shard (bitrot) and repairs what it finds." }));
   const gc = el("input", { type: "checkbox", id: "scrub-gc" });
@@ -656,7 +670,7 @@ async function repairPage() {
     } }, el("button", { type: "submit", text: "Repair now" })));
   }
   out.append(body);
-  pollTimer = setInterval(() => refresh().catch(() => stopPolling()), 2000);
+  startPolling(generation, refresh, 2000);
   return out;
 }
 

@@ -187,14 +187,26 @@ async fn run_remote_reads(
             let body = postcard::to_stdvec(&()).expect("unit serializes");
             Some(
                 replica
-                    .at_leader("catalog read", network::READ_INDEX, body, || {
-                        replica.read_index_here()
-                    })
+                    .at_leader(
+                        "catalog read",
+                        network::READ_INDEX,
+                        body,
+                        Repeatable::Yes,
+                        || replica.read_index_here(),
+                    )
                     .await,
             )
         }
     })
     .await
+}
+
+/// Whether a request sent to the leader may be sent again when its answer is lost:
+/// a read index changes nothing, a proposal may have been committed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeatable {
+    Yes,
+    No,
 }
 
 /// Most proposals in one entry.
@@ -491,6 +503,7 @@ impl Replica {
         what: &'static str,
         path: &'static str,
         body: Vec<u8>,
+        repeatable: Repeatable,
         here: F,
     ) -> Result<T, CatalogError>
     where
@@ -514,14 +527,26 @@ impl Replica {
                             Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|e| {
                                 Answer::Failed(format!("malformed answer from the leader: {e}"))
                             }),
+                            // A request that changes nothing is asked again (of the next
+                            // leader, once one is elected) rather than failed.
+                            Err(_) if repeatable == Repeatable::Yes && start.elapsed() < LEADER_WAIT => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
                             Err(e) => Answer::Failed(format!("leader {} unreachable: {e}", l.addr)),
                         },
                         // A leader cut off mid-request never answers; once another is
-                        // elected, give up (the outcome is unknown, as after a timeout).
-                        _ = self.leader_changes_from(&l.node) => Answer::Failed(format!(
-                            "the leader {} was replaced while it handled this request; its outcome is unknown",
-                            l.addr
-                        )),
+                        // elected, give up (the outcome is unknown, as after a timeout)
+                        // unless the request changes nothing: then ask the new leader.
+                        _ = self.leader_changes_from(&l.node) => {
+                            if repeatable == Repeatable::Yes && start.elapsed() < LEADER_WAIT {
+                                continue;
+                            }
+                            Answer::Failed(format!(
+                                "the leader {} was replaced while it handled this request; its outcome is unknown",
+                                l.addr
+                            ))
+                        }
                     }
                 }
                 None => Answer::NotLeader,
@@ -559,8 +584,14 @@ impl Replica {
         let size = body.len();
         self.fits_the_log(size)?; // refused here rather than after a trip to the leader
         let here = || self.propose_here(p.clone(), size);
-        self.at_leader("catalog change", network::PROPOSE, body, here)
-            .await?
+        self.at_leader(
+            "catalog change",
+            network::PROPOSE,
+            body,
+            Repeatable::No,
+            here,
+        )
+        .await?
     }
 
     async fn read_barrier(&self) -> Result<(), CatalogError> {

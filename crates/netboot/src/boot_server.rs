@@ -5,19 +5,26 @@
 //! command line. Point DHCP's boot file at `http://NODE:9403/boot.ipxe` (iPXE), or
 //! chainload iPXE first.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 
 use ring::signature::Ed25519KeyPair;
 use sha2::{Digest, Sha256};
 
 use crate::image::Manifest;
+
+/// The address of the machine a request came from; the server that accepts the
+/// connection adds it to the router (`layer(Extension(Machine(addr)))`), so what each
+/// machine fetched is in the node's log.
+#[derive(Clone, Copy, Debug)]
+pub struct Machine(pub SocketAddr);
 
 #[derive(Clone)]
 struct Served {
@@ -98,7 +105,8 @@ pub fn load(dir: &Path) -> crate::Result<Manifest> {
 }
 
 /// The routes for the image in `dir`, described by `manifest` ([`load`]), its boot
-/// configuration signed with `key` ([`check_key`]).
+/// configuration signed with `key` ([`check_key`]). Each connection's router needs the
+/// [`Machine`] extension.
 pub fn router(
     dir: PathBuf,
     manifest: &Manifest,
@@ -112,9 +120,9 @@ pub fn router(
     };
     Ok(Router::new()
         .route("/boot.ipxe", get(boot_script))
-        .route("/vmlinuz", get(|s| file(s, "vmlinuz")))
-        .route("/initramfs.img", get(|s| file(s, "initramfs.img")))
-        .route("/manifest.json", get(|s| file(s, "manifest.json")))
+        .route("/vmlinuz", get(|s, m| file(s, m, "vmlinuz")))
+        .route("/initramfs.img", get(|s, m| file(s, m, "initramfs.img")))
+        .route("/manifest.json", get(|s, m| file(s, m, "manifest.json")))
         .with_state(served))
 }
 
@@ -135,14 +143,20 @@ pub async fn serve_tftp(dir: PathBuf, socket: std::net::UdpSocket) -> crate::Res
     server.serve().await.map_err(tftp)
 }
 
-async fn boot_script(State(s): State<Served>) -> Response {
+async fn boot_script(State(s): State<Served>, Extension(m): Extension<Machine>) -> Response {
+    tracing::info!(machine = %m.0.ip(), "boot server: boot.ipxe");
     ([(header::CONTENT_TYPE, "text/plain")], s.script).into_response()
 }
 
 /// One of the image's files, streamed.
-async fn file(State(s): State<Served>, name: &'static str) -> Response {
+async fn file(
+    State(s): State<Served>,
+    Extension(m): Extension<Machine>,
+    name: &'static str,
+) -> Response {
     match tokio::fs::File::open(s.dir.join(name)).await {
         Ok(f) => {
+            tracing::info!(machine = %m.0.ip(), "boot server: {name}");
             let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
             let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
             (

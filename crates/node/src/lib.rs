@@ -736,9 +736,15 @@ impl Node {
                 tcp,
                 tls: None,
             };
+            let route = move |_: Option<&rustls::ServerConnection>, addr| {
+                Some(
+                    app.clone()
+                        .layer(axum::Extension(netboot::boot_server::Machine(addr))),
+                )
+            };
             servers.push((
                 "boot",
-                cluster::server::serve_app(plain, app, stop_rx.clone()),
+                cluster::server::serve(plain, route, stop_rx.clone()),
             ));
         }
         Ok(Node {
