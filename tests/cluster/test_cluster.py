@@ -945,6 +945,30 @@ def test_a_frozen_node_does_not_stall_reads(cluster):
     cluster.wait(lambda s: active(s) == 6, "the frozen node back")
 
 
+def test_a_nodes_log_lines_are_read_through_any_member(cluster):
+    """`cluster logs NODE` asks the contact node, which asks NODE over the node-to-node
+    API: its recent lines (kept in its memory) come back, its start summary among them."""
+    s = cluster.status()
+    other = next(i for i in live(cluster) if i != cluster.contact)
+    me = next(n for n in s["status"]["nodes"] if n["rpc_addr"] == f"{cluster.nodes[other].ip}:9420")
+    p = cluster.cli("cluster", "logs", me["id"], "--lines", "2000")
+    assert p.returncode == 0, p.stderr
+    assert f"cluster: node {me['id']} in site {me['site']}" in p.stdout, p.stdout[-2000:]
+    # The same lines as the node wrote to its standard error (colours and all removed).
+    written = (cluster.nodes[other].data / "serve.log").read_text()
+    last = [l for l in p.stdout.splitlines() if " INFO " in l][-1]
+    assert last in written, last
+    p = cluster.cli("cluster", "logs", me["id"], "-n", "3")
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 3, p.stdout
+    # Without NODE: the contact node's own.
+    contact_id = next(n["id"] for n in s["status"]["nodes"]
+                      if n["rpc_addr"] == f"{cluster.nodes[cluster.contact].ip}:9420")
+    p = cluster.cli("cluster", "logs")
+    assert p.returncode == 0 and f"cluster: node {contact_id} in site" in p.stdout, p.stdout[-2000:]
+    p = cluster.cli("cluster", "logs", "0123456789abcdef")
+    assert p.returncode != 0 and "no node 0123456789abcdef" in p.stderr, p.stderr
+
+
 def progresses(w, within=20):
     """Do acknowledged writes go on? (A write caught by a cut waits up to 5 s for each
     silent node before its shard goes elsewhere, so allow a few of those.)"""

@@ -268,6 +268,12 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
             if IPXE:  # the host's boot server logs what each machine fetched
                 assert f"boot server: initramfs.img machine=10.77.0.1{i}" in \
                     (tmp_path / "host.log").read_text()
+            # The machine's console, init's lines and the node's, read from the host.
+            p = c.cli("cluster", "logs", ids[i], "--lines", "2000")
+            assert p.returncode == 0, p.stderr
+            for line in ("edgecloud init: formatted edgecloud-", "edgecloud init: secrets: in memory only",
+                         f"cluster: node {ids[i]} in site booted"):
+                assert line in p.stdout, (line, p.stdout[-3000:])
 
         client = in_netns(s3)
         in_netns(lambda: client.create_bucket(Bucket="booted"))

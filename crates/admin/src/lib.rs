@@ -13,6 +13,7 @@ mod images;
 pub mod invites;
 pub mod jobs;
 pub mod ledger;
+pub mod node_logs;
 mod objects;
 /// Operations on the running node: cluster view, scrub, repair.
 pub mod ops;
@@ -202,6 +203,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/cluster/join-requests/{code}", post(invites::approve))
         .route("/v1/cluster/nodes/{node}/drain", post(ops::drain))
+        .route("/v1/cluster/nodes/{node}/logs", get(node_logs::get))
         .route(
             "/v1/cluster/nodes/{node}",
             axum::routing::delete(ops::remove),

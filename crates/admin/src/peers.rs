@@ -2,8 +2,8 @@
 //! leading node's repair progress (so that `cluster status` reads the same on every
 //! node), a voter's cosignature of another node's ledger checkpoint, a compute job's
 //! task run on the node that holds its data, a container request for the node that runs
-//! (or is to run) the container, and shards a repair pass asks this node
-//! to rebuild onto its own disks.
+//! (or is to run) the container, shards a repair pass asks this node
+//! to rebuild onto its own disks, and this node's recent log lines.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,7 @@ pub fn routes(
         .route(jobs::TASK_PATH, post(run_task))
         .route(archive::REBUILD_PATH, post(rebuild))
         .route(crate::containers::PEER_PATH, post(container_call))
+        .route(crate::node_logs::PEER_PATH, post(crate::node_logs::peer))
         .with_state(PeerState {
             archive,
             auditor,

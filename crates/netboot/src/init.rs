@@ -159,11 +159,22 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams> {
     Ok(p)
 }
 
-/// A line on the console, where the machine's operator sees it.
+/// Init's console lines, also kept in memory for the node (named to it in
+/// [`INIT_LOG_ENV`]), which shows them with its own to `edgecloud cluster logs`.
+pub const INIT_LOG: &str = "/run/edgecloud-init.log";
+/// The environment variable that names [`INIT_LOG`] to the node.
+pub const INIT_LOG_ENV: &str = "EDGECLOUD_INIT_LOG";
+
+/// A line on the console, where the machine's operator sees it, and in [`INIT_LOG`]
+/// (once /run is mounted).
 fn say(msg: &str) {
+    let line = format!("edgecloud init: {msg}\n");
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "edgecloud init: {msg}");
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(INIT_LOG) {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<()> {
@@ -197,6 +208,7 @@ fn mount_kernel_file_systems() -> Result<()> {
     )?;
     mount("tmpfs", "/dev/shm", "tmpfs", nosuid | nodev, "mode=1777")?;
     mount("tmpfs", "/run", "tmpfs", nosuid | nodev, "mode=0755")?;
+    std::fs::write(INIT_LOG, b"")?;
     mount("tmpfs", "/tmp", "tmpfs", nosuid | nodev, "mode=1777")?;
     mount(
         "cgroup2",
@@ -395,6 +407,7 @@ fn start_node(address: Ipv4Addr, p: &BootParams, storage: &Storage) -> Result<u3
     if let Some(image) = &p.image {
         cmd.env("EDGECLOUD_BOOTED_IMAGE", image);
     }
+    cmd.env(INIT_LOG_ENV, INIT_LOG);
     // SAFETY: sigprocmask is async-signal-safe: the node gets the signals init blocks.
     unsafe {
         cmd.pre_exec(|| {

@@ -1,4 +1,4 @@
-//! `edgecloud cluster status|invite|repair|drain|remove`. Status: nodes, sites, disks, health, roles, what the layout
+//! `edgecloud cluster status|invite|approve|repair|drain|remove|logs`. Status: nodes, sites, disks, health, roles, what the layout
 //! survives, and repair progress, from the catalog node's admin API.
 
 use admin::ops::ClusterView;
@@ -58,6 +58,16 @@ pub enum ClusterCmd {
         /// Revoke this invitation (its id, or the start of it), so its token gets nothing.
         #[arg(long, value_name = "ID")]
         revoke: Option<String>,
+    },
+    /// Print a node's recent log lines (the last 2000 are kept in its memory), asked
+    /// through this node: how to read a booted node's console from anywhere. On a
+    /// booted node, init's own lines (address, disks, secrets) come first.
+    Logs {
+        /// Node id (see `cluster status`); this node's own without it.
+        node: Option<String>,
+        /// How many of the last lines.
+        #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
+        lines: usize,
     },
     /// Take a node out for good: a drained node that holds no shards, or a down node
     /// whose shards were all rebuilt elsewhere. Its identity is refused from then on.
@@ -198,6 +208,19 @@ pub async fn run(c: &Client, cmd: ClusterCmd) -> anyhow::Result<()> {
                 w.macs.join(","),
                 w.from
             );
+            return Ok(());
+        }
+        ClusterCmd::Logs { node, lines } => {
+            let node = node.as_deref().unwrap_or("self");
+            let logs: admin::node_logs::NodeLogs = c
+                .json(
+                    c.request(Method::GET, &["cluster", "nodes", node, "logs"])
+                        .query(&[("lines", lines)]),
+                )
+                .await?;
+            for line in logs.lines {
+                println!("{line}");
+            }
             return Ok(());
         }
         ClusterCmd::Repair => {

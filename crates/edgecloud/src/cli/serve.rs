@@ -30,6 +30,13 @@ pub async fn run(flags: NodeSettings, file: NodeSettings, data: PathBuf) -> anyh
 /// own at warn, the container runtime's at error), as text (coloured only on a terminal) or JSON.
 fn init_logs(format: node::LogFormat) {
     use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    // On a booted node, init's console lines come first.
+    if let Some(path) = std::env::var_os(netboot::init::INIT_LOG_ENV)
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        admin::node_logs::recent().add(&text);
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGECLOUD_LOG")
@@ -39,7 +46,8 @@ fn init_logs(format: node::LogFormat) {
                     "info,openraft=warn,libcontainer=error,libcgroups=error".into()
                 }),
         )
-        .with_writer(std::io::stderr)
+        // Also kept in memory for `edgecloud cluster logs` (admin::node_logs).
+        .with_writer(std::io::stderr.and(|| admin::node_logs::LogTee))
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         node::LogFormat::Text => logs.init(),
@@ -47,9 +55,14 @@ fn init_logs(format: node::LogFormat) {
     }
 }
 
+/// Prints what the node serves to standard error, and keeps it with the node's log
+/// lines (`edgecloud cluster logs`).
 fn print_summary(s: &node::Summary) {
+    use std::fmt::Write;
+    let mut out = String::new();
     let scheme = if s.tls { "https" } else { "http" };
-    eprintln!(
+    let _ = writeln!(
+        out,
         "edgecloud {} serving\n  data:    {}\n  disks:   {} (new buckets: {})\n  admin:   {} (token in {})",
         env!("CARGO_PKG_VERSION"),
         s.data.display(),
@@ -58,24 +71,28 @@ fn print_summary(s: &node::Summary) {
         s.admin_url,
         s.token_file.display()
     );
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  s3:      {scheme}://{} (access key {}; secret in {})",
         s.s3,
         s.access_key,
         s.credentials_file.display()
     );
-    eprintln!("  webdav:  {scheme}://{} (same keys as S3)", s.dav);
-    eprintln!(
+    let _ = writeln!(out, "  webdav:  {scheme}://{} (same keys as S3)", s.dav);
+    let _ = writeln!(
+        out,
         "  ftp:     {} (same keys as S3{})",
         s.ftp,
         if s.tls { "; AUTH TLS required" } else { "" }
     );
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  ledger:  {} entries (public key in {})",
         s.ledger_entries,
         s.ledger_pub.display()
     );
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  cluster: node {} in site {}, {} node(s) in {} site(s); node-to-node on {} (secret in {})",
         s.node_id,
         s.site,
@@ -85,16 +102,22 @@ fn print_summary(s: &node::Summary) {
         s.secret_file.display()
     );
     if let Some((addr, key)) = &s.nfs {
-        eprintln!("  nfs:     {addr} (v3, as access key {key}; mount /BUCKET)");
+        let _ = writeln!(
+            out,
+            "  nfs:     {addr} (v3, as access key {key}; mount /BUCKET)"
+        );
     }
     if let Some(addr) = &s.boot {
-        eprintln!(
+        let _ = writeln!(
+            out,
             "  boot:    http://{addr}/boot.ipxe (the node image for machines booting over the network)"
         );
     }
     for warning in &s.cleartext {
-        eprintln!("  warning: {warning}");
+        let _ = writeln!(out, "  warning: {warning}");
     }
+    eprint!("{out}");
+    admin::node_logs::recent().add(&out);
 }
 
 /// Raises the soft limit of open files to the hard limit: every connection, segment
