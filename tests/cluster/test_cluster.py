@@ -1209,7 +1209,7 @@ def test_an_invitation_lets_a_node_join_once_without_the_secret(cluster, tmp_pat
     # list waits with a code that `cluster approve` lists; a wrong code approves nothing.
     # (Approving and rebooting: crates/node/tests/open.rs.)
     p = cluster.cli("cluster", "invite", "--machines", "--expires", "10m")
-    assert p.returncode == 0 and p.stdout.startswith("ecmac1_"), (p.stdout, p.stderr)
+    assert p.returncode == 0 and p.stdout.startswith("ecmac2_"), (p.stdout, p.stderr)
     machine_token, machine_id = p.stdout.strip(), p.stderr.split()[2].rstrip(":")
     n9 = ClusterNode(tmp_path, 9)
     n9.start(invite=machine_token, wait=False)

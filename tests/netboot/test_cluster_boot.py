@@ -125,7 +125,7 @@ class BootedCluster:
         the image with that invitation on the (signed) boot command line; returns it."""
         p = self.cli("cluster", "invite", "--machines", "--expires", "1h",
                      *[a for m in machines for a in ("--mac", m)])
-        assert p.returncode == 0 and p.stdout.startswith("ecmac1_"), p.stderr
+        assert p.returncode == 0 and p.stdout.startswith("ecmac2_"), p.stderr
         self.args = (f'edgecloud.serve="--site booted --scrub-interval 5s" '
                      f"edgecloud.invite={p.stdout.strip()}")
         self.host.terminate()
@@ -271,7 +271,7 @@ def test_three_booted_nodes_join_reboot_with_their_disks_and_a_fourth_is_formatt
             # The machine's console, init's lines and the node's, read from the host.
             p = c.cli("cluster", "logs", ids[i], "--lines", "2000")
             assert p.returncode == 0, p.stderr
-            for line in ("edgecloud init: formatted edgecloud-", "edgecloud init: secrets: in memory only",
+            for line in ("edgecloud init: disk vda: formatted edgecloud-", "edgecloud init: secrets: in memory only",
                          f"cluster: node {ids[i]} in site booted"):
                 assert line in p.stdout, (line, p.stdout[-3000:])
 

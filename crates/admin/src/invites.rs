@@ -166,6 +166,27 @@ pub(crate) async fn issue(
     let mut inv =
         Invitation::new(addr.clone(), inviter.node_key).map_err(|e| invalid(e.to_string()))?;
     inv.machines = p.machines;
+    if p.machines {
+        // Machines ask at every boot: name other active members too, so that one
+        // boots while this node is down.
+        let layout = m.layout();
+        inv.also = layout
+            .members()
+            .filter(|n| &n.id != m.me() && n.state == cluster::NodeState::Active)
+            .filter_map(|n| {
+                let key = codec::unhex(&n.public_key)?.try_into().ok()?;
+                let dialable = !n
+                    .rpc_addr
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.ip().is_unspecified());
+                dialable.then(|| cluster::invite::Member {
+                    addr: n.rpc_addr.clone(),
+                    node_key: key,
+                })
+            })
+            .take(cluster::invite::MAX_ALSO)
+            .collect();
+    }
     let created_ms = now_ms();
     let record = InviteRecord {
         issued_by: addr.clone(),

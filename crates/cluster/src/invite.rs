@@ -26,7 +26,13 @@ use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "ecinv1_";
 /// A machine invitation's tokens: asked with at every boot, MAC-bound or approved.
-const MACHINES_PREFIX: &str = "ecmac1_";
+/// They name other members too (`also`), so that a machine boots while the issuing
+/// member is down. (`ecmac1_` tokens, which named one member, are still read.)
+const MACHINES_PREFIX: &str = "ecmac2_";
+const MACHINES_PREFIX_V1: &str = "ecmac1_";
+/// Most members a machine token names besides the issuing one: each takes ~60
+/// characters of a kernel command line that holds 2048.
+pub const MAX_ALSO: usize = 6;
 
 /// The node-to-node path a guest (a connection without a certificate) may call.
 pub const REDEEM_PATH: &str = "/v1/invite/redeem";
@@ -40,8 +46,20 @@ pub struct Invitation {
     pub node_key: [u8; 32],
     /// The one-time secret; the cluster stores only `secret_hash`.
     pub secret: [u8; 32],
-    /// A machine invitation (`ecmac1_`): used at every start, by the machines it admits.
+    /// A machine invitation (`ecmac2_`): used at every start, by the machines it admits.
     pub machines: bool,
+    /// Other members a machine asks, in order, when the issuing one cannot be reached
+    /// (machine invitations only; at most [`MAX_ALSO`]).
+    pub also: Vec<Member>,
+}
+
+/// A member a token names: where to dial it, and the key it must prove it holds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Member {
+    /// Its node-to-node address (HOST:PORT).
+    pub addr: String,
+    /// Its Ed25519 public key.
+    pub node_key: [u8; 32],
 }
 
 /// Never prints the one-time secret.
@@ -51,6 +69,7 @@ impl std::fmt::Debug for Invitation {
             .field("addr", &self.addr)
             .field("node_key", &codec::hex(&self.node_key))
             .field("secret", &"<redacted>")
+            .field("also", &self.also)
             .finish()
     }
 }
@@ -66,21 +85,41 @@ impl Invitation {
             node_key,
             secret,
             machines: false,
+            also: Vec::new(),
         })
     }
 
-    /// `ecinv1_` (`ecmac1_` for machines) and base64url of: public key, secret, address.
+    /// Every member to ask, the issuing one first.
+    pub fn members(&self) -> Vec<Member> {
+        let first = Member {
+            addr: self.addr.clone(),
+            node_key: self.node_key,
+        };
+        std::iter::once(first).chain(self.also.clone()).collect()
+    }
+
+    /// `ecinv1_` and base64url of: public key, secret, address. For machines `ecmac2_`
+    /// and base64url of: public key, secret, the number of members (one byte), each
+    /// member's address (its length in one byte, then it), the other members' keys.
     pub fn encode(&self) -> String {
         let mut raw = Vec::with_capacity(64 + self.addr.len());
         raw.extend_from_slice(&self.node_key);
         raw.extend_from_slice(&self.secret);
-        raw.extend_from_slice(self.addr.as_bytes());
-        let prefix = if self.machines {
-            MACHINES_PREFIX
-        } else {
-            PREFIX
-        };
-        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw))
+        if !self.machines {
+            raw.extend_from_slice(self.addr.as_bytes());
+            return format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        }
+        let also = &self.also[..self.also.len().min(MAX_ALSO)];
+        raw.push(1 + also.len() as u8);
+        for a in std::iter::once(&self.addr).chain(also.iter().map(|m| &m.addr)) {
+            let a = &a.as_bytes()[..a.len().min(255)];
+            raw.push(a.len() as u8);
+            raw.extend_from_slice(a);
+        }
+        for m in also {
+            raw.extend_from_slice(&m.node_key);
+        }
+        format!("{MACHINES_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
     }
 
     /// Reads a token; says what is wrong with a damaged one.
@@ -91,26 +130,73 @@ impl Invitation {
             ))
         };
         let token = token.trim();
-        let machines = token.starts_with(MACHINES_PREFIX);
-        let body = token
-            .strip_prefix(PREFIX)
-            .or_else(|| token.strip_prefix(MACHINES_PREFIX))
-            .ok_or_else(|| bad("it does not start with ecinv1_ or ecmac1_"))?;
+        let (body, machines, listed) = if let Some(b) = token.strip_prefix(PREFIX) {
+            (b, false, false)
+        } else if let Some(b) = token.strip_prefix(MACHINES_PREFIX) {
+            (b, true, true)
+        } else if let Some(b) = token.strip_prefix(MACHINES_PREFIX_V1) {
+            (b, true, false)
+        } else {
+            return Err(bad("it does not start with ecinv1_ or ecmac2_"));
+        };
         let raw = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| bad("damaged base64"))?;
-        if raw.len() <= 64 || raw.len() > 64 + 300 {
+        let longest = if listed {
+            64 + 1 + (1 + MAX_ALSO) * (1 + 255) + MAX_ALSO * 32
+        } else {
+            64 + 300
+        };
+        if raw.len() <= 64 || raw.len() > longest {
             return Err(bad("wrong length"));
         }
-        let addr = String::from_utf8(raw[64..].to_vec()).map_err(|_| bad("damaged address"))?;
-        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
-            return Err(bad("damaged address"));
-        }
+        let address = |b: &[u8]| {
+            let a = String::from_utf8(b.to_vec()).map_err(|_| bad("damaged address"))?;
+            if a.parse::<std::net::SocketAddr>().is_err() && !a.contains(':') {
+                return Err(bad("damaged address"));
+            }
+            Ok(a)
+        };
+        let (addr, also) = if listed {
+            // How many members, their length-prefixed addresses, then the keys of all
+            // but the first.
+            let (&count, mut rest) = raw[64..].split_first().expect("longer than 64");
+            let count = count as usize;
+            if count == 0 || count > 1 + MAX_ALSO {
+                return Err(bad("wrong number of members"));
+            }
+            let mut addrs = Vec::with_capacity(count);
+            for _ in 0..count {
+                let Some((&n, tail)) = rest.split_first() else {
+                    return Err(bad("wrong length"));
+                };
+                if tail.len() < n as usize {
+                    return Err(bad("wrong length"));
+                }
+                addrs.push(address(&tail[..n as usize])?);
+                rest = &tail[n as usize..];
+            }
+            if rest.len() != (count - 1) * 32 {
+                return Err(bad("wrong length"));
+            }
+            let also = addrs[1..]
+                .iter()
+                .zip(rest.chunks_exact(32))
+                .map(|(a, k)| Member {
+                    addr: a.clone(),
+                    node_key: k.try_into().expect("32 bytes"),
+                })
+                .collect();
+            (addrs.swap_remove(0), also)
+        } else {
+            (address(&raw[64..])?, Vec::new())
+        };
         Ok(Invitation {
             addr,
             node_key: raw[..32].try_into().expect("32 bytes"),
             secret: raw[32..64].try_into().expect("32 bytes"),
             machines,
+            also,
         })
     }
 
@@ -345,21 +431,16 @@ impl ServerCertVerifier for PinnedKey {
     }
 }
 
-/// Trades a token for the cluster secret at the node that issued it. `local` is the
+/// Trades a token for the cluster secret at the node that issued it, or (a machine
+/// invitation) at the next member it names when one cannot be reached. `local` is the
 /// address to connect from (`--bind`). With a machine invitation it sends this
 /// machine's MACs and a code, and waits (saying so on standard error, which a booted
-/// machine's console shows) until an operator approves the code.
+/// machine's console shows) until an operator approves the code. Returns the secret
+/// and the address of the member that gave it (the one to join through).
 pub async fn redeem(
     inv: &Invitation,
     local: Option<std::net::IpAddr>,
-) -> Result<crate::ClusterSecret, ClusterError> {
-    let http = reqwest::Client::builder()
-        .local_address(local)
-        .tls_backend_preconfigured((*guest_tls(inv.node_key)?).clone())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
-    let url = format!("https://{}{REDEEM_PATH}", inv.addr);
+) -> Result<(crate::ClusterSecret, String), ClusterError> {
     let mut request = RedeemRequest {
         secret: codec::hex(&inv.secret),
         ..Default::default()
@@ -368,46 +449,72 @@ pub async fn redeem(
         request.macs = machine_macs();
         request.code = Some(new_code()?);
     }
-    let mut told = false;
-    loop {
-        let resp = http.post(&url).json(&request).send().await.map_err(|e| {
-            // The TLS layer's reason (e.g. a key that is not the pinned one) is deep in
-            // the chain; show all of it.
-            let mut why = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                why = format!("{why}: {s}");
-                src = s.source();
+    let members = inv.members();
+    let mut unreachable = Vec::new();
+    let mut waiting_at = None;
+    for member in &members {
+        let http = reqwest::Client::builder()
+            .local_address(local)
+            .tls_backend_preconfigured((*guest_tls(member.node_key)?).clone())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let url = format!("https://{}{REDEEM_PATH}", member.addr);
+        loop {
+            let resp = match http.post(&url).json(&request).send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    // The TLS layer's reason (e.g. a key that is not the pinned one) is
+                    // deep in the chain; show all of it. Then ask the next member.
+                    let mut why = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(s) = src {
+                        why = format!("{why}: {s}");
+                        src = s.source();
+                    }
+                    unreachable.push(format!("{}: {why}", member.addr));
+                    break;
+                }
+            };
+            let status = resp.status();
+            if status == reqwest::StatusCode::ACCEPTED {
+                if waiting_at.as_ref() != Some(&member.addr) {
+                    let waiting: Waiting = resp.json().await?;
+                    eprintln!(
+                        "waiting to be let into the cluster: on the member {} run\n  {}\n(this machine: {})",
+                        member.addr,
+                        waiting.approve_with,
+                        request.macs.join(", ")
+                    );
+                    waiting_at = Some(member.addr.clone());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
             }
-            ClusterError::Peer(format!(
-                "cannot redeem the invitation at {}: {why} (is the node that printed it running, and reachable from here?)",
-                inv.addr
-            ))
-        })?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::ACCEPTED {
-            if !told {
-                let waiting: Waiting = resp.json().await?;
-                eprintln!(
-                    "waiting to be let into the cluster: on a member run\n  {}\n(this machine: {})",
-                    waiting.approve_with,
-                    request.macs.join(", ")
-                );
-                told = true;
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                // It cannot decide now (no majority on its side): ask the next one.
+                let msg = resp.text().await.unwrap_or_default();
+                unreachable.push(format!("{}: {msg}", member.addr));
+                break;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            continue;
+            if !status.is_success() {
+                let msg = resp.text().await.unwrap_or_default();
+                return Err(ClusterError::Peer(format!(
+                    "{} refused the invitation ({status}): {msg}",
+                    member.addr
+                )));
+            }
+            let answer: RedeemAnswer = resp.json().await?;
+            return Ok((
+                crate::ClusterSecret::new(answer.cluster_secret)?,
+                member.addr.clone(),
+            ));
         }
-        if !status.is_success() {
-            let msg = resp.text().await.unwrap_or_default();
-            return Err(ClusterError::Peer(format!(
-                "{} refused the invitation ({status}): {msg}",
-                inv.addr
-            )));
-        }
-        let answer: RedeemAnswer = resp.json().await?;
-        return crate::ClusterSecret::new(answer.cluster_secret);
     }
+    Err(ClusterError::Peer(format!(
+        "cannot redeem the invitation: no member it names could answer ({}); is the node that printed it running, and reachable from here?",
+        unreachable.join("; ")
+    )))
 }
 
 #[cfg(test)]
@@ -437,8 +544,46 @@ mod tests {
             ..inv.clone()
         };
         let t = machines.encode();
-        assert!(t.starts_with("ecmac1_"), "{t}");
+        assert!(t.starts_with("ecmac2_"), "{t}");
         assert_eq!(Invitation::decode(&t).unwrap(), machines);
+        // A machine token names other members to ask, with their keys.
+        let listed = Invitation {
+            also: (0..MAX_ALSO as u8 + 2)
+                .map(|i| Member {
+                    addr: format!("10.0.0.{i}:9420"),
+                    node_key: [i; 32],
+                })
+                .collect(),
+            ..machines.clone()
+        };
+        let t = listed.encode();
+        let back = Invitation::decode(&t).unwrap();
+        assert_eq!(
+            back.also,
+            listed.also[..MAX_ALSO],
+            "at most MAX_ALSO others"
+        );
+        assert_eq!(back.members()[0].addr, inv.addr);
+        assert!(
+            t.len() < 700,
+            "{} characters on a kernel command line",
+            t.len()
+        );
+        for cut in [1, 32, t.len() - 70] {
+            let e = Invitation::decode(&t[..t.len() - cut])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("length") || e.contains("base64") || e.contains("members"),
+                "{e}"
+            );
+        }
+        // A token of the first format (one member) is still read.
+        let mut raw = inv.node_key.to_vec();
+        raw.extend_from_slice(&inv.secret);
+        raw.extend_from_slice(inv.addr.as_bytes());
+        let v1 = format!("ecmac1_{}", URL_SAFE_NO_PAD.encode(raw));
+        assert_eq!(Invitation::decode(&v1).unwrap(), machines);
         // A different secret is a different record.
         let other = Invitation::new(inv.addr.clone(), inv.node_key).unwrap();
         assert_ne!(other.record_name(), inv.record_name());

@@ -60,7 +60,7 @@ pub struct BootParams {
 impl BootParams {
     /// Whether the node can take its secrets from the cluster at every start: it joins
     /// (`--join`) with the cluster secret from the boot configuration, or with a machine
-    /// invitation (`ecmac1_`, asked with at every boot); not with a one-time invitation
+    /// invitation (`ecmac2_`, or the older `ecmac1_`, asked with at every boot); not with a one-time invitation
     /// (a used one cannot be redeemed again after a reboot).
     pub fn secrets_from_cluster(&self) -> bool {
         let machine_invite = self
@@ -72,7 +72,8 @@ impl BootParams {
                     .filter(|(k, _)| k == "EDGECLOUD_INVITE")
                     .map(|(_, v)| v),
             )
-            .any(|a| a.trim_start_matches("--invite=").starts_with("ecmac1_"));
+            // `ecmac` and a format number: the tokens `cluster invite --machines` prints.
+            .any(|a| a.trim_start_matches("--invite=").starts_with("ecmac"));
         if machine_invite {
             return true;
         }
@@ -601,8 +602,8 @@ mod tests {
             "joins, with the secret: in memory"
         );
         let machine =
-            parse_cmdline("edgecloud.serve=\"--site s2\" edgecloud.invite=ecmac1_AAAA").unwrap();
-        assert_eq!(machine.serve, ["--site", "s2", "--invite", "ecmac1_AAAA"]);
+            parse_cmdline("edgecloud.serve=\"--site s2\" edgecloud.invite=ecmac2_AAAA").unwrap();
+        assert_eq!(machine.serve, ["--site", "s2", "--invite", "ecmac2_AAAA"]);
         assert!(
             machine.secrets_from_cluster(),
             "a machine invitation: in memory"

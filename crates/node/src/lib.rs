@@ -193,13 +193,10 @@ impl Node {
             .map(cluster::invite::Invitation::decode)
             .transpose()
             .map_err(|e| NodeError::startup("the invitation", e))?;
-        let join = cfg
-            .join
-            .clone()
-            .or_else(|| invite.as_ref().map(|i| i.addr.clone()));
+        let joining = cfg.join.is_some() || invite.is_some();
         let machine_invite = invite.as_ref().is_some_and(|i| i.machines);
         if cfg.secrets_dir.is_some()
-            && (join.is_none()
+            && (!joining
                 || (cfg.secret_file.is_none()
                     && !machine_invite
                     && std::env::var_os("EDGECLOUD_CLUSTER_SECRET").is_none()))
@@ -208,14 +205,21 @@ impl Node {
                 "--secrets-dir keeps no key on this node's disks, so it fetches them from a member at every start: give --join HOST:PORT and the cluster secret (--secret-file or EDGECLOUD_CLUSTER_SECRET), or a machine invitation (`edgecloud cluster invite --machines`; a plain one works once only), or leave --secrets-dir out".into(),
             ));
         }
-        let secret = secrets::cluster_secret(
+        let (secret, redeemed_at) = secrets::cluster_secret(
             cfg.secret_file.as_deref(),
             &keys_dir,
-            join.is_some(),
+            joining,
             invite.as_ref(),
             local_ip,
         )
         .await?;
+        // Joined through --join, else the member that just took the invitation (maybe
+        // not the one that issued it, if that one is down), else the issuing one.
+        let join = cfg
+            .join
+            .clone()
+            .or(redeemed_at)
+            .or_else(|| invite.as_ref().map(|i| i.addr.clone()));
         // Kept in the data directory, or (secrets elsewhere) derived from the cluster
         // secret and the data directory's salt: the same data is the same node.
         let (node_key, cosigner_seed) = match cfg.secrets_dir {

@@ -79,33 +79,36 @@ fn keep(path: &Path, text: &str) -> Result<(), NodeError> {
 
 /// The cluster secret: EDGECLOUD_CLUSTER_SECRET, else `file`, else the node's own
 /// DATA/cluster.secret (created on the first node). A node joining for the first time
-/// without one trades its invitation for it (and keeps it there), or must be given it.
+/// without one trades its invitation for it (and keeps it there), or must be given it;
+/// then the member that gave it is returned too (the one to join through).
 pub async fn cluster_secret(
     file: Option<&Path>,
     data: &Path,
     joining: bool,
     invite: Option<&cluster::invite::Invitation>,
     local_ip: Option<std::net::IpAddr>,
-) -> Result<cluster::ClusterSecret, NodeError> {
+) -> Result<(cluster::ClusterSecret, Option<String>), NodeError> {
     if let Ok(s) = std::env::var("EDGECLOUD_CLUSTER_SECRET") {
         return cluster::ClusterSecret::new(s)
+            .map(|s| (s, None))
             .map_err(|e| NodeError::startup("EDGECLOUD_CLUSTER_SECRET", e));
     }
     if let Some(f) = file {
         let bytes = std::fs::read(f).map_err(NodeError::file("read the cluster secret", f))?;
         return cluster::ClusterSecret::new(bytes)
+            .map(|s| (s, None))
             .map_err(|e| NodeError::startup("the cluster secret file", e));
     }
     let kept = data.join(CLUSTER_SECRET);
     // A restart (even with the same --invite) finds the secret kept at the first start.
     if !kept.exists() {
         if let Some(inv) = invite {
-            let secret = cluster::invite::redeem(inv, local_ip)
+            let (secret, member) = cluster::invite::redeem(inv, local_ip)
                 .await
                 .map_err(|e| NodeError::startup("cannot redeem the invitation", e))?;
             keep(&kept, &format!("{}\n", secret.reveal()))?;
-            tracing::info!("invitation accepted by {}: joining", inv.addr);
-            return Ok(secret);
+            tracing::info!("invitation accepted by {member}: joining");
+            return Ok((secret, Some(member)));
         }
         if joining {
             return Err(NodeError::Secrets(format!(
@@ -114,6 +117,7 @@ pub async fn cluster_secret(
         }
     }
     cluster::ClusterSecret::load_or_create(&kept)
+        .map(|s| (s, None))
         .map_err(|e| NodeError::startup("cannot load or create the cluster secret", e))
 }
 

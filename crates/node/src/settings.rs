@@ -273,7 +273,7 @@ pub struct NodeSettings {
     /// Join with a one-time invitation token (`edgecloud cluster invite` prints one)
     /// instead of the secret: it names the node to join (--join overrides it) and is
     /// traded for the cluster secret, which is kept in DATA/cluster.secret. A machine
-    /// invitation (`ecmac1_`, `cluster invite --machines`) is asked with at every start:
+    /// invitation (`ecmac2_`, `cluster invite --machines`) is asked with at every start:
     /// a machine it does not list by MAC waits for `edgecloud cluster approve CODE`
     #[arg(long, env = "EDGECLOUD_INVITE", value_name = "TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]

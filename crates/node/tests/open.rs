@@ -247,7 +247,7 @@ async fn a_machine_invitation_lets_an_approved_machine_in_at_every_boot() {
         .await
         .unwrap();
     let invite = issued["token"].as_str().unwrap().to_string();
-    assert!(invite.starts_with("ecmac1_"), "{invite}");
+    assert!(invite.starts_with("ecmac2_"), "{invite}");
     let machine = || {
         NodeSettings {
             secrets_dir: Some(keys.clone()),
@@ -399,4 +399,100 @@ async fn a_node_keeping_its_secrets_elsewhere_starts_while_its_join_member_is_do
     );
     node.stop().await.unwrap();
     member.stop().await.unwrap();
+}
+
+/// A machine invitation names other members besides the one that issued it: a machine
+/// whose token's first member is down is let in by the next, and joins through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_invitation_is_redeemed_at_another_member_when_the_issuing_one_is_down() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let founder = Node::open(on_free_ports(&path("founder"))).await.unwrap();
+    let member = |name: &str| {
+        NodeSettings {
+            secret_file: Some(path("founder").join("cluster.secret")),
+            join: Some(founder.summary().rpc_addr.clone()),
+            ..free_ports()
+        }
+        .resolve(&path(name))
+        .unwrap()
+    };
+    let first = Node::open(member("first")).await.unwrap();
+    let second = Node::open(member("second")).await.unwrap();
+    // The founder knows both (they joined through it), so its token names them.
+    let admin = founder.summary().admin_url.clone();
+    let token = std::fs::read_to_string(path("founder").join("admin.token")).unwrap();
+    let macs = cluster::invite::machine_macs().join(",");
+    let issued: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{admin}/v1/cluster/invites?machines=true&ttl=600&mac={macs}"
+        ))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let invite = issued["token"].as_str().unwrap().to_string();
+    let parsed = cluster::invite::Invitation::decode(&invite).unwrap();
+    let others: Vec<_> = parsed.also.iter().map(|m| m.addr.clone()).collect();
+    assert_eq!(parsed.addr, founder.summary().rpc_addr);
+    assert!(
+        others.contains(&first.summary().rpc_addr) && others.contains(&second.summary().rpc_addr),
+        "{others:?}"
+    );
+    // Three voters (the catalog's majority survives the founder's stop).
+    let mut voters = 0;
+    for _ in 0..300 {
+        let view: serde_json::Value = reqwest::Client::new()
+            .get(format!("{admin}/v1/cluster"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        voters = view["status"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["role"] == "voter" || n["role"] == "leader")
+            .count();
+        if voters == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(voters, 3);
+    founder.stop().await.unwrap();
+
+    let machine = NodeSettings {
+        secrets_dir: Some(path("in-memory")),
+        invite: Some(invite),
+        ..free_ports()
+    }
+    .resolve(&path("machine"))
+    .unwrap();
+    let node = tokio::time::timeout(std::time::Duration::from_secs(120), Node::open(machine))
+        .await
+        .expect("let in while the issuing member is down")
+        .unwrap();
+    // It is a member: the others' replicated layout lists it.
+    let id = node.summary().node_id.clone();
+    let layout = path("first").join("cluster/layout.json");
+    let mut listed = false;
+    for _ in 0..300 {
+        listed = std::fs::read_to_string(&layout).is_ok_and(|l| l.contains(&id));
+        if listed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(listed, "the machine is in the layout");
+    node.stop().await.unwrap();
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
 }
