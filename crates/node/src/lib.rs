@@ -519,16 +519,33 @@ impl Node {
                 image_sha256: image.clone(),
             };
             // Just after joining, the catalog may not take a change yet (no leader
-            // known, a replica catching up): tried again for a minute, not lost.
-            let archive = archive.clone();
+            // known, a replica catching up): tried again for a minute, not lost. A
+            // try whose answer was lost (the leader replaced meanwhile) may still have
+            // been committed: the log is looked at before the next, so that a boot is
+            // recorded once.
+            let (archive, auditor) = (archive.clone(), auditor.clone());
             background.push(tokio::spawn(async move {
+                let from = auditor.size();
+                // The record's time is its proposer's (this node's) clock.
+                let since_ns = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
                 for attempt in 1..=60 {
                     match archive.record(booted.clone(), None).await {
                         Ok(_) => return,
                         Err(e) if attempt == 60 => {
                             tracing::warn!("recording the image this node booted: {e}")
                         }
-                        Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            let (a, b) = (auditor.clone(), booted.clone());
+                            let found = tokio::task::spawn_blocking(move || {
+                                recorded_since(&a, from, since_ns, &b)
+                            });
+                            if found.await.unwrap_or(false) {
+                                return;
+                            }
+                        }
                     }
                 }
             }));
@@ -826,4 +843,18 @@ fn cleartext(listeners: &[(&str, &TcpListener, &str)]) -> Vec<String> {
             })
         })
         .collect()
+}
+
+/// Whether the replicated audit log holds `change`, made by this node at `since_ns` or
+/// later, at an index from `from` on.
+fn recorded_since(
+    auditor: &archive::audit::Auditor,
+    from: u64,
+    since_ns: u64,
+    change: &ledger::record::Change,
+) -> bool {
+    (from..)
+        .map_while(|i| auditor.entry(i).ok())
+        .filter_map(|b| ledger::record::Record::from_bytes(&b).ok())
+        .any(|r| r.time_ns >= since_ns && r.actor.is_none() && &r.change == change)
 }
